@@ -1,0 +1,204 @@
+"""S3: segment uploads, version listing, in-place locks and create-only evidence writes.
+
+Nothing here ever passes BypassGovernanceRetention or deletes an object version.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from freezeframe.config import Settings
+from freezeframe.errors import NotFoundError
+
+logger = logging.getLogger(__name__)
+_CREATE_CONFLICT = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
+LOCAL_CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}  # noqa: S105 - local endpoints only
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectVersion:
+    key: str
+    version_id: str
+    size: int
+    last_modified: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LockState:
+    mode: str | None
+    retain_until: datetime | None
+    legal_hold: bool
+
+
+def client(settings: Settings) -> Any:
+    kwargs: dict[str, Any] = {"region_name": settings.region,
+                              "config": Config(retries={"max_attempts": 8, "mode": "adaptive"},
+                                               max_pool_connections=32)}
+    if settings.s3_endpoint:
+        # A local endpoint: path-style addressing and throwaway credentials unless real ones are configured.
+        kwargs["endpoint_url"] = settings.s3_endpoint
+        kwargs["config"] = kwargs["config"].merge(Config(s3={"addressing_style": "path"}))
+        if boto3.session.Session().get_credentials() is None:
+            kwargs.update(LOCAL_CREDENTIALS)
+    return boto3.client("s3", **kwargs)
+
+
+def credentials(settings: Settings) -> tuple[str, str, str | None] | None:
+    """The credentials boto3 would use, or the throwaway local ones for a local endpoint; None means the default
+    chain (instance role) is left to the caller's SDK."""
+    resolved = boto3.session.Session().get_credentials()
+    if resolved is not None:
+        frozen = resolved.get_frozen_credentials()
+        return frozen.access_key, frozen.secret_key, frozen.token
+    if settings.s3_endpoint:
+        return LOCAL_CREDENTIALS["aws_access_key_id"], LOCAL_CREDENTIALS["aws_secret_access_key"], None
+    return None
+
+
+def sha256_b64(hex_digest: str) -> str:
+    return base64.b64encode(bytes.fromhex(hex_digest)).decode()
+
+
+def put_segment(s3: Any, bucket: str, key: str, body: bytes, sha256_hex: str, metadata: Mapping[str, str]) -> str:
+    """Create-only upload with an S3-verified SHA-256. A re-send of the same bytes returns the existing version,
+    so at-least-once delivery never makes a second segment."""
+    try:
+        reply = s3.put_object(Bucket=bucket, Key=key, Body=body, ChecksumAlgorithm="SHA256",
+                              ChecksumSHA256=sha256_b64(sha256_hex),
+                              Metadata=dict(metadata), IfNoneMatch="*")
+        return str(reply["VersionId"])
+    except ClientError as exc:
+        if _error_code(exc) not in _CREATE_CONFLICT:
+            raise
+    head = s3.head_object(Bucket=bucket, Key=key)
+    existing = head.get("Metadata", {}).get("sha256")
+    if existing != sha256_hex:
+        raise FileExistsError(f"s3://{bucket}/{key} already holds different bytes (sha256 {existing})")
+    return str(head["VersionId"])
+
+
+def list_versions(s3: Any, bucket: str, prefix: str) -> Iterator[ObjectVersion]:
+    """The latest version of every key under prefix (delete markers skipped)."""
+    paginator = s3.get_paginator("list_object_versions")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        for version in page.get("Versions", []):
+            if version.get("IsLatest"):
+                yield ObjectVersion(version["Key"], version["VersionId"], int(version["Size"]),
+                                    version["LastModified"])
+
+
+def list_keys(s3: Any, bucket: str, prefix: str) -> Iterator[str]:
+    paginator = s3.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            yield item["Key"]
+
+
+def head_version(s3: Any, bucket: str, key: str, version_id: str) -> dict[str, Any]:
+    return dict(s3.head_object(Bucket=bucket, Key=key, VersionId=version_id))
+
+
+def lock_state(head: Mapping[str, Any]) -> LockState:
+    return LockState(mode=head.get("ObjectLockMode"), retain_until=head.get("ObjectLockRetainUntilDate"),
+                     legal_hold=head.get("ObjectLockLegalHoldStatus") == "ON")
+
+
+def lock_version(s3: Any, bucket: str, key: str, version_id: str, mode: str, retain_until: datetime,
+                 current: LockState) -> LockState:
+    """Lock one version in place. Never shortens an existing lock and never weakens COMPLIANCE to GOVERNANCE:
+    the stronger of the existing and the requested lock wins."""
+    effective_mode = "COMPLIANCE" if "COMPLIANCE" in (mode, current.mode) else mode
+    effective_until = retain_until if current.retain_until is None else max(retain_until, current.retain_until)
+    if current.mode == effective_mode and current.retain_until is not None and current.retain_until >= effective_until:
+        return current
+    s3.put_object_retention(Bucket=bucket, Key=key, VersionId=version_id,
+                            Retention={"Mode": effective_mode, "RetainUntilDate": effective_until})
+    return LockState(effective_mode, effective_until, current.legal_hold)
+
+
+def put_bytes(s3: Any, bucket: str, key: str, body: bytes, *, content_type: str, create_only: bool = False,
+              lock: tuple[str, datetime] | None = None) -> str | None:
+    """Put with a SHA-256 checksum. create_only: returns None when the key exists already (a retry or a duplicate)."""
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "Body": body, "ContentType": content_type,
+                              "ChecksumAlgorithm": "SHA256", "ChecksumSHA256": base64.b64encode(hashlib.sha256(body).digest()).decode()}
+    if create_only:
+        kwargs["IfNoneMatch"] = "*"
+    if lock is not None:
+        kwargs["ObjectLockMode"], kwargs["ObjectLockRetainUntilDate"] = lock
+    try:
+        reply = s3.put_object(**kwargs)
+    except ClientError as exc:
+        if create_only and _error_code(exc) in _CREATE_CONFLICT:
+            return None
+        raise
+    return str(reply.get("VersionId") or "")
+
+
+def put_json(s3: Any, bucket: str, key: str, document: Mapping[str, Any], **kwargs: Any) -> str | None:
+    body = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+    return put_bytes(s3, bucket, key, body, content_type="application/json", **kwargs)
+
+
+def get_bytes(s3: Any, bucket: str, key: str, version_id: str | None = None) -> bytes:
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
+    if version_id:
+        kwargs["VersionId"] = version_id
+    try:
+        return bytes(s3.get_object(**kwargs)["Body"].read())
+    except ClientError as exc:
+        if _error_code(exc) in {"NoSuchKey", "NoSuchVersion", "404"}:
+            raise NotFoundError(f"s3://{bucket}/{key} not found") from exc
+        raise
+
+
+def exists(s3: Any, bucket: str, key: str) -> bool:
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if _error_code(exc) in {"NoSuchKey", "404", "NotFound"}:
+            return False
+        raise
+    return True
+
+
+def get_json(s3: Any, bucket: str, key: str) -> dict[str, Any]:
+    document = json.loads(get_bytes(s3, bucket, key))
+    if not isinstance(document, dict):
+        raise NotFoundError(f"s3://{bucket}/{key} is not a JSON object")
+    return document
+
+
+def ensure_buckets(s3: Any, settings: Settings, evidence_default_days: int = 1) -> None:
+    """Local mode only (AWS buckets come from template.yaml): raw bucket versioned with Object Lock and no default
+    retention; evidence bucket with a default GOVERNANCE retention."""
+    for bucket in (settings.raw_bucket, settings.evidence_bucket):
+        try:
+            s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+        except ClientError as exc:
+            if _error_code(exc) not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                raise
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_object_lock_configuration(
+        Bucket=settings.evidence_bucket,
+        ObjectLockConfiguration={"ObjectLockEnabled": "Enabled",
+                                 "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": evidence_default_days}}})
+
+
+def retain_until_days(days: int, now: datetime | None = None) -> datetime:
+    return (now or datetime.now(UTC)) + timedelta(days=days)
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", "")) or str(
+        exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))

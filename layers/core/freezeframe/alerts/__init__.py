@@ -1,0 +1,1 @@
+"""Alert sources: one module per webhook format, each a pure parse from payload to FreezeRequests."""

@@ -1,0 +1,115 @@
+"""Prometheus Alertmanager webhook, payload version 4.
+
+https://prometheus.io/docs/alerting/latest/configuration/#webhook_config: a group of alerts, each with
+status, labels, annotations, startsAt, endsAt, generatorURL and fingerprint. Each firing alert becomes one
+FreezeRequest whose incident id is stable across redeliveries (fingerprint + startsAt).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from freezeframe.config import Settings
+from freezeframe.errors import PayloadError
+from freezeframe.keys import check_name
+from freezeframe.models import FreezeRequest, LockSpec, Scope, parse_iso
+from freezeframe.window import freeze_window
+
+SUPPORTED_VERSION = "4"
+# Label names that map onto the freeze scope, most specific first.
+NODE_LABELS = ("node", "kubernetes_node", "nodename")
+NAMESPACE_LABELS = ("namespace", "kubernetes_namespace")
+POD_LABELS = ("pod", "kubernetes_pod_name")
+
+
+@dataclass(frozen=True, slots=True)
+class AlertmanagerBatch:
+    requests: tuple[FreezeRequest, ...]
+    resolved_incidents: tuple[str, ...]
+    truncated_alerts: int
+    group_key: str
+
+
+def parse_body(body: bytes) -> Mapping[str, Any]:
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadError(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(payload, Mapping):
+        raise PayloadError("body must be a JSON object")
+    return payload
+
+
+def incident_id_for(fingerprint: str, starts_at: str) -> str:
+    digest = hashlib.sha256(f"{fingerprint}|{starts_at}".encode()).hexdigest()[:20]
+    return f"am-{digest}"
+
+
+def to_freeze_requests(payload: Mapping[str, Any], settings: Settings, now: datetime) -> AlertmanagerBatch:
+    """Validates the whole payload first, so that a bad alert anywhere rejects the batch before anything is written."""
+    version = payload.get("version")
+    if version != SUPPORTED_VERSION:
+        raise PayloadError(f"unsupported Alertmanager payload version {version!r}; expected '4'")
+    alerts = payload.get("alerts")
+    if not isinstance(alerts, list):
+        raise PayloadError("missing field 'alerts' (a list)")
+    truncated = payload.get("truncatedAlerts", 0)
+    if not isinstance(truncated, int) or truncated < 0:
+        raise PayloadError("truncatedAlerts must be a non-negative integer")
+    common_labels = _str_map(payload.get("commonLabels") or {}, "commonLabels")
+    requests: list[FreezeRequest] = []
+    resolved: list[str] = []
+    for index, alert in enumerate(alerts):
+        if not isinstance(alert, Mapping):
+            raise PayloadError(f"alerts[{index}] must be an object")
+        status = alert.get("status")
+        fingerprint = alert.get("fingerprint")
+        starts_raw = alert.get("startsAt")
+        if status not in ("firing", "resolved"):
+            raise PayloadError(f"alerts[{index}].status must be 'firing' or 'resolved', got {status!r}")
+        if not isinstance(fingerprint, str) or not fingerprint:
+            raise PayloadError(f"alerts[{index}] is missing 'fingerprint'")
+        if not isinstance(starts_raw, str):
+            raise PayloadError(f"alerts[{index}] is missing 'startsAt'")
+        starts_at = parse_iso(starts_raw, f"alerts[{index}].startsAt")
+        labels = {**common_labels, **_str_map(alert.get("labels") or {}, f"alerts[{index}].labels")}
+        annotations = _str_map(alert.get("annotations") or {}, f"alerts[{index}].annotations")
+        incident_id = incident_id_for(fingerprint, starts_raw)
+        if status == "resolved":
+            resolved.append(incident_id)
+            continue
+        window_start, window_end = freeze_window(starts_at, now, settings.lookback_s, settings.lookahead_s)
+        requests.append(FreezeRequest(
+            incident_id=incident_id,
+            source="alertmanager",
+            title=annotations.get("summary") or labels.get("alertname") or "alertmanager alert",
+            severity=labels.get("severity", "unknown"),
+            window_start=window_start,
+            window_end=window_end,
+            scope=_scope(labels, settings),
+            lock=LockSpec(mode=settings.lock_mode, retain_until=now + timedelta(days=settings.lock_retain_days)),
+            labels=tuple(sorted(labels.items())),
+            received_at=now.astimezone(UTC),
+        ))
+    return AlertmanagerBatch(tuple(requests), tuple(resolved), truncated, str(payload.get("groupKey", "")))
+
+
+def _scope(labels: Mapping[str, str], settings: Settings) -> Scope:
+    cluster = check_name("cluster", labels.get("cluster", settings.cluster))
+    return Scope(
+        cluster=cluster,
+        nodes=tuple(labels[name] for name in NODE_LABELS if name in labels)[:1],
+        namespaces=tuple(labels[name] for name in NAMESPACE_LABELS if name in labels)[:1],
+        pods=tuple(labels[name] for name in POD_LABELS if name in labels)[:1],
+    )
+
+
+def _str_map(value: Any, name: str) -> dict[str, str]:
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise PayloadError(f"{name} must be an object of strings")
+    return dict(value)

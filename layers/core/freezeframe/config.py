@@ -1,0 +1,183 @@
+"""Every setting freezeframe reads, as env-var names in one place and one frozen Settings object.
+
+Nothing else in the code reads os.environ: call `settings()` (built once) or `Settings.from_env(env)` in tests.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+
+from freezeframe.errors import ConfigError
+
+# Names of the environment variables (the only place they are spelled out).
+ENV_CLUSTER = "FREEZEFRAME_CLUSTER"
+ENV_RAW_BUCKET = "FREEZEFRAME_RAW_BUCKET"
+ENV_EVIDENCE_BUCKET = "FREEZEFRAME_EVIDENCE_BUCKET"
+ENV_S3_ENDPOINT = "FREEZEFRAME_S3_ENDPOINT"
+ENV_LAMBDA_ENDPOINT = "FREEZEFRAME_LAMBDA_ENDPOINT"
+ENV_REGION = "AWS_REGION"
+ENV_KAFKA_BOOTSTRAP = "FREEZEFRAME_KAFKA_BOOTSTRAP"
+ENV_BUS_DIR = "FREEZEFRAME_BUS_DIR"
+ENV_SEGMENTS_TOPIC = "FREEZEFRAME_SEGMENTS_TOPIC"
+ENV_LOCK_MODE = "FREEZEFRAME_LOCK_MODE"
+ENV_LOCK_RETAIN_DAYS = "FREEZEFRAME_LOCK_RETAIN_DAYS"
+ENV_LOOKBACK_S = "FREEZEFRAME_LOOKBACK_SECONDS"
+ENV_LOOKAHEAD_S = "FREEZEFRAME_LOOKAHEAD_SECONDS"
+ENV_FREEZE_FUNCTION = "FREEZEFRAME_FREEZE_FUNCTION"
+ENV_DISSECT_FUNCTION = "FREEZEFRAME_DISSECT_FUNCTION"
+ENV_ALERTMANAGER_TOKEN = "FREEZEFRAME_ALERTMANAGER_TOKEN"  # noqa: S105 - the variable's name, not a secret
+ENV_ALERTMANAGER_TOKEN_FILE = "FREEZEFRAME_ALERTMANAGER_TOKEN_FILE"  # noqa: S105
+ENV_ALERTMANAGER_TOKEN_SECRET_ARN = "FREEZEFRAME_ALERTMANAGER_TOKEN_SECRET_ARN"  # noqa: S105
+ENV_SEGMENT_SECONDS = "FREEZEFRAME_SEGMENT_SECONDS"
+ENV_NODE_NAME = "NODE_NAME"
+ENV_SPOOL_DIR = "FREEZEFRAME_SPOOL_DIR"
+ENV_STATE_DIR = "FREEZEFRAME_STATE_DIR"
+ENV_FUNCTIONS_DIR = "FREEZEFRAME_FUNCTIONS_DIR"
+
+SEGMENTS_TOPIC = "freezeframe.segments"
+K8S_TOPIC = "freezeframe.k8s"
+LOCK_MODES = ("COMPLIANCE", "GOVERNANCE")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    cluster: str = "demo"
+    raw_bucket: str = "freezeframe-raw"
+    evidence_bucket: str = "freezeframe-evidence"
+    s3_endpoint: str | None = None
+    lambda_endpoint: str | None = None
+    region: str = "us-east-1"
+    kafka_bootstrap: str | None = None
+    bus_dir: Path | None = None
+    segments_topic: str = SEGMENTS_TOPIC
+    lock_mode: str = "COMPLIANCE"
+    lock_retain_days: int = 30
+    lookback_s: int = 15 * 60
+    lookahead_s: int = 5 * 60
+    freeze_function: str = "freezeframe-freeze"
+    dissect_function: str = "freezeframe-dissect"
+    alertmanager_token_env: str | None = None
+    alertmanager_token_file: Path | None = None
+    alertmanager_token_secret_arn: str | None = None
+    segment_seconds: float = 10.0
+    node_name: str = "local-node"
+    spool_dir: Path = Path(".freezeframe/spool")
+    state_dir: Path = Path(".freezeframe")
+    functions_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.lock_mode not in LOCK_MODES:
+            raise ConfigError(f"{ENV_LOCK_MODE} must be one of {LOCK_MODES}, got {self.lock_mode!r}")
+        if self.lock_retain_days < 1:
+            raise ConfigError(f"{ENV_LOCK_RETAIN_DAYS} must be at least 1 day, got {self.lock_retain_days}")
+        if self.segment_seconds <= 0:
+            raise ConfigError(f"{ENV_SEGMENT_SECONDS} must be positive, got {self.segment_seconds}")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        base = cls()
+        return cls(
+            cluster=env.get(ENV_CLUSTER, base.cluster),
+            raw_bucket=env.get(ENV_RAW_BUCKET, base.raw_bucket),
+            evidence_bucket=env.get(ENV_EVIDENCE_BUCKET, base.evidence_bucket),
+            s3_endpoint=env.get(ENV_S3_ENDPOINT) or None,
+            lambda_endpoint=env.get(ENV_LAMBDA_ENDPOINT) or None,
+            region=env.get(ENV_REGION) or env.get("AWS_DEFAULT_REGION") or base.region,
+            kafka_bootstrap=env.get(ENV_KAFKA_BOOTSTRAP) or None,
+            bus_dir=Path(env[ENV_BUS_DIR]) if env.get(ENV_BUS_DIR) else None,
+            segments_topic=env.get(ENV_SEGMENTS_TOPIC, base.segments_topic),
+            lock_mode=env.get(ENV_LOCK_MODE, base.lock_mode).upper(),
+            lock_retain_days=_int(env, ENV_LOCK_RETAIN_DAYS, base.lock_retain_days),
+            lookback_s=_int(env, ENV_LOOKBACK_S, base.lookback_s),
+            lookahead_s=_int(env, ENV_LOOKAHEAD_S, base.lookahead_s),
+            freeze_function=env.get(ENV_FREEZE_FUNCTION, base.freeze_function),
+            dissect_function=env.get(ENV_DISSECT_FUNCTION, base.dissect_function),
+            alertmanager_token_env=env.get(ENV_ALERTMANAGER_TOKEN) or None,
+            alertmanager_token_file=Path(env[ENV_ALERTMANAGER_TOKEN_FILE])
+            if env.get(ENV_ALERTMANAGER_TOKEN_FILE) else None,
+            alertmanager_token_secret_arn=env.get(ENV_ALERTMANAGER_TOKEN_SECRET_ARN) or None,
+            segment_seconds=_float(env, ENV_SEGMENT_SECONDS, base.segment_seconds),
+            node_name=env.get(ENV_NODE_NAME, base.node_name),
+            spool_dir=Path(env.get(ENV_SPOOL_DIR, str(base.spool_dir))),
+            state_dir=Path(env.get(ENV_STATE_DIR, str(base.state_dir))),
+            functions_dir=Path(env[ENV_FUNCTIONS_DIR]) if env.get(ENV_FUNCTIONS_DIR) else None,
+        )
+
+    def with_(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        # The token itself must never reach a log line through a repr.
+        token = "<set>" if self.alertmanager_token_env else None
+        return f"Settings(cluster={self.cluster!r}, raw_bucket={self.raw_bucket!r}, " \
+               f"evidence_bucket={self.evidence_bucket!r}, s3_endpoint={self.s3_endpoint!r}, " \
+               f"kafka_bootstrap={self.kafka_bootstrap!r}, alertmanager_token={token})"
+
+
+def env_overrides(settings_: Settings) -> dict[str, str]:
+    """The env vars that reproduce `settings_` in a child process or a local Lambda invocation."""
+    out = {
+        ENV_CLUSTER: settings_.cluster,
+        ENV_RAW_BUCKET: settings_.raw_bucket,
+        ENV_EVIDENCE_BUCKET: settings_.evidence_bucket,
+        ENV_REGION: settings_.region,
+        ENV_SEGMENTS_TOPIC: settings_.segments_topic,
+        ENV_LOCK_MODE: settings_.lock_mode,
+        ENV_LOCK_RETAIN_DAYS: str(settings_.lock_retain_days),
+        ENV_LOOKBACK_S: str(settings_.lookback_s),
+        ENV_LOOKAHEAD_S: str(settings_.lookahead_s),
+        ENV_FREEZE_FUNCTION: settings_.freeze_function,
+        ENV_DISSECT_FUNCTION: settings_.dissect_function,
+        ENV_SEGMENT_SECONDS: str(settings_.segment_seconds),
+        ENV_NODE_NAME: settings_.node_name,
+        ENV_SPOOL_DIR: str(settings_.spool_dir),
+        ENV_STATE_DIR: str(settings_.state_dir),
+    }
+    optional = {
+        ENV_S3_ENDPOINT: settings_.s3_endpoint,
+        ENV_LAMBDA_ENDPOINT: settings_.lambda_endpoint,
+        ENV_KAFKA_BOOTSTRAP: settings_.kafka_bootstrap,
+        ENV_BUS_DIR: str(settings_.bus_dir) if settings_.bus_dir else None,
+        ENV_ALERTMANAGER_TOKEN: settings_.alertmanager_token_env,
+        ENV_ALERTMANAGER_TOKEN_FILE: str(settings_.alertmanager_token_file)
+        if settings_.alertmanager_token_file else None,
+        ENV_ALERTMANAGER_TOKEN_SECRET_ARN: settings_.alertmanager_token_secret_arn,
+        ENV_FUNCTIONS_DIR: str(settings_.functions_dir) if settings_.functions_dir else None,
+    }
+    out.update({k: v for k, v in optional.items() if v})
+    return out
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    return Settings.from_env(os.environ)
+
+
+def reset_settings_cache() -> None:
+    """For the local gateway and tests: re-read the environment on the next `settings()` call."""
+    settings.cache_clear()
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc

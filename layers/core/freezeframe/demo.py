@@ -1,0 +1,196 @@
+"""`freezeframe demo`: the whole story on one machine.
+
+Agent replay of the bundled capture -> segments in S3 + records on the bus -> an Alertmanager webhook through the
+local Function URL -> freeze (in-place locks, locked manifest) -> dissection to Parquet -> SQL. By default on the
+embedded stack (in-process moto S3, file-backed bus); with --kafka/--s3-endpoint on real services.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from freezeframe.adapters import s3 as s3io
+from freezeframe.adapters.bus import open_bus
+from freezeframe.config import Settings, env_overrides, reset_settings_cache
+from freezeframe.errors import FreezeframeError
+from freezeframe.keys import check_name, dissect_status_key, manifest_key
+from freezeframe.local.functions import functions_dir
+from freezeframe.local.gateway import LocalGateway
+from freezeframe.models import iso
+from freezeframe.query import connect, run
+
+DEMO_NODE = "node-a"
+DEMO_SPEEDUP = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class DemoQuery:
+    title: str
+    sql: str
+
+
+def demo_queries(incident_id: str) -> list[DemoQuery]:
+    # check_name admits only [A-Za-z0-9._:-], so the id cannot break out of the quoted literal.
+    where = f"incident_id = '{check_name('incident_id', incident_id)}'"
+    return [
+        DemoQuery("Conversations by protocol",
+                  f"SELECT proto, count(*) AS connections, sum(packets_out + packets_in) AS packets, "  # noqa: S608
+                  f"sum(bytes_out + bytes_in) AS bytes FROM freezeframe.connections WHERE {where} "
+                  f"GROUP BY proto ORDER BY proto"),
+        DemoQuery("Refused connections (SYN answered by RST: completeness 33)",
+                  f"SELECT src_ip, dst_ip, dst_port, completeness FROM freezeframe.connections "  # noqa: S608
+                  f"WHERE {where} AND proto = 'tcp' AND completeness = 33 ORDER BY first_ts_ns"),
+        DemoQuery("Longest TCP conversations",
+                  f"SELECT src_ip, dst_ip, dst_port, date_diff('millisecond', first_ts, last_ts) AS duration_ms, "  # noqa: S608
+                  f"packets_out, packets_in, completeness FROM freezeframe.connections WHERE {where} "
+                  f"AND proto = 'tcp' ORDER BY duration_ms DESC, src_port LIMIT 5"),
+    ]
+
+
+def sample_capture(config: Settings, workdir: Path) -> Path:
+    bundled = functions_dir(config).parent / "tests" / "fixtures" / "sample.pcap"
+    if bundled.is_file():
+        return bundled
+    from freezeframe.samples import write_sample_pcap  # scapy only when the bundled file is missing
+
+    generated = workdir / "sample.pcap"
+    write_sample_pcap(generated)
+    return generated
+
+
+def alertmanager_payload(starts_at: datetime, cluster: str) -> dict[str, Any]:
+    return {
+        "version": "4", "groupKey": '{}:{alertname="CheckoutErrorRate"}', "truncatedAlerts": 0, "status": "firing",
+        "receiver": "freezeframe", "groupLabels": {"alertname": "CheckoutErrorRate"},
+        "commonLabels": {"alertname": "CheckoutErrorRate", "severity": "critical", "cluster": cluster},
+        "commonAnnotations": {"summary": "checkout 5xx rate above 5%"}, "externalURL": "http://alertmanager.local",
+        "alerts": [{
+            "status": "firing",
+            "labels": {"alertname": "CheckoutErrorRate", "severity": "critical", "cluster": cluster,
+                       "namespace": "shop"},
+            "annotations": {"summary": "checkout 5xx rate above 5%"},
+            "startsAt": iso(starts_at), "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prometheus.local/graph", "fingerprint": secrets.token_hex(8),
+        }],
+    }
+
+
+def post_json(url: str, document: dict[str, Any], token: str) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(url, data=json.dumps(document).encode(), method="POST",  # noqa: S310
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:  # noqa: S310 - a loopback URL we built
+            return reply.status, json.loads(reply.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def run_demo(kafka: str | None = None, s3_endpoint: str | None = None, workdir: Path | None = None,
+             say: Callable[[str], None] = print) -> dict[str, Any]:
+    from freezeframe_agent.main import run_replay  # the agent package is installed beside the core
+
+    started = time.monotonic()
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="freezeframe-demo-"))
+    moto_server = None
+    if s3_endpoint is None:
+        from freezeframe.local.s3 import start_moto
+
+        moto_server, endpoint = start_moto()
+        s3_endpoint = endpoint.url
+        say(f"S3: embedded moto at {s3_endpoint} (Object Lock enforced on deletes; use `freezeframe up` for WORM)")
+    else:
+        say(f"S3: {s3_endpoint}")
+    say(f"segment bus: {'Kafka at ' + kafka if kafka else 'embedded file bus in ' + str(workdir / 'bus')}")
+    token = secrets.token_urlsafe(24)
+    config = Settings(cluster="demo", node_name=DEMO_NODE, s3_endpoint=s3_endpoint, kafka_bootstrap=kafka,
+                      bus_dir=None if kafka else workdir / "bus", spool_dir=workdir / "spool",
+                      state_dir=workdir / "state", lock_retain_days=1, alertmanager_token_env=token,
+                      raw_bucket="freezeframe-raw", evidence_bucket="freezeframe-evidence")
+    gateway = LocalGateway(config)
+    config = config.with_(lambda_endpoint=gateway.url)
+    gateway.settings = config
+    # The handlers read their settings from the environment, exactly as in Lambda.
+    os.environ.update(env_overrides(config))
+    os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+    os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "freezeframe")
+    os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "freezeframe")
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # EMF lines would clutter the console
+    reset_settings_cache()
+    s3 = s3io.client(config)
+    s3io.ensure_buckets(s3, config)
+    if kafka:
+        from freezeframe.local.kafka import create_topics
+
+        create_topics(kafka, [config.segments_topic])
+    gateway.start()
+    try:
+        capture = sample_capture(config, workdir)
+        say(f"agent: replaying {capture.name} at {DEMO_SPEEDUP:g}x as node {DEMO_NODE}")
+        records = run_replay(config, capture, speedup=DEMO_SPEEDUP, s3=s3)
+        bus = open_bus(config)
+        published = [r for r in bus.read(config.segments_topic, timeout_s=5.0)
+                     if r.value.get("node") == DEMO_NODE and r.value.get("key") in {s.key for s in records}]
+        bus.close()
+        say(f"agent: {len(records)} segments uploaded, {len(published)} records on {config.segments_topic}")
+
+        status, reply = post_json(f"{gateway.url}/v1/alerts/alertmanager",
+                                  alertmanager_payload(datetime.now(UTC), config.cluster), token)
+        if status != 202 or not reply.get("accepted"):
+            raise FreezeframeError(f"webhook answered {status}: {reply}")
+        incident_id = reply["accepted"][0]
+        say(f"alert: Alertmanager webhook accepted (202) as incident {incident_id}")
+        if not gateway.wait_idle(timeout_s=45):
+            raise FreezeframeError("freeze/dissect did not finish within 45 s")
+        failed = [i for i in gateway.invocations if i.state == "failed"]
+        if failed:
+            raise FreezeframeError(f"async invocations failed: {[(i.function, i.error) for i in failed]}")
+        manifest = s3io.get_json(s3, config.evidence_bucket, manifest_key(incident_id))
+        locked = [s for s in manifest["segments"] if s["lock_mode"] == manifest["request"]["lock"]["mode"]]
+        delete_refused = _delete_refused(s3, config.raw_bucket, manifest["segments"][0]) if locked else False
+        say(f"freeze: {len(locked)} of {len(manifest['segments'])} segment versions locked "
+            f"{manifest['request']['lock']['mode']}; manifest root hash {manifest['root_hash'][:16]}…; "
+            f"delete of a locked version refused: {delete_refused}")
+        tables: dict[str, int] = {}
+        for node in sorted({s["node"] for s in manifest["segments"]}):
+            report = s3io.get_json(s3, config.evidence_bucket, dissect_status_key(incident_id, node))
+            for table, rows in report["tables"].items():
+                tables[table] = tables.get(table, 0) + rows
+        say(f"dissect: {tables}")
+        con = connect(config)
+        queries = []
+        for query in demo_queries(incident_id):
+            result = run(config, query.sql, con)
+            say(f"\n{query.title}\n{query.sql}")
+            from freezeframe.query import format_table
+
+            say(format_table(result))
+            queries.append({"sql": query.sql, "rows": result.records()})
+        return {"incident_id": incident_id, "segments": len(records), "published": len(published),
+                "locked": len(locked), "delete_refused": delete_refused, "root_hash": manifest["root_hash"],
+                "tables": tables, "queries": queries, "seconds": round(time.monotonic() - started, 2)}
+    finally:
+        gateway.stop()
+        if moto_server is not None:
+            moto_server.stop()
+
+
+def _delete_refused(s3: Any, bucket: str, segment: dict[str, Any]) -> bool:
+    try:
+        s3.delete_object(Bucket=bucket, Key=segment["key"], VersionId=segment["version_id"])
+    except ClientError:
+        return True
+    return False

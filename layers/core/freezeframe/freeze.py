@@ -1,0 +1,94 @@
+"""The freeze: find the segment versions overlapping a request's window, lock them in place, write the manifest."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from freezeframe.adapters import s3 as s3io
+from freezeframe.config import Settings
+from freezeframe.errors import SegmentCorruptError
+from freezeframe.keys import hour_prefixes, manifest_key, parse_raw_segment_key
+from freezeframe.manifest import build_manifest, entries_of
+from freezeframe.models import FreezeRequest, ManifestEntry, iso
+
+logger = logging.getLogger(__name__)
+LOCK_WORKERS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    key: str
+    version_id: str
+    size: int
+    node: str
+    start_ns: int
+    end_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class FreezeResult:
+    incident_id: str
+    manifest_key: str
+    segments: int
+    nodes: tuple[str, ...]
+    created: bool  # False when a retry found the manifest already written
+
+
+def select_segments(request: FreezeRequest, versions: Iterable[s3io.ObjectVersion]) -> list[Candidate]:
+    """Pure: the versions whose key is a raw segment of the scope's cluster and nodes overlapping the window."""
+    chosen = []
+    for version in versions:
+        parsed = parse_raw_segment_key(version.key)
+        if parsed is None or parsed.cluster != request.scope.cluster or not request.scope.matches_node(parsed.node):
+            continue
+        if parsed.start_ns <= request.window_end_ns and parsed.end_ns >= request.window_start_ns:
+            chosen.append(Candidate(version.key, version.version_id, version.size, parsed.node, parsed.start_ns,
+                                    parsed.end_ns))
+    return sorted(chosen, key=lambda c: (c.node, c.start_ns))
+
+
+def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | None = None) -> FreezeResult:
+    key = manifest_key(request.incident_id)
+    try:
+        existing = s3io.get_json(s3, settings.evidence_bucket, key)
+    except s3io.NotFoundError:
+        existing = None
+    if existing is not None:
+        nodes = tuple(sorted({entry.node for entry in entries_of(existing)}))
+        return FreezeResult(request.incident_id, key, len(existing["segments"]), nodes, created=False)
+
+    versions = [v for prefix in hour_prefixes(request.scope.cluster, request.window_start_ns, request.window_end_ns)
+                for v in s3io.list_versions(s3, settings.raw_bucket, prefix)]
+    candidates = select_segments(request, versions)
+    with ThreadPoolExecutor(max_workers=LOCK_WORKERS) as pool:
+        entries = list(pool.map(lambda c: _lock_one(settings, s3, request, c), candidates))
+    manifest = build_manifest(request, entries, now or datetime.now(UTC), settings.raw_bucket)
+    written = s3io.put_json(s3, settings.evidence_bucket, key, manifest, create_only=True,
+                            lock=(request.lock.mode, request.lock.retain_until))
+    logger.info("manifest written", extra={"incident_id": request.incident_id, "segments": len(entries),
+                                           "created": written is not None})
+    return FreezeResult(request.incident_id, key, len(entries), tuple(sorted({e.node for e in entries})),
+                        created=written is not None)
+
+
+def _lock_one(settings: Settings, s3: Any, request: FreezeRequest, candidate: Candidate) -> ManifestEntry:
+    head = s3io.head_version(s3, settings.raw_bucket, candidate.key, candidate.version_id)
+    metadata = head.get("Metadata", {})
+    sha256 = metadata.get("sha256")
+    if not sha256:
+        raise SegmentCorruptError(f"segment {candidate.key} has no sha256 metadata; refusing to freeze it blind")
+    state = s3io.lock_version(s3, settings.raw_bucket, candidate.key, candidate.version_id, request.lock.mode,
+                              request.lock.retain_until, s3io.lock_state(head))
+    return ManifestEntry(
+        key=candidate.key, version_id=candidate.version_id, sha256=sha256, size=candidate.size, node=candidate.node,
+        start_ns=candidate.start_ns, end_ns=candidate.end_ns,
+        seq=int(metadata["seq"]) if metadata.get("seq", "").isdigit() else None,
+        packets=int(metadata["packets"]) if metadata.get("packets", "").isdigit() else None,
+        lock_mode=str(state.mode), retain_until=iso(state.retain_until) if state.retain_until else "",
+        legal_hold=state.legal_hold,
+    )

@@ -1,0 +1,99 @@
+"""The S3 key layout: the one module that spells out where everything lives.
+
+Raw segments: raw/<cluster>/<YYYY>/<MM>/<DD>/<HH>/<node>/<start_ns>-<end_ns>.<ext>, the hour being the
+segment's start, so one prefix lists one hour of every node. Evidence: incidents/<id>/... and
+tables/<table>/dt=<YYYY-MM-DD>/incident_id=<id>/<node>.parquet (hive partitions for Athena).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from freezeframe.errors import PayloadError
+
+RAW_ROOT = "raw"
+INCIDENTS_ROOT = "incidents"
+TABLES_ROOT = "tables"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,252}$")
+_RAW_KEY = re.compile(
+    r"^raw/(?P<cluster>[^/]+)/(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/(?P<h>\d{2})/(?P<node>[^/]+)/"
+    r"(?P<start>\d+)-(?P<end>\d+)\.(?P<ext>[a-z0-9.]+)$"
+)
+HOUR_NS = 3600 * 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class RawKey:
+    cluster: str
+    node: str
+    start_ns: int
+    end_ns: int
+    ext: str
+
+
+def check_name(kind: str, value: str) -> str:
+    """Cluster, node and incident names become key parts: no slashes, no surprises."""
+    if not _NAME.match(value):
+        raise PayloadError(f"{kind} {value!r} is not a valid name (letters, digits, '.', '_', ':', '-'; max 253)")
+    return value
+
+
+def raw_segment_key(cluster: str, node: str, start_ns: int, end_ns: int, ext: str) -> str:
+    check_name("cluster", cluster)
+    check_name("node", node)
+    if end_ns < start_ns:
+        raise PayloadError(f"segment ends before it starts: {start_ns} > {end_ns}")
+    return f"{_hour_prefix(cluster, start_ns)}{node}/{start_ns}-{end_ns}.{ext}"
+
+
+def parse_raw_segment_key(key: str) -> RawKey | None:
+    """The parts of a raw segment key, or None for a key that is not one (a stray upload, a folder marker)."""
+    match = _RAW_KEY.match(key)
+    if not match:
+        return None
+    start_ns = int(match["start"])
+    if not key.startswith(f"{_hour_prefix(match['cluster'], start_ns)}{match['node']}/"):
+        return None  # the hour folder must be the segment's start hour
+    return RawKey(match["cluster"], match["node"], start_ns, int(match["end"]), match["ext"])
+
+
+def hour_prefixes(cluster: str, window_start_ns: int, window_end_ns: int) -> list[str]:
+    """Prefixes to list for a window: each hour it touches plus the hour before (a segment that began then may
+    overlap the window's start)."""
+    check_name("cluster", cluster)
+    first = (window_start_ns // HOUR_NS - 1) * HOUR_NS
+    return [_hour_prefix(cluster, hour) for hour in range(first, window_end_ns + 1, HOUR_NS)]
+
+
+def incident_key(incident_id: str) -> str:
+    return f"{INCIDENTS_ROOT}/{check_name('incident_id', incident_id)}/incident.json"
+
+
+def freeze_started_key(incident_id: str) -> str:
+    return f"{INCIDENTS_ROOT}/{check_name('incident_id', incident_id)}/freeze-started.json"
+
+
+def manifest_key(incident_id: str) -> str:
+    return f"{INCIDENTS_ROOT}/{check_name('incident_id', incident_id)}/manifest.json"
+
+
+def dissect_status_key(incident_id: str, node: str) -> str:
+    return f"{INCIDENTS_ROOT}/{check_name('incident_id', incident_id)}/dissect/{check_name('node', node)}.json"
+
+
+def table_prefix(table: str) -> str:
+    return f"{TABLES_ROOT}/{table}/"
+
+
+def table_part_key(table: str, window_start_ns: int, incident_id: str, node: str) -> str:
+    """Deterministic, so a retried dissection overwrites its part instead of adding a second one."""
+    day = datetime.fromtimestamp(window_start_ns / 1e9, tz=UTC).strftime("%Y-%m-%d")
+    return (f"{table_prefix(table)}dt={day}/incident_id={check_name('incident_id', incident_id)}/"
+            f"{check_name('node', node)}.parquet")
+
+
+def _hour_prefix(cluster: str, ts_ns: int) -> str:
+    hour = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ts_ns // 1000)
+    return f"{RAW_ROOT}/{cluster}/{hour:%Y/%m/%d/%H}/"

@@ -1,0 +1,259 @@
+"""The local HTTP endpoint: a Function URL for the webhook function and the Lambda Invoke API for the rest.
+
+Requests to any path other than the Invoke API become payload format 2.0 events for the webhook handler, exactly
+as a Function URL would deliver them. `POST /2015-03-31/functions/<name>/invocations` with
+`X-Amz-Invocation-Type: Event` queues the handler on a worker pool and answers 202, as Lambda's async invoke does,
+including two retries on error and a dead-letter record after the last one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import os
+import re
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from freezeframe.config import Settings, settings
+from freezeframe.errors import FreezeframeError
+from freezeframe.local.events import function_url_event
+from freezeframe.local.functions import LocalContext, function_names, load_handler
+
+logger = logging.getLogger(__name__)
+INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
+MAX_BODY = 6 * 1024 * 1024  # Lambda's synchronous payload limit
+ASYNC_RETRY_DELAYS_S = (1.0, 2.0)
+# powertools warns on every invocation that adds no metric (a rejected webhook); in AWS that is a log line,
+# locally it would drown the console.
+warnings.filterwarnings("ignore", message="No application metrics to publish")
+
+
+@dataclass(slots=True)
+class Invocation:
+    request_id: str
+    function: str
+    state: str  # queued | running | succeeded | failed
+    attempts: int = 0
+    error: str | None = None
+    started: float = 0.0
+    finished: float = 0.0
+
+
+class LocalGateway:
+    def __init__(self, config: Settings, host: str = "127.0.0.1", port: int = 0, workers: int = 4) -> None:
+        self.settings = config
+        self._names = function_names(config)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lambda-async")
+        self._lock = threading.Lock()
+        self.invocations: list[Invocation] = []
+        gateway = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, fmt: str, *args: Any) -> None:
+                logger.debug("gateway " + fmt, *args)
+
+            def _serve(self) -> None:
+                gateway._serve(self)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _serve  # noqa: N815
+
+        self._server = ThreadingHTTPServer((host, port), _Handler)
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> LocalGateway:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="gateway", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._pool.shutdown(wait=True, cancel_futures=False)
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """True once no async invocation is queued or running (tests and the demo wait on this in-process)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                busy = any(i.state in ("queued", "running") for i in self.invocations)
+            if not busy:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def invoke_async(self, folder: str, payload: dict[str, Any]) -> Invocation:
+        invocation = Invocation(request_id=LocalContext(folder).aws_request_id, function=folder, state="queued")
+        with self._lock:
+            self.invocations.append(invocation)
+        self._pool.submit(self._run_async, invocation, payload)
+        return invocation
+
+    def _run_async(self, invocation: Invocation, payload: dict[str, Any]) -> None:
+        handler = load_handler(self.settings, invocation.function)
+        invocation.started = time.time()
+        for delay in (0.0, *ASYNC_RETRY_DELAYS_S):
+            time.sleep(delay)
+            invocation.state, invocation.attempts = "running", invocation.attempts + 1
+            try:
+                handler(payload, LocalContext(invocation.function, aws_request_id=invocation.request_id))
+            except Exception as exc:  # noqa: BLE001 - an async Lambda failure is recorded and retried, as AWS does
+                invocation.error = f"{type(exc).__name__}: {exc}"
+                logger.warning("async invocation failed", extra={"function": invocation.function,
+                                                                 "attempt": invocation.attempts,
+                                                                 "error": invocation.error})
+                continue
+            invocation.state, invocation.error, invocation.finished = "succeeded", None, time.time()
+            return
+        invocation.state, invocation.finished = "failed", time.time()
+        self._dead_letter(invocation, payload)
+
+    def _dead_letter(self, invocation: Invocation, payload: dict[str, Any]) -> None:
+        path = self.settings.state_dir / "dead-letters.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"invocation": asdict(invocation), "payload": payload}) + "\n")
+
+    def _serve(self, request: BaseHTTPRequestHandler) -> None:
+        path, _, query = request.path.partition("?")
+        length = int(request.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            _reply(request, 413, {"error": f"request body over {MAX_BODY} bytes"})
+            return
+        body = request.rfile.read(length) if length else b""
+        if path == "/_freezeframe/health":
+            _reply(request, 200, {"status": "ok"})
+            return
+        if path == "/_freezeframe/invocations":
+            with self._lock:
+                _reply(request, 200, {"invocations": [asdict(i) for i in self.invocations]})
+            return
+        match = INVOKE_PATH.match(path)
+        if match:
+            self._serve_invoke(request, match["name"], body)
+            return
+        self._serve_function_url(request, path, query, body)
+
+    def _serve_invoke(self, request: BaseHTTPRequestHandler, name: str, body: bytes) -> None:
+        folder = self._names.get(name)
+        if request.command != "POST" or folder is None:
+            _reply(request, 404, {"Type": "User", "message": f"Function not found: {name}"},
+                   {"x-amzn-ErrorType": "ResourceNotFoundException"})
+            return
+        try:
+            payload = json.loads(body or b"{}")
+        except json.JSONDecodeError:
+            _reply(request, 400, {"Type": "User", "message": "Could not parse request body into json"},
+                   {"x-amzn-ErrorType": "InvalidRequestContentException"})
+            return
+        invocation_type = request.headers.get("X-Amz-Invocation-Type", "RequestResponse")
+        if invocation_type == "Event":
+            invocation = self.invoke_async(folder, payload)
+            _reply(request, 202, None, {"x-amzn-RequestId": invocation.request_id})
+            return
+        result = _call(lambda: load_handler(self.settings, folder)(payload, LocalContext(folder)))
+        headers = {"X-Amz-Function-Error": "Unhandled"} if isinstance(result, _Failure) else {}
+        _reply(request, 200, result.to_dict() if isinstance(result, _Failure) else result, headers)
+
+    def _serve_function_url(self, request: BaseHTTPRequestHandler, path: str, query: str, body: bytes) -> None:
+        event = function_url_event(request.command, path, dict(request.headers.items()), body, query,
+                                   source_ip=request.client_address[0])
+        result = _call(lambda: load_handler(self.settings, "webhook")(event, LocalContext("freezeframe-webhook")))
+        if isinstance(result, _Failure):
+            # A Function URL answers 502 when the function itself fails.
+            _reply(request, 502, {"message": "Internal Server Error"})
+            return
+        _reply_function_url(request, result)
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    error: str
+    trace: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"errorMessage": self.error, "errorType": "Unhandled", "stackTrace": self.trace.splitlines()}
+
+
+def _call(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - a crashing handler becomes the Lambda error shape, never a dead server
+        logger.exception("handler failed")
+        return _Failure(f"{type(exc).__name__}: {exc}", traceback.format_exc())
+
+
+def _reply_function_url(request: BaseHTTPRequestHandler, result: Any) -> None:
+    if not isinstance(result, dict) or "statusCode" not in result:
+        # Function URLs treat any other return value as a 200 JSON body.
+        _reply(request, 200, result)
+        return
+    raw = result.get("body") or ""
+    body = base64.b64decode(raw) if result.get("isBase64Encoded") else str(raw).encode()
+    headers = {str(k): str(v) for k, v in (result.get("headers") or {}).items()}
+    _send(request, int(result["statusCode"]), body, headers)
+
+
+def _reply(request: BaseHTTPRequestHandler, status: int, document: Any, headers: dict[str, str] | None = None) -> None:
+    body = b"" if document is None else json.dumps(document).encode()
+    _send(request, status, body, {"Content-Type": "application/json", **(headers or {})})
+
+
+def _send(request: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict[str, str]) -> None:
+    request.send_response(status)
+    for name, value in headers.items():
+        if name.lower() != "content-length":
+            request.send_header(name, value)
+    request.send_header("Content-Length", str(len(body)))
+    request.end_headers()
+    if request.command != "HEAD":
+        request.wfile.write(body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m freezeframe.local.gateway`: run the endpoint in the foreground (started detached by `up`)."""
+    parser = argparse.ArgumentParser(description="freezeframe local Function URL + Lambda Invoke endpoint")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--port-file", help="write the bound port here once listening")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    gateway = LocalGateway(settings(), args.host, args.port)
+    if args.port_file:
+        tmp = args.port_file + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(gateway.url)
+        os.replace(tmp, args.port_file)
+    logger.info("gateway listening on %s", gateway.url)
+    try:
+        gateway.serve_forever()
+    except KeyboardInterrupt:
+        return 0
+    except FreezeframeError:
+        logger.exception("gateway stopped")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

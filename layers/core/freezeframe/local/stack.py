@@ -1,0 +1,163 @@
+"""`freezeframe up` / `down`: the local stack of real services, recorded in <state_dir>/stack/state.json.
+
+- Apache Kafka 4.x (KRaft, single node) from Maven Central jars cached outside the repo;
+- LocalStack S3, which enforces Object Lock (checked by a probe at start-up: it must refuse deleting a locked
+  version and shortening COMPLIANCE retention, or `up` fails);
+- the local gateway (Function URL + Lambda Invoke API) running the real handlers against both.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from freezeframe.adapters import s3 as s3io
+from freezeframe.config import K8S_TOPIC, Settings, env_overrides
+from freezeframe.errors import StackError
+from freezeframe.local import kafka as kafka_stack
+from freezeframe.local import s3 as s3_stack
+
+logger = logging.getLogger(__name__)
+STATE_SCHEMA = "freezeframe.stack/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class StackState:
+    kafka_bootstrap: str
+    kafka_pid: int
+    s3_endpoint: str
+    s3_pid: int
+    gateway_url: str
+    gateway_pid: int
+    token_file: str
+    workdir: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": STATE_SCHEMA, **{name: getattr(self, name) for name in self.__slots__}}  # type: ignore[attr-defined]
+
+
+def state_path(config: Settings) -> Path:
+    return config.state_dir / "stack" / "state.json"
+
+
+def load_state(config: Settings) -> StackState | None:
+    path = state_path(config)
+    if not path.exists():
+        return None
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    raw.pop("schema", None)
+    return StackState(**raw)
+
+
+def apply_state(config: Settings, state: StackState | None) -> Settings:
+    """Settings pointed at a running stack, unless the environment already names its own endpoints."""
+    if state is None:
+        return config
+    return config.with_(
+        s3_endpoint=config.s3_endpoint or state.s3_endpoint,
+        kafka_bootstrap=config.kafka_bootstrap or state.kafka_bootstrap,
+        lambda_endpoint=config.lambda_endpoint or state.gateway_url,
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def up(config: Settings) -> StackState:
+    existing = load_state(config)
+    if existing is not None and _alive(existing):
+        logger.info("stack already running")
+        return existing
+    workdir = (config.state_dir / "stack").resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    started: list[int] = []
+    try:
+        broker = kafka_stack.start_kafka(workdir / "kafka")
+        started.append(broker.pid)
+        kafka_stack.create_topics(broker.bootstrap, [config.segments_topic, K8S_TOPIC])
+        s3_stack.ensure_localstack()
+        endpoint = s3_stack.start_localstack(workdir / "s3")
+        started.append(int(endpoint.pid or 0))
+        probe = s3_stack.check_object_lock_enforcement(endpoint.url)
+        if not all(probe.values()):
+            raise StackError(f"S3 endpoint {endpoint.url} does not enforce Object Lock: {probe}")
+        token_file = workdir / "alertmanager.token"
+        if not token_file.exists():
+            token_file.write_text(secrets.token_urlsafe(32), encoding="utf-8")
+            token_file.chmod(0o600)
+        port = free_port()
+        gateway_url = f"http://127.0.0.1:{port}"
+        stack_settings = config.with_(s3_endpoint=endpoint.url, kafka_bootstrap=broker.bootstrap,
+                                      lambda_endpoint=gateway_url, alertmanager_token_file=token_file,
+                                      alertmanager_token_env=None, state_dir=config.state_dir.resolve())
+        s3io.ensure_buckets(s3io.client(stack_settings), stack_settings)
+        gateway_pid = _start_gateway(stack_settings, port, workdir)
+        started.append(gateway_pid)
+        state = StackState(broker.bootstrap, broker.pid, endpoint.url, int(endpoint.pid or 0), gateway_url,
+                           gateway_pid, str(token_file), str(workdir))
+    except BaseException:
+        for pid in started:
+            s3_stack.stop_process(pid)
+        raise
+    path = state_path(config)
+    path.write_text(json.dumps(state.to_dict(), indent=2), encoding="utf-8")
+    return state
+
+
+def down(config: Settings) -> StackState | None:
+    state = load_state(config)
+    if state is None:
+        return None
+    s3_stack.stop_process(state.gateway_pid)
+    s3_stack.stop_process(state.s3_pid)
+    kafka_stack.stop_kafka(state.kafka_pid)
+    state_path(config).unlink()
+    return state
+
+
+def _alive(state: StackState) -> bool:
+    return all(_pid_alive(pid) for pid in (state.kafka_pid, state.s3_pid, state.gateway_pid))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _start_gateway(config: Settings, port: int, workdir: Path, timeout_s: float = 30.0) -> int:
+    env = {**os.environ, **env_overrides(config), "POWERTOOLS_TRACE_DISABLED": "true",
+           "POWERTOOLS_METRICS_NAMESPACE": "freezeframe", "POWERTOOLS_SERVICE_NAME": "freezeframe"}
+    log = open(workdir / "gateway.log", "ab")  # noqa: SIM115 - handed to the detached child
+    proc = subprocess.Popen([sys.executable, "-m", "freezeframe.local.gateway", "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    log.close()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StackError(f"gateway exited with {proc.returncode}; see {workdir / 'gateway.log'}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_freezeframe/health", timeout=1) as reply:  # noqa: S310
+                if reply.status == 200:
+                    return proc.pid
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise StackError(f"gateway did not answer on port {port} within {timeout_s:.0f}s")
