@@ -1,0 +1,18 @@
+import pytest
+
+from freezeframe.errors import SignatureError
+from freezeframe.intake import check_bearer
+
+
+def test_the_right_bearer_token_passes() -> None:
+    check_bearer({"Authorization": "Bearer s3cret-token"}, "s3cret-token")
+    check_bearer({"authorization": "bearer s3cret-token"}, "s3cret-token")
+
+
+@pytest.mark.parametrize("header", [None, "", "Bearer", "Bearer wrong", "Basic s3cret-token", "Bearer s3cret-token2",
+                                    "Bearer s3cret-toke"])
+def test_anything_else_is_refused_without_echoing_the_token(header: str | None) -> None:
+    headers = {} if header is None else {"Authorization": header}
+    with pytest.raises(SignatureError) as info:
+        check_bearer(headers, "s3cret-token")
+    assert "s3cret" not in str(info.value)
