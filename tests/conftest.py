@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from freezeframe.config import Settings, reset_settings_cache
+from freezeframe.config import Settings, env_overrides, reset_settings_cache
 from freezeframe.local.events import load_event
 from freezeframe.local.functions import LocalContext
 
@@ -47,6 +47,12 @@ def use_settings(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     reset_settings_cache()
+
+
+@pytest.fixture
+def handler_env(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """`handler_env(settings)`: the handlers of this test read `settings` from their environment."""
+    return lambda config: use_settings(monkeypatch, env_overrides(config))
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from freezeframe.errors import CaptureFormatError
@@ -29,7 +29,7 @@ class ReplaySource:
     is kept exactly."""
 
     def __init__(self, path: Path, speedup: float = 1.0, retime: bool = True,
-                 clock_ns: callable = time.time_ns) -> None:  # type: ignore[valid-type]
+                 clock_ns: Callable[[], int] = time.time_ns) -> None:
         if speedup <= 0:
             raise ValueError(f"speed-up must be positive, got {speedup}")
         self.path = path
@@ -79,7 +79,7 @@ class TcpdumpSource:
     interface is idle so segments still close on time."""
 
     def __init__(self, interface: str, bpf: str = "", snaplen: int = 262_144, buffer_kib: int = 8192,
-                 tick_s: float = 0.5, tcpdump: str | None = None) -> None:
+                 tick_s: float = 0.5, tcpdump: str | None = None, command_prefix: Sequence[str] = ()) -> None:
         binary = tcpdump or shutil.which("tcpdump")
         if binary is None:
             raise FileNotFoundError("tcpdump is not installed (apt-get install tcpdump)")
@@ -88,7 +88,8 @@ class TcpdumpSource:
         self.kernel_drops = 0
         self.agent_drops = 0
         self._tick_s = tick_s
-        command = [binary, "-i", interface, "-w", "-", "-U", "-n", "-s", str(snaplen), "-B", str(buffer_kib),
+        # command_prefix runs tcpdump elsewhere, e.g. ("ip", "netns", "exec", "ns1") for a network namespace.
+        command = [*command_prefix, binary, "-i", interface, "-w", "-", "-U", "-n", "-s", str(snaplen), "-B", str(buffer_kib),
                    "--time-stamp-precision", "nano", "-Z", "root"]
         if bpf:
             command.append(bpf)

@@ -71,8 +71,8 @@ def run_replay(config: Settings, path: Path, speedup: float = 1.0, retime: bool 
 
 
 def run_capture(config: Settings, interface: str, duration_s: float, bpf: str = "", snaplen: int = 262_144,
-                **kwargs: Any) -> list[SegmentRecord]:
-    source = TcpdumpSource(interface, bpf=bpf, snaplen=snaplen)
+                command_prefix: tuple[str, ...] = (), **kwargs: Any) -> list[SegmentRecord]:
+    source = TcpdumpSource(interface, bpf=bpf, snaplen=snaplen, command_prefix=command_prefix)
     stop = threading.Event()
     timer = threading.Timer(duration_s, stop.set)
     timer.start()

@@ -50,9 +50,10 @@ def demo_queries(incident_id: str) -> list[DemoQuery]:
                   f"SELECT proto, count(*) AS connections, sum(packets_out + packets_in) AS packets, "  # noqa: S608
                   f"sum(bytes_out + bytes_in) AS bytes FROM freezeframe.connections WHERE {where} "
                   f"GROUP BY proto ORDER BY proto"),
-        DemoQuery("Refused connections (SYN answered by RST: completeness 33)",
+        # A SYN answered by a bare RST is 33 (SYN|RST); answered by RST-ACK, as Linux does, it is 37 (SYN|ACK|RST).
+        DemoQuery("Refused connections (SYN answered by RST: completeness 33 or 37)",
                   f"SELECT src_ip, dst_ip, dst_port, completeness FROM freezeframe.connections "  # noqa: S608
-                  f"WHERE {where} AND proto = 'tcp' AND completeness = 33 ORDER BY first_ts_ns"),
+                  f"WHERE {where} AND proto = 'tcp' AND completeness IN (33, 37) ORDER BY first_ts_ns"),
         DemoQuery("Longest TCP conversations",
                   f"SELECT src_ip, dst_ip, dst_port, date_diff('millisecond', first_ts, last_ts) AS duration_ms, "  # noqa: S608
                   f"packets_out, packets_in, completeness FROM freezeframe.connections WHERE {where} "

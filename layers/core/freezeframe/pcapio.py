@@ -47,7 +47,7 @@ def parse_global_header(raw: bytes) -> PcapHeader:
         (magic,) = struct.unpack(order + "I", raw[:4])
         if magic in (MAGIC_US, MAGIC_NS):
             _major, _minor, _zone, _sigfigs, snaplen, link_type = struct.unpack(order + "HHiIII", raw[4:24])
-            return PcapHeader(link_type=link_type & 0x0FFFFFFF, snaplen=snaplen, nanosecond=magic == MAGIC_NS,
+            return PcapHeader(link_type=link_type & 0xFFFF, snaplen=snaplen, nanosecond=magic == MAGIC_NS,
                               byte_order=order)
     if raw[:4] == b"\x0a\x0d\x0d\x0a":
         raise CaptureFormatError("pcapng input is not supported by this reader yet")
@@ -79,11 +79,18 @@ class PcapReader:
         return self.header.link_type
 
     def __iter__(self) -> Iterator[Packet]:
-        read = self._stream.read
+        stream = self._stream
+        # A pipe or an unbuffered stream may return short reads; only a short read at EOF is a truncated record.
+        read = stream.read
+
+        def read_exact(size: int) -> bytes:
+            data = read(size)
+            return data if len(data) == size or not data else data + _read_exact(stream, size - len(data))
+
         unpack = self._record.unpack
         scale = self._scale
         while True:
-            head = read(RECORD_HEADER_LEN)
+            head = read_exact(RECORD_HEADER_LEN)
             if len(head) < RECORD_HEADER_LEN:
                 if head:
                     self.truncated += 1
@@ -92,7 +99,7 @@ class PcapReader:
             if incl_len > MAX_RECORD_LEN:
                 self.truncated += 1
                 return
-            data = read(incl_len)
+            data = read_exact(incl_len)
             if len(data) < incl_len:
                 self.truncated += 1
                 return

@@ -1,0 +1,11 @@
+"""Dissection of capture segments into table rows.
+
+``decode`` locates the transport header of each packet (pure ``struct``, no scapy on this path), and
+``ConnectionTracker`` folds the decoded packets of one node into the ``connections`` table. Per-protocol
+modules (DNS, HTTP, TLS) plug in beside them and share ``connection_id``.
+"""
+
+from freezeframe.dissect.connections import ConnectionTracker, DissectStats, connection_id
+from freezeframe.dissect.decode import Decoded, Skip, decode
+
+__all__ = ["ConnectionTracker", "Decoded", "DissectStats", "Skip", "connection_id", "decode"]

@@ -1,0 +1,286 @@
+"""Connection tracking: one row per TCP or UDP conversation, matching Wireshark's conversations.
+
+Conversation identity follows Wireshark's TCP dissector (epan/dissectors/packet-tcp.c, ``dissect_tcp``):
+
+- TCP: a conversation is the 4-tuple until a pure SYN (SYN without ACK, RFC 9293 3.5) arrives on it
+  whose sequence number differs from the base sequence number already seen from that sender, or after
+  the conversation has seen a FIN or a RST. That SYN starts a new conversation (port reuse). A SYN
+  retransmitted with the same ISN stays in the open conversation. TCP has no idle timeout, as in Wireshark.
+- UDP (RFC 768): one conversation per 5-tuple; a gap of more than ``UDP_IDLE_TIMEOUT_NS`` (120 s, the
+  order of conntrack's ``nf_conntrack_udp_timeout_stream``) starts a new one, so a port reused much
+  later by an unrelated client is not glued to an old exchange. Wireshark never splits UDP; gaps that
+  long within one incident window are rare.
+
+The initiator (``src_*``) is the sender of the first pure SYN for TCP, the receiver of a SYN-ACK when
+that is the first packet seen (the SYN was missed), and otherwise the sender of the first packet seen.
+
+``completeness`` is Wireshark's ``tcp.completeness`` (packet-tcp.c, "initialize or move forward the
+conversation completeness"), evaluated per packet:
+
+- SYN (1): a pure SYN that opens a conversation (new 4-tuple, port reuse, or the first packet of that
+  sender). A TFO SYN carrying payload also sets DATA.
+- SYN-ACK (2): SYN and ACK both set.
+- ACK (4) / DATA (8): SYN clear and ACK set: DATA when the segment carries payload, ACK otherwise. So an
+  empty FIN-ACK or RST-ACK also sets ACK: a refused connection (SYN, RST-ACK) is 37, not 33.
+- FIN (16): FIN and ACK both set.
+- RST (32): RST set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from freezeframe.dissect.decode import (
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    TH_ACK,
+    TH_FIN,
+    TH_RST,
+    TH_SYN,
+    Skip,
+    decode,
+)
+from freezeframe.pcapio import Packet
+from freezeframe.schemas import CONNECTIONS
+
+UDP_IDLE_TIMEOUT_NS = 120 * 1_000_000_000
+
+COMPLETENESS_SYN = 0x01
+COMPLETENESS_SYNACK = 0x02
+COMPLETENESS_ACK = 0x04
+COMPLETENESS_DATA = 0x08
+COMPLETENESS_FIN = 0x10
+COMPLETENESS_RST = 0x20
+
+PROTO_NAMES = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp"}
+
+_SYN_ACK = TH_SYN | TH_ACK
+_FIN_ACK = TH_FIN | TH_ACK
+_CLOSED = COMPLETENESS_FIN | COMPLETENESS_RST
+_NO_SEQ = -1  # sequence numbers are unsigned 32-bit, so -1 marks "no base sequence seen yet"
+
+
+@dataclass(slots=True)
+class DissectStats:
+    """Counters over every packet fed; each packet lands in exactly one of decoded or a skip reason."""
+
+    packets: int = 0
+    decoded: int = 0  # TCP/UDP packets attributed to a conversation
+    non_ip: int = 0
+    malformed: int = 0
+    truncated: int = 0
+    fragments: int = 0  # non-first IP fragments (counted, not attributed)
+    other_transport: int = 0  # IP that is neither TCP nor UDP
+    unsupported_link: int = 0
+    tcp_port_reuse: int = 0  # conversations started by a new SYN on a 4-tuple already seen
+    udp_idle_splits: int = 0  # conversations started by a gap longer than UDP_IDLE_TIMEOUT_NS
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+_SKIP_FIELDS = {
+    Skip.NON_IP: "non_ip",
+    Skip.MALFORMED: "malformed",
+    Skip.TRUNCATED: "truncated",
+    Skip.FRAGMENT: "fragments",
+    Skip.OTHER_TRANSPORT: "other_transport",
+    Skip.UNSUPPORTED_LINK: "unsupported_link",
+}
+
+
+class _Flow:
+    """Mutable per-conversation state (not a record: it changes with every packet)."""
+
+    __slots__ = ("proto", "src", "sport", "dst", "dport", "first_ns", "last_ns", "packets_out", "packets_in",
+                 "bytes_out", "bytes_in", "payload_out", "payload_in", "completeness", "base_seq_out",
+                 "base_seq_in")
+
+    def __init__(self, proto: int, src: bytes, sport: int, dst: bytes, dport: int, ts_ns: int) -> None:
+        self.proto = proto
+        self.src = src
+        self.sport = sport
+        self.dst = dst
+        self.dport = dport
+        self.first_ns = ts_ns
+        self.last_ns = ts_ns
+        self.packets_out = 0
+        self.packets_in = 0
+        self.bytes_out = 0
+        self.bytes_in = 0
+        self.payload_out = 0
+        self.payload_in = 0
+        self.completeness = 0
+        self.base_seq_out = _NO_SEQ
+        self.base_seq_in = _NO_SEQ
+
+
+def connection_id(node: str, proto: str, src_ip: str, src_port: int | None, dst_ip: str, dst_port: int | None,
+                  first_ts_ns: int) -> str:
+    """Deterministic id of one connection, shared by every table that refers to it."""
+    key = f"{node}|{proto}|{src_ip}|{src_port}|{dst_ip}|{dst_port}|{first_ts_ns}"
+    return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
+
+
+class ConnectionTracker:
+    """Folds the packets of one node into conversations; flow state carries across ``feed`` calls."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.stats = DissectStats()
+        # Both directions of a live conversation map to it; the flag says whether that direction is the
+        # initiator's, so the hot path needs one tuple and one dict lookup per packet.
+        self._live: dict[tuple[int, bytes, int, bytes, int], tuple[_Flow, bool]] = {}
+        self._ended: list[_Flow] = []
+
+    def feed(self, link_type: int, packets: Iterable[Packet]) -> None:
+        """Account one capture segment's packets, in capture order."""
+        live = self._live
+        skips = [0] * len(Skip)
+        packets_seen = 0
+        decoded = 0
+        for packet in packets:
+            packets_seen += 1
+            result = decode(link_type, packet.data)
+            if isinstance(result, Skip):
+                skips[result] += 1
+                continue
+            decoded += 1
+            proto, src, dst, sport, dport, flags, seq, _ack, payload_len = result
+            ts_ns = packet.ts_ns
+            entry = live.get((proto, src, sport, dst, dport))
+            if proto == IPPROTO_TCP:
+                opens = False
+                pure_syn = flags & _SYN_ACK == TH_SYN
+                if entry is None:
+                    if flags & _SYN_ACK == _SYN_ACK:  # the SYN was missed: the receiver initiated
+                        flow = self._open(proto, dst, dport, src, sport, ts_ns)
+                        outbound = False
+                    else:
+                        flow = self._open(proto, src, sport, dst, dport, ts_ns)
+                        outbound = True
+                    opens = True
+                else:
+                    flow, outbound = entry
+                    if pure_syn:
+                        base = flow.base_seq_out if outbound else flow.base_seq_in
+                        if base == _NO_SEQ:
+                            opens = True  # first packet of this sender: Wireshark still counts the SYN
+                        elif seq != base or flow.completeness & _CLOSED:
+                            self._ended.append(flow)
+                            flow = self._open(proto, src, sport, dst, dport, ts_ns)
+                            outbound = True
+                            opens = True
+                            self.stats.tcp_port_reuse += 1
+                if outbound:
+                    if flow.base_seq_out == _NO_SEQ:
+                        flow.base_seq_out = seq if flags & TH_SYN else (seq - 1) & 0xFFFFFFFF
+                elif flow.base_seq_in == _NO_SEQ:
+                    flow.base_seq_in = seq if flags & TH_SYN else (seq - 1) & 0xFFFFFFFF
+                completeness = flow.completeness
+                if pure_syn:
+                    if opens:
+                        completeness |= COMPLETENESS_SYN | (COMPLETENESS_DATA if payload_len else 0)
+                elif flags & _SYN_ACK == _SYN_ACK:
+                    completeness |= COMPLETENESS_SYNACK
+                elif flags & TH_ACK:
+                    completeness |= COMPLETENESS_DATA if payload_len else COMPLETENESS_ACK
+                if flags & _FIN_ACK == _FIN_ACK:
+                    completeness |= COMPLETENESS_FIN
+                if flags & TH_RST:
+                    completeness |= COMPLETENESS_RST
+                flow.completeness = completeness
+            else:
+                if entry is None:
+                    flow = self._open(proto, src, sport, dst, dport, ts_ns)
+                    outbound = True
+                else:
+                    flow, outbound = entry
+                    if ts_ns - flow.last_ns > UDP_IDLE_TIMEOUT_NS:
+                        self._ended.append(flow)
+                        flow = self._open(proto, src, sport, dst, dport, ts_ns)
+                        outbound = True
+                        self.stats.udp_idle_splits += 1
+            if outbound:
+                flow.packets_out += 1
+                flow.bytes_out += packet.orig_len
+                flow.payload_out += payload_len
+            else:
+                flow.packets_in += 1
+                flow.bytes_in += packet.orig_len
+                flow.payload_in += payload_len
+            # Captures from several CPUs can be slightly out of order, hence both bounds.
+            if ts_ns > flow.last_ns:
+                flow.last_ns = ts_ns
+            elif ts_ns < flow.first_ns:
+                flow.first_ns = ts_ns
+        stats = self.stats
+        stats.packets += packets_seen
+        stats.decoded += decoded
+        for reason, count in enumerate(skips):
+            if count:
+                field = _SKIP_FIELDS[Skip(reason)]
+                setattr(stats, field, getattr(stats, field) + count)
+
+    def _open(self, proto: int, src: bytes, sport: int, dst: bytes, dport: int, ts_ns: int) -> _Flow:
+        flow = _Flow(proto, src, sport, dst, dport, ts_ns)
+        # Reverse first: for a socket talking to itself both keys are equal and must mean "outbound".
+        self._live[(proto, dst, dport, src, sport)] = (flow, False)
+        self._live[(proto, src, sport, dst, dport)] = (flow, True)
+        return flow
+
+    def finish(self) -> pa.Table:
+        """Every conversation seen so far (open ones included), sorted by first_ts_ns then conn_id."""
+        flows = self._ended + [flow for flow, outbound in self._live.values() if outbound]
+        names: dict[bytes, str] = {}
+
+        def ip_text(packed: bytes) -> str:
+            text = names.get(packed)
+            if text is None:
+                family = socket.AF_INET if len(packed) == 4 else socket.AF_INET6
+                text = names[packed] = socket.inet_ntop(family, packed)
+            return text
+
+        rows = []
+        for flow in flows:
+            proto = PROTO_NAMES[flow.proto]
+            src_ip = ip_text(flow.src)
+            dst_ip = ip_text(flow.dst)
+            conn_id = connection_id(self.node, proto, src_ip, flow.sport, dst_ip, flow.dport, flow.first_ns)
+            rows.append((flow.first_ns, conn_id, proto, src_ip, dst_ip, flow))
+        rows.sort(key=lambda row: (row[0], row[1]))
+
+        columns: dict[str, list[Any]] = {name: [] for name in CONNECTIONS.names}
+        for first_ns, conn_id, proto, src_ip, dst_ip, flow in rows:
+            first_ms = first_ns // 1_000_000
+            columns["node"].append(self.node)
+            columns["conn_id"].append(conn_id)
+            columns["proto"].append(proto)
+            columns["src_ip"].append(src_ip)
+            columns["src_port"].append(flow.sport)
+            columns["dst_ip"].append(dst_ip)
+            columns["dst_port"].append(flow.dport)
+            columns["ts"].append(first_ms)
+            columns["ts_ns"].append(first_ns)
+            columns["first_ts"].append(first_ms)
+            columns["first_ts_ns"].append(first_ns)
+            columns["last_ts"].append(flow.last_ns // 1_000_000)
+            columns["last_ts_ns"].append(flow.last_ns)
+            columns["duration_us"].append((flow.last_ns - first_ns) // 1000)
+            columns["packets_out"].append(flow.packets_out)
+            columns["packets_in"].append(flow.packets_in)
+            columns["bytes_out"].append(flow.bytes_out)
+            columns["bytes_in"].append(flow.bytes_in)
+            columns["payload_bytes_out"].append(flow.payload_out)
+            columns["payload_bytes_in"].append(flow.payload_in)
+            columns["completeness"].append(flow.completeness if flow.proto == IPPROTO_TCP else None)
+        for name in ("src_namespace", "src_pod", "src_workload", "dst_namespace", "dst_pod", "dst_workload"):
+            columns[name] = [None] * len(rows)  # Kubernetes enrichment joins these in a later stage
+        arrays = [pa.array(columns[field.name], type=field.type) for field in CONNECTIONS]
+        return pa.Table.from_arrays(arrays, schema=CONNECTIONS)
