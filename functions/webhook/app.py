@@ -53,7 +53,7 @@ def unauthorized(error: SignatureError) -> Response:
     return _json(401, {"error": "unauthorized"})
 
 
-@app.exception_handler((PayloadError, WindowError))
+@app.exception_handler([PayloadError, WindowError])
 def bad_request(error: Exception) -> Response:
     logger.warning("webhook rejected: bad payload", path=app.current_event.path, reason=str(error))
     return _json(400, {"error": str(error)})

@@ -26,6 +26,15 @@ def _cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from freezeframe.local.kafka import ensure_kafka_jars
+    from freezeframe.local.s3 import ensure_localstack
+
+    print(f"kafka jars      {ensure_kafka_jars()}")
+    print(f"localstack      {ensure_localstack()}")
+    return 0
+
+
 def _cmd_down(args: argparse.Namespace) -> int:
     from freezeframe.local.stack import down
 
@@ -76,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("up", help="start Kafka, an Object-Lock-enforcing S3 (LocalStack) and the gateway").set_defaults(
         func=_cmd_up)
     sub.add_parser("down", help="stop the local stack").set_defaults(func=_cmd_down)
+    sub.add_parser("prepare", help="download what `up` needs (Kafka jars, LocalStack venv) into the cache"
+                   ).set_defaults(func=_cmd_prepare)
     demo = sub.add_parser("demo", help="run the whole story: replay, alert, freeze, dissect, SQL")
     demo.add_argument("--kafka", metavar="HOST:PORT", help="a real Kafka bootstrap server (default: file bus)")
     demo.add_argument("--s3-endpoint", metavar="URL", help="a real S3 endpoint (default: embedded moto)")

@@ -37,6 +37,7 @@ ENV_NODE_NAME = "NODE_NAME"
 ENV_SPOOL_DIR = "FREEZEFRAME_SPOOL_DIR"
 ENV_STATE_DIR = "FREEZEFRAME_STATE_DIR"
 ENV_FUNCTIONS_DIR = "FREEZEFRAME_FUNCTIONS_DIR"
+ENV_CACHE_DIR = "FREEZEFRAME_CACHE_DIR"
 
 SEGMENTS_TOPIC = "freezeframe.segments"
 K8S_TOPIC = "freezeframe.k8s"
@@ -156,6 +157,12 @@ def env_overrides(settings_: Settings) -> dict[str, str]:
 def settings() -> Settings:
     """The process-wide settings, read from the environment once."""
     return Settings.from_env(os.environ)
+
+
+def cache_dir() -> Path:
+    """Where downloaded tools live (Kafka jars, the LocalStack venv): never inside the repository."""
+    configured = os.environ.get(ENV_CACHE_DIR)
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "freezeframe"
 
 
 def reset_settings_cache() -> None:

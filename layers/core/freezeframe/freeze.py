@@ -71,7 +71,7 @@ def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | 
     written = s3io.put_json(s3, settings.evidence_bucket, key, manifest, create_only=True,
                             lock=(request.lock.mode, request.lock.retain_until))
     logger.info("manifest written", extra={"incident_id": request.incident_id, "segments": len(entries),
-                                           "created": written is not None})
+                                           "manifest_created": written is not None})
     return FreezeResult(request.incident_id, key, len(entries), tuple(sorted({e.node for e in entries})),
                         created=written is not None)
 

@@ -45,12 +45,11 @@ class KafkaBus:
         from kafka import KafkaProducer  # imported here: Lambda functions never load the Kafka client
 
         self._bootstrap = bootstrap
-        self._producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
-                                       key_serializer=str.encode,
-                                       value_serializer=lambda v: json.dumps(v, sort_keys=True).encode())
+        self._producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
 
     def publish(self, topic: str, key: str, value: Mapping[str, Any]) -> None:
-        self._producer.send(topic, key=key, value=dict(value)).get(timeout=30)
+        body = json.dumps(dict(value), sort_keys=True).encode()
+        self._producer.send(topic, key=key.encode(), value=body).get(timeout=30)
 
     def read(self, topic: str, timeout_s: float = 5.0) -> list[BusRecord]:
         from kafka import KafkaConsumer

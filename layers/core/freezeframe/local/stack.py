@@ -129,17 +129,7 @@ def down(config: Settings) -> StackState | None:
 
 
 def _alive(state: StackState) -> bool:
-    return all(_pid_alive(pid) for pid in (state.kafka_pid, state.s3_pid, state.gateway_pid))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return all(kafka_stack.process_running(pid) for pid in (state.kafka_pid, state.s3_pid, state.gateway_pid))
 
 
 def _start_gateway(config: Settings, port: int, workdir: Path, timeout_s: float = 30.0) -> int:
