@@ -89,14 +89,14 @@ class TcpdumpSource:
         self.agent_drops = 0
         self._tick_s = tick_s
         # command_prefix runs tcpdump elsewhere, e.g. ("ip", "netns", "exec", "ns1") for a network namespace.
-        command = [*command_prefix, binary, "-i", interface, "-w", "-", "-U", "-n", "-s", str(snaplen), "-B", str(buffer_kib),
-                   "--time-stamp-precision", "nano", "-Z", "root"]
+        command = [*command_prefix, binary, "-i", interface, "-w", "-", "-U", "-n", "-s", str(snaplen),
+                   "-B", str(buffer_kib), "--time-stamp-precision", "nano", "-Z", "root"]
         if bpf:
             command.append(bpf)
         self._proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert self._proc.stdout is not None
         try:
-            self._reader = PcapReader(self._proc.stdout)
+            self._reader = PcapReader(self._proc.stdout)  # type: ignore[arg-type]  # a BufferedReader at runtime
         except CaptureFormatError as exc:
             self._proc.kill()
             err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""

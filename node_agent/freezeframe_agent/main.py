@@ -25,11 +25,16 @@ logger = logging.getLogger(__name__)
 
 
 class Source(Protocol):
-    link_type: int
-    snaplen: int
-    capture_filter: str
-    kernel_drops: int
-    agent_drops: int
+    @property
+    def link_type(self) -> int: ...
+    @property
+    def snaplen(self) -> int: ...
+    @property
+    def capture_filter(self) -> str: ...
+    @property
+    def kernel_drops(self) -> int: ...
+    @property
+    def agent_drops(self) -> int: ...
 
     def packets(self) -> Iterator[Packet | None]: ...
 

@@ -60,7 +60,7 @@ def credentials(settings: Settings) -> tuple[str, str, str | None] | None:
     resolved = boto3.session.Session().get_credentials()
     if resolved is not None:
         frozen = resolved.get_frozen_credentials()
-        return frozen.access_key, frozen.secret_key, frozen.token
+        return str(frozen.access_key), str(frozen.secret_key), frozen.token
     if settings.s3_endpoint:
         return LOCAL_CREDENTIALS["aws_access_key_id"], LOCAL_CREDENTIALS["aws_secret_access_key"], None
     return None
@@ -131,7 +131,8 @@ def put_bytes(s3: Any, bucket: str, key: str, body: bytes, *, content_type: str,
               lock: tuple[str, datetime] | None = None) -> str | None:
     """Put with a SHA-256 checksum. create_only: returns None when the key exists already (a retry or a duplicate)."""
     kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "Body": body, "ContentType": content_type,
-                              "ChecksumAlgorithm": "SHA256", "ChecksumSHA256": base64.b64encode(hashlib.sha256(body).digest()).decode()}
+                              "ChecksumAlgorithm": "SHA256",
+                              "ChecksumSHA256": base64.b64encode(hashlib.sha256(body).digest()).decode()}
     if create_only:
         kwargs["IfNoneMatch"] = "*"
     if lock is not None:

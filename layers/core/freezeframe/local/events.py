@@ -62,7 +62,7 @@ def function_url_event(method: str, path: str, headers: Mapping[str, str], body:
         "isBase64Encoded": is_base64,
     }
     if query:
-        event["queryStringParameters"] = dict(p.split("=", 1) if "=" in p else (p, "") for p in query.split("&"))
+        event["queryStringParameters"] = {k: v for k, _, v in (p.partition("=") for p in query.split("&"))}
     if text_body is not None:
         event["body"] = text_body
     return event

@@ -62,7 +62,7 @@ class LocalGateway:
             protocol_version = "HTTP/1.1"
 
             def log_message(self, fmt: str, *args: Any) -> None:
-                logger.debug("gateway " + fmt, *args)
+                logger.debug("gateway %s", fmt % args)
 
             def _serve(self) -> None:
                 gateway._serve(self)
@@ -76,7 +76,7 @@ class LocalGateway:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> LocalGateway:
         self._thread = threading.Thread(target=self._server.serve_forever, name="gateway", daemon=True)

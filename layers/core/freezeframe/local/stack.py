@@ -43,7 +43,7 @@ class StackState:
     workdir: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": STATE_SCHEMA, **{name: getattr(self, name) for name in self.__slots__}}  # type: ignore[attr-defined]
+        return {"schema": STATE_SCHEMA, **{name: getattr(self, name) for name in self.__slots__}}
 
 
 def state_path(config: Settings) -> Path:
