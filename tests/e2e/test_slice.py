@@ -54,7 +54,7 @@ def tshark_refused(path: Path) -> int:
 
 
 def post(url: str, body: dict[str, Any], token: str) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(url,  # noqa: S310 data=json.dumps(body).encode(), method="POST",
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",  # noqa: S310
                                      headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=30) as reply:  # noqa: S310 - the stack's loopback URL
@@ -84,7 +84,7 @@ def test_packets_to_sql_through_kafka_and_a_worm_endpoint(stack: Any, tmp_path: 
     alert["labels"].update(cluster=agent.cluster, node=agent.node_name)
     alert["startsAt"], alert["fingerprint"] = iso(datetime.now(UTC)), suffix
     status, bad = post(f"{stack.gateway_url}/v1/alerts/alertmanager", payload, "not-the-token")
-    assert status == 401 and bad == {"error": "unauthorized"}
+    assert status == 401 and bad == {"error": "unauthorized"}, (status, bad)
     status, reply = post(f"{stack.gateway_url}/v1/alerts/alertmanager", payload, token)
     assert status == 202, reply
     incident = reply["accepted"][0]
