@@ -1,11 +1,14 @@
-"""Webhook function (Function URL, payload format 2.0): alert intake.
+"""Webhook function (Function URL, payload format 2.0): alert intake and the incident API.
 
-Routes: POST /v1/alerts/alertmanager. Authenticates in code, answers 202 and hands the freeze off asynchronously.
+Routes: POST /v1/alerts/alertmanager, POST /v1/alerts/pagerduty, POST /v1/freeze, GET /v1/incidents/<id>.
+Authenticates in code, answers 202 and hands the freeze off asynchronously. Every 4xx is decided before anything
+is written.
 """
 
 from __future__ import annotations
 
 import base64
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,29 +20,66 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from freezeframe import intake
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.invoke import invoke_async
-from freezeframe.adapters.secrets import alertmanager_token
-from freezeframe.config import settings
-from freezeframe.errors import ConfigError, PayloadError, SignatureError, WindowError
-from freezeframe.models import FreezeRequest
+from freezeframe.adapters.secrets import alertmanager_token, api_token, pagerduty_secrets
+from freezeframe.config import Settings, settings
+from freezeframe.errors import ConfigError, NotFoundError, PayloadError, SignatureError, WindowError
+from freezeframe.rules import load_rules
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 app = LambdaFunctionUrlResolver()
+# Methods each known path answers, so a wrong method is a 405 and not a 404.
+ROUTES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"^/v1/alerts/alertmanager$"), "POST"),
+    (re.compile(r"^/v1/alerts/pagerduty$"), "POST"),
+    (re.compile(r"^/v1/freeze$"), "POST"),
+    (re.compile(r"^/v1/incidents/[^/]+$"), "GET"),
+)
+
+
+def _start_freeze(config: Settings) -> intake.StartFreeze:
+    return lambda request: invoke_async(config, config.freeze_function, {"request": request.to_dict()})
 
 
 @app.post("/v1/alerts/alertmanager")
 @tracer.capture_method
 def alertmanager() -> Response:
     config = settings()
-
-    def start_freeze(request: FreezeRequest) -> None:
-        invoke_async(config, config.freeze_function, {"request": request.to_dict()})
-
     result = intake.accept_alertmanager(config, s3io.client(config), app.current_event.headers, _raw_body(),
-                                        alertmanager_token(config), datetime.now(UTC), start_freeze)
+                                        alertmanager_token(config), datetime.now(UTC), _start_freeze(config),
+                                        load_rules(config))
     metrics.add_metric(name="IncidentsAccepted", unit=MetricUnit.Count, value=len(result.accepted))
     return _json(202, result.to_dict())
+
+
+@app.post("/v1/alerts/pagerduty")
+@tracer.capture_method
+def pagerduty() -> Response:
+    config = settings()
+    result = intake.accept_pagerduty(config, s3io.client(config), app.current_event.headers, _raw_body(),
+                                     pagerduty_secrets(config), datetime.now(UTC), _start_freeze(config),
+                                     load_rules(config))
+    metrics.add_metric(name="IncidentsAccepted", unit=MetricUnit.Count, value=len(result.accepted))
+    return _json(202, result.to_dict())
+
+
+@app.post("/v1/freeze")
+@tracer.capture_method
+def manual_freeze() -> Response:
+    config = settings()
+    result = intake.accept_manual(config, s3io.client(config), app.current_event.headers, _raw_body(),
+                                  api_token(config), datetime.now(UTC), _start_freeze(config))
+    metrics.add_metric(name="IncidentsAccepted", unit=MetricUnit.Count, value=len(result.accepted))
+    return _json(202, result.to_dict())
+
+
+@app.get("/v1/incidents/<incident_id>")
+@tracer.capture_method
+def incident(incident_id: str) -> Response:
+    config = settings()
+    intake.check_bearer(app.current_event.headers, api_token(config))
+    return _json(200, intake.incident_status(config, s3io.client(config), incident_id))
 
 
 @app.exception_handler(intake.BodyTooLargeError)
@@ -49,14 +89,19 @@ def too_large(error: intake.BodyTooLargeError) -> Response:
 
 @app.exception_handler(SignatureError)
 def unauthorized(error: SignatureError) -> Response:
-    logger.warning("webhook rejected: authentication failed", path=app.current_event.path)
+    logger.warning("request rejected: authentication failed", path=app.current_event.path)
     return _json(401, {"error": "unauthorized"})
 
 
 @app.exception_handler([PayloadError, WindowError])
 def bad_request(error: Exception) -> Response:
-    logger.warning("webhook rejected: bad payload", path=app.current_event.path, reason=str(error))
+    logger.warning("request rejected: bad payload", path=app.current_event.path, reason=str(error))
     return _json(400, {"error": str(error)})
+
+
+@app.exception_handler(NotFoundError)
+def missing(error: NotFoundError) -> Response:
+    return _json(404, {"error": str(error)})
 
 
 @app.exception_handler(ConfigError)
@@ -67,7 +112,12 @@ def misconfigured(error: ConfigError) -> Response:
 
 @app.not_found
 def not_found(_: Exception) -> Response:
-    return _json(404, {"error": f"no route {app.current_event.http_method} {app.current_event.path}"})
+    path, method = app.current_event.path, app.current_event.http_method
+    allowed = sorted({m for pattern, m in ROUTES if pattern.match(path)})
+    if allowed:
+        return Response(status_code=405, content_type=content_types.APPLICATION_JSON,
+                        body={"error": f"{method} not allowed on {path}"}, headers={"Allow": ", ".join(allowed)})
+    return _json(404, {"error": f"no route {method} {path}"})
 
 
 def _raw_body() -> bytes:
@@ -87,3 +137,5 @@ def _json(status: int, body: dict[str, Any]) -> Response:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)
+
+

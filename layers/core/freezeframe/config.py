@@ -38,6 +38,15 @@ ENV_SPOOL_DIR = "FREEZEFRAME_SPOOL_DIR"
 ENV_STATE_DIR = "FREEZEFRAME_STATE_DIR"
 ENV_FUNCTIONS_DIR = "FREEZEFRAME_FUNCTIONS_DIR"
 ENV_CACHE_DIR = "FREEZEFRAME_CACHE_DIR"
+ENV_SPOOL_MAX_BYTES = "FREEZEFRAME_SPOOL_MAX_BYTES"
+ENV_AGENT_HTTP_PORT = "FREEZEFRAME_AGENT_HTTP_PORT"
+ENV_FREEZE_RULES = "FREEZEFRAME_FREEZE_RULES"
+ENV_FREEZE_RULES_FILE = "FREEZEFRAME_FREEZE_RULES_FILE"
+ENV_PAGERDUTY_SECRETS = "FREEZEFRAME_PAGERDUTY_SECRETS"  # noqa: S105 - comma-separated, for rotation
+ENV_PAGERDUTY_SECRETS_FILE = "FREEZEFRAME_PAGERDUTY_SECRETS_FILE"  # noqa: S105 - one per line
+ENV_PAGERDUTY_SECRET_ARN = "FREEZEFRAME_PAGERDUTY_SECRET_ARN"  # noqa: S105
+ENV_API_TOKEN = "FREEZEFRAME_API_TOKEN"  # noqa: S105 - the variable's name, not a secret
+ENV_API_TOKEN_FILE = "FREEZEFRAME_API_TOKEN_FILE"  # noqa: S105
 
 SEGMENTS_TOPIC = "freezeframe.segments"
 K8S_TOPIC = "freezeframe.k8s"
@@ -69,6 +78,15 @@ class Settings:
     spool_dir: Path = Path(".freezeframe/spool")
     state_dir: Path = Path(".freezeframe")
     functions_dir: Path | None = None
+    spool_max_bytes: int = 1 << 30  # the agent's spool cap; the oldest un-uploaded segments are evicted beyond it
+    agent_http_port: int = 9808  # the agent's /healthz and /metrics; 0 picks a free port
+    freeze_rules: str | None = None
+    freeze_rules_file: Path | None = None
+    api_token_env: str | None = None
+    pagerduty_secrets_env: str | None = None
+    pagerduty_secrets_file: Path | None = None
+    pagerduty_secret_arn: str | None = None
+    api_token_file: Path | None = None
 
     def __post_init__(self) -> None:
         if self.lock_mode not in LOCK_MODES:
@@ -77,6 +95,10 @@ class Settings:
             raise ConfigError(f"{ENV_LOCK_RETAIN_DAYS} must be at least 1 day, got {self.lock_retain_days}")
         if self.segment_seconds <= 0:
             raise ConfigError(f"{ENV_SEGMENT_SECONDS} must be positive, got {self.segment_seconds}")
+        if self.spool_max_bytes < 1:
+            raise ConfigError(f"{ENV_SPOOL_MAX_BYTES} must be positive, got {self.spool_max_bytes}")
+        if not 0 <= self.agent_http_port <= 65535:
+            raise ConfigError(f"{ENV_AGENT_HTTP_PORT} must be a port number, got {self.agent_http_port}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -106,6 +128,15 @@ class Settings:
             spool_dir=Path(env.get(ENV_SPOOL_DIR, str(base.spool_dir))),
             state_dir=Path(env.get(ENV_STATE_DIR, str(base.state_dir))),
             functions_dir=Path(env[ENV_FUNCTIONS_DIR]) if env.get(ENV_FUNCTIONS_DIR) else None,
+            spool_max_bytes=_int(env, ENV_SPOOL_MAX_BYTES, base.spool_max_bytes),
+            agent_http_port=_int(env, ENV_AGENT_HTTP_PORT, base.agent_http_port),
+            freeze_rules=env.get(ENV_FREEZE_RULES) or None,
+            freeze_rules_file=Path(env[ENV_FREEZE_RULES_FILE]) if env.get(ENV_FREEZE_RULES_FILE) else None,
+            api_token_env=env.get(ENV_API_TOKEN) or None,
+            pagerduty_secrets_env=env.get(ENV_PAGERDUTY_SECRETS) or None,
+            pagerduty_secrets_file=_path(env, ENV_PAGERDUTY_SECRETS_FILE),
+            pagerduty_secret_arn=env.get(ENV_PAGERDUTY_SECRET_ARN) or None,
+            api_token_file=Path(env[ENV_API_TOKEN_FILE]) if env.get(ENV_API_TOKEN_FILE) else None,
         )
 
     def with_(self, **changes: object) -> Settings:
@@ -113,7 +144,7 @@ class Settings:
 
     def __repr__(self) -> str:
         # The token itself must never reach a log line through a repr.
-        token = "<set>" if self.alertmanager_token_env else None
+        token = "<set>" if self.alertmanager_token_env else None  # api_token_env is left out entirely
         return f"Settings(cluster={self.cluster!r}, raw_bucket={self.raw_bucket!r}, " \
                f"evidence_bucket={self.evidence_bucket!r}, s3_endpoint={self.s3_endpoint!r}, " \
                f"kafka_bootstrap={self.kafka_bootstrap!r}, alertmanager_token={token})"
@@ -137,6 +168,8 @@ def env_overrides(settings_: Settings) -> dict[str, str]:
         ENV_NODE_NAME: settings_.node_name,
         ENV_SPOOL_DIR: str(settings_.spool_dir),
         ENV_STATE_DIR: str(settings_.state_dir),
+        ENV_SPOOL_MAX_BYTES: str(settings_.spool_max_bytes),
+        ENV_AGENT_HTTP_PORT: str(settings_.agent_http_port),
     }
     optional = {
         ENV_S3_ENDPOINT: settings_.s3_endpoint,
@@ -148,6 +181,13 @@ def env_overrides(settings_: Settings) -> dict[str, str]:
         if settings_.alertmanager_token_file else None,
         ENV_ALERTMANAGER_TOKEN_SECRET_ARN: settings_.alertmanager_token_secret_arn,
         ENV_FUNCTIONS_DIR: str(settings_.functions_dir) if settings_.functions_dir else None,
+        ENV_FREEZE_RULES: settings_.freeze_rules,
+        ENV_FREEZE_RULES_FILE: str(settings_.freeze_rules_file) if settings_.freeze_rules_file else None,
+        ENV_API_TOKEN: settings_.api_token_env,
+        ENV_PAGERDUTY_SECRETS: settings_.pagerduty_secrets_env,
+        ENV_PAGERDUTY_SECRETS_FILE: str(settings_.pagerduty_secrets_file) if settings_.pagerduty_secrets_file else None,
+        ENV_PAGERDUTY_SECRET_ARN: settings_.pagerduty_secret_arn,
+        ENV_API_TOKEN_FILE: str(settings_.api_token_file) if settings_.api_token_file else None,
     }
     out.update({k: v for k, v in optional.items() if v})
     return out
@@ -168,6 +208,10 @@ def cache_dir() -> Path:
 def reset_settings_cache() -> None:
     """For the local gateway and tests: re-read the environment on the next `settings()` call."""
     settings.cache_clear()
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    return Path(env[name]) if env.get(name) else None
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -1,27 +1,45 @@
-"""Alert intake: authenticate, parse, and turn alerts into create-only incident records plus a freeze invocation.
+"""Alert intake: authenticate, parse, and turn alerts into create-only incident records plus a freeze hand-off.
 
 Authentication and the whole parse happen before the first write, so a rejected request writes nothing.
+
+Idempotency: the incident record `incidents/<id>/incident.json` is written create-only (S3 `If-None-Match: *`),
+so of any number of concurrent deliveries of one alert exactly one creates it, and only that one hands the freeze
+off. A conditional write was chosen over powertools idempotency because the record is the evidence's own first
+document (no extra DynamoDB table, the same code on every S3 endpoint) and S3 arbitrates the race atomically.
+A delivery that died between the record and the hand-off is healed by a later redelivery once the record is older
+than HANDOFF_GRACE and still has no `freeze-started` marker; the freeze is itself idempotent (create-only
+manifest), so even that rare path cannot freeze twice.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from freezeframe.adapters import s3 as s3io
-from freezeframe.alerts import alertmanager
+from freezeframe.alerts import alertmanager, manual, pagerduty
 from freezeframe.config import Settings
-from freezeframe.errors import PayloadError, SignatureError
-from freezeframe.keys import freeze_started_key, incident_key
-from freezeframe.models import FreezeRequest, iso
+from freezeframe.errors import NotFoundError, PayloadError, SignatureError
+from freezeframe.keys import (
+    dissect_status_key,
+    freeze_started_key,
+    incident_key,
+    manifest_key,
+    resolved_key,
+    webhook_delivery_key,
+)
+from freezeframe.models import FreezeRequest, iso, parse_iso
+from freezeframe.rules import FreezeRules
 
 logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
 INCIDENT_SCHEMA = "freezeframe.incident/v1"
+HANDOFF_GRACE = timedelta(seconds=60)
+StartFreeze = Callable[[FreezeRequest], None]
 
 
 class BodyTooLargeError(PayloadError):
@@ -32,12 +50,19 @@ class BodyTooLargeError(PayloadError):
 class IntakeResult:
     accepted: tuple[str, ...]
     duplicates: tuple[str, ...]
-    resolved: tuple[str, ...]
-    truncated_alerts: int
+    resolved: tuple[str, ...] = ()
+    truncated_alerts: int = 0
+    ignored: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"accepted": list(self.accepted), "duplicates": list(self.duplicates),
-                "resolved": list(self.resolved), "truncated_alerts": self.truncated_alerts}
+                "resolved": list(self.resolved), "truncated_alerts": self.truncated_alerts,
+                "ignored": list(self.ignored)}
+
+
+def check_size(body: bytes) -> None:
+    if len(body) > MAX_BODY_BYTES:
+        raise BodyTooLargeError(f"body of {len(body)} bytes is over the {MAX_BODY_BYTES} byte limit")
 
 
 def check_bearer(headers: Mapping[str, str], expected_token: str) -> None:
@@ -51,37 +76,132 @@ def check_bearer(headers: Mapping[str, str], expected_token: str) -> None:
         raise SignatureError("missing or invalid bearer token")
 
 
+def register(settings: Settings, s3: Any, requests: Iterable[FreezeRequest], now: datetime,
+             start_freeze: StartFreeze, extra: Mapping[str, Any] | None = None) -> tuple[list[str], list[str]]:
+    """Create-only incident records; hands off a freeze for each record this call created."""
+    accepted, duplicates = [], []
+    for request in requests:
+        record = {"schema": INCIDENT_SCHEMA, "incident_id": request.incident_id, "state": "accepted",
+                  "request": request.to_dict(), "created_at": iso(now), **(extra or {})}
+        created = s3io.put_json(s3, settings.evidence_bucket, incident_key(request.incident_id), record,
+                                create_only=True)
+        if created is not None:
+            _hand_off(settings, s3, request, now, start_freeze)
+            accepted.append(request.incident_id)
+            logger.info("incident accepted", extra={"incident_id": request.incident_id, "source": request.source})
+            continue
+        duplicates.append(request.incident_id)
+        if _stalled(settings, s3, request.incident_id, now):
+            logger.warning("healing a stalled hand-off", extra={"incident_id": request.incident_id})
+            _hand_off(settings, s3, request, now, start_freeze)
+    return accepted, duplicates
+
+
 def accept_alertmanager(settings: Settings, s3: Any, headers: Mapping[str, str], body: bytes, token: str,
-                        now: datetime, start_freeze: Callable[[FreezeRequest], None]) -> IntakeResult:
-    if len(body) > MAX_BODY_BYTES:
-        raise BodyTooLargeError(f"body of {len(body)} bytes is over the {MAX_BODY_BYTES} byte limit")
+                        now: datetime, start_freeze: StartFreeze, rules: FreezeRules | None = None) -> IntakeResult:
+    check_size(body)
     check_bearer(headers, token)
-    batch = alertmanager.to_freeze_requests(alertmanager.parse_body(body), settings, now)
+    batch = alertmanager.to_freeze_requests(alertmanager.parse_body(body), settings, now, rules)
     if batch.truncated_alerts:
         logger.warning("alertmanager truncated alerts", extra={"truncated_alerts": batch.truncated_alerts,
                                                                "group_key": batch.group_key})
-    accepted, duplicates = [], []
-    for request in batch.requests:
-        record = {"schema": INCIDENT_SCHEMA, "incident_id": request.incident_id, "state": "accepted",
-                  "request": request.to_dict(), "truncated_alerts": batch.truncated_alerts,
-                  "created_at": iso(now)}
-        created = s3io.put_json(s3, settings.evidence_bucket, incident_key(request.incident_id), record,
-                                create_only=True)
-        if created is None:
-            duplicates.append(request.incident_id)
-            # A delivery whose first attempt died between the record and the hand-off is retried here;
-            # the freeze itself is idempotent (create-only manifest), so a race costs a no-op, not a second freeze.
-            if not s3io.exists(s3, settings.evidence_bucket, freeze_started_key(request.incident_id)):
-                _hand_off(settings, s3, request, now, start_freeze)
+    accepted, duplicates = register(settings, s3, batch.requests, now, start_freeze,
+                                    {"truncated_alerts": batch.truncated_alerts})
+    resolved = record_resolved(settings, s3, batch.resolved_incidents, now)
+    return IntakeResult(tuple(accepted), tuple(duplicates), resolved, batch.truncated_alerts, batch.ignored)
+
+
+def accept_pagerduty(settings: Settings, s3: Any, headers: Mapping[str, str], body: bytes, secrets: list[str],
+                     now: datetime, start_freeze: StartFreeze, rules: FreezeRules | None = None) -> IntakeResult:
+    """PagerDuty v3: triggered/reopened freeze, resolved closes, every other type is acknowledged and ignored
+    (a 4xx would count against the subscription). Redeliveries are recognised by X-Webhook-Id."""
+    check_size(body)
+    pagerduty.verify_signature(headers, body, secrets)
+    payload = alertmanager.parse_body(body)
+    event_type = pagerduty.event_type_of(payload)
+    delivery = next((v for k, v in headers.items() if k.lower() == "x-webhook-id"), "")
+    if delivery and s3io.exists(s3, settings.evidence_bucket, webhook_delivery_key("pagerduty", delivery)):
+        return IntakeResult((), (f"delivery:{delivery}",))
+    result = IntakeResult((), (), ignored=(event_type,))
+    if event_type in pagerduty.FREEZE_TYPES:
+        request = pagerduty.to_freeze_request(pagerduty.parse_event(payload), settings, now, rules=rules)
+        if request is not None:
+            accepted, duplicates = register(settings, s3, [request], now, start_freeze)
+            result = IntakeResult(tuple(accepted), tuple(duplicates))
+    elif event_type in pagerduty.CLOSE_TYPES:
+        closed = pagerduty.closed_incident_id(pagerduty.parse_event(payload))
+        result = IntakeResult((), (), record_resolved(settings, s3, [closed], now))
+    if delivery:
+        s3io.put_json(s3, settings.evidence_bucket, webhook_delivery_key("pagerduty", delivery),
+                      {"delivery": delivery, "event_type": event_type, "at": iso(now), **result.to_dict()},
+                      create_only=True)
+    return result
+
+
+def record_resolved(settings: Settings, s3: Any, incident_ids: Iterable[str], now: datetime) -> tuple[str, ...]:
+    """Marks known incidents resolved (the signal that closes their open hold); unknown ids are ignored."""
+    closed = []
+    for incident_id in incident_ids:
+        if not s3io.exists(s3, settings.evidence_bucket, incident_key(incident_id)):
             continue
-        _hand_off(settings, s3, request, now, start_freeze)
-        accepted.append(request.incident_id)
-        logger.info("incident accepted", extra={"incident_id": request.incident_id, "source": request.source})
-    return IntakeResult(tuple(accepted), tuple(duplicates), batch.resolved_incidents, batch.truncated_alerts)
+        s3io.put_json(s3, settings.evidence_bucket, resolved_key(incident_id),
+                      {"incident_id": incident_id, "resolved_at": iso(now)}, create_only=True)
+        closed.append(incident_id)
+    return tuple(closed)
 
 
-def _hand_off(settings: Settings, s3: Any, request: FreezeRequest, now: datetime,
-              start_freeze: Callable[[FreezeRequest], None]) -> None:
+def accept_manual(settings: Settings, s3: Any, headers: Mapping[str, str], body: bytes, token: str, now: datetime,
+                  start_freeze: StartFreeze) -> IntakeResult:
+    check_size(body)
+    check_bearer(headers, token)
+    request = manual.to_freeze_request(alertmanager.parse_body(body), settings, now)
+    accepted, duplicates = register(settings, s3, [request], now, start_freeze)
+    return IntakeResult(tuple(accepted), tuple(duplicates))
+
+
+def incident_status(settings: Settings, s3: Any, incident_id: str) -> dict[str, Any]:
+    """What an on-call engineer asks first: is it frozen, what is covered, is dissection done, where is it."""
+    try:
+        record = s3io.get_json(s3, settings.evidence_bucket, incident_key(incident_id))
+    except NotFoundError as exc:
+        raise NotFoundError(f"no incident {incident_id!r}") from exc
+    status: dict[str, Any] = {"incident_id": incident_id, "state": "accepted", "request": record["request"],
+                              "created_at": record.get("created_at"),
+                              "links": {"incident": f"s3://{settings.evidence_bucket}/{incident_key(incident_id)}"}}
+    try:
+        manifest = s3io.get_json(s3, settings.evidence_bucket, manifest_key(incident_id))
+    except NotFoundError:
+        return status
+    nodes = sorted(manifest.get("coverage", {}))
+    dissection = {}
+    for node in nodes:
+        try:
+            report = s3io.get_json(s3, settings.evidence_bucket, dissect_status_key(incident_id, node))
+            dissection[node] = {"state": report["state"], "tables": report.get("tables", {}),
+                                "corrupt_segments": len(report.get("corrupt_segments", []))}
+        except NotFoundError:
+            dissection[node] = {"state": "pending"}
+    done = all(d["state"] == "done" for d in dissection.values())
+    status.update(
+        state="dissected" if nodes and done else "frozen",
+        frozen_segments=len(manifest.get("segments", [])),
+        root_hash=manifest.get("root_hash"),
+        coverage=manifest.get("coverage", {}),
+        dissection=dissection,
+    )
+    status["links"].update(manifest=f"s3://{settings.evidence_bucket}/{manifest_key(incident_id)}",
+                           tables=f"s3://{settings.evidence_bucket}/tables/")
+    return status
+
+
+def _stalled(settings: Settings, s3: Any, incident_id: str, now: datetime) -> bool:
+    if s3io.exists(s3, settings.evidence_bucket, freeze_started_key(incident_id)):
+        return False
+    record = s3io.get_json(s3, settings.evidence_bucket, incident_key(incident_id))
+    return now - parse_iso(str(record.get("created_at")), "created_at") > HANDOFF_GRACE
+
+
+def _hand_off(settings: Settings, s3: Any, request: FreezeRequest, now: datetime, start_freeze: StartFreeze) -> None:
     start_freeze(request)
     s3io.put_json(s3, settings.evidence_bucket, freeze_started_key(request.incident_id),
                   {"incident_id": request.incident_id, "at": iso(now)}, create_only=True)

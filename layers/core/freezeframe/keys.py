@@ -7,6 +7,7 @@ tables/<table>/dt=<YYYY-MM-DD>/incident_id=<id>/<node>.parquet (hive partitions 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -73,6 +74,16 @@ def incident_key(incident_id: str) -> str:
 
 def freeze_started_key(incident_id: str) -> str:
     return f"{INCIDENTS_ROOT}/{check_name('incident_id', incident_id)}/freeze-started.json"
+
+
+def resolved_key(incident_id: str) -> str:
+    return f"{INCIDENTS_ROOT}/{check_name('incident_id', incident_id)}/resolved.json"
+
+
+def webhook_delivery_key(source: str, delivery_id: str) -> str:
+    """One marker per delivery id (PagerDuty's X-Webhook-Id), hashed: the id is the sender's text."""
+    digest = hashlib.sha256(delivery_id.encode()).hexdigest()[:32]
+    return f"{INCIDENTS_ROOT}/_deliveries/{check_name('source', source)}/{digest}.json"
 
 
 def manifest_key(incident_id: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 
 import boto3
@@ -32,3 +33,42 @@ def _secret_value(arn: str, region: str) -> str:
     if not value:
         raise ConfigError(f"secret {arn} has no SecretString")
     return str(value).strip()
+
+
+def api_token(settings: Settings) -> str:
+    """The token of the manual freeze and status API (in AWS, IAM on a second Function URL is the alternative)."""
+    if settings.api_token_env:
+        return settings.api_token_env
+    if settings.api_token_file:
+        try:
+            token = settings.api_token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the API token file {settings.api_token_file}") from exc
+        if token:
+            return token
+    raise ConfigError("no API token configured: set FREEZEFRAME_API_TOKEN or FREEZEFRAME_API_TOKEN_FILE")
+
+
+def pagerduty_secrets(settings: Settings) -> list[str]:
+    """Every configured PagerDuty signing secret: during a rotation PagerDuty signs with each, so all must verify."""
+    if settings.pagerduty_secrets_env:
+        raw = settings.pagerduty_secrets_env.replace("\n", ",")
+    elif settings.pagerduty_secrets_file:
+        try:
+            raw = settings.pagerduty_secrets_file.read_text(encoding="utf-8").replace("\n", ",")
+        except OSError as exc:
+            raise ConfigError(f"cannot read the PagerDuty secrets file {settings.pagerduty_secrets_file}") from exc
+    elif settings.pagerduty_secret_arn:
+        value = _secret_value(settings.pagerduty_secret_arn, settings.region)
+        try:
+            parsed = json.loads(value)
+            raw = ",".join(parsed) if isinstance(parsed, list) else value
+        except json.JSONDecodeError:
+            raw = value
+    else:
+        raise ConfigError("no PagerDuty signing secret configured: set FREEZEFRAME_PAGERDUTY_SECRETS, "
+                          "FREEZEFRAME_PAGERDUTY_SECRETS_FILE or FREEZEFRAME_PAGERDUTY_SECRET_ARN")
+    secrets = [part.strip() for part in raw.split(",") if part.strip()]
+    if not secrets:
+        raise ConfigError("the configured PagerDuty secrets are empty")
+    return secrets

@@ -18,13 +18,10 @@ from freezeframe.config import Settings
 from freezeframe.errors import PayloadError
 from freezeframe.keys import check_name
 from freezeframe.models import FreezeRequest, LockSpec, Scope, parse_iso
+from freezeframe.rules import Decision, FreezeRules, scope_value
 from freezeframe.window import freeze_window
 
 SUPPORTED_VERSION = "4"
-# Label names that map onto the freeze scope, most specific first.
-NODE_LABELS = ("node", "kubernetes_node", "nodename")
-NAMESPACE_LABELS = ("namespace", "kubernetes_namespace")
-POD_LABELS = ("pod", "kubernetes_pod_name")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +30,7 @@ class AlertmanagerBatch:
     resolved_incidents: tuple[str, ...]
     truncated_alerts: int
     group_key: str
+    ignored: tuple[str, ...] = ()  # fingerprints that a freeze rule told us not to freeze
 
 
 def parse_body(body: bytes) -> Mapping[str, Any]:
@@ -50,7 +48,8 @@ def incident_id_for(fingerprint: str, starts_at: str) -> str:
     return f"am-{digest}"
 
 
-def to_freeze_requests(payload: Mapping[str, Any], settings: Settings, now: datetime) -> AlertmanagerBatch:
+def to_freeze_requests(payload: Mapping[str, Any], settings: Settings, now: datetime,
+                       rules: FreezeRules | None = None) -> AlertmanagerBatch:
     """Validates the whole payload first, so that a bad alert anywhere rejects the batch before anything is written."""
     version = payload.get("version")
     if version != SUPPORTED_VERSION:
@@ -64,6 +63,8 @@ def to_freeze_requests(payload: Mapping[str, Any], settings: Settings, now: date
     common_labels = _str_map(payload.get("commonLabels") or {}, "commonLabels")
     requests: list[FreezeRequest] = []
     resolved: list[str] = []
+    ignored: list[str] = []
+    rules = rules or FreezeRules()
     for index, alert in enumerate(alerts):
         if not isinstance(alert, Mapping):
             raise PayloadError(f"alerts[{index}] must be an object")
@@ -83,30 +84,35 @@ def to_freeze_requests(payload: Mapping[str, Any], settings: Settings, now: date
         if status == "resolved":
             resolved.append(incident_id)
             continue
-        window_start, window_end = freeze_window(starts_at, now, settings.lookback_s, settings.lookahead_s)
+        severity = labels.get("severity", "unknown")
+        decision = rules.decide(settings, source="alertmanager", severity=severity, labels=labels)
+        if not decision.freeze:
+            ignored.append(fingerprint)
+            continue
+        window_start, window_end = freeze_window(starts_at, now, decision.lookback_s, decision.lookahead_s)
         requests.append(FreezeRequest(
             incident_id=incident_id,
             source="alertmanager",
             title=annotations.get("summary") or labels.get("alertname") or "alertmanager alert",
-            severity=labels.get("severity", "unknown"),
+            severity=severity,
             window_start=window_start,
             window_end=window_end,
-            scope=_scope(labels, settings),
-            lock=LockSpec(mode=settings.lock_mode, retain_until=now + timedelta(days=settings.lock_retain_days)),
+            scope=scope_from_labels(labels, settings, decision),
+            lock=LockSpec(mode=decision.lock_mode, retain_until=now + timedelta(days=decision.retain_days),
+                          legal_hold=decision.legal_hold),
             labels=tuple(sorted(labels.items())),
             received_at=now.astimezone(UTC),
         ))
-    return AlertmanagerBatch(tuple(requests), tuple(resolved), truncated, str(payload.get("groupKey", "")))
+    return AlertmanagerBatch(tuple(requests), tuple(resolved), truncated, str(payload.get("groupKey", "")),
+                             tuple(ignored))
 
 
-def _scope(labels: Mapping[str, str], settings: Settings) -> Scope:
-    cluster = check_name("cluster", labels.get("cluster", settings.cluster))
-    return Scope(
-        cluster=cluster,
-        nodes=tuple(labels[name] for name in NODE_LABELS if name in labels)[:1],
-        namespaces=tuple(labels[name] for name in NAMESPACE_LABELS if name in labels)[:1],
-        pods=tuple(labels[name] for name in POD_LABELS if name in labels)[:1],
-    )
+def scope_from_labels(labels: Mapping[str, str], settings: Settings, decision: Decision) -> Scope:
+    """The freeze scope named by an alert's labels, through the rule's label mapping."""
+    cluster = check_name("cluster", scope_value(labels, decision, "cluster") or settings.cluster)
+    node, namespace, pod = (scope_value(labels, decision, f) for f in ("node", "namespace", "pod"))
+    return Scope(cluster=cluster, nodes=(node,) if node else (), namespaces=(namespace,) if namespace else (),
+                 pods=(pod,) if pod else ())
 
 
 def _str_map(value: Any, name: str) -> dict[str, str]:

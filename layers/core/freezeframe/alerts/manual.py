@@ -1,0 +1,67 @@
+"""The manual freeze API (`POST /v1/freeze`): an explicit window, scope and lock.
+
+    {"incident_id": "optional, else derived", "title": "...", "severity": "high",
+     "window_start": "2026-11-21T11:45:00Z", "window_end": "2026-11-21T12:05:00Z",
+     "scope": {"cluster": "prod", "nodes": [], "namespaces": ["shop"], "pods": []},
+     "lock": {"mode": "COMPLIANCE", "retain_days": 30, "legal_hold": false}}   # or "retain_until": ISO time
+
+Without an incident_id, the id is a hash of the window, scope and title, so a client's retry is the same incident.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from freezeframe.config import Settings
+from freezeframe.errors import PayloadError
+from freezeframe.keys import check_name
+from freezeframe.models import FreezeRequest, LockSpec, Scope, parse_iso
+from freezeframe.window import check_window
+
+
+def to_freeze_request(payload: Mapping[str, Any], settings: Settings, now: datetime) -> FreezeRequest:
+    for name in ("window_start", "window_end"):
+        if not isinstance(payload.get(name), str):
+            raise PayloadError(f"missing field {name!r} (an ISO 8601 time)")
+    start = parse_iso(payload["window_start"], "window_start")
+    end = parse_iso(payload["window_end"], "window_end")
+    start, end = check_window(start, end)
+    scope_raw = payload.get("scope") or {"cluster": settings.cluster}
+    if not isinstance(scope_raw, Mapping):
+        raise PayloadError("scope must be an object")
+    scope = Scope.from_dict({"cluster": settings.cluster, **scope_raw})
+    check_name("cluster", scope.cluster)
+    lock_raw = payload.get("lock") or {}
+    if not isinstance(lock_raw, Mapping):
+        raise PayloadError("lock must be an object")
+    mode = lock_raw.get("mode", settings.lock_mode)
+    if mode not in ("COMPLIANCE", "GOVERNANCE"):
+        raise PayloadError(f"lock.mode must be COMPLIANCE or GOVERNANCE, got {mode!r}")
+    if "retain_until" in lock_raw:
+        retain_until = parse_iso(str(lock_raw["retain_until"]), "lock.retain_until")
+    else:
+        days = lock_raw.get("retain_days", settings.lock_retain_days)
+        if not isinstance(days, int) or isinstance(days, bool) or days < 1:
+            raise PayloadError("lock.retain_days must be a positive integer")
+        retain_until = now + timedelta(days=days)
+    if retain_until <= now:
+        raise PayloadError("lock.retain_until must be in the future")
+    title = payload.get("title", "manual freeze")
+    severity = payload.get("severity", "unknown")
+    if not isinstance(title, str) or not isinstance(severity, str):
+        raise PayloadError("title and severity must be strings")
+    incident_id = payload.get("incident_id")
+    if incident_id is None:
+        canonical = json.dumps({"start": payload["window_start"], "end": payload["window_end"],
+                                "scope": scope.to_dict(), "title": title}, sort_keys=True)
+        incident_id = "api-" + hashlib.sha256(canonical.encode()).hexdigest()[:20]
+    if not isinstance(incident_id, str):
+        raise PayloadError("incident_id must be a string")
+    return FreezeRequest(incident_id=check_name("incident_id", incident_id), source="api", title=title,
+                         severity=severity, window_start=start, window_end=end, scope=scope,
+                         lock=LockSpec(mode, retain_until, bool(lock_raw.get("legal_hold", False))),
+                         received_at=now)

@@ -1,0 +1,59 @@
+"""Idempotent intake under concurrency, the manual freeze API and the incident status API, on real S3."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from freezeframe.keys import incident_key
+from freezeframe.local.functions import load_handler
+
+pytestmark = pytest.mark.integration
+
+
+def test_fifty_concurrent_deliveries_make_one_incident_and_one_freeze(local: Any, event: Any,
+                                                                      lambda_context: Any) -> None:
+    config, s3, gateway = local
+    handler = load_handler(config, "webhook")
+    firing = event("webhook", "alertmanager_firing")
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        replies = list(pool.map(lambda _: handler(firing, lambda_context), range(50)))
+    assert {r["statusCode"] for r in replies} == {202}
+    bodies = [json.loads(r["body"]) for r in replies]
+    accepted = [i for b in bodies for i in b["accepted"]]
+    duplicates = [i for b in bodies for i in b["duplicates"]]
+    assert len(accepted) == 1 and len(duplicates) == 49 and set(duplicates) == set(accepted)
+    assert gateway.wait_idle(30)
+    assert [i.function for i in gateway.invocations] == ["freeze"]
+    versions = s3.list_object_versions(Bucket=config.evidence_bucket, Prefix=incident_key(accepted[0]))
+    assert len(versions["Versions"]) == 1
+
+
+def test_manual_freeze_then_status(local: Any, event: Any, lambda_context: Any, handler_env: Any) -> None:
+    config, s3, gateway = local
+    config = config.with_(api_token_env="test-api-token")
+    handler_env(config)
+    handler = load_handler(config, "webhook")
+    assert handler(event("webhook", "manual_freeze_bad_token"), lambda_context)["statusCode"] == 401
+    assert handler(event("webhook", "manual_freeze_inverted_window"), lambda_context)["statusCode"] == 400
+    assert s3.list_object_versions(Bucket=config.evidence_bucket).get("Versions", []) == []
+    reply = handler(event("webhook", "manual_freeze"), lambda_context)
+    assert reply["statusCode"] == 202
+    [incident] = json.loads(reply["body"])["accepted"]
+    assert gateway.wait_idle(30)
+    status_event = event("webhook", "incident_status")
+    status_event["rawPath"] = status_event["requestContext"]["http"]["path"] = f"/v1/incidents/{incident}"
+    status = handler(status_event, lambda_context)
+    assert status["statusCode"] == 200
+    document = json.loads(status["body"])
+    assert document["incident_id"] == incident and document["state"] in ("frozen", "dissected")
+    assert document["request"]["lock"]["legal_hold"] is True
+    missing = dict(status_event, rawPath="/v1/incidents/api-nope")
+    missing["requestContext"] = {**status_event["requestContext"],
+                                 "http": {**status_event["requestContext"]["http"], "path": "/v1/incidents/api-nope"}}
+    assert handler(missing, lambda_context)["statusCode"] == 404
+    wrong = handler(event("webhook", "wrong_method"), lambda_context)
+    assert wrong["statusCode"] == 405 and wrong["headers"]["Allow"] == "POST"
