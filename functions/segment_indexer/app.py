@@ -1,44 +1,64 @@
-"""Segment indexer (Kafka event source on freezeframe.segments): validates the segment records of a batch.
+"""Segment indexer (Kafka event source on freezeframe.segments): locks late segments into open holds.
 
-This skeleton decodes and validates every record and reports malformed ones; locking late segments into open
-holds arrives with the alert-intake issue.
+Each record is one segment (or a gap record, which it logs); a segment overlapping an open hold is locked in place
+and appended to that incident's manifest parts. Failures are reported per record (partial batch response), so
+the event source retries only what failed.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.data_classes import KafkaEvent, event_source
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.kafka_event import KafkaEventRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from freezeframe.adapters import s3 as s3io
+from freezeframe.config import settings
 from freezeframe.errors import PayloadError
-from freezeframe.models import SegmentRecord
+from freezeframe.holds import Hold, index_segment, open_holds
+from freezeframe.models import SEGMENT_SCHEMA, SegmentRecord
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
+processor = BatchProcessor(event_type=EventType.Kafka)
+_batch: dict[str, Any] = {}
+
+
+@tracer.capture_method
+def handle_record(record: KafkaEventRecord) -> None:
+    """Raises only for what a retry can fix (S3 unavailable); a malformed record is logged and counted, because
+    retrying it would block the partition forever."""
+    try:
+        value = json.loads(record.decoded_value)
+        if not isinstance(value, dict):
+            raise PayloadError("not a JSON object")
+        if value.get("schema") != SEGMENT_SCHEMA:
+            logger.info("not a segment record", schema=value.get("schema"), offset=record.offset)
+            return
+        segment = SegmentRecord.from_dict(value)
+    except (ValueError, PayloadError) as exc:
+        logger.error("malformed segment record", topic=record.topic, partition=record.partition,
+                     offset=record.offset, reason=str(exc))
+        metrics.add_metric(name="MalformedSegmentRecords", unit=MetricUnit.Count, value=1)
+        return
+    locked = index_segment(settings(), _batch["s3"], segment, _batch["holds"])
+    if locked:
+        metrics.add_metric(name="LateSegmentsLocked", unit=MetricUnit.Count, value=len(locked))
 
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
-@event_source(data_class=KafkaEvent)
-def lambda_handler(event: KafkaEvent, context: LambdaContext) -> dict[str, Any]:
-    valid, malformed = [], []
-    for record in event.records:
-        try:
-            segment = SegmentRecord.from_dict(json.loads(record.decoded_value))
-        except (ValueError, PayloadError) as exc:
-            malformed.append({"topic": record.topic, "partition": record.partition, "offset": record.offset,
-                              "reason": str(exc)})
-            continue
-        valid.append(segment)
-        logger.debug("segment seen", node=segment.node, segment=segment.key, seq=segment.seq)
-    metrics.add_metric(name="SegmentRecords", unit=MetricUnit.Count, value=len(valid))
-    metrics.add_metric(name="MalformedSegmentRecords", unit=MetricUnit.Count, value=len(malformed))
-    if malformed:
-        logger.error("malformed segment records", count=len(malformed))
-    return {"segments": len(valid), "malformed": malformed}
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    config = settings()
+    s3 = s3io.client(config)
+    holds: list[Hold] = open_holds(config, s3, datetime.now(UTC))  # once per batch, not per record
+    _batch.update(s3=s3, holds=holds)
+    return process_partial_response(event=event, record_handler=handle_record, processor=processor,
+                                    context=context)

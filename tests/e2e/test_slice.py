@@ -128,6 +128,11 @@ def test_packets_to_sql_through_kafka_and_a_worm_endpoint(stack: Any, tmp_path: 
     table = subprocess.run([*CLI, "query", sql], check=True, capture_output=True, text=True, env=env).stdout
     assert "| proto |" in table and f"({len(expected)} rows)" in table
 
+    # 6. chain of custody from the command line: every hash and lock verifies
+    verified = subprocess.run([*CLI, "verify", "--json", incident], capture_output=True, text=True, env=env)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert json.loads(verified.stdout)["ok"] is True
+
 
 def test_demo_json_on_the_embedded_default(tmp_path: Path) -> None:
     out = subprocess.run([*CLI, "demo", "--json"], check=True, capture_output=True, text=True, timeout=120,

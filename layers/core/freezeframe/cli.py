@@ -70,6 +70,19 @@ def _cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from freezeframe.adapters import s3 as s3io
+    from freezeframe.local.stack import apply_state, load_state
+    from freezeframe.verify import format_report, verify_incident
+
+    config = apply_state(settings(), load_state(settings()))
+    if args.s3_endpoint:
+        config = config.with_(s3_endpoint=args.s3_endpoint)
+    report = verify_incident(config, s3io.client(config), args.incident)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
+    return 0 if report.ok else 1
+
+
 def _cmd_sample(args: argparse.Namespace) -> int:
     from freezeframe.samples import write_sample_pcap
 
@@ -97,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--json", action="store_true")
     query.add_argument("--s3-endpoint", metavar="URL")
     query.set_defaults(func=_cmd_query)
+    verify = sub.add_parser("verify", help="recompute every hash and check every lock of an incident")
+    verify.add_argument("incident")
+    verify.add_argument("--json", action="store_true")
+    verify.add_argument("--s3-endpoint", metavar="URL")
+    verify.set_defaults(func=_cmd_verify)
     sample = sub.add_parser("sample-pcap", help="write the bundled sample capture")
     sample.add_argument("out", type=Path)
     sample.set_defaults(func=_cmd_sample)

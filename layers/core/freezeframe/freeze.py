@@ -11,7 +11,8 @@ from typing import Any
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
-from freezeframe.errors import SegmentCorruptError
+from freezeframe.errors import NotFoundError, SegmentCorruptError
+from freezeframe.holds import hold_for, open_hold
 from freezeframe.keys import hour_prefixes, manifest_key, parse_raw_segment_key
 from freezeframe.manifest import build_manifest, entries_of
 from freezeframe.models import FreezeRequest, ManifestEntry, iso
@@ -56,18 +57,23 @@ def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | 
     key = manifest_key(request.incident_id)
     try:
         existing = s3io.get_json(s3, settings.evidence_bucket, key)
-    except s3io.NotFoundError:
+    except NotFoundError:
         existing = None
     if existing is not None:
         nodes = tuple(sorted({entry.node for entry in entries_of(existing)}))
         return FreezeResult(request.incident_id, key, len(existing["segments"]), nodes, created=False)
 
+    # The hold goes first: a segment uploaded after the listing below is then caught by the segment indexer.
+    hold = hold_for(request, settings.hold_grace_s, now or datetime.now(UTC))
+    if hold is not None:
+        open_hold(settings, s3, hold)
     versions = [v for prefix in hour_prefixes(request.scope.cluster, request.window_start_ns, request.window_end_ns)
                 for v in s3io.list_versions(s3, settings.raw_bucket, prefix)]
     candidates = select_segments(request, versions)
     with ThreadPoolExecutor(max_workers=LOCK_WORKERS) as pool:
         entries = list(pool.map(lambda c: _lock_one(settings, s3, request, c), candidates))
     manifest = build_manifest(request, entries, now or datetime.now(UTC), settings.raw_bucket)
+    manifest["hold"] = hold.to_dict() if hold else None
     written = s3io.put_json(s3, settings.evidence_bucket, key, manifest, create_only=True,
                             lock=(request.lock.mode, request.lock.retain_until))
     logger.info("manifest written", extra={"incident_id": request.incident_id, "segments": len(entries),

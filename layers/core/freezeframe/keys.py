@@ -76,6 +76,14 @@ def freeze_started_key(incident_id: str) -> str:
     return f"{INCIDENTS_ROOT}/{check_name('incident_id', incident_id)}/freeze-started.json"
 
 
+def manifest_parts_prefix(incident_id: str) -> str:
+    return f"{INCIDENTS_ROOT}/{check_name('incident_id', incident_id)}/manifest-parts/"
+
+
+def manifest_part_key(incident_id: str, node: str, seq: int) -> str:
+    return f"{manifest_parts_prefix(incident_id)}{check_name('node', node)}-{seq:012d}.json"
+
+
 def resolved_key(incident_id: str) -> str:
     return f"{INCIDENTS_ROOT}/{check_name('incident_id', incident_id)}/resolved.json"
 

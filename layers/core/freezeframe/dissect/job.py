@@ -21,6 +21,7 @@ from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
 from freezeframe.dissect.connections import ConnectionTracker
 from freezeframe.errors import CaptureFormatError, SegmentCorruptError
+from freezeframe.holds import manifest_parts
 from freezeframe.keys import dissect_status_key, manifest_key, table_part_key
 from freezeframe.manifest import entries_of
 from freezeframe.models import ManifestEntry, iso
@@ -69,7 +70,10 @@ def dissect_node(settings: Settings, s3: Any, incident_id: str, node: str) -> Di
     raw_bucket = manifest.get("raw_bucket", settings.raw_bucket)
     window_start_ns = int(datetime.fromisoformat(manifest["request"]["window_start"].replace("Z", "+00:00"))
                           .timestamp() * 1e9)
-    entries = sorted((e for e in entries_of(manifest) if e.node == node), key=lambda e: (e.start_ns, e.key))
+    # Late segments locked under the incident's hold arrive as manifest parts; a segment in both counts once.
+    late = [e for part in manifest_parts(settings, s3, incident_id) for e in entries_of(part)]
+    unique = {(e.key, e.version_id): e for e in [*entries_of(manifest), *late] if e.node == node}
+    entries = sorted(unique.values(), key=lambda e: (e.start_ns, e.key))
     report = DissectReport(incident_id, node)
     tracker = ConnectionTracker(node)
     for entry in entries:

@@ -28,6 +28,7 @@ from freezeframe.config import Settings, settings
 from freezeframe.errors import FreezeframeError
 from freezeframe.local.events import function_url_event
 from freezeframe.local.functions import LocalContext, function_names, load_handler
+from freezeframe.local.kafka_source import KafkaEventSource
 
 logger = logging.getLogger(__name__)
 INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
@@ -238,7 +239,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port-file", help="write the bound port here once listening")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    gateway = LocalGateway(settings(), args.host, args.port)
+    config = settings()
+    gateway = LocalGateway(config, args.host, args.port)
+    source = None
+    if config.kafka_bootstrap:
+        # The local stand-in for the template's Kafka event source mapping of the segment indexer.
+        source = KafkaEventSource(config.kafka_bootstrap, config.segments_topic, "freezeframe-segment-indexer",
+                                  load_handler(config, "segment_indexer"), "freezeframe-segment-indexer").start()
     if args.port_file:
         tmp = args.port_file + ".tmp"
         with open(tmp, "w", encoding="utf-8") as handle:
@@ -252,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     except FreezeframeError:
         logger.exception("gateway stopped")
         return 1
+    finally:
+        if source is not None:
+            source.stop()
     return 0
 
 

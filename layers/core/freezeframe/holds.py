@@ -1,0 +1,132 @@
+"""Holds: the part of a freeze window whose segments are not uploaded yet.
+
+A freeze writes its hold (create-only) BEFORE it lists the raw bucket, so every segment is either listed by the
+freeze or announced on Kafka after the hold exists and locked by the segment indexer. A hold closes at window end
+plus a grace period, or as soon as the incident is resolved. Holds live at `holds/<close date>/<incident>.json`,
+so the indexer lists only the few dates a hold can still be open on.
+
+Late segments are appended as manifest parts, `incidents/<id>/manifest-parts/<node>-<seq>.json`, each with the
+manifest's shape (segments and root hash) and locked like the manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from freezeframe.adapters import s3 as s3io
+from freezeframe.config import Settings
+from freezeframe.errors import NotFoundError, SegmentCorruptError
+from freezeframe.keys import check_name, manifest_part_key, manifest_parts_prefix, resolved_key
+from freezeframe.manifest import MANIFEST_SCHEMA, root_hash
+from freezeframe.models import FreezeRequest, LockSpec, ManifestEntry, SegmentRecord, iso, parse_iso
+
+logger = logging.getLogger(__name__)
+HOLD_SCHEMA = "freezeframe.hold/v1"
+HOLDS_ROOT = "holds"
+# A hold closes at most MAX_WINDOW (2 days) + grace after it opens, so a few dates cover every open one.
+OPEN_DAYS_AHEAD = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    incident_id: str
+    cluster: str
+    nodes: tuple[str, ...]
+    window_start_ns: int
+    window_end_ns: int
+    closes_at: datetime
+    lock: LockSpec
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": HOLD_SCHEMA, "incident_id": self.incident_id, "cluster": self.cluster,
+                "nodes": list(self.nodes), "window_start_ns": self.window_start_ns,
+                "window_end_ns": self.window_end_ns, "closes_at": iso(self.closes_at), "lock": self.lock.to_dict()}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Hold:
+        return cls(incident_id=raw["incident_id"], cluster=raw["cluster"], nodes=tuple(raw.get("nodes") or ()),
+                   window_start_ns=int(raw["window_start_ns"]), window_end_ns=int(raw["window_end_ns"]),
+                   closes_at=parse_iso(raw["closes_at"], "closes_at"), lock=LockSpec.from_dict(raw["lock"]))
+
+    def covers(self, record: SegmentRecord) -> bool:
+        """Pure: the segment belongs to this hold's cluster and nodes and overlaps its window."""
+        return (record.cluster == self.cluster and (not self.nodes or record.node in self.nodes)
+                and record.start_ns <= self.window_end_ns and record.end_ns >= self.window_start_ns)
+
+
+def hold_key(incident_id: str, closes_at: datetime) -> str:
+    return f"{HOLDS_ROOT}/{closes_at.astimezone(UTC):%Y-%m-%d}/{check_name('incident_id', incident_id)}.json"
+
+
+def hold_for(request: FreezeRequest, grace_s: int, now: datetime) -> Hold | None:
+    """Pure: the hold a request needs, or None when its window (plus grace) is already over."""
+    closes_at = request.window_end + timedelta(seconds=grace_s)
+    if closes_at <= now:
+        return None
+    return Hold(request.incident_id, request.scope.cluster, request.scope.nodes, request.window_start_ns,
+                request.window_end_ns, closes_at, request.lock)
+
+
+def open_hold(settings: Settings, s3: Any, hold: Hold) -> None:
+    s3io.put_json(s3, settings.evidence_bucket, hold_key(hold.incident_id, hold.closes_at), hold.to_dict(),
+                  create_only=True)
+
+
+def open_holds(settings: Settings, s3: Any, now: datetime) -> list[Hold]:
+    holds = []
+    for day in range(OPEN_DAYS_AHEAD + 1):
+        prefix = f"{HOLDS_ROOT}/{(now + timedelta(days=day)):%Y-%m-%d}/"
+        for key in s3io.list_keys(s3, settings.evidence_bucket, prefix):
+            hold = Hold.from_dict(s3io.get_json(s3, settings.evidence_bucket, key))
+            if hold.closes_at > now and not s3io.exists(s3, settings.evidence_bucket, resolved_key(hold.incident_id)):
+                holds.append(hold)
+    return holds
+
+
+def lock_late_segment(settings: Settings, s3: Any, hold: Hold, record: SegmentRecord) -> ManifestEntry:
+    """Locks one late segment version in place under a hold and appends it as a manifest part (idempotent)."""
+    head = s3io.head_version(s3, record.bucket, record.key, record.version_id)
+    stored = head.get("Metadata", {}).get("sha256")
+    if stored != record.sha256:
+        raise SegmentCorruptError(f"segment {record.key}: the record's sha256 {record.sha256} does not match the "
+                                  f"object's {stored}")
+    state = s3io.lock_version(s3, record.bucket, record.key, record.version_id, hold.lock.mode,
+                              hold.lock.retain_until, s3io.lock_state(head))
+    entry = ManifestEntry(key=record.key, version_id=record.version_id, sha256=record.sha256,
+                          size=record.stored_bytes, node=record.node, start_ns=record.start_ns, end_ns=record.end_ns,
+                          seq=record.seq, packets=record.packets, lock_mode=str(state.mode),
+                          retain_until=iso(state.retain_until) if state.retain_until else "",
+                          legal_hold=state.legal_hold)
+    part = {"schema": MANIFEST_SCHEMA, "incident_id": hold.incident_id, "part_of": hold.incident_id,
+            "raw_bucket": record.bucket, "segments": [entry.to_dict()], "root_hash": root_hash([entry]),
+            "created_at": iso(datetime.now(UTC))}
+    s3io.put_json(s3, settings.evidence_bucket, manifest_part_key(hold.incident_id, record.node, record.seq), part,
+                  create_only=True, lock=(hold.lock.mode, hold.lock.retain_until))
+    logger.info("late segment locked", extra={"incident_id": hold.incident_id, "node": record.node,
+                                              "segment": record.key})
+    return entry
+
+
+def index_segment(settings: Settings, s3: Any, record: SegmentRecord, holds: Iterable[Hold]) -> list[str]:
+    """The incidents a newly announced segment was locked into."""
+    locked = []
+    for hold in holds:
+        if hold.covers(record):
+            lock_late_segment(settings, s3, hold, record)
+            locked.append(hold.incident_id)
+    return locked
+
+
+def manifest_parts(settings: Settings, s3: Any, incident_id: str) -> list[dict[str, Any]]:
+    parts = []
+    for key in s3io.list_keys(s3, settings.evidence_bucket, manifest_parts_prefix(incident_id)):
+        try:
+            parts.append(s3io.get_json(s3, settings.evidence_bucket, key))
+        except NotFoundError:
+            continue
+    return parts
+
