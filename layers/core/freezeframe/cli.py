@@ -83,6 +83,28 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _cmd_release_hold(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from freezeframe import legal_hold
+    from freezeframe.adapters import s3 as s3io
+    from freezeframe.holds import manifest_parts
+    from freezeframe.keys import manifest_key
+    from freezeframe.local.stack import apply_state, load_state
+    from freezeframe.manifest import entries_of
+
+    config = apply_state(settings(), load_state(settings()))
+    s3 = s3io.client(config)
+    manifest = s3io.get_json(s3, config.evidence_bucket, manifest_key(args.incident))
+    documents = [manifest, *manifest_parts(config, s3, args.incident)]
+    versions = [legal_hold.HeldVersion(str(doc.get("raw_bucket", config.raw_bucket)), e.key, e.version_id)
+                for doc in documents for e in entries_of(doc)]
+    still_held = legal_hold.release(config, s3, args.incident, versions, datetime.now(UTC))
+    kept = sum(still_held.values())
+    print(f"released {len(still_held)} version(s) of {args.incident}; {kept} still held by other incidents")
+    return 0
+
+
 def _cmd_sample(args: argparse.Namespace) -> int:
     from freezeframe.samples import write_sample_pcap
 
@@ -115,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", action="store_true")
     verify.add_argument("--s3-endpoint", metavar="URL")
     verify.set_defaults(func=_cmd_verify)
+    release = sub.add_parser("release-hold", help="release an incident's legal holds (others' holds stay)")
+    release.add_argument("incident")
+    release.set_defaults(func=_cmd_release_hold)
     sample = sub.add_parser("sample-pcap", help="write the bundled sample capture")
     sample.add_argument("out", type=Path)
     sample.set_defaults(func=_cmd_sample)

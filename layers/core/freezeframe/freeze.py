@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from freezeframe import legal_hold
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
 from freezeframe.errors import NotFoundError, SegmentCorruptError
@@ -90,6 +91,11 @@ def _lock_one(settings: Settings, s3: Any, request: FreezeRequest, candidate: Ca
         raise SegmentCorruptError(f"segment {candidate.key} has no sha256 metadata; refusing to freeze it blind")
     state = s3io.lock_version(s3, settings.raw_bucket, candidate.key, candidate.version_id, request.lock.mode,
                               request.lock.retain_until, s3io.lock_state(head))
+    if request.lock.legal_hold:
+        legal_hold.place(settings, s3, request.incident_id,
+                         legal_hold.HeldVersion(settings.raw_bucket, candidate.key, candidate.version_id),
+                         datetime.now(UTC))
+        state = s3io.LockState(state.mode, state.retain_until, legal_hold=True)
     return ManifestEntry(
         key=candidate.key, version_id=candidate.version_id, sha256=sha256, size=candidate.size, node=candidate.node,
         start_ns=candidate.start_ns, end_ns=candidate.end_ns,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from freezeframe import legal_hold
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
 from freezeframe.errors import NotFoundError, SegmentCorruptError
@@ -96,6 +97,10 @@ def lock_late_segment(settings: Settings, s3: Any, hold: Hold, record: SegmentRe
                                   f"object's {stored}")
     state = s3io.lock_version(s3, record.bucket, record.key, record.version_id, hold.lock.mode,
                               hold.lock.retain_until, s3io.lock_state(head))
+    if hold.lock.legal_hold:
+        legal_hold.place(settings, s3, hold.incident_id,
+                         legal_hold.HeldVersion(record.bucket, record.key, record.version_id), datetime.now(UTC))
+        state = s3io.LockState(state.mode, state.retain_until, legal_hold=True)
     entry = ManifestEntry(key=record.key, version_id=record.version_id, sha256=record.sha256,
                           size=record.stored_bytes, node=record.node, start_ns=record.start_ns, end_ns=record.end_ns,
                           seq=record.seq, packets=record.packets, lock_mode=str(state.mode),

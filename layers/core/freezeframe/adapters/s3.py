@@ -127,6 +127,11 @@ def lock_version(s3: Any, bucket: str, key: str, version_id: str, mode: str, ret
     return LockState(effective_mode, effective_until, current.legal_hold)
 
 
+def set_legal_hold(s3: Any, bucket: str, key: str, version_id: str, *, on: bool) -> None:
+    s3.put_object_legal_hold(Bucket=bucket, Key=key, VersionId=version_id,
+                             LegalHold={"Status": "ON" if on else "OFF"})
+
+
 def put_bytes(s3: Any, bucket: str, key: str, body: bytes, *, content_type: str, create_only: bool = False,
               lock: tuple[str, datetime] | None = None) -> str | None:
     """Put with a SHA-256 checksum. create_only: returns None when the key exists already (a retry or a duplicate)."""
