@@ -1,0 +1,157 @@
+"""Freeze benchmark on the Object-Lock-enforcing local endpoint (LocalStack), run by `make bench-freeze`.
+
+1. Freeze throughput: N segments (100, 1,000, 10,000) are uploaded under the key layout, then frozen. The reference
+   is the endpoint's raw PutObjectRetention rate, measured in the same run on as many other versions with the same
+   number of client threads. Prints segments/s and the ratio (target >= 80%).
+2. Latency from webhook received to first version locked: an Alertmanager webhook is posted to the local gateway
+   (Function URL event -> webhook handler -> async invoke -> freeze) and the first segment of the window is polled
+   until its lock shows. Prints p50/p99 over the trials (target p99 < 2 s).
+
+Usage: .venv/bin/python tests/bench/bench_freeze.py [--sizes 100,1000,10000] [--trials 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from freezeframe.adapters import s3 as s3io
+from freezeframe.config import Settings, env_overrides, reset_settings_cache
+from freezeframe.freeze import LOCK_WORKERS, freeze
+from freezeframe.keys import raw_segment_key
+from freezeframe.local.gateway import LocalGateway
+from freezeframe.local.s3 import ensure_localstack, start_localstack, stop_process
+from freezeframe.models import FreezeRequest, LockSpec, Scope, from_ns, iso, to_ns
+
+S = 1_000_000_000
+REPO = Path(__file__).resolve().parents[2]
+
+
+def upload(config: Settings, s3: Any, node: str, start_ns: int, count: int) -> list[tuple[str, str]]:
+    def put(seq: int) -> tuple[str, str]:
+        body = secrets.token_bytes(64)
+        digest = hashlib.sha256(body).hexdigest()
+        key = raw_segment_key(config.cluster, node, start_ns + seq * 10 * S, start_ns + (seq + 1) * 10 * S, "pcap.zst")
+        return key, s3io.put_segment(s3, config.raw_bucket, key, body, digest, {"sha256": digest, "seq": str(seq)})
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        return list(pool.map(put, range(count)))
+
+
+def raw_retention_rate(s3: Any, bucket: str, versions: list[tuple[str, str]]) -> float:
+    until = datetime.now(UTC) + timedelta(days=1)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=LOCK_WORKERS) as pool:
+        list(pool.map(lambda kv: s3.put_object_retention(
+            Bucket=bucket, Key=kv[0], VersionId=kv[1], Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until}),
+            versions))
+    return len(versions) / (time.perf_counter() - started)
+
+
+def bench_throughput(config: Settings, s3: Any, sizes: list[int]) -> list[dict[str, Any]]:
+    rows = []
+    for size in sizes:
+        # Segments span size*10 s; start far enough back that the window is in the past (no hold needed).
+        t0 = to_ns(datetime.now(UTC) - timedelta(days=1)) + size * 1000  # a distinct window per size
+        node = f"bench-{size}"
+        reference = upload(config, s3, f"{node}-ref", t0, size)
+        upload(config, s3, node, t0, size)
+        raw_rate = raw_retention_rate(s3, config.raw_bucket, reference)
+        request = FreezeRequest(
+            incident_id=f"bench-{size}-{uuid.uuid4().hex[:6]}", source="api", title="bench", severity="info",
+            window_start=from_ns(t0), window_end=from_ns(t0 + size * 10 * S),
+            scope=Scope(config.cluster, nodes=(node,)), lock=LockSpec("COMPLIANCE", datetime.now(UTC)
+                                                                      + timedelta(days=1)))
+        started = time.perf_counter()
+        result = freeze(config, s3, request)
+        seconds = time.perf_counter() - started
+        assert result.segments == size, (result.segments, size)
+        rate = size / seconds
+        rows.append({"segments": size, "freeze_s": round(seconds, 3), "freeze_per_s": round(rate, 1),
+                     "raw_put_retention_per_s": round(raw_rate, 1), "ratio": round(rate / raw_rate, 3)})
+        print(f"freeze {size:>6} segments: {rate:8.1f} segments/s | raw PutObjectRetention {raw_rate:8.1f}/s | "
+              f"ratio {rate / raw_rate:.2f} (target >= 0.80)", flush=True)
+    return rows
+
+
+def bench_latency(config: Settings, s3: Any, trials: int, token: str, gateway_url: str) -> dict[str, Any]:
+    latencies = []
+    for trial in range(trials):
+        node = f"lat-{trial}"
+        now = datetime.now(UTC)
+        t0 = to_ns(now - timedelta(minutes=2))
+        [(first_key, first_version), *_] = upload(config, s3, node, t0, 10)
+        alert = {"version": "4", "status": "firing", "truncatedAlerts": 0, "groupKey": "bench", "alerts": [{
+            "status": "firing", "labels": {"alertname": "Bench", "severity": "critical", "cluster": config.cluster,
+                                           "node": node},
+            "annotations": {}, "startsAt": iso(now - timedelta(minutes=1)), "endsAt": "0001-01-01T00:00:00Z",
+            "fingerprint": uuid.uuid4().hex[:16]}]}
+        request = urllib.request.Request(f"{gateway_url}/v1/alerts/alertmanager", data=json.dumps(alert).encode(),
+                                         method="POST", headers={"Authorization": f"Bearer {token}"})
+        started = time.perf_counter()
+        with urllib.request.urlopen(request, timeout=30) as reply:  # noqa: S310 - loopback gateway
+            assert reply.status == 202
+        while True:
+            head = s3.head_object(Bucket=config.raw_bucket, Key=first_key, VersionId=first_version)
+            if head.get("ObjectLockMode"):
+                break
+            if time.perf_counter() - started > 30:
+                raise TimeoutError("no lock within 30 s")
+            time.sleep(0.005)
+        latencies.append(time.perf_counter() - started)
+    latencies.sort()
+    p50 = statistics.median(latencies)
+    p99 = latencies[min(len(latencies) - 1, int(round(0.99 * (len(latencies) - 1))))]
+    print(f"webhook -> first version locked over {trials} trials: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms "
+          f"(target p99 < 2000 ms)", flush=True)
+    return {"trials": trials, "p50_ms": round(p50 * 1000, 1), "p99_ms": round(p99 * 1000, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100,1000,10000")
+    parser.add_argument("--trials", type=int, default=50)
+    args = parser.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="ff-bench-freeze-"))
+    ensure_localstack()
+    endpoint = start_localstack(workdir / "s3")
+    token = secrets.token_urlsafe(16)
+    config = Settings(cluster="bench", s3_endpoint=endpoint.url, raw_bucket="bench-raw", evidence_bucket="bench-ev",
+                      state_dir=workdir / "state", functions_dir=REPO / "functions", alertmanager_token_env=token,
+                      lookback_s=120, lookahead_s=0, hold_grace_s=0, lock_retain_days=1)
+    gateway = LocalGateway(config)
+    config = config.with_(lambda_endpoint=gateway.url)
+    gateway.settings = config
+    import os
+
+    os.environ.update(env_overrides(config))
+    os.environ.update(POWERTOOLS_TRACE_DISABLED="true", POWERTOOLS_METRICS_DISABLED="true",
+                      POWERTOOLS_LOG_LEVEL="ERROR", POWERTOOLS_SERVICE_NAME="freezeframe")
+    reset_settings_cache()
+    gateway.start()
+    try:
+        s3 = s3io.client(config)
+        s3io.ensure_buckets(s3, config)
+        rows = bench_throughput(config, s3, [int(n) for n in args.sizes.split(",")])
+        latency = bench_latency(config, s3, args.trials, token, gateway.url)
+        print(json.dumps({"throughput": rows, "latency": latency}))
+    finally:
+        gateway.stop()
+        stop_process(int(endpoint.pid or 0))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
