@@ -1,5 +1,5 @@
 # The README's two set-up commands. Each does its own set-up (venv, one pip install, apt packages, Kafka jars).
-.PHONY: demo test lint bench
+.PHONY: demo test lint bench bench-freeze
 
 demo:
 	.ci/setup demo
@@ -12,3 +12,10 @@ test:
 lint:
 	.venv/bin/ruff check layers node_agent functions tests
 	.venv/bin/mypy layers/core/freezeframe node_agent/freezeframe_agent
+
+# Benchmarks print their figures and their ratio to the reference measured in the same run.
+bench: bench-freeze
+
+bench-freeze:
+	.ci/setup test
+	.venv/bin/python tests/bench/bench_freeze.py

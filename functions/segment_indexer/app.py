@@ -1,8 +1,8 @@
 """Segment indexer (Kafka event source on freezeframe.segments): locks late segments into open holds.
 
 Each record is one segment (or a gap record, which it logs); a segment overlapping an open hold is locked in place
-and appended to that incident's manifest parts. Failures are reported per record (partial batch response), so
-the event source retries only what failed.
+and appended to that incident's manifest parts, and the batch's segment records are written to the segment index.
+Failures are reported per record (partial batch response), so the event source retries only what failed.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.kafka_event import KafkaEventRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from freezeframe import segment_index
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import settings
 from freezeframe.errors import PayloadError
@@ -47,6 +48,7 @@ def handle_record(record: KafkaEventRecord) -> None:
                      offset=record.offset, reason=str(exc))
         metrics.add_metric(name="MalformedSegmentRecords", unit=MetricUnit.Count, value=1)
         return
+    _batch["segments"].append(segment)
     locked = index_segment(settings(), _batch["s3"], segment, _batch["holds"])
     if locked:
         metrics.add_metric(name="LateSegmentsLocked", unit=MetricUnit.Count, value=len(locked))
@@ -59,6 +61,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     config = settings()
     s3 = s3io.client(config)
     holds: list[Hold] = open_holds(config, s3, datetime.now(UTC))  # once per batch, not per record
-    _batch.update(s3=s3, holds=holds)
-    return process_partial_response(event=event, record_handler=handle_record, processor=processor,
-                                    context=context)
+    _batch.update(s3=s3, holds=holds, segments=[])
+    reply = process_partial_response(event=event, record_handler=handle_record, processor=processor, context=context)
+    # The batch's records, indexed for the next freeze (one object per node and hour instead of a HEAD per segment).
+    segment_index.write_batch(config, s3, _batch["segments"])
+    return dict(reply)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import secrets
 import statistics
@@ -27,27 +28,48 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import zstandard
+
+from freezeframe import segment_index
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings, env_overrides, reset_settings_cache
 from freezeframe.freeze import LOCK_WORKERS, freeze
 from freezeframe.keys import raw_segment_key
 from freezeframe.local.gateway import LocalGateway
 from freezeframe.local.s3 import ensure_localstack, start_localstack, stop_process
-from freezeframe.models import FreezeRequest, LockSpec, Scope, from_ns, iso, to_ns
+from freezeframe.models import FreezeRequest, LockSpec, Scope, SegmentRecord, from_ns, iso, to_ns
+from freezeframe.pcapio import PcapWriter
 
 S = 1_000_000_000
 REPO = Path(__file__).resolve().parents[2]
 
 
+def segment_body() -> bytes:
+    """A real (tiny) segment, so the dissection that follows each freeze succeeds instead of retrying."""
+    buffer = io.BytesIO()
+    PcapWriter(buffer, 1).write(time.time_ns(), secrets.token_bytes(60))
+    return zstandard.ZstdCompressor().compress(buffer.getvalue())
+
+
 def upload(config: Settings, s3: Any, node: str, start_ns: int, count: int) -> list[tuple[str, str]]:
-    def put(seq: int) -> tuple[str, str]:
-        body = secrets.token_bytes(64)
+    """Segments as the agent uploads them, indexed as the segment indexer does for each Kafka batch of 100."""
+    def put(seq: int) -> SegmentRecord:
+        body = segment_body()
         digest = hashlib.sha256(body).hexdigest()
-        key = raw_segment_key(config.cluster, node, start_ns + seq * 10 * S, start_ns + (seq + 1) * 10 * S, "pcap.zst")
-        return key, s3io.put_segment(s3, config.raw_bucket, key, body, digest, {"sha256": digest, "seq": str(seq)})
+        start, end = start_ns + seq * 10 * S, start_ns + (seq + 1) * 10 * S
+        key = raw_segment_key(config.cluster, node, start, end, "pcap.zst")
+        version = s3io.put_segment(s3, config.raw_bucket, key, body, digest, {"sha256": digest, "seq": str(seq)})
+        return SegmentRecord(cluster=config.cluster, node=node, bucket=config.raw_bucket, key=key, version_id=version,
+                             start_ns=start, end_ns=end, first_packet_ns=start, last_packet_ns=end - 1, packets=1,
+                             bytes=64, stored_bytes=len(body), sha256=digest, compression="zstd", format="pcap",
+                             link_type=1, snaplen=262144, kernel_drops=0, agent_drops=0, seq=seq, capture_filter="",
+                             agent_version="bench")
 
     with ThreadPoolExecutor(max_workers=16) as pool:
-        return list(pool.map(put, range(count)))
+        records = list(pool.map(put, range(count)))
+    for first in range(0, len(records), 100):
+        segment_index.write_batch(config, s3, records[first:first + 100])
+    return [(r.key, r.version_id) for r in records]
 
 
 def raw_retention_rate(s3: Any, bucket: str, versions: list[tuple[str, str]]) -> float:
@@ -87,7 +109,8 @@ def bench_throughput(config: Settings, s3: Any, sizes: list[int]) -> list[dict[s
 
 
 def bench_latency(config: Settings, s3: Any, trials: int, token: str, gateway_url: str) -> dict[str, Any]:
-    latencies = []
+    latencies: list[float] = []
+    accepted_s: list[float] = []
     for trial in range(trials):
         node = f"lat-{trial}"
         now = datetime.now(UTC)
@@ -103,6 +126,7 @@ def bench_latency(config: Settings, s3: Any, trials: int, token: str, gateway_ur
         started = time.perf_counter()
         with urllib.request.urlopen(request, timeout=30) as reply:  # noqa: S310 - loopback gateway
             assert reply.status == 202
+        accepted_s.append(time.perf_counter() - started)
         while True:
             head = s3.head_object(Bucket=config.raw_bucket, Key=first_key, VersionId=first_version)
             if head.get("ObjectLockMode"):
@@ -111,6 +135,8 @@ def bench_latency(config: Settings, s3: Any, trials: int, token: str, gateway_ur
                 raise TimeoutError("no lock within 30 s")
             time.sleep(0.005)
         latencies.append(time.perf_counter() - started)
+    print("202 after ms:", [round(x * 1000) for x in accepted_s], flush=True)
+    print("locked after ms:", [round(x * 1000) for x in latencies], flush=True)
     latencies.sort()
     p50 = statistics.median(latencies)
     p99 = latencies[min(len(latencies) - 1, int(round(0.99 * (len(latencies) - 1))))]
@@ -146,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         s3io.ensure_buckets(s3, config)
         rows = bench_throughput(config, s3, [int(n) for n in args.sizes.split(",")])
         latency = bench_latency(config, s3, args.trials, token, gateway.url)
+        retried = [(i.function, i.attempts, i.error) for i in gateway.invocations if i.attempts > 1]
+        print("retried invocations:", retried, flush=True)
         print(json.dumps({"throughput": rows, "latency": latency}))
     finally:
         gateway.stop()

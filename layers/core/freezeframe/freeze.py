@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from freezeframe import legal_hold
+from freezeframe import legal_hold, segment_index
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
 from freezeframe.errors import NotFoundError, SegmentCorruptError
 from freezeframe.holds import hold_for, open_hold
 from freezeframe.keys import hour_prefixes, manifest_key, parse_raw_segment_key
 from freezeframe.manifest import build_manifest, entries_of
-from freezeframe.models import FreezeRequest, ManifestEntry, iso
+from freezeframe.models import FreezeRequest, ManifestEntry, SegmentRecord, iso
 
 logger = logging.getLogger(__name__)
 LOCK_WORKERS = 16
@@ -71,8 +71,10 @@ def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | 
     versions = [v for prefix in hour_prefixes(request.scope.cluster, request.window_start_ns, request.window_end_ns)
                 for v in s3io.list_versions(s3, settings.raw_bucket, prefix)]
     candidates = select_segments(request, versions)
+    indexed = segment_index.load(settings, s3, request.scope.cluster, request.window_start_ns, request.window_end_ns)
     with ThreadPoolExecutor(max_workers=LOCK_WORKERS) as pool:
-        entries = list(pool.map(lambda c: _lock_one(settings, s3, request, c), candidates))
+        entries = list(pool.map(
+            lambda c: _lock_one(settings, s3, request, c, indexed.get((c.key, c.version_id))), candidates))
     manifest = build_manifest(request, entries, now or datetime.now(UTC), settings.raw_bucket)
     manifest["hold"] = hold.to_dict() if hold else None
     written = s3io.put_json(s3, settings.evidence_bucket, key, manifest, create_only=True,
@@ -83,7 +85,21 @@ def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | 
                         created=written is not None)
 
 
-def _lock_one(settings: Settings, s3: Any, request: FreezeRequest, candidate: Candidate) -> ManifestEntry:
+def _lock_one(settings: Settings, s3: Any, request: FreezeRequest, candidate: Candidate,
+              record: SegmentRecord | None) -> ManifestEntry:
+    if record is not None and s3io.try_put_retention(s3, settings.raw_bucket, candidate.key, candidate.version_id,
+                                                     request.lock.mode, request.lock.retain_until):
+        # One request instead of two: the endpoint itself refuses a retention that would shorten or weaken an
+        # existing lock, and such a refusal takes the HEAD path below, which keeps the stronger lock.
+        if request.lock.legal_hold:
+            legal_hold.place(settings, s3, request.incident_id,
+                             legal_hold.HeldVersion(settings.raw_bucket, candidate.key, candidate.version_id),
+                             datetime.now(UTC))
+        return ManifestEntry(
+            key=candidate.key, version_id=candidate.version_id, sha256=record.sha256, size=candidate.size,
+            node=candidate.node, start_ns=candidate.start_ns, end_ns=candidate.end_ns, seq=record.seq,
+            packets=record.packets, lock_mode=request.lock.mode, retain_until=iso(request.lock.retain_until),
+            legal_hold=request.lock.legal_hold)
     head = s3io.head_version(s3, settings.raw_bucket, candidate.key, candidate.version_id)
     metadata = head.get("Metadata", {})
     sha256 = metadata.get("sha256")

@@ -46,7 +46,7 @@ def raw_segment_key(cluster: str, node: str, start_ns: int, end_ns: int, ext: st
     check_name("node", node)
     if end_ns < start_ns:
         raise PayloadError(f"segment ends before it starts: {start_ns} > {end_ns}")
-    return f"{_hour_prefix(cluster, start_ns)}{node}/{start_ns}-{end_ns}.{ext}"
+    return f"{hour_prefix(cluster, start_ns)}{node}/{start_ns}-{end_ns}.{ext}"
 
 
 def parse_raw_segment_key(key: str) -> RawKey | None:
@@ -55,7 +55,7 @@ def parse_raw_segment_key(key: str) -> RawKey | None:
     if not match:
         return None
     start_ns = int(match["start"])
-    if not key.startswith(f"{_hour_prefix(match['cluster'], start_ns)}{match['node']}/"):
+    if not key.startswith(f"{hour_prefix(match['cluster'], start_ns)}{match['node']}/"):
         return None  # the hour folder must be the segment's start hour
     return RawKey(match["cluster"], match["node"], start_ns, int(match["end"]), match["ext"])
 
@@ -65,7 +65,7 @@ def hour_prefixes(cluster: str, window_start_ns: int, window_end_ns: int) -> lis
     overlap the window's start)."""
     check_name("cluster", cluster)
     first = (window_start_ns // HOUR_NS - 1) * HOUR_NS
-    return [_hour_prefix(cluster, hour) for hour in range(first, window_end_ns + 1, HOUR_NS)]
+    return [hour_prefix(cluster, hour) for hour in range(first, window_end_ns + 1, HOUR_NS)]
 
 
 def incident_key(incident_id: str) -> str:
@@ -113,6 +113,6 @@ def table_part_key(table: str, window_start_ns: int, incident_id: str, node: str
             f"{check_name('node', node)}.parquet")
 
 
-def _hour_prefix(cluster: str, ts_ns: int) -> str:
+def hour_prefix(cluster: str, ts_ns: int) -> str:
     hour = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ts_ns // 1000)
     return f"{RAW_ROOT}/{cluster}/{hour:%Y/%m/%d/%H}/"

@@ -127,6 +127,19 @@ def lock_version(s3: Any, bucket: str, key: str, version_id: str, mode: str, ret
     return LockState(effective_mode, effective_until, current.legal_hold)
 
 
+def try_put_retention(s3: Any, bucket: str, key: str, version_id: str, mode: str, retain_until: datetime) -> bool:
+    """PutObjectRetention without reading the current lock first. False when the endpoint refuses it, which S3 does
+    when it would shorten or weaken an existing lock: the caller then reads the lock and keeps the stronger one."""
+    try:
+        s3.put_object_retention(Bucket=bucket, Key=key, VersionId=version_id,
+                                Retention={"Mode": mode, "RetainUntilDate": retain_until})
+    except ClientError as exc:
+        if _error_code(exc) in {"AccessDenied", "InvalidRequest", "InvalidArgument", "403", "400"}:
+            return False
+        raise
+    return True
+
+
 def set_legal_hold(s3: Any, bucket: str, key: str, version_id: str, *, on: bool) -> None:
     s3.put_object_legal_hold(Bucket=bucket, Key=key, VersionId=version_id,
                              LegalHold={"Status": "ON" if on else "OFF"})

@@ -112,22 +112,34 @@ class LocalGateway:
 
     def _run_async(self, invocation: Invocation, payload: dict[str, Any]) -> None:
         handler = load_handler(self.settings, invocation.function)
-        invocation.started = time.time()
-        for delay in (0.0, *ASYNC_RETRY_DELAYS_S):
-            time.sleep(delay)
-            invocation.state, invocation.attempts = "running", invocation.attempts + 1
-            try:
-                handler(payload, LocalContext(invocation.function, aws_request_id=invocation.request_id))
-            except Exception as exc:  # noqa: BLE001 - an async Lambda failure is recorded and retried, as AWS does
-                invocation.error = f"{type(exc).__name__}: {exc}"
-                logger.warning("async invocation failed", extra={"function": invocation.function,
-                                                                 "attempt": invocation.attempts,
-                                                                 "error": invocation.error})
-                continue
-            invocation.state, invocation.error, invocation.finished = "succeeded", None, time.time()
+        invocation.started = invocation.started or time.time()
+        invocation.state, invocation.attempts = "running", invocation.attempts + 1
+        try:
+            handler(payload, LocalContext(invocation.function, aws_request_id=invocation.request_id))
+        except Exception as exc:  # noqa: BLE001 - an async Lambda failure is recorded and retried, as AWS does
+            invocation.error = f"{type(exc).__name__}: {exc}"
+            logger.warning("async invocation failed", extra={"function": invocation.function,
+                                                             "attempt": invocation.attempts,
+                                                             "error": invocation.error})
+            if invocation.attempts <= len(ASYNC_RETRY_DELAYS_S):
+                # The retry waits on a timer, not in a worker, so a failing function never blocks the others.
+                invocation.state = "queued"
+                timer = threading.Timer(ASYNC_RETRY_DELAYS_S[invocation.attempts - 1], self._resubmit,
+                                        (invocation, payload))
+                timer.daemon = True
+                timer.start()
+                return
+            invocation.state, invocation.finished = "failed", time.time()
+            self._dead_letter(invocation, payload)
             return
-        invocation.state, invocation.finished = "failed", time.time()
-        self._dead_letter(invocation, payload)
+        invocation.state, invocation.error, invocation.finished = "succeeded", None, time.time()
+
+    def _resubmit(self, invocation: Invocation, payload: dict[str, Any]) -> None:
+        try:
+            self._pool.submit(self._run_async, invocation, payload)
+        except RuntimeError:  # the gateway is shutting down: what is left is dead-lettered, never dropped silently
+            invocation.state, invocation.finished = "failed", time.time()
+            self._dead_letter(invocation, payload)
 
     def _dead_letter(self, invocation: Invocation, payload: dict[str, Any]) -> None:
         path = self.settings.state_dir / "dead-letters.jsonl"

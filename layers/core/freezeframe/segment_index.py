@@ -1,0 +1,75 @@
+"""The segment index: the segment records the indexer saw on Kafka, batched per hour and node in the evidence bucket.
+
+A freeze needs each frozen version's sha256, seq and packet count. Reading them from object metadata costs one
+HEAD per segment, which halves the freeze rate (a HEAD costs an endpoint about as much as a PutObjectRetention).
+The indexer already holds every segment record, so it writes them in batches,
+`index/<cluster>/<YYYY>/<MM>/<DD>/<HH>/<node>/<first seq>-<last seq>-<digest>.json` (hour = segment start), and a
+freeze reads a handful of these per hour instead. A version missing from the index (Kafka lag, an indexer outage)
+falls back to HEAD, so the index is an accelerator, never a source of truth: `verify` recomputes every hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from freezeframe.adapters import s3 as s3io
+from freezeframe.config import Settings
+from freezeframe.keys import HOUR_NS, check_name, hour_prefix, hour_prefixes
+from freezeframe.models import SegmentRecord
+
+INDEX_SCHEMA = "freezeframe.segment-index/v1"
+INDEX_ROOT = "index"
+
+
+def index_prefixes(cluster: str, start_ns: int, end_ns: int) -> list[str]:
+    """The index prefixes of a window: the same hours (and the hour before) that a freeze lists."""
+    return [INDEX_ROOT + prefix[len("raw"):] for prefix in hour_prefixes(cluster, start_ns, end_ns)]
+
+
+def batch_key(cluster: str, node: str, records: list[SegmentRecord]) -> str:
+    hour = hour_prefix(cluster, records[0].start_ns)
+    digest = hashlib.sha256("\n".join(f"{r.key}@{r.version_id}" for r in records).encode()).hexdigest()[:16]
+    seqs = [r.seq for r in records]
+    return f"{INDEX_ROOT}{hour[len('raw'):]}{check_name('node', node)}/{min(seqs):012d}-{max(seqs):012d}-{digest}.json"
+
+
+def group(records: Iterable[SegmentRecord]) -> dict[tuple[str, str, int], list[SegmentRecord]]:
+    """Pure: records grouped by cluster, node and start hour, each group sorted by seq."""
+    groups: dict[tuple[str, str, int], list[SegmentRecord]] = defaultdict(list)
+    for record in records:
+        groups[(record.cluster, record.node, record.start_ns // HOUR_NS)].append(record)
+    return {k: sorted(v, key=lambda r: r.seq) for k, v in groups.items()}
+
+
+def write_batch(settings: Settings, s3: Any, records: Iterable[SegmentRecord]) -> list[str]:
+    """One index object per (cluster, node, hour) of a batch; the name is derived from the content, so a retried
+    batch rewrites the same keys instead of adding new ones."""
+    keys = []
+    for (cluster, node, _hour), items in group(records).items():
+        key = batch_key(cluster, node, items)
+        s3io.put_json(s3, settings.evidence_bucket, key,
+                      {"schema": INDEX_SCHEMA, "records": [r.to_dict() for r in items]})
+        keys.append(key)
+    return keys
+
+
+def load(settings: Settings, s3: Any, cluster: str, start_ns: int, end_ns: int) -> dict[tuple[str, str], SegmentRecord]:
+    """(key, version id) -> record for every indexed segment of the window's hours."""
+    keys = [k for prefix in index_prefixes(cluster, start_ns, end_ns)
+            for k in s3io.list_keys(s3, settings.evidence_bucket, prefix)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        documents = list(pool.map(lambda k: s3io.get_bytes(s3, settings.evidence_bucket, k), keys))
+    out: dict[tuple[str, str], SegmentRecord] = {}
+    for raw in documents:
+        document = json.loads(raw)
+        if document.get("schema") != INDEX_SCHEMA:
+            continue
+        for item in document.get("records", []):
+            record = SegmentRecord.from_dict(item)
+            out[(record.key, record.version_id)] = record
+    return out
