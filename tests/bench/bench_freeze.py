@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.update(env_overrides(config))
     os.environ.update(POWERTOOLS_TRACE_DISABLED="true", POWERTOOLS_METRICS_DISABLED="true",
-                      POWERTOOLS_LOG_LEVEL="ERROR", POWERTOOLS_SERVICE_NAME="freezeframe")
+                      POWERTOOLS_LOG_LEVEL="ERROR", POWERTOOLS_SERVICE_NAME="freezeframe",
+                      POWERTOOLS_METRICS_NAMESPACE="freezeframe")
     reset_settings_cache()
     gateway.start()
     try:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from freezeframe import legal_hold, segment_index
+from freezeframe import k8s_context, legal_hold, segment_index
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
 from freezeframe.errors import NotFoundError, SegmentCorruptError
@@ -68,15 +68,24 @@ def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | 
     hold = hold_for(request, settings.hold_grace_s, now or datetime.now(UTC))
     if hold is not None:
         open_hold(settings, s3, hold)
-    versions = [v for prefix in hour_prefixes(request.scope.cluster, request.window_start_ns, request.window_end_ns)
-                for v in s3io.list_versions(s3, settings.raw_bucket, prefix)]
-    candidates = select_segments(request, versions)
-    indexed = segment_index.load(settings, s3, request.scope.cluster, request.window_start_ns, request.window_end_ns)
+    prefixes = hour_prefixes(request.scope.cluster, request.window_start_ns, request.window_end_ns)
     with ThreadPoolExecutor(max_workers=LOCK_WORKERS) as pool:
+        # The segment index and every hour prefix are read at once: a small freeze is dominated by these round trips.
+        index_future = pool.submit(segment_index.load, settings, s3, request.scope.cluster, request.window_start_ns,
+                                   request.window_end_ns)
+        listings = list(pool.map(lambda p: list(s3io.list_versions(s3, settings.raw_bucket, p)), prefixes))
+        candidates = select_segments(request, [v for listing in listings for v in listing])
+        indexed = index_future.result()
+        context_future = pool.submit(k8s_context.preserve, settings, s3, request.incident_id, request.scope.cluster,
+                                     request.scope.nodes, request.window_start_ns, request.window_end_ns,
+                                     request.lock.mode, request.lock.retain_until)
         entries = list(pool.map(
             lambda c: _lock_one(settings, s3, request, c, indexed.get((c.key, c.version_id))), candidates))
+        context = context_future.result()
     manifest = build_manifest(request, entries, now or datetime.now(UTC), settings.raw_bucket)
     manifest["hold"] = hold.to_dict() if hold else None
+    manifest["k8s_context"] = [entry.to_dict() for entry in context]
+    manifest["k8s_root_hash"] = k8s_context.context_root_hash(context)
     written = s3io.put_json(s3, settings.evidence_bucket, key, manifest, create_only=True,
                             lock=(request.lock.mode, request.lock.retain_until))
     logger.info("manifest written", extra={"incident_id": request.incident_id, "segments": len(entries),

@@ -68,6 +68,10 @@ def hour_prefixes(cluster: str, window_start_ns: int, window_end_ns: int) -> lis
     return [hour_prefix(cluster, hour) for hour in range(first, window_end_ns + 1, HOUR_NS)]
 
 
+def incident_prefix(incident_id: str) -> str:
+    return f"{INCIDENTS_ROOT}/{check_name('incident_id', incident_id)}/"
+
+
 def incident_key(incident_id: str) -> str:
     return f"{INCIDENTS_ROOT}/{check_name('incident_id', incident_id)}/incident.json"
 
@@ -100,6 +104,21 @@ def manifest_key(incident_id: str) -> str:
 
 def dissect_status_key(incident_id: str, node: str) -> str:
     return f"{INCIDENTS_ROOT}/{check_name('incident_id', incident_id)}/dissect/{check_name('node', node)}.json"
+
+
+K8S_ROOT = "k8s"
+
+
+def k8s_batch_key(cluster: str, node: str, observed_ns: int, partition: int, first_offset: int,
+                  last_offset: int) -> str:
+    """A batch of freezeframe.k8s records of one node, filed under the hour of its first observation; named by its
+    Kafka offsets, so a retried batch rewrites the same key."""
+    hour = hour_prefix(cluster, observed_ns)[len(RAW_ROOT):]
+    return f"{K8S_ROOT}{hour}{check_name('node', node)}/{partition:04d}-{first_offset:015d}-{last_offset:015d}.jsonl"
+
+
+def k8s_prefixes(cluster: str, start_ns: int, end_ns: int) -> list[str]:
+    return [K8S_ROOT + prefix[len(RAW_ROOT):] for prefix in hour_prefixes(cluster, start_ns, end_ns)]
 
 
 def table_prefix(table: str) -> str:

@@ -27,6 +27,7 @@ from botocore.exceptions import ClientError
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
 from freezeframe.errors import NotFoundError, PayloadError
+from freezeframe.k8s_context import ContextEntry, context_root_hash
 from freezeframe.keys import manifest_key, manifest_parts_prefix
 from freezeframe.manifest import entries_of, root_hash
 from freezeframe.models import LockSpec, ManifestEntry, iso, parse_iso
@@ -157,6 +158,8 @@ def check_incident(store: EvidenceStore, settings: Settings, incident_id: str,
         main_lock = stronger(main_lock, lock)  # an altered copy cannot weaken what the original asked
         for claim, required in listed:
             claims.setdefault(claim, []).append(required)
+        for claim in _context_claims(store, bucket, subject, key, version_id, checks):
+            claims.setdefault(claim, []).append(lock)
 
     parts_prefix = manifest_parts_prefix(incident_id)
     for part_key, versions in sorted(_group(store.versions(bucket, parts_prefix)).items()):
@@ -174,6 +177,27 @@ def check_incident(store: EvidenceStore, settings: Settings, incident_id: str,
         for segment_checks in results:
             checks.extend(segment_checks)
     return VerifyReport(incident_id, tuple(checks))
+
+
+def _context_claims(store: EvidenceStore, bucket: str, subject: str, key: str, version_id: str,
+                    checks: list[Check]) -> list[tuple[str, ManifestEntry]]:
+    """The manifest's Kubernetes context snapshots, checked like segments, and their own root hash."""
+    try:
+        document = json.loads(store.read(bucket, key, version_id))
+        raw = document.get("k8s_context") if isinstance(document, dict) else None
+        if raw is None:
+            return []  # a manifest written before the context was preserved
+        context = [ContextEntry(**item) for item in raw]
+    except (ValueError, TypeError) as exc:
+        checks.append(Check(subject, "k8s_context", False, f"unreadable k8s_context: {exc}"))
+        return []
+    recomputed, recorded = context_root_hash(context), document.get("k8s_root_hash")
+    checks.append(Check(subject, "k8s_root_hash", recomputed == recorded,
+                        f"recomputed {recomputed}" if recomputed == recorded
+                        else f"recomputed {recomputed}, the manifest records {recorded}"))
+    return [(c.bucket, ManifestEntry(key=c.key, version_id=c.version_id, sha256=c.sha256, size=c.size, node=c.node,
+                                     start_ns=0, end_ns=0, seq=None, packets=None, lock_mode=c.lock_mode,
+                                     retain_until=c.retain_until, legal_hold=False)) for c in context]
 
 
 def check_segment(store: EvidenceStore, bucket: str, entry: ManifestEntry, requested: LockSpec | None,

@@ -13,7 +13,7 @@ from typing import Any
 from freezeframe.config import Settings
 from freezeframe.errors import ConfigError
 
-FUNCTION_DIRS = ("webhook", "freeze", "dissect", "segment_indexer")
+FUNCTION_DIRS = ("webhook", "freeze", "dissect", "segment_indexer", "k8s_indexer")
 Handler = Callable[[dict[str, Any], Any], Any]
 _lock = threading.Lock()
 _loaded: dict[Path, Handler] = {}
@@ -58,7 +58,8 @@ def functions_dir(settings: Settings) -> Path:
 def function_names(settings: Settings) -> dict[str, str]:
     """Deployed function name -> folder name."""
     return {"freezeframe-webhook": "webhook", settings.freeze_function: "freeze",
-            settings.dissect_function: "dissect", "freezeframe-segment-indexer": "segment_indexer"}
+            settings.dissect_function: "dissect", "freezeframe-segment-indexer": "segment_indexer",
+            "freezeframe-k8s-indexer": "k8s_indexer"}
 
 
 def load_handler(settings: Settings, folder: str) -> Handler:

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from freezeframe.config import Settings, settings
+from freezeframe.config import K8S_TOPIC, Settings, settings
 from freezeframe.errors import FreezeframeError
 from freezeframe.local.events import function_url_event
 from freezeframe.local.functions import LocalContext, function_names, load_handler
@@ -253,11 +253,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     config = settings()
     gateway = LocalGateway(config, args.host, args.port)
-    source = None
+    sources: list[KafkaEventSource] = []
     if config.kafka_bootstrap:
-        # The local stand-in for the template's Kafka event source mapping of the segment indexer.
-        source = KafkaEventSource(config.kafka_bootstrap, config.segments_topic, "freezeframe-segment-indexer",
-                                  load_handler(config, "segment_indexer"), "freezeframe-segment-indexer").start()
+        # The local stand-ins for the template's Kafka event source mappings of the two indexers.
+        sources = [
+            KafkaEventSource(config.kafka_bootstrap, config.segments_topic, "freezeframe-segment-indexer",
+                             load_handler(config, "segment_indexer"), "freezeframe-segment-indexer").start(),
+            KafkaEventSource(config.kafka_bootstrap, K8S_TOPIC, "freezeframe-k8s-indexer",
+                             load_handler(config, "k8s_indexer"), "freezeframe-k8s-indexer").start(),
+        ]
     if args.port_file:
         tmp = args.port_file + ".tmp"
         with open(tmp, "w", encoding="utf-8") as handle:
@@ -272,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.exception("gateway stopped")
         return 1
     finally:
-        if source is not None:
+        for source in sources:
             source.stop()
     return 0
 

@@ -1,0 +1,109 @@
+"""Kubernetes context of an incident: the freezeframe.k8s records (pod IP <-> pod/workload changes, events) kept
+beside the evidence and frozen with it.
+
+The k8s indexer writes each Kafka batch as JSON lines, one object per (cluster, node, hour), to
+`k8s/<cluster>/<YYYY>/<MM>/<DD>/<HH>/<node>/<partition>-<first offset>-<last offset>.jsonl` in the evidence bucket.
+A freeze takes every such object from `lookback` before the window to its end, snapshots it under the incident
+with the incident's lock, and lists it in the manifest under `k8s_context` with its sha256, with a root hash of its
+own (`k8s_root_hash`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from freezeframe.adapters import s3 as s3io
+from freezeframe.config import Settings
+from freezeframe.keys import HOUR_NS, incident_prefix, k8s_batch_key, k8s_prefixes
+from freezeframe.models import iso
+
+POD_SCHEMA = "freezeframe.k8s-pod/v1"
+EVENT_SCHEMA = "freezeframe.k8s-event/v1"
+DEFAULT_LOOKBACK_S = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class K8sRecord:
+    """One freezeframe.k8s record with where it came from on Kafka."""
+
+    partition: int
+    offset: int
+    value: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ContextEntry:
+    bucket: str
+    key: str
+    version_id: str
+    sha256: str
+    size: int
+    node: str
+    lock_mode: str
+    retain_until: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def group(records: Iterable[K8sRecord]) -> dict[tuple[str, str, int, int], list[K8sRecord]]:
+    """Pure: by cluster, node, Kafka partition and hour of observation, each group in offset order."""
+    groups: dict[tuple[str, str, int, int], list[K8sRecord]] = defaultdict(list)
+    for record in records:
+        value = record.value
+        groups[(str(value["cluster"]), str(value["node"]), record.partition,
+                int(value["observed_ns"]) // HOUR_NS)].append(record)
+    return {k: sorted(v, key=lambda r: r.offset) for k, v in groups.items()}
+
+
+def write_batch(settings: Settings, s3: Any, records: Iterable[K8sRecord]) -> list[str]:
+    keys = []
+    for (cluster, node, partition, _hour), items in group(records).items():
+        key = k8s_batch_key(cluster, node, int(items[0].value["observed_ns"]), partition, items[0].offset,
+                            items[-1].offset)
+        body = "".join(json.dumps(dict(r.value), sort_keys=True) + "\n" for r in items).encode()
+        s3io.put_bytes(s3, settings.evidence_bucket, key, body, content_type="application/x-ndjson")
+        keys.append(key)
+    return keys
+
+
+def context_root_hash(entries: Iterable[ContextEntry]) -> str:
+    digest = hashlib.sha256()
+    for entry in sorted(entries, key=lambda e: (e.node, e.key, e.version_id)):
+        digest.update(json.dumps(entry.to_dict(), sort_keys=True, separators=(",", ":")).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def preserve(settings: Settings, s3: Any, incident_id: str, cluster: str, nodes: tuple[str, ...], start_ns: int,
+             end_ns: int, mode: str, retain_until: datetime, lookback_s: int = DEFAULT_LOOKBACK_S
+             ) -> list[ContextEntry]:
+    """Snapshots the window's context objects into `incidents/<id>/k8s/`, written create-only with the incident's
+    own lock, and returns their manifest entries.
+
+    A copy, not an in-place lock: the originals carry the evidence bucket's default retention, and raising a
+    GOVERNANCE default to COMPLIANCE would need governance bypass, which no function has.
+    """
+    versions = [v for prefix in k8s_prefixes(cluster, start_ns - lookback_s * 1_000_000_000, end_ns)
+                for v in s3io.list_versions(s3, settings.evidence_bucket, prefix)]
+    chosen = [v for v in versions if not nodes or v.key.split("/")[-2] in nodes]
+
+    def snapshot(version: s3io.ObjectVersion) -> ContextEntry:
+        body = s3io.get_bytes(s3, settings.evidence_bucket, version.key, version.version_id)
+        key = f"{incident_prefix(incident_id)}{version.key}"
+        written = s3io.put_bytes(s3, settings.evidence_bucket, key, body, content_type="application/x-ndjson",
+                                 create_only=True, lock=(mode, retain_until))
+        if written is None:  # a retried freeze: the snapshot exists, and it is what the entry must describe
+            head = s3.head_object(Bucket=settings.evidence_bucket, Key=key)
+            written, body = str(head["VersionId"]), s3io.get_bytes(s3, settings.evidence_bucket, key)
+        return ContextEntry(settings.evidence_bucket, key, written, hashlib.sha256(body).hexdigest(), len(body),
+                            version.key.split("/")[-2], mode, iso(retain_until))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return sorted(pool.map(snapshot, chosen), key=lambda e: (e.node, e.key))

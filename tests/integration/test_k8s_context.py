@@ -1,0 +1,88 @@
+"""Kubernetes context on the real stack: freezeframe.k8s records on Kafka -> k8s indexer (through the local Kafka
+event source, in Lambda's Kafka event shape) -> JSON lines in the evidence bucket -> a freeze locks them in place
+and lists them with their hashes in the manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from kafka import KafkaProducer
+
+from freezeframe.adapters import s3 as s3io
+from freezeframe.freeze import freeze
+from freezeframe.k8s_context import ContextEntry, context_root_hash
+from freezeframe.keys import manifest_key
+from freezeframe.local.functions import load_handler
+from freezeframe.local.kafka import create_topics
+from freezeframe.local.kafka_source import KafkaEventSource
+from freezeframe.models import FreezeRequest, LockSpec, Scope, to_ns
+from freezeframe.verify import format_report, verify_incident
+
+pytestmark = pytest.mark.integration
+
+
+def pod(config: Any, observed_ns: int, name: str, ip: str, change: str = "ADDED") -> dict[str, Any]:
+    return {"schema": "freezeframe.k8s-pod/v1", "cluster": config.cluster, "node": config.node_name,
+            "observed_ns": observed_ns, "change": change, "namespace": "shop", "pod": name, "uid": f"uid-{name}",
+            "pod_ips": [ip], "host_network": False, "workload_kind": "Deployment", "workload_name": "checkout",
+            "labels": {"app": "checkout"}, "phase": "Running", "resource_version": "100"}
+
+
+def test_context_records_are_indexed_frozen_and_hashed(local: Any, handler_env: Any) -> None:
+    config, s3, _ = local
+    handler_env(config)
+    topic = f"ff-k8s-{uuid.uuid4().hex[:8]}"
+    create_topics(config.kafka_bootstrap, [topic])
+    now = datetime.now(UTC)
+    sent = [pod(config, to_ns(now - timedelta(minutes=10)), "checkout-7d9f-abcde", "10.244.1.10"),
+            pod(config, to_ns(now - timedelta(minutes=5)), "checkout-7d9f-fghij", "10.244.1.11"),
+            pod(config, to_ns(now - timedelta(minutes=1)), "checkout-7d9f-abcde", "10.244.1.10", "DELETED")]
+    producer = KafkaProducer(bootstrap_servers=config.kafka_bootstrap)
+    for value in sent:
+        producer.send(topic, key=f"{config.cluster}/{config.node_name}".encode(),
+                      value=json.dumps(value).encode()).get(timeout=10)
+    producer.send(topic, value=b"not json").get(timeout=10)
+    producer.close()
+
+    source = KafkaEventSource(config.kafka_bootstrap, topic, f"k8s-{uuid.uuid4().hex[:6]}",
+                              load_handler(config, "k8s_indexer"), "freezeframe-k8s-indexer").start()
+    try:
+        deadline = time.monotonic() + 30
+        stored: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and len(stored) < len(sent):
+            stored = [json.loads(line) for key in s3io.list_keys(s3, config.evidence_bucket, "k8s/")
+                      for line in s3io.get_bytes(s3, config.evidence_bucket, key).decode().splitlines()]
+            time.sleep(0.3)
+    finally:
+        source.stop()
+    assert sorted(stored, key=lambda v: v["observed_ns"]) == sent
+    assert source.dead_letters == []
+
+    request = FreezeRequest(incident_id="it-k8s-1", source="api", title="t", severity="high",
+                            window_start=now - timedelta(minutes=3), window_end=now - timedelta(seconds=1),
+                            scope=Scope(config.cluster), lock=LockSpec("COMPLIANCE", now + timedelta(days=1)))
+    freeze(config, s3, request)
+    manifest = s3io.get_json(s3, config.evidence_bucket, manifest_key(request.incident_id))
+    entries = [ContextEntry(**raw) for raw in manifest["k8s_context"]]
+    assert entries, "the look-back takes the context of the hour before the window too"
+    assert manifest["k8s_root_hash"] == context_root_hash(entries)
+    lines = []
+    for entry in entries:
+        body = s3io.get_bytes(s3, entry.bucket, entry.key, entry.version_id)
+        assert hashlib.sha256(body).hexdigest() == entry.sha256
+        head = s3.head_object(Bucket=entry.bucket, Key=entry.key, VersionId=entry.version_id)
+        assert head["ObjectLockMode"] == "COMPLIANCE"
+        with pytest.raises(ClientError):
+            s3.delete_object(Bucket=entry.bucket, Key=entry.key, VersionId=entry.version_id)
+        lines += [json.loads(line) for line in body.decode().splitlines()]
+    assert {v["pod"] for v in lines} == {v["pod"] for v in sent}
+    report = verify_incident(config, s3, request.incident_id)
+    assert report.ok, format_report(report)
+    assert {c.subject.split("@")[0] for c in report.checks if c.name == "sha256"} >= {e.key for e in entries}
