@@ -14,7 +14,7 @@ from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
 from freezeframe.errors import NotFoundError, SegmentCorruptError
 from freezeframe.holds import hold_for, open_hold
-from freezeframe.keys import hour_prefixes, manifest_key, parse_raw_segment_key
+from freezeframe.keys import check_name, hour_prefixes, manifest_key, parse_raw_segment_key
 from freezeframe.manifest import build_manifest, entries_of
 from freezeframe.models import FreezeRequest, ManifestEntry, SegmentRecord, iso
 
@@ -69,6 +69,9 @@ def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | 
     if hold is not None:
         open_hold(settings, s3, hold)
     prefixes = hour_prefixes(request.scope.cluster, request.window_start_ns, request.window_end_ns)
+    if request.scope.nodes:
+        # A scope that names its nodes lists only their folders, not every node's segments of each hour.
+        prefixes = [f"{prefix}{check_name('node', node)}/" for prefix in prefixes for node in request.scope.nodes]
     with ThreadPoolExecutor(max_workers=LOCK_WORKERS) as pool:
         # The segment index and every hour prefix are read at once: a small freeze is dominated by these round trips.
         index_future = pool.submit(segment_index.load, settings, s3, request.scope.cluster, request.window_start_ns,

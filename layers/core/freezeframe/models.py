@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from freezeframe.errors import PayloadError
+from freezeframe.keys import check_name
 
 SEGMENT_SCHEMA = "freezeframe.segment/v1"
 FREEZE_SCHEMA = "freezeframe.freeze-request/v1"
@@ -86,6 +87,8 @@ class Scope:
         labels = raw.get("labels") or {}
         if not isinstance(labels, Mapping):
             raise PayloadError("scope.labels must be an object")
+        for node in _str_tuple(raw, "nodes"):
+            check_name("node", node)
         return cls(cluster=_require(raw, "cluster", str), nodes=_str_tuple(raw, "nodes"),
                    namespaces=_str_tuple(raw, "namespaces"), pods=_str_tuple(raw, "pods"),
                    labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())))

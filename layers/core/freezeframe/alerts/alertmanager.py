@@ -111,6 +111,8 @@ def scope_from_labels(labels: Mapping[str, str], settings: Settings, decision: D
     """The freeze scope named by an alert's labels, through the rule's label mapping."""
     cluster = check_name("cluster", scope_value(labels, decision, "cluster") or settings.cluster)
     node, namespace, pod = (scope_value(labels, decision, f) for f in ("node", "namespace", "pod"))
+    if node:
+        check_name("node", node)  # it becomes a key prefix of the freeze's listing
     return Scope(cluster=cluster, nodes=(node,) if node else (), namespaces=(namespace,) if namespace else (),
                  pods=(pod,) if pod else ())
 
