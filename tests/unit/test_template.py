@@ -6,6 +6,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -19,10 +20,26 @@ cfnlint_decode = pytest.importorskip("cfnlint.decode", reason="cfn-lint is not i
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
+FUNCTIONS_DIR = ROOT / "functions"
+EVENTS_DIR = ROOT / "events"
 TOOL_TIMEOUT_S = 300
 
-FORBIDDEN_ACTIONS = ("s3:bypassgovernanceretention", "s3:deleteobjectversion")
+FORBIDDEN_ACTIONS = (
+    "s3:bypassgovernanceretention",
+    "s3:deleteobjectversion",
+    "s3:deleteobject",
+    "s3:putbucketobjectlockconfiguration",
+)
+LOCK_ACTIONS = ("s3:putobjectretention", "s3:putobjectlegalhold")
 FUNCTION_TYPES = ("AWS::Serverless::Function", "AWS::Lambda::Function")
+BUCKETS = ("RawBucket", "EvidenceBucket")
+# Functions that lock raw segment versions in place: the freeze, and the indexer that locks late segments into holds.
+RAW_LOCKERS = {"freeze", "segment_indexer"}
+# An object ARN must name a prefix before any wildcard ("${EvidenceBucket.Arn}/incidents/*", never ".../*").
+_BUCKET_ARN_SUB = re.compile(r"^\$\{(?P<bucket>\w+)\.Arn\}(?P<rest>.*)$")
+_PREFIXED_OBJECTS = re.compile(r"^/[^*?/]+/")
+# Function folders on disk (a folder per handler, functions/<name>/app.py), read when the module is collected.
+FUNCTION_FOLDERS = sorted(p.name for p in FUNCTIONS_DIR.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
 
 
 def _tool(name: str) -> Path:
@@ -195,3 +212,104 @@ def test_every_function_has_an_async_failure_destination(template: dict[str, Any
         props = function["Properties"]
         on_failure = props.get("EventInvokeConfig", {}).get("DestinationConfig", {}).get("OnFailure")
         assert on_failure or "DeadLetterQueue" in props, f"{name} has no DLQ or OnFailure destination"
+
+
+# ---------------------------------------------------------------- functions on disk and their least privilege
+
+
+def _function_folders(template: dict[str, Any]) -> dict[str, str]:
+    """functions/<folder>/ -> the logical id of the template function built from it."""
+    out: dict[str, str] = {}
+    for name, function in _resources(template, "AWS::Serverless::Function").items():
+        parts = str(function["Properties"].get("CodeUri", "")).strip("/").split("/")
+        if len(parts) == 2 and parts[0] == FUNCTIONS_DIR.name:
+            assert parts[1] not in out, f"{out.get(parts[1])} and {name} both build functions/{parts[1]}/"
+            out[parts[1]] = name
+    return out
+
+
+def _bucket_targets(statement: dict[str, Any]) -> list[tuple[str, str]]:
+    """(bucket logical id or "*", the ARN's part after the bucket) for every Resource of a statement."""
+    resources = statement.get("Resource", [])
+    resources = resources if isinstance(resources, list) else [resources]
+    targets = []
+    for resource in resources:
+        if resource == "*":
+            targets.append(("*", "*"))
+        elif isinstance(resource, dict) and "Fn::GetAtt" in resource:
+            target = resource["Fn::GetAtt"]
+            logical, attribute = target if isinstance(target, list) else target.split(".", 1)
+            if logical in BUCKETS and attribute == "Arn":
+                targets.append((logical, ""))
+        elif isinstance(resource, dict) and "Fn::Sub" in resource:
+            body = resource["Fn::Sub"]
+            match = _BUCKET_ARN_SUB.match(body if isinstance(body, str) else body[0])
+            if match and match["bucket"] in BUCKETS:
+                targets.append((match["bucket"], match["rest"]))
+    return targets
+
+
+def _grants(statement: dict[str, Any], action: str) -> bool:
+    return any(fnmatch.fnmatchcase(action, granted) for granted in _actions(statement))
+
+
+def _allows(function: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for s in _statements(function["Properties"].get("Policies", [])) if s["Effect"] == "Allow"]
+
+
+def test_function_folders_on_disk_exist() -> None:
+    assert FUNCTIONS_DIR.is_dir(), FUNCTIONS_DIR
+    assert FUNCTION_FOLDERS, f"no function folders under {FUNCTIONS_DIR}: the scan is broken"
+
+
+def test_every_function_folder_is_deployed_and_every_function_has_a_folder(template: dict[str, Any]) -> None:
+    deployed = _function_folders(template)
+    missing = sorted(set(FUNCTION_FOLDERS) - set(deployed))
+    assert not missing, f"functions/ folders with no template function (CodeUri functions/<folder>/): {missing}"
+    stale = sorted(set(deployed) - set(FUNCTION_FOLDERS))
+    assert not stale, f"template functions whose CodeUri folder does not exist: {stale}"
+    for name in _resources(template, "AWS::Serverless::Function"):
+        assert name in deployed.values(), f"{name} is not built from a functions/<folder>/ CodeUri"
+
+
+@pytest.mark.parametrize("folder", FUNCTION_FOLDERS)
+def test_every_function_has_sample_events(folder: str) -> None:
+    samples = sorted((EVENTS_DIR / folder).glob("*.json"))
+    assert samples, f"no events/{folder}/*.json: every function needs a sample for sam local invoke and the tests"
+    for sample in samples:
+        assert isinstance(json.loads(sample.read_text(encoding="utf-8")), dict), f"{sample} is not a JSON object"
+
+
+@pytest.mark.parametrize("action", LOCK_ACTIONS)
+def test_only_the_freeze_and_the_segment_indexer_lock_raw_segments(template: dict[str, Any], action: str) -> None:
+    by_logical = {logical: folder for folder, logical in _function_folders(template).items()}
+    lockers = set()
+    for name, function in _resources(template, *FUNCTION_TYPES).items():
+        for statement in _allows(function):
+            buckets = {bucket for bucket, _ in _bucket_targets(statement)}
+            if _grants(statement, action) and buckets & {"RawBucket", "*"}:
+                lockers.add(by_logical.get(name, name))
+    assert lockers == RAW_LOCKERS, f"{action} on the raw bucket: {sorted(lockers)}, expected {sorted(RAW_LOCKERS)}"
+
+
+def test_k8s_indexer_cannot_lock_or_touch_raw_segments(template: dict[str, Any]) -> None:
+    function = template["Resources"][_function_folders(template)["k8s_indexer"]]
+    allows = _allows(function)
+    assert allows, "the k8s indexer has no policy statements: the walker is broken"
+    for statement in allows:
+        for action in (*LOCK_ACTIONS, "s3:getobjectretention", "s3:getobjectlegalhold"):
+            assert not _grants(statement, action), f"the k8s indexer may {action}: {statement}"
+        assert "RawBucket" not in {bucket for bucket, _ in _bucket_targets(statement)}, statement
+
+
+def test_no_bucket_grant_covers_a_whole_bucket(template: dict[str, Any]) -> None:
+    allows = [s for s in _statements(template) if s["Effect"] == "Allow"]
+    s3_statements = [s for s in allows if any(a.startswith("s3:") for a in _actions(s))]
+    assert s3_statements, "no S3 grants found: the walker is broken"
+    for statement in s3_statements:
+        targets = _bucket_targets(statement)
+        assert targets, f"S3 grant on something that is not one of {BUCKETS}: {statement}"
+        for bucket, rest in targets:
+            assert bucket != "*", f"S3 grant on Resource '*': {statement}"
+            # The bucket ARN itself (listing) or objects under a named prefix; never every object of a bucket.
+            assert rest == "" or _PREFIXED_OBJECTS.match(rest), f"{bucket}{rest} is not under a prefix: {statement}"

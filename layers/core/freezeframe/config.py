@@ -48,6 +48,7 @@ ENV_PAGERDUTY_SECRETS_FILE = "FREEZEFRAME_PAGERDUTY_SECRETS_FILE"  # noqa: S105 
 ENV_PAGERDUTY_SECRET_ARN = "FREEZEFRAME_PAGERDUTY_SECRET_ARN"  # noqa: S105
 ENV_API_TOKEN = "FREEZEFRAME_API_TOKEN"  # noqa: S105 - the variable's name, not a secret
 ENV_API_TOKEN_FILE = "FREEZEFRAME_API_TOKEN_FILE"  # noqa: S105
+ENV_API_TOKEN_SECRET_ARN = "FREEZEFRAME_API_TOKEN_SECRET_ARN"  # noqa: S105
 
 SEGMENTS_TOPIC = "freezeframe.segments"
 K8S_TOPIC = "freezeframe.k8s"
@@ -89,6 +90,7 @@ class Settings:
     pagerduty_secrets_file: Path | None = None
     pagerduty_secret_arn: str | None = None
     api_token_file: Path | None = None
+    api_token_secret_arn: str | None = None
 
     def __post_init__(self) -> None:
         if self.lock_mode not in LOCK_MODES:
@@ -140,6 +142,7 @@ class Settings:
             pagerduty_secrets_file=_path(env, ENV_PAGERDUTY_SECRETS_FILE),
             pagerduty_secret_arn=env.get(ENV_PAGERDUTY_SECRET_ARN) or None,
             api_token_file=Path(env[ENV_API_TOKEN_FILE]) if env.get(ENV_API_TOKEN_FILE) else None,
+            api_token_secret_arn=env.get(ENV_API_TOKEN_SECRET_ARN) or None,
         )
 
     def with_(self, **changes: object) -> Settings:
@@ -192,6 +195,7 @@ def env_overrides(settings_: Settings) -> dict[str, str]:
         ENV_PAGERDUTY_SECRETS_FILE: str(settings_.pagerduty_secrets_file) if settings_.pagerduty_secrets_file else None,
         ENV_PAGERDUTY_SECRET_ARN: settings_.pagerduty_secret_arn,
         ENV_API_TOKEN_FILE: str(settings_.api_token_file) if settings_.api_token_file else None,
+        ENV_API_TOKEN_SECRET_ARN: settings_.api_token_secret_arn,
     }
     out.update({k: v for k, v in optional.items() if v})
     return out

@@ -36,7 +36,7 @@ def _secret_value(arn: str, region: str) -> str:
 
 
 def api_token(settings: Settings) -> str:
-    """The token of the manual freeze and status API (in AWS, IAM on a second Function URL is the alternative)."""
+    """The token of the manual freeze and status API: env or file locally, Secrets Manager in AWS."""
     if settings.api_token_env:
         return settings.api_token_env
     if settings.api_token_file:
@@ -46,7 +46,10 @@ def api_token(settings: Settings) -> str:
             raise ConfigError(f"cannot read the API token file {settings.api_token_file}") from exc
         if token:
             return token
-    raise ConfigError("no API token configured: set FREEZEFRAME_API_TOKEN or FREEZEFRAME_API_TOKEN_FILE")
+    if settings.api_token_secret_arn:
+        return _secret_value(settings.api_token_secret_arn, settings.region)
+    raise ConfigError("no API token configured: set FREEZEFRAME_API_TOKEN, FREEZEFRAME_API_TOKEN_FILE or "
+                      "FREEZEFRAME_API_TOKEN_SECRET_ARN")
 
 
 def pagerduty_secrets(settings: Settings) -> list[str]:
