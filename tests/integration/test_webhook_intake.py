@@ -66,3 +66,17 @@ def test_a_firing_alert_is_accepted_once_however_often_it_is_delivered(local: An
     assert gateway.invocations[0].state == "succeeded"
     manifest = json.loads(s3.get_object(Bucket=config.evidence_bucket, Key=manifest_key(accepted[0]))["Body"].read())
     assert manifest["incident_id"] == accepted[0]
+
+
+def test_tokens_never_reach_the_logs(local: Any, event: Any, lambda_context: Any,
+                                     capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    config, _, gateway = local
+    handler = load_handler(config, "webhook")
+    caplog.set_level("DEBUG")
+    for case in ("alertmanager_bad_token", "alertmanager_firing", "alertmanager_malformed_json"):
+        handler(event("webhook", case), lambda_context)
+    gateway.wait_idle(30)
+    logged = capsys.readouterr().out + capsys.readouterr().err + caplog.text
+    assert "webhook rejected" in logged or "request rejected" in logged  # the rejections were logged...
+    assert config.alertmanager_token_env and config.alertmanager_token_env not in logged  # ...without the secret
+    assert "wrong-token" not in logged

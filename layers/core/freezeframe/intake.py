@@ -13,6 +13,8 @@ manifest), so even that rare path cannot freeze twice.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import logging
 from collections.abc import Callable, Iterable, Mapping
@@ -97,10 +99,26 @@ def register(settings: Settings, s3: Any, requests: Iterable[FreezeRequest], now
     return accepted, duplicates
 
 
+def check_bearer_or_basic(headers: Mapping[str, str], expected: str) -> None:
+    """Alertmanager's `authorization` (bearer) or `basic_auth` http_config: a bearer token equal to the secret, or
+    basic credentials whose `user:password` equals it. Both comparisons always run, in constant time."""
+    auth = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+    scheme, _, presented = auth.partition(" ")
+    try:
+        basic = base64.b64decode(presented.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        basic = b""
+    bearer_ok = hmac.compare_digest(scheme.lower().encode(), b"bearer") & hmac.compare_digest(
+        presented.strip().encode(), expected.encode())
+    basic_ok = hmac.compare_digest(scheme.lower().encode(), b"basic") & hmac.compare_digest(basic, expected.encode())
+    if not (bearer_ok or basic_ok):
+        raise SignatureError("missing or invalid credentials")
+
+
 def accept_alertmanager(settings: Settings, s3: Any, headers: Mapping[str, str], body: bytes, token: str,
                         now: datetime, start_freeze: StartFreeze, rules: FreezeRules | None = None) -> IntakeResult:
     check_size(body)
-    check_bearer(headers, token)
+    check_bearer_or_basic(headers, token)
     batch = alertmanager.to_freeze_requests(alertmanager.parse_body(body), settings, now, rules)
     if batch.truncated_alerts:
         logger.warning("alertmanager truncated alerts", extra={"truncated_alerts": batch.truncated_alerts,
