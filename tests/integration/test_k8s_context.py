@@ -86,3 +86,31 @@ def test_context_records_are_indexed_frozen_and_hashed(local: Any, handler_env: 
     report = verify_incident(config, s3, request.incident_id)
     assert report.ok, format_report(report)
     assert {c.subject.split("@")[0] for c in report.checks if c.name == "sha256"} >= {e.key for e in entries}
+
+
+def test_a_namespace_scope_freezes_the_nodes_its_pods_ran_on(local: Any) -> None:
+    from freezeframe.k8s_context import K8sRecord, write_batch
+    from freezeframe.keys import raw_segment_key
+
+    config, s3, _ = local
+    now = datetime.now(UTC)
+    other = config.node_name + "-other"
+    shop_pod = pod(config, to_ns(now - timedelta(minutes=20)), "checkout-1", "10.244.1.20")
+    elsewhere = {**pod(config, to_ns(now - timedelta(minutes=20)), "db-0", "10.244.2.30"), "node": other,
+                 "namespace": "data"}
+    write_batch(config, s3, [K8sRecord(0, 1, shop_pod), K8sRecord(0, 2, elsewhere)])
+    start = to_ns(now - timedelta(minutes=5))
+    for node in (config.node_name, other):
+        body = b"segment of " + node.encode()
+        digest = hashlib.sha256(body).hexdigest()
+        key = raw_segment_key(config.cluster, node, start, start + 10 * 10**9, "pcap.zst")
+        s3io.put_segment(s3, config.raw_bucket, key, body, digest, {"sha256": digest, "seq": "0"})
+    request = FreezeRequest(incident_id="it-k8s-scope", source="api", title="t", severity="high",
+                            window_start=now - timedelta(minutes=6), window_end=now - timedelta(minutes=1),
+                            scope=Scope(config.cluster, namespaces=("shop",)),
+                            lock=LockSpec("COMPLIANCE", now + timedelta(days=1)))
+    freeze(config, s3, request)
+    manifest = s3io.get_json(s3, config.evidence_bucket, manifest_key(request.incident_id))
+    assert manifest["scope_nodes"] == [config.node_name]
+    assert {s["node"] for s in manifest["segments"]} == {config.node_name}
+    assert {e["node"] for e in manifest["k8s_context"]} == {config.node_name}

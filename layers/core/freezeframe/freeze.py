@@ -41,12 +41,15 @@ class FreezeResult:
     created: bool  # False when a retry found the manifest already written
 
 
-def select_segments(request: FreezeRequest, versions: Iterable[s3io.ObjectVersion]) -> list[Candidate]:
-    """Pure: the versions whose key is a raw segment of the scope's cluster and nodes overlapping the window."""
+def select_segments(request: FreezeRequest, versions: Iterable[s3io.ObjectVersion],
+                    nodes: tuple[str, ...] | None = None) -> list[Candidate]:
+    """Pure: the versions whose key is a raw segment of the scope's cluster and nodes (the request's, or `nodes`
+    when a namespace/pod scope was resolved to nodes) overlapping the window."""
+    nodes = request.scope.nodes if nodes is None else nodes
     chosen = []
     for version in versions:
         parsed = parse_raw_segment_key(version.key)
-        if parsed is None or parsed.cluster != request.scope.cluster or not request.scope.matches_node(parsed.node):
+        if parsed is None or parsed.cluster != request.scope.cluster or (nodes and parsed.node not in nodes):
             continue
         if parsed.start_ns <= request.window_end_ns and parsed.end_ns >= request.window_start_ns:
             chosen.append(Candidate(version.key, version.version_id, version.size, parsed.node, parsed.start_ns,
@@ -68,25 +71,27 @@ def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | 
     hold = hold_for(request, settings.hold_grace_s, now or datetime.now(UTC))
     if hold is not None:
         open_hold(settings, s3, hold)
+    nodes = scope_nodes(settings, s3, request)
     prefixes = hour_prefixes(request.scope.cluster, request.window_start_ns, request.window_end_ns)
-    if request.scope.nodes:
-        # A scope that names its nodes lists only their folders, not every node's segments of each hour.
-        prefixes = [f"{prefix}{check_name('node', node)}/" for prefix in prefixes for node in request.scope.nodes]
+    if nodes:
+        # A scope that names (or resolves to) nodes lists only their folders, not every node's segments of each hour.
+        prefixes = [f"{prefix}{check_name('node', node)}/" for prefix in prefixes for node in nodes]
     with ThreadPoolExecutor(max_workers=LOCK_WORKERS) as pool:
         # The segment index and every hour prefix are read at once: a small freeze is dominated by these round trips.
         index_future = pool.submit(segment_index.load, settings, s3, request.scope.cluster, request.window_start_ns,
                                    request.window_end_ns)
         listings = list(pool.map(lambda p: list(s3io.list_versions(s3, settings.raw_bucket, p)), prefixes))
-        candidates = select_segments(request, [v for listing in listings for v in listing])
+        candidates = select_segments(request, [v for listing in listings for v in listing], nodes)
         indexed = index_future.result()
         context_future = pool.submit(k8s_context.preserve, settings, s3, request.incident_id, request.scope.cluster,
-                                     request.scope.nodes, request.window_start_ns, request.window_end_ns,
+                                     nodes, request.window_start_ns, request.window_end_ns,
                                      request.lock.mode, request.lock.retain_until)
         entries = list(pool.map(
             lambda c: _lock_one(settings, s3, request, c, indexed.get((c.key, c.version_id))), candidates))
         context = context_future.result()
     manifest = build_manifest(request, entries, now or datetime.now(UTC), settings.raw_bucket)
     manifest["hold"] = hold.to_dict() if hold else None
+    manifest["scope_nodes"] = list(nodes)  # empty: every node of the cluster
     manifest["k8s_context"] = [entry.to_dict() for entry in context]
     manifest["k8s_root_hash"] = k8s_context.context_root_hash(context)
     written = s3io.put_json(s3, settings.evidence_bucket, key, manifest, create_only=True,
@@ -95,6 +100,20 @@ def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | 
                                            "manifest_created": written is not None})
     return FreezeResult(request.incident_id, key, len(entries), tuple(sorted({e.node for e in entries})),
                         created=written is not None)
+
+
+def scope_nodes(settings: Settings, s3: Any, request: FreezeRequest) -> tuple[str, ...]:
+    """The nodes to freeze: the scope's own, or, for a namespace/pod scope, the nodes where those pods ran according
+    to the Kubernetes context; empty (every node) when nothing narrows it, because over-freezing loses nothing."""
+    scope = request.scope
+    if scope.nodes or not (scope.namespaces or scope.pods):
+        return scope.nodes
+    resolved = k8s_context.nodes_for(settings, s3, scope.cluster, scope.namespaces, scope.pods,
+                                     request.window_start_ns, request.window_end_ns)
+    if not resolved:
+        logger.warning("namespace/pod scope not found in the Kubernetes context; freezing every node",
+                       extra={"incident_id": request.incident_id})
+    return tuple(sorted(resolved))
 
 
 def _lock_one(settings: Settings, s3: Any, request: FreezeRequest, candidate: Candidate,

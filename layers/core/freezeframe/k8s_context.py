@@ -107,3 +107,22 @@ def preserve(settings: Settings, s3: Any, incident_id: str, cluster: str, nodes:
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         return sorted(pool.map(snapshot, chosen), key=lambda e: (e.node, e.key))
+
+
+def nodes_in(records: Iterable[Mapping[str, Any]], namespaces: Iterable[str], pods: Iterable[str]) -> set[str]:
+    """Pure: the nodes whose agents saw a pod of these namespaces (or these pods, by name)."""
+    wanted_namespaces, wanted_pods = set(namespaces), set(pods)
+    return {str(r["node"]) for r in records
+            if r.get("schema") == POD_SCHEMA
+            and (r.get("namespace") in wanted_namespaces or r.get("pod") in wanted_pods)}
+
+
+def nodes_for(settings: Settings, s3: Any, cluster: str, namespaces: Iterable[str], pods: Iterable[str],
+              start_ns: int, end_ns: int, lookback_s: int = DEFAULT_LOOKBACK_S) -> set[str]:
+    """Resolves a namespace/pod scope to nodes from the context records of the window (and its look-back)."""
+    keys = [k for prefix in k8s_prefixes(cluster, start_ns - lookback_s * 1_000_000_000, end_ns)
+            for k in s3io.list_keys(s3, settings.evidence_bucket, prefix)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        bodies = list(pool.map(lambda k: s3io.get_bytes(s3, settings.evidence_bucket, k), keys))
+    records = [json.loads(line) for body in bodies for line in body.decode().splitlines() if line.strip()]
+    return nodes_in(records, namespaces, pods)
