@@ -22,7 +22,7 @@ from freezeframe.adapters import s3 as s3io
 from freezeframe.config import settings
 from freezeframe.errors import PayloadError
 from freezeframe.holds import Hold, index_segment, open_holds
-from freezeframe.models import SEGMENT_SCHEMA, SegmentRecord
+from freezeframe.models import GAP_SCHEMA, SEGMENT_SCHEMA, SegmentRecord
 
 logger = Logger()
 tracer = Tracer()
@@ -39,6 +39,12 @@ def handle_record(record: KafkaEventRecord) -> None:
         value = json.loads(record.decoded_value)
         if not isinstance(value, dict):
             raise PayloadError("not a JSON object")
+        if value.get("schema") == GAP_SCHEMA:
+            # Loss the agent could not avoid (a full spool): kept for the coverage of any freeze of that time.
+            logger.warning("gap record", node=value.get("node"), first_seq=value.get("first_seq"),
+                           last_seq=value.get("last_seq"), reason=value.get("reason"))
+            _batch["gaps"].append(value)
+            return
         if value.get("schema") != SEGMENT_SCHEMA:
             logger.info("not a segment record", schema=value.get("schema"), offset=record.offset)
             return
@@ -61,8 +67,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     config = settings()
     s3 = s3io.client(config)
     holds: list[Hold] = open_holds(config, s3, datetime.now(UTC))  # once per batch, not per record
-    _batch.update(s3=s3, holds=holds, segments=[])
+    _batch.update(s3=s3, holds=holds, segments=[], gaps=[])
     reply = process_partial_response(event=event, record_handler=handle_record, processor=processor, context=context)
     # The batch's records, indexed for the next freeze (one object per node and hour instead of a HEAD per segment).
     segment_index.write_batch(config, s3, _batch["segments"])
+    segment_index.write_gaps(config, s3, _batch["gaps"])
     return dict(reply)

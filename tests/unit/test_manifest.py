@@ -48,3 +48,15 @@ def test_manifest_lists_every_segment_with_key_version_and_hash() -> None:
         (e.key, e.version_id, e.sha256) for e in (entries[1], entries[0])]
     assert manifest["root_hash"] == root_hash(entries)
     assert manifest["request"]["incident_id"] == "am-1"
+
+
+def test_coverage_sums_drops_and_keeps_the_agents_gap_records() -> None:
+    entries = [replace(entry("node-a", 0, 10, 1), kernel_drops=3, agent_drops=1),
+               replace(entry("node-a", 10, 20, 2), kernel_drops=2, agent_drops=None)]
+    gap = {"schema": "freezeframe.gap/v1", "cluster": "c", "node": "node-a", "first_seq": 3, "last_seq": 5,
+           "start_ns": W0 + 20 * S, "end_ns": W0 + 50 * S, "bytes": 4096, "packets": 40, "reason": "spool_full"}
+    elsewhere = {**gap, "node": "node-b"}
+    later = {**gap, "start_ns": W0 + 100 * S, "end_ns": W0 + 110 * S}
+    coverage = node_coverage(entries, W0, W0 + 60 * S, [gap, elsewhere, later])["node-a"]
+    assert (coverage["kernel_drops"], coverage["agent_drops"]) == (5, 1)
+    assert coverage["gap_records"] == [gap]

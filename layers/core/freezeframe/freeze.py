@@ -82,14 +82,15 @@ def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | 
                                    request.window_end_ns)
         listings = list(pool.map(lambda p: list(s3io.list_versions(s3, settings.raw_bucket, p)), prefixes))
         candidates = select_segments(request, [v for listing in listings for v in listing], nodes)
-        indexed = index_future.result()
+        indexed, gap_records = index_future.result()
         context_future = pool.submit(k8s_context.preserve, settings, s3, request.incident_id, request.scope.cluster,
                                      nodes, request.window_start_ns, request.window_end_ns,
                                      request.lock.mode, request.lock.retain_until)
         entries = list(pool.map(
             lambda c: _lock_one(settings, s3, request, c, indexed.get((c.key, c.version_id))), candidates))
         context = context_future.result()
-    manifest = build_manifest(request, entries, now or datetime.now(UTC), settings.raw_bucket)
+    manifest = build_manifest(request, entries, now or datetime.now(UTC), settings.raw_bucket,
+                              [g for g in gap_records if not nodes or g.get("node") in nodes])
     manifest["hold"] = hold.to_dict() if hold else None
     manifest["scope_nodes"] = list(nodes)  # empty: every node of the cluster
     manifest["k8s_context"] = [entry.to_dict() for entry in context]
@@ -130,7 +131,7 @@ def _lock_one(settings: Settings, s3: Any, request: FreezeRequest, candidate: Ca
             key=candidate.key, version_id=candidate.version_id, sha256=record.sha256, size=candidate.size,
             node=candidate.node, start_ns=candidate.start_ns, end_ns=candidate.end_ns, seq=record.seq,
             packets=record.packets, lock_mode=request.lock.mode, retain_until=iso(request.lock.retain_until),
-            legal_hold=request.lock.legal_hold)
+            legal_hold=request.lock.legal_hold, kernel_drops=record.kernel_drops, agent_drops=record.agent_drops)
     head = s3io.head_version(s3, settings.raw_bucket, candidate.key, candidate.version_id)
     metadata = head.get("Metadata", {})
     sha256 = metadata.get("sha256")
@@ -149,5 +150,11 @@ def _lock_one(settings: Settings, s3: Any, request: FreezeRequest, candidate: Ca
         seq=int(metadata["seq"]) if metadata.get("seq", "").isdigit() else None,
         packets=int(metadata["packets"]) if metadata.get("packets", "").isdigit() else None,
         lock_mode=str(state.mode), retain_until=iso(state.retain_until) if state.retain_until else "",
-        legal_hold=state.legal_hold,
+        legal_hold=state.legal_hold, kernel_drops=_metadata_int(metadata, "kernel_drops"),
+        agent_drops=_metadata_int(metadata, "agent_drops"),
     )
+
+
+def _metadata_int(metadata: dict[str, str], name: str) -> int | None:
+    value = metadata.get(name, "")
+    return int(value) if value.isdigit() else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -31,8 +31,10 @@ def root_hash(entries: Iterable[ManifestEntry]) -> str:
     return digest.hexdigest()
 
 
-def node_coverage(entries: Sequence[ManifestEntry], window_start_ns: int, window_end_ns: int) -> dict[str, Any]:
-    """Per node: the merged intervals the segments cover inside the window, the gaps between them, and seq gaps."""
+def node_coverage(entries: Sequence[ManifestEntry], window_start_ns: int, window_end_ns: int,
+                  gap_records: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """Per node: the merged intervals the segments cover inside the window, the gaps between them, seq gaps, the
+    kernel and agent drops, and the agent's own gap records (segments it evicted from a full spool)."""
     by_node: dict[str, list[ManifestEntry]] = defaultdict(list)
     for entry in entries:
         by_node[entry.node].append(entry)
@@ -54,13 +56,18 @@ def node_coverage(entries: Sequence[ManifestEntry], window_start_ns: int, window
             gaps.append([cursor, window_end_ns])
         seqs = sorted({e.seq for e in items if e.seq is not None})
         seq_gaps = [[a + 1, b - 1] for a, b in zip(seqs, seqs[1:], strict=False) if b - a > 1]
+        lost = [dict(g) for g in gap_records if g.get("node") == node
+                and int(g.get("start_ns", 0)) <= window_end_ns and int(g.get("end_ns", 0)) >= window_start_ns]
         coverage[node] = {"segments": len(items), "covered_ns": intervals, "gaps_ns": gaps, "seq_gaps": seq_gaps,
-                          "packets": sum(e.packets or 0 for e in items)}
+                          "packets": sum(e.packets or 0 for e in items),
+                          "kernel_drops": sum(e.kernel_drops or 0 for e in items),
+                          "agent_drops": sum(e.agent_drops or 0 for e in items),
+                          "gap_records": lost}
     return coverage
 
 
 def build_manifest(request: FreezeRequest, entries: Sequence[ManifestEntry], created_at: datetime,
-                   raw_bucket: str) -> dict[str, Any]:
+                   raw_bucket: str, gap_records: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
     ordered = sort_entries(entries)
     return {
         "schema": MANIFEST_SCHEMA,
@@ -68,7 +75,7 @@ def build_manifest(request: FreezeRequest, entries: Sequence[ManifestEntry], cre
         "request": request.to_dict(),
         "raw_bucket": raw_bucket,
         "segments": [entry.to_dict() for entry in ordered],
-        "coverage": node_coverage(ordered, request.window_start_ns, request.window_end_ns),
+        "coverage": node_coverage(ordered, request.window_start_ns, request.window_end_ns, gap_records),
         "root_hash": root_hash(ordered),
         "tool_versions": {"freezeframe": freezeframe.__version__},
         "created_at": iso(created_at),

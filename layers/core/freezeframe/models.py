@@ -16,6 +16,7 @@ from freezeframe.keys import check_name
 SEGMENT_SCHEMA = "freezeframe.segment/v1"
 FREEZE_SCHEMA = "freezeframe.freeze-request/v1"
 SOURCES = ("pagerduty", "alertmanager", "api")
+GAP_SCHEMA = "freezeframe.gap/v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +183,8 @@ class ManifestEntry:
     lock_mode: str
     retain_until: str
     legal_hold: bool
+    kernel_drops: int | None = None
+    agent_drops: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -193,7 +196,8 @@ class ManifestEntry:
                    node=_require(raw, "node", str), start_ns=_require(raw, "start_ns", int),
                    end_ns=_require(raw, "end_ns", int), seq=raw.get("seq"), packets=raw.get("packets"),
                    lock_mode=_require(raw, "lock_mode", str), retain_until=_require(raw, "retain_until", str),
-                   legal_hold=bool(raw.get("legal_hold", False)))
+                   legal_hold=bool(raw.get("legal_hold", False)), kernel_drops=raw.get("kernel_drops"),
+                   agent_drops=raw.get("agent_drops"))
 
 
 def iso(value: datetime) -> str:

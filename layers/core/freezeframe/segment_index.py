@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -58,13 +58,28 @@ def write_batch(settings: Settings, s3: Any, records: Iterable[SegmentRecord]) -
     return keys
 
 
-def load(settings: Settings, s3: Any, cluster: str, start_ns: int, end_ns: int) -> dict[tuple[str, str], SegmentRecord]:
-    """(key, version id) -> record for every indexed segment of the window's hours."""
+def write_gaps(settings: Settings, s3: Any, gaps: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The agents' gap records (segments evicted from a full spool), kept beside the segment records so a freeze
+    can report them in its coverage."""
+    keys = []
+    for gap in gaps:
+        hour = hour_prefix(str(gap["cluster"]), int(gap["start_ns"]))
+        key = (f"{INDEX_ROOT}{hour[len('raw'):]}{check_name('node', str(gap['node']))}/"
+               f"gap-{int(gap['first_seq']):012d}-{int(gap['last_seq']):012d}.json")
+        s3io.put_json(s3, settings.evidence_bucket, key, {"schema": INDEX_SCHEMA, "records": [], "gaps": [dict(gap)]})
+        keys.append(key)
+    return keys
+
+
+def load(settings: Settings, s3: Any, cluster: str, start_ns: int, end_ns: int
+         ) -> tuple[dict[tuple[str, str], SegmentRecord], list[dict[str, Any]]]:
+    """(key, version id) -> record for every indexed segment of the window's hours, and the gap records there."""
     keys = [k for prefix in index_prefixes(cluster, start_ns, end_ns)
             for k in s3io.list_keys(s3, settings.evidence_bucket, prefix)]
     with ThreadPoolExecutor(max_workers=8) as pool:
         documents = list(pool.map(lambda k: s3io.get_bytes(s3, settings.evidence_bucket, k), keys))
     out: dict[tuple[str, str], SegmentRecord] = {}
+    gaps: list[dict[str, Any]] = []
     for raw in documents:
         document = json.loads(raw)
         if document.get("schema") != INDEX_SCHEMA:
@@ -72,4 +87,5 @@ def load(settings: Settings, s3: Any, cluster: str, start_ns: int, end_ns: int) 
         for item in document.get("records", []):
             record = SegmentRecord.from_dict(item)
             out[(record.key, record.version_id)] = record
-    return out
+        gaps.extend(document.get("gaps", []))
+    return out, gaps
