@@ -39,6 +39,7 @@ ENV_STATE_DIR = "FREEZEFRAME_STATE_DIR"
 ENV_FUNCTIONS_DIR = "FREEZEFRAME_FUNCTIONS_DIR"
 ENV_CACHE_DIR = "FREEZEFRAME_CACHE_DIR"
 ENV_HOLD_GRACE_S = "FREEZEFRAME_HOLD_GRACE_SECONDS"
+ENV_CONSOLIDATE = "FREEZEFRAME_CONSOLIDATE"
 ENV_SPOOL_MAX_BYTES = "FREEZEFRAME_SPOOL_MAX_BYTES"
 ENV_AGENT_HTTP_PORT = "FREEZEFRAME_AGENT_HTTP_PORT"
 ENV_FREEZE_RULES = "FREEZEFRAME_FREEZE_RULES"
@@ -84,6 +85,7 @@ class Settings:
     agent_http_port: int = 9808  # the agent's /healthz and /metrics; 0 picks a free port
     freeze_rules: str | None = None
     hold_grace_s: int = 600
+    consolidate: bool = False
     freeze_rules_file: Path | None = None
     api_token_env: str | None = None
     pagerduty_secrets_env: str | None = None
@@ -136,6 +138,7 @@ class Settings:
             agent_http_port=_int(env, ENV_AGENT_HTTP_PORT, base.agent_http_port),
             freeze_rules=env.get(ENV_FREEZE_RULES) or None,
             hold_grace_s=_int(env, ENV_HOLD_GRACE_S, base.hold_grace_s),
+            consolidate=env.get(ENV_CONSOLIDATE, "").lower() in ("1", "true", "yes"),
             freeze_rules_file=Path(env[ENV_FREEZE_RULES_FILE]) if env.get(ENV_FREEZE_RULES_FILE) else None,
             api_token_env=env.get(ENV_API_TOKEN) or None,
             pagerduty_secrets_env=env.get(ENV_PAGERDUTY_SECRETS) or None,
@@ -189,6 +192,7 @@ def env_overrides(settings_: Settings) -> dict[str, str]:
         ENV_FUNCTIONS_DIR: str(settings_.functions_dir) if settings_.functions_dir else None,
         ENV_FREEZE_RULES: settings_.freeze_rules,
         ENV_HOLD_GRACE_S: str(settings_.hold_grace_s),
+        ENV_CONSOLIDATE: "true" if settings_.consolidate else "false",
         ENV_FREEZE_RULES_FILE: str(settings_.freeze_rules_file) if settings_.freeze_rules_file else None,
         ENV_API_TOKEN: settings_.api_token_env,
         ENV_PAGERDUTY_SECRETS: settings_.pagerduty_secrets_env,

@@ -12,6 +12,7 @@ from typing import Any
 from freezeframe import k8s_context, legal_hold, segment_index
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
+from freezeframe.consolidate import consolidate
 from freezeframe.errors import NotFoundError, SegmentCorruptError
 from freezeframe.holds import hold_for, open_hold
 from freezeframe.keys import check_name, hour_prefixes, manifest_key, parse_raw_segment_key
@@ -93,6 +94,8 @@ def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | 
                               [g for g in gap_records if not nodes or g.get("node") in nodes])
     manifest["hold"] = hold.to_dict() if hold else None
     manifest["scope_nodes"] = list(nodes)  # empty: every node of the cluster
+    if settings.consolidate:
+        manifest["consolidated"] = consolidate(settings, s3, request, entries)
     manifest["k8s_context"] = [entry.to_dict() for entry in context]
     manifest["k8s_root_hash"] = k8s_context.context_root_hash(context)
     written = s3io.put_json(s3, settings.evidence_bucket, key, manifest, create_only=True,

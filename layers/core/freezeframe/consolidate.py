@@ -1,0 +1,44 @@
+"""Consolidation (optional, FREEZEFRAME_CONSOLIDATE): a server-side copy of an incident's locked segments into the
+evidence bucket, under `incidents/<id>/segments/<raw key>`, for cross-account sharing and archive tiers.
+
+Each copy is made create-only with the incident's lock headers and an S3-computed SHA-256, which must equal the
+frozen version's sha256 (a single-part object's full-object checksum), so a copy is provably the same bytes.
+The originals stay locked in place; the copies are listed in the manifest under `consolidated`.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from freezeframe.config import Settings
+from freezeframe.errors import SegmentCorruptError
+from freezeframe.keys import incident_prefix
+from freezeframe.models import FreezeRequest, ManifestEntry
+
+
+def copy_key(incident_id: str, raw_key: str) -> str:
+    return f"{incident_prefix(incident_id)}segments/{raw_key}"
+
+
+def consolidate(settings: Settings, s3: Any, request: FreezeRequest, entries: Sequence[ManifestEntry]
+                ) -> list[dict[str, Any]]:
+    def copy(entry: ManifestEntry) -> dict[str, Any]:
+        key = copy_key(request.incident_id, entry.key)
+        reply = s3.copy_object(
+            Bucket=settings.evidence_bucket, Key=key, ChecksumAlgorithm="SHA256",
+            CopySource={"Bucket": settings.raw_bucket, "Key": entry.key, "VersionId": entry.version_id},
+            ObjectLockMode=request.lock.mode, ObjectLockRetainUntilDate=request.lock.retain_until,
+            MetadataDirective="COPY")
+        checksum = reply.get("CopyObjectResult", {}).get("ChecksumSHA256")
+        if not checksum or base64.b64decode(checksum).hex() != entry.sha256:
+            raise SegmentCorruptError(f"copy of {entry.key}@{entry.version_id} hashes to "
+                                      f"{base64.b64decode(checksum).hex() if checksum else 'nothing'}, "
+                                      f"not the frozen {entry.sha256}")
+        return {"source_key": entry.key, "source_version_id": entry.version_id, "bucket": settings.evidence_bucket,
+                "key": key, "version_id": str(reply.get("VersionId", "")), "sha256": entry.sha256}
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        return list(pool.map(copy, entries))
