@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,7 @@ from freezeframe.models import FreezeRequest, ManifestEntry, SegmentRecord, iso
 
 logger = logging.getLogger(__name__)
 LOCK_WORKERS = 16
+LIST_WORKERS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,18 +79,31 @@ def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | 
     if nodes:
         # A scope that names (or resolves to) nodes lists only their folders, not every node's segments of each hour.
         prefixes = [f"{prefix}{check_name('node', node)}/" for prefix in prefixes for node in nodes]
-    with ThreadPoolExecutor(max_workers=LOCK_WORKERS) as pool:
-        # The segment index and every hour prefix are read at once: a small freeze is dominated by these round trips.
-        index_future = pool.submit(segment_index.load, settings, s3, request.scope.cluster, request.window_start_ns,
-                                   request.window_end_ns)
-        listings = list(pool.map(lambda p: list(s3io.list_versions(s3, settings.raw_bucket, p)), prefixes))
-        candidates = select_segments(request, [v for listing in listings for v in listing], nodes)
-        indexed, gap_records = index_future.result()
-        context_future = pool.submit(k8s_context.preserve, settings, s3, request.incident_id, request.scope.cluster,
-                                     nodes, request.window_start_ns, request.window_end_ns,
-                                     request.lock.mode, request.lock.retain_until)
-        entries = list(pool.map(
-            lambda c: _lock_one(settings, s3, request, c, indexed.get((c.key, c.version_id))), candidates))
+    locks: list[Future[ManifestEntry]] = []
+    submitted = threading.Lock()
+    with ThreadPoolExecutor(max_workers=2) as aux, ThreadPoolExecutor(max_workers=LIST_WORKERS) as listers, \
+            ThreadPoolExecutor(max_workers=LOCK_WORKERS) as lockers:
+        # The segment index and the context snapshots run beside the listing, and every listed page's segments are
+        # locked while the next page is fetched: a freeze costs about its PutObjectRetention calls, not their sum
+        # plus the listing's round trips.
+        index_future = aux.submit(segment_index.load, settings, s3, request.scope.cluster, request.window_start_ns,
+                                  request.window_end_ns)
+        context_future = aux.submit(k8s_context.preserve, settings, s3, request.incident_id, request.scope.cluster,
+                                    nodes, request.window_start_ns, request.window_end_ns, request.lock.mode,
+                                    request.lock.retain_until)
+
+        def list_and_lock(prefix: str) -> None:
+            indexed, _ = index_future.result()
+            for version in s3io.list_versions(s3, settings.raw_bucket, prefix):
+                for candidate in select_segments(request, [version], nodes):
+                    future = lockers.submit(_lock_one, settings, s3, request, candidate,
+                                            indexed.get((candidate.key, candidate.version_id)))
+                    with submitted:
+                        locks.append(future)
+
+        list(listers.map(list_and_lock, prefixes))
+        entries = [future.result() for future in locks]
+        _, gap_records = index_future.result()
         context = context_future.result()
     manifest = build_manifest(request, entries, now or datetime.now(UTC), settings.raw_bucket,
                               [g for g in gap_records if not nodes or g.get("node") in nodes])
