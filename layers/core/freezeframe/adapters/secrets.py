@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
+from pathlib import Path
 
 import boto3
 
@@ -12,19 +13,30 @@ from freezeframe.errors import ConfigError
 
 
 def alertmanager_token(settings: Settings) -> str:
-    if settings.alertmanager_token_env:
-        return settings.alertmanager_token_env
-    if settings.alertmanager_token_file:
+    return _token("Alertmanager token", "FREEZEFRAME_ALERTMANAGER_TOKEN", settings.alertmanager_token_env,
+                  settings.alertmanager_token_file, settings.alertmanager_token_secret_arn, settings.region)
+
+
+def api_token(settings: Settings) -> str:
+    """The token of the manual freeze and status API."""
+    return _token("API token", "FREEZEFRAME_API_TOKEN", settings.api_token_env, settings.api_token_file,
+                  settings.api_token_secret_arn, settings.region)
+
+
+def _token(what: str, env_name: str, value: str | None, path: Path | None, arn: str | None, region: str) -> str:
+    """The first configured of: the value itself (env), a file holding it, a Secrets Manager secret."""
+    if value:
+        return value
+    if path:
         try:
-            token = settings.alertmanager_token_file.read_text(encoding="utf-8").strip()
+            token = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ConfigError(f"cannot read the Alertmanager token file {settings.alertmanager_token_file}") from exc
+            raise ConfigError(f"cannot read the {what} file {path}") from exc
         if token:
             return token
-    if settings.alertmanager_token_secret_arn:
-        return _secret_value(settings.alertmanager_token_secret_arn, settings.region)
-    raise ConfigError("no Alertmanager token configured: set FREEZEFRAME_ALERTMANAGER_TOKEN, "
-                      "FREEZEFRAME_ALERTMANAGER_TOKEN_FILE or FREEZEFRAME_ALERTMANAGER_TOKEN_SECRET_ARN")
+    if arn:
+        return _secret_value(arn, region)
+    raise ConfigError(f"no {what} configured: set {env_name}, {env_name}_FILE or {env_name}_SECRET_ARN")
 
 
 @lru_cache(maxsize=8)
@@ -33,23 +45,6 @@ def _secret_value(arn: str, region: str) -> str:
     if not value:
         raise ConfigError(f"secret {arn} has no SecretString")
     return str(value).strip()
-
-
-def api_token(settings: Settings) -> str:
-    """The token of the manual freeze and status API: env or file locally, Secrets Manager in AWS."""
-    if settings.api_token_env:
-        return settings.api_token_env
-    if settings.api_token_file:
-        try:
-            token = settings.api_token_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read the API token file {settings.api_token_file}") from exc
-        if token:
-            return token
-    if settings.api_token_secret_arn:
-        return _secret_value(settings.api_token_secret_arn, settings.region)
-    raise ConfigError("no API token configured: set FREEZEFRAME_API_TOKEN, FREEZEFRAME_API_TOKEN_FILE or "
-                      "FREEZEFRAME_API_TOKEN_SECRET_ARN")
 
 
 def pagerduty_secrets(settings: Settings) -> list[str]:
