@@ -1,7 +1,14 @@
-"""Capture engines. Each yields `Packet`s (or None as an idle tick, so the segmenter can close on time).
+"""Capture engines and the capture loop. Each engine yields `Packet`s, `AgentDrops` markers, or None as an idle tick
+(so the segmenter can close on time and the heartbeat keeps beating while no packet flows).
 
 - ReplaySource: a pcap file played back as if captured live, honouring inter-packet gaps divided by a speed-up.
 - TcpdumpSource: libpcap capture through tcpdump writing nanosecond pcap to a pipe.
+
+Kernel drops come from libpcap's own counters, which tcpdump prints on SIGUSR1 without stopping ("N packets dropped
+by kernel"), so the source polls them every `stats_interval_s` and keeps a timestamped series of running totals; the
+segmenter takes the total as of each segment's end. The signal is only sent once tcpdump catches it (SigCgt in
+/proc/<pid>/status): before its handler is installed SIGUSR1 would kill it. /proc/net/packet carries no drop counts
+and dumpcap's -S prints statistics only instead of capturing, so neither is a better source.
 """
 
 from __future__ import annotations
@@ -10,17 +17,86 @@ import logging
 import queue
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-from freezeframe.errors import CaptureFormatError
+from freezeframe.errors import CaptureFormatError, FreezeframeError
 from freezeframe.pcapio import Packet, PcapReader
 
 logger = logging.getLogger(__name__)
 _DROPPED = re.compile(r"(\d+) packets? dropped by kernel")
+_STATS_LINE = re.compile(r"packets? (captured|received by filter|dropped by (kernel|interface))")
+
+
+class CaptureEngineError(FreezeframeError):
+    """The capture engine stopped on its own (tcpdump exited, the interface went away)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentDrops:
+    """`count` packets the agent could not queue, the first of them captured at `first_ts_ns`."""
+
+    count: int
+    first_ts_ns: int
+
+
+class Source(Protocol):
+    @property
+    def link_type(self) -> int: ...
+    @property
+    def snaplen(self) -> int: ...
+    @property
+    def capture_filter(self) -> str: ...
+    @property
+    def kernel_drops(self) -> int: ...
+    @property
+    def agent_drops(self) -> int: ...
+
+    def kernel_drops_until(self, ts_ns: int) -> int: ...
+    def packets(self) -> Iterator[Packet | AgentDrops | None]: ...
+    def close(self) -> None: ...
+
+
+class _Sink(Protocol):
+    def add(self, ts_ns: int, data: bytes, orig_len: int) -> object: ...
+    def add_agent_drops(self, count: int, ts_ns: int) -> object: ...
+    def tick(self, now_ns: int) -> object: ...
+
+
+class _Heartbeat(Protocol):
+    def beat(self) -> None: ...
+
+
+def record(source: Source, segmenter: _Sink, heartbeat: _Heartbeat, *, live: bool,
+           stop: threading.Event | None = None, on_stop: Callable[[], None] | None = None,
+           clock_ns: Callable[[], int] = time.time_ns) -> bool:
+    """Feeds the source into the segmenter until the source ends; True when it ended because `stop` was set.
+
+    The heartbeat beats on every packet and every idle tick: a loop that is stuck, or an engine that died, stops it.
+    Only a live capture closes segments on the wall clock; a replay's packets carry their own timeline.
+    """
+    stopping = False
+    for item in source.packets():
+        heartbeat.beat()
+        if isinstance(item, Packet):
+            segmenter.add(item.ts_ns, item.data, item.orig_len)
+        elif item is None:
+            if live:
+                segmenter.tick(clock_ns())
+        elif isinstance(item, AgentDrops):
+            segmenter.add_agent_drops(item.count, item.first_ts_ns)
+        if stop is not None and not stopping and stop.is_set():
+            stopping = True
+            if on_stop is not None:
+                on_stop()  # ends the source; its remaining packets still drain through the loop
+    return stopping
 
 
 class ReplaySource:
@@ -29,13 +105,15 @@ class ReplaySource:
     is kept exactly."""
 
     def __init__(self, path: Path, speedup: float = 1.0, retime: bool = True,
-                 clock_ns: Callable[[], int] = time.time_ns) -> None:
+                 clock_ns: Callable[[], int] = time.time_ns, tick_s: float = 0.5) -> None:
         if speedup <= 0:
             raise ValueError(f"speed-up must be positive, got {speedup}")
         self.path = path
         self.speedup = speedup
         self.retime = retime
         self._clock_ns = clock_ns
+        self._tick_s = tick_s
+        self._stop = threading.Event()
         self._handle = open(path, "rb")  # noqa: SIM115 - closed by close() / the generator's end
         try:
             self._reader = PcapReader(self._handle)
@@ -47,19 +125,26 @@ class ReplaySource:
         self.kernel_drops = 0
         self.capture_filter = ""
 
-    def packets(self) -> Iterator[Packet | None]:
+    def packets(self) -> Iterator[Packet | AgentDrops | None]:
         offset_ns: int | None = None
         first_ts: int | None = None
         wall_start = time.monotonic()
         try:
             for packet in self._reader:
+                if self._stop.is_set():
+                    return
                 if first_ts is None:
                     first_ts = packet.ts_ns
                     offset_ns = self._clock_ns() - first_ts if self.retime else 0
                 due = wall_start + (packet.ts_ns - first_ts) / 1e9 / self.speedup
-                pause = due - time.monotonic()
-                if pause > 0:
-                    time.sleep(pause)
+                while (pause := due - time.monotonic()) > 0:
+                    if pause <= self._tick_s:
+                        time.sleep(pause)
+                        break
+                    # A long quiet stretch: idle ticks keep the heartbeat going.
+                    if self._stop.wait(self._tick_s):
+                        return
+                    yield None
                 yield Packet(packet.ts_ns + (offset_ns or 0), packet.orig_len, packet.data)
         finally:
             self.close()
@@ -70,54 +155,141 @@ class ReplaySource:
     def agent_drops(self) -> int:
         return self._reader.truncated
 
+    def kernel_drops_until(self, ts_ns: int) -> int:
+        return 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
     def close(self) -> None:
         self._handle.close()
 
 
 class TcpdumpSource:
-    """tcpdump -w - on one interface. A reader thread parses the pipe; `packets()` yields None every tick while the
-    interface is idle so segments still close on time."""
+    """tcpdump -w - on one interface. A reader thread parses the pipe into a bounded queue; `packets()` yields None
+    every tick while the interface is idle so segments still close on time. A full queue drops the packet (counted
+    as an agent drop, never blocking the pipe, which would only turn the loss into kernel drops)."""
 
     def __init__(self, interface: str, bpf: str = "", snaplen: int = 262_144, buffer_kib: int = 8192,
-                 tick_s: float = 0.5, tcpdump: str | None = None, command_prefix: Sequence[str] = ()) -> None:
+                 tick_s: float = 0.5, tcpdump: str | None = None, command_prefix: Sequence[str] = (),
+                 stats_interval_s: float = 1.0, queue_packets: int = 65_536,
+                 clock_ns: Callable[[], int] = time.time_ns) -> None:
         binary = tcpdump or shutil.which("tcpdump")
         if binary is None:
             raise FileNotFoundError("tcpdump is not installed (apt-get install tcpdump)")
+        self.interface = interface
         self.capture_filter = bpf
         self.snaplen = snaplen
-        self.kernel_drops = 0
         self.agent_drops = 0
         self._tick_s = tick_s
-        # command_prefix runs tcpdump elsewhere, e.g. ("ip", "netns", "exec", "ns1") for a network namespace.
+        self._stats_interval_s = stats_interval_s
+        self._clock_ns = clock_ns
+        self._stop_requested = False
+        self._last_answer: float | None = None  # monotonic time tcpdump last answered a stats request
+        self._drop_readings: deque[tuple[int, int]] = deque(maxlen=100_000)  # (observed_ns, running total)
+        self._stderr_tail: deque[str] = deque(maxlen=20)
+        # command_prefix runs tcpdump elsewhere, e.g. ("ip", "netns", "exec", "ns1") for a network namespace; such
+        # prefixes exec tcpdump, so the pid stays the one to signal.
         command = [*command_prefix, binary, "-i", interface, "-w", "-", "-U", "-n", "-s", str(snaplen),
                    "-B", str(buffer_kib), "--time-stamp-precision", "nano", "-Z", "root"]
         if bpf:
             command.append(bpf)
         self._proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert self._proc.stdout is not None
+        self._stderr_thread = threading.Thread(target=self._read_stderr, name=f"tcpdump-stderr-{interface}",
+                                               daemon=True)
+        self._stderr_thread.start()
         try:
             self._reader = PcapReader(self._proc.stdout)  # type: ignore[arg-type]  # a BufferedReader at runtime
         except CaptureFormatError as exc:
             self._proc.kill()
-            err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
-            raise CaptureFormatError(f"tcpdump on {interface} did not start: {err.strip()}") from exc
+            self._proc.wait()
+            self._stderr_thread.join(timeout=5)
+            raise CaptureFormatError(f"tcpdump on {interface} did not start: {self.error_tail()}") from exc
         self.link_type = self._reader.link_type
-        self._queue: queue.Queue[Packet | None] = queue.Queue(maxsize=65_536)
-        self._thread = threading.Thread(target=self._pump, name=f"tcpdump-{interface}", daemon=True)
-        self._thread.start()
+        self._queue: queue.Queue[Packet | AgentDrops | None] = queue.Queue(maxsize=queue_packets)
+        self._pump_thread = threading.Thread(target=self._pump, name=f"tcpdump-{interface}", daemon=True)
+        self._pump_thread.start()
+        self._stats_thread = threading.Thread(target=self._poll_stats, name=f"tcpdump-stats-{interface}",
+                                              daemon=True)
+        self._stats_thread.start()
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    @property
+    def kernel_drops(self) -> int:
+        """The latest running total of kernel drops tcpdump reported."""
+        return self._drop_readings[-1][1] if self._drop_readings else 0
+
+    def kernel_drops_until(self, ts_ns: int) -> int:
+        """The running total as observed at or before `ts_ns` (wall clock)."""
+        for observed_ns, total in reversed(self._drop_readings):
+            if observed_ns <= ts_ns:
+                return total
+        return 0
+
+    def engine_silence_s(self) -> float | None:
+        """Seconds since tcpdump last answered a stats request; None before the first answer. A stopped or wedged
+        tcpdump stops answering even while the pipe is merely idle, which idle ticks alone would not show."""
+        return None if self._last_answer is None else time.monotonic() - self._last_answer
+
+    @property
+    def exited_unexpectedly(self) -> bool:
+        return self._proc.poll() is not None and not self._stop_requested
+
+    def error_tail(self) -> str:
+        return " | ".join(self._stderr_tail)
 
     def _pump(self) -> None:
+        put = self._queue.put_nowait
+        pending, first_ts = 0, 0
         for packet in self._reader:
+            if pending:
+                try:
+                    put(AgentDrops(pending, first_ts))  # goes before the next packet, so attribution keeps order
+                    pending = 0
+                except queue.Full:
+                    pending += 1
+                    self.agent_drops += 1
+                    continue
             try:
-                self._queue.put(packet, timeout=1.0)
+                put(packet)
             except queue.Full:
+                if not pending:
+                    first_ts = packet.ts_ns
+                pending += 1
                 self.agent_drops += 1  # the segmenter cannot keep up; counted, never silent
+        if pending:
+            self._queue.put(AgentDrops(pending, first_ts))
         self._queue.put(None)
 
-    def packets(self) -> Iterator[Packet | None]:
+    def _read_stderr(self) -> None:
+        assert self._proc.stderr is not None
+        for raw in self._proc.stderr:
+            line = raw.decode(errors="replace").strip()
+            match = _DROPPED.search(line)
+            if match:
+                self._drop_readings.append((self._clock_ns(), int(match.group(1))))
+                self._last_answer = time.monotonic()
+            elif line and not _STATS_LINE.search(line):
+                self._stderr_tail.append(line)
+
+    def _poll_stats(self) -> None:
+        while self._proc.poll() is None and not self._stop_requested:
+            time.sleep(self._stats_interval_s)
+            if self._proc.poll() is None and not self._stop_requested and _catches_sigusr1(self._proc.pid):
+                try:
+                    self._proc.send_signal(signal.SIGUSR1)
+                except ProcessLookupError:
+                    return
+
+    def packets(self) -> Iterator[Packet | AgentDrops | None]:
+        get = self._queue.get
         while True:
             try:
-                item = self._queue.get(timeout=self._tick_s)
+                item = get(timeout=self._tick_s)
             except queue.Empty:
                 yield None
                 continue
@@ -126,14 +298,30 @@ class TcpdumpSource:
             yield item
 
     def stop(self) -> None:
+        """Asks tcpdump to finish (it flushes and prints its final counts); does not wait."""
+        self._stop_requested = True
         if self._proc.poll() is None:
             self._proc.terminate()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Waits for tcpdump and the reader threads; call after `packets()` ended."""
+        self.stop()
         try:
-            _, err = self._proc.communicate(timeout=10)
+            self._proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             self._proc.kill()
-            _, err = self._proc.communicate()
-        match = _DROPPED.search(err.decode(errors="replace") if err else "")
-        if match:
-            self.kernel_drops = int(match.group(1))
-        self._thread.join(timeout=10)
+            self._proc.wait()
+        self._stderr_thread.join(timeout=timeout_s)  # its final counts are in once stderr hits EOF
+        self._pump_thread.join(timeout=timeout_s)
+        self._stats_thread.join(timeout=timeout_s)
+
+
+def _catches_sigusr1(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (signal.SIGUSR1 - 1) & 1)
+    except OSError:
+        return False
+    return False

@@ -1,29 +1,28 @@
-"""Rolling segments: packets cut on a time grid into nanosecond pcap, zstd-compressed, hashed, and written to the
-spool atomically (temp file, fsync, rename), with a JSON sidecar that already holds the segment record."""
+"""Rolling segments: packets cut on a time grid into nanosecond pcap, zstd-compressed, hashed, and handed to the spool
+(which writes them atomically, with a JSON sidecar that already holds the segment record).
+
+Drops are attributed per segment: agent drops to the segment whose interval holds the dropped packets' timestamp,
+kernel drops by the capture engine's running count as observed by the segment's end (so an engine that reports
+periodically gets per-segment figures, and one that reports only at exit puts them on the last segment).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import io
-import json
-import os
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import zstandard
 
 from freezeframe.keys import raw_segment_key
 from freezeframe.pcapio import PcapWriter
+from freezeframe_agent.spool import DEFAULT_MAX_BYTES, EXT, Spool, SpooledSegment, pending
 
-EXT = "pcap.zst"
-
-
-@dataclass(slots=True)
-class SpooledSegment:
-    path: Path
-    meta_path: Path
-    meta: dict[str, Any]
+__all__ = ["EXT", "Segmenter", "SpooledSegment", "pending"]
+MAX_IDLE_FILL = 4  # at most this many periods of empty segments are filled in after one close
 
 
 @dataclass(slots=True)
@@ -35,36 +34,63 @@ class _Open:
     first_ns: int | None = None
     last_ns: int | None = None
     orig_bytes: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
+    agent_drops: int = 0
 
 
 class Segmenter:
-    """Cuts on a grid of `period_s` (so segments of different nodes line up), always at packet boundaries."""
+    """Cuts on a grid of `period_s` (so segments of different nodes line up), always at packet boundaries.
+
+    Every packet lies in [start_ns, end_ns) of its segment, and no two segments share a key: the first segment after a
+    restart starts where the previous run's last one ended, and a packet older than the last closed segment's end
+    (delivered very late, or a replay of old timestamps) moves the start of the segment it lands in back to itself.
+    Live, an idle tick closes a segment only `close_grace_s` after its end (libpcap may hold a packet back that
+    long) and the next segment follows on at once, so idle time is covered by empty segments.
+    """
 
     def __init__(self, *, cluster: str, node: str, spool_dir: Path, link_type: int, snaplen: int, period_s: float,
-                 capture_filter: str, agent_version: str, emit_empty: bool = False, level: int = 3) -> None:
+                 capture_filter: str, agent_version: str, emit_empty: bool = False, level: int = 3,
+                 spool: Spool | None = None, spool_max_bytes: int = DEFAULT_MAX_BYTES,
+                 kernel_drops_until: Callable[[int], int] | None = None, close_grace_s: float = 0.0,
+                 clock_ns: Callable[[], int] = time.time_ns) -> None:
         self.cluster, self.node = cluster, node
-        self.spool_dir = spool_dir
+        self.spool = spool if spool is not None else Spool(spool_dir, max_bytes=spool_max_bytes, clock_ns=clock_ns)
+        self.spool_dir = self.spool.directory
         self.link_type, self.snaplen = link_type, snaplen
         self.period_ns = int(period_s * 1e9)
         self.capture_filter = capture_filter
         self.agent_version = agent_version
         self.emit_empty = emit_empty
         self._compressor = zstandard.ZstdCompressor(level=level)
+        self._kernel_drops_until = kernel_drops_until
+        self._clock_ns = clock_ns
+        self._close_grace_ns = int(close_grace_s * 1e9)
         self._open: _Open | None = None
-        self.spool_dir.mkdir(parents=True, exist_ok=True)
-        self._state_path = self.spool_dir / "state.json"
-        self._next_seq = self._load_seq()
+        self._floor_ns = self.spool.last_end_ns  # the end of the last spooled segment, this run's or the last one's
+        # Totals of closed segments, for /metrics.
+        self.segments_closed = 0
+        self.packets_closed = 0
+        self.bytes_closed = 0
+        self.kernel_drops_attributed = 0
+        self.agent_drops_attributed = 0
+        self.last_closed_ns: int | None = None
 
-    def _load_seq(self) -> int:
-        if self._state_path.exists():
-            return int(json.loads(self._state_path.read_text())["next_seq"])
-        return 0
+    @property
+    def packets_total(self) -> int:
+        current = self._open
+        return self.packets_closed + (current.writer.packets if current is not None else 0)
+
+    @property
+    def bytes_total(self) -> int:
+        current = self._open
+        return self.bytes_closed + (current.orig_bytes if current is not None else 0)
 
     def _open_at(self, ts_ns: int) -> _Open:
-        start = ts_ns - ts_ns % self.period_ns
+        grid = ts_ns - ts_ns % self.period_ns
+        start = grid
+        if self._floor_ns is not None and grid < self._floor_ns:
+            start = self._floor_ns if ts_ns >= self._floor_ns else ts_ns
         buffer = io.BytesIO()
-        return _Open(start, start + self.period_ns, buffer, PcapWriter(buffer, self.link_type, self.snaplen))
+        return _Open(start, grid + self.period_ns, buffer, PcapWriter(buffer, self.link_type, self.snaplen))
 
     def add(self, ts_ns: int, data: bytes, orig_len: int) -> list[SpooledSegment]:
         closed: list[SpooledSegment] = []
@@ -73,18 +99,34 @@ class Segmenter:
         if self._open is None:
             self._open = self._open_at(ts_ns)
         seg = self._open
+        if ts_ns < seg.start_ns:
+            seg.start_ns = ts_ns  # late for an idle segment opened on the clock: the segment starts at it instead
         seg.writer.write(ts_ns, data, orig_len)
         seg.orig_bytes += orig_len
-        seg.first_ns = ts_ns if seg.first_ns is None else seg.first_ns
+        if seg.first_ns is None:
+            seg.first_ns = ts_ns
         seg.last_ns = ts_ns
         return closed
 
+    def add_agent_drops(self, count: int, ts_ns: int) -> list[SpooledSegment]:
+        """Packets the agent dropped (its queue was full), counted in the segment their timestamp falls into."""
+        closed: list[SpooledSegment] = []
+        if self._open is not None and ts_ns >= self._open.end_ns:
+            closed += self._close_until(ts_ns)
+        if self._open is None:
+            self._open = self._open_at(ts_ns)
+        self._open.start_ns = min(self._open.start_ns, ts_ns)
+        self._open.agent_drops += count
+        return closed
+
     def tick(self, now_ns: int) -> list[SpooledSegment]:
-        """Closes the open segment once the clock passes its end, even when no packet arrived (an idle interface)."""
-        if self._open is not None and now_ns >= self._open.end_ns:
-            return self._close_until(now_ns)
+        """Closes the open segment once the clock passes its end (plus the grace for late packets), even when no
+        packet arrived (an idle interface)."""
+        settled_ns = now_ns - self._close_grace_ns
+        if self._open is not None and settled_ns >= self._open.end_ns:
+            return self._close_until(settled_ns)
         if self._open is None and self.emit_empty:
-            self._open = self._open_at(now_ns)
+            self._open = self._open_at(now_ns)  # not earlier: capture may have started only just now
         return []
 
     def _close_until(self, ts_ns: int) -> list[SpooledSegment]:
@@ -92,60 +134,56 @@ class Segmenter:
         while self._open is not None and ts_ns >= self._open.end_ns:
             current = self._open
             self._open = None
-            if current.writer.packets or self.emit_empty:
+            if current.writer.packets or current.agent_drops or self.emit_empty:
                 closed.append(self._spool(current, current.end_ns))
-            if self.emit_empty and ts_ns >= current.end_ns + self.period_ns:
+            # Live, the next segment follows on at once, so idle periods become empty segments (proof of silence).
+            # A clock that jumped ahead or a loop that hung gets none: a gap in coverage is the honest record.
+            if self.emit_empty and ts_ns < current.end_ns + MAX_IDLE_FILL * self.period_ns:
                 self._open = self._open_at(current.end_ns)
         return closed
 
     def flush(self, kernel_drops: int = 0, agent_drops: int = 0) -> list[SpooledSegment]:
-        """Closes the open segment at its last packet (end of replay / shutdown)."""
+        """Closes the open segment at its last packet (end of replay / shutdown). `kernel_drops` and `agent_drops`
+        are the engine's final totals: whatever earlier segments did not get lands on this last one."""
+        if self.emit_empty:
+            self._close_until(self._clock_ns())  # live: the engine has stopped, no packet can arrive late any more
         current, self._open = self._open, None
-        if current is None or not current.writer.packets:
+        kernel_left = max(0, kernel_drops - self.kernel_drops_attributed)
+        agent_left = max(0, agent_drops - self.agent_drops_attributed)
+        if current is None:
+            if not kernel_left and not agent_left:
+                return []
+            current = self._open_at(self._clock_ns())  # drops reported after the last segment closed
+        if not current.writer.packets and not kernel_left and not agent_left and not current.agent_drops:
             return []
-        current.extra = {"kernel_drops": kernel_drops, "agent_drops": agent_drops}
-        return [self._spool(current, (current.last_ns or current.start_ns) + 1)]
+        current.agent_drops = max(current.agent_drops, agent_left)
+        if current.last_ns is not None:
+            end_ns = current.last_ns + 1
+        else:
+            end_ns = max(current.start_ns + 1, min(self._clock_ns(), current.end_ns))
+        return [self._spool(current, end_ns, kernel_total=kernel_drops)]
 
-    def _spool(self, seg: _Open, end_ns: int) -> SpooledSegment:
-        seq = self._next_seq
+    def _spool(self, seg: _Open, end_ns: int, kernel_total: int | None = None) -> SpooledSegment:
+        if kernel_total is None:
+            kernel_total = self._kernel_drops_until(end_ns) if self._kernel_drops_until is not None else 0
+        kernel = max(0, kernel_total - self.kernel_drops_attributed)
         stored = self._compressor.compress(seg.buffer.getvalue())
-        sha256 = hashlib.sha256(stored).hexdigest()
-        key = raw_segment_key(self.cluster, self.node, seg.start_ns, end_ns, EXT)
         meta = {
-            "cluster": self.cluster, "node": self.node, "key": key, "start_ns": seg.start_ns, "end_ns": end_ns,
+            "cluster": self.cluster, "node": self.node,
+            "key": raw_segment_key(self.cluster, self.node, seg.start_ns, end_ns, EXT),
+            "start_ns": seg.start_ns, "end_ns": end_ns,
             "first_packet_ns": seg.first_ns, "last_packet_ns": seg.last_ns, "packets": seg.writer.packets,
-            "bytes": seg.orig_bytes, "stored_bytes": len(stored), "sha256": sha256, "compression": "zstd",
-            "format": "pcap", "link_type": self.link_type, "snaplen": self.snaplen,
-            "kernel_drops": seg.extra.get("kernel_drops", 0), "agent_drops": seg.extra.get("agent_drops", 0),
-            "seq": seq, "capture_filter": self.capture_filter, "agent_version": self.agent_version,
+            "bytes": seg.orig_bytes, "stored_bytes": len(stored), "sha256": hashlib.sha256(stored).hexdigest(),
+            "compression": "zstd", "format": "pcap", "link_type": self.link_type, "snaplen": self.snaplen,
+            "kernel_drops": kernel, "agent_drops": seg.agent_drops,
+            "capture_filter": self.capture_filter, "agent_version": self.agent_version,
         }
-        base = self.spool_dir / f"{seq:012d}"
-        path = base.with_suffix("." + EXT)
-        meta_path = base.with_suffix(".json")
-        _atomic_write(path, stored)
-        # The sidecar lands last: a segment without its sidecar is an interrupted write and never uploaded.
-        _atomic_write(meta_path, json.dumps(meta, sort_keys=True).encode())
-        self._next_seq = seq + 1
-        _atomic_write(self._state_path, json.dumps({"next_seq": self._next_seq}).encode())
-        return SpooledSegment(path, meta_path, meta)
-
-
-def pending(spool_dir: Path) -> list[SpooledSegment]:
-    """Spooled segments not yet uploaded, in seq order (a restart resumes from here)."""
-    out = []
-    for meta_path in sorted(spool_dir.glob("*.json")):
-        if meta_path.name == "state.json":
-            continue
-        path = meta_path.with_suffix("." + EXT)
-        if path.exists():
-            out.append(SpooledSegment(path, meta_path, json.loads(meta_path.read_text())))
-    return out
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+        spooled = self.spool.add(stored, meta)
+        self.kernel_drops_attributed += kernel
+        self.agent_drops_attributed += seg.agent_drops
+        self.segments_closed += 1
+        self.packets_closed += seg.writer.packets
+        self.bytes_closed += seg.orig_bytes
+        self.last_closed_ns = self._clock_ns()
+        self._floor_ns = max(self._floor_ns or 0, end_ns)
+        return spooled

@@ -1,0 +1,249 @@
+"""Operability: the capture heartbeat, `/healthz` and `/metrics` (Prometheus text exposition format 0.0.4).
+
+/healthz is a liveness check of capture: 200 while the capture loop beats (on every packet and every idle tick)
+and the upload threads run; 503 with a JSON reason once the heartbeat is older than two segment periods, the capture
+engine exited, or an upload thread died. An S3 or bus outage does not make it unhealthy (restarting the agent would
+not help; the spool rides it out); /metrics shows it as upload lag and failures instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from freezeframe_agent.capture import Source
+    from freezeframe_agent.segmenter import Segmenter
+    from freezeframe_agent.spool import Spool
+    from freezeframe_agent.uploader import Uploader
+
+logger = logging.getLogger(__name__)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+PREFIX = "freezeframe_agent_"
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    healthy: bool
+    reasons: list[str]
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": "ok" if self.healthy else "unhealthy", "reasons": self.reasons, **self.details}
+
+
+class Health:
+    """The heartbeat and the failures that make the agent unhealthy. `clock` is monotonic seconds (injectable)."""
+
+    def __init__(self, period_s: float, clock: Callable[[], float] = time.monotonic, stale_periods: float = 2.0,
+                 checks: Iterable[Callable[[], str | None]] = ()) -> None:
+        self.period_s = period_s
+        self.stale_after_s = stale_periods * period_s
+        self._clock = clock
+        self._last_beat = clock()
+        self._failure: str | None = None
+        self._checks = list(checks)
+
+    def beat(self) -> None:
+        self._last_beat = self._clock()
+
+    def fail(self, reason: str) -> None:
+        self._failure = reason
+
+    def add_check(self, check: Callable[[], str | None]) -> None:
+        """`check()` returns a reason when something is wrong, else None."""
+        self._checks.append(check)
+
+    def heartbeat_age_s(self) -> float:
+        return max(0.0, self._clock() - self._last_beat)
+
+    def report(self) -> HealthReport:
+        age = self.heartbeat_age_s()
+        reasons = []
+        if self._failure is not None:
+            reasons.append(self._failure)
+        if age > self.stale_after_s:
+            reasons.append(f"capture heartbeat is {age:.1f} s old (limit {self.stale_after_s:g} s, two segment "
+                           "periods): the capture loop is stuck or the engine stopped")
+        reasons += [reason for check in self._checks if (reason := check()) is not None]
+        return HealthReport(not reasons, reasons, {"heartbeat_age_s": round(age, 3), "period_s": self.period_s})
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    name: str  # without the prefix
+    kind: str  # counter | gauge
+    help: str
+    value: float
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+def render(samples: Iterable[Sample]) -> str:
+    """Prometheus text format: one HELP and TYPE line per family, then its samples; families in first-seen order."""
+    families: dict[str, list[Sample]] = {}
+    for sample in samples:
+        families.setdefault(sample.name, []).append(sample)
+    lines = []
+    for name, members in families.items():
+        full = PREFIX + name
+        lines.append(f"# HELP {full} {_escape_help(members[0].help)}")
+        lines.append(f"# TYPE {full} {members[0].kind}")
+        for sample in members:
+            labels = ",".join(f'{key}="{_escape_label(value)}"' for key, value in sample.labels)
+            lines.append(f"{full}{{{labels}}} {_number(sample.value)}" if labels else f"{full} {_number(sample.value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _escape_label(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "+Inf" if value > 0 else "-Inf"
+        return repr(value)
+    return str(int(value))
+
+
+class AgentMetrics:
+    """Collects the agent's figures from its parts at scrape time (nothing on the packet path)."""
+
+    def __init__(self, *, cluster: str, node: str, version: str, health: Health, source: Source,
+                 segmenter: Segmenter, spool: Spool, uploader: Uploader,
+                 clock_ns: Callable[[], int] = time.time_ns) -> None:
+        self.cluster, self.node, self.version = cluster, node, version
+        self.health, self.source, self.segmenter = health, source, segmenter
+        self.spool, self.uploader = spool, uploader
+        self._clock_ns = clock_ns
+        self._started_ns = clock_ns()
+
+    def samples(self) -> list[Sample]:
+        now = self._clock_ns()
+        spool = self.spool.stats()
+        report = self.health.report()
+        last_closed = self.segmenter.last_closed_ns
+        upload_lag = 0.0 if spool.oldest_spooled_ns is None else max(0.0, (now - spool.oldest_spooled_ns) / 1e9)
+        out = [
+            Sample("info", "gauge", "The agent's version and identity.", 1,
+                   (("version", self.version), ("cluster", self.cluster), ("node", self.node),
+                    ("engine", type(self.source).__name__))),
+            Sample("healthy", "gauge", "1 while /healthz answers 200.", 1 if report.healthy else 0),
+            Sample("heartbeat_age_seconds", "gauge", "Seconds since the capture loop last beat.",
+                   self.health.heartbeat_age_s()),
+            Sample("packets_captured_total", "counter", "Packets written into segments.", self.segmenter.packets_total),
+            Sample("bytes_captured_total", "counter", "Capture (original length) bytes written into segments.",
+                   self.segmenter.bytes_total),
+            Sample("kernel_drops_total", "counter", "Packets the kernel dropped, as the capture engine reports them.",
+                   self.source.kernel_drops),
+            Sample("agent_drops_total", "counter", "Packets the agent dropped because its queue was full.",
+                   self.source.agent_drops),
+            Sample("segments_closed_total", "counter", "Segments closed and spooled.", self.segmenter.segments_closed),
+            Sample("segments_stored_total", "counter", "Segments put to S3.", self.uploader.stored_total),
+            Sample("segments_uploaded_total", "counter", "Segments put to S3 and published on the bus.",
+                   len(self.uploader.uploaded)),
+        ]
+        out += [Sample("upload_failures_total", "counter", "Failed upload attempts, per stage.", failures,
+                       (("stage", stage),)) for stage, failures in self.uploader.failures_total.items()]
+        out += [
+            Sample("spool_bytes", "gauge", "Spooled segment bytes S3 does not hold yet (what the cap counts).",
+                   spool.bytes),
+            Sample("spool_max_bytes", "gauge", "The spool's storage cap.", self.spool.max_bytes),
+            Sample("spool_segments", "gauge", "Segments in the spool not yet fully uploaded.", spool.segments),
+            Sample("upload_lag_seconds", "gauge", "Age of the oldest segment not yet fully uploaded (0 when none).",
+                   upload_lag),
+            Sample("last_segment_age_seconds", "gauge",
+                   "Seconds since the last segment closed (since start while none has).",
+                   (now - (last_closed if last_closed is not None else self._started_ns)) / 1e9),
+            Sample("segments_evicted_total", "counter", "Segments the storage cap (or a corrupt file) evicted.",
+                   spool.evicted_total),
+            Sample("gap_records_pending", "gauge", "Gap records waiting to be published.", spool.gaps_pending),
+            Sample("gap_records_published_total", "counter", "Gap records published.",
+                   self.uploader.gaps_published_total),
+        ]
+        return out
+
+    def render(self) -> str:
+        return render(self.samples())
+
+    def health_report(self) -> HealthReport:
+        report = self.health.report()
+        spool = self.spool.stats()
+        now = self._clock_ns()
+        lag = 0.0 if spool.oldest_spooled_ns is None else (now - spool.oldest_spooled_ns) / 1e9
+        details = {**report.details, "spool_segments": spool.segments, "gap_records_pending": spool.gaps_pending,
+                   "upload_lag_s": round(max(0.0, lag), 3),
+                   "upload_errors": {k: v for k, v in self.uploader.last_error.items() if v}}
+        return HealthReport(report.healthy, report.reasons, details)
+
+
+class HealthServer:
+    """A stdlib HTTP server in a daemon thread; port 0 picks a free one (see `.port`)."""
+
+    def __init__(self, port: int, health: Callable[[], HealthReport], metrics: Callable[[], str],
+                 host: str = "0.0.0.0") -> None:  # noqa: S104 - probes and scrapes come from the node's network
+        self._health = health
+        self._metrics = metrics
+        self._server = ThreadingHTTPServer((host, port), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="health-http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> HealthServer:
+        self._thread.start()
+        logger.info("health server listening", extra={"port": self.port})
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+                try:
+                    self._route(self.path.split("?", 1)[0])
+                except Exception:  # noqa: BLE001 - a broken probe must answer, not hang up
+                    logger.exception("health request failed", extra={"path": self.path})
+                    self._reply(500, "application/json", b'{"error":"internal error"}')
+
+            def _route(self, path: str) -> None:
+                if path == "/healthz":
+                    report = server._health()
+                    self._reply(200 if report.healthy else 503, "application/json",
+                                json.dumps(report.to_dict(), sort_keys=True).encode())
+                elif path == "/metrics":
+                    self._reply(200, CONTENT_TYPE, server._metrics().encode())
+                else:
+                    self._reply(404, "application/json", b'{"error":"not found"}')
+
+            def _reply(self, status: int, content_type: str, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
+                logger.debug("health request", extra={"request": format % args})
+
+        return Handler

@@ -1,0 +1,57 @@
+"""The agent's segment bus. Kafka through a producer tuned for outages; the core's file bus otherwise.
+
+The core `KafkaBus` gives up waiting on a send after 30 s, while its producer keeps the record and delivers it once
+the broker is back: a caller that then re-sends gets the record twice. This bus waits on the *same* send again when
+the same record is published again after a timeout, and sends anew only after the producer itself gave up, so a
+Kafka outage of any length adds no duplicate records (a crash between the broker's ack and the spool update can
+still re-send one: delivery stays at-least-once).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from freezeframe.adapters.bus import KafkaBus, SegmentBus, open_bus
+from freezeframe.config import Settings
+
+DELIVERY_TIMEOUT_MS = 24 * 3600 * 1000  # the producer keeps retrying a record through a day-long outage
+
+
+class DurableKafkaBus(KafkaBus):
+    def __init__(self, bootstrap: str, wait_s: float = 10.0, producer: Any = None) -> None:
+        from kafka import KafkaProducer  # raises NoBrokersAvailable while the broker is down: build it lazily
+
+        self._bootstrap = bootstrap
+        self._wait_s = wait_s
+        self._producer = producer or KafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
+            delivery_timeout_ms=DELIVERY_TIMEOUT_MS,
+            max_block_ms=int(wait_s * 1000),  # send() waits this long for metadata while the broker is away
+            reconnect_backoff_max_ms=2000)  # notice a returning broker within seconds
+        self._in_flight: dict[tuple[str, str, bytes], Any] = {}
+
+    def publish(self, topic: str, key: str, value: Mapping[str, Any]) -> None:
+        body = json.dumps(dict(value), sort_keys=True).encode()
+        ident = (topic, key, body)
+        future = self._in_flight.get(ident)
+        if future is None or future.is_done:
+            future = self._producer.send(topic, key=key.encode(), value=body)
+            self._in_flight[ident] = future
+        try:
+            future.get(timeout=self._wait_s)
+        except Exception:
+            if future.is_done:  # the producer gave up on it: the next publish sends anew
+                self._in_flight.pop(ident, None)
+            raise
+        self._in_flight.pop(ident, None)
+
+    def close(self) -> None:
+        self._producer.close(timeout=5)  # unacknowledged records stay in the spool and go out after a restart
+
+
+def open_agent_bus(config: Settings) -> SegmentBus:
+    if config.kafka_bootstrap:
+        return DurableKafkaBus(config.kafka_bootstrap)
+    return open_bus(config)
