@@ -7,7 +7,6 @@ too small for the outage, the evicted segments are reported by a gap record whil
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,6 @@ from typing import Any
 import pytest
 
 from freezeframe.adapters import s3 as s3io
-from freezeframe.local import kafka as kafka_tooling
 from freezeframe.local.kafka import create_topics, start_kafka, stop_kafka
 from freezeframe_agent.main import run_replay
 
@@ -55,20 +53,9 @@ def spooled(spool_dir: Path) -> int:
     return len(list(spool_dir.glob("*.pcap.zst")))
 
 
-def reuse_addr_port_check(port: int) -> int:
-    """The port check before a broker start, with SO_REUSEADDR as the broker's own listener uses it. The plain check
-    of freezeframe.local.kafka refuses a port whose old connections are in TIME_WAIT, which is every port a broker
-    just served from when it was stopped under load."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
-    return port
-
-
 def test_kafka_stopped_and_restarted_mid_run_loses_and_duplicates_nothing(
-        local: Any, tmp_path: Path, udp_capture: Any, helpers: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        local: Any, tmp_path: Path, udp_capture: Any, helpers: Any) -> None:
     config, s3, _ = local
-    monkeypatch.setattr(kafka_tooling, "_check_port_free", reuse_addr_port_check)
     broker = start_kafka(tmp_path / "kafka")  # our own broker: the session's must stay up for the other tests
     try:
         port = int(broker.bootstrap.rsplit(":", 1)[1])

@@ -311,6 +311,8 @@ def _free_port(exclude: set[int] | None = None) -> int:
 
 def _check_port_free(port: int) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # The JVM binds with SO_REUSEADDR, so a port in TIME_WAIT after a stop is free for the broker: check alike.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((_LOOPBACK, port))
         except OSError as exc:
