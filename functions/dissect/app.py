@@ -9,6 +9,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from freezeframe.adapters import s3 as s3io
+from freezeframe.adapters.catalog import register_parts
 from freezeframe.config import settings
 from freezeframe.dissect.job import dissect_node
 
@@ -24,5 +25,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     config = settings()
     logger.append_keys(incident_id=event["incident_id"], node=event["node"])
     report = dissect_node(config, s3io.client(config), event["incident_id"], event["node"])
+    register_parts(config, report.parts.values())
     metrics.add_metric(name="ConnectionsRows", unit=MetricUnit.Count, value=report.tables.get("connections", 0))
     return report.to_dict()

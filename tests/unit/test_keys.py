@@ -48,3 +48,18 @@ def test_table_parts_are_hive_partitioned_and_deterministic() -> None:
     key = table_part_key("connections", T0, "am-1", "node-a")
     assert key == "tables/connections/dt=2026-11-21/incident_id=am-1/node-a.parquet"
     assert table_part_key("connections", T0, "am-1", "node-a") == key
+
+
+def test_part_keys_parse_back_to_their_partition() -> None:
+    from freezeframe.keys import parse_table_part_key
+
+    key = table_part_key("dns", T0, "am-1", "node-a")
+    assert parse_table_part_key(key) == ("dns", "2026-11-21", "am-1", "node-a")
+    assert parse_table_part_key("tables/dns/dt=2026-11-21/other.txt") is None
+
+
+def test_without_a_glue_database_nothing_is_registered() -> None:
+    from freezeframe.adapters.catalog import register_parts
+    from freezeframe.config import Settings
+
+    assert register_parts(Settings(), [table_part_key("dns", T0, "am-1", "node-a")]) == []

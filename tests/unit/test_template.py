@@ -313,3 +313,142 @@ def test_no_bucket_grant_covers_a_whole_bucket(template: dict[str, Any]) -> None
             assert bucket != "*", f"S3 grant on Resource '*': {statement}"
             # The bucket ARN itself (listing) or objects under a named prefix; never every object of a bucket.
             assert rest == "" or _PREFIXED_OBJECTS.match(rest), f"{bucket}{rest} is not under a prefix: {statement}"
+
+
+# ---------------------------------------------------------------- query side: Glue, Athena, alarms
+
+GLUE_BEGIN = "  # BEGIN freezeframe.glue\n"
+GLUE_END = "  # END freezeframe.glue\n"
+REGENERATE = (
+    "template.yaml's Glue resources differ from freezeframe.schemas: replace the block between "
+    f"{GLUE_BEGIN.strip()!r} and {GLUE_END.strip()!r} with the output of "
+    "`PYTHONPATH=layers/core python -m freezeframe.glue --yaml`"
+)
+
+
+def _glue() -> Any:
+    sys.path.insert(0, str(ROOT / "layers" / "core"))
+    from freezeframe import glue
+
+    return glue
+
+
+def test_glue_block_is_exactly_the_generated_yaml() -> None:
+    text = TEMPLATE.read_text(encoding="utf-8")
+    assert text.count(GLUE_BEGIN) == text.count(GLUE_END) == 1, "the generated Glue block's markers are missing"
+    block = text[text.index(GLUE_BEGIN) + len(GLUE_BEGIN):text.index(GLUE_END)]
+    assert block == _glue().template_yaml(), REGENERATE
+
+
+def test_glue_resources_are_the_schemas_and_nothing_else(template: dict[str, Any]) -> None:
+    glue = _glue()
+    expected = glue.template_resources()
+    actual = _resources(template, "AWS::Glue::Database", "AWS::Glue::Table")
+    assert set(actual) == set(expected), REGENERATE
+    for name, resource in expected.items():
+        assert actual[name] == resource, f"{name}: {REGENERATE}"
+    assert template["Parameters"][glue.DATABASE_NAME_PARAMETER]["Default"] == glue.DEFAULT_DATABASE
+
+
+def test_athena_workgroup_enforces_encrypted_results_and_a_scan_cutoff(template: dict[str, Any]) -> None:
+    (workgroup,) = _resources(template, "AWS::Athena::WorkGroup").values()
+    config = workgroup["Properties"]["WorkGroupConfiguration"]
+    assert config["EnforceWorkGroupConfiguration"] is True
+    assert config["BytesScannedCutoffPerQuery"] == {"Ref": "AthenaBytesScannedCutoffPerQuery"}
+    assert template["Parameters"]["AthenaBytesScannedCutoffPerQuery"]["Type"] == "Number"
+    results = config["ResultConfiguration"]
+    assert results["OutputLocation"] == {"Fn::Sub": "s3://${EvidenceBucket}/athena-results/"}
+    assert results["EncryptionConfiguration"] == {
+        "EncryptionOption": "SSE_KMS",
+        "KmsKey": {"Fn::GetAtt": ["DataKey", "Arn"]},
+    }
+
+
+def _glue_statements(template: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, resource in template["Resources"].items():
+        for statement in _statements(resource.get("Properties", {})):
+            if statement["Effect"] == "Allow" and any(a.startswith("glue:") for a in _actions(statement)):
+                out.setdefault(name, []).append(statement)
+    return out
+
+
+def test_only_dissect_registers_partitions_and_only_in_its_database(template: dict[str, Any]) -> None:
+    grants = _glue_statements(template)
+    assert set(grants) == {_function_folders(template)["dissect"]}, f"glue grants: {sorted(grants)}"
+    for statement in grants["DissectFunction"]:
+        assert set(_actions(statement)) <= {"glue:batchcreatepartition", "glue:gettable"}, statement
+        resources = statement["Resource"]
+        assert resources != "*" and isinstance(resources, list), statement
+        arns = [r["Fn::Sub"] for r in resources]
+        prefix = "arn:${AWS::Partition}:glue:${AWS::Region}:${AWS::AccountId}:"
+        assert sorted(arns) == sorted(
+            [f"{prefix}catalog", f"{prefix}database/${{GlueDatabase}}", f"{prefix}table/${{GlueDatabase}}/*"]
+        ), statement
+
+
+def _alarms(template: dict[str, Any]) -> list[dict[str, Any]]:
+    return [res["Properties"] for res in _resources(template, "AWS::CloudWatch::Alarm").values()]
+
+
+def _alarm_metrics(alarm: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """(namespace, metric name, first dimension value) of a simple or metric-math alarm."""
+    if "MetricName" in alarm:
+        return [(alarm["Namespace"], alarm["MetricName"], alarm["Dimensions"][0]["Value"])]
+    return [
+        (m["MetricStat"]["Metric"]["Namespace"], m["MetricStat"]["Metric"]["MetricName"],
+         m["MetricStat"]["Metric"]["Dimensions"][0]["Value"])
+        for m in alarm["Metrics"] if "MetricStat" in m
+    ]
+
+
+def test_every_function_has_an_errors_alarm(template: dict[str, Any]) -> None:
+    watched = {value["Ref"] for alarm in _alarms(template) if "MetricName" in alarm
+               for ns, metric, value in _alarm_metrics(alarm) if (ns, metric) == ("AWS/Lambda", "Errors")}
+    functions = set(_resources(template, *FUNCTION_TYPES))
+    assert functions and functions <= watched, f"functions without an Errors alarm: {sorted(functions - watched)}"
+
+
+def test_every_dead_letter_queue_has_a_depth_alarm(template: dict[str, Any]) -> None:
+    queues = set(_resources(template, "AWS::SQS::Queue"))
+    depth_alarms = {
+        value["Fn::GetAtt"][0]: alarm
+        for alarm in _alarms(template)
+        for ns, metric, value in _alarm_metrics(alarm)
+        if (ns, metric) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+    }
+    assert queues and queues <= set(depth_alarms), f"queues without a depth alarm: {sorted(queues - set(depth_alarms))}"
+    for alarm in depth_alarms.values():
+        assert alarm["ComparisonOperator"] == "GreaterThanThreshold" and alarm["Threshold"] == 0
+
+
+def test_freeze_failures_alarm_within_a_minute(template: dict[str, Any]) -> None:
+    alarm = template["Resources"]["FreezeFailuresAlarm"]["Properties"]
+    metrics = _alarm_metrics(alarm)
+    assert ("AWS/Lambda", "Errors", {"Ref": "FreezeFunction"}) in metrics
+    assert ("AWS/Lambda", "Throttles", {"Ref": "FreezeFunction"}) in metrics
+    assert all(m["MetricStat"]["Period"] == 60 for m in alarm["Metrics"] if "MetricStat" in m)
+
+
+def test_alarms_notify_the_optional_topic(template: dict[str, Any]) -> None:
+    expected = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+    alarms = _alarms(template)
+    assert alarms
+    for alarm in alarms:
+        assert alarm["AlarmActions"] == alarm["OKActions"] == expected, alarm
+        assert alarm["TreatMissingData"] == "notBreaching"
+    assert template["Parameters"]["AlarmTopicArn"]["Default"] == ""
+
+
+def test_samconfig_default_environment_overrides_only_template_parameters(template: dict[str, Any]) -> None:
+    import tomllib
+
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text(encoding="utf-8"))["default"]
+    assert config["global"]["parameters"]["region"] == "us-east-1"
+    assert config["global"]["parameters"]["stack_name"]
+    deploy = config["deploy"]["parameters"]
+    assert deploy["resolve_s3"] is True
+    assert set(deploy["capabilities"].split()) >= {"CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"}
+    overrides = dict(item.split("=", 1) for item in deploy["parameter_overrides"])
+    unknown = sorted(set(overrides) - set(template["Parameters"]))
+    assert not unknown, f"samconfig.toml overrides parameters the template does not have: {unknown}"

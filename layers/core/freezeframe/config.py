@@ -40,6 +40,7 @@ ENV_FUNCTIONS_DIR = "FREEZEFRAME_FUNCTIONS_DIR"
 ENV_CACHE_DIR = "FREEZEFRAME_CACHE_DIR"
 ENV_HOLD_GRACE_S = "FREEZEFRAME_HOLD_GRACE_SECONDS"
 ENV_CONSOLIDATE = "FREEZEFRAME_CONSOLIDATE"
+ENV_GLUE_DATABASE = "FREEZEFRAME_GLUE_DATABASE"
 ENV_SPOOL_MAX_BYTES = "FREEZEFRAME_SPOOL_MAX_BYTES"
 ENV_AGENT_HTTP_PORT = "FREEZEFRAME_AGENT_HTTP_PORT"
 ENV_FREEZE_RULES = "FREEZEFRAME_FREEZE_RULES"
@@ -50,6 +51,13 @@ ENV_PAGERDUTY_SECRET_ARN = "FREEZEFRAME_PAGERDUTY_SECRET_ARN"  # noqa: S105
 ENV_API_TOKEN = "FREEZEFRAME_API_TOKEN"  # noqa: S105 - the variable's name, not a secret
 ENV_API_TOKEN_FILE = "FREEZEFRAME_API_TOKEN_FILE"  # noqa: S105
 ENV_API_TOKEN_SECRET_ARN = "FREEZEFRAME_API_TOKEN_SECRET_ARN"  # noqa: S105
+ENV_SEGMENT_MAX_BYTES = "FREEZEFRAME_SEGMENT_MAX_BYTES"
+ENV_CAPTURE_BUFFER_KIB = "FREEZEFRAME_CAPTURE_BUFFER_KIB"
+ENV_SNAPLEN = "FREEZEFRAME_SNAPLEN"
+ENV_INTERFACES = "FREEZEFRAME_INTERFACES"
+ENV_CAPTURE_FILTER = "FREEZEFRAME_CAPTURE_FILTER"
+ENV_K8S_WATCH = "FREEZEFRAME_K8S_WATCH"
+ENV_JOBS_FILE = "FREEZEFRAME_JOBS_FILE"
 
 SEGMENTS_TOPIC = "freezeframe.segments"
 K8S_TOPIC = "freezeframe.k8s"
@@ -86,6 +94,7 @@ class Settings:
     freeze_rules: str | None = None
     hold_grace_s: int = 600
     consolidate: bool = False
+    glue_database: str | None = None
     freeze_rules_file: Path | None = None
     api_token_env: str | None = None
     pagerduty_secrets_env: str | None = None
@@ -93,6 +102,13 @@ class Settings:
     pagerduty_secret_arn: str | None = None
     api_token_file: Path | None = None
     api_token_secret_arn: str | None = None
+    segment_max_bytes: int = 64 << 20  # a segment is cut early when its pcap would grow past this
+    capture_buffer_kib: int = 8192  # tcpdump -B: the kernel buffer per capture engine
+    snaplen: int = 262_144
+    interfaces: tuple[str, ...] = ("any",)  # comma-separated in the env; "any" is Linux cooked capture of all
+    capture_filter: str = ""  # BPF of the always-on capture
+    k8s_watch: bool = False  # the DaemonSet turns it on; outside a cluster there is no API server
+    jobs_file: Path | None = None  # recording jobs (YAML), re-read when its mtime changes
 
     def __post_init__(self) -> None:
         if self.lock_mode not in LOCK_MODES:
@@ -103,6 +119,14 @@ class Settings:
             raise ConfigError(f"{ENV_SEGMENT_SECONDS} must be positive, got {self.segment_seconds}")
         if self.spool_max_bytes < 1:
             raise ConfigError(f"{ENV_SPOOL_MAX_BYTES} must be positive, got {self.spool_max_bytes}")
+        if self.segment_max_bytes < 1024:
+            raise ConfigError(f"{ENV_SEGMENT_MAX_BYTES} must be at least 1024, got {self.segment_max_bytes}")
+        if self.capture_buffer_kib < 1:
+            raise ConfigError(f"{ENV_CAPTURE_BUFFER_KIB} must be positive, got {self.capture_buffer_kib}")
+        if not 1 <= self.snaplen <= 262_144:
+            raise ConfigError(f"{ENV_SNAPLEN} must be within 1..262144, got {self.snaplen}")
+        if not self.interfaces:
+            raise ConfigError(f"{ENV_INTERFACES} must name at least one interface (or 'any')")
         if not 0 <= self.agent_http_port <= 65535:
             raise ConfigError(f"{ENV_AGENT_HTTP_PORT} must be a port number, got {self.agent_http_port}")
 
@@ -139,6 +163,7 @@ class Settings:
             freeze_rules=env.get(ENV_FREEZE_RULES) or None,
             hold_grace_s=_int(env, ENV_HOLD_GRACE_S, base.hold_grace_s),
             consolidate=env.get(ENV_CONSOLIDATE, "").lower() in ("1", "true", "yes"),
+            glue_database=env.get(ENV_GLUE_DATABASE) or None,
             freeze_rules_file=Path(env[ENV_FREEZE_RULES_FILE]) if env.get(ENV_FREEZE_RULES_FILE) else None,
             api_token_env=env.get(ENV_API_TOKEN) or None,
             pagerduty_secrets_env=env.get(ENV_PAGERDUTY_SECRETS) or None,
@@ -146,6 +171,14 @@ class Settings:
             pagerduty_secret_arn=env.get(ENV_PAGERDUTY_SECRET_ARN) or None,
             api_token_file=Path(env[ENV_API_TOKEN_FILE]) if env.get(ENV_API_TOKEN_FILE) else None,
             api_token_secret_arn=env.get(ENV_API_TOKEN_SECRET_ARN) or None,
+            segment_max_bytes=_int(env, ENV_SEGMENT_MAX_BYTES, base.segment_max_bytes),
+            capture_buffer_kib=_int(env, ENV_CAPTURE_BUFFER_KIB, base.capture_buffer_kib),
+            snaplen=_int(env, ENV_SNAPLEN, base.snaplen),
+            interfaces=tuple(name.strip() for name in env[ENV_INTERFACES].split(",") if name.strip())
+            if env.get(ENV_INTERFACES) else base.interfaces,
+            capture_filter=env.get(ENV_CAPTURE_FILTER, base.capture_filter),
+            k8s_watch=env.get(ENV_K8S_WATCH, "").lower() in ("1", "true", "yes"),
+            jobs_file=_path(env, ENV_JOBS_FILE),
         )
 
     def with_(self, **changes: object) -> Settings:
@@ -179,6 +212,11 @@ def env_overrides(settings_: Settings) -> dict[str, str]:
         ENV_STATE_DIR: str(settings_.state_dir),
         ENV_SPOOL_MAX_BYTES: str(settings_.spool_max_bytes),
         ENV_AGENT_HTTP_PORT: str(settings_.agent_http_port),
+        ENV_SEGMENT_MAX_BYTES: str(settings_.segment_max_bytes),
+        ENV_CAPTURE_BUFFER_KIB: str(settings_.capture_buffer_kib),
+        ENV_SNAPLEN: str(settings_.snaplen),
+        ENV_INTERFACES: ",".join(settings_.interfaces),
+        ENV_K8S_WATCH: "true" if settings_.k8s_watch else "false",
     }
     optional = {
         ENV_S3_ENDPOINT: settings_.s3_endpoint,
@@ -193,6 +231,7 @@ def env_overrides(settings_: Settings) -> dict[str, str]:
         ENV_FREEZE_RULES: settings_.freeze_rules,
         ENV_HOLD_GRACE_S: str(settings_.hold_grace_s),
         ENV_CONSOLIDATE: "true" if settings_.consolidate else "false",
+        ENV_GLUE_DATABASE: settings_.glue_database,
         ENV_FREEZE_RULES_FILE: str(settings_.freeze_rules_file) if settings_.freeze_rules_file else None,
         ENV_API_TOKEN: settings_.api_token_env,
         ENV_PAGERDUTY_SECRETS: settings_.pagerduty_secrets_env,
@@ -200,6 +239,8 @@ def env_overrides(settings_: Settings) -> dict[str, str]:
         ENV_PAGERDUTY_SECRET_ARN: settings_.pagerduty_secret_arn,
         ENV_API_TOKEN_FILE: str(settings_.api_token_file) if settings_.api_token_file else None,
         ENV_API_TOKEN_SECRET_ARN: settings_.api_token_secret_arn,
+        ENV_CAPTURE_FILTER: settings_.capture_filter,
+        ENV_JOBS_FILE: str(settings_.jobs_file) if settings_.jobs_file else None,
     }
     out.update({k: v for k, v in optional.items() if v})
     return out

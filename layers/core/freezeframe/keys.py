@@ -49,6 +49,16 @@ def raw_segment_key(cluster: str, node: str, start_ns: int, end_ns: int, ext: st
     return f"{hour_prefix(cluster, start_ns)}{node}/{start_ns}-{end_ns}.{ext}"
 
 
+JOBS_ROOT = "jobs"
+
+
+def job_segment_key(job: str, cluster: str, node: str, start_ns: int, end_ns: int, ext: str) -> str:
+    """A recording job's segment: jobs/<job>/ followed by the raw layout's own parts (cluster, start hour, node,
+    interval), so a job is listed, expired and locked by its own prefix without touching the always-on capture."""
+    raw = raw_segment_key(cluster, node, start_ns, end_ns, ext)
+    return f"{JOBS_ROOT}/{check_name('job', job)}/{raw[len(RAW_ROOT) + 1:]}"
+
+
 def parse_raw_segment_key(key: str) -> RawKey | None:
     """The parts of a raw segment key, or None for a key that is not one (a stray upload, a folder marker)."""
     match = _RAW_KEY.match(key)
@@ -123,6 +133,16 @@ def k8s_prefixes(cluster: str, start_ns: int, end_ns: int) -> list[str]:
 
 def table_prefix(table: str) -> str:
     return f"{TABLES_ROOT}/{table}/"
+
+
+_TABLE_PART = re.compile(r"^tables/(?P<table>[^/]+)/dt=(?P<dt>\d{4}-\d{2}-\d{2})/incident_id=(?P<incident>[^/]+)/"
+                         r"(?P<node>[^/]+)\.parquet$")
+
+
+def parse_table_part_key(key: str) -> tuple[str, str, str, str] | None:
+    """(table, dt, incident_id, node) of a Parquet part key, or None."""
+    match = _TABLE_PART.match(key)
+    return (match["table"], match["dt"], match["incident"], match["node"]) if match else None
 
 
 def table_part_key(table: str, window_start_ns: int, incident_id: str, node: str) -> str:
