@@ -74,4 +74,82 @@ CONNECTIONS: pa.Schema = pa.schema(
     metadata={"table": "connections", "schema_version": "1"},
 )
 
-TABLES: dict[str, pa.Schema] = {"connections": CONNECTIONS}
+
+def _traffic(table: str, columns: list[pa.Field], row: str) -> pa.Schema:
+    """A traffic table: the columns DESIGN fixes for every traffic table around the protocol's own columns."""
+    head = [
+        _field("node", pa.string(), "Kubernetes node whose agent captured the traffic.", nullable=False),
+        _field("conn_id", pa.string(), "Id of the connection carrying this row; joins connections.conn_id.",
+               nullable=False),
+        _field("ts", TIMESTAMP_MS, f"Time of the {row} (ms, UTC).", nullable=False),
+        _field("ts_ns", pa.int64(), f"Time of the {row} in ns since the Unix epoch.", nullable=False),
+        _field("src_ip", pa.string(), "Client address (sender of the request).", nullable=False),
+        _field("src_port", pa.int32(), "Client port."),
+        _field("dst_ip", pa.string(), "Server address.", nullable=False),
+        _field("dst_port", pa.int32(), "Server port."),
+    ]
+    k8s = [
+        _field("src_namespace", pa.string(), "Kubernetes namespace of src_ip at ts."),
+        _field("src_pod", pa.string(), "Kubernetes pod of src_ip at ts."),
+        _field("src_workload", pa.string(), "Owning workload (Deployment, StatefulSet, ...) of src_pod."),
+        _field("dst_namespace", pa.string(), "Kubernetes namespace of dst_ip at ts."),
+        _field("dst_pod", pa.string(), "Kubernetes pod of dst_ip at ts."),
+        _field("dst_workload", pa.string(), "Owning workload (Deployment, StatefulSet, ...) of dst_pod."),
+    ]
+    return pa.schema(head + columns + k8s, metadata={"table": table, "schema_version": "1"})
+
+
+DNS: pa.Schema = _traffic("dns", [
+    _field("transaction_id", pa.int32(), "DNS header ID (RFC 1035 4.1.1) that pairs a query with its response.",
+           nullable=False),
+    _field("qname", pa.string(), "QNAME of the first question, dotted, without the trailing dot.", nullable=False),
+    _field("qtype", pa.string(), "QTYPE mnemonic ('A', 'AAAA', 'CNAME', ...; 'TYPE<n>' when unknown).",
+           nullable=False),
+    _field("rcode", pa.int32(), "RCODE of the response (RFC 1035 4.1.1); null when no response was seen."),
+    _field("rcode_name", pa.string(), "RCODE name: 'NOERROR', 'NXDOMAIN', 'SERVFAIL', 'REFUSED', ..."),
+    _field("answers", pa.list_(pa.string()), "RDATA of the answer section as text, in order; null if unanswered."),
+    _field("ttls", pa.list_(pa.int64()), "TTL of each answer, aligned with answers."),
+    _field("latency_us", pa.int64(), "Response time minus query time in microseconds; null if unanswered."),
+    _field("transport", pa.string(), "'udp', or 'tcp' (RFC 1035 4.2.2 length-prefixed messages).", nullable=False),
+    _field("truncated", pa.bool_(), "TC bit of the response (or of the query when unanswered)."),
+    _field("response_ts_ns", pa.int64(), "Time of the response in ns since the Unix epoch; null if unanswered."),
+], "query (or of the response when its query was not captured)")
+
+HTTP: pa.Schema = _traffic("http", [
+    _field("method", pa.string(), "Request method (RFC 9110 9).", nullable=False),
+    _field("host", pa.string(), "Host header field of the request."),
+    _field("path", pa.string(), "request-target of the request line (RFC 9112 3.2).", nullable=False),
+    _field("version", pa.string(), "HTTP-version of the request line, e.g. 'HTTP/1.1'."),
+    _field("status", pa.int32(), "status-code of the paired response; null when no response was seen."),
+    _field("reason", pa.string(), "reason-phrase of the paired response."),
+    _field("latency_us", pa.int64(),
+           "First byte of the response minus first byte of the request, microseconds; null without response."),
+    _field("request_bytes", pa.int64(),
+           "Request body length: Content-Length or the decoded chunk sizes, else the body bytes seen.",
+           nullable=False),
+    _field("response_bytes", pa.int64(),
+           "Response body length: Content-Length or the decoded chunk sizes, else the body bytes seen."),
+    _field("response_complete", pa.bool_(), "Whether the whole response body was seen; null without response."),
+    _field("user_agent", pa.string(), "User-Agent header field of the request."),
+    _field("content_type", pa.string(), "Content-Type of the response (of the request when none)."),
+    _field("response_ts_ns", pa.int64(), "Time of the first response byte in ns since the Unix epoch."),
+], "first request byte")
+
+TLS: pa.Schema = _traffic("tls", [
+    _field("sni", pa.string(), "server_name of the ClientHello (RFC 6066 3, host_name)."),
+    _field("version", pa.string(),
+           "Negotiated version ('TLS 1.3', 'TLS 1.2', ...): the ServerHello's supported_versions, else its "
+           "legacy_version; the client's highest offered version when no ServerHello was seen."),
+    _field("client_versions", pa.list_(pa.string()),
+           "Versions the client offered: supported_versions (RFC 8446 4.2.1), else its legacy_version."),
+    _field("alpn", pa.list_(pa.string()), "ALPN protocol names offered by the client (RFC 7301)."),
+    _field("alpn_selected", pa.string(), "ALPN protocol selected by the server."),
+    _field("cipher", pa.string(), "Cipher suite selected in the ServerHello (IANA name, else hex)."),
+    _field("established", pa.bool_(), "A ServerHello was seen and no fatal alert followed.", nullable=False),
+    _field("alert", pa.string(),
+           "First plaintext alert as 'level:description' (RFC 8446 6), e.g. 'fatal:handshake_failure'."),
+    _field("alert_from", pa.string(), "'client' or 'server': the sender of the alert."),
+    _field("server_hello_ts_ns", pa.int64(), "Time of the ServerHello in ns since the Unix epoch."),
+], "ClientHello (or of the ServerHello when the ClientHello was not captured)")
+
+TABLES: dict[str, pa.Schema] = {"connections": CONNECTIONS, "dns": DNS, "http": HTTP, "tls": TLS}

@@ -43,13 +43,12 @@ def packed(address: str) -> bytes:
 
 def assert_v4_tcp(result: Decoded | Skip) -> None:
     assert isinstance(result, Decoded)
-    assert result == Decoded(6, packed(V4_SRC), packed(V4_DST), 41000, 80, TH_PUSH | TH_ACK, 1001, 2002,
-                             len(PAYLOAD))
+    assert result[:9] == (6, packed(V4_SRC), packed(V4_DST), 41000, 80, TH_PUSH | TH_ACK, 1001, 2002, len(PAYLOAD))
 
 
 def assert_v6_udp(result: Decoded | Skip) -> None:
     assert isinstance(result, Decoded)
-    assert result == Decoded(17, packed(V6_SRC), packed(V6_DST), 53001, 53, 0, 0, 0, len(b"\x12\x34query"))
+    assert result[:9] == (17, packed(V6_SRC), packed(V6_DST), 53001, 53, 0, 0, 0, len(b"\x12\x34query"))
 
 
 # --- link layers ------------------------------------------------------------------------------------------
@@ -245,3 +244,14 @@ def test_tracker_counts_every_packet_once_and_never_raises() -> None:
         "other_transport": 1, "unsupported_link": 1, "tcp_port_reuse": 0, "udp_idle_splits": 0,
     }
     assert tracker.finish().num_rows == 1
+
+
+def test_payload_offset_points_at_the_first_payload_byte() -> None:
+    frame = bytes(Ether() / Dot1Q(vlan=42) / v4_tcp())
+    result = decode(LINKTYPE_ETHERNET, frame)
+    assert isinstance(result, Decoded)
+    assert frame[result.payload_offset:result.payload_offset + result.payload_len] == PAYLOAD
+    datagram = bytes(v6_udp())
+    result = decode(LINKTYPE_RAW, datagram)
+    assert isinstance(result, Decoded)
+    assert datagram[result.payload_offset:] == b"\x12\x34query"

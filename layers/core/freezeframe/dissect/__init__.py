@@ -2,10 +2,12 @@
 
 ``decode`` locates the transport header of each packet (pure ``struct``, no scapy on this path), and
 ``ConnectionTracker`` folds the decoded packets of one node into the ``connections`` table. Per-protocol
-modules (DNS, HTTP, TLS) plug in beside them and share ``connection_id``.
+modules (``dns``, ``http``, ``tls``) receive the payloads of that same pass through ``AppTracker`` and share
+``connection_id``.
 """
 
+from freezeframe.dissect.apps import AppTracker
 from freezeframe.dissect.connections import ConnectionTracker, DissectStats, connection_id
 from freezeframe.dissect.decode import Decoded, Skip, decode
 
-__all__ = ["ConnectionTracker", "Decoded", "DissectStats", "Skip", "connection_id", "decode"]
+__all__ = ["AppTracker", "ConnectionTracker", "Decoded", "DissectStats", "Skip", "connection_id", "decode"]

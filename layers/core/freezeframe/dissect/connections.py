@@ -36,6 +36,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from freezeframe.dissect.apps import AppTracker, FlowIdentity
 from freezeframe.dissect.decode import (
     IPPROTO_TCP,
     IPPROTO_UDP,
@@ -100,7 +101,7 @@ class _Flow:
 
     __slots__ = ("proto", "src", "sport", "dst", "dport", "first_ns", "last_ns", "packets_out", "packets_in",
                  "bytes_out", "bytes_in", "payload_out", "payload_in", "completeness", "base_seq_out",
-                 "base_seq_in")
+                 "base_seq_in", "app")
 
     def __init__(self, proto: int, src: bytes, sport: int, dst: bytes, dport: int, ts_ns: int) -> None:
         self.proto = proto
@@ -119,6 +120,7 @@ class _Flow:
         self.completeness = 0
         self.base_seq_out = _NO_SEQ
         self.base_seq_in = _NO_SEQ
+        self.app: Any = None  # application-layer state, owned by AppTracker
 
 
 def connection_id(node: str, proto: str, src_ip: str, src_port: int | None, dst_ip: str, dst_port: int | None,
@@ -131,17 +133,21 @@ def connection_id(node: str, proto: str, src_ip: str, src_port: int | None, dst_
 class ConnectionTracker:
     """Folds the packets of one node into conversations; flow state carries across ``feed`` calls."""
 
-    def __init__(self, node: str) -> None:
+    def __init__(self, node: str, app: AppTracker | None = None) -> None:
         self.node = node
         self.stats = DissectStats()
+        # Receives every TCP/UDP payload from this same decode pass (DNS, HTTP, TLS); None tracks connections only.
+        self.app = app
         # Both directions of a live conversation map to it; the flag says whether that direction is the
         # initiator's, so the hot path needs one tuple and one dict lookup per packet.
         self._live: dict[tuple[int, bytes, int, bytes, int], tuple[_Flow, bool]] = {}
         self._ended: list[_Flow] = []
+        self._names: dict[bytes, str] = {}
 
     def feed(self, link_type: int, packets: Iterable[Packet]) -> None:
         """Account one capture segment's packets, in capture order."""
         live = self._live
+        app = self.app
         skips = [0] * len(Skip)
         packets_seen = 0
         decoded = 0
@@ -152,7 +158,7 @@ class ConnectionTracker:
                 skips[result] += 1
                 continue
             decoded += 1
-            proto, src, dst, sport, dport, flags, seq, _ack, payload_len = result
+            proto, src, dst, sport, dport, flags, seq, _ack, payload_len, payload_offset = result
             ts_ns = packet.ts_ns
             entry = live.get((proto, src, sport, dst, dport))
             if proto == IPPROTO_TCP:
@@ -215,6 +221,8 @@ class ConnectionTracker:
                 flow.packets_in += 1
                 flow.bytes_in += packet.orig_len
                 flow.payload_in += payload_len
+            if payload_len and app is not None:
+                app.payload(flow, outbound, ts_ns, seq, packet.data, payload_offset, payload_len)
             # Captures from several CPUs can be slightly out of order, hence both bounds.
             if ts_ns > flow.last_ns:
                 flow.last_ns = ts_ns
@@ -235,25 +243,32 @@ class ConnectionTracker:
         self._live[(proto, src, sport, dst, dport)] = (flow, True)
         return flow
 
+    def identify(self, flow: _Flow) -> FlowIdentity:
+        """conn_id and the text endpoints of a flow, as its connections row has them."""
+        src_ip = self._ip_text(flow.src)
+        dst_ip = self._ip_text(flow.dst)
+        conn_id = connection_id(self.node, PROTO_NAMES[flow.proto], src_ip, flow.sport, dst_ip, flow.dport,
+                                flow.first_ns)
+        return conn_id, src_ip, flow.sport, dst_ip, flow.dport
+
+    def _ip_text(self, packed: bytes) -> str:
+        text = self._names.get(packed)
+        if text is None:
+            family = socket.AF_INET if len(packed) == 4 else socket.AF_INET6
+            text = self._names[packed] = socket.inet_ntop(family, packed)
+        return text
+
+    def app_tables(self) -> dict[str, pa.Table]:
+        """The dns, http and tls tables of the application tracker (empty dict without one)."""
+        return {} if self.app is None else self.app.finish(self.identify)
+
     def finish(self) -> pa.Table:
         """Every conversation seen so far (open ones included), sorted by first_ts_ns then conn_id."""
         flows = self._ended + [flow for flow, outbound in self._live.values() if outbound]
-        names: dict[bytes, str] = {}
-
-        def ip_text(packed: bytes) -> str:
-            text = names.get(packed)
-            if text is None:
-                family = socket.AF_INET if len(packed) == 4 else socket.AF_INET6
-                text = names[packed] = socket.inet_ntop(family, packed)
-            return text
-
         rows = []
         for flow in flows:
-            proto = PROTO_NAMES[flow.proto]
-            src_ip = ip_text(flow.src)
-            dst_ip = ip_text(flow.dst)
-            conn_id = connection_id(self.node, proto, src_ip, flow.sport, dst_ip, flow.dport, flow.first_ns)
-            rows.append((flow.first_ns, conn_id, proto, src_ip, dst_ip, flow))
+            conn_id, src_ip, _sport, dst_ip, _dport = self.identify(flow)
+            rows.append((flow.first_ns, conn_id, PROTO_NAMES[flow.proto], src_ip, dst_ip, flow))
         rows.sort(key=lambda row: (row[0], row[1]))
 
         columns: dict[str, list[Any]] = {name: [] for name in CONNECTIONS.names}

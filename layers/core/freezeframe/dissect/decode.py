@@ -83,6 +83,7 @@ class Decoded(NamedTuple):
     seq: int  # TCP sequence number; 0 for UDP
     ack: int  # TCP acknowledgment number; 0 for UDP
     payload_len: int  # transport payload length taken from the IP length, so a snaplen cut does not shrink it
+    payload_offset: int  # index of the first transport payload byte in the frame (may be past a snaplen cut)
 
 
 def decode(link_type: int, data: bytes) -> Decoded | Skip:
@@ -189,12 +190,12 @@ def decode_transport(data: bytes, offset: int, length: int, protocol: int, src: 
         if header_length < 20 or header_length > length:
             return Skip.MALFORMED
         return Decoded(IPPROTO_TCP, src, dst, sport, dport, flags | (data_offset & 1) << 8, seq, ack,
-                       length - header_length)
+                       length - header_length, offset + header_length)
     if protocol == IPPROTO_UDP:
         if len(data) < offset + 8:
             return Skip.TRUNCATED
         if length < 8:
             return Skip.MALFORMED
         sport, dport = _udp(data, offset)
-        return Decoded(IPPROTO_UDP, src, dst, sport, dport, 0, 0, 0, length - 8)
+        return Decoded(IPPROTO_UDP, src, dst, sport, dport, 0, 0, 0, length - 8, offset + 8)
     return Skip.OTHER_TRANSPORT

@@ -19,6 +19,7 @@ import zstandard
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
+from freezeframe.dissect.apps import AppTracker
 from freezeframe.dissect.connections import ConnectionTracker
 from freezeframe.errors import CaptureFormatError, SegmentCorruptError
 from freezeframe.holds import manifest_parts
@@ -75,7 +76,8 @@ def dissect_node(settings: Settings, s3: Any, incident_id: str, node: str) -> Di
     unique = {(e.key, e.version_id): e for e in [*entries_of(manifest), *late] if e.node == node}
     entries = sorted(unique.values(), key=lambda e: (e.start_ns, e.key))
     report = DissectReport(incident_id, node)
-    tracker = ConnectionTracker(node)
+    app = AppTracker(node)
+    tracker = ConnectionTracker(node, app)  # one decode pass feeds connections, dns, http and tls
     for entry in entries:
         stored = s3io.get_bytes(s3, raw_bucket, entry.key, entry.version_id)
         try:
@@ -89,8 +91,9 @@ def dissect_node(settings: Settings, s3: Any, incident_id: str, node: str) -> Di
         tracker.feed(reader.link_type, reader)
         report.stats["truncated_records"] = report.stats.get("truncated_records", 0) + reader.truncated
         report.segments += 1
-    tables = {"connections": tracker.finish()}
+    tables = {"connections": tracker.finish(), **tracker.app_tables()}
     report.stats.update(tracker.stats.as_dict())
+    report.stats.update(app.stats.as_dict())
     for name, table in tables.items():
         key = table_part_key(name, window_start_ns, incident_id, node)
         s3io.put_bytes(s3, settings.evidence_bucket, key, parquet_bytes(table),
