@@ -54,10 +54,9 @@ def demo_queries(incident_id: str) -> list[DemoQuery]:
         DemoQuery("Refused connections (SYN answered by RST: completeness 33 or 37)",
                   f"SELECT src_ip, dst_ip, dst_port, completeness FROM freezeframe.connections "  # noqa: S608
                   f"WHERE {where} AND proto = 'tcp' AND completeness IN (33, 37) ORDER BY first_ts_ns"),
-        DemoQuery("Longest TCP conversations",
-                  f"SELECT src_ip, dst_ip, dst_port, date_diff('millisecond', first_ts, last_ts) AS duration_ms, "  # noqa: S608
-                  f"packets_out, packets_in, completeness FROM freezeframe.connections WHERE {where} "
-                  f"AND proto = 'tcp' ORDER BY duration_ms DESC, src_port LIMIT 5"),
+        DemoQuery("HTTP errors, first one first",
+                  f"SELECT ts, src_ip, dst_ip, method, host, path, status, latency_us FROM freezeframe.http "  # noqa: S608
+                  f"WHERE {where} AND status >= 400 ORDER BY ts_ns"),
     ]
 
 
