@@ -113,4 +113,54 @@ def test_a_namespace_scope_freezes_the_nodes_its_pods_ran_on(local: Any) -> None
     manifest = s3io.get_json(s3, config.evidence_bucket, manifest_key(request.incident_id))
     assert manifest["scope_nodes"] == [config.node_name]
     assert {s["node"] for s in manifest["segments"]} == {config.node_name}
-    assert {e["node"] for e in manifest["k8s_context"]} == {config.node_name}
+    # The context of every node is kept: the frozen traffic's peers run on other nodes.
+    assert {e["node"] for e in manifest["k8s_context"]} == {config.node_name, other}
+
+
+def test_dissected_rows_carry_the_pods_of_their_ips(local: Any) -> None:
+    import io
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    from freezeframe.dissect.job import dissect_node
+    from freezeframe.k8s_context import K8sRecord, write_batch
+    from freezeframe_agent.main import run_replay
+
+    config, s3, _ = local
+    now = datetime.now(UTC)
+    # The sample's client and server IPs, as the agents of two nodes saw their pods before the capture started.
+    client = {**pod(config, to_ns(now - timedelta(minutes=30)), "frontend-5c8d-x1", "10.244.1.10"),
+              "workload_name": "frontend"}
+    server = {**pod(config, to_ns(now - timedelta(minutes=30)), "backend-0", "10.244.2.20"), "node": "node-far",
+              "namespace": "data", "workload_name": "backend"}
+    write_batch(config, s3, [K8sRecord(0, 1, client), K8sRecord(0, 2, server)])
+
+    class NullBus:
+        def publish(self, topic: str, key: str, value: Any) -> None:
+            return None
+
+        def read(self, topic: str, timeout_s: float = 5.0) -> list[Any]:
+            return []
+
+        def close(self) -> None:
+            return None
+
+    sample = Path(__file__).resolve().parents[1] / "fixtures" / "sample.pcap"
+    records = run_replay(config, sample, speedup=1000.0, s3=s3, bus=NullBus())
+    request = FreezeRequest(incident_id="it-enrich-1", source="api", title="t", severity="high",
+                            window_start=now - timedelta(minutes=1),
+                            window_end=datetime.fromtimestamp(records[-1].end_ns / 1e9, UTC) + timedelta(seconds=1),
+                            scope=Scope(config.cluster, nodes=(config.node_name,)),
+                            lock=LockSpec("COMPLIANCE", now + timedelta(days=1)))
+    freeze(config, s3, request)
+    report = dissect_node(config, s3, request.incident_id, config.node_name)
+    rows = pq.read_table(io.BytesIO(s3io.get_bytes(s3, config.evidence_bucket, report.parts["connections"])))
+    by_src = {(r["src_ip"], r["dst_ip"]): r for r in rows.to_pylist()}
+    resolved = [r for (src, dst), r in by_src.items() if src == "10.244.1.10" and dst == "10.244.2.20"]
+    assert resolved, "the sample has connections from 10.244.1.10 to 10.244.2.20"
+    for row in resolved:
+        assert (row["src_namespace"], row["src_pod"], row["src_workload"]) == ("shop", "frontend-5c8d-x1", "frontend")
+        assert (row["dst_namespace"], row["dst_pod"], row["dst_workload"]) == ("data", "backend-0", "backend")
+    unknown = [r for r in rows.to_pylist() if r["src_ip"] not in ("10.244.1.10", "10.244.2.20")]
+    assert all(r["src_pod"] is None for r in unknown)

@@ -88,8 +88,10 @@ def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | 
         # plus the listing's round trips.
         index_future = aux.submit(segment_index.load, settings, s3, request.scope.cluster, request.window_start_ns,
                                   request.window_end_ns)
+        # The context of every node, not only the scope's: the peers of the frozen traffic run elsewhere, and their
+        # IPs must resolve to pods too.
         context_future = aux.submit(k8s_context.preserve, settings, s3, request.incident_id, request.scope.cluster,
-                                    nodes, request.window_start_ns, request.window_end_ns, request.lock.mode,
+                                    (), request.window_start_ns, request.window_end_ns, request.lock.mode,
                                     request.lock.retain_until)
 
         def list_and_lock(prefix: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
 from freezeframe.dissect.apps import AppTracker
 from freezeframe.dissect.connections import ConnectionTracker
+from freezeframe.dissect.enrich import IpTimeline, enrich
 from freezeframe.errors import CaptureFormatError, SegmentCorruptError
 from freezeframe.holds import manifest_parts
 from freezeframe.keys import dissect_status_key, manifest_key, table_part_key
@@ -91,7 +93,9 @@ def dissect_node(settings: Settings, s3: Any, incident_id: str, node: str) -> Di
         tracker.feed(reader.link_type, reader)
         report.stats["truncated_records"] = report.stats.get("truncated_records", 0) + reader.truncated
         report.segments += 1
-    tables = {"connections": tracker.finish(), **tracker.app_tables()}
+    timeline = IpTimeline.from_records(context_records(s3, manifest))
+    tables = {name: enrich(table, timeline)
+              for name, table in {"connections": tracker.finish(), **tracker.app_tables()}.items()}
     report.stats.update(tracker.stats.as_dict())
     report.stats.update(app.stats.as_dict())
     for name, table in tables.items():
@@ -105,6 +109,15 @@ def dissect_node(settings: Settings, s3: Any, incident_id: str, node: str) -> Di
         raise SegmentCorruptError(f"incident {incident_id} node {node}: {len(report.corrupt_segments)} segment(s) "
                                   f"failed verification: {', '.join(c['key'] for c in report.corrupt_segments)}")
     return report
+
+
+def context_records(s3: Any, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The incident's preserved Kubernetes context records (pod IPs and events), read from their frozen snapshots."""
+    records = []
+    for entry in manifest.get("k8s_context") or []:
+        body = s3io.get_bytes(s3, entry["bucket"], entry["key"], entry["version_id"])
+        records += [json.loads(line) for line in body.decode().splitlines() if line.strip()]
+    return records
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
