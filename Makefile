@@ -1,5 +1,5 @@
 # The README's two set-up commands. Each does its own set-up (venv, one pip install, apt packages, Kafka jars).
-.PHONY: demo test lint bench bench-freeze
+.PHONY: demo test lint bench bench-freeze bench-agent
 
 demo:
 	.ci/setup demo
@@ -14,8 +14,12 @@ lint:
 	.venv/bin/mypy layers/core/freezeframe node_agent/freezeframe_agent
 
 # Benchmarks print their figures and their ratio to the reference measured in the same run.
-bench: bench-freeze
+bench: bench-freeze bench-agent
 
 bench-freeze:
 	.ci/setup test
 	.venv/bin/python tests/bench/bench_freeze.py
+
+bench-agent:
+	.ci/setup test
+	.venv/bin/python tests/bench/bench_agent.py

@@ -325,3 +325,95 @@ def _catches_sigusr1(pid: int) -> bool:
     except OSError:
         return False
     return False
+
+
+class MergedSource:
+    """Several tcpdump engines (one per interface; tcpdump takes a single -i) feeding one segmenter. The merge is in
+    arrival order, which libpcap's block delivery keeps close to time order; the segmenter tolerates the rest. All
+    engines must share one link type, since a pcap file has one: use `any` for a mix of interface kinds."""
+
+    def __init__(self, sources: Sequence[TcpdumpSource], tick_s: float = 0.5) -> None:
+        if not sources:
+            raise ValueError("a merged source needs at least one engine")
+        kinds = {source.link_type for source in sources}
+        if len(kinds) > 1:
+            for source in sources:
+                source.close(timeout_s=2.0)
+            names = ", ".join(f"{s.interface}={s.link_type}" for s in sources)
+            raise CaptureEngineError(f"interfaces have different link types ({names}); capture on 'any' instead")
+        self.sources = list(sources)
+        self.link_type = sources[0].link_type
+        self.snaplen = sources[0].snaplen
+        self.capture_filter = sources[0].capture_filter
+        self._tick_s = tick_s
+        self._queue: queue.Queue[Packet | AgentDrops | None] = queue.Queue(maxsize=65_536)
+        self._threads = [threading.Thread(target=self._forward, args=(source,), name=f"merge-{source.interface}",
+                                          daemon=True) for source in self.sources]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def kernel_drops(self) -> int:
+        return sum(source.kernel_drops for source in self.sources)
+
+    @property
+    def agent_drops(self) -> int:
+        return sum(source.agent_drops for source in self.sources)
+
+    def kernel_drops_until(self, ts_ns: int) -> int:
+        return sum(source.kernel_drops_until(ts_ns) for source in self.sources)
+
+    def engine_silence_s(self) -> float | None:
+        silences = [source.engine_silence_s() for source in self.sources]
+        return None if any(s is None for s in silences) else max(s for s in silences if s is not None)
+
+    def error_tail(self) -> str:
+        return " | ".join(f"{s.interface}: {s.error_tail()}" for s in self.sources if s.error_tail())
+
+    def _forward(self, source: TcpdumpSource) -> None:
+        for item in source.packets():
+            if item is not None:
+                self._queue.put(item)  # blocking: back-pressure lands in the engine's own queue, where it is counted
+        self._queue.put(None)
+
+    def packets(self) -> Iterator[Packet | AgentDrops | None]:
+        ended = 0
+        while ended < len(self.sources):
+            try:
+                item = self._queue.get(timeout=self._tick_s)
+            except queue.Empty:
+                yield None
+                continue
+            if item is None:
+                ended += 1
+                if any(s.exited_unexpectedly for s in self.sources):
+                    self.stop()  # one engine died: stop the rest so the agent reports it and restarts whole
+                continue
+            yield item
+
+    def stop(self) -> None:
+        for source in self.sources:
+            source.stop()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        for source in self.sources:
+            source.close(timeout_s)
+        for thread in self._threads:
+            thread.join(timeout=timeout_s)
+
+
+def open_tcpdump(interfaces: Sequence[str], *, bpf: str = "", snaplen: int = 262_144, buffer_kib: int = 8192,
+                 command_prefix: Sequence[str] = (), tcpdump: str | None = None) -> TcpdumpSource | MergedSource:
+    """One engine for one interface (or `any`), a merge of engines for a list."""
+    if not interfaces:
+        raise ValueError("no interface to capture on")
+    sources: list[TcpdumpSource] = []
+    try:
+        for name in interfaces:
+            sources.append(TcpdumpSource(name, bpf=bpf, snaplen=snaplen, buffer_kib=buffer_kib,
+                                         command_prefix=command_prefix, tcpdump=tcpdump))
+    except BaseException:
+        for source in sources:
+            source.close(timeout_s=2.0)
+        raise
+    return sources[0] if len(sources) == 1 else MergedSource(sources)

@@ -1,4 +1,5 @@
-"""The agent's entry point: it only wires capture -> segmenter -> spool -> upload threads -> health server."""
+"""The agent's entry point: it only wires capture -> segmenter -> spool -> upload threads -> health server, plus the
+recording jobs (each the same pipeline under its own prefix) and the Kubernetes watcher."""
 
 from __future__ import annotations
 
@@ -14,13 +15,16 @@ from typing import Any
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.bus import SegmentBus
 from freezeframe.config import Settings, settings
+from freezeframe.keys import job_segment_key
 from freezeframe.models import SegmentRecord
 from freezeframe_agent import __version__
-from freezeframe_agent.capture import CaptureEngineError, ReplaySource, Source, TcpdumpSource, record
+from freezeframe_agent.capture import CaptureEngineError, ReplaySource, Source, open_tcpdump, record
 from freezeframe_agent.health import AgentMetrics, Health, HealthServer
+from freezeframe_agent.jobs import JOBS_SPOOL, JOBS_TOPIC, JobManager, RecordingJob
+from freezeframe_agent.k8s import K8sWatcher
 from freezeframe_agent.logs import configure_logging
-from freezeframe_agent.publisher import open_agent_bus
-from freezeframe_agent.segmenter import Segmenter
+from freezeframe_agent.publisher import LazyBus, open_agent_bus
+from freezeframe_agent.segmenter import EXT, Segmenter
 from freezeframe_agent.spool import Spool
 from freezeframe_agent.uploader import Uploader
 
@@ -30,26 +34,38 @@ logger = logging.getLogger(__name__)
 LATE_PACKET_GRACE_S = 1.5
 SHUTDOWN_GRACE_S = 20.0  # after SIGTERM, time to finish uploads before the spool keeps the rest for the next start
 
-__all__ = ["Source", "main", "run", "run_capture", "run_replay"]
+__all__ = ["Source", "main", "run", "run_capture", "run_jobs", "run_replay"]
 
 
 def run(config: Settings, source: Source, *, live: bool, stop: threading.Event | None = None,
         s3: Any = None, bus: SegmentBus | None = None, on_stop: Any = None, http_port: int | None = None,
-        terminate: threading.Event | None = None, drain_timeout_s: float | None = None) -> list[SegmentRecord]:
+        terminate: threading.Event | None = None, drain_timeout_s: float | None = None,
+        job: RecordingJob | None = None) -> list[SegmentRecord]:
     """Runs one source to its end (or until `stop`), then waits until the spool is uploaded: for `drain_timeout_s`
     (None: as long as it takes), or SHUTDOWN_GRACE_S once `terminate` is set. Returns the records this run
     published, which include segments an earlier run left in the spool.
 
     `http_port` starts /healthz and /metrics (0: a free port). A live source that ends without being asked to
-    raises CaptureEngineError once its segments are uploaded."""
+    raises CaptureEngineError once its segments are uploaded.
+
+    With `job`, the segments are a recording job's: keyed under jobs/<name>/, spooled apart, published to the jobs
+    topic, locked for the job's retention at upload."""
+    if job is not None:
+        config = config.with_(spool_dir=config.spool_dir / JOBS_SPOOL / job.name, segments_topic=JOBS_TOPIC)
     spool = Spool(config.spool_dir, max_bytes=config.spool_max_bytes)
     uploader = Uploader(config, s3 if s3 is not None else s3io.client(config), spool, bus=bus,
-                        bus_factory=None if bus is not None else functools.partial(open_agent_bus, config))
+                        bus_factory=None if bus is not None else functools.partial(open_agent_bus, config),
+                        retain_days=job.retention_days if job is not None else None)
+    key_for = None
+    if job is not None:
+        name, cluster, node = job.name, config.cluster, config.node_name
+        key_for = lambda start, end: job_segment_key(name, cluster, node, start, end, EXT)  # noqa: E731
     segmenter = Segmenter(cluster=config.cluster, node=config.node_name, spool_dir=config.spool_dir,
                           link_type=source.link_type, snaplen=source.snaplen, period_s=config.segment_seconds,
                           capture_filter=source.capture_filter, agent_version=__version__, emit_empty=live,
                           spool=spool, kernel_drops_until=source.kernel_drops_until,
-                          close_grace_s=LATE_PACKET_GRACE_S if live else 0.0)
+                          close_grace_s=LATE_PACKET_GRACE_S if live else 0.0,
+                          max_bytes=config.segment_max_bytes, key_for=key_for)
     health = Health(config.segment_seconds)
     health.add_check(lambda: None if uploader.alive() else "an upload thread is not running")
     health.add_check(functools.partial(_engine_check, source, health.stale_after_s))
@@ -107,10 +123,13 @@ def run_replay(config: Settings, path: Path, speedup: float = 1.0, retime: bool 
     return run(config, source, live=False, on_stop=source.stop, **kwargs)
 
 
-def run_capture(config: Settings, interface: str, duration_s: float | None, bpf: str = "", snaplen: int = 262_144,
-                command_prefix: tuple[str, ...] = (), **kwargs: Any) -> list[SegmentRecord]:
-    """Live capture for `duration_s` seconds (None: until `stop` is set)."""
-    source = TcpdumpSource(interface, bpf=bpf, snaplen=snaplen, command_prefix=command_prefix)
+def run_capture(config: Settings, interface: str | None, duration_s: float | None, bpf: str = "",
+                snaplen: int | None = None, command_prefix: tuple[str, ...] = (), **kwargs: Any) -> list[SegmentRecord]:
+    """Live capture for `duration_s` seconds (None: until `stop` is set). `interface` may list several, comma-separated
+    (None: the configured interfaces); snaplen and the kernel buffer default to the settings."""
+    interfaces = _interfaces(interface) if interface else config.interfaces
+    source = open_tcpdump(interfaces, bpf=bpf, snaplen=snaplen or config.snaplen,
+                          buffer_kib=config.capture_buffer_kib, command_prefix=command_prefix)
     stop: threading.Event = kwargs.pop("stop", None) or threading.Event()
     timer = threading.Timer(duration_s, stop.set) if duration_s is not None else None
     if timer is not None:
@@ -123,6 +142,62 @@ def run_capture(config: Settings, interface: str, duration_s: float | None, bpf:
         source.close()
 
 
+def run_jobs(config: Settings, jobs_file: Path, stop: threading.Event, *, interfaces: tuple[str, ...] | None = None,
+             command_prefix: tuple[str, ...] = (), poll_s: float = 1.0, **kwargs: Any) -> JobManager:
+    """Runs the recording jobs of `jobs_file` until `stop` is set (blocking), one tcpdump engine per job in a window;
+    `kwargs` go to `run` (s3, bus, terminate, drain_timeout_s). Returns the manager, whose `results` holds the
+    records the job recordings published."""
+    def record_job(job: RecordingJob, job_stop: threading.Event) -> list[SegmentRecord]:
+        source = open_tcpdump(interfaces or config.interfaces, bpf=job.capture_filter, snaplen=config.snaplen,
+                              buffer_kib=config.capture_buffer_kib, command_prefix=command_prefix)
+        try:
+            return run(config, source, live=True, stop=job_stop, on_stop=source.stop, job=job, **kwargs)
+        finally:
+            source.close()
+
+    manager = JobManager(jobs_file, record_job, poll_s=poll_s)
+    manager.run(stop)
+    return manager
+
+
+def _start_k8s(config: Settings, stop: threading.Event, bus: SegmentBus | None = None,
+               **watcher_options: Any) -> tuple[threading.Thread, K8sWatcher]:
+    """The watcher publishes to its own bus (the uploader's is built lazily in its own thread and backs off on its
+    own); `watcher_options` go to K8sWatcher (tests point it at a fake API server)."""
+    if bus is None:
+        bus = LazyBus(functools.partial(open_agent_bus, config))
+    watcher = K8sWatcher.from_settings(config, bus, **watcher_options)
+    thread = threading.Thread(target=watcher.run, args=(stop,), name="k8s-watcher", daemon=True)
+    thread.start()
+    return thread, watcher
+
+
+def _start_jobs(config: Settings, stop: threading.Event, terminate: threading.Event) -> threading.Thread | None:
+    if config.jobs_file is None:
+        return None
+    thread = threading.Thread(target=run_jobs, args=(config, config.jobs_file, stop), kwargs={"terminate": terminate},
+                              name="jobs", daemon=True)
+    thread.start()
+    return thread
+
+
+def _stop_side_tasks(k8s: tuple[threading.Thread, K8sWatcher] | None, jobs: threading.Thread | None) -> None:
+    """After `stop` is set: the watcher interrupts its watches and flushes what it was publishing; the jobs drain
+    their spools (bounded by SHUTDOWN_GRACE_S once terminating)."""
+    if k8s is not None:
+        thread, watcher = k8s
+        thread.join(timeout=SHUTDOWN_GRACE_S)
+        if not watcher.flush(timeout_s=SHUTDOWN_GRACE_S):
+            logger.warning("kubernetes records still in flight at shutdown")
+        watcher.bus.close()
+    if jobs is not None:
+        jobs.join(timeout=SHUTDOWN_GRACE_S + 5)
+
+
+def _interfaces(spec: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in spec.split(",") if name.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="freezeframe-agent", description="freezeframe node agent")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -131,9 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("--speedup", type=float, default=1.0)
     replay.add_argument("--keep-timestamps", action="store_true", help="do not shift timestamps to now")
     capture = sub.add_parser("capture", help="capture from an interface with tcpdump")
-    capture.add_argument("--interface", "-i", required=True)
+    capture.add_argument("--interface", "-i", default=None,
+                         help="interface(s), comma-separated, or 'any' (default: FREEZEFRAME_INTERFACES)")
     capture.add_argument("--duration", type=float, default=None, help="seconds to capture (default: until SIGTERM)")
-    capture.add_argument("--filter", default="", help="BPF capture filter")
+    capture.add_argument("--filter", default=None, help="BPF capture filter (default: FREEZEFRAME_CAPTURE_FILTER)")
+    capture.add_argument("--snaplen", type=int, default=None,
+                         help="bytes kept per packet (default: FREEZEFRAME_SNAPLEN)")
     args = parser.parse_args(argv)
     config = settings()
     configure_logging(config.cluster, config.node_name)
@@ -147,13 +225,25 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     common: dict[str, Any] = {"stop": stop, "terminate": terminate, "http_port": config.agent_http_port}
-    try:
-        if args.command == "replay":
+    if args.command == "replay":
+        try:
             records = run_replay(config, args.pcap, args.speedup, retime=not args.keep_timestamps, **common)
-        else:
-            records = run_capture(config, args.interface, args.duration, args.filter, **common)
+        except CaptureEngineError:
+            return 1
+        logger.info("agent stopped", extra={"segments_uploaded": len(records)})
+        return 0
+    # Live: the watcher and the jobs run beside the always-on capture and stop with it (SIGTERM or --duration).
+    k8s = _start_k8s(config, stop) if config.k8s_watch else None
+    jobs = _start_jobs(config, stop, terminate)
+    try:
+        records = run_capture(config, args.interface, args.duration,
+                              config.capture_filter if args.filter is None else args.filter, snaplen=args.snaplen,
+                              **common)
     except CaptureEngineError:
         return 1
+    finally:
+        stop.set()
+        _stop_side_tasks(k8s, jobs)
     logger.info("agent stopped", extra={"segments_uploaded": len(records)})
     return 0
 

@@ -10,10 +10,11 @@ still re-send one: delivery stays at-least-once).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from freezeframe.adapters.bus import KafkaBus, SegmentBus, open_bus
+from freezeframe.adapters.bus import BusRecord, KafkaBus, SegmentBus, open_bus
 from freezeframe.config import Settings
 
 DELIVERY_TIMEOUT_MS = 24 * 3600 * 1000  # the producer keeps retrying a record through a day-long outage
@@ -55,3 +56,30 @@ def open_agent_bus(config: Settings) -> SegmentBus:
     if config.kafka_bootstrap:
         return DurableKafkaBus(config.kafka_bootstrap)
     return open_bus(config)
+
+
+class LazyBus:
+    """A bus built on first use and rebuilt after a failed build: a broker that is down when the agent starts is an
+    outage its caller retries (the watcher backs off and re-lists), not a crash at start-up."""
+
+    def __init__(self, factory: Callable[[], SegmentBus]) -> None:
+        self._factory = factory
+        self._bus: SegmentBus | None = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> SegmentBus:
+        with self._lock:
+            if self._bus is None:
+                self._bus = self._factory()
+            return self._bus
+
+    def publish(self, topic: str, key: str, value: Mapping[str, Any]) -> None:
+        self._get().publish(topic, key, value)
+
+    def read(self, topic: str, timeout_s: float = 5.0) -> list[BusRecord]:
+        return self._get().read(topic, timeout_s)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._bus is not None:
+                self._bus.close()

@@ -1,5 +1,5 @@
-"""Rolling segments: packets cut on a time grid into nanosecond pcap, zstd-compressed, hashed, and handed to the spool
-(which writes them atomically, with a JSON sidecar that already holds the segment record).
+"""Rolling segments: packets cut on a time grid (or earlier, on size) into nanosecond pcap, zstd-compressed, hashed,
+and handed to the spool (which writes them atomically, with a JSON sidecar that already holds the segment record).
 
 Drops are attributed per segment: agent drops to the segment whose interval holds the dropped packets' timestamp,
 kernel drops by the capture engine's running count as observed by the segment's end (so an engine that reports
@@ -23,6 +23,8 @@ from freezeframe_agent.spool import DEFAULT_MAX_BYTES, EXT, Spool, SpooledSegmen
 
 __all__ = ["EXT", "Segmenter", "SpooledSegment", "pending"]
 MAX_IDLE_FILL = 4  # at most this many periods of empty segments are filled in after one close
+DEFAULT_SEGMENT_MAX_BYTES = 64 << 20
+_RECORD_HEADER = 16  # pcap per-packet record header
 
 
 @dataclass(slots=True)
@@ -33,6 +35,7 @@ class _Open:
     writer: PcapWriter
     first_ns: int | None = None
     last_ns: int | None = None
+    max_ns: int | None = None  # the latest timestamp, which out-of-order packets (merged interfaces) make differ
     orig_bytes: int = 0
     agent_drops: int = 0
 
@@ -45,18 +48,29 @@ class Segmenter:
     (delivered very late, or a replay of old timestamps) moves the start of the segment it lands in back to itself.
     Live, an idle tick closes a segment only `close_grace_s` after its end (libpcap may hold a packet back that
     long) and the next segment follows on at once, so idle time is covered by empty segments.
+
+    A segment whose pcap would grow past `max_bytes` is cut early, before the packet that would overflow it: it ends
+    at that packet's timestamp and the next segment starts there and runs to the same grid end, so every key names
+    its own interval and the grid stays the grid. Packets sharing one timestamp are never split (the interval
+    [start, end) must hold each of them), so a burst of equal timestamps may overshoot the limit by that burst.
     """
 
     def __init__(self, *, cluster: str, node: str, spool_dir: Path, link_type: int, snaplen: int, period_s: float,
                  capture_filter: str, agent_version: str, emit_empty: bool = False, level: int = 3,
                  spool: Spool | None = None, spool_max_bytes: int = DEFAULT_MAX_BYTES,
                  kernel_drops_until: Callable[[int], int] | None = None, close_grace_s: float = 0.0,
-                 clock_ns: Callable[[], int] = time.time_ns) -> None:
+                 max_bytes: int = DEFAULT_SEGMENT_MAX_BYTES, clock_ns: Callable[[], int] = time.time_ns,
+                 key_for: Callable[[int, int], str] | None = None) -> None:
+        if max_bytes < 1:
+            raise ValueError(f"segment max_bytes must be positive, got {max_bytes}")
         self.cluster, self.node = cluster, node
         self.spool = spool if spool is not None else Spool(spool_dir, max_bytes=spool_max_bytes, clock_ns=clock_ns)
         self.spool_dir = self.spool.directory
         self.link_type, self.snaplen = link_type, snaplen
         self.period_ns = int(period_s * 1e9)
+        self.max_bytes = max_bytes
+        # The object key of a segment [start, end): the raw layout unless a recording job files it elsewhere.
+        self._key_for = key_for or (lambda start, end: raw_segment_key(cluster, node, start, end, EXT))
         self.capture_filter = capture_filter
         self.agent_version = agent_version
         self.emit_empty = emit_empty
@@ -73,6 +87,7 @@ class Segmenter:
         self.kernel_drops_attributed = 0
         self.agent_drops_attributed = 0
         self.last_closed_ns: int | None = None
+        self.size_cuts = 0
 
     @property
     def packets_total(self) -> int:
@@ -99,6 +114,11 @@ class Segmenter:
         if self._open is None:
             self._open = self._open_at(ts_ns)
         seg = self._open
+        if (seg.writer.packets and seg.buffer.tell() + _RECORD_HEADER + len(data) > self.max_bytes
+                and seg.max_ns is not None and ts_ns > seg.max_ns and ts_ns > seg.start_ns):
+            closed.append(self._cut_on_size(seg, ts_ns))
+            seg = self._open
+            assert seg is not None
         if ts_ns < seg.start_ns:
             seg.start_ns = ts_ns  # late for an idle segment opened on the clock: the segment starts at it instead
         seg.writer.write(ts_ns, data, orig_len)
@@ -106,7 +126,18 @@ class Segmenter:
         if seg.first_ns is None:
             seg.first_ns = ts_ns
         seg.last_ns = ts_ns
+        seg.max_ns = ts_ns if seg.max_ns is None else max(seg.max_ns, ts_ns)
         return closed
+
+    def _cut_on_size(self, seg: _Open, ts_ns: int) -> SpooledSegment:
+        """Closes `seg` at `ts_ns` (the next packet's time, later than all of its packets) and opens its successor
+        there, up to the same grid end."""
+        self._open = None
+        spooled = self._spool(seg, ts_ns)
+        buffer = io.BytesIO()
+        self._open = _Open(ts_ns, seg.end_ns, buffer, PcapWriter(buffer, self.link_type, self.snaplen))
+        self.size_cuts += 1
+        return spooled
 
     def add_agent_drops(self, count: int, ts_ns: int) -> list[SpooledSegment]:
         """Packets the agent dropped (its queue was full), counted in the segment their timestamp falls into."""
@@ -157,8 +188,8 @@ class Segmenter:
         if not current.writer.packets and not kernel_left and not agent_left and not current.agent_drops:
             return []
         current.agent_drops = max(current.agent_drops, agent_left)
-        if current.last_ns is not None:
-            end_ns = current.last_ns + 1
+        if current.max_ns is not None:
+            end_ns = current.max_ns + 1
         else:
             end_ns = max(current.start_ns + 1, min(self._clock_ns(), current.end_ns))
         return [self._spool(current, end_ns, kernel_total=kernel_drops)]
@@ -170,7 +201,7 @@ class Segmenter:
         stored = self._compressor.compress(seg.buffer.getvalue())
         meta = {
             "cluster": self.cluster, "node": self.node,
-            "key": raw_segment_key(self.cluster, self.node, seg.start_ns, end_ns, EXT),
+            "key": self._key_for(seg.start_ns, end_ns),
             "start_ns": seg.start_ns, "end_ns": end_ns,
             "first_packet_ns": seg.first_ns, "last_packet_ns": seg.last_ns, "packets": seg.writer.packets,
             "bytes": seg.orig_bytes, "stored_bytes": len(stored), "sha256": hashlib.sha256(stored).hexdigest(),

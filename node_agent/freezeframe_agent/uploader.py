@@ -18,6 +18,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from freezeframe.adapters import s3 as s3io
@@ -51,12 +52,13 @@ class Backoff:
 class Uploader:
     def __init__(self, settings: Settings, s3: Any, spool: Spool, *, bus: SegmentBus | None = None,
                  bus_factory: Callable[[], SegmentBus] | None = None, backoff_base_s: float = 0.5,
-                 backoff_cap_s: float = 30.0) -> None:
+                 backoff_cap_s: float = 30.0, retain_days: int | None = None) -> None:
         if (bus is None) == (bus_factory is None):
             raise ValueError("give the uploader either a bus or a bus factory")
         self.settings = settings
         self.s3 = s3
         self.spool = spool
+        self.retain_days = retain_days  # a recording job's retention: Object Lock retain-until set at upload
         # A bus from the factory is built lazily, in the bus stage: a broker that is down at start-up is an outage.
         self._bus = bus
         self._bus_factory = bus_factory
@@ -88,6 +90,12 @@ class Uploader:
             logger.error("segment key holds other bytes", extra={"seq": entry.seq, "segment": meta["key"]})
             self.spool.evict([entry], "key_conflict")
             return
+        if self.retain_days is not None:
+            # Before the segment counts as stored: a failure here retries the put (which returns the same version)
+            # and then the lock. False means a stronger lock is already there, which is kept.
+            retain_until = s3io.retain_until_days(self.retain_days, datetime.fromtimestamp(meta["end_ns"] / 1e9, UTC))
+            s3io.try_put_retention(self.s3, self.settings.raw_bucket, meta["key"], version_id,
+                                   self.settings.lock_mode, retain_until)
         self.spool.mark_stored(entry, self.settings.raw_bucket, version_id)
         self.stored_total += 1
         logger.info("segment stored", extra={"seq": entry.seq, "segment": meta["key"], "version_id": version_id})

@@ -113,6 +113,25 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from freezeframe.errors import ConfigError
+    from freezeframe_agent.jobs import describe_jobs, format_jobs, load_jobs
+
+    path = args.file or settings().jobs_file
+    if path is None:
+        raise ConfigError("no jobs file: pass --file or set FREEZEFRAME_JOBS_FILE")
+    if not path.exists():
+        raise ConfigError(f"jobs file {path} does not exist")
+    now = datetime.fromisoformat(args.at.replace("Z", "+00:00")) if args.at else datetime.now(UTC)
+    if now.tzinfo is None:
+        raise ConfigError(f"--at {args.at!r} needs a time zone (Z or an offset)")
+    rows = describe_jobs(load_jobs(path), now)
+    print(json.dumps(rows, indent=2) if args.json else format_jobs(rows))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="freezeframe", description="network flight recorder for Kubernetes")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -140,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     release = sub.add_parser("release-hold", help="release an incident's legal holds (others' holds stay)")
     release.add_argument("incident")
     release.set_defaults(func=_cmd_release_hold)
+    jobs = sub.add_parser("jobs", help="list the agent's recording jobs with their state and next window")
+    jobs.add_argument("--file", type=Path, default=None, help="jobs file (default: FREEZEFRAME_JOBS_FILE)")
+    jobs.add_argument("--at", metavar="TIME", help="evaluate at this RFC 3339 time instead of now")
+    jobs.add_argument("--json", action="store_true")
+    jobs.set_defaults(func=_cmd_jobs)
     sample = sub.add_parser("sample-pcap", help="write the bundled sample capture")
     sample.add_argument("out", type=Path)
     sample.set_defaults(func=_cmd_sample)
