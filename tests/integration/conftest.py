@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +45,41 @@ def local(stack: Any, tmp_path: Any, handler_env: Any) -> Iterator[tuple[Setting
         yield config, s3, gateway
     finally:
         gateway.stop()
+
+
+@dataclass(frozen=True)
+class VethPair:
+    """Two fresh network namespaces joined by a veth pair: capture on `cap_dev`, send from `peer_ns`."""
+
+    cap_ns: str
+    cap_dev: str
+    cap_ip: str
+    peer_ns: str
+    peer_dev: str
+    peer_ip: str
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@pytest.fixture
+def veth_pair() -> Iterator[VethPair]:
+    if os.geteuid() != 0 or shutil.which("tcpdump") is None or shutil.which("ip") is None:
+        pytest.skip("needs root, tcpdump and iproute2")
+    tag = uuid.uuid4().hex[:6]
+    # TEST-NET-1 addresses, only ever inside these namespaces.
+    pair = VethPair(f"ffcap-{tag}", f"ffa{tag}", "192.0.2.1", f"ffpeer-{tag}", f"ffb{tag}", "192.0.2.2")
+    _ip("netns", "add", pair.cap_ns)
+    _ip("netns", "add", pair.peer_ns)
+    try:
+        _ip("link", "add", pair.cap_dev, "type", "veth", "peer", "name", pair.peer_dev)
+        for ns, dev, address in ((pair.cap_ns, pair.cap_dev, pair.cap_ip), (pair.peer_ns, pair.peer_dev, pair.peer_ip)):
+            _ip("link", "set", dev, "netns", ns)
+            _ip("-n", ns, "addr", "add", f"{address}/30", "dev", dev)
+            _ip("-n", ns, "link", "set", dev, "up")
+            _ip("-n", ns, "link", "set", "lo", "up")
+        yield pair
+    finally:
+        _ip("netns", "del", pair.cap_ns)
+        _ip("netns", "del", pair.peer_ns)

@@ -20,6 +20,7 @@ from freezeframe.freeze import freeze
 from freezeframe.keys import dissect_status_key, manifest_key
 from freezeframe.models import FreezeRequest, LockSpec, Scope, from_ns
 from freezeframe_agent.main import run_replay
+from tests.fixtures.buses import MemoryBus
 
 pytestmark = pytest.mark.integration
 SAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "sample.pcap"
@@ -37,7 +38,7 @@ def tshark_conversations(path: Path) -> int:
 @pytest.fixture
 def frozen(local: Any) -> tuple[Any, Any, FreezeRequest]:
     config, s3, _ = local
-    records = run_replay(config, SAMPLE, speedup=1000.0, s3=s3, bus=_NullBus())
+    records = run_replay(config, SAMPLE, speedup=1000.0, s3=s3, bus=MemoryBus())
     request = FreezeRequest(incident_id="it-dissect-1", source="api", title="t", severity="high",
                             window_start=from_ns(records[0].start_ns) - timedelta(seconds=1),
                             window_end=from_ns(records[-1].end_ns) + timedelta(seconds=1),
@@ -45,19 +46,6 @@ def frozen(local: Any) -> tuple[Any, Any, FreezeRequest]:
                                                                        + timedelta(days=1)))
     freeze(config, s3, request)
     return config, s3, request
-
-
-class _NullBus:
-    """This test is about S3 and dissection; the Kafka path is covered by test_freeze_worm and the e2e test."""
-
-    def publish(self, topic: str, key: str, value: Any) -> None:
-        return None
-
-    def read(self, topic: str, timeout_s: float = 5.0) -> list[Any]:
-        return []
-
-    def close(self) -> None:
-        return None
 
 
 def test_frozen_segments_become_one_row_per_conversation(frozen: Any) -> None:

@@ -24,6 +24,7 @@ from freezeframe.local.kafka import create_topics
 from freezeframe.local.kafka_source import KafkaEventSource
 from freezeframe.models import FreezeRequest, LockSpec, Scope, to_ns
 from freezeframe.verify import format_report, verify_incident
+from tests.fixtures.buses import MemoryBus
 
 pytestmark = pytest.mark.integration
 
@@ -136,18 +137,8 @@ def test_dissected_rows_carry_the_pods_of_their_ips(local: Any) -> None:
               "namespace": "data", "workload_name": "backend"}
     write_batch(config, s3, [K8sRecord(0, 1, client), K8sRecord(0, 2, server)])
 
-    class NullBus:
-        def publish(self, topic: str, key: str, value: Any) -> None:
-            return None
-
-        def read(self, topic: str, timeout_s: float = 5.0) -> list[Any]:
-            return []
-
-        def close(self) -> None:
-            return None
-
     sample = Path(__file__).resolve().parents[1] / "fixtures" / "sample.pcap"
-    records = run_replay(config, sample, speedup=1000.0, s3=s3, bus=NullBus())
+    records = run_replay(config, sample, speedup=1000.0, s3=s3, bus=MemoryBus())
     request = FreezeRequest(incident_id="it-enrich-1", source="api", title="t", severity="high",
                             window_start=now - timedelta(minutes=1),
                             window_end=datetime.fromtimestamp(records[-1].end_ns / 1e9, UTC) + timedelta(seconds=1),

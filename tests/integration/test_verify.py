@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,33 +14,16 @@ import pytest
 from botocore.exceptions import ClientError
 
 from freezeframe.adapters import s3 as s3io
-from freezeframe.adapters.bus import BusRecord
 from freezeframe.freeze import freeze
 from freezeframe.keys import manifest_key, raw_segment_key
 from freezeframe.manifest import build_manifest
 from freezeframe.models import FreezeRequest, LockSpec, ManifestEntry, Scope, from_ns
 from freezeframe.verify import VerifyReport, format_report, verify_incident
 from freezeframe_agent.main import run_replay
+from tests.fixtures.buses import MemoryBus
 
 pytestmark = pytest.mark.integration
 SAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "sample.pcap"
-
-
-class ListBus:
-    """Segment announcements kept in memory: these tests need S3, not Kafka."""
-
-    def __init__(self) -> None:
-        self.published: list[tuple[str, str, dict[str, Any]]] = []
-
-    def publish(self, topic: str, key: str, value: Mapping[str, Any]) -> None:
-        self.published.append((topic, key, dict(value)))
-
-    def read(self, topic: str, timeout_s: float = 5.0) -> list[BusRecord]:
-        return [BusRecord(t, 0, offset, key, value, 0) for offset, (t, key, value) in enumerate(self.published)
-                if t == topic]
-
-    def close(self) -> None:
-        pass
 
 
 def request_for(config: Any, records: list[Any], incident: str) -> FreezeRequest:
@@ -55,7 +37,7 @@ def request_for(config: Any, records: list[Any], incident: str) -> FreezeRequest
 @pytest.fixture
 def frozen(local: Any) -> tuple[Any, Any, list[Any], FreezeRequest]:
     config, s3, _ = local
-    records = run_replay(config, SAMPLE, speedup=1000.0, s3=s3, bus=ListBus())
+    records = run_replay(config, SAMPLE, speedup=1000.0, s3=s3, bus=MemoryBus())
     assert len(records) >= 5
     request = request_for(config, records, "it-verify-1")
     assert freeze(config, s3, request).created

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -15,8 +14,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +22,7 @@ import zstandard
 
 from freezeframe_agent.capture import CaptureEngineError, TcpdumpSource
 from freezeframe_agent.main import run, run_capture
+from tests.fixtures.buses import MemoryBus
 
 pytestmark = [pytest.mark.integration, pytest.mark.capture]
 PORT = 39999
@@ -35,7 +33,7 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 sent = 0
 for i in range(count):
     try:
-        s.sendto(b"freezeframe-%d" % i, ("192.0.2.1", 39999))
+        s.sendto(b"freezeframe-%d" % i, ("192.0.2.2", 39999))  # the veth_pair fixture's peer
         sent += 1
     except OSError:
         pass
@@ -45,31 +43,10 @@ print(sent)
 """
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
-
-
 @pytest.fixture
-def veth() -> Iterator[tuple[str, str]]:
-    """(namespace, device) of the sending side of a veth pair between two fresh namespaces."""
-    if os.geteuid() != 0 or shutil.which("tcpdump") is None or shutil.which("ip") is None:
-        pytest.skip("needs root, tcpdump and iproute2")
-    tag = uuid.uuid4().hex[:6]
-    near, far = f"ffhn-{tag}", f"ffhf-{tag}"
-    _ip("netns", "add", near)
-    _ip("netns", "add", far)
-    try:
-        _ip("link", "add", f"ffh{tag}", "type", "veth", "peer", "name", f"ffk{tag}")
-        _ip("link", "set", f"ffh{tag}", "netns", near)
-        _ip("link", "set", f"ffk{tag}", "netns", far)
-        _ip("-n", near, "addr", "add", "192.0.2.2/30", "dev", f"ffh{tag}")
-        _ip("-n", far, "addr", "add", "192.0.2.1/30", "dev", f"ffk{tag}")
-        for ns, dev in ((near, f"ffh{tag}"), (far, f"ffk{tag}")):
-            _ip("-n", ns, "link", "set", dev, "up")
-        yield near, f"ffh{tag}"
-    finally:
-        _ip("netns", "del", near)
-        _ip("netns", "del", far)
+def veth(veth_pair: Any) -> tuple[str, str]:
+    """(namespace, device) of the sending side: the sender runs in the capture namespace and sends to the peer."""
+    return veth_pair.cap_ns, veth_pair.cap_dev
 
 
 def send(ns: str, count: int, pause_s: float) -> int:
@@ -108,20 +85,6 @@ def healthz(port: int) -> tuple[int, dict[str, Any]]:
         return 0, {}
 
 
-class ListBus:
-    def __init__(self) -> None:
-        self.published: list[Any] = []
-
-    def publish(self, topic: str, key: str, value: Any) -> None:
-        self.published.append(value)
-
-    def read(self, topic: str, timeout_s: float = 5.0) -> list[Any]:
-        return []
-
-    def close(self) -> None:
-        return None
-
-
 def test_kernel_drops_are_counted_in_the_segment_they_happened_in(local: Any, veth: tuple[str, str],
                                                                   tmp_path: Path) -> None:
     config, s3, _ = local
@@ -133,7 +96,7 @@ def test_kernel_drops_are_counted_in_the_segment_they_happened_in(local: Any, ve
     stop = threading.Event()
     result: dict[str, Any] = {}
     agent = threading.Thread(target=lambda: result.update(records=run(
-        config, source, live=True, stop=stop, on_stop=source.stop, s3=s3, bus=ListBus())))
+        config, source, live=True, stop=stop, on_stop=source.stop, s3=s3, bus=MemoryBus())))
     agent.start()
     try:
         time.sleep(1.5)
@@ -163,7 +126,7 @@ def test_a_stopped_tcpdump_is_unhealthy_within_two_segment_periods(local: Any, v
     port = free_port()
     stop = threading.Event()
     agent = threading.Thread(target=run_capture, args=(config, dev, None, "udp"),
-                             kwargs={"command_prefix": ("ip", "netns", "exec", ns), "s3": s3, "bus": ListBus(),
+                             kwargs={"command_prefix": ("ip", "netns", "exec", ns), "s3": s3, "bus": MemoryBus(),
                                      "stop": stop, "http_port": port})
     agent.start()
     try:
@@ -197,7 +160,7 @@ def test_a_tcpdump_that_dies_ends_the_capture_with_an_error_after_uploading(loca
     config, s3, _ = local
     config = config.with_(segment_seconds=1.0)
     ns, dev = veth
-    bus = ListBus()
+    bus = MemoryBus()
     outcome: dict[str, Any] = {}
 
     def capture() -> None:
@@ -214,5 +177,5 @@ def test_a_tcpdump_that_dies_ends_the_capture_with_an_error_after_uploading(loca
     os.kill(pid, signal.SIGKILL)
     agent.join(60)
     assert not agent.is_alive() and "capture engine exited" in str(outcome.get("error"))
-    assert len(bus.published) >= 2, "the segments before the engine died are uploaded"
-    assert [r["seq"] for r in bus.published] == list(range(len(bus.published)))
+    assert len(bus.values) >= 2, "the segments before the engine died are uploaded"
+    assert [r["seq"] for r in bus.values] == list(range(len(bus.values)))

@@ -5,14 +5,11 @@ traffic the test sends and are checked with tshark."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,41 +19,21 @@ import zstandard
 
 from freezeframe_agent.jobs import JobManager
 from freezeframe_agent.main import run_jobs
+from tests.fixtures.buses import MemoryBus
 
 pytestmark = [pytest.mark.integration, pytest.mark.capture]
 JOB_PORT, OTHER_PORT = 39998, 39997
 IN_WINDOW, OUTSIDE = 25, 10
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
-
-
 @pytest.fixture
-def veth() -> Iterator[tuple[str, str, str]]:
-    if os.geteuid() != 0 or shutil.which("tcpdump") is None or shutil.which("ip") is None:
-        pytest.skip("needs root, tcpdump and iproute2")
-    tag = uuid.uuid4().hex[:6]
-    cap, peer = f"ffjcap-{tag}", f"ffjpeer-{tag}"
-    _ip("netns", "add", cap)
-    _ip("netns", "add", peer)
-    try:
-        _ip("link", "add", f"ffja{tag}", "type", "veth", "peer", "name", f"ffjb{tag}")
-        _ip("link", "set", f"ffja{tag}", "netns", cap)
-        _ip("link", "set", f"ffjb{tag}", "netns", peer)
-        _ip("-n", cap, "addr", "add", "192.0.2.5/30", "dev", f"ffja{tag}")
-        _ip("-n", peer, "addr", "add", "192.0.2.6/30", "dev", f"ffjb{tag}")
-        for ns, dev in ((cap, f"ffja{tag}"), (peer, f"ffjb{tag}")):
-            _ip("-n", ns, "link", "set", dev, "up")
-        yield cap, f"ffja{tag}", peer
-    finally:
-        _ip("netns", "del", cap)
-        _ip("netns", "del", peer)
+def veth(veth_pair: Any) -> tuple[str, str, str]:
+    return veth_pair.cap_ns, veth_pair.cap_dev, veth_pair.peer_ns
 
 
 def send(peer: str, port: int, count: int) -> None:
     code = ("import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
-            f"for i in range({count}):\n    s.sendto(b'job-%d' % i, ('192.0.2.5', {port}))\n    time.sleep(0.01)\n")
+            f"for i in range({count}):\n    s.sendto(b'job-%d' % i, ('192.0.2.1', {port}))\n    time.sleep(0.01)\n")
     subprocess.run(["ip", "netns", "exec", peer, "python3", "-c", code], check=True, timeout=20)
 
 
@@ -77,7 +54,7 @@ def test_a_job_loaded_at_runtime_records_its_window_under_its_prefix_with_retent
     jobs_file.write_text("jobs: []\n")
     stop = threading.Event()
     result: dict[str, JobManager] = {}
-    bus = _ListBus()
+    bus = MemoryBus()
     runner = threading.Thread(target=lambda: result.update(manager=run_jobs(
         config, jobs_file, stop, interfaces=(dev,), command_prefix=("ip", "netns", "exec", ns), poll_s=0.2,
         s3=s3, bus=bus, drain_timeout_s=30.0)))
@@ -117,21 +94,7 @@ def test_a_job_loaded_at_runtime_records_its_window_under_its_prefix_with_retent
         other += tshark_count(plain, OTHER_PORT)
     assert (captured, other) == (IN_WINDOW, 0)
     assert [r.seq for r in records] == list(range(len(records))), "the job's own gapless seq"
-    assert all(value["key"].startswith("jobs/udp-probe/") for value in bus.published)
+    assert all(value["key"].startswith("jobs/udp-probe/") for value in bus.values)
     assert not list(s3.list_objects_v2(Bucket=config.raw_bucket, Prefix="raw/").get("Contents", []))
 
 
-class _ListBus:
-    def __init__(self) -> None:
-        self.published: list[Any] = []
-        self.topics: set[str] = set()
-
-    def publish(self, topic: str, key: str, value: Any) -> None:
-        self.topics.add(topic)
-        self.published.append(value)
-
-    def read(self, topic: str, timeout_s: float = 5.0) -> list[Any]:
-        return []
-
-    def close(self) -> None:
-        return None
