@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import boto3
@@ -41,7 +42,10 @@ class LockState:
     legal_hold: bool
 
 
+@lru_cache(maxsize=16)
 def client(settings: Settings) -> Any:
+    """One client per settings per process (boto3 clients are thread-safe, and building one costs milliseconds that
+    a warm Lambda should not pay per request)."""
     kwargs: dict[str, Any] = {"region_name": settings.region,
                               "config": Config(retries={"max_attempts": 8, "mode": "adaptive"},
                                                max_pool_connections=32)}
