@@ -74,25 +74,28 @@ def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | 
     hold = hold_for(request, settings.hold_grace_s, now or datetime.now(UTC))
     if hold is not None:
         open_hold(settings, s3, hold)
-    nodes = scope_nodes(settings, s3, request)
-    prefixes = hour_prefixes(request.scope.cluster, request.window_start_ns, request.window_end_ns)
-    if nodes:
-        # A scope that names (or resolves to) nodes lists only their folders, not every node's segments of each hour.
-        prefixes = [f"{prefix}{check_name('node', node)}/" for prefix in prefixes for node in nodes]
     locks: list[Future[ManifestEntry]] = []
     submitted = threading.Lock()
-    with ThreadPoolExecutor(max_workers=2) as aux, ThreadPoolExecutor(max_workers=LIST_WORKERS) as listers, \
+    with ThreadPoolExecutor(max_workers=3) as aux, ThreadPoolExecutor(max_workers=LIST_WORKERS) as listers, \
             ThreadPoolExecutor(max_workers=LOCK_WORKERS) as lockers:
-        # The segment index and the context snapshots run beside the listing, and every listed page's segments are
+        # The segment index and the Kubernetes context are read beside the listing (the context only holds the
+        # listing up when a namespace/pod scope needs it to find its nodes), and every listed page's segments are
         # locked while the next page is fetched: a freeze costs about its PutObjectRetention calls, not their sum
         # plus the listing's round trips.
         index_future = aux.submit(segment_index.load, settings, s3, request.scope.cluster, request.window_start_ns,
                                   request.window_end_ns)
+        objects_future = aux.submit(k8s_context.read_window, settings, s3, request.scope.cluster,
+                                    request.window_start_ns, request.window_end_ns)
+        nodes = scope_nodes(request, objects_future)
+        prefixes = hour_prefixes(request.scope.cluster, request.window_start_ns, request.window_end_ns)
+        if nodes:
+            # A scope that names (or resolves to) nodes lists only their folders, not every node's segments.
+            prefixes = [f"{prefix}{check_name('node', node)}/" for prefix in prefixes for node in nodes]
         # The context of every node, not only the scope's: the peers of the frozen traffic run elsewhere, and their
         # IPs must resolve to pods too.
-        context_future = aux.submit(k8s_context.preserve, settings, s3, request.incident_id, request.scope.cluster,
-                                    (), request.window_start_ns, request.window_end_ns, request.lock.mode,
-                                    request.lock.retain_until)
+        context_future = aux.submit(lambda: k8s_context.preserve(settings, s3, request.incident_id,
+                                                                 objects_future.result(), request.lock.mode,
+                                                                 request.lock.retain_until))
 
         def list_and_lock(prefix: str) -> None:
             indexed, _ = index_future.result()
@@ -123,14 +126,13 @@ def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | 
                         created=written is not None)
 
 
-def scope_nodes(settings: Settings, s3: Any, request: FreezeRequest) -> tuple[str, ...]:
+def scope_nodes(request: FreezeRequest, context: Future[list[k8s_context.ContextObject]]) -> tuple[str, ...]:
     """The nodes to freeze: the scope's own, or, for a namespace/pod scope, the nodes where those pods ran according
     to the Kubernetes context; empty (every node) when nothing narrows it, because over-freezing loses nothing."""
     scope = request.scope
     if scope.nodes or not (scope.namespaces or scope.pods):
         return scope.nodes
-    resolved = k8s_context.nodes_for(settings, s3, scope.cluster, scope.namespaces, scope.pods,
-                                     request.window_start_ns, request.window_end_ns)
+    resolved = k8s_context.nodes_in(k8s_context.records_of(context.result()), scope.namespaces, scope.pods)
     if not resolved:
         logger.warning("namespace/pod scope not found in the Kubernetes context; freezing every node",
                        extra={"incident_id": request.incident_id})

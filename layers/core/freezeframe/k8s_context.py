@@ -81,32 +81,54 @@ def context_root_hash(entries: Iterable[ContextEntry]) -> str:
     return digest.hexdigest()
 
 
-def preserve(settings: Settings, s3: Any, incident_id: str, cluster: str, nodes: tuple[str, ...], start_ns: int,
-             end_ns: int, mode: str, retain_until: datetime, lookback_s: int = DEFAULT_LOOKBACK_S
-             ) -> list[ContextEntry]:
+@dataclass(frozen=True, slots=True)
+class ContextObject:
+    """One stored batch of context records, read at a fixed version."""
+
+    key: str
+    version_id: str
+    body: bytes
+
+    @property
+    def node(self) -> str:
+        return self.key.split("/")[-2]
+
+
+def read_window(settings: Settings, s3: Any, cluster: str, start_ns: int, end_ns: int,
+                lookback_s: int = DEFAULT_LOOKBACK_S) -> list[ContextObject]:
+    """Every node's context objects from `lookback_s` before the window to its end, each read once."""
+    versions = [v for prefix in k8s_prefixes(cluster, start_ns - lookback_s * 1_000_000_000, end_ns)
+                for v in s3io.list_versions(s3, settings.evidence_bucket, prefix)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(lambda v: ContextObject(
+            v.key, v.version_id, s3io.get_bytes(s3, settings.evidence_bucket, v.key, v.version_id)), versions))
+
+
+def records_of(objects: Iterable[ContextObject]) -> list[dict[str, Any]]:
+    return [json.loads(line) for obj in objects for line in obj.body.decode().splitlines() if line.strip()]
+
+
+def preserve(settings: Settings, s3: Any, incident_id: str, objects: Iterable[ContextObject], mode: str,
+             retain_until: datetime) -> list[ContextEntry]:
     """Snapshots the window's context objects into `incidents/<id>/k8s/`, written create-only with the incident's
     own lock, and returns their manifest entries.
 
     A copy, not an in-place lock: the originals carry the evidence bucket's default retention, and raising a
     GOVERNANCE default to COMPLIANCE would need governance bypass, which no function has.
     """
-    versions = [v for prefix in k8s_prefixes(cluster, start_ns - lookback_s * 1_000_000_000, end_ns)
-                for v in s3io.list_versions(s3, settings.evidence_bucket, prefix)]
-    chosen = [v for v in versions if not nodes or v.key.split("/")[-2] in nodes]
 
-    def snapshot(version: s3io.ObjectVersion) -> ContextEntry:
-        body = s3io.get_bytes(s3, settings.evidence_bucket, version.key, version.version_id)
-        key = f"{incident_prefix(incident_id)}{version.key}"
+    def snapshot(obj: ContextObject) -> ContextEntry:
+        key, body = f"{incident_prefix(incident_id)}{obj.key}", obj.body
         written = s3io.put_bytes(s3, settings.evidence_bucket, key, body, content_type="application/x-ndjson",
                                  create_only=True, lock=(mode, retain_until))
         if written is None:  # a retried freeze: the snapshot exists, and it is what the entry must describe
             head = s3.head_object(Bucket=settings.evidence_bucket, Key=key)
             written, body = str(head["VersionId"]), s3io.get_bytes(s3, settings.evidence_bucket, key)
         return ContextEntry(settings.evidence_bucket, key, written, hashlib.sha256(body).hexdigest(), len(body),
-                            version.key.split("/")[-2], mode, iso(retain_until))
+                            obj.node, mode, iso(retain_until))
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        return sorted(pool.map(snapshot, chosen), key=lambda e: (e.node, e.key))
+        return sorted(pool.map(snapshot, objects), key=lambda e: (e.node, e.key))
 
 
 def nodes_in(records: Iterable[Mapping[str, Any]], namespaces: Iterable[str], pods: Iterable[str]) -> set[str]:
@@ -115,14 +137,3 @@ def nodes_in(records: Iterable[Mapping[str, Any]], namespaces: Iterable[str], po
     return {str(r["node"]) for r in records
             if r.get("schema") == POD_SCHEMA
             and (r.get("namespace") in wanted_namespaces or r.get("pod") in wanted_pods)}
-
-
-def nodes_for(settings: Settings, s3: Any, cluster: str, namespaces: Iterable[str], pods: Iterable[str],
-              start_ns: int, end_ns: int, lookback_s: int = DEFAULT_LOOKBACK_S) -> set[str]:
-    """Resolves a namespace/pod scope to nodes from the context records of the window (and its look-back)."""
-    keys = [k for prefix in k8s_prefixes(cluster, start_ns - lookback_s * 1_000_000_000, end_ns)
-            for k in s3io.list_keys(s3, settings.evidence_bucket, prefix)]
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        bodies = list(pool.map(lambda k: s3io.get_bytes(s3, settings.evidence_bucket, k), keys))
-    records = [json.loads(line) for body in bodies for line in body.decode().splitlines() if line.strip()]
-    return nodes_in(records, namespaces, pods)
