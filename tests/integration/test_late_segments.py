@@ -24,18 +24,10 @@ from freezeframe.local.kafka import create_topics
 from freezeframe.local.kafka_source import KafkaEventSource
 from freezeframe.models import FreezeRequest, LockSpec, Scope
 from freezeframe_agent.main import run_replay
+from tests.fixtures.waiting import until
 
 pytestmark = pytest.mark.integration
 SAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "sample.pcap"
-
-
-def wait_for(predicate: Any, timeout_s: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.3)
-    return False
 
 
 def test_segments_announced_after_the_freeze_are_locked_into_the_open_hold(local: Any, handler_env: Any,
@@ -64,7 +56,8 @@ def test_segments_announced_after_the_freeze_are_locked_into_the_open_hold(local
                               load_handler(config, "segment_indexer"), "freezeframe-segment-indexer",
                               retry_backoff_s=0.5).start()
     try:
-        assert wait_for(lambda: len(manifest_parts(config, s3, request.incident_id)) == len(records))
+        until(lambda: len(manifest_parts(config, s3, request.incident_id)) == len(records), 30,
+              "every late segment appended as a manifest part", poll_s=0.3)
     finally:
         source.stop()
     assert source.dead_letters == []
@@ -85,7 +78,7 @@ def test_segments_announced_after_the_freeze_are_locked_into_the_open_hold(local
     source = KafkaEventSource(config.kafka_bootstrap, config.segments_topic, f"indexer-{uuid.uuid4().hex[:6]}",
                               load_handler(config, "segment_indexer"), "freezeframe-segment-indexer").start()
     try:
-        assert wait_for(lambda: source.batches > 0)
+        until(lambda: source.batches > 0, 30, "the indexer to take the later batch", poll_s=0.3)
         time.sleep(1.0)
     finally:
         source.stop()

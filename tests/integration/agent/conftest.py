@@ -5,6 +5,7 @@ no segment was lost or stored twice."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 import socket
 import struct
@@ -21,6 +22,7 @@ import pytest
 from freezeframe.adapters.bus import KafkaBus
 from freezeframe.config import Settings
 from freezeframe.pcapio import LINKTYPE_ETHERNET, PcapWriter
+from tests.fixtures.waiting import until
 
 S = 1_000_000_000
 GAP_SCHEMA = "freezeframe.gap/v1"
@@ -199,20 +201,12 @@ def check_delivery(records: list[dict[str, Any]], versions: dict[str, list[str]]
     return sorted(segments, key=lambda r: r["seq"]), gaps
 
 
-def until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
 @pytest.fixture
 def helpers() -> Any:
     class Helpers:
         node_records = staticmethod(node_records)
         s3_versions = staticmethod(s3_versions)
         check_delivery = staticmethod(check_delivery)
-        until = staticmethod(until)
+        until = staticmethod(functools.partial(until, poll_s=0.2))  # S3 and Kafka are polled, not spun on
 
     return Helpers

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from freezeframe.pcapio import Packet
 from freezeframe_agent.capture import AgentDrops, TcpdumpSource, record
 from freezeframe_agent.segmenter import Segmenter
+from tests.fixtures.waiting import until
 
 S = 1_000_000_000
 FAKE_TCPDUMP = """\
@@ -47,14 +48,6 @@ def fake_tcpdump(tmp_path: Path) -> str:
     script.write_text(f"#!{sys.executable}\n{FAKE_TCPDUMP}")
     script.chmod(0o755)
     return str(script)
-
-
-def until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.01)
 
 
 def test_a_full_queue_drops_are_counted_and_placed_before_the_next_packet(tmp_path: Path) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import random
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from freezeframe.models import SegmentRecord
 from freezeframe_agent.publisher import DurableKafkaBus
 from freezeframe_agent.spool import GAP_SCHEMA, Spool
 from freezeframe_agent.uploader import Backoff, Uploader
+from tests.fixtures.waiting import until
 
 S = 1_000_000_000
 
@@ -82,15 +81,6 @@ def add_segments(spool: Spool, count: int, size: int = 100) -> None:
                          "sha256": hashlib.sha256(body).hexdigest(), "compression": "zstd", "format": "pcap",
                          "link_type": 1, "snaplen": 262144, "kernel_drops": 0, "agent_drops": 0,
                          "capture_filter": "", "agent_version": "t"})
-
-
-def until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    """Waits for a condition the threads bring about (not a timing assertion: the limit only stops a hang)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.01)
 
 
 def test_after_s3_succeeded_and_publish_failed_a_restart_only_republishes(tmp_path: Path) -> None:
