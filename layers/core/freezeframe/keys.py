@@ -55,8 +55,9 @@ JOBS_ROOT = "jobs"
 def job_segment_key(job: str, cluster: str, node: str, start_ns: int, end_ns: int, ext: str) -> str:
     """A recording job's segment: jobs/<job>/ followed by the raw layout's own parts (cluster, start hour, node,
     interval), so a job is listed, expired and locked by its own prefix without touching the always-on capture."""
-    raw = raw_segment_key(cluster, node, start_ns, end_ns, ext)
-    return f"{JOBS_ROOT}/{check_name('job', job)}/{raw[len(RAW_ROOT) + 1:]}"
+    raw_segment_key(cluster, node, start_ns, end_ns, ext)  # the same checks as the always-on capture's keys
+    root = f"{JOBS_ROOT}/{check_name('job', job)}"
+    return f"{hour_prefix(cluster, start_ns, root)}{node}/{start_ns}-{end_ns}.{ext}"
 
 
 def parse_raw_segment_key(key: str) -> RawKey | None:
@@ -70,12 +71,13 @@ def parse_raw_segment_key(key: str) -> RawKey | None:
     return RawKey(match["cluster"], match["node"], start_ns, int(match["end"]), match["ext"])
 
 
-def hour_prefixes(cluster: str, window_start_ns: int, window_end_ns: int) -> list[str]:
+def hour_prefixes(cluster: str, window_start_ns: int, window_end_ns: int, root: str = RAW_ROOT) -> list[str]:
     """Prefixes to list for a window: each hour it touches plus the hour before (a segment that began then may
-    overlap the window's start)."""
+    overlap the window's start). The raw segments, the segment index and the Kubernetes context share this
+    hour layout under their own roots."""
     check_name("cluster", cluster)
     first = (window_start_ns // HOUR_NS - 1) * HOUR_NS
-    return [hour_prefix(cluster, hour) for hour in range(first, window_end_ns + 1, HOUR_NS)]
+    return [hour_prefix(cluster, hour, root) for hour in range(first, window_end_ns + 1, HOUR_NS)]
 
 
 def incident_prefix(incident_id: str) -> str:
@@ -123,12 +125,32 @@ def k8s_batch_key(cluster: str, node: str, observed_ns: int, partition: int, fir
                   last_offset: int) -> str:
     """A batch of freezeframe.k8s records of one node, filed under the hour of its first observation; named by its
     Kafka offsets, so a retried batch rewrites the same key."""
-    hour = hour_prefix(cluster, observed_ns)[len(RAW_ROOT):]
-    return f"{K8S_ROOT}{hour}{check_name('node', node)}/{partition:04d}-{first_offset:015d}-{last_offset:015d}.jsonl"
+    return (f"{hour_prefix(cluster, observed_ns, K8S_ROOT)}{check_name('node', node)}/"
+            f"{partition:04d}-{first_offset:015d}-{last_offset:015d}.jsonl")
 
 
 def k8s_prefixes(cluster: str, start_ns: int, end_ns: int) -> list[str]:
-    return [K8S_ROOT + prefix[len(RAW_ROOT):] for prefix in hour_prefixes(cluster, start_ns, end_ns)]
+    return hour_prefixes(cluster, start_ns, end_ns, K8S_ROOT)
+
+
+INDEX_ROOT = "index"
+
+
+def index_prefixes(cluster: str, start_ns: int, end_ns: int) -> list[str]:
+    """The segment index's prefixes of a window: the same hours (and the hour before) that a freeze lists."""
+    return hour_prefixes(cluster, start_ns, end_ns, INDEX_ROOT)
+
+
+def index_batch_key(cluster: str, node: str, start_ns: int, first_seq: int, last_seq: int, digest: str) -> str:
+    """A batch of one node's segment records, filed under its first segment's start hour."""
+    return (f"{hour_prefix(cluster, start_ns, INDEX_ROOT)}{check_name('node', node)}/"
+            f"{first_seq:012d}-{last_seq:012d}-{digest}.json")
+
+
+def index_gap_key(cluster: str, node: str, start_ns: int, first_seq: int, last_seq: int) -> str:
+    """One gap record of a node (segments its agent evicted), filed under the gap's start hour."""
+    return (f"{hour_prefix(cluster, start_ns, INDEX_ROOT)}{check_name('node', node)}/"
+            f"gap-{first_seq:012d}-{last_seq:012d}.json")
 
 
 def table_prefix(table: str) -> str:
@@ -152,6 +174,6 @@ def table_part_key(table: str, window_start_ns: int, incident_id: str, node: str
             f"{check_name('node', node)}.parquet")
 
 
-def hour_prefix(cluster: str, ts_ns: int) -> str:
+def hour_prefix(cluster: str, ts_ns: int, root: str = RAW_ROOT) -> str:
     hour = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ts_ns // 1000)
-    return f"{RAW_ROOT}/{cluster}/{hour:%Y/%m/%d/%H}/"
+    return f"{root}/{cluster}/{hour:%Y/%m/%d/%H}/"

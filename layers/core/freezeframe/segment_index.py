@@ -19,23 +19,14 @@ from typing import Any
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
-from freezeframe.keys import HOUR_NS, check_name, hour_prefix, hour_prefixes
+from freezeframe.keys import HOUR_NS, index_batch_key, index_gap_key, index_prefixes
 from freezeframe.models import SegmentRecord
 
 INDEX_SCHEMA = "freezeframe.segment-index/v1"
-INDEX_ROOT = "index"
-
-
-def index_prefixes(cluster: str, start_ns: int, end_ns: int) -> list[str]:
-    """The index prefixes of a window: the same hours (and the hour before) that a freeze lists."""
-    return [INDEX_ROOT + prefix[len("raw"):] for prefix in hour_prefixes(cluster, start_ns, end_ns)]
-
-
 def batch_key(cluster: str, node: str, records: list[SegmentRecord]) -> str:
-    hour = hour_prefix(cluster, records[0].start_ns)
     digest = hashlib.sha256("\n".join(f"{r.key}@{r.version_id}" for r in records).encode()).hexdigest()[:16]
     seqs = [r.seq for r in records]
-    return f"{INDEX_ROOT}{hour[len('raw'):]}{check_name('node', node)}/{min(seqs):012d}-{max(seqs):012d}-{digest}.json"
+    return index_batch_key(cluster, node, records[0].start_ns, min(seqs), max(seqs), digest)
 
 
 def group(records: Iterable[SegmentRecord]) -> dict[tuple[str, str, int], list[SegmentRecord]]:
@@ -63,9 +54,8 @@ def write_gaps(settings: Settings, s3: Any, gaps: Iterable[Mapping[str, Any]]) -
     can report them in its coverage."""
     keys = []
     for gap in gaps:
-        hour = hour_prefix(str(gap["cluster"]), int(gap["start_ns"]))
-        key = (f"{INDEX_ROOT}{hour[len('raw'):]}{check_name('node', str(gap['node']))}/"
-               f"gap-{int(gap['first_seq']):012d}-{int(gap['last_seq']):012d}.json")
+        key = index_gap_key(str(gap["cluster"]), str(gap["node"]), int(gap["start_ns"]), int(gap["first_seq"]),
+                            int(gap["last_seq"]))
         s3io.put_json(s3, settings.evidence_bucket, key, {"schema": INDEX_SCHEMA, "records": [], "gaps": [dict(gap)]})
         keys.append(key)
     return keys
