@@ -29,6 +29,53 @@ def field_doc(field: pa.Field) -> str:
     return metadata.get(b"doc", b"").decode()
 
 
+def _per_direction(name: str, type_: pa.DataType, doc: str) -> list[pa.Field]:
+    """A connection total plus its `_out` (sent by src) and `_in` (sent by dst) parts."""
+    return [
+        _field(name, type_, f"{doc} Both directions; null for non-TCP."),
+        _field(f"{name}_out", type_, f"{doc} Sent by the initiator (src)."),
+        _field(f"{name}_in", type_, f"{doc} Sent by the responder (dst)."),
+    ]
+
+
+# DESIGN's TCP insights, defined as Wireshark's TCP analysis (epan/dissectors/packet-tcp.c) defines them, so that
+# tshark on the same capture is the reference. All are null for non-TCP rows.
+TCP_INSIGHTS: list[pa.Field] = [
+    _field("conn_state", pa.string(),
+           "Zeek-style connection state: S0, S1, SF, REJ, S2, S3, RSTO, RSTR, RSTOS0, RSTRH, SH, SHR, OTH."),
+    _field("history", pa.string(),
+           "Zeek-style history: S h a d f r (upper case from the initiator, lower case from the responder), "
+           "t/T retransmission, w/W zero window, each letter once."),
+    _field("syn_to_synack_us", pa.int64(), "First SYN to the first SYN-ACK in microseconds (Kubeshark's initial RTT)."),
+    _field("handshake_us", pa.int64(),
+           "First SYN to the ACK of the SYN-ACK in microseconds (Wireshark tcp.analysis.initial_rtt)."),
+    _field("time_to_first_data_us", pa.int64(), "First SYN to the first segment carrying payload, microseconds."),
+    *_per_direction("retransmissions", pa.int64(),
+                    "Segments Wireshark flags tcp.analysis.retransmission (fast and spurious included)."),
+    _field("fast_retransmissions", pa.int64(), "Segments flagged tcp.analysis.fast_retransmission."),
+    _field("spurious_retransmissions", pa.int64(), "Segments flagged tcp.analysis.spurious_retransmission."),
+    _field("out_of_order", pa.int64(), "Segments flagged tcp.analysis.out_of_order."),
+    *_per_direction("dup_acks", pa.int64(), "Segments flagged tcp.analysis.duplicate_ack."),
+    _field("lost_segments", pa.int64(), "Segments flagged tcp.analysis.lost_segment (previous segment not captured)."),
+    _field("retransmission_rate", pa.float64(), "retransmissions / TCP segments carrying payload (0 when none)."),
+    *_per_direction("zero_window_events", pa.int64(), "Segments flagged tcp.analysis.zero_window."),
+    _field("window_full_events", pa.int64(), "Segments flagged tcp.analysis.window_full."),
+    _field("window_scale", pa.int32(), "Window scale shift the initiator announced in its SYN; null if none seen."),
+    _field("window_scale_in", pa.int32(), "Window scale shift the responder announced in its SYN-ACK."),
+    _field("keepalives", pa.int64(), "Segments flagged tcp.analysis.keep_alive."),
+    _field("rtt_min_us", pa.int64(), "Smallest data-to-ACK time (tcp.analysis.ack_rtt) in microseconds."),
+    _field("rtt_avg_us", pa.int64(), "Mean data-to-ACK time in microseconds."),
+    _field("rtt_max_us", pa.int64(), "Largest data-to-ACK time in microseconds."),
+    _field("rtt_samples", pa.int64(), "Number of data-to-ACK samples (ACKs carrying tcp.analysis.ack_rtt)."),
+    _field("rtt_jitter_us", pa.int64(), "Mean absolute difference of consecutive RTT samples, microseconds."),
+    _field("bytes_total", pa.int64(), "TCP payload bytes in both directions, retransmitted bytes included."),
+    _field("goodput_bytes", pa.int64(), "TCP payload bytes in both directions, not counting retransmitted bytes."),
+    _field("rst_count", pa.int64(), "Segments with RST set."),
+    _field("fin_count", pa.int64(), "Segments with FIN set."),
+    _field("close", pa.string(), "How the connection ended: 'fin', 'rst', 'open' or 'handshake_failed'."),
+]
+
+
 CONNECTIONS: pa.Schema = pa.schema(
     [
         _field("node", pa.string(), "Kubernetes node whose agent captured the traffic.", nullable=False),
@@ -64,6 +111,7 @@ CONNECTIONS: pa.Schema = pa.schema(
         _field("completeness", pa.int32(),
                "Wireshark tcp.completeness bitmask: 1 SYN, 2 SYN-ACK, 4 ACK, 8 DATA, 16 FIN, 32 RST; "
                "null for non-TCP."),
+        *TCP_INSIGHTS,
         _field("src_namespace", pa.string(), "Kubernetes namespace of src_ip at first_ts."),
         _field("src_pod", pa.string(), "Kubernetes pod of src_ip at first_ts."),
         _field("src_workload", pa.string(), "Owning workload (Deployment, StatefulSet, ...) of src_pod."),

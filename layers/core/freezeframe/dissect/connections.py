@@ -48,7 +48,7 @@ from freezeframe.dissect.decode import (
     decode,
 )
 from freezeframe.pcapio import Packet
-from freezeframe.schemas import CONNECTIONS
+from freezeframe.schemas import CONNECTIONS, TCP_INSIGHTS
 
 UDP_IDLE_TIMEOUT_NS = 120 * 1_000_000_000
 
@@ -297,5 +297,7 @@ class ConnectionTracker:
             columns["completeness"].append(flow.completeness if flow.proto == IPPROTO_TCP else None)
         for name in ("src_namespace", "src_pod", "src_workload", "dst_namespace", "dst_pod", "dst_workload"):
             columns[name] = [None] * len(rows)  # Kubernetes enrichment joins these in a later stage
+        for field in TCP_INSIGHTS:
+            columns[field.name] = [None] * len(rows)  # TCP analysis is not computed yet
         arrays = [pa.array(columns[field.name], type=field.type) for field in CONNECTIONS]
         return pa.Table.from_arrays(arrays, schema=CONNECTIONS)
