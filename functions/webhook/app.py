@@ -68,8 +68,9 @@ def pagerduty() -> Response:
 @tracer.capture_method
 def manual_freeze() -> Response:
     config = settings()
+    caller = intake.iam_caller(app.current_event.raw_event.get("requestContext") or {})
     result = intake.accept_manual(config, s3io.client(config), app.current_event.headers, _raw_body(),
-                                  api_token(config), datetime.now(UTC), _start_freeze(config))
+                                  lambda: _api_token(config), datetime.now(UTC), _start_freeze(config), caller)
     metrics.add_metric(name="IncidentsAccepted", unit=MetricUnit.Count, value=len(result.accepted))
     return _json(202, result.to_dict())
 
@@ -78,7 +79,7 @@ def manual_freeze() -> Response:
 @tracer.capture_method
 def incident(incident_id: str) -> Response:
     config = settings()
-    intake.check_bearer(app.current_event.headers, api_token(config))
+    intake.check_bearer(app.current_event.headers, _api_token(config))
     return _json(200, intake.incident_status(config, s3io.client(config), incident_id))
 
 
@@ -118,6 +119,13 @@ def not_found(_: Exception) -> Response:
         return Response(status_code=405, content_type=content_types.APPLICATION_JSON,
                         body={"error": f"{method} not allowed on {path}"}, headers={"Allow": ", ".join(allowed)})
     return _json(404, {"error": f"no route {method} {path}"})
+
+
+def _api_token(config: Settings) -> str:
+    """The API token, or "" in a deployment that configures none (IAM only), where every bearer token gets 401."""
+    if not (config.api_token_env or config.api_token_file or config.api_token_secret_arn):
+        return ""
+    return api_token(config)
 
 
 def _raw_body() -> bytes:

@@ -57,3 +57,33 @@ def test_manual_freeze_then_status(local: Any, event: Any, lambda_context: Any, 
     assert handler(missing, lambda_context)["statusCode"] == 404
     wrong = handler(event("webhook", "wrong_method"), lambda_context)
     assert wrong["statusCode"] == 405 and wrong["headers"]["Allow"] == "POST"
+
+
+def test_manual_freeze_signed_by_iam_needs_no_token_and_records_the_caller(local: Any, event: Any,
+                                                                           lambda_context: Any) -> None:
+    """In AWS, POST /v1/freeze arrives through the HTTP API route with AWS_IAM authorization: AWS has verified the
+    SigV4 signature and names the caller in requestContext.authorizer.iam. No API token is configured here at all."""
+    config, s3, gateway = local
+    assert config.api_token_env is None and config.api_token_file is None and config.api_token_secret_arn is None
+    handler = load_handler(config, "webhook")
+    signed = event("webhook", "manual_freeze_iam")
+    reply = handler(signed, lambda_context)
+    assert reply["statusCode"] == 202, reply
+    [incident] = json.loads(reply["body"])["accepted"]
+    record = json.loads(s3.get_object(Bucket=config.evidence_bucket, Key=incident_key(incident))["Body"].read())
+    assert record["requested_by"] == {"iam": signed["requestContext"]["authorizer"]["iam"]["userArn"]}
+    assert gateway.wait_idle(30)
+    assert [i.function for i in gateway.invocations] == ["freeze"]
+
+    # The same body over a route without IAM authorization (no authorizer in the context) falls back to the token;
+    # with none configured every token is refused, an empty one included, and nothing is written.
+    unsigned = json.loads(json.dumps(signed))
+    del unsigned["requestContext"]["authorizer"]
+    body = json.loads(unsigned["body"])
+    body["title"] = "unsigned copy"
+    unsigned["body"] = json.dumps(body)
+    before = s3.list_object_versions(Bucket=config.evidence_bucket).get("Versions", [])
+    assert handler(unsigned, lambda_context)["statusCode"] == 401
+    unsigned["headers"]["authorization"] = "Bearer "
+    assert handler(unsigned, lambda_context)["statusCode"] == 401
+    assert s3.list_object_versions(Bucket=config.evidence_bucket).get("Versions", []) == before

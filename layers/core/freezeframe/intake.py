@@ -69,6 +69,9 @@ def check_size(body: bytes) -> None:
 
 def check_bearer(headers: Mapping[str, str], expected_token: str) -> None:
     """Constant-time check of `Authorization: Bearer <token>`; the header's value is never echoed."""
+    if not expected_token:
+        # An IAM-only deployment: never let an empty presented token equal an empty expected one.
+        raise SignatureError("bearer tokens are not accepted here: no API token is configured")
     auth = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
     scheme, _, presented = auth.partition(" ")
     # compare_digest on bytes of both, so a wrong scheme or length costs the same as a wrong token.
@@ -168,12 +171,26 @@ def record_resolved(settings: Settings, s3: Any, incident_ids: Iterable[str], no
     return tuple(closed)
 
 
-def accept_manual(settings: Settings, s3: Any, headers: Mapping[str, str], body: bytes, token: str, now: datetime,
-                  start_freeze: StartFreeze) -> IntakeResult:
+def iam_caller(request_context: Mapping[str, Any]) -> str | None:
+    """The caller's ARN when AWS verified the request's SigV4 signature before invoking the function: an HTTP API
+    route with AWS_IAM authorization, or a Function URL with AuthType AWS_IAM, both put it in payload 2.0's
+    `requestContext.authorizer.iam`. The request context is written by AWS, never by the caller, so the field
+    cannot be forged over a route without IAM authorization (there it is absent)."""
+    iam = (request_context.get("authorizer") or {}).get("iam") or {}
+    arn = iam.get("userArn") or iam.get("callerId")
+    return str(arn) if arn else None
+
+
+def accept_manual(settings: Settings, s3: Any, headers: Mapping[str, str], body: bytes, token: Callable[[], str],
+                  now: datetime, start_freeze: StartFreeze, caller_arn: str | None = None) -> IntakeResult:
+    """POST /v1/freeze: signed by IAM in AWS (`caller_arn`, verified by AWS before the call), else a bearer token,
+    read through `token` only when needed, so an IAM-only deployment needs no token at all."""
     check_size(body)
-    check_bearer(headers, token)
+    if caller_arn is None:
+        check_bearer(headers, token())
     request = manual.to_freeze_request(alertmanager.parse_body(body), settings, now)
-    accepted, duplicates = register(settings, s3, [request], now, start_freeze)
+    requested_by = {"iam": caller_arn} if caller_arn else {"token": True}
+    accepted, duplicates = register(settings, s3, [request], now, start_freeze, {"requested_by": requested_by})
     return IntakeResult(tuple(accepted), tuple(duplicates))
 
 
