@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -62,26 +62,25 @@ def select_segments(request: FreezeRequest, versions: Iterable[s3io.ObjectVersio
 
 def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | None = None) -> FreezeResult:
     key = manifest_key(request.incident_id)
-    try:
-        existing = s3io.get_json(s3, settings.evidence_bucket, key)
-    except NotFoundError:
-        existing = None
-    if existing is not None:
-        nodes = tuple(sorted({entry.node for entry in entries_of(existing)}))
-        return FreezeResult(request.incident_id, key, len(existing["segments"]), nodes, created=False)
-
-    # The hold goes first: a segment uploaded after the listing below is then caught by the segment indexer.
     hold = hold_for(request, settings.hold_grace_s, now or datetime.now(UTC))
-    if hold is not None:
-        open_hold(settings, s3, hold)
-    locks: list[Future[ManifestEntry]] = []
+    locks: list[Future[ManifestEntry | None]] = []
     submitted = threading.Lock()
-    with ThreadPoolExecutor(max_workers=3) as aux, ThreadPoolExecutor(max_workers=LIST_WORKERS) as listers, \
+    with ThreadPoolExecutor(max_workers=4) as aux, ThreadPoolExecutor(max_workers=LIST_WORKERS) as listers, \
             ThreadPoolExecutor(max_workers=LOCK_WORKERS) as lockers:
-        # The segment index and the Kubernetes context are read beside the listing (the context only holds the
-        # listing up when a namespace/pod scope needs it to find its nodes), and every listed page's segments are
-        # locked while the next page is fetched: a freeze costs about its PutObjectRetention calls, not their sum
-        # plus the listing's round trips.
+        # Every read a freeze needs starts at once and overlaps: the manifest check, the segment index, the
+        # Kubernetes context and the listing; each listed page's segments are locked while the next page is fetched.
+        # A freeze then costs about its PutObjectRetention calls, not their sum plus a chain of round trips.
+        existing_future = aux.submit(_existing_manifest, settings, s3, key)
+        if hold is not None or request.lock.legal_hold:
+            # A retry must not open a second hold or add legal-hold references: settle the retry question first.
+            # Without either, re-applying the same retention to a version a finished freeze locked changes nothing,
+            # so the check runs alongside.
+            existing = existing_future.result()
+            if existing is not None:
+                return _already_frozen(request, key, existing)
+        if hold is not None:
+            # The hold goes before the listing: a segment uploaded after it is then caught by the segment indexer.
+            open_hold(settings, s3, hold)
         index_future = aux.submit(segment_index.load, settings, s3, request.scope.cluster, request.window_start_ns,
                                   request.window_end_ns)
         objects_future = aux.submit(k8s_context.read_window, settings, s3, request.scope.cluster,
@@ -91,23 +90,32 @@ def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | 
         if nodes:
             # A scope that names (or resolves to) nodes lists only their folders, not every node's segments.
             prefixes = [f"{prefix}{check_name('node', node)}/" for prefix in prefixes for node in nodes]
+
+        def lock(candidate: Candidate) -> ManifestEntry | None:
+            if existing_future.result() is not None:
+                return None  # a retry of a finished freeze: nothing to lock again
+            return _lock_one(settings, s3, request, candidate,
+                             lambda: index_future.result()[0].get((candidate.key, candidate.version_id)))
+
+        def list_and_lock(prefix: str) -> None:
+            for version in s3io.list_versions(s3, settings.raw_bucket, prefix):
+                for candidate in select_segments(request, [version], nodes):
+                    future = lockers.submit(lock, candidate)
+                    with submitted:
+                        locks.append(future)
+
+        listed = listers.map(list_and_lock, prefixes)
+        existing = existing_future.result()
+        if existing is not None:
+            list(listed)  # the lock tasks return at once: see lock()
+            return _already_frozen(request, key, existing)
         # The context of every node, not only the scope's: the peers of the frozen traffic run elsewhere, and their
         # IPs must resolve to pods too.
         context_future = aux.submit(lambda: k8s_context.preserve(settings, s3, request.incident_id,
                                                                  objects_future.result(), request.lock.mode,
                                                                  request.lock.retain_until))
-
-        def list_and_lock(prefix: str) -> None:
-            indexed, _ = index_future.result()
-            for version in s3io.list_versions(s3, settings.raw_bucket, prefix):
-                for candidate in select_segments(request, [version], nodes):
-                    future = lockers.submit(_lock_one, settings, s3, request, candidate,
-                                            indexed.get((candidate.key, candidate.version_id)))
-                    with submitted:
-                        locks.append(future)
-
-        list(listers.map(list_and_lock, prefixes))
-        entries = [future.result() for future in locks]
+        list(listed)
+        entries = [entry for entry in (future.result() for future in locks) if entry is not None]
         _, gap_records = index_future.result()
         context = context_future.result()
     manifest = build_manifest(request, entries, now or datetime.now(UTC), settings.raw_bucket,
@@ -126,6 +134,19 @@ def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | 
                         created=written is not None)
 
 
+def _existing_manifest(settings: Settings, s3: Any, key: str) -> dict[str, Any] | None:
+    try:
+        return s3io.get_json(s3, settings.evidence_bucket, key)
+    except NotFoundError:
+        return None
+
+
+def _already_frozen(request: FreezeRequest, key: str, existing: dict[str, Any]) -> FreezeResult:
+    """A retry of a freeze whose manifest is already written: its result, unchanged."""
+    nodes = tuple(sorted({entry.node for entry in entries_of(existing)}))
+    return FreezeResult(request.incident_id, key, len(existing["segments"]), nodes, created=False)
+
+
 def scope_nodes(request: FreezeRequest, context: Future[list[k8s_context.ContextObject]]) -> tuple[str, ...]:
     """The nodes to freeze: the scope's own, or, for a namespace/pod scope, the nodes where those pods ran according
     to the Kubernetes context; empty (every node) when nothing narrows it, because over-freezing loses nothing."""
@@ -140,32 +161,42 @@ def scope_nodes(request: FreezeRequest, context: Future[list[k8s_context.Context
 
 
 def _lock_one(settings: Settings, s3: Any, request: FreezeRequest, candidate: Candidate,
-              record: SegmentRecord | None) -> ManifestEntry:
-    if record is not None and s3io.try_put_retention(s3, settings.raw_bucket, candidate.key, candidate.version_id,
-                                                     request.lock.mode, request.lock.retain_until):
-        # One request instead of two: the endpoint itself refuses a retention that would shorten or weaken an
-        # existing lock, and such a refusal takes the HEAD path below, which keeps the stronger lock.
+              record_of: Callable[[], SegmentRecord | None]) -> ManifestEntry:
+    """Locks one version and returns its manifest entry. The retention goes first, without reading the version:
+    the endpoint itself refuses a retention that would shorten or weaken an existing lock, and only such a refusal
+    takes the HEAD path, which keeps the stronger lock. The segment's sha256, seq and counts come from the segment
+    index (`record_of` waits for it, so the lock never does), or from the version's metadata when it is not indexed.
+    """
+    held = legal_hold.HeldVersion(settings.raw_bucket, candidate.key, candidate.version_id)
+    if s3io.try_put_retention(s3, settings.raw_bucket, candidate.key, candidate.version_id, request.lock.mode,
+                              request.lock.retain_until):
         if request.lock.legal_hold:
-            legal_hold.place(settings, s3, request.incident_id,
-                             legal_hold.HeldVersion(settings.raw_bucket, candidate.key, candidate.version_id),
-                             datetime.now(UTC))
-        return ManifestEntry(
-            key=candidate.key, version_id=candidate.version_id, sha256=record.sha256, size=candidate.size,
-            node=candidate.node, start_ns=candidate.start_ns, end_ns=candidate.end_ns, seq=record.seq,
-            packets=record.packets, lock_mode=request.lock.mode, retain_until=iso(request.lock.retain_until),
-            legal_hold=request.lock.legal_hold, kernel_drops=record.kernel_drops, agent_drops=record.agent_drops)
+            legal_hold.place(settings, s3, request.incident_id, held, datetime.now(UTC))
+        record = record_of()
+        if record is not None:
+            return ManifestEntry(
+                key=candidate.key, version_id=candidate.version_id, sha256=record.sha256, size=candidate.size,
+                node=candidate.node, start_ns=candidate.start_ns, end_ns=candidate.end_ns, seq=record.seq,
+                packets=record.packets, lock_mode=request.lock.mode, retain_until=iso(request.lock.retain_until),
+                legal_hold=request.lock.legal_hold, kernel_drops=record.kernel_drops, agent_drops=record.agent_drops)
+        head = s3io.head_version(s3, settings.raw_bucket, candidate.key, candidate.version_id)
+        return _entry_from_head(candidate, head, s3io.lock_state(head))
     head = s3io.head_version(s3, settings.raw_bucket, candidate.key, candidate.version_id)
-    metadata = head.get("Metadata", {})
-    sha256 = metadata.get("sha256")
-    if not sha256:
+    if not head.get("Metadata", {}).get("sha256"):
         raise SegmentCorruptError(f"segment {candidate.key} has no sha256 metadata; refusing to freeze it blind")
     state = s3io.lock_version(s3, settings.raw_bucket, candidate.key, candidate.version_id, request.lock.mode,
                               request.lock.retain_until, s3io.lock_state(head))
     if request.lock.legal_hold:
-        legal_hold.place(settings, s3, request.incident_id,
-                         legal_hold.HeldVersion(settings.raw_bucket, candidate.key, candidate.version_id),
-                         datetime.now(UTC))
+        legal_hold.place(settings, s3, request.incident_id, held, datetime.now(UTC))
         state = s3io.LockState(state.mode, state.retain_until, legal_hold=True)
+    return _entry_from_head(candidate, head, state)
+
+
+def _entry_from_head(candidate: Candidate, head: dict[str, Any], state: s3io.LockState) -> ManifestEntry:
+    metadata = head.get("Metadata", {})
+    sha256 = metadata.get("sha256")
+    if not sha256:
+        raise SegmentCorruptError(f"segment {candidate.key} has no sha256 metadata; refusing to freeze it blind")
     return ManifestEntry(
         key=candidate.key, version_id=candidate.version_id, sha256=sha256, size=candidate.size, node=candidate.node,
         start_ns=candidate.start_ns, end_ns=candidate.end_ns,
