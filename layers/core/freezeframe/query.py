@@ -1,17 +1,30 @@
-"""Local SQL: Athena-dialect queries transpiled by sqlglot and run by DuckDB over the evidence bucket's tables.
+"""Incident SQL: Athena-dialect queries run locally (sqlglot transpiles them, DuckDB runs them) or on Athena itself.
 
-Each table of `schemas.TABLES` becomes a view over a hive-partitioned pyarrow dataset read straight from S3, so the
-SQL sees the same columns as Athena, partition columns included. Names may be qualified with the Glue database
-(`freezeframe.connections`).
+Locally, each table of `schemas.TABLES` becomes a view over a hive-partitioned pyarrow dataset, read straight from
+the evidence bucket (S3) or from a local directory laid out like it, so the SQL sees the same columns as Athena,
+partition columns included. Names may be qualified with the Glue database (`freezeframe.connections`).
+
+SQL that DuckDB cannot run faithfully (Athena's `"$path"`, IPADDRESS/CIDR types, Java-pattern date functions,
+zipped UNNEST, weighted approx_percentile) is refused with an `UnsupportedSqlError` naming the construct, instead of
+failing obscurely or, worse, silently returning different numbers.
+
+On Athena (`run_athena`), the query is started in a workgroup and database, polled with exponential backoff,
+its results are paginated and typed from the result metadata, the bytes scanned are reported, and a
+KeyboardInterrupt (Ctrl-C) stops the query execution and becomes a `QueryCancelledError`.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -19,18 +32,30 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import sqlglot
 from pyarrow import fs as pafs
+from sqlglot import exp
+from sqlglot.optimizer.annotate_types import annotate_types
+from sqlglot.optimizer.qualify import qualify
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
 from freezeframe.errors import FreezeframeError
-from freezeframe.keys import table_prefix
+from freezeframe.keys import TABLES_ROOT, table_prefix
 from freezeframe.schemas import PARTITION_KEYS, TABLES
 
 DATABASE = "freezeframe"
+FORMATS = ("table", "csv", "json")
 
 
 class QueryError(FreezeframeError):
     """The SQL could not be transpiled or executed."""
+
+
+class UnsupportedSqlError(QueryError):
+    """Valid Athena SQL that the local engine cannot run faithfully (run it with --athena)."""
+
+
+class QueryCancelledError(QueryError):
+    """The Athena query was cancelled (by Ctrl-C, by someone else, or by the workgroup's scan cutoff)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,23 +64,137 @@ class QueryResult:
     duckdb_sql: str
     columns: tuple[str, ...]
     rows: tuple[tuple[Any, ...], ...]
+    engine: str = "duckdb"
+    bytes_scanned: int | None = None
+    query_execution_id: str | None = None
 
     def records(self) -> list[dict[str, Any]]:
         return [dict(zip(self.columns, (_jsonable(v) for v in row), strict=True)) for row in self.rows]
 
 
-def transpile(sql: str) -> str:
+# ---------------------------------------------------------------- what the local engine refuses
+
+# Athena types with no DuckDB equivalent.
+_UNSUPPORTED_TYPES = {"IPADDRESS", "IPPREFIX", "HYPERLOGLOG", "P4HYPERLOGLOG", "QDIGEST", "TDIGEST", "SETDIGEST"}
+# Athena functions DuckDB either lacks or runs with other semantics (Java date patterns vs strftime).
+_UNSUPPORTED_FUNCTIONS = {
+    "FORMAT_DATETIME": "it takes a Java date pattern; use date_format(ts, '%Y-%m-%d %H:%i') or date_trunc",
+    "PARSE_DATETIME": "it takes a Java date pattern; use date_parse with a MySQL-style pattern",
+    "CONTAINS": "it tests CIDR membership on Athena; use a string prefix or compare octets",
+}
+
+
+def unsupported_constructs(sql: str) -> list[str]:
+    """Descriptions of the constructs in `sql` that the local engine cannot run (empty when it can run all)."""
     try:
-        statements = sqlglot.transpile(sql, read="athena", write="duckdb")
+        tree = sqlglot.parse_one(sql, read="athena")
+    except sqlglot.errors.ParseError as exc:
+        raise QueryError(f"not valid Athena SQL: {exc}") from exc
+    found: list[str] = []
+    for node in tree.walk():
+        if isinstance(node, exp.Column) and node.name.startswith("$"):
+            found.append(f'the hidden column "{node.name}" exists only on Athena')
+        elif isinstance(node, exp.DataType) and getattr(node.this, "name", "") in _UNSUPPORTED_TYPES:
+            found.append(f"the type {node.this.name} exists only on Athena")
+        elif isinstance(node, exp.Anonymous) and str(node.this).upper() in _UNSUPPORTED_FUNCTIONS:
+            name = str(node.this).upper()
+            found.append(f"{name}(): {_UNSUPPORTED_FUNCTIONS[name]}")
+        elif isinstance(node, exp.ArrayContains) and isinstance(node.this, exp.Literal):
+            found.append(f"CONTAINS(): {_UNSUPPORTED_FUNCTIONS['CONTAINS']}")
+        elif isinstance(node, exp.Unnest) and len(node.expressions) > 1:
+            found.append("UNNEST of several arrays at once (zipped UNNEST); unnest one array, or zip() them first")
+        elif isinstance(node, exp.ApproxQuantile) and node.args.get("weight") is not None:
+            found.append("approx_percentile with a weight: the local engine would silently drop the weight")
+    return list(dict.fromkeys(found))
+
+
+def transpile(sql: str) -> str:
+    """The DuckDB text of one Athena statement; refuses what DuckDB cannot run faithfully."""
+    try:
+        statements = [s for s in sqlglot.parse(sql, read="athena") if s is not None]
     except sqlglot.errors.ParseError as exc:
         raise QueryError(f"not valid Athena SQL: {exc}") from exc
     if len(statements) != 1:
         raise QueryError(f"expected one SQL statement, got {len(statements)}")
-    return statements[0]
+    problems = unsupported_constructs(sql)
+    if problems:
+        raise UnsupportedSqlError("the local engine cannot run this query (run it on Athena with --athena): "
+                                  + "; ".join(problems))
+    tree = statements[0]
+    _type_divisions(tree)
+    return tree.sql(dialect="duckdb")
+
+
+@cache
+def _catalog() -> dict[str, object]:
+    from freezeframe.glue import glue_type
+
+    return {DATABASE: {name: {**{f.name: glue_type(f.type) for f in schema}, **{k: "string" for k in PARTITION_KEYS}}
+                       for name, schema in TABLES.items()}}
+
+
+def _type_divisions(tree: exp.Expr) -> None:
+    """Give the operands of every `/` their types from the schemas, so that sqlglot writes Athena's integer division
+    (7 / 2 = 3) as such for DuckDB, whose `/` would return 3.5.
+
+    The types are inferred on a qualified copy (qualification rewrites the tree, names included) and copied back onto
+    the original's divisions, which both trees hold in the same order. SQL the optimizer cannot qualify keeps its
+    divisions untyped; DuckDB then reports the real error (an unknown column, say).
+    """
+    divisions = list(tree.find_all(exp.Div))
+    if not divisions:
+        return
+    try:
+        copy = qualify(tree.copy(), schema=_catalog(), db=DATABASE, dialect="athena", expand_alias_refs=False,
+                       validate_qualify_columns=False, quote_identifiers=False, identify=False)
+        typed = list(annotate_types(copy, schema=_catalog(), dialect="athena").find_all(exp.Div))
+    except sqlglot.errors.SqlglotError:
+        return
+    if len(typed) != len(divisions):
+        return
+    for original, annotated in zip(divisions, typed, strict=True):
+        original.this.type = annotated.this.type
+        original.expression.type = annotated.expression.type
+
+
+def restrict_to_incident(sql: str, incident_id: str) -> str:
+    """`sql` with every evidence table replaced by its rows of one incident (a partition-pruned subquery).
+
+    The incident id goes into the tree as a string literal, which sqlglot quotes and escapes, so it cannot change
+    the query's structure.
+    """
+    try:
+        tree = sqlglot.parse_one(sql, read="athena")
+    except sqlglot.errors.ParseError as exc:
+        raise QueryError(f"not valid Athena SQL: {exc}") from exc
+    ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    replaced = 0
+    for table in list(tree.find_all(exp.Table)):
+        if table.name not in TABLES or table.name in ctes and not table.db:
+            continue
+        alias = table.alias or table.name
+        bare = exp.Table(this=exp.to_identifier(table.name), db=table.args.get("db"))
+        subquery = (exp.select("*").from_(bare)
+                    .where(exp.EQ(this=exp.column("incident_id"), expression=exp.Literal.string(incident_id)))
+                    .subquery(alias))
+        table.replace(subquery)
+        replaced += 1
+    if not replaced:
+        raise QueryError(f"the query reads none of the tables {sorted(TABLES)}; --incident has nothing to filter")
+    return tree.sql(dialect="athena")
+
+
+# ---------------------------------------------------------------- local engine
 
 
 def partitioning() -> ds.Partitioning:
     return ds.partitioning(pa.schema([(key, pa.string()) for key in PARTITION_KEYS]), flavor="hive")
+
+
+def _full_schema(schema: pa.Schema) -> pa.Schema:
+    for key in PARTITION_KEYS:
+        schema = schema.append(pa.field(key, pa.string()))
+    return schema
 
 
 def _filesystem(settings: Settings) -> pafs.S3FileSystem:
@@ -69,42 +208,187 @@ def _filesystem(settings: Settings) -> pafs.S3FileSystem:
     return pafs.S3FileSystem(**kwargs)
 
 
-def connect(settings: Settings) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with one view per table (schema `freezeframe` and unqualified)."""
-    s3 = s3io.client(settings)
-    filesystem = _filesystem(settings)
+def _new_connection() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.execute("SET TimeZone='UTC'")
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {DATABASE}")
-    for name, schema in TABLES.items():
-        keys = [k for k in s3io.list_keys(s3, settings.evidence_bucket, table_prefix(name)) if k.endswith(".parquet")]
-        full_schema = schema
-        for key in PARTITION_KEYS:
-            full_schema = full_schema.append(pa.field(key, pa.string()))
-        if keys:
-            dataset = ds.dataset([f"{settings.evidence_bucket}/{k}" for k in keys], schema=full_schema,
-                                 format="parquet", filesystem=filesystem, partitioning=partitioning(),
-                                 partition_base_dir=f"{settings.evidence_bucket}/{table_prefix(name).rstrip('/')}")
-            source: Any = dataset
-        else:
-            source = full_schema.empty_table()
-        con.register(f"_ff_{name}", source)
-        # Table names come from schemas.TABLES, never from user input.
-        con.execute(f'CREATE VIEW {DATABASE}."{name}" AS SELECT * FROM "_ff_{name}"')  # noqa: S608
-        con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM "_ff_{name}"')  # noqa: S608
     return con
 
 
-def run(settings: Settings, sql: str, con: duckdb.DuckDBPyConnection | None = None) -> QueryResult:
+def _register(con: duckdb.DuckDBPyConnection, name: str, files: list[str], base_dir: str,
+              filesystem: pafs.FileSystem | None) -> None:
+    full_schema = _full_schema(TABLES[name])
+    source: Any = full_schema.empty_table()
+    if files:
+        source = ds.dataset(files, schema=full_schema, format="parquet", filesystem=filesystem,
+                            partitioning=partitioning(), partition_base_dir=base_dir)
+    con.register(f"_ff_{name}", source)
+    # Table names come from schemas.TABLES, never from user input.
+    con.execute(f'CREATE VIEW {DATABASE}."{name}" AS SELECT * FROM "_ff_{name}"')  # noqa: S608
+    con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM "_ff_{name}"')  # noqa: S608
+
+
+def connect(settings: Settings) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with one view per table (schema `freezeframe` and unqualified) over the evidence bucket."""
+    s3 = s3io.client(settings)
+    filesystem = _filesystem(settings)
+    con = _new_connection()
+    for name in TABLES:
+        keys = [k for k in s3io.list_keys(s3, settings.evidence_bucket, table_prefix(name)) if k.endswith(".parquet")]
+        _register(con, name, [f"{settings.evidence_bucket}/{k}" for k in keys],
+                  f"{settings.evidence_bucket}/{table_prefix(name).rstrip('/')}", filesystem)
+    return con
+
+
+def connect_local(root: Path) -> duckdb.DuckDBPyConnection:
+    """The same views over a local directory: `root/tables/<table>/dt=.../incident_id=.../*.parquet` (a copy of the
+    evidence bucket) or `root/<table>/dt=...` (a copy of its `tables/` folder)."""
+    if not root.is_dir():
+        raise QueryError(f"{root} is not a directory")
+    base = root / TABLES_ROOT if (root / TABLES_ROOT).is_dir() else root
+    con = _new_connection()
+    for name in TABLES:
+        table_dir = base / name
+        files = sorted(str(p) for p in table_dir.rglob("*.parquet")) if table_dir.is_dir() else []
+        _register(con, name, files, str(table_dir), None)
+    return con
+
+
+def run(settings: Settings | None, sql: str, con: duckdb.DuckDBPyConnection | None = None) -> QueryResult:
+    """Run Athena SQL locally, on `con` or on a new connection to the settings' evidence bucket."""
     translated = transpile(sql)
-    connection = con or connect(settings)
+    if con is None:
+        if settings is None:
+            raise QueryError("run() needs settings or a connection")
+        con = connect(settings)
     try:
-        cursor = connection.execute(translated)
+        cursor = con.execute(translated)
         columns = tuple(d[0] for d in cursor.description or ())
         rows = tuple(tuple(r) for r in cursor.fetchall())
     except duckdb.Error as exc:
         raise QueryError(f"query failed: {exc}") from exc
     return QueryResult(sql, translated, columns, rows)
+
+
+# ---------------------------------------------------------------- Athena
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Poll delays: `first` seconds, multiplied by `factor` after each poll, never above `cap`."""
+
+    first: float = 0.25
+    factor: float = 2.0
+    cap: float = 5.0
+
+    def delays(self) -> Iterator[float]:
+        delay = self.first
+        while True:
+            yield delay
+            delay = min(delay * self.factor, self.cap)
+
+
+_RUNNING_STATES = ("QUEUED", "RUNNING")
+_INTEGER_TYPES = ("tinyint", "smallint", "integer", "int", "bigint")
+_FLOAT_TYPES = ("double", "float", "real")
+
+
+def _athena_value(text: str | None, type_: str) -> Any:
+    if text is None:
+        return None
+    kind = type_.lower()
+    if kind in _INTEGER_TYPES:
+        return int(text)
+    if kind in _FLOAT_TYPES:
+        return float(text)
+    if kind == "boolean":
+        return text.lower() == "true"
+    if kind.startswith("decimal"):
+        return Decimal(text)
+    return text
+
+
+def athena_client(settings: Settings) -> Any:
+    """The boto3 Athena client (credentials from the usual AWS chain)."""
+    import boto3
+
+    return boto3.client("athena", region_name=settings.region)
+
+
+def run_athena(client: Any, sql: str, workgroup: str, database: str, *, backoff: Backoff | None = None,
+               sleep: Callable[[float], None] = time.sleep, page_size: int = 1000) -> QueryResult:
+    """Run `sql` on Athena: start, poll with backoff, page through the results; Ctrl-C stops the execution."""
+    started = client.start_query_execution(QueryString=sql, WorkGroup=workgroup,
+                                           QueryExecutionContext={"Database": database})
+    execution_id = str(started["QueryExecutionId"])
+    try:
+        execution = _wait(client, execution_id, backoff or Backoff(), sleep)
+        columns, rows = _fetch(client, execution_id, page_size)
+    except KeyboardInterrupt as interrupt:
+        # Ctrl-C: a query left running keeps scanning (and billing) until it finishes, so stop it first.
+        client.stop_query_execution(QueryExecutionId=execution_id)
+        raise QueryCancelledError(f"cancelled Athena query {execution_id} (StopQueryExecution sent)") from interrupt
+    scanned = execution.get("Statistics", {}).get("DataScannedInBytes")
+    return QueryResult(sql, "", columns, rows, engine="athena",
+                       bytes_scanned=int(scanned) if scanned is not None else None, query_execution_id=execution_id)
+
+
+def _wait(client: Any, execution_id: str, backoff: Backoff, sleep: Callable[[float], None]) -> dict[str, Any]:
+    for delay in backoff.delays():
+        execution: dict[str, Any] = client.get_query_execution(QueryExecutionId=execution_id)["QueryExecution"]
+        status = execution["Status"]
+        state = status["State"]
+        if state == "SUCCEEDED":
+            return execution
+        if state == "FAILED":
+            raise QueryError(f"Athena query {execution_id} failed: {status.get('StateChangeReason', 'no reason')}")
+        if state == "CANCELLED":
+            raise QueryCancelledError(f"Athena query {execution_id} was cancelled: "
+                                      f"{status.get('StateChangeReason', 'no reason given')}")
+        if state not in _RUNNING_STATES:
+            raise QueryError(f"Athena query {execution_id} is in an unknown state {state!r}")
+        sleep(delay)
+    raise AssertionError("unreachable: Backoff.delays() is endless")
+
+
+def _fetch(client: Any, execution_id: str, page_size: int) -> tuple[tuple[str, ...], tuple[tuple[Any, ...], ...]]:
+    columns: tuple[str, ...] = ()
+    types: list[str] = []
+    rows: list[tuple[Any, ...]] = []
+    token: str | None = None
+    first = True
+    while True:
+        kwargs: dict[str, Any] = {"QueryExecutionId": execution_id, "MaxResults": page_size}
+        if token:
+            kwargs["NextToken"] = token
+        page = client.get_query_results(**kwargs)
+        result_set = page["ResultSet"]
+        if first:
+            info = result_set.get("ResultSetMetadata", {}).get("ColumnInfo", [])
+            columns = tuple(c["Name"] for c in info)
+            types = [c.get("Type", "varchar") for c in info]
+        data = [[cell.get("VarCharValue") for cell in row.get("Data", [])] for row in result_set.get("Rows", [])]
+        # The first row of a SELECT's first page repeats the column names.
+        if first and data and tuple(data[0]) == columns:
+            data = data[1:]
+        rows += [tuple(_athena_value(v, t) for v, t in zip(cells, types, strict=True)) for cells in data]
+        first = False
+        token = page.get("NextToken")
+        if not token:
+            return columns, tuple(rows)
+
+
+# ---------------------------------------------------------------- output
+
+
+def render(result: QueryResult, output: str) -> str:
+    if output == "table":
+        return format_table(result)
+    if output == "csv":
+        return to_csv(result)
+    if output == "json":
+        return to_json(result)
+    raise QueryError(f"unknown output format {output!r}; use one of {FORMATS}")
 
 
 def format_table(result: QueryResult, max_width: int = 48) -> str:
@@ -114,12 +398,45 @@ def format_table(result: QueryResult, max_width: int = 48) -> str:
     out = [line, "| " + " | ".join(c.ljust(w) for c, w in zip(result.columns, widths, strict=True)) + " |", line]
     out += ["| " + " | ".join(v.rjust(w) if _numeric(v) else v.ljust(w) for v, w in zip(row, widths, strict=True))
             + " |" for row in cells]
-    out += [line, f"({len(cells)} row{'s' if len(cells) != 1 else ''})"]
+    footer = f"({len(cells)} row{'s' if len(cells) != 1 else ''}"
+    if result.bytes_scanned is not None:
+        footer += f", {format_bytes(result.bytes_scanned)} scanned"
+    out += [line, footer + ")"]
     return "\n".join(out)
 
 
+def to_csv(result: QueryResult) -> str:
+    """RFC 4180 CSV with a header row; NULL is an empty field, lists are JSON."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(result.columns)
+    for row in result.rows:
+        writer.writerow(["" if v is None else _csv_cell(v) for v in row])
+    return buffer.getvalue()
+
+
 def to_json(result: QueryResult) -> str:
-    return json.dumps({"sql": result.sql, "columns": list(result.columns), "rows": result.records()})
+    document: dict[str, Any] = {"sql": result.sql, "engine": result.engine, "columns": list(result.columns),
+                                "rows": result.records()}
+    if result.bytes_scanned is not None:
+        document["bytes_scanned"] = result.bytes_scanned
+    if result.query_execution_id is not None:
+        document["query_execution_id"] = result.query_execution_id
+    return json.dumps(document)
+
+
+def format_bytes(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def _csv_cell(value: Any) -> str:
+    converted = _jsonable(value)
+    return json.dumps(converted) if isinstance(converted, list | dict) else str(converted)
 
 
 def _cell(value: Any, max_width: int) -> str:
