@@ -179,9 +179,16 @@ def run_demo(kafka: str | None = None, s3_endpoint: str | None = None, workdir: 
 
             say(format_table(result))
             queries.append({"sql": query.sql, "rows": result.records()})
+        from freezeframe.report import write_incident_report
+
+        report_key = write_incident_report(config, s3, incident_id)
+        report_copy = workdir / "report.html"  # the embedded S3 goes away with the demo; keep a copy to open
+        report_copy.write_bytes(s3io.get_bytes(s3, config.evidence_bucket, report_key))
+        say(f"\nreport: s3://{config.evidence_bucket}/{report_key}\n        copy at {report_copy}")
         return {"incident_id": incident_id, "segments": len(records), "published": len(published),
                 "locked": len(locked), "delete_refused": delete_refused, "root_hash": manifest["root_hash"],
-                "tables": tables, "queries": queries, "seconds": round(time.monotonic() - started, 2)}
+                "tables": tables, "queries": queries, "report": str(report_copy),
+                "seconds": round(time.monotonic() - started, 2)}
     finally:
         gateway.stop()
         if moto_server is not None:

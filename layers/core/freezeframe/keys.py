@@ -118,6 +118,11 @@ def dissect_status_key(incident_id: str, node: str) -> str:
     return f"{INCIDENTS_ROOT}/{check_name('incident_id', incident_id)}/dissect/{check_name('node', node)}.json"
 
 
+def report_key(incident_id: str) -> str:
+    """The incident's HTML report; a re-render (after late segments) adds a version, never replaces one."""
+    return f"{INCIDENTS_ROOT}/{check_name('incident_id', incident_id)}/report.html"
+
+
 K8S_ROOT = "k8s"
 
 
