@@ -200,4 +200,26 @@ TLS: pa.Schema = _traffic("tls", [
     _field("server_hello_ts_ns", pa.int64(), "Time of the ServerHello in ns since the Unix epoch."),
 ], "ClientHello (or of the ServerHello when the ClientHello was not captured)")
 
-TABLES: dict[str, pa.Schema] = {"connections": CONNECTIONS, "dns": DNS, "http": HTTP, "tls": TLS}
+DISSECT_ERRORS: pa.Schema = pa.schema(
+    [
+        _field("node", pa.string(), "Kubernetes node whose segment was dissected.", nullable=False),
+        _field("segment", pa.string(), "S3 key (or local path) of the segment the problem was found in.",
+               nullable=False),
+        _field("segment_version", pa.string(), "S3 version id of the segment; null for local files."),
+        _field("segment_start_ns", pa.int64(), "Start of the segment in ns since the Unix epoch; null if unknown."),
+        _field("stage", pa.string(), "Where it was found: 'read' (capture framing), 'decode' (link/IP/transport "
+                                     "headers) or 'app' (DNS, HTTP, TLS parsing).", nullable=False),
+        _field("kind", pa.string(),
+               "Problem kind, e.g. truncated, bad_record_header, bad_block_length, garbage_skipped, unrecoverable, "
+               "zstd_corrupt, not_a_capture, malformed, tls_malformed.", nullable=False),
+        _field("count", pa.int64(), "How many times the problem occurred in the segment.", nullable=False),
+        _field("first_offset", pa.int64(), "Byte offset in the decompressed capture where it first occurred."),
+        _field("first_packet", pa.int64(), "0-based index in the segment of the packet at or after the first "
+                                           "occurrence (packets before it were read intact)."),
+        _field("message", pa.string(), "Description of the first occurrence."),
+    ],
+    metadata={"table": "dissect_errors", "schema_version": "1"},
+)
+
+TABLES: dict[str, pa.Schema] = {"connections": CONNECTIONS, "dns": DNS, "http": HTTP, "tls": TLS,
+                                "dissect_errors": DISSECT_ERRORS}

@@ -2,33 +2,49 @@
 
 Every segment's stored bytes are checked against the manifest's sha256 before a single packet is read; a
 mismatch fails that segment loudly (recorded in the job status and raised), and never feeds the tables.
+A verified segment that is damaged inside (truncated, garbage, not a capture at all) is dissected as far as it
+can be, and its problems are counted in the ``dissect_errors`` table and the job's stats (``errors_<stage>_<kind>``).
+
+Segments are read by ``pcapio.open_capture`` (pcap or pcapng, zstd or not, detected by magic), streamed in
+bounded chunks. A long window can be split into time chunks dissected in parallel processes and merged at the
+chunk edges (``dissect.chunks``).
 """
 
 from __future__ import annotations
 
+import calendar
+import dataclasses
+import functools
 import hashlib
 import io
 import json
 import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import zstandard
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
 from freezeframe.dissect.apps import AppTracker
+from freezeframe.dissect.chunks import Chunk, concat_sorted, merge_connections, plan_chunks, remap_conn_ids
 from freezeframe.dissect.connections import ConnectionTracker
 from freezeframe.dissect.enrich import IpTimeline, enrich
+from freezeframe.dissect.problems import APP_KINDS, DECODE_KINDS, SegmentProblems, SegmentRef
 from freezeframe.errors import CaptureFormatError, SegmentCorruptError
 from freezeframe.holds import manifest_parts
 from freezeframe.keys import dissect_status_key, manifest_key, table_part_key
 from freezeframe.manifest import entries_of
 from freezeframe.models import ManifestEntry, iso
-from freezeframe.pcapio import PcapReader
+from freezeframe.pcapio import MAX_TS_NS, open_capture
+from freezeframe.schemas import TABLES
 
 logger = logging.getLogger(__name__)
 STATUS_SCHEMA = "freezeframe.dissect-status/v1"
@@ -54,50 +70,188 @@ class DissectReport:
                 "corrupt_segments": self.corrupt_segments, "stats": self.stats, "finished_at": iso(datetime.now(UTC))}
 
 
-def verified_segment_bytes(stored: bytes, entry: ManifestEntry) -> bytes:
-    """The decompressed pcap of a segment whose stored bytes hash to the manifest's sha256."""
+def verify_segment(stored: bytes, entry: ManifestEntry) -> None:
+    """Raise ``SegmentCorruptError`` unless the stored bytes hash to the manifest's sha256."""
     actual = hashlib.sha256(stored).hexdigest()
     if actual != entry.sha256:
         raise SegmentCorruptError(f"segment {entry.key} version {entry.version_id}: sha256 {actual} does not match "
                                   f"the manifest's {entry.sha256}")
-    if not entry.key.endswith(".zst"):
-        return stored
-    try:
-        return zstandard.ZstdDecompressor().stream_reader(io.BytesIO(stored)).read()
-    except zstandard.ZstdError as exc:
-        raise SegmentCorruptError(f"segment {entry.key}: zstd stream is corrupt: {exc}") from exc
 
 
-def dissect_node(settings: Settings, s3: Any, incident_id: str, node: str) -> DissectReport:
+@dataclass(frozen=True, slots=True)
+class SegmentSource:
+    """A verified segment to dissect: its identity and where its (possibly zstd-compressed) bytes are."""
+
+    ref: SegmentRef
+    path: Path | None = None
+    fetch: Callable[[], bytes] | None = None  # fetched when its turn comes, so one segment is in memory at a time
+
+    def open(self) -> BinaryIO:
+        if self.fetch is not None:
+            return io.BytesIO(self.fetch())
+        if self.path is None:
+            raise ValueError(f"segment {self.ref.key} has neither a path nor a fetch function")
+        return self.path.open("rb")
+
+
+@dataclass(slots=True)
+class EngineResult:
+    """Unenriched tables of one pass over some segments, the problems found and the trackers' counters."""
+
+    tables: dict[str, pa.Table]
+    problems: SegmentProblems
+    stats: dict[str, int]
+    corrupt: list[dict[str, str]] = field(default_factory=list)  # segments that failed verification
+
+
+def dissect_segments(node: str, segments: Sequence[SegmentSource], chunk: Chunk | None = None) -> EngineResult:
+    """The engine: segments in time order through one decode pass into every table; TCP state carries across them.
+
+    With ``chunk``, only packets with ``chunk.start_ns <= ts_ns < chunk.end_ns`` are fed, and framing problems
+    of a segment are reported by the chunk where the segment starts (so chunks do not count them twice).
+    """
+    app = AppTracker(node)
+    tracker = ConnectionTracker(node, app)
+    problems = SegmentProblems(node)
+    corrupt = []
+    for segment in segments:
+        try:
+            opened = segment.open()
+        except SegmentCorruptError as exc:
+            logger.error("segment rejected", extra={"node": node, "segment": segment.ref.key, "reason": str(exc)})
+            corrupt.append({"key": segment.ref.key, "version_id": segment.ref.version_id or "", "reason": str(exc)})
+            continue
+        with opened as stream:
+            try:
+                reader = open_capture(stream)
+            except CaptureFormatError as exc:
+                if _owns_segment(chunk, segment.ref):
+                    logger.warning("segment is not a capture", extra={"node": node, "segment": segment.ref.key,
+                                                                      "reason": str(exc)})
+                    problems.add_rejected(segment.ref, "not_a_capture", str(exc))
+                continue
+            decode_before, app_before = tracker.stats.as_dict(), app.stats.as_dict()
+            if chunk is None:
+                for link_type, packets in reader.runs():
+                    tracker.feed(link_type, packets)
+            else:
+                low, high = chunk.start_ns, chunk.end_ns
+                for link_type, packets in reader.runs():
+                    inside = [packet for packet in packets if low <= packet.ts_ns < high]
+                    if inside:
+                        tracker.feed(link_type, inside)
+            if _owns_segment(chunk, segment.ref):
+                problems.add_reader(segment.ref, reader)
+            problems.add_counters(segment.ref, "decode", DECODE_KINDS, decode_before, tracker.stats.as_dict())
+            problems.add_counters(segment.ref, "app", APP_KINDS, app_before, app.stats.as_dict())
+    stats = {**tracker.stats.as_dict(), **app.stats.as_dict()}
+    return EngineResult({"connections": tracker.finish(), **tracker.app_tables()}, problems, stats, corrupt)
+
+
+def _owns_segment(chunk: Chunk | None, ref: SegmentRef) -> bool:
+    if chunk is None:
+        return True
+    if ref.start_ns is None or ref.start_ns < chunk.start_ns:
+        return chunk.index == 0
+    return chunk.start_ns <= ref.start_ns < chunk.end_ns
+
+
+def _dissect_chunk(args: tuple[str, list[SegmentSource], Chunk]) -> EngineResult:
+    node, segments, chunk = args
+    return dissect_segments(node, segments, chunk)
+
+
+def dissect_chunked(node: str, segments: Sequence[SegmentSource], chunks: Sequence[Chunk],
+                    workers: int | None = None) -> EngineResult:
+    """``dissect_segments`` per time chunk in a process pool, merged into one row per connection.
+
+    Each chunk gets the segments that overlap it (all of them when a segment's times are unknown). The first and
+    last chunks are open-ended, so a packet stamped outside the planned window (clock skew) is still counted once.
+    """
+    chunks = list(chunks)
+    chunks[0] = dataclasses.replace(chunks[0], start_ns=0)
+    chunks[-1] = dataclasses.replace(chunks[-1], end_ns=MAX_TS_NS + 1)
+    jobs = []
+    for chunk in chunks:
+        overlapping = [s for s in segments if s.ref.start_ns is None or s.ref.end_ns is None
+                       or (s.ref.start_ns < chunk.end_ns and s.ref.end_ns >= chunk.start_ns)]
+        jobs.append((node, overlapping, chunk))
+    if workers == 1 or len(jobs) == 1:
+        results = [_dissect_chunk(job) for job in jobs]
+    else:
+        with ProcessPoolExecutor(max_workers=workers or min(len(jobs), os.cpu_count() or 1)) as pool:
+            results = list(pool.map(_dissect_chunk, jobs))
+    merged = merge_connections(node, [result.tables["connections"] for result in results])
+    tables = {"connections": merged.table}
+    for name in results[0].tables:
+        if name != "connections":
+            tables[name] = concat_sorted((remap_conn_ids(result.tables[name], merged.conn_ids) for result in results),
+                                         TABLES[name])
+    problems = SegmentProblems(node)
+    stats: dict[str, int] = {}
+    corrupt = []
+    for result in results:
+        corrupt += result.corrupt
+        problems.extend(result.problems)
+        for key, value in result.stats.items():
+            stats[key] = stats.get(key, 0) + value
+    stats["chunks"] = len(results)
+    stats["chunk_rows_merged"] = merged.merged_rows
+    return EngineResult(tables, problems, stats, corrupt)
+
+
+def dissect_node(settings: Settings, s3: Any, incident_id: str, node: str,
+                 chunk_ns: int | None = None, workers: int | None = None) -> DissectReport:
+    """Dissect one node's segments of an incident; with ``chunk_ns``, in parallel time chunks of that length."""
     manifest = s3io.get_json(s3, settings.evidence_bucket, manifest_key(incident_id))
     raw_bucket = manifest.get("raw_bucket", settings.raw_bucket)
-    window_start_ns = int(datetime.fromisoformat(manifest["request"]["window_start"].replace("Z", "+00:00"))
-                          .timestamp() * 1e9)
+    window_start_ns = _ns(manifest["request"]["window_start"])
+    window_end_ns = _ns(manifest["request"]["window_end"])
     # Late segments locked under the incident's hold arrive as manifest parts; a segment in both counts once.
     late = [e for part in manifest_parts(settings, s3, incident_id) for e in entries_of(part)]
     unique = {(e.key, e.version_id): e for e in [*entries_of(manifest), *late] if e.node == node}
     entries = sorted(unique.values(), key=lambda e: (e.start_ns, e.key))
     report = DissectReport(incident_id, node)
-    app = AppTracker(node)
-    tracker = ConnectionTracker(node, app)  # one decode pass feeds connections, dns, http and tls
-    for entry in entries:
-        stored = s3io.get_bytes(s3, raw_bucket, entry.key, entry.version_id)
-        try:
-            pcap = verified_segment_bytes(stored, entry)
-            reader = PcapReader(io.BytesIO(pcap))
-        except (SegmentCorruptError, CaptureFormatError) as exc:
-            logger.error("segment rejected", extra={"incident_id": incident_id, "node": node, "segment": entry.key,
-                                                    "reason": str(exc)})
-            report.corrupt_segments.append({"key": entry.key, "version_id": entry.version_id, "reason": str(exc)})
-            continue
-        tracker.feed(reader.link_type, reader)
-        report.stats["truncated_records"] = report.stats.get("truncated_records", 0) + reader.truncated
-        report.segments += 1
+
+    def fetch(entry: ManifestEntry) -> bytes:
+        stored: bytes = s3io.get_bytes(s3, raw_bucket, entry.key, entry.version_id)
+        verify_segment(stored, entry)
+        return stored
+
+    def ref(entry: ManifestEntry) -> SegmentRef:
+        return SegmentRef(entry.key, entry.version_id, entry.start_ns, entry.end_ns)
+
+    with tempfile.TemporaryDirectory(prefix="freezeframe-dissect-") as spool:
+        if chunk_ns is None:
+            result = dissect_segments(node, [SegmentSource(ref(e), fetch=functools.partial(fetch, e))
+                                             for e in entries])
+        else:
+            # Chunk workers are other processes: the parent verifies each segment once and spools it to disk.
+            sources = []
+            corrupt = []
+            for index, entry in enumerate(entries):
+                try:
+                    stored = fetch(entry)
+                except SegmentCorruptError as exc:
+                    logger.error("segment rejected", extra={"incident_id": incident_id, "node": node,
+                                                            "segment": entry.key, "reason": str(exc)})
+                    corrupt.append({"key": entry.key, "version_id": entry.version_id, "reason": str(exc)})
+                    continue
+                path = Path(spool) / f"{index:06d}.seg"
+                path.write_bytes(stored)
+                sources.append(SegmentSource(ref(entry), path=path))
+            start = min([window_start_ns, *(e.start_ns for e in entries)])
+            end = max([window_end_ns, *(e.end_ns + 1 for e in entries)])
+            result = dissect_chunked(node, sources, plan_chunks(start, end, chunk_ns), workers)
+            result.corrupt[:0] = corrupt
+    report.corrupt_segments = result.corrupt
+    report.segments = len(entries) - len(result.corrupt)
     timeline = IpTimeline.from_records(context_records(s3, manifest))
-    tables = {name: enrich(table, timeline)
-              for name, table in {"connections": tracker.finish(), **tracker.app_tables()}.items()}
-    report.stats.update(tracker.stats.as_dict())
-    report.stats.update(app.stats.as_dict())
+    tables = {name: enrich(table, timeline) for name, table in result.tables.items()}
+    tables["dissect_errors"] = result.problems.table()
+    report.stats.update(result.stats)
+    report.stats.update(result.problems.totals())
+    report.stats["truncated_records"] = report.stats.get("errors_read_truncated", 0)
     for name, table in tables.items():
         key = table_part_key(name, window_start_ns, incident_id, node)
         s3io.put_bytes(s3, settings.evidence_bucket, key, parquet_bytes(table),
@@ -109,6 +263,11 @@ def dissect_node(settings: Settings, s3: Any, incident_id: str, node: str) -> Di
         raise SegmentCorruptError(f"incident {incident_id} node {node}: {len(report.corrupt_segments)} segment(s) "
                                   f"failed verification: {', '.join(c['key'] for c in report.corrupt_segments)}")
     return report
+
+
+def _ns(text: str) -> int:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return (calendar.timegm(moment.utctimetuple()) * 1_000_000 + moment.microsecond) * 1000
 
 
 def context_records(s3: Any, manifest: dict[str, Any]) -> list[dict[str, Any]]:

@@ -1,0 +1,296 @@
+"""Time chunks: a long window dissected as independent chunks in parallel, merged into one row per connection.
+
+Each chunk feeds only the packets whose timestamp falls in ``[start_ns, end_ns)`` to its own tracker, so every
+packet is counted in exactly one chunk. A connection that crosses a chunk edge then appears as one row per chunk;
+``merge_connections`` folds those rows back into one, with the rule of ``MERGE_RULES`` for each column: sums for
+counts, min/max for times, OR for the completeness bitmask, recomputed durations, ids and rates.
+
+Which rows are one connection follows the tracker's own identity rules (connections.py): the same protocol and
+endpoint pair, where a later chunk's first row for that pair continues the open one unless it starts a new
+conversation: for TCP a fresh SYN after the earlier part got past its SYN (port reuse), for UDP a gap longer
+than ``UDP_IDLE_TIMEOUT_NS``. A continuation row may be oriented the other way round (its chunk saw the responder
+first), so its per-direction columns are swapped and its history letters case-swapped before merging.
+
+``conn_id`` hashes the initiator 5-tuple and ``first_ts_ns``, both taken from the earliest part, so the merged id
+is the one an unchunked run gives; ``remap_conn_ids`` rewrites the dns/http/tls rows of later parts to it.
+
+Exactness: columns in ``EXACT_COLUMNS`` equal an unchunked run by construction. The others are state that the
+edge cuts: a segment sent before the edge and retransmitted or acknowledged after it is not recognised as such
+by the later chunk, so retransmission, dup-ACK and RTT figures near an edge are approximations, and a handshake
+split by an edge keeps the earlier part's (possibly null) handshake times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from freezeframe.dissect.connections import UDP_IDLE_TIMEOUT_NS, connection_id
+from freezeframe.errors import WindowError
+from freezeframe.schemas import CONNECTIONS
+
+# Merge rules, one per CONNECTIONS column.
+FIRST = "first"  # identity: the earliest part's value (identical across parts after orientation)
+MIN = "min"
+MAX = "max"
+SUM = "sum"  # nulls ignored; null only when every part is null
+OR = "or"  # bitmask union
+FIRST_NON_NULL = "first_non_null"  # a fact seen once, at the start (handshake, announced window scale)
+DURATION = "duration"  # (last_ts_ns - first_ts_ns) // 1000
+CONN_ID = "conn_id"  # recomputed from the merged identity
+RTT_AVG = "rtt_avg"  # mean weighted by rtt_samples
+RTT_JITTER = "rtt_jitter"  # mean weighted by the sample pairs of each part (rtt_samples - 1)
+RETRANSMISSION_RATE = "retransmission_rate"  # total retransmissions / total payload segments
+HISTORY = "history"  # each letter once, in order of first occurrence
+CONN_STATE = "conn_state"  # Zeek's state from the merged history
+CLOSE = "close"  # how the merged connection ended
+
+MERGE_RULES: dict[str, str] = {
+    "node": FIRST, "conn_id": CONN_ID, "proto": FIRST,
+    "src_ip": FIRST, "src_port": FIRST, "dst_ip": FIRST, "dst_port": FIRST,
+    "ts": MIN, "ts_ns": MIN, "first_ts": MIN, "first_ts_ns": MIN, "last_ts": MAX, "last_ts_ns": MAX,
+    "duration_us": DURATION,
+    "packets_out": SUM, "packets_in": SUM, "bytes_out": SUM, "bytes_in": SUM,
+    "payload_bytes_out": SUM, "payload_bytes_in": SUM,
+    "completeness": OR,
+    # TCP insights
+    "conn_state": CONN_STATE, "history": HISTORY,
+    "syn_to_synack_us": FIRST_NON_NULL, "handshake_us": FIRST_NON_NULL, "time_to_first_data_us": FIRST_NON_NULL,
+    "retransmissions": SUM, "retransmissions_out": SUM, "retransmissions_in": SUM,
+    "fast_retransmissions": SUM, "spurious_retransmissions": SUM, "out_of_order": SUM,
+    "dup_acks": SUM, "dup_acks_out": SUM, "dup_acks_in": SUM, "lost_segments": SUM,
+    "retransmission_rate": RETRANSMISSION_RATE,
+    "zero_window_events": SUM, "zero_window_events_out": SUM, "zero_window_events_in": SUM,
+    "window_full_events": SUM, "window_scale": FIRST_NON_NULL, "window_scale_in": FIRST_NON_NULL,
+    "keepalives": SUM, "rtt_min_us": MIN, "rtt_avg_us": RTT_AVG, "rtt_max_us": MAX, "rtt_samples": SUM,
+    "rtt_jitter_us": RTT_JITTER, "bytes_total": SUM, "goodput_bytes": SUM, "rst_count": SUM, "fin_count": SUM,
+    "close": CLOSE,
+    # Kubernetes context is resolved at first_ts, i.e. for the earliest part (enrichment runs after the merge).
+    "src_namespace": FIRST, "src_pod": FIRST, "src_workload": FIRST,
+    "dst_namespace": FIRST, "dst_pod": FIRST, "dst_workload": FIRST,
+}
+
+# Per-direction column pairs: swapped when a later part saw the connection the other way round.
+DIRECTION_PAIRS: tuple[tuple[str, str], ...] = (
+    ("src_ip", "dst_ip"), ("src_port", "dst_port"),
+    ("packets_out", "packets_in"), ("bytes_out", "bytes_in"), ("payload_bytes_out", "payload_bytes_in"),
+    ("retransmissions_out", "retransmissions_in"), ("dup_acks_out", "dup_acks_in"),
+    ("zero_window_events_out", "zero_window_events_in"), ("window_scale", "window_scale_in"),
+    ("src_namespace", "dst_namespace"), ("src_pod", "dst_pod"), ("src_workload", "dst_workload"),
+)
+
+# Columns whose merged value equals an unchunked run's by construction (each packet is counted in one chunk,
+# and these depend on single packets only). The rest depend on state across the edge; see the module doc.
+EXACT_COLUMNS: frozenset[str] = frozenset((
+    "node", "conn_id", "proto", "src_ip", "src_port", "dst_ip", "dst_port", "ts", "ts_ns", "first_ts",
+    "first_ts_ns", "last_ts", "last_ts_ns", "duration_us", "packets_out", "packets_in", "bytes_out", "bytes_in",
+    "payload_bytes_out", "payload_bytes_in", "completeness", "conn_state", "rst_count", "fin_count",
+    "bytes_total", "close", "window_scale", "window_scale_in", "src_namespace", "src_pod", "src_workload",
+    "dst_namespace", "dst_pod", "dst_workload",
+))
+
+_COMPLETENESS_SYN = 0x01
+
+if set(MERGE_RULES) != set(CONNECTIONS.names):  # a new column needs a merge rule before chunks can be merged
+    raise RuntimeError(f"chunks.MERGE_RULES and CONNECTIONS differ: "
+                       f"{sorted(set(MERGE_RULES) ^ set(CONNECTIONS.names))}")
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One time chunk of a window: packets with ``start_ns <= ts_ns < end_ns``."""
+
+    index: int
+    start_ns: int
+    end_ns: int
+
+
+def plan_chunks(start_ns: int, end_ns: int, chunk_ns: int) -> list[Chunk]:
+    """Consecutive chunks of ``chunk_ns`` covering ``[start_ns, end_ns)``; the last one may be shorter."""
+    if chunk_ns <= 0:
+        raise WindowError(f"chunk length must be positive, got {chunk_ns} ns")
+    if end_ns <= start_ns:
+        raise WindowError(f"empty or inverted window [{start_ns}, {end_ns})")
+    edges = list(range(start_ns, end_ns, chunk_ns)) + [end_ns]
+    return [Chunk(index, low, high) for index, (low, high) in enumerate(zip(edges, edges[1:], strict=False))]
+
+
+@dataclass(frozen=True, slots=True)
+class MergedConnections:
+    table: pa.Table
+    conn_ids: dict[str, str]  # a part's conn_id -> the merged row's conn_id (only ids that changed)
+    merged_rows: int  # part rows folded into an earlier part's row
+
+
+def merge_connections(node: str, parts: Sequence[pa.Table]) -> MergedConnections:
+    """The connections of consecutive chunks (in time order) as one table, one row per connection."""
+    rows: list[dict[str, Any]] = []
+    open_rows: dict[tuple[Any, ...], int] = {}  # endpoint-pair key -> index in rows of its latest connection
+    conn_ids: dict[str, str] = {}
+    merged = 0
+    for part in parts:
+        continued: set[tuple[Any, ...]] = set()
+        for row in sorted(part.to_pylist(), key=lambda r: (r["first_ts_ns"], r["conn_id"])):
+            key = _pair_key(row)
+            index = open_rows.get(key)
+            if index is not None and key not in continued and _continues(rows[index], row):
+                combined = _merge(node, rows[index], row)
+                conn_ids[row["conn_id"]] = combined["conn_id"]
+                rows[index] = combined
+                merged += 1
+            else:
+                index = len(rows)
+                rows.append(row)
+            open_rows[key] = index
+            continued.add(key)
+    rows.sort(key=lambda r: (r["first_ts_ns"], r["conn_id"]))
+    table = pa.Table.from_pylist(rows, schema=CONNECTIONS) if rows else CONNECTIONS.empty_table()
+    return MergedConnections(table, conn_ids, merged)
+
+
+def remap_conn_ids(table: pa.Table, conn_ids: dict[str, str]) -> pa.Table:
+    """A dns/http/tls table whose ``conn_id`` values point at the merged connections rows."""
+    if not conn_ids or table.num_rows == 0:
+        return table
+    column = table.column("conn_id").to_pylist()
+    index = table.schema.get_field_index("conn_id")
+    remapped = pa.array([conn_ids.get(value, value) for value in column], type=table.schema.field(index).type)
+    return table.set_column(index, table.schema.field(index), remapped)
+
+
+def concat_sorted(tables: Iterable[pa.Table], schema: pa.Schema) -> pa.Table:
+    """The rows of several chunks' tables of one kind, in (ts_ns, conn_id) order as a single run writes them."""
+    parts = [table for table in tables if table.num_rows]
+    if not parts:
+        return schema.empty_table()
+    combined = pa.concat_tables(parts)
+    order = pc.sort_indices(combined, sort_keys=[("ts_ns", "ascending"), ("conn_id", "ascending")])
+    return combined.take(order)
+
+
+def _pair_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    a = (row["src_ip"], row["src_port"])
+    b = (row["dst_ip"], row["dst_port"])
+    return (row["proto"], *min(a, b), *max(a, b))
+
+
+def _continues(earlier: dict[str, Any], later: dict[str, Any]) -> bool:
+    """Whether ``later`` (the first row of its chunk for this endpoint pair) is the same conversation."""
+    if later["proto"] == "tcp":
+        # A SYN opening the later part starts a new conversation unless the earlier part never got past its own
+        # SYN (then it is the same attempt, retransmitted), as the tracker decides for port reuse.
+        return not (later["completeness"] or 0) & _COMPLETENESS_SYN or (earlier["completeness"] or 0) == \
+            _COMPLETENESS_SYN
+    if later["proto"] == "udp":
+        return later["first_ts_ns"] - earlier["last_ts_ns"] <= UDP_IDLE_TIMEOUT_NS
+    return True
+
+
+def _oriented(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
+    """``later`` seen from the same side as ``earlier``."""
+    if (later["src_ip"], later["src_port"]) == (earlier["src_ip"], earlier["src_port"]):
+        return later
+    flipped = dict(later)
+    for out, in_ in DIRECTION_PAIRS:
+        flipped[out], flipped[in_] = later[in_], later[out]
+    if later.get("history"):
+        flipped["history"] = later["history"].swapcase()
+    return flipped
+
+
+def _sum(a: Any, b: Any) -> Any:
+    if a is None:
+        return b
+    return a if b is None else a + b
+
+
+def _pick(function: Any, a: Any, b: Any) -> Any:
+    if a is None:
+        return b
+    return a if b is None else function(a, b)
+
+
+def _merge(node: str, a: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
+    b = _oriented(a, later)
+    out: dict[str, Any] = {}
+    for name, rule in MERGE_RULES.items():
+        if rule == FIRST:
+            out[name] = a[name]
+        elif rule == SUM:
+            out[name] = _sum(a[name], b[name])
+        elif rule == MIN:
+            out[name] = _pick(min, a[name], b[name])
+        elif rule == MAX:
+            out[name] = _pick(max, a[name], b[name])
+        elif rule == OR:
+            out[name] = _pick(lambda x, y: x | y, a[name], b[name])
+        elif rule == FIRST_NON_NULL:
+            out[name] = a[name] if a[name] is not None else b[name]
+    out["duration_us"] = (out["last_ts_ns"] - out["first_ts_ns"]) // 1000
+    out["conn_id"] = connection_id(node, out["proto"], out["src_ip"], out["src_port"], out["dst_ip"],
+                                   out["dst_port"], out["first_ts_ns"])
+    out["rtt_avg_us"] = _weighted(a["rtt_avg_us"], a["rtt_samples"], b["rtt_avg_us"], b["rtt_samples"], 0)
+    out["rtt_jitter_us"] = _weighted(a["rtt_jitter_us"], a["rtt_samples"], b["rtt_jitter_us"], b["rtt_samples"], 1)
+    out["retransmission_rate"] = _retransmission_rate(a, b, out["retransmissions"])
+    history = a["history"]
+    if b["history"]:
+        history = (history or "") + "".join(dict.fromkeys(c for c in b["history"] if c not in (history or "")))
+    out["history"] = history
+    out["conn_state"] = conn_state_from_history(history) if history is not None else a["conn_state"]
+    out["close"] = _close(out) if out["proto"] == "tcp" and a["close"] is not None else a["close"]
+    return out
+
+
+def _weighted(avg_a: int | None, samples_a: int | None, avg_b: int | None, samples_b: int | None,
+              less: int) -> int | None:
+    weight_a = (samples_a or 0) - less if avg_a is not None else 0
+    weight_b = (samples_b or 0) - less if avg_b is not None else 0
+    if weight_a <= 0 and weight_b <= 0:
+        return avg_a if avg_a is not None else avg_b
+    weight_a, weight_b = max(weight_a, 0), max(weight_b, 0)
+    return ((avg_a or 0) * weight_a + (avg_b or 0) * weight_b) // (weight_a + weight_b)
+
+
+def _retransmission_rate(a: dict[str, Any], b: dict[str, Any], retransmissions: int | None) -> float | None:
+    """Total retransmissions over total payload segments; a part's segments are its retransmissions / rate."""
+    if a["retransmission_rate"] is None and b["retransmission_rate"] is None:
+        return None
+    segments = 0.0
+    for part in (a, b):
+        rate, count = part["retransmission_rate"], part["retransmissions"] or 0
+        if rate:
+            segments += count / rate
+    # A part without retransmissions does not reveal its payload segments; it then only dilutes nothing.
+    return (retransmissions or 0) / segments if segments else 0.0
+
+
+def conn_state_from_history(history: str) -> str:
+    """Zeek's conn_state (base/protocols/conn/main.zeek) from history letters: upper case initiator, lower responder."""
+    syn, synack = "S" in history, "h" in history
+    if syn and not synack:
+        return "REJ" if "r" in history else "RSTOS0" if "R" in history else "SH" if "F" in history else "S0"
+    if synack and not syn:
+        return "RSTRH" if "r" in history else "SHR" if "f" in history else "OTH"
+    if not syn:
+        return "OTH"
+    if "R" in history:
+        return "RSTO"
+    if "r" in history:
+        return "RSTR"
+    if "F" in history and "f" in history:
+        return "SF"
+    return "S2" if "F" in history else "S3" if "f" in history else "S1"
+
+
+def _close(row: dict[str, Any]) -> str:
+    """'handshake_failed' when the initiator's SYN was never answered, else 'rst', 'fin' or 'open'."""
+    history = row["history"] or ""
+    if "S" in history and "h" not in history:
+        return "handshake_failed"
+    if row["rst_count"]:
+        return "rst"
+    return "fin" if row["fin_count"] else "open"
