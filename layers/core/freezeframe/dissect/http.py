@@ -212,7 +212,7 @@ class _Connection:
         fields = message.fields
         chunked = "chunked" in fields.get("transfer-encoding", "").lower()
         length_text = fields.get("content-length", "").split(",")[0].strip()
-        if length_text and not length_text.isdigit():
+        if length_text and not (length_text.isascii() and length_text.isdigit()):  # str.isdigit() takes '³'
             self._malformed(side)
             return
         declared = int(length_text) if length_text else -1
