@@ -57,16 +57,75 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _query_sql(args: argparse.Namespace) -> str:
+    """The Athena SQL of `freezeframe query`: the SQL given, a saved scenario, or a compiled filter."""
+    from freezeframe import kfl, scenarios
+    from freezeframe.errors import ConfigError
+    from freezeframe.query import restrict_to_incident
+
+    given = [name for name, value in (("SQL", args.sql), ("--scenario", args.scenario), ("--filter", args.filter))
+             if value is not None]
+    if len(given) != 1:
+        raise ConfigError("give exactly one of SQL, --scenario NAME or --filter EXPR"
+                          + (f" (got {', '.join(given)})" if given else ""))
+    if args.scenario is not None:
+        return scenarios.get(args.scenario).sql(args.incident)
+    if args.filter is not None:
+        return kfl.compile_filter(args.filter).select(incident_id=args.incident, limit=args.limit)
+    return restrict_to_incident(args.sql, args.incident) if args.incident is not None else str(args.sql)
+
+
 def _cmd_query(args: argparse.Namespace) -> int:
     from freezeframe.local.stack import apply_state, load_state
-    from freezeframe.query import format_table, run, to_json
+    from freezeframe.query import (
+        QueryCancelledError,
+        athena_client,
+        connect_local,
+        format_bytes,
+        render,
+        run,
+        run_athena,
+    )
 
+    output = "json" if args.json else args.format
+    sql = _query_sql(args)
     config = settings()
-    config = apply_state(config, load_state(config))
-    if args.s3_endpoint:
-        config = config.with_(s3_endpoint=args.s3_endpoint)
-    result = run(config, args.sql)
-    print(to_json(result) if args.json else format_table(result))
+    if args.athena:
+        from freezeframe.errors import ConfigError
+        from freezeframe.glue import DEFAULT_DATABASE
+
+        workgroup = args.workgroup or config.athena_workgroup
+        if not workgroup:
+            raise ConfigError("--athena needs a workgroup: pass --workgroup or set FREEZEFRAME_ATHENA_WORKGROUP "
+                              "(the stack output AthenaWorkGroupName)")
+        database = args.database or config.glue_database or DEFAULT_DATABASE
+        try:
+            result = run_athena(athena_client(config), sql, workgroup, database)
+        except QueryCancelledError as exc:
+            print(f"freezeframe: {exc}", file=sys.stderr)
+            return 130
+        if result.bytes_scanned is not None and output != "table":
+            print(f"bytes scanned: {format_bytes(result.bytes_scanned)} ({result.bytes_scanned} B)", file=sys.stderr)
+    elif args.dir is not None:
+        result = run(None, sql, connect_local(args.dir))
+    else:
+        config = apply_state(config, load_state(config))
+        if args.s3_endpoint:
+            config = config.with_(s3_endpoint=args.s3_endpoint)
+        result = run(config, sql)
+    text = render(result, output)
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def _cmd_scenarios(args: argparse.Namespace) -> int:
+    from freezeframe import scenarios
+
+    if args.json:
+        print(json.dumps([{"name": s.name, "title": s.title, "description": s.description, "sql": s.query}
+                          for s in scenarios.SCENARIOS], indent=2))
+    else:
+        print(scenarios.listing(verbose=args.long))
     return 0
 
 
@@ -81,6 +140,25 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     report = verify_incident(config, s3io.client(config), args.incident)
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
     return 0 if report.ok else 1
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from freezeframe.adapters import s3 as s3io
+    from freezeframe.local.stack import apply_state, load_state
+    from freezeframe.report import render_incident_report, store_report
+
+    config = apply_state(settings(), load_state(settings()))
+    if args.s3_endpoint:
+        config = config.with_(s3_endpoint=args.s3_endpoint)
+    s3 = s3io.client(config)
+    page = render_incident_report(config, s3, args.incident)
+    output = args.output or Path(f"report-{args.incident}.html")
+    output.write_text(page, encoding="utf-8")
+    print(f"wrote {output} ({len(page.encode()):,} bytes)")
+    if args.store:
+        key = store_report(config, s3, args.incident, page)
+        print(f"stored s3://{config.evidence_bucket}/{key}")
+    return 0
 
 
 def _cmd_release_hold(args: argparse.Namespace) -> int:
@@ -132,6 +210,35 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_pcap(args: argparse.Namespace) -> int:
+    from freezeframe.adapters import s3 as s3io
+    from freezeframe.export import ExportOptions, export_pcap, time_ns
+    from freezeframe.local.stack import apply_state, load_state
+
+    config = apply_state(settings(), load_state(settings()))
+    if args.s3_endpoint:
+        config = config.with_(s3_endpoint=args.s3_endpoint)
+    options = ExportOptions(fmt=args.format, bpf=args.filter, start_ns=time_ns(args.start, "--start"),
+                            end_ns=time_ns(args.end, "--end"), namespaces=tuple(args.namespace),
+                            pods=tuple(args.pod), nodes=tuple(args.node), verify=args.verify)
+    result = export_pcap(config, s3io.client(config), args.incident, args.output, options)
+    summary = sys.stderr if str(args.output) == "-" else sys.stdout  # `-o -`: stdout carries the capture
+    if args.json:
+        print(json.dumps(result.to_dict()), file=summary)
+    else:
+        verified = f", {result.verified_segments} segment hashes verified" if args.verify else ""
+        print(f"wrote {result.packets} packets from {result.segments} segments of {len(result.nodes)} node(s) to "
+              f"{result.path} ({result.fmt}{verified})", file=summary)
+    return 0
+
+
+def _cmd_mcp(args: argparse.Namespace) -> int:
+    from freezeframe.mcp_server import serve
+
+    serve()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="freezeframe", description="network flight recorder for Kubernetes")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -146,16 +253,38 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--s3-endpoint", metavar="URL", help="a real S3 endpoint (default: embedded moto)")
     demo.add_argument("--json", action="store_true", help="print one JSON object as the last output")
     demo.set_defaults(func=_cmd_demo)
-    query = sub.add_parser("query", help="run Athena SQL locally over the evidence tables")
-    query.add_argument("sql")
-    query.add_argument("--json", action="store_true")
+    query = sub.add_parser("query", help="run Athena SQL, a saved scenario or a filter (locally or on Athena)",
+                           description="Runs Athena SQL locally (DuckDB over the evidence bucket or a directory) or "
+                           "on Athena. Give SQL, --scenario NAME (see `freezeframe scenarios`) or --filter EXPR "
+                           "(e.g. 'http and status >= 500 and dst.namespace == \"production\"').")
+    query.add_argument("sql", nargs="?", help="Athena SQL (tables: connections, dns, http, tls)")
+    query.add_argument("--scenario", metavar="NAME", help="run a saved scenario")
+    query.add_argument("--filter", metavar="EXPR", help="a KFL-style filter over one table")
+    query.add_argument("--incident", metavar="ID", help="only this incident's rows")
+    query.add_argument("--limit", type=int, default=None, help="at most this many rows (--filter)")
+    query.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    query.add_argument("--json", action="store_true", help="same as --format json")
+    query.add_argument("--dir", type=Path, default=None, help="query a local copy of the bucket's tables/ instead")
     query.add_argument("--s3-endpoint", metavar="URL")
+    query.add_argument("--athena", action="store_true", help="run on Amazon Athena instead of locally")
+    query.add_argument("--workgroup", help="Athena workgroup (default FREEZEFRAME_ATHENA_WORKGROUP)")
+    query.add_argument("--database", help="Glue database (default FREEZEFRAME_GLUE_DATABASE or freezeframe)")
     query.set_defaults(func=_cmd_query)
+    scenarios = sub.add_parser("scenarios", help="list the saved incident scenarios (`query --scenario NAME`)")
+    scenarios.add_argument("-l", "--long", action="store_true", help="with descriptions and SQL")
+    scenarios.add_argument("--json", action="store_true")
+    scenarios.set_defaults(func=_cmd_scenarios)
     verify = sub.add_parser("verify", help="recompute every hash and check every lock of an incident")
     verify.add_argument("incident")
     verify.add_argument("--json", action="store_true")
     verify.add_argument("--s3-endpoint", metavar="URL")
     verify.set_defaults(func=_cmd_verify)
+    report = sub.add_parser("report", help="write an incident's self-contained HTML report")
+    report.add_argument("incident")
+    report.add_argument("-o", "--output", type=Path, help="the HTML file (default: report-INCIDENT.html)")
+    report.add_argument("--store", action="store_true", help="also store it in the evidence bucket")
+    report.add_argument("--s3-endpoint", metavar="URL")
+    report.set_defaults(func=_cmd_report)
     release = sub.add_parser("release-hold", help="release an incident's legal holds (others' holds stay)")
     release.add_argument("incident")
     release.set_defaults(func=_cmd_release_hold)
@@ -164,6 +293,24 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--at", metavar="TIME", help="evaluate at this RFC 3339 time instead of now")
     jobs.add_argument("--json", action="store_true")
     jobs.set_defaults(func=_cmd_jobs)
+    export = sub.add_parser("export-pcap", help="merge an incident's locked segments of every node into one capture")
+    export.add_argument("incident")
+    export.add_argument("-o", "--output", type=Path, required=True,
+                        help="the capture file to write, or - for stdout (e.g. | wireshark -k -i -)")
+    export.add_argument("--filter", metavar="BPF", help="a libpcap filter expression (applied by tcpdump)")
+    export.add_argument("--start", metavar="TIME", help="only packets at or after this RFC 3339 time")
+    export.add_argument("--end", metavar="TIME", help="only packets at or before this RFC 3339 time")
+    export.add_argument("--namespace", action="append", default=[],
+                        help="only packets to or from a pod of this namespace at the packet's time (repeatable)")
+    export.add_argument("--pod", action="append", default=[], help="only packets to or from this pod (repeatable)")
+    export.add_argument("--node", action="append", default=[], help="only this node's segments (repeatable)")
+    export.add_argument("--format", choices=("pcapng", "pcap"), default="pcapng",
+                        help="pcapng (default; one interface per node and link type) or pcap (one link type)")
+    export.add_argument("--verify", action="store_true", help="check every segment's sha256 while reading it")
+    export.add_argument("--json", action="store_true")
+    export.add_argument("--s3-endpoint", metavar="URL")
+    export.set_defaults(func=_cmd_export_pcap)
+    sub.add_parser("mcp", help="serve freezeframe's tools to an AI agent over MCP (stdio)").set_defaults(func=_cmd_mcp)
     sample = sub.add_parser("sample-pcap", help="write the bundled sample capture")
     sample.add_argument("out", type=Path)
     sample.set_defaults(func=_cmd_sample)

@@ -29,6 +29,7 @@ ENV_LOOKBACK_S = "FREEZEFRAME_LOOKBACK_SECONDS"
 ENV_LOOKAHEAD_S = "FREEZEFRAME_LOOKAHEAD_SECONDS"
 ENV_FREEZE_FUNCTION = "FREEZEFRAME_FREEZE_FUNCTION"
 ENV_DISSECT_FUNCTION = "FREEZEFRAME_DISSECT_FUNCTION"
+ENV_DISSECT_STATE_MACHINE = "FREEZEFRAME_DISSECT_STATE_MACHINE"
 ENV_ALERTMANAGER_TOKEN = "FREEZEFRAME_ALERTMANAGER_TOKEN"  # noqa: S105 - the variable's name, not a secret
 ENV_ALERTMANAGER_TOKEN_FILE = "FREEZEFRAME_ALERTMANAGER_TOKEN_FILE"  # noqa: S105
 ENV_ALERTMANAGER_TOKEN_SECRET_ARN = "FREEZEFRAME_ALERTMANAGER_TOKEN_SECRET_ARN"  # noqa: S105
@@ -41,6 +42,7 @@ ENV_CACHE_DIR = "FREEZEFRAME_CACHE_DIR"
 ENV_HOLD_GRACE_S = "FREEZEFRAME_HOLD_GRACE_SECONDS"
 ENV_CONSOLIDATE = "FREEZEFRAME_CONSOLIDATE"
 ENV_GLUE_DATABASE = "FREEZEFRAME_GLUE_DATABASE"
+ENV_ATHENA_WORKGROUP = "FREEZEFRAME_ATHENA_WORKGROUP"
 ENV_SPOOL_MAX_BYTES = "FREEZEFRAME_SPOOL_MAX_BYTES"
 ENV_AGENT_HTTP_PORT = "FREEZEFRAME_AGENT_HTTP_PORT"
 ENV_FREEZE_RULES = "FREEZEFRAME_FREEZE_RULES"
@@ -56,6 +58,8 @@ ENV_CAPTURE_BUFFER_KIB = "FREEZEFRAME_CAPTURE_BUFFER_KIB"
 ENV_SNAPLEN = "FREEZEFRAME_SNAPLEN"
 ENV_INTERFACES = "FREEZEFRAME_INTERFACES"
 ENV_CAPTURE_FILTER = "FREEZEFRAME_CAPTURE_FILTER"
+ENV_CAPTURE_ENGINE = "FREEZEFRAME_CAPTURE_ENGINE"
+CAPTURE_ENGINES = ("tcpdump", "scapy")
 ENV_K8S_WATCH = "FREEZEFRAME_K8S_WATCH"
 ENV_JOBS_FILE = "FREEZEFRAME_JOBS_FILE"
 
@@ -81,6 +85,7 @@ class Settings:
     lookahead_s: int = 5 * 60
     freeze_function: str = "freezeframe-freeze"
     dissect_function: str = "freezeframe-dissect"
+    dissect_state_machine: str | None = None  # AWS: the freeze starts this (Map over nodes, then finalize)
     alertmanager_token_env: str | None = None
     alertmanager_token_file: Path | None = None
     alertmanager_token_secret_arn: str | None = None
@@ -95,6 +100,7 @@ class Settings:
     hold_grace_s: int = 600
     consolidate: bool = False
     glue_database: str | None = None
+    athena_workgroup: str | None = None  # for `query --athena`: the stack output AthenaWorkGroupName
     freeze_rules_file: Path | None = None
     api_token_env: str | None = None
     pagerduty_secrets_env: str | None = None
@@ -107,6 +113,7 @@ class Settings:
     snaplen: int = 262_144
     interfaces: tuple[str, ...] = ("any",)  # comma-separated in the env; "any" is Linux cooked capture of all
     capture_filter: str = ""  # BPF of the always-on capture
+    capture_engine: str = "tcpdump"  # tcpdump (libpcap, the default) | scapy (in-process, low-rate fallback)
     k8s_watch: bool = False  # the DaemonSet turns it on; outside a cluster there is no API server
     jobs_file: Path | None = None  # recording jobs (YAML), re-read when its mtime changes
 
@@ -127,6 +134,8 @@ class Settings:
             raise ConfigError(f"{ENV_SNAPLEN} must be within 1..262144, got {self.snaplen}")
         if not self.interfaces:
             raise ConfigError(f"{ENV_INTERFACES} must name at least one interface (or 'any')")
+        if self.capture_engine not in CAPTURE_ENGINES:
+            raise ConfigError(f"{ENV_CAPTURE_ENGINE} must be one of {CAPTURE_ENGINES}, got {self.capture_engine!r}")
         if not 0 <= self.agent_http_port <= 65535:
             raise ConfigError(f"{ENV_AGENT_HTTP_PORT} must be a port number, got {self.agent_http_port}")
 
@@ -149,6 +158,7 @@ class Settings:
             lookahead_s=_int(env, ENV_LOOKAHEAD_S, base.lookahead_s),
             freeze_function=env.get(ENV_FREEZE_FUNCTION, base.freeze_function),
             dissect_function=env.get(ENV_DISSECT_FUNCTION, base.dissect_function),
+            dissect_state_machine=env.get(ENV_DISSECT_STATE_MACHINE) or None,
             alertmanager_token_env=env.get(ENV_ALERTMANAGER_TOKEN) or None,
             alertmanager_token_file=Path(env[ENV_ALERTMANAGER_TOKEN_FILE])
             if env.get(ENV_ALERTMANAGER_TOKEN_FILE) else None,
@@ -164,6 +174,7 @@ class Settings:
             hold_grace_s=_int(env, ENV_HOLD_GRACE_S, base.hold_grace_s),
             consolidate=env.get(ENV_CONSOLIDATE, "").lower() in ("1", "true", "yes"),
             glue_database=env.get(ENV_GLUE_DATABASE) or None,
+            athena_workgroup=env.get(ENV_ATHENA_WORKGROUP) or None,
             freeze_rules_file=Path(env[ENV_FREEZE_RULES_FILE]) if env.get(ENV_FREEZE_RULES_FILE) else None,
             api_token_env=env.get(ENV_API_TOKEN) or None,
             pagerduty_secrets_env=env.get(ENV_PAGERDUTY_SECRETS) or None,
@@ -177,6 +188,7 @@ class Settings:
             interfaces=tuple(name.strip() for name in env[ENV_INTERFACES].split(",") if name.strip())
             if env.get(ENV_INTERFACES) else base.interfaces,
             capture_filter=env.get(ENV_CAPTURE_FILTER, base.capture_filter),
+            capture_engine=env.get(ENV_CAPTURE_ENGINE, base.capture_engine),
             k8s_watch=env.get(ENV_K8S_WATCH, "").lower() in ("1", "true", "yes"),
             jobs_file=_path(env, ENV_JOBS_FILE),
         )
@@ -221,6 +233,7 @@ def env_overrides(settings_: Settings) -> dict[str, str]:
     optional = {
         ENV_S3_ENDPOINT: settings_.s3_endpoint,
         ENV_LAMBDA_ENDPOINT: settings_.lambda_endpoint,
+        ENV_DISSECT_STATE_MACHINE: settings_.dissect_state_machine,
         ENV_KAFKA_BOOTSTRAP: settings_.kafka_bootstrap,
         ENV_BUS_DIR: str(settings_.bus_dir) if settings_.bus_dir else None,
         ENV_ALERTMANAGER_TOKEN: settings_.alertmanager_token_env,
@@ -232,6 +245,7 @@ def env_overrides(settings_: Settings) -> dict[str, str]:
         ENV_HOLD_GRACE_S: str(settings_.hold_grace_s),
         ENV_CONSOLIDATE: "true" if settings_.consolidate else "false",
         ENV_GLUE_DATABASE: settings_.glue_database,
+        ENV_ATHENA_WORKGROUP: settings_.athena_workgroup,
         ENV_FREEZE_RULES_FILE: str(settings_.freeze_rules_file) if settings_.freeze_rules_file else None,
         ENV_API_TOKEN: settings_.api_token_env,
         ENV_PAGERDUTY_SECRETS: settings_.pagerduty_secrets_env,
@@ -240,6 +254,7 @@ def env_overrides(settings_: Settings) -> dict[str, str]:
         ENV_API_TOKEN_FILE: str(settings_.api_token_file) if settings_.api_token_file else None,
         ENV_API_TOKEN_SECRET_ARN: settings_.api_token_secret_arn,
         ENV_CAPTURE_FILTER: settings_.capture_filter,
+        ENV_CAPTURE_ENGINE: settings_.capture_engine,
         ENV_JOBS_FILE: str(settings_.jobs_file) if settings_.jobs_file else None,
     }
     out.update({k: v for k, v in optional.items() if v})
