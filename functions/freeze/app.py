@@ -10,7 +10,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from freezeframe.adapters import s3 as s3io
-from freezeframe.adapters.invoke import invoke_async
+from freezeframe.adapters.invoke import start_dissection
 from freezeframe.config import settings
 from freezeframe.freeze import freeze
 from freezeframe.models import FreezeRequest
@@ -29,7 +29,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     logger.append_keys(incident_id=request.incident_id)
     result = freeze(config, s3io.client(config), request)
     metrics.add_metric(name="SegmentsLocked", unit=MetricUnit.Count, value=result.segments)
-    for node in result.nodes:
-        invoke_async(config, config.dissect_function, {"incident_id": result.incident_id, "node": node})
+    start_dissection(config, result.incident_id, result.nodes)
     return {"incident_id": result.incident_id, "manifest": result.manifest_key, "segments": result.segments,
             "nodes": list(result.nodes), "created": result.created}

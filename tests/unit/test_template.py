@@ -292,6 +292,17 @@ def test_only_the_freeze_and_the_segment_indexer_lock_raw_segments(template: dic
     assert lockers == RAW_LOCKERS, f"{action} on the raw bucket: {sorted(lockers)}, expected {sorted(RAW_LOCKERS)}"
 
 
+@pytest.mark.parametrize("action", LOCK_ACTIONS)
+def test_nothing_else_in_the_stack_may_put_retention_or_legal_hold_anywhere(template: dict[str, Any],
+                                                                           action: str) -> None:
+    # Any bucket, any resource type (functions, the state machine's role, managed policies): only the two lockers.
+    by_logical = {logical: folder for folder, logical in _function_folders(template).items()}
+    holders = {by_logical.get(name, name) for name, resource in template["Resources"].items()
+               for statement in _statements(resource.get("Properties", {}))
+               if statement["Effect"] == "Allow" and _grants(statement, action)}
+    assert holders == RAW_LOCKERS, f"{action}: {sorted(holders)}, expected {sorted(RAW_LOCKERS)}"
+
+
 def test_k8s_indexer_cannot_lock_or_touch_raw_segments(template: dict[str, Any]) -> None:
     function = template["Resources"][_function_folders(template)["k8s_indexer"]]
     allows = _allows(function)
@@ -340,6 +351,25 @@ def test_glue_block_is_exactly_the_generated_yaml() -> None:
     assert block == _glue().template_yaml(), REGENERATE
 
 
+SCENARIOS_BEGIN = "  # BEGIN freezeframe.scenarios\n"
+SCENARIOS_END = "  # END freezeframe.scenarios\n"
+
+
+def test_scenarios_block_is_exactly_the_generated_yaml(template: dict[str, Any]) -> None:
+    from freezeframe import scenarios
+
+    text = TEMPLATE.read_text(encoding="utf-8")
+    assert text.count(SCENARIOS_BEGIN) == text.count(SCENARIOS_END) == 1, "the named queries' markers are missing"
+    block = text[text.index(SCENARIOS_BEGIN) + len(SCENARIOS_BEGIN):text.index(SCENARIOS_END)]
+    assert block == scenarios.template_yaml(), (
+        "template.yaml's named queries differ from freezeframe.scenarios: replace the block between the markers "
+        "with the output of `PYTHONPATH=layers/core python -m freezeframe.scenarios --yaml`")
+    named = _resources(template, "AWS::Athena::NamedQuery")
+    assert set(named) == set(scenarios.template_resources())
+    assert template["Resources"][scenarios.WORKGROUP_LOGICAL_ID]["Type"] == "AWS::Athena::WorkGroup"
+    assert template["Resources"][scenarios.DATABASE_LOGICAL_ID]["Type"] == "AWS::Glue::Database"
+
+
 def test_glue_resources_are_the_schemas_and_nothing_else(template: dict[str, Any]) -> None:
     glue = _glue()
     expected = glue.template_resources()
@@ -373,10 +403,11 @@ def _glue_statements(template: dict[str, Any]) -> dict[str, list[dict[str, Any]]
     return out
 
 
-def test_only_dissect_registers_partitions_and_only_in_its_database(template: dict[str, Any]) -> None:
+def test_only_dissect_and_finalize_register_partitions_and_only_in_their_database(template: dict[str, Any]) -> None:
     grants = _glue_statements(template)
-    assert set(grants) == {_function_folders(template)["dissect"]}, f"glue grants: {sorted(grants)}"
-    for statement in grants["DissectFunction"]:
+    folders = _function_folders(template)
+    assert set(grants) == {folders["dissect"], folders["finalize"]}, f"glue grants: {sorted(grants)}"
+    for statement in [*grants[folders["dissect"]], *grants[folders["finalize"]]]:
         assert set(_actions(statement)) <= {"glue:batchcreatepartition", "glue:gettable"}, statement
         resources = statement["Resource"]
         assert resources != "*" and isinstance(resources, list), statement
@@ -452,3 +483,244 @@ def test_samconfig_default_environment_overrides_only_template_parameters(templa
     overrides = dict(item.split("=", 1) for item in deploy["parameter_overrides"])
     unknown = sorted(set(overrides) - set(template["Parameters"]))
     assert not unknown, f"samconfig.toml overrides parameters the template does not have: {unknown}"
+
+
+# ---------------------------------------------------------------- lifecycle, throttling, fan-out, lag, outputs
+
+
+def _rules(template: dict[str, Any], bucket: str) -> dict[str, dict[str, Any]]:
+    rules = template["Resources"][bucket]["Properties"]["LifecycleConfiguration"]["Rules"]
+    return {rule["Id"]: rule for rule in rules}
+
+
+def test_raw_bucket_expires_unfrozen_versions_after_a_parameter(template: dict[str, Any]) -> None:
+    enabled = [rule for rule in _rules(template, "RawBucket").values() if rule["Status"] == "Enabled"]
+    expiring = [rule for rule in enabled if "ExpirationInDays" in rule and "Prefix" not in rule]
+    assert expiring, "no whole-bucket expiry of current raw versions"
+    for rule in expiring:
+        assert rule["ExpirationInDays"] == {"Ref": "RawExpireDays"}
+        assert rule["NoncurrentVersionExpiration"]["NoncurrentDays"] >= 1
+    parameter = template["Parameters"]["RawExpireDays"]
+    assert parameter["Type"] == "Number" and parameter["MinValue"] >= 1
+
+
+def test_evidence_is_tiered_to_classes_athena_can_still_read(template: dict[str, Any]) -> None:
+    transitions = [t for rule in _rules(template, "EvidenceBucket").values() if rule["Status"] == "Enabled"
+                   for t in rule.get("Transitions", [])]
+    assert [t["StorageClass"] for t in transitions] == ["STANDARD_IA", "GLACIER_IR"]
+    days = [t["TransitionInDays"]["Ref"] for t in transitions]
+    assert days == ["EvidenceInfrequentAccessDays", "EvidenceGlacierDays"]
+    # S3 refuses Standard-IA before 30 days; Glacier IR must follow at least 30 days of IA.
+    assert template["Parameters"][days[0]]["MinValue"] >= 30
+    assert template["Parameters"][days[1]]["MinValue"] >= template["Parameters"][days[0]]["MinValue"] + 30
+    # Flexible Retrieval and Deep Archive need a restore before a read: Athena and verify would fail on them.
+    assert not {t["StorageClass"] for t in transitions} & {"GLACIER", "DEEP_ARCHIVE"}
+
+
+def _webhook(template: dict[str, Any]) -> dict[str, Any]:
+    return template["Resources"][_function_folders(template)["webhook"]]["Properties"]
+
+
+def test_webhook_is_throttled_behind_both_doors(template: dict[str, Any]) -> None:
+    props = _webhook(template)
+    assert props["ReservedConcurrentExecutions"] == {
+        "Fn::If": ["HasWebhookConcurrencyCap", {"Ref": "WebhookReservedConcurrency"}, {"Ref": "AWS::NoValue"}]}
+    assert props["FunctionUrlConfig"]["AuthType"] == "NONE"  # authenticated in code (HMAC, bearer tokens)
+    apis = _resources(template, "AWS::Serverless::HttpApi")
+    assert set(apis) == {"WebhookHttpApi"}
+    routes = apis["WebhookHttpApi"]["Properties"]["DefaultRouteSettings"]
+    assert routes["ThrottlingRateLimit"] == {"Ref": "HttpApiRateLimit"}
+    assert routes["ThrottlingBurstLimit"] == {"Ref": "HttpApiBurstLimit"}
+    assert apis["WebhookHttpApi"]["Properties"]["AccessLogSettings"]["DestinationArn"]
+
+
+def test_manual_freeze_has_an_iam_authenticated_route_and_only_it(template: dict[str, Any]) -> None:
+    events = _webhook(template)["Events"]
+    routes = {(e["Properties"]["Method"], e["Properties"]["Path"]): e["Properties"].get("Auth", {}).get("Authorizer")
+              for e in events.values() if e["Type"] == "HttpApi"}
+    assert routes.pop(("POST", "/v1/freeze")) == "AWS_IAM"
+    # Webhook senders cannot sign with SigV4: their routes authenticate in code, as on the Function URL.
+    assert routes and set(routes.values()) == {None}, routes
+    assert {"/v1/alerts/alertmanager", "/v1/alerts/pagerduty"} <= {path for _, path in routes}
+    assert template["Resources"]["WebhookHttpApi"]["Properties"]["Auth"]["EnableIamAuthorizer"] is True
+    (statement,) = template["Resources"]["ManualFreezeInvokePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert _actions(statement) == ["execute-api:invoke"]
+    assert statement["Resource"]["Fn::Sub"].endswith("${WebhookHttpApi}/*/POST/v1/freeze")
+
+
+def _definition(template: dict[str, Any]) -> dict[str, Any]:
+    return template["Resources"]["DissectionStateMachine"]["Properties"]["Definition"]
+
+
+def _states(definition: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, state in definition["States"].items():
+        yield name, state
+        if state["Type"] == "Map":
+            yield from _states(state["ItemProcessor"])
+
+
+def test_dissection_fans_out_over_nodes_with_retries_catches_and_a_dead_letter_queue(
+        template: dict[str, Any]) -> None:
+    machine = template["Resources"]["DissectionStateMachine"]["Properties"]
+    definition = _definition(template)
+    states = dict(_states(definition))
+    fan_out = definition["States"][definition["StartAt"]]
+    assert fan_out["Type"] == "Map" and fan_out["ItemsPath"] == "$.nodes" and fan_out["MaxConcurrency"] > 0
+    tasks = {name: state for name, state in states.items() if state["Type"] == "Task"}
+    invokes = {name: state for name, state in tasks.items() if state["Resource"].endswith(":lambda:invoke")}
+    dead_letters = {name for name, state in tasks.items() if state["Resource"].endswith(":sqs:sendMessage")}
+    substitutions = machine["DefinitionSubstitutions"]
+    assert {state["Parameters"]["FunctionName"] for state in invokes.values()} == {
+        "${DissectFunctionArn}", "${FinalizeFunctionArn}"}
+    assert substitutions["DissectFunctionArn"] == {"Fn::GetAtt": ["DissectFunction", "Arn"]}
+    assert substitutions["FinalizeFunctionArn"] == {"Fn::GetAtt": ["FinalizeFunction", "Arn"]}
+    assert substitutions["DeadLetterQueueUrl"] == {"Ref": "DissectionDeadLetterQueue"}
+    for name, state in invokes.items():
+        retried = {error for retrier in state["Retry"] for error in retrier["ErrorEquals"]}
+        assert {"Lambda.TooManyRequestsException", "States.ALL"} <= retried, name
+        (catch,) = state["Catch"]
+        assert catch["ErrorEquals"] == ["States.ALL"] and catch["Next"] in dead_letters, name
+    for name in dead_letters:
+        assert tasks[name]["Parameters"]["QueueUrl"] == "${DeadLetterQueueUrl}"
+    # The corrupt-segment error the dissect function raises is not worth a retry.
+    from freezeframe.errors import SegmentCorruptError
+
+    (dissect,) = [s for s in invokes.values() if s["Parameters"]["FunctionName"] == "${DissectFunctionArn}"]
+    (no_retry,) = [r for r in dissect["Retry"] if r["ErrorEquals"] == [SegmentCorruptError.__name__]]
+    assert no_retry["MaxAttempts"] == 0
+    # Finalize runs once, after the Map, on its collected results.
+    (finalize_state,) = [s for s in invokes.values() if s["Parameters"]["FunctionName"] == "${FinalizeFunctionArn}"]
+    assert fan_out["Next"] in definition["States"] and definition["States"][fan_out["Next"]] is finalize_state
+    assert finalize_state["Parameters"]["Payload"]["nodes.$"] == fan_out["ResultPath"]
+
+
+def test_state_machine_node_results_are_what_finalize_parses(template: dict[str, Any]) -> None:
+    from freezeframe.finalize import parse_event
+
+    states = dict(_states(_definition(template)))
+    done = {key.removesuffix(".$"): "node-a" if key.startswith("node") else "done"
+            for key in states["DissectNode"]["ResultSelector"]}
+    failed = {key.removesuffix(".$"): value if not key.endswith(".$") else ("node-b" if key.startswith("node")
+                                                                            else "States.Timeout")
+              for key, value in states["NodeFailed"]["Parameters"].items()}
+    incident_id, outcomes = parse_event({"incident_id": "inc-1", "nodes": [done, failed]})
+    assert [(o.node, o.state, o.error) for o in outcomes] == [("node-a", "done", None),
+                                                             ("node-b", "failed", "States.Timeout")]
+    # The Choice after finalize reads the state the finalize handler returns.
+    choice = _definition(template)["States"]["EveryNodeDissected"]
+    assert choice["Choices"][0]["StringEquals"] == "complete"
+    handler = (FUNCTIONS_DIR / "finalize" / "app.py").read_text(encoding="utf-8")
+    assert '"state": summary["state"]' in handler and '"summary_key"' in handler
+
+
+def test_freeze_starts_the_state_machine_and_no_longer_invokes_dissect(template: dict[str, Any]) -> None:
+    folders = _function_folders(template)
+    freeze = template["Resources"][folders["freeze"]]["Properties"]
+    from freezeframe.config import ENV_DISSECT_STATE_MACHINE
+
+    assert freeze["Environment"]["Variables"][ENV_DISSECT_STATE_MACHINE] == {"Ref": "DissectionStateMachine"}
+    actions = {a for s in _allows(template["Resources"][folders["freeze"]]) for a in _actions(s)}
+    assert "states:startexecution" in actions and "lambda:invokefunction" not in actions
+    machine_role = template["Resources"]["DissectionStateMachine"]["Properties"]["Policies"]
+    invoke = [s for s in _statements(machine_role) if "lambda:invokefunction" in _actions(s)]
+    targets = {json.dumps(r, sort_keys=True) for s in invoke for r in s["Resource"]}
+    assert all(folders["dissect"] in t or folders["finalize"] in t for t in targets), targets
+
+
+def test_kafka_event_sources_have_offset_lag_alarms(template: dict[str, Any]) -> None:
+    sources = _resources(template, "AWS::Lambda::EventSourceMapping")
+    assert sources
+    lagged = {}
+    for resource in _resources(template, "AWS::CloudWatch::Alarm").values():
+        for ns, metric, value in _alarm_metrics(resource["Properties"]):
+            if (ns, metric) == ("AWS/Lambda", "OffsetLag"):
+                lagged[value["Ref"]] = resource
+    for source in sources.values():
+        function = source["Properties"]["FunctionName"]["Ref"]
+        assert function in lagged, f"{function} consumes Kafka without an OffsetLag alarm"
+        assert lagged[function]["Condition"] == "HasKafkaSource"
+        assert lagged[function]["Properties"]["Threshold"] == {"Ref": "OffsetLagAlarmThreshold"}
+        assert "DestinationConfig" in source["Properties"], "a Kafka source needs an on-failure destination"
+
+
+def test_failed_dissections_alarm(template: dict[str, Any]) -> None:
+    alarm = template["Resources"]["DissectionExecutionsFailedAlarm"]["Properties"]
+    metrics = {(ns, metric) for ns, metric, value in _alarm_metrics(alarm)
+               if value == {"Ref": "DissectionStateMachine"}}
+    assert {("AWS/States", "ExecutionsFailed"), ("AWS/States", "ExecutionsTimedOut")} <= metrics
+
+
+def test_outputs_name_the_webhook_urls_and_the_buckets(template: dict[str, Any]) -> None:
+    outputs = template["Outputs"]
+    assert outputs["WebhookUrl"]["Value"] == {"Fn::GetAtt": ["WebhookFunctionUrl", "FunctionUrl"]}
+    assert "${WebhookHttpApi}.execute-api" in outputs["WebhookHttpApiUrl"]["Value"]["Fn::Sub"]
+    assert outputs["RawBucketName"]["Value"] == {"Ref": "RawBucket"}
+    assert outputs["EvidenceBucketName"]["Value"] == {"Ref": "EvidenceBucket"}
+
+
+def test_layers_keep_the_heavy_and_cluster_only_packages_out(template: dict[str, Any]) -> None:
+    # kubernetes (123 MB), kafka-python and scapy serve the agent, local mode and the tests, never a function.
+    for name, layer in _resources(template, "AWS::Serverless::LayerVersion").items():
+        requirements = ROOT / layer["Properties"]["ContentUri"] / "requirements.txt"
+        lines = [line.split("#")[0].strip().lower() for line in requirements.read_text(encoding="utf-8").splitlines()]
+        packages = {re.split(r"[<>=!~\[; ]", line, maxsplit=1)[0] for line in lines if line}
+        assert packages, f"{name}: no requirements in {requirements}"
+        assert not packages & {"kubernetes", "kafka-python", "scapy"}, (name, packages)
+        # DuckDB (about 60 MB) only where the report runs: the query layer, which only finalize uses.
+        assert "duckdb" not in packages or name == "QueryLayer", (name, packages)
+    users = [name for name, function in _resources(template, *FUNCTION_TYPES).items()
+             if {"Ref": "QueryLayer"} in function["Properties"].get("Layers", [])]
+    assert users == [_function_folders(template)["finalize"]], users
+
+
+def test_node_agents_may_only_upload_raw_segments(template: dict[str, Any]) -> None:
+    policy = template["Resources"]["NodeAgentPolicy"]["Properties"]["PolicyDocument"]
+    s3_grants = [s for s in _statements(policy) if any(a.startswith("s3:") for a in _actions(s))]
+    assert s3_grants
+    for statement in s3_grants:
+        assert set(_actions(statement)) <= {"s3:putobject", "s3:getobject"}, statement
+        assert _bucket_targets(statement) == [("RawBucket", "/raw/*")], statement
+    assert template["Outputs"]["NodeAgentPolicyArn"]["Value"] == {"Ref": "NodeAgentPolicy"}
+
+
+# The IAM checks above must be able to fail: each mutation below breaks one promise, and its check must catch it.
+_FREEZE_STATEMENTS = ("FreezeFunction", "Properties", "Policies", 0, "Statement")
+
+
+def _with_statement(template: dict[str, Any], path: tuple[Any, ...], statement: dict[str, Any]) -> dict[str, Any]:
+    import copy
+
+    mutated = copy.deepcopy(template)
+    node: Any = mutated["Resources"]
+    for step in path:
+        node = node[step]
+    node.append(statement)
+    return mutated
+
+
+@pytest.mark.parametrize("check, path, statement", [
+    (test_no_statement_grants_bypass_delete_or_wildcards, _FREEZE_STATEMENTS,
+     {"Effect": "Allow", "Action": "s3:Delete*", "Resource": {"Fn::Sub": "${RawBucket.Arn}/raw/*"}}),
+    (test_no_statement_grants_bypass_delete_or_wildcards, ("NodeAgentPolicy", "Properties", "PolicyDocument",
+                                                           "Statement"),
+     {"Effect": "Allow", "Action": "s3:BypassGovernanceRetention", "Resource": {"Fn::Sub": "${RawBucket.Arn}/raw/*"}}),
+    (test_no_statement_grants_bypass_delete_or_wildcards, _FREEZE_STATEMENTS,
+     {"Effect": "Allow", "Action": "s3:PutBucketObjectLock*", "Resource": {"Fn::GetAtt": ["RawBucket", "Arn"]}}),
+    (test_no_bucket_grant_covers_a_whole_bucket, ("FinalizeFunction", "Properties", "Policies", 0, "Statement"),
+     {"Effect": "Allow", "Action": "s3:GetObject", "Resource": {"Fn::Sub": "${EvidenceBucket.Arn}/*"}}),
+    (test_no_bucket_grant_covers_a_whole_bucket, ("WebhookFunction", "Properties", "Policies", 0, "Statement"),
+     {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}),
+])
+def test_the_iam_checks_catch_what_they_forbid(template: dict[str, Any], check: Any, path: tuple[Any, ...],
+                                               statement: dict[str, Any]) -> None:
+    with pytest.raises(AssertionError):
+        check(_with_statement(template, path, statement))
+
+
+@pytest.mark.parametrize("action", LOCK_ACTIONS)
+def test_the_lock_check_catches_a_third_locker(template: dict[str, Any], action: str) -> None:
+    path = ("DissectionStateMachine", "Properties", "Policies", 0, "Statement")
+    statement = {"Effect": "Allow", "Action": action, "Resource": {"Fn::Sub": "${EvidenceBucket.Arn}/incidents/*"}}
+    with pytest.raises(AssertionError):
+        test_nothing_else_in_the_stack_may_put_retention_or_legal_hold_anywhere(
+            _with_statement(template, path, statement), action)

@@ -1,9 +1,13 @@
-"""Asynchronous function invocation through the Lambda Invoke API (the local gateway speaks the same API)."""
+"""Asynchronous function invocation through the Lambda Invoke API (the local gateway speaks the same API), and the
+hand-off from a freeze to its dissection."""
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Mapping
+import logging
+import re
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -31,3 +35,53 @@ def invoke_async(settings: Settings, function_name: str, payload: Mapping[str, A
                                                     Payload=json.dumps(dict(payload)).encode())
     if reply.get("StatusCode") != 202:
         raise FreezeframeError(f"async invoke of {function_name} answered {reply.get('StatusCode')}")
+
+
+logger = logging.getLogger(__name__)
+_EXECUTION_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def execution_name(incident_id: str, nodes: Sequence[str]) -> str:
+    """A Step Functions execution name (at most 80 of [A-Za-z0-9_-]) fixed by the incident and its node set.
+
+    A Standard workflow refuses a second execution of the same name for 90 days, so a retried freeze with the same
+    nodes cannot dissect twice; a freeze that found more nodes gets a new name and dissects them all again (parts
+    have deterministic keys, so a rerun overwrites). The digest keeps distinct ids apart after the character swap."""
+    digest = hashlib.sha256(json.dumps([incident_id, sorted(set(nodes))]).encode()).hexdigest()[:16]
+    return f"{_EXECUTION_NAME_UNSAFE.sub('-', incident_id)[:63]}-{digest}"
+
+
+@lru_cache(maxsize=16)
+def _sfn_client(settings: Settings) -> Any:
+    return boto3.client("stepfunctions", region_name=settings.region,
+                        config=Config(retries={"max_attempts": 5, "mode": "standard"}))
+
+
+def start_dissection(settings: Settings, incident_id: str, nodes: Sequence[str]) -> str | None:
+    """Dissect the incident's nodes, then finalize it.
+
+    In AWS (FREEZEFRAME_DISSECT_STATE_MACHINE set): one execution of the dissection state machine; returns its
+    name. Locally (no state machine): an async invoke of the local gateway's stand-in for the state machine, which
+    runs the same steps in order (dissect per node with the Map's retries, then finalize); returns None."""
+    if not nodes:
+        return None  # nothing was frozen, so there is nothing to dissect
+    if not settings.dissect_state_machine:
+        if settings.lambda_endpoint:
+            from freezeframe.local.functions import LOCAL_DISSECTION_FUNCTION
+
+            invoke_async(settings, LOCAL_DISSECTION_FUNCTION,
+                         {"incident_id": incident_id, "nodes": sorted(set(nodes))})
+            return None
+        # AWS without the state machine (a stack that predates it): dissect each node; nothing finalizes.
+        logger.warning("FREEZEFRAME_DISSECT_STATE_MACHINE is not set: dissecting per node without a finalize step")
+        for node in nodes:
+            invoke_async(settings, settings.dissect_function, {"incident_id": incident_id, "node": node})
+        return None
+    name = execution_name(incident_id, nodes)
+    client = _sfn_client(settings)
+    try:
+        client.start_execution(stateMachineArn=settings.dissect_state_machine, name=name,
+                               input=json.dumps({"incident_id": incident_id, "nodes": sorted(set(nodes))}))
+    except client.exceptions.ExecutionAlreadyExists:
+        pass  # the same incident and nodes are already being (or were) dissected: a retried freeze
+    return name

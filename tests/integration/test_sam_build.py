@@ -1,0 +1,178 @@
+"""`sam build` of template.yaml (no Docker: the local python3.11 and pip fetch the arm64 wheels), then the measured
+unzipped size of every function with its layers against Lambda's 250 MB limit, and what each function imports
+against what its layers ship.
+
+The build caches under freezeframe.config.cache_dir() (sam's build cache, and pip's own cache), so only the first
+run downloads wheels; the build itself goes into a temporary directory.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from freezeframe.config import cache_dir
+
+pytestmark = pytest.mark.integration
+
+cfnlint_decode = pytest.importorskip("cfnlint.decode", reason="cfn-lint is not installed (pip install -e '.[dev]')")
+
+ROOT = Path(__file__).resolve().parents[2]
+LAMBDA_UNZIPPED_LIMIT = 262_144_000  # bytes: "250 MB" for a function and all its layers, unzipped
+BUILD_TIMEOUT_S = 900
+MB = 1024 * 1024
+# Provided by the python3.11 Lambda runtime itself.
+RUNTIME_MODULES = {"boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six", "awslambdaric"}
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    sam = Path(sys.executable).parent / "sam"
+    if not sam.exists():
+        pytest.skip(f"sam is not installed next to {sys.executable} (pip install -e '.[dev]')")
+    venv_bin = str(Path(sys.executable).parent)
+    if shutil.which("python3.11", path=venv_bin + os.pathsep + os.environ.get("PATH", "")) is None:
+        pytest.skip("sam builds the python3.11 runtime with a local python3.11, and there is none on PATH")
+    work = tmp_path_factory.mktemp("sam")
+    (work / "metadata.json").write_text(json.dumps({"lastVersionCheck": time.time(), "telemetryEnabled": False}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    # The venv's python3.11 first: it has pip, and it is the interpreter sam's Python workflow looks for.
+    env.update(PATH=venv_bin + os.pathsep + env.get("PATH", ""), SAM_CLI_TELEMETRY="0", __SAM_CLI_APP_DIR=str(work),
+               AWS_DEFAULT_REGION="us-east-1", PYTHON=str(Path(venv_bin) / "python3.11"))
+    out = work / "build"
+    command = [str(sam), "build", "--template-file", str(ROOT / "template.yaml"), "--build-dir", str(out),
+               "--cache-dir", str(cache_dir() / "sam-build"), "--cached", "--parallel"]
+    started = time.monotonic()
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+    print(f"sam build: exit {result.returncode} in {time.monotonic() - started:.1f}s")
+    assert result.returncode == 0, f"sam build failed\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+    return out
+
+
+def _tree_bytes(path: Path) -> int:
+    return sum((Path(d) / f).lstat().st_size for d, _, files in os.walk(path) for f in files)
+
+
+def _functions(built: dict[str, Any]) -> Iterator[tuple[str, Path, list[Path]]]:
+    """(logical id, code folder, layer folders) of every function in the built template."""
+    resources = built["Resources"]
+    for name, resource in resources.items():
+        if resource["Type"] != "AWS::Serverless::Function":
+            continue
+        props = resource["Properties"]
+        layers = [resources[layer["Ref"]]["Properties"]["ContentUri"] for layer in props.get("Layers", [])]
+        yield name, Path(props["CodeUri"]), [Path(layer) for layer in layers]
+
+
+@pytest.fixture(scope="module")
+def built(build: Path) -> dict[str, Any]:
+    parsed, matches = cfnlint_decode.decode(str(build / "template.yaml"))
+    assert not matches and parsed is not None
+    for resource in parsed["Resources"].values():  # paths in the built template are relative to it
+        props = resource.get("Properties", {})
+        for key in ("CodeUri", "ContentUri"):
+            if isinstance(props.get(key), str):
+                props[key] = str(build / props[key])
+    return parsed
+
+
+def test_every_function_with_its_layers_fits_lambdas_unzipped_limit(built: dict[str, Any]) -> None:
+    functions = list(_functions(built))
+    assert len(functions) >= 6, [name for name, _, _ in functions]
+    print(f"\n{'function':28} {'code':>8} {'layers':>9} {'total':>9}  (limit {LAMBDA_UNZIPPED_LIMIT / MB:.0f} MiB)")
+    for name, code, layers in functions:
+        assert code.is_dir(), f"{name}: {code} was not built"
+        code_bytes = _tree_bytes(code)
+        layer_bytes = sum(_tree_bytes(layer) for layer in layers)
+        total = code_bytes + layer_bytes
+        print(f"{name:28} {code_bytes / MB:7.1f}M {layer_bytes / MB:8.1f}M {total / MB:8.1f}M")
+        assert total < LAMBDA_UNZIPPED_LIMIT, f"{name} unzips to {total / MB:.1f} MiB with its layers"
+
+
+def test_no_function_ships_kubernetes_or_the_agent(built: dict[str, Any]) -> None:
+    for name, code, layers in _functions(built):
+        for folder in [code, *[layer / "python" for layer in layers]]:
+            shipped = {p.name for p in folder.iterdir()}
+            assert not shipped & {"kubernetes", "freezeframe_agent", "scapy", "kafka"}, (name, folder)
+
+
+def _module_file(roots: list[Path], module: str) -> Path | None:
+    parts = module.split(".")
+    for root in roots:
+        for candidate in (root.joinpath(*parts, "__init__.py"), root.joinpath(*parts).with_suffix(".py")):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _imports(path: Path) -> tuple[set[str], set[str]]:
+    """(every module imported anywhere in the file, the top-level packages imported at module level)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    module_level = {id(node) for node in tree.body}
+    anywhere: set[str] = set()
+    top_level: set[str] = set()
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        anywhere.update(names)
+        if id(node) in module_level:
+            top_level.update(name.split(".")[0] for name in names)
+    return anywhere, top_level
+
+
+def test_every_module_a_handler_reaches_is_shipped_with_it(built: dict[str, Any]) -> None:
+    """Follow the freezeframe modules each handler imports (lazy imports too) and require every third-party
+    package they import at module level from the function's own layers (or the runtime)."""
+    for name, code, layers in _functions(built):
+        roots = [code, *[layer / "python" for layer in layers]]
+        shipped = {p.name.removesuffix(".py") for root in roots for p in root.iterdir()}
+        seen: set[Path] = set()
+        queue = [code / "app.py"]
+        missing: dict[str, set[str]] = {}
+        while queue:
+            path = queue.pop()
+            if path in seen:
+                continue
+            seen.add(path)
+            anywhere, top_level = _imports(path)
+            for module in anywhere:
+                if module.split(".")[0] == "freezeframe" and (found := _module_file(roots, module)):
+                    queue.append(found)
+            for package in top_level - {"freezeframe", "__future__"}:
+                if package not in shipped and package not in sys.stdlib_module_names and \
+                        package not in RUNTIME_MODULES:
+                    missing.setdefault(package, set()).add(str(path.relative_to(path.parents[2])))
+        assert not missing, f"{name} imports packages none of its layers ship: {missing}"
+        print(f"{name}: {len(seen)} modules reached")
+
+
+def test_slimmed_pyarrow_still_finds_every_arrow_library_it_links(built: dict[str, Any]) -> None:
+    readelf = shutil.which("readelf")
+    if readelf is None:
+        pytest.skip("readelf (binutils) is not installed")
+    pyarrow_dir = Path(built["Resources"]["DepsLayer"]["Properties"]["ContentUri"]) / "python" / "pyarrow"
+    assert pyarrow_dir.is_dir()
+    present = {p.name for p in pyarrow_dir.iterdir()}
+    assert not {name for name in present if "flight" in name}, "the slimming (layers/deps/Makefile) did not run"
+    checked = 0
+    for library in pyarrow_dir.glob("*.so*"):
+        dynamic = subprocess.run([readelf, "-d", str(library)], capture_output=True, text=True, check=True).stdout
+        for needed in re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", dynamic):
+            if needed.startswith(("libarrow", "libparquet")):
+                checked += 1
+                assert needed in present, f"{library.name} links {needed}, which the slimmed layer lacks"
+    assert checked, "no Arrow library links found: the check is broken"
