@@ -26,6 +26,7 @@ from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.bus import open_bus
 from freezeframe.config import Settings, env_overrides, reset_settings_cache
 from freezeframe.errors import FreezeframeError
+from freezeframe.finalize import summary_key
 from freezeframe.keys import check_name, dissect_status_key, manifest_key
 from freezeframe.local.functions import functions_dir
 from freezeframe.local.gateway import LocalGateway
@@ -179,9 +180,11 @@ def run_demo(kafka: str | None = None, s3_endpoint: str | None = None, workdir: 
 
             say(format_table(result))
             queries.append({"sql": query.sql, "rows": result.records()})
-        from freezeframe.report import write_incident_report
-
-        report_key = write_incident_report(config, s3, incident_id)
+        # The dissection's finalize step wrote the incident summary and, in it, where the report went.
+        summary = s3io.get_json(s3, config.evidence_bucket, summary_key(incident_id))
+        report_key = summary["report"].get("key")
+        if not report_key:
+            raise FreezeframeError(f"finalize wrote no report: {summary['report']}")
         report_copy = workdir / "report.html"  # the embedded S3 goes away with the demo; keep a copy to open
         report_copy.write_bytes(s3io.get_bytes(s3, config.evidence_bucket, report_key))
         say(f"\nreport: s3://{config.evidence_bucket}/{report_key}\n        copy at {report_copy}")

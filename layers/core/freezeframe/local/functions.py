@@ -13,7 +13,11 @@ from typing import Any
 from freezeframe.config import Settings
 from freezeframe.errors import ConfigError
 
-FUNCTION_DIRS = ("webhook", "freeze", "dissect", "segment_indexer", "k8s_indexer")
+FUNCTION_DIRS = ("webhook", "freeze", "dissect", "segment_indexer", "k8s_indexer", "finalize")
+# Locally, the dissection state machine (template.yaml, DissectionStateMachine) is a pseudo-function of the gateway:
+# an async invoke of this name runs its steps in order (see LocalGateway._run_dissection).
+LOCAL_DISSECTION_FUNCTION = "freezeframe-dissection"
+DISSECTION = "dissection"
 Handler = Callable[[dict[str, Any], Any], Any]
 _lock = threading.Lock()
 _loaded: dict[Path, Handler] = {}
@@ -59,7 +63,8 @@ def function_names(settings: Settings) -> dict[str, str]:
     """Deployed function name -> folder name."""
     return {"freezeframe-webhook": "webhook", settings.freeze_function: "freeze",
             settings.dissect_function: "dissect", "freezeframe-segment-indexer": "segment_indexer",
-            "freezeframe-k8s-indexer": "k8s_indexer"}
+            "freezeframe-k8s-indexer": "k8s_indexer", "freezeframe-finalize": "finalize",
+            LOCAL_DISSECTION_FUNCTION: DISSECTION}
 
 
 def load_handler(settings: Settings, folder: str) -> Handler:

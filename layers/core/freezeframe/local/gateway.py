@@ -27,7 +27,7 @@ from typing import Any
 from freezeframe.config import K8S_TOPIC, Settings, settings
 from freezeframe.errors import FreezeframeError
 from freezeframe.local.events import function_url_event
-from freezeframe.local.functions import LocalContext, function_names, load_handler
+from freezeframe.local.functions import DISSECTION, LocalContext, function_names, load_handler
 from freezeframe.local.kafka_source import KafkaEventSource
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,8 @@ class LocalGateway:
         return invocation
 
     def _run_async(self, invocation: Invocation, payload: dict[str, Any]) -> None:
-        handler = load_handler(self.settings, invocation.function)
+        handler = self._run_dissection if invocation.function == DISSECTION else load_handler(
+            self.settings, invocation.function)
         invocation.started = invocation.started or time.time()
         invocation.state, invocation.attempts = "running", invocation.attempts + 1
         try:
@@ -133,6 +134,20 @@ class LocalGateway:
             self._dead_letter(invocation, payload)
             return
         invocation.state, invocation.error, invocation.finished = "succeeded", None, time.time()
+
+    def _run_dissection(self, payload: dict[str, Any], context: LocalContext) -> dict[str, Any]:
+        """The dissection state machine, locally: the dissect function for each node with the Map's retries (a
+        corrupt segment is not retried), then the finalize function with every node's outcome, as in AWS."""
+        from freezeframe.finalize import dissect_with_retries
+
+        incident_id, nodes = str(payload["incident_id"]), [str(node) for node in payload["nodes"]]
+        dissect = load_handler(self.settings, "dissect")
+        outcomes = [dissect_with_retries(
+            lambda incident, node: dissect({"incident_id": incident, "node": node}, LocalContext("dissect")),
+            incident_id, node) for node in nodes]
+        finalize = load_handler(self.settings, "finalize")
+        return dict(finalize({"incident_id": incident_id, "nodes": [o.to_dict() for o in outcomes]},
+                             LocalContext("finalize")))
 
     def _resubmit(self, invocation: Invocation, payload: dict[str, Any]) -> None:
         try:
