@@ -1,8 +1,13 @@
-"""Capture engines and the capture loop. Each engine yields `Packet`s, `AgentDrops` markers, or None as an idle tick
-(so the segmenter can close on time and the heartbeat keeps beating while no packet flows).
+"""Capture engines and the capture loop. Each engine yields `RecordChunk`s (raw pcap records, the fast path),
+`Packet`s, `AgentDrops` markers, or None as an idle tick (so the segmenter can close on time and the heartbeat keeps
+beating while no packet flows).
 
 - ReplaySource: a pcap file played back as if captured live, honouring inter-packet gaps divided by a speed-up.
-- TcpdumpSource: libpcap capture through tcpdump writing nanosecond pcap to a pipe.
+- ScapySource (scapy_engine): in-process capture with scapy, the low-rate fallback, one packet at a time.
+- TcpdumpSource: libpcap capture through tcpdump writing nanosecond pcap to a pipe. The agent reads the pipe in large
+  chunks and passes them on untouched: no per-packet Python work happens before the segmenter's header walk.
+  Back-pressure is the pipe: when the agent falls behind, tcpdump blocks and libpcap's kernel buffer (-B) fills,
+  whose overflow tcpdump counts as kernel drops, so a slow agent still never loses a packet silently.
 
 Kernel drops come from libpcap's own counters, which tcpdump prints on SIGUSR1 without stopping ("N packets dropped
 by kernel"), so the source polls them every `stats_interval_s` and keeps a timestamped series of running totals; the
@@ -13,7 +18,10 @@ and dumpcap's -S prints statistics only instead of capturing, so neither is a be
 
 from __future__ import annotations
 
+import fcntl
+import itertools
 import logging
+import os
 import queue
 import re
 import shutil
@@ -25,18 +33,36 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from freezeframe.errors import CaptureFormatError, FreezeframeError
-from freezeframe.pcapio import Packet, PcapReader
+from freezeframe.pcapio import GLOBAL_HEADER_LEN, Packet, PcapReader, parse_global_header
+
+if TYPE_CHECKING:
+    from freezeframe_agent.scapy_engine import ScapySource
 
 logger = logging.getLogger(__name__)
+CHUNK_BYTES = 1 << 20  # one read of the engine's pipe at most
+PIPE_BYTES = 1 << 20  # the pipe's capacity asked for (Linux caps it at /proc/sys/fs/pipe-max-size)
+# A read that found less than this fraction of the pipe waits before the next one, so a busy link is read in large
+# chunks rather than a syscall per packet, while the pipe still has room for what arrives meanwhile.
+READ_PAUSE_S = 0.01
+_streams = itertools.count(1)
 _DROPPED = re.compile(r"(\d+) packets? dropped by kernel")
 _STATS_LINE = re.compile(r"packets? (captured|received by filter|dropped by (kernel|interface))")
 
 
 class CaptureEngineError(FreezeframeError):
     """The capture engine stopped on its own (tcpdump exited, the interface went away)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordChunk:
+    """Bytes of nanosecond little-endian pcap records as one engine's pipe delivered them (a record may continue in
+    the same `stream`'s next chunk)."""
+
+    data: bytes
+    stream: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +86,13 @@ class Source(Protocol):
     def agent_drops(self) -> int: ...
 
     def kernel_drops_until(self, ts_ns: int) -> int: ...
-    def packets(self) -> Iterator[Packet | AgentDrops | None]: ...
+    def packets(self) -> Iterator[Packet | RecordChunk | AgentDrops | None]: ...
     def close(self) -> None: ...
 
 
 class _Sink(Protocol):
     def add(self, ts_ns: int, data: bytes, orig_len: int) -> object: ...
+    def add_records(self, chunk: bytes, stream: int) -> object: ...
     def add_agent_drops(self, count: int, ts_ns: int) -> object: ...
     def tick(self, now_ns: int) -> object: ...
 
@@ -79,13 +106,15 @@ def record(source: Source, segmenter: _Sink, heartbeat: _Heartbeat, *, live: boo
            clock_ns: Callable[[], int] = time.time_ns) -> bool:
     """Feeds the source into the segmenter until the source ends; True when it ended because `stop` was set.
 
-    The heartbeat beats on every packet and every idle tick: a loop that is stuck, or an engine that died, stops it.
+    The heartbeat beats on every chunk, packet and idle tick: a loop that is stuck, or an engine that died, stops it.
     Only a live capture closes segments on the wall clock; a replay's packets carry their own timeline.
     """
     stopping = False
     for item in source.packets():
         heartbeat.beat()
-        if isinstance(item, Packet):
+        if isinstance(item, RecordChunk):
+            segmenter.add_records(item.data, item.stream)
+        elif isinstance(item, Packet):
             segmenter.add(item.ts_ns, item.data, item.orig_len)
         elif item is None:
             if live:
@@ -166,13 +195,16 @@ class ReplaySource:
 
 
 class TcpdumpSource:
-    """tcpdump -w - on one interface. A reader thread parses the pipe into a bounded queue; `packets()` yields None
-    every tick while the interface is idle so segments still close on time. A full queue drops the packet (counted
-    as an agent drop, never blocking the pipe, which would only turn the loss into kernel drops)."""
+    """tcpdump -w - on one interface. A reader thread reads the pipe in chunks of up to CHUNK_BYTES into a bounded
+    queue; `packets()` yields them as `RecordChunk`s, and None every tick while the interface is idle so segments
+    still close on time. A full queue blocks the reader (see the module docstring: the loss, if any, is counted by
+    the kernel), so the agent itself drops nothing here."""
+
+    agent_drops = 0
 
     def __init__(self, interface: str, bpf: str = "", snaplen: int = 262_144, buffer_kib: int = 8192,
                  tick_s: float = 0.5, tcpdump: str | None = None, command_prefix: Sequence[str] = (),
-                 stats_interval_s: float = 1.0, queue_packets: int = 65_536,
+                 stats_interval_s: float = 1.0, queue_chunks: int = 64,
                  clock_ns: Callable[[], int] = time.time_ns) -> None:
         binary = tcpdump or shutil.which("tcpdump")
         if binary is None:
@@ -180,11 +212,12 @@ class TcpdumpSource:
         self.interface = interface
         self.capture_filter = bpf
         self.snaplen = snaplen
-        self.agent_drops = 0
+        self.stream = next(_streams)
         self._tick_s = tick_s
         self._stats_interval_s = stats_interval_s
         self._clock_ns = clock_ns
         self._stop_requested = False
+        self._closing = threading.Event()
         self._last_answer: float | None = None  # monotonic time tcpdump last answered a stats request
         self._drop_readings: deque[tuple[int, int]] = deque(maxlen=100_000)  # (observed_ns, running total)
         self._stderr_tail: deque[str] = deque(maxlen=20)
@@ -194,20 +227,25 @@ class TcpdumpSource:
                    "-B", str(buffer_kib), "--time-stamp-precision", "nano", "-Z", "root"]
         if bpf:
             command.append(bpf)
-        self._proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
         assert self._proc.stdout is not None
+        self._fd = self._proc.stdout.fileno()
+        self._pipe_bytes = _grow_pipe(self._fd)
         self._stderr_thread = threading.Thread(target=self._read_stderr, name=f"tcpdump-stderr-{interface}",
                                                daemon=True)
         self._stderr_thread.start()
         try:
-            self._reader = PcapReader(self._proc.stdout)  # type: ignore[arg-type]  # a BufferedReader at runtime
+            header = parse_global_header(_read_exact(self._fd, GLOBAL_HEADER_LEN))
+            if not header.nanosecond or header.byte_order != "<":
+                raise CaptureFormatError(f"tcpdump wrote {'ns' if header.nanosecond else 'us'} {header.byte_order} "
+                                         "pcap; the segments need nanosecond little-endian records")
         except CaptureFormatError as exc:
             self._proc.kill()
             self._proc.wait()
             self._stderr_thread.join(timeout=5)
-            raise CaptureFormatError(f"tcpdump on {interface} did not start: {self.error_tail()}") from exc
-        self.link_type = self._reader.link_type
-        self._queue: queue.Queue[Packet | AgentDrops | None] = queue.Queue(maxsize=queue_packets)
+            raise CaptureFormatError(f"tcpdump on {interface} did not start: {self.error_tail() or exc}") from exc
+        self.link_type = header.link_type
+        self._queue: queue.Queue[RecordChunk | None] = queue.Queue(maxsize=queue_chunks)
         self._pump_thread = threading.Thread(target=self._pump, name=f"tcpdump-{interface}", daemon=True)
         self._pump_thread.start()
         self._stats_thread = threading.Thread(target=self._poll_stats, name=f"tcpdump-stats-{interface}",
@@ -243,27 +281,29 @@ class TcpdumpSource:
         return " | ".join(self._stderr_tail)
 
     def _pump(self) -> None:
-        put = self._queue.put_nowait
-        pending, first_ts = 0, 0
-        for packet in self._reader:
-            if pending:
-                try:
-                    put(AgentDrops(pending, first_ts))  # goes before the next packet, so attribution keeps order
-                    pending = 0
-                except queue.Full:
-                    pending += 1
-                    self.agent_drops += 1
-                    continue
+        small = self._pipe_bytes // 4
+        try:
+            while True:
+                data = os.read(self._fd, CHUNK_BYTES)
+                if not data:
+                    break
+                if not self._put(RecordChunk(data, self.stream)):
+                    return
+                if len(data) < small:
+                    time.sleep(READ_PAUSE_S)  # let the pipe fill: one read per many packets, not one per packet
+        except OSError as exc:
+            self._stderr_tail.append(f"reading tcpdump's pipe failed: {exc}")
+        self._put(None)
+
+    def _put(self, item: RecordChunk | None) -> bool:
+        """Blocks while the queue is full (back-pressure into the pipe); False once the source is being closed."""
+        while not self._closing.is_set():
             try:
-                put(packet)
+                self._queue.put(item, timeout=0.5)
+                return True
             except queue.Full:
-                if not pending:
-                    first_ts = packet.ts_ns
-                pending += 1
-                self.agent_drops += 1  # the segmenter cannot keep up; counted, never silent
-        if pending:
-            self._queue.put(AgentDrops(pending, first_ts))
-        self._queue.put(None)
+                continue
+        return False
 
     def _read_stderr(self) -> None:
         assert self._proc.stderr is not None
@@ -285,7 +325,7 @@ class TcpdumpSource:
                 except ProcessLookupError:
                     return
 
-    def packets(self) -> Iterator[Packet | AgentDrops | None]:
+    def packets(self) -> Iterator[RecordChunk | None]:
         get = self._queue.get
         while True:
             try:
@@ -312,8 +352,28 @@ class TcpdumpSource:
             self._proc.kill()
             self._proc.wait()
         self._stderr_thread.join(timeout=timeout_s)  # its final counts are in once stderr hits EOF
+        self._closing.set()  # a consumer that stopped reading must not leave the pump blocked on a full queue
         self._pump_thread.join(timeout=timeout_s)
         self._stats_thread.join(timeout=timeout_s)
+
+
+def _grow_pipe(fd: int) -> int:
+    """Asks for a PIPE_BYTES pipe (fewer, larger reads; more slack while the agent compresses); returns the capacity."""
+    try:
+        return fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except OSError:  # above the unprivileged limit: keep the default
+        return fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+
+
+def _read_exact(fd: int, size: int) -> bytes:
+    chunks, remaining = [], size
+    while remaining:
+        chunk = os.read(fd, remaining)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
 
 
 def _catches_sigusr1(pid: int) -> bool:
@@ -346,7 +406,7 @@ class MergedSource:
         self.snaplen = sources[0].snaplen
         self.capture_filter = sources[0].capture_filter
         self._tick_s = tick_s
-        self._queue: queue.Queue[Packet | AgentDrops | None] = queue.Queue(maxsize=65_536)
+        self._queue: queue.Queue[RecordChunk | None] = queue.Queue(maxsize=64)
         self._threads = [threading.Thread(target=self._forward, args=(source,), name=f"merge-{source.interface}",
                                           daemon=True) for source in self.sources]
         for thread in self._threads:
@@ -376,7 +436,7 @@ class MergedSource:
                 self._queue.put(item)  # blocking: back-pressure lands in the engine's own queue, where it is counted
         self._queue.put(None)
 
-    def packets(self) -> Iterator[Packet | AgentDrops | None]:
+    def packets(self) -> Iterator[RecordChunk | None]:
         ended = 0
         while ended < len(self.sources):
             try:
@@ -417,3 +477,21 @@ def open_tcpdump(interfaces: Sequence[str], *, bpf: str = "", snaplen: int = 262
             source.close(timeout_s=2.0)
         raise
     return sources[0] if len(sources) == 1 else MergedSource(sources)
+
+
+def open_engine(engine: str, interfaces: Sequence[str], *, bpf: str = "", snaplen: int = 262_144,
+                buffer_kib: int = 8192, netns: str | None = None, command_prefix: Sequence[str] = ()
+                ) -> TcpdumpSource | MergedSource | ScapySource:
+    """The configured capture engine: `tcpdump` (libpcap, the default) or `scapy` (in-process, one named interface,
+    the low-rate fallback). `netns` captures inside that network namespace (tcpdump through `ip netns exec`)."""
+    if engine == "scapy":
+        if len(interfaces) != 1:
+            raise CaptureEngineError(f"the scapy engine captures one named interface, got {list(interfaces)}")
+        from freezeframe_agent.scapy_engine import ScapySource  # scapy is imported only when chosen
+
+        return ScapySource(interfaces[0], bpf=bpf, snaplen=snaplen, buffer_kib=buffer_kib, netns=netns)
+    if engine != "tcpdump":
+        raise CaptureEngineError(f"unknown capture engine {engine!r} (tcpdump | scapy)")
+    if netns is not None and not command_prefix:
+        command_prefix = ("ip", "netns", "exec", netns)
+    return open_tcpdump(interfaces, bpf=bpf, snaplen=snaplen, buffer_kib=buffer_kib, command_prefix=command_prefix)

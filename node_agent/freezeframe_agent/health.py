@@ -124,8 +124,10 @@ class AgentMetrics:
 
     def __init__(self, *, cluster: str, node: str, version: str, health: Health, source: Source,
                  segmenter: Segmenter, spool: Spool, uploader: Uploader,
-                 clock_ns: Callable[[], int] = time.time_ns) -> None:
+                 clock_ns: Callable[[], int] = time.time_ns, extra: Callable[[], list[Sample]] | None = None
+                 ) -> None:
         self.cluster, self.node, self.version = cluster, node, version
+        self._extra = extra  # more families at scrape time (the recording jobs')
         self.health, self.source, self.segmenter = health, source, segmenter
         self.spool, self.uploader = spool, uploader
         self._clock_ns = clock_ns
@@ -149,7 +151,8 @@ class AgentMetrics:
                    self.segmenter.bytes_total),
             Sample("kernel_drops_total", "counter", "Packets the kernel dropped, as the capture engine reports them.",
                    self.source.kernel_drops),
-            Sample("agent_drops_total", "counter", "Packets the agent dropped because its queue was full.",
+            Sample("agent_drops_total", "counter",
+                   "Packets the agent dropped (a full in-process queue, a record cut off at the engine's end).",
                    self.source.agent_drops),
             Sample("segments_closed_total", "counter", "Segments closed and spooled.", self.segmenter.segments_closed),
             Sample("segments_stored_total", "counter", "Segments put to S3.", self.uploader.stored_total),
@@ -174,6 +177,8 @@ class AgentMetrics:
             Sample("gap_records_published_total", "counter", "Gap records published.",
                    self.uploader.gaps_published_total),
         ]
+        if self._extra is not None:
+            out += self._extra()
         return out
 
     def render(self) -> str:

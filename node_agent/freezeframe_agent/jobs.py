@@ -34,6 +34,7 @@ import yaml
 
 from freezeframe.errors import ConfigError, PayloadError
 from freezeframe.keys import check_name
+from freezeframe_agent.health import Sample
 
 logger = logging.getLogger(__name__)
 DAY = timedelta(days=1)
@@ -194,6 +195,10 @@ def file_stamp(path: Path) -> tuple[int, int] | None:
 
 JOBS_TOPIC = "freezeframe.jobs"  # job segments stay off freezeframe.segments: their seq runs per job, not per node
 JOBS_SPOOL = "jobs"  # <spool_dir>/jobs/<name>/: each job has its own spool, so its own gapless seq
+# The families of a recording's own metrics that /metrics repeats per job, as job_<family>{job="<name>"}.
+JOB_FAMILIES = ("packets_captured_total", "bytes_captured_total", "kernel_drops_total", "agent_drops_total",
+                "segments_closed_total", "segments_uploaded_total", "spool_bytes", "spool_segments",
+                "upload_lag_seconds", "last_segment_age_seconds", "segments_evicted_total")
 
 
 @dataclass(slots=True)
@@ -225,6 +230,7 @@ class JobManager:
         self.retry_s = retry_s  # a recording that failed (a bad filter, a missing interface) waits this long
         self._failed_at: dict[str, float] = {}
         self.results: list[Any] = []  # what the recordings returned (their published records), in finishing order
+        self._metrics: dict[str, Any] = {}  # job name -> the AgentMetrics of its current (or last) recording
 
     def reload_if_changed(self) -> bool:
         stamp = file_stamp(self.path)
@@ -265,6 +271,33 @@ class JobManager:
 
     def running(self) -> list[str]:
         return sorted(name for name, running in self._running.items() if running.thread.is_alive())
+
+    def attach_metrics(self, name: str, metrics: Any) -> None:
+        """A recording of job `name` reports through `metrics` (an AgentMetrics); its counters restart per window."""
+        self._metrics[name] = metrics
+
+    def samples(self) -> list[Sample]:
+        """The jobs' part of /metrics: file reloads, each job's state and recording, and its recording's figures."""
+        now, running = self._clock(), set(self.running())
+        out = [Sample("jobs_reloads_total", "counter", "Times the jobs file was loaded (the first load and every "
+                      "change).", self.reloads),
+               Sample("jobs_file_valid", "gauge", "0 while the latest jobs file does not parse (the previous jobs "
+                      "stay in force).", 0 if self.load_error else 1)]
+        for job in self.jobs:
+            label = ("job", job.name)
+            state = job_state(job, now).state
+            out += [Sample("job_state", "gauge", "1 for the state the job is in.", 1 if option == state else 0,
+                           (label, ("state", str(option)))) for option in JobState]
+            out.append(Sample("job_recording", "gauge", "1 while a recording of the job runs.",
+                              1 if job.name in running else 0, (label,)))
+        jobs = {job.name for job in self.jobs} | running
+        for name, metrics in sorted(self._metrics.items()):
+            if name not in jobs:
+                continue
+            out += [Sample(f"job_{sample.name}", sample.kind, f"Per recording job: {sample.help}", sample.value,
+                           (("job", name), *sample.labels))
+                    for sample in metrics.samples() if sample.name in JOB_FAMILIES]
+        return out
 
     def run(self, stop: threading.Event) -> None:
         """Polls until `stop` is set, then stops every recording and waits for them (they drain their spools)."""

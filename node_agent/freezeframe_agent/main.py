@@ -9,6 +9,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,8 @@ from freezeframe.config import Settings, settings
 from freezeframe.keys import job_segment_key
 from freezeframe.models import SegmentRecord
 from freezeframe_agent import __version__
-from freezeframe_agent.capture import CaptureEngineError, ReplaySource, Source, open_tcpdump, record
-from freezeframe_agent.health import AgentMetrics, Health, HealthServer
+from freezeframe_agent.capture import CaptureEngineError, ReplaySource, Source, open_engine, record
+from freezeframe_agent.health import AgentMetrics, Health, HealthServer, Sample
 from freezeframe_agent.jobs import JOBS_SPOOL, JOBS_TOPIC, JobManager, RecordingJob
 from freezeframe_agent.k8s import K8sWatcher
 from freezeframe_agent.logs import configure_logging
@@ -40,7 +41,8 @@ __all__ = ["Source", "main", "run", "run_capture", "run_jobs", "run_replay"]
 def run(config: Settings, source: Source, *, live: bool, stop: threading.Event | None = None,
         s3: Any = None, bus: SegmentBus | None = None, on_stop: Any = None, http_port: int | None = None,
         terminate: threading.Event | None = None, drain_timeout_s: float | None = None,
-        job: RecordingJob | None = None) -> list[SegmentRecord]:
+        job: RecordingJob | None = None, on_metrics: Callable[[AgentMetrics], None] | None = None,
+        extra_metrics: Callable[[], list[Sample]] | None = None) -> list[SegmentRecord]:
     """Runs one source to its end (or until `stop`), then waits until the spool is uploaded: for `drain_timeout_s`
     (None: as long as it takes), or SHUTDOWN_GRACE_S once `terminate` is set. Returns the records this run
     published, which include segments an earlier run left in the spool.
@@ -49,7 +51,8 @@ def run(config: Settings, source: Source, *, live: bool, stop: threading.Event |
     raises CaptureEngineError once its segments are uploaded.
 
     With `job`, the segments are a recording job's: keyed under jobs/<name>/, spooled apart, published to the jobs
-    topic, locked for the job's retention at upload."""
+    topic, locked for the job's retention at upload. `on_metrics` receives this run's metrics (the job manager shows
+    them per job); `extra_metrics` adds families to this run's /metrics (the jobs')."""
     if job is not None:
         config = config.with_(spool_dir=config.spool_dir / JOBS_SPOOL / job.name, segments_topic=JOBS_TOPIC)
     spool = Spool(config.spool_dir, max_bytes=config.spool_max_bytes)
@@ -70,7 +73,9 @@ def run(config: Settings, source: Source, *, live: bool, stop: threading.Event |
     health.add_check(lambda: None if uploader.alive() else "an upload thread is not running")
     health.add_check(functools.partial(_engine_check, source, health.stale_after_s))
     metrics = AgentMetrics(cluster=config.cluster, node=config.node_name, version=__version__, health=health,
-                           source=source, segmenter=segmenter, spool=spool, uploader=uploader)
+                           source=source, segmenter=segmenter, spool=spool, uploader=uploader, extra=extra_metrics)
+    if on_metrics is not None:
+        on_metrics(metrics)
     server = HealthServer(http_port, metrics.health_report, metrics.render) if http_port is not None else None
     uploader.start()
     if server is not None:
@@ -124,12 +129,14 @@ def run_replay(config: Settings, path: Path, speedup: float = 1.0, retime: bool 
 
 
 def run_capture(config: Settings, interface: str | None, duration_s: float | None, bpf: str = "",
-                snaplen: int | None = None, command_prefix: tuple[str, ...] = (), **kwargs: Any) -> list[SegmentRecord]:
-    """Live capture for `duration_s` seconds (None: until `stop` is set). `interface` may list several, comma-separated
-    (None: the configured interfaces); snaplen and the kernel buffer default to the settings."""
+                snaplen: int | None = None, command_prefix: tuple[str, ...] = (), netns: str | None = None,
+                **kwargs: Any) -> list[SegmentRecord]:
+    """Live capture for `duration_s` seconds (None: until `stop` is set) with the configured engine. `interface` may
+    list several, comma-separated (None: the configured interfaces); snaplen and the kernel buffer default to the
+    settings. `netns` (or, for tcpdump, `command_prefix`) captures inside a network namespace."""
     interfaces = _interfaces(interface) if interface else config.interfaces
-    source = open_tcpdump(interfaces, bpf=bpf, snaplen=snaplen or config.snaplen,
-                          buffer_kib=config.capture_buffer_kib, command_prefix=command_prefix)
+    source = open_engine(config.capture_engine, interfaces, bpf=bpf, snaplen=snaplen or config.snaplen,
+                         buffer_kib=config.capture_buffer_kib, netns=netns, command_prefix=command_prefix)
     stop: threading.Event = kwargs.pop("stop", None) or threading.Event()
     timer = threading.Timer(duration_s, stop.set) if duration_s is not None else None
     if timer is not None:
@@ -143,20 +150,32 @@ def run_capture(config: Settings, interface: str | None, duration_s: float | Non
 
 
 def run_jobs(config: Settings, jobs_file: Path, stop: threading.Event, *, interfaces: tuple[str, ...] | None = None,
-             command_prefix: tuple[str, ...] = (), poll_s: float = 1.0, **kwargs: Any) -> JobManager:
-    """Runs the recording jobs of `jobs_file` until `stop` is set (blocking), one tcpdump engine per job in a window;
+             command_prefix: tuple[str, ...] = (), netns: str | None = None, poll_s: float = 1.0,
+             **kwargs: Any) -> JobManager:
+    """Runs the recording jobs of `jobs_file` until `stop` is set (blocking), one capture engine per job in a window;
     `kwargs` go to `run` (s3, bus, terminate, drain_timeout_s). Returns the manager, whose `results` holds the
     records the job recordings published."""
+    manager = job_manager(config, jobs_file, interfaces=interfaces, command_prefix=command_prefix, netns=netns,
+                          poll_s=poll_s, **kwargs)
+    manager.run(stop)
+    return manager
+
+
+def job_manager(config: Settings, jobs_file: Path, *, interfaces: tuple[str, ...] | None = None,
+                command_prefix: tuple[str, ...] = (), netns: str | None = None, poll_s: float = 1.0,
+                **kwargs: Any) -> JobManager:
+    """The manager `run_jobs` runs: each job's recording is `run` with its own engine, prefix, spool and metrics."""
     def record_job(job: RecordingJob, job_stop: threading.Event) -> list[SegmentRecord]:
-        source = open_tcpdump(interfaces or config.interfaces, bpf=job.capture_filter, snaplen=config.snaplen,
-                              buffer_kib=config.capture_buffer_kib, command_prefix=command_prefix)
+        source = open_engine(config.capture_engine, interfaces or config.interfaces, bpf=job.capture_filter,
+                             snaplen=config.snaplen, buffer_kib=config.capture_buffer_kib, netns=netns,
+                             command_prefix=command_prefix)
         try:
-            return run(config, source, live=True, stop=job_stop, on_stop=source.stop, job=job, **kwargs)
+            return run(config, source, live=True, stop=job_stop, on_stop=source.stop, job=job,
+                       on_metrics=functools.partial(manager.attach_metrics, job.name), **kwargs)
         finally:
             source.close()
 
     manager = JobManager(jobs_file, record_job, poll_s=poll_s)
-    manager.run(stop)
     return manager
 
 
@@ -172,16 +191,18 @@ def _start_k8s(config: Settings, stop: threading.Event, bus: SegmentBus | None =
     return thread, watcher
 
 
-def _start_jobs(config: Settings, stop: threading.Event, terminate: threading.Event) -> threading.Thread | None:
+def _start_jobs(config: Settings, stop: threading.Event, terminate: threading.Event
+                ) -> tuple[threading.Thread, JobManager] | None:
     if config.jobs_file is None:
         return None
-    thread = threading.Thread(target=run_jobs, args=(config, config.jobs_file, stop), kwargs={"terminate": terminate},
-                              name="jobs", daemon=True)
+    manager = job_manager(config, config.jobs_file, terminate=terminate)
+    thread = threading.Thread(target=manager.run, args=(stop,), name="jobs", daemon=True)
     thread.start()
-    return thread
+    return thread, manager
 
 
-def _stop_side_tasks(k8s: tuple[threading.Thread, K8sWatcher] | None, jobs: threading.Thread | None) -> None:
+def _stop_side_tasks(k8s: tuple[threading.Thread, K8sWatcher] | None,
+                     jobs: tuple[threading.Thread, JobManager] | None) -> None:
     """After `stop` is set: the watcher interrupts its watches and flushes what it was publishing; the jobs drain
     their spools (bounded by SHUTDOWN_GRACE_S once terminating)."""
     if k8s is not None:
@@ -191,7 +212,7 @@ def _stop_side_tasks(k8s: tuple[threading.Thread, K8sWatcher] | None, jobs: thre
             logger.warning("kubernetes records still in flight at shutdown")
         watcher.bus.close()
     if jobs is not None:
-        jobs.join(timeout=SHUTDOWN_GRACE_S + 5)
+        jobs[0].join(timeout=SHUTDOWN_GRACE_S + 5)
 
 
 def _interfaces(spec: str) -> tuple[str, ...]:
@@ -205,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("pcap", type=Path)
     replay.add_argument("--speedup", type=float, default=1.0)
     replay.add_argument("--keep-timestamps", action="store_true", help="do not shift timestamps to now")
-    capture = sub.add_parser("capture", help="capture from an interface with tcpdump")
+    capture = sub.add_parser("capture", help="capture live (engine: FREEZEFRAME_CAPTURE_ENGINE, tcpdump or scapy)")
     capture.add_argument("--interface", "-i", default=None,
                          help="interface(s), comma-separated, or 'any' (default: FREEZEFRAME_INTERFACES)")
     capture.add_argument("--duration", type=float, default=None, help="seconds to capture (default: until SIGTERM)")
@@ -238,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         records = run_capture(config, args.interface, args.duration,
                               config.capture_filter if args.filter is None else args.filter, snaplen=args.snaplen,
-                              **common)
+                              extra_metrics=jobs[1].samples if jobs is not None else None, **common)
     except CaptureEngineError:
         return 1
     finally:

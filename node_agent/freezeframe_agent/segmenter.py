@@ -1,6 +1,13 @@
 """Rolling segments: packets cut on a time grid (or earlier, on size) into nanosecond pcap, zstd-compressed, hashed,
 and handed to the spool (which writes them atomically, with a JSON sidecar that already holds the segment record).
 
+The hot path is `add_records`: a live engine hands over raw nanosecond little-endian pcap records in large chunks
+(what tcpdump writes to its pipe), and the segmenter walks only their 16-byte headers in a tight loop, copying whole
+runs of records into the open segment with one slice each. Only a record that needs a decision (it crosses the
+segment's end or size limit, arrives out of order, or opens a segment) takes the per-packet path `add` also uses.
+A segment is compressed once, at close, into a single zstd frame that records its content size (so every reader,
+including `ZstdDecompressor().decompress`, can open it).
+
 Drops are attributed per segment: agent drops to the segment whose interval holds the dropped packets' timestamp,
 kernel drops by the capture engine's running count as observed by the segment's end (so an engine that reports
 periodically gets per-segment figures, and one that reports only at exit puts them on the last segment).
@@ -9,30 +16,33 @@ periodically gets per-segment figures, and one that reports only at exit puts th
 from __future__ import annotations
 
 import hashlib
-import io
+import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
 import zstandard
 
+from freezeframe.errors import CaptureFormatError
 from freezeframe.keys import raw_segment_key
-from freezeframe.pcapio import PcapWriter
+from freezeframe.pcapio import MAX_RECORD_LEN, RECORD_HEADER_LEN, encode_global_header, encode_record
 from freezeframe_agent.spool import DEFAULT_MAX_BYTES, EXT, Spool, SpooledSegment, pending
 
 __all__ = ["EXT", "Segmenter", "SpooledSegment", "pending"]
 MAX_IDLE_FILL = 4  # at most this many periods of empty segments are filled in after one close
 DEFAULT_SEGMENT_MAX_BYTES = 64 << 20
-_RECORD_HEADER = 16  # pcap per-packet record header
+_RECORD = struct.Struct("<IIII")  # ts_sec, ts_nsec, incl_len, orig_len of a nanosecond little-endian pcap record
+_NS = 1_000_000_000
+_NEVER = 1 << 64  # above any timestamp a pcap record can hold: sends a record to the per-packet path
 
 
 @dataclass(slots=True)
 class _Open:
     start_ns: int
     end_ns: int
-    buffer: io.BytesIO
-    writer: PcapWriter
+    body: bytearray  # the segment's nanosecond pcap: global header, then the records
+    packets: int = 0
     first_ns: int | None = None
     last_ns: int | None = None
     max_ns: int | None = None  # the latest timestamp, which out-of-order packets (merged interfaces) make differ
@@ -78,6 +88,8 @@ class Segmenter:
         self._kernel_drops_until = kernel_drops_until
         self._clock_ns = clock_ns
         self._close_grace_ns = int(close_grace_s * 1e9)
+        self._header = encode_global_header(link_type, snaplen)
+        self._tails: dict[Hashable, bytes] = {}  # per engine stream: a record cut in two by a chunk boundary
         self._open: _Open | None = None
         self._floor_ns = self.spool.last_end_ns  # the end of the last spooled segment, this run's or the last one's
         # Totals of closed segments, for /metrics.
@@ -92,7 +104,7 @@ class Segmenter:
     @property
     def packets_total(self) -> int:
         current = self._open
-        return self.packets_closed + (current.writer.packets if current is not None else 0)
+        return self.packets_closed + (current.packets if current is not None else 0)
 
     @property
     def bytes_total(self) -> int:
@@ -104,24 +116,86 @@ class Segmenter:
         start = grid
         if self._floor_ns is not None and grid < self._floor_ns:
             start = self._floor_ns if ts_ns >= self._floor_ns else ts_ns
-        buffer = io.BytesIO()
-        return _Open(start, grid + self.period_ns, buffer, PcapWriter(buffer, self.link_type, self.snaplen))
+        return _Open(start, grid + self.period_ns, bytearray(self._header))
 
     def add(self, ts_ns: int, data: bytes, orig_len: int) -> list[SpooledSegment]:
+        """One packet (engines that deliver packets one by one: replay, scapy)."""
+        return self._add_record(ts_ns, encode_record(ts_ns, data, orig_len), len(data), orig_len)
+
+    def add_records(self, chunk: bytes, stream: Hashable = 0) -> list[SpooledSegment]:
+        """Raw nanosecond little-endian pcap records (no global header) as an engine's pipe delivered them: a chunk may
+        end inside a record, whose head is kept for the same `stream`'s next chunk."""
+        tail = self._tails.pop(stream, b"")
+        data = tail + chunk if tail else chunk
+        closed, used = self._walk(data)
+        if used < len(data):
+            self._tails[stream] = data[used:]
+        return closed
+
+    def _walk(self, data: bytes) -> tuple[list[SpooledSegment], int]:
+        """Segments the whole records of `data`; returns the closed segments and the bytes used (whole records)."""
+        closed: list[SpooledSegment] = []
+        view = memoryview(data)
+        unpack = _RECORD.unpack_from
+        size = len(data)
+        header_stop = size - RECORD_HEADER_LEN + 1  # a record header starts before this offset
+        offset = 0
+        while offset < header_stop:
+            # Fast path: in-order records inside the open segment's interval and size are counted and copied as one
+            # run. `low` is the latest timestamp so far, so a run's newest packet is its last one.
+            seg = self._open
+            if seg is None or not seg.packets:
+                low, high, limit = _NEVER, 0, offset
+            else:
+                assert seg.max_ns is not None
+                low, high, limit = seg.max_ns, seg.end_ns, min(size, offset + self.max_bytes - len(seg.body))
+            run_start, packets, orig_bytes = offset, 0, 0
+            while offset < header_stop:
+                sec, nsec, incl_len, orig_len = unpack(data, offset)
+                ts_ns = sec * _NS + nsec
+                next_offset = offset + RECORD_HEADER_LEN + incl_len
+                if next_offset > limit or not low <= ts_ns < high:
+                    break
+                packets += 1
+                orig_bytes += orig_len
+                low = ts_ns
+                offset = next_offset
+            if packets:
+                assert seg is not None
+                seg.body += view[run_start:offset]
+                seg.packets += packets
+                seg.orig_bytes += orig_bytes
+                seg.last_ns = seg.max_ns = low
+            if offset >= header_stop:
+                break
+            # Slow path: the record at `offset` needs a decision (or is cut off by the chunk's end).
+            sec, nsec, incl_len, orig_len = unpack(data, offset)
+            if incl_len > MAX_RECORD_LEN:
+                raise CaptureFormatError(f"pcap record of {incl_len} bytes in the capture stream: it is out of frame")
+            next_offset = offset + RECORD_HEADER_LEN + incl_len
+            if next_offset > size:
+                break
+            closed += self._add_record(sec * _NS + nsec, view[offset:next_offset], incl_len, orig_len)
+            offset = next_offset
+        return closed, offset
+
+    def _add_record(self, ts_ns: int, record: bytes | memoryview, incl_len: int, orig_len: int
+                    ) -> list[SpooledSegment]:
         closed: list[SpooledSegment] = []
         if self._open is not None and ts_ns >= self._open.end_ns:
             closed += self._close_until(ts_ns)
         if self._open is None:
             self._open = self._open_at(ts_ns)
         seg = self._open
-        if (seg.writer.packets and seg.buffer.tell() + _RECORD_HEADER + len(data) > self.max_bytes
+        if (seg.packets and len(seg.body) + RECORD_HEADER_LEN + incl_len > self.max_bytes
                 and seg.max_ns is not None and ts_ns > seg.max_ns and ts_ns > seg.start_ns):
             closed.append(self._cut_on_size(seg, ts_ns))
             seg = self._open
             assert seg is not None
         if ts_ns < seg.start_ns:
             seg.start_ns = ts_ns  # late for an idle segment opened on the clock: the segment starts at it instead
-        seg.writer.write(ts_ns, data, orig_len)
+        seg.body += record
+        seg.packets += 1
         seg.orig_bytes += orig_len
         if seg.first_ns is None:
             seg.first_ns = ts_ns
@@ -134,13 +208,13 @@ class Segmenter:
         there, up to the same grid end."""
         self._open = None
         spooled = self._spool(seg, ts_ns)
-        buffer = io.BytesIO()
-        self._open = _Open(ts_ns, seg.end_ns, buffer, PcapWriter(buffer, self.link_type, self.snaplen))
+        self._open = _Open(ts_ns, seg.end_ns, bytearray(self._header))
         self.size_cuts += 1
         return spooled
 
     def add_agent_drops(self, count: int, ts_ns: int) -> list[SpooledSegment]:
-        """Packets the agent dropped (its queue was full), counted in the segment their timestamp falls into."""
+        """Packets the agent dropped (a full queue, a cut-off record), counted in the segment their timestamp falls
+        into."""
         closed: list[SpooledSegment] = []
         if self._open is not None and ts_ns >= self._open.end_ns:
             closed += self._close_until(ts_ns)
@@ -165,7 +239,7 @@ class Segmenter:
         while self._open is not None and ts_ns >= self._open.end_ns:
             current = self._open
             self._open = None
-            if current.writer.packets or current.agent_drops or self.emit_empty:
+            if current.packets or current.agent_drops or self.emit_empty:
                 closed.append(self._spool(current, current.end_ns))
             # Live, the next segment follows on at once, so idle periods become empty segments (proof of silence).
             # A clock that jumped ahead or a loop that hung gets none: a gap in coverage is the honest record.
@@ -175,7 +249,13 @@ class Segmenter:
 
     def flush(self, kernel_drops: int = 0, agent_drops: int = 0) -> list[SpooledSegment]:
         """Closes the open segment at its last packet (end of replay / shutdown). `kernel_drops` and `agent_drops`
-        are the engine's final totals: whatever earlier segments did not get lands on this last one."""
+        are the engine's final totals: whatever earlier segments did not get lands on this last one. A record the engine
+        left cut off at its end is counted as an agent drop."""
+        truncated = sum(1 for tail in self._tails.values() if tail)
+        self._tails.clear()
+        if truncated:
+            latest = self._open.max_ns if self._open is not None else None
+            self.add_agent_drops(truncated, latest if latest is not None else self._clock_ns())
         if self.emit_empty:
             self._close_until(self._clock_ns())  # live: the engine has stopped, no packet can arrive late any more
         current, self._open = self._open, None
@@ -185,7 +265,7 @@ class Segmenter:
             if not kernel_left and not agent_left:
                 return []
             current = self._open_at(self._clock_ns())  # drops reported after the last segment closed
-        if not current.writer.packets and not kernel_left and not agent_left and not current.agent_drops:
+        if not current.packets and not kernel_left and not agent_left and not current.agent_drops:
             return []
         current.agent_drops = max(current.agent_drops, agent_left)
         if current.max_ns is not None:
@@ -198,12 +278,12 @@ class Segmenter:
         if kernel_total is None:
             kernel_total = self._kernel_drops_until(end_ns) if self._kernel_drops_until is not None else 0
         kernel = max(0, kernel_total - self.kernel_drops_attributed)
-        stored = self._compressor.compress(seg.buffer.getvalue())
+        stored = self._compressor.compress(seg.body)
         meta = {
             "cluster": self.cluster, "node": self.node,
             "key": self._key_for(seg.start_ns, end_ns),
             "start_ns": seg.start_ns, "end_ns": end_ns,
-            "first_packet_ns": seg.first_ns, "last_packet_ns": seg.last_ns, "packets": seg.writer.packets,
+            "first_packet_ns": seg.first_ns, "last_packet_ns": seg.last_ns, "packets": seg.packets,
             "bytes": seg.orig_bytes, "stored_bytes": len(stored), "sha256": hashlib.sha256(stored).hexdigest(),
             "compression": "zstd", "format": "pcap", "link_type": self.link_type, "snaplen": self.snaplen,
             "kernel_drops": kernel, "agent_drops": seg.agent_drops,
@@ -213,7 +293,7 @@ class Segmenter:
         self.kernel_drops_attributed += kernel
         self.agent_drops_attributed += seg.agent_drops
         self.segments_closed += 1
-        self.packets_closed += seg.writer.packets
+        self.packets_closed += seg.packets
         self.bytes_closed += seg.orig_bytes
         self.last_closed_ns = self._clock_ns()
         self._floor_ns = max(self._floor_ns or 0, end_ns)

@@ -1,9 +1,10 @@
-"""Per-segment drops: agent (queue-full) drops in the segment of the dropped packets, kernel drops from tcpdump's
+"""Per-segment drops: agent drops in the segment of the dropped packets, kernel drops from tcpdump's
 running totals (polled with SIGUSR1) as of each segment's end, the exit-time remainder on the last segment. The
 tcpdump here is a stand-in script speaking tcpdump's pipe and stderr protocol, so no capture privileges are needed."""
 
 from __future__ import annotations
 
+import struct
 import sys
 import time
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from freezeframe.pcapio import Packet
-from freezeframe_agent.capture import AgentDrops, TcpdumpSource, record
+from freezeframe_agent.capture import AgentDrops, RecordChunk, TcpdumpSource, record
 from freezeframe_agent.segmenter import Segmenter
 from tests.fixtures.waiting import until
 
@@ -35,9 +36,10 @@ time.sleep(0.3)  # like tcpdump, the SIGUSR1 handler comes after the pcap header
 signal.signal(signal.SIGUSR1, stats)
 signal.signal(signal.SIGTERM, finish)
 sys.stderr.write("tcpdump: listening on fake0, link-type EN10MB (Ethernet), snapshot length 262144 bytes\\n")
-for i in range(1, 11):
+for i in range(1, 11):  # one write per record, like tcpdump -U
     out.write(struct.pack("<IIII", i, 0, 4, 4) + b"pkt%d" % (i % 10))
-out.flush()
+    out.flush()
+    time.sleep(0.02)
 while True:
     time.sleep(0.05)
 """
@@ -50,16 +52,21 @@ def fake_tcpdump(tmp_path: Path) -> str:
     return str(script)
 
 
-def test_a_full_queue_drops_are_counted_and_placed_before_the_next_packet(tmp_path: Path) -> None:
-    source = TcpdumpSource("fake0", tcpdump=fake_tcpdump(tmp_path), queue_packets=4, tick_s=0.05,
+def test_the_pipe_is_passed_on_in_chunks_that_hold_every_record_and_a_slow_reader_loses_none(tmp_path: Path) -> None:
+    # Room for one chunk only: the pump blocks (back-pressure into the pipe) instead of dropping anything.
+    source = TcpdumpSource("fake0", tcpdump=fake_tcpdump(tmp_path), queue_chunks=1, tick_s=0.05,
                            stats_interval_s=0.05)
     try:
-        until(lambda: source.agent_drops == 6)  # ten packets, room for four
+        time.sleep(1.0)  # the fake has written all ten records by now, one by one; nobody has read the queue yet
         source.stop()
         items = [item for item in source.packets() if item is not None]
     finally:
         source.close()
-    assert items == [Packet(i * S, 4, b"pkt%d" % i) for i in range(1, 5)] + [AgentDrops(6, 5 * S)]
+    assert all(isinstance(item, RecordChunk) and item.stream == source.stream for item in items)
+    expected = b"".join(struct.pack("<IIII", i, 0, 4, 4) + b"pkt%d" % (i % 10) for i in range(1, 11))
+    assert b"".join(item.data for item in items) == expected
+    assert len(items) > 1, "several reads went through the one-chunk queue"
+    assert source.agent_drops == 0 and source.link_type == 1
 
 
 def test_kernel_drops_are_polled_while_capturing_and_the_exit_count_is_kept(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from freezeframe.errors import ConfigError
+from freezeframe_agent.health import Sample, render
 from freezeframe_agent.jobs import JobManager, JobState, RecordingJob, file_stamp, job_state, load_jobs, parse_jobs
 
 REPO = Path(__file__).resolve().parents[3]
@@ -303,3 +304,50 @@ def test_the_watchers_bus_is_built_when_first_used_and_again_after_a_failed_buil
     refused, bus, closed = built
     assert (refused, closed) == ("refused", "closed")
     assert isinstance(bus, Bus) and bus.published == [("freezeframe.k8s", "c/n")]
+
+
+class StubRunMetrics:
+    """A recording's own metrics as AgentMetrics would report them."""
+
+    def __init__(self, packets: int) -> None:
+        self.packets = packets
+
+    def samples(self) -> list[Sample]:
+        return [Sample("packets_captured_total", "counter", "Packets written into segments.", self.packets),
+                Sample("spool_bytes", "gauge", "Spooled bytes.", 10 * self.packets),
+                Sample("info", "gauge", "Not a per-job family.", 1)]
+
+
+def test_metrics_show_each_jobs_state_and_its_recordings_figures(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.yaml"
+    path.write_text('jobs:\n  - name: a\n    start: "2025-01-15T02:00:00Z"\n    duration: 10m\n'
+                    '  - name: b\n    start: "2025-01-15T03:00:00Z"\n    duration: 10m\n')
+    now = [t("2025-01-15T02:05:00Z")]  # a is in its window, b waits for 03:00
+
+    def recorder(job: RecordingJob, stop: threading.Event) -> list[str]:
+        manager.attach_metrics(job.name, StubRunMetrics(packets=42))
+        stop.wait(10)
+        return [job.name]
+
+    manager = JobManager(path, recorder, poll_s=0.01, clock=lambda: now[0])
+    manager.poll_once()
+    deadline = time.monotonic() + 5
+    while manager.running() != ["a"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    lines = set(render(manager.samples()).splitlines())
+    assert 'freezeframe_agent_job_state{job="a",state="recording"} 1' in lines
+    assert 'freezeframe_agent_job_state{job="a",state="pending"} 0' in lines
+    assert 'freezeframe_agent_job_state{job="b",state="pending"} 1' in lines
+    assert 'freezeframe_agent_job_recording{job="a"} 1' in lines
+    assert 'freezeframe_agent_job_recording{job="b"} 0' in lines
+    assert 'freezeframe_agent_job_packets_captured_total{job="a"} 42' in lines
+    assert 'freezeframe_agent_job_spool_bytes{job="a"} 420' in lines
+    assert "freezeframe_agent_jobs_reloads_total 1" in lines and "freezeframe_agent_jobs_file_valid 1" in lines
+    assert not any("job_info" in line or 'job="b"' in line and "packets" in line for line in lines)
+    path.write_text("jobs: [broken")
+    os.utime(path, (1, 1))
+    manager.poll_once()
+    assert "freezeframe_agent_jobs_file_valid 0" in render(manager.samples()).splitlines()
+    stop = threading.Event()
+    stop.set()
+    manager.run(stop)

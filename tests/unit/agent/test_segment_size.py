@@ -13,9 +13,17 @@ import pytest
 import zstandard
 
 from freezeframe.config import Settings
+from freezeframe.errors import ConfigError
 from freezeframe.keys import parse_raw_segment_key
-from freezeframe.pcapio import LINKTYPE_ETHERNET, Packet, PcapReader
-from freezeframe_agent.capture import MergedSource, TcpdumpSource, open_tcpdump
+from freezeframe.pcapio import LINKTYPE_ETHERNET, PcapReader, encode_global_header
+from freezeframe_agent.capture import (
+    CaptureEngineError,
+    MergedSource,
+    RecordChunk,
+    TcpdumpSource,
+    open_engine,
+    open_tcpdump,
+)
 from freezeframe_agent.segmenter import Segmenter
 
 S = 1_000_000_000
@@ -114,6 +122,17 @@ def test_capture_settings_come_from_the_environment() -> None:
         Settings.from_env({"FREEZEFRAME_SEGMENT_MAX_BYTES": "0"})
 
 
+def test_the_capture_engine_is_chosen_by_configuration() -> None:
+    assert Settings.from_env({}).capture_engine == "tcpdump"
+    assert Settings.from_env({"FREEZEFRAME_CAPTURE_ENGINE": "scapy"}).capture_engine == "scapy"
+    with pytest.raises(ConfigError, match="FREEZEFRAME_CAPTURE_ENGINE"):
+        Settings.from_env({"FREEZEFRAME_CAPTURE_ENGINE": "pcapy"})
+    with pytest.raises(CaptureEngineError, match="unknown capture engine"):
+        open_engine("pcapy", ["eth0"])
+    with pytest.raises(CaptureEngineError, match="one named interface"):
+        open_engine("scapy", ["eth0", "eth1"])
+
+
 # -- capture settings reach tcpdump; several interfaces merge into one capture ------------------------------------
 
 
@@ -134,22 +153,24 @@ def test_buffer_snaplen_and_filter_are_passed_and_interfaces_merge(tmp_path: Pat
                           tcpdump=recording_tcpdump(tmp_path))
     assert isinstance(source, MergedSource)
     try:
-        packets = []
+        streams: dict[int, bytes] = {}  # each engine's pipe bytes, kept apart by the chunks' stream
         deadline = time.monotonic() + 20
         for item in source.packets():
-            if isinstance(item, Packet):
-                packets.append(item)
-            if len(packets) == 20 or time.monotonic() > deadline:
+            if isinstance(item, RecordChunk):
+                streams[item.stream] = streams.get(item.stream, b"") + item.data
+            if sum(map(len, streams.values())) == 2 * 10 * (16 + 4) or time.monotonic() > deadline:
                 break
         deadline = time.monotonic() + 20
         while source.kernel_drops < 4 and time.monotonic() < deadline:  # each engine answered SIGUSR1 at least once
             time.sleep(0.05)
         source.stop()
-        rest = [item for item in source.packets() if isinstance(item, Packet)]
+        rest = [item for item in source.packets() if isinstance(item, RecordChunk)]
     finally:
         source.close()
-    assert len(packets) == 20 and rest == []  # ten from each engine
-    assert sorted(p.ts_ns for p in packets) == sorted([i * S for i in range(1, 11)] * 2)
+    assert rest == [] and len(streams) == 2  # ten records from each engine, every one in its own stream
+    for data in streams.values():
+        records = list(PcapReader(io.BytesIO(encode_global_header(1, 1500) + data)))
+        assert [p.ts_ns for p in records] == [i * S for i in range(1, 11)]
     assert source.kernel_drops == 2 * 99  # both engines' exit totals, summed
     for name in ("eth0", "eth1"):
         argv = (tmp_path / f"{name}.argv").read_text().split()
