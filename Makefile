@@ -1,5 +1,5 @@
 # The README's two set-up commands. Each does its own set-up (venv, one pip install, apt packages, Kafka jars).
-.PHONY: demo test lint bench bench-freeze bench-agent
+.PHONY: demo test lint bench bench-freeze bench-agent bench-fuzz bench-dissect
 
 demo:
 	.ci/setup demo
@@ -14,7 +14,7 @@ lint:
 	.venv/bin/mypy layers/core/freezeframe node_agent/freezeframe_agent
 
 # Benchmarks print their figures and their ratio to the reference measured in the same run.
-bench: bench-freeze bench-agent
+bench: bench-freeze bench-agent bench-fuzz bench-dissect
 
 bench-freeze:
 	.ci/setup test
@@ -23,3 +23,11 @@ bench-freeze:
 bench-agent:
 	.ci/setup test
 	.venv/bin/python tests/bench/bench_agent.py
+
+bench-fuzz:
+	.ci/setup test
+	.venv/bin/python -m tests.bench.bench_fuzz
+
+bench-dissect:
+	.ci/setup test
+	.venv/bin/python -m tests.bench.bench_dissect

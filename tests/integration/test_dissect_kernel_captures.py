@@ -446,14 +446,9 @@ def test_pipelined_requests_share_one_connection_in_order(capture: Dissected) ->
     assert all(r["response_complete"] for r in rows)
 
 
-@pytest.mark.parametrize("name", [
-    "server_side",
-    # Seen by the receiver, a reordered or lost response segment leaves a hole until the retransmission or the
-    # late segment fills it; apps.TcpDirection gives up the whole direction at the first hole, so every later
-    # response on the connection is lost (the report carries a proposed fix for apps.py).
-    pytest.param("client_side", marks=pytest.mark.xfail(strict=False, reason="apps.TcpDirection stops at the "
-                                                                             "first out-of-order segment")),
-])
+# Seen by the receiver (client side), a reordered or lost response segment leaves a hole until the retransmission
+# or the late segment fills it: apps.TcpDirection holds the segments after the hole until it fills.
+@pytest.mark.parametrize("name", ["server_side", "client_side"])
 def test_http_through_loss_and_reordering_keeps_every_exchange(name: str, captures: traffic.KernelCaptures,
                                                                dissected: dict[str, Dissected]) -> None:
     capture = dissected[name]

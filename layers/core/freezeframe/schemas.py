@@ -48,7 +48,8 @@ TCP_INSIGHTS: list[pa.Field] = [
            "t/T retransmission, w/W zero window, each letter once."),
     _field("syn_to_synack_us", pa.int64(), "First SYN to the first SYN-ACK in microseconds (Kubeshark's initial RTT)."),
     _field("handshake_us", pa.int64(),
-           "First SYN to the ACK of the SYN-ACK in microseconds (Wireshark tcp.analysis.initial_rtt)."),
+           "Wireshark tcp.analysis.initial_rtt in microseconds: the most recent SYN to the first segment with ACK "
+           "and without SYN (normally the ACK of the SYN-ACK; the RST-ACK of a refused connect)."),
     _field("time_to_first_data_us", pa.int64(), "First SYN to the first segment carrying payload, microseconds."),
     *_per_direction("retransmissions", pa.int64(),
                     "Segments Wireshark flags tcp.analysis.retransmission (fast and spurious included)."),
@@ -66,13 +67,15 @@ TCP_INSIGHTS: list[pa.Field] = [
     _field("rtt_min_us", pa.int64(), "Smallest data-to-ACK time (tcp.analysis.ack_rtt) in microseconds."),
     _field("rtt_avg_us", pa.int64(), "Mean data-to-ACK time in microseconds."),
     _field("rtt_max_us", pa.int64(), "Largest data-to-ACK time in microseconds."),
-    _field("rtt_samples", pa.int64(), "Number of data-to-ACK samples (ACKs carrying tcp.analysis.ack_rtt)."),
+    _field("rtt_samples", pa.int64(), "Number of data-to-ACK samples (frames carrying tcp.analysis.ack_rtt)."),
     _field("rtt_jitter_us", pa.int64(), "Mean absolute difference of consecutive RTT samples, microseconds."),
     _field("bytes_total", pa.int64(), "TCP payload bytes in both directions, retransmitted bytes included."),
     _field("goodput_bytes", pa.int64(), "TCP payload bytes in both directions, not counting retransmitted bytes."),
     _field("rst_count", pa.int64(), "Segments with RST set."),
     _field("fin_count", pa.int64(), "Segments with FIN set."),
-    _field("close", pa.string(), "How the connection ended: 'fin', 'rst', 'open' or 'handshake_failed'."),
+    _field("close", pa.string(),
+           "How the connection ended: 'handshake_failed' (a SYN never answered by a SYN-ACK), else 'rst' (any RST), "
+           "'fin' (any FIN) or 'open'."),
 ]
 
 

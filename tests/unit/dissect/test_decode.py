@@ -28,7 +28,8 @@ ALL_LINK_TYPES = (LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LI
 
 
 def v4_tcp() -> ScapyPacket:
-    return IP(src=V4_SRC, dst=V4_DST) / TCP(sport=41000, dport=80, seq=1001, ack=2002, flags="PA") / PAYLOAD
+    tcp = TCP(sport=41000, dport=80, seq=1001, ack=2002, flags="PA", window=4321)
+    return IP(src=V4_SRC, dst=V4_DST) / tcp / PAYLOAD
 
 
 def v6_udp() -> ScapyPacket:
@@ -43,12 +44,13 @@ def packed(address: str) -> bytes:
 
 def assert_v4_tcp(result: Decoded | Skip) -> None:
     assert isinstance(result, Decoded)
-    assert result[:9] == (6, packed(V4_SRC), packed(V4_DST), 41000, 80, TH_PUSH | TH_ACK, 1001, 2002, len(PAYLOAD))
+    assert result[:10] == (6, packed(V4_SRC), packed(V4_DST), 41000, 80, TH_PUSH | TH_ACK, 1001, 2002, 4321,
+                           len(PAYLOAD))
 
 
 def assert_v6_udp(result: Decoded | Skip) -> None:
     assert isinstance(result, Decoded)
-    assert result[:9] == (17, packed(V6_SRC), packed(V6_DST), 53001, 53, 0, 0, 0, len(b"\x12\x34query"))
+    assert result[:10] == (17, packed(V6_SRC), packed(V6_DST), 53001, 53, 0, 0, 0, 0, len(b"\x12\x34query"))
 
 
 # --- link layers ------------------------------------------------------------------------------------------

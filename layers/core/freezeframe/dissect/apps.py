@@ -6,9 +6,10 @@ TCP); other TCP payloads that open with a TLS handshake record (RFC 8446 5.1) ar
 HTTP method token (RFC 9112 3) are HTTP. Everything else is marked uninteresting, which costs one attribute test
 per later packet.
 
-TCP payloads go through ``TcpDirection``, a minimal per-direction reassembler for in-order data: bytes already
-seen (retransmissions, overlaps) are trimmed by sequence number, and a hole (a lost or snaplen-cut segment) marks
-the direction as broken, because a byte-stream parser cannot resynchronise reliably after it.
+TCP payloads go through ``TcpDirection``, a per-direction reassembler: bytes already seen (retransmissions,
+overlaps) are trimmed by sequence number, segments that arrive early wait (bounded) for the hole before them to
+be filled, and a hole that stays open (a segment the capture missed, a snaplen cut) ends that direction, because
+a byte-stream parser cannot resynchronise reliably after it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ DNS_PORT = 53
 HTTP_METHODS = (b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE ")
 TLS_HANDSHAKE = 22
 TLS_SERVER_HELLO = 2
+SYN_SEEN = 0x01  # tcp.completeness bits (connections.COMPLETENESS_SYN / _SYNACK)
+SYN_ACK_SEEN = 0x02
 
 class FlowLike(Protocol):
     """What the application layer reads from connection tracking's per-flow state."""
@@ -36,38 +39,89 @@ class FlowLike(Protocol):
     sport: int
     dport: int
     app: Any
+    completeness: int  # Wireshark tcp.completeness bits: 1 the initiator's SYN, 2 the responder's SYN-ACK seen
+    base_seq_out: int  # initial sequence number of each direction (-1 until known)
+    base_seq_in: int
 
 
 class TcpDirection:
-    """In-order reassembly of one TCP direction: returns only bytes not seen before, in sequence order."""
+    """Reassembly of one TCP direction: returns the bytes not seen before, in sequence order, with their times.
 
-    __slots__ = ("next_seq", "broken")
+    A segment that arrives ahead of the next expected sequence (reordering, or a loss that a retransmission will
+    fill) waits, up to ``MAX_PENDING_SEGMENTS`` segments and ``MAX_PENDING_BYTES`` bytes; once the hole is filled the
+    waiting data follows, each piece with the time of the segment that carried it. A hole that is never filled
+    (the capture missed the segment) or a snaplen cut ends the direction: it is counted and parsing stops there,
+    because a byte-stream parser cannot resynchronise reliably.
+    """
+
+    __slots__ = ("next_seq", "broken", "pending", "pending_bytes")
+
+    MAX_PENDING_SEGMENTS = 256
+    MAX_PENDING_BYTES = 1 << 20
 
     def __init__(self) -> None:
         self.next_seq = -1
         self.broken = False
+        self.pending: dict[int, tuple[int, bytes, int]] = {}  # seq -> (ts_ns, captured bytes, length per IP)
+        self.pending_bytes = 0
 
-    def accept(self, seq: int, chunk: bytes, length: int, stats: AppStats) -> bytes:
-        """The new bytes of a segment carrying ``length`` payload bytes at ``seq``, of which ``chunk`` was captured."""
+    def accept(self, seq: int, chunk: bytes, length: int, ts_ns: int, stats: AppStats) -> list[tuple[int, bytes]]:
+        """New (ts_ns, bytes) pieces after a segment of ``length`` payload bytes at ``seq`` (``chunk`` captured)."""
         if self.broken:
-            return b""
+            return []
         if self.next_seq < 0:
             self.next_seq = seq
-        delta = (seq - self.next_seq) & 0xFFFFFFFF
-        if delta >= 0x80000000:  # starts before what was already seen: a retransmission or an overlap
-            delta -= 0x100000000
-        if delta > 0:
-            self.broken = True
-            stats.tcp_stream_gaps += 1
-            return b""
-        if -delta >= length:
-            return b""
-        new = chunk[-delta:]
+        if _ahead(seq, self.next_seq) > 0:
+            self._wait(seq, chunk, length, ts_ns, stats)
+            return []
+        pieces: list[tuple[int, bytes]] = []
+        self._take(seq, chunk, length, ts_ns, pieces, stats)
+        pending = self.pending
+        while pending and not self.broken:
+            due = [waiting for waiting in pending if _ahead(waiting, self.next_seq) <= 0]
+            if not due:
+                break
+            waiting = min(due, key=lambda start: _ahead(start, self.next_seq))
+            waiting_ts, waiting_chunk, waiting_length = pending.pop(waiting)
+            self.pending_bytes -= len(waiting_chunk)
+            self._take(waiting, waiting_chunk, waiting_length, waiting_ts, pieces, stats)
+        return pieces
+
+    def _take(self, seq: int, chunk: bytes, length: int, ts_ns: int, pieces: list[tuple[int, bytes]],
+              stats: AppStats) -> None:
+        """A segment at or before the next expected sequence: keep only its bytes not seen before."""
+        behind = -_ahead(seq, self.next_seq)
+        if behind >= length:
+            return  # a retransmission of bytes already delivered
+        new = chunk[behind:]
+        if new:
+            pieces.append((ts_ns, new))
         self.next_seq = (seq + length) & 0xFFFFFFFF
         if len(chunk) < length:  # snaplen cut: the missing tail is a hole
-            self.broken = True
-            stats.tcp_stream_gaps += 1
-        return new
+            self._break(stats)
+
+    def _wait(self, seq: int, chunk: bytes, length: int, ts_ns: int, stats: AppStats) -> None:
+        held = self.pending.get(seq)
+        if held is not None:
+            if held[2] >= length:
+                return  # the same segment again
+            self.pending_bytes -= len(held[1])
+        self.pending[seq] = (ts_ns, chunk, length)
+        self.pending_bytes += len(chunk)
+        if len(self.pending) > self.MAX_PENDING_SEGMENTS or self.pending_bytes > self.MAX_PENDING_BYTES:
+            self._break(stats)  # the hole is not going to be filled within any reasonable window
+
+    def _break(self, stats: AppStats) -> None:
+        self.broken = True
+        self.pending.clear()
+        self.pending_bytes = 0
+        stats.tcp_stream_gaps += 1
+
+
+def _ahead(seq: int, reference: int) -> int:
+    """How far ``seq`` lies after ``reference`` in sequence space (RFC 9293 3.4: modulo 2**32), negative if before."""
+    delta = (seq - reference) & 0xFFFFFFFF
+    return delta - 0x100000000 if delta >= 0x80000000 else delta
 
 
 class StreamHandler(Protocol):
@@ -119,9 +173,12 @@ class AppTracker:
             if state is IGNORED:
                 return
         direction = state.out if outbound else state.in_
-        new = direction.accept(seq, chunk, length, self.stats)
-        if new:
-            state.handler.data(outbound == state.client_outbound, ts_ns, new)
+        if direction.next_seq < 0 and flow.completeness & (SYN_SEEN if outbound else SYN_ACK_SEEN):
+            # The handshake gave this direction's ISN, so a first segment that arrives early waits for its hole.
+            direction.next_seq = ((flow.base_seq_out if outbound else flow.base_seq_in) + 1) & 0xFFFFFFFF
+        from_client = outbound == state.client_outbound
+        for piece_ts_ns, piece in direction.accept(seq, chunk, length, ts_ns, self.stats):
+            state.handler.data(from_client, piece_ts_ns, piece)
 
     def _classify(self, flow: FlowLike, outbound: bool, chunk: bytes) -> Any:
         if DNS_PORT in (flow.sport, flow.dport):

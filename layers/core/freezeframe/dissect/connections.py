@@ -24,20 +24,29 @@ conversation completeness"), evaluated per packet:
   empty FIN-ACK or RST-ACK also sets ACK: a refused connection (SYN, RST-ACK) is 37, not 33.
 - FIN (16): FIN and ACK both set.
 - RST (32): RST set.
+
+Every TCP conversation also carries a ``TcpAnalysis`` (dissect/tcp.py: Wireshark's sequence analysis, RTTs, Zeek
+state and history) that sees each of its segments in capture order; it lives as long as the conversation, so the
+TCP insight columns cover a connection across capture-segment boundaries.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import pyarrow as pa
 
-from freezeframe.dissect.apps import AppTracker, FlowIdentity
+from freezeframe.dissect.apps import IGNORED, AppTracker, FlowIdentity
 from freezeframe.dissect.decode import (
+    ETHERNET_IPV4_TCP,
+    ETHERNET_IPV4_TCP_LEN,
+    ETHERTYPE_IPV4,
     IPPROTO_TCP,
     IPPROTO_UDP,
     TH_ACK,
@@ -47,7 +56,8 @@ from freezeframe.dissect.decode import (
     Skip,
     decode,
 )
-from freezeframe.pcapio import Packet
+from freezeframe.dissect.tcp import TcpAnalysis, window_scale_option
+from freezeframe.pcapio import LINKTYPE_ETHERNET, Packet
 from freezeframe.schemas import CONNECTIONS, TCP_INSIGHTS
 
 UDP_IDLE_TIMEOUT_NS = 120 * 1_000_000_000
@@ -63,7 +73,15 @@ PROTO_NAMES = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp"}
 
 _SYN_ACK = TH_SYN | TH_ACK
 _FIN_ACK = TH_FIN | TH_ACK
+_SYN_FIN_RST = TH_SYN | TH_FIN | TH_RST
 _CLOSED = COMPLETENESS_FIN | COMPLETENESS_RST
+_ethernet_ipv4_tcp = ETHERNET_IPV4_TCP.unpack_from
+_INSIGHT_NAMES = tuple(field.name for field in TCP_INSIGHTS)
+# Column order of the row tuples ``finish`` builds; a test checks it is CONNECTIONS' order.
+_ROW_NAMES = ("node", "conn_id", "proto", "src_ip", "src_port", "dst_ip", "dst_port", "ts", "ts_ns", "first_ts",
+              "first_ts_ns", "last_ts", "last_ts_ns", "duration_us", "packets_out", "packets_in", "bytes_out",
+              "bytes_in", "payload_bytes_out", "payload_bytes_in", "completeness", *_INSIGHT_NAMES, "src_namespace",
+              "src_pod", "src_workload", "dst_namespace", "dst_pod", "dst_workload")
 _NO_SEQ = -1  # sequence numbers are unsigned 32-bit, so -1 marks "no base sequence seen yet"
 
 
@@ -101,7 +119,7 @@ class _Flow:
 
     __slots__ = ("proto", "src", "sport", "dst", "dport", "first_ns", "last_ns", "packets_out", "packets_in",
                  "bytes_out", "bytes_in", "payload_out", "payload_in", "completeness", "base_seq_out",
-                 "base_seq_in", "app")
+                 "base_seq_in", "app", "tcp")
 
     def __init__(self, proto: int, src: bytes, sport: int, dst: bytes, dport: int, ts_ns: int) -> None:
         self.proto = proto
@@ -121,6 +139,24 @@ class _Flow:
         self.base_seq_out = _NO_SEQ
         self.base_seq_in = _NO_SEQ
         self.app: Any = None  # application-layer state, owned by AppTracker
+        self.tcp: TcpAnalysis | None = TcpAnalysis() if proto == IPPROTO_TCP else None
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pauses Python's cyclic garbage collector around a bulk pass.
+
+    Dissection allocates millions of small objects that form no reference cycles (per packet, per flow, per row);
+    with the collector on, each allocation burst makes it rescan every live flow, which costs more than the
+    dissection itself on large captures. Reference counting still frees everything as usual.
+    """
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def connection_id(node: str, proto: str, src_ip: str, src_port: int | None, dst_ip: str, dst_port: int | None,
@@ -146,19 +182,42 @@ class ConnectionTracker:
 
     def feed(self, link_type: int, packets: Iterable[Packet]) -> None:
         """Account one capture segment's packets, in capture order."""
+        with collector_paused():
+            self._feed(link_type, packets)
+
+    def _feed(self, link_type: int, packets: Iterable[Packet]) -> None:
         live = self._live
         app = self.app
         skips = [0] * len(Skip)
         packets_seen = 0
         decoded = 0
+        ethernet = link_type == LINKTYPE_ETHERNET
         for packet in packets:
             packets_seen += 1
-            result = decode(link_type, packet.data)
-            if isinstance(result, Skip):
-                skips[result] += 1
-                continue
+            data = packet.data
+            # Fast path for Ethernet + IPv4 (no options, not a fragment) + TCP; everything else goes through decode.
+            if ethernet and len(data) >= ETHERNET_IPV4_TCP_LEN:
+                (ethertype, version_ihl, total_length, fragment, proto, src, dst, sport, dport, seq, ack, data_offset,
+                 flags, window) = _ethernet_ipv4_tcp(data)
+                header_length = (data_offset >> 4) * 4
+                if (ethertype == ETHERTYPE_IPV4 and version_ihl == 0x45 and proto == IPPROTO_TCP
+                        and not fragment & 0x1FFF and 20 <= header_length <= total_length - 20):
+                    flags |= (data_offset & 1) << 8
+                    payload_len = total_length - 20 - header_length
+                    header_offset = 34
+                    payload_offset = 34 + header_length
+                else:
+                    ethertype = -1
+            else:
+                ethertype = -1
+            if ethertype == -1:
+                result = decode(link_type, data)
+                if isinstance(result, Skip):
+                    skips[result] += 1
+                    continue
+                (proto, src, dst, sport, dport, flags, seq, ack, window, payload_len, payload_offset,
+                 header_offset) = result
             decoded += 1
-            proto, src, dst, sport, dport, flags, seq, _ack, payload_len, payload_offset = result
             ts_ns = packet.ts_ns
             entry = live.get((proto, src, sport, dst, dport))
             if proto == IPPROTO_TCP:
@@ -189,19 +248,29 @@ class ConnectionTracker:
                         flow.base_seq_out = seq if flags & TH_SYN else (seq - 1) & 0xFFFFFFFF
                 elif flow.base_seq_in == _NO_SEQ:
                     flow.base_seq_in = seq if flags & TH_SYN else (seq - 1) & 0xFFFFFFFF
-                completeness = flow.completeness
-                if pure_syn:
-                    if opens:
-                        completeness |= COMPLETENESS_SYN | (COMPLETENESS_DATA if payload_len else 0)
-                elif flags & _SYN_ACK == _SYN_ACK:
-                    completeness |= COMPLETENESS_SYNACK
-                elif flags & TH_ACK:
-                    completeness |= COMPLETENESS_DATA if payload_len else COMPLETENESS_ACK
-                if flags & _FIN_ACK == _FIN_ACK:
-                    completeness |= COMPLETENESS_FIN
-                if flags & TH_RST:
-                    completeness |= COMPLETENESS_RST
-                flow.completeness = completeness
+                if flags & _SYN_FIN_RST:
+                    completeness = flow.completeness
+                    if pure_syn:
+                        if opens:
+                            completeness |= COMPLETENESS_SYN | (COMPLETENESS_DATA if payload_len else 0)
+                    elif flags & _SYN_ACK == _SYN_ACK:
+                        completeness |= COMPLETENESS_SYNACK
+                    elif flags & TH_ACK:
+                        completeness |= COMPLETENESS_DATA if payload_len else COMPLETENESS_ACK
+                    if flags & _FIN_ACK == _FIN_ACK:
+                        completeness |= COMPLETENESS_FIN
+                    if flags & TH_RST:
+                        completeness |= COMPLETENESS_RST
+                    flow.completeness = completeness
+                elif flags & TH_ACK:  # the common segment: only the ACK or DATA bit can be new
+                    flow.completeness |= COMPLETENESS_DATA if payload_len else COMPLETENESS_ACK
+                tcp = flow.tcp
+                assert tcp is not None
+                if flags & TH_SYN:
+                    tcp.segment(outbound, ts_ns, seq, ack, payload_len, flags, window,
+                                window_scale_option(packet.data, header_offset + 20, payload_offset))
+                else:
+                    tcp.segment(outbound, ts_ns, seq, ack, payload_len, flags, window)
             else:
                 if entry is None:
                     flow = self._open(proto, src, sport, dst, dport, ts_ns)
@@ -221,8 +290,8 @@ class ConnectionTracker:
                 flow.packets_in += 1
                 flow.bytes_in += packet.orig_len
                 flow.payload_in += payload_len
-            if payload_len and app is not None:
-                app.payload(flow, outbound, ts_ns, seq, packet.data, payload_offset, payload_len)
+            if payload_len and app is not None and flow.app is not IGNORED:
+                app.payload(flow, outbound, ts_ns, seq, data, payload_offset, payload_len)
             # Captures from several CPUs can be slightly out of order, hence both bounds.
             if ts_ns > flow.last_ns:
                 flow.last_ns = ts_ns
@@ -260,10 +329,17 @@ class ConnectionTracker:
 
     def app_tables(self) -> dict[str, pa.Table]:
         """The dns, http and tls tables of the application tracker (empty dict without one)."""
-        return {} if self.app is None else self.app.finish(self.identify)
+        if self.app is None:
+            return {}
+        with collector_paused():
+            return self.app.finish(self.identify)
 
     def finish(self) -> pa.Table:
         """Every conversation seen so far (open ones included), sorted by first_ts_ns then conn_id."""
+        with collector_paused():
+            return self._finish()
+
+    def _finish(self) -> pa.Table:
         flows = self._ended + [flow for flow, outbound in self._live.values() if outbound]
         rows = []
         for flow in flows:
@@ -271,33 +347,21 @@ class ConnectionTracker:
             rows.append((flow.first_ns, conn_id, PROTO_NAMES[flow.proto], src_ip, dst_ip, flow))
         rows.sort(key=lambda row: (row[0], row[1]))
 
-        columns: dict[str, list[Any]] = {name: [] for name in CONNECTIONS.names}
+        # One tuple per row in _ROW_NAMES order, transposed into columns at the end.
+        node = self.node
+        no_insights = (None,) * len(_INSIGHT_NAMES)
+        no_kubernetes = (None,) * 6  # Kubernetes enrichment joins these in a later stage
+        records = []
         for first_ns, conn_id, proto, src_ip, dst_ip, flow in rows:
             first_ms = first_ns // 1_000_000
-            columns["node"].append(self.node)
-            columns["conn_id"].append(conn_id)
-            columns["proto"].append(proto)
-            columns["src_ip"].append(src_ip)
-            columns["src_port"].append(flow.sport)
-            columns["dst_ip"].append(dst_ip)
-            columns["dst_port"].append(flow.dport)
-            columns["ts"].append(first_ms)
-            columns["ts_ns"].append(first_ns)
-            columns["first_ts"].append(first_ms)
-            columns["first_ts_ns"].append(first_ns)
-            columns["last_ts"].append(flow.last_ns // 1_000_000)
-            columns["last_ts_ns"].append(flow.last_ns)
-            columns["duration_us"].append((flow.last_ns - first_ns) // 1000)
-            columns["packets_out"].append(flow.packets_out)
-            columns["packets_in"].append(flow.packets_in)
-            columns["bytes_out"].append(flow.bytes_out)
-            columns["bytes_in"].append(flow.bytes_in)
-            columns["payload_bytes_out"].append(flow.payload_out)
-            columns["payload_bytes_in"].append(flow.payload_in)
-            columns["completeness"].append(flow.completeness if flow.proto == IPPROTO_TCP else None)
-        for name in ("src_namespace", "src_pod", "src_workload", "dst_namespace", "dst_pod", "dst_workload"):
-            columns[name] = [None] * len(rows)  # Kubernetes enrichment joins these in a later stage
-        for field in TCP_INSIGHTS:
-            columns[field.name] = [None] * len(rows)  # TCP analysis is not computed yet
+            last_ns = flow.last_ns
+            tcp = flow.tcp
+            records.append((node, conn_id, proto, src_ip, flow.sport, dst_ip, flow.dport, first_ms, first_ns, first_ms,
+                            first_ns, last_ns // 1_000_000, last_ns, (last_ns - first_ns) // 1000, flow.packets_out,
+                            flow.packets_in, flow.bytes_out, flow.bytes_in, flow.payload_out, flow.payload_in,
+                            flow.completeness if tcp is not None else None)
+                           + (tuple(tcp.columns().values()) if tcp is not None else no_insights) + no_kubernetes)
+        transposed = zip(*records, strict=True) if records else ([] for _name in _ROW_NAMES)
+        columns = {name: list(column) for name, column in zip(_ROW_NAMES, transposed, strict=True)}
         arrays = [pa.array(columns[field.name], type=field.type) for field in CONNECTIONS]
         return pa.Table.from_arrays(arrays, schema=CONNECTIONS)

@@ -52,8 +52,13 @@ TH_AE = 0x100
 _u16 = struct.Struct("!H").unpack_from
 _ipv4 = struct.Struct("!BxHxxHxB2x4s4s").unpack_from  # version/IHL, total length, flags/offset, protocol, src, dst
 _ipv6 = struct.Struct("!B3xHB1x16s16s").unpack_from  # version, payload length, next header, src, dst
-_tcp = struct.Struct("!HHIIBB").unpack_from  # ports, seq, ack, data offset (+AE), control bits
+_tcp = struct.Struct("!HHIIBBH").unpack_from  # ports, seq, ack, data offset (+AE), control bits, window
 _udp = struct.Struct("!HH").unpack_from
+# The commonest frame, Ethernet II + IPv4 without options + TCP, in one unpack: ethertype, version/IHL, total length,
+# flags/fragment offset, protocol, src, dst, ports, seq, ack, data offset, control bits, window. Callers check the
+# fixed fields and fall back to ``decode`` for anything else, so both paths give the same result.
+ETHERNET_IPV4_TCP = struct.Struct("!12xHBxHxxHxB2x4s4sHHIIBBH")
+ETHERNET_IPV4_TCP_LEN = ETHERNET_IPV4_TCP.size  # 54
 
 
 class Skip(IntEnum):
@@ -82,8 +87,10 @@ class Decoded(NamedTuple):
     flags: int  # TCP control bits incl. AE as 0x100; 0 for UDP
     seq: int  # TCP sequence number; 0 for UDP
     ack: int  # TCP acknowledgment number; 0 for UDP
+    window: int  # TCP window field as sent (unscaled); 0 for UDP
     payload_len: int  # transport payload length taken from the IP length, so a snaplen cut does not shrink it
     payload_offset: int  # index of the first transport payload byte in the frame (may be past a snaplen cut)
+    header_offset: int  # index of the transport header; TCP options lie between it + 20 and payload_offset
 
 
 def decode(link_type: int, data: bytes) -> Decoded | Skip:
@@ -185,17 +192,17 @@ def decode_transport(data: bytes, offset: int, length: int, protocol: int, src: 
     if protocol == IPPROTO_TCP:
         if len(data) < offset + 20:
             return Skip.TRUNCATED
-        sport, dport, seq, ack, data_offset, flags = _tcp(data, offset)
+        sport, dport, seq, ack, data_offset, flags, window = _tcp(data, offset)
         header_length = (data_offset >> 4) * 4
         if header_length < 20 or header_length > length:
             return Skip.MALFORMED
-        return Decoded(IPPROTO_TCP, src, dst, sport, dport, flags | (data_offset & 1) << 8, seq, ack,
-                       length - header_length, offset + header_length)
+        return Decoded(IPPROTO_TCP, src, dst, sport, dport, flags | (data_offset & 1) << 8, seq, ack, window,
+                       length - header_length, offset + header_length, offset)
     if protocol == IPPROTO_UDP:
         if len(data) < offset + 8:
             return Skip.TRUNCATED
         if length < 8:
             return Skip.MALFORMED
         sport, dport = _udp(data, offset)
-        return Decoded(IPPROTO_UDP, src, dst, sport, dport, 0, 0, 0, length - 8, offset + 8)
+        return Decoded(IPPROTO_UDP, src, dst, sport, dport, 0, 0, 0, 0, length - 8, offset + 8, offset)
     return Skip.OTHER_TRANSPORT

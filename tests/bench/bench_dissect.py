@@ -1,0 +1,203 @@
+"""Dissection benchmark, run by `make bench-dissect`: one capture of >= 1 M packets, file -> all Parquet tables.
+
+The capture is built once and cached outside the repository (freezeframe.config.cache_dir()/bench): the bundled
+sample (DNS over UDP and TCP, HTTP 2xx/4xx/5xx, TLS 1.2/1.3 handshakes, resets), a clean 300 KB download and a
+lossy, reordering transfer (tests/fixtures/tcp_captures.py: retransmissions, dup ACKs, zero windows, ...),
+replicated with the addresses of each copy shifted so every copy's conversations are distinct, copies staggered
+by 2 ms so tens of thousands of conversations are open at once.
+
+Measured in the same run, each in its own child process (so peak RSS is that run's alone):
+- freezeframe: PcapReader -> ConnectionTracker + AppTracker (one decode pass) -> connections, dns, http, tls ->
+  zstd Parquet files.
+- tshark -T fields with the equivalent fields (5-tuple, tcp.analysis flags, tcp.completeness, DNS name and rcode,
+  HTTP method and status, TLS SNI).
+Both report packets/s over CPU time (user + system, the fair figure on a shared machine) and over wall time, and
+peak RSS. The ratio is freezeframe's rate over tshark's.
+
+Usage: .venv/bin/python tests/bench/bench_dissect.py [--packets 1000000] [--skip-tshark]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from freezeframe.config import cache_dir
+from freezeframe.dissect import AppTracker, ConnectionTracker
+from freezeframe.pcapio import PcapReader, PcapWriter
+
+CAPTURE_VERSION = 2  # bump when the generator changes, so a stale cached capture is rebuilt
+COPY_SPACING_NS = 2_000_000
+TSHARK_FIELDS = [
+    "frame.number", "ip.src", "ipv6.src", "ip.dst", "ipv6.dst", "ip.proto", "tcp.srcport", "tcp.dstport",
+    "udp.srcport", "udp.dstport", "tcp.stream", "tcp.analysis.flags", "tcp.analysis.retransmission",
+    "tcp.analysis.fast_retransmission", "tcp.analysis.spurious_retransmission", "tcp.analysis.out_of_order",
+    "tcp.analysis.duplicate_ack", "tcp.analysis.lost_segment", "tcp.analysis.zero_window",
+    "tcp.analysis.window_full", "tcp.analysis.keep_alive", "tcp.analysis.ack_rtt", "tcp.analysis.initial_rtt",
+    "tcp.completeness", "dns.qry.name", "dns.flags.rcode", "http.request.method", "http.response.code",
+    "tls.handshake.extensions_server_name",
+]
+
+
+def template() -> tuple[int, list[tuple[int, bytes]]]:
+    """One copy's frames (relative ns, Ethernet frame): the sample, a clean download and a lossy transfer."""
+    # Imported here: they pull in scapy, which the measured child process must not pay for.
+    from freezeframe.samples import write_sample_pcap
+    from tests.fixtures.tcp_captures import MSS, Capture, Conversation, lossy_capture
+
+    with tempfile.TemporaryDirectory() as scratch:
+        sample = Path(scratch) / "sample.pcap"
+        write_sample_pcap(sample)
+        with sample.open("rb") as stream:
+            reader = PcapReader(stream)
+            link_type = reader.link_type
+            frames = [(packet.ts_ns, packet.data) for packet in reader]
+    lossy = lossy_capture(11, conversations=1, steps=100).frames
+    bulk = Capture()
+    transfer = Conversation(bulk, 45_000, 8080, client_ip="10.244.7.7", server_ip="10.244.8.8")
+    transfer.handshake(rtt_us=400, wscale=(7, 7))
+    transfer.data(True, 300)
+    for _ in range(150):  # a download: two segments per ACK
+        bulk.tick(80)
+        transfer.data(False, MSS)
+        transfer.data(False, MSS)
+        bulk.tick(200)
+        transfer.ack(True)
+    transfer.close()
+    start = min(frames[0][0], lossy[0][0], bulk.frames[0][0])
+    merged = sorted([(ts - start, data) for ts, data in frames + lossy + bulk.frames], key=lambda frame: frame[0])
+    return link_type, merged
+
+
+def shifted(frame: bytes, copy: int) -> bytes:
+    """The frame with octets 2 and 3 of both IPv4 addresses XORed with the copy number (Ethernet + IPv4 only)."""
+    if frame[12:14] != b"\x08\x00":
+        return frame
+    hi, lo = (copy >> 8) & 0xFF, copy & 0xFF
+    data = bytearray(frame)
+    for offset in (26, 30):  # IPv4 source and destination inside an untagged Ethernet frame
+        data[offset + 1] ^= hi
+        data[offset + 2] ^= lo
+    return bytes(data)
+
+
+def build_capture(path: Path, packets: int) -> None:
+    link_type, frames = template()
+    copies = -(-packets // len(frames))
+    print(f"building {path} ({copies} copies of {len(frames)} frames)", flush=True)
+    all_frames = [(ts + copy * COPY_SPACING_NS, copy, index) for copy in range(copies)
+                  for index, (ts, _data) in enumerate(frames)]
+    all_frames.sort()
+    base_ns = 1_767_225_600 * 1_000_000_000
+    partial = path.with_suffix(".partial")
+    with partial.open("wb") as stream:
+        writer = PcapWriter(stream, link_type)
+        for ts, copy, index in all_frames:
+            writer.write(base_ns + ts, shifted(frames[index][1], copy))
+    partial.rename(path)
+
+
+def dissect_to_parquet(path: Path, out: Path) -> tuple[int, dict[str, int]]:
+    """The whole engine in this process: returns packets read and rows per table."""
+    node = "bench-node"
+    tracker = ConnectionTracker(node, AppTracker(node))
+    with path.open("rb", buffering=1 << 20) as stream:
+        reader = PcapReader(stream)
+        tracker.feed(reader.link_type, reader)
+    tables = {"connections": tracker.finish(), **tracker.app_tables()}
+    rows = {}
+    for name, table in tables.items():
+        pq.write_table(table, out / f"{name}.parquet", compression="zstd")
+        rows[name] = table.num_rows
+    return tracker.stats.packets, rows
+
+
+def measured(args: list[str], count_lines: bool) -> dict[str, float]:
+    """Runs a child; its wall and CPU seconds, peak RSS in bytes, and its stdout (or its line count)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert process.stdout is not None
+    lines = 0
+    output = b""
+    if count_lines:
+        for _line in process.stdout:
+            lines += 1
+    else:
+        output = process.stdout.read()
+    _pid, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        raise SystemExit(f"{args[:4]} failed with exit code {process.returncode}")
+    result = {"wall": time.perf_counter() - started, "cpu": usage.ru_utime + usage.ru_stime,
+              "rss": usage.ru_maxrss * 1024, "lines": lines}
+    if output:
+        result.update(json.loads(output))
+    return result
+
+
+def tshark_args(path: Path) -> list[str]:
+    tshark = shutil.which("tshark")
+    if tshark is None:
+        raise SystemExit("tshark is not installed (apt-get install tshark): it is the reference of this benchmark")
+    args = [tshark, "-n", "-r", str(path), "-T", "fields"]
+    for name in TSHARK_FIELDS:
+        args += ["-e", name]
+    return args
+
+
+def dissect_child(path: Path) -> int:
+    """The freezeframe run, in a child process: prints packets and rows as JSON."""
+    with tempfile.TemporaryDirectory() as out:
+        packets, rows = dissect_to_parquet(path, Path(out))
+    print(json.dumps({"packets": packets, "rows": rows}))
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--packets", type=int, default=1_000_000)
+    parser.add_argument("--skip-tshark", action="store_true", help="measure freezeframe only")
+    parser.add_argument("--dissect-only", type=Path, help=argparse.SUPPRESS)  # the measured child
+    options = parser.parse_args()
+    if options.dissect_only:
+        return dissect_child(options.dissect_only)
+    capture = cache_dir() / "bench" / f"dissect-v{CAPTURE_VERSION}-{options.packets}.pcap"
+    capture.parent.mkdir(parents=True, exist_ok=True)
+    if not capture.exists():
+        build_capture(capture, options.packets)
+    size = capture.stat().st_size
+    print(f"capture: {capture} ({size / 1e6:.0f} MB)")
+
+    ours = measured([sys.executable, "-m", "tests.bench.bench_dissect", "--dissect-only", str(capture)], False)
+    packets = ours["packets"]
+    print(f"freezeframe (file -> 4 Parquet tables): {packets} packets; {packets / ours['cpu'] / 1000:.0f} k packets/s "
+          f"CPU ({ours['cpu']:.1f} s), {packets / ours['wall'] / 1000:.0f} k packets/s wall ({ours['wall']:.1f} s); "
+          f"peak RSS {ours['rss'] / 1e6:.0f} MB; rows {ours['rows']}")
+    budget = 2 * size + 200e6
+    print(f"memory budget (2 x capture + 200 MB): {budget / 1e6:.0f} MB -> "
+          f"{'holds' if ours['rss'] <= budget else 'exceeded'}")
+    if options.skip_tshark:
+        return 0
+    reference = measured(tshark_args(capture), True)
+    lines = reference["lines"]
+    print(f"tshark -T fields ({len(TSHARK_FIELDS)} fields): {lines:.0f} packets; "
+          f"{lines / reference['cpu'] / 1000:.0f} k packets/s CPU ({reference['cpu']:.1f} s), "
+          f"{lines / reference['wall'] / 1000:.0f} k packets/s wall ({reference['wall']:.1f} s); "
+          f"peak RSS {reference['rss'] / 1e6:.0f} MB")
+    cpu_ratio = (packets / ours["cpu"]) / (lines / reference["cpu"])
+    wall_ratio = (packets / ours["wall"]) / (lines / reference["wall"])
+    print(f"ratio freezeframe / tshark: {cpu_ratio:.1f}x by CPU time, {wall_ratio:.1f}x by wall time (target >= 10x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
