@@ -81,11 +81,11 @@ def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | 
         if hold is not None:
             # The hold goes before the listing: a segment uploaded after it is then caught by the segment indexer.
             open_hold(settings, s3, hold)
-        index_future = aux.submit(segment_index.load, settings, s3, request.scope.cluster, request.window_start_ns,
-                                  request.window_end_ns)
         objects_future = aux.submit(k8s_context.read_window, settings, s3, request.scope.cluster,
                                     request.window_start_ns, request.window_end_ns)
         nodes = scope_nodes(request, objects_future)
+        index_future = aux.submit(segment_index.load, settings, s3, request.scope.cluster, request.window_start_ns,
+                                  request.window_end_ns, nodes)
         prefixes = hour_prefixes(request.scope.cluster, request.window_start_ns, request.window_end_ns)
         if nodes:
             # A scope that names (or resolves to) nodes lists only their folders, not every node's segments.

@@ -19,7 +19,7 @@ from typing import Any
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
-from freezeframe.keys import HOUR_NS, index_batch_key, index_gap_key, index_prefixes
+from freezeframe.keys import HOUR_NS, check_name, index_batch_key, index_gap_key, index_prefixes
 from freezeframe.models import SegmentRecord
 
 INDEX_SCHEMA = "freezeframe.segment-index/v1"
@@ -61,11 +61,14 @@ def write_gaps(settings: Settings, s3: Any, gaps: Iterable[Mapping[str, Any]]) -
     return keys
 
 
-def load(settings: Settings, s3: Any, cluster: str, start_ns: int, end_ns: int
+def load(settings: Settings, s3: Any, cluster: str, start_ns: int, end_ns: int, nodes: Iterable[str] = ()
          ) -> tuple[dict[tuple[str, str], SegmentRecord], list[dict[str, Any]]]:
-    """(key, version id) -> record for every indexed segment of the window's hours, and the gap records there."""
-    keys = [k for prefix in index_prefixes(cluster, start_ns, end_ns)
-            for k in s3io.list_keys(s3, settings.evidence_bucket, prefix)]
+    """(key, version id) -> record for every indexed segment of the window's hours, and the gap records there: of
+    `nodes` only when given (an hour of a large cluster indexes every node's segments), else of every node."""
+    prefixes = index_prefixes(cluster, start_ns, end_ns)
+    if nodes:
+        prefixes = [f"{prefix}{check_name('node', node)}/" for prefix in prefixes for node in sorted(set(nodes))]
+    keys = [k for prefix in prefixes for k in s3io.list_keys(s3, settings.evidence_bucket, prefix)]
     with ThreadPoolExecutor(max_workers=8) as pool:
         documents = list(pool.map(lambda k: s3io.get_bytes(s3, settings.evidence_bucket, k), keys))
     out: dict[tuple[str, str], SegmentRecord] = {}
