@@ -81,11 +81,16 @@ def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | 
         if hold is not None:
             # The hold goes before the listing: a segment uploaded after it is then caught by the segment indexer.
             open_hold(settings, s3, hold)
-        objects_future = aux.submit(k8s_context.read_window, settings, s3, request.scope.cluster,
-                                    request.window_start_ns, request.window_end_ns)
+        def read_context() -> Future[list[k8s_context.ContextObject]]:
+            return aux.submit(k8s_context.read_window, settings, s3, request.scope.cluster, request.window_start_ns,
+                              request.window_end_ns)
+
+        # The listing goes out first: the first lock waits for its first page (and the manifest check), while the
+        # segment index is needed only once a version is locked and the Kubernetes context only at the end, unless
+        # a namespace/pod scope needs the context to find its nodes.
+        objects_future = read_context() if _needs_context(request) else None
         nodes = scope_nodes(request, objects_future)
-        index_future = aux.submit(segment_index.load, settings, s3, request.scope.cluster, request.window_start_ns,
-                                  request.window_end_ns, nodes)
+        index_future: Future[tuple[dict[tuple[str, str], SegmentRecord], list[dict[str, Any]]]] = Future()
         prefixes = hour_prefixes(request.scope.cluster, request.window_start_ns, request.window_end_ns)
         if nodes:
             # A scope that names (or resolves to) nodes lists only their folders, not every node's segments.
@@ -105,6 +110,9 @@ def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | 
                         locks.append(future)
 
         listed = listers.map(list_and_lock, prefixes)
+        _forward(aux.submit(segment_index.load, settings, s3, request.scope.cluster, request.window_start_ns,
+                            request.window_end_ns, nodes), index_future)
+        context_objects = objects_future or read_context()
         existing = existing_future.result()
         if existing is not None:
             list(listed)  # the lock tasks return at once: see lock()
@@ -112,7 +120,7 @@ def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | 
         # The context of every node, not only the scope's: the peers of the frozen traffic run elsewhere, and their
         # IPs must resolve to pods too.
         context_future = aux.submit(lambda: k8s_context.preserve(settings, s3, request.incident_id,
-                                                                 objects_future.result(), request.lock.mode,
+                                                                 context_objects.result(), request.lock.mode,
                                                                  request.lock.retain_until))
         list(listed)
         entries = [entry for entry in (future.result() for future in locks) if entry is not None]
@@ -147,11 +155,29 @@ def _already_frozen(request: FreezeRequest, key: str, existing: dict[str, Any]) 
     return FreezeResult(request.incident_id, key, len(existing["segments"]), nodes, created=False)
 
 
-def scope_nodes(request: FreezeRequest, context: Future[list[k8s_context.ContextObject]]) -> tuple[str, ...]:
+def _needs_context(request: FreezeRequest) -> bool:
+    """Whether the scope's nodes come from the Kubernetes context: a namespace/pod scope that names no nodes."""
+    scope = request.scope
+    return not scope.nodes and bool(scope.namespaces or scope.pods)
+
+
+def _forward(source: Future[Any], target: Future[Any]) -> None:
+    """Completes `target` with `source`'s result or exception once `source` is done."""
+    def done(finished: Future[Any]) -> None:
+        error = finished.exception()
+        if error is not None:
+            target.set_exception(error)
+        else:
+            target.set_result(finished.result())
+
+    source.add_done_callback(done)
+
+
+def scope_nodes(request: FreezeRequest, context: Future[list[k8s_context.ContextObject]] | None) -> tuple[str, ...]:
     """The nodes to freeze: the scope's own, or, for a namespace/pod scope, the nodes where those pods ran according
     to the Kubernetes context; empty (every node) when nothing narrows it, because over-freezing loses nothing."""
     scope = request.scope
-    if scope.nodes or not (scope.namespaces or scope.pods):
+    if not _needs_context(request) or context is None:
         return scope.nodes
     resolved = k8s_context.nodes_in(k8s_context.records_of(context.result()), scope.namespaces, scope.pods)
     if not resolved:
