@@ -97,8 +97,11 @@ def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | 
             prefixes = [f"{prefix}{check_name('node', node)}/" for prefix in prefixes for node in nodes]
 
         def lock(candidate: Candidate) -> ManifestEntry | None:
-            if existing_future.result() is not None:
-                return None  # a retry of a finished freeze: nothing to lock again
+            # A lock never waits for the manifest check: re-applying a finished freeze's own retention changes
+            # nothing (and a hold or legal hold was settled above), so only once the check has answered does a
+            # retry of a finished freeze skip the rest.
+            if existing_future.done() and existing_future.result() is not None:
+                return None
             return _lock_one(settings, s3, request, candidate,
                              lambda: index_future.result()[0].get((candidate.key, candidate.version_id)))
 
@@ -115,7 +118,9 @@ def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | 
         context_objects = objects_future or read_context()
         existing = existing_future.result()
         if existing is not None:
-            list(listed)  # the lock tasks return at once: see lock()
+            list(listed)
+            for future in locks:
+                future.result()  # the locks already under way; the rest return at once (see lock())
             return _already_frozen(request, key, existing)
         # The context of every node, not only the scope's: the peers of the frozen traffic run elsewhere, and their
         # IPs must resolve to pods too.
