@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import secrets
+import signal
 import statistics
 import sys
 import tempfile
@@ -174,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="100,1000,10000")
     parser.add_argument("--trials", type=int, default=50)
     args = parser.parse_args(argv)
+    # A SIGTERM (Ctrl-C's sibling from a job runner) unwinds through the finally below, so LocalStack stops too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workdir = Path(tempfile.mkdtemp(prefix="ff-bench-freeze-"))
     ensure_localstack()
     endpoint = start_localstack(workdir / "s3")
