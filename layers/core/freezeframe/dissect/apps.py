@@ -193,6 +193,13 @@ class AppTracker:
             return _AppFlow(outbound, self.http.stream(flow, outbound))
         return IGNORED
 
+    def close(self) -> None:
+        """Forgets every row and connection (see ``ConnectionTracker.close``)."""
+        self.http.close()
+        self.dns = DnsTracker(self.stats)
+        self.http = HttpTracker(self.stats)
+        self.tls = TlsTracker(self.stats)
+
     def finish(self, identify: Callable[[Any], FlowIdentity]) -> dict[str, pa.Table]:
         return {"dns": self.dns.finish(self.node, identify), "http": self.http.finish(self.node, identify),
                 "tls": self.tls.finish(self.node, identify)}

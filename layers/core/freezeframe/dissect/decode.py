@@ -55,9 +55,10 @@ _ipv6 = struct.Struct("!B3xHB1x16s16s").unpack_from  # version, payload length, 
 _tcp = struct.Struct("!HHIIBBH").unpack_from  # ports, seq, ack, data offset (+AE), control bits, window
 _udp = struct.Struct("!HH").unpack_from
 # The commonest frame, Ethernet II + IPv4 without options + TCP, in one unpack: ethertype, version/IHL, total length,
-# flags/fragment offset, protocol, src, dst, ports, seq, ack, data offset, control bits, window. Callers check the
-# fixed fields and fall back to ``decode`` for anything else, so both paths give the same result.
-ETHERNET_IPV4_TCP = struct.Struct("!12xHBxHxxHxB2x4s4sHHIIBBH")
+# flags/fragment offset, protocol, seq, ack, data offset, control bits, window. The addresses and ports (bytes 26-38)
+# are sliced by the caller as one key. Callers check the fixed fields and fall back to ``decode`` for anything else,
+# so both paths give the same result.
+ETHERNET_IPV4_TCP = struct.Struct("!12xHBxHxxHxB14xIIBBH")
 ETHERNET_IPV4_TCP_LEN = ETHERNET_IPV4_TCP.size  # 54
 
 

@@ -292,6 +292,11 @@ class HttpTracker:
         self._connections.append(connection)
         return connection
 
+    def close(self) -> None:
+        """Forgets every row and connection (a connection refers back to this tracker)."""
+        self.rows.clear()
+        self._connections.clear()
+
     def finish(self, node: str, identify: Callable[[Any], FlowIdentity]) -> pa.Table:
         for connection in self._connections:  # bodies cut short by the end of the capture: bytes seen so far
             for side in connection.directions:

@@ -35,7 +35,7 @@ from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
 from freezeframe.dissect.apps import AppTracker
 from freezeframe.dissect.chunks import Chunk, concat_sorted, merge_connections, plan_chunks, remap_conn_ids
-from freezeframe.dissect.connections import ConnectionTracker
+from freezeframe.dissect.connections import ConnectionTracker, collector_paused
 from freezeframe.dissect.enrich import IpTimeline, enrich
 from freezeframe.dissect.problems import APP_KINDS, DECODE_KINDS, SegmentProblems, SegmentRef
 from freezeframe.errors import CaptureFormatError, SegmentCorruptError
@@ -132,20 +132,20 @@ def dissect_segments(node: str, segments: Sequence[SegmentSource], chunk: Chunk 
                 continue
             decode_before, app_before = tracker.stats.as_dict(), app.stats.as_dict()
             if chunk is None:
-                for link_type, packets in reader.runs():
-                    tracker.feed(link_type, packets)
+                tracker.feed_runs(reader.runs())
             else:
                 low, high = chunk.start_ns, chunk.end_ns
-                for link_type, packets in reader.runs():
-                    inside = [packet for packet in packets if low <= packet.ts_ns < high]
-                    if inside:
-                        tracker.feed(link_type, inside)
+                tracker.feed_runs((link_type, [packet for packet in packets if low <= packet.ts_ns < high])
+                                  for link_type, packets in reader.runs())
             if _owns_segment(chunk, segment.ref):
                 problems.add_reader(segment.ref, reader)
             problems.add_counters(segment.ref, "decode", DECODE_KINDS, decode_before, tracker.stats.as_dict())
             problems.add_counters(segment.ref, "app", APP_KINDS, app_before, app.stats.as_dict())
     stats = {**tracker.stats.as_dict(), **app.stats.as_dict()}
-    return EngineResult({"connections": tracker.finish(), **tracker.app_tables()}, problems, stats, corrupt)
+    with collector_paused():
+        tables = {"connections": tracker.finish(), **tracker.app_tables()}
+    tracker.close()  # breaks the flow <-> handler cycles so reference counting frees them at once
+    return EngineResult(tables, problems, stats, corrupt)
 
 
 def _owns_segment(chunk: Chunk | None, ref: SegmentRef) -> bool:

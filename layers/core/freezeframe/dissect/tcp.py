@@ -75,6 +75,7 @@ _MASK64 = 0xFFFFFFFFFFFFFFFF
 _HALF = 0x80000000
 _SFR = TH_SYN | TH_FIN | TH_RST
 _SF = TH_SYN | TH_FIN
+_SFRA = TH_SYN | TH_FIN | TH_RST | TH_ACK
 _SYN_ACK = TH_SYN | TH_ACK
 _RETRANSMITTED = A_RETRANSMISSION | A_FAST_RETRANSMISSION | A_SPURIOUS_RETRANSMISSION
 
@@ -195,8 +196,82 @@ class TcpAnalysis:
         else:
             fwd = self.in_
             rev = self.out
-        ta = 0
         fwd_next = fwd.nextseq
+        if (seq == fwd_next and fwd_next and window and flags & _SFRA == TH_ACK and (seglen or ack != fwd.lastack)
+                and (seglen != 1 or rev.window)):
+            # Fast path for the overwhelmingly common segment: ACK without SYN, FIN or RST, exactly at the next
+            # expected sequence, a non-zero window, and either payload or a new ACK number. It gives the same result
+            # as the general path below, evaluating only the checks that can still flag such a segment (window
+            # full, ACK of a segment not captured, spurious retransmission); tests/unit/dissect compares both.
+            ta = 0
+            if ack != fwd.lastack:
+                fwd.dupacknum = 0
+            rev_max = rev.maxseqtobeacked
+            if rev_max and ((rev_max - ack) & _MASK) >= _HALF:
+                ta = A_ACK_LOST_PACKET
+                rev.maxseqtobeacked = rev.nextseq
+            if seglen:
+                end = (seq + seglen) & _MASK
+                rev_lastack = rev.lastack
+                scale = rev.win_scale
+                if scale != WS_UNKNOWN:
+                    shift = 0 if rev.window_from_syn or scale == WS_NONE else scale
+                    if end == (rev_lastack + ((rev.window << shift) & _MASK)) & _MASK:
+                        ta |= A_WINDOW_FULL
+                if rev_lastack and (end == rev_lastack or ((end - rev_lastack) & _MASK) >= _HALF):
+                    ta |= A_SPURIOUS_RETRANSMISSION
+                segments = fwd.segments
+                if len(segments) < MAX_UNACKED_SEGMENTS:
+                    if segments and ((segments[-1][1] - end) & _MASK) < _HALF:
+                        fwd.ascending = False
+                    segments.append([seq, end, ts])
+                fwd.nextseq = end  # seglen < 2^31: the segment always advances nextseq
+                fwd.nextseq_ns = ts
+            maxseqtobeacked = fwd.maxseqtobeacked
+            if seq == maxseqtobeacked or not maxseqtobeacked:
+                fwd.maxseqtobeacked = fwd.nextseq
+            fwd.window = window
+            fwd.window_from_syn = False
+            fwd.lastack = ack
+            fwd.lastack_ns = ts
+            fwd.lastsegmentflags = ta
+            segments = rev.segments
+            if segments:
+                newest = segments[-1]
+                if rev.ascending and (ack == newest[1] or ((newest[1] - ack) & _MASK) >= _HALF):
+                    segments.clear()
+                    if ack == newest[1] and ts != newest[2]:
+                        sample = ts - newest[2]  # _rtt, inlined: most ACKs of a transfer take a sample
+                        if self.rtt_samples:
+                            self.rtt_jitter_sum_ns += abs(sample - self.rtt_last_ns)
+                            if sample < self.rtt_min_ns:
+                                self.rtt_min_ns = sample
+                            if sample > self.rtt_max_ns:
+                                self.rtt_max_ns = sample
+                        else:
+                            self.rtt_min_ns = self.rtt_max_ns = sample
+                        self.rtt_samples += 1
+                        self.rtt_sum_ns += sample
+                        self.rtt_last_ns = sample
+                else:
+                    self._acknowledge(rev, ack, ts)
+            if not self.first_rtt_ns and self.mru_syn_ns:
+                self.first_rtt_ns = ts - self.mru_syn_ns
+            if seglen:
+                bits = _H_DATA
+                self.payload_bytes += seglen
+                self.payload_segments += 1
+                if self.first_data_ns < 0:
+                    self.first_data_ns = ts
+            else:
+                bits = _H_ACK
+            if ta:
+                bits |= self._count(outbound, ta, seglen)
+            new = bits & ~(self.seen_out if outbound else self.seen_in)
+            if new:
+                self._history(outbound, new)
+            return ta
+        ta = 0
         # seq relative to the next expected one: GT_SEQ(seq, nextseq) is 0 < ahead <= 2^31, LT_SEQ is >= 2^31.
         ahead = (seq - fwd_next) & _MASK
         if seglen == 1 and not ahead and rev.window == 0:
