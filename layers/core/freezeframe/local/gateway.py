@@ -55,6 +55,10 @@ class LocalGateway:
         self.settings = config
         self._names = function_names(config)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lambda-async")
+        # The dissection state machine's stand-in runs beside the functions, not in their pool: in AWS a Step
+        # Functions execution takes no concurrency from the freeze function, so a long dissection (and its report)
+        # must not queue the next incident's freeze behind it.
+        self._machines = ThreadPoolExecutor(max_workers=2, thread_name_prefix="state-machine")
         self._lock = threading.Lock()
         self.invocations: list[Invocation] = []
         gateway = self
@@ -91,6 +95,7 @@ class LocalGateway:
         self._server.shutdown()
         self._server.server_close()
         self._pool.shutdown(wait=True, cancel_futures=False)
+        self._machines.shutdown(wait=True, cancel_futures=False)
 
     def wait_idle(self, timeout_s: float) -> bool:
         """True once no async invocation is queued or running (tests and the demo wait on this in-process)."""
@@ -107,7 +112,7 @@ class LocalGateway:
         invocation = Invocation(request_id=LocalContext(folder).aws_request_id, function=folder, state="queued")
         with self._lock:
             self.invocations.append(invocation)
-        self._pool.submit(self._run_async, invocation, payload)
+        self._pool_of(folder).submit(self._run_async, invocation, payload)
         return invocation
 
     def _run_async(self, invocation: Invocation, payload: dict[str, Any]) -> None:
@@ -135,6 +140,9 @@ class LocalGateway:
             return
         invocation.state, invocation.error, invocation.finished = "succeeded", None, time.time()
 
+    def _pool_of(self, folder: str) -> ThreadPoolExecutor:
+        return self._machines if folder == DISSECTION else self._pool
+
     def _run_dissection(self, payload: dict[str, Any], context: LocalContext) -> dict[str, Any]:
         """The dissection state machine, locally: the dissect function for each node with the Map's retries (a
         corrupt segment is not retried), then the finalize function with every node's outcome, as in AWS."""
@@ -151,7 +159,7 @@ class LocalGateway:
 
     def _resubmit(self, invocation: Invocation, payload: dict[str, Any]) -> None:
         try:
-            self._pool.submit(self._run_async, invocation, payload)
+            self._pool_of(invocation.function).submit(self._run_async, invocation, payload)
         except RuntimeError:  # the gateway is shutting down: what is left is dead-lettered, never dropped silently
             invocation.state, invocation.finished = "failed", time.time()
             self._dead_letter(invocation, payload)
