@@ -81,6 +81,7 @@ def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | 
         if hold is not None:
             # The hold goes before the listing: a segment uploaded after it is then caught by the segment indexer.
             open_hold(settings, s3, hold)
+
         def read_context() -> Future[list[k8s_context.ContextObject]]:
             return aux.submit(k8s_context.read_window, settings, s3, request.scope.cluster, request.window_start_ns,
                               request.window_end_ns)
