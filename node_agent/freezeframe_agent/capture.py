@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from freezeframe.errors import CaptureFormatError, FreezeframeError
 from freezeframe.pcapio import GLOBAL_HEADER_LEN, Packet, PcapReader, parse_global_header
@@ -99,6 +99,20 @@ class _Sink(Protocol):
 
 class _Heartbeat(Protocol):
     def beat(self) -> None: ...
+
+
+def drain(items: queue.Queue[Any], tick_s: float) -> Iterator[Any]:
+    """A capture thread's queue as a source's items: None on every `tick_s` without one (the heartbeat, and the
+    segmenter's chance to close an idle segment on time), ending at the None the thread puts last."""
+    while True:
+        try:
+            item = items.get(timeout=tick_s)
+        except queue.Empty:
+            yield None
+            continue
+        if item is None:
+            return
+        yield item
 
 
 def record(source: Source, segmenter: _Sink, heartbeat: _Heartbeat, *, live: bool,
@@ -326,16 +340,7 @@ class TcpdumpSource:
                     return
 
     def packets(self) -> Iterator[RecordChunk | None]:
-        get = self._queue.get
-        while True:
-            try:
-                item = get(timeout=self._tick_s)
-            except queue.Empty:
-                yield None
-                continue
-            if item is None:
-                return
-            yield item
+        return drain(self._queue, self._tick_s)
 
     def stop(self) -> None:
         """Asks tcpdump to finish (it flushes and prints its final counts); does not wait."""

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from freezeframe.pcapio import LINKTYPE_ETHERNET, Packet
-from freezeframe_agent.capture import AgentDrops, CaptureEngineError
+from freezeframe_agent.capture import AgentDrops, CaptureEngineError, drain
 
 logger = logging.getLogger(__name__)
 SOL_PACKET = 263
@@ -180,16 +180,7 @@ class ScapySource:
         self._drop_readings.append((self._clock_ns(), self._kernel_total))
 
     def packets(self) -> Iterator[Packet | AgentDrops | None]:
-        get = self._queue.get
-        while True:
-            try:
-                item = get(timeout=self._tick_s)
-            except queue.Empty:
-                yield None
-                continue
-            if item is None:
-                return
-            yield item
+        return drain(self._queue, self._tick_s)
 
     def stop(self) -> None:
         self._stop.set()
