@@ -101,6 +101,15 @@ class _Heartbeat(Protocol):
     def beat(self) -> None: ...
 
 
+def drops_at(readings: deque[tuple[int, int]], ts_ns: int) -> int:
+    """The last running total of kernel drops observed at or before `ts_ns` in `readings` of
+    (observed_ns, running total), oldest first; 0 before the first."""
+    for observed_ns, total in reversed(readings):
+        if observed_ns <= ts_ns:
+            return total
+    return 0
+
+
 def drain(items: queue.Queue[Any], tick_s: float) -> Iterator[Any]:
     """A capture thread's queue as a source's items: None on every `tick_s` without one (the heartbeat, and the
     segmenter's chance to close an idle segment on time), ending at the None the thread puts last."""
@@ -277,10 +286,7 @@ class TcpdumpSource:
 
     def kernel_drops_until(self, ts_ns: int) -> int:
         """The running total as observed at or before `ts_ns` (wall clock)."""
-        for observed_ns, total in reversed(self._drop_readings):
-            if observed_ns <= ts_ns:
-                return total
-        return 0
+        return drops_at(self._drop_readings, ts_ns)
 
     def engine_silence_s(self) -> float | None:
         """Seconds since tcpdump last answered a stats request; None before the first answer. A stopped or wedged

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from freezeframe.pcapio import LINKTYPE_ETHERNET, Packet
-from freezeframe_agent.capture import AgentDrops, CaptureEngineError, drain
+from freezeframe_agent.capture import AgentDrops, CaptureEngineError, drain, drops_at
 
 logger = logging.getLogger(__name__)
 SOL_PACKET = 263
@@ -86,10 +86,7 @@ class ScapySource:
         return self._kernel_total
 
     def kernel_drops_until(self, ts_ns: int) -> int:
-        for observed_ns, total in reversed(self._drop_readings):
-            if observed_ns <= ts_ns:
-                return total
-        return 0
+        return drops_at(self._drop_readings, ts_ns)
 
     def engine_silence_s(self) -> float | None:
         """Seconds since the reader loop last came round (it does at least every tick, packets or not)."""
