@@ -15,12 +15,14 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
+from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.bus import KafkaBus
 from freezeframe.config import Settings
+from freezeframe.local.kafka import create_topics
 from freezeframe.pcapio import LINKTYPE_ETHERNET, PcapWriter
 from tests.fixtures.waiting import until
 
@@ -210,3 +212,25 @@ def helpers() -> Any:
         until = staticmethod(functools.partial(until, poll_s=0.2))  # S3 and Kafka are polled, not spun on
 
     return Helpers
+
+
+class ProxiedS3(NamedTuple):
+    """The agent's settings with S3 behind a proxy the test can cut, and a client that bypasses the proxy."""
+
+    config: Settings
+    endpoint: TcpProxy
+    direct: Any
+
+
+@pytest.fixture
+def proxied_s3(local: Any, proxy: Callable[[str], TcpProxy]) -> Callable[..., ProxiedS3]:
+    """`proxied_s3(**changes)`: the `local` settings (with `changes`, 1 s segments by default) with S3 behind a
+    fresh proxy, a direct S3 client for checking, and the segments topic created."""
+    def make(**changes: Any) -> ProxiedS3:
+        config, _, _ = local
+        endpoint = proxy(config.s3_endpoint)
+        proxied = config.with_(**{"segment_seconds": 1.0, **changes, "s3_endpoint": endpoint.url})
+        create_topics(proxied.kafka_bootstrap, [proxied.segments_topic])
+        return ProxiedS3(proxied, endpoint, s3io.client(config))
+
+    return make

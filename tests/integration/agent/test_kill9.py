@@ -17,9 +17,7 @@ from typing import Any
 
 import pytest
 
-from freezeframe.adapters import s3 as s3io
 from freezeframe.config import ENV_AGENT_HTTP_PORT, env_overrides
-from freezeframe.local.kafka import create_topics
 
 pytestmark = pytest.mark.integration
 
@@ -53,12 +51,8 @@ class AgentProcess:
 
 
 def test_kill_9_during_an_upload_then_restart_loses_and_duplicates_nothing(
-        local: Any, udp_capture: Any, proxy: Any, helpers: Any) -> None:
-    config, _, _ = local
-    endpoint = proxy(config.s3_endpoint)
-    config = config.with_(s3_endpoint=endpoint.url, segment_seconds=1.0)
-    direct = s3io.client(config.with_(s3_endpoint=local[0].s3_endpoint))
-    create_topics(config.kafka_bootstrap, [config.segments_topic])
+        proxied_s3: Any, udp_capture: Any, helpers: Any) -> None:
+    config, endpoint, direct = proxied_s3()
     capture = udp_capture(seconds=20, rate_pps=25)
     env = {**os.environ, **env_overrides(config), ENV_AGENT_HTTP_PORT: "0", "PYTHONUNBUFFERED": "1"}
 

@@ -85,12 +85,8 @@ def test_kafka_stopped_and_restarted_mid_run_loses_and_duplicates_nothing(
 
 
 def test_s3_unreachable_mid_run_loses_and_duplicates_nothing(
-        local: Any, udp_capture: Any, proxy: Any, helpers: Any) -> None:
-    config, _, _ = local
-    endpoint = proxy(config.s3_endpoint)
-    config = config.with_(s3_endpoint=endpoint.url, segment_seconds=1.0)
-    direct = s3io.client(config.with_(s3_endpoint=local[0].s3_endpoint))
-    create_topics(config.kafka_bootstrap, [config.segments_topic])
+        proxied_s3: Any, udp_capture: Any, helpers: Any) -> None:
+    config, endpoint, direct = proxied_s3()
     capture = udp_capture(seconds=20, rate_pps=25)
     agent = AgentThread(config, capture.path, s3io.client(config))
     helpers.until(lambda: len(helpers.s3_versions(direct, config)) >= 3, 30, "segments in S3")
@@ -111,13 +107,9 @@ def test_s3_unreachable_mid_run_loses_and_duplicates_nothing(
 
 
 def test_a_full_spool_during_an_s3_outage_reports_the_evicted_segments_while_s3_is_still_down(
-        local: Any, udp_capture: Any, proxy: Any, helpers: Any) -> None:
-    config, _, _ = local
-    endpoint = proxy(config.s3_endpoint)
+        proxied_s3: Any, udp_capture: Any, helpers: Any) -> None:
     # About three one-second segments of 25 x 242-byte frames fit: the rest of a 12 s outage has to be evicted.
-    config = config.with_(s3_endpoint=endpoint.url, segment_seconds=1.0, spool_max_bytes=20_000)
-    direct = s3io.client(config.with_(s3_endpoint=local[0].s3_endpoint))
-    create_topics(config.kafka_bootstrap, [config.segments_topic])
+    config, endpoint, direct = proxied_s3(spool_max_bytes=20_000)
     capture = udp_capture(seconds=12, rate_pps=25)
     endpoint.down()
     agent = AgentThread(config, capture.path, s3io.client(config))
