@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from freezeframe.config import cache_dir
 from freezeframe.dissect import AppTracker, ConnectionTracker
+from freezeframe.dissect.batch import feed_batches
 from freezeframe.dissect.connections import collector_paused
 from freezeframe.pcapio import PcapReader, PcapWriter, open_capture
 
@@ -113,8 +114,9 @@ def dissect_to_parquet(path: Path, out: Path) -> tuple[int, dict[str, int]]:
     node = "bench-node"
     tracker = ConnectionTracker(node, AppTracker(node))
     with path.open("rb") as stream:
-        # open_capture is the reader the dissection job uses (format detection, bounded chunks, damage counted).
-        tracker.feed_runs(open_capture(stream).runs())
+        # open_capture and feed_batches are what the dissection job runs (format detection, bounded batches, damage
+        # counted; the batched hot path).
+        feed_batches(tracker, open_capture(stream).record_batches())
     tables = {"connections": tracker.finish(), **tracker.app_tables()}
     rows = {}
     for name, table in tables.items():

@@ -189,6 +189,24 @@ MAX_TS_NS = (1 << 63) - 1  # timestamps are stored as signed 64-bit nanoseconds
 PacketRun = tuple[int, list[Packet]]
 """A link type and consecutive packets that share it."""
 
+# Record batches (the vectorised dissection input) span about this many bytes of the stream.
+BATCH_BYTES = 16 << 20
+
+
+class RecordBatch(NamedTuple):
+    """Consecutive whole, sane pcap records sharing a link type, left in the bytes they were read into.
+
+    ``starts`` are the offsets of the 16-byte record headers in ``buf`` (pcap layout, ``byte_order``, fractions in
+    ns when ``nanosecond`` else in µs): the vectorised dissection path gathers every header field from them at
+    once instead of building a ``Packet`` per record. pcapng packets are re-encoded into this layout.
+    """
+
+    link_type: int
+    buf: bytes
+    starts: list[int]
+    byte_order: str
+    nanosecond: bool
+
 
 @dataclass(slots=True)
 class ReadProblem:
@@ -311,6 +329,25 @@ class CaptureReader:
         """Consecutive packets sharing a link type, at most ``max_packets`` (and about 1 MiB) at a time."""
         raise NotImplementedError
 
+    def record_batches(self, max_bytes: int = BATCH_BYTES) -> Iterator[RecordBatch]:
+        """The packets of ``runs()`` as record batches of about ``max_bytes``: they re-encoded as pcap records."""
+        link_type = -1
+        parts: list[bytes] = []
+        starts: list[int] = []
+        size = 0
+        for run_link, packets in self.runs():
+            if run_link != link_type or size >= max_bytes:
+                if starts:
+                    yield RecordBatch(link_type, b"".join(parts), starts, "<", True)
+                link_type, parts, starts, size = run_link, [], [], 0
+            for ts_ns, orig_len, data in packets:
+                starts.append(size)
+                record = encode_record(ts_ns, data, orig_len)
+                parts.append(record)
+                size += len(record)
+        if starts:
+            yield RecordBatch(link_type, b"".join(parts), starts, "<", True)
+
     def __iter__(self) -> Iterator[Packet]:
         for _link_type, packets in self.runs():
             yield from packets
@@ -432,29 +469,78 @@ class PcapFileReader(CaptureReader):
                 yield link_type, batch
                 batch = []
             # Slow path: refill, or judge the header that stopped the fast path.
-            if not self._fill(RECORD_HEADER_LEN):
-                if len(self._buf) > self._pos:
-                    self.problem("truncated", self.offset, "the stream ends inside a record header")
+            go_on, packet = self._general_record()
+            if packet is not None:
+                yield link_type, [packet]
+            if not go_on:
                 return
-            sec, frac, incl_len, orig_len = unpack(self._buf, self._pos)
-            if incl_len > MAX_RECORD_LEN or frac >= frac_limit:
-                self.problem("bad_record_header", self.offset,
-                             f"record header with captured length {incl_len} and fraction {frac}")
-                if not self._resync():
-                    return
-                continue
-            if not self._fill(RECORD_HEADER_LEN + incl_len):
-                self.problem("truncated", self.offset, f"the stream ends inside a record of {incl_len} bytes")
+
+    def record_batches(self, max_bytes: int = BATCH_BYTES) -> Iterator[RecordBatch]:
+        """Batches of whole, sane records straight from the read buffer, each record header read once.
+
+        The walk judges each record as the fast path of ``runs()`` does and keeps only its offset; a record that
+        needs a decision (bad lengths, truncation, garbage to resynchronise past) goes to the same general path as
+        in ``runs()``, and a packet kept from there comes as a one-record batch.
+        """
+        unpack = self._record.unpack_from
+        link_type = self.header.link_type
+        order, nanosecond = self.header.byte_order, self.header.nanosecond
+        frac_limit = self._frac_limit
+        while True:
+            self._fill_window(max_bytes)
+            buf, pos = self._buf, self._pos
+            size = len(buf)
+            limit = size - RECORD_HEADER_LEN
+            starts: list[int] = []
+            append = starts.append
+            limit = min(limit, pos + max_bytes - 1)  # a batch holds at least one record, then about max_bytes
+            while pos <= limit:
+                sec, frac, incl_len, orig_len = unpack(buf, pos)
+                end = pos + RECORD_HEADER_LEN + incl_len
+                if end > size or incl_len > MAX_RECORD_LEN or frac >= frac_limit or \
+                        not incl_len <= orig_len <= MAX_ORIG_LEN:
+                    break
+                append(pos)
+                pos = end
+            self._pos = pos
+            if starts:
+                self._last_sec = unpack(buf, starts[-1])[0]
+                self.packets += len(starts)
+                yield RecordBatch(link_type, buf, starts, order, nanosecond)
+            go_on, packet = self._general_record()
+            if packet is not None:
+                yield RecordBatch(link_type, encode_record(packet.ts_ns, packet.data, packet.orig_len), [0], "<", True)
+            if not go_on:
                 return
-            if not incl_len <= orig_len <= MAX_ORIG_LEN:
-                # The data is there and framed: keep the packet, count the field, trust the captured length.
-                self.problem("bad_original_length", self.offset,
-                             f"original length {orig_len} with captured length {incl_len}")
-                start = self._pos + RECORD_HEADER_LEN
-                self._pos = start + incl_len
-                self._last_sec = sec
-                self.packets += 1
-                yield link_type, [Packet(sec * 1_000_000_000 + frac * scale, incl_len, self._buf[start:self._pos])]
+
+    def _general_record(self) -> tuple[bool, Packet | None]:
+        """Judges the record where a fast walk stopped: whether reading goes on, and a packet kept despite damage.
+
+        Most stops are just the end of the buffer: the record is completed from the stream and the walk resumes.
+        """
+        unpack = self._record.unpack_from
+        if not self._fill(RECORD_HEADER_LEN):
+            if len(self._buf) > self._pos:
+                self.problem("truncated", self.offset, "the stream ends inside a record header")
+            return False, None
+        sec, frac, incl_len, orig_len = unpack(self._buf, self._pos)
+        if incl_len > MAX_RECORD_LEN or frac >= self._frac_limit:
+            self.problem("bad_record_header", self.offset,
+                         f"record header with captured length {incl_len} and fraction {frac}")
+            return self._resync(), None
+        if not self._fill(RECORD_HEADER_LEN + incl_len):
+            self.problem("truncated", self.offset, f"the stream ends inside a record of {incl_len} bytes")
+            return False, None
+        if incl_len <= orig_len <= MAX_ORIG_LEN:
+            return True, None
+        # The data is there and framed: keep the packet, count the field, trust the captured length.
+        self.problem("bad_original_length", self.offset, f"original length {orig_len} with captured length {incl_len}")
+        start = self._pos + RECORD_HEADER_LEN
+        self._pos = start + incl_len
+        self._last_sec = sec
+        self.packets += 1
+        scale = 1 if self.header.nanosecond else 1000
+        return True, Packet(sec * 1_000_000_000 + frac * scale, incl_len, self._buf[start:self._pos])
 
 
 class PcapngReader(CaptureReader):

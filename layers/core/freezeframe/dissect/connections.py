@@ -193,6 +193,9 @@ class ConnectionTracker:
         self._names: dict[bytes, str] = {}
         # identify() results; a flow's identity (its first_ns) changes only while feeding, which empties this.
         self._identities: dict[_Flow, FlowIdentity] = {}
+        # Keys of the conversations whose acknowledgement tracking the batched path (dissect.batch) does for the
+        # batch being fed: a conversation it opens starts with that tracking off.
+        self._batch_keys: set[bytes] = set()
 
     def feed(self, link_type: int, packets: Iterable[Packet]) -> None:
         """Account one capture segment's packets, in capture order."""
@@ -351,6 +354,8 @@ class ConnectionTracker:
         size = (len(key) - 4) // 2
         sport, dport = _unpack_ports(key, 2 * size)
         flow = _Flow(proto, key[:size], sport, key[size:2 * size], dport, ts_ns)
+        if self._batch_keys and key in self._batch_keys and flow.tcp is not None:
+            flow.tcp.track_acks = False
         live = self._live[proto]
         # Reverse first: for a socket talking to itself both keys are equal and must mean "outbound".
         live[_reversed(key)] = (flow, False)

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
 from freezeframe.dissect.apps import AppTracker
+from freezeframe.dissect.batch import feed_batches
 from freezeframe.dissect.chunks import Chunk, concat_sorted, merge_connections, plan_chunks, remap_conn_ids
 from freezeframe.dissect.connections import ConnectionTracker, collector_paused
 from freezeframe.dissect.enrich import IpTimeline, enrich
@@ -131,12 +132,7 @@ def dissect_segments(node: str, segments: Sequence[SegmentSource], chunk: Chunk 
                     problems.add_rejected(segment.ref, "not_a_capture", str(exc))
                 continue
             decode_before, app_before = tracker.stats.as_dict(), app.stats.as_dict()
-            if chunk is None:
-                tracker.feed_runs(reader.runs())
-            else:
-                low, high = chunk.start_ns, chunk.end_ns
-                tracker.feed_runs((link_type, [packet for packet in packets if low <= packet.ts_ns < high])
-                                  for link_type, packets in reader.runs())
+            feed_batches(tracker, reader.record_batches(), None if chunk is None else (chunk.start_ns, chunk.end_ns))
             if _owns_segment(chunk, segment.ref):
                 problems.add_reader(segment.ref, reader)
             problems.add_counters(segment.ref, "decode", DECODE_KINDS, decode_before, tracker.stats.as_dict())

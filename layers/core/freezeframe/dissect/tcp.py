@@ -150,7 +150,7 @@ class TcpAnalysis:
                  "rtt_min_ns", "rtt_max_ns", "rtt_last_ns", "rtt_jitter_sum_ns", "payload_bytes",
                  "retransmitted_bytes", "payload_segments", "rst_count", "fin_count", "first_syn_ns",
                  "first_synack_ns", "first_data_ns", "mru_syn_ns", "first_rtt_ns", "history", "seen_out",
-                 "seen_in")
+                 "seen_in", "track_acks")
 
     def __init__(self) -> None:
         self.out = _Direction()
@@ -186,6 +186,9 @@ class TcpAnalysis:
         self.history: list[str] = []
         self.seen_out = 0
         self.seen_in = 0
+        # The unacknowledged-segment lists and the ack_rtt samples taken from them; off while the batched path
+        # (dissect.batch) computes both for a whole batch of this conversation's packets.
+        self.track_acks = True
 
     def segment(self, outbound: bool, ts: int, seq: int, ack: int, seglen: int, flags: int, window: int,
                 window_scale: int | None = None) -> int:
@@ -221,7 +224,7 @@ class TcpAnalysis:
                 if rev_lastack and (end == rev_lastack or ((end - rev_lastack) & _MASK) >= _HALF):
                     ta |= A_SPURIOUS_RETRANSMISSION
                 segments = fwd.segments
-                if len(segments) < MAX_UNACKED_SEGMENTS:
+                if self.track_acks and len(segments) < MAX_UNACKED_SEGMENTS:
                     if segments and ((segments[-1][1] - end) & _MASK) < _HALF:
                         fwd.ascending = False
                     segments.append([seq, end, ts])
@@ -236,7 +239,7 @@ class TcpAnalysis:
             fwd.lastack_ns = ts
             fwd.lastsegmentflags = ta
             segments = rev.segments
-            if segments:
+            if segments and self.track_acks:
                 newest = segments[-1]
                 if rev.ascending and (ack == newest[1] or ((newest[1] - ack) & _MASK) >= _HALF):
                     segments.clear()
@@ -334,11 +337,13 @@ class TcpAnalysis:
         nextseq = (seq + seglen) & _MASK
         segments = fwd.segments
         if (seglen or flags & _SF) and len(segments) < MAX_UNACKED_SEGMENTS:
+            # As in Wireshark, SYN and FIN count in nextseq only for a segment that the list has room for.
             if flags & _SF:
                 nextseq = (nextseq + 1) & _MASK
-            if segments and ((segments[-1][1] - nextseq) & _MASK) < _HALF:
-                fwd.ascending = False
-            segments.append([seq, nextseq, ts])
+            if self.track_acks:
+                if segments and ((segments[-1][1] - nextseq) & _MASK) < _HALF:
+                    fwd.ascending = False
+                segments.append([seq, nextseq, ts])
         if not ta & A_ZERO_WINDOW_PROBE:
             if not fwd_next or ((fwd_next - nextseq) & _MASK) >= _HALF:
                 fwd.nextseq = nextseq
@@ -351,7 +356,7 @@ class TcpAnalysis:
         fwd.lastack_ns = ts
         fwd.lastsegmentflags = ta
         segments = rev.segments
-        if segments:
+        if segments and self.track_acks:
             newest = segments[-1]
             if rev.ascending and (ack == newest[1] or ((newest[1] - ack) & _MASK) >= _HALF):
                 # Everything is acknowledged; only the newest segment can end exactly at this ACK.
