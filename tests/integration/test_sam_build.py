@@ -1,6 +1,7 @@
 """`sam build` of template.yaml (no Docker: the local python3.11 and pip fetch the arm64 wheels), then the measured
-unzipped size of every function with its layers against Lambda's 250 MB limit, and what each function imports
-against what its layers ship.
+unzipped size of every function with its layers against Lambda's 250 MB limit, what each function imports against
+what its layers ship, and that the slimmed pyarrow and numpy layers still find the libraries they link (numpy also
+imports, built for the host from the same Makefile).
 
 The build caches under freezeframe.config.cache_dir() (sam's build cache, and pip's own cache), so only the first
 run downloads wheels; the build itself goes into a temporary directory.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -134,30 +136,36 @@ def _imports(path: Path) -> tuple[set[str], set[str]]:
     return anywhere, top_level
 
 
+def _reached(code: Path, roots: list[Path]) -> set[Path]:
+    """Every freezeframe module the handler in `code` imports, directly or through others (lazy imports too)."""
+    seen: set[Path] = set()
+    queue = [code / "app.py"]
+    while queue:
+        path = queue.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for module in _imports(path)[0]:
+            if module.split(".")[0] == "freezeframe" and (found := _module_file(roots, module)):
+                queue.append(found)
+    return seen
+
+
 def test_every_module_a_handler_reaches_is_shipped_with_it(built: dict[str, Any]) -> None:
     """Follow the freezeframe modules each handler imports (lazy imports too) and require every third-party
     package they import at module level from the function's own layers (or the runtime)."""
     for name, code, layers in _functions(built):
         roots = [code, *[layer / "python" for layer in layers]]
         shipped = {p.name.removesuffix(".py") for root in roots for p in root.iterdir()}
-        seen: set[Path] = set()
-        queue = [code / "app.py"]
+        reached = _reached(code, roots)
         missing: dict[str, set[str]] = {}
-        while queue:
-            path = queue.pop()
-            if path in seen:
-                continue
-            seen.add(path)
-            anywhere, top_level = _imports(path)
-            for module in anywhere:
-                if module.split(".")[0] == "freezeframe" and (found := _module_file(roots, module)):
-                    queue.append(found)
-            for package in top_level - {"freezeframe", "__future__"}:
+        for path in reached:
+            for package in _imports(path)[1] - {"freezeframe", "__future__"}:
                 if package not in shipped and package not in sys.stdlib_module_names and \
                         package not in RUNTIME_MODULES:
                     missing.setdefault(package, set()).add(str(path.relative_to(path.parents[2])))
         assert not missing, f"{name} imports packages none of its layers ship: {missing}"
-        print(f"{name}: {len(seen)} modules reached")
+        print(f"{name}: {len(reached)} modules reached")
 
 
 def test_slimmed_pyarrow_still_finds_every_arrow_library_it_links(built: dict[str, Any]) -> None:
@@ -176,3 +184,65 @@ def test_slimmed_pyarrow_still_finds_every_arrow_library_it_links(built: dict[st
                 checked += 1
                 assert needed in present, f"{library.name} links {needed}, which the slimmed layer lacks"
     assert checked, "no Arrow library links found: the check is broken"
+
+
+def test_every_function_that_dissects_ships_numpy(built: dict[str, Any]) -> None:
+    """The dissection's vectorised hot path needs numpy, even where it imports it lazily (which the module-level
+    check above does not follow)."""
+    dissecting = []
+    for name, code, layers in _functions(built):
+        roots = [code, *[layer / "python" for layer in layers]]
+        if not any(path.parent.name == "dissect" and path.parent.parent.name == "freezeframe"
+                   for path in _reached(code, roots)):
+            continue
+        dissecting.append(name)
+        assert any((root / "numpy" / "__init__.py").is_file() for root in roots), f"{name} dissects without numpy"
+    assert "DissectFunction" in dissecting, "the dissect handler reaches no dissect module: the check is broken"
+
+
+# What the manylinux2014 policy lets a wheel link from the system (auditwheel bundles everything else), plus zlib:
+# numpy's bundled libgfortran links it, and the Lambda python images ship it for CPython's own zlib module.
+SYSTEM_LIBRARIES = {
+    "libgcc_s.so.1", "libstdc++.so.6", "libm.so.6", "libdl.so.2", "librt.so.1", "libc.so.6", "libnsl.so.1",
+    "libutil.so.1", "libpthread.so.0", "libresolv.so.2", "ld-linux-aarch64.so.1", "ld-linux-x86-64.so.2", "libz.so.1",
+}
+
+
+def test_slimmed_numpy_still_finds_every_library_it_links(built: dict[str, Any]) -> None:
+    readelf = shutil.which("readelf")
+    if readelf is None:
+        pytest.skip("readelf (binutils) is not installed")
+    site = Path(built["Resources"]["NumpyLayer"]["Properties"]["ContentUri"]) / "python"
+    assert (site / "numpy" / "__init__.py").is_file()
+    assert not (site / "numpy" / "f2py").exists(), "the slimming (layers/numpy/Makefile) did not run"
+    bundled = {p.name for p in (site / "numpy.libs").iterdir()}
+    checked = 0
+    for library in [*(site / "numpy").rglob("*.so"), *(site / "numpy.libs").iterdir()]:
+        dynamic = subprocess.run([readelf, "-d", str(library)], capture_output=True, text=True, check=True).stdout
+        for needed in re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", dynamic):
+            checked += needed in bundled
+            assert needed in bundled or needed in SYSTEM_LIBRARIES, f"{library.name} links {needed}"
+    assert checked, "no link to numpy.libs found (numpy.linalg links OpenBLAS there): the check is broken"
+
+
+def test_slimmed_numpy_layer_imports_and_computes(tmp_path: Path) -> None:
+    """The layer's arm64 build cannot run here, so build the same Makefile for the host's manylinux2014 platform and
+    use that numpy alone (no site-packages): the slimming must leave everything an import and linalg need."""
+    python = Path(sys.executable).parent / "python3.11"
+    if shutil.which("make") is None or not python.exists():
+        pytest.skip("needs make and the venv's python3.11")
+    source = shutil.copytree(ROOT / "layers" / "numpy", tmp_path / "src")
+    subprocess.run(["make", "build-NumpyLayer", f"ARTIFACTS_DIR={tmp_path / 'out'}", f"PYTHON={python}",
+                    f"PLATFORM=manylinux2014_{platform.machine()}"], cwd=source, check=True, timeout=BUILD_TIMEOUT_S)
+    site = tmp_path / "out" / "python"
+    assert not (site / "numpy" / "_core" / "include").exists()
+    # 2x + y = 3 and x + 3y = 5 give x = 0.8, y = 1.4. numpy.testing imports numpy/_core/tests/_natype.py.
+    probe = ("import numpy, numpy.testing; "
+             "print(numpy.__file__); print(numpy.linalg.solve([[2.0, 1.0], [1.0, 3.0]], [3.0, 5.0]).round(6).tolist())")
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(site)}
+    result = subprocess.run([str(python), "-S", "-c", probe], capture_output=True, text=True, env=env, cwd=tmp_path,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    imported_from, solution = result.stdout.splitlines()
+    assert Path(imported_from).is_relative_to(site), imported_from
+    assert solution == "[0.8, 1.4]"
