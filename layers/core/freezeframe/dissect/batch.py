@@ -32,14 +32,20 @@ tests/unit/dissect/test_batch_engine.py checks that this path and the reference 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 import numpy as np
 
 from freezeframe.dissect.apps import IGNORED
-from freezeframe.dissect.connections import COMPLETENESS_ACK, COMPLETENESS_DATA, ConnectionTracker, collector_paused
+from freezeframe.dissect.connections import (
+    COMPLETENESS_ACK,
+    COMPLETENESS_DATA,
+    COMPLETENESS_FIN,
+    ConnectionTracker,
+    collector_paused,
+)
 from freezeframe.dissect.decode import IPPROTO_TCP, LINKTYPE_IPV4, Decoded, decode
-from freezeframe.dissect.tcp import _H_ACK, _H_DATA, MAX_UNACKED_SEGMENTS, TH_ACK, TH_FIN, TH_RST, TH_SYN
+from freezeframe.dissect.tcp import _H_ACK, _H_DATA, _H_FIN, MAX_UNACKED_SEGMENTS, TH_ACK, TH_FIN, TH_RST, TH_SYN
 from freezeframe.pcapio import (
     LINKTYPE_ETHERNET,
     LINKTYPE_LINUX_SLL,
@@ -135,7 +141,8 @@ class _Batch:
         self._rtt()
         tracker._batch_keys = self.batch_keys
         try:
-            tracker._feed(((self.batch.link_type, self._packets(exact_rows.tolist())),))
+            tracker._feed(((self.batch.link_type, (self.packet(row) for row in exact_rows.tolist())),))
+            self._fold()
         finally:
             tracker._batch_keys = set()
         self._hand_back()
@@ -226,6 +233,9 @@ class _Batch:
         # Lists the conversation already holds (side, seq, end, ts), from earlier batches.
         pre_items: list[tuple[int, int, int, int, int]] = []
         pre_lengths = np.zeros((groups, 2), dtype=np.int64)
+        # Per side, what the conversation's state says of its last segment before this batch (next sequence
+        # number, ACK number, window): it stands in for a previous packet that an earlier batch had.
+        held: list[tuple[int, int, int, int, int, int, int]] = []
         for group in range(groups):
             at = key_at[group]
             key = buf[at:at + 12]
@@ -248,7 +258,13 @@ class _Batch:
                 pre_lengths[group, side] = len(direction.segments)
                 for seq, end, sent_ns in direction.segments:
                     pre_items.append((group, side, seq, end, sent_ns))
+            low, high = (tcp.out, tcp.in_) if out_side == 0 else (tcp.in_, tcp.out)
+            held.append((group, low.nextseq, high.nextseq, low.lastack, high.lastack, low.window, high.window))
         self.complex = np.array(complex_groups, dtype=bool)
+        state = np.array(held, dtype=np.int64).reshape(-1, 7)
+        self.held = np.zeros((groups, 7), dtype=np.int64)  # existing flag, then the values by side
+        self.held[state[:, 0], 0] = 1
+        self.held[state[:, 0], 1:] = state[:, 1:]
         self._relative(pre_items, pre_lengths)
         simple_groups = ~self.complex
         return simple_groups[self.gid_sorted]
@@ -283,9 +299,12 @@ class _Batch:
             first[:, one] = np.minimum.reduceat(np.where(mine, position, _BIG), self.group_start)
             present = first[:, one] < _BIG
             base[present, one] = seq[first[present, one]]
+        held_next = self.held[:, 1:3]
+        absent = first >= _BIG  # no packet of that side in the batch: base on the state, or on its list below
+        base[absent] = held_next[absent]
         if pre_items:
             pre = np.array(pre_items, dtype=np.int64)
-            missing = first[pre[:, 0], pre[:, 1]] >= _BIG  # no packet of that side in the batch: base on the list
+            missing = first[pre[:, 0], pre[:, 1]] >= _BIG
             base[pre[missing, 0], pre[missing, 1]] = pre[missing, 2]
         else:
             pre = np.zeros((0, 5), dtype=np.int64)
@@ -309,6 +328,8 @@ class _Batch:
         if len(pre):
             pre_rel = _s32(pre[:, 3] - base[pre[:, 0], pre[:, 1]])
             np.logical_or.at(self.complex, pre[:, 0][np.abs(pre_rel) >= _RANGE], True)
+        held_rel = _s32(held_next - base)
+        self.complex |= ((held_next != 0) & (np.abs(held_rel) >= _RANGE)).any(axis=1)
         self.complex |= np.logical_or.reduceat(bad, self.group_start)
         items = np.zeros((groups, 2), dtype=np.int64)
         for one in (0, 1):
@@ -344,6 +365,7 @@ class _Batch:
         self.s_gid = np.cumsum(new) - 1
         self.s_old_group = old_gid[self.s_group_start] if count else old_gid[:0]
         self.s_base = self.base[self.s_old_group]
+        self.s_held = self.held[self.s_old_group]
         keep = np.zeros(len(self.complex), dtype=bool)
         keep[self.s_old_group] = True
         pre = self.pre
@@ -381,27 +403,46 @@ class _Batch:
             last.append(before)
         prev_same = np.where(side == 0, last[0], last[1])
         prev_rev = np.where(side == 0, last[1], last[0])
-        has_same = prev_same >= group_first
-        has_rev = prev_rev >= group_first
-        prev_same_safe = np.where(has_same, prev_same, 0)
-        prev_rev_safe = np.where(has_rev, prev_rev, 0)
+        in_same = prev_same >= group_first  # the previous segment of this side is in the batch
+        in_rev = prev_rev >= group_first
+        prev_same_safe = np.where(in_same, prev_same, 0)
+        prev_rev_safe = np.where(in_rev, prev_rev, 0)
+        # Otherwise a conversation from an earlier batch has it in its state (values exact: nothing in this batch
+        # changed that side's next sequence number, ACK or window before this packet).
+        held = self.s_held[gid]
+        existing = held[:, 0] == 1
+        has_same = in_same | existing
+        has_rev = in_rev | existing
+        base_same = self.s_base[gid, side]
+        base_rev = self.s_base[gid, 1 - side]
+        held_next = np.stack([self.s_held[:, 1], self.s_held[:, 2]], axis=1)
+        held_rel = np.where(held_next != 0, _s32(held_next - self.s_base), -_BIG)  # per group and side
         offset = gid * _BLOCK
         high_water = []  # per side: the running maximum of relative segment ends, as keys with the group offset
         for one in (0, 1):
             high_water.append(np.maximum.accumulate(np.where(side == one, self.s_rel_end + offset, -_BIG))
                               if count else position)
-        est_same = np.where(side == 0, high_water[0][prev_same_safe], high_water[1][prev_same_safe]) - offset
-        est_rev = np.where(side == 0, high_water[1][prev_rev_safe], high_water[0][prev_rev_safe]) - offset
-        base_same = self.s_base[gid, side]
-        base_rev = self.s_base[gid, 1 - side]
+        est_same = np.maximum(np.where(in_same, np.where(side == 0, high_water[0][prev_same_safe],
+                                                         high_water[1][prev_same_safe]) - offset, -_BIG),
+                              held_rel[gid, side])
+        est_rev = np.maximum(np.where(in_rev, np.where(side == 0, high_water[1][prev_rev_safe],
+                                                       high_water[0][prev_rev_safe]) - offset, -_BIG),
+                             held_rel[gid, 1 - side])
         seq, ack, flags, window, payload = self.s_seq, self.s_ack, self.s_flags, self.s_window, self.s_payload
-        rev_ack = ack[prev_rev_safe]
-        rev_window = window[prev_rev_safe]
+        side_index = 3 + side  # held columns: lastack by side at 3 and 4, window at 5 and 6
+        prev_ack = np.where(in_same, ack[prev_same_safe], np.take_along_axis(held, side_index[:, None], 1)[:, 0])
+        rev_ack = np.where(in_rev, ack[prev_rev_safe], np.take_along_axis(held, (4 - side)[:, None], 1)[:, 0])
+        rev_window = np.where(in_rev, window[prev_rev_safe],
+                              np.take_along_axis(held, (6 - side)[:, None], 1)[:, 0])
         end = (seq + payload) & _MASK
-        rev_next = (est_rev + base_rev) & _MASK
-        clean = (has_same & has_rev & ((flags & (TH_SYN | TH_FIN | TH_RST | TH_ACK)) == TH_ACK) & (window != 0)
+        known_rev = est_rev > -_RANGE
+        rev_next = np.where(known_rev, (est_rev + base_rev) & _MASK, 0)
+        fin = (flags & TH_FIN) != 0
+        # A FIN at the next sequence number is as clean as data: Wireshark's checks for it (lost segment, ACK of an
+        # unseen segment, spurious retransmission) are the ones excluded here, and it never counts as a dup ACK.
+        clean = (has_same & has_rev & ((flags & (TH_SYN | TH_RST | TH_ACK)) == TH_ACK) & (window != 0)
                  & (self.s_rel_seq == est_same) & (((est_same + base_same) & _MASK) != 0)
-                 & ((payload > 0) | (ack != ack[prev_same_safe]))
+                 & ((payload > 0) | fin | (ack != prev_ack))
                  & ((payload != 1) | (rev_window != 0))
                  & ~((rev_next != 0) & (((rev_next - ack) & _MASK) >= _HALF)))
         data = payload > 0
@@ -431,19 +472,24 @@ class _Batch:
         for one in (0, 1):
             mine = side == one
             mine_data = mine & data
-            entry = high_water[one][runs - 1] - offset[runs]
+            mine_fin = mine & fin
+            in_group = last[one][runs] >= group_first[runs]
+            entry = np.maximum(np.where(in_group, high_water[one][runs - 1] - offset[runs], -_BIG),
+                               held_rel[gid[runs], one])
             # One tuple per run and side, in the order _apply_run unpacks them.
             sides.append(list(zip(
-                ((entry + self.s_base[gid[runs], one]) & _MASK).tolist(),
+                np.where(entry > -_RANGE, (entry + self.s_base[gid[runs], one]) & _MASK, 0).tolist(),
                 per_run(np.add, mine.astype(np.int64)).tolist(),
                 per_run(np.add, np.where(mine, self.s_orig, 0)).tolist(),
                 per_run(np.add, np.where(mine, payload, 0)).tolist(),
                 per_run(np.add, mine_data.astype(np.int64)).tolist(),
                 per_run(np.maximum, np.where(mine, position, -1)).tolist(),
-                per_run(np.maximum, np.where(mine_data, position, -1)).tolist(),
-                per_run(np.logical_or, mine & (ack != ack[prev_same_safe])).tolist(),
+                per_run(np.maximum, np.where(mine_data | mine_fin, position, -1)).tolist(),
+                per_run(np.logical_or, mine & (ack != prev_ack)).tolist(),
                 per_run(np.minimum, np.where(mine_data, position, _BIG)).tolist(),
-                per_run(np.minimum, np.where(mine & ~data, position, _BIG)).tolist(), strict=True)))
+                per_run(np.minimum, np.where(mine & ~data & ~fin, position, _BIG)).tolist(),
+                per_run(np.add, mine_fin.astype(np.int64)).tolist(),
+                per_run(np.minimum, np.where(mine_fin, position, _BIG)).tolist(), strict=True)))
         self.runs = list(zip(sides[0], sides[1], per_run(np.minimum, self.s_ts).tolist(),
                              per_run(np.maximum, self.s_ts).tolist(), strict=True))
 
@@ -518,27 +564,41 @@ class _Batch:
             if len(left) else []
         self.groups = groups
 
-    # -- the reference path, with runs applied between its packets
-    def _packets(self, exact_rows: list[int]) -> Iterator[Packet]:
-        for row in exact_rows:
-            yield self.packet(row)
-        if not len(self.s_row):
-            return
-        run_index = 0
-        item_start = self.item_start.tolist()
+    # -- the simple groups: their segments one by one through the reference logic, clean runs in one step each
+    def _fold(self) -> None:
+        tracker = self.tracker
+        tracker._identities = {}
+        self._prepare_lists()
         item_end = self.item_end.tolist()
         is_run = self.is_run.tolist()
-        rows = self.s_row.tolist()
-        for item, start in enumerate(item_start):
+        run_index = 0
+        segment = self._segment
+        for item, start in enumerate(self.item_start.tolist()):
             if not is_run[item]:
-                yield self.packet(rows[start])
+                segment(start)
                 continue
             if not self._apply_run(run_index, start, item_end[item]):
                 for at in range(start, item_end[item]):
-                    yield self.packet(rows[at])
+                    segment(at)
             run_index += 1
 
+    def _segment(self, at: int) -> None:
+        """One segment of a simple group through ``ConnectionTracker.tcp_segment``, from the decoded fields."""
+        frame = self.l_frames[at]
+        data = self.buf[frame:frame + self.l_incl[at]]
+        key_at = self.key_offset
+        stats = self.tracker.stats
+        stats.packets += 1
+        stats.decoded += 1
+        self.tracker.tcp_segment(data[key_at:key_at + 12], self.l_ts[at], self.l_orig[at], data, self.l_flags[at],
+                                 self.l_seq[at], self.l_ack[at], self.l_window[at], self.l_payload[at],
+                                 self.key_offset + 8, self.l_payload_offset[at])
+
     def _prepare_lists(self) -> None:
+        self.l_frames = self.frames[self.s_row].tolist()
+        self.l_incl = self.incl[self.s_row].tolist()
+        self.l_orig = self.s_orig.tolist()
+        self.l_flags = self.s_flags.tolist()
         self.l_ts = self.s_ts.tolist()
         self.l_seq = self.s_seq.tolist()
         self.l_ack = self.s_ack.tolist()
@@ -550,12 +610,9 @@ class _Batch:
         self.l_data = np.flatnonzero(self.s_payload > 0).tolist()
         self.l_first_side = self.s_side[self.s_group_start].tolist()
         self.l_keys = [self.group_keys[group] for group in self.s_old_group.tolist()]
-        self.l_rows = self.s_row.tolist()
 
     def _apply_run(self, index: int, start: int, stop: int) -> bool:
         """Folds one clean run into its conversation; False (nothing changed) when its entry state differs."""
-        if index == 0:
-            self._prepare_lists()
         side0, side1, ts_min, ts_max = self.runs[index]
         tracker = self.tracker
         group = self.l_gid[start]
@@ -569,12 +626,13 @@ class _Batch:
             return False
         ts, ack, window = self.l_ts, self.l_ack, self.l_window
         data_packets = 0
+        fin_packets = 0
         first_data_at = _BIG
         history = []
         for aggregate, direction, outbound in ((side0, directions[0], outbound0),
                                                (side1, directions[1], not outbound0)):
-            (_entry, packets, size, payload, data, last, last_data, ack_changed, first_data,
-             first_ack) = aggregate
+            (_entry, packets, size, payload, data, last, last_advance, ack_changed, first_data, first_ack, fins,
+             first_fin) = aggregate
             if not packets:
                 continue
             direction.lastack = ack[last]
@@ -584,10 +642,11 @@ class _Batch:
             direction.lastsegmentflags = 0
             if ack_changed:
                 direction.dupacknum = 0
-            if last_data >= 0:
-                end = (self.l_seq[last_data] + self.l_payload[last_data]) & _MASK
+            if last_advance >= 0:
+                end = (self.l_seq[last_advance] + self.l_payload[last_advance]
+                       + (1 if self.l_flags[last_advance] & TH_FIN else 0)) & _MASK
                 direction.nextseq = end
-                direction.nextseq_ns = ts[last_data]
+                direction.nextseq_ns = ts[last_advance]
                 direction.maxseqtobeacked = end
             data_packets += data
             if outbound:
@@ -608,6 +667,10 @@ class _Batch:
                 history.append((first_data, outbound, _H_DATA))
             if first_ack < _BIG and not seen & _H_ACK:
                 history.append((first_ack, outbound, _H_ACK))
+            if fins:
+                fin_packets += fins
+                if not seen & _H_FIN:
+                    history.append((first_fin, outbound, _H_FIN))
         if not tcp.first_rtt_ns and tcp.mru_syn_ns:
             for at in range(start, stop):
                 if ts[at] != tcp.mru_syn_ns:
@@ -621,7 +684,8 @@ class _Batch:
                 tcp._history(outbound, bit)
         packets = stop - start
         flow.completeness |= (COMPLETENESS_DATA if data_packets else 0) | \
-            (COMPLETENESS_ACK if packets > data_packets else 0)
+            (COMPLETENESS_ACK if packets > data_packets else 0) | (COMPLETENESS_FIN if fin_packets else 0)
+        tcp.fin_count += fin_packets
         if ts_max > flow.last_ns:
             flow.last_ns = ts_max
         if ts_min < flow.first_ns:
@@ -632,14 +696,13 @@ class _Batch:
         app = tracker.app
         if data_packets and app is not None and flow.app is not IGNORED:
             data_at = self.l_data
-            rows = self.l_rows
             for at in data_at[bisect.bisect_left(data_at, start):bisect.bisect_left(data_at, stop)]:
                 if flow.app is IGNORED:
                     break
-                packet = self.packet(rows[at])
+                frame = self.l_frames[at]
                 outbound = outbound0 if self.l_side[at] == 0 else not outbound0
-                app.payload(flow, outbound, packet.ts_ns, self.l_seq[at], packet.data, self.l_payload_offset[at],
-                            self.l_payload[at])
+                app.payload(flow, outbound, ts[at], self.l_seq[at], self.buf[frame:frame + self.l_incl[at]],
+                            self.l_payload_offset[at], self.l_payload[at])
         return True
 
     def _hand_back(self) -> None:

@@ -214,9 +214,7 @@ class ConnectionTracker:
     def _feed(self, runs: Iterable[tuple[int, Iterable[Packet]]]) -> None:
         if self._identities:
             self._identities = {}
-        live_tcp = self._live[IPPROTO_TCP]
         live_udp = self._live[IPPROTO_UDP]
-        app = self.app
         skips = [0] * len(Skip)
         decoded = 0  # every packet is either decoded or counted in skips
         for link_type, packets in runs:
@@ -248,99 +246,21 @@ class ConnectionTracker:
                     key = src + dst + _ports(sport, dport)
                 decoded += 1
                 if proto == IPPROTO_TCP:
-                    entry = live_tcp.get(key)
-                    if entry is not None and not flags & _SYN_FIN_RST:
-                        # The common segment of a known conversation (what the general branch below does for it):
-                        # it opens nothing, and only the ACK or DATA completeness bit can be new.
-                        flow, outbound = entry
-                        if outbound:
-                            if flow.base_seq_out == _NO_SEQ:
-                                flow.base_seq_out = (seq - 1) & 0xFFFFFFFF
-                        elif flow.base_seq_in == _NO_SEQ:
-                            flow.base_seq_in = (seq - 1) & 0xFFFFFFFF
-                        if flags & TH_ACK:
-                            flow.completeness |= COMPLETENESS_DATA if payload_len else COMPLETENESS_ACK
-                        tcp = flow.tcp
-                        assert tcp is not None
-                        tcp.segment(outbound, ts_ns, seq, ack, payload_len, flags, window)
-                    else:
-                        opens = False
-                        pure_syn = flags & _SYN_ACK == TH_SYN
-                        if entry is None:
-                            if flags & _SYN_ACK == _SYN_ACK:  # the SYN was missed: the receiver initiated
-                                flow = self._open(proto, _reversed(key), ts_ns)
-                                outbound = False
-                            else:
-                                flow = self._open(proto, key, ts_ns)
-                                outbound = True
-                            opens = True
-                        else:
-                            flow, outbound = entry
-                            if pure_syn:
-                                base = flow.base_seq_out if outbound else flow.base_seq_in
-                                if base == _NO_SEQ:
-                                    opens = True  # first packet of this sender: Wireshark still counts the SYN
-                                elif seq != base or flow.completeness & _CLOSED:
-                                    self._ended.append(flow)
-                                    flow = self._open(proto, key, ts_ns)
-                                    outbound = True
-                                    opens = True
-                                    self.stats.tcp_port_reuse += 1
-                        if outbound:
-                            if flow.base_seq_out == _NO_SEQ:
-                                flow.base_seq_out = seq if flags & TH_SYN else (seq - 1) & 0xFFFFFFFF
-                        elif flow.base_seq_in == _NO_SEQ:
-                            flow.base_seq_in = seq if flags & TH_SYN else (seq - 1) & 0xFFFFFFFF
-                        if flags & _SYN_FIN_RST:
-                            completeness = flow.completeness
-                            if pure_syn:
-                                if opens:
-                                    completeness |= COMPLETENESS_SYN | (COMPLETENESS_DATA if payload_len else 0)
-                            elif flags & _SYN_ACK == _SYN_ACK:
-                                completeness |= COMPLETENESS_SYNACK
-                            elif flags & TH_ACK:
-                                completeness |= COMPLETENESS_DATA if payload_len else COMPLETENESS_ACK
-                            if flags & _FIN_ACK == _FIN_ACK:
-                                completeness |= COMPLETENESS_FIN
-                            if flags & TH_RST:
-                                completeness |= COMPLETENESS_RST
-                            flow.completeness = completeness
-                        elif flags & TH_ACK:  # the common segment: only the ACK or DATA bit can be new
-                            flow.completeness |= COMPLETENESS_DATA if payload_len else COMPLETENESS_ACK
-                        tcp = flow.tcp
-                        assert tcp is not None
-                        if flags & TH_SYN:
-                            tcp.segment(outbound, ts_ns, seq, ack, payload_len, flags, window,
-                                        window_scale_option(data, header_offset + 20, payload_offset))
-                        else:
-                            tcp.segment(outbound, ts_ns, seq, ack, payload_len, flags, window)
+                    self.tcp_segment(key, ts_ns, orig_len, data, flags, seq, ack, window, payload_len, header_offset,
+                                     payload_offset)
+                    continue
+                entry = live_udp.get(key)
+                if entry is None:
+                    flow = self._open(proto, key, ts_ns)
+                    outbound = True
                 else:
-                    entry = live_udp.get(key)
-                    if entry is None:
+                    flow, outbound = entry
+                    if ts_ns - flow.last_ns > UDP_IDLE_TIMEOUT_NS:
+                        self._ended.append(flow)
                         flow = self._open(proto, key, ts_ns)
                         outbound = True
-                    else:
-                        flow, outbound = entry
-                        if ts_ns - flow.last_ns > UDP_IDLE_TIMEOUT_NS:
-                            self._ended.append(flow)
-                            flow = self._open(proto, key, ts_ns)
-                            outbound = True
-                            self.stats.udp_idle_splits += 1
-                if outbound:
-                    flow.packets_out += 1
-                    flow.bytes_out += orig_len
-                    flow.payload_out += payload_len
-                else:
-                    flow.packets_in += 1
-                    flow.bytes_in += orig_len
-                    flow.payload_in += payload_len
-                if payload_len and app is not None and flow.app is not IGNORED:
-                    app.payload(flow, outbound, ts_ns, seq, data, payload_offset, payload_len)
-                # Captures from several CPUs can be slightly out of order, hence both bounds.
-                if ts_ns > flow.last_ns:
-                    flow.last_ns = ts_ns
-                elif ts_ns < flow.first_ns:
-                    flow.first_ns = ts_ns
+                        self.stats.udp_idle_splits += 1
+                self._account(flow, outbound, ts_ns, orig_len, payload_len, 0, data, payload_offset)
         stats = self.stats
         stats.packets += decoded + sum(skips)
         stats.decoded += decoded
@@ -348,6 +268,97 @@ class ConnectionTracker:
             if count:
                 field = _SKIP_FIELDS[Skip(reason)]
                 setattr(stats, field, getattr(stats, field) + count)
+
+    def tcp_segment(self, key: bytes, ts_ns: int, orig_len: int, data: bytes, flags: int, seq: int, ack: int,
+                    window: int, payload_len: int, header_offset: int, payload_offset: int) -> None:
+        """One decoded TCP segment (``key``: its source and destination addresses, then ports) of ``data``."""
+        live_tcp = self._live[IPPROTO_TCP]
+        entry = live_tcp.get(key)
+        if entry is not None and not flags & _SYN_FIN_RST:
+            # The common segment of a known conversation (what the general branch below does for it):
+            # it opens nothing, and only the ACK or DATA completeness bit can be new.
+            flow, outbound = entry
+            if outbound:
+                if flow.base_seq_out == _NO_SEQ:
+                    flow.base_seq_out = (seq - 1) & 0xFFFFFFFF
+            elif flow.base_seq_in == _NO_SEQ:
+                flow.base_seq_in = (seq - 1) & 0xFFFFFFFF
+            if flags & TH_ACK:
+                flow.completeness |= COMPLETENESS_DATA if payload_len else COMPLETENESS_ACK
+            tcp = flow.tcp
+            assert tcp is not None
+            tcp.segment(outbound, ts_ns, seq, ack, payload_len, flags, window)
+        else:
+            opens = False
+            pure_syn = flags & _SYN_ACK == TH_SYN
+            if entry is None:
+                if flags & _SYN_ACK == _SYN_ACK:  # the SYN was missed: the receiver initiated
+                    flow = self._open(IPPROTO_TCP, _reversed(key), ts_ns)
+                    outbound = False
+                else:
+                    flow = self._open(IPPROTO_TCP, key, ts_ns)
+                    outbound = True
+                opens = True
+            else:
+                flow, outbound = entry
+                if pure_syn:
+                    base = flow.base_seq_out if outbound else flow.base_seq_in
+                    if base == _NO_SEQ:
+                        opens = True  # first packet of this sender: Wireshark still counts the SYN
+                    elif seq != base or flow.completeness & _CLOSED:
+                        self._ended.append(flow)
+                        flow = self._open(IPPROTO_TCP, key, ts_ns)
+                        outbound = True
+                        opens = True
+                        self.stats.tcp_port_reuse += 1
+            if outbound:
+                if flow.base_seq_out == _NO_SEQ:
+                    flow.base_seq_out = seq if flags & TH_SYN else (seq - 1) & 0xFFFFFFFF
+            elif flow.base_seq_in == _NO_SEQ:
+                flow.base_seq_in = seq if flags & TH_SYN else (seq - 1) & 0xFFFFFFFF
+            if flags & _SYN_FIN_RST:
+                completeness = flow.completeness
+                if pure_syn:
+                    if opens:
+                        completeness |= COMPLETENESS_SYN | (COMPLETENESS_DATA if payload_len else 0)
+                elif flags & _SYN_ACK == _SYN_ACK:
+                    completeness |= COMPLETENESS_SYNACK
+                elif flags & TH_ACK:
+                    completeness |= COMPLETENESS_DATA if payload_len else COMPLETENESS_ACK
+                if flags & _FIN_ACK == _FIN_ACK:
+                    completeness |= COMPLETENESS_FIN
+                if flags & TH_RST:
+                    completeness |= COMPLETENESS_RST
+                flow.completeness = completeness
+            elif flags & TH_ACK:  # the common segment: only the ACK or DATA bit can be new
+                flow.completeness |= COMPLETENESS_DATA if payload_len else COMPLETENESS_ACK
+            tcp = flow.tcp
+            assert tcp is not None
+            if flags & TH_SYN:
+                tcp.segment(outbound, ts_ns, seq, ack, payload_len, flags, window,
+                            window_scale_option(data, header_offset + 20, payload_offset))
+            else:
+                tcp.segment(outbound, ts_ns, seq, ack, payload_len, flags, window)
+        self._account(flow, outbound, ts_ns, orig_len, payload_len, seq, data, payload_offset)
+
+    def _account(self, flow: _Flow, outbound: bool, ts_ns: int, orig_len: int, payload_len: int, seq: int,
+                 data: bytes, payload_offset: int) -> None:
+        """Counts one packet of ``flow`` and hands its payload to the application tracker."""
+        if outbound:
+            flow.packets_out += 1
+            flow.bytes_out += orig_len
+            flow.payload_out += payload_len
+        else:
+            flow.packets_in += 1
+            flow.bytes_in += orig_len
+            flow.payload_in += payload_len
+        if payload_len and self.app is not None and flow.app is not IGNORED:
+            self.app.payload(flow, outbound, ts_ns, seq, data, payload_offset, payload_len)
+        # Captures from several CPUs can be slightly out of order, hence both bounds.
+        if ts_ns > flow.last_ns:
+            flow.last_ns = ts_ns
+        elif ts_ns < flow.first_ns:
+            flow.first_ns = ts_ns
 
     def _open(self, proto: int, key: bytes, ts_ns: int) -> _Flow:
         """A new conversation whose initiator sends with ``key`` (source address, destination address, ports)."""
