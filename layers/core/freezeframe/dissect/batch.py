@@ -45,7 +45,18 @@ from freezeframe.dissect.connections import (
     collector_paused,
 )
 from freezeframe.dissect.decode import IPPROTO_TCP, LINKTYPE_IPV4, Decoded, decode
-from freezeframe.dissect.tcp import _H_ACK, _H_DATA, _H_FIN, MAX_UNACKED_SEGMENTS, TH_ACK, TH_FIN, TH_RST, TH_SYN
+from freezeframe.dissect.tcp import (
+    _H_ACK,
+    _H_DATA,
+    _H_FIN,
+    MAX_UNACKED_SEGMENTS,
+    TH_ACK,
+    TH_FIN,
+    TH_RST,
+    TH_SYN,
+    TcpAnalysis,
+    _Direction,
+)
 from freezeframe.pcapio import (
     LINKTYPE_ETHERNET,
     LINKTYPE_LINUX_SLL,
@@ -554,11 +565,26 @@ class _Batch:
         candidates, samples_at = candidates[oldest], samples_at[oldest]
         samples = self.s_ts[samples_at] - item_ts[candidates]
         taken = samples != 0
-        self.sample_group = gid[samples_at[taken]].tolist()
-        self.samples = samples[taken].tolist()
+        samples = samples[taken]
+        sample_group = gid[samples_at[taken]]  # samples are in capture order within each group
+        # Per group: count, sum, min, max, first, last and the jitter between its consecutive samples, which is
+        # what TcpAnalysis._rtt accumulates one sample at a time.
+        self.rtt: list[tuple[int, ...]] = []
+        if len(samples):
+            first = np.flatnonzero(np.append(True, sample_group[1:] != sample_group[:-1]))
+            last = np.append(first[1:], len(samples)) - 1
+            steps = np.abs(np.diff(samples, prepend=samples[0]))
+            steps[first] = 0
+            self.rtt = list(zip(sample_group[first].tolist(), (last - first + 1).tolist(),
+                                np.add.reduceat(samples, first).tolist(), np.minimum.reduceat(samples, first).tolist(),
+                                np.maximum.reduceat(samples, first).tolist(), samples[first].tolist(),
+                                samples[last].tolist(), np.add.reduceat(steps, first).tolist(), strict=True))
+        self.touched = np.zeros(groups, dtype=bool)  # groups whose lists must be rebuilt: held some, or keep some
+        self.touched[pre[:, 0]] = True
         # The lists left over, oldest first, per group and side.
         left = np.flatnonzero(~removed)
         left = left[np.lexsort((item_order[left], item_rank[left], item_block[left]))]
+        self.touched[item_block[left] >> 1] = True
         self.left_block = item_block[left].tolist()
         self.left_items = np.stack([item_seq_raw[left], item_end_raw[left], item_ts[left]], axis=1).tolist() \
             if len(left) else []
@@ -712,23 +738,42 @@ class _Batch:
         live = self.tracker._live[IPPROTO_TCP]
         keys = [self.group_keys[group] for group in self.s_old_group.tolist()]
         first_side = self.s_side[self.s_group_start].tolist()
-        tcps = []
+        touched = self.touched.tolist()
+        tcps: list[tuple[TcpAnalysis, tuple[_Direction, _Direction]] | None] = []
         for group in range(self.groups):
             flow, key_outbound = live[keys[group]]
             tcp = flow.tcp
             assert tcp is not None
+            tcp.track_acks = True
+            if not touched[group]:
+                tcps.append(None)  # its lists stayed empty: tracking was off for the whole batch
+                continue
             outbound0 = key_outbound if first_side[group] == 0 else not key_outbound
             sides = (tcp.out, tcp.in_) if outbound0 else (tcp.in_, tcp.out)
             for direction in sides:
                 direction.segments = []
                 direction.ascending = True
-            tcp.track_acks = True
             tcps.append((tcp, sides))
-        for group, sample in zip(self.sample_group, self.samples, strict=True):
-            tcps[group][0]._rtt(sample)
         for block, entry in zip(self.left_block, self.left_items, strict=True):
-            direction = tcps[block >> 1][1][block & 1]
+            held = tcps[block >> 1]
+            assert held is not None
+            direction = held[1][block & 1]
             segments = direction.segments
             if segments and ((segments[-1][1] - entry[1]) & _MASK) < _HALF:
                 direction.ascending = False
             segments.append(entry)
+        for group, count, total, smallest, largest, first, last, jitter in self.rtt:
+            flow, _outbound = live[keys[group]]
+            tcp = flow.tcp
+            assert tcp is not None
+            if tcp.rtt_samples:
+                tcp.rtt_jitter_sum_ns += abs(first - tcp.rtt_last_ns) + jitter
+                tcp.rtt_min_ns = min(tcp.rtt_min_ns, smallest)
+                tcp.rtt_max_ns = max(tcp.rtt_max_ns, largest)
+            else:
+                tcp.rtt_jitter_sum_ns += jitter
+                tcp.rtt_min_ns = smallest
+                tcp.rtt_max_ns = largest
+            tcp.rtt_samples += count
+            tcp.rtt_sum_ns += total
+            tcp.rtt_last_ns = last
