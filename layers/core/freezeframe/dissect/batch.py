@@ -13,14 +13,16 @@ Per batch of records (``pcapio.RecordBatch``):
    A group goes to the reference path whole when batching could differ from it: a SYN that may start a new
    conversation on the 4-tuple (port reuse), a 4-tuple that also has records the fast decoder did not take,
    sequence numbers too far apart for relative arithmetic, or an unacknowledged list near Wireshark's cap.
-3. Clean runs: a segment is *clean* when ``TcpAnalysis.segment`` would take its fast path and raise no flag: ACK
-   without SYN/FIN/RST, at the next expected sequence, a non-zero window, new data or a new ACK number, and none of
-   window-full, ACK-of-unseen-segment or spurious retransmission possible. The tests use only fields of the
-   packets before it in the batch (the previous segment of each side sets lastack, window and the sequence
-   high-water mark whatever path it took). Consecutive clean segments form a run; everything else is fed to the
-   reference path one by one, in order, and a run is applied in one step between them, after checking that the
-   conversation's real state at its start (next sequence numbers) is what the fields implied; when it is not,
-   the run is fed one by one too. So each state change happens in the same order as in the reference.
+3. Clean runs: a segment is *clean* when ``TcpAnalysis.segment`` would raise no flag on it and only move the
+   sequence state forward: ACK without SYN or RST, at the next expected sequence, a non-zero window, new data, a
+   FIN or a new ACK number, and none of window-full, ACK-of-unseen-segment or spurious retransmission possible.
+   The tests use the fields of the previous segment of each side (every segment sets lastack and window and moves
+   the sequence high-water mark, whatever path it took): from this batch, or from the conversation's state when
+   that side's previous segment was in an earlier batch. Consecutive clean segments form a run; everything else
+   goes through ``ConnectionTracker.tcp_segment`` one by one, in order, and a run is applied in one step between
+   them, after checking that the conversation's real state at its start (next sequence numbers) is what the
+   fields implied; when it is not, the run goes one by one too. So each state change happens in the same order
+   as in the reference.
 4. RTT: the unacknowledged-segment lists and ack_rtt samples (Wireshark's list walk) depend on packet fields only:
    a segment leaves its side's list at the first later packet of the other side whose ACK reaches its end, and
    a sample is taken when that ACK equals the end exactly (the oldest such segment). Segmented running maxima
@@ -31,8 +33,8 @@ tests/unit/dissect/test_batch_engine.py checks that this path and the reference 
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -479,6 +481,7 @@ class _Batch:
         def per_run(ufunc: np.ufunc, values: np.ndarray) -> np.ndarray:
             return ufunc.reduceat(values, item_start)[is_run]
 
+        end_raw = (seq + payload + fin) & _MASK
         sides = []
         for one in (0, 1):
             mine = side == one
@@ -487,6 +490,10 @@ class _Batch:
             in_group = last[one][runs] >= group_first[runs]
             entry = np.maximum(np.where(in_group, high_water[one][runs - 1] - offset[runs], -_BIG),
                                held_rel[gid[runs], one])
+            latest = per_run(np.maximum, np.where(mine, position, -1))
+            latest_safe = np.maximum(latest, 0)
+            advance = per_run(np.maximum, np.where(mine_data | mine_fin, position, -1))
+            advance_safe = np.maximum(advance, 0)
             # One tuple per run and side, in the order _apply_run unpacks them.
             sides.append(list(zip(
                 np.where(entry > -_RANGE, (entry + self.s_base[gid[runs], one]) & _MASK, 0).tolist(),
@@ -494,15 +501,18 @@ class _Batch:
                 per_run(np.add, np.where(mine, self.s_orig, 0)).tolist(),
                 per_run(np.add, np.where(mine, payload, 0)).tolist(),
                 per_run(np.add, mine_data.astype(np.int64)).tolist(),
-                per_run(np.maximum, np.where(mine, position, -1)).tolist(),
-                per_run(np.maximum, np.where(mine_data | mine_fin, position, -1)).tolist(),
+                ack[latest_safe].tolist(), self.s_ts[latest_safe].tolist(), window[latest_safe].tolist(),
+                np.where(advance >= 0, end_raw[advance_safe], -1).tolist(), self.s_ts[advance_safe].tolist(),
                 per_run(np.logical_or, mine & (ack != prev_ack)).tolist(),
                 per_run(np.minimum, np.where(mine_data, position, _BIG)).tolist(),
                 per_run(np.minimum, np.where(mine & ~data & ~fin, position, _BIG)).tolist(),
                 per_run(np.add, mine_fin.astype(np.int64)).tolist(),
                 per_run(np.minimum, np.where(mine_fin, position, _BIG)).tolist(), strict=True)))
-        self.runs = list(zip(sides[0], sides[1], per_run(np.minimum, self.s_ts).tolist(),
-                             per_run(np.maximum, self.s_ts).tolist(), strict=True))
+        first_data = per_run(np.minimum, np.where(data, position, count - 1))
+        self.runs = list(zip(sides[0], sides[1], runs.tolist(), self.item_end[is_run].tolist(),
+                             self.s_ts[runs].tolist(), self.s_ts[first_data].tolist(),
+                             per_run(np.minimum, self.s_ts).tolist(), per_run(np.maximum, self.s_ts).tolist(),
+                             gid[runs].tolist(), strict=True))
 
     # -- 4. RTT
     def _rtt(self) -> None:
@@ -594,87 +604,81 @@ class _Batch:
     def _fold(self) -> None:
         tracker = self.tracker
         tracker._identities = {}
-        self._prepare_lists()
-        item_end = self.item_end.tolist()
-        is_run = self.is_run.tolist()
-        run_index = 0
-        segment = self._segment
-        for item, start in enumerate(self.item_start.tolist()):
-            if not is_run[item]:
-                segment(start)
+        self.group_keys_simple = [self.group_keys[group] for group in self.s_old_group.tolist()]
+        self.first_side = self.s_side[self.s_group_start].tolist()
+        single = self.item_start[~self.is_run]
+        rows = self.s_row[single]
+        fields = (self.frames[rows], self.incl[rows], self.s_ts[single], self.s_orig[single], self.s_flags[single],
+                  self.s_seq[single], self.s_ack[single], self.s_window[single], self.s_payload[single],
+                  self.s_payload_offset[single])
+        singles = iter(zip(*(field.tolist() for field in fields), strict=True))
+        buf = self.buf
+        key_at = self.key_offset
+        header_at = key_at + 8
+        tcp_segment = tracker.tcp_segment
+        runs = iter(self.runs)
+        for is_run in self.is_run.tolist():
+            if is_run:
+                run = next(runs)
+                if not self._apply_run(run):
+                    for at in range(run[2], run[3]):
+                        self._segment(at)
                 continue
-            if not self._apply_run(run_index, start, item_end[item]):
-                for at in range(start, item_end[item]):
-                    segment(at)
-            run_index += 1
+            frame, size, ts_ns, orig_len, flags, seq, ack, window, payload_len, payload_offset = next(singles)
+            data = buf[frame:frame + size]
+            tcp_segment(data[key_at:key_at + 12], ts_ns, orig_len, data, flags, seq, ack, window, payload_len,
+                        header_at, payload_offset)
+        stats = tracker.stats
+        stats.packets += len(single)
+        stats.decoded += len(single)
 
     def _segment(self, at: int) -> None:
-        """One segment of a simple group through ``ConnectionTracker.tcp_segment``, from the decoded fields."""
-        frame = self.l_frames[at]
-        data = self.buf[frame:frame + self.l_incl[at]]
+        """One segment of a clean run whose conversation was not in the state the run needs, one by one."""
+        frame = int(self.frames[self.s_row[at]])
+        data = self.buf[frame:frame + int(self.incl[self.s_row[at]])]
         key_at = self.key_offset
         stats = self.tracker.stats
         stats.packets += 1
         stats.decoded += 1
-        self.tracker.tcp_segment(data[key_at:key_at + 12], self.l_ts[at], self.l_orig[at], data, self.l_flags[at],
-                                 self.l_seq[at], self.l_ack[at], self.l_window[at], self.l_payload[at],
-                                 self.key_offset + 8, self.l_payload_offset[at])
+        self.tracker.tcp_segment(data[key_at:key_at + 12], int(self.s_ts[at]), int(self.s_orig[at]), data,
+                                 int(self.s_flags[at]), int(self.s_seq[at]), int(self.s_ack[at]),
+                                 int(self.s_window[at]), int(self.s_payload[at]), key_at + 8,
+                                 int(self.s_payload_offset[at]))
 
-    def _prepare_lists(self) -> None:
-        self.l_frames = self.frames[self.s_row].tolist()
-        self.l_incl = self.incl[self.s_row].tolist()
-        self.l_orig = self.s_orig.tolist()
-        self.l_flags = self.s_flags.tolist()
-        self.l_ts = self.s_ts.tolist()
-        self.l_seq = self.s_seq.tolist()
-        self.l_ack = self.s_ack.tolist()
-        self.l_window = self.s_window.tolist()
-        self.l_payload = self.s_payload.tolist()
-        self.l_payload_offset = self.s_payload_offset.tolist()
-        self.l_side = self.s_side.tolist()
-        self.l_gid = self.s_gid.tolist()
-        self.l_data = np.flatnonzero(self.s_payload > 0).tolist()
-        self.l_first_side = self.s_side[self.s_group_start].tolist()
-        self.l_keys = [self.group_keys[group] for group in self.s_old_group.tolist()]
-
-    def _apply_run(self, index: int, start: int, stop: int) -> bool:
+    def _apply_run(self, run: tuple[Any, ...]) -> bool:
         """Folds one clean run into its conversation; False (nothing changed) when its entry state differs."""
-        side0, side1, ts_min, ts_max = self.runs[index]
+        side0, side1, start, stop, first_ts, first_data_ts, ts_min, ts_max, group = run
         tracker = self.tracker
-        group = self.l_gid[start]
-        flow, key_outbound = tracker._live[IPPROTO_TCP][self.l_keys[group]]
+        flow, key_outbound = tracker._live[IPPROTO_TCP][self.group_keys_simple[group]]
         tcp = flow.tcp
         assert tcp is not None
-        outbound0 = key_outbound if self.l_first_side[group] == 0 else not key_outbound
+        outbound0 = key_outbound if self.first_side[group] == 0 else not key_outbound
         directions = (tcp.out, tcp.in_) if outbound0 else (tcp.in_, tcp.out)
         if (directions[0].nextseq != side0[0] or directions[0].maxseqtobeacked != side0[0]
                 or directions[1].nextseq != side1[0] or directions[1].maxseqtobeacked != side1[0]):
             return False
-        ts, ack, window = self.l_ts, self.l_ack, self.l_window
         data_packets = 0
         fin_packets = 0
-        first_data_at = _BIG
         history = []
         for aggregate, direction, outbound in ((side0, directions[0], outbound0),
                                                (side1, directions[1], not outbound0)):
-            (_entry, packets, size, payload, data, last, last_advance, ack_changed, first_data, first_ack, fins,
-             first_fin) = aggregate
+            (_entry, packets, size, payload, data, last_ack, last_ts, last_window, next_seq, next_ts, ack_changed,
+             first_data, first_ack, fins, first_fin) = aggregate
             if not packets:
                 continue
-            direction.lastack = ack[last]
-            direction.lastack_ns = ts[last]
-            direction.window = window[last]
+            direction.lastack = last_ack
+            direction.lastack_ns = last_ts
+            direction.window = last_window
             direction.window_from_syn = False
             direction.lastsegmentflags = 0
             if ack_changed:
                 direction.dupacknum = 0
-            if last_advance >= 0:
-                end = (self.l_seq[last_advance] + self.l_payload[last_advance]
-                       + (1 if self.l_flags[last_advance] & TH_FIN else 0)) & _MASK
-                direction.nextseq = end
-                direction.nextseq_ns = ts[last_advance]
-                direction.maxseqtobeacked = end
+            if next_seq >= 0:
+                direction.nextseq = next_seq
+                direction.nextseq_ns = next_ts
+                direction.maxseqtobeacked = next_seq
             data_packets += data
+            fin_packets += fins
             if outbound:
                 flow.packets_out += packets
                 flow.bytes_out += size
@@ -687,23 +691,22 @@ class _Batch:
                 seen = tcp.seen_in
             tcp.payload_bytes += payload
             tcp.payload_segments += data
-            if first_data < first_data_at:
-                first_data_at = first_data
             if first_data < _BIG and not seen & _H_DATA:
                 history.append((first_data, outbound, _H_DATA))
             if first_ack < _BIG and not seen & _H_ACK:
                 history.append((first_ack, outbound, _H_ACK))
-            if fins:
-                fin_packets += fins
-                if not seen & _H_FIN:
-                    history.append((first_fin, outbound, _H_FIN))
+            if fins and not seen & _H_FIN:
+                history.append((first_fin, outbound, _H_FIN))
         if not tcp.first_rtt_ns and tcp.mru_syn_ns:
-            for at in range(start, stop):
-                if ts[at] != tcp.mru_syn_ns:
-                    tcp.first_rtt_ns = ts[at] - tcp.mru_syn_ns
-                    break
+            if first_ts != tcp.mru_syn_ns:
+                tcp.first_rtt_ns = first_ts - tcp.mru_syn_ns
+            else:  # a zero time is "not yet": the next segment with another time sets it
+                for ts_ns in self.s_ts[start:stop].tolist():
+                    if ts_ns != tcp.mru_syn_ns:
+                        tcp.first_rtt_ns = ts_ns - tcp.mru_syn_ns
+                        break
         if data_packets and tcp.first_data_ns < 0:
-            tcp.first_data_ns = ts[first_data_at]
+            tcp.first_data_ns = first_data_ts
         if history:
             history.sort()
             for _at, outbound, bit in history:
@@ -721,15 +724,24 @@ class _Batch:
         stats.decoded += packets
         app = tracker.app
         if data_packets and app is not None and flow.app is not IGNORED:
-            data_at = self.l_data
-            for at in data_at[bisect.bisect_left(data_at, start):bisect.bisect_left(data_at, stop)]:
-                if flow.app is IGNORED:
-                    break
-                frame = self.l_frames[at]
-                outbound = outbound0 if self.l_side[at] == 0 else not outbound0
-                app.payload(flow, outbound, ts[at], self.l_seq[at], self.buf[frame:frame + self.l_incl[at]],
-                            self.l_payload_offset[at], self.l_payload[at])
+            self._run_payloads(flow, outbound0, start, stop)
         return True
+
+    def _run_payloads(self, flow: Any, outbound0: bool, start: int, stop: int) -> None:
+        """The payloads of a clean run, in order, to the application tracker (until it ignores the flow)."""
+        app = self.tracker.app
+        assert app is not None
+        at = np.flatnonzero(self.s_payload[start:stop]) + start
+        rows = self.s_row[at]
+        buf = self.buf
+        for frame, size, side, ts_ns, seq, offset, length in zip(
+                self.frames[rows].tolist(), self.incl[rows].tolist(), self.s_side[at].tolist(),
+                self.s_ts[at].tolist(), self.s_seq[at].tolist(), self.s_payload_offset[at].tolist(),
+                self.s_payload[at].tolist(), strict=True):
+            if flow.app is IGNORED:
+                break
+            app.payload(flow, outbound0 if side == 0 else not outbound0, ts_ns, seq, buf[frame:frame + size], offset,
+                        length)
 
     def _hand_back(self) -> None:
         """RTT samples and the leftover unacknowledged lists to each simple group's conversation."""
