@@ -257,3 +257,17 @@ def test_payload_offset_points_at_the_first_payload_byte() -> None:
     result = decode(LINKTYPE_RAW, datagram)
     assert isinstance(result, Decoded)
     assert datagram[result.payload_offset:] == b"\x12\x34query"
+
+
+@pytest.mark.parametrize("size", [50, 52, 53])
+def test_a_frame_cut_inside_the_tcp_header_is_truncated_on_every_path(size: int) -> None:
+    """The tracker's Ethernet/IPv4/TCP fast path and ``decode`` agree: the whole 20-byte TCP header must be there.
+
+    (The fast path once accepted frames from 50 bytes, the end of the window field; the fuzz test comparing the
+    batched and the per-packet paths found it.)
+    """
+    frame = bytes(Ether() / v4_tcp())[:size]
+    assert decode(LINKTYPE_ETHERNET, frame) == Skip.TRUNCATED
+    tracker = ConnectionTracker("node-a")
+    tracker.feed(LINKTYPE_ETHERNET, [Packet(1_000, len(frame), frame)])
+    assert tracker.stats.truncated == 1 and tracker.stats.decoded == 0

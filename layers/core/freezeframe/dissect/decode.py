@@ -59,7 +59,9 @@ _udp = struct.Struct("!HH").unpack_from
 # are sliced by the caller as one key. Callers check the fixed fields and fall back to ``decode`` for anything else,
 # so both paths give the same result.
 ETHERNET_IPV4_TCP = struct.Struct("!12xHBxHxxHxB14xIIBBH")
-ETHERNET_IPV4_TCP_LEN = ETHERNET_IPV4_TCP.size  # 54
+# The struct ends at the window field (50 bytes), but a frame must hold the whole 20-byte TCP header, as ``decode``
+# requires: a snaplen cut inside the checksum or urgent pointer is a truncated packet on both paths.
+ETHERNET_IPV4_TCP_LEN = 14 + 20 + 20
 
 
 class Skip(IntEnum):
