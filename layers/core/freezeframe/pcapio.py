@@ -198,7 +198,8 @@ class RecordBatch(NamedTuple):
 
     ``starts`` are the offsets of the 16-byte record headers in ``buf`` (pcap layout, ``byte_order``, fractions in
     ns when ``nanosecond`` else in µs): the vectorised dissection path gathers every header field from them at
-    once instead of building a ``Packet`` per record. pcapng packets are re-encoded into this layout.
+    once instead of building a ``Packet`` per record. pcapng packets are re-encoded into this layout, with their
+    times in ``ts_ns`` (a pcapng time can be past what 32-bit pcap seconds hold).
     """
 
     link_type: int
@@ -206,6 +207,7 @@ class RecordBatch(NamedTuple):
     starts: list[int]
     byte_order: str
     nanosecond: bool
+    ts_ns: list[int] | None = None  # when set, the records' times (their headers' time fields are then 0)
 
 
 @dataclass(slots=True)
@@ -334,19 +336,21 @@ class CaptureReader:
         link_type = -1
         parts: list[bytes] = []
         starts: list[int] = []
+        times: list[int] = []
         size = 0
         for run_link, packets in self.runs():
             if run_link != link_type or size >= max_bytes:
                 if starts:
-                    yield RecordBatch(link_type, b"".join(parts), starts, "<", True)
-                link_type, parts, starts, size = run_link, [], [], 0
+                    yield RecordBatch(link_type, b"".join(parts), starts, "<", True, times)
+                link_type, parts, starts, times, size = run_link, [], [], [], 0
             for ts_ns, orig_len, data in packets:
                 starts.append(size)
-                record = encode_record(ts_ns, data, orig_len)
+                times.append(ts_ns)
+                record = encode_record(0, data, orig_len)
                 parts.append(record)
                 size += len(record)
         if starts:
-            yield RecordBatch(link_type, b"".join(parts), starts, "<", True)
+            yield RecordBatch(link_type, b"".join(parts), starts, "<", True, times)
 
     def __iter__(self) -> Iterator[Packet]:
         for _link_type, packets in self.runs():
@@ -509,7 +513,8 @@ class PcapFileReader(CaptureReader):
                 yield RecordBatch(link_type, buf, starts, order, nanosecond)
             go_on, packet = self._general_record()
             if packet is not None:
-                yield RecordBatch(link_type, encode_record(packet.ts_ns, packet.data, packet.orig_len), [0], "<", True)
+                yield RecordBatch(link_type, encode_record(0, packet.data, packet.orig_len), [0], "<", True,
+                                  [packet.ts_ns])
             if not go_on:
                 return
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from freezeframe.dissect import AppTracker, ConnectionTracker
+from freezeframe.dissect.batch import feed_batches
 from freezeframe.errors import CaptureFormatError
 from freezeframe.pcapio import Packet, PcapReader, open_capture
 
@@ -189,9 +190,16 @@ def check(base: Base, data: bytes, first_changed: int, tables: bool = True) -> O
         for link_type, packets in reader.runs(max_packets=64):
             read += packets
             tracker.feed(link_type, packets)
+        batched = ConnectionTracker("fuzz", AppTracker("fuzz"))
+        batched_reader = open_capture(io.BytesIO(data))
+        feed_batches(batched, batched_reader.record_batches(max_bytes=4096))  # the path a dissection job takes
+        assert batched.stats == tracker.stats, f"{base.name}: the batched path counted differently"
+        assert {kind: problem.count for kind, problem in batched_reader.problems.items()} == \
+            {kind: problem.count for kind, problem in reader.problems.items()}, f"{base.name}: reader problems differ"
         if tables:
-            tracker.finish()
-            tracker.app_tables()
+            expected = {"connections": tracker.finish(), **tracker.app_tables()}
+            for name, table in {"connections": batched.finish(), **batched.app_tables()}.items():
+                assert table.equals(expected[name]), f"{base.name}: the batched path's {name} differ"
     intact = base.intact_before(first_changed)
     assert read[:intact] == base.packets[:intact], f"{base.name}: the {intact} packets before offset " \
                                                    f"{first_changed} were not all read back unchanged"

@@ -112,12 +112,16 @@ class _Batch:
         starts = np.array(batch.starts, dtype=np.int64)
         words = _strided(batch.buf, batch.byte_order + "u4")
         scale = 1 if batch.nanosecond else 1000
-        self.ts = words[starts].astype(np.int64) * 1_000_000_000 + words[starts + 4].astype(np.int64) * scale
+        if batch.ts_ns is not None:
+            self.ts = np.array(batch.ts_ns, dtype=np.int64)
+        else:
+            self.ts = words[starts].astype(np.int64) * 1_000_000_000 + words[starts + 4].astype(np.int64) * scale
         if window is not None:
             inside = (self.ts >= window[0]) & (self.ts < window[1])
             if not inside.all():
                 starts, self.ts = starts[inside], self.ts[inside]
-                batch = batch._replace(starts=starts.tolist())
+                batch = batch._replace(starts=starts.tolist(),
+                                       ts_ns=None if batch.ts_ns is None else self.ts.tolist())
         self.batch = batch
         self.incl = words[starts + 8].astype(np.int64)
         self.orig = words[starts + 12].astype(np.int64)
