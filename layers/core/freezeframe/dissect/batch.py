@@ -465,9 +465,15 @@ class _Batch:
         data = payload > 0
         spurious = data & (rev_ack != 0) & ((end == rev_ack) | (((end - rev_ack) & _MASK) >= _HALF))
         clean &= ~spurious
+        # Window full needs the peer's window scale, which only the state knows: exclude every segment that would
+        # be window-full under some shift 0..14, i.e. whose end is the peer's ACK plus its 16-bit window times a
+        # power of two up to 2^14 (never past 2^30, so no 32-bit wrap).
         to_limit = (end - rev_ack) & _MASK
-        for shift in range(15):
-            clean &= ~(data & (((rev_window << shift) & _MASK) == to_limit))
+        safe_window = np.maximum(rev_window, 1)
+        multiple = to_limit // safe_window
+        scaled = (to_limit % safe_window == 0) & (multiple > 0) & (multiple <= 1 << 14) & \
+            ((multiple & (multiple - 1)) == 0)
+        clean &= ~(data & np.where(rev_window == 0, to_limit == 0, scaled))
         before = np.zeros(count, dtype=bool)
         if count:
             before[1:] = clean[:-1]
