@@ -194,3 +194,28 @@ def test_other_chunk_lengths_agree_too(chunk_s: int) -> None:
     assert set(merged) == set(whole)
     for conn_id, row in whole.items():
         assert {c: merged[conn_id][c] for c in EXACT_COLUMNS} == {c: row[c] for c in EXACT_COLUMNS}
+
+
+def test_retransmission_rate_counts_the_segments_of_a_part_without_retransmissions() -> None:
+    """Three segments before the edge, two and a late retransmission after it: 1 retransmission in 6 segments.
+
+    A part without retransmissions has a rate of 0, which hides how many segments it carried; the merge takes the
+    per-part segment counts from the trackers instead.
+    """
+    peer = TcpPeer(("10.0.0.1", 40100), ("10.0.0.2", 80))
+    frames = [(0.5, peer.frame("c", "S")), (0.501, peer.frame("s", "SA")), (0.502, peer.frame("c", "A"))]
+    for t in (1.0, 2.0, 3.0, 11.0, 12.0):
+        frames.append((t, peer.frame("c", "PA", b"x" * 100)))
+    peer.seq["c"] -= 100
+    frames.append((14.0, peer.frame("c", "PA", b"x" * 100)))  # the 12.0 segment again, 2 s later
+    buffer = io.BytesIO()
+    writer = PcapWriter(buffer, LINKTYPE_ETHERNET)
+    for t, frame in frames:
+        writer.write(BASE_NS + round(t * SECOND), frame)
+    data = buffer.getvalue()
+    whole = dissect_segments("node-a", [source(data)]).tables["connections"].to_pylist()
+    chunked = dissect_chunked("node-a", [source(data)], plan_chunks(BASE_NS, BASE_NS + 20 * SECOND, 10 * SECOND),
+                              workers=1).tables["connections"].to_pylist()
+    assert len(whole) == len(chunked) == 1
+    assert whole[0]["retransmissions"] == chunked[0]["retransmissions"] == 1
+    assert whole[0]["retransmission_rate"] == chunked[0]["retransmission_rate"] == 1 / 6

@@ -22,7 +22,7 @@ split by an edge keeps the earlier part's (possibly null) handshake times.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,7 @@ CONN_ID = "conn_id"  # recomputed from the merged identity
 RTT_AVG = "rtt_avg"  # mean weighted by rtt_samples
 RTT_JITTER = "rtt_jitter"  # mean weighted by the sample pairs of each part (rtt_samples - 1)
 RETRANSMISSION_RATE = "retransmission_rate"  # total retransmissions / total payload segments
+_SEGMENTS = "_payload_segments"  # carried beside a row while merging: its TCP segments with payload
 HISTORY = "history"  # each letter once, in order of first occurrence
 CONN_STATE = "conn_state"  # Zeek's state from the merged history
 CLOSE = "close"  # how the merged connection ended
@@ -126,15 +127,23 @@ class MergedConnections:
     merged_rows: int  # part rows folded into an earlier part's row
 
 
-def merge_connections(node: str, parts: Sequence[pa.Table]) -> MergedConnections:
-    """The connections of consecutive chunks (in time order) as one table, one row per connection."""
+def merge_connections(node: str, parts: Sequence[pa.Table],
+                      payload_segments: Sequence[Mapping[str, int]] | None = None) -> MergedConnections:
+    """The connections of consecutive chunks (in time order) as one table, one row per connection.
+
+    ``payload_segments`` (per part: conn_id -> TCP segments with payload, ``ConnectionTracker.payload_segments``)
+    makes the merged ``retransmission_rate`` exact for the merged counts; without it a part that had no
+    retransmission cannot tell how many segments it carried.
+    """
     rows: list[dict[str, Any]] = []
     open_rows: dict[tuple[Any, ...], int] = {}  # endpoint-pair key -> index in rows of its latest connection
     conn_ids: dict[str, str] = {}
     merged = 0
-    for part in parts:
+    for number, part in enumerate(parts):
         continued: set[tuple[Any, ...]] = set()
+        segments = payload_segments[number] if payload_segments is not None else {}
         for row in sorted(part.to_pylist(), key=lambda r: (r["first_ts_ns"], r["conn_id"])):
+            row[_SEGMENTS] = segments.get(row["conn_id"])
             key = _pair_key(row)
             index = open_rows.get(key)
             if index is not None and key not in continued and _continues(rows[index], row):
@@ -148,6 +157,8 @@ def merge_connections(node: str, parts: Sequence[pa.Table]) -> MergedConnections
             open_rows[key] = index
             continued.add(key)
     rows.sort(key=lambda r: (r["first_ts_ns"], r["conn_id"]))
+    for row in rows:
+        del row[_SEGMENTS]
     table = pa.Table.from_pylist(rows, schema=CONNECTIONS) if rows else CONNECTIONS.empty_table()
     return MergedConnections(table, conn_ids, merged)
 
@@ -235,7 +246,12 @@ def _merge(node: str, a: dict[str, Any], later: dict[str, Any]) -> dict[str, Any
                                    out["dst_port"], out["first_ts_ns"])
     out["rtt_avg_us"] = _weighted(a["rtt_avg_us"], a["rtt_samples"], b["rtt_avg_us"], b["rtt_samples"], 0)
     out["rtt_jitter_us"] = _weighted(a["rtt_jitter_us"], a["rtt_samples"], b["rtt_jitter_us"], b["rtt_samples"], 1)
-    out["retransmission_rate"] = _retransmission_rate(a, b, out["retransmissions"])
+    if a[_SEGMENTS] is not None and b[_SEGMENTS] is not None:
+        out[_SEGMENTS] = a[_SEGMENTS] + b[_SEGMENTS]
+        out["retransmission_rate"] = (out["retransmissions"] or 0) / out[_SEGMENTS] if out[_SEGMENTS] else 0.0
+    else:
+        out[_SEGMENTS] = None
+        out["retransmission_rate"] = _retransmission_rate(a, b, out["retransmissions"])
     history = a["history"]
     if b["history"]:
         history = (history or "") + "".join(dict.fromkeys(c for c in b["history"] if c not in (history or "")))

@@ -391,6 +391,11 @@ class ConnectionTracker:
             text = self._names[packed] = socket.inet_ntop(family, packed)
         return text
 
+    def payload_segments(self) -> dict[str, int]:
+        """conn_id -> TCP segments with payload (the denominator of ``retransmission_rate``), for chunk merges."""
+        flows = self._ended + [flow for flow, outbound in self._live[IPPROTO_TCP].values() if outbound]
+        return {self.identify(flow)[0]: flow.tcp.payload_segments for flow in flows if flow.tcp is not None}
+
     def app_tables(self) -> dict[str, pa.Table]:
         """The dns, http and tls tables of the application tracker (empty dict without one)."""
         if self.app is None:

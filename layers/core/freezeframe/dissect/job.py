@@ -103,6 +103,7 @@ class EngineResult:
     problems: SegmentProblems
     stats: dict[str, int]
     corrupt: list[dict[str, str]] = field(default_factory=list)  # segments that failed verification
+    payload_segments: dict[str, int] = field(default_factory=dict)  # per TCP conn_id, for merging time chunks
 
 
 def dissect_segments(node: str, segments: Sequence[SegmentSource], chunk: Chunk | None = None) -> EngineResult:
@@ -140,8 +141,9 @@ def dissect_segments(node: str, segments: Sequence[SegmentSource], chunk: Chunk 
     stats = {**tracker.stats.as_dict(), **app.stats.as_dict()}
     with collector_paused():
         tables = {"connections": tracker.finish(), **tracker.app_tables()}
+        payload_segments = tracker.payload_segments() if chunk is not None else {}
     tracker.close()  # breaks the flow <-> handler cycles so reference counting frees them at once
-    return EngineResult(tables, problems, stats, corrupt)
+    return EngineResult(tables, problems, stats, corrupt, payload_segments)
 
 
 def _owns_segment(chunk: Chunk | None, ref: SegmentRef) -> bool:
@@ -177,7 +179,8 @@ def dissect_chunked(node: str, segments: Sequence[SegmentSource], chunks: Sequen
     else:
         with ProcessPoolExecutor(max_workers=workers or min(len(jobs), os.cpu_count() or 1)) as pool:
             results = list(pool.map(_dissect_chunk, jobs))
-    merged = merge_connections(node, [result.tables["connections"] for result in results])
+    merged = merge_connections(node, [result.tables["connections"] for result in results],
+                               [result.payload_segments for result in results])
     tables = {"connections": merged.table}
     for name in results[0].tables:
         if name != "connections":
