@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 from freezeframe.config import settings
@@ -232,6 +233,26 @@ def _cmd_export_pcap(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dissect(args: argparse.Namespace) -> int:
+    from freezeframe.dissect.files import dissect_files
+
+    started = time.perf_counter()
+    result = dissect_files(args.captures, args.out, node=args.node, k8s=args.k8s, progress=args.progress)
+    elapsed = time.perf_counter() - started
+    if args.json:
+        print(json.dumps(result.to_dict()))
+        return 0
+    packets = result.stats.get("packets", 0)
+    print(f"dissected {packets} packets from {len(result.inputs)} file(s) in {elapsed:.1f} s "
+          f"({packets / elapsed / 1000 if elapsed else 0:.0f} k packets/s)")
+    for name, rows in result.tables.items():
+        print(f"  {name:<15} {rows:>9} rows  {result.files[name]}")
+    problems = sum(value for key, value in result.stats.items() if key.startswith("errors_"))
+    if problems:
+        print(f"  {problems} problem(s) counted: see {result.files['dissect_errors']}")
+    return 0
+
+
 def _cmd_mcp(args: argparse.Namespace) -> int:
     from freezeframe.mcp_server import serve
 
@@ -310,6 +331,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--json", action="store_true")
     export.add_argument("--s3-endpoint", metavar="URL")
     export.set_defaults(func=_cmd_export_pcap)
+    dissect = sub.add_parser("dissect", help="dissect local capture files (one node's segments) into Parquet tables")
+    dissect.add_argument("captures", nargs="+", type=Path, metavar="PCAP",
+                         help="pcap or pcapng files, zstd-compressed or not, taken in the order of their first packet")
+    dissect.add_argument("--out", type=Path, required=True,
+                         help="output directory: <table>/<node>.parquet for every table, and <node>.json")
+    dissect.add_argument("--node", default="local", help="the node name the rows carry (default: local)")
+    dissect.add_argument("--k8s", type=Path, help="freezeframe.k8s records (JSON lines) for pod/namespace columns")
+    dissect.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                         help="show a progress bar (default: when stderr is a terminal)")
+    dissect.add_argument("--json", action="store_true", help="print the summary as JSON")
+    dissect.set_defaults(func=_cmd_dissect)
     sub.add_parser("mcp", help="serve freezeframe's tools to an AI agent over MCP (stdio)").set_defaults(func=_cmd_mcp)
     sample = sub.add_parser("sample-pcap", help="write the bundled sample capture")
     sample.add_argument("out", type=Path)

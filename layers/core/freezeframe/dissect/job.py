@@ -86,8 +86,11 @@ class SegmentSource:
     ref: SegmentRef
     path: Path | None = None
     fetch: Callable[[], bytes] | None = None  # fetched when its turn comes, so one segment is in memory at a time
+    opener: Callable[[], BinaryIO] | None = None  # a stream of its bytes, opened when its turn comes
 
     def open(self) -> BinaryIO:
+        if self.opener is not None:
+            return self.opener()
         if self.fetch is not None:
             return io.BytesIO(self.fetch())
         if self.path is None:

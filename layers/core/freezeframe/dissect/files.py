@@ -1,0 +1,168 @@
+"""``freezeframe dissect PCAP... --out DIR``: the dissection engine on local capture files.
+
+The files are taken as one node's segments: ordered by their first packet's time (a file that is not a capture
+goes last and is reported in ``dissect_errors``), dissected in one pass with TCP state carried from file to file,
+exactly as a dissection job does with an incident's frozen segments. Each file is hashed (SHA-256) while it is read.
+
+Output, all or nothing: ``DIR/<table>/<node>.parquet`` for connections, dns, http, tls and dissect_errors, plus
+``DIR/<node>.json`` (inputs with their sizes and hashes, rows per table, counters). Each file is written under a
+temporary name and renamed into place once every table is built, so a failed run leaves the previous output (or
+none) and a re-run overwrites instead of adding files.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from freezeframe.dissect.enrich import IpTimeline, enrich
+from freezeframe.dissect.job import SegmentSource, dissect_segments, parquet_bytes
+from freezeframe.dissect.problems import SegmentRef
+from freezeframe.errors import CaptureFormatError, FreezeframeError
+from freezeframe.export import HashingStream
+from freezeframe.keys import check_name
+from freezeframe.models import iso
+from freezeframe.pcapio import open_capture
+
+SUMMARY_SCHEMA = "freezeframe.dissect-files/v1"
+
+
+class DissectInputError(FreezeframeError):
+    """A capture file to dissect cannot be read, or the output directory cannot be used."""
+
+
+@dataclass(slots=True)
+class InputFile:
+    path: str
+    size: int
+    sha256: str = ""
+    first_ts_ns: int | None = None
+
+
+@dataclass(slots=True)
+class FilesResult:
+    node: str
+    out: str
+    inputs: list[InputFile] = field(default_factory=list)
+    tables: dict[str, int] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    stats: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": SUMMARY_SCHEMA, "node": self.node, "out": self.out,
+                "inputs": [{"path": i.path, "size": i.size, "sha256": i.sha256, "first_ts_ns": i.first_ts_ns}
+                           for i in self.inputs],
+                "tables": self.tables, "files": self.files, "stats": self.stats,
+                "finished_at": iso(datetime.now(UTC))}
+
+
+def first_timestamp(path: Path) -> int | None:
+    """The time of the file's first packet, or None when it has none (or is not a capture)."""
+    try:
+        with path.open("rb") as stream:
+            for _link_type, packets in open_capture(stream).runs(max_packets=1):
+                return packets[0].ts_ns if packets else None
+    except CaptureFormatError:
+        return None
+    return None
+
+
+def load_k8s_records(path: Path) -> list[dict[str, Any]]:
+    """``freezeframe.k8s`` records (JSON lines, as the k8s indexer writes them) for enrichment."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise DissectInputError(f"cannot read the Kubernetes context {path}: {exc.strerror}") from exc
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DissectInputError(f"{path}:{number}: not a JSON record: {exc.msg}") from exc
+        if not isinstance(record, dict):
+            raise DissectInputError(f"{path}:{number}: a record must be a JSON object")
+        records.append(record)
+    return records
+
+
+def dissect_files(paths: list[Path], out: Path, node: str = "local", k8s: Path | None = None,
+                  progress: bool | None = None) -> FilesResult:
+    """Dissect ``paths`` as one node's segments into Parquet under ``out``; see the module docstring."""
+    check_name("node", node)
+    if not paths:
+        raise DissectInputError("no capture files given")
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        raise DissectInputError(f"not a readable file: {', '.join(missing)}")
+    if out.exists() and not out.is_dir():
+        raise DissectInputError(f"--out {out} exists and is not a directory")
+    records = load_k8s_records(k8s) if k8s is not None else []
+    inputs = [InputFile(str(path), path.stat().st_size, first_ts_ns=first_timestamp(path)) for path in paths]
+    ordered = sorted(zip(inputs, paths, strict=True),
+                     key=lambda pair: (pair[0].first_ts_ns is None, pair[0].first_ts_ns or 0, pair[0].path))
+    from tqdm import tqdm  # imported here: only the CLI path needs it
+
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = tqdm(total=sum(i.size for i in inputs), unit="B", unit_scale=True, desc=f"dissect {node}",
+               disable=not show, file=sys.stderr, leave=False)
+    streams: list[_HashedFile] = []
+
+    def opener(path: Path) -> BinaryIO:
+        stream = _HashedFile(path.open("rb"), bar.update)
+        streams.append(stream)
+        return stream  # type: ignore[return-value]  # a read-only binary stream
+
+    sources = [SegmentSource(SegmentRef(str(path), None, info.first_ts_ns, None),
+                             opener=functools.partial(opener, path)) for info, path in ordered]
+    try:
+        result = dissect_segments(node, sources)
+    finally:
+        bar.close()
+    for (info, _path), stream in zip(ordered, streams, strict=True):
+        info.sha256 = stream.sha256.hexdigest()
+    timeline = IpTimeline.from_records(records)
+    tables = {name: enrich(table, timeline) for name, table in result.tables.items()}
+    tables["dissect_errors"] = result.problems.table()
+    summary = FilesResult(node, str(out), [info for info, _path in ordered])
+    summary.stats = {**result.stats, **result.problems.totals()}
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for name, table in tables.items():
+            target = out / name / f"{node}.parquet"
+            staged.append((_stage(target, parquet_bytes(table)), target))
+            summary.tables[name] = table.num_rows
+            summary.files[name] = str(target)
+        status = out / f"{node}.json"
+        staged.append((_stage(status, json.dumps(summary.to_dict(), indent=2).encode()), status))
+    except OSError as exc:
+        for temporary, _target in staged:
+            temporary.unlink(missing_ok=True)
+        raise DissectInputError(f"cannot write under {out}: {exc.strerror}") from exc
+    for temporary, target in staged:
+        os.replace(temporary, target)
+    return summary
+
+
+class _HashedFile(HashingStream):
+    """A capture file read through a hash: on close, the bytes the reader left (after a damaged end) are hashed too."""
+
+    def close(self) -> None:
+        if not self.closed:
+            self.drain()
+        super().close()
+
+
+def _stage(target: Path, body: bytes) -> Path:
+    """``body`` written next to ``target`` under a temporary name (renamed once every file is written)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    temporary.write_bytes(body)
+    return temporary

@@ -1,0 +1,146 @@
+"""``freezeframe dissect PCAP... --out DIR`` on local files: tables per DIR/<table>/, the progress bar, errors.
+
+Row counts come from tshark on the same file (the reference); order independence, hashes and the all-or-nothing
+output are checked against the fixture itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from freezeframe.cli import main
+from freezeframe.pcapio import PcapReader, PcapWriter
+from tests.fixtures.tcp_captures import lossy_capture
+
+SAMPLE = Path(__file__).resolve().parents[2] / "fixtures" / "sample.pcap"
+TSHARK = shutil.which("tshark")
+TABLES = ("connections", "dns", "http", "tls", "dissect_errors")
+
+
+def split_capture(source: Path, directory: Path, parts: int) -> list[Path]:
+    """The capture cut into ``parts`` pcap files, named so that name order is the reverse of time order."""
+    with source.open("rb") as stream:
+        reader = PcapReader(stream)
+        link_type, packets = reader.link_type, list(reader)
+    size = -(-len(packets) // parts)
+    paths = []
+    for index in range(parts):
+        path = directory / f"segment-{parts - index}.pcap"
+        with path.open("wb") as stream:
+            writer = PcapWriter(stream, link_type)
+            for packet in packets[index * size:(index + 1) * size]:
+                writer.write(packet.ts_ns, packet.data, packet.orig_len)
+        paths.append(path)
+    return paths
+
+
+def read_tables(out: Path, node: str = "local") -> dict[str, list[dict[str, object]]]:
+    return {name: pq.read_table(out / name / f"{node}.parquet").to_pylist() for name in TABLES}
+
+
+def tshark_count(path: Path, display_filter: str, field: str) -> int:
+    """How many values of ``field`` the frames matching ``display_filter`` carry (a frame may hold several)."""
+    assert TSHARK is not None
+    args = [TSHARK, "-n", "-r", str(path), "-Y", display_filter, "-T", "fields", "-e", field, "-E", "occurrence=a",
+            "-E", "aggregator=,"]
+    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    return sum(len(line.split(",")) for line in out.splitlines() if line)
+
+
+def tshark_conversations(path: Path) -> int:
+    assert TSHARK is not None
+    out = subprocess.run([TSHARK, "-n", "-r", str(path), "-q", "-z", "conv,tcp", "-z", "conv,udp"], check=True,
+                         capture_output=True, text=True).stdout
+    return sum(1 for line in out.splitlines() if "<->" in line)
+
+
+def test_split_files_in_any_order_give_the_tables_tshark_counts(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    paths = split_capture(SAMPLE, tmp_path, 3)
+    out = tmp_path / "out"
+    assert main(["dissect", *map(str, paths), "--out", str(out), "--progress"]) == 0
+    printed = capsys.readouterr()
+    assert "dissect local" in printed.err  # the progress bar
+    assert "dissected 149 packets from 3 file(s)" in printed.out
+    tables = read_tables(out)
+    if TSHARK is None:
+        pytest.skip("tshark is not installed: the expected counts come from it")
+    assert len(tables["connections"]) == tshark_conversations(SAMPLE)
+    assert len(tables["dns"]) == tshark_count(SAMPLE, "dns.flags.response == 0", "dns.id")
+    assert len(tables["http"]) == tshark_count(SAMPLE, "http.request", "http.request.method")  # pipelining: 2 a frame
+    assert len(tables["tls"]) == tshark_count(SAMPLE, "tls.handshake.type == 1", "tls.handshake.type")
+    # Connections crossing the file boundaries are one row each, whatever order the files were named in.
+    whole = tmp_path / "whole"
+    assert main(["dissect", str(SAMPLE), "--out", str(whole)]) == 0
+    assert read_tables(whole) == tables
+
+
+def test_summary_records_each_input_hash_and_a_rerun_overwrites(tmp_path: Path) -> None:
+    paths = split_capture(SAMPLE, tmp_path, 2)
+    out = tmp_path / "out"
+    assert main(["dissect", *map(str, paths), "--out", str(out), "--node", "node-7", "--json"]) == 0
+    first = {path.relative_to(out): path.read_bytes() for path in out.rglob("*.parquet")}
+    summary = json.loads((out / "node-7.json").read_text())
+    assert {entry["path"]: entry["sha256"] for entry in summary["inputs"]} == {
+        str(path): hashlib.sha256(path.read_bytes()).hexdigest() for path in paths}
+    assert [entry["path"] for entry in summary["inputs"]] == [str(paths[0]), str(paths[1])]  # time order
+    assert main(["dissect", *map(str, paths), "--out", str(out), "--node", "node-7"]) == 0
+    assert {path.relative_to(out): path.read_bytes() for path in out.rglob("*.parquet")} == first
+    assert not [path for path in out.rglob("*") if "partial" in path.name]
+
+
+def test_a_file_that_is_not_a_capture_is_reported_and_the_others_dissected(tmp_path: Path) -> None:
+    junk = tmp_path / "notes.txt"
+    junk.write_bytes(b"not a capture at all\n")
+    lossy = tmp_path / "lossy.pcap"
+    lossy_capture(5, conversations=2, steps=40).write(lossy)
+    out = tmp_path / "out"
+    assert main(["dissect", str(junk), str(lossy), "--out", str(out)]) == 0
+    tables = read_tables(out)
+    assert len(tables["connections"]) == 2
+    assert [(row["segment"], row["kind"]) for row in tables["dissect_errors"]] == [(str(junk), "not_a_capture")]
+
+
+def test_missing_input_or_bad_node_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["dissect", str(SAMPLE), str(tmp_path / "missing.pcap"), "--out", str(out)]) == 2
+    assert "not a readable file" in capsys.readouterr().err
+    assert main(["dissect", str(SAMPLE), "--out", str(out), "--node", "../escape"]) == 2
+    assert "not a valid name" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_kubernetes_context_fills_the_pod_columns(tmp_path: Path) -> None:
+    with SAMPLE.open("rb") as stream:
+        first = next(iter(PcapReader(stream)))
+    records = tmp_path / "k8s.jsonl"
+    pod = {"schema": "freezeframe.k8s-pod/v1", "observed_ns": first.ts_ns - 1, "change": "SYNC", "namespace": "shop",
+           "pod": "checkout-7d9f-abcde", "uid": "uid-1", "pod_ips": ["10.244.1.10"], "host_network": False,
+           "workload_name": "checkout"}
+    records.write_text(json.dumps(pod) + "\n")
+    out = tmp_path / "out"
+    assert main(["dissect", str(SAMPLE), "--out", str(out), "--k8s", str(records)]) == 0
+    rows = read_tables(out)["connections"]
+    with_pod = [row for row in rows if row["src_ip"] == "10.244.1.10"]
+    assert with_pod and all(row["src_pod"] == "checkout-7d9f-abcde" and row["src_namespace"] == "shop"
+                            for row in with_pod)
+    assert all(row["src_pod"] is None for row in rows if row["src_ip"] != "10.244.1.10")
+    records.write_text("{broken\n")
+    assert main(["dissect", str(SAMPLE), "--out", str(tmp_path / "other"), "--k8s", str(records)]) == 2
+
+
+def test_zstd_compressed_input(tmp_path: Path) -> None:
+    zstandard = pytest.importorskip("zstandard")
+    compressed = tmp_path / "sample.pcap.zst"
+    compressed.write_bytes(zstandard.ZstdCompressor().compress(SAMPLE.read_bytes()))
+    plain, packed = tmp_path / "plain", tmp_path / "packed"
+    assert main(["dissect", str(SAMPLE), "--out", str(plain)]) == 0
+    assert main(["dissect", str(compressed), "--out", str(packed)]) == 0
+    assert read_tables(plain)["connections"] == read_tables(packed)["connections"]
