@@ -246,7 +246,7 @@ class _Batch:
         lows, highs = self.group_low.tolist(), self.group_high.tolist()
         first_side = self.side_sorted[starts].tolist()
         self.group_keys: list[bytes] = []
-        self.group_flows: list[object] = [None] * groups
+        self.group_flows: list[Any] = [None] * groups
         # Lists the conversation already holds (side, seq, end, ts), from earlier batches.
         pre_items: list[tuple[int, int, int, int, int]] = []
         pre_lengths = np.zeros((groups, 2), dtype=np.int64)
@@ -483,7 +483,6 @@ class _Batch:
         is_run = clean[item_start] if count else clean
         self.is_run = is_run
         runs = item_start[is_run]
-        self.run_count = len(runs)
         if not len(runs):
             self.runs: list[tuple[tuple[int, ...], tuple[int, ...], int, int]] = []
             return
