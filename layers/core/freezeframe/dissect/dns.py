@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +40,11 @@ TYPE_AAAA = 28
 TYPE_DNAME = 39
 _NAME_TYPES = frozenset((TYPE_NS, TYPE_CNAME, TYPE_PTR, TYPE_DNAME))
 MAX_POINTER_HOPS = 64
+# A name that is only a pointer to the question's QNAME at offset 12, the usual owner of an answer (RFC 1035 4.1.4).
+QUESTION_POINTER = b"\xc0\x0c"
+# The protocol columns of the dns table, in the order finish() gives their values.
+_COLUMNS = ("transaction_id", "qname", "qtype", "rcode", "rcode_name", "answers", "ttls", "latency_us", "transport",
+            "truncated", "response_ts_ns")
 
 _header = struct.Struct("!HHHHHH").unpack_from
 _rr_fixed = struct.Struct("!HHIH").unpack_from  # TYPE, CLASS, TTL, RDLENGTH
@@ -73,16 +77,17 @@ class Message:
 
 
 def type_name(qtype: int) -> str:
-    return TYPE_NAMES.get(qtype, f"TYPE{qtype}")
+    return TYPE_NAMES.get(qtype) or f"TYPE{qtype}"  # not .get(qtype, f"..."): that formats a string every call
 
 
 def rcode_name(rcode: int) -> str:
-    return RCODE_NAMES.get(rcode, f"RCODE{rcode}")
+    return RCODE_NAMES.get(rcode) or f"RCODE{rcode}"
 
 
-def _name(message: bytes, offset: int) -> tuple[str, int] | None:
-    """Domain name at ``offset`` (RFC 1035 4.1.4) and the offset after it in the original position."""
-    labels: list[str] = []
+def _name(message: bytes, offset: int) -> tuple[str, int, bool] | None:
+    """Domain name at ``offset`` (RFC 1035 4.1.4), the offset after it in the original position, and whether it
+    followed a compression pointer."""
+    labels: list[bytes] = []
     end = -1
     hops = 0
     size = len(message)
@@ -93,24 +98,24 @@ def _name(message: bytes, offset: int) -> tuple[str, int] | None:
         if length == 0:
             offset += 1
             break
-        kind = length & 0xC0
-        if kind == 0xC0:
-            if offset + 2 > size:
+        if length < 0x40:
+            if offset + 1 + length > size:
                 return None
-            hops += 1
-            if hops > MAX_POINTER_HOPS:
-                return None
-            if end < 0:
-                end = offset + 2
-            offset = _u16(message, offset)[0] & 0x3FFF
+            offset += 1 + length
+            labels.append(message[offset - length:offset])
             continue
-        if kind:
+        if length < 0xC0:
             return None  # 0x40 and 0x80 label types are obsolete (RFC 6891 5)
-        if offset + 1 + length > size:
+        if offset + 2 > size:
             return None
-        labels.append(message[offset + 1:offset + 1 + length].decode("ascii", "backslashreplace"))
-        offset += 1 + length
-    return ".".join(labels), (end if end >= 0 else offset)
+        hops += 1
+        if hops > MAX_POINTER_HOPS:
+            return None
+        if end < 0:
+            end = offset + 2
+        offset = _u16(message, offset)[0] & 0x3FFF
+    # One decode for the whole name: ASCII with backslashreplace maps each byte on its own, as per label would.
+    return b".".join(labels).decode("ascii", "backslashreplace"), (end if end >= 0 else offset), end >= 0
 
 
 def _rdata(message: bytes, rtype: int, start: int, length: int) -> str | None:
@@ -136,18 +141,29 @@ def _rdata(message: bytes, rtype: int, start: int, length: int) -> str | None:
     return rdata.hex()
 
 
-def parse(message: bytes) -> Message | None:
-    """One DNS message without the TCP length prefix, or None when it is malformed or truncated."""
-    if len(message) < 12:
+Answer = tuple[str, int, int, str]
+"""A resource record as ``_fields`` reads it: NAME, TYPE, TTL and the rdata text (ResourceRecord's fields)."""
+Fields = tuple[int, int, str, int, tuple[Answer, ...]]
+"""A message as ``_fields`` reads it: ID, the flags word (QR through RCODE), QNAME, QTYPE and the answers."""
+
+FLAG_QR = 0x8000
+FLAG_TC = 0x0200
+
+
+def _fields(message: bytes) -> Fields | None:
+    """``parse`` without building the records: the tracker reads a handful of fields from each of its messages, and
+    a frozen dataclass costs about a microsecond to build."""
+    size = len(message)
+    if size < 12:
         return None
     ident, flags, qdcount, ancount, _nscount, _arcount = _header(message, 0)
     if qdcount == 0:
         return None  # nothing to pair on (a bare NOTIMP/FORMERR reply): counted as malformed by the caller
-    offset = 12
-    question = _name(message, offset)
-    if question is None or question[1] + 4 > len(message):
+    question = _name(message, 12)
+    if question is None or question[1] + 4 > size:
         return None
-    qname, offset = question
+    qname, offset, compressed_question = question
+    question_wire = message[12:offset] if ancount else b""
     qtype = _u16(message, offset)[0]
     offset += 4
     for _ in range(qdcount - 1):
@@ -157,35 +173,76 @@ def parse(message: bytes) -> Message | None:
         offset = skipped[1] + 4
     answers = []
     for _ in range(ancount):
-        owner = _name(message, offset)
-        if owner is None or owner[1] + 10 > len(message):
+        # The owner of an answer is usually QNAME again: written the same way (the same bytes read as the same name
+        # anywhere, as pointers are absolute), or as a pointer to the question (RFC 1035 4.1.4) when that one holds
+        # no pointer itself. Either way it reads as QNAME without walking the labels again.
+        if message.startswith(question_wire, offset):
+            owner_name = qname
+            offset += len(question_wire)
+        elif not compressed_question and message.startswith(QUESTION_POINTER, offset):
+            owner_name = qname
+            offset += 2
+        else:
+            owner = _name(message, offset)
+            if owner is None:
+                return None
+            owner_name, offset, _compressed = owner
+        if offset + 10 > size:
             return None
-        offset = owner[1]
         rtype, _rclass, ttl, rdlength = _rr_fixed(message, offset)
         offset += 10
-        if offset + rdlength > len(message):
+        if offset + rdlength > size:
             return None
         rdata = _rdata(message, rtype, offset, rdlength)
         if rdata is None:
             return None
-        answers.append(ResourceRecord(owner[0], rtype, ttl, rdata))
+        answers.append((owner_name, rtype, ttl, rdata))
         offset += rdlength
-    return Message(ident, bool(flags & 0x8000), (flags >> 11) & 0xF, bool(flags & 0x0400), bool(flags & 0x0200),
-                   bool(flags & 0x0100), bool(flags & 0x0080), flags & 0xF, qname, qtype, tuple(answers))
+    return ident, flags, qname, qtype, tuple(answers)
+
+
+def parse(message: bytes) -> Message | None:
+    """One DNS message without the TCP length prefix, or None when it is malformed or truncated."""
+    fields = _fields(message)
+    if fields is None:
+        return None
+    ident, flags, qname, qtype, answers = fields
+    return Message(ident, bool(flags & FLAG_QR), (flags >> 11) & 0xF, bool(flags & 0x0400), bool(flags & FLAG_TC),
+                   bool(flags & 0x0100), bool(flags & 0x0080), flags & 0xF, qname, qtype,
+                   tuple(ResourceRecord(*answer) for answer in answers))
 
 
 class _Row:
-    __slots__ = ("ts_ns", "flow", "client_outbound", "transport", "query", "response", "response_ts_ns")
+    """One query and, once it is seen, its response; or a response whose query was not captured.
 
-    def __init__(self, ts_ns: int, flow: Any, client_outbound: bool, transport: str, query: Message | None,
-                 response: Message | None, response_ts_ns: int | None) -> None:
+    The fields are copied out of the parsed messages rather than keeping them: fewer objects for the cyclic
+    collector to visit when a feed ends.
+    """
+
+    __slots__ = ("ts_ns", "flow", "client_outbound", "transport", "answered_query", "transaction_id", "qname",
+                 "qtype", "truncated", "rcode", "answers", "response_ts_ns")
+
+    def __init__(self, ts_ns: int, flow: Any, client_outbound: bool, transport: str, message: Fields) -> None:
+        ident, flags, qname, qtype, _answers = message
         self.ts_ns = ts_ns
         self.flow = flow
         self.client_outbound = client_outbound
         self.transport = transport
-        self.query = query
-        self.response = response
-        self.response_ts_ns = response_ts_ns
+        self.answered_query = False  # a query that a response was paired with (latency known)
+        self.transaction_id = ident
+        self.qname = qname
+        self.qtype = qtype
+        self.truncated = bool(flags & FLAG_TC)  # of the response once there is one, else of the query
+        self.rcode: int | None = None  # None until a response is seen
+        self.answers: tuple[Answer, ...] = ()
+        self.response_ts_ns: int | None = None
+
+    def respond(self, ts_ns: int, response: Fields) -> None:
+        _ident, flags, _qname, _qtype, answers = response
+        self.truncated = bool(flags & FLAG_TC)
+        self.rcode = flags & 0xF
+        self.answers = answers
+        self.response_ts_ns = ts_ns
 
 
 class _TcpStream:
@@ -217,7 +274,7 @@ class DnsTracker:
     def __init__(self, stats: AppStats) -> None:
         self.stats = stats
         self.rows: list[_Row] = []
-        self._pending: dict[tuple[int, bool, int, str], deque[_Row]] = {}
+        self._pending: dict[tuple[int, bool, int, str], list[_Row]] = {}
 
     def datagram(self, flow: Any, outbound: bool, ts_ns: int, payload: bytes) -> None:
         self.message(flow, outbound, ts_ns, payload, "udp")
@@ -226,46 +283,52 @@ class DnsTracker:
         return _TcpStream(self, flow, client_outbound)
 
     def message(self, flow: Any, outbound: bool, ts_ns: int, payload: bytes, transport: str) -> None:
-        self.stats.dns_messages += 1
-        message = parse(payload)
+        stats = self.stats
+        stats.dns_messages += 1
+        message = _fields(payload)
         if message is None:
-            self.stats.dns_malformed += 1
+            stats.dns_malformed += 1
             return
+        ident, flags, qname, _qtype, _answers = message
+        is_response = bool(flags & FLAG_QR)
         # The flow fixes both endpoints; which side is the client follows from the direction of a query.
-        client_outbound = outbound != message.qr
-        key = (id(flow), client_outbound, message.id, message.qname.lower())
-        if not message.qr:
-            row = _Row(ts_ns, flow, client_outbound, transport, message, None, None)
+        client_outbound = outbound != is_response
+        key = (id(flow), client_outbound, ident, qname.lower())
+        pending = self._pending
+        if not is_response:
+            row = _Row(ts_ns, flow, client_outbound, transport, message)
             self.rows.append(row)
-            self._pending.setdefault(key, deque()).append(row)
+            waiting = pending.get(key)
+            if waiting is None:
+                pending[key] = [row]
+            else:
+                waiting.append(row)
             return
-        waiting = self._pending.get(key)
-        if waiting:
-            row = waiting.popleft()
-            row.response = message
-            row.response_ts_ns = ts_ns
+        waiting = pending.get(key)
+        if waiting is not None:
+            row = waiting.pop(0)  # FIFO; more than one outstanding query per key (a retry) is rare
+            if not waiting:
+                del pending[key]  # keeps the map to the queries still outstanding
+            row.answered_query = True
+            row.respond(ts_ns, message)
             return
-        self.stats.dns_unmatched_responses += 1
-        self.rows.append(_Row(ts_ns, flow, client_outbound, transport, None, message, ts_ns))
+        stats.dns_unmatched_responses += 1
+        row = _Row(ts_ns, flow, client_outbound, transport, message)
+        row.respond(ts_ns, message)
+        self.rows.append(row)
 
     def finish(self, node: str, identify: Callable[[Any], FlowIdentity]) -> pa.Table:
         rows = []
         for row in self.rows:
-            first = row.query or row.response
-            assert first is not None
-            response = row.response
-            answered = response is not None
-            rows.append((row.ts_ns, row.flow, row.client_outbound, {
-                "transaction_id": first.id,
-                "qname": first.qname,
-                "qtype": type_name(first.qtype),
-                "rcode": response.rcode if response is not None else None,
-                "rcode_name": rcode_name(response.rcode) if response is not None else None,
-                "answers": [answer.rdata for answer in response.answers] if response is not None else None,
-                "ttls": [answer.ttl for answer in response.answers] if response is not None else None,
-                "latency_us": ((row.response_ts_ns or 0) - row.ts_ns) // 1000 if answered and row.query else None,
-                "transport": row.transport,
-                "truncated": (response or first).tc,
-                "response_ts_ns": row.response_ts_ns,
-            }))
-        return traffic_table(DNS, node, identify, rows)
+            rcode = row.rcode
+            if rcode is None:
+                name = answers = ttls = latency_us = None
+            else:
+                name = rcode_name(rcode)
+                answers = [answer[3] for answer in row.answers]
+                ttls = [answer[2] for answer in row.answers]
+                latency_us = ((row.response_ts_ns or 0) - row.ts_ns) // 1000 if row.answered_query else None
+            rows.append((row.ts_ns, row.flow, row.client_outbound, (
+                row.transaction_id, row.qname, type_name(row.qtype), rcode, name, answers, ttls, latency_us,
+                row.transport, row.truncated, row.response_ts_ns)))
+        return traffic_table(DNS, node, identify, _COLUMNS, rows)

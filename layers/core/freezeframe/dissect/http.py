@@ -12,7 +12,6 @@ keep-alive and pipelining; interim 1xx responses other than 101 do not consume a
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,9 @@ from freezeframe.schemas import HTTP
 
 MAX_HEADER_BYTES = 64 * 1024
 NO_BODY_STATUSES = frozenset((204, 304))
+# The protocol columns of the http table, in the order finish() gives their values.
+_COLUMNS = ("method", "host", "path", "version", "status", "reason", "latency_us", "request_bytes", "response_bytes",
+            "response_complete", "user_agent", "content_type", "response_ts_ns")
 
 _HEAD = 0
 _BODY = 1  # Content-Length body: ``remaining`` bytes to go
@@ -50,53 +52,90 @@ class Response:
     fields: dict[str, str]
 
 
-def _fields(lines: list[bytes]) -> dict[str, str] | None:
+# What bytes.strip() removes (ASCII whitespace): the header is decoded to text once, and str.strip() would also take
+# latin-1's \x1c-\x1f, \x85 and \xa0, which the byte-level grammar treats as field content.
+_WHITESPACE = " \t\n\r\x0b\x0c"
+
+
+def _fields(lines: list[str]) -> dict[str, str] | None:
+    """Field lines (RFC 9112 5) of a header decoded as latin-1, the start line excluded; None when one is invalid."""
     fields: dict[str, str] = {}
     last = ""
     for line in lines:
         if not line:
             continue
-        if line[:1] in (b" ", b"\t"):  # obs-fold (RFC 9112 5.2): a continuation of the previous line
+        if line[0] in " \t":  # obs-fold (RFC 9112 5.2): a continuation of the previous line
             if not last:
                 return None
-            fields[last] += " " + line.strip().decode("latin-1")
+            fields[last] += " " + line.strip(_WHITESPACE)
             continue
-        name, colon, value = line.partition(b":")
-        if not colon or not name or name != name.rstrip():
+        name, colon, value = line.partition(":")
+        if not colon or not name or name[-1] in _WHITESPACE:  # RFC 9112 5.1: no whitespace before the colon
             return None
-        last = name.decode("latin-1").lower()
-        text = value.strip().decode("latin-1")
+        last = name.lower()
+        text = value.strip(_WHITESPACE)
         fields[last] = f"{fields[last]}, {text}" if last in fields else text
     return fields
 
 
-def parse(head: bytes) -> Request | Response | None:
-    """One header section (start line through the empty line), or None when it is not valid HTTP/1.x."""
-    lines = head.split(b"\r\n")
+Head = tuple[bool, str, str, str, dict[str, str]]
+"""A header section as ``_head_section`` reads it: whether it is a request, the three parts of its start line (method,
+request-target, HTTP-version; or HTTP-version, status-code, reason-phrase) and its fields."""
+
+
+def _head_section(head: bytes) -> Head | None:
+    """``parse`` without building the record: the tracker copies a few of its parts into its row, and a frozen
+    dataclass costs most of a microsecond to build."""
+    # latin-1 maps each byte to one character, so decoding once up front gives every piece the text its bytes
+    # would decode to; the ASCII tests below keep str.isdigit()/isalpha() from accepting '²' or 'é'.
+    lines = head.decode("latin-1").split("\r\n")
     start = lines[0]
-    fields = _fields(lines[1:])
+    del lines[0]
+    fields = _fields(lines)
     if fields is None:
         return None
-    if start.startswith(b"HTTP/"):
-        version, _, rest = start.partition(b" ")
-        code, _, reason = rest.partition(b" ")
-        if len(code) != 3 or not code.isdigit():
+    if start.startswith("HTTP/"):
+        version, _, rest = start.partition(" ")
+        code, _, reason = rest.partition(" ")
+        if len(code) != 3 or not code.isascii() or not code.isdigit():
             return None
-        return Response(version.decode("latin-1"), int(code), reason.decode("latin-1"), fields)
-    parts = start.split(b" ")
-    if len(parts) != 3 or not parts[0].isalpha() or not parts[2].startswith(b"HTTP/"):
+        return False, version, code, reason, fields
+    parts = start.split(" ")
+    if len(parts) != 3 or not parts[0].isascii() or not parts[0].isalpha() or not parts[2].startswith("HTTP/"):
         return None
-    return Request(parts[0].decode("latin-1"), parts[1].decode("latin-1"), parts[2].decode("latin-1"), fields)
+    return True, parts[0], parts[1], parts[2], fields
+
+
+def parse(head: bytes) -> Request | Response | None:
+    """One header section (start line through the empty line), or None when it is not valid HTTP/1.x."""
+    section = _head_section(head)
+    if section is None:
+        return None
+    is_request, first, second, third, fields = section
+    if is_request:
+        return Request(first, second, third, fields)
+    return Response(first, int(second), third, fields)
 
 
 class _Row:
-    __slots__ = ("ts_ns", "request", "response", "response_ts_ns", "request_bytes", "response_bytes",
-                 "response_complete")
+    """One request and, once it is seen, its response (``status_code`` is None until then)."""
 
-    def __init__(self, ts_ns: int, request: Request) -> None:
+    __slots__ = ("ts_ns", "flow", "client_outbound", "method", "request_target", "http_version", "request_fields",
+                 "status_code", "reason_phrase", "response_fields", "response_ts_ns", "request_bytes",
+                 "response_bytes", "response_complete")
+
+    def __init__(self, ts_ns: int, flow: Any, client_outbound: bool, method: str, request_target: str,
+                 http_version: str, fields: dict[str, str]) -> None:
         self.ts_ns = ts_ns
-        self.request = request
-        self.response: Response | None = None
+        self.flow = flow
+        self.client_outbound = client_outbound
+        self.method = method
+        self.request_target = request_target
+        self.http_version = http_version
+        self.request_fields = fields
+        self.status_code: int | None = None
+        self.reason_phrase: str | None = None
+        self.response_fields: dict[str, str] | None = None
         self.response_ts_ns: int | None = None
         self.request_bytes = 0
         self.response_bytes = 0
@@ -119,17 +158,19 @@ class _Direction:
 
 
 class _Connection:
-    __slots__ = ("tracker", "flow", "client_outbound", "pending", "directions")
+    __slots__ = ("tracker", "flow", "client_outbound", "pending", "from_client", "from_server")
 
     def __init__(self, tracker: HttpTracker, flow: Any, client_outbound: bool) -> None:
         self.tracker = tracker
         self.flow = flow
         self.client_outbound = client_outbound
-        self.pending: deque[_Row] = deque()
-        self.directions = (_Direction(), _Direction())  # index 1: from the client
+        self.pending: list[_Row] = []  # FIFO; a list, because a deque's first block is half a kilobyte per connection
+        # Two attributes rather than a pair: every live object costs the cyclic collector's pass at the end of a feed.
+        self.from_client = _Direction()
+        self.from_server = _Direction()
 
     def data(self, from_client: bool, ts_ns: int, chunk: bytes) -> None:
-        side = self.directions[from_client]
+        side = self.from_client if from_client else self.from_server
         if side.state == _DEAD:
             return
         side.buffer += chunk
@@ -137,6 +178,8 @@ class _Connection:
             state = side.state
             buffer = side.buffer
             if state == _HEAD:
+                if not buffer:
+                    return  # the usual end: the chunk held whole messages
                 buffer = buffer.lstrip(b"\r\n")  # RFC 9112 2.2: empty lines before a message are ignored
                 side.buffer = buffer
                 if not buffer:
@@ -149,11 +192,11 @@ class _Connection:
                         self._malformed(side)
                     return
                 side.buffer = buffer[end + 4:]
-                message = parse(buffer[:end])
-                if message is None or isinstance(message, Request) != from_client:
+                section = _head_section(buffer[:end])
+                if section is None or section[0] != from_client:
                     self._malformed(side)
                     return
-                self._head(side, message)
+                self._head(side, section)
                 side.start_ts = -1
             elif state == _BODY:
                 take = min(side.remaining, len(buffer))
@@ -208,41 +251,46 @@ class _Connection:
         side.state = _DEAD
         side.buffer = b""
 
-    def _head(self, side: _Direction, message: Request | Response) -> None:
-        fields = message.fields
-        chunked = "chunked" in fields.get("transfer-encoding", "").lower()
-        length_text = fields.get("content-length", "").split(",")[0].strip()
+    def _head(self, side: _Direction, section: Head) -> None:
+        is_request, first, second, third, fields = section
+        coding = fields.get("transfer-encoding")
+        chunked = coding is not None and "chunked" in coding.lower()
+        length_text = fields.get("content-length")
+        if length_text:
+            length_text = length_text.split(",")[0].strip()
         if length_text and not (length_text.isascii() and length_text.isdigit()):  # str.isdigit() takes '³'
             self._malformed(side)
             return
         declared = int(length_text) if length_text else -1
         row: _Row | None
-        if isinstance(message, Request):
+        if is_request:
             self.tracker.stats.http_requests += 1
-            row = _Row(side.start_ts, message)
-            self.tracker.rows.append((self.flow, self.client_outbound, row))
+            row = _Row(side.start_ts, self.flow, self.client_outbound, first, second, third, fields)
+            self.tracker.rows.append(row)
             self.pending.append(row)
             has_body = chunked or declared > 0
             until_close = False
         else:
-            status = message.status_code
+            status = int(second)
             if 100 <= status < 200 and status != 101:
                 return  # interim response: the final one is still to come
-            row = self.pending.popleft() if self.pending else None
+            row = self.pending.pop(0) if self.pending else None
             if row is None:
                 self.tracker.stats.http_unmatched_responses += 1
             else:
-                row.response = message
+                row.status_code = status
+                row.reason_phrase = third
+                row.response_fields = fields
                 row.response_ts_ns = side.start_ts
-            if status == 101 or (row is not None and row.request.method == "CONNECT" and 200 <= status < 300):
+            if status == 101 or (row is not None and row.method == "CONNECT" and 200 <= status < 300):
                 # The connection now carries another protocol.
                 if row is not None:
                     row.response_complete = True
-                for direction in self.directions:
+                for direction in (self.from_client, self.from_server):
                     direction.state = _DEAD
                     direction.buffer = b""
                 return
-            no_body = status in NO_BODY_STATUSES or (row is not None and row.request.method == "HEAD")
+            no_body = status in NO_BODY_STATUSES or (row is not None and row.method == "HEAD")
             has_body = not no_body and (chunked or declared != 0)
             until_close = has_body and not chunked and declared < 0
         side.row = row
@@ -264,14 +312,14 @@ class _Connection:
         if row is None:
             return
         size = side.declared if side.declared >= 0 else side.seen
-        if side is self.directions[True]:
+        if side is self.from_client:
             row.request_bytes = size
         else:
             row.response_bytes = size
 
     def _complete(self, side: _Direction) -> None:
         self._account(side)
-        if side.row is not None and side is self.directions[False]:
+        if side.row is not None and side is self.from_server:
             side.row.response_complete = True
         side.state = _HEAD
         side.row = None
@@ -284,7 +332,7 @@ class HttpTracker:
 
     def __init__(self, stats: AppStats) -> None:
         self.stats = stats
-        self.rows: list[tuple[Any, bool, _Row]] = []
+        self.rows: list[_Row] = []
         self._connections: list[_Connection] = []
 
     def stream(self, flow: Any, client_outbound: bool) -> _Connection:
@@ -299,29 +347,25 @@ class HttpTracker:
 
     def finish(self, node: str, identify: Callable[[Any], FlowIdentity]) -> pa.Table:
         for connection in self._connections:  # bodies cut short by the end of the capture: bytes seen so far
-            for side in connection.directions:
+            for side in (connection.from_client, connection.from_server):
                 if side.row is not None and side.state in (_BODY, _CHUNK_SIZE, _CHUNK_DATA, _TRAILERS):
                     connection._account(side)
         rows = []
-        for flow, client_outbound, row in self.rows:
-            request = row.request
-            response = row.response
-            fields = request.fields
-            content_type = (response.fields.get("content-type") if response is not None else None) \
-                or fields.get("content-type")
-            rows.append((row.ts_ns, flow, client_outbound, {
-                "method": request.method,
-                "host": fields.get("host"),
-                "path": request.request_target,
-                "version": request.http_version,
-                "status": response.status_code if response is not None else None,
-                "reason": response.reason_phrase if response is not None else None,
-                "latency_us": ((row.response_ts_ns or 0) - row.ts_ns) // 1000 if response is not None else None,
-                "request_bytes": row.request_bytes,
-                "response_bytes": row.response_bytes if response is not None else None,
-                "response_complete": row.response_complete if response is not None else None,
-                "user_agent": fields.get("user-agent"),
-                "content_type": content_type,
-                "response_ts_ns": row.response_ts_ns,
-            }))
-        return traffic_table(HTTP, node, identify, rows)
+        for row in self.rows:
+            fields = row.request_fields
+            status = row.status_code
+            if status is None:
+                latency_us = response_bytes = response_complete = None
+                content_type = fields.get("content-type")
+            else:
+                latency_us = ((row.response_ts_ns or 0) - row.ts_ns) // 1000
+                response_bytes = row.response_bytes
+                response_complete = row.response_complete
+                response_fields = row.response_fields
+                assert response_fields is not None
+                content_type = response_fields.get("content-type") or fields.get("content-type")
+            rows.append((row.ts_ns, row.flow, row.client_outbound, (
+                row.method, fields.get("host"), row.request_target, row.http_version, status, row.reason_phrase,
+                latency_us, row.request_bytes, response_bytes, response_complete, fields.get("user-agent"),
+                content_type, row.response_ts_ns)))
+        return traffic_table(HTTP, node, identify, _COLUMNS, rows)

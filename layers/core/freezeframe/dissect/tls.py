@@ -20,7 +20,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 
@@ -39,6 +39,9 @@ EXT_SUPPORTED_VERSIONS = 43
 MAX_RECORD = 16384 + 2048  # TLSCiphertext.length limit (RFC 8446 5.2)
 MAX_HANDSHAKE = 64 * 1024
 ALERT_FATAL = 2
+# The protocol columns of the tls table, in the order finish() gives their values.
+_COLUMNS = ("sni", "version", "client_versions", "alpn", "alpn_selected", "cipher", "established", "alert",
+            "alert_from", "server_hello_ts_ns")
 
 VERSION_NAMES = {0x0300: "SSL 3.0", 0x0301: "TLS 1.0", 0x0302: "TLS 1.1", 0x0303: "TLS 1.2", 0x0304: "TLS 1.3"}
 ALERT_LEVELS = {1: "warning", 2: "fatal"}
@@ -62,6 +65,7 @@ CIPHER_NAMES = {
 }
 
 _u16 = struct.Struct("!H").unpack_from
+_u16_pair = struct.Struct("!HH").unpack_from
 
 
 def version_name(version: int) -> str:
@@ -99,11 +103,11 @@ class Alert:
                 f"{ALERT_DESCRIPTIONS.get(self.description, str(self.description))}")
 
 
-def _vector(body: bytes, offset: int, length_size: int) -> tuple[bytes, int] | None:
+def _vector(body: bytes, offset: int, length_size: Literal[1, 2]) -> tuple[bytes, int] | None:
     """A length-prefixed vector (RFC 8446 3.4) at ``offset`` and the offset after it."""
     if offset + length_size > len(body):
         return None
-    length = int.from_bytes(body[offset:offset + length_size], "big")
+    length = body[offset] if length_size == 1 else _u16(body, offset)[0]
     end = offset + length_size + length
     if end > len(body):
         return None
@@ -117,17 +121,18 @@ def _extensions(body: bytes, offset: int) -> dict[int, bytes] | None:
     if block is None:
         return None
     data = block[0]
+    size = len(data)
     extensions: dict[int, bytes] = {}
     position = 0
-    while position < len(data):
-        if position + 4 > len(data):
+    while position < size:
+        if position + 4 > size:
             return None
-        ext_type = _u16(data, position)[0]
-        value = _vector(data, position + 2, 2)
-        if value is None:
+        ext_type, length = _u16_pair(data, position)  # extension_type, then the extension_data vector's length
+        end = position + 4 + length
+        if end > size:
             return None
-        extensions.setdefault(ext_type, value[0])
-        position = value[1]
+        extensions.setdefault(ext_type, data[position + 4:end])
+        position = end
     return extensions
 
 
@@ -237,11 +242,13 @@ def parse_alert(fragment: bytes) -> Alert | None:
 
 
 class _Row:
-    __slots__ = ("ts_ns", "client_hello", "server_hello", "server_hello_ts_ns", "alert", "alert_from",
-                 "fatal_after_hello")
+    __slots__ = ("ts_ns", "flow", "client_outbound", "client_hello", "server_hello", "server_hello_ts_ns", "alert",
+                 "alert_from", "fatal_after_hello")
 
-    def __init__(self, ts_ns: int) -> None:
+    def __init__(self, ts_ns: int, flow: Any, client_outbound: bool) -> None:
         self.ts_ns = ts_ns
+        self.flow = flow
+        self.client_outbound = client_outbound
         self.client_hello: ClientHello | None = None
         self.server_hello: ServerHello | None = None
         self.server_hello_ts_ns: int | None = None
@@ -260,17 +267,19 @@ class _Direction:
 
 
 class _Connection:
-    __slots__ = ("tracker", "flow", "client_outbound", "row", "directions")
+    __slots__ = ("tracker", "flow", "client_outbound", "row", "from_client", "from_server")
 
     def __init__(self, tracker: TlsTracker, flow: Any, client_outbound: bool) -> None:
         self.tracker = tracker
         self.flow = flow
         self.client_outbound = client_outbound
         self.row: _Row | None = None
-        self.directions = (_Direction(), _Direction())  # index 1: from the client
+        # Two attributes rather than a pair: every live object costs the cyclic collector's pass at the end of a feed.
+        self.from_client = _Direction()
+        self.from_server = _Direction()
 
     def data(self, from_client: bool, ts_ns: int, chunk: bytes) -> None:
-        side = self.directions[from_client]
+        side = self.from_client if from_client else self.from_server
         if side.done:
             return
         buffer = side.buffer + chunk
@@ -304,8 +313,8 @@ class _Connection:
 
     def _ensure_row(self, ts_ns: int) -> _Row:
         if self.row is None:
-            self.row = _Row(ts_ns)
-            self.tracker.rows.append((self.flow, self.client_outbound, self.row))
+            self.row = _Row(ts_ns, self.flow, self.client_outbound)
+            self.tracker.rows.append(self.row)
         return self.row
 
     def _alert(self, from_client: bool, fragment: bytes) -> None:
@@ -322,7 +331,7 @@ class _Connection:
         data = side.handshake + fragment
         while len(data) >= 4:
             msg_type = data[0]
-            length = int.from_bytes(data[1:4], "big")
+            length = data[1] << 16 | _u16(data, 2)[0]  # uint24
             if length > MAX_HANDSHAKE:
                 return False
             if len(data) < 4 + length:
@@ -352,14 +361,14 @@ class TlsTracker:
 
     def __init__(self, stats: AppStats) -> None:
         self.stats = stats
-        self.rows: list[tuple[Any, bool, _Row]] = []
+        self.rows: list[_Row] = []
 
     def stream(self, flow: Any, client_outbound: bool) -> _Connection:
         return _Connection(self, flow, client_outbound)
 
     def finish(self, node: str, identify: Callable[[Any], FlowIdentity]) -> pa.Table:
         rows = []
-        for flow, client_outbound, row in self.rows:
+        for row in self.rows:
             client = row.client_hello
             server = row.server_hello
             offered: list[int] = []
@@ -369,17 +378,16 @@ class TlsTracker:
                 version: str | None = version_name(server.selected_version or server.legacy_version)
             else:
                 version = version_name(max(offered)) if offered else None
-            rows.append((row.ts_ns, flow, client_outbound, {
-                "sni": client.server_name if client is not None else None,
-                "version": version,
-                "client_versions": [version_name(v) for v in offered] if client is not None else None,
-                "alpn": list(client.alpn) if client is not None else None,
-                "alpn_selected": server.alpn if server is not None else None,
-                "cipher": (CIPHER_NAMES.get(server.cipher_suite, f"0x{server.cipher_suite:04X}")
-                           if server is not None else None),
-                "established": server is not None and not row.fatal_after_hello,
-                "alert": row.alert.text if row.alert is not None else None,
-                "alert_from": row.alert_from,
-                "server_hello_ts_ns": row.server_hello_ts_ns,
-            }))
-        return traffic_table(TLS, node, identify, rows)
+            rows.append((row.ts_ns, row.flow, row.client_outbound, (
+                client.server_name if client is not None else None,
+                version,
+                [version_name(v) for v in offered] if client is not None else None,
+                list(client.alpn) if client is not None else None,
+                server.alpn if server is not None else None,
+                CIPHER_NAMES.get(server.cipher_suite, f"0x{server.cipher_suite:04X}") if server is not None else None,
+                server is not None and not row.fatal_after_hello,
+                row.alert.text if row.alert is not None else None,
+                row.alert_from,
+                row.server_hello_ts_ns,
+            )))
+        return traffic_table(TLS, node, identify, _COLUMNS, rows)
