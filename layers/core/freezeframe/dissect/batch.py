@@ -33,6 +33,7 @@ tests/unit/dissect/test_batch_engine.py checks that this path and the reference 
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from typing import Any
 
@@ -127,6 +128,8 @@ class _Batch:
         self.orig = words[starts + 12].astype(np.int64)
         self.frames = starts + RECORD_HEADER_LEN
         self._rows: tuple[list[int], list[int], list[int], list[int]] | None = None
+        self.payloads: list[tuple[int, ...]] | None = None
+        self.payload_at: list[int] = []
 
     def packet(self, row: int) -> Packet:
         """The record as the reference path takes it."""
@@ -740,13 +743,17 @@ class _Batch:
         """The payloads of a clean run, in order, to the application tracker (until it ignores the flow)."""
         app = self.tracker.app
         assert app is not None
-        at = np.flatnonzero(self.s_payload[start:stop]) + start
-        rows = self.s_row[at]
+        if self.payloads is None:
+            # Every segment of the batch that carries payload, as Python values, made once when a run first needs it.
+            at = np.flatnonzero(self.s_payload)
+            rows = self.s_row[at]
+            self.payload_at = at.tolist()
+            self.payloads = list(zip(self.frames[rows].tolist(), self.incl[rows].tolist(), self.s_side[at].tolist(),
+                                     self.s_ts[at].tolist(), self.s_seq[at].tolist(),
+                                     self.s_payload_offset[at].tolist(), self.s_payload[at].tolist(), strict=True))
         buf = self.buf
-        for frame, size, side, ts_ns, seq, offset, length in zip(
-                self.frames[rows].tolist(), self.incl[rows].tolist(), self.s_side[at].tolist(),
-                self.s_ts[at].tolist(), self.s_seq[at].tolist(), self.s_payload_offset[at].tolist(),
-                self.s_payload[at].tolist(), strict=True):
+        first, last = bisect.bisect_left(self.payload_at, start), bisect.bisect_left(self.payload_at, stop)
+        for frame, size, side, ts_ns, seq, offset, length in self.payloads[first:last]:
             if flow.app is IGNORED:
                 break
             app.payload(flow, outbound0 if side == 0 else not outbound0, ts_ns, seq, buf[frame:frame + size], offset,
