@@ -172,6 +172,7 @@ class _Batch:
         """Fields of the records the vectorised decoder takes; the other rows are kept in ``other_rows``."""
         buf = self.buf
         ip = link_length
+        self.link = (link_length, ethertype_at)
         candidates = np.flatnonzero(self.incl >= ip + 40)
         if not len(candidates):
             return None
@@ -293,7 +294,24 @@ class _Batch:
         """Unordered IPv4 4-tuples of TCP records that the vectorised decoder did not take (options, tags, ...)."""
         taint = set()
         link_type = self.batch.link_type
-        for row in self.other_rows.tolist():
+        rows = self.other_rows
+        # Plain IPv4 that is not TCP (UDP, ICMP) and IPv6 cannot share a 4-tuple with the decoded TCP: only the rest
+        # (tags, options, fragments, damage) is decoded one by one to find out.
+        ip, ethertype_at = self.link
+        base = self.frames[rows]
+        readable = np.flatnonzero(self.incl[rows] >= ip + 10)
+        at = base[readable]
+        u8 = np.frombuffer(self.buf, dtype=np.uint8)
+        version_ihl = u8[at + ip]
+        if ethertype_at >= 0:
+            ethertype = _strided(self.buf, ">u2")[at + ethertype_at]
+            unrelated = ((ethertype == 0x0800) & (version_ihl == 0x45) & (u8[at + ip + 9] != IPPROTO_TCP)) | \
+                (ethertype == 0x86DD)
+        else:
+            unrelated = ((version_ihl == 0x45) & (u8[at + ip + 9] != IPPROTO_TCP)) | ((version_ihl >> 4) == 6)
+        keep = np.ones(len(rows), dtype=bool)
+        keep[readable[unrelated]] = False
+        for row in rows[keep].tolist():
             result = decode(link_type, self.packet(row).data)
             if isinstance(result, Decoded) and result.proto == IPPROTO_TCP and len(result.src) == 4:
                 sender = int.from_bytes(result.src, "big") << 16 | result.sport
@@ -429,14 +447,17 @@ class _Batch:
         prev_rev_safe = np.where(in_rev, prev_rev, 0)
         # Otherwise a conversation from an earlier batch has it in its state (values exact: nothing in this batch
         # changed that side's next sequence number, ACK or window before this packet).
-        held = self.s_held[gid]
-        existing = held[:, 0] == 1
+        existing = (self.s_held[:, 0] == 1)[gid]
         has_same = in_same | existing
         has_rev = in_rev | existing
-        base_same = self.s_base[gid, side]
-        base_rev = self.s_base[gid, 1 - side]
-        held_next = np.stack([self.s_held[:, 1], self.s_held[:, 2]], axis=1)
+        same_at = gid * 2 + side  # index of (group, side) in arrays flattened from (groups, 2)
+        rev_at = gid * 2 + (1 - side)
+        base_flat = self.s_base.ravel()
+        base_same = base_flat[same_at]
+        base_rev = base_flat[rev_at]
+        held_next = self.s_held[:, 1:3]
         held_rel = np.where(held_next != 0, _s32(held_next - self.s_base), -_BIG)  # per group and side
+        held_rel_flat = held_rel.ravel()
         offset = gid * _BLOCK
         high_water = []  # per side: the running maximum of relative segment ends, as keys with the group offset
         for one in (0, 1):
@@ -444,16 +465,20 @@ class _Batch:
                               if count else position)
         est_same = np.maximum(np.where(in_same, np.where(side == 0, high_water[0][prev_same_safe],
                                                          high_water[1][prev_same_safe]) - offset, -_BIG),
-                              held_rel[gid, side])
+                              held_rel_flat[same_at])
         est_rev = np.maximum(np.where(in_rev, np.where(side == 0, high_water[1][prev_rev_safe],
                                                        high_water[0][prev_rev_safe]) - offset, -_BIG),
-                             held_rel[gid, 1 - side])
+                             held_rel_flat[rev_at])
         seq, ack, flags, window, payload = self.s_seq, self.s_ack, self.s_flags, self.s_window, self.s_payload
-        side_index = 3 + side  # held columns: lastack by side at 3 and 4, window at 5 and 6
-        prev_ack = np.where(in_same, ack[prev_same_safe], np.take_along_axis(held, side_index[:, None], 1)[:, 0])
-        rev_ack = np.where(in_rev, ack[prev_rev_safe], np.take_along_axis(held, (4 - side)[:, None], 1)[:, 0])
-        rev_window = np.where(in_rev, window[prev_rev_safe],
-                              np.take_along_axis(held, (6 - side)[:, None], 1)[:, 0])
+        # The previous segment's ACK and window; from the state (held columns: lastack by side at 3 and 4, window at
+        # 5 and 6) for the few whose previous segment was in an earlier batch.
+        prev_ack = ack[prev_same_safe]
+        rev_ack = ack[prev_rev_safe]
+        rev_window = window[prev_rev_safe]
+        for values, inside, column, sides in ((prev_ack, in_same, 3, side), (rev_ack, in_rev, 3, 1 - side),
+                                              (rev_window, in_rev, 5, 1 - side)):
+            outside = np.flatnonzero(~inside)
+            values[outside] = self.s_held[gid[outside], column + sides[outside]]
         end = (seq + payload) & _MASK
         known_rev = est_rev > -_RANGE
         rev_next = np.where(known_rev, (est_rev + base_rev) & _MASK, 0)
