@@ -90,6 +90,9 @@ _H_RETRANSMISSION = 64  # t: a segment Wireshark flags as a retransmission
 _H_ZERO_WINDOW = 128  # w: a zero window advertised
 _HISTORY_LETTERS = {_H_SYN: "s", _H_SYNACK: "h", _H_ACK: "a", _H_DATA: "d", _H_FIN: "f", _H_RST: "r",
                     _H_RETRANSMISSION: "t", _H_ZERO_WINDOW: "w"}
+# The letters a set of new bits adds, in the order above, for every combination of bits: one lookup per segment.
+_HISTORY_IN = tuple([letter for bit, letter in _HISTORY_LETTERS.items() if bits & bit] for bits in range(256))
+_HISTORY_OUT = tuple([letter.upper() for letter in letters] for letters in _HISTORY_IN)
 
 
 def window_scale_option(data: bytes, start: int, end: int) -> int | None:
@@ -398,12 +401,11 @@ class TcpAnalysis:
         return ta
 
     def _history(self, outbound: bool, new: int) -> None:
-        for bit, letter in _HISTORY_LETTERS.items():
-            if new & bit:
-                self.history.append(letter.upper() if outbound else letter)
         if outbound:
+            self.history += _HISTORY_OUT[new]
             self.seen_out |= new
         else:
+            self.history += _HISTORY_IN[new]
             self.seen_in |= new
 
     def _acknowledge(self, rev: _Direction, ack: int, ts: int) -> None:
