@@ -58,7 +58,7 @@ def template() -> tuple[int, list[tuple[int, bytes]]]:
     """One copy's frames (relative ns, Ethernet frame): the sample, a clean download and a lossy transfer."""
     # Imported here: they pull in scapy, which the measured child process must not pay for.
     from freezeframe.samples import write_sample_pcap
-    from tests.fixtures.tcp_captures import MSS, Capture, Conversation, lossy_capture
+    from tests.fixtures.tcp_captures import Capture, clean_download, lossy_capture
 
     with tempfile.TemporaryDirectory() as scratch:
         sample = Path(scratch) / "sample.pcap"
@@ -69,16 +69,7 @@ def template() -> tuple[int, list[tuple[int, bytes]]]:
             frames = [(packet.ts_ns, packet.data) for packet in reader]
     lossy = lossy_capture(11, conversations=1, steps=100).frames
     bulk = Capture()
-    transfer = Conversation(bulk, 45_000, 8080, client_ip="10.244.7.7", server_ip="10.244.8.8")
-    transfer.handshake(rtt_us=400, wscale=(7, 7))
-    transfer.data(True, 300)
-    for _ in range(150):  # a download: two segments per ACK
-        bulk.tick(80)
-        transfer.data(False, MSS)
-        transfer.data(False, MSS)
-        bulk.tick(200)
-        transfer.ack(True)
-    transfer.close()
+    clean_download(bulk, 45_000, 150, client_ip="10.244.7.7", server_ip="10.244.8.8")
     start = min(frames[0][0], lossy[0][0], bulk.frames[0][0])
     merged = sorted([(ts - start, data) for ts, data in frames + lossy + bulk.frames], key=lambda frame: frame[0])
     return link_type, merged

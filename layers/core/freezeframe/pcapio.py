@@ -468,55 +468,31 @@ class PcapFileReader(CaptureReader):
             nexts = [buf.find(patterns[i], found + 1) if n == found else n for i, n in enumerate(nexts)]
 
     def runs(self, max_packets: int = RUN_PACKETS) -> Iterator[PacketRun]:
-        unpack = self._record.unpack_from
+        """The packets of ``record_batches()`` (the same walk, the same judgements), at most ``max_packets`` a run."""
         link_type = self.header.link_type
-        scale = 1 if self.header.nanosecond else 1000
-        frac_limit = self._frac_limit
         new = _new_tuple
-        batch: list[Packet] = []
-        while True:
-            buf, pos = self._buf, self._pos
-            size = len(buf)
-            limit = size - RECORD_HEADER_LEN
-            # Fast path: whole, sane records already in the buffer.
-            append = batch.append
-            room = max_packets - len(batch)
-            while pos <= limit:
-                sec, frac, incl_len, orig_len = unpack(buf, pos)
-                end = pos + RECORD_HEADER_LEN + incl_len
-                if end > size or incl_len > MAX_RECORD_LEN or frac >= frac_limit or \
-                        not incl_len <= orig_len <= MAX_ORIG_LEN:
-                    break
-                append(new(Packet, (sec * 1_000_000_000 + frac * scale, orig_len, buf[pos + RECORD_HEADER_LEN:end])))
-                pos = end
-                room -= 1
-                if room <= 0:
-                    self._pos = pos
-                    self.packets += len(batch)
-                    self._last_sec = sec
-                    yield link_type, batch
-                    batch = []
-                    append = batch.append
-                    room = max_packets
-            self._pos = pos
-            if batch:
-                self._last_sec = unpack(buf, pos - RECORD_HEADER_LEN - len(batch[-1].data))[0]
-                self.packets += len(batch)
-                yield link_type, batch
-                batch = []
-            # Slow path: refill, or judge the header that stopped the fast path.
-            go_on, packet = self._general_record()
-            if packet is not None:
-                yield link_type, [packet]
-            if not go_on:
-                return
+        for batch in self.record_batches(RUN_BYTES):
+            unpack = _RECORD_HEADERS[batch.byte_order].unpack_from
+            scale = 1 if batch.nanosecond else 1000
+            buf, times = batch.buf, batch.ts_ns
+            run: list[Packet] = []
+            for index, start in enumerate(batch.starts):
+                sec, frac, incl_len, orig_len = unpack(buf, start)
+                data = bytes(buf[start + RECORD_HEADER_LEN:start + RECORD_HEADER_LEN + incl_len])
+                run.append(new(Packet, (times[index] if times is not None else sec * 1_000_000_000 + frac * scale,
+                                        orig_len, data)))
+                if len(run) >= max_packets:
+                    yield link_type, run
+                    run = []
+            if run:
+                yield link_type, run
 
     def record_batches(self, max_bytes: int = BATCH_BYTES) -> Iterator[RecordBatch]:
         """Batches of whole, sane records straight from the read buffer, each record header read once.
 
-        The walk judges each record as the fast path of ``runs()`` does and keeps only its offset; a record that
-        needs a decision (bad lengths, truncation, garbage to resynchronise past) goes to the same general path as
-        in ``runs()``, and a packet kept from there comes as a one-record batch.
+        The walk judges each record (lengths, fraction) and keeps only its offset; a record that needs a decision
+        (bad lengths, truncation, garbage to resynchronise past) goes to the general path, and a packet kept from
+        there comes as a one-record batch. ``runs()`` is built on this, so both read exactly the same records.
         """
         unpack = self._record.unpack_from
         link_type = self.header.link_type
@@ -848,4 +824,5 @@ def open_capture(stream: BinaryIO) -> CaptureReader:
 _BLOCK_HEAD = {order: struct.Struct(order + "II").unpack_from for order in "<>"}  # block type, total length
 _BLOCK_TRAILER = {order: struct.Struct(order + "I").unpack_from for order in "<>"}  # the repeated total length
 _EPB_FIELDS = {order: struct.Struct(order + "IIIII").unpack_from for order in "<>"}
+_RECORD_HEADERS = {order: struct.Struct(order + "IIII") for order in "<>"}  # pcap: seconds, fraction, lengths
 _PCAP_MAGICS = frozenset(struct.pack(order + "I", magic) for order in "<>" for magic in (MAGIC_US, MAGIC_NS))

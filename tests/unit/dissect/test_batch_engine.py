@@ -26,7 +26,7 @@ from freezeframe import pcapio
 from freezeframe.dissect import AppTracker, ConnectionTracker
 from freezeframe.dissect.batch import feed_batches
 from freezeframe.pcapio import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2, PcapWriter, open_capture
-from tests.fixtures.tcp_captures import MSS, Capture, Conversation, lossy_capture
+from tests.fixtures.tcp_captures import Capture, Conversation, clean_download, lossy_capture
 
 SAMPLE = Path(__file__).resolve().parents[2] / "fixtures" / "sample.pcap"
 TSHARK = shutil.which("tshark")
@@ -73,19 +73,6 @@ def assert_same(capture: bytes, sizes: tuple[int, ...] = BATCH_SIZES) -> dict[st
             else:
                 assert actual[name] == value, f"{name} differs with {size}-byte batches"
     return expected
-
-
-def clean_download(capture: Capture, port: int, segments: int, isn: tuple[int, int] = (1000, 5000)) -> None:
-    transfer = Conversation(capture, port, 8080, isn=isn)
-    transfer.handshake(rtt_us=400, wscale=(7, 7))
-    transfer.data(True, 300)
-    for _ in range(segments):
-        capture.tick(80)
-        transfer.data(False, MSS)
-        transfer.data(False, MSS)
-        capture.tick(200)
-        transfer.ack(True)
-    transfer.close()
 
 
 def test_the_sample_with_dns_http_and_tls() -> None:
