@@ -191,7 +191,6 @@ PacketRun = tuple[int, list[Packet]]
 
 # Record batches (the vectorised dissection input) span about this many bytes of the stream.
 BATCH_BYTES = 16 << 20
-ARENA_MIN_BYTES = 1 << 20  # the reused read buffer of record_batches holds at least this much
 
 
 class RecordBatch(NamedTuple):
@@ -204,7 +203,7 @@ class RecordBatch(NamedTuple):
     """
 
     link_type: int
-    buf: bytes | memoryview  # a view of the reader's reused buffer: valid until the next batch is asked for
+    buf: bytes
     starts: list[int]
     byte_order: str
     nanosecond: bool
@@ -271,10 +270,8 @@ class CaptureReader:
 
     format = "capture"
 
-    def __init__(self, read: Callable[[int], bytes], head: bytes, compression: str,
-                 readinto: Callable[[memoryview], int] | None = None) -> None:
+    def __init__(self, read: Callable[[int], bytes], head: bytes, compression: str) -> None:
         self._read = read
-        self._readinto = readinto  # for record_batches' reused read buffer; None: plain reads
         self._buf = head
         self._pos = 0
         self._base = 0  # stream offset of self._buf[0]
@@ -329,34 +326,6 @@ class CaptureReader:
     def _fill_window(self, size: int) -> None:
         self._fill(size)  # a short result just means the end of the stream is inside the window
 
-    def _refill(self, arena: bytearray) -> None:
-        """The unread bytes, then as much of the stream as fits, in ``arena``; ``_buf`` becomes a view of them.
-
-        The previous view is dead by then (the batches over it were consumed), so overwriting is safe; the arena is
-        never resized, which a live view would forbid anyway.
-        """
-        assert self._readinto is not None
-        left = len(self._buf) - self._pos
-        if left:
-            arena[:left] = bytes(self._buf[self._pos:])  # a copy first: the source may be a view of the arena
-        view = memoryview(arena)
-        filled = left
-        while filled < len(arena):
-            try:
-                got = self._readinto(view[filled:])
-            except zstandard.ZstdError as exc:
-                self.problem("zstd_corrupt", self._base + self._pos + filled - left, f"zstd stream is corrupt: {exc}")
-                got = 0
-            if not got:
-                self._eof = True
-                break
-            filled += got
-        self._base += self._pos
-        self._pos = 0
-        # A view, not bytes: only record_batches' walk reads it, and _general_record turns what is left into bytes
-        # before anything else (resynchronising, packets, _fill) touches the buffer.
-        self._buf = view[:filled]  # type: ignore[assignment]
-
     # -- iteration
     def runs(self, max_packets: int = RUN_PACKETS) -> Iterator[PacketRun]:
         """Consecutive packets sharing a link type, at most ``max_packets`` (and about 1 MiB) at a time."""
@@ -393,9 +362,8 @@ class PcapFileReader(CaptureReader):
 
     format = "pcap"
 
-    def __init__(self, read: Callable[[int], bytes], head: bytes, compression: str,
-                 readinto: Callable[[memoryview], int] | None = None) -> None:
-        super().__init__(read, head, compression, readinto)
+    def __init__(self, read: Callable[[int], bytes], head: bytes, compression: str) -> None:
+        super().__init__(read, head, compression)
         if not self._fill(GLOBAL_HEADER_LEN):
             raise CaptureFormatError(f"pcap global header truncated: {len(self._buf)} of {GLOBAL_HEADER_LEN} bytes")
         self.header = parse_global_header(self._buf[:GLOBAL_HEADER_LEN])
@@ -478,7 +446,7 @@ class PcapFileReader(CaptureReader):
             run: list[Packet] = []
             for index, start in enumerate(batch.starts):
                 sec, frac, incl_len, orig_len = unpack(buf, start)
-                data = bytes(buf[start + RECORD_HEADER_LEN:start + RECORD_HEADER_LEN + incl_len])
+                data = buf[start + RECORD_HEADER_LEN:start + RECORD_HEADER_LEN + incl_len]
                 run.append(new(Packet, (times[index] if times is not None else sec * 1_000_000_000 + frac * scale,
                                         orig_len, data)))
                 if len(run) >= max_packets:
@@ -498,14 +466,8 @@ class PcapFileReader(CaptureReader):
         link_type = self.header.link_type
         order, nanosecond = self.header.byte_order, self.header.nanosecond
         frac_limit = self._frac_limit
-        # One buffer, read into again and again: fresh 16 MiB buffers per batch cost a page fault per 4 KiB (about
-        # 80 k faults and 0.3 s of system time per 500 MB) plus a copy to join each with the previous remainder.
-        arena = bytearray(max(max_bytes, ARENA_MIN_BYTES)) if self._readinto is not None else None
         while True:
-            if arena is not None and not self._eof and len(self._buf) - self._pos < max_bytes:
-                self._refill(arena)
-            else:
-                self._fill_window(max_bytes)
+            self._fill_window(max_bytes)
             buf, pos = self._buf, self._pos
             size = len(buf)
             limit = size - RECORD_HEADER_LEN
@@ -538,11 +500,6 @@ class PcapFileReader(CaptureReader):
         Most stops are just the end of the buffer: the record is completed from the stream and the walk resumes.
         """
         unpack = self._record.unpack_from
-        if isinstance(self._buf, memoryview):
-            # The rest of the reused read buffer, as bytes: resynchronisation searches it, packets keep slices of it.
-            self._buf = bytes(self._buf[self._pos:])
-            self._base += self._pos
-            self._pos = 0
         if not self._fill(RECORD_HEADER_LEN):
             if len(self._buf) > self._pos:
                 self.problem("truncated", self.offset, "the stream ends inside a record header")
@@ -572,9 +529,8 @@ class PcapngReader(CaptureReader):
 
     format = "pcapng"
 
-    def __init__(self, read: Callable[[int], bytes], head: bytes, compression: str,
-                 readinto: Callable[[memoryview], int] | None = None) -> None:
-        super().__init__(read, head, compression, readinto)
+    def __init__(self, read: Callable[[int], bytes], head: bytes, compression: str) -> None:
+        super().__init__(read, head, compression)
         self._order = "<"
         self.interfaces: list[Interface] = []
         self.sections = 0
@@ -800,14 +756,12 @@ def open_capture(stream: BinaryIO) -> CaptureReader:
     head = _read_exact(stream, 4)
     compression = "none"
     read: Callable[[int], bytes] = stream.read
-    readinto: Callable[[memoryview], int] | None = getattr(stream, "readinto", None)
     if head == ZSTD_MAGIC:
         compression = "zstd"
         source = _PrefixedStream(head, stream)
         decompressed = zstandard.ZstdDecompressor().stream_reader(source,  # type: ignore[arg-type]  # has read()
                                                                   read_across_frames=True)
         read = decompressed.read
-        readinto = decompressed.readinto
         try:
             head = _read_exact(decompressed, 4)
         except zstandard.ZstdError as exc:
@@ -815,9 +769,9 @@ def open_capture(stream: BinaryIO) -> CaptureReader:
     if len(head) < 4:
         raise CaptureFormatError(f"capture stream too short for a magic number ({len(head)} bytes)")
     if head == PCAPNG_MAGIC:
-        return PcapngReader(read, head, compression, readinto)
+        return PcapngReader(read, head, compression)
     if head in _PCAP_MAGICS:
-        return PcapFileReader(read, head, compression, readinto)
+        return PcapFileReader(read, head, compression)
     raise CaptureFormatError(f"not a pcap or pcapng stream (magic {head.hex()})")
 
 

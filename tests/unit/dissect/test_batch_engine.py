@@ -20,9 +20,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-import zstandard
 
-from freezeframe import pcapio
 from freezeframe.dissect import AppTracker, ConnectionTracker
 from freezeframe.dissect.batch import feed_batches
 from freezeframe.pcapio import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2, PcapWriter, open_capture
@@ -205,15 +203,3 @@ def test_damaged_records(seed: int) -> None:
     for _ in range(30):
         data[rng.randrange(24, len(data))] = rng.randrange(256)
     assert_same(bytes(data))
-
-
-@pytest.mark.parametrize("compressed", [False, True])
-def test_the_reused_read_buffer_refilled_mid_record(monkeypatch: pytest.MonkeyPatch, compressed: bool) -> None:
-    """A read buffer much smaller than the capture: records straddle every refill, plain and zstd-compressed."""
-    monkeypatch.setattr(pcapio, "ARENA_MIN_BYTES", 1_500)
-    capture = Capture()
-    clean_download(capture, 47000, 60)
-    data = pcap_bytes(capture.frames + lossy_capture(9, conversations=2, steps=40).frames)
-    if compressed:
-        data = zstandard.ZstdCompressor().compress(data)
-    assert_same(data, (1, 700, 1_500))

@@ -92,7 +92,7 @@ def feed_batches(tracker: ConnectionTracker, batches: Iterable[RecordBatch],
             _Batch(tracker, batch, window).run()
 
 
-def _strided(buf: bytes | memoryview, dtype: str) -> np.ndarray:
+def _strided(buf: bytes, dtype: str) -> np.ndarray:
     """A view whose element i is the ``dtype`` value starting at byte i of ``buf`` (overlapping, unaligned)."""
     itemsize = np.dtype(dtype).itemsize
     count = max(len(buf) - itemsize + 1, 0)
@@ -137,7 +137,7 @@ class _Batch:
             self._rows = (self.ts.tolist(), self.orig.tolist(), self.frames.tolist(), self.incl.tolist())
         ts, orig, frames, incl = self._rows
         frame = frames[row]
-        return _new_tuple(Packet, (ts[row], orig[row], bytes(self.buf[frame:frame + incl[row]])))
+        return _new_tuple(Packet, (ts[row], orig[row], self.buf[frame:frame + incl[row]]))
 
     def run(self) -> None:
         tracker = self.tracker
@@ -259,7 +259,7 @@ class _Batch:
         held: list[tuple[int, int, int, int, int, int, int]] = []
         for group in range(groups):
             at = key_at[group]
-            key = bytes(buf[at:at + 12])
+            key = buf[at:at + 12]
             self.group_keys.append(key)
             if taint and (lows[group], highs[group]) in taint:
                 complex_groups[group] = True
@@ -662,7 +662,7 @@ class _Batch:
                         self._segment(at)
                 continue
             frame, size, ts_ns, orig_len, flags, seq, ack, window, payload_len, payload_offset = next(singles)
-            data = bytes(buf[frame:frame + size])
+            data = buf[frame:frame + size]
             tcp_segment(data[key_at:key_at + 12], ts_ns, orig_len, data, flags, seq, ack, window, payload_len,
                         header_at, payload_offset)
         stats = tracker.stats
@@ -672,7 +672,7 @@ class _Batch:
     def _segment(self, at: int) -> None:
         """One segment of a clean run whose conversation was not in the state the run needs, one by one."""
         frame = int(self.frames[self.s_row[at]])
-        data = bytes(self.buf[frame:frame + int(self.incl[self.s_row[at]])])
+        data = self.buf[frame:frame + int(self.incl[self.s_row[at]])]
         key_at = self.key_offset
         stats = self.tracker.stats
         stats.packets += 1
@@ -781,8 +781,8 @@ class _Batch:
         for frame, size, side, ts_ns, seq, offset, length in self.payloads[first:last]:
             if flow.app is IGNORED:
                 break
-            app.payload(flow, outbound0 if side == 0 else not outbound0, ts_ns, seq, bytes(buf[frame:frame + size]),
-                        offset, length)
+            app.payload(flow, outbound0 if side == 0 else not outbound0, ts_ns, seq, buf[frame:frame + size], offset,
+                        length)
 
     def _hand_back(self) -> None:
         """RTT samples and the leftover unacknowledged lists to each simple group's conversation."""
