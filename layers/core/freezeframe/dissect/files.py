@@ -99,7 +99,7 @@ def dissect_files(paths: list[Path], out: Path, node: str = "local", k8s: Path |
     check_name("node", node)
     if not paths:
         raise DissectInputError("no capture files given")
-    missing = [str(path) for path in paths if not path.is_file()]
+    missing = [str(path) for path in paths if not path.is_file() or not os.access(path, os.R_OK)]
     if missing:
         raise DissectInputError(f"not a readable file: {', '.join(missing)}")
     if out.exists() and not out.is_dir():
