@@ -226,11 +226,8 @@ class TcpAnalysis:
                         ta |= A_WINDOW_FULL
                 if rev_lastack and (end == rev_lastack or ((end - rev_lastack) & _MASK) >= _HALF):
                     ta |= A_SPURIOUS_RETRANSMISSION
-                segments = fwd.segments
-                if self.track_acks and len(segments) < MAX_UNACKED_SEGMENTS:
-                    if segments and ((segments[-1][1] - end) & _MASK) < _HALF:
-                        fwd.ascending = False
-                    segments.append([seq, end, ts])
+                if self.track_acks and len(fwd.segments) < MAX_UNACKED_SEGMENTS:
+                    self._remember(fwd, seq, end, ts)
                 fwd.nextseq = end  # seglen < 2^31: the segment always advances nextseq
                 fwd.nextseq_ns = ts
             maxseqtobeacked = fwd.maxseqtobeacked
@@ -241,26 +238,8 @@ class TcpAnalysis:
             fwd.lastack = ack
             fwd.lastack_ns = ts
             fwd.lastsegmentflags = ta
-            segments = rev.segments
-            if segments and self.track_acks:
-                newest = segments[-1]
-                if rev.ascending and (ack == newest[1] or ((newest[1] - ack) & _MASK) >= _HALF):
-                    segments.clear()
-                    if ack == newest[1] and ts != newest[2]:
-                        sample = ts - newest[2]  # _rtt, inlined: most ACKs of a transfer take a sample
-                        if self.rtt_samples:
-                            self.rtt_jitter_sum_ns += abs(sample - self.rtt_last_ns)
-                            if sample < self.rtt_min_ns:
-                                self.rtt_min_ns = sample
-                            if sample > self.rtt_max_ns:
-                                self.rtt_max_ns = sample
-                        else:
-                            self.rtt_min_ns = self.rtt_max_ns = sample
-                        self.rtt_samples += 1
-                        self.rtt_sum_ns += sample
-                        self.rtt_last_ns = sample
-                else:
-                    self._acknowledge(rev, ack, ts)
+            if rev.segments and self.track_acks:
+                self._take_ack(rev, ack, ts)
             if not self.first_rtt_ns and self.mru_syn_ns:
                 self.first_rtt_ns = ts - self.mru_syn_ns
             if seglen:
@@ -338,15 +317,12 @@ class TcpAnalysis:
                     ta |= A_RETRANSMISSION
         # finished_checking_retransmission_type
         nextseq = (seq + seglen) & _MASK
-        segments = fwd.segments
-        if (seglen or flags & _SF) and len(segments) < MAX_UNACKED_SEGMENTS:
+        if (seglen or flags & _SF) and len(fwd.segments) < MAX_UNACKED_SEGMENTS:
             # As in Wireshark, SYN and FIN count in nextseq only for a segment that the list has room for.
             if flags & _SF:
                 nextseq = (nextseq + 1) & _MASK
             if self.track_acks:
-                if segments and ((segments[-1][1] - nextseq) & _MASK) < _HALF:
-                    fwd.ascending = False
-                segments.append([seq, nextseq, ts])
+                self._remember(fwd, seq, nextseq, ts)
         if not ta & A_ZERO_WINDOW_PROBE:
             if not fwd_next or ((fwd_next - nextseq) & _MASK) >= _HALF:
                 fwd.nextseq = nextseq
@@ -358,16 +334,8 @@ class TcpAnalysis:
         fwd.lastack = ack
         fwd.lastack_ns = ts
         fwd.lastsegmentflags = ta
-        segments = rev.segments
-        if segments and self.track_acks:
-            newest = segments[-1]
-            if rev.ascending and (ack == newest[1] or ((newest[1] - ack) & _MASK) >= _HALF):
-                # Everything is acknowledged; only the newest segment can end exactly at this ACK.
-                segments.clear()
-                if ack == newest[1] and ts != newest[2]:
-                    self._rtt(ts - newest[2])
-            else:
-                self._acknowledge(rev, ack, ts)
+        if rev.segments and self.track_acks:
+            self._take_ack(rev, ack, ts)
         if flags & TH_SYN:
             self._syn(fwd, rev, flags, ts, window_scale)
         elif not self.first_rtt_ns and self.mru_syn_ns and flags & TH_ACK:
@@ -407,6 +375,26 @@ class TcpAnalysis:
         else:
             self.history += _HISTORY_IN[new]
             self.seen_in |= new
+
+    @staticmethod
+    def _remember(fwd: _Direction, seq: int, end: int, ts: int) -> None:
+        """A segment into its side's unacknowledged list (the caller checked the list has room)."""
+        segments = fwd.segments
+        if segments and ((segments[-1][1] - end) & _MASK) < _HALF:
+            fwd.ascending = False
+        segments.append([seq, end, ts])
+
+    def _take_ack(self, rev: _Direction, ack: int, ts: int) -> None:
+        """``ack`` against the peer's (non-empty) unacknowledged list; records an ack_rtt sample when one is due."""
+        segments = rev.segments
+        newest = segments[-1]
+        if rev.ascending and (ack == newest[1] or ((newest[1] - ack) & _MASK) >= _HALF):
+            # Everything is acknowledged; only the newest segment can end exactly at this ACK.
+            segments.clear()
+            if ack == newest[1] and ts != newest[2]:
+                self._rtt(ts - newest[2])
+        else:
+            self._acknowledge(rev, ack, ts)
 
     def _acknowledge(self, rev: _Direction, ack: int, ts: int) -> None:
         """Wireshark's walk of the peer's unacknowledged segments (newest first); records one ack_rtt sample."""
