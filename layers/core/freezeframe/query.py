@@ -5,8 +5,10 @@ the evidence bucket (S3) or from a local directory laid out like it, so the SQL 
 partition columns included. Names may be qualified with the Glue database (`freezeframe.connections`).
 
 SQL that DuckDB cannot run faithfully (Athena's `"$path"`, IPADDRESS/CIDR types, Java-pattern date functions,
-zipped UNNEST, weighted approx_percentile) is refused with an `UnsupportedSqlError` naming the construct, instead of
-failing obscurely or, worse, silently returning different numbers.
+zipped UNNEST, weighted or unweighted approx_percentile, division by an exact decimal, ORDER BY names that Trino
+resolves to output columns) is refused with an `UnsupportedSqlError` naming the construct, instead of failing
+obscurely or, worse, silently returning different numbers. Each of these was found by running the product's SQL on
+Trino (tests/integration/test_engines_agree.py).
 
 On Athena (`run_athena`), the query is started in a workgroup and database, polled with exponential backoff,
 its results are paginated and typed from the result metadata, the bytes scanned are reported, and a
@@ -84,6 +86,11 @@ _UNSUPPORTED_FUNCTIONS = {
 }
 
 
+# What to write instead of approx_percentile: an exact nearest-rank percentile both engines compute alike.
+EXACT_PERCENTILE_HINT = ("element_at(array_sort(array_agg(x) FILTER (WHERE x IS NOT NULL)), "
+                         "greatest(1, CAST(ceil(p * count(x)) AS integer)))")
+
+
 def unsupported_constructs(sql: str) -> list[str]:
     """Descriptions of the constructs in `sql` that the local engine cannot run (empty when it can run all)."""
     try:
@@ -105,7 +112,108 @@ def unsupported_constructs(sql: str) -> list[str]:
             found.append("UNNEST of several arrays at once (zipped UNNEST); unnest one array, or zip() them first")
         elif isinstance(node, exp.ApproxQuantile) and node.args.get("weight") is not None:
             found.append("approx_percentile with a weight: the local engine would silently drop the weight")
+        elif isinstance(node, exp.ApproxQuantile):
+            found.append("approx_percentile(): Athena's answer is approximate and differs from DuckDB's (which "
+                         "interpolates values that are not in the data); for an exact percentile that every engine "
+                         f"computes alike, write {EXACT_PERCENTILE_HINT}")
+        elif isinstance(node, exp.Select) and node.args.get("order") is not None:
+            found += _order_by_output_references(node)
+    found += _decimal_divisions(tree)
     return list(dict.fromkeys(found))
+
+
+def _order_by_output_references(select: exp.Select) -> list[str]:
+    """ORDER BY names that Athena (Trino) and DuckDB resolve differently.
+
+    Trino resolves a name in ORDER BY to an output column first and rejects an ORDER BY aggregate over one ("Invalid
+    reference to output projection attribute from ORDER BY aggregation"); DuckDB reads the source column in both
+    places, so an expression over an output alias that shadows a source column sorts differently (or fails)."""
+    aliases = {e.alias.lower(): e.this for e in select.expressions if isinstance(e, exp.Alias)}
+    outputs = {e.alias_or_name.lower() for e in select.expressions if e.alias_or_name and not isinstance(e, exp.Star)}
+    found = []
+    for ordered in select.args["order"].expressions:
+        for aggregate in ordered.find_all(exp.AggFunc):
+            for column in aggregate.find_all(exp.Column):
+                if not column.table and column.name.lower() in outputs:
+                    found.append(f"ORDER BY {aggregate.sql(dialect='athena')}: Athena rejects an aggregate over "
+                                 f"{column.name!r}, which is also an output column; qualify the source column with "
+                                 "its table (sum(t.x)) or order by the output column")
+        if isinstance(ordered.this, exp.Column):
+            continue  # a bare name: the output column on both engines
+        for column in ordered.find_all(exp.Column):
+            shadowed = aliases.get(column.name.lower())
+            inside_aggregate = column.find_ancestor(exp.AggFunc) is not None
+            if (not column.table and not inside_aggregate and shadowed is not None
+                    and not (isinstance(shadowed, exp.Column) and shadowed.name.lower() == column.name.lower())):
+                found.append(f"ORDER BY {ordered.this.sql(dialect='athena')}: {column.name!r} is an output alias; "
+                             "Athena sorts by the output column, DuckDB by a source column of that name; repeat the "
+                             "expression with qualified source columns, or order by the bare output name")
+    return found
+
+
+_EXACT_INTEGER = {exp.DataType.Type.TINYINT, exp.DataType.Type.SMALLINT, exp.DataType.Type.INT,
+                  exp.DataType.Type.BIGINT}
+_APPROXIMATE = {exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT}
+
+
+def _numeric_kind(node: exp.Expr) -> str:
+    """How Athena (Trino) types a numeric expression: 'int', 'decimal' (exact), 'approx' (double/real) or 'unknown'.
+
+    A number literal with a decimal point and no exponent is an exact DECIMAL on Athena (sqlglot calls it DOUBLE)."""
+    if isinstance(node, exp.Paren | exp.Neg):
+        return _numeric_kind(node.this)
+    if isinstance(node, exp.Literal) and not node.is_string:
+        text = str(node.this).lower()
+        return "approx" if "e" in text else "decimal" if "." in text else "int"
+    if isinstance(node, exp.Cast):
+        target = node.to.this
+        return ("decimal" if target == exp.DataType.Type.DECIMAL else "int" if target in _EXACT_INTEGER
+                else "approx" if target in _APPROXIMATE else "unknown")
+    if isinstance(node, exp.Add | exp.Sub | exp.Mul | exp.Div | exp.Mod):
+        kinds = {_numeric_kind(node.this), _numeric_kind(node.expression)}
+        return ("approx" if "approx" in kinds else "unknown" if "unknown" in kinds else
+                "decimal" if "decimal" in kinds else "int")
+    typed = node.type.this if node.type is not None else None
+    return ("int" if typed in _EXACT_INTEGER else "approx" if typed in _APPROXIMATE
+            else "decimal" if typed == exp.DataType.Type.DECIMAL else "unknown")
+
+
+def _decimal_divisions(tree: exp.Expr) -> list[str]:
+    """Divisions by (or of) an exact decimal whose other side is not a double: Athena divides exactly and rounds the
+    quotient to the decimal's scale (1234567 / 1000.0 is 1234.6), DuckDB returns the full fraction."""
+    divisions = list(tree.find_all(exp.Div))
+    if not divisions:
+        return []
+    typed = _typed_copies(tree, divisions)
+    found = []
+    for original, annotated in zip(divisions, typed, strict=True):
+        kinds = (_numeric_kind(annotated.this), _numeric_kind(annotated.expression))
+        if "decimal" in kinds and "approx" not in kinds:
+            found.append(f"{original.sql(dialect='athena')}: Athena divides by an exact decimal and rounds the "
+                         "quotient to the decimal's scale (1234567 / 1000.0 is 1234.6), DuckDB would not; for the "
+                         "fraction divide by a double (x / 1e3, or CAST(x AS DOUBLE) / 1000), or round() it yourself")
+    return found
+
+
+def _typed_copies(tree: exp.Expr, divisions: list[exp.Div]) -> list[exp.Div]:
+    """The divisions of a qualified, type-annotated copy of `tree`, matched to `divisions` through a mark each
+    carries into the copy (qualification rewrites names and may duplicate expressions, e.g. for GROUP BY 2); the
+    originals, untyped, when the optimizer cannot qualify the SQL."""
+    for index, division in enumerate(divisions):
+        division.meta["ff_division"] = index
+    try:
+        copy = qualify(tree.copy(), schema=_catalog(), db=DATABASE, dialect="athena", expand_alias_refs=False,
+                       validate_qualify_columns=False, quote_identifiers=False, identify=False)
+        annotated = annotate_types(copy, schema=_catalog(), dialect="athena")
+    except sqlglot.errors.SqlglotError:
+        return divisions
+    finally:
+        for division in divisions:
+            division.meta.pop("ff_division", None)
+    typed: dict[int, exp.Div] = {}
+    for division in annotated.find_all(exp.Div):
+        typed.setdefault(division.meta.get("ff_division", -1), division)
+    return [typed.get(index, original) for index, original in enumerate(divisions)]
 
 
 def transpile(sql: str) -> str:
@@ -144,15 +252,9 @@ def _type_divisions(tree: exp.Expr) -> None:
     divisions = list(tree.find_all(exp.Div))
     if not divisions:
         return
-    try:
-        copy = qualify(tree.copy(), schema=_catalog(), db=DATABASE, dialect="athena", expand_alias_refs=False,
-                       validate_qualify_columns=False, quote_identifiers=False, identify=False)
-        typed = list(annotate_types(copy, schema=_catalog(), dialect="athena").find_all(exp.Div))
-    except sqlglot.errors.SqlglotError:
-        return
-    if len(typed) != len(divisions):
-        return
-    for original, annotated in zip(divisions, typed, strict=True):
+    for original, annotated in zip(divisions, _typed_copies(tree, divisions), strict=True):
+        if annotated is original:
+            continue
         original.this.type = annotated.this.type
         original.expression.type = annotated.expression.type
 

@@ -50,6 +50,14 @@ def _peer(side: str) -> str:
     return f"coalesce({side}_namespace || '/' || coalesce({side}_workload, {side}_pod), {side}_ip)"
 
 
+def percentile(column: str, fraction: str) -> str:
+    """The exact nearest-rank percentile of a column (the smallest value with at least `fraction` of the values at or
+    below it; always a value of the data). approx_percentile is not used: Athena's and DuckDB's approximations differ,
+    and the local engine refuses it."""
+    return (f"element_at(array_sort(array_agg({column}) FILTER (WHERE {column} IS NOT NULL)), "
+            f"greatest(1, CAST(ceil({fraction} * count({column})) AS integer)))")
+
+
 @dataclass(frozen=True, slots=True)
 class ReportQuery:
     name: str
@@ -118,7 +126,7 @@ FROM (
   FROM freezeframe.http WHERE {where}
 ) edges
 GROUP BY src, dst
-ORDER BY sum(conns) + sum(requests) DESC, src, dst
+ORDER BY sum(edges.conns) + sum(edges.requests) DESC, src, dst
 LIMIT {SERVICE_MAP_EDGES}""")  # noqa: S608
 
 
@@ -133,8 +141,8 @@ SELECT count(*) AS tcp_connections,
        sum(dup_acks) AS dup_acks,
        sum(lost_segments) AS lost_segments,
        sum(zero_window_events) AS zero_window_events,
-       approx_percentile(handshake_us, 0.5) AS handshake_p50_us,
-       approx_percentile(handshake_us, 0.95) AS handshake_p95_us,
+       {percentile('handshake_us', '0.5')} AS handshake_p50_us,
+       {percentile('handshake_us', '0.95')} AS handshake_p95_us,
        max(rtt_max_us) AS rtt_max_us
 FROM freezeframe.connections
 WHERE {where} AND proto = 'tcp'""")  # noqa: S608
@@ -146,12 +154,12 @@ SELECT {_peer('src')} AS src, {_peer('dst')} AS dst, dst_port, count(*) AS conne
        sum(CASE WHEN {RESET_SQL} THEN 1 ELSE 0 END) AS resets,
        sum(retransmissions) AS retransmissions, max(retransmission_rate) AS max_retransmission_rate,
        sum(zero_window_events) AS zero_window_events, max(rtt_max_us) AS rtt_max_us
-FROM freezeframe.connections
+FROM freezeframe.connections AS c
 WHERE {where} AND proto = 'tcp'
 GROUP BY 1, 2, 3
 HAVING sum(CASE WHEN {RESET_SQL} THEN 1 ELSE 0 END) > 0 OR coalesce(sum(retransmissions), 0) > 0
     OR coalesce(sum(zero_window_events), 0) > 0
-ORDER BY coalesce(sum(retransmissions), 0) + coalesce(sum(zero_window_events), 0)
+ORDER BY coalesce(sum(c.retransmissions), 0) + coalesce(sum(c.zero_window_events), 0)
          + sum(CASE WHEN {RESET_SQL} THEN 1 ELSE 0 END) DESC, 1, 2, 3
 LIMIT {TABLE_ROWS}""")  # noqa: S608
 
@@ -183,7 +191,7 @@ def slowest_endpoints_query(where: str) -> ReportQuery:
 SELECT {_peer('dst')} AS service, host, method, split_part(path, '?', 1) AS path, count(*) AS requests,
        sum(CASE WHEN status >= 500 THEN 1 ELSE 0 END) AS http_5xx,
        sum(CASE WHEN status IS NULL THEN 1 ELSE 0 END) AS no_response,
-       approx_percentile(latency_us, 0.5) AS p50_us, approx_percentile(latency_us, 0.95) AS p95_us,
+       {percentile('latency_us', '0.5')} AS p50_us, {percentile('latency_us', '0.95')} AS p95_us,
        max(latency_us) AS max_us
 FROM freezeframe.http
 WHERE {where}
@@ -655,7 +663,7 @@ def slowest_section(data: ReportData) -> str:
                              ("no_response", "no response", fmt_int), ("p50_us", "p50", fmt_us),
                              ("p95_us", "p95", fmt_us), ("max_us", "max", fmt_us)]
     return (f"<p>HTTP endpoints by their slowest response (latency: first request byte to first response byte; "
-            f"percentiles are approximate).</p>{html_table(result, columns, 'No HTTP requests.')}"
+            f"percentiles are exact, nearest rank).</p>{html_table(result, columns, 'No HTTP requests.')}"
             f"{sql_block(query, result)}")
 
 

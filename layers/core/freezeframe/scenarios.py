@@ -81,11 +81,11 @@ SELECT g.incident_id,
        coalesce(g.dst_workload, g.dst_ip) AS gateway,
        g.method,
        g.path,
-       g.latency_us / 1000.0 AS gateway_latency_ms,
+       g.latency_us / 1e3 AS gateway_latency_ms,
        coalesce(u.dst_workload, u.dst_ip) AS upstream,
        u.path AS upstream_path,
        u.status AS upstream_status,
-       u.latency_us / 1000.0 AS upstream_latency_ms
+       u.latency_us / 1e3 AS upstream_latency_ms
 FROM http AS g
 LEFT JOIN http AS u
   ON u.incident_id = g.incident_id
@@ -133,8 +133,8 @@ SELECT incident_id,
        coalesce(dst_workload, dst_ip) AS server,
        dst_port,
        count(*) AS resets,
-       round(avg(duration_us) / 1000.0, 3) AS avg_lifetime_ms,
-       max(duration_us) / 1000.0 AS max_lifetime_ms,
+       round(avg(duration_us) / 1e3, 3) AS avg_lifetime_ms,
+       max(duration_us) / 1e3 AS max_lifetime_ms,
        min(ts) AS first_reset
 FROM connections
 WHERE proto = 'tcp' AND conn_state IN ('REJ', 'RSTO', 'RSTOS0', 'RSTR', 'RSTRH')
@@ -246,10 +246,10 @@ SELECT h.incident_id,
        h.dst_namespace,
        coalesce(h.dst_workload, h.dst_ip) AS server,
        count(*) AS requests,
-       round(avg(c.handshake_us) / 1000.0, 3) AS avg_handshake_ms,
-       round(avg(h.latency_us) / 1000.0, 3) AS avg_http_latency_ms,
-       round(avg(h.latency_us - c.handshake_us) / 1000.0, 3) AS avg_application_ms,
-       max(h.latency_us) / 1000.0 AS max_http_latency_ms,
+       round(avg(c.handshake_us) / 1e3, 3) AS avg_handshake_ms,
+       round(avg(h.latency_us) / 1e3, 3) AS avg_http_latency_ms,
+       round(avg(h.latency_us - c.handshake_us) / 1e3, 3) AS avg_application_ms,
+       max(h.latency_us) / 1e3 AS max_http_latency_ms,
        CASE WHEN avg(c.handshake_us) >= avg(h.latency_us - c.handshake_us) THEN 'network'
             ELSE 'application' END AS slow_side
 FROM http AS h
@@ -277,7 +277,7 @@ SELECT incident_id,
        retransmissions_in,
        round(CAST(bytes_total - goodput_bytes AS DOUBLE) / retransmissions, 1) AS avg_retransmitted_segment_bytes,
        payload_bytes_out,
-       duration_us / 1000.0 AS duration_ms,
+       duration_us / 1e3 AS duration_ms,
        "close"
 FROM connections
 WHERE proto = 'tcp'
