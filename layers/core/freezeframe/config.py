@@ -62,6 +62,8 @@ ENV_CAPTURE_ENGINE = "FREEZEFRAME_CAPTURE_ENGINE"
 CAPTURE_ENGINES = ("tcpdump", "scapy")
 ENV_K8S_WATCH = "FREEZEFRAME_K8S_WATCH"
 ENV_JOBS_FILE = "FREEZEFRAME_JOBS_FILE"
+ENV_TRINO_JAVA_HOME = "FREEZEFRAME_TRINO_JAVA_HOME"  # a JDK >= 24 for Trino only (Kafka keeps the default Java)
+ENV_TRINO_URL = "FREEZEFRAME_TRINO_URL"  # a running Trino for `query --engine trino` (else the stack's)
 
 SEGMENTS_TOPIC = "freezeframe.segments"
 K8S_TOPIC = "freezeframe.k8s"
@@ -116,6 +118,8 @@ class Settings:
     capture_engine: str = "tcpdump"  # tcpdump (libpcap, the default) | scapy (in-process, low-rate fallback)
     k8s_watch: bool = False  # the DaemonSet turns it on; outside a cluster there is no API server
     jobs_file: Path | None = None  # recording jobs (YAML), re-read when its mtime changes
+    trino_java_home: Path | None = None  # JDK for Trino; else the newest JDK >= 24 found
+    trino_url: str | None = None  # http://127.0.0.1:PORT of a running Trino
 
     def __post_init__(self) -> None:
         if self.lock_mode not in LOCK_MODES:
@@ -191,6 +195,8 @@ class Settings:
             capture_engine=env.get(ENV_CAPTURE_ENGINE, base.capture_engine),
             k8s_watch=env.get(ENV_K8S_WATCH, "").lower() in ("1", "true", "yes"),
             jobs_file=_path(env, ENV_JOBS_FILE),
+            trino_java_home=_path(env, ENV_TRINO_JAVA_HOME),
+            trino_url=env.get(ENV_TRINO_URL) or None,
         )
 
     def with_(self, **changes: object) -> Settings:
@@ -256,6 +262,8 @@ def env_overrides(settings_: Settings) -> dict[str, str]:
         ENV_CAPTURE_FILTER: settings_.capture_filter,
         ENV_CAPTURE_ENGINE: settings_.capture_engine,
         ENV_JOBS_FILE: str(settings_.jobs_file) if settings_.jobs_file else None,
+        ENV_TRINO_JAVA_HOME: str(settings_.trino_java_home) if settings_.trino_java_home else None,
+        ENV_TRINO_URL: settings_.trino_url,
     }
     out.update({k: v for k, v in optional.items() if v})
     return out

@@ -31,12 +31,14 @@ Athena ``CREATE EXTERNAL TABLE`` statements.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import pyarrow as pa
 
+from freezeframe.errors import FreezeframeError
 from freezeframe.keys import table_prefix
 from freezeframe.schemas import PARTITION_KEYS, TABLES, field_doc
 
@@ -216,6 +218,138 @@ def create_table_ddl(name: str, schema: pa.Schema, bucket: str, database: str = 
 
 def ddl(bucket: str, database: str = DEFAULT_DATABASE, tables: Mapping[str, pa.Schema] = TABLES) -> list[str]:
     return [create_table_ddl(name, schema, bucket, database) for name, schema in tables.items()]
+
+
+# ---------------------------------------------------------------- Parquet types against the declared Glue types
+
+# The Parquet leaf types Athena reads as each declared Glue primitive type: (physical type, logical type). A logical
+# type of None means "no annotation"; Trino reads some other combinations too (an INT32 declared string, a timestamp
+# declared bigint), which is why the files are compared with the declaration itself, not with what an engine accepts.
+_PARQUET_TYPES: dict[str, set[tuple[str, str | None]]] = {
+    "string": {("BYTE_ARRAY", "String")},
+    "tinyint": {("INT32", "Int(8,signed)")},
+    "smallint": {("INT32", "Int(16,signed)")},
+    "int": {("INT32", None), ("INT32", "Int(32,signed)")},
+    "bigint": {("INT64", None), ("INT64", "Int(64,signed)")},
+    "float": {("FLOAT", None)},
+    "double": {("DOUBLE", None)},
+    "boolean": {("BOOLEAN", None)},
+    "binary": {("BYTE_ARRAY", None)},
+    "date": {("INT32", "Date")},
+    # Athena reads Parquet timestamps at millisecond precision; nanosecond units and INT96 are not what we write.
+    "timestamp": {("INT64", "Timestamp(milliseconds)"), ("INT64", "Timestamp(microseconds)")},
+}
+
+
+class ParquetTypeError(FreezeframeError):
+    """A Parquet file whose column types differ from the table's declared Glue types."""
+
+
+def _logical(column: Any) -> str | None:
+    """A leaf's logical type as a short text: String, Int(32,signed), Timestamp(milliseconds), Decimal(10,2)..."""
+    info = json.loads(column.logical_type.to_json())
+    kind = info.get("Type")
+    if kind in (None, "None"):
+        return None
+    if kind == "Int":
+        return f"Int({info['bitWidth']},{'signed' if info['isSigned'] else 'unsigned'})"
+    if kind == "Timestamp":
+        return f"Timestamp({info['timeUnit']})"
+    if kind == "Decimal":
+        return f"Decimal({info['precision']},{info['scale']})"
+    return str(kind)
+
+
+def _split_type(glue: str) -> tuple[str, list[tuple[str, str]]]:
+    """``array<x>`` -> ("array", [("", x)]); ``struct<a:t,b:u>`` -> ("struct", [("a", t), ("b", u)]);
+    a primitive -> (glue, [])."""
+    kind, bracket, inner = glue.partition("<")
+    if not bracket:
+        return glue, []
+    members, depth, current = [], 0, ""
+    for char in inner[:-1] + ",":
+        if char == "," and depth == 0:
+            members.append(current)
+            current = ""
+            continue
+        depth += char in "<("
+        depth -= char in ">)"
+        current += char
+    if kind == "struct":
+        return kind, [tuple(m.split(":", 1)) for m in members]  # type: ignore[misc]
+    return kind, [("", m) for m in members]
+
+
+def _leaf_problems(glue: str, path: tuple[str, ...], repeated: int, leaves: dict[tuple[str, ...], Any]) -> list[str]:
+    name = ".".join(path)
+    kind, members = _split_type(glue)
+    if kind == "array":
+        # The standard three-level LIST: <name> (LIST) / repeated group list / element.
+        inner = [p for p in leaves if p[: len(path)] == path]
+        middles = {p[len(path)] for p in inner if len(p) > len(path) + 1}
+        if len(middles) != 1:
+            return [f"{name}: declared {glue}, but the file has no three-level list there"]
+        middle = middles.pop()
+        elements = {p[len(path) + 1] for p in inner if p[len(path)] == middle}
+        if len(elements) != 1:
+            return [f"{name}: declared {glue}, but the list has {len(elements)} element fields"]
+        return _leaf_problems(members[0][1], (*path, middle, elements.pop()), repeated + 1, leaves)
+    if kind == "struct":
+        return [problem for member, type_ in members
+                for problem in _leaf_problems(type_, (*path, member), repeated, leaves)]
+    if kind == "map":
+        return [f"{name}: map columns are not checked; declare a list of structs instead"]
+    column = leaves.get(path)
+    if column is None:
+        nested = sorted(".".join(p) for p in leaves if p[: len(path)] == path)
+        return [f"{name}: declared {glue}, but the file has " + (f"a nested group ({', '.join(nested)})" if nested
+                                                               else "no such column")]
+    found = (str(column.physical_type), _logical(column))
+    if kind.startswith("decimal("):
+        precision, scale = kind[len("decimal("):-1].split(",")
+        allowed = {(physical, f"Decimal({precision},{scale})")
+                   for physical in ("INT32", "INT64", "FIXED_LEN_BYTE_ARRAY", "BYTE_ARRAY")}
+    else:
+        allowed = _PARQUET_TYPES.get(kind, set())
+    problems = []
+    if found not in allowed:
+        shown = found[0] + (f" ({found[1]})" if found[1] else "")
+        wanted = " or ".join(sorted(p + (f" ({logical})" if logical else "") for p, logical in allowed)) or "nothing"
+        problems.append(f"{name}: declared {glue}, but the file stores {shown}; Athena reads {glue} from {wanted}")
+    if column.max_repetition_level != repeated:
+        problems.append(f"{name}: declared {glue} at list depth {repeated}, but the file repeats it "
+                        f"{column.max_repetition_level} time(s)")
+    return problems
+
+
+def parquet_type_problems(parquet_schema: Any, table: str, tables: Mapping[str, pa.Schema] = TABLES) -> list[str]:
+    """Every difference between a Parquet file's schema (`pyarrow.parquet.ParquetSchema`) and the Glue columns
+    declared for ``table``: each declared column must be stored with the physical and logical type Athena reads it
+    from, nothing undeclared may be stored, and the partition columns must live in the path only."""
+    leaves = {tuple(parquet_schema.column(i).path.split(".")): parquet_schema.column(i)
+              for i in range(len(parquet_schema))}
+    declared = columns(tables[table])
+    problems = []
+    for column in declared:
+        problems += _leaf_problems(column["Type"], (column["Name"],), 0, leaves)
+    names = {c["Name"] for c in declared}
+    for stored in sorted({path[0] for path in leaves}):
+        if stored in PARTITION_KEYS:
+            problems.append(f"{stored}: a partition column is stored in the file; it belongs in the path only")
+        elif stored not in names:
+            problems.append(f"{stored}: stored in the file but not declared in the Glue table {table}")
+    return problems
+
+
+def check_parquet_types(source: Any, table: str, tables: Mapping[str, pa.Schema] = TABLES) -> None:
+    """Raise `ParquetTypeError` unless the Parquet file at ``source`` (a path or a file object) stores every column
+    with the type the Glue table declares."""
+    import pyarrow.parquet as pq
+
+    problems = parquet_type_problems(pq.ParquetFile(source).schema, table, tables)
+    if problems:
+        raise ParquetTypeError(f"{source}: {len(problems)} column(s) differ from the Glue table {table}: "
+                               + "; ".join(problems))
 
 
 # ---------------------------------------------------------------- registered partitions
