@@ -70,3 +70,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         down(config)
         if os.environ.get("FREEZEFRAME_KEEP_LOGS"):
             print(f"stack logs kept in {state.workdir}")
+
+
+@pytest.fixture(scope="session")
+def trino(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real Trino (Athena engine v3's engine) from Maven Central, started once per session (its start costs
+    20-50 s) and stopped at the end; a `freezeframe.trino_sql.TrinoEngine` on it."""
+    from freezeframe.local.trino import start_trino, stop_trino
+    from freezeframe.trino_sql import TrinoEngine
+
+    server = start_trino(tmp_path_factory.mktemp("trino"))
+    try:
+        yield TrinoEngine(server.url, server.metastore_root)
+    finally:
+        stop_trino(server.pid)
+        if os.environ.get("FREEZEFRAME_KEEP_LOGS"):
+            print(f"trino log kept in {server.log_path}")

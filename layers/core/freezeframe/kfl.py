@@ -60,6 +60,24 @@ ALIASES = {
     "dst.name": "dst_pod",
 }
 DOTTED_SIDES = ("src", "dst")
+# The filters the docs show, plus one per operator and field kind; each compiles to SQL that Trino (Athena's engine)
+# and the local engine answer alike (tests/integration/test_engines_agree.py).
+EXAMPLES = (
+    'http and status >= 500 and dst.namespace == "production"',
+    'dns and rcode == "NXDOMAIN"',
+    "tcp and retransmission_rate > 0.01",
+    'tls and not established and sni endswith ".example.com"',
+    'http and request.method in ["POST", "PUT"] and (status == 502 or status == 504)',
+    'http and status == null',
+    'http and response.status not in [200, 204] and request.path startswith "/api/"',
+    'http and host contains "shop" || latency_us > 1234567',
+    'http and path matches "^/api/v[0-9]+/orders"',
+    'dns and answers contains "10.96.0.17"',
+    'tls and alpn contains "h2" and version != "TLS 1.3"',
+    'tcp and ts >= "2025-11-21T04:40:07.5Z" and src.namespace == "production"',
+    'udp and dst.port == 53',
+    'tcp and !(conn_state in ["SF", "S1"]) && handshake_us >= 1500',
+)
 MAX_NESTING = 64
 
 

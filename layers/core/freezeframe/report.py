@@ -200,6 +200,13 @@ ORDER BY max(latency_us) DESC, 1, 2, 3, 4
 LIMIT {TABLE_ROWS}""")  # noqa: S608
 
 
+def section_queries(where: str, bucket_ns: int) -> tuple[ReportQuery, ...]:
+    """The SQL of every section after the coverage, in page order."""
+    return (timeline_query(where, bucket_ns), service_map_query(where), tcp_health_query(where),
+            tcp_hotspots_query(where), dns_failures_query(where), tls_failures_query(where),
+            slowest_endpoints_query(where))
+
+
 def bucket_width_ns(span_ns: int) -> int:
     """The timeline's bucket: the smallest step that keeps the span under TIMELINE_MAX_BUCKETS buckets."""
     for step in BUCKET_STEPS_S:
@@ -243,9 +250,7 @@ def run_queries(con: Any, incident_id: str, window_start_ns: int, window_end_ns:
     lasts = [r[6] for r in coverage.rows if r[6] is not None]
     first, last = (min(firsts), max(lasts)) if firsts and lasts else (window_start_ns, window_end_ns)
     bucket_ns = bucket_width_ns(max(0, int(last) - int(first)))
-    for query in (timeline_query(where, bucket_ns), service_map_query(where), tcp_health_query(where),
-                  tcp_hotspots_query(where), dns_failures_query(where), tls_failures_query(where),
-                  slowest_endpoints_query(where)):
+    for query in section_queries(where, bucket_ns):
         executed.append((query, run(None, query.sql, con)))
     return tuple(executed), bucket_ns
 
