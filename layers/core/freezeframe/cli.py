@@ -237,7 +237,8 @@ def _cmd_dissect(args: argparse.Namespace) -> int:
     from freezeframe.dissect.files import dissect_files
 
     started = time.perf_counter()
-    result = dissect_files(args.captures, args.out, node=args.node, k8s=args.k8s, progress=args.progress)
+    result = dissect_files(args.captures, args.out, node=args.node, k8s=args.k8s, progress=args.progress,
+                           incident_id=args.incident)
     elapsed = time.perf_counter() - started
     if args.json:
         print(json.dumps(result.to_dict()))
@@ -335,8 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
     dissect.add_argument("captures", nargs="+", type=Path, metavar="PCAP",
                          help="pcap or pcapng files, zstd-compressed or not, taken in the order of their first packet")
     dissect.add_argument("--out", type=Path, required=True,
-                         help="output directory: <table>/<node>.parquet for every table, and <node>.json")
+                         help="output directory, laid out like the evidence bucket: tables/<table>/dt=<day>/"
+                         "incident_id=<id>/<node>.parquet and incidents/<id>/dissect/<node>.json")
     dissect.add_argument("--node", default="local", help="the node name the rows carry (default: local)")
+    dissect.add_argument("--incident", default="local",
+                         help="the incident_id partition of the rows (default: local)")
     dissect.add_argument("--k8s", type=Path, help="freezeframe.k8s records (JSON lines) for pod/namespace columns")
     dissect.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                          help="show a progress bar (default: when stderr is a terminal)")

@@ -1,4 +1,4 @@
-"""``freezeframe dissect PCAP... --out DIR`` on local files: tables per DIR/<table>/, the progress bar, errors.
+"""``freezeframe dissect PCAP... --out DIR`` on local files: the evidence bucket's layout, the progress bar, errors.
 
 Row counts come from tshark on the same file (the reference); order independence, hashes and the all-or-nothing
 output are checked against the fixture itself.
@@ -10,13 +10,17 @@ import hashlib
 import json
 import shutil
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from freezeframe.cli import main
+from freezeframe.dissect.files import first_timestamp
+from freezeframe.keys import table_part_key
 from freezeframe.pcapio import PcapReader, PcapWriter
+from freezeframe.query import connect_local, run
 from tests.fixtures.tcp_captures import lossy_capture
 
 SAMPLE = Path(__file__).resolve().parents[2] / "fixtures" / "sample.pcap"
@@ -42,7 +46,10 @@ def split_capture(source: Path, directory: Path, parts: int) -> list[Path]:
 
 
 def read_tables(out: Path, node: str = "local") -> dict[str, list[dict[str, object]]]:
-    return {name: pq.read_table(out / name / f"{node}.parquet").to_pylist() for name in TABLES}
+    """Each table's one part, found in the evidence bucket's layout."""
+    parts = {name: list(out.glob(f"tables/{name}/dt=*/incident_id=*/{node}.parquet")) for name in TABLES}
+    assert all(len(found) == 1 for found in parts.values()), parts
+    return {name: pq.read_table(found[0]).to_pylist() for name, found in parts.items()}
 
 
 def tshark_count(path: Path, display_filter: str, field: str) -> int:
@@ -87,7 +94,7 @@ def test_summary_records_each_input_hash_and_a_rerun_overwrites(tmp_path: Path) 
     out = tmp_path / "out"
     assert main(["dissect", *map(str, paths), "--out", str(out), "--node", "node-7", "--json"]) == 0
     first = {path.relative_to(out): path.read_bytes() for path in out.rglob("*.parquet")}
-    summary = json.loads((out / "node-7.json").read_text())
+    summary = json.loads((out / "incidents" / "local" / "dissect" / "node-7.json").read_text())
     assert {entry["path"]: entry["sha256"] for entry in summary["inputs"]} == {
         str(path): hashlib.sha256(path.read_bytes()).hexdigest() for path in paths}
     assert [entry["path"] for entry in summary["inputs"]] == [str(paths[0]), str(paths[1])]  # time order
@@ -144,3 +151,18 @@ def test_zstd_compressed_input(tmp_path: Path) -> None:
     assert main(["dissect", str(SAMPLE), "--out", str(plain)]) == 0
     assert main(["dissect", str(compressed), "--out", str(packed)]) == 0
     assert read_tables(plain)["connections"] == read_tables(packed)["connections"]
+
+
+def test_output_is_laid_out_like_the_evidence_bucket(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["dissect", str(SAMPLE), "--out", str(out), "--node", "node-3", "--incident", "inc-42"]) == 0
+    first_ns = first_timestamp(SAMPLE)
+    assert first_ns is not None
+    written = sorted(str(path.relative_to(out)) for path in out.rglob("*") if path.is_file())
+    assert written == sorted([table_part_key(name, first_ns, "inc-42", "node-3") for name in TABLES]
+                             + ["incidents/inc-42/dissect/node-3.json"])
+    # The local engine reads the directory as it reads the bucket: partition columns from the path.
+    rows = run(None, "SELECT DISTINCT dt, incident_id, node FROM freezeframe.connections", connect_local(out)).rows
+    assert rows == ((f"{datetime.fromtimestamp(first_ns / 1e9, tz=UTC):%Y-%m-%d}", "inc-42", "node-3"),)
+    assert main(["dissect", str(SAMPLE), "--out", str(tmp_path / "bad"), "--incident", "../up"]) == 2
+    assert not (tmp_path / "bad").exists()

@@ -4,10 +4,12 @@ The files are taken as one node's segments: ordered by their first packet's time
 goes last and is reported in ``dissect_errors``), dissected in one pass with TCP state carried from file to file,
 exactly as a dissection job does with an incident's frozen segments. Each file is hashed (SHA-256) while it is read.
 
-Output, all or nothing: ``DIR/<table>/<node>.parquet`` for connections, dns, http, tls and dissect_errors, plus
-``DIR/<node>.json`` (inputs with their sizes and hashes, rows per table, counters). Each file is written under a
-temporary name and renamed into place once every table is built, so a failed run leaves the previous output (or
-none) and a re-run overwrites instead of adding files.
+Output, all or nothing, in the evidence bucket's layout (`keys.table_part_key`), so a local directory and the bucket
+read the same on every engine: ``DIR/tables/<table>/dt=<day>/incident_id=<id>/<node>.parquet`` for connections, dns,
+http, tls and dissect_errors (the day of the first packet; the incident ``local`` unless one is named), plus
+``DIR/incidents/<id>/dissect/<node>.json`` (inputs with their sizes and hashes, rows per table, counters). Each file
+is written under a temporary name and renamed into place once every table is built, so a failed run leaves the
+previous output (or none) and a re-run overwrites instead of adding files.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import functools
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,11 +29,12 @@ from freezeframe.dissect.job import SegmentSource, dissect_segments, parquet_byt
 from freezeframe.dissect.problems import SegmentRef
 from freezeframe.errors import CaptureFormatError, FreezeframeError
 from freezeframe.export import HashingStream
-from freezeframe.keys import check_name
+from freezeframe.keys import check_name, dissect_status_key, table_part_key
 from freezeframe.models import iso
 from freezeframe.pcapio import open_capture
 
 SUMMARY_SCHEMA = "freezeframe.dissect-files/v1"
+LOCAL_INCIDENT = "local"  # the incident id of tables dissected from local files when none is named
 
 
 class DissectInputError(FreezeframeError):
@@ -94,9 +98,10 @@ def load_k8s_records(path: Path) -> list[dict[str, Any]]:
 
 
 def dissect_files(paths: list[Path], out: Path, node: str = "local", k8s: Path | None = None,
-                  progress: bool | None = None) -> FilesResult:
+                  progress: bool | None = None, incident_id: str = LOCAL_INCIDENT) -> FilesResult:
     """Dissect ``paths`` as one node's segments into Parquet under ``out``; see the module docstring."""
     check_name("node", node)
+    check_name("incident_id", incident_id)
     if not paths:
         raise DissectInputError("no capture files given")
     missing = [str(path) for path in paths if not path.is_file() or not os.access(path, os.R_OK)]
@@ -134,13 +139,15 @@ def dissect_files(paths: list[Path], out: Path, node: str = "local", k8s: Path |
     summary = FilesResult(node, str(out), [info for info, _path in ordered])
     summary.stats = {**result.stats, **result.problems.totals()}
     staged: list[tuple[Path, Path]] = []
+    first_ns = min((info.first_ts_ns for info in inputs if info.first_ts_ns is not None), default=None)
+    day_ns = first_ns if first_ns is not None else time.time_ns()
     try:
         for name, table in tables.items():
-            target = out / name / f"{node}.parquet"
+            target = out / table_part_key(name, day_ns, incident_id, node)
             staged.append((_stage(target, parquet_bytes(table)), target))
             summary.tables[name] = table.num_rows
             summary.files[name] = str(target)
-        status = out / f"{node}.json"
+        status = out / dissect_status_key(incident_id, node)
         staged.append((_stage(status, json.dumps(summary.to_dict(), indent=2).encode()), status))
     except OSError as exc:
         for temporary, _target in staged:
