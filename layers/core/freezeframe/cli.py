@@ -9,18 +9,25 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from freezeframe.config import settings
 from freezeframe.errors import FreezeframeError
+
+if TYPE_CHECKING:
+    from freezeframe.config import Settings
+    from freezeframe.query import QueryResult
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
     from freezeframe.local.stack import up
 
-    state = up(settings())
+    state = up(settings(), trino=args.trino)
     print(f"kafka     {state.kafka_bootstrap}\ns3        {state.s3_endpoint} (LocalStack, Object Lock enforced)\n"
-          f"gateway   {state.gateway_url}  (POST /v1/alerts/alertmanager, token in {state.token_file})\n"
-          f"logs      {state.workdir}")
+          f"gateway   {state.gateway_url}  (POST /v1/alerts/alertmanager, token in {state.token_file})")
+    if state.trino_url:
+        print(f"trino     {state.trino_url}  (freezeframe query --engine trino)")
+    print(f"logs      {state.workdir}")
     print("\n# to point the agent and the CLI at it:")
     print(f"export FREEZEFRAME_S3_ENDPOINT={state.s3_endpoint} FREEZEFRAME_KAFKA_BOOTSTRAP={state.kafka_bootstrap} "
           f"FREEZEFRAME_LAMBDA_ENDPOINT={state.gateway_url}")
@@ -30,9 +37,12 @@ def _cmd_up(args: argparse.Namespace) -> int:
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from freezeframe.local.kafka import ensure_kafka_jars
     from freezeframe.local.s3 import ensure_localstack
+    from freezeframe.local.trino import ensure_trino, trino_java
 
     print(f"kafka jars      {ensure_kafka_jars()}")
     print(f"localstack      {ensure_localstack()}")
+    java = trino_java()  # fails clearly without a JDK >= 24
+    print(f"trino           {ensure_trino()} (Java: {java})")
     return 0
 
 
@@ -91,6 +101,10 @@ def _cmd_query(args: argparse.Namespace) -> int:
     output = "json" if args.json else args.format
     sql = _query_sql(args)
     config = settings()
+    if args.athena and args.engine != "duckdb":
+        from freezeframe.errors import ConfigError
+
+        raise ConfigError("give either --athena or --engine trino, not both")
     if args.athena:
         from freezeframe.errors import ConfigError
         from freezeframe.glue import DEFAULT_DATABASE
@@ -107,6 +121,8 @@ def _cmd_query(args: argparse.Namespace) -> int:
             return 130
         if result.bytes_scanned is not None and output != "table":
             print(f"bytes scanned: {format_bytes(result.bytes_scanned)} ({result.bytes_scanned} B)", file=sys.stderr)
+    elif args.engine == "trino":
+        result = _run_trino(args, config, sql)
     elif args.dir is not None:
         result = run(None, sql, connect_local(args.dir))
     else:
@@ -117,6 +133,29 @@ def _cmd_query(args: argparse.Namespace) -> int:
     text = render(result, output)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
+
+
+def _run_trino(args: argparse.Namespace, config: Settings, sql: str) -> QueryResult:
+    """The SQL verbatim on Trino, over --dir or the (stack's) evidence bucket."""
+    from freezeframe.adapters import s3 as s3io
+    from freezeframe.errors import ConfigError
+    from freezeframe.local.stack import apply_state, load_state, trino_metastore
+    from freezeframe.trino_sql import DataLocation, TrinoEngine
+
+    state = load_state(config)
+    config = apply_state(config, state)
+    if args.s3_endpoint:
+        config = config.with_(s3_endpoint=args.s3_endpoint)
+    if not config.trino_url:
+        raise ConfigError("--engine trino needs a running Trino: start one with `freezeframe up --trino`, or set "
+                          "FREEZEFRAME_TRINO_URL to a Trino on this machine")
+    if args.dir is not None:
+        location = DataLocation.directory(args.dir)
+    else:
+        location = DataLocation.bucket(config.evidence_bucket, config.s3_endpoint, config.region,
+                                       s3io.credentials(config) if config.s3_endpoint else None)
+    engine = TrinoEngine(config.trino_url, trino_metastore(config, state))
+    return engine.run(sql, engine.attach(location))
 
 
 def _cmd_scenarios(args: argparse.Namespace) -> int:
@@ -265,8 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="freezeframe", description="network flight recorder for Kubernetes")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="start Kafka, an Object-Lock-enforcing S3 (LocalStack) and the gateway").set_defaults(
-        func=_cmd_up)
+    up = sub.add_parser("up", help="start Kafka, an Object-Lock-enforcing S3 (LocalStack) and the gateway")
+    up.add_argument("--trino", action="store_true",
+                    help="also start Trino (Athena's engine) for `query --engine trino`; needs a JDK 24+")
+    up.set_defaults(func=_cmd_up)
     sub.add_parser("down", help="stop the local stack").set_defaults(func=_cmd_down)
     sub.add_parser("prepare", help="download what `up` needs (Kafka jars, LocalStack venv) into the cache"
                    ).set_defaults(func=_cmd_prepare)
@@ -288,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--json", action="store_true", help="same as --format json")
     query.add_argument("--dir", type=Path, default=None, help="query a local copy of the bucket's tables/ instead")
     query.add_argument("--s3-endpoint", metavar="URL")
+    query.add_argument("--engine", choices=("duckdb", "trino"), default="duckdb",
+                       help="local engine: duckdb (embedded; refuses SQL it cannot answer as Athena would) or trino "
+                       "(the engine under Athena v3, started by `freezeframe up --trino`; the SQL runs verbatim)")
     query.add_argument("--athena", action="store_true", help="run on Amazon Athena instead of locally")
     query.add_argument("--workgroup", help="Athena workgroup (default FREEZEFRAME_ATHENA_WORKGROUP)")
     query.add_argument("--database", help="Glue database (default FREEZEFRAME_GLUE_DATABASE or freezeframe)")

@@ -3,7 +3,9 @@
 - Apache Kafka 4.x (KRaft, single node) from Maven Central jars cached outside the repo;
 - LocalStack S3, which enforces Object Lock (checked by a probe at start-up: it must refuse deleting a locked
   version and shortening COMPLIANCE retention, or `up` fails);
-- the local gateway (Function URL + Lambda Invoke API) running the real handlers against both.
+- the local gateway (Function URL + Lambda Invoke API) running the real handlers against both;
+- with ``--trino``, a single-node Trino (the engine under Athena v3) for ``freezeframe query --engine trino``, which
+  reads the stack's evidence bucket through its S3 endpoint (see `freezeframe.local.trino`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from freezeframe.config import K8S_TOPIC, Settings, env_overrides
 from freezeframe.errors import StackError
 from freezeframe.local import kafka as kafka_stack
 from freezeframe.local import s3 as s3_stack
+from freezeframe.local import trino as trino_stack
 
 logger = logging.getLogger(__name__)
 STATE_SCHEMA = "freezeframe.stack/v1"
@@ -41,6 +44,8 @@ class StackState:
     gateway_pid: int
     token_file: str
     workdir: str
+    trino_url: str | None = None
+    trino_pid: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": STATE_SCHEMA, **{name: getattr(self, name) for name in self.__slots__}}
@@ -67,7 +72,15 @@ def apply_state(config: Settings, state: StackState | None) -> Settings:
         s3_endpoint=config.s3_endpoint or state.s3_endpoint,
         kafka_bootstrap=config.kafka_bootstrap or state.kafka_bootstrap,
         lambda_endpoint=config.lambda_endpoint or state.gateway_url,
+        trino_url=config.trino_url or state.trino_url,
     )
+
+
+def trino_metastore(config: Settings, state: StackState | None) -> Path:
+    """Where `query --engine trino` keeps its catalogs' file metastores: beside the stack's Trino, else in the state
+    directory (either way on this machine, never in the evidence bucket)."""
+    root = Path(state.workdir) / "trino" if state is not None and state.trino_url else config.state_dir / "trino"
+    return (root / "metastore").resolve()
 
 
 def free_port() -> int:
@@ -76,9 +89,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def up(config: Settings) -> StackState:
+def up(config: Settings, trino: bool = False) -> StackState:
     existing = load_state(config)
     if existing is not None and _alive(existing):
+        if trino and not (existing.trino_pid and kafka_stack.process_running(existing.trino_pid)):
+            return _save(config, _with_trino(existing))
         logger.info("stack already running")
         return existing
     workdir = (config.state_dir / "stack").resolve()
@@ -108,12 +123,22 @@ def up(config: Settings) -> StackState:
         started.append(gateway_pid)
         state = StackState(broker.bootstrap, broker.pid, endpoint.url, int(endpoint.pid or 0), gateway_url,
                            gateway_pid, str(token_file), str(workdir))
+        if trino:
+            state = _with_trino(state)
     except BaseException:
         for pid in started:
             s3_stack.stop_process(pid)
         raise
-    path = state_path(config)
-    path.write_text(json.dumps(state.to_dict(), indent=2), encoding="utf-8")
+    return _save(config, state)
+
+
+def _with_trino(state: StackState) -> StackState:
+    server = trino_stack.start_trino(Path(state.workdir) / "trino")
+    return replace(state, trino_url=server.url, trino_pid=server.pid)
+
+
+def _save(config: Settings, state: StackState) -> StackState:
+    state_path(config).write_text(json.dumps(state.to_dict(), indent=2), encoding="utf-8")
     return state
 
 
@@ -121,6 +146,8 @@ def down(config: Settings) -> StackState | None:
     state = load_state(config)
     if state is None:
         return None
+    if state.trino_pid:
+        trino_stack.stop_trino(state.trino_pid)
     s3_stack.stop_process(state.gateway_pid)
     s3_stack.stop_process(state.s3_pid)
     kafka_stack.stop_kafka(state.kafka_pid)

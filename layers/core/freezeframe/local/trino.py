@@ -148,7 +148,7 @@ def start_trino(workdir: Path, port: int | None = None, java_home: Path | None =
                 java: Path | None = None) -> TrinoServer:
     """Start a detached single-node Trino with its config, data and log under ``workdir``; return once it runs
     queries. ``java_home`` is FREEZEFRAME_TRINO_JAVA_HOME (else a JDK >= 24 is searched for)."""
-    java_bin = java or find_java(java_home or _configured_java_home(), _path_java_home())
+    java_bin = java or trino_java(java_home)
     dist = ensure_trino()
     workdir = workdir.resolve()
     (workdir / "etc").mkdir(parents=True, exist_ok=True)
@@ -184,6 +184,12 @@ def stop_trino(pid: int, timeout: float = 30.0) -> None:
     if not process_running(pid):
         return
     stop_process(pid, timeout)
+
+
+def trino_java(java_home: Path | None = None) -> Path:
+    """The java binary Trino runs on: ``java_home``, else FREEZEFRAME_TRINO_JAVA_HOME, else the newest JDK >= 24
+    found; raises `StackError` with what it found when there is none."""
+    return find_java(java_home or _configured_java_home(), _path_java_home())
 
 
 def _configured_java_home() -> Path | None:
