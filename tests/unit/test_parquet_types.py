@@ -100,3 +100,16 @@ def test_the_check_follows_any_schema_including_new_columns(tmp_path: Path) -> N
                    bad)
     with pytest.raises(ParquetTypeError, match="observer: declared string, but the file stores INT64"):
         check_parquet_types(bad, "dns", tables)
+
+
+def test_the_check_command_reports_each_part(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from freezeframe.glue import main
+
+    root = write_engine_tables(tmp_path / "good")
+    assert main(["--check", str(root)]) == 0
+    assert "6 of 6 Parquet part(s) match" in capsys.readouterr().out  # two incidents of http and connections
+    bad = tmp_path / "bad" / "tables" / "dns" / "dt=2025-11-21" / "incident_id=x"
+    bad.mkdir(parents=True)
+    pq.write_table(_dns_with("qname", pa.field("qname", pa.int32()), [7]), bad / "n.parquet")
+    assert main(["--check", str(tmp_path / "bad")]) == 1
+    assert "FAIL" in capsys.readouterr().out

@@ -34,12 +34,13 @@ import argparse
 import json
 import sys
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
 
 from freezeframe.errors import FreezeframeError
-from freezeframe.keys import table_prefix
+from freezeframe.keys import TABLES_ROOT, table_prefix
 from freezeframe.schemas import PARTITION_KEYS, TABLES, field_doc
 
 # The default name of the Glue database (the template's GlueDatabaseName parameter and the local engine's schema).
@@ -352,6 +353,24 @@ def check_parquet_types(source: Any, table: str, tables: Mapping[str, pa.Schema]
                                + "; ".join(problems))
 
 
+def check_directory(root: Path) -> int:
+    """`--check DIR`: every part under ``DIR/tables/<table>/`` (a copy of the bucket, or `freezeframe dissect`'s
+    output) against its table's Glue types; prints one line per part and returns 1 if any differs."""
+    failed = checked = 0
+    for table in TABLES:
+        for path in sorted((root / TABLES_ROOT / table).rglob("*.parquet")):
+            checked += 1
+            try:
+                check_parquet_types(path, table)
+            except ParquetTypeError as exc:
+                failed += 1
+                print(f"FAIL {exc}")
+            else:
+                print(f"ok   {path}")
+    print(f"{checked - failed} of {checked} Parquet part(s) match their Glue tables")
+    return 1 if failed or not checked else 0
+
+
 # ---------------------------------------------------------------- registered partitions
 
 
@@ -401,9 +420,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--yaml", action="store_true", help="print the template.yaml Glue resources")
     mode.add_argument("--ddl", action="store_true", help="print Athena CREATE EXTERNAL TABLE statements")
+    mode.add_argument("--check", metavar="DIR", type=Path,
+                      help="check every Parquet part under DIR/tables/<table>/ against the declared Glue types")
     parser.add_argument("--bucket", default="EVIDENCE-BUCKET", help="evidence bucket name for --ddl")
     parser.add_argument("--database", default=DEFAULT_DATABASE, help="Glue database name for --ddl")
     args = parser.parse_args(argv)
+    if args.check is not None:
+        return check_directory(args.check)
     if args.yaml:
         sys.stdout.write(template_yaml())
     else:
