@@ -306,6 +306,7 @@ def _leaf_problems(glue: str, path: tuple[str, ...], repeated: int, leaves: dict
         return [f"{name}: declared {glue}, but the file has " + (f"a nested group ({', '.join(nested)})" if nested
                                                                else "no such column")]
     found = (str(column.physical_type), _logical(column))
+    allowed: set[tuple[str, str | None]]
     if kind.startswith("decimal("):
         precision, scale = kind[len("decimal("):-1].split(",")
         allowed = {(physical, f"Decimal({precision},{scale})")
