@@ -117,6 +117,8 @@ def test_single_unnest_and_unweighted_percentile_run_locally(tables: Path) -> No
     # Qualified source columns inside an ORDER BY aggregate, and bare output names, mean the same on both engines.
     "SELECT src_ip, sum(latency_us) AS latency_us FROM http AS h GROUP BY src_ip ORDER BY sum(h.latency_us), src_ip",
     "SELECT src_ip, sum(latency_us) AS total FROM http GROUP BY src_ip ORDER BY total DESC, max(latency_us)",
+    # An alias no source column shares means the output column on both engines.
+    "SELECT src_ip, count(*) AS n FROM http GROUP BY src_ip ORDER BY n + 1, src_ip",
 ])
 def test_sql_that_means_the_same_on_both_engines_is_not_refused(sql: str, tables: Path) -> None:
     run(None, sql, connect_local(tables))

@@ -129,6 +129,9 @@ def _order_by_output_references(select: exp.Select) -> list[str]:
     reference to output projection attribute from ORDER BY aggregation"); DuckDB reads the source column in both
     places, so an expression over an output alias that shadows a source column sorts differently (or fails)."""
     aliases = {e.alias.lower(): e.this for e in select.expressions if isinstance(e, exp.Alias)}
+    # Names a source may have: the evidence tables' columns and the aliases of inner queries (CTEs, subqueries).
+    own = {id(e) for e in select.expressions}
+    source_names = _TABLE_COLUMNS | {a.alias.lower() for a in select.find_all(exp.Alias) if id(a) not in own}
     outputs = {e.alias_or_name.lower() for e in select.expressions if e.alias_or_name and not isinstance(e, exp.Star)}
     found = []
     for ordered in select.args["order"].expressions:
@@ -141,16 +144,18 @@ def _order_by_output_references(select: exp.Select) -> list[str]:
         if isinstance(ordered.this, exp.Column):
             continue  # a bare name: the output column on both engines
         for column in ordered.find_all(exp.Column):
-            shadowed = aliases.get(column.name.lower())
-            inside_aggregate = column.find_ancestor(exp.AggFunc) is not None
-            if (not column.table and not inside_aggregate and shadowed is not None
-                    and not (isinstance(shadowed, exp.Column) and shadowed.name.lower() == column.name.lower())):
+            name = column.name.lower()
+            shadowed = aliases.get(name)
+            same_column = isinstance(shadowed, exp.Column) and shadowed.name.lower() == name
+            if (not column.table and column.find_ancestor(exp.AggFunc) is None and shadowed is not None
+                    and name in source_names and not same_column):
                 found.append(f"ORDER BY {ordered.this.sql(dialect='athena')}: {column.name!r} is an output alias; "
                              "Athena sorts by the output column, DuckDB by a source column of that name; repeat the "
                              "expression with qualified source columns, or order by the bare output name")
     return found
 
 
+_TABLE_COLUMNS = {name.lower() for schema in TABLES.values() for name in schema.names} | set(PARTITION_KEYS)
 _EXACT_INTEGER = {exp.DataType.Type.TINYINT, exp.DataType.Type.SMALLINT, exp.DataType.Type.INT,
                   exp.DataType.Type.BIGINT}
 _APPROXIMATE = {exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT}
