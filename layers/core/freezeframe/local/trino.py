@@ -160,7 +160,7 @@ def start_trino(workdir: Path, port: int | None = None, java_home: Path | None =
     (workdir / "etc" / "log.properties").write_text("io.trino=WARN\nio.airlift=WARN\n", encoding="utf-8")
     log_path = workdir / "trino.log"
     command = [str(java_bin), f"-Xmx{HEAP}", "-XX:+UseG1GC", "-XX:+ExitOnOutOfMemoryError",
-               "-XX:TieredStopAtLevel=1", "-Djdk.attach.allowAttachSelf=true", "-Duser.timezone=UTC",
+               "-Djdk.attach.allowAttachSelf=true", "-Duser.timezone=UTC",
                "-Dfile.encoding=UTF-8", "--enable-native-access=ALL-UNNAMED", f"-Dconfig={config}",
                f"-Dlog.levels-file={workdir / 'etc' / 'log.properties'}", "-cp", str(dist / "lib" / "*"), MAIN_CLASS]
     started = time.monotonic()
