@@ -18,8 +18,8 @@ from freezeframe.local.kafka import process_running
 from freezeframe.local.stack import apply_state, load_state
 from freezeframe.query import connect, run
 from freezeframe.trino_sql import DataLocation, TrinoEngine
+from tests.fixtures.engine_compare import assert_same_answer
 from tests.fixtures.engine_tables import INCIDENT, write_engine_tables
-from tests.integration.test_engines_agree import assert_same_answer
 
 REPO = Path(__file__).resolve().parents[2]
 REFUSED = ("SELECT src_ip, dst_ip, dst_port, completeness, incident_id, dt FROM freezeframe.connections "
