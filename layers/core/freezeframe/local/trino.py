@@ -49,6 +49,8 @@ _MARKER_NAME = ".freezeframe-complete"
 _MVN_TIMEOUT_S = 1200.0
 _LOOPBACK = "127.0.0.1"
 _JAVA_VERSION = re.compile(r'^JAVA_VERSION="(?P<feature>\d+)', re.MULTILINE)
+# Servers started by this process: holding the Popen keeps it from being collected (and warning) while Trino runs.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +171,7 @@ def start_trino(workdir: Path, port: int | None = None, java_home: Path | None =
         log.flush()
         process = subprocess.Popen(command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
+    _CHILDREN[process.pid] = process
     server = TrinoServer(url, process.pid, workdir, log_path)
     try:
         _wait_ready(process, server, started + timeout)
@@ -181,9 +184,11 @@ def start_trino(workdir: Path, port: int | None = None, java_home: Path | None =
 
 def stop_trino(pid: int, timeout: float = 30.0) -> None:
     """SIGTERM the server's process group, SIGKILL after ``timeout``; gone already is fine."""
-    if not process_running(pid):
-        return
-    stop_process(pid, timeout)
+    child = _CHILDREN.pop(pid, None)
+    if process_running(pid):
+        stop_process(pid, timeout)
+    if child is not None:
+        child.poll()  # reaped already by stop_process, or now
 
 
 def trino_java(java_home: Path | None = None) -> Path:
@@ -269,7 +274,7 @@ def _config_properties(port: int, workdir: Path, dist: Path) -> str:
 
 
 def _wait_ready(process: subprocess.Popen[bytes], server: TrinoServer, deadline: float) -> None:
-    """Until /v1/info says the server has finished starting (then a catalog-free query must run)."""
+    """Until /v1/info says the server has finished starting (it then accepts queries)."""
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise StackError(f"Trino exited with {process.returncode} while starting:\n{_log_tail(server.log_path)}")
