@@ -62,10 +62,13 @@ ENV_CAPTURE_ENGINE = "FREEZEFRAME_CAPTURE_ENGINE"
 CAPTURE_ENGINES = ("tcpdump", "scapy")
 ENV_K8S_WATCH = "FREEZEFRAME_K8S_WATCH"
 ENV_JOBS_FILE = "FREEZEFRAME_JOBS_FILE"
+ENV_MAX_RETAIN_DAYS = "FREEZEFRAME_MAX_RETAIN_DAYS"
 
 SEGMENTS_TOPIC = "freezeframe.segments"
 K8S_TOPIC = "freezeframe.k8s"
 LOCK_MODES = ("COMPLIANCE", "GOVERNANCE")
+# S3 Object Lock caps a bucket's default retention at 100 years; no freezeframe lock may ask for more.
+MAX_RETAIN_DAYS_LIMIT = 36500
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,12 +119,22 @@ class Settings:
     capture_engine: str = "tcpdump"  # tcpdump (libpcap, the default) | scapy (in-process, low-rate fallback)
     k8s_watch: bool = False  # the DaemonSet turns it on; outside a cluster there is no API server
     jobs_file: Path | None = None  # recording jobs (YAML), re-read when its mtime changes
+    # The longest lock a request may ask for (the manual freeze's lock.retain_days / retain_until, freeze rules,
+    # the default). A COMPLIANCE lock cannot be shortened by anyone, so an unbounded request could lock evidence
+    # (and its storage bill) until 9999.
+    max_retain_days: int = 3650
 
     def __post_init__(self) -> None:
         if self.lock_mode not in LOCK_MODES:
             raise ConfigError(f"{ENV_LOCK_MODE} must be one of {LOCK_MODES}, got {self.lock_mode!r}")
         if self.lock_retain_days < 1:
             raise ConfigError(f"{ENV_LOCK_RETAIN_DAYS} must be at least 1 day, got {self.lock_retain_days}")
+        if not 1 <= self.max_retain_days <= MAX_RETAIN_DAYS_LIMIT:
+            raise ConfigError(f"{ENV_MAX_RETAIN_DAYS} must be within 1..{MAX_RETAIN_DAYS_LIMIT}, "
+                              f"got {self.max_retain_days}")
+        if self.lock_retain_days > self.max_retain_days:
+            raise ConfigError(f"{ENV_LOCK_RETAIN_DAYS} ({self.lock_retain_days}) is over "
+                              f"{ENV_MAX_RETAIN_DAYS} ({self.max_retain_days})")
         if self.segment_seconds <= 0:
             raise ConfigError(f"{ENV_SEGMENT_SECONDS} must be positive, got {self.segment_seconds}")
         if self.spool_max_bytes < 1:
@@ -191,6 +204,7 @@ class Settings:
             capture_engine=env.get(ENV_CAPTURE_ENGINE, base.capture_engine),
             k8s_watch=env.get(ENV_K8S_WATCH, "").lower() in ("1", "true", "yes"),
             jobs_file=_path(env, ENV_JOBS_FILE),
+            max_retain_days=_int(env, ENV_MAX_RETAIN_DAYS, base.max_retain_days),
         )
 
     def with_(self, **changes: object) -> Settings:
@@ -229,6 +243,7 @@ def env_overrides(settings_: Settings) -> dict[str, str]:
         ENV_SNAPLEN: str(settings_.snaplen),
         ENV_INTERFACES: ",".join(settings_.interfaces),
         ENV_K8S_WATCH: "true" if settings_.k8s_watch else "false",
+        ENV_MAX_RETAIN_DAYS: str(settings_.max_retain_days),
     }
     optional = {
         ENV_S3_ENDPOINT: settings_.s3_endpoint,
