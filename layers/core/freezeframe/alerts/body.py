@@ -4,7 +4,8 @@ Python's `json` alone is not enough for bodies an attacker writes:
 - nesting: 100,000 brackets make the decoder raise RecursionError (and a document a few hundred deep would still
   recurse through every later walk of it); bodies are refused past MAX_DEPTH before the decoder runs;
 - numbers: a 5,000-digit integer makes `int()` raise ValueError (CPython's 4,300-digit conversion limit), and
-  NaN/Infinity are not JSON at all; numbers longer than MAX_NUMBER_CHARS and the non-JSON constants are refused;
+  NaN/Infinity are not JSON at all; numbers longer than MAX_NUMBER_CHARS, floats beyond the double range (1e999)
+  and the non-JSON constants are refused;
 - text: the body must be UTF-8 (RFC 8259 section 8.1), and a `\\ud800` escape decodes to a lone surrogate that no
   later `.encode()` (a hash, a key, a log line) accepts; such strings are refused.
 Every refusal is a PayloadError naming the problem, so it becomes a 400 and nothing is written.
@@ -13,6 +14,7 @@ Every refusal is a PayloadError naming the problem, so it becomes a 400 and noth
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -69,7 +71,10 @@ def _int(text: str) -> int:
 def _float(text: str) -> float:
     if len(text) > MAX_NUMBER_CHARS:
         raise PayloadError(f"body holds a number of {len(text)} characters; the limit is {MAX_NUMBER_CHARS}")
-    return float(text)
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses to inf, which no field means and json.dumps cannot write back
+        raise PayloadError(f"body holds a number out of range: {text[:32]}")
+    return value
 
 
 def _constant(name: str) -> Any:
