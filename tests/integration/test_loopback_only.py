@@ -16,23 +16,19 @@ TCP_LISTEN = "0A"
 
 
 def descendants(pids: set[int]) -> set[int]:
-    """The processes and every process below them (LocalStack and the JVM may fork helpers)."""
-    children: dict[int, set[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(parent, set()).add(int(entry.name))
+    """The processes and every process below them (LocalStack and the JVM may fork helpers), from each thread's
+    /proc/<pid>/task/<tid>/children list."""
     found, pending = set(), list(pids)
     while pending:
         pid = pending.pop()
-        if pid not in found:
-            found.add(pid)
-            pending.extend(children.get(pid, ()))
+        if pid in found:
+            continue
+        found.add(pid)
+        for children in Path(f"/proc/{pid}/task").glob("*/children"):
+            try:
+                pending.extend(int(child) for child in children.read_text().split())
+            except OSError:
+                continue  # the thread or the process ended meanwhile
     return found
 
 
