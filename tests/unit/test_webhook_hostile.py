@@ -174,6 +174,20 @@ def test_the_maximum_retention_comes_from_its_env_var() -> None:
         Settings(lock_retain_days=91, max_retain_days=90)
 
 
+def test_the_stack_passes_its_maximum_retention_parameter_to_every_function() -> None:
+    from cfnlint import decode
+
+    from freezeframe.config import MAX_RETAIN_DAYS_LIMIT
+    from tests.unit.test_template import TEMPLATE
+
+    template, matches = decode.decode(str(TEMPLATE))
+    assert template is not None and not matches
+    parameter = template["Parameters"]["MaxRetainDays"]
+    assert (parameter["Default"], parameter["MaxValue"]) == (Settings().max_retain_days, MAX_RETAIN_DAYS_LIMIT)
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables[ENV_MAX_RETAIN_DAYS] == {"Ref": "MaxRetainDays"}
+
+
 def test_retention_up_to_the_maximum_is_accepted_and_one_day_more_is_not() -> None:
     from freezeframe.alerts.manual import to_freeze_request
 
