@@ -30,7 +30,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
     print(f"logs      {state.workdir}")
     print("\n# to point the agent and the CLI at it:")
     print(f"export FREEZEFRAME_S3_ENDPOINT={state.s3_endpoint} FREEZEFRAME_KAFKA_BOOTSTRAP={state.kafka_bootstrap} "
-          f"FREEZEFRAME_LAMBDA_ENDPOINT={state.gateway_url}")
+          f"FREEZEFRAME_LAMBDA_ENDPOINT={state.gateway_url} FREEZEFRAME_STATE_DIR={settings().state_dir.resolve()}")
+    print("# (the gateway's Invoke API takes only SigV4 by the stack's key: <FREEZEFRAME_STATE_DIR>/invoke.key)")
     return 0
 
 

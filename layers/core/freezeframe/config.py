@@ -64,10 +64,13 @@ ENV_K8S_WATCH = "FREEZEFRAME_K8S_WATCH"
 ENV_JOBS_FILE = "FREEZEFRAME_JOBS_FILE"
 ENV_TRINO_JAVA_HOME = "FREEZEFRAME_TRINO_JAVA_HOME"  # a JDK >= 24 for Trino only (Kafka keeps the default Java)
 ENV_TRINO_URL = "FREEZEFRAME_TRINO_URL"  # a running Trino for `query --engine trino` (else the stack's)
+ENV_MAX_RETAIN_DAYS = "FREEZEFRAME_MAX_RETAIN_DAYS"
 
 SEGMENTS_TOPIC = "freezeframe.segments"
 K8S_TOPIC = "freezeframe.k8s"
 LOCK_MODES = ("COMPLIANCE", "GOVERNANCE")
+# S3 Object Lock caps a bucket's default retention at 100 years; no freezeframe lock may ask for more.
+MAX_RETAIN_DAYS_LIMIT = 36500
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,12 +123,22 @@ class Settings:
     jobs_file: Path | None = None  # recording jobs (YAML), re-read when its mtime changes
     trino_java_home: Path | None = None  # JDK for Trino; else the newest JDK >= 24 found
     trino_url: str | None = None  # http://127.0.0.1:PORT of a running Trino
+    # The longest lock a request may ask for (the manual freeze's lock.retain_days / retain_until, freeze rules,
+    # the default). A COMPLIANCE lock cannot be shortened by anyone, so an unbounded request could lock evidence
+    # (and its storage bill) until 9999.
+    max_retain_days: int = 3650
 
     def __post_init__(self) -> None:
         if self.lock_mode not in LOCK_MODES:
             raise ConfigError(f"{ENV_LOCK_MODE} must be one of {LOCK_MODES}, got {self.lock_mode!r}")
         if self.lock_retain_days < 1:
             raise ConfigError(f"{ENV_LOCK_RETAIN_DAYS} must be at least 1 day, got {self.lock_retain_days}")
+        if not 1 <= self.max_retain_days <= MAX_RETAIN_DAYS_LIMIT:
+            raise ConfigError(f"{ENV_MAX_RETAIN_DAYS} must be within 1..{MAX_RETAIN_DAYS_LIMIT}, "
+                              f"got {self.max_retain_days}")
+        if self.lock_retain_days > self.max_retain_days:
+            raise ConfigError(f"{ENV_LOCK_RETAIN_DAYS} ({self.lock_retain_days}) is over "
+                              f"{ENV_MAX_RETAIN_DAYS} ({self.max_retain_days})")
         if self.segment_seconds <= 0:
             raise ConfigError(f"{ENV_SEGMENT_SECONDS} must be positive, got {self.segment_seconds}")
         if self.spool_max_bytes < 1:
@@ -197,6 +210,7 @@ class Settings:
             jobs_file=_path(env, ENV_JOBS_FILE),
             trino_java_home=_path(env, ENV_TRINO_JAVA_HOME),
             trino_url=env.get(ENV_TRINO_URL) or None,
+            max_retain_days=_int(env, ENV_MAX_RETAIN_DAYS, base.max_retain_days),
         )
 
     def with_(self, **changes: object) -> Settings:
@@ -235,6 +249,7 @@ def env_overrides(settings_: Settings) -> dict[str, str]:
         ENV_SNAPLEN: str(settings_.snaplen),
         ENV_INTERFACES: ",".join(settings_.interfaces),
         ENV_K8S_WATCH: "true" if settings_.k8s_watch else "false",
+        ENV_MAX_RETAIN_DAYS: str(settings_.max_retain_days),
     }
     optional = {
         ENV_S3_ENDPOINT: settings_.s3_endpoint,

@@ -135,14 +135,22 @@ def accept_alertmanager(settings: Settings, s3: Any, headers: Mapping[str, str],
 def accept_pagerduty(settings: Settings, s3: Any, headers: Mapping[str, str], body: bytes, secrets: list[str],
                      now: datetime, start_freeze: StartFreeze, rules: FreezeRules | None = None) -> IntakeResult:
     """PagerDuty v3: triggered/reopened freeze, resolved closes, every other type is acknowledged and ignored
-    (a 4xx would count against the subscription). Redeliveries are recognised by X-Webhook-Id."""
+    (a 4xx would count against the subscription).
+
+    Redeliveries are recognised by the event's own id (`event.id`, inside the signed body, so a replay cannot change
+    it) as well as by X-Webhook-Id (a header outside the signature, which a replay can change at will). A recognised
+    delivery writes nothing. The marker of a delivery is keyed by its event id."""
     check_size(body)
     pagerduty.verify_signature(headers, body, secrets)
     payload = alertmanager.parse_body(body)
     event_type = pagerduty.event_type_of(payload)
+    event_id = pagerduty.event_id_of(payload)
     delivery = next((v for k, v in headers.items() if k.lower() == "x-webhook-id"), "")
-    if delivery and s3io.exists(s3, settings.evidence_bucket, webhook_delivery_key("pagerduty", delivery)):
-        return IntakeResult((), (f"delivery:{delivery}",))
+    marker = webhook_delivery_key("pagerduty", f"event:{event_id}")
+    # The X-Webhook-Id marker is what earlier versions wrote; it still recognises their deliveries.
+    seen = [marker, *([webhook_delivery_key("pagerduty", delivery)] if delivery else [])]
+    if any(s3io.exists(s3, settings.evidence_bucket, key) for key in seen):
+        return IntakeResult((), (f"delivery:{event_id}",))
     result = IntakeResult((), (), ignored=(event_type,))
     if event_type in pagerduty.FREEZE_TYPES:
         request = pagerduty.to_freeze_request(pagerduty.parse_event(payload), settings, now, rules=rules)
@@ -152,10 +160,9 @@ def accept_pagerduty(settings: Settings, s3: Any, headers: Mapping[str, str], bo
     elif event_type in pagerduty.CLOSE_TYPES:
         closed = pagerduty.closed_incident_id(pagerduty.parse_event(payload))
         result = IntakeResult((), (), record_resolved(settings, s3, [closed], now))
-    if delivery:
-        s3io.put_json(s3, settings.evidence_bucket, webhook_delivery_key("pagerduty", delivery),
-                      {"delivery": delivery, "event_type": event_type, "at": iso(now), **result.to_dict()},
-                      create_only=True)
+    s3io.put_json(s3, settings.evidence_bucket, marker,
+                  {"event_id": event_id, "delivery": delivery, "event_type": event_type, "at": iso(now),
+                   **result.to_dict()}, create_only=True)
     return result
 
 

@@ -17,7 +17,7 @@ from freezeframe.errors import PayloadError
 RAW_ROOT = "raw"
 INCIDENTS_ROOT = "incidents"
 TABLES_ROOT = "tables"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,252}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,252}\Z")
 _RAW_KEY = re.compile(
     r"^raw/(?P<cluster>[^/]+)/(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/(?P<h>\d{2})/(?P<node>[^/]+)/"
     r"(?P<start>\d+)-(?P<end>\d+)\.(?P<ext>[a-z0-9.]+)$"

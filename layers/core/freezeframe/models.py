@@ -208,10 +208,13 @@ def parse_iso(value: str, name: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise PayloadError(f"{name} is not an ISO 8601 timestamp: {value!r}") from exc
+        raise PayloadError(f"{name} is not an ISO 8601 timestamp: {value[:64]!r}") from exc
     if parsed.tzinfo is None:
-        raise PayloadError(f"{name} must carry a time zone: {value!r}")
-    return parsed.astimezone(UTC)
+        raise PayloadError(f"{name} must carry a time zone: {value[:64]!r}")
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:  # 0001-01-01T00:00+01:00 or 9999-12-31T23:59-01:00 is outside datetime in UTC
+        raise PayloadError(f"{name} is outside the years 1 to 9999 in UTC: {value[:64]!r}") from exc
 
 
 def to_ns(value: datetime) -> int:

@@ -127,13 +127,17 @@ def _decision(name: str, part: Mapping[str, Any], settings: Settings) -> Decisio
     scope_labels = dict(DEFAULT_SCOPE_LABELS)
     for field_name, label in (part.get("scope_labels") or {}).items():
         scope_labels[field_name] = (label,) if isinstance(label, str) else tuple(label)
+    retain_days = int(lock.get("retain_days", settings.lock_retain_days))
+    if retain_days > settings.max_retain_days:
+        raise ConfigError(f"freeze rule {name!r}: lock.retain_days {retain_days} is over the configured maximum "
+                          f"of {settings.max_retain_days} days")
     return Decision(
         rule=name,
         freeze=bool(part.get("freeze", True)),
         lookback_s=int(part.get("lookback_s", settings.lookback_s)),
         lookahead_s=int(part.get("lookahead_s", settings.lookahead_s)),
         lock_mode=str(lock.get("mode", settings.lock_mode)),
-        retain_days=int(lock.get("retain_days", settings.lock_retain_days)),
+        retain_days=retain_days,
         legal_hold=bool(lock.get("legal_hold", False)),
         scope_labels=scope_labels,
     )

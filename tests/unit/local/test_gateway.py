@@ -13,6 +13,7 @@ import pytest
 
 from freezeframe.config import Settings
 from freezeframe.local.gateway import LocalGateway
+from freezeframe.local.invoke_auth import credentials
 
 ECHO = '''
 import json
@@ -42,9 +43,11 @@ def gateway(tmp_path: Path) -> Any:
     gw.stop()
 
 
-def lambda_client(url: str) -> Any:
-    return boto3.client("lambda", endpoint_url=url, region_name="us-east-1", aws_access_key_id="test",
-                        aws_secret_access_key="test")
+def lambda_client(gateway: LocalGateway) -> Any:
+    """A boto3 Lambda client with the stack's own invoke credentials, as the handlers' client has."""
+    access_key, secret_key = credentials(gateway.settings)
+    return boto3.client("lambda", endpoint_url=gateway.url, region_name="us-east-1", aws_access_key_id=access_key,
+                        aws_secret_access_key=secret_key)
 
 
 def test_http_requests_become_function_url_events(gateway: LocalGateway) -> None:
@@ -70,7 +73,7 @@ def test_binary_bodies_arrive_base64_encoded(gateway: LocalGateway) -> None:
 
 def test_async_invoke_answers_202_and_runs_the_handler(gateway: LocalGateway, tmp_path: Path) -> None:
     out = tmp_path / "ran.json"
-    reply = lambda_client(gateway.url).invoke(FunctionName="freezeframe-dissect", InvocationType="Event",
+    reply = lambda_client(gateway).invoke(FunctionName="freezeframe-dissect", InvocationType="Event",
                                               Payload=json.dumps({"out": str(out)}).encode())
     assert reply["StatusCode"] == 202
     assert gateway.wait_idle(10)
@@ -78,7 +81,7 @@ def test_async_invoke_answers_202_and_runs_the_handler(gateway: LocalGateway, tm
 
 
 def test_a_failing_async_invocation_is_retried_twice_then_dead_lettered(gateway: LocalGateway) -> None:
-    lambda_client(gateway.url).invoke(FunctionName="freezeframe-freeze", InvocationType="Event",
+    lambda_client(gateway).invoke(FunctionName="freezeframe-freeze", InvocationType="Event",
                                       Payload=b'{"n": "7"}')
     assert gateway.wait_idle(15)
     [invocation] = gateway.invocations
@@ -90,7 +93,7 @@ def test_a_failing_async_invocation_is_retried_twice_then_dead_lettered(gateway:
 
 def test_unknown_functions_are_404_like_lambda(gateway: LocalGateway) -> None:
     with pytest.raises(Exception, match="ResourceNotFoundException|Function not found"):
-        lambda_client(gateway.url).invoke(FunctionName="nope", InvocationType="Event", Payload=b"{}")
+        lambda_client(gateway).invoke(FunctionName="nope", InvocationType="Event", Payload=b"{}")
 
 
 def test_a_crashing_function_url_handler_is_a_502(gateway: LocalGateway, tmp_path: Path) -> None:

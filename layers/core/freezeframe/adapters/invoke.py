@@ -14,7 +14,6 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from freezeframe.adapters.s3 import LOCAL_CREDENTIALS
 from freezeframe.config import Settings
 from freezeframe.errors import FreezeframeError
 
@@ -24,9 +23,12 @@ def _client(settings: Settings) -> Any:
     kwargs: dict[str, Any] = {"region_name": settings.region,
                               "config": Config(retries={"max_attempts": 5, "mode": "standard"})}
     if settings.lambda_endpoint:
-        kwargs["endpoint_url"] = settings.lambda_endpoint
-        if boto3.session.Session().get_credentials() is None:
-            kwargs.update(LOCAL_CREDENTIALS)
+        # The local gateway accepts only invocations signed with its stack's own key (never an account's real one).
+        from freezeframe.local.invoke_auth import credentials
+
+        access_key, secret_key = credentials(settings)
+        kwargs.update(endpoint_url=settings.lambda_endpoint, aws_access_key_id=access_key,
+                      aws_secret_access_key=secret_key, aws_session_token=None)
     return boto3.client("lambda", **kwargs)
 
 

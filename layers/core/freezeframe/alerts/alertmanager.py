@@ -8,12 +8,12 @@ FreezeRequest whose incident id is stable across redeliveries (fingerprint + sta
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from freezeframe.alerts.body import parse_object
 from freezeframe.config import Settings
 from freezeframe.errors import PayloadError
 from freezeframe.keys import check_name
@@ -34,13 +34,8 @@ class AlertmanagerBatch:
 
 
 def parse_body(body: bytes) -> Mapping[str, Any]:
-    try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadError(f"body is not valid JSON: {exc}") from exc
-    if not isinstance(payload, Mapping):
-        raise PayloadError("body must be a JSON object")
-    return payload
+    """The webhook body as a JSON object, within the bounds of freezeframe.alerts.body (depth, numbers, UTF-8)."""
+    return parse_object(body)
 
 
 def incident_id_for(fingerprint: str, starts_at: str) -> str:

@@ -94,6 +94,11 @@ def event_type_of(payload: Mapping[str, Any]) -> str:
     return str(_envelope(payload)["event_type"])
 
 
+def event_id_of(payload: Mapping[str, Any]) -> str:
+    """`event.id`: PagerDuty's id of the event, the same in every delivery of it (redeliveries included)."""
+    return str(_envelope(payload)["id"])
+
+
 def parse_event(payload: Mapping[str, Any]) -> PagerDutyEvent:
     """The incident event in a v3 payload; PayloadError names the missing or malformed field.
 

@@ -4,16 +4,24 @@ Requests to any path other than the Invoke API become payload format 2.0 events 
 as a Function URL would deliver them. `POST /2015-03-31/functions/<name>/invocations` with
 `X-Amz-Invocation-Type: Event` queues the handler on a worker pool and answers 202, as Lambda's async invoke does,
 including two retries on error and a dead-letter record after the last one.
+
+Hostile clients: it binds to loopback unless told otherwise; the Invoke API requires a SigV4 signature by the
+stack's own key (freezeframe.local.invoke_auth); a Content-Length that is not a plain number is a 400, a body over
+MAX_BODY a 413 (before reading it), a chunked body a 411; every read from a client has a socket timeout, and a
+request must arrive whole (line, headers and body) within its read deadline, so a slow or stalled client is cut off
+(a body cut short is a 400) instead of holding a thread forever.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import logging
 import os
 import re
+import socket
 import threading
 import time
 import traceback
@@ -26,6 +34,7 @@ from typing import Any
 
 from freezeframe.config import K8S_TOPIC, Settings, settings
 from freezeframe.errors import FreezeframeError
+from freezeframe.local import invoke_auth
 from freezeframe.local.events import function_url_event
 from freezeframe.local.functions import DISSECTION, LocalContext, function_names, load_handler
 from freezeframe.local.kafka_source import KafkaEventSource
@@ -33,6 +42,9 @@ from freezeframe.local.kafka_source import KafkaEventSource
 logger = logging.getLogger(__name__)
 INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
 MAX_BODY = 6 * 1024 * 1024  # Lambda's synchronous payload limit
+READ_TIMEOUT_S = 10.0  # the longest wait for any single read from a client
+READ_DEADLINE_S = 30.0  # the longest a request (line, headers, body) may take to arrive, keep-alive waits included
+_CONTENT_LENGTH = re.compile(r"[0-9]+")
 ASYNC_RETRY_DELAYS_S = (1.0, 2.0)
 # powertools warns on every invocation that adds no metric (a rejected webhook); in AWS that is a log line,
 # locally it would drown the console.
@@ -51,7 +63,8 @@ class Invocation:
 
 
 class LocalGateway:
-    def __init__(self, config: Settings, host: str = "127.0.0.1", port: int = 0, workers: int = 4) -> None:
+    def __init__(self, config: Settings, host: str = "127.0.0.1", port: int = 0, workers: int = 4,
+                 read_timeout_s: float = READ_TIMEOUT_S, read_deadline_s: float = READ_DEADLINE_S) -> None:
         self.settings = config
         self._names = function_names(config)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lambda-async")
@@ -65,9 +78,22 @@ class LocalGateway:
 
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            timeout = read_timeout_s  # StreamRequestHandler.setup puts it on the socket: every read is bounded
 
             def log_message(self, fmt: str, *args: Any) -> None:
                 logger.debug("gateway %s", fmt % args)
+
+            def handle_one_request(self) -> None:
+                # A client that trickles its request a byte at a time never trips the per-read timeout; the
+                # deadline stops reading from it altogether (the read sees end of stream), and is cancelled once
+                # the whole request has arrived, so a long-running handler is not cut off.
+                self.read_deadline = threading.Timer(read_deadline_s, _stop_reading, (self.connection,))
+                self.read_deadline.daemon = True
+                self.read_deadline.start()
+                try:
+                    super().handle_one_request()
+                finally:
+                    self.read_deadline.cancel()
 
             def _serve(self) -> None:
                 gateway._serve(self)
@@ -84,7 +110,7 @@ class LocalGateway:
         return f"http://{host!s}:{port}"
 
     def start(self) -> LocalGateway:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="gateway", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), name="gateway", daemon=True)
         self._thread.start()
         return self
 
@@ -172,11 +198,12 @@ class LocalGateway:
 
     def _serve(self, request: BaseHTTPRequestHandler) -> None:
         path, _, query = request.path.partition("?")
-        length = int(request.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            _reply(request, 413, {"error": f"request body over {MAX_BODY} bytes"})
-            return
-        body = request.rfile.read(length) if length else b""
+        body = _read_body(request)
+        if body is None:
+            return  # answered (400, 411 or 413) and the connection is closing
+        deadline = getattr(request, "read_deadline", None)
+        if deadline is not None:
+            deadline.cancel()  # the whole request is in: the handler may take as long as it needs
         if path == "/_freezeframe/health":
             _reply(request, 200, {"status": "ok"})
             return
@@ -191,6 +218,15 @@ class LocalGateway:
         self._serve_function_url(request, path, query, body)
 
     def _serve_invoke(self, request: BaseHTTPRequestHandler, name: str, body: bytes) -> None:
+        access_key, secret_key = invoke_auth.credentials(self.settings)
+        try:
+            invoke_auth.verify(request.command, request.path, dict(request.headers.items()), body, access_key,
+                               secret_key)
+        except FreezeframeError as exc:
+            logger.warning("invoke refused: %s", exc)
+            _reply(request, 403, {"Type": "User", "message": str(exc)},
+                   {"x-amzn-ErrorType": "InvalidSignatureException"})
+            return
         folder = self._names.get(name)
         if request.command != "POST" or folder is None:
             _reply(request, 404, {"Type": "User", "message": f"Function not found: {name}"},
@@ -220,6 +256,52 @@ class LocalGateway:
             _reply(request, 502, {"message": "Internal Server Error"})
             return
         _reply_function_url(request, result)
+
+
+def _read_body(request: BaseHTTPRequestHandler) -> bytes | None:
+    """The request's body, or None once a 4xx has been sent for a framing the gateway refuses (the connection is then
+    closed, because what follows on it can no longer be told apart from this body)."""
+    lengths = request.headers.get_all("Content-Length") or []
+    refusal: tuple[int, str] | None = None
+    if request.headers.get("Transfer-Encoding"):
+        refusal = (411, "chunked or otherwise transfer-encoded bodies are not accepted; send a Content-Length")
+    elif len({value.strip() for value in lengths}) > 1:
+        refusal = (400, "conflicting Content-Length headers")
+    elif lengths and not _CONTENT_LENGTH.fullmatch(lengths[0].strip()):
+        refusal = (400, "Content-Length must be a non-negative decimal integer")
+    elif lengths and (len(lengths[0].strip()) > len(str(MAX_BODY)) or int(lengths[0]) > MAX_BODY):
+        refusal = (413, f"request body over {MAX_BODY} bytes")
+    if refusal is None:
+        length = int(lengths[0]) if lengths else 0
+        body = _read_exactly(request, length)
+        if len(body) == length:
+            return body
+        refusal = (400, f"request body shorter than its Content-Length ({len(body)} of {length} bytes arrived "
+                        "before the client stopped or timed out)")
+    request.close_connection = True
+    _reply(request, refusal[0], {"error": refusal[1]}, {"Connection": "close"})
+    return None
+
+
+def _read_exactly(request: BaseHTTPRequestHandler, length: int) -> bytes:
+    """Up to `length` bytes: fewer when the client closes, stalls past the socket timeout or the read deadline."""
+    chunks: list[bytes] = []
+    remaining = length
+    while remaining:
+        try:
+            chunk = request.rfile.read1(min(remaining, 1 << 16))
+        except (TimeoutError, OSError):
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def _stop_reading(connection: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        connection.shutdown(socket.SHUT_RD)
 
 
 @dataclass(frozen=True, slots=True)

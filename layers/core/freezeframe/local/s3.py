@@ -67,6 +67,14 @@ from localstack.services.s3 import provider
 if not hasattr(provider, "DEFAULT_S3_TMP_DIR"):
     sys.exit("freezeframe: this LocalStack has no provider.DEFAULT_S3_TMP_DIR; update freezeframe.local.s3")
 provider.DEFAULT_S3_TMP_DIR = os.environ[{_S3_STORAGE_ENV!r}]
+# LocalStack's twisted server ignores the host of an IPv4 GATEWAY_LISTEN address ("TODO: interface = host?") and
+# listens on every interface. Loopback only: every IPv4 endpoint it makes gets the interface GATEWAY_LISTEN names.
+from twisted.internet import endpoints
+_TCP4 = endpoints.TCP4ServerEndpoint
+_HOST = os.environ["GATEWAY_LISTEN"].split(",")[0].rsplit(":", 1)[0]
+def _loopback_endpoint(reactor, port, backlog=50, interface=""):
+    return _TCP4(reactor, port, backlog, interface or _HOST)
+endpoints.TCP4ServerEndpoint = _loopback_endpoint
 from localstack.runtime.main import main
 main()
 """
