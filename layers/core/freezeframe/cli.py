@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from freezeframe.config import settings
+from freezeframe.custody import cli as custody_cli
 from freezeframe.errors import FreezeframeError
 
 
@@ -130,19 +131,6 @@ def _cmd_scenarios(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_verify(args: argparse.Namespace) -> int:
-    from freezeframe.adapters import s3 as s3io
-    from freezeframe.local.stack import apply_state, load_state
-    from freezeframe.verify import format_report, verify_incident
-
-    config = apply_state(settings(), load_state(settings()))
-    if args.s3_endpoint:
-        config = config.with_(s3_endpoint=args.s3_endpoint)
-    report = verify_incident(config, s3io.client(config), args.incident)
-    print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
-    return 0 if report.ok else 1
-
-
 def _cmd_report(args: argparse.Namespace) -> int:
     from freezeframe.adapters import s3 as s3io
     from freezeframe.local.stack import apply_state, load_state
@@ -167,14 +155,14 @@ def _cmd_release_hold(args: argparse.Namespace) -> int:
 
     from freezeframe import legal_hold
     from freezeframe.adapters import s3 as s3io
+    from freezeframe.custody.pinned import pinned_manifest
     from freezeframe.holds import manifest_parts
-    from freezeframe.keys import manifest_key
     from freezeframe.local.stack import apply_state, load_state
     from freezeframe.manifest import entries_of
 
     config = apply_state(settings(), load_state(settings()))
     s3 = s3io.client(config)
-    manifest = s3io.get_json(s3, config.evidence_bucket, manifest_key(args.incident))
+    manifest = pinned_manifest(config, s3, args.incident)
     documents = [manifest, *manifest_parts(config, s3, args.incident)]
     versions = [legal_hold.HeldVersion(str(doc.get("raw_bucket", config.raw_bucket)), e.key, e.version_id)
                 for doc in documents for e in entries_of(doc)]
@@ -295,11 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     scenarios.add_argument("-l", "--long", action="store_true", help="with descriptions and SQL")
     scenarios.add_argument("--json", action="store_true")
     scenarios.set_defaults(func=_cmd_scenarios)
-    verify = sub.add_parser("verify", help="recompute every hash and check every lock of an incident")
-    verify.add_argument("incident")
-    verify.add_argument("--json", action="store_true")
-    verify.add_argument("--s3-endpoint", metavar="URL")
-    verify.set_defaults(func=_cmd_verify)
+    custody_cli.add_commands(sub)  # verify, bundle, custody
     report = sub.add_parser("report", help="write an incident's self-contained HTML report")
     report.add_argument("incident")
     report.add_argument("-o", "--output", type=Path, help="the HTML file (default: report-INCIDENT.html)")

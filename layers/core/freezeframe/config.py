@@ -62,6 +62,12 @@ ENV_CAPTURE_ENGINE = "FREEZEFRAME_CAPTURE_ENGINE"
 CAPTURE_ENGINES = ("tcpdump", "scapy")
 ENV_K8S_WATCH = "FREEZEFRAME_K8S_WATCH"
 ENV_JOBS_FILE = "FREEZEFRAME_JOBS_FILE"
+# Custody: the asymmetric KMS key that signs evidence documents, and the RFC 3161 time-stamping authority.
+ENV_SIGNING_KEY_ID = "FREEZEFRAME_SIGNING_KEY_ID"
+ENV_KMS_ENDPOINT = "FREEZEFRAME_KMS_ENDPOINT"
+ENV_TSA_URL = "FREEZEFRAME_TSA_URL"
+ENV_TSA_CA_FILE = "FREEZEFRAME_TSA_CA_FILE"
+ENV_CUSTODY_PURPOSE = "FREEZEFRAME_CUSTODY_PURPOSE"
 
 SEGMENTS_TOPIC = "freezeframe.segments"
 K8S_TOPIC = "freezeframe.k8s"
@@ -116,6 +122,11 @@ class Settings:
     capture_engine: str = "tcpdump"  # tcpdump (libpcap, the default) | scapy (in-process, low-rate fallback)
     k8s_watch: bool = False  # the DaemonSet turns it on; outside a cluster there is no API server
     jobs_file: Path | None = None  # recording jobs (YAML), re-read when its mtime changes
+    signing_key_id: str | None = None  # KMS key (ECC_NIST_P256, SIGN_VERIFY) id, ARN or alias; None: unsigned
+    kms_endpoint: str | None = None  # a local KMS (LocalStack); None: the region's KMS
+    tsa_url: str | None = None  # RFC 3161 time-stamping authority the signing functions ask for tokens
+    tsa_ca_file: Path | None = None  # PEM roots a token's TSA certificate must chain to
+    custody_purpose: str | None = None  # the purpose or ticket recorded in custody entries of this process
 
     def __post_init__(self) -> None:
         if self.lock_mode not in LOCK_MODES:
@@ -191,6 +202,11 @@ class Settings:
             capture_engine=env.get(ENV_CAPTURE_ENGINE, base.capture_engine),
             k8s_watch=env.get(ENV_K8S_WATCH, "").lower() in ("1", "true", "yes"),
             jobs_file=_path(env, ENV_JOBS_FILE),
+            signing_key_id=env.get(ENV_SIGNING_KEY_ID) or None,
+            kms_endpoint=env.get(ENV_KMS_ENDPOINT) or None,
+            tsa_url=env.get(ENV_TSA_URL) or None,
+            tsa_ca_file=_path(env, ENV_TSA_CA_FILE),
+            custody_purpose=env.get(ENV_CUSTODY_PURPOSE) or None,
         )
 
     def with_(self, **changes: object) -> Settings:
@@ -256,6 +272,10 @@ def env_overrides(settings_: Settings) -> dict[str, str]:
         ENV_CAPTURE_FILTER: settings_.capture_filter,
         ENV_CAPTURE_ENGINE: settings_.capture_engine,
         ENV_JOBS_FILE: str(settings_.jobs_file) if settings_.jobs_file else None,
+        ENV_SIGNING_KEY_ID: settings_.signing_key_id,
+        ENV_KMS_ENDPOINT: settings_.kms_endpoint,
+        ENV_TSA_URL: settings_.tsa_url,
+        ENV_TSA_CA_FILE: str(settings_.tsa_ca_file) if settings_.tsa_ca_file else None,
     }
     out.update({k: v for k, v in optional.items() if v})
     return out
