@@ -229,7 +229,8 @@ def _chain_checks(store: EvidenceStore, settings: Settings, incident_id: str, tr
         if digest is None:
             checks.append(Check(subject, "signed", False, f"deleted: the version link {link.seq} names is gone"))
         else:
-            checks.append(content_check(subject, ref.sha256, ref.size, *digest))
+            content = content_check(subject, ref.sha256, ref.size, *digest)
+            checks.append(Check(subject, "signed", content.ok, content.detail))
         if ref.bucket == bucket:
             named.setdefault(ref.key, set()).add(ref.version_id)
     return named
