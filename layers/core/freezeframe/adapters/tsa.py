@@ -10,7 +10,13 @@ from __future__ import annotations
 import urllib.request
 from typing import Protocol
 
-from rfc3161_client import HashAlgorithm, PKIStatus, TimestampRequestBuilder, decode_timestamp_response
+from rfc3161_client import (
+    HashAlgorithm,
+    PKIStatus,
+    TimeStampRequest,
+    TimestampRequestBuilder,
+    decode_timestamp_response,
+)
 
 from freezeframe.errors import CustodyError
 
@@ -25,6 +31,30 @@ class TimeStamper(Protocol):
         ...
 
 
+def timestamp_request(message: bytes) -> TimeStampRequest:
+    """A TimeStampReq over sha256(message) with a nonce, asking for the TSA's certificate."""
+    return (TimestampRequestBuilder().data(message).hash_algorithm(HashAlgorithm.SHA256)
+            .nonce(nonce=True).cert_request(cert_request=True).build())
+
+
+def check_reply(source: str, request: TimeStampRequest, body: bytes) -> bytes:
+    """The reply, once it is a granted TimeStampResp for this request's imprint and nonce."""
+    if len(body) > MAX_REPLY_BYTES:
+        raise CustodyError(f"time-stamping authority {source} answered more than {MAX_REPLY_BYTES} bytes")
+    try:
+        response = decode_timestamp_response(body)
+    except ValueError as exc:
+        raise CustodyError(f"time-stamping authority {source} answered no TimeStampResp: {exc}") from exc
+    if PKIStatus(response.status) not in (PKIStatus.GRANTED, PKIStatus.GRANTED_WITH_MODS):
+        raise CustodyError(f"time-stamping authority {source} refused: status {response.status} "
+                           f"{response.status_string}")
+    if response.tst_info.message_imprint.message != request.message_imprint.message:
+        raise CustodyError(f"time-stamping authority {source} stamped another digest")
+    if response.tst_info.nonce != request.nonce:
+        raise CustodyError(f"time-stamping authority {source} answered with another nonce")
+    return body
+
+
 class HttpTimeStamper:
     def __init__(self, url: str, timeout_s: float = 10.0) -> None:
         if not url.startswith(("http://", "https://")):
@@ -33,8 +63,7 @@ class HttpTimeStamper:
         self.timeout_s = timeout_s
 
     def stamp(self, message: bytes) -> bytes:
-        request = (TimestampRequestBuilder().data(message).hash_algorithm(HashAlgorithm.SHA256)
-                   .nonce(nonce=True).cert_request(cert_request=True).build())
+        request = timestamp_request(message)
         http = urllib.request.Request(self.url, data=request.as_bytes(), method="POST",  # noqa: S310 - http(s) only
                                       headers={"Content-Type": REQUEST_TYPE, "Accept": REPLY_TYPE})
         try:
@@ -42,17 +71,4 @@ class HttpTimeStamper:
                 body = reply.read(MAX_REPLY_BYTES + 1)
         except OSError as exc:
             raise CustodyError(f"time-stamping authority {self.url} unreachable: {exc}") from exc
-        if len(body) > MAX_REPLY_BYTES:
-            raise CustodyError(f"time-stamping authority {self.url} answered more than {MAX_REPLY_BYTES} bytes")
-        try:
-            response = decode_timestamp_response(body)
-        except ValueError as exc:
-            raise CustodyError(f"time-stamping authority {self.url} answered no TimeStampResp: {exc}") from exc
-        if PKIStatus(response.status) not in (PKIStatus.GRANTED, PKIStatus.GRANTED_WITH_MODS):
-            raise CustodyError(f"time-stamping authority {self.url} refused: status {response.status} "
-                               f"{response.status_string}")
-        if response.tst_info.message_imprint.message != request.message_imprint.message:
-            raise CustodyError(f"time-stamping authority {self.url} stamped another digest")
-        if response.tst_info.nonce != request.nonce:
-            raise CustodyError(f"time-stamping authority {self.url} answered with another nonce")
-        return body
+        return check_reply(self.url, request, body)

@@ -279,6 +279,13 @@ def principal(settings: Settings) -> str:
     return kmsio.caller_arn(settings)
 
 
+def sign_link(link: Link, signer: kmsio.DigestSigner, stamper: TimeStamper | None) -> Envelope:
+    """The envelope of a link: its bytes, their signature, and the time-stamp of the signature."""
+    body = link.to_bytes()
+    signature = signer.sign_digest(bytes.fromhex(sha256_hex(body)))
+    return Envelope(body, signature, stamper.stamp(signature) if stamper is not None else None)
+
+
 def read_chain(s3: Any, bucket: str, incident_id: str) -> list[tuple[str, Envelope]]:
     """The current envelope of every chain key, in key order (sealing appends after the last)."""
     out = []
@@ -308,10 +315,7 @@ def seal(settings: Settings, s3: Any, seal_with: Sealer, incident_id: str, kind:
                     previous=last.previous_ref() if last is not None else None, key_id=seal_with.signer.key_id,
                     public_key_sha256=public_sha, signed_by=seal_with.principal,
                     signed_at=iso(now or datetime.now(UTC)))
-        body = link.to_bytes()
-        signature = seal_with.signer.sign_digest(bytes.fromhex(sha256_hex(body)))
-        token = seal_with.stamper.stamp(signature) if seal_with.stamper is not None else None
-        envelope = Envelope(body, signature, token)
+        envelope = sign_link(link, seal_with.signer, seal_with.stamper)
         written = s3io.put_bytes(s3, bucket, link_key(incident_id, seq), envelope.to_bytes(),
                                  content_type="application/json", create_only=True, lock=lock)
         if written is not None:

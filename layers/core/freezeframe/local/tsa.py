@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from freezeframe.adapters.tsa import check_reply, timestamp_request
 from freezeframe.errors import StackError
 
 logger = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def ensure_authority(directory: Path, days: int = 3650) -> Authority:
     return authority
 
 
-class _Reply:
+class Responder:
     """openssl ts -reply, one at a time (it increments the serial file)."""
 
     def __init__(self, authority: Authority) -> None:
@@ -119,8 +120,19 @@ class _Reply:
             return _openssl("ts", "-reply", "-config", str(self.authority.config), "-queryfile", str(path))
 
 
+class LocalTimeStamper:
+    """A TimeStamper answered by this authority in-process (no HTTP): for the unit tier."""
+
+    def __init__(self, authority: Authority) -> None:
+        self.responder = Responder(authority)
+
+    def stamp(self, message: bytes) -> bytes:
+        request = timestamp_request(message)
+        return check_reply(str(self.responder.authority.directory), request, self.responder(request.as_bytes()))
+
+
 def make_server(authority: Authority, port: int) -> ThreadingHTTPServer:
-    reply = _Reply(authority)
+    reply = Responder(authority)
 
     class Handler(BaseHTTPRequestHandler):
         timeout = READ_TIMEOUT_S  # a slow client cannot hold a thread forever
