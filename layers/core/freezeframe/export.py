@@ -61,7 +61,7 @@ from freezeframe.pcapio import (
     encode_record,
     open_capture,
 )
-from freezeframe.verify import document_checks
+from freezeframe.verify import S3Store, document_checks, version_list_check
 
 logger = logging.getLogger(__name__)
 FORMATS = ("pcapng", "pcap")
@@ -147,10 +147,15 @@ def load_evidence(settings: Settings, s3: Any, incident_id: str, *, verify: bool
     """The incident's manifest and parts at the versions its signed custody chain names (custody.pinned): a later
     version under the same key, or a part no link names, is never read."""
     pinned = read_pinned(settings, s3, incident_id)
+    store = S3Store(s3)
     documents = []
     for index, pinned_document in enumerate((pinned.manifest, *pinned.parts)):
         body = s3io.encode_json(pinned_document.document)
         checks, entries, _, _ = document_checks(pinned_document.key, body, incident_id, is_part=index > 0)
+        if verify:  # another version over a signed document is tampering, even though it is never read
+            versions = [v for v in store.versions(settings.evidence_bucket, pinned_document.key)
+                        if v.key == pinned_document.key]
+            checks.append(version_list_check(pinned_document.key, versions))
         failures = [c for c in checks if not c.ok]
         if failures and verify:
             raise SegmentCorruptError("; ".join(f"{c.subject}: {c.name}: {c.detail}" for c in failures)

@@ -75,7 +75,7 @@ def read_pinned(settings: Settings, s3: Any, incident_id: str, trust: Trust | No
     if not grouped:
         if settings.signing_key_id:
             if not [v for v in s3io.list_all_versions(s3, bucket, manifest_key(incident_id)) if not v[2]]:
-                raise NotFoundError(f"incident {incident_id} has no manifest at s3://{bucket}/"
+                raise NotFoundError(f"incident {incident_id} not found: no manifest at s3://{bucket}/"
                                     f"{manifest_key(incident_id)}")
             raise CustodyError(f"incident {incident_id} has no signed custody chain at s3://{bucket}/"
                                f"{chain_prefix(incident_id)}: its documents cannot be trusted")
@@ -136,7 +136,7 @@ def _unsigned(settings: Settings, s3: Any, incident_id: str) -> PinnedIncident:
             originals[key] = version_id  # newest first: the last one seen is the original
     key = manifest_key(incident_id)
     if key not in originals:
-        raise NotFoundError(f"incident {incident_id} has no manifest at s3://{bucket}/{key}")
+        raise NotFoundError(f"incident {incident_id} not found: no manifest at s3://{bucket}/{key}")
     parts = []
     for part_key in sorted(k for k in originals if k != key):
         body = s3io.get_bytes(s3, bucket, part_key, originals[part_key])
