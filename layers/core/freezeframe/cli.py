@@ -117,6 +117,8 @@ def _cmd_query(args: argparse.Namespace) -> int:
         result = run(config, sql)
     text = render(result, output)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    if args.incident is not None and args.dir is None:
+        custody_cli.record(config, args, args.incident, "query", {"sql": sql}, [text.encode()])
     return 0
 
 
@@ -147,6 +149,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if args.store:
         key = store_report(config, s3, args.incident, page)
         print(f"stored s3://{config.evidence_bucket}/{key}")
+    custody_cli.record(config, args, args.incident, "report", {"output": str(output), "stored": bool(args.store)},
+                       [page.encode()])
     return 0
 
 
@@ -169,6 +173,7 @@ def _cmd_release_hold(args: argparse.Namespace) -> int:
     still_held = legal_hold.release(config, s3, args.incident, versions, datetime.now(UTC))
     kept = sum(still_held.values())
     print(f"released {len(still_held)} version(s) of {args.incident}; {kept} still held by other incidents")
+    custody_cli.record(config, args, args.incident, "release-hold", {"released": len(still_held), "still_held": kept})
     return 0
 
 
@@ -218,6 +223,8 @@ def _cmd_export_pcap(args: argparse.Namespace) -> int:
         verified = f", {result.verified_segments} segment hashes verified" if args.verify else ""
         print(f"wrote {result.packets} packets from {result.segments} segments of {len(result.nodes)} node(s) to "
               f"{result.path} ({result.fmt}{verified})", file=summary)
+    written = [Path(result.path)] if str(args.output) != "-" else []
+    custody_cli.record(config, args, args.incident, "export-pcap", result.to_dict(), written)
     return 0
 
 
@@ -278,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--athena", action="store_true", help="run on Amazon Athena instead of locally")
     query.add_argument("--workgroup", help="Athena workgroup (default FREEZEFRAME_ATHENA_WORKGROUP)")
     query.add_argument("--database", help="Glue database (default FREEZEFRAME_GLUE_DATABASE or freezeframe)")
+    query.add_argument("--purpose", help="the purpose or ticket, recorded in the custody ledger")
     query.set_defaults(func=_cmd_query)
     scenarios = sub.add_parser("scenarios", help="list the saved incident scenarios (`query --scenario NAME`)")
     scenarios.add_argument("-l", "--long", action="store_true", help="with descriptions and SQL")
@@ -289,9 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("-o", "--output", type=Path, help="the HTML file (default: report-INCIDENT.html)")
     report.add_argument("--store", action="store_true", help="also store it in the evidence bucket")
     report.add_argument("--s3-endpoint", metavar="URL")
+    report.add_argument("--purpose", help="the purpose or ticket, recorded in the custody ledger")
     report.set_defaults(func=_cmd_report)
     release = sub.add_parser("release-hold", help="release an incident's legal holds (others' holds stay)")
     release.add_argument("incident")
+    release.add_argument("--purpose", help="the purpose or ticket, recorded in the custody ledger")
     release.set_defaults(func=_cmd_release_hold)
     jobs = sub.add_parser("jobs", help="list the agent's recording jobs with their state and next window")
     jobs.add_argument("--file", type=Path, default=None, help="jobs file (default: FREEZEFRAME_JOBS_FILE)")
@@ -314,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--verify", action="store_true", help="check every segment's sha256 while reading it")
     export.add_argument("--json", action="store_true")
     export.add_argument("--s3-endpoint", metavar="URL")
+    export.add_argument("--purpose", help="the purpose or ticket, recorded in the custody ledger")
     export.set_defaults(func=_cmd_export_pcap)
     dissect = sub.add_parser("dissect", help="dissect local capture files (one node's segments) into Parquet tables")
     dissect.add_argument("captures", nargs="+", type=Path, metavar="PCAP",

@@ -37,6 +37,17 @@ def add_commands(sub: Any) -> None:
     custody.set_defaults(func=cmd_custody)
 
 
+def record(config: Settings, args: argparse.Namespace, incident_id: str, action: str, details: dict[str, Any],
+           outputs: list[bytes | Path] | None = None) -> None:
+    """The custody-ledger entry of one CLI access (see custody.ledger), with the command's --purpose."""
+    from freezeframe.adapters import s3 as s3io
+    from freezeframe.custody.ledger import record_access
+
+    if getattr(args, "purpose", None):
+        config = config.with_(custody_purpose=args.purpose)
+    record_access(config, s3io.client(config), incident_id, action, details, outputs or [])
+
+
 def _config(args: argparse.Namespace) -> Settings:
     from freezeframe.local.stack import apply_state, load_state
 

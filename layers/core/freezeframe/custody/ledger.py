@@ -8,10 +8,12 @@ the sha256 of every output. `freezeframe custody INCIDENT` prints the chain of c
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from freezeframe.adapters import s3 as s3io
@@ -36,18 +38,32 @@ def entry_key(incident_id: str, at: datetime) -> str:
     return f"{ledger_prefix(incident_id)}{at.astimezone(UTC):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(4)}.json"
 
 
+Output = bytes | Path  # what an access produced: its bytes, or the file it wrote
+
+
+def output_digest(output: Output) -> dict[str, Any]:
+    """sha256 and size of an output; a file is hashed in chunks (an exported capture can be large)."""
+    if isinstance(output, bytes):
+        return {"sha256": sha256_hex(output), "size": len(output)}
+    digest, size = hashlib.sha256(), 0
+    with output.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+            size += len(chunk)
+    return {"sha256": digest.hexdigest(), "size": size, "path": str(output)}
+
+
 def build_entry(incident_id: str, action: str, who: str, at: datetime, purpose: str | None,
-                details: Mapping[str, Any], outputs: Iterable[bytes]) -> dict[str, Any]:
-    """Pure: one ledger entry."""
+                details: Mapping[str, Any], outputs: Iterable[Output]) -> dict[str, Any]:
+    """One ledger entry (pure but for hashing output files)."""
     if action not in ACTIONS:
         raise PayloadError(f"custody action must be one of {ACTIONS}, got {action!r}")
     return {"schema": ENTRY_SCHEMA, "incident_id": incident_id, "action": action, "who": who, "at": iso(at),
-            "purpose": purpose, "details": dict(details),
-            "outputs": [{"sha256": sha256_hex(body), "size": len(body)} for body in outputs]}
+            "purpose": purpose, "details": dict(details), "outputs": [output_digest(o) for o in outputs]}
 
 
 def record_access(settings: Settings, s3: Any, incident_id: str, action: str, details: Mapping[str, Any],
-                  outputs: Iterable[bytes] = (), now: datetime | None = None) -> str | None:
+                  outputs: Iterable[Output] = (), now: datetime | None = None) -> str | None:
     """Appends one entry and seals it; returns its key, or None for an incident that has no manifest (nothing was
     accessed). The entry is locked like the incident, so it outlives what it records."""
     at = now or datetime.now(UTC)
