@@ -246,3 +246,26 @@ def test_a_bundle_verifies_offline_and_by_openssl_and_any_one_byte_change_fails(
     _, checks = verify_bundle(out)
     assert all(c.ok for c in checks)
     shutil.rmtree(out)
+
+
+def test_cli_and_mcp_accesses_are_in_the_printed_chain_of_custody(frozen: Any, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from freezeframe import mcp_server
+    from freezeframe.cli import main
+
+    config, s3, _, _ = frozen
+    assert main(["verify", INCIDENT, "--purpose", "TICKET-7"]) == 0
+    verified = capsys.readouterr().out
+    assert main(["bundle", INCIDENT, "-o", str(tmp_path / "b")]) == 0
+    mcp_server.incident_status(INCIDENT)
+    capsys.readouterr()
+    assert main(["custody", INCIDENT]) == 0
+    printed = capsys.readouterr().out
+    trail = custody_trail(config, s3, INCIDENT)
+    actions = [(item["entry"]["action"], item["entry"]["purpose"], item["entry"]["details"].get("tool"))
+               for item in trail if item["kind"] == "custody"]
+    assert actions == [("verify", "TICKET-7", None), ("bundle", None, None), ("mcp-read", None, "incident_status")]
+    # The verify entry holds the sha256 of the report verify produced (its JSON form, as --json prints it).
+    assert trail[1]["entry"]["outputs"][0]["size"] > 0 and "OK" in verified
+    assert "verify" in printed and "TICKET-7" in printed and "mcp-read" in printed
+    assert verify_incident(config, s3, INCIDENT).ok
