@@ -29,7 +29,7 @@ from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.catalog import register_parts
 from freezeframe.config import Settings
 from freezeframe.custody.chain import seal_written
-from freezeframe.custody.pinned import incident_lock, pinned_manifest
+from freezeframe.custody.pinned import pinned_manifest
 from freezeframe.errors import NotFoundError, PayloadError, SegmentCorruptError
 from freezeframe.keys import check_name, dissect_status_key, incident_prefix, parse_table_part_key
 from freezeframe.manifest import entries_of
@@ -201,9 +201,9 @@ def finalize_incident(settings: Settings, s3: Any, incident_id: str, outcomes: S
     summary = build_summary(incident_id, manifest_nodes, outcomes, statuses, registered, report,
                             now or datetime.now(UTC))
     key = summary_key(incident_id)
-    lock = incident_lock(settings, s3, incident_id)
-    version_id = s3io.put_json(s3, settings.evidence_bucket, key, summary, lock=lock)
-    seal_written(settings, s3, incident_id, "summary", key, version_id, s3io.encode_json(summary), lock)
+    # Locked by the evidence bucket's default retention (only the freeze and the indexer may set locks).
+    version_id = s3io.put_json(s3, settings.evidence_bucket, key, summary)
+    seal_written(settings, s3, incident_id, "summary", key, version_id, s3io.encode_json(summary), None)
     logger.info("incident finalized", extra={"incident_id": incident_id, "state": summary["state"],
                                              "nodes": len(summary["nodes"]), "parts": len(part_keys)})
     return {**summary, "summary_key": key}

@@ -22,7 +22,7 @@ import freezeframe
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
 from freezeframe.custody.chain import seal_written
-from freezeframe.custody.pinned import incident_lock, pinned_manifest
+from freezeframe.custody.pinned import pinned_manifest
 from freezeframe.holds import manifest_parts
 from freezeframe.keys import check_name, report_key
 from freezeframe.manifest import entries_of, node_coverage
@@ -268,12 +268,11 @@ def write_incident_report(settings: Settings, s3: Any, incident_id: str) -> str:
 
 
 def store_report(settings: Settings, s3: Any, incident_id: str, page: str) -> str:
-    """Stores the page as a new version of the report, locked like the incident and signed into its chain."""
+    """Stores the page as a new version of the report, signed into the incident's chain. It is locked by the
+    evidence bucket's default retention: only the freeze and the segment indexer may set a lock of their own."""
     key, body = report_key(incident_id), page.encode()
-    lock = incident_lock(settings, s3, incident_id)
-    version_id = s3io.put_bytes(s3, settings.evidence_bucket, key, body, content_type="text/html; charset=utf-8",
-                                lock=lock)
-    seal_written(settings, s3, incident_id, "report", key, version_id, body, lock)
+    version_id = s3io.put_bytes(s3, settings.evidence_bucket, key, body, content_type="text/html; charset=utf-8")
+    seal_written(settings, s3, incident_id, "report", key, version_id, body, None)
     return key
 
 

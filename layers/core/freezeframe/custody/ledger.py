@@ -1,7 +1,8 @@
 """The custody ledger: who accessed an incident's evidence through freezeframe, when, why, and what came out.
 
 Each access (export-pcap, report, a query scoped to the incident, an MCP read, verify, bundle, release-hold)
-appends an entry `incidents/<id>/custody/<UTC time>-<random>.json`, written create-only, locked like the incident and
+appends an entry `incidents/<id>/custody/<UTC time>-<random>.json`, written create-only, locked by the evidence
+bucket's default retention and
 sealed into its signed chain: who (IAM ARN or local user), when (UTC), what, the purpose or ticket when given, and
 the sha256 of every output. `freezeframe custody INCIDENT` prints the chain of custody; verify checks every entry.
 """
@@ -19,10 +20,10 @@ from typing import Any
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
 from freezeframe.custody.chain import principal, seal_written
-from freezeframe.custody.pinned import chain_versions, incident_lock, online_trust
+from freezeframe.custody.pinned import chain_versions, online_trust
 from freezeframe.custody.signatures import sha256_hex
 from freezeframe.errors import CustodyError, NotFoundError, PayloadError
-from freezeframe.keys import incident_prefix
+from freezeframe.keys import incident_prefix, manifest_key
 from freezeframe.models import iso
 
 logger = logging.getLogger(__name__)
@@ -65,18 +66,16 @@ def build_entry(incident_id: str, action: str, who: str, at: datetime, purpose: 
 def record_access(settings: Settings, s3: Any, incident_id: str, action: str, details: Mapping[str, Any],
                   outputs: Iterable[Output] = (), now: datetime | None = None) -> str | None:
     """Appends one entry and seals it; returns its key, or None for an incident that has no manifest (nothing was
-    accessed). The entry is locked like the incident, so it outlives what it records."""
+    accessed)."""
     at = now or datetime.now(UTC)
-    try:
-        lock = incident_lock(settings, s3, incident_id)
-    except NotFoundError:
+    if not any(not marker for _, _, marker in s3io.list_all_versions(s3, settings.evidence_bucket,
+                                                                     manifest_key(incident_id))):
         return None
-    except CustodyError:
-        lock = None  # a broken chain is itself worth a record: the access happened
     entry = build_entry(incident_id, action, principal(settings), at, settings.custody_purpose, details, outputs)
     key = entry_key(incident_id, at)
-    version_id = s3io.put_json(s3, settings.evidence_bucket, key, entry, create_only=True, lock=lock)
-    seal_written(settings, s3, incident_id, "custody", key, version_id, s3io.encode_json(entry), lock)
+    # Locked by the evidence bucket's default retention: only the freeze and the indexer may set locks.
+    version_id = s3io.put_json(s3, settings.evidence_bucket, key, entry, create_only=True)
+    seal_written(settings, s3, incident_id, "custody", key, version_id, s3io.encode_json(entry), None)
     logger.info("custody entry recorded", extra={"incident_id": incident_id, "action": action})
     return key
 

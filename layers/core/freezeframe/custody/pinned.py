@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from freezeframe.adapters import kms as kmsio
@@ -19,9 +18,8 @@ from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
 from freezeframe.custody.chain import Envelope, ObjectRef, Trust, chain_prefix, check_links
 from freezeframe.custody.signatures import load_roots, sha256_hex
-from freezeframe.errors import CustodyError, NotFoundError, PayloadError
+from freezeframe.errors import CustodyError, NotFoundError
 from freezeframe.keys import manifest_key, manifest_parts_prefix
-from freezeframe.models import LockSpec
 
 logger = logging.getLogger(__name__)
 
@@ -148,15 +146,3 @@ def _unsigned(settings: Settings, s3: Any, incident_id: str) -> PinnedIncident:
     return PinnedIncident(incident_id, PinnedDocument(key, originals[key], _object(key, manifest_body)),
                           tuple(parts), False)
 
-
-def incident_lock(settings: Settings, s3: Any, incident_id: str) -> tuple[str, datetime] | None:
-    """The lock the incident's request asked for (its signed manifest's), which its later documents share."""
-    request = pinned_manifest(settings, s3, incident_id).get("request")
-    lock = request.get("lock") if isinstance(request, dict) else None
-    if not isinstance(lock, dict):
-        return None
-    try:
-        spec = LockSpec.from_dict(lock)
-    except PayloadError:
-        return None
-    return spec.mode, spec.retain_until
