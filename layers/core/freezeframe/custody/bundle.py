@@ -215,8 +215,8 @@ def _document_checks(directory: Path, incident_id: str, documents: Iterable[tupl
             context = [ContextEntry(**item) for item in document["k8s_context"]]
             ok = context_root_hash(context) == document.get("k8s_root_hash")
             checks.append(Check(path, "k8s_root_hash", ok, "recomputed" if ok else "does not recompute"))
-            for entry in context:
-                checks.append(_file_check(directory, f"objects/{entry.key}", entry.sha256, entry.size))
+            for snapshot in context:
+                checks.append(_file_check(directory, f"objects/{snapshot.key}", snapshot.sha256, snapshot.size))
         if segments_included:
             for entry in entries:
                 checks.append(_file_check(directory, f"segments/{entry.key}", entry.sha256, entry.size))
@@ -247,7 +247,7 @@ def _bundle_trust(directory: Path, public_key: bytes | None, tsa_roots_pem: byte
     if der is not None:
         key_source = f"{key_source} (sha256 {fingerprint(der)})"
     roots_pem = tsa_roots_pem if tsa_roots_pem is not None else _read(directory / "tsa-roots.pem")
-    roots = ()
+    roots: tuple[Any, ...] = ()
     try:
         roots = load_roots(roots_pem or b"")
     except CustodyError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +39,14 @@ def add_commands(sub: Any) -> None:
 
 
 def record(config: Settings, args: argparse.Namespace, incident_id: str, action: str, details: dict[str, Any],
-           outputs: list[bytes | Path] | None = None) -> None:
+           outputs: Sequence[bytes | Path] = ()) -> None:
     """The custody-ledger entry of one CLI access (see custody.ledger), with the command's --purpose."""
     from freezeframe.adapters import s3 as s3io
     from freezeframe.custody.ledger import record_access
 
     if getattr(args, "purpose", None):
         config = config.with_(custody_purpose=args.purpose)
-    record_access(config, s3io.client(config), incident_id, action, details, outputs or [])
+    record_access(config, s3io.client(config), incident_id, action, details, outputs)
 
 
 def _config(args: argparse.Namespace) -> Settings:
