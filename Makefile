@@ -31,3 +31,6 @@ bench-fuzz:
 bench-dissect:
 	.ci/setup test
 	.venv/bin/python -m tests.bench.bench_dissect
+
+bench-custody:
+	.venv/bin/python -m tests.bench.bench_custody
