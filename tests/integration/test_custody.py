@@ -269,3 +269,20 @@ def test_cli_and_mcp_accesses_are_in_the_printed_chain_of_custody(frozen: Any, t
     assert trail[1]["entry"]["outputs"][0]["size"] > 0 and "OK" in verified
     assert "verify" in printed and "TICKET-7" in printed and "mcp-read" in printed
     assert verify_incident(config, s3, INCIDENT).ok
+
+
+def test_a_freeze_that_could_not_reach_the_time_stamping_authority_is_sealed_by_its_retry(local: Any) -> None:
+    from freezeframe.errors import CustodyError
+    from freezeframe.local.stack import free_port
+
+    config, s3, _ = local
+    records = run_replay(config, SAMPLE, speedup=1000.0, s3=s3, bus=MemoryBus())
+    request = request_for(config, records, "it-custody-retry")
+    outage = config.with_(tsa_url=f"http://127.0.0.1:{free_port()}/tsr")  # nothing listens there
+    with pytest.raises(CustodyError, match="unreachable"):
+        freeze(outage, s3, request)
+    assert not s3io.exists(s3, config.evidence_bucket, link_key(request.incident_id, 0))
+    assert not verify_incident(config, s3, request.incident_id).ok  # written but not yet sealed
+    retried = freeze(config, s3, request)  # Lambda's retry of the async invocation
+    assert not retried.created
+    assert verify_incident(config, s3, request.incident_id).ok

@@ -302,9 +302,10 @@ def seal(settings: Settings, s3: Any, seal_with: Sealer, incident_id: str, kind:
         raise CustodyError(f"unknown custody kind {kind!r}")
     bucket = settings.evidence_bucket
     public_sha = fingerprint(seal_with.signer.public_key_der())
-    _publish_key(settings, s3, incident_id, seal_with.signer.public_key_der(), lock)
     for _attempt in range(SEAL_ATTEMPTS):
         chain = read_chain(s3, bucket, incident_id)
+        if not chain:  # the first sealer publishes the key beside the evidence (create-only: once)
+            _publish_key(settings, s3, incident_id, seal_with.signer.public_key_der(), lock)
         for _key, existing in chain:
             named = existing.link.object
             if (named.bucket, named.key, named.version_id) == (ref.bucket, ref.key, ref.version_id):
