@@ -21,10 +21,14 @@ def _cmd_up(args: argparse.Namespace) -> int:
     state = up(settings())
     print(f"kafka     {state.kafka_bootstrap}\ns3        {state.s3_endpoint} (LocalStack, Object Lock enforced)\n"
           f"gateway   {state.gateway_url}  (POST /v1/alerts/alertmanager, token in {state.token_file})\n"
+          f"signing   KMS key {state.signing_key_id} (LocalStack); RFC 3161 authority {state.tsa_url}, roots in "
+          f"{state.tsa_ca_file}\n"
           f"logs      {state.workdir}")
     print("\n# to point the agent and the CLI at it:")
     print(f"export FREEZEFRAME_S3_ENDPOINT={state.s3_endpoint} FREEZEFRAME_KAFKA_BOOTSTRAP={state.kafka_bootstrap} "
-          f"FREEZEFRAME_LAMBDA_ENDPOINT={state.gateway_url}")
+          f"FREEZEFRAME_LAMBDA_ENDPOINT={state.gateway_url} FREEZEFRAME_SIGNING_KEY_ID={state.signing_key_id} "
+          f"FREEZEFRAME_KMS_ENDPOINT={state.s3_endpoint} FREEZEFRAME_TSA_URL={state.tsa_url} "
+          f"FREEZEFRAME_TSA_CA_FILE={state.tsa_ca_file}")
     return 0
 
 
