@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.custody.bundle import verify_bundle, write_bundle
-from freezeframe.custody.chain import Envelope, chain_prefix, link_key
+from freezeframe.custody.chain import Envelope, chain_prefix, link_key, public_key_key
 from freezeframe.custody.ledger import custody_trail, ledger_prefix, record_access
 from freezeframe.custody.pinned import online_trust, read_pinned
 from freezeframe.export import load_evidence
@@ -165,6 +165,12 @@ def test_forged_and_tampered_chain_links_fail_verify_by_name(frozen: Any) -> Non
     s3.put_object(Bucket=bucket, Key=first, Body=tampered.to_bytes())
     report = verify_incident(config, s3, INCIDENT)
     assert (first, "versions") in failed(report)
+    # The attacker's key published over the real one: a second version, and the chain still checks only under KMS's.
+    attacker_pem = attacker.public_key().public_bytes(serialization.Encoding.PEM,
+                                                      serialization.PublicFormat.SubjectPublicKeyInfo)
+    s3.put_object(Bucket=bucket, Key=public_key_key(INCIDENT), Body=attacker_pem)
+    report = verify_incident(config, s3, INCIDENT)
+    assert (public_key_key(INCIDENT), "versions") in failed(report)
 
 
 def test_a_signed_incident_without_its_chain_is_refused_by_readers(local: Any) -> None:

@@ -26,10 +26,11 @@ from botocore.exceptions import ClientError
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
-from freezeframe.custody.chain import Trust, chain_prefix, check_links
+from freezeframe.custody.chain import Trust, chain_prefix, check_links, public_key_key
 from freezeframe.custody.ledger import ledger_prefix
 from freezeframe.custody.pinned import online_trust
-from freezeframe.errors import NotFoundError, PayloadError
+from freezeframe.custody.signatures import fingerprint, load_public_key
+from freezeframe.errors import CustodyError, NotFoundError, PayloadError
 from freezeframe.finalize import summary_key
 from freezeframe.k8s_context import ContextEntry, context_root_hash
 from freezeframe.keys import manifest_key, manifest_parts_prefix, report_key
@@ -214,6 +215,7 @@ def _chain_checks(store: EvidenceStore, settings: Settings, incident_id: str, tr
         real = [v for v in versions if not v.delete_marker]
         if real:
             stored.append((link_key_, store.read(bucket, link_key_, real[-1].version_id)))
+    checks.extend(_published_key_checks(store, bucket, incident_id, trust))
     named: dict[str, set[str]] = {}
     for result in check_links(incident_id, stored, trust):
         checks.extend(Check(p.subject, p.name, False, p.detail) for p in result.problems)
@@ -234,6 +236,24 @@ def _chain_checks(store: EvidenceStore, settings: Settings, incident_id: str, tr
         if ref.bucket == bucket:
             named.setdefault(ref.key, set()).add(ref.version_id)
     return named
+
+
+def _published_key_checks(store: EvidenceStore, bucket: str, incident_id: str, trust: Trust) -> list[Check]:
+    """The public key published beside the evidence is the one the chain verifies under, in its only version."""
+    key = public_key_key(incident_id)
+    versions = _group(store.versions(bucket, key)).get(key, [])
+    real = [v for v in versions if not v.delete_marker]
+    if not real or trust.public_key_der is None:
+        return [Check(key, "public_key", False, "no public key published beside the evidence")] if not real else []
+    checks = [version_list_check(key, versions)]
+    try:
+        published = fingerprint(load_public_key(store.read(bucket, key, real[-1].version_id)))
+    except CustodyError as exc:
+        return [*checks, Check(key, "public_key", False, str(exc))]
+    trusted = fingerprint(trust.public_key_der)
+    checks.append(Check(key, "public_key", published == trusted,
+                        f"sha256 {published}" + ("" if published == trusted else f", the trusted key is {trusted}")))
+    return checks
 
 
 def _unnamed_versions(key: str, versions: Sequence[StoredVersion], named: dict[str, set[str]]) -> list[Check]:
