@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from freezeframe.config import Settings, settings
-from freezeframe.errors import PayloadError
+from freezeframe.errors import FreezeframeError, PayloadError
 
 
 def add_commands(sub: Any) -> None:
@@ -46,7 +49,12 @@ def record(config: Settings, args: argparse.Namespace, incident_id: str, action:
 
     if getattr(args, "purpose", None):
         config = config.with_(custody_purpose=args.purpose)
-    record_access(config, s3io.client(config), incident_id, action, details, outputs)
+    try:
+        record_access(config, s3io.client(config), incident_id, action, details, outputs)
+    except (ClientError, FreezeframeError) as exc:
+        # The access already happened (its output is written): say loudly that it went unrecorded.
+        print(f"freezeframe: warning: this {action} of {incident_id} is NOT in its custody ledger: {exc}",
+              file=sys.stderr)
 
 
 def _config(args: argparse.Namespace) -> Settings:
