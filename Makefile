@@ -36,3 +36,5 @@ bench-dissect:
 bench-webhook-fuzz:
 	.ci/setup test
 	.venv/bin/python -m tests.bench.bench_webhook_fuzz
+bench-custody:
+	.venv/bin/python -m tests.bench.bench_custody

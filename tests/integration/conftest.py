@@ -26,6 +26,9 @@ def stack_settings(stack: Any, **changes: Any) -> Settings:
                     kafka_bootstrap=stack.kafka_bootstrap, raw_bucket=f"ff-raw-{suffix}",
                     evidence_bucket=f"ff-evidence-{suffix}", lock_retain_days=1, functions_dir=REPO / "functions",
                     alertmanager_token_env="test-token")
+    # Evidence is signed with the stack's LocalStack KMS key and time-stamped by its local RFC 3161 authority.
+    base = base.with_(signing_key_id=stack.signing_key_id, kms_endpoint=stack.s3_endpoint, tsa_url=stack.tsa_url,
+                      tsa_ca_file=Path(stack.tsa_ca_file))
     return base.with_(**changes)
 
 

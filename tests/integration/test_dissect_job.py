@@ -31,6 +31,7 @@ from freezeframe.models import FreezeRequest, LockSpec, Scope, from_ns
 from freezeframe.pcapio import LINKTYPE_LINUX_SLL2, PcapReader, open_capture
 from freezeframe_agent.main import run_replay
 from tests.fixtures.buses import MemoryBus
+from tests.fixtures.custody import put_signed_manifest
 
 pytestmark = pytest.mark.integration
 SAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "sample.pcap"
@@ -77,7 +78,7 @@ def test_a_segment_that_does_not_match_its_manifest_hash_fails_loudly(frozen: An
     victim = bad["segments"][1]
     victim["sha256"] = "0" * 64
     tampered_id = "it-dissect-tampered"
-    s3io.put_json(s3, config.evidence_bucket, manifest_key(tampered_id), {**bad, "incident_id": tampered_id})
+    put_signed_manifest(config, s3, tampered_id, {**bad, "incident_id": tampered_id})
     with pytest.raises(SegmentCorruptError, match=victim["key"]):
         dissect_node(config, s3, tampered_id, config.node_name)
     status = s3io.get_json(s3, config.evidence_bucket, dissect_status_key(tampered_id, config.node_name))
@@ -108,7 +109,7 @@ def test_a_damaged_but_verified_segment_is_dissected_as_far_as_it_goes(frozen: A
                              content_type="application/octet-stream")
     victim.update(version_id=version, sha256=hashlib.sha256(body).hexdigest(), size=len(body))
     damaged_id = "it-dissect-damaged"
-    s3io.put_json(s3, config.evidence_bucket, manifest_key(damaged_id), {**damaged, "incident_id": damaged_id})
+    put_signed_manifest(config, s3, damaged_id, {**damaged, "incident_id": damaged_id})
 
     report = dissect_node(config, s3, damaged_id, config.node_name)
     assert report.state == "done" and report.corrupt_segments == []

@@ -34,6 +34,7 @@ from freezeframe.keys import manifest_key, raw_segment_key
 from freezeframe.manifest import build_manifest
 from freezeframe.models import FreezeRequest, LockSpec, ManifestEntry, Scope, SegmentRecord, from_ns
 from freezeframe.pcapio import LINKTYPE_ETHERNET, LINKTYPE_RAW, PcapReader, PcapWriter
+from tests.fixtures.custody import put_signed_manifest
 
 pytestmark = pytest.mark.integration
 SAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "sample.pcap"
@@ -323,9 +324,9 @@ def test_verify_reads_exact_versions_and_fails_loudly_on_a_wrong_hash(incident: 
     wrong = FreezeRequest(incident_id="it-export-wrong-hash", source="api", title="t", severity="high",
                           window_start=inc.request.window_start, window_end=inc.request.window_end,
                           scope=inc.request.scope, lock=inc.request.lock)
-    s3io.put_json(s3, config.evidence_bucket, manifest_key(wrong.incident_id),
-                  build_manifest(wrong, entries, datetime.now(UTC), config.raw_bucket), create_only=True,
-                  lock=(wrong.lock.mode, wrong.lock.retain_until))
+    put_signed_manifest(config, s3, wrong.incident_id,
+                        build_manifest(wrong, entries, datetime.now(UTC), config.raw_bucket),
+                        lock=(wrong.lock.mode, wrong.lock.retain_until))
     bad = tmp_path / "wrong.pcapng"
     with pytest.raises(SegmentCorruptError, match=target.key) as raised:
         export_pcap(config, s3, wrong.incident_id, bad, ExportOptions(verify=True, progress=False))

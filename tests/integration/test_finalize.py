@@ -13,7 +13,8 @@ from freezeframe import finalize
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
 from freezeframe.errors import SegmentCorruptError
-from freezeframe.keys import dissect_status_key, manifest_key, table_part_key
+from freezeframe.keys import dissect_status_key, table_part_key
+from tests.fixtures.custody import put_signed_manifest
 
 pytestmark = pytest.mark.integration
 
@@ -32,9 +33,9 @@ def _segment(node: str, seq: int) -> dict[str, Any]:
 
 def _write_manifest(config: Settings, s3: Any, nodes: Iterable[str]) -> None:
     segments = [_segment(node, i) for i, node in enumerate(nodes)]
-    s3io.put_json(s3, config.evidence_bucket, manifest_key(INCIDENT),
-                  {"incident_id": INCIDENT, "request": {"window_start": "2026-11-21T11:45:00.000Z"},
-                   "segments": segments})
+    put_signed_manifest(config, s3, INCIDENT, {"incident_id": INCIDENT,
+                                               "request": {"window_start": "2026-11-21T11:45:00.000Z"},
+                                               "segments": segments})
 
 
 def _write_status(config: Settings, s3: Any, node: str, state: str, tables: Mapping[str, int]) -> dict[str, str]:

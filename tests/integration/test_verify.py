@@ -14,6 +14,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from freezeframe.adapters import s3 as s3io
+from freezeframe.custody.chain import chain_prefix
 from freezeframe.freeze import freeze
 from freezeframe.keys import manifest_key, raw_segment_key
 from freezeframe.manifest import build_manifest
@@ -81,7 +82,8 @@ def test_an_altered_manifest_copy_is_reported(frozen: Any) -> None:
     altered = s3.put_object(Bucket=config.evidence_bucket, Key=key, Body=json.dumps(manifest).encode())["VersionId"]
     assert altered != original
     report = verify_incident(config, s3, request.incident_id)
-    assert (key, "versions") in failed(report) and (key, "root_hash") in failed(report)
+    # The altered version is named by no signed link, so it is not evidence at all: only the key's versions fail.
+    assert failed(report) == {(key, "versions")}
     versions = next(c for c in report.failures if c.name == "versions")
     assert original in versions.detail and altered in versions.detail
     # the original, locked version still verifies, and so does every segment it lists
@@ -119,14 +121,16 @@ def test_a_segment_that_was_never_locked_is_reported_unlocked_then_deleted(froze
                   lock=(hand.lock.mode, hand.lock.retain_until))
     subject = f"{key}@{version_id}"
 
+    # Written by hand, it has no signed chain: verify says so, and checks what it lists all the same.
+    unsigned = (chain_prefix(hand.incident_id), "chain")
     unlocked = verify_incident(config, s3, hand.incident_id)
-    assert failed(unlocked) == {(subject, "lock")}
-    assert unlocked.failures[0].detail.startswith("unlocked")
+    assert failed(unlocked) == {unsigned, (subject, "lock")}
+    assert next(c for c in unlocked.failures if c.subject == subject).detail.startswith("unlocked")
 
     s3.delete_object(Bucket=config.raw_bucket, Key=key, VersionId=version_id)  # nothing stops it: no lock
     deleted = verify_incident(config, s3, hand.incident_id)
-    assert failed(deleted) == {(subject, "version")}
-    assert deleted.failures[0].detail.startswith("deleted")
+    assert failed(deleted) == {unsigned, (subject, "version")}
+    assert next(c for c in deleted.failures if c.subject == subject).detail.startswith("deleted")
     assert verify_incident(config, s3, request.incident_id).ok  # the real incident is untouched
 
 

@@ -123,8 +123,18 @@ def frozen_store() -> tuple[MemoryStore, list[ManifestEntry], dict[str, Any]]:
     return store, entries, manifest
 
 
+# These incidents were frozen without a signing key (the in-memory store has no chain): verify fails them for
+# that alone, and reports the storage checks beside it (tests/unit/test_custody_chain.py and
+# tests/integration/test_custody.py cover signed incidents).
+UNSIGNED = (f"incidents/{INCIDENT}/chain/", "chain")
+
+
 def failed(report: VerifyReport) -> set[tuple[str, str]]:
     return {(check.subject, check.name) for check in report.failures}
+
+
+def storage_failures(report: VerifyReport) -> list[Check]:
+    return [check for check in report.failures if (check.subject, check.name) != UNSIGNED]
 
 
 def test_lock_strength_orders_compliance_above_governance_above_none() -> None:
@@ -158,12 +168,13 @@ def test_an_expired_lock_fails_even_when_it_met_the_request() -> None:
 def test_an_untouched_incident_verifies() -> None:
     store, entries, _ = frozen_store()
     report = check_incident(store, SETTINGS, INCIDENT, NOW)
-    assert report.ok, format_report(report)
-    # manifest: versions, readable, root_hash, lock; each segment: version, sha256, lock, latest
-    assert len(report.checks) == 4 + 4 * len(entries)
+    assert failed(report) == {UNSIGNED}, format_report(report)
+    assert "no signed custody chain" in report.failures[0].detail
+    # chain; manifest: versions, readable, root_hash, lock; each segment: version, sha256, lock, latest
+    assert len(report.checks) == 5 + 4 * len(entries)
     hashes = {c.detail for c in report.checks if c.name == "sha256"}
     assert hashes == {f"sha256 {hashlib.sha256(b).hexdigest()} over {len(b)} bytes" for b in SEGMENTS.values()}
-    assert format_report(report).startswith(f"incident {INCIDENT}: OK")
+    assert format_report(report).startswith(f"incident {INCIDENT}: FAILED (1 of")
 
 
 def test_no_manifest_is_not_found() -> None:
@@ -178,7 +189,7 @@ def test_a_root_hash_that_does_not_recompute_fails() -> None:
     store.put("evidence", MANIFEST, json.dumps(manifest).encode(), "COMPLIANCE", STORED_UNTIL)
     report = check_incident(store, SETTINGS, INCIDENT, NOW)
     first = f"{entries[0].key}@{entries[0].version_id}"
-    assert failed(report) == {(MANIFEST, "root_hash"), (first, "sha256")}
+    assert failed(report) == {UNSIGNED, (MANIFEST, "root_hash"), (first, "sha256")}
 
 
 def test_a_newer_version_shadowing_a_segment_is_reported_and_the_frozen_one_still_checks() -> None:
@@ -186,8 +197,8 @@ def test_a_newer_version_shadowing_a_segment_is_reported_and_the_frozen_one_stil
     newer = store.put("raw", entries[1].key, b"forged bytes")
     report = check_incident(store, SETTINGS, INCIDENT, NOW)
     subject = f"{entries[1].key}@{entries[1].version_id}"
-    assert failed(report) == {(subject, "latest")}
-    assert newer in report.failures[0].detail
+    assert failed(report) == {UNSIGNED, (subject, "latest")}
+    assert newer in storage_failures(report)[0].detail
     assert {c.name: c.ok for c in report.checks if c.subject == subject} == {
         "version": True, "sha256": True, "lock": True, "latest": False}
 
@@ -197,8 +208,8 @@ def test_a_deleted_segment_version_is_reported_as_deleted() -> None:
     store.remove("raw", entries[0].key, entries[0].version_id)
     report = check_incident(store, SETTINGS, INCIDENT, NOW)
     subject = f"{entries[0].key}@{entries[0].version_id}"
-    assert failed(report) == {(subject, "version")}
-    assert report.failures[0].detail.startswith("deleted")
+    assert failed(report) == {UNSIGNED, (subject, "version")}
+    assert storage_failures(report)[0].detail.startswith("deleted")
 
 
 def test_changed_bytes_and_a_weak_lock_are_reported() -> None:
@@ -208,7 +219,7 @@ def test_changed_bytes_and_a_weak_lock_are_reported() -> None:
     stored.head = {"ObjectLockMode": "GOVERNANCE", "ObjectLockRetainUntilDate": STORED_UNTIL}
     report = check_incident(store, SETTINGS, INCIDENT, NOW)
     subject = f"{entries[0].key}@{entries[0].version_id}"
-    assert failed(report) == {(subject, "sha256"), (subject, "lock")}
+    assert failed(report) == {UNSIGNED, (subject, "sha256"), (subject, "lock")}
     assert hashlib.sha256(b"changed in place").hexdigest() in next(
         c.detail for c in report.failures if c.name == "sha256")
 
@@ -220,7 +231,7 @@ def test_an_altered_manifest_copy_is_reported_and_the_original_is_verified_too()
     # the evidence bucket's default retention locks the copy, GOVERNANCE
     store.put("evidence", MANIFEST, json.dumps(altered).encode(), "GOVERNANCE", STORED_UNTIL)
     report = check_incident(store, SETTINGS, INCIDENT, NOW)
-    assert failed(report) == {(MANIFEST, "versions"), (MANIFEST, "root_hash"), (MANIFEST, "lock")}
+    assert failed(report) == {UNSIGNED, (MANIFEST, "versions"), (MANIFEST, "root_hash"), (MANIFEST, "lock")}
     versions = next(c for c in report.failures if c.name == "versions")
     assert original in versions.detail and "2 versions" in versions.detail
     original_subject = f"{MANIFEST}@{original}"
@@ -234,8 +245,8 @@ def test_a_delete_marker_hiding_the_manifest_is_reported_and_the_original_still_
     original = store.objects[("evidence", MANIFEST)][0].version_id
     store.delete_marker("evidence", MANIFEST)
     report = check_incident(store, SETTINGS, INCIDENT, NOW)
-    assert failed(report) == {(MANIFEST, "versions")}
-    assert "hides" in report.failures[0].detail
+    assert failed(report) == {UNSIGNED, (MANIFEST, "versions")}
+    assert "hides" in storage_failures(report)[0].detail
     assert any(c.subject == f"{MANIFEST}@{original}" and c.name == "root_hash" and c.ok for c in report.checks)
 
 
@@ -253,7 +264,7 @@ def test_manifest_parts_are_verified_with_the_same_rules() -> None:
     store.put("evidence", part_key, json.dumps(part).encode(), "COMPLIANCE", STORED_UNTIL)
     report = check_incident(store, SETTINGS, INCIDENT, NOW)
     late_subject = f"{late_key}@{late_version}"
-    assert failed(report) == {(part_key, "root_hash"), (late_subject, "lock")}
+    assert failed(report) == {UNSIGNED, (part_key, "root_hash"), (late_subject, "lock")}
     assert "unlocked" in next(c.detail for c in report.failures if c.subject == late_subject)
 
 
@@ -263,7 +274,7 @@ def test_a_part_naming_another_incident_is_reported() -> None:
     part_key = f"incidents/{INCIDENT}/manifest-parts/node-a-000000000007.json"
     store.put("evidence", part_key, json.dumps(part).encode(), "COMPLIANCE", STORED_UNTIL)
     report = check_incident(store, SETTINGS, INCIDENT, NOW)
-    assert failed(report) == {(part_key, "incident_id")}
+    assert failed(report) == {UNSIGNED, (part_key, "incident_id")}
 
 
 def test_report_formatting_lists_each_failure() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from freezeframe.config import settings
+from freezeframe.custody import cli as custody_cli
 from freezeframe.errors import FreezeframeError
 
 if TYPE_CHECKING:
@@ -24,13 +25,18 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
     state = up(settings(), trino=args.trino)
     print(f"kafka     {state.kafka_bootstrap}\ns3        {state.s3_endpoint} (LocalStack, Object Lock enforced)\n"
-          f"gateway   {state.gateway_url}  (POST /v1/alerts/alertmanager, token in {state.token_file})")
+          f"gateway   {state.gateway_url}  (POST /v1/alerts/alertmanager, token in {state.token_file})\n"
+          f"signing   KMS key {state.signing_key_id} (LocalStack); RFC 3161 authority {state.tsa_url}, roots in "
+          f"{state.tsa_ca_file}")
     if state.trino_url:
         print(f"trino     {state.trino_url}  (freezeframe query --engine trino)")
     print(f"logs      {state.workdir}")
     print("\n# to point the agent and the CLI at it:")
     print(f"export FREEZEFRAME_S3_ENDPOINT={state.s3_endpoint} FREEZEFRAME_KAFKA_BOOTSTRAP={state.kafka_bootstrap} "
-          f"FREEZEFRAME_LAMBDA_ENDPOINT={state.gateway_url} FREEZEFRAME_STATE_DIR={settings().state_dir.resolve()}")
+          f"FREEZEFRAME_LAMBDA_ENDPOINT={state.gateway_url} FREEZEFRAME_STATE_DIR={settings().state_dir.resolve()} "
+          f"FREEZEFRAME_SIGNING_KEY_ID={state.signing_key_id} "
+          f"FREEZEFRAME_KMS_ENDPOINT={state.s3_endpoint} FREEZEFRAME_TSA_URL={state.tsa_url} "
+          f"FREEZEFRAME_TSA_CA_FILE={state.tsa_ca_file}")
     print("# (the gateway's Invoke API takes only SigV4 by the stack's key: <FREEZEFRAME_STATE_DIR>/invoke.key)")
     return 0
 
@@ -133,6 +139,8 @@ def _cmd_query(args: argparse.Namespace) -> int:
         result = run(config, sql)
     text = render(result, output)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    if args.incident is not None and args.dir is None:
+        custody_cli.record(config, args, args.incident, "query", {"sql": sql}, [text.encode()])
     return 0
 
 
@@ -170,19 +178,6 @@ def _cmd_scenarios(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_verify(args: argparse.Namespace) -> int:
-    from freezeframe.adapters import s3 as s3io
-    from freezeframe.local.stack import apply_state, load_state
-    from freezeframe.verify import format_report, verify_incident
-
-    config = apply_state(settings(), load_state(settings()))
-    if args.s3_endpoint:
-        config = config.with_(s3_endpoint=args.s3_endpoint)
-    report = verify_incident(config, s3io.client(config), args.incident)
-    print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
-    return 0 if report.ok else 1
-
-
 def _cmd_report(args: argparse.Namespace) -> int:
     from freezeframe.adapters import s3 as s3io
     from freezeframe.local.stack import apply_state, load_state
@@ -199,6 +194,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if args.store:
         key = store_report(config, s3, args.incident, page)
         print(f"stored s3://{config.evidence_bucket}/{key}")
+    custody_cli.record(config, args, args.incident, "report", {"output": str(output), "stored": bool(args.store)},
+                       [page.encode()])
     return 0
 
 
@@ -207,20 +204,21 @@ def _cmd_release_hold(args: argparse.Namespace) -> int:
 
     from freezeframe import legal_hold
     from freezeframe.adapters import s3 as s3io
+    from freezeframe.custody.pinned import pinned_manifest
     from freezeframe.holds import manifest_parts
-    from freezeframe.keys import manifest_key
     from freezeframe.local.stack import apply_state, load_state
     from freezeframe.manifest import entries_of
 
     config = apply_state(settings(), load_state(settings()))
     s3 = s3io.client(config)
-    manifest = s3io.get_json(s3, config.evidence_bucket, manifest_key(args.incident))
+    manifest = pinned_manifest(config, s3, args.incident)
     documents = [manifest, *manifest_parts(config, s3, args.incident)]
     versions = [legal_hold.HeldVersion(str(doc.get("raw_bucket", config.raw_bucket)), e.key, e.version_id)
                 for doc in documents for e in entries_of(doc)]
     still_held = legal_hold.release(config, s3, args.incident, versions, datetime.now(UTC))
     kept = sum(still_held.values())
     print(f"released {len(still_held)} version(s) of {args.incident}; {kept} still held by other incidents")
+    custody_cli.record(config, args, args.incident, "release-hold", {"released": len(still_held), "still_held": kept})
     return 0
 
 
@@ -270,6 +268,8 @@ def _cmd_export_pcap(args: argparse.Namespace) -> int:
         verified = f", {result.verified_segments} segment hashes verified" if args.verify else ""
         print(f"wrote {result.packets} packets from {result.segments} segments of {len(result.nodes)} node(s) to "
               f"{result.path} ({result.fmt}{verified})", file=summary)
+    written = [Path(result.path)] if str(args.output) != "-" else []
+    custody_cli.record(config, args, args.incident, "export-pcap", result.to_dict(), written)
     return 0
 
 
@@ -336,24 +336,23 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--athena", action="store_true", help="run on Amazon Athena instead of locally")
     query.add_argument("--workgroup", help="Athena workgroup (default FREEZEFRAME_ATHENA_WORKGROUP)")
     query.add_argument("--database", help="Glue database (default FREEZEFRAME_GLUE_DATABASE or freezeframe)")
+    query.add_argument("--purpose", help="the purpose or ticket, recorded in the custody ledger")
     query.set_defaults(func=_cmd_query)
     scenarios = sub.add_parser("scenarios", help="list the saved incident scenarios (`query --scenario NAME`)")
     scenarios.add_argument("-l", "--long", action="store_true", help="with descriptions and SQL")
     scenarios.add_argument("--json", action="store_true")
     scenarios.set_defaults(func=_cmd_scenarios)
-    verify = sub.add_parser("verify", help="recompute every hash and check every lock of an incident")
-    verify.add_argument("incident")
-    verify.add_argument("--json", action="store_true")
-    verify.add_argument("--s3-endpoint", metavar="URL")
-    verify.set_defaults(func=_cmd_verify)
+    custody_cli.add_commands(sub)  # verify, bundle, custody
     report = sub.add_parser("report", help="write an incident's self-contained HTML report")
     report.add_argument("incident")
     report.add_argument("-o", "--output", type=Path, help="the HTML file (default: report-INCIDENT.html)")
     report.add_argument("--store", action="store_true", help="also store it in the evidence bucket")
     report.add_argument("--s3-endpoint", metavar="URL")
+    report.add_argument("--purpose", help="the purpose or ticket, recorded in the custody ledger")
     report.set_defaults(func=_cmd_report)
     release = sub.add_parser("release-hold", help="release an incident's legal holds (others' holds stay)")
     release.add_argument("incident")
+    release.add_argument("--purpose", help="the purpose or ticket, recorded in the custody ledger")
     release.set_defaults(func=_cmd_release_hold)
     jobs = sub.add_parser("jobs", help="list the agent's recording jobs with their state and next window")
     jobs.add_argument("--file", type=Path, default=None, help="jobs file (default: FREEZEFRAME_JOBS_FILE)")
@@ -376,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--verify", action="store_true", help="check every segment's sha256 while reading it")
     export.add_argument("--json", action="store_true")
     export.add_argument("--s3-endpoint", metavar="URL")
+    export.add_argument("--purpose", help="the purpose or ticket, recorded in the custody ledger")
     export.set_defaults(func=_cmd_export_pcap)
     dissect = sub.add_parser("dissect", help="dissect local capture files (one node's segments) into Parquet tables")
     dissect.add_argument("captures", nargs="+", type=Path, metavar="PCAP",

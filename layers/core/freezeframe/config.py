@@ -65,6 +65,12 @@ ENV_JOBS_FILE = "FREEZEFRAME_JOBS_FILE"
 ENV_TRINO_JAVA_HOME = "FREEZEFRAME_TRINO_JAVA_HOME"  # a JDK >= 24 for Trino only (Kafka keeps the default Java)
 ENV_TRINO_URL = "FREEZEFRAME_TRINO_URL"  # a running Trino for `query --engine trino` (else the stack's)
 ENV_MAX_RETAIN_DAYS = "FREEZEFRAME_MAX_RETAIN_DAYS"
+# Custody: the asymmetric KMS key that signs evidence documents, and the RFC 3161 time-stamping authority.
+ENV_SIGNING_KEY_ID = "FREEZEFRAME_SIGNING_KEY_ID"
+ENV_KMS_ENDPOINT = "FREEZEFRAME_KMS_ENDPOINT"
+ENV_TSA_URL = "FREEZEFRAME_TSA_URL"
+ENV_TSA_CA_FILE = "FREEZEFRAME_TSA_CA_FILE"
+ENV_CUSTODY_PURPOSE = "FREEZEFRAME_CUSTODY_PURPOSE"
 
 SEGMENTS_TOPIC = "freezeframe.segments"
 K8S_TOPIC = "freezeframe.k8s"
@@ -127,6 +133,11 @@ class Settings:
     # the default). A COMPLIANCE lock cannot be shortened by anyone, so an unbounded request could lock evidence
     # (and its storage bill) until 9999.
     max_retain_days: int = 3650
+    signing_key_id: str | None = None  # KMS key (ECC_NIST_P256, SIGN_VERIFY) id, ARN or alias; None: unsigned
+    kms_endpoint: str | None = None  # a local KMS (LocalStack); None: the region's KMS
+    tsa_url: str | None = None  # RFC 3161 time-stamping authority the signing functions ask for tokens
+    tsa_ca_file: Path | None = None  # PEM roots a token's TSA certificate must chain to
+    custody_purpose: str | None = None  # the purpose or ticket recorded in custody entries of this process
 
     def __post_init__(self) -> None:
         if self.lock_mode not in LOCK_MODES:
@@ -211,6 +222,11 @@ class Settings:
             trino_java_home=_path(env, ENV_TRINO_JAVA_HOME),
             trino_url=env.get(ENV_TRINO_URL) or None,
             max_retain_days=_int(env, ENV_MAX_RETAIN_DAYS, base.max_retain_days),
+            signing_key_id=env.get(ENV_SIGNING_KEY_ID) or None,
+            kms_endpoint=env.get(ENV_KMS_ENDPOINT) or None,
+            tsa_url=env.get(ENV_TSA_URL) or None,
+            tsa_ca_file=_path(env, ENV_TSA_CA_FILE),
+            custody_purpose=env.get(ENV_CUSTODY_PURPOSE) or None,
         )
 
     def with_(self, **changes: object) -> Settings:
@@ -279,6 +295,10 @@ def env_overrides(settings_: Settings) -> dict[str, str]:
         ENV_JOBS_FILE: str(settings_.jobs_file) if settings_.jobs_file else None,
         ENV_TRINO_JAVA_HOME: str(settings_.trino_java_home) if settings_.trino_java_home else None,
         ENV_TRINO_URL: settings_.trino_url,
+        ENV_SIGNING_KEY_ID: settings_.signing_key_id,
+        ENV_KMS_ENDPOINT: settings_.kms_endpoint,
+        ENV_TSA_URL: settings_.tsa_url,
+        ENV_TSA_CA_FILE: str(settings_.tsa_ca_file) if settings_.tsa_ca_file else None,
     }
     out.update({k: v for k, v in optional.items() if v})
     return out

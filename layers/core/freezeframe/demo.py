@@ -25,9 +25,10 @@ from botocore.exceptions import ClientError
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.bus import open_bus
 from freezeframe.config import Settings, env_overrides, reset_settings_cache
+from freezeframe.custody.pinned import pinned_manifest
 from freezeframe.errors import FreezeframeError
 from freezeframe.finalize import summary_key
-from freezeframe.keys import check_name, dissect_status_key, manifest_key
+from freezeframe.keys import check_name, dissect_status_key
 from freezeframe.local.functions import functions_dir
 from freezeframe.local.gateway import LocalGateway
 from freezeframe.models import iso
@@ -159,7 +160,7 @@ def run_demo(kafka: str | None = None, s3_endpoint: str | None = None, workdir: 
         failed = [i for i in gateway.invocations if i.state == "failed"]
         if failed:
             raise FreezeframeError(f"async invocations failed: {[(i.function, i.error) for i in failed]}")
-        manifest = s3io.get_json(s3, config.evidence_bucket, manifest_key(incident_id))
+        manifest = pinned_manifest(config, s3, incident_id)
         locked = [s for s in manifest["segments"] if s["lock_mode"] == manifest["request"]["lock"]["mode"]]
         delete_refused = _delete_refused(s3, config.raw_bucket, manifest["segments"][0]) if locked else False
         say(f"freeze: {len(locked)} of {len(manifest['segments'])} segment versions locked "

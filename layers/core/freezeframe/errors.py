@@ -35,3 +35,7 @@ class StackError(FreezeframeError):
 
 class NotFoundError(FreezeframeError):
     """A requested incident, manifest or object does not exist."""
+
+
+class CustodyError(FreezeframeError):
+    """The signed custody chain of an incident is missing, broken or does not name what was read."""

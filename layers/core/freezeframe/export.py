@@ -47,9 +47,9 @@ import freezeframe
 from freezeframe import k8s_context
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
+from freezeframe.custody.pinned import read_pinned
 from freezeframe.dissect.enrich import IpTimeline
-from freezeframe.errors import CaptureFormatError, FreezeframeError, NotFoundError, SegmentCorruptError
-from freezeframe.keys import manifest_key, manifest_parts_prefix
+from freezeframe.errors import CaptureFormatError, FreezeframeError, SegmentCorruptError
 from freezeframe.models import ManifestEntry, parse_iso, to_ns
 from freezeframe.pcapio import (
     LINKTYPE_ETHERNET,
@@ -61,7 +61,7 @@ from freezeframe.pcapio import (
     encode_record,
     open_capture,
 )
-from freezeframe.verify import S3Store, StoredVersion, document_checks, version_list_check
+from freezeframe.verify import S3Store, document_checks, version_list_check
 
 logger = logging.getLogger(__name__)
 FORMATS = ("pcapng", "pcap")
@@ -144,22 +144,27 @@ class Evidence:
 
 
 def load_evidence(settings: Settings, s3: Any, incident_id: str, *, verify: bool, with_context: bool) -> Evidence:
-    """The incident's locked manifest and parts, read at their original versions (the ones the freeze wrote
-    create-only and locked): a later version under the same key is an alteration and is never trusted."""
+    """The incident's manifest and parts at the versions its signed custody chain names (custody.pinned): a later
+    version under the same key, or a part no link names, is never read."""
+    pinned = read_pinned(settings, s3, incident_id)
     store = S3Store(s3)
-    bucket = settings.evidence_bucket
-    key = manifest_key(incident_id)
-    manifest_versions = [v for v in store.versions(bucket, key) if v.key == key]
-    if not [v for v in manifest_versions if not v.delete_marker]:
-        raise NotFoundError(f"incident {incident_id} has no manifest at s3://{bucket}/{key}")
-    documents = [_read_document(store, bucket, key, manifest_versions, incident_id, verify, is_part=False)]
-    parts: dict[str, list[StoredVersion]] = {}
-    for version in store.versions(bucket, manifest_parts_prefix(incident_id)):
-        if version.key.endswith(".json"):
-            parts.setdefault(version.key, []).append(version)
-    for part_key, versions in sorted(parts.items()):
-        if [v for v in versions if not v.delete_marker]:
-            documents.append(_read_document(store, bucket, part_key, versions, incident_id, verify, is_part=True))
+    documents = []
+    for index, pinned_document in enumerate((pinned.manifest, *pinned.parts)):
+        body = s3io.encode_json(pinned_document.document)
+        checks, entries, _, _ = document_checks(pinned_document.key, body, incident_id, is_part=index > 0)
+        if verify:  # another version over a signed document is tampering, even though it is never read
+            versions = [v for v in store.versions(settings.evidence_bucket, pinned_document.key)
+                        if v.key == pinned_document.key]
+            checks.append(version_list_check(pinned_document.key, versions))
+        failures = [c for c in checks if not c.ok]
+        if failures and verify:
+            raise SegmentCorruptError("; ".join(f"{c.subject}: {c.name}: {c.detail}" for c in failures)
+                                      + " (run `freezeframe verify` for the full report)")
+        for check in failures:
+            logger.warning("evidence document check failed", extra={"incident_id": incident_id,
+                                                                     "segment": pinned_document.key,
+                                                                     "check": check.name, "detail": check.detail})
+        documents.append((pinned_document.document, entries))
     manifest = documents[0][0]
     raw_bucket = str(manifest.get("raw_bucket") or settings.raw_bucket)
     unique: dict[tuple[str, str], tuple[str, ManifestEntry]] = {}
@@ -169,26 +174,6 @@ def load_evidence(settings: Settings, s3: Any, incident_id: str, *, verify: bool
             unique.setdefault((entry.key, entry.version_id), (segment_bucket, entry))
     context = tuple(_context_records(s3, manifest, verify)) if with_context else ()
     return Evidence(raw_bucket, tuple(unique.values()), context)
-
-
-def _read_document(store: S3Store, bucket: str, key: str, versions: Sequence[StoredVersion], incident_id: str,
-                   verify: bool, *, is_part: bool) -> tuple[dict[str, Any], list[ManifestEntry]]:
-    original = [v for v in versions if not v.delete_marker][-1]  # S3 lists a key's versions newest first
-    body = store.read(bucket, key, original.version_id)
-    checks, entries, _, _ = document_checks(key, body, incident_id, is_part=is_part)
-    listing = version_list_check(key, versions)
-    failures = [c for c in [listing, *checks] if not c.ok]
-    if failures and verify:
-        raise SegmentCorruptError("; ".join(f"{c.subject}: {c.name}: {c.detail}" for c in failures)
-                                  + " (run `freezeframe verify` for the full report)")
-    for check in failures:
-        logger.warning("evidence document check failed", extra={"incident_id": incident_id, "segment": key,
-                                                                 "check": check.name, "detail": check.detail})
-    try:
-        document = json.loads(body)
-    except ValueError:
-        document = {}
-    return document if isinstance(document, dict) else {}, entries
 
 
 def _context_records(s3: Any, manifest: Mapping[str, Any], verify: bool) -> Iterator[dict[str, Any]]:

@@ -28,8 +28,10 @@ from typing import Any
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.catalog import register_parts
 from freezeframe.config import Settings
+from freezeframe.custody.chain import seal_written
+from freezeframe.custody.pinned import pinned_manifest
 from freezeframe.errors import NotFoundError, PayloadError, SegmentCorruptError
-from freezeframe.keys import check_name, dissect_status_key, incident_prefix, manifest_key, parse_table_part_key
+from freezeframe.keys import check_name, dissect_status_key, incident_prefix, parse_table_part_key
 from freezeframe.manifest import entries_of
 from freezeframe.models import iso
 
@@ -190,7 +192,7 @@ def finalize_incident(settings: Settings, s3: Any, incident_id: str, outcomes: S
     """Register the partitions, write the report and the summary; returns the summary with its key.
 
     `writer` defaults to `report_writer()`, looked up at call time."""
-    manifest = s3io.get_json(s3, settings.evidence_bucket, manifest_key(incident_id))
+    manifest = pinned_manifest(settings, s3, incident_id)
     manifest_nodes = {entry.node for entry in entries_of(manifest)}
     statuses = read_statuses(settings, s3, incident_id, manifest_nodes | {o.node for o in outcomes})
     part_keys = [key for status in statuses.values() if status for key in status.get("parts", {}).values()]
@@ -199,7 +201,9 @@ def finalize_incident(settings: Settings, s3: Any, incident_id: str, outcomes: S
     summary = build_summary(incident_id, manifest_nodes, outcomes, statuses, registered, report,
                             now or datetime.now(UTC))
     key = summary_key(incident_id)
-    s3io.put_json(s3, settings.evidence_bucket, key, summary)
+    # Locked by the evidence bucket's default retention (only the freeze and the indexer may set locks).
+    version_id = s3io.put_json(s3, settings.evidence_bucket, key, summary)
+    seal_written(settings, s3, incident_id, "summary", key, version_id, s3io.encode_json(summary), None)
     logger.info("incident finalized", extra={"incident_id": incident_id, "state": summary["state"],
                                              "nodes": len(summary["nodes"]), "parts": len(part_keys)})
     return {**summary, "summary_key": key}

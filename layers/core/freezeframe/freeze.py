@@ -14,6 +14,7 @@ from freezeframe import k8s_context, legal_hold, segment_index
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
 from freezeframe.consolidate import consolidate
+from freezeframe.custody.chain import seal_written
 from freezeframe.errors import NotFoundError, SegmentCorruptError
 from freezeframe.holds import hold_for, open_hold
 from freezeframe.keys import check_name, hour_prefixes, manifest_key, parse_raw_segment_key
@@ -77,6 +78,7 @@ def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | 
             # so the check runs alongside.
             existing = existing_future.result()
             if existing is not None:
+                _seal_manifest(settings, s3, request, None, b"")
                 return _already_frozen(request, key, existing)
         if hold is not None:
             # The hold goes before the listing: a segment uploaded after it is then caught by the segment indexer.
@@ -122,6 +124,7 @@ def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | 
             list(listed)
             for future in locks:
                 future.result()  # the locks already under way; the rest return at once (see lock())
+            _seal_manifest(settings, s3, request, None, b"")
             return _already_frozen(request, key, existing)
         # The context of every node, not only the scope's: the peers of the frozen traffic run elsewhere, and their
         # IPs must resolve to pods too.
@@ -142,10 +145,18 @@ def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | 
     manifest["k8s_root_hash"] = k8s_context.context_root_hash(context)
     written = s3io.put_json(s3, settings.evidence_bucket, key, manifest, create_only=True,
                             lock=(request.lock.mode, request.lock.retain_until))
+    _seal_manifest(settings, s3, request, written, s3io.encode_json(manifest))
     logger.info("manifest written", extra={"incident_id": request.incident_id, "segments": len(entries),
                                            "manifest_created": written is not None})
     return FreezeResult(request.incident_id, key, len(entries), tuple(sorted({e.node for e in entries})),
                         created=written is not None)
+
+
+def _seal_manifest(settings: Settings, s3: Any, request: FreezeRequest, version_id: str | None, body: bytes) -> None:
+    """Signs the manifest into the incident's custody chain; a retry (version_id None) seals the original version,
+    so a freeze that died between the write and the seal is completed by its retry."""
+    seal_written(settings, s3, request.incident_id, "manifest", manifest_key(request.incident_id), version_id, body,
+                 (request.lock.mode, request.lock.retain_until))
 
 
 def _existing_manifest(settings: Settings, s3: Any, key: str) -> dict[str, Any] | None:

@@ -20,8 +20,10 @@ from typing import Any
 from freezeframe import legal_hold
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
-from freezeframe.errors import NotFoundError, SegmentCorruptError
-from freezeframe.keys import check_name, manifest_part_key, manifest_parts_prefix, resolved_key
+from freezeframe.custody.chain import seal_written
+from freezeframe.custody.pinned import pinned_parts
+from freezeframe.errors import SegmentCorruptError
+from freezeframe.keys import check_name, manifest_part_key, resolved_key
 from freezeframe.manifest import MANIFEST_SCHEMA, root_hash
 from freezeframe.models import FreezeRequest, LockSpec, ManifestEntry, SegmentRecord, iso, parse_iso
 
@@ -109,8 +111,11 @@ def lock_late_segment(settings: Settings, s3: Any, hold: Hold, record: SegmentRe
     part = {"schema": MANIFEST_SCHEMA, "incident_id": hold.incident_id, "part_of": hold.incident_id,
             "raw_bucket": record.bucket, "segments": [entry.to_dict()], "root_hash": root_hash([entry]),
             "created_at": iso(datetime.now(UTC))}
-    s3io.put_json(s3, settings.evidence_bucket, manifest_part_key(hold.incident_id, record.node, record.seq), part,
-                  create_only=True, lock=(hold.lock.mode, hold.lock.retain_until))
+    part_key = manifest_part_key(hold.incident_id, record.node, record.seq)
+    written = s3io.put_json(s3, settings.evidence_bucket, part_key, part, create_only=True,
+                            lock=(hold.lock.mode, hold.lock.retain_until))
+    seal_written(settings, s3, hold.incident_id, "manifest-part", part_key, written, s3io.encode_json(part),
+                 (hold.lock.mode, hold.lock.retain_until))
     logger.info("late segment locked", extra={"incident_id": hold.incident_id, "node": record.node,
                                               "segment": record.key})
     return entry
@@ -127,11 +132,6 @@ def index_segment(settings: Settings, s3: Any, record: SegmentRecord, holds: Ite
 
 
 def manifest_parts(settings: Settings, s3: Any, incident_id: str) -> list[dict[str, Any]]:
-    parts = []
-    for key in s3io.list_keys(s3, settings.evidence_bucket, manifest_parts_prefix(incident_id)):
-        try:
-            parts.append(s3io.get_json(s3, settings.evidence_bucket, key))
-        except NotFoundError:
-            continue
-    return parts
+    """The incident's manifest parts at the versions its signed custody chain names (see custody.pinned)."""
+    return pinned_parts(settings, s3, incident_id)
 

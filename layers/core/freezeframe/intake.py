@@ -25,7 +25,8 @@ from typing import Any
 from freezeframe.adapters import s3 as s3io
 from freezeframe.alerts import alertmanager, manual, pagerduty
 from freezeframe.config import Settings
-from freezeframe.errors import NotFoundError, PayloadError, SignatureError
+from freezeframe.custody.pinned import read_pinned
+from freezeframe.errors import CustodyError, NotFoundError, PayloadError, SignatureError
 from freezeframe.keys import (
     dissect_status_key,
     freeze_started_key,
@@ -211,9 +212,14 @@ def incident_status(settings: Settings, s3: Any, incident_id: str) -> dict[str, 
                               "created_at": record.get("created_at"),
                               "links": {"incident": f"s3://{settings.evidence_bucket}/{incident_key(incident_id)}"}}
     try:
-        manifest = s3io.get_json(s3, settings.evidence_bucket, manifest_key(incident_id))
+        pinned = read_pinned(settings, s3, incident_id)  # the versions the signed chain names, never the latest
     except NotFoundError:
         return status
+    except CustodyError as exc:
+        # Served as the truth only what the chain vouches for: a broken chain shows as such, with nothing else.
+        status.update(state="custody-broken", custody={"ok": False, "error": str(exc)})
+        return status
+    manifest = pinned.manifest.document
     nodes = sorted(manifest.get("coverage", {}))
     dissection = {}
     for node in nodes:
@@ -231,7 +237,10 @@ def incident_status(settings: Settings, s3: Any, incident_id: str) -> dict[str, 
         coverage=manifest.get("coverage", {}),
         dissection=dissection,
     )
-    status["links"].update(manifest=f"s3://{settings.evidence_bucket}/{manifest_key(incident_id)}",
+    status["custody"] = {"ok": True, "signed": pinned.signed, "manifest_version": pinned.manifest.version_id,
+                         "parts": len(pinned.parts)}
+    status["links"].update(manifest=f"s3://{settings.evidence_bucket}/{manifest_key(incident_id)}"
+                                    f"?versionId={pinned.manifest.version_id}",
                            tables=f"s3://{settings.evidence_bucket}/tables/")
     return status
 

@@ -145,7 +145,9 @@ def incident_status(incident_id: str) -> dict[str, Any]:
     """Is the incident frozen, which nodes and intervals are covered (gaps, sequence gaps, drops), is dissection
     done, and where the evidence lives."""
     config = current_settings()
-    return intake.incident_status(config, s3io.client(config), incident_id)
+    status = intake.incident_status(config, s3io.client(config), incident_id)
+    _record(config, incident_id, "incident_status", {}, [json.dumps(status, sort_keys=True, default=str).encode()])
+    return status
 
 
 @server.tool()
@@ -165,7 +167,11 @@ def run_scenario(name: str, incident_id: str | None = None, max_rows: int = MAX_
     from freezeframe import scenarios
 
     scenario = scenarios.get(name)
-    return _query(scenario.sql(incident_id), max_rows) | {"scenario": scenario.name, "title": scenario.title}
+    result = _query(scenario.sql(incident_id), max_rows) | {"scenario": scenario.name, "title": scenario.title}
+    if incident_id is not None:
+        _record(current_settings(), incident_id, "run_scenario", {"scenario": scenario.name},
+                [json.dumps(result, sort_keys=True, default=str).encode()])
+    return result
 
 
 @server.tool()
@@ -211,7 +217,16 @@ def export_pcap(incident_id: str, output_path: str, bpf: str | None = None, star
     options = ExportOptions(fmt=fmt, bpf=bpf, start_ns=time_ns(start, "start"), end_ns=time_ns(end, "end"),
                             namespaces=tuple(namespaces or ()), pods=tuple(pods or ()), nodes=tuple(nodes or ()),
                             verify=verify, progress=False)
-    return export(config, s3io.client(config), incident_id, path, options).to_dict()
+    result = export(config, s3io.client(config), incident_id, path, options).to_dict()
+    _record(config, incident_id, "export_pcap", result, [path])
+    return result
+
+
+def _record(config: Settings, incident_id: str, tool: str, details: dict[str, Any], outputs: list[Any]) -> None:
+    """Every incident-scoped MCP read goes into the incident's custody ledger."""
+    from freezeframe.custody.ledger import record_access
+
+    record_access(config, s3io.client(config), incident_id, "mcp-read", {"tool": tool, **details}, outputs)
 
 
 def serve() -> None:

@@ -21,8 +21,10 @@ from typing import Any
 import freezeframe
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
+from freezeframe.custody.chain import seal_written
+from freezeframe.custody.pinned import pinned_manifest
 from freezeframe.holds import manifest_parts
-from freezeframe.keys import check_name, manifest_key, report_key
+from freezeframe.keys import check_name, report_key
 from freezeframe.manifest import entries_of, node_coverage
 from freezeframe.models import from_ns, parse_iso, to_ns
 from freezeframe.query import QueryResult, connect, run
@@ -258,7 +260,7 @@ def run_queries(con: Any, incident_id: str, window_start_ns: int, window_end_ns:
 def collect(settings: Settings, s3: Any, incident_id: str, con: Any = None) -> ReportData:
     """Read the manifest and its late parts from the evidence bucket, then run the SQL (on the bucket's tables
     unless `con` is given)."""
-    manifest = s3io.get_json(s3, settings.evidence_bucket, manifest_key(incident_id))
+    manifest = pinned_manifest(settings, s3, incident_id)
     parts = tuple(manifest_parts(settings, s3, incident_id))
     queries, bucket_ns = run_queries(con if con is not None else connect(settings), incident_id,
                                      *window_ns(manifest))
@@ -279,8 +281,11 @@ def write_incident_report(settings: Settings, s3: Any, incident_id: str) -> str:
 
 
 def store_report(settings: Settings, s3: Any, incident_id: str, page: str) -> str:
-    key = report_key(incident_id)
-    s3io.put_bytes(s3, settings.evidence_bucket, key, page.encode(), content_type="text/html; charset=utf-8")
+    """Stores the page as a new version of the report, signed into the incident's chain. It is locked by the
+    evidence bucket's default retention: only the freeze and the segment indexer may set a lock of their own."""
+    key, body = report_key(incident_id), page.encode()
+    version_id = s3io.put_bytes(s3, settings.evidence_bucket, key, body, content_type="text/html; charset=utf-8")
+    seal_written(settings, s3, incident_id, "report", key, version_id, body, None)
     return key
 
 

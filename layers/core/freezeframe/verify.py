@@ -26,9 +26,14 @@ from botocore.exceptions import ClientError
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
-from freezeframe.errors import NotFoundError, PayloadError
+from freezeframe.custody.chain import Trust, chain_prefix, check_links, public_key_key
+from freezeframe.custody.ledger import ledger_prefix
+from freezeframe.custody.pinned import online_trust
+from freezeframe.custody.signatures import fingerprint, load_public_key
+from freezeframe.errors import CustodyError, NotFoundError, PayloadError
+from freezeframe.finalize import summary_key
 from freezeframe.k8s_context import ContextEntry, context_root_hash
-from freezeframe.keys import manifest_key, manifest_parts_prefix
+from freezeframe.keys import manifest_key, manifest_parts_prefix, report_key
 from freezeframe.manifest import entries_of, root_hash
 from freezeframe.models import LockSpec, ManifestEntry, iso, parse_iso
 
@@ -132,16 +137,21 @@ class S3Store:
         return sha.hexdigest(), size
 
 
-def verify_incident(settings: Settings, s3: Any, incident_id: str, now: datetime | None = None) -> VerifyReport:
-    """Verify one incident on S3. Raises NotFoundError when the incident has no manifest at all."""
-    report = check_incident(S3Store(s3), settings, incident_id, now)
+def verify_incident(settings: Settings, s3: Any, incident_id: str, now: datetime | None = None,
+                    trust: Trust | None = None) -> VerifyReport:
+    """Verify one incident on S3. Raises NotFoundError when the incident has no manifest at all. `trust`: the
+    signing key and time-stamping roots to check against (default: the configured KMS key and TSA roots)."""
+    report = check_incident(S3Store(s3), settings, incident_id, now, trust or online_trust(settings))
     logger.info("incident verified", extra={"incident_id": incident_id, "checks": len(report.checks),
                                             "failures": len(report.failures)})
     return report
 
 
 def check_incident(store: EvidenceStore, settings: Settings, incident_id: str,
-                   now: datetime | None = None) -> VerifyReport:
+                   now: datetime | None = None, trust: Trust | None = None) -> VerifyReport:
+    """With a custody chain, only the document versions its valid links name are evidence: any other version, or
+    a part no link names, fails and contributes no segment. Without one (an unsigned deployment), the chain check
+    fails and the documents are checked at their current and original versions."""
     now = now or datetime.now(UTC)
     bucket = settings.evidence_bucket
     key = manifest_key(incident_id)
@@ -150,9 +160,10 @@ def check_incident(store: EvidenceStore, settings: Settings, incident_id: str,
         raise NotFoundError(f"incident {incident_id} has no manifest at s3://{bucket}/{key}")
 
     checks: list[Check] = []
+    named = _chain_checks(store, settings, incident_id, trust or Trust(None, "no trust given"), checks)
     claims: dict[tuple[str, ManifestEntry], list[LockSpec | None]] = {}
     main_lock: LockSpec | None = None
-    for subject, version_id in _documents(key, by_key[key], checks):
+    for subject, version_id in _pinned_documents(key, by_key[key], named, checks):
         lock, listed = _check_document(store, bucket, subject, key, version_id, incident_id, None, settings, now,
                                        checks, is_part=False)
         main_lock = stronger(main_lock, lock)  # an altered copy cannot weaken what the original asked
@@ -163,13 +174,20 @@ def check_incident(store: EvidenceStore, settings: Settings, incident_id: str,
 
     parts_prefix = manifest_parts_prefix(incident_id)
     for part_key, versions in sorted(_group(store.versions(bucket, parts_prefix)).items()):
-        if not part_key.endswith(".json"):
-            continue
-        for subject, version_id in _documents(part_key, versions, checks):
-            _, listed = _check_document(store, bucket, subject, part_key, version_id, incident_id, main_lock,
-                                        settings, now, checks, is_part=True)
+        # Every key under the prefix, whatever its name: readers used to take what verify skipped.
+        for subject, version_id in _pinned_documents(part_key, versions, named, checks):
+            own, listed = _check_document(store, bucket, subject, part_key, version_id, incident_id, main_lock,
+                                          settings, now, checks, is_part=True)
             for claim, required in listed:
-                claims.setdefault(claim, []).append(required)
+                # A part cannot lower the bar: its own request's lock counts only where it is stronger.
+                claims.setdefault(claim, []).append(stronger(required, main_lock))
+
+    if named is not None:
+        # The other signed documents (summary, report, ledger entries): a version no link names was written by
+        # someone without signing authority.
+        for prefix in (summary_key(incident_id), report_key(incident_id), ledger_prefix(incident_id)):
+            for doc_key, versions in sorted(_group(store.versions(bucket, prefix)).items()):
+                checks.extend(_unnamed_versions(doc_key, versions, named))
 
     with ThreadPoolExecutor(max_workers=VERIFY_WORKERS) as pool:
         results = pool.map(lambda item: check_segment(store, item[0][0], item[0][1], _strongest(item[1]), now),
@@ -177,6 +195,91 @@ def check_incident(store: EvidenceStore, settings: Settings, incident_id: str,
         for segment_checks in results:
             checks.extend(segment_checks)
     return VerifyReport(incident_id, tuple(checks))
+
+
+def _chain_checks(store: EvidenceStore, settings: Settings, incident_id: str, trust: Trust,
+                  checks: list[Check]) -> dict[str, set[str]] | None:
+    """The chain's own checks (each link's single version, signature, predecessor, timestamp) and, for every valid
+    link, that the object version it names still hashes to what it signed. Returns key -> the versions valid links
+    name, or None when the incident has no chain at all."""
+    bucket = settings.evidence_bucket
+    grouped = _group(store.versions(bucket, chain_prefix(incident_id)))
+    if not grouped:
+        checks.append(Check(chain_prefix(incident_id), "chain", False,
+                            "no signed custody chain: nothing vouches for the documents (frozen without a signing "
+                            "key, or the chain was never written)"))
+        return None
+    stored: list[tuple[str, bytes]] = []
+    for link_key_, versions in sorted(grouped.items()):
+        checks.append(version_list_check(link_key_, versions))
+        real = [v for v in versions if not v.delete_marker]
+        if real:
+            stored.append((link_key_, store.read(bucket, link_key_, real[-1].version_id)))
+    checks.extend(_published_key_checks(store, bucket, incident_id, trust))
+    named: dict[str, set[str]] = {}
+    for result in check_links(incident_id, stored, trust):
+        checks.extend(Check(p.subject, p.name, False, p.detail) for p in result.problems)
+        if not result.ok or result.envelope is None:
+            continue
+        link = result.envelope.link
+        ref = link.object
+        checks.append(Check(result.subject, "signature", True,
+                            f"{link.kind} {ref.key}@{ref.version_id} signed by {trust.source} "
+                            f"({link.signed_by}), time-stamped {iso(result.stamped_at) if result.stamped_at else '-'}"))
+        subject = f"{ref.key}@{ref.version_id}"
+        digest = store.digest(ref.bucket, ref.key, ref.version_id)
+        if digest is None:
+            checks.append(Check(subject, "signed", False, f"deleted: the version link {link.seq} names is gone"))
+        else:
+            content = content_check(subject, ref.sha256, ref.size, *digest)
+            checks.append(Check(subject, "signed", content.ok, content.detail))
+        if ref.bucket == bucket:
+            named.setdefault(ref.key, set()).add(ref.version_id)
+    return named
+
+
+def _published_key_checks(store: EvidenceStore, bucket: str, incident_id: str, trust: Trust) -> list[Check]:
+    """The public key published beside the evidence is the one the chain verifies under, in its only version."""
+    key = public_key_key(incident_id)
+    versions = _group(store.versions(bucket, key)).get(key, [])
+    real = [v for v in versions if not v.delete_marker]
+    if not real or trust.public_key_der is None:
+        return [Check(key, "public_key", False, "no public key published beside the evidence")] if not real else []
+    checks = [version_list_check(key, versions)]
+    try:
+        published = fingerprint(load_public_key(store.read(bucket, key, real[-1].version_id)))
+    except CustodyError as exc:
+        return [*checks, Check(key, "public_key", False, str(exc))]
+    trusted = fingerprint(trust.public_key_der)
+    checks.append(Check(key, "public_key", published == trusted,
+                        f"sha256 {published}" + ("" if published == trusted else f", the trusted key is {trusted}")))
+    return checks
+
+
+def _unnamed_versions(key: str, versions: Sequence[StoredVersion], named: dict[str, set[str]]) -> list[Check]:
+    pinned = named.get(key, set())
+    return [Check(f"{key}@{v.version_id}", "chain", False,
+                  "not named by the signed custody chain: written by someone without signing authority")
+            for v in versions if not v.delete_marker and v.version_id not in pinned]
+
+
+def _pinned_documents(key: str, versions: Sequence[StoredVersion], named: dict[str, set[str]] | None,
+                      checks: list[Check]) -> list[tuple[str, str]]:
+    """The versions of a manifest or part key to verify: those the chain names; without a chain, the current and
+    the original ones. A key or version the chain does not name is reported, and is not evidence."""
+    if named is None:
+        return _documents(key, versions, checks)
+    checks.append(version_list_check(key, versions))
+    real = [v.version_id for v in versions if not v.delete_marker]
+    pinned = named.get(key, set())
+    if not pinned & set(real):
+        checks.append(Check(key, "chain", False,
+                            f"not named by the signed custody chain: no function with signing authority wrote "
+                            f"{'it' if len(real) < 2 else 'any of its ' + str(len(real)) + ' versions'}; "
+                            f"what it lists is not evidence"))
+        return []
+    return [(key if version_id == real[0] else f"{key}@{version_id}", version_id)
+            for version_id in real if version_id in pinned]
 
 
 def _context_claims(store: EvidenceStore, bucket: str, subject: str, key: str, version_id: str,

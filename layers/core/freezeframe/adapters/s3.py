@@ -102,6 +102,16 @@ def list_versions(s3: Any, bucket: str, prefix: str) -> Iterator[ObjectVersion]:
                                     version["LastModified"])
 
 
+def list_all_versions(s3: Any, bucket: str, prefix: str) -> Iterator[tuple[str, str, bool]]:
+    """(key, version id, is a delete marker) of every version and delete marker under prefix, each key's newest
+    first."""
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Versions", []):
+            yield item["Key"], item["VersionId"], False
+        for item in page.get("DeleteMarkers", []):
+            yield item["Key"], item["VersionId"], True
+
+
 def list_keys(s3: Any, bucket: str, prefix: str) -> Iterator[str]:
     paginator = s3.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
@@ -168,9 +178,13 @@ def put_bytes(s3: Any, bucket: str, key: str, body: bytes, *, content_type: str,
     return str(reply.get("VersionId") or "")
 
 
+def encode_json(document: Mapping[str, Any]) -> bytes:
+    """The bytes put_json stores (what a custody link's sha256 is taken over)."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
 def put_json(s3: Any, bucket: str, key: str, document: Mapping[str, Any], **kwargs: Any) -> str | None:
-    body = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
-    return put_bytes(s3, bucket, key, body, content_type="application/json", **kwargs)
+    return put_bytes(s3, bucket, key, encode_json(document), content_type="application/json", **kwargs)
 
 
 def get_bytes(s3: Any, bucket: str, key: str, version_id: str | None = None) -> bytes:
@@ -193,6 +207,13 @@ def exists(s3: Any, bucket: str, key: str) -> bool:
             return False
         raise
     return True
+
+
+def get_json_version(s3: Any, bucket: str, key: str, version_id: str) -> dict[str, Any]:
+    document = json.loads(get_bytes(s3, bucket, key, version_id))
+    if not isinstance(document, dict):
+        raise NotFoundError(f"s3://{bucket}/{key}?versionId={version_id} is not a JSON object")
+    return document
 
 
 def get_json(s3: Any, bucket: str, key: str) -> dict[str, Any]:

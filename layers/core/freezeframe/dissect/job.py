@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
+from freezeframe.custody.pinned import pinned_manifest
 from freezeframe.dissect.apps import AppTracker
 from freezeframe.dissect.batch import feed_batches
 from freezeframe.dissect.chunks import Chunk, concat_sorted, merge_connections, plan_chunks, remap_conn_ids
@@ -41,7 +42,7 @@ from freezeframe.dissect.enrich import IpTimeline, enrich
 from freezeframe.dissect.problems import APP_KINDS, DECODE_KINDS, SegmentProblems, SegmentRef
 from freezeframe.errors import CaptureFormatError, SegmentCorruptError
 from freezeframe.holds import manifest_parts
-from freezeframe.keys import dissect_status_key, manifest_key, table_part_key
+from freezeframe.keys import dissect_status_key, table_part_key
 from freezeframe.manifest import entries_of
 from freezeframe.models import ManifestEntry, iso
 from freezeframe.pcapio import MAX_TS_NS, open_capture
@@ -205,7 +206,7 @@ def dissect_chunked(node: str, segments: Sequence[SegmentSource], chunks: Sequen
 def dissect_node(settings: Settings, s3: Any, incident_id: str, node: str,
                  chunk_ns: int | None = None, workers: int | None = None) -> DissectReport:
     """Dissect one node's segments of an incident; with ``chunk_ns``, in parallel time chunks of that length."""
-    manifest = s3io.get_json(s3, settings.evidence_bucket, manifest_key(incident_id))
+    manifest = pinned_manifest(settings, s3, incident_id)
     raw_bucket = manifest.get("raw_bucket", settings.raw_bucket)
     window_start_ns = _ns(manifest["request"]["window_start"])
     window_end_ns = _ns(manifest["request"]["window_end"])

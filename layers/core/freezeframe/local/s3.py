@@ -285,7 +285,7 @@ def _localstack_env(workdir: Path, port: int) -> dict[str, str]:
         env.pop(name, None)
     env.update(
         {
-            "SERVICES": "s3",
+            "SERVICES": "s3,kms",  # kms: the asymmetric key that signs evidence
             "DISABLE_EVENTS": "1",
             "SKIP_SSL_CERT_DOWNLOAD": "1",
             "DNS_ADDRESS": "0",

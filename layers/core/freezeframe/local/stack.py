@@ -23,12 +23,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from freezeframe.adapters import kms as kms_io
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import K8S_TOPIC, Settings, env_overrides
 from freezeframe.errors import StackError
 from freezeframe.local import kafka as kafka_stack
 from freezeframe.local import s3 as s3_stack
 from freezeframe.local import trino as trino_stack
+from freezeframe.local import tsa as tsa_stack
 
 logger = logging.getLogger(__name__)
 STATE_SCHEMA = "freezeframe.stack/v1"
@@ -46,6 +48,11 @@ class StackState:
     workdir: str
     trino_url: str | None = None
     trino_pid: int | None = None
+    # Custody: LocalStack's KMS key that signs evidence, and the local RFC 3161 time-stamping authority.
+    signing_key_id: str = ""
+    tsa_url: str = ""
+    tsa_pid: int = 0
+    tsa_ca_file: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": STATE_SCHEMA, **{name: getattr(self, name) for name in self.__slots__}}
@@ -73,6 +80,10 @@ def apply_state(config: Settings, state: StackState | None) -> Settings:
         kafka_bootstrap=config.kafka_bootstrap or state.kafka_bootstrap,
         lambda_endpoint=config.lambda_endpoint or state.gateway_url,
         trino_url=config.trino_url or state.trino_url,
+        signing_key_id=config.signing_key_id or state.signing_key_id or None,
+        kms_endpoint=config.kms_endpoint or (state.s3_endpoint if state.signing_key_id else None),
+        tsa_url=config.tsa_url or state.tsa_url or None,
+        tsa_ca_file=config.tsa_ca_file or (Path(state.tsa_ca_file) if state.tsa_ca_file else None),
     )
 
 
@@ -113,16 +124,25 @@ def up(config: Settings, trino: bool = False) -> StackState:
         if not token_file.exists():
             token_file.write_text(secrets.token_urlsafe(32), encoding="utf-8")
             token_file.chmod(0o600)
+        signing_key_id = kms_io.create_signing_key(
+            kms_io.client(config.with_(kms_endpoint=endpoint.url)), "freezeframe-evidence-signing",
+            "freezeframe local stack: signs evidence documents")
+        tsa_url, tsa_pid = tsa_stack.start_tsa(workdir / "tsa", free_port())
+        started.append(tsa_pid)
+        tsa_ca_file = tsa_stack.Authority(workdir / "tsa").ca_pem
         port = free_port()
         gateway_url = f"http://127.0.0.1:{port}"
         stack_settings = config.with_(s3_endpoint=endpoint.url, kafka_bootstrap=broker.bootstrap,
                                       lambda_endpoint=gateway_url, alertmanager_token_file=token_file,
-                                      alertmanager_token_env=None, state_dir=config.state_dir.resolve())
+                                      alertmanager_token_env=None, state_dir=config.state_dir.resolve(),
+                                      signing_key_id=signing_key_id, kms_endpoint=endpoint.url, tsa_url=tsa_url,
+                                      tsa_ca_file=tsa_ca_file)
         s3io.ensure_buckets(s3io.client(stack_settings), stack_settings)
         gateway_pid = _start_gateway(stack_settings, port, workdir)
         started.append(gateway_pid)
         state = StackState(broker.bootstrap, broker.pid, endpoint.url, int(endpoint.pid or 0), gateway_url,
-                           gateway_pid, str(token_file), str(workdir))
+                           gateway_pid, str(token_file), str(workdir), signing_key_id=signing_key_id,
+                           tsa_url=tsa_url, tsa_pid=tsa_pid, tsa_ca_file=str(tsa_ca_file))
         if trino:
             state = _with_trino(state)
     except BaseException:
@@ -149,6 +169,8 @@ def down(config: Settings) -> StackState | None:
     if state.trino_pid:
         trino_stack.stop_trino(state.trino_pid)
     s3_stack.stop_process(state.gateway_pid)
+    if state.tsa_pid:
+        s3_stack.stop_process(state.tsa_pid)
     s3_stack.stop_process(state.s3_pid)
     kafka_stack.stop_kafka(state.kafka_pid)
     state_path(config).unlink()
