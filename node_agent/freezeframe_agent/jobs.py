@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from freezeframe import config
 from freezeframe.errors import ConfigError, PayloadError
 from freezeframe.keys import check_name
 from freezeframe_agent.health import Sample
@@ -193,7 +194,7 @@ def file_stamp(path: Path) -> tuple[int, int] | None:
     return stat.st_mtime_ns, stat.st_size
 
 
-JOBS_TOPIC = "freezeframe.jobs"  # job segments stay off freezeframe.segments: their seq runs per job, not per node
+JOBS_TOPIC = config.JOBS_TOPIC  # job segments stay off freezeframe.segments: their seq runs per job, not per node
 JOBS_SPOOL = "jobs"  # <spool_dir>/jobs/<name>/: each job has its own spool, so its own gapless seq
 # The families of a recording's own metrics that /metrics repeats per job, as job_<family>{job="<name>"}.
 JOB_FAMILIES = ("packets_captured_total", "bytes_captured_total", "kernel_drops_total", "agent_drops_total",

@@ -36,6 +36,22 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_topics(args: argparse.Namespace) -> int:
+    from freezeframe.adapters.kafka_auth import client_options, describe
+    from freezeframe.config import JOBS_TOPIC, K8S_TOPIC
+    from freezeframe.errors import ConfigError
+    from freezeframe.local.kafka import create_topics
+
+    config = settings()
+    if not config.kafka_bootstrap:
+        raise ConfigError("no Kafka: set FREEZEFRAME_KAFKA_BOOTSTRAP (and the FREEZEFRAME_KAFKA_* security settings)")
+    names = [config.segments_topic, K8S_TOPIC, JOBS_TOPIC]
+    create_topics(config.kafka_bootstrap, names, args.partitions, timeout=args.timeout,
+                  client_options=client_options(config), replication_factor=args.replication_factor)
+    print(f"topics {', '.join(names)} exist on {config.kafka_bootstrap} ({describe(config)})")
+    return 0
+
+
 def _cmd_down(args: argparse.Namespace) -> int:
     from freezeframe.local.stack import down
 
@@ -267,6 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("up", help="start Kafka, an Object-Lock-enforcing S3 (LocalStack) and the gateway").set_defaults(
         func=_cmd_up)
     sub.add_parser("down", help="stop the local stack").set_defaults(func=_cmd_down)
+    topics = sub.add_parser("topics", help="create the Kafka topics (segments, k8s, jobs) with the configured "
+                            "security (TLS, SCRAM or MSK IAM); existing topics are kept")
+    topics.add_argument("--partitions", type=int, default=6)
+    topics.add_argument("--replication-factor", type=int, default=3, help="3 suits MSK; 1 for a single broker")
+    topics.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the brokers")
+    topics.set_defaults(func=_cmd_topics)
     sub.add_parser("prepare", help="download what `up` needs (Kafka jars, LocalStack venv) into the cache"
                    ).set_defaults(func=_cmd_prepare)
     demo = sub.add_parser("demo", help="run the whole story: replay, alert, freeze, dissect, SQL")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from freezeframe.adapters import s3 as s3io
-from freezeframe.config import K8S_TOPIC, Settings, env_overrides
+from freezeframe.config import JOBS_TOPIC, K8S_TOPIC, Settings, env_overrides
 from freezeframe.errors import StackError
 from freezeframe.local import kafka as kafka_stack
 from freezeframe.local import s3 as s3_stack
@@ -87,7 +87,7 @@ def up(config: Settings) -> StackState:
     try:
         broker = kafka_stack.start_kafka(workdir / "kafka")
         started.append(broker.pid)
-        kafka_stack.create_topics(broker.bootstrap, [config.segments_topic, K8S_TOPIC])
+        kafka_stack.create_topics(broker.bootstrap, [config.segments_topic, K8S_TOPIC, JOBS_TOPIC])
         s3_stack.ensure_localstack()
         endpoint = s3_stack.start_localstack(workdir / "s3")
         started.append(int(endpoint.pid or 0))
