@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from freezeframe import postback
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.catalog import register_parts
 from freezeframe.config import Settings
@@ -202,6 +203,7 @@ def finalize_incident(settings: Settings, s3: Any, incident_id: str, outcomes: S
     s3io.put_json(s3, settings.evidence_bucket, key, summary)
     logger.info("incident finalized", extra={"incident_id": incident_id, "state": summary["state"],
                                              "nodes": len(summary["nodes"]), "parts": len(part_keys)})
+    postback.after_finalize(settings, manifest, summary)
     return {**summary, "summary_key": key}
 
 
