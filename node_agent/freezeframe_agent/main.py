@@ -15,12 +15,13 @@ from typing import Any
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.bus import SegmentBus
+from freezeframe.bpf import link_type_for
 from freezeframe.config import Settings, settings
 from freezeframe.keys import job_segment_key
 from freezeframe.models import SegmentRecord
 from freezeframe_agent import __version__
 from freezeframe_agent.capture import CaptureEngineError, ReplaySource, Source, open_engine, record
-from freezeframe_agent.health import AgentMetrics, Health, HealthServer, Sample
+from freezeframe_agent.health import AgentMetrics, Health, HealthReport, HealthServer, Sample
 from freezeframe_agent.jobs import JOBS_SPOOL, JOBS_TOPIC, JobManager, RecordingJob
 from freezeframe_agent.k8s import K8sWatcher
 from freezeframe_agent.logs import configure_logging
@@ -42,7 +43,8 @@ def run(config: Settings, source: Source, *, live: bool, stop: threading.Event |
         s3: Any = None, bus: SegmentBus | None = None, on_stop: Any = None, http_port: int | None = None,
         terminate: threading.Event | None = None, drain_timeout_s: float | None = None,
         job: RecordingJob | None = None, on_metrics: Callable[[AgentMetrics], None] | None = None,
-        extra_metrics: Callable[[], list[Sample]] | None = None) -> list[SegmentRecord]:
+        extra_metrics: Callable[[], list[Sample]] | None = None,
+        extra_health: Callable[[], dict[str, Any]] | None = None) -> list[SegmentRecord]:
     """Runs one source to its end (or until `stop`), then waits until the spool is uploaded: for `drain_timeout_s`
     (None: as long as it takes), or SHUTDOWN_GRACE_S once `terminate` is set. Returns the records this run
     published, which include segments an earlier run left in the spool.
@@ -76,7 +78,10 @@ def run(config: Settings, source: Source, *, live: bool, stop: threading.Event |
                            source=source, segmenter=segmenter, spool=spool, uploader=uploader, extra=extra_metrics)
     if on_metrics is not None:
         on_metrics(metrics)
-    server = HealthServer(http_port, metrics.health_report, metrics.render) if http_port is not None else None
+    health_report = metrics.health_report
+    if extra_health is not None:  # the recording jobs' state (a rejected filter and its reason) in /healthz
+        health_report = functools.partial(_with_details, metrics.health_report, extra_health)
+    server = HealthServer(http_port, health_report, metrics.render) if http_port is not None else None
     uploader.start()
     if server is not None:
         server.start()
@@ -99,6 +104,11 @@ def run(config: Settings, source: Source, *, live: bool, stop: threading.Event |
     if engine_error is not None:
         raise CaptureEngineError(engine_error)
     return uploader.uploaded
+
+
+def _with_details(report: Callable[[], HealthReport], extra: Callable[[], dict[str, Any]]) -> HealthReport:
+    base = report()
+    return HealthReport(base.healthy, base.reasons, {**base.details, **extra()})
 
 
 def _engine_check(source: Source, limit_s: float) -> str | None:
@@ -175,7 +185,8 @@ def job_manager(config: Settings, jobs_file: Path, *, interfaces: tuple[str, ...
         finally:
             source.close()
 
-    manager = JobManager(jobs_file, record_job, poll_s=poll_s)
+    manager = JobManager(jobs_file, record_job, poll_s=poll_s,
+                         link_type=link_type_for(interfaces or config.interfaces))
     return manager
 
 
@@ -259,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         records = run_capture(config, args.interface, args.duration,
                               config.capture_filter if args.filter is None else args.filter, snaplen=args.snaplen,
-                              extra_metrics=jobs[1].samples if jobs is not None else None, **common)
+                              extra_metrics=jobs[1].samples if jobs is not None else None,
+                              extra_health=jobs[1].health_details if jobs is not None else None, **common)
     except CaptureEngineError:
         return 1
     finally:

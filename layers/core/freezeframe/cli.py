@@ -211,8 +211,9 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 def _cmd_jobs(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
+    from freezeframe.bpf import link_type_for
     from freezeframe.errors import ConfigError
-    from freezeframe_agent.jobs import describe_jobs, format_jobs, load_jobs
+    from freezeframe_agent.jobs import describe_jobs, filter_errors, format_jobs, load_jobs
 
     path = args.file or settings().jobs_file
     if path is None:
@@ -222,9 +223,10 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
     now = datetime.fromisoformat(args.at.replace("Z", "+00:00")) if args.at else datetime.now(UTC)
     if now.tzinfo is None:
         raise ConfigError(f"--at {args.at!r} needs a time zone (Z or an offset)")
-    rows = describe_jobs(load_jobs(path), now)
+    jobs = load_jobs(path)
+    rows = describe_jobs(jobs, now, filter_errors(jobs, link_type_for(settings().interfaces)))
     print(json.dumps(rows, indent=2) if args.json else format_jobs(rows))
-    return 0
+    return 1 if any(row["error"] for row in rows) else 0
 
 
 def _cmd_export_pcap(args: argparse.Namespace) -> int:
