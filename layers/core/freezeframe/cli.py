@@ -240,7 +240,21 @@ def _cmd_export_pcap(args: argparse.Namespace) -> int:
     options = ExportOptions(fmt=args.format, bpf=args.filter, start_ns=time_ns(args.start, "--start"),
                             end_ns=time_ns(args.end, "--end"), namespaces=tuple(args.namespace),
                             pods=tuple(args.pod), nodes=tuple(args.node), verify=args.verify)
-    result = export_pcap(config, s3io.client(config), args.incident, args.output, options)
+    s3 = s3io.client(config)
+    if (args.incident is None) == (args.job is None):
+        from freezeframe.errors import ConfigError
+
+        raise ConfigError("give an INCIDENT or --job NAME (not both)")
+    if args.job is not None:
+        from freezeframe.export import Evidence
+        from freezeframe.job_recordings import job_entries
+
+        entries = job_entries(config, s3, args.job, start_ns=options.start_ns, end_ns=options.end_ns,
+                              nodes=options.nodes)
+        evidence = Evidence(config.raw_bucket, tuple(entries), ())
+        result = export_pcap(config, s3, f"job {args.job}", args.output, options, evidence=evidence)
+    else:
+        result = export_pcap(config, s3, args.incident, args.output, options)
     summary = sys.stderr if str(args.output) == "-" else sys.stdout  # `-o -`: stdout carries the capture
     if args.json:
         print(json.dumps(result.to_dict()), file=summary)
@@ -253,7 +267,31 @@ def _cmd_export_pcap(args: argparse.Namespace) -> int:
 
 def _cmd_dissect(args: argparse.Namespace) -> int:
     from freezeframe.dissect.files import dissect_files
+    from freezeframe.errors import ConfigError
 
+    if bool(args.captures) == (args.job is not None):
+        raise ConfigError("give capture files or --job NAME (not both)")
+    if args.job is not None:
+        from freezeframe.adapters import s3 as s3io
+        from freezeframe.export import time_ns
+        from freezeframe.job_recordings import dissect_job
+        from freezeframe.local.stack import apply_state, load_state
+
+        config = apply_state(settings(), load_state(settings()))
+        if args.s3_endpoint:
+            config = config.with_(s3_endpoint=args.s3_endpoint)
+        summary = dissect_job(config, s3io.client(config), args.job, args.out, start_ns=time_ns(args.start, "--start"),
+                              end_ns=time_ns(args.end, "--end"), nodes=tuple(args.job_node), progress=args.progress)
+        if args.json:
+            print(json.dumps(summary))
+        else:
+            print(f"dissected {summary['segments']} segments of job {args.job} from "
+                  f"{len(summary['nodes'])} node(s) into {args.out}; query them with "
+                  f"`freezeframe query --dir {args.out} SQL`")
+            for node, result in summary["nodes"].items():
+                rows = ", ".join(f"{name} {count}" for name, count in result["tables"].items())
+                print(f"  {node}: {rows}")
+        return 0
     started = time.perf_counter()
     result = dissect_files(args.captures, args.out, node=args.node, k8s=args.k8s, progress=args.progress)
     elapsed = time.perf_counter() - started
@@ -339,7 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--json", action="store_true")
     jobs.set_defaults(func=_cmd_jobs)
     export = sub.add_parser("export-pcap", help="merge an incident's locked segments of every node into one capture")
-    export.add_argument("incident")
+    export.add_argument("incident", nargs="?", help="the incident (or --job NAME)")
+    export.add_argument("--job", metavar="NAME", help="a recording job's segments instead of an incident's")
     export.add_argument("-o", "--output", type=Path, required=True,
                         help="the capture file to write, or - for stdout (e.g. | wireshark -k -i -)")
     export.add_argument("--filter", metavar="BPF", help="a libpcap filter expression (applied by tcpdump)")
@@ -356,7 +395,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--s3-endpoint", metavar="URL")
     export.set_defaults(func=_cmd_export_pcap)
     dissect = sub.add_parser("dissect", help="dissect local capture files (one node's segments) into Parquet tables")
-    dissect.add_argument("captures", nargs="+", type=Path, metavar="PCAP",
+    dissect.add_argument("--job", metavar="NAME", help="dissect a recording job's segments from the raw bucket "
+                         "(then: freezeframe query --dir OUT SQL)")
+    dissect.add_argument("--start", metavar="TIME", help="--job: only segments at or after this RFC 3339 time")
+    dissect.add_argument("--end", metavar="TIME", help="--job: only segments up to this RFC 3339 time")
+    dissect.add_argument("--job-node", action="append", default=[], help="--job: only this node (repeatable)")
+    dissect.add_argument("--s3-endpoint", metavar="URL")
+    dissect.add_argument("captures", nargs="*", type=Path, metavar="PCAP",
                          help="pcap or pcapng files, zstd-compressed or not, taken in the order of their first packet")
     dissect.add_argument("--out", type=Path, required=True,
                          help="output directory: <table>/<node>.parquet for every table, and <node>.json")
