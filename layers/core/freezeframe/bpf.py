@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import ipaddress
+import socket
 import threading
+from collections.abc import Callable
 from functools import lru_cache
+from urllib.parse import urlsplit
 
+from freezeframe.config import ENV_OWN_TRAFFIC_NETS, Settings
 from freezeframe.errors import ConfigError
 
 DLT_EN10MB = 1  # Ethernet: a named interface
@@ -73,3 +78,60 @@ def check_filter(expression: str, link_type: int = DLT_EN10MB, what: str = "capt
     error = compile_error(expression, link_type)
     if error is not None:
         raise FilterError(f"{what} {expression!r} is not valid BPF: {error}")
+
+
+Resolver = Callable[[str], list[str]]
+
+
+def _resolve(host: str) -> list[str]:
+    try:
+        return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)})
+    except socket.gaierror:
+        return []
+
+
+def own_traffic_exclusion(settings: Settings, resolve: Resolver = _resolve) -> str:
+    """A BPF `not (...)` for the agent's own connections, or "" when there is nothing to leave out:
+
+    - each Kafka bootstrap broker, by address and port (MSK's broker addresses are stable);
+    - a custom S3 endpoint (FREEZEFRAME_S3_ENDPOINT), by address and port;
+    - FREEZEFRAME_OWN_TRAFFIC_NETS on port 443: AWS's S3 addresses rotate, so name the region's S3 prefix list
+      (`aws ec2 get-managed-prefix-list-entries`), which is where the agent's uploads go through the VPC endpoint.
+
+    Names are resolved once, when the capture starts (tcpdump does the same with names in a filter)."""
+    terms: list[str] = []
+    endpoints: list[tuple[str, int]] = []
+    for server in (settings.kafka_bootstrap or "").split(","):
+        host, _, port = server.strip().rpartition(":")
+        if host and port.isdigit():
+            endpoints.append((host.strip("[]"), int(port)))
+    if settings.s3_endpoint:
+        url = urlsplit(settings.s3_endpoint)
+        if url.hostname:
+            endpoints.append((url.hostname, url.port or (443 if url.scheme == "https" else 80)))
+    for host, port in endpoints:
+        addresses = [host] if _is_address(host) else resolve(host)
+        terms += [f"(host {address} and tcp port {port})" for address in addresses]
+    for net in settings.own_traffic_nets:
+        try:
+            network = ipaddress.ip_network(net, strict=False)
+        except ValueError as exc:
+            raise ConfigError(f"{ENV_OWN_TRAFFIC_NETS}: {net!r} is not a network (CIDR)") from exc
+        terms.append(f"(net {network} and tcp port 443)")
+    return f"not ({' or '.join(dict.fromkeys(terms))})" if terms else ""
+
+
+def capture_filter(user_filter: str, settings: Settings, resolve: Resolver = _resolve) -> str:
+    """The filter the capture runs: the user's, minus the agent's own traffic (FREEZEFRAME_EXCLUDE_OWN_TRAFFIC)."""
+    exclusion = own_traffic_exclusion(settings, resolve) if settings.exclude_own_traffic else ""
+    if not exclusion:
+        return user_filter
+    return f"({user_filter}) and {exclusion}" if user_filter.strip() else exclusion
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

@@ -81,6 +81,9 @@ ENV_PAGERDUTY_API_TOKEN_SECRET_ARN = "FREEZEFRAME_PAGERDUTY_API_TOKEN_SECRET_ARN
 ENV_PAGERDUTY_API_URL = "FREEZEFRAME_PAGERDUTY_API_URL"
 ENV_PAGERDUTY_FROM = "FREEZEFRAME_PAGERDUTY_FROM"
 PAGERDUTY_API_URL = "https://api.pagerduty.com"
+# The agent leaves its own Kafka and S3 traffic out of the capture (freezeframe.bpf.own_traffic_exclusion).
+ENV_EXCLUDE_OWN_TRAFFIC = "FREEZEFRAME_EXCLUDE_OWN_TRAFFIC"
+ENV_OWN_TRAFFIC_NETS = "FREEZEFRAME_OWN_TRAFFIC_NETS"  # CIDRs of S3 (the region's S3 prefix list), comma-separated
 
 SEGMENTS_TOPIC = "freezeframe.segments"
 K8S_TOPIC = "freezeframe.k8s"
@@ -150,6 +153,8 @@ class Settings:
     pagerduty_api_token_secret_arn: str | None = None
     pagerduty_api_url: str = PAGERDUTY_API_URL
     pagerduty_from: str | None = None  # the PagerDuty user's e-mail that notes are written as (the From header)
+    exclude_own_traffic: bool = True  # capture filters leave out the agent's own Kafka and S3 connections
+    own_traffic_nets: tuple[str, ...] = ()  # S3's CIDRs (VPC endpoint prefix list) on 443, left out of captures
 
     def __post_init__(self) -> None:
         if self.lock_mode not in LOCK_MODES:
@@ -257,6 +262,8 @@ class Settings:
             pagerduty_api_token_secret_arn=env.get(ENV_PAGERDUTY_API_TOKEN_SECRET_ARN) or None,
             pagerduty_api_url=(env.get(ENV_PAGERDUTY_API_URL) or base.pagerduty_api_url).rstrip("/"),
             pagerduty_from=env.get(ENV_PAGERDUTY_FROM) or None,
+            exclude_own_traffic=env.get(ENV_EXCLUDE_OWN_TRAFFIC, "true").lower() not in ("0", "false", "no"),
+            own_traffic_nets=tuple(n.strip() for n in env.get(ENV_OWN_TRAFFIC_NETS, "").split(",") if n.strip()),
         )
 
     def with_(self, **changes: object) -> Settings:
@@ -337,6 +344,8 @@ def env_overrides(settings_: Settings) -> dict[str, str]:
         ENV_PAGERDUTY_API_URL: settings_.pagerduty_api_url if settings_.pagerduty_api_url != PAGERDUTY_API_URL
         else None,
         ENV_PAGERDUTY_FROM: settings_.pagerduty_from,
+        ENV_EXCLUDE_OWN_TRAFFIC: None if settings_.exclude_own_traffic else "false",
+        ENV_OWN_TRAFFIC_NETS: ",".join(settings_.own_traffic_nets) or None,
     }
     out.update({k: v for k, v in optional.items() if v})
     return out
