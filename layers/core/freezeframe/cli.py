@@ -15,15 +15,24 @@ from freezeframe.errors import FreezeframeError
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    from freezeframe.local.stack import up
+    import shlex
+
+    from freezeframe.local.stack import exports, up
 
     state = up(settings())
+    lines = " ".join(f"{name}={shlex.quote(value)}" for name, value in exports(state).items())
+    if args.env:  # for `eval "$(freezeframe up --env)"`: stdout carries only the exports
+        print(f"export {lines}")
+        return 0
     print(f"kafka     {state.kafka_bootstrap}\ns3        {state.s3_endpoint} (LocalStack, Object Lock enforced)\n"
-          f"gateway   {state.gateway_url}  (POST /v1/alerts/alertmanager, token in {state.token_file})\n"
+          f"gateway   {state.gateway_url}\n"
+          f"          POST /v1/alerts/alertmanager  bearer token in {state.token_file}\n"
+          f"          POST /v1/alerts/pagerduty     v3 signing secret in {state.pagerduty_secret_file or '-'} "
+          "(X-PagerDuty-Signature: v1=<HMAC-SHA256 of the body>, see examples/sign-pagerduty.sh)\n"
+          f"          POST /v1/freeze, GET /v1/incidents/<id>  bearer token in {state.api_token_file or '-'}\n"
           f"logs      {state.workdir}")
-    print("\n# to point the agent and the CLI at it:")
-    print(f"export FREEZEFRAME_S3_ENDPOINT={state.s3_endpoint} FREEZEFRAME_KAFKA_BOOTSTRAP={state.kafka_bootstrap} "
-          f"FREEZEFRAME_LAMBDA_ENDPOINT={state.gateway_url}")
+    print("\n# to point the agent, the CLI and curl at it (or: eval \"$(freezeframe up --env)\"):")
+    print(f"export {lines}")
     return 0
 
 
@@ -320,8 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="freezeframe", description="network flight recorder for Kubernetes")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="start Kafka, an Object-Lock-enforcing S3 (LocalStack) and the gateway").set_defaults(
-        func=_cmd_up)
+    up_parser = sub.add_parser("up", help="start Kafka, an Object-Lock-enforcing S3 (LocalStack) and the gateway")
+    up_parser.add_argument("--env", action="store_true", help="print only the shell exports (for eval)")
+    up_parser.set_defaults(func=_cmd_up)
     sub.add_parser("down", help="stop the local stack").set_defaults(func=_cmd_down)
     topics = sub.add_parser("topics", help="create the Kafka topics (segments, k8s, jobs) with the configured "
                             "security (TLS, SCRAM or MSK IAM); existing topics are kept")

@@ -41,6 +41,8 @@ class StackState:
     gateway_pid: int
     token_file: str
     workdir: str
+    pagerduty_secret_file: str = ""  # the PagerDuty v3 signing secret the gateway verifies with
+    api_token_file: str = ""  # the bearer token of POST /v1/freeze and GET /v1/incidents/<id>
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": STATE_SCHEMA, **{name: getattr(self, name) for name in self.__slots__}}
@@ -94,20 +96,22 @@ def up(config: Settings) -> StackState:
         probe = s3_stack.check_object_lock_enforcement(endpoint.url)
         if not all(probe.values()):
             raise StackError(f"S3 endpoint {endpoint.url} does not enforce Object Lock: {probe}")
-        token_file = workdir / "alertmanager.token"
-        if not token_file.exists():
-            token_file.write_text(secrets.token_urlsafe(32), encoding="utf-8")
-            token_file.chmod(0o600)
+        token_file = _credential(workdir / "alertmanager.token")
+        pagerduty_file = _credential(workdir / "pagerduty.secret")
+        api_token_file = _credential(workdir / "api.token")
         port = free_port()
         gateway_url = f"http://127.0.0.1:{port}"
         stack_settings = config.with_(s3_endpoint=endpoint.url, kafka_bootstrap=broker.bootstrap,
                                       lambda_endpoint=gateway_url, alertmanager_token_file=token_file,
-                                      alertmanager_token_env=None, state_dir=config.state_dir.resolve())
+                                      alertmanager_token_env=None, state_dir=config.state_dir.resolve(),
+                                      pagerduty_secrets_file=pagerduty_file, pagerduty_secrets_env=None,
+                                      pagerduty_secret_arn=None, api_token_file=api_token_file, api_token_env=None,
+                                      api_token_secret_arn=None)
         s3io.ensure_buckets(s3io.client(stack_settings), stack_settings)
         gateway_pid = _start_gateway(stack_settings, port, workdir)
         started.append(gateway_pid)
         state = StackState(broker.bootstrap, broker.pid, endpoint.url, int(endpoint.pid or 0), gateway_url,
-                           gateway_pid, str(token_file), str(workdir))
+                           gateway_pid, str(token_file), str(workdir), str(pagerduty_file), str(api_token_file))
     except BaseException:
         for pid in started:
             s3_stack.stop_process(pid)
@@ -115,6 +119,25 @@ def up(config: Settings) -> StackState:
     path = state_path(config)
     path.write_text(json.dumps(state.to_dict(), indent=2), encoding="utf-8")
     return state
+
+
+def _credential(path: Path) -> Path:
+    """A random credential in a file only its owner reads, made once (a restarted stack keeps its credentials)."""
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32), encoding="utf-8")
+    return path
+
+
+def exports(state: StackState) -> dict[str, str]:
+    """The settings that point the agent, the CLI and curl at the stack: endpoints and credential files."""
+    out = {"FREEZEFRAME_S3_ENDPOINT": state.s3_endpoint, "FREEZEFRAME_KAFKA_BOOTSTRAP": state.kafka_bootstrap,
+           "FREEZEFRAME_LAMBDA_ENDPOINT": state.gateway_url, "FREEZEFRAME_ALERTMANAGER_TOKEN_FILE": state.token_file}
+    if state.pagerduty_secret_file:
+        out["FREEZEFRAME_PAGERDUTY_SECRETS_FILE"] = state.pagerduty_secret_file
+    if state.api_token_file:
+        out["FREEZEFRAME_API_TOKEN_FILE"] = state.api_token_file
+    return out
 
 
 def down(config: Settings) -> StackState | None:
