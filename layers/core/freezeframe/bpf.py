@@ -102,9 +102,9 @@ def own_traffic_exclusion(settings: Settings, resolve: Resolver = _resolve) -> s
     terms: list[str] = []
     endpoints: list[tuple[str, int]] = []
     for server in (settings.kafka_bootstrap or "").split(","):
-        host, _, port = server.strip().rpartition(":")
-        if host and port.isdigit():
-            endpoints.append((host.strip("[]"), int(port)))
+        host, _, port_text = server.strip().rpartition(":")
+        if host and port_text.isdigit():
+            endpoints.append((host.strip("[]"), int(port_text)))
     if settings.s3_endpoint:
         url = urlsplit(settings.s3_endpoint)
         if url.hostname:

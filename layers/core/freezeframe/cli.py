@@ -297,9 +297,9 @@ def _cmd_dissect(args: argparse.Namespace) -> int:
             print(f"dissected {summary['segments']} segments of job {args.job} from "
                   f"{len(summary['nodes'])} node(s) into {args.out}; query them with "
                   f"`freezeframe query --dir {args.out} SQL`")
-            for node, result in summary["nodes"].items():
-                rows = ", ".join(f"{name} {count}" for name, count in result["tables"].items())
-                print(f"  {node}: {rows}")
+            for node, node_result in summary["nodes"].items():
+                counts = ", ".join(f"{name} {count}" for name, count in node_result["tables"].items())
+                print(f"  {node}: {counts}")
         return 0
     started = time.perf_counter()
     result = dissect_files(args.captures, args.out, node=args.node, k8s=args.k8s, progress=args.progress)

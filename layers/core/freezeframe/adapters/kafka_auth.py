@@ -122,7 +122,7 @@ def msk_iam_token_provider(region: str, generate: TokenGenerator | None = None) 
     try:
         from kafka.net.sasl.oauth import AbstractTokenProvider  # kafka-python >= 3
     except ImportError:  # pragma: no cover - kafka-python 2.x
-        from kafka.sasl.oauth import AbstractTokenProvider  # type: ignore[no-redef]
+        from kafka.sasl.oauth import AbstractTokenProvider  # type: ignore[no-redef,unused-ignore]
     AbstractTokenProvider.register(MskIamTokenProvider)
     return MskIamTokenProvider(region, generate)
 
