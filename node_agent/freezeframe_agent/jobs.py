@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from freezeframe import bpf, config
 from freezeframe.errors import ConfigError, PayloadError
 from freezeframe.keys import check_name
 from freezeframe_agent.health import Sample
@@ -47,6 +48,7 @@ class JobState(StrEnum):
     RECORDING = "recording"
     DONE = "done"
     EXPIRED = "expired"
+    INVALID = "invalid"  # its filter does not compile (libpcap's reason is shown): never recorded
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +185,16 @@ def load_jobs(path: Path) -> list[RecordingJob]:
     return parse_jobs(document, mtime, str(path))
 
 
+def filter_errors(jobs: Sequence[RecordingJob], link_type: int = bpf.DLT_LINUX_SLL2) -> dict[str, str]:
+    """job name -> libpcap's reason, for every job whose filter does not compile for the capture's link type."""
+    errors = {}
+    for job in jobs:
+        reason = bpf.compile_error(job.capture_filter, link_type)
+        if reason is not None:
+            errors[job.name] = reason
+    return errors
+
+
 def file_stamp(path: Path) -> tuple[int, int] | None:
     """What the reload poll compares: (mtime_ns, size), None for a missing file. A ConfigMap update swaps a symlink,
     which changes the stamp of the path as followed."""
@@ -193,7 +205,7 @@ def file_stamp(path: Path) -> tuple[int, int] | None:
     return stat.st_mtime_ns, stat.st_size
 
 
-JOBS_TOPIC = "freezeframe.jobs"  # job segments stay off freezeframe.segments: their seq runs per job, not per node
+JOBS_TOPIC = config.JOBS_TOPIC  # job segments stay off freezeframe.segments: their seq runs per job, not per node
 JOBS_SPOOL = "jobs"  # <spool_dir>/jobs/<name>/: each job has its own spool, so its own gapless seq
 # The families of a recording's own metrics that /metrics repeats per job, as job_<family>{job="<name>"}.
 JOB_FAMILIES = ("packets_captured_total", "bytes_captured_total", "kernel_drops_total", "agent_drops_total",
@@ -216,8 +228,10 @@ class JobManager:
 
     def __init__(self, path: Path, record_job: Callable[[RecordingJob, threading.Event], Sequence[Any]], *,
                  poll_s: float = 1.0, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 retry_s: float = 10.0) -> None:
+                 retry_s: float = 10.0, link_type: int = bpf.DLT_LINUX_SLL2) -> None:
         self.path = path
+        self.link_type = link_type  # what each job's filter is compiled for when the file is loaded
+        self.rejected: dict[str, str] = {}  # job name -> why its filter was rejected
         self._record_job = record_job
         self.poll_s = poll_s
         self._clock = clock
@@ -239,6 +253,7 @@ class JobManager:
         self._stamp, self._loaded = stamp, True
         try:
             self.jobs = load_jobs(self.path)
+            self.rejected = filter_errors(self.jobs, self.link_type)
             self.load_error = None
         except ConfigError as exc:
             self.load_error = str(exc)
@@ -246,12 +261,15 @@ class JobManager:
             return False
         self.reloads += 1
         logger.info("jobs loaded", extra={"jobs": [job.name for job in self.jobs]})
+        for name, reason in self.rejected.items():
+            logger.error("job rejected: its filter is not valid BPF", extra={"job": name, "error": reason})
         return True
 
     def poll_once(self) -> None:
         self.reload_if_changed()
         now = self._clock()
-        wanted = {job.name: job for job in self.jobs if job_state(job, now).state == JobState.RECORDING}
+        wanted = {job.name: job for job in self.jobs
+                  if job.name not in self.rejected and job_state(job, now).state == JobState.RECORDING}
         for name, running in list(self._running.items()):
             if not running.thread.is_alive():
                 del self._running[name]
@@ -285,7 +303,7 @@ class JobManager:
                       "stay in force).", 0 if self.load_error else 1)]
         for job in self.jobs:
             label = ("job", job.name)
-            state = job_state(job, now).state
+            state = JobState.INVALID if job.name in self.rejected else job_state(job, now).state
             out += [Sample("job_state", "gauge", "1 for the state the job is in.", 1 if option == state else 0,
                            (label, ("state", str(option)))) for option in JobState]
             out.append(Sample("job_recording", "gauge", "1 while a recording of the job runs.",
@@ -320,13 +338,23 @@ class JobManager:
             logger.exception("job recording failed", extra={"job": job.name})
 
 
-def describe_jobs(jobs: Sequence[RecordingJob], now: datetime) -> list[dict[str, Any]]:
-    """One row per job for `freezeframe jobs`: its state at `now` and its current or next window."""
+    def health_details(self) -> dict[str, Any]:
+        """For /healthz: the jobs file's load error and every rejected job with libpcap's reason."""
+        return {"jobs_file_error": self.load_error, "jobs_rejected": dict(self.rejected),
+                "jobs_recording": self.running()}
+
+
+def describe_jobs(jobs: Sequence[RecordingJob], now: datetime, rejected: Mapping[str, str] | None = None
+                  ) -> list[dict[str, Any]]:
+    """One row per job for `freezeframe jobs`: its state at `now` and its current or next window; a job in
+    `rejected` is `invalid`, with the reason as its `error`."""
     rows = []
     for job in jobs:
         status = job_state(job, now)
+        error = (rejected or {}).get(job.name)
         rows.append({
-            "name": job.name, "state": str(status.state), "filter": job.capture_filter,
+            "name": job.name, "state": str(JobState.INVALID if error else status.state), "error": error,
+            "filter": job.capture_filter,
             "window_start": status.window_start.isoformat() if status.window_start else None,
             "window_end": status.window_end.isoformat() if status.window_end else None,
             "daily_iterations": job.daily_iterations, "duration_s": job.duration.total_seconds(),
@@ -344,7 +372,7 @@ def format_jobs(rows: Sequence[Mapping[str, Any]]) -> str:
         str(row["name"]), str(row["state"]),
         f"{row['window_start'] or '-'} .. {row['window_end'] or 'open'}" if row["window_start"] else "-",
         f"{row['retention_days']}d" if row["retention_days"] else "-",
-        str(row["filter"]) or "(all traffic)",
+        (str(row["filter"]) or "(all traffic)") + (f"  <- rejected: {row['error']}" if row.get("error") else ""),
     ) for row in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(header) - 1)]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line[:-1], widths, strict=True))

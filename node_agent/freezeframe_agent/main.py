@@ -4,9 +4,11 @@ recording jobs (each the same pipeline under its own prefix) and the Kubernetes 
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -15,12 +17,14 @@ from typing import Any
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.bus import SegmentBus
-from freezeframe.config import Settings, settings
+from freezeframe.bpf import capture_filter, link_type_for
+from freezeframe.config import ENV_AGENT_HTTP_PORT, Settings, settings
+from freezeframe.errors import ConfigError
 from freezeframe.keys import job_segment_key
 from freezeframe.models import SegmentRecord
 from freezeframe_agent import __version__
 from freezeframe_agent.capture import CaptureEngineError, ReplaySource, Source, open_engine, record
-from freezeframe_agent.health import AgentMetrics, Health, HealthServer, Sample
+from freezeframe_agent.health import AgentMetrics, Health, HealthReport, HealthServer, Sample
 from freezeframe_agent.jobs import JOBS_SPOOL, JOBS_TOPIC, JobManager, RecordingJob
 from freezeframe_agent.k8s import K8sWatcher
 from freezeframe_agent.logs import configure_logging
@@ -42,7 +46,8 @@ def run(config: Settings, source: Source, *, live: bool, stop: threading.Event |
         s3: Any = None, bus: SegmentBus | None = None, on_stop: Any = None, http_port: int | None = None,
         terminate: threading.Event | None = None, drain_timeout_s: float | None = None,
         job: RecordingJob | None = None, on_metrics: Callable[[AgentMetrics], None] | None = None,
-        extra_metrics: Callable[[], list[Sample]] | None = None) -> list[SegmentRecord]:
+        extra_metrics: Callable[[], list[Sample]] | None = None,
+        extra_health: Callable[[], dict[str, Any]] | None = None) -> list[SegmentRecord]:
     """Runs one source to its end (or until `stop`), then waits until the spool is uploaded: for `drain_timeout_s`
     (None: as long as it takes), or SHUTDOWN_GRACE_S once `terminate` is set. Returns the records this run
     published, which include segments an earlier run left in the spool.
@@ -76,7 +81,10 @@ def run(config: Settings, source: Source, *, live: bool, stop: threading.Event |
                            source=source, segmenter=segmenter, spool=spool, uploader=uploader, extra=extra_metrics)
     if on_metrics is not None:
         on_metrics(metrics)
-    server = HealthServer(http_port, metrics.health_report, metrics.render) if http_port is not None else None
+    health_report = metrics.health_report
+    if extra_health is not None:  # the recording jobs' state (a rejected filter and its reason) in /healthz
+        health_report = functools.partial(_with_details, metrics.health_report, extra_health)
+    server = _health_server(http_port, health_report, metrics.render) if http_port is not None else None
     uploader.start()
     if server is not None:
         server.start()
@@ -99,6 +107,24 @@ def run(config: Settings, source: Source, *, live: bool, stop: threading.Event |
     if engine_error is not None:
         raise CaptureEngineError(engine_error)
     return uploader.uploaded
+
+
+def _health_server(port: int, report: Callable[[], HealthReport], render: Callable[[], str]) -> HealthServer:
+    """The /healthz and /metrics server; a port already taken is a clear configuration error, not a traceback
+    (the DaemonSet runs on the host network: a second agent, or anything else on the node, may hold the port)."""
+    try:
+        return HealthServer(port, report, render)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise ConfigError(f"the health and metrics port {port} is already in use on this host ({exc.strerror}); "
+                          f"set {ENV_AGENT_HTTP_PORT} to a free port (0 picks one) and keep the DaemonSet's "
+                          "containerPort, probes and scrape annotation on the same number") from exc
+
+
+def _with_details(report: Callable[[], HealthReport], extra: Callable[[], dict[str, Any]]) -> HealthReport:
+    base = report()
+    return HealthReport(base.healthy, base.reasons, {**base.details, **extra()})
 
 
 def _engine_check(source: Source, limit_s: float) -> str | None:
@@ -163,10 +189,12 @@ def run_jobs(config: Settings, jobs_file: Path, stop: threading.Event, *, interf
 
 def job_manager(config: Settings, jobs_file: Path, *, interfaces: tuple[str, ...] | None = None,
                 command_prefix: tuple[str, ...] = (), netns: str | None = None, poll_s: float = 1.0,
-                **kwargs: Any) -> JobManager:
-    """The manager `run_jobs` runs: each job's recording is `run` with its own engine, prefix, spool and metrics."""
+                exclude_own_traffic: bool = False, **kwargs: Any) -> JobManager:
+    """The manager `run_jobs` runs: each job's recording is `run` with its own engine, prefix, spool and metrics;
+    `exclude_own_traffic` leaves the agent's Kafka and S3 connections out of each job's filter (the agent's main)."""
     def record_job(job: RecordingJob, job_stop: threading.Event) -> list[SegmentRecord]:
-        source = open_engine(config.capture_engine, interfaces or config.interfaces, bpf=job.capture_filter,
+        bpf = capture_filter(job.capture_filter, config) if exclude_own_traffic else job.capture_filter
+        source = open_engine(config.capture_engine, interfaces or config.interfaces, bpf=bpf,
                              snaplen=config.snaplen, buffer_kib=config.capture_buffer_kib, netns=netns,
                              command_prefix=command_prefix)
         try:
@@ -175,7 +203,8 @@ def job_manager(config: Settings, jobs_file: Path, *, interfaces: tuple[str, ...
         finally:
             source.close()
 
-    manager = JobManager(jobs_file, record_job, poll_s=poll_s)
+    manager = JobManager(jobs_file, record_job, poll_s=poll_s,
+                         link_type=link_type_for(interfaces or config.interfaces))
     return manager
 
 
@@ -195,7 +224,7 @@ def _start_jobs(config: Settings, stop: threading.Event, terminate: threading.Ev
                 ) -> tuple[threading.Thread, JobManager] | None:
     if config.jobs_file is None:
         return None
-    manager = job_manager(config, config.jobs_file, terminate=terminate)
+    manager = job_manager(config, config.jobs_file, terminate=terminate, exclude_own_traffic=True)
     thread = threading.Thread(target=manager.run, args=(stop,), name="jobs", daemon=True)
     thread.start()
     return thread, manager
@@ -246,6 +275,16 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     common: dict[str, Any] = {"stop": stop, "terminate": terminate, "http_port": config.agent_http_port}
+    try:
+        return _run_command(args, config, common, stop)
+    except ConfigError as exc:
+        logger.error("agent not started: bad configuration", extra={"error": str(exc)})
+        print(f"freezeframe-agent: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run_command(args: argparse.Namespace, config: Settings, common: dict[str, Any], stop: threading.Event) -> int:
+    terminate = common["terminate"]
     if args.command == "replay":
         try:
             records = run_replay(config, args.pcap, args.speedup, retime=not args.keep_timestamps, **common)
@@ -257,9 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     k8s = _start_k8s(config, stop) if config.k8s_watch else None
     jobs = _start_jobs(config, stop, terminate)
     try:
-        records = run_capture(config, args.interface, args.duration,
-                              config.capture_filter if args.filter is None else args.filter, snaplen=args.snaplen,
-                              extra_metrics=jobs[1].samples if jobs is not None else None, **common)
+        # The agent's own Kafka and S3 connections stay out of the capture (FREEZEFRAME_EXCLUDE_OWN_TRAFFIC).
+        bpf = capture_filter(config.capture_filter if args.filter is None else args.filter, config)
+        records = run_capture(config, args.interface, args.duration, bpf, snaplen=args.snaplen,
+                              extra_metrics=jobs[1].samples if jobs is not None else None,
+                              extra_health=jobs[1].health_details if jobs is not None else None, **common)
     except CaptureEngineError:
         return 1
     finally:

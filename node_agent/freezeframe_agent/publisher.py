@@ -15,22 +15,26 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from freezeframe.adapters.bus import BusRecord, KafkaBus, SegmentBus, open_bus
+from freezeframe.adapters.kafka_auth import client_options
 from freezeframe.config import Settings
 
 DELIVERY_TIMEOUT_MS = 24 * 3600 * 1000  # the producer keeps retrying a record through a day-long outage
 
 
 class DurableKafkaBus(KafkaBus):
-    def __init__(self, bootstrap: str, wait_s: float = 10.0, producer: Any = None) -> None:
+    def __init__(self, bootstrap: str, wait_s: float = 10.0, producer: Any = None,
+                 security: Mapping[str, Any] | None = None) -> None:
         from kafka import KafkaProducer  # raises NoBrokersAvailable while the broker is down: build it lazily
 
         self._bootstrap = bootstrap
+        self._client_options = dict(security or {})  # TLS / SASL (kafka_auth.client_options); never logged
         self._wait_s = wait_s
         self._producer = producer or KafkaProducer(
             bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
             delivery_timeout_ms=DELIVERY_TIMEOUT_MS,
             max_block_ms=int(wait_s * 1000),  # send() waits this long for metadata while the broker is away
-            reconnect_backoff_max_ms=2000)  # notice a returning broker within seconds
+            reconnect_backoff_max_ms=2000,  # notice a returning broker within seconds
+            **self._client_options)
         self._in_flight: dict[tuple[str, str, bytes], Any] = {}
 
     def publish(self, topic: str, key: str, value: Mapping[str, Any]) -> None:
@@ -54,7 +58,7 @@ class DurableKafkaBus(KafkaBus):
 
 def open_agent_bus(config: Settings) -> SegmentBus:
     if config.kafka_bootstrap:
-        return DurableKafkaBus(config.kafka_bootstrap)
+        return DurableKafkaBus(config.kafka_bootstrap, security=client_options(config))
     return open_bus(config)
 
 

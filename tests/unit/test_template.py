@@ -246,6 +246,9 @@ def _bucket_targets(statement: dict[str, Any]) -> list[tuple[str, str]]:
             match = _BUCKET_ARN_SUB.match(body if isinstance(body, str) else body[0])
             if match and match["bucket"] in BUCKETS:
                 targets.append((match["bucket"], match["rest"]))
+            archive = re.match(r"^\$\{ArchiveBucketArn\}(?P<rest>.*)$", body if isinstance(body, str) else body[0])
+            if archive:  # the archive account's bucket, a parameter (replication writes replicas there)
+                targets.append(("ArchiveBucketArn", archive["rest"]))
     return targets
 
 
@@ -302,7 +305,9 @@ def test_nothing_else_in_the_stack_may_put_retention_or_legal_hold_anywhere(temp
                for statement in _statements(resource.get("Properties", {}))
                if statement["Effect"] == "Allow" and _grants(statement, action)
                and not (name == "LegalHoldReleasePolicy" and action == "s3:putobjectlegalhold")}
-    assert holders == RAW_LOCKERS, f"{action}: {sorted(holders)}, expected {sorted(RAW_LOCKERS)}"
+    # The node agents lock their recording jobs' segments at upload (jobs/* only: see test_template_deploy.py).
+    expected = RAW_LOCKERS | ({"NodeAgentPolicy"} if action == "s3:putobjectretention" else set())
+    assert holders == expected, f"{action}: {sorted(holders)}, expected {sorted(expected)}"
 
 
 def test_k8s_indexer_cannot_lock_or_touch_raw_segments(template: dict[str, Any]) -> None:
@@ -680,6 +685,9 @@ def test_node_agents_may_only_upload_raw_segments(template: dict[str, Any]) -> N
     s3_grants = [s for s in _statements(policy) if any(a.startswith("s3:") for a in _actions(s))]
     assert s3_grants
     for statement in s3_grants:
+        if _bucket_targets(statement) == [("RawBucket", "/jobs/*")]:  # recording jobs, locked for their retention
+            assert set(_actions(statement)) <= {"s3:putobject", "s3:getobject", "s3:putobjectretention"}, statement
+            continue
         assert set(_actions(statement)) <= {"s3:putobject", "s3:getobject"}, statement
         assert _bucket_targets(statement) == [("RawBucket", "/raw/*")], statement
     assert template["Outputs"]["NodeAgentPolicyArn"]["Value"] == {"Ref": "NodeAgentPolicy"}

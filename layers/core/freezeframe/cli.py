@@ -21,22 +21,29 @@ if TYPE_CHECKING:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    from freezeframe.local.stack import up
+    import shlex
+
+    from freezeframe.local.stack import exports, up
 
     state = up(settings(), trino=args.trino)
+    env = {**exports(state), "FREEZEFRAME_STATE_DIR": str(settings().state_dir.resolve())}
+    lines = " ".join(f"{name}={shlex.quote(value)}" for name, value in env.items())
+    if args.env:  # for `eval "$(freezeframe up --env)"`: stdout carries only the exports
+        print(f"export {lines}")
+        return 0
     print(f"kafka     {state.kafka_bootstrap}\ns3        {state.s3_endpoint} (LocalStack, Object Lock enforced)\n"
-          f"gateway   {state.gateway_url}  (POST /v1/alerts/alertmanager, token in {state.token_file})\n"
+          f"gateway   {state.gateway_url}\n"
+          f"          POST /v1/alerts/alertmanager  bearer token in {state.token_file}\n"
+          f"          POST /v1/alerts/pagerduty     v3 signing secret in {state.pagerduty_secret_file or '-'} "
+          "(X-PagerDuty-Signature: v1=<HMAC-SHA256 of the body>, see examples/sign-pagerduty.sh)\n"
+          f"          POST /v1/freeze, GET /v1/incidents/<id>  bearer token in {state.api_token_file or '-'}\n"
           f"signing   KMS key {state.signing_key_id} (LocalStack); RFC 3161 authority {state.tsa_url}, roots in "
           f"{state.tsa_ca_file}")
     if state.trino_url:
         print(f"trino     {state.trino_url}  (freezeframe query --engine trino)")
     print(f"logs      {state.workdir}")
-    print("\n# to point the agent and the CLI at it:")
-    print(f"export FREEZEFRAME_S3_ENDPOINT={state.s3_endpoint} FREEZEFRAME_KAFKA_BOOTSTRAP={state.kafka_bootstrap} "
-          f"FREEZEFRAME_LAMBDA_ENDPOINT={state.gateway_url} FREEZEFRAME_STATE_DIR={settings().state_dir.resolve()} "
-          f"FREEZEFRAME_SIGNING_KEY_ID={state.signing_key_id} "
-          f"FREEZEFRAME_KMS_ENDPOINT={state.s3_endpoint} FREEZEFRAME_TSA_URL={state.tsa_url} "
-          f"FREEZEFRAME_TSA_CA_FILE={state.tsa_ca_file}")
+    print("\n# to point the agent, the CLI and curl at it (or: eval \"$(freezeframe up --env)\"):")
+    print(f"export {lines}")
     print("# (the gateway's Invoke API takes only SigV4 by the stack's key: <FREEZEFRAME_STATE_DIR>/invoke.key)")
     return 0
 
@@ -50,6 +57,22 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     print(f"localstack      {ensure_localstack()}")
     java = trino_java()  # fails clearly without a JDK >= 24
     print(f"trino           {ensure_trino()} (Java: {java})")
+    return 0
+
+
+def _cmd_topics(args: argparse.Namespace) -> int:
+    from freezeframe.adapters.kafka_auth import client_options, describe
+    from freezeframe.config import JOBS_TOPIC, K8S_TOPIC
+    from freezeframe.errors import ConfigError
+    from freezeframe.local.kafka import create_topics
+
+    config = settings()
+    if not config.kafka_bootstrap:
+        raise ConfigError("no Kafka: set FREEZEFRAME_KAFKA_BOOTSTRAP (and the FREEZEFRAME_KAFKA_* security settings)")
+    names = [config.segments_topic, K8S_TOPIC, JOBS_TOPIC]
+    create_topics(config.kafka_bootstrap, names, args.partitions, timeout=args.timeout,
+                  client_options=client_options(config), replication_factor=args.replication_factor)
+    print(f"topics {', '.join(names)} exist on {config.kafka_bootstrap} ({describe(config)})")
     return 0
 
 
@@ -233,8 +256,9 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 def _cmd_jobs(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
+    from freezeframe.bpf import link_type_for
     from freezeframe.errors import ConfigError
-    from freezeframe_agent.jobs import describe_jobs, format_jobs, load_jobs
+    from freezeframe_agent.jobs import describe_jobs, filter_errors, format_jobs, load_jobs
 
     path = args.file or settings().jobs_file
     if path is None:
@@ -244,9 +268,10 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
     now = datetime.fromisoformat(args.at.replace("Z", "+00:00")) if args.at else datetime.now(UTC)
     if now.tzinfo is None:
         raise ConfigError(f"--at {args.at!r} needs a time zone (Z or an offset)")
-    rows = describe_jobs(load_jobs(path), now)
+    jobs = load_jobs(path)
+    rows = describe_jobs(jobs, now, filter_errors(jobs, link_type_for(settings().interfaces)))
     print(json.dumps(rows, indent=2) if args.json else format_jobs(rows))
-    return 0
+    return 1 if any(row["error"] for row in rows) else 0
 
 
 def _cmd_export_pcap(args: argparse.Namespace) -> int:
@@ -260,7 +285,21 @@ def _cmd_export_pcap(args: argparse.Namespace) -> int:
     options = ExportOptions(fmt=args.format, bpf=args.filter, start_ns=time_ns(args.start, "--start"),
                             end_ns=time_ns(args.end, "--end"), namespaces=tuple(args.namespace),
                             pods=tuple(args.pod), nodes=tuple(args.node), verify=args.verify)
-    result = export_pcap(config, s3io.client(config), args.incident, args.output, options)
+    s3 = s3io.client(config)
+    if (args.incident is None) == (args.job is None):
+        from freezeframe.errors import ConfigError
+
+        raise ConfigError("give an INCIDENT or --job NAME (not both)")
+    if args.job is not None:
+        from freezeframe.export import Evidence
+        from freezeframe.job_recordings import job_entries
+
+        entries = job_entries(config, s3, args.job, start_ns=options.start_ns, end_ns=options.end_ns,
+                              nodes=options.nodes)
+        evidence = Evidence(config.raw_bucket, tuple(entries), ())
+        result = export_pcap(config, s3, f"job {args.job}", args.output, options, evidence=evidence)
+    else:
+        result = export_pcap(config, s3, args.incident, args.output, options)
     summary = sys.stderr if str(args.output) == "-" else sys.stdout  # `-o -`: stdout carries the capture
     if args.json:
         print(json.dumps(result.to_dict()), file=summary)
@@ -275,7 +314,31 @@ def _cmd_export_pcap(args: argparse.Namespace) -> int:
 
 def _cmd_dissect(args: argparse.Namespace) -> int:
     from freezeframe.dissect.files import dissect_files
+    from freezeframe.errors import ConfigError
 
+    if bool(args.captures) == (args.job is not None):
+        raise ConfigError("give capture files or --job NAME (not both)")
+    if args.job is not None:
+        from freezeframe.adapters import s3 as s3io
+        from freezeframe.export import time_ns
+        from freezeframe.job_recordings import dissect_job
+        from freezeframe.local.stack import apply_state, load_state
+
+        config = apply_state(settings(), load_state(settings()))
+        if args.s3_endpoint:
+            config = config.with_(s3_endpoint=args.s3_endpoint)
+        summary = dissect_job(config, s3io.client(config), args.job, args.out, start_ns=time_ns(args.start, "--start"),
+                              end_ns=time_ns(args.end, "--end"), nodes=tuple(args.job_node), progress=args.progress)
+        if args.json:
+            print(json.dumps(summary))
+        else:
+            print(f"dissected {summary['segments']} segments of job {args.job} from "
+                  f"{len(summary['nodes'])} node(s) into {args.out}; query them with "
+                  f"`freezeframe query --dir {args.out} SQL`")
+            for node, node_result in summary["nodes"].items():
+                counts = ", ".join(f"{name} {count}" for name, count in node_result["tables"].items())
+                print(f"  {node}: {counts}")
+        return 0
     started = time.perf_counter()
     result = dissect_files(args.captures, args.out, node=args.node, k8s=args.k8s, progress=args.progress,
                            incident_id=args.incident)
@@ -305,11 +368,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="freezeframe", description="network flight recorder for Kubernetes")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="start Kafka, an Object-Lock-enforcing S3 (LocalStack) and the gateway")
-    up.add_argument("--trino", action="store_true",
-                    help="also start Trino (Athena's engine) for `query --engine trino`; needs a JDK 24+")
-    up.set_defaults(func=_cmd_up)
+    up_parser = sub.add_parser("up", help="start Kafka, an Object-Lock-enforcing S3 (LocalStack) and the gateway")
+    up_parser.add_argument("--env", action="store_true", help="print only the shell exports (for eval)")
+    up_parser.add_argument("--trino", action="store_true",
+                           help="also start Trino (Athena's engine) for `query --engine trino`; needs a JDK 24+")
+    up_parser.set_defaults(func=_cmd_up)
     sub.add_parser("down", help="stop the local stack").set_defaults(func=_cmd_down)
+    topics = sub.add_parser("topics", help="create the Kafka topics (segments, k8s, jobs) with the configured "
+                            "security (TLS, SCRAM or MSK IAM); existing topics are kept")
+    topics.add_argument("--partitions", type=int, default=6)
+    topics.add_argument("--replication-factor", type=int, default=3, help="3 suits MSK; 1 for a single broker")
+    topics.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the brokers")
+    topics.set_defaults(func=_cmd_topics)
     sub.add_parser("prepare", help="download what `up` needs (Kafka jars, LocalStack venv) into the cache"
                    ).set_defaults(func=_cmd_prepare)
     demo = sub.add_parser("demo", help="run the whole story: replay, alert, freeze, dissect, SQL")
@@ -360,7 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--json", action="store_true")
     jobs.set_defaults(func=_cmd_jobs)
     export = sub.add_parser("export-pcap", help="merge an incident's locked segments of every node into one capture")
-    export.add_argument("incident")
+    export.add_argument("incident", nargs="?", help="the incident (or --job NAME)")
+    export.add_argument("--job", metavar="NAME", help="a recording job's segments instead of an incident's")
     export.add_argument("-o", "--output", type=Path, required=True,
                         help="the capture file to write, or - for stdout (e.g. | wireshark -k -i -)")
     export.add_argument("--filter", metavar="BPF", help="a libpcap filter expression (applied by tcpdump)")
@@ -378,7 +449,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--purpose", help="the purpose or ticket, recorded in the custody ledger")
     export.set_defaults(func=_cmd_export_pcap)
     dissect = sub.add_parser("dissect", help="dissect local capture files (one node's segments) into Parquet tables")
-    dissect.add_argument("captures", nargs="+", type=Path, metavar="PCAP",
+    dissect.add_argument("--job", metavar="NAME", help="dissect a recording job's segments from the raw bucket "
+                         "(then: freezeframe query --dir OUT SQL)")
+    dissect.add_argument("--start", metavar="TIME", help="--job: only segments at or after this RFC 3339 time")
+    dissect.add_argument("--end", metavar="TIME", help="--job: only segments up to this RFC 3339 time")
+    dissect.add_argument("--job-node", action="append", default=[], help="--job: only this node (repeatable)")
+    dissect.add_argument("--s3-endpoint", metavar="URL")
+    dissect.add_argument("captures", nargs="*", type=Path, metavar="PCAP",
                          help="pcap or pcapng files, zstd-compressed or not, taken in the order of their first packet")
     dissect.add_argument("--out", type=Path, required=True,
                          help="output directory, laid out like the evidence bucket: tables/<table>/dt=<day>/"

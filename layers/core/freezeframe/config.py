@@ -71,9 +71,32 @@ ENV_KMS_ENDPOINT = "FREEZEFRAME_KMS_ENDPOINT"
 ENV_TSA_URL = "FREEZEFRAME_TSA_URL"
 ENV_TSA_CA_FILE = "FREEZEFRAME_TSA_CA_FILE"
 ENV_CUSTODY_PURPOSE = "FREEZEFRAME_CUSTODY_PURPOSE"
+# Kafka security (freezeframe.adapters.kafka_auth builds every Kafka client's options from these).
+ENV_KAFKA_SECURITY_PROTOCOL = "FREEZEFRAME_KAFKA_SECURITY_PROTOCOL"
+ENV_KAFKA_SASL_MECHANISM = "FREEZEFRAME_KAFKA_SASL_MECHANISM"
+ENV_KAFKA_SASL_USERNAME = "FREEZEFRAME_KAFKA_SASL_USERNAME"
+ENV_KAFKA_SASL_PASSWORD = "FREEZEFRAME_KAFKA_SASL_PASSWORD"  # noqa: S105 - the variable's name, not a secret
+ENV_KAFKA_SASL_PASSWORD_FILE = "FREEZEFRAME_KAFKA_SASL_PASSWORD_FILE"  # noqa: S105
+ENV_KAFKA_SASL_SECRET_ARN = "FREEZEFRAME_KAFKA_SASL_SECRET_ARN"  # noqa: S105 - {"username", "password"} (MSK SCRAM)
+ENV_KAFKA_CA_FILE = "FREEZEFRAME_KAFKA_CA_FILE"
+ENV_KAFKA_CERT_FILE = "FREEZEFRAME_KAFKA_CERT_FILE"
+ENV_KAFKA_KEY_FILE = "FREEZEFRAME_KAFKA_KEY_FILE"
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "AWS_MSK_IAM")
+# PagerDuty post-back (notes on the PagerDuty incident from the freeze and finalize steps).
+ENV_PAGERDUTY_API_TOKEN = "FREEZEFRAME_PAGERDUTY_API_TOKEN"  # noqa: S105 - the variable's name, not a secret
+ENV_PAGERDUTY_API_TOKEN_FILE = "FREEZEFRAME_PAGERDUTY_API_TOKEN_FILE"  # noqa: S105
+ENV_PAGERDUTY_API_TOKEN_SECRET_ARN = "FREEZEFRAME_PAGERDUTY_API_TOKEN_SECRET_ARN"  # noqa: S105
+ENV_PAGERDUTY_API_URL = "FREEZEFRAME_PAGERDUTY_API_URL"
+ENV_PAGERDUTY_FROM = "FREEZEFRAME_PAGERDUTY_FROM"
+PAGERDUTY_API_URL = "https://api.pagerduty.com"
+# The agent leaves its own Kafka and S3 traffic out of the capture (freezeframe.bpf.own_traffic_exclusion).
+ENV_EXCLUDE_OWN_TRAFFIC = "FREEZEFRAME_EXCLUDE_OWN_TRAFFIC"
+ENV_OWN_TRAFFIC_NETS = "FREEZEFRAME_OWN_TRAFFIC_NETS"  # CIDRs of S3 (the region's S3 prefix list), comma-separated
 
 SEGMENTS_TOPIC = "freezeframe.segments"
 K8S_TOPIC = "freezeframe.k8s"
+JOBS_TOPIC = "freezeframe.jobs"  # recording jobs' segment records (their seq runs per job)
 LOCK_MODES = ("COMPLIANCE", "GOVERNANCE")
 # S3 Object Lock caps a bucket's default retention at 100 years; no freezeframe lock may ask for more.
 MAX_RETAIN_DAYS_LIMIT = 36500
@@ -138,6 +161,22 @@ class Settings:
     tsa_url: str | None = None  # RFC 3161 time-stamping authority the signing functions ask for tokens
     tsa_ca_file: Path | None = None  # PEM roots a token's TSA certificate must chain to
     custody_purpose: str | None = None  # the purpose or ticket recorded in custody entries of this process
+    kafka_security_protocol: str | None = None  # None: SASL_SSL with a SASL mechanism, else PLAINTEXT
+    kafka_sasl_mechanism: str | None = None  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 | AWS_MSK_IAM (OAUTHBEARER)
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password_env: str | None = None
+    kafka_sasl_password_file: Path | None = None
+    kafka_sasl_secret_arn: str | None = None
+    kafka_ca_file: Path | None = None  # PEM bundle that signs the brokers' certificates (None: the system's)
+    kafka_cert_file: Path | None = None  # PEM client certificate for mutual TLS
+    kafka_key_file: Path | None = None
+    pagerduty_api_token_env: str | None = None
+    pagerduty_api_token_file: Path | None = None
+    pagerduty_api_token_secret_arn: str | None = None
+    pagerduty_api_url: str = PAGERDUTY_API_URL
+    pagerduty_from: str | None = None  # the PagerDuty user's e-mail that notes are written as (the From header)
+    exclude_own_traffic: bool = True  # capture filters leave out the agent's own Kafka and S3 connections
+    own_traffic_nets: tuple[str, ...] = ()  # S3's CIDRs (VPC endpoint prefix list) on 443, left out of captures
 
     def __post_init__(self) -> None:
         if self.lock_mode not in LOCK_MODES:
@@ -166,6 +205,24 @@ class Settings:
             raise ConfigError(f"{ENV_CAPTURE_ENGINE} must be one of {CAPTURE_ENGINES}, got {self.capture_engine!r}")
         if not 0 <= self.agent_http_port <= 65535:
             raise ConfigError(f"{ENV_AGENT_HTTP_PORT} must be a port number, got {self.agent_http_port}")
+        self._check_kafka_security()
+
+    def _check_kafka_security(self) -> None:
+        protocol, mechanism = self.kafka_security_protocol, self.kafka_sasl_mechanism
+        if protocol is not None and protocol not in KAFKA_SECURITY_PROTOCOLS:
+            raise ConfigError(f"{ENV_KAFKA_SECURITY_PROTOCOL} must be one of {KAFKA_SECURITY_PROTOCOLS}, "
+                              f"got {protocol!r}")
+        if mechanism is not None and mechanism not in KAFKA_SASL_MECHANISMS:
+            raise ConfigError(f"{ENV_KAFKA_SASL_MECHANISM} must be one of {KAFKA_SASL_MECHANISMS}, got {mechanism!r}")
+        if mechanism is not None and protocol in ("PLAINTEXT", "SSL"):
+            raise ConfigError(f"{ENV_KAFKA_SASL_MECHANISM}={mechanism} needs {ENV_KAFKA_SECURITY_PROTOCOL} "
+                              f"SASL_SSL (or SASL_PLAINTEXT), not {protocol}")
+        if protocol in ("SASL_PLAINTEXT", "SASL_SSL") and mechanism is None:
+            raise ConfigError(f"{ENV_KAFKA_SECURITY_PROTOCOL}={protocol} needs {ENV_KAFKA_SASL_MECHANISM}")
+        if mechanism == "AWS_MSK_IAM" and protocol == "SASL_PLAINTEXT":
+            raise ConfigError("MSK IAM authentication runs over TLS only: use SASL_SSL")
+        if (self.kafka_cert_file is None) != (self.kafka_key_file is None):
+            raise ConfigError(f"mutual TLS needs both {ENV_KAFKA_CERT_FILE} and {ENV_KAFKA_KEY_FILE}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -227,6 +284,22 @@ class Settings:
             tsa_url=env.get(ENV_TSA_URL) or None,
             tsa_ca_file=_path(env, ENV_TSA_CA_FILE),
             custody_purpose=env.get(ENV_CUSTODY_PURPOSE) or None,
+            kafka_security_protocol=env.get(ENV_KAFKA_SECURITY_PROTOCOL, "").upper() or None,
+            kafka_sasl_mechanism=env.get(ENV_KAFKA_SASL_MECHANISM, "").upper() or None,
+            kafka_sasl_username=env.get(ENV_KAFKA_SASL_USERNAME) or None,
+            kafka_sasl_password_env=env.get(ENV_KAFKA_SASL_PASSWORD) or None,
+            kafka_sasl_password_file=_path(env, ENV_KAFKA_SASL_PASSWORD_FILE),
+            kafka_sasl_secret_arn=env.get(ENV_KAFKA_SASL_SECRET_ARN) or None,
+            kafka_ca_file=_path(env, ENV_KAFKA_CA_FILE),
+            kafka_cert_file=_path(env, ENV_KAFKA_CERT_FILE),
+            kafka_key_file=_path(env, ENV_KAFKA_KEY_FILE),
+            pagerduty_api_token_env=env.get(ENV_PAGERDUTY_API_TOKEN) or None,
+            pagerduty_api_token_file=_path(env, ENV_PAGERDUTY_API_TOKEN_FILE),
+            pagerduty_api_token_secret_arn=env.get(ENV_PAGERDUTY_API_TOKEN_SECRET_ARN) or None,
+            pagerduty_api_url=(env.get(ENV_PAGERDUTY_API_URL) or base.pagerduty_api_url).rstrip("/"),
+            pagerduty_from=env.get(ENV_PAGERDUTY_FROM) or None,
+            exclude_own_traffic=env.get(ENV_EXCLUDE_OWN_TRAFFIC, "true").lower() not in ("0", "false", "no"),
+            own_traffic_nets=tuple(n.strip() for n in env.get(ENV_OWN_TRAFFIC_NETS, "").split(",") if n.strip()),
         )
 
     def with_(self, **changes: object) -> Settings:
@@ -299,6 +372,23 @@ def env_overrides(settings_: Settings) -> dict[str, str]:
         ENV_KMS_ENDPOINT: settings_.kms_endpoint,
         ENV_TSA_URL: settings_.tsa_url,
         ENV_TSA_CA_FILE: str(settings_.tsa_ca_file) if settings_.tsa_ca_file else None,
+        ENV_KAFKA_SECURITY_PROTOCOL: settings_.kafka_security_protocol,
+        ENV_KAFKA_SASL_MECHANISM: settings_.kafka_sasl_mechanism,
+        ENV_KAFKA_SASL_USERNAME: settings_.kafka_sasl_username,
+        ENV_KAFKA_SASL_PASSWORD: settings_.kafka_sasl_password_env,
+        ENV_KAFKA_SASL_PASSWORD_FILE: _str(settings_.kafka_sasl_password_file),
+        ENV_KAFKA_SASL_SECRET_ARN: settings_.kafka_sasl_secret_arn,
+        ENV_KAFKA_CA_FILE: _str(settings_.kafka_ca_file),
+        ENV_KAFKA_CERT_FILE: _str(settings_.kafka_cert_file),
+        ENV_KAFKA_KEY_FILE: _str(settings_.kafka_key_file),
+        ENV_PAGERDUTY_API_TOKEN: settings_.pagerduty_api_token_env,
+        ENV_PAGERDUTY_API_TOKEN_FILE: _str(settings_.pagerduty_api_token_file),
+        ENV_PAGERDUTY_API_TOKEN_SECRET_ARN: settings_.pagerduty_api_token_secret_arn,
+        ENV_PAGERDUTY_API_URL: settings_.pagerduty_api_url if settings_.pagerduty_api_url != PAGERDUTY_API_URL
+        else None,
+        ENV_PAGERDUTY_FROM: settings_.pagerduty_from,
+        ENV_EXCLUDE_OWN_TRAFFIC: None if settings_.exclude_own_traffic else "false",
+        ENV_OWN_TRAFFIC_NETS: ",".join(settings_.own_traffic_nets) or None,
     }
     out.update({k: v for k, v in optional.items() if v})
     return out
@@ -319,6 +409,10 @@ def cache_dir() -> Path:
 def reset_settings_cache() -> None:
     """For the local gateway and tests: re-read the environment on the next `settings()` call."""
     settings.cache_clear()
+
+
+def _str(path: Path | None) -> str | None:
+    return str(path) if path is not None else None
 
 
 def _path(env: Mapping[str, str], name: str) -> Path | None:

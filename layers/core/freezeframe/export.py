@@ -481,10 +481,13 @@ def merged(node_streams: Sequence[Iterable[Frame]]) -> Iterator[Frame]:
 
 
 def export_pcap(settings: Settings, s3: Any, incident_id: str, out: Path, options: ExportOptions,
-                opener: Opener | None = None) -> ExportResult:
+                opener: Opener | None = None, evidence: Evidence | None = None) -> ExportResult:
+    """`evidence` given (a recording job's segments, `job_recordings.job_entries`) replaces the incident's manifest;
+    `incident_id` then only names the export."""
     options.check()
-    evidence = load_evidence(settings, s3, incident_id, verify=options.verify,
-                             with_context=bool(options.namespaces or options.pods))
+    if evidence is None:
+        evidence = load_evidence(settings, s3, incident_id, verify=options.verify,
+                                 with_context=bool(options.namespaces or options.pods))
     if not options.nodes and (options.namespaces or options.pods):
         # A pod's traffic passes its own node, so only the nodes its pods ran on are read (fewer segments, and no
         # second copy of the same packet from the peer's node); unknown pods leave every node in.

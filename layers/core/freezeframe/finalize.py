@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from freezeframe import postback
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.catalog import register_parts
 from freezeframe.config import Settings
@@ -206,6 +207,7 @@ def finalize_incident(settings: Settings, s3: Any, incident_id: str, outcomes: S
     seal_written(settings, s3, incident_id, "summary", key, version_id, s3io.encode_json(summary), None)
     logger.info("incident finalized", extra={"incident_id": incident_id, "state": summary["state"],
                                              "nodes": len(summary["nodes"]), "parts": len(part_keys)})
+    postback.after_finalize(settings, manifest, summary)
     return {**summary, "summary_key": key}
 
 

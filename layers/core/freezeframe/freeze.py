@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from freezeframe import k8s_context, legal_hold, segment_index
+from freezeframe import k8s_context, legal_hold, postback, segment_index
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
 from freezeframe.consolidate import consolidate
@@ -148,6 +148,8 @@ def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | 
     _seal_manifest(settings, s3, request, written, s3io.encode_json(manifest))
     logger.info("manifest written", extra={"incident_id": request.incident_id, "segments": len(entries),
                                            "manifest_created": written is not None})
+    if written is not None:  # a retried freeze does not post twice
+        postback.after_freeze(settings, manifest)
     return FreezeResult(request.incident_id, key, len(entries), tuple(sorted({e.node for e in entries})),
                         created=written is not None)
 

@@ -377,7 +377,8 @@ def test_dockerfile_installs_tcpdump_with_capture_capabilities() -> None:
 def test_dockerfile_agent_dependencies_follow_pyproject() -> None:
     declared = {canonicalize_name(Requirement(r).name): Requirement(r) for r in PYPROJECT["project"]["dependencies"]}
     image = _agent_requirements()
-    assert set(image) == {"boto3", "kafka-python", "zstandard", "kubernetes", "aws-lambda-powertools", "scapy"}
+    assert set(image) == {"boto3", "kafka-python", "aws-msk-iam-sasl-signer-python", "zstandard", "kubernetes",
+                          "aws-lambda-powertools", "scapy"}
     for name, requirement in image.items():
         assert str(requirement.specifier) == str(declared[name].specifier), name
     assert "--no-deps" in " ".join(args for keyword, args in _instructions() if keyword == "RUN")

@@ -41,11 +41,12 @@ class SegmentBus(Protocol):
 class KafkaBus:
     """kafka-python producer with acks=all (idempotent by default); publish blocks until the broker has it."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, client_options: Mapping[str, Any] | None = None) -> None:
         from kafka import KafkaProducer  # imported here: Lambda functions never load the Kafka client
 
         self._bootstrap = bootstrap
-        self._producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+        self._client_options = dict(client_options or {})  # TLS / SASL (kafka_auth.client_options); never logged
+        self._producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, **self._client_options)
 
     def publish(self, topic: str, key: str, value: Mapping[str, Any]) -> None:
         body = json.dumps(dict(value), sort_keys=True).encode()
@@ -55,7 +56,8 @@ class KafkaBus:
         from kafka import KafkaConsumer
 
         consumer = KafkaConsumer(topic, bootstrap_servers=self._bootstrap, auto_offset_reset="earliest",
-                                 enable_auto_commit=False, group_id=None, consumer_timeout_ms=int(timeout_s * 1000))
+                                 enable_auto_commit=False, group_id=None, consumer_timeout_ms=int(timeout_s * 1000),
+                                 **self._client_options)
         try:
             return [BusRecord(m.topic, m.partition, m.offset, m.key.decode() if m.key else None,
                               json.loads(m.value), m.timestamp) for m in consumer]
@@ -114,7 +116,9 @@ class FileBus:
 
 def open_bus(settings: Settings) -> SegmentBus:
     if settings.kafka_bootstrap:
-        return KafkaBus(settings.kafka_bootstrap)
+        from freezeframe.adapters.kafka_auth import client_options
+
+        return KafkaBus(settings.kafka_bootstrap, client_options(settings))
     if settings.bus_dir is None:
         raise ConfigError("no segment bus: set FREEZEFRAME_KAFKA_BOOTSTRAP (Kafka) or FREEZEFRAME_BUS_DIR (file bus)")
     return FileBus(settings.bus_dir)

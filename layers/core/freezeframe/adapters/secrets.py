@@ -70,3 +70,38 @@ def pagerduty_secrets(settings: Settings) -> list[str]:
     if not secrets:
         raise ConfigError("the configured PagerDuty secrets are empty")
     return secrets
+
+
+def pagerduty_api_token(settings: Settings) -> str | None:
+    """The PagerDuty REST API token of the post-back, or None when none is configured (the post-back is optional)."""
+    if not (settings.pagerduty_api_token_env or settings.pagerduty_api_token_file
+            or settings.pagerduty_api_token_secret_arn):
+        return None
+    return _token("PagerDuty API token", "FREEZEFRAME_PAGERDUTY_API_TOKEN", settings.pagerduty_api_token_env,
+                  settings.pagerduty_api_token_file, settings.pagerduty_api_token_secret_arn, settings.region)
+
+
+def kafka_sasl_credentials(settings: Settings) -> tuple[str, str]:
+    """(username, password) for SASL/PLAIN or SCRAM: the password from the env, a file, or a Secrets Manager secret
+    holding {"username": ..., "password": ...} (the shape MSK's SCRAM secrets have; its username wins)."""
+    username = settings.kafka_sasl_username
+    if settings.kafka_sasl_secret_arn and not (settings.kafka_sasl_password_env or settings.kafka_sasl_password_file):
+        value = _secret_value(settings.kafka_sasl_secret_arn, settings.region)
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"secret {settings.kafka_sasl_secret_arn} is not JSON with username and password"
+                              ) from exc
+        if not isinstance(parsed, dict) or not parsed.get("password"):
+            raise ConfigError(f"secret {settings.kafka_sasl_secret_arn} has no password")
+        username = str(parsed.get("username") or username or "")
+        password = str(parsed["password"])
+    elif not (settings.kafka_sasl_password_env or settings.kafka_sasl_password_file):
+        raise ConfigError("no Kafka SASL password: set FREEZEFRAME_KAFKA_SASL_PASSWORD, "
+                          "FREEZEFRAME_KAFKA_SASL_PASSWORD_FILE or FREEZEFRAME_KAFKA_SASL_SECRET_ARN")
+    else:
+        password = _token("Kafka SASL password", "FREEZEFRAME_KAFKA_SASL_PASSWORD", settings.kafka_sasl_password_env,
+                          settings.kafka_sasl_password_file, None, settings.region)
+    if not username:
+        raise ConfigError("no Kafka SASL username: set FREEZEFRAME_KAFKA_SASL_USERNAME (or the secret's username)")
+    return username, password

@@ -361,11 +361,16 @@ def main(argv: list[str] | None = None) -> int:
     sources: list[KafkaEventSource] = []
     if config.kafka_bootstrap:
         # The local stand-ins for the template's Kafka event source mappings of the two indexers.
+        from freezeframe.adapters.kafka_auth import client_options
+
+        kafka_options = client_options(config)  # TLS / SASL as the settings say, like the agent's clients
         sources = [
             KafkaEventSource(config.kafka_bootstrap, config.segments_topic, "freezeframe-segment-indexer",
-                             load_handler(config, "segment_indexer"), "freezeframe-segment-indexer").start(),
+                             load_handler(config, "segment_indexer"), "freezeframe-segment-indexer",
+                             client_options=kafka_options).start(),
             KafkaEventSource(config.kafka_bootstrap, K8S_TOPIC, "freezeframe-k8s-indexer",
-                             load_handler(config, "k8s_indexer"), "freezeframe-k8s-indexer").start(),
+                             load_handler(config, "k8s_indexer"), "freezeframe-k8s-indexer",
+                             client_options=kafka_options).start(),
         ]
     if args.port_file:
         tmp = args.port_file + ".tmp"

@@ -21,10 +21,11 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import quoteattr
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -44,6 +45,7 @@ _MVN_TIMEOUT_S = 900.0
 _LOG_TAIL_LINES = 40
 _LOOPBACK = "127.0.0.1"
 _PROC = Path("/proc")
+_APPENDED_PROPERTIES = ("listeners", "advertised.listeners", "listener.security.protocol.map")
 # Brokers started by this process. Holding the Popen keeps it from being collected while the broker runs
 # (which warns) and lets stop_kafka reap it through Popen, so its returncode stays consistent.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
@@ -103,8 +105,13 @@ def ensure_kafka_jars(cache_dir: Path | None = None) -> Path:
     return libs
 
 
-def start_kafka(workdir: Path, port: int | None = None, timeout: float = 90.0) -> KafkaBroker:
+def start_kafka(workdir: Path, port: int | None = None, timeout: float = 90.0,
+                extra_properties: Mapping[str, str] | None = None) -> KafkaBroker:
     """Start a detached single-node KRaft broker with its data, config and log under ``workdir``.
+
+    ``extra_properties`` are added to the generated server.properties: ``listeners``, ``advertised.listeners`` and
+    ``listener.security.protocol.map`` are appended to the generated PLAINTEXT and CONTROLLER ones (which the health
+    check and the inter-broker traffic keep using), any other key is set or replaced (TLS and SASL listeners).
 
     Reuses formatted storage already in ``workdir`` (topics survive a restart). Returns once a real
     produce/consume round trip succeeds; otherwise kills the broker and raises ``StackError``. ``timeout``
@@ -125,7 +132,8 @@ def start_kafka(workdir: Path, port: int | None = None, timeout: float = 90.0) -
     bootstrap = f"{_LOOPBACK}:{broker_port}"
 
     config_path = workdir / "server.properties"
-    config_path.write_text(_server_properties(broker_port, controller_port, data_dir), encoding="utf-8")
+    config_path.write_text(_server_properties(broker_port, controller_port, data_dir, extra_properties),
+                           encoding="utf-8")
     log4j_path = workdir / "log4j2.xml"
     log4j_path.write_text(_log4j2_config(log_path), encoding="utf-8")
     jvm = [
@@ -166,21 +174,25 @@ def start_kafka(workdir: Path, port: int | None = None, timeout: float = 90.0) -
     return broker
 
 
-def health_check(bootstrap: str, timeout: float = 30.0) -> float:
-    """Produce a unique record to ``freezeframe.health`` and read it back; return the seconds it took."""
+def health_check(bootstrap: str, timeout: float = 30.0, client_options: Mapping[str, Any] | None = None) -> float:
+    """Produce a unique record to ``freezeframe.health`` and read it back; return the seconds it took.
+
+    ``client_options`` are the clients' security options (``freezeframe.adapters.kafka_auth.client_options``)."""
+    security = dict(client_options or {})
     started = time.monotonic()
     deadline = started + timeout
     payload = f"freezeframe-health-{uuid.uuid4().hex}".encode()
     try:
-        create_topics(bootstrap, [HEALTH_TOPIC], timeout=timeout)
+        create_topics(bootstrap, [HEALTH_TOPIC], timeout=timeout, client_options=security)
         producer = KafkaProducer(
-            bootstrap_servers=bootstrap, max_block_ms=_ms_left(deadline), **_client_timeouts(deadline)
+            bootstrap_servers=bootstrap, max_block_ms=_ms_left(deadline), **_client_timeouts(deadline), **security
         )
         try:
             metadata = producer.send(HEALTH_TOPIC, value=payload).get(timeout=_seconds_left(deadline))
         finally:
             producer.close(timeout=5)
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **_client_timeouts(deadline))
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **_client_timeouts(deadline),
+                                 **security)
         try:
             partition = TopicPartition(HEALTH_TOPIC, metadata.partition)
             consumer.assign([partition])
@@ -195,17 +207,20 @@ def health_check(bootstrap: str, timeout: float = 30.0) -> float:
     return time.monotonic() - started
 
 
-def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 1, *, timeout: float = 30.0) -> None:
-    """Create topics (replication factor 1) and wait until each has a leader; existing topics are fine."""
+def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 1, *, timeout: float = 30.0,
+                  client_options: Mapping[str, Any] | None = None, replication_factor: int = 1) -> None:
+    """Create topics and wait until each has a leader; existing topics are fine. ``client_options``: the admin
+    client's security options (``kafka_auth.client_options``)."""
     wanted = list(dict.fromkeys(names))
     if not wanted:
         return
     deadline = time.monotonic() + timeout
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, **_client_timeouts(deadline))
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, **_client_timeouts(deadline),
+                                 **dict(client_options or {}))
         try:
             response = admin.create_topics(
-                {name: {"num_partitions": partitions, "replication_factor": 1} for name in wanted},
+                {name: {"num_partitions": partitions, "replication_factor": replication_factor} for name in wanted},
                 timeout_ms=_ms_left(deadline),
                 raise_errors=False,
             )
@@ -320,7 +335,8 @@ def _check_port_free(port: int) -> int:
     return port
 
 
-def _server_properties(broker_port: int, controller_port: int, data_dir: Path) -> str:
+def _server_properties(broker_port: int, controller_port: int, data_dir: Path,
+                       extra: Mapping[str, str] | None = None) -> str:
     settings = {
         "process.roles": "broker,controller",
         "node.id": "1",
@@ -343,6 +359,8 @@ def _server_properties(broker_port: int, controller_port: int, data_dir: Path) -
         "offsets.topic.num.partitions": "1",
         "group.initial.rebalance.delay.ms": "0",
     }
+    for key, value in (extra or {}).items():
+        settings[key] = f"{settings[key]},{value}" if key in _APPENDED_PROPERTIES else value
     lines = ["# Written by freezeframe.local.kafka; regenerated on every start."]
     lines += [f"{key}={value}" for key, value in settings.items()]
     return "\n".join(lines) + "\n"

@@ -11,7 +11,7 @@ import base64
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from freezeframe.local.functions import LocalContext
@@ -38,11 +38,13 @@ def lambda_kafka_event(records: Iterable[Any], bootstrap: str) -> dict[str, Any]
 
 class KafkaEventSource:
     def __init__(self, bootstrap: str, topic: str, group_id: str, handler: Handler, function_name: str,
-                 batch_size: int = 100, retry_backoff_s: float = 2.0, max_retries: int = 3) -> None:
+                 batch_size: int = 100, retry_backoff_s: float = 2.0, max_retries: int = 3,
+                 client_options: Mapping[str, Any] | None = None) -> None:
         self.bootstrap, self.topic, self.group_id = bootstrap, topic, group_id
         self.handler, self.function_name = handler, function_name
         self.batch_size, self.retry_backoff_s = batch_size, retry_backoff_s
         self.max_retries = max_retries
+        self._client_options = dict(client_options or {})  # security (kafka_auth.client_options); never logged
         self.batches = 0
         self.failures = 0
         self.dead_letters: list[dict[str, Any]] = []
@@ -63,7 +65,7 @@ class KafkaEventSource:
 
         consumer = KafkaConsumer(self.topic, bootstrap_servers=self.bootstrap, group_id=self.group_id,
                                  enable_auto_commit=False, auto_offset_reset="earliest",
-                                 max_poll_records=self.batch_size)
+                                 max_poll_records=self.batch_size, **self._client_options)
         try:
             while not self._stop.is_set():
                 polled = consumer.poll(timeout_ms=500)

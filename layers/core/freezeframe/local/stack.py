@@ -25,7 +25,7 @@ from typing import Any
 
 from freezeframe.adapters import kms as kms_io
 from freezeframe.adapters import s3 as s3io
-from freezeframe.config import K8S_TOPIC, Settings, env_overrides
+from freezeframe.config import JOBS_TOPIC, K8S_TOPIC, Settings, env_overrides
 from freezeframe.errors import StackError
 from freezeframe.local import kafka as kafka_stack
 from freezeframe.local import s3 as s3_stack
@@ -53,6 +53,8 @@ class StackState:
     tsa_url: str = ""
     tsa_pid: int = 0
     tsa_ca_file: str = ""
+    pagerduty_secret_file: str = ""  # the PagerDuty v3 signing secret the gateway verifies with
+    api_token_file: str = ""  # the bearer token of POST /v1/freeze and GET /v1/incidents/<id>
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": STATE_SCHEMA, **{name: getattr(self, name) for name in self.__slots__}}
@@ -113,17 +115,16 @@ def up(config: Settings, trino: bool = False) -> StackState:
     try:
         broker = kafka_stack.start_kafka(workdir / "kafka")
         started.append(broker.pid)
-        kafka_stack.create_topics(broker.bootstrap, [config.segments_topic, K8S_TOPIC])
+        kafka_stack.create_topics(broker.bootstrap, [config.segments_topic, K8S_TOPIC, JOBS_TOPIC])
         s3_stack.ensure_localstack()
         endpoint = s3_stack.start_localstack(workdir / "s3")
         started.append(int(endpoint.pid or 0))
         probe = s3_stack.check_object_lock_enforcement(endpoint.url)
         if not all(probe.values()):
             raise StackError(f"S3 endpoint {endpoint.url} does not enforce Object Lock: {probe}")
-        token_file = workdir / "alertmanager.token"
-        if not token_file.exists():
-            token_file.write_text(secrets.token_urlsafe(32), encoding="utf-8")
-            token_file.chmod(0o600)
+        token_file = _credential(workdir / "alertmanager.token")
+        pagerduty_file = _credential(workdir / "pagerduty.secret")
+        api_token_file = _credential(workdir / "api.token")
         signing_key_id = kms_io.create_signing_key(
             kms_io.client(config.with_(kms_endpoint=endpoint.url)), "freezeframe-evidence-signing",
             "freezeframe local stack: signs evidence documents")
@@ -136,13 +137,17 @@ def up(config: Settings, trino: bool = False) -> StackState:
                                       lambda_endpoint=gateway_url, alertmanager_token_file=token_file,
                                       alertmanager_token_env=None, state_dir=config.state_dir.resolve(),
                                       signing_key_id=signing_key_id, kms_endpoint=endpoint.url, tsa_url=tsa_url,
-                                      tsa_ca_file=tsa_ca_file)
+                                      tsa_ca_file=tsa_ca_file,
+                                      pagerduty_secrets_file=pagerduty_file, pagerduty_secrets_env=None,
+                                      pagerduty_secret_arn=None, api_token_file=api_token_file, api_token_env=None,
+                                      api_token_secret_arn=None)
         s3io.ensure_buckets(s3io.client(stack_settings), stack_settings)
         gateway_pid = _start_gateway(stack_settings, port, workdir)
         started.append(gateway_pid)
         state = StackState(broker.bootstrap, broker.pid, endpoint.url, int(endpoint.pid or 0), gateway_url,
                            gateway_pid, str(token_file), str(workdir), signing_key_id=signing_key_id,
-                           tsa_url=tsa_url, tsa_pid=tsa_pid, tsa_ca_file=str(tsa_ca_file))
+                           tsa_url=tsa_url, tsa_pid=tsa_pid, tsa_ca_file=str(tsa_ca_file),
+                           pagerduty_secret_file=str(pagerduty_file), api_token_file=str(api_token_file))
         if trino:
             state = _with_trino(state)
     except BaseException:
@@ -160,6 +165,28 @@ def _with_trino(state: StackState) -> StackState:
 def _save(config: Settings, state: StackState) -> StackState:
     state_path(config).write_text(json.dumps(state.to_dict(), indent=2), encoding="utf-8")
     return state
+
+
+def _credential(path: Path) -> Path:
+    """A random credential in a file only its owner reads, made once (a restarted stack keeps its credentials)."""
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32), encoding="utf-8")
+    return path
+
+
+def exports(state: StackState) -> dict[str, str]:
+    """The settings that point the agent, the CLI and curl at the stack: endpoints and credential files."""
+    out = {"FREEZEFRAME_S3_ENDPOINT": state.s3_endpoint, "FREEZEFRAME_KAFKA_BOOTSTRAP": state.kafka_bootstrap,
+           "FREEZEFRAME_LAMBDA_ENDPOINT": state.gateway_url, "FREEZEFRAME_ALERTMANAGER_TOKEN_FILE": state.token_file}
+    if state.pagerduty_secret_file:
+        out["FREEZEFRAME_PAGERDUTY_SECRETS_FILE"] = state.pagerduty_secret_file
+    if state.api_token_file:
+        out["FREEZEFRAME_API_TOKEN_FILE"] = state.api_token_file
+    if state.signing_key_id:
+        out.update({"FREEZEFRAME_SIGNING_KEY_ID": state.signing_key_id, "FREEZEFRAME_KMS_ENDPOINT": state.s3_endpoint,
+                    "FREEZEFRAME_TSA_URL": state.tsa_url, "FREEZEFRAME_TSA_CA_FILE": state.tsa_ca_file})
+    return out
 
 
 def down(config: Settings) -> StackState | None:
