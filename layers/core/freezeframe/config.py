@@ -62,6 +62,13 @@ ENV_CAPTURE_ENGINE = "FREEZEFRAME_CAPTURE_ENGINE"
 CAPTURE_ENGINES = ("tcpdump", "scapy")
 ENV_K8S_WATCH = "FREEZEFRAME_K8S_WATCH"
 ENV_JOBS_FILE = "FREEZEFRAME_JOBS_FILE"
+# Dissection follows the hold (issue 13): how often an open hold's new parts are dissected, how long after a hold
+# closes the last pass waits for in-flight indexer batches, and the freeze's attempts before its terminal state.
+ENV_DISSECT_REFRESH_S = "FREEZEFRAME_DISSECT_REFRESH_SECONDS"
+ENV_HOLD_SETTLE_S = "FREEZEFRAME_HOLD_SETTLE_SECONDS"
+ENV_FREEZE_ATTEMPTS = "FREEZEFRAME_FREEZE_ATTEMPTS"
+# The agent's /healthz: the drop share of recent segments above which it is degraded.
+ENV_HEALTH_DROP_RATIO = "FREEZEFRAME_HEALTH_DROP_RATIO"
 
 SEGMENTS_TOPIC = "freezeframe.segments"
 K8S_TOPIC = "freezeframe.k8s"
@@ -116,6 +123,10 @@ class Settings:
     capture_engine: str = "tcpdump"  # tcpdump (libpcap, the default) | scapy (in-process, low-rate fallback)
     k8s_watch: bool = False  # the DaemonSet turns it on; outside a cluster there is no API server
     jobs_file: Path | None = None  # recording jobs (YAML), re-read when its mtime changes
+    dissect_refresh_s: int = 60  # while a hold is open, its new parts are dissected at most this often
+    hold_settle_s: int = 30  # the last pass starts this long after the hold closed (in-flight indexer batches)
+    freeze_attempts: int = 3  # Lambda's async invocation: the first try and two retries
+    health_drop_ratio: float = 0.01  # kernel + agent drops over captured + dropped packets of recent segments
 
     def __post_init__(self) -> None:
         if self.lock_mode not in LOCK_MODES:
@@ -191,6 +202,10 @@ class Settings:
             capture_engine=env.get(ENV_CAPTURE_ENGINE, base.capture_engine),
             k8s_watch=env.get(ENV_K8S_WATCH, "").lower() in ("1", "true", "yes"),
             jobs_file=_path(env, ENV_JOBS_FILE),
+            dissect_refresh_s=_int(env, ENV_DISSECT_REFRESH_S, base.dissect_refresh_s),
+            hold_settle_s=_int(env, ENV_HOLD_SETTLE_S, base.hold_settle_s),
+            freeze_attempts=_int(env, ENV_FREEZE_ATTEMPTS, base.freeze_attempts),
+            health_drop_ratio=_float(env, ENV_HEALTH_DROP_RATIO, base.health_drop_ratio),
         )
 
     def with_(self, **changes: object) -> Settings:
@@ -256,6 +271,10 @@ def env_overrides(settings_: Settings) -> dict[str, str]:
         ENV_CAPTURE_FILTER: settings_.capture_filter,
         ENV_CAPTURE_ENGINE: settings_.capture_engine,
         ENV_JOBS_FILE: str(settings_.jobs_file) if settings_.jobs_file else None,
+        ENV_DISSECT_REFRESH_S: str(settings_.dissect_refresh_s),
+        ENV_HOLD_SETTLE_S: str(settings_.hold_settle_s),
+        ENV_FREEZE_ATTEMPTS: str(settings_.freeze_attempts),
+        ENV_HEALTH_DROP_RATIO: repr(settings_.health_drop_ratio),
     }
     out.update({k: v for k, v in optional.items() if v})
     return out

@@ -35,3 +35,11 @@ class StackError(FreezeframeError):
 
 class NotFoundError(FreezeframeError):
     """A requested incident, manifest or object does not exist."""
+
+
+class ObjectLockError(FreezeframeError):
+    """A version could not be locked at least as strongly as requested (not a refusal a re-read resolves)."""
+
+
+class FreezeFailedError(FreezeframeError):
+    """A freeze failed after its last attempt; its incident records the terminal state "failed"."""

@@ -26,6 +26,9 @@ from freezeframe.adapters import s3 as s3io
 from freezeframe.alerts import alertmanager, manual, pagerduty
 from freezeframe.config import Settings
 from freezeframe.errors import NotFoundError, PayloadError, SignatureError
+from freezeframe.finalize import read_follow
+from freezeframe.follow import incident_nodes
+from freezeframe.holds import manifest_parts
 from freezeframe.keys import (
     dissect_status_key,
     freeze_started_key,
@@ -34,8 +37,10 @@ from freezeframe.keys import (
     resolved_key,
     webhook_delivery_key,
 )
+from freezeframe.lifecycle import freeze_failure
 from freezeframe.models import FreezeRequest, iso, parse_iso
 from freezeframe.rules import FreezeRules
+from freezeframe.unverified import unverified_of
 
 logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
@@ -206,8 +211,13 @@ def incident_status(settings: Settings, s3: Any, incident_id: str) -> dict[str, 
     try:
         manifest = s3io.get_json(s3, settings.evidence_bucket, manifest_key(incident_id))
     except NotFoundError:
+        failure = freeze_failure(settings, s3, incident_id)
+        if failure is not None:
+            status.update(state="failed", error=failure.get("error"), failed_at=failure.get("failed_at"),
+                          attempts=failure.get("attempts"))
         return status
-    nodes = sorted(manifest.get("coverage", {}))
+    parts = manifest_parts(settings, s3, incident_id)
+    nodes = incident_nodes(manifest, parts)
     dissection = {}
     for node in nodes:
         try:
@@ -217,8 +227,17 @@ def incident_status(settings: Settings, s3: Any, incident_id: str) -> dict[str, 
         except NotFoundError:
             dissection[node] = {"state": "pending"}
     done = all(d["state"] == "done" for d in dissection.values())
+    unverified = [u.to_dict() for document in [manifest, *parts] for u in unverified_of(document)]
+    follow = read_follow(settings, s3, incident_id)
+    # Tables are partial while the hold is open: until the last pass after it closes (freezeframe.follow).
+    hold = manifest.get("hold") or {}
+    partial_until = follow.partial_until if follow is not None else hold.get("closes_at")
     status.update(
-        state="dissected" if nodes and done else "frozen",
+        state="dissected" if nodes and done else "frozen_with_problems" if unverified else "frozen",
+        tables="partial" if partial_until else "complete" if nodes and done else "pending",
+        partial_until=partial_until,
+        unverified=unverified,
+        late_segments=sum(len(part.get("segments", [])) for part in parts),
         frozen_segments=len(manifest.get("segments", [])),
         root_hash=manifest.get("root_hash"),
         coverage=manifest.get("coverage", {}),

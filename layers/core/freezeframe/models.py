@@ -185,9 +185,15 @@ class ManifestEntry:
     legal_hold: bool
     kernel_drops: int | None = None
     agent_drops: int | None = None
+    # How the lock came to be (adapters.s3.LockState.outcome: applied | kept | kept_stronger); left out of the
+    # document when unknown, so entries written before it keep their root hash.
+    lock_outcome: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if out["lock_outcome"] is None:
+            del out["lock_outcome"]
+        return out
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> ManifestEntry:
@@ -197,7 +203,7 @@ class ManifestEntry:
                    end_ns=_require(raw, "end_ns", int), seq=raw.get("seq"), packets=raw.get("packets"),
                    lock_mode=_require(raw, "lock_mode", str), retain_until=_require(raw, "retain_until", str),
                    legal_hold=bool(raw.get("legal_hold", False)), kernel_drops=raw.get("kernel_drops"),
-                   agent_drops=raw.get("agent_drops"))
+                   agent_drops=raw.get("agent_drops"), lock_outcome=raw.get("lock_outcome"))
 
 
 def iso(value: datetime) -> str:
