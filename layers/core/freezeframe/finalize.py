@@ -34,6 +34,7 @@ from freezeframe.holds import manifest_parts
 from freezeframe.keys import (
     check_name,
     dissect_status_key,
+    follow_key,
     incident_prefix,
     manifest_key,
     parse_table_part_key,
@@ -60,11 +61,6 @@ ReportWriter = Callable[[Settings, Any, str], str]
 
 def summary_key(incident_id: str) -> str:
     return f"{incident_prefix(incident_id)}summary.json"
-
-
-def follow_key(incident_id: str) -> str:
-    """The latest pass's follow-up (freezeframe.follow.FollowUp): read by the report and the incident API."""
-    return f"{incident_prefix(incident_id)}dissect-follow.json"
 
 
 def resolved_at(settings: Settings, s3: Any, incident_id: str) -> datetime | None:

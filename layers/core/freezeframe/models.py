@@ -129,6 +129,9 @@ class FreezeRequest:
     labels: tuple[tuple[str, str], ...] = ()
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     schema: str = FREEZE_SCHEMA
+    # When the alert fired (Alertmanager startsAt, PagerDuty occurred_at); None for a manual freeze. Left out of
+    # the document when None, so requests written before it read and hash the same.
+    alert_at: datetime | None = None
 
     @property
     def window_start_ns(self) -> int:
@@ -142,7 +145,8 @@ class FreezeRequest:
         return {"schema": self.schema, "incident_id": self.incident_id, "source": self.source, "title": self.title,
                 "severity": self.severity, "window_start": iso(self.window_start),
                 "window_end": iso(self.window_end), "scope": self.scope.to_dict(), "lock": self.lock.to_dict(),
-                "labels": dict(self.labels), "received_at": iso(self.received_at)}
+                "labels": dict(self.labels), "received_at": iso(self.received_at),
+                **({"alert_at": iso(self.alert_at)} if self.alert_at is not None else {})}
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> FreezeRequest:
@@ -164,6 +168,7 @@ class FreezeRequest:
             scope=Scope.from_dict(scope), lock=LockSpec.from_dict(lock),
             labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
             received_at=parse_iso(_require(raw, "received_at", str), "received_at"),
+            alert_at=parse_iso(str(raw["alert_at"]), "alert_at") if raw.get("alert_at") else None,
         )
 
 
