@@ -48,12 +48,14 @@ class KafkaEventSource:
 
     def __init__(self, bootstrap: str, topic: str, group_id: str, handler: Handler, function_name: str,
                  batch_size: int = 100, retry_backoff_s: float = 2.0, max_retries: int = 3,
-                 max_backoff_s: float = 30.0, consumer_factory: Callable[[], Any] | None = None) -> None:
+                 max_backoff_s: float = 30.0, consumer_factory: Callable[[], Any] | None = None,
+                 commit_timeout_ms: int = 10_000) -> None:
         self.bootstrap, self.topic, self.group_id = bootstrap, topic, group_id
         self.handler, self.function_name = handler, function_name
         self.batch_size, self.retry_backoff_s = batch_size, retry_backoff_s
         self.max_retries = max_retries
         self.max_backoff_s = max_backoff_s
+        self.commit_timeout_ms = commit_timeout_ms  # a commit during an outage fails after this and is retried
         self.batches = 0
         self.failures = 0
         self.commits = 0
@@ -119,7 +121,7 @@ class KafkaEventSource:
             failed = self._invoke(records)
             if not failed:
                 try:
-                    consumer.commit()
+                    consumer.commit(timeout_ms=self.commit_timeout_ms)
                     self.commits += 1
                     backoff = self.retry_backoff_s
                 except Exception as exc:  # noqa: BLE001 - the next commit covers this batch's offsets
