@@ -96,7 +96,7 @@ def test_unverified_segments_are_listed_with_their_reason(tmp_path: Path) -> Non
     page = _render(tmp_path, manifest, None, {"connections": [{"ts_ns": at(1)}]})
     coverage = _coverage(page)
     assert "raw/c/node-b/stray.pcap (v9): no sha256 metadata" in coverage
-    assert re.search(r'class="gap"><title>[^<]*segment locked but unverified: no sha256 metadata', coverage)
+    assert re.search(r'class="gap"><title>[^<]*unverified segment: no sha256 metadata', coverage)
     header = re.findall(r"<th>([^<]*)</th>", coverage)
     rows = re.findall(r"<tr>((?:<td[^>]*>[^<]*</td>)+)</tr>", coverage)
     by_node = {cells[0]: dict(zip(header, cells, strict=True))

@@ -403,18 +403,18 @@ def gap_reason(gap: Sequence[int], info: Mapping[str, Any], unverified: Sequence
     """Pure: why a coverage gap exists, as (css class, reason). The trailing part of the window while the hold is
     open is not a gap but evidence still to come ("pending")."""
     a, b = int(gap[0]), int(gap[1])
-    if pending_until is not None and b >= end_ns:
-        return "pending", "hold open: segments still being locked"
     for item in unverified:
         if item.start_ns < b and item.end_ns > a:
-            return "gap", f"segment locked but unverified: {item.reason}"
+            return "gap", f"unverified segment: {item.reason}"
+    if pending_until is not None and b >= end_ns:
+        return "pending", "hold open (still being locked)"
     for record in info.get("gap_records", []):
         if int(record.get("start_ns", 0)) < b and int(record.get("end_ns", 0)) > a:
             return "gap", f"evicted by the agent ({record.get('reason') or 'spool full'})"
     if info.get("seq_gaps"):
         seqs = ", ".join(f"{x}" if x == y else f"{x}–{y}" for x, y in info["seq_gaps"])
-        return "gap", f"no segment uploaded; segments {seqs} missing (lost before upload)"
-    return "gap", "no segment uploaded (the agent was not capturing, or the node did not exist)"
+        return "gap", f"segments {seqs} missing (lost before upload)"
+    return "gap", "no segment uploaded"
 
 
 def coverage_svg(coverage: Mapping[str, Any], start_ns: int, end_ns: int, reasons: Mapping[str, Any] | None = None,
