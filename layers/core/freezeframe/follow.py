@@ -86,10 +86,11 @@ def incident_nodes(manifest: Mapping[str, Any], parts: Iterable[Mapping[str, Any
     return sorted(nodes)
 
 
-def inputs_digest(entries: Iterable[ManifestEntry], unverified: Iterable[Mapping[str, Any]] = ()) -> str:
-    """A digest of what a node's pass reads: its segment versions and the ones left out as unverified. Two passes
-    with the same digest produce the same tables, so the second one can be skipped."""
-    digest = hashlib.sha256()
+def inputs_digest(entries: Iterable[ManifestEntry], unverified: Iterable[Mapping[str, Any]] = (),
+                  how: str = "") -> str:
+    """A digest of what a node's pass reads: its segment versions and the ones left out as unverified, and `how` it
+    reads them (the chunking). Two passes with the same digest produce the same tables, so the second is skipped."""
+    digest = hashlib.sha256(f"{how}\n".encode())
     for entry in sorted(entries, key=lambda e: (e.key, e.version_id)):
         digest.update(f"{entry.key}@{entry.version_id}#{entry.sha256}\n".encode())
     for raw in sorted(unverified, key=lambda u: (str(u.get("key")), str(u.get("version_id")))):

@@ -238,7 +238,7 @@ def dissect_node(settings: Settings, s3: Any, incident_id: str, node: str,
     entries = sorted(unique.values(), key=lambda e: (e.start_ns, e.key))
     unverified = sorted({(u.key, u.version_id): u for document in [manifest, *parts] for u in unverified_of(document)
                          if u.node == node}.values(), key=lambda u: (u.start_ns, u.key))
-    digest = inputs_digest(entries, [u.to_dict() for u in unverified])
+    digest = inputs_digest(entries, [u.to_dict() for u in unverified], f"chunk_ns={chunk_ns}")
     if not force:
         previous = _previous_status(settings, s3, incident_id, node)
         if previous is not None and previous.get("state") == "done" and previous.get("inputs_digest") == digest:
