@@ -242,9 +242,9 @@ class AgentMetrics:
         out.append(Sample("recent_drop_ratio", "gauge",
                           "Kernel + agent drops over packets + drops of the last closed segments.",
                           sum(k + a for _, k, a in recent) / offered if offered else 0.0))
-        now = self._monotonic()
+        mono = self._monotonic()
         out += [Sample("upload_failing_seconds", "gauge", "How long an upload stage has been failing (0: it is not).",
-                       0.0 if since is None else max(0.0, now - since), (("stage", stage),))
+                       0.0 if since is None else max(0.0, mono - since), (("stage", stage),))
                 for stage, since in sorted(self.uploader.failing_since.items())]
         if self._extra is not None:
             out += self._extra()

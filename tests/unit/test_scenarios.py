@@ -225,7 +225,8 @@ def test_large_request_stalls(tmp_path: Path) -> None:
     connections = [
         # three full-size (1448-byte) segments retransmitted over and over: a path MTU black hole
         {"src_workload": "uploader", "dst_workload": "storage", "retransmissions": 6, "retransmissions_out": 6,
-         "retransmissions_in": 0, "bytes_total": 4344 + 6 * 1448, "goodput_bytes": 4344, "payload_bytes_out": 4344 + 6 * 1448,
+         "retransmissions_in": 0, "bytes_total": 4344 + 6 * 1448, "goodput_bytes": 4344,
+         "payload_bytes_out": 4344 + 6 * 1448,
          "duration_us": 12_000_000, "close": "rst", "ts_ns": at(1)},
         # decoys: many small retransmissions (a lossy link, not MTU), one retransmission, no retransmission
         {"src_workload": "chatty", "retransmissions": 20, "retransmissions_out": 20, "bytes_total": 2000 + 20 * 100,
