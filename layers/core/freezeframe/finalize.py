@@ -13,8 +13,10 @@ Compaction is deliberately not done: the parts are one file per node and table, 
 WORM bucket that refuses deletes, so a merged copy could never replace them and would double every row in Athena.
 A node's part is already one file per table and incident; Athena's small-file overhead stays at one per node.
 
-`run_dissection_locally` is the same state machine as a plain loop, for local mode and the tests: the nodes in
-order, each with the state machine's retries, then `finalize_incident`.
+`run_dissection_locally` is one pass of the same state machine as a plain loop, for the tests: the nodes in
+order, each with the state machine's retries, then `finalize_incident`. While the incident's hold is open, the
+summary's `follow` says when the next pass is due (freezeframe.follow): the state machine's Wait state, or locally
+the gateway's stand-in (`LocalGateway._run_dissection`), runs it.
 """
 
 from __future__ import annotations
