@@ -28,4 +28,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     metrics.add_metric(name="IncidentsIncomplete", unit=MetricUnit.Count, value=int(summary["state"] != COMPLETE))
     # Step Functions keeps at most 256 KB of state: the summary itself stays in S3.
     return {"incident_id": incident_id, "state": summary["state"], "summary_key": summary["summary_key"],
-            "nodes": {n["node"]: n["state"] for n in summary["nodes"]}, "report_key": summary["report"].get("key")}
+            "nodes": {n["node"]: n["state"] for n in summary["nodes"]}, "report_key": summary["report"].get("key"),
+            # While the hold is open the state machine waits `wait_s` and dissects `nodes` again (follow.py).
+            "follow": summary["follow"]}

@@ -3,6 +3,7 @@ then fan dissection out per node."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -13,6 +14,7 @@ from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.invoke import start_dissection
 from freezeframe.config import settings
 from freezeframe.freeze import freeze
+from freezeframe.lifecycle import record_failed_attempt
 from freezeframe.models import FreezeRequest
 
 logger = Logger()
@@ -27,8 +29,14 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     config = settings()
     request = FreezeRequest.from_dict(event["request"])
     logger.append_keys(incident_id=request.incident_id)
-    result = freeze(config, s3io.client(config), request)
+    s3 = s3io.client(config)
+    try:
+        result = freeze(config, s3, request)
+    except Exception as exc:
+        # Retried by the async invocation; the last attempt leaves the incident in its terminal "failed" state.
+        record_failed_attempt(config, s3, request.incident_id, exc, datetime.now(UTC))
+        raise
     metrics.add_metric(name="SegmentsLocked", unit=MetricUnit.Count, value=result.segments)
-    start_dissection(config, result.incident_id, result.nodes)
+    start_dissection(config, result.incident_id, result.nodes, follow_hold=result.hold_open)
     return {"incident_id": result.incident_id, "manifest": result.manifest_key, "segments": result.segments,
             "nodes": list(result.nodes), "created": result.created}

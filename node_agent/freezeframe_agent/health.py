@@ -3,7 +3,14 @@
 /healthz is a liveness check of capture: 200 while the capture loop beats (on every packet and every idle tick)
 and the upload threads run; 503 with a JSON reason once the heartbeat is older than two segment periods, the capture
 engine exited, or an upload thread died. An S3 or bus outage does not make it unhealthy (restarting the agent would
-not help; the spool rides it out); /metrics shows it as upload lag and failures instead.
+not help; the spool rides it out), but it makes it "degraded" (still 200, so a liveness probe does not restart it,
+with `status: degraded` and the reasons in the body, and `freezeframe_agent_degraded 1` in /metrics) while the
+evidence is at risk:
+
+- the last closed segments (RECENT_SEGMENTS) lost more than the configured share of their packets to kernel or
+  agent drops (FREEZEFRAME_HEALTH_DROP_RATIO, 1 %);
+- an upload stage has failed for longer than one segment period;
+- the spool evicted segments within the last EVICTION_MEMORY_PERIODS segment periods.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
@@ -27,6 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PREFIX = "freezeframe_agent_"
+EVICTION_MEMORY_PERIODS = 30  # an eviction keeps the agent degraded for this many segment periods (5 min at 10 s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,9 +42,35 @@ class HealthReport:
     healthy: bool
     reasons: list[str]
     details: dict[str, Any] = field(default_factory=dict)
+    degraded: list[str] = field(default_factory=list)  # alive, but the evidence is at risk (see the module doc)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"status": "ok" if self.healthy else "unhealthy", "reasons": self.reasons, **self.details}
+        status = "unhealthy" if not self.healthy else "degraded" if self.degraded else "ok"
+        return {"status": status, "reasons": self.reasons + self.degraded, "degraded": self.degraded,
+                **self.details}
+
+
+def drop_problem(recent: Iterable[tuple[int, int, int]], ratio: float) -> str | None:
+    """Pure: a reason when the recent segments' kernel + agent drops exceed `ratio` of their packets + drops."""
+    packets = kernel = agent = 0
+    for seg_packets, seg_kernel, seg_agent in recent:
+        packets, kernel, agent = packets + seg_packets, kernel + seg_kernel, agent + seg_agent
+    offered = packets + kernel + agent
+    if not offered or (kernel + agent) / offered <= ratio:
+        return None
+    return (f"the last segments lost {kernel + agent} of {offered} packets ({(kernel + agent) * 100 / offered:.1f} %: "
+            f"{kernel} kernel, {agent} agent drops), above the {ratio * 100:g} % threshold")
+
+
+def upload_problems(failing_since: Mapping[str, float | None], last_error: Mapping[str, str | None], now: float,
+                    period_s: float) -> list[str]:
+    """Pure: a reason per upload stage that has been failing for longer than one segment period."""
+    out = []
+    for stage, since in sorted(failing_since.items()):
+        if since is not None and now - since > period_s:
+            out.append(f"uploads ({stage}) failing for {now - since:.0f} s (longer than the {period_s:g} s segment "
+                       f"period): {last_error.get(stage) or 'unknown error'}")
+    return out
 
 
 class Health:
@@ -124,19 +158,41 @@ class AgentMetrics:
 
     def __init__(self, *, cluster: str, node: str, version: str, health: Health, source: Source,
                  segmenter: Segmenter, spool: Spool, uploader: Uploader,
-                 clock_ns: Callable[[], int] = time.time_ns, extra: Callable[[], list[Sample]] | None = None
-                 ) -> None:
+                 clock_ns: Callable[[], int] = time.time_ns, extra: Callable[[], list[Sample]] | None = None,
+                 drop_ratio: float = 0.01, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.cluster, self.node, self.version = cluster, node, version
         self._extra = extra  # more families at scrape time (the recording jobs')
         self.health, self.source, self.segmenter = health, source, segmenter
         self.spool, self.uploader = spool, uploader
         self._clock_ns = clock_ns
         self._started_ns = clock_ns()
+        self.drop_ratio = drop_ratio
+        self._monotonic = monotonic
+        self._evicted_seen = 0
+        self._evicted_at: float | None = None
+
+    def degraded(self) -> list[str]:
+        """Why the evidence is at risk right now (empty: it is not)."""
+        reasons = []
+        problem = drop_problem(self.segmenter.recent, self.drop_ratio)
+        if problem is not None:
+            reasons.append(problem)
+        now = self._monotonic()
+        reasons += upload_problems(self.uploader.failing_since, self.uploader.last_error, now, self.health.period_s)
+        evicted = self.spool.stats().evicted_total
+        if evicted > self._evicted_seen:
+            self._evicted_seen, self._evicted_at = evicted, now
+        memory = EVICTION_MEMORY_PERIODS * self.health.period_s
+        if self._evicted_at is not None and now - self._evicted_at <= memory:
+            reasons.append(f"the spool evicted segments {now - self._evicted_at:.0f} s ago ({evicted} since start): "
+                           "the storage cap was reached while uploads lagged, and that evidence is lost")
+        return reasons
 
     def samples(self) -> list[Sample]:
         now = self._clock_ns()
         spool = self.spool.stats()
         report = self.health.report()
+        degraded = self.degraded()
         last_closed = self.segmenter.last_closed_ns
         upload_lag = 0.0 if spool.oldest_spooled_ns is None else max(0.0, (now - spool.oldest_spooled_ns) / 1e9)
         out = [
@@ -144,6 +200,8 @@ class AgentMetrics:
                    (("version", self.version), ("cluster", self.cluster), ("node", self.node),
                     ("engine", type(self.source).__name__))),
             Sample("healthy", "gauge", "1 while /healthz answers 200.", 1 if report.healthy else 0),
+            Sample("degraded", "gauge", "1 while /healthz says degraded (drops, failing uploads, evictions).",
+                   1 if degraded else 0),
             Sample("heartbeat_age_seconds", "gauge", "Seconds since the capture loop last beat.",
                    self.health.heartbeat_age_s()),
             Sample("packets_captured_total", "counter", "Packets written into segments.", self.segmenter.packets_total),
@@ -177,6 +235,17 @@ class AgentMetrics:
             Sample("gap_records_published_total", "counter", "Gap records published.",
                    self.uploader.gaps_published_total),
         ]
+        out += [Sample("degraded_reason", "gauge", "1 per reason /healthz gives for being degraded.", 1,
+                       (("reason", reason),)) for reason in degraded]
+        recent = list(self.segmenter.recent)
+        offered = sum(p + k + a for p, k, a in recent)
+        out.append(Sample("recent_drop_ratio", "gauge",
+                          "Kernel + agent drops over packets + drops of the last closed segments.",
+                          sum(k + a for _, k, a in recent) / offered if offered else 0.0))
+        mono = self._monotonic()
+        out += [Sample("upload_failing_seconds", "gauge", "How long an upload stage has been failing (0: it is not).",
+                       0.0 if since is None else max(0.0, mono - since), (("stage", stage),))
+                for stage, since in sorted(self.uploader.failing_since.items())]
         if self._extra is not None:
             out += self._extra()
         return out
@@ -192,7 +261,7 @@ class AgentMetrics:
         details = {**report.details, "spool_segments": spool.segments, "gap_records_pending": spool.gaps_pending,
                    "upload_lag_s": round(max(0.0, lag), 3),
                    "upload_errors": {k: v for k, v in self.uploader.last_error.items() if v}}
-        return HealthReport(report.healthy, report.reasons, details)
+        return HealthReport(report.healthy, report.reasons, details, self.degraded())
 
 
 class HealthServer:

@@ -78,7 +78,8 @@ def run(config: Settings, source: Source, *, live: bool, stop: threading.Event |
     health.add_check(lambda: None if uploader.alive() else "an upload thread is not running")
     health.add_check(functools.partial(_engine_check, source, health.stale_after_s))
     metrics = AgentMetrics(cluster=config.cluster, node=config.node_name, version=__version__, health=health,
-                           source=source, segmenter=segmenter, spool=spool, uploader=uploader, extra=extra_metrics)
+                           source=source, segmenter=segmenter, spool=spool, uploader=uploader, extra=extra_metrics,
+                           drop_ratio=config.health_drop_ratio)
     if on_metrics is not None:
         on_metrics(metrics)
     health_report = metrics.health_report

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import time
+from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from freezeframe_agent.spool import DEFAULT_MAX_BYTES, EXT, Spool, SpooledSegmen
 __all__ = ["EXT", "Segmenter", "SpooledSegment", "pending"]
 MAX_IDLE_FILL = 4  # at most this many periods of empty segments are filled in after one close
 DEFAULT_SEGMENT_MAX_BYTES = 64 << 20
+RECENT_SEGMENTS = 3  # how many of the last closed segments the health's drop check looks at
 _RECORD = struct.Struct("<IIII")  # ts_sec, ts_nsec, incl_len, orig_len of a nanosecond little-endian pcap record
 _NS = 1_000_000_000
 _NEVER = 1 << 64  # above any timestamp a pcap record can hold: sends a record to the per-packet path
@@ -99,6 +101,9 @@ class Segmenter:
         self.kernel_drops_attributed = 0
         self.agent_drops_attributed = 0
         self.last_closed_ns: int | None = None
+        # (packets, kernel drops, agent drops) of the last closed segments, newest last: the agent's health judges
+        # recent loss on them.
+        self.recent: deque[tuple[int, int, int]] = deque(maxlen=RECENT_SEGMENTS)
         self.size_cuts = 0
 
     @property
@@ -293,6 +298,7 @@ class Segmenter:
         self.kernel_drops_attributed += kernel
         self.agent_drops_attributed += seg.agent_drops
         self.segments_closed += 1
+        self.recent.append((seg.packets, kernel, seg.agent_drops))
         self.packets_closed += seg.packets
         self.bytes_closed += seg.orig_bytes
         self.last_closed_ns = self._clock_ns()

@@ -68,6 +68,8 @@ class Uploader:
         self.gaps_published_total = 0
         self.failures_total = dict.fromkeys(STAGES, 0)
         self.last_error: dict[str, str | None] = dict.fromkeys(STAGES)
+        # Monotonic time of the first failure of the current failing streak per stage (None while it succeeds).
+        self.failing_since: dict[str, float | None] = dict.fromkeys(STAGES)
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -182,6 +184,8 @@ class Uploader:
                     self.spool.release(item)
                 self.failures_total[stage] += 1
                 self.last_error[stage] = f"{type(exc).__name__}: {exc}"[:300]
+                if self.failing_since[stage] is None:
+                    self.failing_since[stage] = time.monotonic()
                 delay = backoff.next_delay()
                 logger.warning("upload stage failed; retrying", extra={
                     "stage": stage, "attempt": backoff.failures, "retry_in_s": round(delay, 2),
@@ -192,3 +196,4 @@ class Uploader:
                     logger.info("upload stage recovered", extra={"stage": stage, "failures": backoff.failures})
                 backoff.reset()
                 self.last_error[stage] = None
+                self.failing_since[stage] = None

@@ -106,7 +106,7 @@ def test_coverage_lists_intervals_gaps_and_the_agents_evicted_segments(tmp_path:
     row = dict(zip(header, cells, strict=True))
     start, middle, end = (f"{from_ns(at(s)):%H:%M:%S}.000" for s in (0, 50, 100))
     assert row["covered intervals"] == f"{start}–{middle}"
-    assert row["gaps"] == f"{middle}–{end} (50.0 s)"
+    assert row["gaps"] == f"{middle}–{end} (50.0 s): evicted by the agent (spool full)"
     assert row["evicted segments"] == "3" and row["seq gaps"] == "none"
 
 

@@ -225,7 +225,8 @@ def test_large_request_stalls(tmp_path: Path) -> None:
     connections = [
         # three full-size (1448-byte) segments retransmitted over and over: a path MTU black hole
         {"src_workload": "uploader", "dst_workload": "storage", "retransmissions": 6, "retransmissions_out": 6,
-         "retransmissions_in": 0, "bytes_total": 4344 + 6 * 1448, "goodput_bytes": 4344, "payload_bytes_out": 4344,
+         "retransmissions_in": 0, "bytes_total": 4344 + 6 * 1448, "goodput_bytes": 4344,
+         "payload_bytes_out": 4344 + 6 * 1448,
          "duration_us": 12_000_000, "close": "rst", "ts_ns": at(1)},
         # decoys: many small retransmissions (a lossy link, not MTU), one retransmission, no retransmission
         {"src_workload": "chatty", "retransmissions": 20, "retransmissions_out": 20, "bytes_total": 2000 + 20 * 100,
@@ -237,6 +238,25 @@ def test_large_request_stalls(tmp_path: Path) -> None:
     result = _run(write_tables(tmp_path, {"connections": connections}), "large-request-stalls")
     assert _pick(result, "client", "server", "retransmissions_out", "avg_retransmitted_segment_bytes", "duration_ms",
                  "close") == [("uploader", "storage", 6, 1448.0, 12_000.0, "rst")]
+
+
+def test_large_request_stalls_ignore_ordinary_loss_on_large_responses(tmp_path: Path) -> None:
+    connections = [
+        # a 300-byte request answered by 40 full-size segments, 4 of them lost once and retransmitted by the server
+        {"src_workload": "browser", "dst_workload": "cdn", "retransmissions": 4, "retransmissions_out": 0,
+         "retransmissions_in": 4, "bytes_total": 300 + 44 * 1448, "goodput_bytes": 300 + 40 * 1448,
+         "payload_bytes_out": 300, "payload_bytes_in": 44 * 1448, "ts_ns": at(1)},
+        # the same small request retransmitted twice (full-size server retransmissions dominate the mean)
+        {"src_workload": "retrier", "dst_workload": "cdn", "retransmissions": 6, "retransmissions_out": 2,
+         "retransmissions_in": 4, "bytes_total": 3 * 300 + 44 * 1448, "goodput_bytes": 300 + 40 * 1448,
+         "payload_bytes_out": 900, "payload_bytes_in": 44 * 1448, "ts_ns": at(2)},
+        # a real stall: the client's full-size request segments retransmitted
+        {"src_workload": "uploader", "dst_workload": "storage", "retransmissions": 3, "retransmissions_out": 3,
+         "retransmissions_in": 0, "bytes_total": 2 * 1448 + 3 * 1448, "goodput_bytes": 2 * 1448,
+         "payload_bytes_out": 5 * 1448, "payload_bytes_in": 0, "ts_ns": at(3)},
+    ]
+    result = _run(write_tables(tmp_path, {"connections": connections}), "large-request-stalls")
+    assert _pick(result, "client", "server", "retransmissions_out") == [("uploader", "storage", 3)]
 
 
 def test_incident_filter_keeps_only_that_incidents_rows(tmp_path: Path) -> None:

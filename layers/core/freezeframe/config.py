@@ -93,6 +93,13 @@ PAGERDUTY_API_URL = "https://api.pagerduty.com"
 # The agent leaves its own Kafka and S3 traffic out of the capture (freezeframe.bpf.own_traffic_exclusion).
 ENV_EXCLUDE_OWN_TRAFFIC = "FREEZEFRAME_EXCLUDE_OWN_TRAFFIC"
 ENV_OWN_TRAFFIC_NETS = "FREEZEFRAME_OWN_TRAFFIC_NETS"  # CIDRs of S3 (the region's S3 prefix list), comma-separated
+# Dissection follows the hold (issue 13): how often an open hold's new parts are dissected, how long after a hold
+# closes the last pass waits for in-flight indexer batches, and the freeze's attempts before its terminal state.
+ENV_DISSECT_REFRESH_S = "FREEZEFRAME_DISSECT_REFRESH_SECONDS"
+ENV_HOLD_SETTLE_S = "FREEZEFRAME_HOLD_SETTLE_SECONDS"
+ENV_FREEZE_ATTEMPTS = "FREEZEFRAME_FREEZE_ATTEMPTS"
+# The agent's /healthz: the drop share of recent segments above which it is degraded.
+ENV_HEALTH_DROP_RATIO = "FREEZEFRAME_HEALTH_DROP_RATIO"
 
 SEGMENTS_TOPIC = "freezeframe.segments"
 K8S_TOPIC = "freezeframe.k8s"
@@ -177,6 +184,10 @@ class Settings:
     pagerduty_from: str | None = None  # the PagerDuty user's e-mail that notes are written as (the From header)
     exclude_own_traffic: bool = True  # capture filters leave out the agent's own Kafka and S3 connections
     own_traffic_nets: tuple[str, ...] = ()  # S3's CIDRs (VPC endpoint prefix list) on 443, left out of captures
+    dissect_refresh_s: int = 60  # while a hold is open, its new parts are dissected at most this often
+    hold_settle_s: int = 30  # the last pass starts this long after the hold closed (in-flight indexer batches)
+    freeze_attempts: int = 3  # Lambda's async invocation: the first try and two retries
+    health_drop_ratio: float = 0.01  # kernel + agent drops over captured + dropped packets of recent segments
 
     def __post_init__(self) -> None:
         if self.lock_mode not in LOCK_MODES:
@@ -300,6 +311,10 @@ class Settings:
             pagerduty_from=env.get(ENV_PAGERDUTY_FROM) or None,
             exclude_own_traffic=env.get(ENV_EXCLUDE_OWN_TRAFFIC, "true").lower() not in ("0", "false", "no"),
             own_traffic_nets=tuple(n.strip() for n in env.get(ENV_OWN_TRAFFIC_NETS, "").split(",") if n.strip()),
+            dissect_refresh_s=_int(env, ENV_DISSECT_REFRESH_S, base.dissect_refresh_s),
+            hold_settle_s=_int(env, ENV_HOLD_SETTLE_S, base.hold_settle_s),
+            freeze_attempts=_int(env, ENV_FREEZE_ATTEMPTS, base.freeze_attempts),
+            health_drop_ratio=_float(env, ENV_HEALTH_DROP_RATIO, base.health_drop_ratio),
         )
 
     def with_(self, **changes: object) -> Settings:
@@ -389,6 +404,10 @@ def env_overrides(settings_: Settings) -> dict[str, str]:
         ENV_PAGERDUTY_FROM: settings_.pagerduty_from,
         ENV_EXCLUDE_OWN_TRAFFIC: None if settings_.exclude_own_traffic else "false",
         ENV_OWN_TRAFFIC_NETS: ",".join(settings_.own_traffic_nets) or None,
+        ENV_DISSECT_REFRESH_S: str(settings_.dissect_refresh_s),
+        ENV_HOLD_SETTLE_S: str(settings_.hold_settle_s),
+        ENV_FREEZE_ATTEMPTS: str(settings_.freeze_attempts),
+        ENV_HEALTH_DROP_RATIO: repr(settings_.health_drop_ratio),
     }
     out.update({k: v for k, v in optional.items() if v})
     return out

@@ -39,3 +39,11 @@ class NotFoundError(FreezeframeError):
 
 class CustodyError(FreezeframeError):
     """The signed custody chain of an incident is missing, broken or does not name what was read."""
+
+
+class ObjectLockError(FreezeframeError):
+    """A version could not be locked at least as strongly as requested (not a refusal a re-read resolves)."""
+
+
+class FreezeFailedError(FreezeframeError):
+    """A freeze failed after its last attempt; its incident records the terminal state "failed"."""

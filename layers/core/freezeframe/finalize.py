@@ -13,8 +13,10 @@ Compaction is deliberately not done: the parts are one file per node and table, 
 WORM bucket that refuses deletes, so a merged copy could never replace them and would double every row in Athena.
 A node's part is already one file per table and incident; Athena's small-file overhead stays at one per node.
 
-`run_dissection_locally` is the same state machine as a plain loop, for local mode and the tests: the nodes in
-order, each with the state machine's retries, then `finalize_incident`.
+`run_dissection_locally` is one pass of the same state machine as a plain loop, for the tests: the nodes in
+order, each with the state machine's retries, then `finalize_incident`. While the incident's hold is open, the
+summary's `follow` says when the next pass is due (freezeframe.follow): the state machine's Wait state, or locally
+the gateway's stand-in (`LocalGateway._run_dissection`), runs it.
 """
 
 from __future__ import annotations
@@ -32,9 +34,18 @@ from freezeframe.config import Settings
 from freezeframe.custody.chain import seal_written
 from freezeframe.custody.pinned import pinned_manifest
 from freezeframe.errors import NotFoundError, PayloadError, SegmentCorruptError
-from freezeframe.keys import check_name, dissect_status_key, incident_prefix, parse_table_part_key
-from freezeframe.manifest import entries_of
-from freezeframe.models import iso
+from freezeframe.follow import FollowUp, follow_up, hold_closes_at, incident_nodes
+from freezeframe.holds import manifest_parts
+from freezeframe.keys import (
+    check_name,
+    dissect_status_key,
+    follow_key,
+    incident_prefix,
+    parse_table_part_key,
+    resolved_key,
+)
+from freezeframe.models import iso, parse_iso
+from freezeframe.unverified import unverified_of
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +65,23 @@ ReportWriter = Callable[[Settings, Any, str], str]
 
 def summary_key(incident_id: str) -> str:
     return f"{incident_prefix(incident_id)}summary.json"
+
+
+def resolved_at(settings: Settings, s3: Any, incident_id: str) -> datetime | None:
+    try:
+        record = s3io.get_json(s3, settings.evidence_bucket, resolved_key(incident_id))
+    except NotFoundError:
+        return None
+    return parse_iso(str(record["resolved_at"]), "resolved_at") if record.get("resolved_at") else None
+
+
+def read_follow(settings: Settings, s3: Any, incident_id: str) -> FollowUp | None:
+    try:
+        raw = s3io.get_json(s3, settings.evidence_bucket, follow_key(incident_id))
+    except NotFoundError:
+        return None
+    return FollowUp(bool(raw.get("again")), int(raw.get("wait_s", 0)), tuple(raw.get("nodes") or ()),
+                    raw.get("partial_until"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,14 +221,23 @@ def finalize_incident(settings: Settings, s3: Any, incident_id: str, outcomes: S
     """Register the partitions, write the report and the summary; returns the summary with its key.
 
     `writer` defaults to `report_writer()`, looked up at call time."""
+    now = now or datetime.now(UTC)
     manifest = pinned_manifest(settings, s3, incident_id)
-    manifest_nodes = {entry.node for entry in entries_of(manifest)}
+    parts = manifest_parts(settings, s3, incident_id)
+    # Every node with a segment locked under the incident: the freeze's and those the hold's parts brought.
+    manifest_nodes = set(incident_nodes(manifest, parts))
+    # Decided before the report, so the report says whether its tables are partial and until when.
+    follow = follow_up(hold_closes_at(manifest, resolved_at(settings, s3, incident_id)), now, manifest_nodes,
+                       settings.dissect_refresh_s, settings.hold_settle_s)
+    s3io.put_json(s3, settings.evidence_bucket, follow_key(incident_id), follow.to_dict())
     statuses = read_statuses(settings, s3, incident_id, manifest_nodes | {o.node for o in outcomes})
     part_keys = [key for status in statuses.values() if status for key in status.get("parts", {}).values()]
     registered = register(settings, part_keys)
     report = write_report(settings, s3, incident_id, writer if writer is not None else report_writer())
-    summary = build_summary(incident_id, manifest_nodes, outcomes, statuses, registered, report,
-                            now or datetime.now(UTC))
+    summary = build_summary(incident_id, manifest_nodes, outcomes, statuses, registered, report, now)
+    summary["partial_until"] = follow.partial_until
+    summary["follow"] = follow.to_dict()
+    summary["unverified"] = [u.to_dict() for document in [manifest, *parts] for u in unverified_of(document)]
     key = summary_key(incident_id)
     # Locked by the evidence bucket's default retention (only the freeze and the indexer may set locks).
     version_id = s3io.put_json(s3, settings.evidence_bucket, key, summary)

@@ -10,16 +10,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from freezeframe import k8s_context, legal_hold, postback, segment_index
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
 from freezeframe.consolidate import consolidate
 from freezeframe.custody.chain import seal_written
-from freezeframe.errors import NotFoundError, SegmentCorruptError
+from freezeframe.errors import NotFoundError
 from freezeframe.holds import hold_for, open_hold
 from freezeframe.keys import check_name, hour_prefixes, manifest_key, parse_raw_segment_key
 from freezeframe.manifest import build_manifest, entries_of
 from freezeframe.models import FreezeRequest, ManifestEntry, SegmentRecord, iso
+from freezeframe.unverified import UnverifiedSegment, attach, metadata_problem, size_problem, unverified_of
 
 logger = logging.getLogger(__name__)
 LOCK_WORKERS = 16
@@ -43,6 +46,8 @@ class FreezeResult:
     segments: int
     nodes: tuple[str, ...]
     created: bool  # False when a retry found the manifest already written
+    hold_open: bool = False  # segments uploaded later are still being locked: dissection follows the hold
+    unverified: int = 0  # versions locked but left out of the entries (see freezeframe.unverified)
 
 
 def select_segments(request: FreezeRequest, versions: Iterable[s3io.ObjectVersion],
@@ -64,7 +69,7 @@ def select_segments(request: FreezeRequest, versions: Iterable[s3io.ObjectVersio
 def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | None = None) -> FreezeResult:
     key = manifest_key(request.incident_id)
     hold = hold_for(request, settings.hold_grace_s, now or datetime.now(UTC))
-    locks: list[Future[ManifestEntry | None]] = []
+    locks: list[Future[ManifestEntry | UnverifiedSegment | None]] = []
     submitted = threading.Lock()
     with ThreadPoolExecutor(max_workers=4) as aux, ThreadPoolExecutor(max_workers=LIST_WORKERS) as listers, \
             ThreadPoolExecutor(max_workers=LOCK_WORKERS) as lockers:
@@ -99,7 +104,7 @@ def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | 
             # A scope that names (or resolves to) nodes lists only their folders, not every node's segments.
             prefixes = [f"{prefix}{check_name('node', node)}/" for prefix in prefixes for node in nodes]
 
-        def lock(candidate: Candidate) -> ManifestEntry | None:
+        def lock(candidate: Candidate) -> ManifestEntry | UnverifiedSegment | None:
             # A lock never waits for the manifest check: re-applying a finished freeze's own retention changes
             # nothing (and a hold or legal hold was settled above), so only once the check has answered does a
             # retry of a finished freeze skip the rest.
@@ -132,12 +137,19 @@ def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | 
                                                                  context_objects.result(), request.lock.mode,
                                                                  request.lock.retain_until))
         list(listed)
-        entries = [entry for entry in (future.result() for future in locks) if entry is not None]
+        locked = [future.result() for future in locks]
+        entries = [entry for entry in locked if isinstance(entry, ManifestEntry)]
+        unverified = [entry for entry in locked if isinstance(entry, UnverifiedSegment)]
         _, gap_records = index_future.result()
         context = context_future.result()
     manifest = build_manifest(request, entries, now or datetime.now(UTC), settings.raw_bucket,
                               [g for g in gap_records if not nodes or g.get("node") in nodes])
     manifest["hold"] = hold.to_dict() if hold else None
+    attach(manifest, unverified)
+    for item in unverified:
+        manifest["coverage"].setdefault(item.node, {}).setdefault("unverified", []).append(
+            {"key": item.key, "version_id": item.version_id, "start_ns": item.start_ns, "end_ns": item.end_ns,
+             "reason": item.reason})
     manifest["scope_nodes"] = list(nodes)  # empty: every node of the cluster
     if settings.consolidate:
         manifest["consolidated"] = consolidate(settings, s3, request, entries)
@@ -150,8 +162,9 @@ def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | 
                                            "manifest_created": written is not None})
     if written is not None:  # a retried freeze does not post twice
         postback.after_freeze(settings, manifest)
-    return FreezeResult(request.incident_id, key, len(entries), tuple(sorted({e.node for e in entries})),
-                        created=written is not None)
+    return FreezeResult(request.incident_id, key, len(entries),
+                        tuple(sorted({e.node for e in entries} | {u.node for u in unverified})),
+                        created=written is not None, hold_open=hold is not None, unverified=len(unverified))
 
 
 def _seal_manifest(settings: Settings, s3: Any, request: FreezeRequest, version_id: str | None, body: bytes) -> None:
@@ -170,8 +183,10 @@ def _existing_manifest(settings: Settings, s3: Any, key: str) -> dict[str, Any] 
 
 def _already_frozen(request: FreezeRequest, key: str, existing: dict[str, Any]) -> FreezeResult:
     """A retry of a freeze whose manifest is already written: its result, unchanged."""
-    nodes = tuple(sorted({entry.node for entry in entries_of(existing)}))
-    return FreezeResult(request.incident_id, key, len(existing["segments"]), nodes, created=False)
+    unverified = unverified_of(existing)
+    nodes = tuple(sorted({entry.node for entry in entries_of(existing)} | {u.node for u in unverified}))
+    return FreezeResult(request.incident_id, key, len(existing["segments"]), nodes, created=False,
+                        hold_open=bool(existing.get("hold")), unverified=len(unverified))
 
 
 def _needs_context(request: FreezeRequest) -> bool:
@@ -206,50 +221,76 @@ def scope_nodes(request: FreezeRequest, context: Future[list[k8s_context.Context
 
 
 def _lock_one(settings: Settings, s3: Any, request: FreezeRequest, candidate: Candidate,
-              record_of: Callable[[], SegmentRecord | None]) -> ManifestEntry:
-    """Locks one version and returns its manifest entry. The retention goes first, without reading the version:
-    the endpoint itself refuses a retention that would shorten or weaken an existing lock, and only such a refusal
-    takes the HEAD path, which keeps the stronger lock. The segment's sha256, seq and counts come from the segment
-    index (`record_of` waits for it, so the lock never does), or from the version's metadata when it is not indexed.
+              record_of: Callable[[], SegmentRecord | None]) -> ManifestEntry | UnverifiedSegment:
+    """Locks one version and returns its manifest entry, or its unverified record when its integrity cannot be
+    established (it is locked all the same: locking preserves evidence). The retention goes first, without reading
+    the version: the endpoint itself refuses a retention that would shorten or weaken an existing lock, and only such
+    a refusal takes the HEAD path, which keeps the stronger lock. The segment's sha256, seq and counts come from the
+    segment index (`record_of` waits for it, so the lock never does), or from the version's metadata when it is not
+    indexed.
     """
     held = legal_hold.HeldVersion(settings.raw_bucket, candidate.key, candidate.version_id)
+    state: s3io.LockState | None = None
     if s3io.try_put_retention(s3, settings.raw_bucket, candidate.key, candidate.version_id, request.lock.mode,
                               request.lock.retain_until):
+        state = s3io.LockState(request.lock.mode, request.lock.retain_until, request.lock.legal_hold)
         if request.lock.legal_hold:
             legal_hold.place(settings, s3, request.incident_id, held, datetime.now(UTC))
         record = record_of()
-        if record is not None:
+        if record is not None and metadata_problem({"sha256": record.sha256}, None) is None:
+            problem = size_problem(record.stored_bytes, candidate.size)
+            if problem is not None:
+                return _unverified(candidate, problem, state)
             return ManifestEntry(
                 key=candidate.key, version_id=candidate.version_id, sha256=record.sha256, size=candidate.size,
                 node=candidate.node, start_ns=candidate.start_ns, end_ns=candidate.end_ns, seq=record.seq,
                 packets=record.packets, lock_mode=request.lock.mode, retain_until=iso(request.lock.retain_until),
-                legal_hold=request.lock.legal_hold, kernel_drops=record.kernel_drops, agent_drops=record.agent_drops)
-        head = s3io.head_version(s3, settings.raw_bucket, candidate.key, candidate.version_id)
-        return _entry_from_head(candidate, head, s3io.lock_state(head))
-    head = s3io.head_version(s3, settings.raw_bucket, candidate.key, candidate.version_id)
-    if not head.get("Metadata", {}).get("sha256"):
-        raise SegmentCorruptError(f"segment {candidate.key} has no sha256 metadata; refusing to freeze it blind")
-    state = s3io.lock_version(s3, settings.raw_bucket, candidate.key, candidate.version_id, request.lock.mode,
-                              request.lock.retain_until, s3io.lock_state(head))
-    if request.lock.legal_hold:
-        legal_hold.place(settings, s3, request.incident_id, held, datetime.now(UTC))
-        state = s3io.LockState(state.mode, state.retain_until, legal_hold=True)
+                legal_hold=request.lock.legal_hold, kernel_drops=record.kernel_drops, agent_drops=record.agent_drops,
+                lock_outcome=state.outcome)
+    try:
+        head = s3io.head_version(s3, settings.raw_bucket, candidate.key, candidate.version_id, checksum=True)
+    except ClientError as exc:
+        # Locked (or refused, which means a lock already stands), but unreadable: kept, recorded, never dissected.
+        reason = f"unreadable: HEAD failed with {s3io.error_code(exc)}"
+        if state is None:
+            reason += "; the requested retention was refused, so an existing lock stands"
+        return _unverified(candidate, reason, state or s3io.LockState(None, None, False, "unknown"))
+    if state is None:
+        state = s3io.lock_at_least(s3, settings.raw_bucket, candidate.key, candidate.version_id, request.lock.mode,
+                                   request.lock.retain_until, s3io.lock_state(head))
+        if request.lock.legal_hold:
+            legal_hold.place(settings, s3, request.incident_id, held, datetime.now(UTC))
+            state = s3io.LockState(state.mode, state.retain_until, True, state.outcome)
+    else:
+        state = s3io.LockState(state.mode, state.retain_until, state.legal_hold or s3io.lock_state(head).legal_hold,
+                               state.outcome)
+    problem = metadata_problem(head.get("Metadata", {}), head.get("ChecksumSHA256")) or size_problem(
+        head.get("ContentLength"), candidate.size)
+    if problem is not None:
+        logger.warning("segment locked but unverified", extra={"incident_id": request.incident_id,
+                                                               "segment": candidate.key, "reason": problem})
+        return _unverified(candidate, problem, state)
     return _entry_from_head(candidate, head, state)
+
+
+def _unverified(candidate: Candidate, reason: str, state: s3io.LockState) -> UnverifiedSegment:
+    return UnverifiedSegment(key=candidate.key, version_id=candidate.version_id, node=candidate.node,
+                             start_ns=candidate.start_ns, end_ns=candidate.end_ns, size=candidate.size, reason=reason,
+                             lock_mode=str(state.mode or ""),
+                             retain_until=iso(state.retain_until) if state.retain_until else "",
+                             legal_hold=state.legal_hold)
 
 
 def _entry_from_head(candidate: Candidate, head: dict[str, Any], state: s3io.LockState) -> ManifestEntry:
     metadata = head.get("Metadata", {})
-    sha256 = metadata.get("sha256")
-    if not sha256:
-        raise SegmentCorruptError(f"segment {candidate.key} has no sha256 metadata; refusing to freeze it blind")
     return ManifestEntry(
-        key=candidate.key, version_id=candidate.version_id, sha256=sha256, size=candidate.size, node=candidate.node,
-        start_ns=candidate.start_ns, end_ns=candidate.end_ns,
+        key=candidate.key, version_id=candidate.version_id, sha256=metadata["sha256"], size=candidate.size,
+        node=candidate.node, start_ns=candidate.start_ns, end_ns=candidate.end_ns,
         seq=int(metadata["seq"]) if metadata.get("seq", "").isdigit() else None,
         packets=int(metadata["packets"]) if metadata.get("packets", "").isdigit() else None,
         lock_mode=str(state.mode), retain_until=iso(state.retain_until) if state.retain_until else "",
         legal_hold=state.legal_hold, kernel_drops=_metadata_int(metadata, "kernel_drops"),
-        agent_drops=_metadata_int(metadata, "agent_drops"),
+        agent_drops=_metadata_int(metadata, "agent_drops"), lock_outcome=state.outcome,
     )
 
 

@@ -22,10 +22,10 @@ from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
 from freezeframe.custody.chain import seal_written
 from freezeframe.custody.pinned import pinned_parts
-from freezeframe.errors import SegmentCorruptError
 from freezeframe.keys import check_name, manifest_part_key, resolved_key
 from freezeframe.manifest import MANIFEST_SCHEMA, root_hash
 from freezeframe.models import FreezeRequest, LockSpec, ManifestEntry, SegmentRecord, iso, parse_iso
+from freezeframe.unverified import UnverifiedSegment, attach, metadata_problem, size_problem
 
 logger = logging.getLogger(__name__)
 HOLD_SCHEMA = "freezeframe.hold/v1"
@@ -90,34 +90,54 @@ def open_holds(settings: Settings, s3: Any, now: datetime) -> list[Hold]:
     return holds
 
 
-def lock_late_segment(settings: Settings, s3: Any, hold: Hold, record: SegmentRecord) -> ManifestEntry:
-    """Locks one late segment version in place under a hold and appends it as a manifest part (idempotent)."""
-    head = s3io.head_version(s3, record.bucket, record.key, record.version_id)
-    stored = head.get("Metadata", {}).get("sha256")
-    if stored != record.sha256:
-        raise SegmentCorruptError(f"segment {record.key}: the record's sha256 {record.sha256} does not match the "
-                                  f"object's {stored}")
-    state = s3io.lock_version(s3, record.bucket, record.key, record.version_id, hold.lock.mode,
-                              hold.lock.retain_until, s3io.lock_state(head))
+def lock_late_segment(settings: Settings, s3: Any, hold: Hold, record: SegmentRecord) -> ManifestEntry | None:
+    """Locks one late segment version in place under a hold and appends it as a manifest part (idempotent).
+
+    A version another incident locked more strongly or for longer keeps that lock, recorded as the entry's
+    `lock_outcome`; a concurrent locker is not an error (`adapters.s3.lock_at_least`). A version whose stored
+    sha256 disagrees with its record (or whose size does) is locked all the same and appended as unverified
+    (returns None): no segment of a hold is left unlocked or dead-lettered for what a retry cannot change."""
+    head = s3io.head_version(s3, record.bucket, record.key, record.version_id, checksum=True)
+    state = s3io.lock_at_least(s3, record.bucket, record.key, record.version_id, hold.lock.mode,
+                               hold.lock.retain_until, s3io.lock_state(head))
     if hold.lock.legal_hold:
         legal_hold.place(settings, s3, hold.incident_id,
                          legal_hold.HeldVersion(record.bucket, record.key, record.version_id), datetime.now(UTC))
-        state = s3io.LockState(state.mode, state.retain_until, legal_hold=True)
-    entry = ManifestEntry(key=record.key, version_id=record.version_id, sha256=record.sha256,
-                          size=record.stored_bytes, node=record.node, start_ns=record.start_ns, end_ns=record.end_ns,
-                          seq=record.seq, packets=record.packets, lock_mode=str(state.mode),
-                          retain_until=iso(state.retain_until) if state.retain_until else "",
-                          legal_hold=state.legal_hold)
+        state = s3io.LockState(state.mode, state.retain_until, True, state.outcome)
+    metadata = head.get("Metadata", {})
+    problem = metadata_problem(metadata, head.get("ChecksumSHA256")) or size_problem(
+        record.stored_bytes, int(head.get("ContentLength", record.stored_bytes)))
+    if problem is None and metadata.get("sha256") != record.sha256:
+        problem = (f"the segment record's sha256 {record.sha256} does not match the object's metadata "
+                   f"{metadata.get('sha256')}")
+    entry: ManifestEntry | None = None
+    unverified: list[UnverifiedSegment] = []
+    if problem is None:
+        entry = ManifestEntry(key=record.key, version_id=record.version_id, sha256=record.sha256,
+                              size=record.stored_bytes, node=record.node, start_ns=record.start_ns,
+                              end_ns=record.end_ns, seq=record.seq, packets=record.packets, lock_mode=str(state.mode),
+                              retain_until=iso(state.retain_until) if state.retain_until else "",
+                              legal_hold=state.legal_hold, lock_outcome=state.outcome)
+    else:
+        logger.warning("late segment locked but unverified", extra={"incident_id": hold.incident_id,
+                                                                    "segment": record.key, "reason": problem})
+        unverified.append(UnverifiedSegment(
+            key=record.key, version_id=record.version_id, node=record.node, start_ns=record.start_ns,
+            end_ns=record.end_ns, size=int(head.get("ContentLength", record.stored_bytes)), reason=problem,
+            lock_mode=str(state.mode or ""), retain_until=iso(state.retain_until) if state.retain_until else "",
+            legal_hold=state.legal_hold))
+    entries = [entry] if entry is not None else []
     part = {"schema": MANIFEST_SCHEMA, "incident_id": hold.incident_id, "part_of": hold.incident_id,
-            "raw_bucket": record.bucket, "segments": [entry.to_dict()], "root_hash": root_hash([entry]),
+            "raw_bucket": record.bucket, "segments": [e.to_dict() for e in entries], "root_hash": root_hash(entries),
             "created_at": iso(datetime.now(UTC))}
+    attach(part, unverified)
     part_key = manifest_part_key(hold.incident_id, record.node, record.seq)
     written = s3io.put_json(s3, settings.evidence_bucket, part_key, part, create_only=True,
                             lock=(hold.lock.mode, hold.lock.retain_until))
     seal_written(settings, s3, hold.incident_id, "manifest-part", part_key, written, s3io.encode_json(part),
                  (hold.lock.mode, hold.lock.retain_until))
     logger.info("late segment locked", extra={"incident_id": hold.incident_id, "node": record.node,
-                                              "segment": record.key})
+                                              "segment": record.key, "lock_outcome": state.outcome})
     return entry
 
 

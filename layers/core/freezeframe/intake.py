@@ -27,6 +27,8 @@ from freezeframe.alerts import alertmanager, manual, pagerduty
 from freezeframe.config import Settings
 from freezeframe.custody.pinned import read_pinned
 from freezeframe.errors import CustodyError, NotFoundError, PayloadError, SignatureError
+from freezeframe.finalize import read_follow
+from freezeframe.follow import incident_nodes
 from freezeframe.keys import (
     dissect_status_key,
     freeze_started_key,
@@ -35,8 +37,10 @@ from freezeframe.keys import (
     resolved_key,
     webhook_delivery_key,
 )
+from freezeframe.lifecycle import freeze_failure
 from freezeframe.models import FreezeRequest, iso, parse_iso
 from freezeframe.rules import FreezeRules
+from freezeframe.unverified import unverified_of
 
 logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
@@ -214,13 +218,18 @@ def incident_status(settings: Settings, s3: Any, incident_id: str) -> dict[str, 
     try:
         pinned = read_pinned(settings, s3, incident_id)  # the versions the signed chain names, never the latest
     except NotFoundError:
+        failure = freeze_failure(settings, s3, incident_id)
+        if failure is not None:
+            status.update(state="failed", error=failure.get("error"), failed_at=failure.get("failed_at"),
+                          attempts=failure.get("attempts"))
         return status
     except CustodyError as exc:
         # Served as the truth only what the chain vouches for: a broken chain shows as such, with nothing else.
         status.update(state="custody-broken", custody={"ok": False, "error": str(exc)})
         return status
     manifest = pinned.manifest.document
-    nodes = sorted(manifest.get("coverage", {}))
+    parts = [part.document for part in pinned.parts]
+    nodes = incident_nodes(manifest, parts)
     dissection = {}
     for node in nodes:
         try:
@@ -230,8 +239,17 @@ def incident_status(settings: Settings, s3: Any, incident_id: str) -> dict[str, 
         except NotFoundError:
             dissection[node] = {"state": "pending"}
     done = all(d["state"] == "done" for d in dissection.values())
+    unverified = [u.to_dict() for document in [manifest, *parts] for u in unverified_of(document)]
+    follow = read_follow(settings, s3, incident_id)
+    # Tables are partial while the hold is open: until the last pass after it closes (freezeframe.follow).
+    hold = manifest.get("hold") or {}
+    partial_until = follow.partial_until if follow is not None else hold.get("closes_at")
     status.update(
-        state="dissected" if nodes and done else "frozen",
+        state="dissected" if nodes and done else "frozen_with_problems" if unverified else "frozen",
+        tables="partial" if partial_until else "complete" if nodes and done else "pending",
+        partial_until=partial_until,
+        unverified=unverified,
+        late_segments=sum(len(part.get("segments", [])) for part in parts),
         frozen_segments=len(manifest.get("segments", [])),
         root_hash=manifest.get("root_hash"),
         coverage=manifest.get("coverage", {}),

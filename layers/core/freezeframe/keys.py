@@ -100,6 +100,11 @@ def manifest_part_key(incident_id: str, node: str, seq: int) -> str:
     return f"{manifest_parts_prefix(incident_id)}{check_name('node', node)}-{seq:012d}.json"
 
 
+def follow_key(incident_id: str) -> str:
+    """The latest dissection pass's follow-up (freezeframe.follow.FollowUp): whether the tables are partial."""
+    return f"{incident_prefix(incident_id)}dissect-follow.json"
+
+
 def resolved_key(incident_id: str) -> str:
     return f"{INCIDENTS_ROOT}/{check_name('incident_id', incident_id)}/resolved.json"
 

@@ -142,8 +142,9 @@ def _incident_ids(s3: Any, bucket: str) -> list[str]:
 @server.tool()
 @_tool_errors
 def incident_status(incident_id: str) -> dict[str, Any]:
-    """Is the incident frozen, which nodes and intervals are covered (gaps, sequence gaps, drops), is dissection
-    done, and where the evidence lives."""
+    """Is the incident frozen (or failed, with its error), which nodes and intervals are covered (gaps, sequence
+    gaps, drops, unverified segments), is dissection done, are its tables partial (`tables`: partial while the hold
+    is open, `partial_until` its close time) and where the evidence lives."""
     config = current_settings()
     status = intake.incident_status(config, s3io.client(config), incident_id)
     _record(config, incident_id, "incident_status", {}, [json.dumps(status, sort_keys=True, default=str).encode()])
@@ -169,7 +170,16 @@ def run_scenario(name: str, incident_id: str | None = None, max_rows: int = MAX_
     scenario = scenarios.get(name)
     result = _query(scenario.sql(incident_id), max_rows) | {"scenario": scenario.name, "title": scenario.title}
     if incident_id is not None:
-        _record(current_settings(), incident_id, "run_scenario", {"scenario": scenario.name},
+        # While the incident's hold is open its tables miss what is still being locked: say so, and until when.
+        from freezeframe.finalize import read_follow
+
+        config = current_settings()
+        follow = read_follow(config, s3io.client(config), incident_id)
+        result["partial_until"] = follow.partial_until if follow is not None else None
+        if result["partial_until"]:
+            result["note"] = (f"partial: the incident's hold is open until {result['partial_until']}; segments "
+                              "locked until then are dissected as they arrive")
+        _record(config, incident_id, "run_scenario", {"scenario": scenario.name},
                 [json.dumps(result, sort_keys=True, default=str).encode()])
     return result
 

@@ -129,6 +129,9 @@ class FreezeRequest:
     labels: tuple[tuple[str, str], ...] = ()
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     schema: str = FREEZE_SCHEMA
+    # When the alert fired (Alertmanager startsAt, PagerDuty occurred_at); None for a manual freeze. Left out of
+    # the document when None, so requests written before it read and hash the same.
+    alert_at: datetime | None = None
 
     @property
     def window_start_ns(self) -> int:
@@ -142,7 +145,8 @@ class FreezeRequest:
         return {"schema": self.schema, "incident_id": self.incident_id, "source": self.source, "title": self.title,
                 "severity": self.severity, "window_start": iso(self.window_start),
                 "window_end": iso(self.window_end), "scope": self.scope.to_dict(), "lock": self.lock.to_dict(),
-                "labels": dict(self.labels), "received_at": iso(self.received_at)}
+                "labels": dict(self.labels), "received_at": iso(self.received_at),
+                **({"alert_at": iso(self.alert_at)} if self.alert_at is not None else {})}
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> FreezeRequest:
@@ -164,6 +168,7 @@ class FreezeRequest:
             scope=Scope.from_dict(scope), lock=LockSpec.from_dict(lock),
             labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
             received_at=parse_iso(_require(raw, "received_at", str), "received_at"),
+            alert_at=parse_iso(str(raw["alert_at"]), "alert_at") if raw.get("alert_at") else None,
         )
 
 
@@ -185,9 +190,15 @@ class ManifestEntry:
     legal_hold: bool
     kernel_drops: int | None = None
     agent_drops: int | None = None
+    # How the lock came to be (adapters.s3.LockState.outcome: applied | kept | kept_stronger); left out of the
+    # document when unknown, so entries written before it keep their root hash.
+    lock_outcome: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if out["lock_outcome"] is None:
+            del out["lock_outcome"]
+        return out
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> ManifestEntry:
@@ -197,7 +208,7 @@ class ManifestEntry:
                    end_ns=_require(raw, "end_ns", int), seq=raw.get("seq"), packets=raw.get("packets"),
                    lock_mode=_require(raw, "lock_mode", str), retain_until=_require(raw, "retain_until", str),
                    legal_hold=bool(raw.get("legal_hold", False)), kernel_drops=raw.get("kernel_drops"),
-                   agent_drops=raw.get("agent_drops"))
+                   agent_drops=raw.get("agent_drops"), lock_outcome=raw.get("lock_outcome"))
 
 
 def iso(value: datetime) -> str:

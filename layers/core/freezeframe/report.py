@@ -23,11 +23,13 @@ from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
 from freezeframe.custody.chain import seal_written
 from freezeframe.custody.pinned import pinned_manifest
+from freezeframe.errors import NotFoundError
 from freezeframe.holds import manifest_parts
-from freezeframe.keys import check_name, report_key
+from freezeframe.keys import check_name, follow_key, report_key
 from freezeframe.manifest import entries_of, node_coverage
 from freezeframe.models import from_ns, parse_iso, to_ns
 from freezeframe.query import QueryResult, connect, run
+from freezeframe.unverified import unverified_of
 
 TIMELINE_MAX_BUCKETS = 60
 # Bucket widths the timeline may use, in seconds: the first that keeps the data under TIMELINE_MAX_BUCKETS wins.
@@ -228,6 +230,9 @@ class ReportData:
     parts: tuple[dict[str, Any], ...]
     queries: tuple[tuple[ReportQuery, QueryResult], ...]
     bucket_ns: int
+    # The dissection's follow-up (freezeframe.follow.FollowUp.to_dict()) when finalize wrote one: while it has a
+    # `partial_until`, the hold is open and the tables are partial until then.
+    follow: dict[str, Any] | None = None
 
     def result(self, name: str) -> tuple[ReportQuery, QueryResult]:
         for query, result in self.queries:
@@ -264,7 +269,11 @@ def collect(settings: Settings, s3: Any, incident_id: str, con: Any = None) -> R
     parts = tuple(manifest_parts(settings, s3, incident_id))
     queries, bucket_ns = run_queries(con if con is not None else connect(settings), incident_id,
                                      *window_ns(manifest))
-    return ReportData(manifest, parts, queries, bucket_ns)
+    try:
+        follow: dict[str, Any] | None = s3io.get_json(s3, settings.evidence_bucket, follow_key(incident_id))
+    except NotFoundError:
+        follow = None
+    return ReportData(manifest, parts, queries, bucket_ns, follow)
 
 
 def render_incident_report(settings: Settings, s3: Any, incident_id: str, con: Any = None,
@@ -380,7 +389,54 @@ def merged_coverage(manifest: Mapping[str, Any], parts: Iterable[Mapping[str, An
     return node_coverage(entries, start, end, gap_records)
 
 
-def coverage_svg(coverage: Mapping[str, Any], start_ns: int, end_ns: int) -> str:
+def partial_until_ns(data: ReportData) -> int | None:
+    """The hold's close time while the tables are partial (the hold is open), else None."""
+    until = (data.follow or {}).get("partial_until")
+    return to_ns(parse_iso(str(until), "partial_until")) if until else None
+
+
+def alert_ns(manifest: Mapping[str, Any]) -> tuple[int, str] | None:
+    """When the alert fired (or, for a manual freeze, when the freeze was requested), and what to call it."""
+    request = manifest.get("request") or {}
+    if request.get("alert_at"):
+        return to_ns(parse_iso(str(request["alert_at"]), "alert_at")), "alert fired"
+    if request.get("received_at"):
+        return to_ns(parse_iso(str(request["received_at"]), "received_at")), "freeze requested"
+    return None
+
+
+def unverified_by_node(data: ReportData) -> dict[str, list[Any]]:
+    found: dict[tuple[str, str], Any] = {}
+    for document in [data.manifest, *data.parts]:
+        for item in unverified_of(document):
+            found[(item.key, item.version_id)] = item
+    by_node: dict[str, list[Any]] = {}
+    for item in sorted(found.values(), key=lambda u: (u.node, u.start_ns)):
+        by_node.setdefault(item.node, []).append(item)
+    return by_node
+
+
+def gap_reason(gap: Sequence[int], info: Mapping[str, Any], unverified: Sequence[Any], end_ns: int,
+               pending_until: int | None) -> tuple[str, str]:
+    """Pure: why a coverage gap exists, as (css class, reason). The trailing part of the window while the hold is
+    open is not a gap but evidence still to come ("pending")."""
+    a, b = int(gap[0]), int(gap[1])
+    for item in unverified:
+        if item.start_ns < b and item.end_ns > a:
+            return "gap", f"unverified segment: {item.reason}"
+    if pending_until is not None and b >= end_ns:
+        return "pending", "hold open (still being locked)"
+    for record in info.get("gap_records", []):
+        if int(record.get("start_ns", 0)) < b and int(record.get("end_ns", 0)) > a:
+            return "gap", f"evicted by the agent ({record.get('reason') or 'spool full'})"
+    if info.get("seq_gaps"):
+        seqs = ", ".join(f"{x}" if x == y else f"{x}–{y}" for x, y in info["seq_gaps"])
+        return "gap", f"segments {seqs} missing (lost before upload)"
+    return "gap", "no segment uploaded"
+
+
+def coverage_svg(coverage: Mapping[str, Any], start_ns: int, end_ns: int, reasons: Mapping[str, Any] | None = None,
+                 alert: tuple[int, str] | None = None) -> str:
     width, label_w, row_h = 900, 170, 26
     plot_w = width - label_w - 20
     span = max(1, end_ns - start_ns)
@@ -397,10 +453,19 @@ def coverage_svg(coverage: Mapping[str, Any], start_ns: int, end_ns: int) -> str
         y = 22 + i * row_h
         out.append(f'<text x="{label_w - 8}" y="{y + 14}" text-anchor="end" class="label">{_e(_clip(node, 24))}'
                    f"<title>{_e(node)}</title></text>")
-        out.append(f'<rect x="{label_w}" y="{y + 2}" width="{plot_w}" height="16" class="gap"/>')
+        node_reasons = (reasons or {}).get(node)
+        if node_reasons is None:
+            out.append(f'<rect x="{label_w}" y="{y + 2}" width="{plot_w}" height="16" class="gap"/>')
+        for (a, b), (kind, why) in zip(info.get("gaps_ns", []), node_reasons or [], strict=False):
+            out.append(f'<rect x="{x(a):.1f}" y="{y + 2}" width="{max(1.0, x(b) - x(a)):.1f}" height="16" '
+                       f'class="{kind}"><title>{_e(f"{_ns_clock(a)} to {_ns_clock(b)}: {why}")}</title></rect>')
         for a, b in info.get("covered_ns", []):
             out.append(f'<rect x="{x(a):.1f}" y="{y + 2}" width="{max(1.0, x(b) - x(a)):.1f}" height="16" '
                        f'class="covered"><title>{_e(f"covered {_ns_clock(a)} to {_ns_clock(b)}")}</title></rect>')
+    if alert is not None and start_ns <= alert[0] <= end_ns:
+        out.append(f'<line x1="{x(alert[0]):.1f}" x2="{x(alert[0]):.1f}" y1="18" y2="{height}" class="alert"/>'
+                   f'<text x="{x(alert[0]) + 3:.1f}" y="{height - 2}" class="alertlabel">{_e(alert[1])} '
+                   f"{_e(_ns_clock(alert[0]))}</text>")
     out.append("</svg>")
     return "".join(out)
 
@@ -420,31 +485,53 @@ def coverage_section(data: ReportData) -> str:
     query, result = data.result("coverage")
     dissected = {row["node"]: row for row in _records(result)}
     span = max(1, end - start)
+    pending = partial_until_ns(data)
+    unverified = unverified_by_node(data)
+    for node in unverified:
+        # A node whose only segments are unverified still has a row: all of its window is a gap with a reason.
+        coverage.setdefault(node, node_coverage([], start, end).get(node) or {
+            "segments": 0, "covered_ns": [], "gaps_ns": [[start, end]], "seq_gaps": [], "packets": 0,
+            "kernel_drops": 0, "agent_drops": 0, "gap_records": []})
+    reasons = {node: [gap_reason(g, info, unverified.get(node, []), end, pending) for g in info["gaps_ns"]]
+               for node, info in coverage.items()}
     rows = []
     for node, info in sorted(coverage.items()):
         covered = sum(b - a for a, b in info["covered_ns"])
         intervals = ", ".join(f"{_ns_clock(a)}–{_ns_clock(b)}" for a, b in info["covered_ns"]) or "none"
-        gaps = ", ".join(f"{_ns_clock(a)}–{_ns_clock(b)} ({_duration(b - a)})" for a, b in info["gaps_ns"]) or "none"
+        gaps = "; ".join(f"{_ns_clock(a)}–{_ns_clock(b)} ({_duration(b - a)}): {why}"
+                         for (a, b), (_, why) in zip(info["gaps_ns"], reasons[node], strict=True)) or "none"
         seq_gaps = ", ".join(f"{a}" if a == b else f"{a}–{b}" for a, b in info["seq_gaps"]) or "none"
         evicted = sum(_evicted_segments(g) for g in info["gap_records"])
         counts = dissected.get(node, {})
         cells = [node, fmt_int(info["segments"]), f"{covered * 100 / span:.1f} %", intervals, gaps, seq_gaps,
                  fmt_int(info["kernel_drops"]), fmt_int(info["agent_drops"]), fmt_int(evicted),
+                 fmt_int(len(unverified.get(node, []))),
                  fmt_int(info["packets"]), fmt_int(counts.get("connections", 0)), fmt_int(counts.get("http", 0)),
                  fmt_int(counts.get("dns", 0)), fmt_int(counts.get("tls", 0))]
         rows.append("<tr>" + "".join(f'<td class="{"txt" if i in (0, 3, 4, 5) else "num"}">{_e(c)}</td>'
                                      for i, c in enumerate(cells)) + "</tr>")
     heads = ["node", "segments", "window covered", "covered intervals", "gaps", "seq gaps", "kernel drops",
-             "agent drops", "evicted segments", "packets", "connections", "http", "dns", "tls"]
+             "agent drops", "evicted segments", "unverified segments", "packets", "connections", "http", "dns",
+             "tls"]
     table = ("<table><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in heads) + "</tr></thead><tbody>"
              + "".join(rows) + "</tbody></table>") if rows else '<p class="empty">The manifest lists no segments.</p>'
     unknown = sorted(set(dissected) - set(coverage))
     note = (f'<p class="warn">Rows from nodes the manifest does not list: {_e(", ".join(unknown))}</p>'
             if unknown else "")
+    listed = [item for items in unverified.values() for item in items]
+    if listed:
+        note += ('<p class="warn">Locked but unverified, so left out of the tables (each has a dissect_errors '
+                 "row):</p><ul>" + "".join(f"<li>{_e(i.node)}: {_e(i.key)} ({_e(i.version_id)}): {_e(i.reason)}</li>"
+                                           for i in listed) + "</ul>")
+    if pending is not None:
+        note = (f'<p class="warn">Partial: the hold is open until {_e(_ns_iso(pending))}; segments uploaded until '
+                f"then are still being locked and dissected (grey).</p>") + note
     return (f'<p>Window {_e(_ns_iso(start))} to {_e(_ns_iso(end))} ({_e(_duration(end - start))}). '
-            f"Green: covered by frozen segments; red: gaps. From the locked manifest"
+            f"Green: covered by frozen segments; red: gaps (hover for the reason); grey: the hold's still-open part."
+            f" From the locked manifest"
             f"{_e(f' and {len(data.parts)} late part(s)') if data.parts else ''}; the row counts from SQL.</p>"
-            f"{coverage_svg(coverage, start, end)}{table}{note}{sql_block(query, result)}")
+            f"{coverage_svg(coverage, start, end, reasons, alert_ns(data.manifest))}{table}{note}"
+            f"{sql_block(query, result)}")
 
 
 # ------------------------------------------------------------------ timeline
@@ -463,24 +550,31 @@ def _nice_ceiling(value: int) -> int:
     return value
 
 
-def timeline_svg(rows: Sequence[Mapping[str, Any]], bucket_ns: int, first_ns: int, last_ns: int) -> str:
+def count_ticks(top: int, most: int = 4) -> list[int]:
+    """Pure: integer axis ticks from 0 to at least `top` (counts have no fractions), at most `most` steps."""
+    step = max(1, math.ceil(max(1, top) / most))
+    return list(range(0, step * math.ceil(max(1, top) / step) + 1, step))
+
+
+def timeline_svg(rows: Sequence[Mapping[str, Any]], bucket_ns: int, first_ns: int, last_ns: int,
+                 alert: tuple[int, str] | None = None) -> str:
     width, height, left, right, top, bottom = 900, 280, 50, 50, 30, 40
     plot_w, plot_h = width - left - right, height - top - bottom
     first = first_ns - first_ns % bucket_ns
     count = max(1, (last_ns - first) // bucket_ns + 1)
     bar_w = plot_w / count
     totals = [sum(int(r[name] or 0) for name, _, _ in SERIES) for r in rows]
-    top_value = _nice_ceiling(max(totals, default=0))
+    ticks_at = count_ticks(_nice_ceiling(max(totals, default=0)))
+    top_value = ticks_at[-1]
     out = [f'<svg class="chart" role="img" aria-label="timeline of errors" xmlns="http://www.w3.org/2000/svg" '
            f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">']
     for i, (_, label, color) in enumerate(SERIES):
         out.append(f'<rect x="{left + i * 150}" y="6" width="12" height="12" fill="{color}"/>'
                    f'<text x="{left + i * 150 + 16}" y="16" class="label">{_e(label)}</text>')
-    for tick in range(5):
-        value = top_value * tick / 4
-        y = top + plot_h - plot_h * tick / 4
+    for value in ticks_at:
+        y = top + plot_h - plot_h * value / top_value
         out.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
-                   f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="axis">{value:g}</text>')
+                   f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="axis">{value:d}</text>')
     for row in rows:
         index = (int(row["bucket_ns"]) - first) // bucket_ns
         x = left + index * bar_w
@@ -502,6 +596,11 @@ def timeline_svg(rows: Sequence[Mapping[str, Any]], bucket_ns: int, first_ns: in
                    f'<text x="{x:.1f}" y="{top + plot_h + 18}" text-anchor="middle" class="axis">'
                    f"{_e(_ns_clock(first + index * bucket_ns))}</text>")
     out.append(f'<line x1="{left}" x2="{width - right}" y1="{top + plot_h}" y2="{top + plot_h}" class="axisline"/>')
+    if alert is not None and first <= alert[0] <= first + count * bucket_ns:
+        ax = left + (alert[0] - first) / bucket_ns * bar_w
+        out.append(f'<line x1="{ax:.1f}" x2="{ax:.1f}" y1="{top - 6}" y2="{top + plot_h}" class="alert"/>'
+                   f'<text x="{ax + 3:.1f}" y="{top + 4}" class="alertlabel">{_e(alert[1])} '
+                   f"{_e(_ns_clock(alert[0]))}</text>")
     out.append("</svg>")
     return "".join(out)
 
@@ -519,7 +618,8 @@ def timeline_section(data: ReportData) -> str:
         first, last = (min(firsts), max(lasts)) if firsts else (0, 0)
     totals = {label: sum(int(r[name] or 0) for r in rows) for name, label, _ in SERIES}
     summary = ", ".join(f"{fmt_int(v)} {label}" for label, v in totals.items())
-    figure = timeline_svg(rows, data.bucket_ns, int(first), int(last)) if firsts or rows else ""
+    figure = (timeline_svg(rows, data.bucket_ns, int(first), int(last), alert_ns(data.manifest))
+              if firsts or rows else "")
     first_error = (f" First error bucket: {_e(_ns_iso(int(rows[0]['bucket_ns'])))}." if rows else "")
     return (f"<p>Buckets of {_e(_duration(data.bucket_ns))}: {_e(summary)}.{first_error}</p>{figure}"
             f"{sql_block(query, result)}")
@@ -716,7 +816,8 @@ padding:8px 12px;min-width:120px}.tile .value{font-size:20px;font-weight:600}.ti
 .empty{color:#5a6478;font-style:italic}.warn{color:#b35c00}.note{color:#5a6478;font-size:12px}
 svg.chart{display:block;max-width:100%;height:auto;margin:8px 0}svg .axis{font-size:11px;fill:#5a6478}
 svg .label{font-size:12px;fill:#1d2330}svg .grid{stroke:#e4e7ec}svg .axisline{stroke:#8a93a6}
-svg .covered{fill:#2ca02c}svg .gap{fill:#d62728;fill-opacity:.75}
+svg .covered{fill:#2ca02c}svg .gap{fill:#d62728;fill-opacity:.75}svg .pending{fill:#9e9e9e;fill-opacity:.5}
+svg .alert{stroke:#000;stroke-width:2;stroke-dasharray:4 3}svg .alertlabel{font-size:11px;fill:#000}
 svg .rate{font-size:11px;font-weight:600;paint-order:stroke;stroke:#fff;stroke-width:3px}
 svg .node rect{fill:#eef3fb;stroke:#6b86b3}footer{color:#5a6478;font-size:12px;padding:0 28px 20px}
 """
@@ -735,6 +836,8 @@ def render(data: ReportData, generated_at: datetime) -> str:
              ("lock", f"{lock.get('mode', '')} until {lock.get('retain_until', '')}"
                       f"{', legal hold' if lock.get('legal_hold') else ''}"),
              ("segments", f"{segments} ({len(data.parts)} late)"),
+             ("tables", f"partial until {_ns_iso(p)} (the hold is open)" if (p := partial_until_ns(data)) is not None
+              else "complete"),
              ("root hash", manifest.get("root_hash", "")),
              ("generated", f"{generated_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC")]
     header = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts)

@@ -265,7 +265,10 @@ ORDER BY avg_http_latency_ms DESC
         "Large-request stalls (MTU)",
         "Connections whose retransmitted segments were full-size: (bytes_total - goodput_bytes) / retransmissions, "
         "the mean payload of a retransmitted segment, is at least 1200 bytes. Repeated full-size retransmissions while "
-        "small packets get through are the mark of a path MTU black hole (large requests stall, small ones work).",
+        "small packets get through are the mark of a path MTU black hole (large requests stall, small ones work). "
+        "The requester must be the one retransmitting (at least two retransmissions_out) and must have sent large "
+        "requests (payload_bytes_out of at least 1200 bytes per retransmission): ordinary loss on a large response "
+        "to a small request is not a stalled request.",
         """\
 SELECT incident_id,
        ts,
@@ -281,7 +284,8 @@ SELECT incident_id,
        "close"
 FROM connections
 WHERE proto = 'tcp'
-  AND retransmissions >= 2
+  AND retransmissions_out >= 2
+  AND payload_bytes_out >= 1200 * retransmissions_out
   AND bytes_total - goodput_bytes >= 1200 * retransmissions
 ORDER BY ts
 """,

@@ -58,7 +58,7 @@ TCP_INSIGHTS: list[pa.Field] = [
     _field("out_of_order", pa.int64(), "Segments flagged tcp.analysis.out_of_order."),
     *_per_direction("dup_acks", pa.int64(), "Segments flagged tcp.analysis.duplicate_ack."),
     _field("lost_segments", pa.int64(), "Segments flagged tcp.analysis.lost_segment (previous segment not captured)."),
-    _field("retransmission_rate", pa.float64(), "retransmissions / TCP segments carrying payload (0 when none)."),
+    _field("retransmission_rate", pa.float64(), "retransmissions / TCP segments carrying payload (NULL when none)."),
     *_per_direction("zero_window_events", pa.int64(), "Segments flagged tcp.analysis.zero_window."),
     _field("window_full_events", pa.int64(), "Segments flagged tcp.analysis.window_full."),
     _field("window_scale", pa.int32(), "Window scale shift the initiator announced in its SYN; null if none seen."),

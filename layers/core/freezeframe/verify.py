@@ -36,6 +36,7 @@ from freezeframe.k8s_context import ContextEntry, context_root_hash
 from freezeframe.keys import manifest_key, manifest_parts_prefix, report_key
 from freezeframe.manifest import entries_of, root_hash
 from freezeframe.models import LockSpec, ManifestEntry, iso, parse_iso
+from freezeframe.unverified import unverified_hash, unverified_of
 
 logger = logging.getLogger(__name__)
 VERIFY_WORKERS = 8
@@ -59,6 +60,9 @@ class Check:
 class VerifyReport:
     incident_id: str
     checks: tuple[Check, ...]
+    # Versions the freeze locked but could not verify (freezeframe.unverified): shown, with their reasons; their
+    # locks and the lists' hashes are checked like everything else.
+    unverified: tuple[dict[str, Any], ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -70,6 +74,7 @@ class VerifyReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"incident_id": self.incident_id, "ok": self.ok, "checked": len(self.checks),
+                "unverified": list(self.unverified),
                 "failures": [check.to_dict() for check in self.failures],
                 "checks": [check.to_dict() for check in self.checks]}
 
@@ -194,7 +199,8 @@ def check_incident(store: EvidenceStore, settings: Settings, incident_id: str,
                            sorted(claims.items(), key=lambda item: (item[0][1].key, item[0][1].version_id)))
         for segment_checks in results:
             checks.extend(segment_checks)
-    return VerifyReport(incident_id, tuple(checks))
+    unverified = unverified_checks(store, settings, incident_id, now, checks)
+    return VerifyReport(incident_id, tuple(checks), tuple(unverified))
 
 
 def _chain_checks(store: EvidenceStore, settings: Settings, incident_id: str, trust: Trust,
@@ -444,11 +450,17 @@ def version_list_check(subject: str, versions: Sequence[StoredVersion]) -> Check
 
 def format_report(report: VerifyReport) -> str:
     subjects = {check.subject for check in report.checks}
+    notes = [f"  {len(report.unverified)} segment(s) locked but unverified (left out of the tables):"]
+    notes += [f"    {item['key']}@{item['version_id']} ({item['node']}): {item['reason']}"
+              for item in report.unverified]
     if report.ok:
-        return f"incident {report.incident_id}: OK ({len(report.checks)} checks on {len(subjects)} objects)"
+        head = f"incident {report.incident_id}: OK ({len(report.checks)} checks on {len(subjects)} objects)"
+        return "\n".join([head, *notes]) if report.unverified else head
     lines = [f"incident {report.incident_id}: FAILED ({len(report.failures)} of {len(report.checks)} checks "
              f"failed on {len(subjects)} objects)"]
     lines.extend(f"  {check.subject}: {check.name}: {check.detail}" for check in report.failures)
+    if report.unverified:
+        lines += notes
     return "\n".join(lines)
 
 
@@ -500,3 +512,40 @@ def _group(versions: Iterable[StoredVersion]) -> dict[str, list[StoredVersion]]:
 def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", "")) or str(
         exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+
+
+def unverified_checks(store: EvidenceStore, settings: Settings, incident_id: str, now: datetime,
+                      checks: list[Check]) -> list[dict[str, Any]]:
+    """The unverified lists of the manifest and its parts (latest versions): each list's hash recomputes, and each
+    listed version still exists and holds at least the lock it recorded. Returns the records, for the report."""
+    bucket = settings.evidence_bucket
+    found: list[dict[str, Any]] = []
+    keys = [manifest_key(incident_id)] + sorted(
+        k for k, versions in _group(store.versions(bucket, manifest_parts_prefix(incident_id))).items()
+        if k.endswith(".json") and any(v.is_latest and not v.delete_marker for v in versions))
+    for key in keys:
+        latest = [v for v in store.versions(bucket, key) if v.key == key and v.is_latest and not v.delete_marker]
+        if not latest:
+            continue
+        try:
+            document = json.loads(store.read(bucket, key, latest[0].version_id))
+            items = unverified_of(document)
+        except (ValueError, PayloadError) as exc:
+            checks.append(Check(key, "unverified", False, f"unreadable unverified list: {exc}"))
+            continue
+        if "unverified_hash" in document:
+            recomputed = unverified_hash(items)
+            checks.append(Check(key, "unverified_hash", recomputed == document["unverified_hash"],
+                                f"recomputed {recomputed}, the document records {document['unverified_hash']}"))
+        raw_bucket = document.get("raw_bucket") or settings.raw_bucket
+        for item in items:
+            subject = f"{item.key}@{item.version_id}"
+            head = store.head(raw_bucket, item.key, item.version_id)
+            if head is None:
+                checks.append(Check(subject, "version", False, "the unverified version no longer exists"))
+            else:
+                recorded = (LockSpec(item.lock_mode, parse_iso(item.retain_until, "retain_until"))
+                            if item.lock_mode in LOCK_STRENGTH and item.retain_until else None)
+                checks.append(lock_check(subject, s3io.lock_state(head), recorded, now))
+            found.append(item.to_dict())
+    return found

@@ -59,14 +59,17 @@ def _sfn_client(settings: Settings) -> Any:
                         config=Config(retries={"max_attempts": 5, "mode": "standard"}))
 
 
-def start_dissection(settings: Settings, incident_id: str, nodes: Sequence[str]) -> str | None:
-    """Dissect the incident's nodes, then finalize it.
+def start_dissection(settings: Settings, incident_id: str, nodes: Sequence[str],
+                     follow_hold: bool = False) -> str | None:
+    """Dissect the incident's nodes, then finalize it; with `follow_hold` (the freeze opened a hold) even when the
+    freeze found no segment yet: the execution then dissects the segments the hold locks as they arrive
+    (freezeframe.follow), so a freeze of a window that starts now still ends with tables.
 
     In AWS (FREEZEFRAME_DISSECT_STATE_MACHINE set): one execution of the dissection state machine; returns its
     name. Locally (no state machine): an async invoke of the local gateway's stand-in for the state machine, which
     runs the same steps in order (dissect per node with the Map's retries, then finalize); returns None."""
-    if not nodes:
-        return None  # nothing was frozen, so there is nothing to dissect
+    if not nodes and not follow_hold:
+        return None  # nothing was frozen and nothing will be, so there is nothing to dissect
     if not settings.dissect_state_machine:
         if settings.lambda_endpoint:
             from freezeframe.local.functions import LOCAL_DISSECTION_FUNCTION

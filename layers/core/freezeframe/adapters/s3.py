@@ -20,10 +20,11 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from freezeframe.config import Settings
-from freezeframe.errors import NotFoundError
+from freezeframe.errors import NotFoundError, ObjectLockError
 
 logger = logging.getLogger(__name__)
 _CREATE_CONFLICT = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
+_LOCK_REFUSED = {"AccessDenied", "InvalidRequest", "InvalidArgument", "403", "400"}
 LOCAL_CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}  # noqa: S105 - local endpoints only
 
 
@@ -40,6 +41,9 @@ class LockState:
     mode: str | None
     retain_until: datetime | None
     legal_hold: bool
+    # How the lock came to be: "applied" (this call set it), "kept" (it already was at least the requested one),
+    # "kept_stronger" (another lock, stronger or longer, stood and was kept).
+    outcome: str = "applied"
 
 
 @lru_cache(maxsize=16)
@@ -119,7 +123,10 @@ def list_keys(s3: Any, bucket: str, prefix: str) -> Iterator[str]:
             yield item["Key"]
 
 
-def head_version(s3: Any, bucket: str, key: str, version_id: str) -> dict[str, Any]:
+def head_version(s3: Any, bucket: str, key: str, version_id: str, *, checksum: bool = False) -> dict[str, Any]:
+    """HEAD of one version; with `checksum`, also the checksum S3 computed at upload (ChecksumSHA256)."""
+    if checksum:
+        return dict(s3.head_object(Bucket=bucket, Key=key, VersionId=version_id, ChecksumMode="ENABLED"))
     return dict(s3.head_object(Bucket=bucket, Key=key, VersionId=version_id))
 
 
@@ -141,6 +148,53 @@ def lock_version(s3: Any, bucket: str, key: str, version_id: str, mode: str, ret
     return LockState(effective_mode, effective_until, current.legal_hold)
 
 
+LOCK_ATTEMPTS = 5
+_LOCK_STRENGTH = {"GOVERNANCE": 1, "COMPLIANCE": 2}
+
+
+def lock_at_least(s3: Any, bucket: str, key: str, version_id: str, mode: str, retain_until: datetime,
+                  current: LockState | None = None) -> LockState:
+    """Lock one version at least as strongly and as long as requested, keeping any stronger lock, safe against a
+    concurrent locker (another incident's freeze or hold locking the same version at the same time).
+
+    The retention put is computed from the lock last read; when the endpoint refuses it (because the lock changed
+    in between and the put would now shorten or weaken it), the lock is read again and the stronger of the two is
+    put, up to LOCK_ATTEMPTS times. A version already locked at least as requested is not written at all."""
+    for _ in range(LOCK_ATTEMPTS):
+        if current is None:
+            current = lock_state(head_version(s3, bucket, key, version_id))
+        if _covers(current, mode, retain_until):
+            return LockState(current.mode, current.retain_until, current.legal_hold,
+                             "kept" if current.mode == mode and current.retain_until == retain_until
+                             else "kept_stronger")
+        effective_mode = "COMPLIANCE" if "COMPLIANCE" in (mode, current.mode) else mode
+        effective_until = retain_until if current.retain_until is None else max(retain_until, current.retain_until)
+        try:
+            s3.put_object_retention(Bucket=bucket, Key=key, VersionId=version_id,
+                                    Retention={"Mode": effective_mode, "RetainUntilDate": effective_until})
+        except ClientError as exc:
+            if _error_code(exc) not in _LOCK_REFUSED:
+                raise
+            logger.info("retention refused; re-reading the lock", extra={"segment": key, "version_id": version_id})
+            current = None
+            continue
+        applied = (effective_mode, effective_until) == (mode, retain_until)
+        return LockState(effective_mode, effective_until, current.legal_hold,
+                         "applied" if applied else "kept_stronger")
+    final = lock_state(head_version(s3, bucket, key, version_id))
+    if final.retain_until is not None and final.retain_until >= retain_until:
+        # A longer lock in a mode this caller may not convert (GOVERNANCE over a requested COMPLIANCE): it stands,
+        # and the entry records the mode the version really holds.
+        return LockState(final.mode, final.retain_until, final.legal_hold, "kept_stronger")
+    raise ObjectLockError(f"s3://{bucket}/{key}@{version_id}: could not lock it {mode} until {retain_until} "
+                          f"after {LOCK_ATTEMPTS} attempts (it holds {final.mode} until {final.retain_until})")
+
+
+def _covers(current: LockState, mode: str, retain_until: datetime) -> bool:
+    return (current.retain_until is not None and current.retain_until >= retain_until
+            and _LOCK_STRENGTH.get(current.mode or "", 0) >= _LOCK_STRENGTH[mode])
+
+
 def try_put_retention(s3: Any, bucket: str, key: str, version_id: str, mode: str, retain_until: datetime) -> bool:
     """PutObjectRetention without reading the current lock first. False when the endpoint refuses it, which S3 does
     when it would shorten or weaken an existing lock: the caller then reads the lock and keeps the stronger one."""
@@ -148,7 +202,7 @@ def try_put_retention(s3: Any, bucket: str, key: str, version_id: str, mode: str
         s3.put_object_retention(Bucket=bucket, Key=key, VersionId=version_id,
                                 Retention={"Mode": mode, "RetainUntilDate": retain_until})
     except ClientError as exc:
-        if _error_code(exc) in {"AccessDenied", "InvalidRequest", "InvalidArgument", "403", "400"}:
+        if _error_code(exc) in _LOCK_REFUSED:
             return False
         raise
     return True
@@ -241,6 +295,11 @@ def ensure_buckets(s3: Any, settings: Settings, evidence_default_days: int = 1) 
 
 def retain_until_days(days: int, now: datetime | None = None) -> datetime:
     return (now or datetime.now(UTC)) + timedelta(days=days)
+
+
+def error_code(exc: ClientError) -> str:
+    """The S3 error code of a failed call (or its HTTP status when the body named none)."""
+    return _error_code(exc)
 
 
 def _error_code(exc: ClientError) -> str:

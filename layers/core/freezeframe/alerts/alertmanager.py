@@ -97,6 +97,7 @@ def to_freeze_requests(payload: Mapping[str, Any], settings: Settings, now: date
                           legal_hold=decision.legal_hold),
             labels=tuple(sorted(labels.items())),
             received_at=now.astimezone(UTC),
+            alert_at=starts_at,
         ))
     return AlertmanagerBatch(tuple(requests), tuple(resolved), truncated, str(payload.get("groupKey", "")),
                              tuple(ignored))

@@ -217,6 +217,7 @@ def to_freeze_request(event: PagerDutyEvent, settings: Settings, now: datetime,
                       legal_hold=decision.legal_hold),
         labels=tuple(sorted(labels.items())),
         received_at=now.astimezone(UTC),
+        alert_at=event.occurred_at,
     )
 
 

@@ -248,7 +248,7 @@ def _merge(node: str, a: dict[str, Any], later: dict[str, Any]) -> dict[str, Any
     out["rtt_jitter_us"] = _weighted(a["rtt_jitter_us"], a["rtt_samples"], b["rtt_jitter_us"], b["rtt_samples"], 1)
     if a[_SEGMENTS] is not None and b[_SEGMENTS] is not None:
         out[_SEGMENTS] = a[_SEGMENTS] + b[_SEGMENTS]
-        out["retransmission_rate"] = (out["retransmissions"] or 0) / out[_SEGMENTS] if out[_SEGMENTS] else 0.0
+        out["retransmission_rate"] = (out["retransmissions"] or 0) / out[_SEGMENTS] if out[_SEGMENTS] else None
     else:
         out[_SEGMENTS] = None
         out["retransmission_rate"] = _retransmission_rate(a, b, out["retransmissions"])
@@ -280,8 +280,11 @@ def _retransmission_rate(a: dict[str, Any], b: dict[str, Any], retransmissions: 
         rate, count = part["retransmission_rate"], part["retransmissions"] or 0
         if rate:
             segments += count / rate
-    # A part without retransmissions does not reveal its payload segments; it then only dilutes nothing.
-    return (retransmissions or 0) / segments if segments else 0.0
+    # A part without retransmissions does not reveal its payload segments; it then only dilutes nothing. With
+    # retransmissions but no known payload segment the rate is unknown (NULL), never 0 %.
+    if segments:
+        return (retransmissions or 0) / segments
+    return None if retransmissions else 0.0
 
 
 def conn_state_from_history(history: str) -> str:

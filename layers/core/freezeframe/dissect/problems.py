@@ -62,6 +62,10 @@ class SegmentProblems:
     def add_rejected(self, segment: SegmentRef, kind: str, message: str) -> None:
         self.rows.append(ProblemRow(segment, "read", kind, 1, 0, 0, message))
 
+    def add_unverified(self, segment: SegmentRef, reason: str) -> None:
+        """A segment the freeze locked but could not verify: left out of the tables, reported here."""
+        self.rows.append(ProblemRow(segment, "verify", "unverified", 1, None, None, reason))
+
     def add_counters(self, segment: SegmentRef, stage: str, kinds: tuple[str, ...], before: Mapping[str, int],
                      after: Mapping[str, int]) -> None:
         """Rows for the counters that grew while this segment was fed (the trackers count per job)."""

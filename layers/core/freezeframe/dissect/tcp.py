@@ -556,7 +556,8 @@ class TcpAnalysis:
             "dup_acks_out": self.dup_acks_out,
             "dup_acks_in": self.dup_acks_in,
             "lost_segments": self.lost_segments,
-            "retransmission_rate": retransmissions / self.payload_segments if self.payload_segments else 0.0,
+            # NULL, not 0.0, without payload: retransmitted SYNs over no data segments are not a 0 % rate.
+            "retransmission_rate": retransmissions / self.payload_segments if self.payload_segments else None,
             "zero_window_events": self.zero_window_out + self.zero_window_in,
             "zero_window_events_out": self.zero_window_out,
             "zero_window_events_in": self.zero_window_in,

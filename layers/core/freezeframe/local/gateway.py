@@ -74,6 +74,9 @@ class LocalGateway:
         self._machines = ThreadPoolExecutor(max_workers=2, thread_name_prefix="state-machine")
         self._lock = threading.Lock()
         self.invocations: list[Invocation] = []
+        self._timers: set[threading.Timer] = set()
+        self.sources: list[KafkaEventSource] = []  # the event source mappings this gateway stands in for
+        self._stopped = False
         gateway = self
 
         class _Handler(BaseHTTPRequestHandler):
@@ -118,6 +121,11 @@ class LocalGateway:
         self._server.serve_forever()
 
     def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            timers, self._timers = list(self._timers), set()
+        for timer in timers:
+            timer.cancel()
         self._server.shutdown()
         self._server.server_close()
         self._pool.shutdown(wait=True, cancel_futures=False)
@@ -180,8 +188,36 @@ class LocalGateway:
             lambda incident, node: dissect({"incident_id": incident, "node": node}, LocalContext("dissect")),
             incident_id, node) for node in nodes]
         finalize = load_handler(self.settings, "finalize")
-        return dict(finalize({"incident_id": incident_id, "nodes": [o.to_dict() for o in outcomes]},
-                             LocalContext("finalize")))
+        result = dict(finalize({"incident_id": incident_id, "nodes": [o.to_dict() for o in outcomes]},
+                               LocalContext("finalize")))
+        follow = result.get("follow") or {}
+        if follow.get("again"):
+            # The state machine's Wait state and its loop back to the Map: the next pass is a new invocation of
+            # the stand-in after `wait_s`, so nothing is "running" in between (wait_idle returns).
+            self._schedule(float(follow["wait_s"]), DISSECTION,
+                           {"incident_id": incident_id, "nodes": list(follow.get("nodes") or [])})
+        return result
+
+    def _schedule(self, delay_s: float, folder: str, payload: dict[str, Any]) -> None:
+        def fire() -> None:
+            with self._lock:
+                self._timers.discard(timer)
+                if self._stopped:
+                    return
+            self.invoke_async(folder, payload)
+
+        timer = threading.Timer(delay_s, fire)
+        timer.daemon = True
+        with self._lock:
+            if self._stopped:
+                return
+            self._timers.add(timer)
+        timer.start()
+
+    def pending_passes(self) -> int:
+        """Dissection passes scheduled for later (an open hold's next pass)."""
+        with self._lock:
+            return len(self._timers)
 
     def _resubmit(self, invocation: Invocation, payload: dict[str, Any]) -> None:
         try:
@@ -205,7 +241,15 @@ class LocalGateway:
         if deadline is not None:
             deadline.cancel()  # the whole request is in: the handler may take as long as it needs
         if path == "/_freezeframe/health":
-            _reply(request, 200, {"status": "ok"})
+            # The stack is healthy only while every event source still polls: a stopped source means no late
+            # segment is locked any more, which must not hide behind a 200.
+            sources = [source.health() for source in self.sources]
+            stopped = [source["topic"] for source in sources if not source["alive"]]
+            if stopped:
+                _reply(request, 503, {"status": "unhealthy", "reasons": [
+                    f"kafka event source of {topic} stopped" for topic in stopped], "sources": sources})
+                return
+            _reply(request, 200, {"status": "ok", "sources": sources})
             return
         if path == "/_freezeframe/invocations":
             with self._lock:
@@ -372,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
                              load_handler(config, "k8s_indexer"), "freezeframe-k8s-indexer",
                              client_options=kafka_options).start(),
         ]
+    gateway.sources = sources
     if args.port_file:
         tmp = args.port_file + ".tmp"
         with open(tmp, "w", encoding="utf-8") as handle:

@@ -1,0 +1,137 @@
+"""Dissection follows the hold, on the real stack (LocalStack S3 with Object Lock, a real Kafka broker, the local
+gateway standing in for the dissection state machine).
+
+A long TCP connection is replayed by the agent in two halves: the first half's segments are uploaded before the
+freeze (the manifest's), the second half's after it (announced on Kafka, locked by the segment indexer into the
+open hold, appended as manifest parts). The dissection's passes follow the hold: the tables say they are partial
+until the hold closes, and the last pass, after it closed, has the connection as ONE row with every packet of the
+capture (counted from the fixture's frames, not from the dissector), in one Parquet part per node and table that
+the passes overwrote. A freeze of a window that starts now (nothing uploaded yet) ends with tables too.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from freezeframe.adapters import s3 as s3io
+from freezeframe.adapters.bus import KafkaBus
+from freezeframe.finalize import summary_key
+from freezeframe.intake import incident_status
+from freezeframe.keys import dissect_status_key, incident_key
+from freezeframe.local.functions import load_handler
+from freezeframe.local.kafka import create_topics
+from freezeframe.local.kafka_source import KafkaEventSource
+from freezeframe.models import FreezeRequest, LockSpec, Scope
+from freezeframe_agent.main import run_replay
+from tests.fixtures.tcp_captures import Capture, Conversation
+from tests.fixtures.waiting import until
+
+pytestmark = pytest.mark.integration
+GRID_S = 10
+
+
+def long_connection(start_ns: int, seconds: int) -> Capture:
+    """One HTTP-like TCP connection: a handshake, then one request/response exchange a second, then a close."""
+    capture = Capture(now_ns=start_ns)
+    conversation = Conversation(capture, 40_123, 8080, client_ip="10.9.0.1", server_ip="10.9.0.2")
+    conversation.handshake(rtt_us=300)
+    for _ in range(seconds):
+        capture.tick(1_000_000)
+        conversation.data(True, 200)
+        capture.tick(300)
+        conversation.data(False, 1200)
+        capture.tick(200)
+        conversation.ack(True)
+    conversation.close()
+    return capture
+
+
+def write_frames(frames: list[tuple[int, bytes]], path: Path) -> Path:
+    capture = Capture()
+    capture.frames = list(frames)
+    return capture.write(path)
+
+
+def read_part(s3: Any, bucket: str, key: str) -> list[dict[str, Any]]:
+    body = s3io.get_bytes(s3, bucket, key)
+    return pq.read_table(io.BytesIO(body)).to_pylist()
+
+
+@pytest.mark.parametrize("frozen_before", [True, False], ids=["spans-the-freeze-point", "window-starts-now"])
+def test_the_dissection_follows_the_hold_until_it_closes(local: Any, handler_env: Any, tmp_path: Path,
+                                                         frozen_before: bool) -> None:
+    config, s3, gateway = local
+    config = config.with_(segments_topic=f"ff-follow-{uuid.uuid4().hex[:8]}", hold_grace_s=4, dissect_refresh_s=2,
+                          hold_settle_s=2, segment_seconds=float(GRID_S))
+    handler_env(config)
+    gateway.settings = config
+    create_topics(config.kafka_bootstrap, [config.segments_topic])
+    now = datetime.now(UTC)
+    grid_ns = GRID_S * 1_000_000_000
+    # The capture starts 35 s ago on the 10 s grid (plus 1 s) and lasts 30 s; it splits on a grid boundary, so the
+    # two halves never share a segment key.
+    start_ns = (int(now.timestamp() * 1e9) - 35 * 1_000_000_000) // grid_ns * grid_ns + 1_000_000_000
+    capture = long_connection(start_ns, 30)
+    split_ns = start_ns - 1_000_000_000 + 2 * grid_ns if frozen_before else start_ns - 1_000_000_000
+    before = [f for f in capture.frames if f[0] < split_ns]
+    after = [f for f in capture.frames if f[0] >= split_ns]
+    assert bool(before) == frozen_before and after
+
+    agent = config.with_(spool_dir=tmp_path / "spool")
+    bus = KafkaBus(config.kafka_bootstrap)
+    try:
+        if before:
+            run_replay(agent, write_frames(before, tmp_path / "before.pcap"), speedup=1000.0, retime=False, s3=s3,
+                       bus=bus)
+        incident = f"it-follow-{uuid.uuid4().hex[:6]}"
+        request = FreezeRequest(incident_id=incident, source="api", title="follow", severity="high",
+                                window_start=datetime.fromtimestamp(start_ns / 1e9 - 5, UTC),
+                                window_end=datetime.now(UTC) + timedelta(seconds=8), scope=Scope(config.cluster),
+                                lock=LockSpec("COMPLIANCE", now + timedelta(days=1)))
+        s3io.put_json(s3, config.evidence_bucket, incident_key(incident),
+                      {"incident_id": incident, "state": "accepted", "request": request.to_dict()})
+        gateway.invoke_async("freeze", {"request": request.to_dict()})
+        until(lambda: s3io.exists(s3, config.evidence_bucket, summary_key(incident)), 60, "the first pass")
+        first = s3io.get_json(s3, config.evidence_bucket, summary_key(incident))
+        assert first["partial_until"] is not None and first["follow"]["again"] is True
+        assert incident_status(config, s3, incident)["tables"] == "partial"
+
+        # The second half arrives after the freeze: the segment indexer locks it into the hold.
+        source = KafkaEventSource(config.kafka_bootstrap, config.segments_topic, f"indexer-{uuid.uuid4().hex[:6]}",
+                                  load_handler(config, "segment_indexer"), "freezeframe-segment-indexer",
+                                  retry_backoff_s=0.5).start()
+        try:
+            late = run_replay(agent, write_frames(after, tmp_path / "after.pcap"), speedup=1000.0, retime=False,
+                              s3=s3, bus=bus)
+            assert late
+            until(lambda: (s3io.get_json(s3, config.evidence_bucket, summary_key(incident))["follow"]["again"]
+                           is False), 90, "the last pass after the hold closed", poll_s=0.5)
+        finally:
+            source.stop()
+        assert source.dead_letters == []
+    finally:
+        bus.close()
+
+    summary = s3io.get_json(s3, config.evidence_bucket, summary_key(incident))
+    assert summary["partial_until"] is None and summary["state"] == "complete", summary
+    status = s3io.get_json(s3, config.evidence_bucket, dissect_status_key(incident, config.node_name))
+    rows = [r for r in read_part(s3, config.evidence_bucket, status["parts"]["connections"]) if r["proto"] == "tcp"]
+    # One row for the connection across the freeze point, carrying every frame of the capture.
+    assert len(rows) == 1, rows
+    assert rows[0]["packets_out"] + rows[0]["packets_in"] == len(capture.frames)
+    assert rows[0]["completeness"] == 31  # SYN, SYN-ACK, ACK, data and FIN: the handshake and the close both seen
+    # The passes overwrote the node's part (one key, several versions), never added a second file.
+    prefix = status["parts"]["connections"].rsplit("/", 1)[0] + "/"
+    assert list(s3io.list_keys(s3, config.evidence_bucket, prefix)) == [status["parts"]["connections"]]
+    if frozen_before:  # the first pass dissected the first half, a later one everything: the same key, rewritten
+        versions = s3.list_object_versions(Bucket=config.evidence_bucket, Prefix=status["parts"]["connections"])
+        assert len(versions["Versions"]) >= 2
+    api = incident_status(config, s3, incident)
+    assert api["tables"] == "complete" and api["partial_until"] is None and api["state"] == "dissected"
