@@ -30,6 +30,7 @@ from freezeframe.local.kafka import create_topics
 from freezeframe.local.kafka_source import KafkaEventSource
 from freezeframe.models import FreezeRequest, LockSpec, Scope, SegmentRecord, iso
 from freezeframe_agent.main import run_replay
+from tests.fixtures.custody import put_signed_manifest
 from tests.fixtures.waiting import until
 
 pytestmark = pytest.mark.integration
@@ -68,6 +69,9 @@ def test_two_holds_locking_one_segment_at_once_both_succeed_and_the_longer_lock_
                   LockSpec("COMPLIANCE", longer)),
              Hold(f"it-short-{uuid.uuid4().hex[:6]}", config.cluster, (), 0, 2**62, now + timedelta(hours=1),
                   LockSpec("COMPLIANCE", now + timedelta(days=1)))]
+    for hold in holds:  # the incidents' manifests, sealed as the freeze seals them (parts are read through the chain)
+        put_signed_manifest(config, s3, hold.incident_id, {"incident_id": hold.incident_id, "segments": []},
+                            (hold.lock.mode, hold.lock.retain_until))
     copies = _copies(s3, config.raw_bucket, record, ROUNDS, uuid.uuid4().hex[:4])
     outcomes: dict[str | None, int] = {}
     with ThreadPoolExecutor(max_workers=2) as pool:
