@@ -41,12 +41,15 @@ def add_commands(sub: Any) -> None:
     custody.set_defaults(func=cmd_custody)
 
 
-def record(config: Settings, args: argparse.Namespace, incident_id: str, action: str, details: dict[str, Any],
+def record(config: Settings, args: argparse.Namespace, incident_id: str | None, action: str, details: dict[str, Any],
            outputs: Sequence[bytes | Path] = ()) -> None:
-    """The custody-ledger entry of one CLI access (see custody.ledger), with the command's --purpose."""
+    """The custody-ledger entry of one CLI access (see custody.ledger), with the command's --purpose. An access that
+    names no incident (a recording job's export) has no incident ledger to go in."""
     from freezeframe.adapters import s3 as s3io
     from freezeframe.custody.ledger import record_access
 
+    if incident_id is None:
+        return
     if getattr(args, "purpose", None):
         config = config.with_(custody_purpose=args.purpose)
     try:
