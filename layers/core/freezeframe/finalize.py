@@ -34,7 +34,7 @@ from freezeframe.config import Settings
 from freezeframe.custody.chain import seal_written
 from freezeframe.custody.pinned import pinned_manifest
 from freezeframe.errors import NotFoundError, PayloadError, SegmentCorruptError
-from freezeframe.follow import FollowUp, follow_up, hold_closes_at, incident_nodes
+from freezeframe.follow import follow_up, hold_closes_at, incident_nodes
 from freezeframe.holds import manifest_parts
 from freezeframe.keys import (
     check_name,
@@ -73,15 +73,6 @@ def resolved_at(settings: Settings, s3: Any, incident_id: str) -> datetime | Non
     except NotFoundError:
         return None
     return parse_iso(str(record["resolved_at"]), "resolved_at") if record.get("resolved_at") else None
-
-
-def read_follow(settings: Settings, s3: Any, incident_id: str) -> FollowUp | None:
-    try:
-        raw = s3io.get_json(s3, settings.evidence_bucket, follow_key(incident_id))
-    except NotFoundError:
-        return None
-    return FollowUp(bool(raw.get("again")), int(raw.get("wait_s", 0)), tuple(raw.get("nodes") or ()),
-                    raw.get("partial_until"))
 
 
 @dataclass(frozen=True, slots=True)

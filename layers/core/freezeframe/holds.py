@@ -22,7 +22,9 @@ from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
 from freezeframe.custody.chain import seal_written
 from freezeframe.custody.pinned import pinned_parts
-from freezeframe.keys import check_name, manifest_part_key, resolved_key
+from freezeframe.errors import NotFoundError
+from freezeframe.follow import FollowUp
+from freezeframe.keys import check_name, follow_key, manifest_part_key, resolved_key
 from freezeframe.manifest import MANIFEST_SCHEMA, root_hash
 from freezeframe.models import FreezeRequest, LockSpec, ManifestEntry, SegmentRecord, iso, parse_iso
 from freezeframe.unverified import UnverifiedSegment, attach, metadata_problem, size_problem
@@ -155,3 +157,14 @@ def manifest_parts(settings: Settings, s3: Any, incident_id: str) -> list[dict[s
     """The incident's manifest parts at the versions its signed custody chain names (see custody.pinned)."""
     return pinned_parts(settings, s3, incident_id)
 
+
+def read_follow(settings: Settings, s3: Any, incident_id: str) -> FollowUp | None:
+    """What the last dissection pass said comes next (None before the first pass ends).
+
+    Here rather than in finalize, which writes it, so the webhook can read it without the query stack."""
+    try:
+        raw = s3io.get_json(s3, settings.evidence_bucket, follow_key(incident_id))
+    except NotFoundError:
+        return None
+    return FollowUp(bool(raw.get("again")), int(raw.get("wait_s", 0)), tuple(raw.get("nodes") or ()),
+                    raw.get("partial_until"))

@@ -27,8 +27,8 @@ from freezeframe.alerts import alertmanager, manual, pagerduty
 from freezeframe.config import Settings
 from freezeframe.custody.pinned import read_pinned
 from freezeframe.errors import CustodyError, NotFoundError, PayloadError, SignatureError
-from freezeframe.finalize import read_follow
 from freezeframe.follow import incident_nodes
+from freezeframe.holds import read_follow
 from freezeframe.keys import (
     dissect_status_key,
     freeze_started_key,

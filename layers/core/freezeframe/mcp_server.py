@@ -171,7 +171,7 @@ def run_scenario(name: str, incident_id: str | None = None, max_rows: int = MAX_
     result = _query(scenario.sql(incident_id), max_rows) | {"scenario": scenario.name, "title": scenario.title}
     if incident_id is not None:
         # While the incident's hold is open its tables miss what is still being locked: say so, and until when.
-        from freezeframe.finalize import read_follow
+        from freezeframe.holds import read_follow
 
         config = current_settings()
         follow = read_follow(config, s3io.client(config), incident_id)
