@@ -48,6 +48,12 @@ class FollowUp:
         return {"schema": FOLLOW_SCHEMA, "again": self.again, "wait_s": self.wait_s, "nodes": list(self.nodes),
                 "partial_until": self.partial_until}
 
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> FollowUp:
+        """The follow-up record `to_dict` wrote."""
+        return cls(bool(raw.get("again")), int(raw.get("wait_s", 0)), tuple(raw.get("nodes") or ()),
+                   raw.get("partial_until"))
+
 
 def hold_closes_at(manifest: Mapping[str, Any], resolved_at: datetime | None) -> datetime | None:
     """When the incident's hold closes (or closed): its own close time, or the resolution if that came first; None

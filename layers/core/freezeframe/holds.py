@@ -166,5 +166,4 @@ def read_follow(settings: Settings, s3: Any, incident_id: str) -> FollowUp | Non
         raw = s3io.get_json(s3, settings.evidence_bucket, follow_key(incident_id))
     except NotFoundError:
         return None
-    return FollowUp(bool(raw.get("again")), int(raw.get("wait_s", 0)), tuple(raw.get("nodes") or ()),
-                    raw.get("partial_until"))
+    return FollowUp.from_dict(raw)
