@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import KafkaEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -18,8 +18,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from freezeframe import k8s_context
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import settings
+from freezeframe.logsetup import function_logger
 
-logger = Logger()
+logger = function_logger()
 tracer = Tracer()
 metrics = Metrics()
 REQUIRED = ("schema", "cluster", "node", "observed_ns")
