@@ -249,21 +249,27 @@ def _interfaces(spec: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in spec.split(",") if name.strip())
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="freezeframe-agent", description="freezeframe node agent")
     sub = parser.add_subparsers(dest="command", required=True)
-    replay = sub.add_parser("replay", help="replay a pcap file as if captured live")
-    replay.add_argument("pcap", type=Path)
-    replay.add_argument("--speedup", type=float, default=1.0)
+    replay_help = "replay a pcap file as if captured live"
+    replay = sub.add_parser("replay", help=replay_help, description=replay_help)
+    replay.add_argument("pcap", type=Path, help="the capture file (pcap or pcapng)")
+    replay.add_argument("--speedup", type=float, default=1.0, help="replay this many times faster than captured")
     replay.add_argument("--keep-timestamps", action="store_true", help="do not shift timestamps to now")
-    capture = sub.add_parser("capture", help="capture live (engine: FREEZEFRAME_CAPTURE_ENGINE, tcpdump or scapy)")
+    capture_help = "capture live (engine: FREEZEFRAME_CAPTURE_ENGINE, tcpdump or scapy)"
+    capture = sub.add_parser("capture", help=capture_help, description=capture_help)
     capture.add_argument("--interface", "-i", default=None,
                          help="interface(s), comma-separated, or 'any' (default: FREEZEFRAME_INTERFACES)")
     capture.add_argument("--duration", type=float, default=None, help="seconds to capture (default: until SIGTERM)")
     capture.add_argument("--filter", default=None, help="BPF capture filter (default: FREEZEFRAME_CAPTURE_FILTER)")
     capture.add_argument("--snaplen", type=int, default=None,
                          help="bytes kept per packet (default: FREEZEFRAME_SNAPLEN)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     config = settings()
     configure_logging(config.cluster, config.node_name)
     stop, terminate = threading.Event(), threading.Event()

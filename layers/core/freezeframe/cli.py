@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from freezeframe.config import settings
 from freezeframe.custody import cli as custody_cli
 from freezeframe.errors import FreezeframeError
+from freezeframe.logsetup import cli_logging
 
 if TYPE_CHECKING:
     from freezeframe.config import Settings
@@ -472,20 +473,74 @@ def build_parser() -> argparse.ArgumentParser:
     sample = sub.add_parser("sample-pcap", help="write the bundled sample capture")
     sample.add_argument("out", type=Path)
     sample.set_defaults(func=_cmd_sample)
+    _describe_subcommands(sub)
     return parser
 
 
+def _describe_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`freezeframe COMMAND --help` opens with the one-line help of `freezeframe --help` when it has no longer
+    description of its own."""
+    for listed in sub._choices_actions:
+        command = sub.choices[listed.dest]
+        command.description = command.description or listed.help
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The `freezeframe` command. An expected failure (bad input, no credentials, no such incident, an unreachable
+    endpoint, a closed output pipe) is one line on stderr and exit status 2; -v adds its traceback."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    cli_logging(args.verbose)
     try:
-        return int(args.func(args))
-    except FreezeframeError as exc:
-        print(f"freezeframe: error: {exc}", file=sys.stderr)
-        return 2
+        status = int(args.func(args))
+        sys.stdout.flush()  # a reader that went away (`| head -1`) shows here, not as a traceback at exit
+        return status
+    except BrokenPipeError:
+        # Nothing more can reach the reader; stdout is pointed at /dev/null so the flush at exit stays quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return _fail("the output was closed before it was all written (broken pipe)", args.verbose)
+    except Exception as exc:
+        reason = expected_failure(exc)
+        if reason is None:
+            raise
+        return _fail(reason, args.verbose)
+
+
+def expected_failure(exc: BaseException) -> str | None:
+    """The one-line reason of a failure that is the environment's or the input's, not freezeframe's; None for a
+    bug, which keeps its traceback."""
+    from botocore.exceptions import (
+        ClientError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        NoRegionError,
+        PartialCredentialsError,
+        ReadTimeoutError,
+    )
+
+    if isinstance(exc, FreezeframeError):
+        return str(exc)
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return f"no AWS credentials ({exc}): configure them (AWS_PROFILE, aws configure, an instance role) or " \
+               "point the command at a local stack (freezeframe up, --s3-endpoint)"
+    if isinstance(exc, NoRegionError):
+        return f"{exc}: set AWS_REGION"
+    if isinstance(exc, EndpointConnectionError | ConnectTimeoutError | ReadTimeoutError):
+        return f"cannot reach the endpoint: {exc}"
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return f"{exc.operation_name} refused: {error.get('Code', '?')}: {error.get('Message', exc)}"
+    if isinstance(exc, OSError):  # a file that cannot be read or written, a refused or reset connection
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def _fail(reason: str, verbose: bool) -> int:
+    if verbose:
+        logging.getLogger(__name__).exception("freezeframe failed")
+    print(f"freezeframe: error: {reason}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(BrokenPipeError):
-        raise SystemExit(main())
+    raise SystemExit(main())
