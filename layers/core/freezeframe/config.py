@@ -100,6 +100,8 @@ ENV_HOLD_SETTLE_S = "FREEZEFRAME_HOLD_SETTLE_SECONDS"
 ENV_FREEZE_ATTEMPTS = "FREEZEFRAME_FREEZE_ATTEMPTS"
 # The agent's /healthz: the drop share of recent segments above which it is degraded.
 ENV_HEALTH_DROP_RATIO = "FREEZEFRAME_HEALTH_DROP_RATIO"
+# Local tooling: where pyenv keeps its Pythons (LocalStack runs on a pyenv 3.13 when PATH has none).
+ENV_PYENV_ROOT = "PYENV_ROOT"
 
 SEGMENTS_TOPIC = "freezeframe.segments"
 K8S_TOPIC = "freezeframe.k8s"
@@ -423,6 +425,29 @@ def cache_dir() -> Path:
     """Where downloaded tools live (Kafka jars, the LocalStack venv): never inside the repository."""
     configured = os.environ.get(ENV_CACHE_DIR)
     return Path(configured).expanduser() if configured else Path.home() / ".cache" / "freezeframe"
+
+
+def pyenv_root_override() -> Path | None:
+    """Local tooling: the pyenv root the environment names, if any."""
+    configured = os.environ.get(ENV_PYENV_ROOT)
+    return Path(configured).expanduser() if configured else None
+
+
+def child_env(overrides: Mapping[str, str] | None = None, drop: tuple[str, ...] = ()) -> dict[str, str]:
+    """Local tooling: the environment of a child process (the local stack's gateway, LocalStack): this process's,
+    without `drop`, with `overrides`."""
+    env = {name: value for name, value in os.environ.items() if name not in drop}
+    env.update(overrides or {})
+    return env
+
+
+def export_env(overrides: Mapping[str, str], defaults: Mapping[str, str] | None = None) -> None:
+    """Local tooling: set this process's environment for handlers run in-process (the demo), which read their
+    settings from it exactly as in Lambda. `defaults` are set only where unset. The settings are re-read."""
+    os.environ.update(overrides)
+    for name, value in (defaults or {}).items():
+        os.environ.setdefault(name, value)
+    reset_settings_cache()
 
 
 def reset_settings_cache() -> None:

@@ -8,7 +8,6 @@ embedded stack (in-process moto S3, file-backed bus); with --kafka/--s3-endpoint
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import tempfile
 import time
@@ -24,7 +23,7 @@ from botocore.exceptions import ClientError
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.bus import open_bus
-from freezeframe.config import Settings, env_overrides, reset_settings_cache
+from freezeframe.config import Settings, env_overrides, export_env
 from freezeframe.custody.pinned import pinned_manifest
 from freezeframe.errors import FreezeframeError
 from freezeframe.finalize import summary_key
@@ -125,13 +124,9 @@ def run_demo(kafka: str | None = None, s3_endpoint: str | None = None, workdir: 
     config = config.with_(lambda_endpoint=gateway.url)
     gateway.settings = config
     # The handlers read their settings from the environment, exactly as in Lambda.
-    os.environ.update(env_overrides(config))
-    os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
-    os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "freezeframe")
-    os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "freezeframe")
-    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # EMF lines would clutter the console
-    reset_settings_cache()
+    export_env(env_overrides(config), {"POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_SERVICE_NAME": "freezeframe",
+                                       "POWERTOOLS_METRICS_NAMESPACE": "freezeframe", "POWERTOOLS_LOG_LEVEL": "WARNING",
+                                       "POWERTOOLS_METRICS_DISABLED": "true"})  # EMF lines would clutter the console
     s3 = s3io.client(config)
     s3io.ensure_buckets(s3, config)
     if kafka:
