@@ -114,6 +114,13 @@ CONNECTIONS: pa.Schema = pa.schema(
         _field("completeness", pa.int32(),
                "Wireshark tcp.completeness bitmask: 1 SYN, 2 SYN-ACK, 4 ACK, 8 DATA, 16 FIN, 32 RST; "
                "null for non-TCP."),
+        _field("isn_out", pa.int64(),
+               "Initial sequence number of the initiator: the raw sequence number of its SYN (RFC 9293 3.4.1); null "
+               "when no SYN from it was seen, and for non-TCP. With isn_in and the 5-tuple it identifies the "
+               "connection across nodes without relying on their clocks."),
+        _field("isn_in", pa.int64(),
+               "Initial sequence number of the responder: the raw sequence number of its SYN-ACK; null when none "
+               "was seen, and for non-TCP."),
         *TCP_INSIGHTS,
         _field("src_namespace", pa.string(), "Kubernetes namespace of src_ip at first_ts."),
         _field("src_pod", pa.string(), "Kubernetes pod of src_ip at first_ts."),
