@@ -304,3 +304,5 @@ def test_two_agents_on_a_lossy_path_count_conversations_once_through_the_look_ah
         assert row["views_disagree"] is differ, row
         assert bool(row["disagreeing"]) is differ
     assert any(r["views_disagree"] for r in both), f"{LOSS_PERCENT} % loss on 64 KB responses: some views differ"
+    print(f"rows {counts}; tshark requests per node {per_node_http}; connections seen by both {len(both)}, "
+          f"views disagree on {sum(r['views_disagree'] for r in both)}")
