@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from freezeframe import glue, keys
-from freezeframe.schemas import PARTITION_KEYS, VIEWS as TABLES, field_doc
+from freezeframe.schemas import PARTITION_KEYS, field_doc
+from freezeframe.schemas import VIEWS as TABLES
 
 sqlglot = pytest.importorskip("sqlglot")
 exp = sqlglot.exp

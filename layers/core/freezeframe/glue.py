@@ -362,7 +362,8 @@ def check_directory(root: Path) -> int:
     the bucket, or `freezeframe dissect`'s output) against its table's declared types; prints one line per part and returns 1 if any differs."""
     failed = checked = 0
     for folder, schemas in ((TABLES_ROOT, TABLES), (VIEWS_ROOT, VIEWS)):
-        for table, path in [(t, p) for t in schemas for p in sorted((root / folder / t).rglob("*.parquet"))]:
+        parts = [(t, p) for t in schemas for p in sorted((root / folder / t).rglob("*.parquet"))]
+        for table, path in parts:
             checked += 1
             try:
                 check_parquet_types(path, table, schemas)

@@ -42,7 +42,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from freezeframe.errors import FreezeframeError
-from freezeframe.schemas import PARTITION_KEYS, TABLES, VIEWS
+from freezeframe.schemas import PARTITION_KEYS, VIEWS
 
 PROTOCOL_TABLES = {"http": "http", "dns": "dns", "tls": "tls", "tcp": "connections", "udp": "connections"}
 TRANSPORTS = ("tcp", "udp")

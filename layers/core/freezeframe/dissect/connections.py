@@ -82,7 +82,8 @@ _INSIGHT_NAMES = tuple(field.name for field in TCP_INSIGHTS)
 # Column order of the row tuples ``finish`` builds; a test checks it is CONNECTIONS' order.
 _ROW_NAMES = ("node", "conn_id", "proto", "src_ip", "src_port", "dst_ip", "dst_port", "ts", "ts_ns", "first_ts",
               "first_ts_ns", "last_ts", "last_ts_ns", "duration_us", "packets_out", "packets_in", "bytes_out",
-              "bytes_in", "payload_bytes_out", "payload_bytes_in", "completeness", "isn_out", "isn_in", *_INSIGHT_NAMES, "src_namespace",
+              "bytes_in", "payload_bytes_out", "payload_bytes_in", "completeness", "isn_out", "isn_in",
+              *_INSIGHT_NAMES, "src_namespace",
               "src_pod", "src_workload", "dst_namespace", "dst_pod", "dst_workload")
 _NO_SEQ = -1  # sequence numbers are unsigned 32-bit, so -1 marks "no base sequence seen yet"
 
