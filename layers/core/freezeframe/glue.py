@@ -359,7 +359,8 @@ def check_parquet_types(source: Any, table: str, tables: Mapping[str, pa.Schema]
 
 def check_directory(root: Path) -> int:
     """`--check DIR`: every part under ``DIR/tables/<table>/`` and every view under ``DIR/views/<table>/`` (a copy of
-    the bucket, or `freezeframe dissect`'s output) against its table's declared types; prints one line per part and returns 1 if any differs."""
+    the bucket, or `freezeframe dissect`'s output) against its table's declared types; prints one line per part and
+    returns 1 if any differs."""
     failed = checked = 0
     for folder, schemas in ((TABLES_ROOT, TABLES), (VIEWS_ROOT, VIEWS)):
         parts = [(t, p) for t in schemas for p in sorted((root / folder / t).rglob("*.parquet"))]
