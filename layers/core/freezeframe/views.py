@@ -10,6 +10,7 @@ re-run overwrites it instead of adding rows.
 from __future__ import annotations
 
 import io
+import logging
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -19,9 +20,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from freezeframe.adapters import s3 as s3io
+from freezeframe.errors import NotFoundError
 from freezeframe.keys import TABLES_ROOT, VIEW_FILE, VIEWS_ROOT, parse_table_part_key, view_key
 from freezeframe.observers import combine
 from freezeframe.schemas import TABLES
+
+logger = logging.getLogger(__name__)
 
 
 def _parquet(table: pa.Table) -> bytes:
@@ -31,8 +35,9 @@ def _parquet(table: pa.Table) -> bytes:
 
 
 def build_views(incident_id: str, part_keys: Iterable[str],
-                read: Callable[[str], pa.Table]) -> dict[str, tuple[str, pa.Table]]:
-    """table -> (view key, view) from the incident's part keys; empty when it has no parts."""
+                read: Callable[[str], pa.Table | None]) -> dict[str, tuple[str, pa.Table]]:
+    """table -> (view key, view) from the incident's part keys (`read` gives None for a missing part); empty when it
+    has no parts."""
     per_node: dict[str, dict[str, pa.Table]] = {}
     days = []
     for key in sorted(set(part_keys)):
@@ -40,8 +45,10 @@ def build_views(incident_id: str, part_keys: Iterable[str],
         if parsed is None or parsed[2] != incident_id or parsed[0] not in TABLES:
             continue
         table, day, _incident, node = parsed
-        per_node.setdefault(node, {})[table] = read(key)
-        days.append(day)
+        part = read(key)
+        if part is not None:
+            per_node.setdefault(node, {})[table] = part
+            days.append(day)
     if not per_node:
         return {}
     day = min(days)  # one day per incident in the stack (its window start); locally the earliest node's
@@ -52,8 +59,15 @@ def build_views(incident_id: str, part_keys: Iterable[str],
 def write_incident_views(bucket: str, s3: Any, incident_id: str, part_keys: Iterable[str]) -> dict[str, int]:
     """The incident's views written to the evidence bucket; rows per view."""
 
-    def read(key: str) -> pa.Table:
-        return pq.read_table(io.BytesIO(s3io.get_bytes(s3, bucket, key)))
+    def read(key: str) -> pa.Table | None:
+        try:
+            return pq.read_table(io.BytesIO(s3io.get_bytes(s3, bucket, key)))
+        except NotFoundError:
+            # A status naming a part that is not there (a pass that died between the two writes): that node's
+            # rows are missing from the views, and its state in the summary already says it failed.
+            logger.warning("part named by a dissect status is missing", extra={"incident_id": incident_id,
+                                                                                "key": key})
+            return None
 
     rows = {}
     for name, (key, table) in build_views(incident_id, part_keys, read).items():
