@@ -229,7 +229,7 @@ def finalize_incident(settings: Settings, s3: Any, incident_id: str, outcomes: S
     registered = register(settings, part_keys)
     report = write_report(settings, s3, incident_id, writer if writer is not None else report_writer())
     summary = build_summary(incident_id, manifest_nodes, outcomes, statuses, registered, report, now)
-    # `rows` is the per-node sum of the nodes dissected cleanly (sightings); `view_rows` what SQL counts (conversations).
+    # `rows`: the per-node sum of the nodes dissected cleanly (sightings); `view_rows`: what SQL counts (conversations).
     summary["view_rows"] = dict(sorted(views.items()))
     summary["partial_until"] = follow.partial_until
     summary["follow"] = follow.to_dict()
