@@ -65,6 +65,23 @@ def test_every_scenario(trino: TrinoEngine, catalog: str, duck: duckdb.DuckDBPyC
     both(trino, catalog, duck, scenario.sql(INCIDENT))
 
 
+def test_the_observation_columns_of_the_views(trino: TrinoEngine, catalog: str,
+                                              duck: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
+    """The views' list and boolean columns read alike, on the fixture and on two nodes dissected into one folder."""
+    both(trino, catalog, duck, "SELECT conn_id, observers, observer, views_disagree, disagreeing, "
+                               "cardinality(observers) AS sightings FROM connections ORDER BY conn_id")
+    from freezeframe.dissect.files import dissect_files
+
+    sample = ROOT / "tests" / "fixtures" / "sample.pcap"
+    for node in ("node-a", "node-b"):
+        dissect_files([sample], tmp_path, node=node, incident_id="inc-2n", progress=False)
+    two = trino.attach(DataLocation.directory(tmp_path))
+    for table in ("connections", "dns", "http", "tls"):
+        result = both(trino, two, connect_local(tmp_path), f"SELECT conn_id, observers, observer, views_disagree, "
+                                                           f"disagreeing FROM {table} ORDER BY conn_id, ts_ns")
+        assert all(row[1] == ["node-a", "node-b"] for row in result.rows), table
+
+
 def test_the_named_queries_template_yaml_deploys(trino: TrinoEngine, catalog: str,
                                                  duck: duckdb.DuckDBPyConnection) -> None:
     from cfnlint import decode

@@ -399,7 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--limit", type=int, default=None, help="at most this many rows (--filter)")
     query.add_argument("--format", choices=("table", "csv", "json"), default="table")
     query.add_argument("--json", action="store_true", help="same as --format json")
-    query.add_argument("--dir", type=Path, default=None, help="query a local copy of the bucket's tables/ instead")
+    query.add_argument("--dir", type=Path, default=None,
+                       help="query a local copy of the bucket (its views/, else tables/) instead")
     query.add_argument("--s3-endpoint", metavar="URL")
     query.add_argument("--engine", choices=("duckdb", "trino"), default="duckdb",
                        help="local engine: duckdb (embedded; refuses SQL it cannot answer as Athena would) or trino "
@@ -460,7 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="pcap or pcapng files, zstd-compressed or not, taken in the order of their first packet")
     dissect.add_argument("--out", type=Path, required=True,
                          help="output directory, laid out like the evidence bucket: tables/<table>/dt=<day>/"
-                         "incident_id=<id>/<node>.parquet and incidents/<id>/dissect/<node>.json")
+                         "incident_id=<id>/<node>.parquet, incidents/<id>/dissect/<node>.json, and the incident's "
+                         "views over every node dissected into it (views/<table>/...)")
     dissect.add_argument("--node", default="local", help="the node name the rows carry (default: local)")
     dissect.add_argument("--incident", default="local",
                          help="the incident_id partition of the rows (default: local)")

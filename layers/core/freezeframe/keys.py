@@ -17,6 +17,7 @@ from freezeframe.errors import PayloadError
 RAW_ROOT = "raw"
 INCIDENTS_ROOT = "incidents"
 TABLES_ROOT = "tables"
+VIEWS_ROOT = "views"  # an incident's tables with one row per conversation across nodes (what SQL reads)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,252}\Z")
 _RAW_KEY = re.compile(
     r"^raw/(?P<cluster>[^/]+)/(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/(?P<h>\d{2})/(?P<node>[^/]+)/"
@@ -182,6 +183,19 @@ def table_part_key(table: str, window_start_ns: int, incident_id: str, node: str
     day = datetime.fromtimestamp(window_start_ns / 1e9, tz=UTC).strftime("%Y-%m-%d")
     return (f"{table_prefix(table)}dt={day}/incident_id={check_name('incident_id', incident_id)}/"
             f"{check_name('node', node)}.parquet")
+
+
+def view_prefix(table: str) -> str:
+    return f"{VIEWS_ROOT}/{table}/"
+
+
+VIEW_FILE = "incident.parquet"
+
+
+def view_key(table: str, dt: str, incident_id: str) -> str:
+    """An incident's view of one table (one row per conversation across nodes), beside its per-node parts' partition:
+    `views/<table>/dt=<day>/incident_id=<id>/incident.parquet`. Deterministic: a later pass overwrites it."""
+    return f"{view_prefix(table)}dt={dt}/incident_id={check_name('incident_id', incident_id)}/{VIEW_FILE}"
 
 
 def hour_prefix(cluster: str, ts_ns: int, root: str = RAW_ROOT) -> str:

@@ -114,6 +114,13 @@ CONNECTIONS: pa.Schema = pa.schema(
         _field("completeness", pa.int32(),
                "Wireshark tcp.completeness bitmask: 1 SYN, 2 SYN-ACK, 4 ACK, 8 DATA, 16 FIN, 32 RST; "
                "null for non-TCP."),
+        _field("isn_out", pa.int64(),
+               "Initial sequence number of the initiator: the raw sequence number of its SYN (RFC 9293 3.4.1); null "
+               "when no SYN from it was seen, and for non-TCP. With isn_in and the 5-tuple it identifies the "
+               "connection across nodes without relying on their clocks."),
+        _field("isn_in", pa.int64(),
+               "Initial sequence number of the responder: the raw sequence number of its SYN-ACK; null when none "
+               "was seen, and for non-TCP."),
         *TCP_INSIGHTS,
         _field("src_namespace", pa.string(), "Kubernetes namespace of src_ip at first_ts."),
         _field("src_pod", pa.string(), "Kubernetes pod of src_ip at first_ts."),
@@ -226,3 +233,29 @@ DISSECT_ERRORS: pa.Schema = pa.schema(
 
 TABLES: dict[str, pa.Schema] = {"connections": CONNECTIONS, "dns": DNS, "http": HTTP, "tls": TLS,
                                 "dissect_errors": DISSECT_ERRORS}
+
+# What an incident's views (freezeframe.observers) add to every row: which nodes saw it and whose view it reports.
+OBSERVATION: list[pa.Field] = [
+    _field("observers", pa.list_(pa.string()),
+           "Nodes whose agents captured this conversation (or exchange), sorted; one entry when one node saw it.",
+           nullable=False),
+    _field("observer", pa.string(),
+           "The node whose view this row reports (equal to node): the most complete view among the observers.",
+           nullable=False),
+    _field("views_disagree", pa.bool_(),
+           "True when the observers' views differ in a compared field (one side lost or missed packets).",
+           nullable=False),
+    _field("disagreeing", pa.list_(pa.string()),
+           "The compared fields in which the observers' views differ (connections: packets, bytes, payload bytes "
+           "per direction, retransmissions, lost_segments; dns: rcode, answers, truncated; http: status, sizes, "
+           "response_complete; tls: version, cipher, established, alert); empty when they agree.", nullable=False),
+]
+
+
+def _view(schema: pa.Schema) -> pa.Schema:
+    return pa.schema(list(schema) + OBSERVATION, metadata={**(schema.metadata or {}), b"view": b"1"})
+
+
+# The tables the query engines read: one row per conversation across nodes, under keys.view_prefix. The per-node
+# parts (TABLES, under keys.table_prefix) stay as each node's evidence; finalize derives the views from them.
+VIEWS: dict[str, pa.Schema] = {name: _view(schema) for name, schema in TABLES.items()}

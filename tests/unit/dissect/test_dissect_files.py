@@ -159,7 +159,9 @@ def test_output_is_laid_out_like_the_evidence_bucket(tmp_path: Path) -> None:
     first_ns = first_timestamp(SAMPLE)
     assert first_ns is not None
     written = sorted(str(path.relative_to(out)) for path in out.rglob("*") if path.is_file())
+    day = f"{datetime.fromtimestamp(first_ns / 1e9, tz=UTC):%Y-%m-%d}"
     assert written == sorted([table_part_key(name, first_ns, "inc-42", "node-3") for name in TABLES]
+                             + [f"views/{name}/dt={day}/incident_id=inc-42/incident.parquet" for name in TABLES]
                              + ["incidents/inc-42/dissect/node-3.json"])
     # The local engine reads the directory as it reads the bucket: partition columns from the path.
     rows = run(None, "SELECT DISTINCT dt, incident_id, node FROM freezeframe.connections", connect_local(out)).rows

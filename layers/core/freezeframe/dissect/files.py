@@ -7,7 +7,10 @@ exactly as a dissection job does with an incident's frozen segments. Each file i
 Output, all or nothing, in the evidence bucket's layout (`keys.table_part_key`), so a local directory and the bucket
 read the same on every engine: ``DIR/tables/<table>/dt=<day>/incident_id=<id>/<node>.parquet`` for connections, dns,
 http, tls and dissect_errors (the day of the first packet; the incident ``local`` unless one is named), plus
-``DIR/incidents/<id>/dissect/<node>.json`` (inputs with their sizes and hashes, rows per table, counters). Each file
+``DIR/incidents/<id>/dissect/<node>.json`` (inputs with their sizes and hashes, rows per table, counters). Then the
+incident's views are rewritten from every node's parts in DIR (``DIR/views/<table>/dt=<day>/incident_id=<id>/
+incident.parquet``, `freezeframe.views`): dissect each node's captures with its ``--node`` into the same DIR and
+the views hold one row per conversation across them, which ``freezeframe query --dir DIR`` reads. Each file
 is written under a temporary name and renamed into place once every table is built, so a failed run leaves the
 previous output (or none) and a re-run overwrites instead of adding files.
 """
@@ -32,6 +35,7 @@ from freezeframe.export import HashingStream
 from freezeframe.keys import check_name, dissect_status_key, table_part_key
 from freezeframe.models import iso
 from freezeframe.pcapio import open_capture
+from freezeframe.views import write_local_views
 
 SUMMARY_SCHEMA = "freezeframe.dissect-files/v1"
 LOCAL_INCIDENT = "local"  # the incident id of tables dissected from local files when none is named
@@ -57,12 +61,13 @@ class FilesResult:
     tables: dict[str, int] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=dict)
+    views: dict[str, str] = field(default_factory=dict)  # table -> the incident's view file, which SQL reads
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SUMMARY_SCHEMA, "node": self.node, "out": self.out,
                 "inputs": [{"path": i.path, "size": i.size, "sha256": i.sha256, "first_ts_ns": i.first_ts_ns}
                            for i in self.inputs],
-                "tables": self.tables, "files": self.files, "stats": self.stats,
+                "tables": self.tables, "files": self.files, "stats": self.stats, "views": self.views,
                 "finished_at": iso(datetime.now(UTC))}
 
 
@@ -155,6 +160,9 @@ def dissect_files(paths: list[Path], out: Path, node: str = "local", k8s: Path |
         raise DissectInputError(f"cannot write under {out}: {exc.strerror}") from exc
     for temporary, target in staged:
         os.replace(temporary, target)
+    # The incident's views over every node dissected into `out` so far (one row per conversation across nodes).
+    for name, path in write_local_views(out, incident_id).items():
+        summary.views[name] = str(path)
     return summary
 
 
