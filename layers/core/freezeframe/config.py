@@ -61,6 +61,7 @@ ENV_CAPTURE_FILTER = "FREEZEFRAME_CAPTURE_FILTER"
 ENV_CAPTURE_ENGINE = "FREEZEFRAME_CAPTURE_ENGINE"
 CAPTURE_ENGINES = ("tcpdump", "scapy")
 ENV_K8S_WATCH = "FREEZEFRAME_K8S_WATCH"
+ENV_NODE_STATE = "FREEZEFRAME_NODE_STATE"  # record node network state beside the capture (freezeframe.node_state)
 ENV_JOBS_FILE = "FREEZEFRAME_JOBS_FILE"
 ENV_TRINO_JAVA_HOME = "FREEZEFRAME_TRINO_JAVA_HOME"  # a JDK >= 24 for Trino only (Kafka keeps the default Java)
 ENV_TRINO_URL = "FREEZEFRAME_TRINO_URL"  # a running Trino for `query --engine trino` (else the stack's)
@@ -156,6 +157,7 @@ class Settings:
     capture_filter: str = ""  # BPF of the always-on capture
     capture_engine: str = "tcpdump"  # tcpdump (libpcap, the default) | scapy (in-process, low-rate fallback)
     k8s_watch: bool = False  # the DaemonSet turns it on; outside a cluster there is no API server
+    node_state: bool = True  # a live capture records the node's counters, routes, MTUs and ruleset every period
     jobs_file: Path | None = None  # recording jobs (YAML), re-read when its mtime changes
     trino_java_home: Path | None = None  # JDK for Trino; else the newest JDK >= 24 found
     trino_url: str | None = None  # http://127.0.0.1:PORT of a running Trino
@@ -286,6 +288,7 @@ class Settings:
             capture_filter=env.get(ENV_CAPTURE_FILTER, base.capture_filter),
             capture_engine=env.get(ENV_CAPTURE_ENGINE, base.capture_engine),
             k8s_watch=env.get(ENV_K8S_WATCH, "").lower() in ("1", "true", "yes"),
+            node_state=env.get(ENV_NODE_STATE, "true").lower() not in ("0", "false", "no"),
             jobs_file=_path(env, ENV_JOBS_FILE),
             trino_java_home=_path(env, ENV_TRINO_JAVA_HOME),
             trino_url=env.get(ENV_TRINO_URL) or None,
@@ -353,6 +356,7 @@ def env_overrides(settings_: Settings) -> dict[str, str]:
         ENV_SNAPLEN: str(settings_.snaplen),
         ENV_INTERFACES: ",".join(settings_.interfaces),
         ENV_K8S_WATCH: "true" if settings_.k8s_watch else "false",
+        ENV_NODE_STATE: "true" if settings_.node_state else "false",
         ENV_MAX_RETAIN_DAYS: str(settings_.max_retain_days),
     }
     optional = {
