@@ -117,7 +117,7 @@ def parse_conntrack_stat(text: str) -> dict[str, int]:
     lines = [line.split() for line in text.splitlines() if line.strip()]
     if not lines:
         return {}
-    header, out = lines[0], {}
+    header, out = lines[0], dict[str, int]()
     for row in lines[1:]:
         for name, value in zip(header, row, strict=False):
             try:
