@@ -13,9 +13,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-SERVICE_SCHEMA = "freezeframe.k8s-service/v1"
-ENDPOINTSLICE_SCHEMA = "freezeframe.k8s-endpointslice/v1"
-NODE_SCHEMA = "freezeframe.k8s-node/v1"
+from freezeframe.k8s_context import ENDPOINTSLICE_SCHEMA, NODE_SCHEMA, SERVICE_SCHEMA
+
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 RawObject = Mapping[str, Any]
@@ -87,6 +86,7 @@ def node_state(raw: RawObject) -> dict[str, Any]:
             "pod_cidrs": list((raw.get("spec") or {}).get("podCIDRs") or [])}
 
 
+__all__ = ["ENDPOINTSLICE_SCHEMA", "NODE_SCHEMA", "SERVICE_SCHEMA", "ObjectRecord", "object_record"]
 BUILDERS = {SERVICE_SCHEMA: service_state, ENDPOINTSLICE_SCHEMA: endpointslice_state, NODE_SCHEMA: node_state}
 
 

@@ -25,12 +25,10 @@ import pyarrow as pa
 
 from freezeframe.dissect.enrich import IpTimeline
 from freezeframe.dissect.node_state import node_config, node_stats
+from freezeframe.k8s_context import ENDPOINTSLICE_SCHEMA, SERVICE_SCHEMA
 from freezeframe.node_state import NodeStateDocument
 from freezeframe.schemas import ENDPOINTS, SERVICE_FLOWS, SERVICES
 
-SERVICE_SCHEMA = "freezeframe.k8s-service/v1"
-ENDPOINTSLICE_SCHEMA = "freezeframe.k8s-endpointslice/v1"
-NODE_SCHEMA = "freezeframe.k8s-node/v1"
 CLUSTER_PART = "cluster"  # the part name of the cluster-wide tables (services, endpoints)
 TRANSLATION_WINDOW_NS = 1_000_000_000  # the two legs of one connection start within this of each other
 _BEGINNING = -(2**63)
