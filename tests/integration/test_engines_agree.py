@@ -83,7 +83,8 @@ def test_every_report_section(trino: TrinoEngine, catalog: str, duck: duckdb.Duc
     coverage = both(trino, catalog, duck, report.coverage_query(where).sql)
     span = max(r[6] for r in coverage.rows) - min(r[5] for r in coverage.rows)
     sections = report.section_queries(where, report.bucket_width_ns(span))
-    assert {q.name for q in sections} == {"timeline", "service_map", "tcp_health", "tcp_hotspots", "dns_failures",
+    assert {q.name for q in sections} == {"timeline", "node_health", "endpoint_readiness", "service_map",
+                                          "service_traffic", "tcp_health", "tcp_hotspots", "dns_failures",
                                           "tls_failures", "slowest_endpoints"}
     for query in sections:
         both(trino, catalog, duck, query.sql)
