@@ -340,7 +340,8 @@ def _cmd_dissect(args: argparse.Namespace) -> int:
                 print(f"  {node}: {counts}")
         return 0
     started = time.perf_counter()
-    result = dissect_files(args.captures, args.out, node=args.node, k8s=args.k8s, progress=args.progress,
+    result = dissect_files(args.captures, args.out, node=args.node, k8s=args.k8s, node_state=args.node_state,
+                           progress=args.progress,
                            incident_id=args.incident)
     elapsed = time.perf_counter() - started
     if args.json:
@@ -464,6 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
     dissect.add_argument("--incident", default="local",
                          help="the incident_id partition of the rows (default: local)")
     dissect.add_argument("--k8s", type=Path, help="freezeframe.k8s records (JSON lines) for pod/namespace columns")
+    dissect.add_argument("--node-state", type=Path,
+                         help="freezeframe.node-state documents (JSON lines) for the node_stats and node_config tables")
     dissect.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                          help="show a progress bar (default: when stderr is a terminal)")
     dissect.add_argument("--json", action="store_true", help="print the summary as JSON")
