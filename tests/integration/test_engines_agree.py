@@ -183,7 +183,6 @@ def test_trino_reads_every_table_the_dissector_writes_as_the_local_engine_does(
     from freezeframe.dissect.files import dissect_files
     from freezeframe.glue import check_parquet_types
     from freezeframe.schemas import TABLES
-
     from tests.unit.dissect.test_crosslayer_sample import write_context
 
     sample = ROOT / "tests" / "fixtures" / "sample.pcap"
