@@ -68,6 +68,10 @@ ENV_TRINO_URL = "FREEZEFRAME_TRINO_URL"  # a running Trino for `query --engine t
 ENV_MAX_RETAIN_DAYS = "FREEZEFRAME_MAX_RETAIN_DAYS"
 # Custody: the asymmetric KMS key that signs evidence documents, and the RFC 3161 time-stamping authority.
 ENV_SIGNING_KEY_ID = "FREEZEFRAME_SIGNING_KEY_ID"
+# A local ECDSA P-256 private key (PEM) instead of KMS: the embedded demo's own key (adapters.local_signer).
+ENV_SIGNING_KEY_FILE = "FREEZEFRAME_SIGNING_KEY_FILE"
+# The public half to check custody chains against where no signing key is configured (a demo directory's key).
+ENV_SIGNING_PUBLIC_KEY_FILE = "FREEZEFRAME_SIGNING_PUBLIC_KEY_FILE"
 ENV_KMS_ENDPOINT = "FREEZEFRAME_KMS_ENDPOINT"
 ENV_TSA_URL = "FREEZEFRAME_TSA_URL"
 ENV_TSA_CA_FILE = "FREEZEFRAME_TSA_CA_FILE"
@@ -166,6 +170,8 @@ class Settings:
     # (and its storage bill) until 9999.
     max_retain_days: int = 3650
     signing_key_id: str | None = None  # KMS key (ECC_NIST_P256, SIGN_VERIFY) id, ARN or alias; None: unsigned
+    signing_key_file: Path | None = None  # a local P-256 private key (the demo's); used when no KMS key is set
+    signing_public_key_file: Path | None = None  # PEM public key to trust when neither key above is configured
     kms_endpoint: str | None = None  # a local KMS (LocalStack); None: the region's KMS
     tsa_url: str | None = None  # RFC 3161 time-stamping authority the signing functions ask for tokens
     tsa_ca_file: Path | None = None  # PEM roots a token's TSA certificate must chain to
@@ -294,6 +300,8 @@ class Settings:
             trino_url=env.get(ENV_TRINO_URL) or None,
             max_retain_days=_int(env, ENV_MAX_RETAIN_DAYS, base.max_retain_days),
             signing_key_id=env.get(ENV_SIGNING_KEY_ID) or None,
+            signing_key_file=_path(env, ENV_SIGNING_KEY_FILE),
+            signing_public_key_file=_path(env, ENV_SIGNING_PUBLIC_KEY_FILE),
             kms_endpoint=env.get(ENV_KMS_ENDPOINT) or None,
             tsa_url=env.get(ENV_TSA_URL) or None,
             tsa_ca_file=_path(env, ENV_TSA_CA_FILE),
@@ -388,6 +396,9 @@ def env_overrides(settings_: Settings) -> dict[str, str]:
         ENV_TRINO_JAVA_HOME: str(settings_.trino_java_home) if settings_.trino_java_home else None,
         ENV_TRINO_URL: settings_.trino_url,
         ENV_SIGNING_KEY_ID: settings_.signing_key_id,
+        ENV_SIGNING_KEY_FILE: str(settings_.signing_key_file) if settings_.signing_key_file else None,
+        ENV_SIGNING_PUBLIC_KEY_FILE: str(settings_.signing_public_key_file)
+        if settings_.signing_public_key_file else None,
         ENV_KMS_ENDPOINT: settings_.kms_endpoint,
         ENV_TSA_URL: settings_.tsa_url,
         ENV_TSA_CA_FILE: str(settings_.tsa_ca_file) if settings_.tsa_ca_file else None,

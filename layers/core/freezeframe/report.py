@@ -54,6 +54,16 @@ def _peer(side: str) -> str:
     return f"coalesce({side}_namespace || '/' || coalesce({side}_workload, {side}_pod), {side}_ip)"
 
 
+# The Service a connection went to, where it was addressed to a ClusterIP (freezeframe.crosslayer, service_flows).
+_SERVICE_OF_CONN = ("SELECT node AS sf_node, conn_id AS sf_conn_id, namespace AS sf_namespace, service AS sf_service "
+                    "FROM freezeframe.service_flows WHERE {where}")
+
+
+def _service_or_peer() -> str:
+    """The service-map name of a destination: 'namespace/service (Service)' for a ClusterIP, else _peer('dst')."""
+    return f"coalesce(s.sf_namespace || '/' || s.sf_service || ' (Service)', {_peer('dst')})"
+
+
 def percentile(column: str, fraction: str) -> str:
     """The exact nearest-rank percentile of a column (the smallest value with at least `fraction` of the values at or
     below it; always a value of the data). approx_percentile is not used: Athena's and DuckDB's approximations differ,
@@ -122,12 +132,14 @@ def service_map_query(where: str) -> ReportQuery:
 SELECT src, dst, sum(conns) AS connections, sum(failed) AS failed_connections,
        sum(requests) AS requests, sum(errors) AS http_5xx
 FROM (
-  SELECT {_peer('src')} AS src, {_peer('dst')} AS dst, 1 AS conns,
+  SELECT {_peer('src')} AS src, {_service_or_peer()} AS dst, 1 AS conns,
          CASE WHEN {FAILED_CONN_SQL} THEN 1 ELSE 0 END AS failed, 0 AS requests, 0 AS errors
-  FROM freezeframe.connections WHERE {where}
+  FROM (SELECT * FROM freezeframe.connections WHERE {where}) AS c
+  LEFT JOIN ({_SERVICE_OF_CONN.format(where=where)}) AS s ON s.sf_node = c.node AND s.sf_conn_id = c.conn_id
   UNION ALL
-  SELECT {_peer('src')}, {_peer('dst')}, 0, 0, 1, CASE WHEN status >= 500 THEN 1 ELSE 0 END
-  FROM freezeframe.http WHERE {where}
+  SELECT {_peer('src')}, {_service_or_peer()}, 0, 0, 1, CASE WHEN status >= 500 THEN 1 ELSE 0 END
+  FROM (SELECT * FROM freezeframe.http WHERE {where}) AS h
+  LEFT JOIN ({_SERVICE_OF_CONN.format(where=where)}) AS s ON s.sf_node = h.node AND s.sf_conn_id = h.conn_id
 ) edges
 GROUP BY src, dst
 ORDER BY sum(edges.conns) + sum(edges.requests) DESC, src, dst
