@@ -50,7 +50,10 @@ def test_the_demo_followup_commands_work_after_the_demo_exits(tmp_path: Path) ->
         argv = shlex.split(line)
         command = [str(console), *argv[1:]] if console.exists() else [sys.executable, "-m", "freezeframe.cli",
                                                                        *argv[1:]]
-        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        # A configured signing key (here an unreachable KMS's) must never be what --demo trusts or asks.
+        step_env = env if argv[1] == "demo" else {**env, "FREEZEFRAME_SIGNING_KEY_ID": "alias/someone-elses-key",
+                                                  "FREEZEFRAME_KMS_ENDPOINT": "http://127.0.0.1:9"}
+        done = subprocess.run(command, cwd=tmp_path, env=step_env, capture_output=True, text=True, timeout=300,
                               check=False)
         assert done.returncode == 0, f"{line}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
         outputs.append(done.stdout)
