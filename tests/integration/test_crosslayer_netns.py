@@ -7,13 +7,15 @@ finalize functions), with the agent capturing in a network namespace this test c
   segment period; the freeze locks the documents, verify checks them, node_stats holds them and the
   listen-queue-overflow scenario finds them. The expected count is the namespace's own /proc/net/netstat read
   before and after by `ip netns exec ... cat` (an independent reader).
-- a Service whose only endpoint is not ready, with its ClusterIP in the namespace where nothing listens on its port
-  (kube-proxy's REJECT for a Service without endpoints answers the same way), gets refused connections; the
-  service-without-ready-endpoints scenario finds it with the number of connects the test made.
+- a Service whose only endpoint is not ready (recorded API responses, listed by the agent's watcher, through Kafka
+  and the k8s indexer function into the evidence bucket), with its ClusterIP in the namespace where nothing listens
+  on its port (kube-proxy's REJECT for a Service without endpoints answers the same way), gets refused
+  connections; the service-without-ready-endpoints scenario finds it with the number of connects the test made.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 import time
@@ -22,17 +24,24 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from kubernetes.client import Configuration
 
 from freezeframe import scenarios
 from freezeframe.adapters import s3 as s3io
+from freezeframe.adapters.bus import KafkaBus
 from freezeframe.finalize import summary_key
-from freezeframe.k8s_context import ENDPOINTSLICE_SCHEMA, SERVICE_SCHEMA, K8sRecord, write_batch
+from freezeframe.k8s_context import ENDPOINTSLICE_SCHEMA, SERVICE_SCHEMA
 from freezeframe.keys import incident_key
+from freezeframe.local.functions import load_handler
+from freezeframe.local.kafka import create_topics
+from freezeframe.local.kafka_source import KafkaEventSource
 from freezeframe.models import FreezeRequest, LockSpec, Scope
 from freezeframe.query import run
 from freezeframe.verify import verify_incident
+from freezeframe_agent.k8s import K8sWatcher
 from freezeframe_agent.main import run_capture
 from tests.fixtures.buses import MemoryBus
+from tests.fixtures.k8s_api import FakeKubeApi, Reply
 from tests.fixtures.waiting import until
 
 pytestmark = [pytest.mark.integration, pytest.mark.capture]
@@ -49,20 +58,48 @@ def listen_overflows(namespace: str) -> int:
     return int(values[header.index("ListenOverflows")])
 
 
-def service_records(config: Any, at_ns: int, cluster_ip: str) -> list[dict[str, Any]]:
-    base = {"cluster": config.cluster, "node": config.node_name, "observed_ns": at_ns, "change": "SYNC",
-            "namespace": "shop"}
-    service = {**base, "schema": SERVICE_SCHEMA, "name": "ledger", "uid": "svc-ledger", "resource_version": "7",
-               "service_type": "ClusterIP", "cluster_ips": [cluster_ip],
-               "ports": [{"name": "http", "port": SERVICE_PORT, "protocol": "TCP", "target_port": 8000,
-                          "node_port": None}], "selector": {"app": "ledger"}}
-    endpoints = {**base, "schema": ENDPOINTSLICE_SCHEMA, "name": "ledger-abcde", "uid": "eps-ledger",
-                 "resource_version": "8", "service": "ledger", "address_type": "IPv4",
-                 "ports": [{"name": "http", "port": 8000, "protocol": "TCP"}],
-                 "endpoints": [{"addresses": ["10.244.9.9"], "ready": False, "serving": False, "terminating": False,
-                                "node_name": config.node_name, "target_kind": "Pod", "target_namespace": "shop",
-                                "target_name": "ledger-0"}]}
-    return [service, endpoints]
+def record_context(config: Any) -> int:
+    """The agent's watcher lists the recorded Service and EndpointSlice of `ledger` (ClusterIP 192.0.2.1:9090, its
+    only endpoint not ready) from the recorded-response API server, publishes them to a Kafka topic of this test, and
+    the k8s indexer function writes them to the evidence bucket, as in a cluster. Returns the records stored."""
+    topic = f"ff-k8s-{uuid.uuid4().hex[:8]}"
+    create_topics(config.kafka_bootstrap, [topic])
+    bus = KafkaBus(config.kafka_bootstrap)
+    s3 = s3io.client(config)
+    try:
+        with FakeKubeApi(config.node_name, hold_s=30.0) as api:
+            api.script("pods", lists=[Reply.list("pods-list.json")])
+            api.script("services", lists=[Reply.list("services-list-ledger.json")])
+            api.script("endpointslices", lists=[Reply.list("endpointslices-list-ledger.json")])
+            watcher = K8sWatcher(bus, cluster=config.cluster, node=config.node_name, topic=topic,
+                                 watch_events=False, configuration=Configuration(host=api.url))
+            stop = threading.Event()
+            thread = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
+            thread.start()
+            try:
+                api.wait_for(lambda requests: all(any(r.watch for r in requests if r.resource == resource)
+                                                  for resource in ("services", "endpointslices")), timeout_s=20)
+                assert watcher.flush(timeout_s=10)
+            finally:
+                stop.set()
+                thread.join(timeout=30)
+                watcher.close()
+    finally:
+        bus.close()
+    source = KafkaEventSource(config.kafka_bootstrap, topic, f"k8s-{uuid.uuid4().hex[:6]}",
+                              load_handler(config, "k8s_indexer"), "freezeframe-k8s-indexer").start()
+    try:
+        stored: list[dict[str, Any]] = []
+        wanted = {SERVICE_SCHEMA, ENDPOINTSLICE_SCHEMA}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not wanted <= {r["schema"] for r in stored}:
+            stored = [json.loads(line) for key in s3io.list_keys(s3, config.evidence_bucket, "k8s/")
+                      for line in s3io.get_bytes(s3, config.evidence_bucket, key).decode().splitlines()]
+            time.sleep(0.3)
+    finally:
+        source.stop()
+    assert wanted <= {r["schema"] for r in stored}
+    return len(stored)
 
 
 def test_listen_overflow_and_a_service_without_endpoints_on_the_real_stack(local: Any, veth_pair: Any) -> None:
@@ -70,8 +107,7 @@ def test_listen_overflow_and_a_service_without_endpoints_on_the_real_stack(local
     config = config.with_(segment_seconds=1.0)
     ns, peer, server_ip = veth_pair.cap_ns, veth_pair.peer_ns, veth_pair.cap_ip
     started = datetime.now(UTC)
-    write_batch(config, s3, [K8sRecord(0, i, r) for i, r in enumerate(
-        service_records(config, int(started.timestamp() * 1e9) - 1_000_000_000, server_ip))])
+    assert record_context(config) > 0
     # A listener that never accepts, with a backlog of 1: its accept queue is full after two connections.
     listener = subprocess.Popen(["ip", "netns", "exec", ns, "python3", "-c",
                                  "import socket, time\ns = socket.socket()\n"
