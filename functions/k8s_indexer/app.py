@@ -38,7 +38,7 @@ def lambda_handler(event: KafkaEvent, context: LambdaContext) -> dict[str, Any]:
         except ValueError:
             value = None
         if not isinstance(value, dict) or any(value.get(name) is None for name in REQUIRED) or value["schema"] not in (
-                k8s_context.POD_SCHEMA, k8s_context.EVENT_SCHEMA):
+                k8s_context.SCHEMAS):
             # Retrying a malformed record cannot fix it; it is logged with its offset and counted.
             logger.error("malformed k8s record", topic=record.topic, partition=record.partition, offset=record.offset)
             malformed += 1

@@ -28,6 +28,7 @@ from freezeframe_agent.health import AgentMetrics, Health, HealthReport, HealthS
 from freezeframe_agent.jobs import JOBS_SPOOL, JOBS_TOPIC, JobManager, RecordingJob
 from freezeframe_agent.k8s import K8sWatcher
 from freezeframe_agent.logs import configure_logging
+from freezeframe_agent.node_state import start_recorder
 from freezeframe_agent.publisher import LazyBus, open_agent_bus
 from freezeframe_agent.segmenter import EXT, Segmenter
 from freezeframe_agent.spool import Spool
@@ -166,6 +167,10 @@ def run_capture(config: Settings, interface: str | None, duration_s: float | Non
                          buffer_kib=config.capture_buffer_kib, netns=netns, command_prefix=command_prefix)
     stop: threading.Event = kwargs.pop("stop", None) or threading.Event()
     timer = threading.Timer(duration_s, stop.set) if duration_s is not None else None
+    # The node's network state is recorded beside the capture, in the capture's namespace, every segment period.
+    state_stop = threading.Event()
+    recorder = start_recorder(config, kwargs.get("s3") or s3io.client(config), state_stop,
+                              netns=netns or _netns_of(command_prefix)) if config.node_state else None
     if timer is not None:
         timer.start()
     try:
@@ -174,6 +179,9 @@ def run_capture(config: Settings, interface: str | None, duration_s: float | Non
         if timer is not None:
             timer.cancel()
         source.close()
+        if recorder is not None:
+            state_stop.set()
+            recorder[0].join(timeout=SHUTDOWN_GRACE_S)
 
 
 def run_jobs(config: Settings, jobs_file: Path, stop: threading.Event, *, interfaces: tuple[str, ...] | None = None,
@@ -243,6 +251,11 @@ def _stop_side_tasks(k8s: tuple[threading.Thread, K8sWatcher] | None,
         watcher.bus.close()
     if jobs is not None:
         jobs[0].join(timeout=SHUTDOWN_GRACE_S + 5)
+
+
+def _netns_of(command_prefix: tuple[str, ...]) -> str | None:
+    """The namespace of an `ip netns exec <name>` prefix (tcpdump's way into a namespace), else None."""
+    return command_prefix[3] if len(command_prefix) >= 4 and command_prefix[:3] == ("ip", "netns", "exec") else None
 
 
 def _interfaces(spec: str) -> tuple[str, ...]:

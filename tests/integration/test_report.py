@@ -40,8 +40,8 @@ PATH_ATTACK = "/api/<svg onload=alert(3)>"
 WORKLOAD_ATTACK = "</title><script>alert(4)</script>"
 FRONTEND = {"src_ip": "10.0.0.10", "src_namespace": "shop", "src_workload": "frontend"}
 CHECKOUT = {"dst_ip": "10.0.0.20", "dst_port": 8080, "dst_namespace": "shop", "dst_workload": "checkout"}
-SECTIONS = ["Coverage per node", "Timeline of errors", "Service map", "TCP health", "DNS failures",
-            "TLS handshake failures", "Slowest endpoints", "SQL behind each section"]
+SECTIONS = ["Coverage per node", "Timeline of errors", "Node health", "Endpoint readiness", "Service map", "Services",
+            "TCP health", "DNS failures", "TLS handshake failures", "Slowest endpoints", "SQL behind each section"]
 
 
 def _connections() -> list[dict[str, Any]]:

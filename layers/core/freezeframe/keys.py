@@ -201,3 +201,33 @@ def view_key(table: str, dt: str, incident_id: str) -> str:
 def hour_prefix(cluster: str, ts_ns: int, root: str = RAW_ROOT) -> str:
     hour = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ts_ns // 1000)
     return f"{root}/{cluster}/{hour:%Y/%m/%d/%H}/"
+
+
+NODE_STATE_ROOT = "nodestate"
+NODE_STATE_EXT = "json"
+_NODE_STATE_KEY = re.compile(
+    r"^nodestate/(?P<cluster>[^/]+)/(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/(?P<h>\d{2})/(?P<node>[^/]+)/"
+    r"(?P<start>\d+)-(?P<end>\d+)\.json$"
+)
+
+
+def node_state_key(cluster: str, node: str, start_ns: int, end_ns: int) -> str:
+    """A node-state document (freezeframe.node_state) in the raw bucket: the raw segments' hour layout under its own
+    root, so a freeze lists and locks a window's node state the way it does the window's segments."""
+    raw_segment_key(cluster, node, start_ns, end_ns, NODE_STATE_EXT)  # the same checks as a segment's key
+    return f"{hour_prefix(cluster, start_ns, NODE_STATE_ROOT)}{node}/{start_ns}-{end_ns}.{NODE_STATE_EXT}"
+
+
+def parse_node_state_key(key: str) -> RawKey | None:
+    """The parts of a node-state key, or None for a key that is not one."""
+    match = _NODE_STATE_KEY.match(key)
+    if not match:
+        return None
+    start_ns = int(match["start"])
+    if not key.startswith(f"{hour_prefix(match['cluster'], start_ns, NODE_STATE_ROOT)}{match['node']}/"):
+        return None
+    return RawKey(match["cluster"], match["node"], start_ns, int(match["end"]), NODE_STATE_EXT)
+
+
+def node_state_prefixes(cluster: str, start_ns: int, end_ns: int) -> list[str]:
+    return hour_prefixes(cluster, start_ns, end_ns, NODE_STATE_ROOT)

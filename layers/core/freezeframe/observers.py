@@ -189,7 +189,8 @@ def combine(per_node: Mapping[str, Mapping[str, pa.Table]], tolerance_ns: int = 
     """The views of an incident from its nodes' tables (`per_node[node][table]`, schemas `TABLES`).
 
     Every table of `VIEWS` is in the result (empty when no node has it); rows sorted by time, then conn_id."""
-    rows = {name: [row for node in sorted(per_node) if name in per_node[node]
+    # Cluster-wide parts (services, endpoints) have no node column: their part's name stands for it.
+    rows = {name: [{"node": node, **row} for node in sorted(per_node) if name in per_node[node]
                    for row in per_node[node][name].to_pylist()] for name in TABLES}
     connections = _clusters(rows["connections"], lambda r: (r["proto"], _unordered(r)), _connection_interval,
                             tolerance_ns, with_isns=True)
@@ -208,6 +209,13 @@ def combine(per_node: Mapping[str, Mapping[str, pa.Table]], tolerance_ns: int = 
     for name in APP_TABLES:
         folded[name] = [_fold(name, c, _app_rank) for c in _clusters(app_rows[name], keys[name], _point, tolerance_ns)]
     folded["dissect_errors"] = [_single(row) for row in rows["dissect_errors"]]
+    # Cross-layer tables are each node's own state (or the cluster's objects): one row per sighting, with the
+    # connections they name re-pointed to the row that reports the conversation.
+    for name in TABLES:
+        if name not in folded and name not in APP_TABLES:
+            folded[name] = [_single({**row, **{column: conn_ids.get((row["node"], row[column]), row[column])
+                                               for column in ("conn_id", "backend_conn_id") if row.get(column)}})
+                            for row in rows[name]]
     tables = {}
     for name, schema in VIEWS.items():
         time_column = "first_ts_ns" if name == "connections" else "ts_ns" if "ts_ns" in schema.names else None

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from freezeframe.crosslayer import CLUSTER_PART, cluster_tables, node_tables
 from freezeframe.dissect.enrich import IpTimeline, enrich
 from freezeframe.dissect.job import SegmentSource, dissect_segments, parquet_bytes
 from freezeframe.dissect.problems import SegmentRef
@@ -34,6 +35,7 @@ from freezeframe.errors import CaptureFormatError, FreezeframeError
 from freezeframe.export import HashingStream
 from freezeframe.keys import check_name, dissect_status_key, table_part_key
 from freezeframe.models import iso
+from freezeframe.node_state import NodeStateDocument
 from freezeframe.pcapio import open_capture
 from freezeframe.views import write_local_views
 
@@ -103,8 +105,10 @@ def load_k8s_records(path: Path) -> list[dict[str, Any]]:
 
 
 def dissect_files(paths: list[Path], out: Path, node: str = "local", k8s: Path | None = None,
-                  progress: bool | None = None, incident_id: str = LOCAL_INCIDENT) -> FilesResult:
-    """Dissect ``paths`` as one node's segments into Parquet under ``out``; see the module docstring."""
+                  progress: bool | None = None, incident_id: str = LOCAL_INCIDENT,
+                  node_state: Path | None = None) -> FilesResult:
+    """Dissect ``paths`` as one node's segments into Parquet under ``out``; see the module docstring. ``k8s``:
+    Kubernetes context records (JSON lines); ``node_state``: node-state documents (JSON lines, one per period)."""
     check_name("node", node)
     check_name("incident_id", incident_id)
     if not paths:
@@ -141,14 +145,17 @@ def dissect_files(paths: list[Path], out: Path, node: str = "local", k8s: Path |
     timeline = IpTimeline.from_records(records)
     tables = {name: enrich(table, timeline) for name, table in result.tables.items()}
     tables["dissect_errors"] = result.problems.table()
+    tables.update(node_tables(tables["connections"], records, load_node_state(node_state) if node_state else [],
+                              timeline))
+    cluster = cluster_tables(records)
     summary = FilesResult(node, str(out), [info for info, _path in ordered])
     summary.stats = {**result.stats, **result.problems.totals()}
     staged: list[tuple[Path, Path]] = []
     first_ns = min((info.first_ts_ns for info in inputs if info.first_ts_ns is not None), default=None)
     day_ns = first_ns if first_ns is not None else time.time_ns()
     try:
-        for name, table in tables.items():
-            target = out / table_part_key(name, day_ns, incident_id, node)
+        for name, table in [*tables.items(), *cluster.items()]:
+            target = out / table_part_key(name, day_ns, incident_id, CLUSTER_PART if name in cluster else node)
             staged.append((_stage(target, parquet_bytes(table)), target))
             summary.tables[name] = table.num_rows
             summary.files[name] = str(target)
@@ -164,6 +171,22 @@ def dissect_files(paths: list[Path], out: Path, node: str = "local", k8s: Path |
     for name, path in write_local_views(out, incident_id).items():
         summary.views[name] = str(path)
     return summary
+
+
+def load_node_state(path: Path) -> list[NodeStateDocument]:
+    """Node-state documents, one JSON object per line (a malformed one is a clear error)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise DissectInputError(f"cannot read node-state file {path}: {exc.strerror}") from exc
+    documents = []
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                documents.append(NodeStateDocument.decode(line.encode()))
+            except FreezeframeError as exc:
+                raise DissectInputError(f"{path}:{number}: {exc}") from exc
+    return documents
 
 
 class _HashedFile(HashingStream):
