@@ -128,3 +128,17 @@ def test_the_writer_check_catches_a_new_writer(template: dict[str, Any], documen
     with pytest.raises(AssertionError):
         test_only_their_signing_function_may_write_signed_documents(_mutated(template, function, statement),
                                                                      document)
+
+
+def test_finalize_may_write_and_read_the_views_it_builds(template: dict[str, Any]) -> None:
+    from freezeframe.keys import view_key
+
+    view = "/" + view_key("connections", "2025-11-21", "inc-1")
+
+    def covers(statement: dict[str, Any]) -> bool:
+        return any(bucket == "EvidenceBucket" and rest and fnmatch.fnmatchcase(view, rest)
+                   for bucket, rest in _bucket_targets(statement))
+
+    # finalize writes the views (freezeframe.views) and its report reads them; nothing else writes them.
+    assert _holders(template, "s3:putobject", covers) == {"finalize"}
+    assert "finalize" in _holders(template, "s3:getobject", covers)
