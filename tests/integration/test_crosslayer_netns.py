@@ -156,6 +156,10 @@ def test_listen_overflow_and_a_service_without_endpoints_on_the_real_stack(local
     # Locked in place: deleting a frozen node-state version is refused by the Object Lock endpoint.
     with pytest.raises(Exception, match="AccessDenied|locked|Forbidden|403"):
         s3.delete_object(Bucket=config.raw_bucket, Key=frozen[0]["key"], VersionId=frozen[0]["version_id"])
+    # Finalize writes the summary and then seals it into the custody chain, and a later hold pass writes and seals
+    # another version: verify is read-only, so it is polled (bounded) until the last written summary is sealed.
+    until(lambda: verify_incident(config, s3, incident).ok, 60, "the summary sealed into the custody chain",
+          poll_s=0.5)
     report = verify_incident(config, s3, incident)
     assert report.ok, [f"{c.subject}: {c.name}: {c.detail}" for c in report.failures]
     assert {e["key"] for e in frozen} <= {c.subject.split("@")[0] for c in report.checks if c.name == "sha256"}
