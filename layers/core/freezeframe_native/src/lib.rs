@@ -17,7 +17,7 @@ use arrow_array::RecordBatch;
 /// One node's dissection: segments fed in time order, TCP state carried across them.
 pub struct Engine {
     pub tracker: conn::Tracker,
-    window: Option<(i64, i64)>,
+    window: Option<(i128, i128)>,
 }
 
 /// The outcome of one segment: not a capture (message), or read problems.
@@ -27,7 +27,7 @@ pub enum Fed {
 }
 
 impl Engine {
-    pub fn new(node: &str, window: Option<(i64, i64)>) -> Engine {
+    pub fn new(node: &str, window: Option<(i128, i128)>) -> Engine {
         Engine { tracker: conn::Tracker::new(node), window }
     }
 
@@ -41,7 +41,7 @@ impl Engine {
         let window = self.window;
         let result = reader::read_capture(&buf, zstd_error, |p| {
             if let Some((low, high)) = window {
-                if p.ts_ns < low || p.ts_ns >= high {
+                if (p.ts_ns as i128) < low || p.ts_ns as i128 >= high {
                     return;
                 }
             }

@@ -52,10 +52,10 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> PyResult<T> {
 impl Engine {
     #[new]
     #[pyo3(signature = (node, low=None, high=None))]
-    fn new(node: &str, low: Option<i64>, high: Option<i64>) -> Engine {
+    fn new(node: &str, low: Option<i128>, high: Option<i128>) -> Engine {
         let window = match (low, high) {
             (None, None) => None,
-            (low, high) => Some((low.unwrap_or(i64::MIN), high.unwrap_or(i64::MAX))),
+            (low, high) => Some((low.unwrap_or(i128::MIN), high.unwrap_or(i128::MAX))),
         };
         Engine { inner: crate::Engine::new(node, window) }
     }
