@@ -26,6 +26,10 @@ fn get<'a>(fields: &'a FieldMap, name: &str) -> Option<&'a str> {
 }
 
 fn latin1(bytes: &[u8]) -> String {
+    if bytes.is_ascii() {
+        // ASCII is its own latin-1 and UTF-8: one copy, no per-character work.
+        return String::from_utf8(bytes.to_vec()).unwrap_or_default();
+    }
     bytes.iter().map(|&b| b as char).collect()
 }
 
@@ -39,6 +43,9 @@ fn is_py_space(c: char) -> bool {
 }
 
 fn py_lower(text: &str) -> String {
+    if text.is_ascii() {
+        return text.to_ascii_lowercase();
+    }
     text.chars().flat_map(char::to_lowercase).collect()
 }
 
@@ -288,9 +295,8 @@ impl HttpConnection {
                         }
                         return;
                     };
-                    let head: Vec<u8> = side.buffer[..end].to_vec();
+                    let section = head_section(&side.buffer[..end]);
                     side.buffer.drain(..end + 4);
-                    let section = head_section(&head);
                     match section {
                         Some(section) if section.is_request == from_client => {
                             self.head(tracker, stats, flow, client_outbound, from_client, section);
