@@ -4,7 +4,7 @@ Inputs come from tests/fixtures/native_compare.fuzz_inputs (the bases and mutati
 tests/unit/dissect/test_fuzz_capture.py: bit flips, truncations, hostile length fields, spliced garbage, overwritten
 ranges, sometimes two of them), each dissected by both engines; every table, dissect_errors row and counter must be
 equal. Work is split over processes by seed. Then, when a nightly toolchain with cargo-fuzz is installed, the
-coverage-guided fuzzer of the Rust side (layers/core/freezeframe_native/fuzz) runs for ``--cargo-fuzz-seconds``.
+coverage-guided fuzzer of the Rust side (layers/native/fuzz) runs for ``--cargo-fuzz-seconds``.
 
 Exits non-zero on the first difference (printing the seed and input), or when a panic reaches Python.
 
@@ -22,7 +22,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-CRATE = Path(__file__).resolve().parents[2] / "layers" / "core" / "freezeframe_native"
+CRATE = Path(__file__).resolve().parents[2] / "layers" / "native"
 
 
 def run_seed(seed: int, count: int) -> tuple[int, list[str]]:

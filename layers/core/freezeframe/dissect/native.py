@@ -1,4 +1,4 @@
-"""The compiled dissection core (the ``freezeframe_native`` extension, Rust, layers/core/freezeframe_native).
+"""The compiled dissection core (the ``freezeframe_native`` extension, Rust, layers/native).
 
 It does the whole per-packet path of ``job.dissect_segments`` (capture reading, decoding, TCP analysis, connection
 tracking, DNS, HTTP and TLS) and hands back Arrow record batches through the Arrow C data interface. The Python
