@@ -6,6 +6,8 @@ UDP and TCP with failures, TLS handshakes, some bulk, 1 % random drop on part of
 as the node agent does. Then, three rounds, each measurement in its own process (CPU = user + system time of that
 process, peak RSS from its rusage):
 
+- engine: ``job.dissect_segments`` on the segments with the compiled core (reading them, every table as Arrow: what
+  a dissection job does between fetching the segments and writing Parquet), in-process CPU and process CPU;
 - native: ``freezeframe dissect`` on the segments (the whole job: reading, every table, Parquet output) with the
   compiled core (FREEZEFRAME_DISSECT_ENGINE=native); also the in-process time of ``dissect_files`` alone;
 - tshark: ``tshark -T fields`` with the fields equivalent to the tables (TCP expert analysis included);
@@ -98,6 +100,19 @@ def child_dissect(paths: list[str]) -> None:
     print(json.dumps({"packets": result.stats["packets"], "cpu_inner": inner, "tables": result.tables}))
 
 
+def child_engine(paths: list[str]) -> None:
+    """The dissection engine alone, as a job runs it on its segments: read them, every table as Arrow."""
+    from freezeframe.dissect.job import SegmentSource, dissect_segments  # noqa: PLC0415
+    from freezeframe.dissect.problems import SegmentRef  # noqa: PLC0415
+
+    sources = [SegmentSource(SegmentRef(p, None, index, None), path=Path(p)) for index, p in enumerate(paths)]
+    started = time.process_time()
+    result = dissect_segments("bench", sources)
+    inner = time.process_time() - started
+    print(json.dumps({"packets": result.stats["packets"], "cpu_inner": inner,
+                      "tables": {name: table.num_rows for name, table in result.tables.items()}}))
+
+
 def measure(kind: str, paths: list[Path]) -> dict[str, Any]:
     me = [sys.executable, "-m", "tests.bench.bench_native"]
     names = [str(p) for p in paths]
@@ -111,9 +126,10 @@ def measure(kind: str, paths: list[Path]) -> dict[str, Any]:
             cpu, wall, rss = cpu + found["cpu"], wall + found["wall"], max(rss, found["rss_mb"])
         return {"cpu": cpu, "rss_mb": rss, "wall": wall}
     env = dict(os.environ)
-    if kind in ("native", "python"):
-        env["FREEZEFRAME_DISSECT_ENGINE"] = kind
-        found = _child_rusage([*me, "--child", "dissect", *names], env=env, stdout=subprocess.PIPE)
+    if kind in ("native", "python", "engine"):
+        env["FREEZEFRAME_DISSECT_ENGINE"] = "native" if kind == "engine" else kind
+        child = "engine" if kind == "engine" else "dissect"
+        found = _child_rusage([*me, "--child", child, *names], env=env, stdout=subprocess.PIPE)
     else:
         found = _child_rusage([*me, "--child", "walk", *names], env=env, stdout=subprocess.PIPE)
     return {**found, **json.loads(found.pop("out").decode().strip().splitlines()[-1])}
@@ -129,35 +145,37 @@ def main() -> int:
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        {"walk": child_walk, "dissect": child_dissect}[args.child[0]](args.child[1:])
+        {"walk": child_walk, "dissect": child_dissect, "engine": child_engine}[args.child[0]](args.child[1:])
         return 0
     paths = capture(args.packets, args.rebuild)
     largest_mb = max(p.stat().st_size for p in paths) / 1e6
     total_mb = sum(p.stat().st_size for p in paths) / 1e6
-    results: dict[str, list[dict[str, Any]]] = {"floor": [], "native": [], "tshark": [], "python": []}
+    results: dict[str, list[dict[str, Any]]] = {"floor": [], "engine": [], "native": [], "tshark": [], "python": []}
     for round_ in range(args.rounds):
-        for kind in ("floor", "native", "tshark", "python"):
+        for kind in ("floor", "engine", "native", "tshark", "python"):
             if kind == "python" and round_ >= args.python_rounds:
                 continue
             results[kind].append(measure(kind, paths))
             print(f"round {round_ + 1} {kind}: {results[kind][-1]['cpu']:.2f} CPU-s", file=sys.stderr)
     packets = results["native"][0]["packets"]
-    assert all(r["packets"] == packets for r in results["native"] + results["floor"] + results["python"])
+    assert all(r["packets"] == packets for r in results["native"] + results["floor"] + results["python"]
+               + results["engine"])
     median = {kind: {key: statistics.median(r[key] for r in runs) for key in ("cpu", "rss_mb", "wall")}
               for kind, runs in results.items() if runs}
     rate = {kind: packets / values["cpu"] for kind, values in median.items()}
-    inner = statistics.median(r["cpu_inner"] for r in results["native"])
+    inner = statistics.median(r["cpu_inner"] for r in results["engine"])
     bound = 2 * largest_mb + 200
     print(f"capture: {packets:,} packets of real kernel traffic in {len(paths)} segments, {total_mb:.0f} MB "
           f"(largest {largest_mb:.0f} MB); medians of {args.rounds} rounds")
     print(f"{'':8} {'packets/CPU-s':>14} {'CPU s':>8} {'peak RSS MB':>12}")
-    for kind in ("floor", "native", "tshark", "python"):
+    for kind in ("floor", "engine", "native", "tshark", "python"):
         if kind in median:
             print(f"{kind:8} {rate[kind]:>14,.0f} {median[kind]['cpu']:>8.2f} {median[kind]['rss_mb']:>12.0f}")
     print(f"native whole job (process incl. interpreter start, imports, Parquet): {rate['native'] / rate['tshark']:.1f}x "
           f"tshark, {rate['native'] / rate['floor']:.2f} of the floor")
-    print(f"native dissect_files alone (in-process CPU): {packets / inner:,.0f} packets/CPU-s, "
-          f"{packets / inner / rate['tshark']:.1f}x tshark")
+    print(f"engine (dissect_segments: read the segments, every table as Arrow; in-process CPU): "
+          f"{packets / inner:,.0f} packets/CPU-s, {packets / inner / rate['tshark']:.1f}x tshark; the engine process "
+          f"incl. interpreter start and imports: {rate['engine'] / rate['tshark']:.1f}x")
     if "python" in rate:
         print(f"python reference engine: {rate['python'] / rate['tshark']:.1f}x tshark; native is "
               f"{rate['native'] / rate['python']:.1f}x the reference")

@@ -67,6 +67,7 @@ def main() -> int:
     with ProcessPoolExecutor(max_workers=args.processes) as pool:
         for count, failures in pool.map(run_seed, range(1, args.seeds + 1), [per_seed] * args.seeds):
             total += count
+            print(f"{total:,} inputs compared, {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
             if failures:
                 print("\n".join(failures), file=sys.stderr)
                 return 1

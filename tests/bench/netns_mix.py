@@ -260,8 +260,7 @@ async def _client(config: dict[str, Any], worker: int) -> dict[str, int]:
             try:
                 await asyncio.wait_for(_operation(kind, rng, tls, udp), 20)
                 done[kind] = done.get(kind, 0) + 1
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ssl.SSLError, ValueError,
-                    IndexError):
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ssl.SSLError, ValueError, IndexError):
                 done["errors"] += 1
 
     await asyncio.gather(*(one() for _ in range(CONCURRENCY)))
