@@ -48,7 +48,8 @@ TSHARK_FIELDS = [
 ]
 
 
-def _child_rusage(args: list[str], env: dict[str, str] | None = None, stdout: Any = subprocess.DEVNULL) -> dict[str, Any]:
+def _child_rusage(args: list[str], env: dict[str, str] | None = None,
+                  stdout: Any = subprocess.DEVNULL) -> dict[str, Any]:
     """Run ``args``; its CPU seconds (user + system), peak RSS (MB), wall seconds and stdout."""
     started = time.perf_counter()
     process = subprocess.Popen(args, stdout=stdout, stderr=subprocess.PIPE, env=env)
@@ -171,7 +172,8 @@ def main() -> int:
     for kind in ("floor", "engine", "native", "tshark", "python"):
         if kind in median:
             print(f"{kind:8} {rate[kind]:>14,.0f} {median[kind]['cpu']:>8.2f} {median[kind]['rss_mb']:>12.0f}")
-    print(f"native whole job (process incl. interpreter start, imports, Parquet): {rate['native'] / rate['tshark']:.1f}x "
+    print(f"native whole job (process incl. interpreter start, imports, Parquet): "
+          f"{rate['native'] / rate['tshark']:.1f}x "
           f"tshark, {rate['native'] / rate['floor']:.2f} of the floor")
     print(f"engine (dissect_segments: read the segments, every table as Arrow; in-process CPU): "
           f"{packets / inner:,.0f} packets/CPU-s, {packets / inner / rate['tshark']:.1f}x tshark; the engine process "
@@ -181,7 +183,8 @@ def main() -> int:
               f"{rate['native'] / rate['python']:.1f}x the reference")
     print(f"memory: native peak RSS {median['native']['rss_mb']:.0f} MB, bound 2 x largest segment + 200 MB = "
           f"{bound:.0f} MB: {'within' if median['native']['rss_mb'] <= bound else 'OVER'}")
-    print(f"target 30x tshark by CPU for the whole job: {'met' if rate['native'] / rate['tshark'] >= 30 else 'NOT met'}")
+    met = "met" if rate["native"] / rate["tshark"] >= 30 else "NOT met"
+    print(f"target 30x tshark by CPU for the whole job: {met}")
     return 0 if packets >= args.min_packets else 1
 
 
