@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -46,8 +47,14 @@ def cargo_fuzz(seconds: int) -> str:
     if probe.returncode:
         return ("cargo-fuzz: skipped (needs a nightly toolchain and cargo-fuzz: rustup toolchain install nightly; "
                 "cargo install cargo-fuzz)")
-    done = subprocess.run(["cargo", "+nightly", "fuzz", "run", "dissect", "--", f"-max_total_time={seconds}"],
-                          capture_output=True, text=True, cwd=CRATE)
+    # Build output outside the repository (sam build copies layers/native whole).
+    env = {**os.environ, "CARGO_TARGET_DIR": str(Path.home() / ".cache" / "freezeframe" / "cargo-fuzz-target")}
+    corpus = Path.home() / ".cache" / "freezeframe" / "cargo-fuzz-corpus"
+    corpus.mkdir(parents=True, exist_ok=True)
+    seeds = Path(__file__).resolve().parents[1] / "fixtures" / "sample.pcap"
+    done = subprocess.run(["cargo", "+nightly", "fuzz", "run", "dissect", str(corpus), str(seeds.parent), "--",
+                           f"-max_total_time={seconds}", "-max_len=65536", f"-artifact_prefix={corpus}/"],
+                          capture_output=True, text=True, cwd=CRATE, env=env)
     tail = (done.stderr or "").strip().splitlines()[-3:]
     if done.returncode:
         raise SystemExit(f"cargo-fuzz found a crash: {' | '.join(tail)}")
