@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -12,8 +12,9 @@ from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.catalog import register_parts
 from freezeframe.config import settings
 from freezeframe.dissect.job import dissect_node
+from freezeframe.logsetup import function_logger
 
-logger = Logger()
+logger = function_logger()
 tracer = Tracer()
 metrics = Metrics()
 

@@ -4,14 +4,14 @@ In AWS the dissection state machine (template.yaml, DissectionStateMachine) maps
 incident's nodes and then calls the finalize function with the list of node outcomes. `finalize_incident`:
 
 1. reads the manifest and every node's dissect status (incidents/<id>/dissect/<node>.json);
-2. registers the Glue partitions of every Parquet part the statuses name (a no-op without a Glue database);
+2. writes the incident's views (freezeframe.views: every node's parts folded into one row per conversation across
+   nodes, under views/<table>/...) and registers their Glue partitions (a no-op without a Glue database);
 3. writes the incident report with `freezeframe.report.write_incident_report` when that module is present;
 4. writes the incident summary (incidents/<id>/summary.json): per node what happened, the rows per table, the
    partitions, the report key, and "complete" only when every node was dissected cleanly.
 
-Compaction is deliberately not done: the parts are one file per node and table, named deterministically, in a
-WORM bucket that refuses deletes, so a merged copy could never replace them and would double every row in Athena.
-A node's part is already one file per table and incident; Athena's small-file overhead stays at one per node.
+The per-node parts are never replaced (they are each node's evidence, in a WORM bucket that refuses deletes); the
+queries read the views instead, one file per table and incident, under their own prefix, so no row is counted twice.
 
 `run_dissection_locally` is one pass of the same state machine as a plain loop, for the tests: the nodes in
 order, each with the state machine's retries, then `finalize_incident`. While the incident's hold is open, the
@@ -46,6 +46,7 @@ from freezeframe.keys import (
 )
 from freezeframe.models import iso, parse_iso
 from freezeframe.unverified import unverified_of
+from freezeframe.views import write_incident_views
 
 logger = logging.getLogger(__name__)
 
@@ -223,9 +224,13 @@ def finalize_incident(settings: Settings, s3: Any, incident_id: str, outcomes: S
     s3io.put_json(s3, settings.evidence_bucket, follow_key(incident_id), follow.to_dict())
     statuses = read_statuses(settings, s3, incident_id, manifest_nodes | {o.node for o in outcomes})
     part_keys = [key for status in statuses.values() if status for key in status.get("parts", {}).values()]
+    # The views SQL reads (one row per conversation across nodes) before the partitions and the report that use them.
+    views = write_incident_views(settings.evidence_bucket, s3, incident_id, part_keys)
     registered = register(settings, part_keys)
     report = write_report(settings, s3, incident_id, writer if writer is not None else report_writer())
     summary = build_summary(incident_id, manifest_nodes, outcomes, statuses, registered, report, now)
+    # `rows`: the per-node sum of the nodes dissected cleanly (sightings); `view_rows`: what SQL counts (conversations).
+    summary["view_rows"] = dict(sorted(views.items()))
     summary["partial_until"] = follow.partial_until
     summary["follow"] = follow.to_dict()
     summary["unverified"] = [u.to_dict() for document in [manifest, *parts] for u in unverified_of(document)]
