@@ -35,6 +35,8 @@ pub struct Flow {
     pub completeness: i32,
     pub base_seq_out: i64,
     pub base_seq_in: i64,
+    pub isn_out: Option<i64>, // raw sequence number of the initiator's SYN, when seen
+    pub isn_in: Option<i64>,  // raw sequence number of the responder's SYN (its SYN-ACK), when seen
     pub app: AppState,
     pub tcp: Option<Box<TcpAnalysis>>,
 }
@@ -180,6 +182,12 @@ impl Tracker {
         } else if flow.base_seq_in == NO_SEQ {
             flow.base_seq_in = base;
         }
+        if flags & TH_SYN != 0 {
+            let isn = if outbound { &mut flow.isn_out } else { &mut flow.isn_in };
+            if isn.is_none() {
+                *isn = Some(seq as i64);
+            }
+        }
         if flags & SYN_FIN_RST != 0 {
             let mut completeness = flow.completeness;
             if pure_syn {
@@ -241,6 +249,7 @@ impl Tracker {
         self.flows.push(Flow {
             proto, key, first_ns: ts_ns, last_ns: ts_ns, packets_out: 0, packets_in: 0, bytes_out: 0, bytes_in: 0,
             payload_out: 0, payload_in: 0, completeness: 0, base_seq_out: NO_SEQ, base_seq_in: NO_SEQ,
+            isn_out: None, isn_in: None,
             app: AppState::Unclassified,
             tcp: if proto == IPPROTO_TCP { Some(Box::new(TcpAnalysis::new())) } else { None },
         });

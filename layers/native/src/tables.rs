@@ -116,6 +116,8 @@ pub fn connections(tracker: &Tracker, ids: &[Identity]) -> RecordBatch {
     c.i64("payload_bytes_out", flows.iter().map(|f| Some(f.payload_out)));
     c.i64("payload_bytes_in", flows.iter().map(|f| Some(f.payload_in)));
     c.i32("completeness", flows.iter().map(|f| (f.proto == IPPROTO_TCP).then_some(f.completeness)));
+    c.i64("isn_out", flows.iter().map(|f| f.isn_out));
+    c.i64("isn_in", flows.iter().map(|f| f.isn_in));
     macro_rules! ins {
         ($kind:ident, $name:literal, $field:ident) => {
             c.$kind($name, insights.iter().map(|i| i.as_ref().map(|i| i.$field)));
