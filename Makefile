@@ -1,5 +1,6 @@
 # The README's two set-up commands. Each does its own set-up (venv, one pip install, apt packages, Kafka jars).
-.PHONY: demo test lint bench bench-freeze bench-agent bench-fuzz bench-fuzz-ci bench-dissect bench-webhook-fuzz
+.PHONY: demo test lint bench bench-freeze bench-agent bench-fuzz bench-fuzz-ci bench-dissect bench-webhook-fuzz \
+	bench-native bench-native-fuzz
 
 demo:
 	.ci/setup demo
@@ -14,7 +15,7 @@ lint:
 	.venv/bin/mypy layers/core/freezeframe node_agent/freezeframe_agent
 
 # Benchmarks print their figures and their ratio to the reference measured in the same run.
-bench: bench-freeze bench-agent bench-fuzz bench-fuzz-ci bench-dissect bench-webhook-fuzz
+bench: bench-freeze bench-agent bench-fuzz bench-fuzz-ci bench-dissect bench-webhook-fuzz bench-native bench-native-fuzz
 
 bench-freeze:
 	.ci/setup test
@@ -43,3 +44,13 @@ bench-webhook-fuzz:
 	.venv/bin/python -m tests.bench.bench_webhook_fuzz
 bench-custody:
 	.venv/bin/python -m tests.bench.bench_custody
+
+# The compiled dissection core on >= 1M packets of real kernel traffic (needs root: network namespaces, nftables).
+bench-native:
+	.ci/setup test
+	.venv/bin/python -m tests.bench.bench_native
+
+# >= 100,000 fuzzed captures through the compiled core and the reference, then cargo-fuzz (nightly) on the Rust side.
+bench-native-fuzz:
+	.ci/setup test
+	.venv/bin/python -m tests.bench.bench_native_fuzz

@@ -29,10 +29,11 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from freezeframe.dissect import AppTracker, ConnectionTracker
+from freezeframe.dissect import AppTracker, ConnectionTracker, native
 from freezeframe.dissect.batch import feed_batches
-from freezeframe.pcapio import PcapReader, open_capture
+from freezeframe.pcapio import PcapReader, encode_global_header, encode_record, open_capture
 from tests.fixtures import netns_traffic as traffic
+from tests.fixtures.native_compare import differences
 
 pytestmark = [pytest.mark.capture]
 TSHARK = shutil.which("tshark")
@@ -558,6 +559,22 @@ def test_the_batched_path_equals_the_per_packet_reference(capture: Dissected) ->
     assert {**tracker.stats.as_dict(), **tracker.app.stats.as_dict()} == capture.stats
     for name, table in {"connections": tracker.finish(), **tracker.app_tables()}.items():
         assert table.equals(capture.tables[name]), name
+
+
+@pytest.mark.skipif(native.extension() is None, reason="the freezeframe_native extension is not built")
+def test_the_compiled_core_equals_the_reference(capture: Dissected) -> None:
+    """The compiled core (dissect.native) gives the reference's tables, problems and counters, on the whole capture
+    and on the capture cut into small segments (TCP and application state across every cut)."""
+    body = capture.path.read_bytes()
+    assert differences([body]) == []
+    with capture.path.open("rb") as stream:
+        reader = PcapReader(stream)
+        link_type, packets = reader.link_type, list(reader)
+    step = max(len(packets) // 40, 1)
+    segments = [encode_global_header(link_type, 262_144) + b"".join(encode_record(p.ts_ns, p.data, p.orig_len)
+                                                                    for p in packets[start:start + step])
+                for start in range(0, len(packets), step)]
+    assert differences(segments) == []
 
 
 def test_every_app_row_joins_a_connection(capture: Dissected) -> None:

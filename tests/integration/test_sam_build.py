@@ -246,3 +246,65 @@ def test_slimmed_numpy_layer_imports_and_computes(tmp_path: Path) -> None:
     imported_from, solution = result.stdout.splitlines()
     assert Path(imported_from).is_relative_to(site), imported_from
     assert solution == "[0.8, 1.4]"
+
+
+GLIBC_OF_LAMBDA_PYTHON = (2, 34)  # the python3.11/3.12 runtimes run on Amazon Linux 2023
+
+
+def _glibc_needs(library: Path) -> tuple[int, int]:
+    objdump = shutil.which("objdump")
+    assert objdump is not None
+    symbols = subprocess.run([objdump, "-T", str(library)], capture_output=True, text=True, check=True).stdout
+    versions = [tuple(int(part) for part in found.split(".")[:2]) for found in re.findall(r"GLIBC_(\d+\.\d+(?:\.\d+)?)",
+                                                                                            symbols)]
+    return max(versions, default=(0, 0))  # type: ignore[return-value]
+
+
+def test_native_layer_ships_the_compiled_core_for_the_runtime(built: dict[str, Any]) -> None:
+    """The dissect function's NativeLayer holds the abi3 extension, built for the template's architecture, needing
+    no newer glibc than the Lambda runtime has and no shared library outside the runtime's base system."""
+    if shutil.which("objdump") is None or shutil.which("readelf") is None:
+        pytest.skip("objdump and readelf (binutils) are not installed")
+    layer = Path(built["Resources"]["NativeLayer"]["Properties"]["ContentUri"]) / "python"
+    libraries = list(layer.glob("freezeframe_native/*.so"))
+    assert len(libraries) == 1, list(layer.rglob("*"))
+    library = libraries[0]
+    assert library.name.endswith(".abi3.so"), library.name
+    header = subprocess.run(["readelf", "-h", str(library)], capture_output=True, text=True, check=True).stdout
+    assert "AArch64" in header, header  # the template's Architectures: [arm64]
+    assert _glibc_needs(library) <= GLIBC_OF_LAMBDA_PYTHON
+    dynamic = subprocess.run(["readelf", "-d", str(library)], capture_output=True, text=True, check=True).stdout
+    needed = set(re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", dynamic))
+    assert needed <= {"libc.so.6", "libm.so.6", "libgcc_s.so.1", "libpthread.so.0", "libdl.so.2", "librt.so.1",
+                      "ld-linux-aarch64.so.1"}, needed
+    dissect = built["Resources"]["DissectFunction"]["Properties"]
+    assert {"Ref": "NativeLayer"} in dissect["Layers"]
+
+
+def test_native_layer_imports_and_dissects_when_built_for_the_host(tmp_path: Path) -> None:
+    """The arm64 layer cannot run here: build the same Makefile (zig, manylinux_2_34) for the host and import the
+    wheel from the layer folder alone, then dissect the fixture capture with it."""
+    python = Path(sys.executable).parent / "python3.11"
+    if shutil.which("make") is None or shutil.which("cargo") is None or not python.exists():
+        pytest.skip("needs make, cargo and the venv's python3.11")
+    source = shutil.copytree(ROOT / "layers" / "native", tmp_path / "src", ignore=shutil.ignore_patterns("target"))
+    subprocess.run(["make", "build-NativeLayer", f"ARTIFACTS_DIR={tmp_path / 'out'}", f"PYTHON={python}",
+                    f"TARGET={platform.machine()}-unknown-linux-gnu"], cwd=source, check=True,
+                   timeout=BUILD_TIMEOUT_S)
+    site = tmp_path / "out" / "python"
+    probe = ("import sys, freezeframe_native as n; e = n.Engine('n'); e.feed(open(sys.argv[1], 'rb').read()); "
+             "print(n.__file__); print(n.walk(open(sys.argv[1], 'rb').read())[0], e.stats()['decoded'])")
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(site)}
+    sample = ROOT / "tests" / "fixtures" / "sample.pcap"
+    result = subprocess.run([str(python), "-S", "-c", probe, str(sample)], capture_output=True, text=True, env=env,
+                            cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    imported_from, counts = result.stdout.splitlines()
+    assert Path(imported_from).is_relative_to(site), imported_from
+    packets, decoded = (int(v) for v in counts.split())
+    tshark = shutil.which("tshark")
+    if tshark is not None:  # tshark is the reference for the packet count
+        frames = subprocess.run([tshark, "-n", "-r", str(sample), "-T", "fields", "-e", "frame.number"],
+                                capture_output=True, text=True, check=True).stdout.split()
+        assert packets == len(frames)
+    assert 0 < decoded <= packets

@@ -35,6 +35,8 @@ ENV_ALERTMANAGER_TOKEN_FILE = "FREEZEFRAME_ALERTMANAGER_TOKEN_FILE"  # noqa: S10
 ENV_ALERTMANAGER_TOKEN_SECRET_ARN = "FREEZEFRAME_ALERTMANAGER_TOKEN_SECRET_ARN"  # noqa: S105
 ENV_SEGMENT_SECONDS = "FREEZEFRAME_SEGMENT_SECONDS"
 ENV_NODE_NAME = "NODE_NAME"
+ENV_DISSECT_ENGINE = "FREEZEFRAME_DISSECT_ENGINE"
+DISSECT_ENGINES = ("auto", "native", "python")
 ENV_SPOOL_DIR = "FREEZEFRAME_SPOOL_DIR"
 ENV_STATE_DIR = "FREEZEFRAME_STATE_DIR"
 ENV_FUNCTIONS_DIR = "FREEZEFRAME_FUNCTIONS_DIR"
@@ -440,6 +442,15 @@ def cache_dir() -> Path:
     """Where downloaded tools live (Kafka jars, the LocalStack venv): never inside the repository."""
     configured = os.environ.get(ENV_CACHE_DIR)
     return Path(configured).expanduser() if configured else Path.home() / ".cache" / "freezeframe"
+
+
+def dissect_engine() -> str:
+    """The dissection engine asked for: 'native' (the compiled core), 'python' (the reference engine) or 'auto'
+    (the default: native when the extension imports, else python)."""
+    value = os.environ.get(ENV_DISSECT_ENGINE, "").strip().lower() or "auto"
+    if value not in DISSECT_ENGINES:
+        raise ConfigError(f"{ENV_DISSECT_ENGINE} must be one of {', '.join(DISSECT_ENGINES)}, not {value!r}")
+    return value
 
 
 def pyenv_root_override() -> Path | None:

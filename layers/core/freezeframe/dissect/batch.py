@@ -618,6 +618,10 @@ class _Batch:
         # what TcpAnalysis._rtt accumulates one sample at a time.
         self.rtt: list[tuple[int, ...]] = []
         if len(samples):
+            # Sums and steps of hostile timestamps (a sample can be near +-2^63) overflow int64: exact Python ints
+            # then, as TcpAnalysis._rtt has (found by fuzzing the compiled core against this path).
+            if int(np.abs(samples).max()) * 2 * len(samples) >= 1 << 63:
+                samples = samples.astype(object)
             first = np.flatnonzero(np.append(True, sample_group[1:] != sample_group[:-1]))
             last = np.append(first[1:], len(samples)) - 1
             steps = np.abs(np.diff(samples, prepend=samples[0]))

@@ -130,12 +130,20 @@ class EngineResult:
     payload_segments: dict[str, int] = field(default_factory=dict)  # per TCP conn_id, for merging time chunks
 
 
-def dissect_segments(node: str, segments: Sequence[SegmentSource], chunk: Chunk | None = None) -> EngineResult:
+def dissect_segments(node: str, segments: Sequence[SegmentSource], chunk: Chunk | None = None,
+                     engine: str | None = None) -> EngineResult:
     """The engine: segments in time order through one decode pass into every table; TCP state carries across them.
 
     With ``chunk``, only packets with ``chunk.start_ns <= ts_ns < chunk.end_ns`` are fed, and framing problems
     of a segment are reported by the chunk where the segment starts (so chunks do not count them twice).
+    ``engine`` is 'native' (the compiled core, dissect.native) or 'python' (this module, the reference); by default
+    FREEZEFRAME_DISSECT_ENGINE decides (native when the extension imports).
     """
+    from freezeframe.dissect import native  # noqa: PLC0415 - native imports this module
+
+    if (engine or native.selected()) == "native":
+        result: EngineResult = native.dissect_segments(node, segments, chunk)
+        return result
     app = AppTracker(node)
     tracker = ConnectionTracker(node, app)
     problems = SegmentProblems(node)

@@ -1,0 +1,116 @@
+"""The compiled dissection core (the ``freezeframe_native`` extension, Rust, layers/native).
+
+It does the whole per-packet path of ``job.dissect_segments`` (capture reading, decoding, TCP analysis, connection
+tracking, DNS, HTTP and TLS) and hands back Arrow record batches through the Arrow C data interface. The Python
+engine stays the reference: tests/unit/dissect/test_native_engine.py asserts that both give equal tables, problems
+and counters. ``FREEZEFRAME_DISSECT_ENGINE`` (config.dissect_engine) picks the engine; by default the native one
+when the extension imports.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from functools import cache
+from types import ModuleType
+from typing import Any
+
+import pyarrow as pa
+
+from freezeframe.config import dissect_engine
+from freezeframe.dissect.problems import APP_KINDS, DECODE_KINDS, ProblemRow, SegmentProblems
+from freezeframe.errors import ConfigError, SegmentCorruptError
+from freezeframe.schemas import TABLES
+
+logger = logging.getLogger(__name__)
+
+# Columns the core leaves out because a later stage fills them (Kubernetes enrichment); any other schema column
+# it does not produce is an error, so a column added to schemas.py must be added to the core too.
+LATER_COLUMNS = frozenset(("src_namespace", "src_pod", "src_workload", "dst_namespace", "dst_pod", "dst_workload"))
+NATIVE_TABLES = ("connections", "dns", "http", "tls")
+
+
+@cache
+def extension() -> ModuleType | None:
+    """The extension module, or None when it is not built."""
+    try:
+        import freezeframe_native  # noqa: PLC0415 - optional compiled module
+    except ImportError:
+        return None
+    return freezeframe_native
+
+
+def selected() -> str:
+    """'native' or 'python', per FREEZEFRAME_DISSECT_ENGINE (default: native when the extension imports)."""
+    wanted = dissect_engine()
+    if wanted == "python":
+        return "python"
+    if extension() is None:
+        if wanted == "native":
+            raise ConfigError("FREEZEFRAME_DISSECT_ENGINE=native, but the freezeframe_native extension is not "
+                              "installed (pip install -e . builds it)")
+        return "python"
+    return "native"
+
+
+def to_table(name: str, exported: Any) -> pa.Table:
+    """A batch from the core as a table of ``TABLES[name]``: the schema's order, types and metadata."""
+    schema = TABLES[name]
+    batch = pa.record_batch(exported)
+    produced = set(batch.schema.names)
+    unknown = produced - set(schema.names)
+    if unknown:
+        raise RuntimeError(f"compiled core: table {name} has columns not in schemas.py: {sorted(unknown)}")
+    columns = []
+    for field in schema:
+        if field.name not in produced:
+            if field.name not in LATER_COLUMNS:
+                raise RuntimeError(f"compiled core: table {name} lacks column {field.name} of schemas.py")
+            columns.append(pa.nulls(batch.num_rows, field.type))
+            continue
+        column = batch.column(field.name)
+        if column.type != field.type:
+            raise RuntimeError(f"compiled core: {name}.{field.name} is {column.type}, schemas.py says {field.type}")
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def dissect_segments(node: str, segments: Sequence[Any], chunk: Any = None) -> Any:
+    """``job.dissect_segments`` on the compiled core; same arguments, same ``EngineResult``."""
+    from freezeframe.dissect import job  # noqa: PLC0415 - job imports this module lazily too
+
+    module = extension()
+    if module is None:
+        raise ConfigError("the freezeframe_native extension is not installed")
+    engine = module.Engine(node) if chunk is None else module.Engine(node, chunk.start_ns, chunk.end_ns)
+    problems = SegmentProblems(node)
+    corrupt = []
+    for segment in segments:
+        try:
+            opened = segment.open()
+        except SegmentCorruptError as exc:
+            logger.error("segment rejected", extra={"node": node, "segment": segment.ref.key, "reason": str(exc)})
+            corrupt.append({"key": segment.ref.key, "version_id": segment.ref.version_id or "", "reason": str(exc)})
+            continue
+        with opened as stream:
+            data = stream.read()
+        before = engine.stats()
+        not_a_capture, read_problems = engine.feed(bytes(data))
+        owns = job._owns_segment(chunk, segment.ref)
+        if not_a_capture is not None:
+            if owns:
+                logger.warning("segment is not a capture", extra={"node": node, "segment": segment.ref.key,
+                                                                  "reason": not_a_capture})
+                problems.add_rejected(segment.ref, "not_a_capture", not_a_capture)
+            continue
+        if owns:
+            for kind, count, first_offset, first_packet, message in read_problems:
+                problems.rows.append(ProblemRow(segment.ref, "read", kind, count, first_offset, first_packet, message))
+        after = engine.stats()
+        problems.add_counters(segment.ref, "decode", DECODE_KINDS, before, after)
+        problems.add_counters(segment.ref, "app", APP_KINDS, before, after)
+    stats = dict(engine.stats())
+    tables = {name: to_table(name, batch) for name, batch in engine.finish().items()}
+    payload_segments = dict(engine.payload_segments()) if chunk is not None else {}
+    return job.EngineResult({name: tables[name] for name in NATIVE_TABLES}, problems, stats, corrupt,
+                            payload_segments)

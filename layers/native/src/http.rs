@@ -1,0 +1,504 @@
+//! HTTP/1.x requests and responses paired into rows: a port of freezeframe.dissect.http (header sections decoded as
+//! latin-1, RFC 9112 framing, FIFO pairing per connection).
+
+use std::collections::VecDeque;
+
+use crate::apps::AppStats;
+
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    Head,
+    Body,
+    ChunkSize,
+    ChunkData,
+    Trailers,
+    UntilClose,
+    Dead,
+}
+
+/// Field names lower-cased (latin-1, as Python's str.lower() does on it), repeated fields joined by ", ".
+pub type FieldMap = Vec<(String, String)>;
+
+fn get<'a>(fields: &'a FieldMap, name: &str) -> Option<&'a str> {
+    fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+}
+
+fn latin1(bytes: &[u8]) -> String {
+    if bytes.is_ascii() {
+        // ASCII is its own latin-1 and UTF-8: one copy, no per-character work.
+        return String::from_utf8(bytes.to_vec()).unwrap_or_default();
+    }
+    bytes.iter().map(|&b| b as char).collect()
+}
+
+fn is_ws(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c')
+}
+
+/// Python's str.isspace() on latin-1 text.
+fn is_py_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c' | '\x1c' | '\x1d' | '\x1e' | '\x1f' | '\u{85}' | '\u{a0}')
+}
+
+fn py_lower(text: &str) -> String {
+    if text.is_ascii() {
+        return text.to_ascii_lowercase();
+    }
+    text.chars().flat_map(char::to_lowercase).collect()
+}
+
+fn fields(lines: &[&str]) -> Option<FieldMap> {
+    let mut fields: FieldMap = Vec::new();
+    let mut last: Option<usize> = None;
+    for line in lines {
+        if line.is_empty() {
+            continue;
+        }
+        if line.starts_with(' ') || line.starts_with('\t') {
+            let index = last?;
+            let value = line.trim_matches(is_ws);
+            fields[index].1.push(' ');
+            fields[index].1.push_str(value);
+            continue;
+        }
+        let colon = line.find(':')?;
+        let name = &line[..colon];
+        if name.is_empty() || name.ends_with(is_ws) {
+            return None;
+        }
+        let lower = py_lower(name);
+        let text = line[colon + 1..].trim_matches(is_ws);
+        match fields.iter().position(|(n, _)| *n == lower) {
+            Some(index) => {
+                fields[index].1.push_str(", ");
+                fields[index].1.push_str(text);
+                last = Some(index);
+            }
+            None => {
+                fields.push((lower, text.to_string()));
+                last = Some(fields.len() - 1);
+            }
+        }
+    }
+    Some(fields)
+}
+
+pub struct Head {
+    is_request: bool,
+    first: String,
+    second: String,
+    third: String,
+    fields: FieldMap,
+}
+
+fn head_section(head: &[u8]) -> Option<Head> {
+    let text = latin1(head);
+    let lines: Vec<&str> = text.split("\r\n").collect();
+    let start = lines[0];
+    let fields = fields(&lines[1..])?;
+    if start.starts_with("HTTP/") {
+        let (version, rest) = start.split_once(' ').unwrap_or((start, ""));
+        let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+        if code.chars().count() != 3 || !code.chars().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        return Some(Head { is_request: false, first: version.to_string(), second: code.to_string(),
+                           third: reason.to_string(), fields });
+    }
+    let parts: Vec<&str> = start.split(' ').collect();
+    if parts.len() != 3 || parts[0].is_empty() || !parts[0].chars().all(|c| c.is_ascii_alphabetic())
+        || !parts[2].starts_with("HTTP/") {
+        return None;
+    }
+    Some(Head { is_request: true, first: parts[0].to_string(), second: parts[1].to_string(),
+                third: parts[2].to_string(), fields })
+}
+
+pub struct Row {
+    pub ts_ns: i64,
+    pub flow: u32,
+    pub client_outbound: bool,
+    pub method: String,
+    pub request_target: String,
+    pub http_version: String,
+    pub request_fields: FieldMap,
+    pub status_code: Option<i32>,
+    pub reason_phrase: Option<String>,
+    pub response_fields: Option<FieldMap>,
+    pub response_ts_ns: Option<i64>,
+    pub request_bytes: i64,
+    pub response_bytes: i64,
+    pub response_complete: bool,
+}
+
+pub struct RowOut<'a> {
+    pub host: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+    pub content_type: Option<&'a str>,
+}
+
+impl Row {
+    pub fn extra(&self) -> RowOut<'_> {
+        let content_type = match &self.response_fields {
+            None => get(&self.request_fields, "content-type"),
+            Some(response) => match get(response, "content-type") {
+                Some(v) if !v.is_empty() => Some(v),
+                _ => get(&self.request_fields, "content-type"),
+            },
+        };
+        RowOut { host: get(&self.request_fields, "host"), user_agent: get(&self.request_fields, "user-agent"),
+                 content_type }
+    }
+}
+
+struct Side {
+    buffer: Vec<u8>,
+    state: State,
+    remaining: u128,
+    start_ts: i64,
+    row: Option<usize>,
+    declared: i128,
+    seen: i64,
+}
+
+impl Side {
+    fn new() -> Side {
+        Side { buffer: Vec::new(), state: State::Head, remaining: 0, start_ts: -1, row: None, declared: -1, seen: 0 }
+    }
+}
+
+#[derive(Default)]
+pub struct HttpTracker {
+    pub rows: Vec<Row>,
+    /// Per connection: (from_client side, from_server side) states needed at finish.
+    open_sides: Vec<[(State, Option<usize>, i128, i64); 2]>,
+}
+
+impl HttpTracker {
+    pub fn open(&mut self) -> usize {
+        self.open_sides.push([(State::Head, None, -1, 0); 2]);
+        self.open_sides.len() - 1
+    }
+
+    /// Bodies cut short by the end of the capture: bytes seen so far.
+    pub fn finish(&mut self) {
+        for sides in &self.open_sides {
+            for (i, (state, row, declared, seen)) in sides.iter().enumerate() {
+                if let Some(row) = row {
+                    if matches!(state, State::Body | State::ChunkSize | State::ChunkData | State::Trailers) {
+                        let size = if *declared >= 0 { *declared as i64 } else { *seen };
+                        if i == 0 {
+                            self.rows[*row].request_bytes = size;
+                        } else {
+                            self.rows[*row].response_bytes = size;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub struct HttpConnection {
+    id: usize,
+    pending: VecDeque<usize>,
+    from_client: Side,
+    from_server: Side,
+}
+
+/// Python's int(text, 16) on bytes already stripped of ASCII whitespace; None when it raises ValueError.
+fn parse_hex(text: &[u8]) -> Option<i128> {
+    let t: Vec<u8> = {
+        // int() also strips whitespace itself (ASCII whitespace for bytes).
+        let s = text.iter().position(|b| !b" \t\n\r\x0b\x0c".contains(b)).unwrap_or(text.len());
+        let e = text.iter().rposition(|b| !b" \t\n\r\x0b\x0c".contains(b)).map_or(s, |p| p + 1);
+        text[s..e.max(s)].to_vec()
+    };
+    let mut i = 0;
+    let mut negative = false;
+    if i < t.len() && (t[i] == b'+' || t[i] == b'-') {
+        negative = t[i] == b'-';
+        i += 1;
+    }
+    let mut prefixed = false;
+    if i + 1 < t.len() && t[i] == b'0' && (t[i + 1] == b'x' || t[i + 1] == b'X') {
+        i += 2;
+        prefixed = true;
+    }
+    let digits = &t[i..];
+    if digits.is_empty() {
+        return None;
+    }
+    let mut value: i128 = 0;
+    let mut previous_underscore = !prefixed; // an underscore may follow the prefix, not start the number
+    for (k, &c) in digits.iter().enumerate() {
+        if c == b'_' {
+            if previous_underscore || k + 1 == digits.len() {
+                return None;
+            }
+            previous_underscore = true;
+            continue;
+        }
+        let d = (c as char).to_digit(16)? as i128;
+        value = value.saturating_mul(16).saturating_add(d);
+        previous_underscore = false;
+    }
+    Some(if negative { -value } else { value })
+}
+
+impl HttpConnection {
+    pub fn new(id: usize) -> HttpConnection {
+        HttpConnection { id, pending: VecDeque::new(), from_client: Side::new(), from_server: Side::new() }
+    }
+
+    fn sync(&self, tracker: &mut HttpTracker) {
+        let c = &self.from_client;
+        let s = &self.from_server;
+        tracker.open_sides[self.id] = [(c.state, c.row, c.declared, c.seen), (s.state, s.row, s.declared, s.seen)];
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn data(&mut self, tracker: &mut HttpTracker, stats: &mut AppStats, flow: u32, client_outbound: bool,
+                from_client: bool, ts_ns: i64, chunk: &[u8]) {
+        self.feed(tracker, stats, flow, client_outbound, from_client, ts_ns, chunk);
+        self.sync(tracker);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn feed(&mut self, tracker: &mut HttpTracker, stats: &mut AppStats, flow: u32, client_outbound: bool,
+            from_client: bool, ts_ns: i64, chunk: &[u8]) {
+        let side = if from_client { &mut self.from_client } else { &mut self.from_server };
+        if side.state == State::Dead {
+            return;
+        }
+        side.buffer.extend_from_slice(chunk);
+        loop {
+            let side = if from_client { &mut self.from_client } else { &mut self.from_server };
+            match side.state {
+                State::Head => {
+                    if side.buffer.is_empty() {
+                        return;
+                    }
+                    let skip = side.buffer.iter().position(|b| *b != b'\r' && *b != b'\n').unwrap_or(side.buffer.len());
+                    side.buffer.drain(..skip);
+                    if side.buffer.is_empty() {
+                        return;
+                    }
+                    if side.start_ts < 0 {
+                        side.start_ts = ts_ns;
+                    }
+                    let Some(end) = find(&side.buffer, b"\r\n\r\n") else {
+                        if side.buffer.len() > MAX_HEADER_BYTES {
+                            malformed(side, stats);
+                        }
+                        return;
+                    };
+                    let section = head_section(&side.buffer[..end]);
+                    side.buffer.drain(..end + 4);
+                    match section {
+                        Some(section) if section.is_request == from_client => {
+                            self.head(tracker, stats, flow, client_outbound, from_client, section);
+                            let side = if from_client { &mut self.from_client } else { &mut self.from_server };
+                            side.start_ts = -1;
+                        }
+                        _ => {
+                            malformed(side, stats);
+                            return;
+                        }
+                    }
+                }
+                State::Body => {
+                    let take = side.remaining.min(side.buffer.len() as u128) as usize;
+                    side.seen += take as i64;
+                    side.remaining -= take as u128;
+                    side.buffer.drain(..take);
+                    if side.remaining != 0 {
+                        return;
+                    }
+                    self.complete(tracker, from_client);
+                }
+                State::ChunkSize | State::Trailers => {
+                    let Some(end) = find(&side.buffer, b"\r\n") else {
+                        if side.buffer.len() > MAX_HEADER_BYTES {
+                            malformed(side, stats);
+                        }
+                        return;
+                    };
+                    let line: Vec<u8> = side.buffer[..end].to_vec();
+                    side.buffer.drain(..end + 2);
+                    if side.state == State::Trailers {
+                        if line.is_empty() {
+                            self.complete(tracker, from_client);
+                        }
+                        continue;
+                    }
+                    let size_text = match line.iter().position(|b| *b == b';') {
+                        Some(p) => &line[..p],
+                        None => &line[..],
+                    };
+                    let stripped = strip_ascii(size_text);
+                    let Some(size) = parse_hex(stripped) else {
+                        malformed(side, stats);
+                        return;
+                    };
+                    if size < 0 {
+                        malformed(side, stats);
+                        return;
+                    }
+                    if size == 0 {
+                        side.state = State::Trailers;
+                    } else {
+                        side.state = State::ChunkData;
+                        side.remaining = size as u128 + 2;
+                    }
+                }
+                State::ChunkData => {
+                    let take = side.remaining.min(side.buffer.len() as u128);
+                    let data = take.min(side.remaining.saturating_sub(2));
+                    side.seen += data as i64;
+                    side.remaining -= take;
+                    side.buffer.drain(..take as usize);
+                    if side.remaining != 0 {
+                        return;
+                    }
+                    side.state = State::ChunkSize;
+                }
+                State::UntilClose => {
+                    side.seen += side.buffer.len() as i64;
+                    side.buffer.clear();
+                    self.account(tracker, from_client);
+                    return;
+                }
+                State::Dead => return,
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn head(&mut self, tracker: &mut HttpTracker, stats: &mut AppStats, flow: u32, client_outbound: bool,
+            from_client: bool, section: Head) {
+        let Head { is_request, first, second, third, fields } = section;
+        let chunked = get(&fields, "transfer-encoding").is_some_and(|c| py_lower(c).contains("chunked"));
+        let mut length_text: Option<String> = get(&fields, "content-length").map(|s| s.to_string());
+        if let Some(text) = &length_text {
+            if !text.is_empty() {
+                let firstpart = text.split(',').next().unwrap_or("");
+                length_text = Some(firstpart.trim_matches(is_py_space).to_string());
+            }
+        }
+        let text = length_text.unwrap_or_default();
+        if !text.is_empty() && !text.chars().all(|c| c.is_ascii_digit()) {
+            let side = if from_client { &mut self.from_client } else { &mut self.from_server };
+            malformed(side, stats);
+            return;
+        }
+        let declared: i128 = if text.is_empty() { -1 } else { text.parse::<i128>().unwrap_or(i128::MAX) };
+        let row: Option<usize>;
+        let has_body;
+        let until_close;
+        if is_request {
+            stats.http_requests += 1;
+            let side = &self.from_client;
+            let index = tracker.rows.len();
+            tracker.rows.push(Row {
+                ts_ns: side.start_ts, flow, client_outbound, method: first, request_target: second,
+                http_version: third, request_fields: fields, status_code: None, reason_phrase: None,
+                response_fields: None, response_ts_ns: None, request_bytes: 0, response_bytes: 0,
+                response_complete: false,
+            });
+            self.pending.push_back(index);
+            row = Some(index);
+            has_body = chunked || declared > 0;
+            until_close = false;
+        } else {
+            let status: i32 = second.parse().unwrap_or(0);
+            if (100..200).contains(&status) && status != 101 {
+                return;
+            }
+            row = self.pending.pop_front();
+            match row {
+                None => stats.http_unmatched_responses += 1,
+                Some(index) => {
+                    let r = &mut tracker.rows[index];
+                    r.status_code = Some(status);
+                    r.reason_phrase = Some(third);
+                    r.response_fields = Some(fields);
+                    r.response_ts_ns = Some(self.from_server.start_ts);
+                }
+            }
+            let method_is = |m: &str| row.is_some_and(|i| tracker.rows[i].method == m);
+            if status == 101 || (method_is("CONNECT") && (200..300).contains(&status)) {
+                if let Some(index) = row {
+                    tracker.rows[index].response_complete = true;
+                }
+                for side in [&mut self.from_client, &mut self.from_server] {
+                    side.state = State::Dead;
+                    side.buffer.clear();
+                }
+                return;
+            }
+            let no_body = status == 204 || status == 304 || method_is("HEAD");
+            has_body = !no_body && (chunked || declared != 0);
+            until_close = has_body && !chunked && declared < 0;
+        }
+        let side = if from_client { &mut self.from_client } else { &mut self.from_server };
+        side.row = row;
+        side.declared = declared;
+        side.seen = 0;
+        if !has_body {
+            self.complete(tracker, from_client);
+        } else if chunked {
+            side.state = State::ChunkSize;
+            side.declared = -1;
+        } else if until_close {
+            side.state = State::UntilClose;
+        } else {
+            side.state = State::Body;
+            side.remaining = declared as u128;
+        }
+    }
+
+    fn account(&mut self, tracker: &mut HttpTracker, from_client: bool) {
+        let side = if from_client { &self.from_client } else { &self.from_server };
+        let Some(row) = side.row else { return };
+        let size = if side.declared >= 0 { side.declared as i64 } else { side.seen };
+        if from_client {
+            tracker.rows[row].request_bytes = size;
+        } else {
+            tracker.rows[row].response_bytes = size;
+        }
+    }
+
+    fn complete(&mut self, tracker: &mut HttpTracker, from_client: bool) {
+        self.account(tracker, from_client);
+        let side = if from_client { &mut self.from_client } else { &mut self.from_server };
+        if let Some(row) = side.row {
+            if !from_client {
+                tracker.rows[row].response_complete = true;
+            }
+        }
+        side.state = State::Head;
+        side.row = None;
+        side.declared = -1;
+        side.seen = 0;
+    }
+}
+
+fn malformed(side: &mut Side, stats: &mut AppStats) {
+    stats.http_malformed += 1;
+    side.state = State::Dead;
+    side.buffer.clear();
+}
+
+fn strip_ascii(text: &[u8]) -> &[u8] {
+    let ws = b" \t\n\r\x0b\x0c";
+    let s = text.iter().position(|b| !ws.contains(b)).unwrap_or(text.len());
+    let e = text.iter().rposition(|b| !ws.contains(b)).map_or(s, |p| p + 1);
+    &text[s..e.max(s)]
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}

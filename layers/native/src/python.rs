@@ -1,0 +1,130 @@
+//! The Python module ``freezeframe_native``: ``Engine`` and the Arrow hand-off (PyCapsule interface).
+
+use std::ffi::CString;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use arrow_array::ffi::{FFI_ArrowArray, FFI_ArrowSchema};
+use arrow_array::{Array, RecordBatch, StructArray};
+use arrow_schema::DataType;
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyCapsule, PyDict, PyTuple};
+
+/// A record batch that pyarrow imports with ``pa.record_batch(obj)`` (``__arrow_c_array__``).
+#[pyclass(module = "freezeframe_native", frozen)]
+struct ArrowBatch {
+    batch: RecordBatch,
+}
+
+#[pymethods]
+impl ArrowBatch {
+    #[pyo3(signature = (requested_schema=None))]
+    fn __arrow_c_array__<'py>(&self, py: Python<'py>, requested_schema: Option<Bound<'py, PyAny>>)
+                              -> PyResult<Bound<'py, PyTuple>> {
+        let _ = requested_schema;
+        let array = StructArray::from(self.batch.clone());
+        let schema = FFI_ArrowSchema::try_from(DataType::Struct(self.batch.schema().fields().clone()))
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        let data = array.into_data();
+        let ffi_array = FFI_ArrowArray::new(&data);
+        let schema_capsule = PyCapsule::new(py, schema, Some(CString::new("arrow_schema").unwrap()))?;
+        let array_capsule = PyCapsule::new(py, ffi_array, Some(CString::new("arrow_array").unwrap()))?;
+        PyTuple::new(py, [schema_capsule.into_any(), array_capsule.into_any()])
+    }
+
+    #[getter]
+    fn num_rows(&self) -> usize {
+        self.batch.num_rows()
+    }
+}
+
+/// One node's dissection engine (see freezeframe.dissect.native).
+#[pyclass(module = "freezeframe_native", unsendable)]
+struct Engine {
+    inner: crate::Engine,
+}
+
+fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> PyResult<T> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|_| PyRuntimeError::new_err(format!("freezeframe_native: {what} panicked")))
+}
+
+#[pymethods]
+impl Engine {
+    #[new]
+    #[pyo3(signature = (node, low=None, high=None))]
+    fn new(node: &str, low: Option<i128>, high: Option<i128>) -> Engine {
+        let window = match (low, high) {
+            (None, None) => None,
+            (low, high) => Some((low.unwrap_or(i128::MIN), high.unwrap_or(i128::MAX))),
+        };
+        Engine { inner: crate::Engine::new(node, window) }
+    }
+
+    /// Feeds one segment's bytes. Returns ``(None, problems)`` or ``(message, [])`` when it is not a capture;
+    /// a problem is ``(kind, count, first_offset, first_packet, message)``. A panic (a bug, never expected) is
+    /// reported as an ``internal_error`` problem of the segment instead of reaching Python.
+    fn feed<'py>(&mut self, py: Python<'py>, data: Bound<'py, PyBytes>) -> PyResult<Bound<'py, PyTuple>> {
+        let bytes = data.as_bytes();
+        let inner = &mut self.inner;
+        let fed = py.detach(|| catch_unwind(AssertUnwindSafe(|| inner.feed(bytes))));
+        let (message, problems): (Option<String>, Vec<(String, i64, i64, i64, String)>) = match fed {
+            Ok(crate::Fed::NotACapture(message)) => (Some(message), Vec::new()),
+            Ok(crate::Fed::Read(list)) => (None, list.into_iter()
+                .map(|p| (p.kind.to_string(), p.count, p.first_offset, p.first_packet, p.message)).collect()),
+            Err(_) => (None, vec![("internal_error".into(), 1, 0, 0,
+                                   "the compiled dissection core failed on this segment; rest ignored".into())]),
+        };
+        (message, problems).into_pyobject(py)
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let dict = PyDict::new(py);
+        for (name, value) in self.inner.stats() {
+            dict.set_item(name, value)?;
+        }
+        Ok(dict)
+    }
+
+    /// ``{table: ArrowBatch}`` for connections, dns, http and tls.
+    fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let inner = &mut self.inner;
+        let tables = py.detach(|| guarded("finish", || inner.finish()))?;
+        let dict = PyDict::new(py);
+        for (name, batch) in tables {
+            dict.set_item(name, Bound::new(py, ArrowBatch { batch })?)?;
+        }
+        Ok(dict)
+    }
+
+    fn payload_segments<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let inner = &mut self.inner;
+        let pairs = guarded("payload_segments", || inner.payload_segments())?;
+        let dict = PyDict::new(py);
+        for (conn_id, count) in pairs {
+            dict.set_item(conn_id, count)?;
+        }
+        Ok(dict)
+    }
+}
+
+/// ``(packets, captured bytes)`` of a bare record walk (the benchmark's floor).
+#[pyfunction]
+fn walk(py: Python<'_>, data: Bound<'_, PyBytes>) -> PyResult<(i64, i64)> {
+    let bytes = data.as_bytes();
+    py.detach(|| guarded("walk", || crate::walk(bytes)))
+}
+
+/// Column names the core produces per table, checked against freezeframe.schemas by the tests.
+#[pyfunction]
+fn column_names() -> Vec<(&'static str, Vec<String>)> {
+    crate::tables::column_names()
+}
+
+#[pymodule]
+fn freezeframe_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Engine>()?;
+    m.add_class::<ArrowBatch>()?;
+    m.add_function(wrap_pyfunction!(walk, m)?)?;
+    m.add_function(wrap_pyfunction!(column_names, m)?)?;
+    Ok(())
+}
