@@ -9,6 +9,7 @@ against tshark in test_tcp_analysis_vs_tshark.py); a few totals are compared wit
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -130,3 +131,24 @@ def test_warm_chunks_complete_the_application_rows_cut_by_an_edge(tmp_path: Path
         expected = sorted(table.to_pylist(), key=lambda r: (r["ts_ns"], r["conn_id"]))
         actual = sorted(result.tables[name].to_pylist(), key=lambda r: (r["ts_ns"], r["conn_id"]))
         assert actual == expected, name
+
+
+def test_freezeframe_dissect_chunk_seconds_equals_one_pass(tmp_path: Path) -> None:
+    """`freezeframe dissect --chunk-seconds`: the same planner, warm-up and merge, in a process pool, over files."""
+    import pyarrow.parquet as pq
+
+    from freezeframe.cli import main
+
+    first = lossy_capture(4, conversations=3, steps=120).write(tmp_path / "a.pcap")
+    second = tmp_path / "b.pcap"
+    second.write_bytes(build_capture())  # another time range: the files are one node's consecutive segments
+    one, many = tmp_path / "one", tmp_path / "many"
+    assert main(["dissect", str(first), str(second), "--out", str(one), "--no-progress"]) == 0
+    assert main(["dissect", str(first), str(second), "--out", str(many), "--chunk-seconds", "0.5",
+                 "--workers", "2", "--no-progress"]) == 0
+    for name in ("connections", "dns", "http", "tls", "dissect_errors"):
+        expected = [pq.read_table(p) for p in sorted(one.glob(f"tables/{name}/*/*/*.parquet"))]
+        actual = [pq.read_table(p) for p in sorted(many.glob(f"tables/{name}/*/*/*.parquet"))]
+        assert [t.to_pylist() for t in actual] == [t.to_pylist() for t in expected], name
+    summary = json.loads(next(many.glob("incidents/*/dissect/*.json")).read_text())
+    assert summary["stats"]["chunks"] > 10

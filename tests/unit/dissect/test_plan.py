@@ -85,3 +85,10 @@ def test_chunk_items_round_trip_and_bad_items_are_refused() -> None:
         chunk_of_item({**item, "start_ns": item["end_ns"]})
     with pytest.raises(WindowError):
         chunk_of_item({"node": "n"})
+
+
+def test_a_gap_between_segments_is_not_cut_into_empty_chunks() -> None:
+    far = [SegmentSpan("late", T0 + 86_400 * 365 * SECOND_NS, T0 + 86_400 * 365 * SECOND_NS + 5 * SECOND_NS, 10, 10)]
+    chunks = plan_node("n", segments(1, 60, 1000) + far, chunk_ns=10 * SECOND_NS)
+    assert len(chunks) == 7  # six for the first minute, one for the late segment (the year between joins the sixth)
+    assert chunks[5].end_ns == far[0].start_ns

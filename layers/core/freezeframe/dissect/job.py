@@ -36,9 +36,10 @@ from freezeframe.config import Settings
 from freezeframe.custody.pinned import pinned_manifest
 from freezeframe.dissect.apps import AppTracker
 from freezeframe.dissect.batch import feed_batches
-from freezeframe.dissect.chunks import Chunk, merge_connections, plan_chunks, remap_conn_ids, replace_warm_rows
+from freezeframe.dissect.chunks import Chunk, merge_connections, remap_conn_ids, replace_warm_rows
 from freezeframe.dissect.connections import ConnectionTracker, collector_paused
 from freezeframe.dissect.enrich import IpTimeline, enrich
+from freezeframe.dissect.plan import SegmentSpan, plan_node
 from freezeframe.dissect.problems import APP_KINDS, DECODE_KINDS, SegmentProblems, SegmentRef
 from freezeframe.dissect.warmup import ChunkState, begin_chunk
 from freezeframe.errors import CaptureFormatError, NotFoundError, SegmentCorruptError
@@ -311,9 +312,12 @@ def dissect_node(settings: Settings, s3: Any, incident_id: str, node: str,
                 path = Path(spool) / f"{index:06d}.seg"
                 path.write_bytes(stored)
                 sources.append(SegmentSource(ref(entry), path=path))
-            start = min([window_start_ns, *(e.start_ns for e in entries)])
-            end = max([window_end_ns, *(e.end_ns + 1 for e in entries)])
-            result = dissect_chunked(node, sources, plan_chunks(start, end, chunk_ns), workers)
+            planned = plan_node(node, [SegmentSpan.from_entry(e) for e in entries],
+                                window=(window_start_ns, window_end_ns), chunk_ns=chunk_ns,
+                                warmup_ns=settings.dissect_warmup_s * 1_000_000_000)
+            chunks = [Chunk(c.index, c.start_ns, c.end_ns, None if c.open_start else c.warmup_start_ns)
+                      for c in planned]
+            result = dissect_chunked(node, sources, chunks, workers)
             result.corrupt[:0] = corrupt
     report.corrupt_segments = result.corrupt
     report.segments = len(entries) - len(result.corrupt)

@@ -217,6 +217,22 @@ def _edges(curve: _Curve, start_ns: int, end_ns: int, warmup_ns: int, cost: Cost
     return edges
 
 
+def _clusters(segments: Sequence[SegmentSpan], start_ns: int, end_ns: int, gap_ns: int) -> list[tuple[int, int]]:
+    """Spans of [start_ns, end_ns) with segments, split where no segment covers more than ``gap_ns``."""
+    spans = sorted((s.start_ns, s.end_ns + 1) for s in segments)
+    clusters: list[list[int]] = []
+    for low, high in spans:
+        if clusters and low - clusters[-1][1] <= gap_ns:
+            clusters[-1][1] = max(clusters[-1][1], high)
+        else:
+            clusters.append([low, high])
+    if not clusters:
+        return [(start_ns, end_ns)]
+    clusters[0][0] = min(clusters[0][0], start_ns)
+    clusters[-1][1] = max(clusters[-1][1], end_ns)
+    return [(low, high) for low, high in clusters]
+
+
 def plan_node(node: str, segments: Sequence[SegmentSpan], *, window: tuple[int, int] | None = None,
               chunk_ns: int | None = None, warmup_ns: int = 10 * SECOND_NS, cost: CostModel | None = None,
               limits: Limits | None = None) -> list[PlannedChunk]:
@@ -235,10 +251,14 @@ def plan_node(node: str, segments: Sequence[SegmentSpan], *, window: tuple[int, 
     if end_ns <= start_ns:
         raise WindowError(f"empty or inverted window [{start_ns}, {end_ns})")
     curve = _Curve(segments, cost)
-    if chunk_ns is not None:
-        edges = list(range(start_ns, end_ns, chunk_ns)) + [end_ns]
-    else:
-        edges = _edges(curve, start_ns, end_ns, warmup_ns, cost, limits)
+    edges: list[int] = []
+    for low, high in _clusters(segments, start_ns, end_ns, max(chunk_ns or 0, warmup_ns, MIN_CHUNK_NS)):
+        if chunk_ns is not None:
+            cluster = list(range(low, high, chunk_ns)) + [high]
+        else:
+            cluster = _edges(curve, low, high, warmup_ns, cost, limits)
+        # A gap without segments joins the chunk before it, so the chunks tile the node's span without holes.
+        edges = edges[:-1] + cluster if edges else cluster
     chunks = []
     last = len(edges) - 2
     for index, (low, high) in enumerate(zip(edges, edges[1:], strict=False)):
