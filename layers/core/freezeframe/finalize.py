@@ -9,9 +9,10 @@ incident's nodes and then calls the finalize function with the list of node outc
 4. writes the incident summary (incidents/<id>/summary.json): per node what happened, the rows per table, the
    partitions, the report key, and "complete" only when every node was dissected cleanly.
 
-Compaction is deliberately not done: the parts are one file per node and table, named deterministically, in a
-WORM bucket that refuses deletes, so a merged copy could never replace them and would double every row in Athena.
-A node's part is already one file per table and incident; Athena's small-file overhead stays at one per node.
+Compaction (freezeframe.compact) applies to the fan-out's output (dissect.fanout): its node tables are staged
+outside the table locations and finalize writes them as Athena-sized files (about 128 MB, or one per table).
+A node dissected in one pass (`dissect_node`) writes its own part per table and is left as it is: the WORM
+bucket refuses deletes, so a merged copy of such parts could never replace them.
 
 `run_dissection_locally` is one pass of the same state machine as a plain loop, for the tests: the nodes in
 order, each with the state machine's retries, then `finalize_incident`. While the incident's hold is open, the
@@ -30,6 +31,7 @@ from typing import Any
 from freezeframe import postback
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.catalog import register_parts
+from freezeframe.compact import compact_incident
 from freezeframe.config import Settings
 from freezeframe.custody.chain import seal_written
 from freezeframe.custody.pinned import pinned_manifest
@@ -54,6 +56,7 @@ COMPLETE = "complete"
 INCOMPLETE = "incomplete"
 DONE = "done"
 FAILED = "failed"
+PARTIAL = "partial"  # dissected, but some time chunks failed: their time ranges are holes in the tables
 MISSING = "missing"  # in the manifest, but no outcome arrived for it (it was never dissected)
 # The state machine's retries of a dissect task error (States.ALL: MaxAttempts 2, so three tries in all).
 LOCAL_DISSECT_ATTEMPTS = 3
@@ -124,13 +127,19 @@ def node_summary(node: str, outcome: NodeOutcome | None, status: Mapping[str, An
         state, error = FAILED, outcome.error
     elif status is None:
         state, error = FAILED, "the dissect function reported done but wrote no status"
+    elif status.get("state") == PARTIAL:
+        # Some time chunks failed (dissect.fanout): the rest of the node's tables are written; the holes are listed.
+        state, error = PARTIAL, f"{len(status.get('holes', []))} time chunk(s) missing from the tables"
     elif status.get("state") != DONE:
         state, error = FAILED, f"dissect status is {status.get('state')!r}"
     else:
         state, error = DONE, None
     status = status or {}
-    return {"node": node, "state": state, "error": error, "segments": int(status.get("segments", 0)),
+    line: dict[str, Any] = {"node": node, "state": state, "error": error, "segments": int(status.get("segments", 0)),
             "tables": dict(status.get("tables", {})), "corrupt_segments": len(status.get("corrupt_segments", []))}
+    if status.get("holes"):
+        line["holes"] = list(status["holes"])
+    return line
 
 
 def partitions(part_keys: Iterable[str]) -> list[dict[str, str]]:
@@ -147,7 +156,7 @@ def build_summary(incident_id: str, manifest_nodes: Iterable[str], outcomes: Seq
              for node in sorted(set(manifest_nodes) | set(by_node))]
     rows: dict[str, int] = {}
     for line in nodes:
-        if line["state"] == DONE:
+        if line["state"] in (DONE, PARTIAL):
             for table, count in line["tables"].items():
                 rows[table] = rows.get(table, 0) + int(count)
     part_keys = sorted(key for status in statuses.values() if status for key in status.get("parts", {}).values())
@@ -222,10 +231,16 @@ def finalize_incident(settings: Settings, s3: Any, incident_id: str, outcomes: S
                        settings.dissect_refresh_s, settings.hold_settle_s)
     s3io.put_json(s3, settings.evidence_bucket, follow_key(incident_id), follow.to_dict())
     statuses = read_statuses(settings, s3, incident_id, manifest_nodes | {o.node for o in outcomes})
+    # The fan-out's merged node tables are staged; compaction writes them as Athena-sized files (freezeframe.compact).
+    compacted = compact_incident(settings, s3, incident_id, statuses)
     part_keys = [key for status in statuses.values() if status for key in status.get("parts", {}).values()]
+    part_keys += compacted
     registered = register(settings, part_keys)
     report = write_report(settings, s3, incident_id, writer if writer is not None else report_writer())
     summary = build_summary(incident_id, manifest_nodes, outcomes, statuses, registered, report, now)
+    if compacted:  # staged keys are not table parts: the summary lists the compacted files instead
+        summary["parts"] = sorted({k for k in summary["parts"] if parse_table_part_key(k)} | set(compacted))
+        summary["partitions"] = partitions(summary["parts"])
     summary["partial_until"] = follow.partial_until
     summary["follow"] = follow.to_dict()
     summary["unverified"] = [u.to_dict() for document in [manifest, *parts] for u in unverified_of(document)]

@@ -187,3 +187,23 @@ def table_part_key(table: str, window_start_ns: int, incident_id: str, node: str
 def hour_prefix(cluster: str, ts_ns: int, root: str = RAW_ROOT) -> str:
     hour = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ts_ns // 1000)
     return f"{root}/{cluster}/{hour:%Y/%m/%d/%H}/"
+
+
+# Dissection in (node, time chunk) tasks (freezeframe.dissect.fanout): the plan the Distributed Map reads, each
+# chunk's unmerged parts and status, and each node's merged tables staged for finalize's compaction.
+def dissect_plan_key(incident_id: str) -> str:
+    return f"{incident_prefix(incident_id)}dissect-plan.json"
+
+
+def chunk_prefix(incident_id: str, node: str, index: int) -> str:
+    return f"{incident_prefix(incident_id)}dissect-chunks/{check_name('node', node)}/{index:06d}/"
+
+
+def staged_table_key(incident_id: str, table: str, node: str) -> str:
+    return (f"{incident_prefix(incident_id)}dissect-staged/{check_name('table', table)}/"
+            f"{check_name('node', node)}.parquet")
+
+
+def compacted_part_key(table: str, window_start_ns: int, incident_id: str, number: int) -> str:
+    """A compacted file of an incident's table (freezeframe.compact): part-00000.parquet, part-00001.parquet, ..."""
+    return table_part_key(table, window_start_ns, incident_id, f"part-{number:05d}")
