@@ -39,7 +39,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         metrics.add_metric(name="DissectChunksPlanned", unit=MetricUnit.Count, value=plan["chunks"])
         return plan
     if action == "chunk":
-        return dissect_chunk(config, s3, event)
+        return dissect_chunk(config, s3, event.get("item") or event)
     if action == "merge":
         report = merge_node(config, s3, event["incident_id"], event["node"])
         metrics.add_metric(name="ConnectionsRows", unit=MetricUnit.Count, value=report.tables.get("connections", 0))

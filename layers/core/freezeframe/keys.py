@@ -190,17 +190,19 @@ def hour_prefix(cluster: str, ts_ns: int, root: str = RAW_ROOT) -> str:
 
 
 # Dissection in (node, time chunk) tasks (freezeframe.dissect.fanout): the plan the Distributed Map reads, each
-# chunk's unmerged parts and status, and each node's merged tables staged for finalize's compaction.
+# chunk's unmerged parts and status, and each node's merged tables staged for finalize's compaction. All under the
+# incident's dissect/ folder (the only incident area the dissect function may write); '_' keeps them apart from the
+# node statuses (a node name has no '/').
 def dissect_plan_key(incident_id: str) -> str:
-    return f"{incident_prefix(incident_id)}dissect-plan.json"
+    return f"{incident_prefix(incident_id)}dissect/_plan/items.json"
 
 
 def chunk_prefix(incident_id: str, node: str, index: int) -> str:
-    return f"{incident_prefix(incident_id)}dissect-chunks/{check_name('node', node)}/{index:06d}/"
+    return f"{incident_prefix(incident_id)}dissect/_chunks/{check_name('node', node)}/{index:06d}/"
 
 
 def staged_table_key(incident_id: str, table: str, node: str) -> str:
-    return (f"{incident_prefix(incident_id)}dissect-staged/{check_name('table', table)}/"
+    return (f"{incident_prefix(incident_id)}dissect/_staged/{check_name('table', table)}/"
             f"{check_name('node', node)}.parquet")
 
 

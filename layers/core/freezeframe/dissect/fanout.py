@@ -134,7 +134,7 @@ def plan_dissection(settings: Settings, s3: Any, incident_id: str,
         items += [{**c.to_item(incident_id), "inputs_digest": node_input.digest} for c in planned]
     key = dissect_plan_key(incident_id)
     s3io.put_bytes(s3, settings.evidence_bucket, key, json.dumps(items).encode(), content_type="application/json")
-    s3io.put_json(s3, settings.evidence_bucket, f"{key[:-5]}-nodes.json",
+    s3io.put_json(s3, settings.evidence_bucket, key.replace("items.json", "nodes.json"),
                   {"schema": PLAN_SCHEMA, "incident_id": incident_id, "chunks": chunks, "unchanged": unchanged})
     logger.info("dissection planned", extra={"incident_id": incident_id, "chunks": len(items),
                                              "nodes": len(inputs), "unchanged": len(unchanged)})
@@ -302,7 +302,7 @@ def run_locally(settings: Settings, s3: Any, invoke: Callable[[dict[str, Any]], 
     """Plan, every chunk, every node's merge, through ``invoke`` (the dissect handler); returns node outcomes."""
     plan = invoke({"action": "plan", "incident_id": incident_id, "nodes": list(nodes)})
     for item in plan_items(settings, s3, plan):
-        _with_retries(lambda item=item: invoke({"action": "chunk", **item}))  # type: ignore[misc]
+        _with_retries(lambda item=item: invoke({"action": "chunk", "item": item}))  # type: ignore[misc]
     outcomes = []
     for node in plan["nodes"]:
         result, error = _with_retries(lambda node=node: invoke({"action": "merge", "incident_id": incident_id,
