@@ -144,11 +144,13 @@ def merge_connections(node: str, parts: Sequence[pa.Table],
     samples, RTT sum and jitter sum in ns; ``dissect.warmup.ChunkState.extras``) also makes the RTT mean and jitter
     exact: sums, not rounded means, are added.
     """
+    # Only endpoint pairs seen in more than one part can merge: the other rows pass through in Arrow, untouched.
+    alone, shared = _split_shared(parts)
     rows: list[dict[str, Any]] = []
     open_rows: dict[tuple[Any, ...], int] = {}  # endpoint-pair key -> index in rows of its latest connection
     conn_ids: dict[str, str] = {}
     merged = 0
-    for number, part in enumerate(parts):
+    for number, part in enumerate(shared):
         continued: set[tuple[Any, ...]] = set()
         segments = payload_segments[number] if payload_segments is not None else {}
         sums = extras[number] if extras is not None else {}
@@ -168,12 +170,40 @@ def merge_connections(node: str, parts: Sequence[pa.Table],
                 rows.append(row)
             open_rows[key] = index
             continued.add(key)
-    rows.sort(key=lambda r: (r["first_ts_ns"], r["conn_id"]))
     for row in rows:
         del row[_SEGMENTS]
         del row[_RTT]
-    table = pa.Table.from_pylist(rows, schema=CONNECTIONS) if rows else CONNECTIONS.empty_table()
+    tables = [t.cast(CONNECTIONS) for t in alone if t.num_rows]
+    if rows:
+        tables.append(pa.Table.from_pylist(rows, schema=CONNECTIONS))
+    if not tables:
+        return MergedConnections(CONNECTIONS.empty_table(), conn_ids, merged)
+    table = pa.concat_tables(tables)
+    table = table.take(pc.sort_indices(table, sort_keys=[("first_ts_ns", "ascending"), ("conn_id", "ascending")]))
     return MergedConnections(table, conn_ids, merged)
+
+
+def _pair_keys(part: pa.Table) -> pa.Array:
+    """The unordered endpoint pair of each row, as text (``_pair_key`` in Arrow)."""
+    src = pc.binary_join_element_wise(part.column("src_ip"), pc.cast(part.column("src_port"), pa.string()), "|")
+    dst = pc.binary_join_element_wise(part.column("dst_ip"), pc.cast(part.column("dst_port"), pa.string()), "|")
+    src, dst = pc.fill_null(src, "|"), pc.fill_null(dst, "|")
+    first = pc.less_equal(src, dst)
+    return pc.binary_join_element_wise(part.column("proto"), pc.if_else(first, src, dst),
+                                       pc.if_else(first, dst, src), "#")
+
+
+def _split_shared(parts: Sequence[pa.Table]) -> tuple[list[pa.Table], list[pa.Table]]:
+    """Per part: (rows whose endpoint pair no other part has, rows whose pair another part has)."""
+    keys = [_pair_keys(part) if part.num_rows else pa.array([], pa.string()) for part in parts]
+    counts = pc.value_counts(pa.concat_arrays([pc.unique(column) for column in keys]))
+    many = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+    alone, shared = [], []
+    for part, column in zip(parts, keys, strict=True):
+        mask = pc.is_in(column, value_set=many) if part.num_rows else pa.array([], pa.bool_())
+        shared.append(part.filter(mask))
+        alone.append(part.filter(pc.invert(mask)))
+    return alone, shared
 
 
 def remap_conn_ids(table: pa.Table, conn_ids: dict[str, str]) -> pa.Table:

@@ -64,11 +64,13 @@ class CostModel:
     bytes_per_packet: int = 700  # when a manifest entry has no packet count: stored bytes per packet
     s_per_merged_row: float = 20e-6  # the merge step, per connections row of the node's chunks
     rows_per_packet: float = 0.002  # connections rows per packet (about one connection per 500 packets)
+    mb_per_merged_row: float = 0.001  # the merge step's memory per connections row (Arrow tables of all chunks)
 
     def to_dict(self) -> dict[str, float]:
         return {"s_per_packet": self.s_per_packet, "mb_per_packet": self.mb_per_packet, "base_mb": self.base_mb,
                 "fixed_s": self.fixed_s, "bytes_per_packet": self.bytes_per_packet,
-                "s_per_merged_row": self.s_per_merged_row, "rows_per_packet": self.rows_per_packet}
+                "s_per_merged_row": self.s_per_merged_row, "rows_per_packet": self.rows_per_packet,
+                "mb_per_merged_row": self.mb_per_merged_row}
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +146,7 @@ class Prediction:
     max_task_s: float
     max_task_mb: float
     merge_s: float
+    merge_mb: float  # the largest node's merge step (one function: all its chunks' rows in memory)
     wall_s: float
     lambda_gb_s: float
     cost_usd: float
@@ -151,7 +154,7 @@ class Prediction:
     def to_dict(self) -> dict[str, Any]:
         return {"tasks": self.tasks, "concurrency": self.concurrency, "waves": self.waves,
                 "max_task_s": round(self.max_task_s, 1), "max_task_mb": round(self.max_task_mb, 1),
-                "merge_s": round(self.merge_s, 1), "wall_s": round(self.wall_s, 1),
+                "merge_s": round(self.merge_s, 1), "merge_mb": round(self.merge_mb, 1), "wall_s": round(self.wall_s, 1),
                 "lambda_gb_s": round(self.lambda_gb_s, 1), "cost_usd": round(self.cost_usd, 4)}
 
 
@@ -298,16 +301,18 @@ def predict(plan: Plan, concurrency: int, finalize_s: float = 30.0) -> Predictio
     ordered = sorted((c.seconds for c in plan.chunks), reverse=True)
     chunk_wall = sum(ordered[wave * concurrency] for wave in range(waves))
     merges = []
+    merge_mb = 0.0
     for node in plan.nodes():
-        packets = sum(c.packets for c in plan.of(node))
-        merges.append(cost.fixed_s + packets * cost.rows_per_packet * cost.s_per_merged_row)
+        rows = sum(c.packets for c in plan.of(node)) * cost.rows_per_packet
+        merges.append(cost.fixed_s + rows * cost.s_per_merged_row)
+        merge_mb = max(merge_mb, cost.base_mb + rows * cost.mb_per_merged_row)
     merge_s = max(merges, default=0.0)
     gb = limits.memory_mb / 1024
     gb_s = sum(c.seconds for c in plan.chunks) * gb + sum(merges) * gb + finalize_s * gb
     usd = (gb_s * LAMBDA_USD_PER_GB_S + (tasks + len(merges) + 2) * LAMBDA_USD_PER_REQUEST
            + (tasks * TRANSITIONS_PER_CHUNK + len(merges) * 3 + 10) * STATES_USD_PER_TRANSITION)
     return Prediction(tasks, concurrency, waves, longest, max((c.memory_mb for c in plan.chunks), default=0.0),
-                      merge_s, chunk_wall + merge_s + finalize_s, gb_s, usd)
+                      merge_s, merge_mb, chunk_wall + merge_s + finalize_s, gb_s, usd)
 
 
 def chunk_of_item(item: Mapping[str, Any]) -> tuple[str, int, int, int, int, bool, bool]:
