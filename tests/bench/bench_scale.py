@@ -57,18 +57,19 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _child(args: tuple[str, int, int, int, int | None, Any]) -> tuple[float, float, float, EngineResult]:
-    path, low, high, index, warm, queue = args
+def _child(args: tuple[str, int, int, int, int | None, tuple[int, int]]) -> tuple[float, float, float, EngineResult]:
+    path, low, high, index, warm, span = args
     baseline = _rss_mb()
     start = resource.getrusage(resource.RUSAGE_SELF)
-    source = SegmentSource(SegmentRef(path, None, low, high), path=Path(path))
+    source = SegmentSource(SegmentRef(path, None, span[0], span[1]), path=Path(path))  # the file's own span
     result = dissect_segments("bench", [source], Chunk(index, low, high, warm))
     end = resource.getrusage(resource.RUSAGE_SELF)
     cpu = end.ru_utime + end.ru_stime - start.ru_utime - start.ru_stime
     return cpu, baseline, _rss_mb(), result
 
 
-def _run_child(args: tuple[str, int, int, int, int | None, Any]) -> tuple[float, float, float, EngineResult]:
+def _run_child(args: tuple[str, int, int, int, int | None, tuple[int, int]]
+               ) -> tuple[float, float, float, EngineResult]:
     with multiprocessing.get_context("spawn").Pool(1) as pool:  # a fresh process per chunk: its own peak RSS
         return pool.apply(_child, (args,))
 
@@ -104,7 +105,7 @@ def measure(path: Path, chunks: int, warmup_s: float) -> tuple[CostModel, list[d
         warm = None if chunk.open_start else chunk.warmup_start_ns
         cpu, baseline, peak, result = _run_child((str(path), 0 if chunk.open_start else chunk.start_ns,
                                                   (1 << 63) - 1 if chunk.open_end else chunk.end_ns, chunk.index,
-                                                  warm, None))
+                                                  warm, (low, high)))
         packets = result.stats.get("packets", 0)
         measured.append({"chunk": chunk.index, "packets": packets, "cpu_s": round(cpu, 2),
                          "baseline_mb": round(baseline, 1), "peak_rss_mb": round(peak, 1),
@@ -121,17 +122,29 @@ def measure(path: Path, chunks: int, warmup_s: float) -> tuple[CostModel, list[d
     table_mb = sum(t.nbytes for r in results for t in r.tables.values()) / 2**20
     rows = sum(r.tables["connections"].num_rows for r in results)
     packets = sum(m["packets"] for m in measured)
-    # Over the chunks' own packets: the warm-up's reads are in the CPU time, so the figure is conservative.
+    # Per packet read: a chunk reads its warm-up too. The planner's estimate of each task's reads, from the
+    # measured total spread over the capture's span, is the denominator.
+    replanned = plan_node("bench", [SegmentSpan(str(path), low, high - 1, size, packets)], chunk_ns=chunk_ns,
+                          warmup_ns=int(warmup_s * SECOND_NS))
+    reads = {c.index: max(c.packets, 1) for c in replanned}
     cpu_total = sum(m["cpu_s"] for m in measured)
     baseline = max(m["baseline_mb"] for m in measured)
-    growth = max((m["peak_rss_mb"] - m["baseline_mb"]) / max(m["packets"], 1) for m in measured)
-    cost = CostModel(s_per_packet=cpu_total / max(packets, 1), mb_per_packet=growth, base_mb=baseline,
+    growth = max((m["peak_rss_mb"] - m["baseline_mb"]) / reads[m["chunk"]] for m in measured)
+    cost = CostModel(s_per_packet=cpu_total / sum(reads.values()), mb_per_packet=growth, base_mb=baseline,
                      bytes_per_packet=max(size // max(packets, 1), 1),
                      s_per_merged_row=merge_cpu / max(rows, 1), rows_per_packet=rows / max(packets, 1),
                      # the chunks' tables and the merged copy side by side
                      mb_per_merged_row=2 * table_mb / max(rows, 1))
     print(f"  merge: {rows} chunk rows -> {merged.tables['connections'].num_rows} connections in {merge_cpu:.2f} "
           f"CPU s", flush=True)
+    # The chunks' merged rows against one sequential pass over the capture: every column of every connection.
+    sequential = dissect_segments("bench", [SegmentSource(SegmentRef(str(path), None, low, high), path=path)])
+    expected = {row["conn_id"]: row for row in sequential.tables["connections"].to_pylist()}
+    actual = {row["conn_id"]: row for row in merged.tables["connections"].to_pylist()}
+    differing = sum(1 for conn_id, row in expected.items() if actual.get(conn_id) != row)
+    differing += len(set(actual) - set(expected))
+    print(f"  chunked vs sequential: {len(actual)} vs {len(expected)} connections, {differing} differing in any column",
+          flush=True)
     return cost, measured
 
 

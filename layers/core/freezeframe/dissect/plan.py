@@ -106,6 +106,7 @@ class PlannedChunk:
     seconds: float  # estimated task time
     memory_mb: float  # estimated peak memory
     segments: tuple[str, ...] = ()  # keys of the segments the task reads (warm-up included)
+    own_packets: int = 0  # estimated packets of [start_ns, end_ns) alone (what its rows count)
 
     def owns(self, ts_ns: int) -> bool:
         return (self.open_start or ts_ns >= self.start_ns) and (self.open_end or ts_ns < self.end_ns)
@@ -117,7 +118,8 @@ class PlannedChunk:
                 "open_end": self.open_end}
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.to_item(""), "packets": self.packets, "seconds": round(self.seconds, 3),
+        return {**self.to_item(""), "packets": self.packets, "own_packets": self.own_packets,
+                "seconds": round(self.seconds, 3),
                 "memory_mb": round(self.memory_mb, 1), "segments": list(self.segments)}
 
 
@@ -269,7 +271,8 @@ def plan_node(node: str, segments: Sequence[SegmentSpan], *, window: tuple[int, 
         packets = curve.between(warm, high)
         seconds, memory = _estimate(packets, curve, cost)
         chunks.append(PlannedChunk(node, index, low, high, warm, index == 0, index == last, math.ceil(packets),
-                                   seconds, memory, curve.keys(warm, high, index == 0, index == last)))
+                                   seconds, memory, curve.keys(warm, high, index == 0, index == last),
+                                   math.ceil(curve.between(low, high))))
     return chunks
 
 
@@ -303,7 +306,7 @@ def predict(plan: Plan, concurrency: int, finalize_s: float = 30.0) -> Predictio
     merges = []
     merge_mb = 0.0
     for node in plan.nodes():
-        rows = sum(c.packets for c in plan.of(node)) * cost.rows_per_packet
+        rows = sum(c.own_packets for c in plan.of(node)) * cost.rows_per_packet
         merges.append(cost.fixed_s + rows * cost.s_per_merged_row)
         merge_mb = max(merge_mb, cost.base_mb + rows * cost.mb_per_merged_row)
     merge_s = max(merges, default=0.0)
