@@ -57,8 +57,9 @@ class SegmentSpan:
 class CostModel:
     """Per-task cost of dissection, measured by tests/bench/bench_scale.py on real captures (one Lambda vCPU)."""
 
-    s_per_packet: float = 1 / 90_000  # the Python engine on real traffic, about 90 k packets per CPU-second
-    mb_per_packet: float = 0.0004  # peak resident growth per packet in a chunk (flows, rows, arrays)
+    # Defaults from `make bench-scale` on the 1 M-packet kernel capture (README, Benchmarks), rounded up.
+    s_per_packet: float = 1 / 60_000  # the Python engine on real traffic, warm-up reads included
+    mb_per_packet: float = 0.0006  # peak resident growth per packet read (flows, rows, arrays)
     base_mb: float = 300.0  # the interpreter, pyarrow, numpy and the function's code
     fixed_s: float = 3.0  # cold start, fetching the first segment, writing the chunk's parts
     bytes_per_packet: int = 700  # when a manifest entry has no packet count: stored bytes per packet
