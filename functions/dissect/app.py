@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -19,8 +19,9 @@ from freezeframe.config import settings
 from freezeframe.dissect.fanout import dissect_chunk, merge_node, plan_dissection
 from freezeframe.dissect.job import dissect_node
 from freezeframe.errors import PayloadError
+from freezeframe.logsetup import function_logger
 
-logger = Logger()
+logger = function_logger()
 tracer = Tracer()
 metrics = Metrics()
 

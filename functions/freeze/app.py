@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -15,9 +15,10 @@ from freezeframe.adapters.invoke import start_dissection
 from freezeframe.config import settings
 from freezeframe.freeze import freeze
 from freezeframe.lifecycle import record_failed_attempt
+from freezeframe.logsetup import function_logger
 from freezeframe.models import FreezeRequest
 
-logger = Logger()
+logger = function_logger()
 tracer = Tracer()
 metrics = Metrics()
 

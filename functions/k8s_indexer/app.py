@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import KafkaEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -18,8 +18,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from freezeframe import k8s_context
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import settings
+from freezeframe.logsetup import function_logger
 
-logger = Logger()
+logger = function_logger()
 tracer = Tracer()
 metrics = Metrics()
 REQUIRED = ("schema", "cluster", "node", "observed_ns")
@@ -37,7 +38,7 @@ def lambda_handler(event: KafkaEvent, context: LambdaContext) -> dict[str, Any]:
         except ValueError:
             value = None
         if not isinstance(value, dict) or any(value.get(name) is None for name in REQUIRED) or value["schema"] not in (
-                k8s_context.POD_SCHEMA, k8s_context.EVENT_SCHEMA):
+                k8s_context.SCHEMAS):
             # Retrying a malformed record cannot fix it; it is logged with its offset and counted.
             logger.error("malformed k8s record", topic=record.topic, partition=record.partition, offset=record.offset)
             malformed += 1

@@ -11,7 +11,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.kafka_event import KafkaEventRecord
@@ -22,9 +22,10 @@ from freezeframe.adapters import s3 as s3io
 from freezeframe.config import settings
 from freezeframe.errors import PayloadError
 from freezeframe.holds import Hold, index_segment, open_holds
+from freezeframe.logsetup import function_logger
 from freezeframe.models import GAP_SCHEMA, SEGMENT_SCHEMA, SegmentRecord
 
-logger = Logger()
+logger = function_logger()
 tracer = Tracer()
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.Kafka)

@@ -12,7 +12,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Metrics, Tracer
 from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Response, content_types
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -23,9 +23,10 @@ from freezeframe.adapters.invoke import invoke_async
 from freezeframe.adapters.secrets import alertmanager_token, api_token, pagerduty_secrets
 from freezeframe.config import Settings, settings
 from freezeframe.errors import ConfigError, NotFoundError, PayloadError, SignatureError, WindowError
+from freezeframe.logsetup import function_logger
 from freezeframe.rules import load_rules
 
-logger = Logger()
+logger = function_logger()
 tracer = Tracer()
 metrics = Metrics()
 app = LambdaFunctionUrlResolver()

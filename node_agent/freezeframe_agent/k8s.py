@@ -1,8 +1,9 @@
 """Kubernetes context for the captures: which pod (and workload) held which IP on this node and when, plus the
 cluster's events, published to the bus topic `freezeframe.k8s` with the key `<cluster>/<node>`.
 
-The official client lists, then watches, the pods of this node (fieldSelector `spec.nodeName=<node>`) and the
-core/v1 events of all namespaces. Each watch resumes from the last resourceVersion it processed. A 410 Gone, which
+The official client lists, then watches, the pods of this node (fieldSelector `spec.nodeName=<node>`), the
+core/v1 events of all namespaces, and (freezeframe_agent.k8s_objects) the cluster's Services and EndpointSlices and
+this node's Node object. Each watch resumes from the last resourceVersion it processed. A 410 Gone, which
 the client raises as `ApiException(status=410)` both for an HTTP 410 and for a watch ERROR event with code 410,
 forces a re-list: the list is published as a SYNC snapshot, and pods that vanished during the gap as DELETED, so an
 IP's owner can still be resolved at any time. Other failures back off with jitter up to a bounded maximum.
@@ -13,6 +14,7 @@ covers it. Consumers deduplicate on (uid, resource_version, change).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -33,6 +35,7 @@ from kubernetes.client.exceptions import ApiException
 from freezeframe.adapters.bus import SegmentBus
 from freezeframe.config import K8S_TOPIC, Settings
 from freezeframe.errors import ConfigError, FreezeframeError
+from freezeframe_agent.k8s_objects import ENDPOINTSLICE_SCHEMA, NODE_SCHEMA, SERVICE_SCHEMA, ObjectRecord, object_record
 
 logger = logging.getLogger(__name__)
 
@@ -243,7 +246,7 @@ class K8sWatcher:
     def __init__(self, bus: SegmentBus, *, cluster: str, node: str,
                  api_client: kube_client.ApiClient | None = None,
                  configuration: kube_client.Configuration | None = None,
-                 topic: str = K8S_TOPIC, watch_events: bool = True,
+                 topic: str = K8S_TOPIC, watch_events: bool = True, watch_objects: bool = True,
                  watch_timeout_s: int = 300, connect_timeout_s: float = 10.0, list_timeout_s: float = 60.0,
                  page_size: int = 500, backoff_base_s: float = 0.5, backoff_max_s: float = 30.0,
                  min_watch_s: float = 1.0, publish_attempts: int = 5, stop_timeout_s: float = 10.0,
@@ -277,6 +280,18 @@ class K8sWatcher:
         if watch_events:
             self._feeds.append(_Feed("events", core.list_event_for_all_namespaces, None,
                                      self._on_event_list, self._on_event_change))
+        self._objects: dict[str, dict[str, ObjectRecord]] = {}  # schema -> uid -> last published state
+        if watch_objects:
+            # The cluster's Services and EndpointSlices (what a ClusterIP meant and which backends were ready), and
+            # this agent's own Node (its readiness and conditions).
+            discovery = kube_client.DiscoveryV1Api(self._api)
+            for name, list_func, selector, schema in (
+                    ("services", core.list_service_for_all_namespaces, None, SERVICE_SCHEMA),
+                    ("endpointslices", discovery.list_endpoint_slice_for_all_namespaces, None, ENDPOINTSLICE_SCHEMA),
+                    ("nodes", core.list_node, f"metadata.name={node}", NODE_SCHEMA)):
+                self._objects[schema] = {}
+                self._feeds.append(_Feed(name, list_func, selector, functools.partial(self._on_object_list, schema),
+                                         functools.partial(self._on_object_change, schema)))
         self._pods: dict[str, PodRecord] = {}  # uid -> last known state, to infer deletions on a re-list
         self._events: dict[str, str | None] = {}  # uid -> resourceVersion published, to skip repeats on a re-list
         self._publish_lock = threading.Lock()
@@ -485,6 +500,34 @@ class K8sWatcher:
             return
         self._publish(record.to_dict(), stop)
         self._events[record.uid] = record.resource_version
+
+    def _on_object_list(self, schema: str, items: list[RawObject], resource_version: str,
+                        stop: threading.Event) -> None:
+        now = self._clock_ns()
+        known = self._objects[schema]
+        snapshot = [object_record(schema, item, cluster=self.cluster, node=self.node, change="SYNC", observed_ns=now)
+                    for item in items]
+        present = {record.uid for record in snapshot}
+        for uid, record in list(known.items()):
+            if uid not in present:  # deleted while the watch was down
+                self._publish(replace(record, change="DELETED", observed_ns=now).to_dict(), stop)
+                del known[uid]
+        for record in snapshot:
+            self._publish(record.to_dict(), stop)
+            known[record.uid] = record
+
+    def _on_object_change(self, schema: str, change: str, raw: RawObject, stop: threading.Event) -> None:
+        record = object_record(schema, raw, cluster=self.cluster, node=self.node, change=change,
+                               observed_ns=self._clock_ns())
+        known = self._objects[schema]
+        if change == "MODIFIED" and record.uid in known and known[record.uid].same_state(record):
+            known[record.uid] = record  # a heartbeat: nothing a consumer reads changed
+            return
+        self._publish(record.to_dict(), stop)
+        if change == "DELETED":
+            known.pop(record.uid, None)
+        else:
+            known[record.uid] = record
 
     def _publish(self, value: dict[str, Any], stop: threading.Event) -> None:
         for attempt in range(1, self.publish_attempts + 1):

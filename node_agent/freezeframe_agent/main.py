@@ -28,6 +28,7 @@ from freezeframe_agent.health import AgentMetrics, Health, HealthReport, HealthS
 from freezeframe_agent.jobs import JOBS_SPOOL, JOBS_TOPIC, JobManager, RecordingJob
 from freezeframe_agent.k8s import K8sWatcher
 from freezeframe_agent.logs import configure_logging
+from freezeframe_agent.node_state import start_recorder
 from freezeframe_agent.publisher import LazyBus, open_agent_bus
 from freezeframe_agent.segmenter import EXT, Segmenter
 from freezeframe_agent.spool import Spool
@@ -166,6 +167,10 @@ def run_capture(config: Settings, interface: str | None, duration_s: float | Non
                          buffer_kib=config.capture_buffer_kib, netns=netns, command_prefix=command_prefix)
     stop: threading.Event = kwargs.pop("stop", None) or threading.Event()
     timer = threading.Timer(duration_s, stop.set) if duration_s is not None else None
+    # The node's network state is recorded beside the capture, in the capture's namespace, every segment period.
+    state_stop = threading.Event()
+    recorder = start_recorder(config, kwargs.get("s3") or s3io.client(config), state_stop,
+                              netns=netns or _netns_of(command_prefix)) if config.node_state else None
     if timer is not None:
         timer.start()
     try:
@@ -174,6 +179,9 @@ def run_capture(config: Settings, interface: str | None, duration_s: float | Non
         if timer is not None:
             timer.cancel()
         source.close()
+        if recorder is not None:
+            state_stop.set()
+            recorder[0].join(timeout=SHUTDOWN_GRACE_S)
 
 
 def run_jobs(config: Settings, jobs_file: Path, stop: threading.Event, *, interfaces: tuple[str, ...] | None = None,
@@ -245,25 +253,36 @@ def _stop_side_tasks(k8s: tuple[threading.Thread, K8sWatcher] | None,
         jobs[0].join(timeout=SHUTDOWN_GRACE_S + 5)
 
 
+def _netns_of(command_prefix: tuple[str, ...]) -> str | None:
+    """The namespace of an `ip netns exec <name>` prefix (tcpdump's way into a namespace), else None."""
+    return command_prefix[3] if len(command_prefix) >= 4 and command_prefix[:3] == ("ip", "netns", "exec") else None
+
+
 def _interfaces(spec: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in spec.split(",") if name.strip())
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="freezeframe-agent", description="freezeframe node agent")
     sub = parser.add_subparsers(dest="command", required=True)
-    replay = sub.add_parser("replay", help="replay a pcap file as if captured live")
-    replay.add_argument("pcap", type=Path)
-    replay.add_argument("--speedup", type=float, default=1.0)
+    replay_help = "replay a pcap file as if captured live"
+    replay = sub.add_parser("replay", help=replay_help, description=replay_help)
+    replay.add_argument("pcap", type=Path, help="the capture file (pcap or pcapng)")
+    replay.add_argument("--speedup", type=float, default=1.0, help="replay this many times faster than captured")
     replay.add_argument("--keep-timestamps", action="store_true", help="do not shift timestamps to now")
-    capture = sub.add_parser("capture", help="capture live (engine: FREEZEFRAME_CAPTURE_ENGINE, tcpdump or scapy)")
+    capture_help = "capture live (engine: FREEZEFRAME_CAPTURE_ENGINE, tcpdump or scapy)"
+    capture = sub.add_parser("capture", help=capture_help, description=capture_help)
     capture.add_argument("--interface", "-i", default=None,
                          help="interface(s), comma-separated, or 'any' (default: FREEZEFRAME_INTERFACES)")
     capture.add_argument("--duration", type=float, default=None, help="seconds to capture (default: until SIGTERM)")
     capture.add_argument("--filter", default=None, help="BPF capture filter (default: FREEZEFRAME_CAPTURE_FILTER)")
     capture.add_argument("--snaplen", type=int, default=None,
                          help="bytes kept per packet (default: FREEZEFRAME_SNAPLEN)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     config = settings()
     configure_logging(config.cluster, config.node_name)
     stop, terminate = threading.Event(), threading.Event()

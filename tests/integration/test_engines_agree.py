@@ -65,6 +65,23 @@ def test_every_scenario(trino: TrinoEngine, catalog: str, duck: duckdb.DuckDBPyC
     both(trino, catalog, duck, scenario.sql(INCIDENT))
 
 
+def test_the_observation_columns_of_the_views(trino: TrinoEngine, catalog: str,
+                                              duck: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
+    """The views' list and boolean columns read alike, on the fixture and on two nodes dissected into one folder."""
+    both(trino, catalog, duck, "SELECT conn_id, observers, observer, views_disagree, disagreeing, "
+                               "cardinality(observers) AS sightings FROM connections ORDER BY conn_id")
+    from freezeframe.dissect.files import dissect_files
+
+    sample = ROOT / "tests" / "fixtures" / "sample.pcap"
+    for node in ("node-a", "node-b"):
+        dissect_files([sample], tmp_path, node=node, incident_id="inc-2n", progress=False)
+    two = trino.attach(DataLocation.directory(tmp_path))
+    for table in ("connections", "dns", "http", "tls"):
+        result = both(trino, two, connect_local(tmp_path), f"SELECT conn_id, observers, observer, views_disagree, "
+                                                           f"disagreeing FROM {table} ORDER BY conn_id, ts_ns")
+        assert all(row[1] == ["node-a", "node-b"] for row in result.rows), table
+
+
 def test_the_named_queries_template_yaml_deploys(trino: TrinoEngine, catalog: str,
                                                  duck: duckdb.DuckDBPyConnection) -> None:
     from cfnlint import decode
@@ -83,7 +100,8 @@ def test_every_report_section(trino: TrinoEngine, catalog: str, duck: duckdb.Duc
     coverage = both(trino, catalog, duck, report.coverage_query(where).sql)
     span = max(r[6] for r in coverage.rows) - min(r[5] for r in coverage.rows)
     sections = report.section_queries(where, report.bucket_width_ns(span))
-    assert {q.name for q in sections} == {"timeline", "service_map", "tcp_health", "tcp_hotspots", "dns_failures",
+    assert {q.name for q in sections} == {"timeline", "node_health", "endpoint_readiness", "service_map",
+                                          "service_traffic", "tcp_health", "tcp_hotspots", "dns_failures",
                                           "tls_failures", "slowest_endpoints"}
     for query in sections:
         both(trino, catalog, duck, query.sql)
@@ -182,13 +200,16 @@ def test_trino_reads_every_table_the_dissector_writes_as_the_local_engine_does(
     from freezeframe.dissect.files import dissect_files
     from freezeframe.glue import check_parquet_types
     from freezeframe.schemas import TABLES
+    from tests.unit.dissect.test_crosslayer_sample import write_context
 
     sample = ROOT / "tests" / "fixtures" / "sample.pcap"
-    dissect_files([sample], tmp_path, node="node-a", incident_id="inc-3", progress=False)
-    catalog = trino.attach(DataLocation.directory(tmp_path))
-    files = connect_local(tmp_path)
+    k8s, node_state = write_context(tmp_path / "context")  # so the cross-layer tables have rows too
+    out = tmp_path / "out"
+    dissect_files([sample], out, node="node-a", incident_id="inc-3", progress=False, k8s=k8s, node_state=node_state)
+    catalog = trino.attach(DataLocation.directory(out))
+    files = connect_local(out)
     for table in TABLES:
-        (part,) = tmp_path.glob(f"tables/{table}/dt=*/incident_id=inc-3/node-a.parquet")
+        (part,) = out.glob(f"tables/{table}/dt=*/incident_id=inc-3/*.parquet")
         check_parquet_types(part, table)  # what Athena needs; Trino alone would also read some mismatches
         sql = f"SELECT * FROM freezeframe.{table}"  # every column, lists and timestamps included
         trino_result = trino.run(sql, catalog)

@@ -26,6 +26,7 @@ from freezeframe.config import Settings
 from freezeframe.keys import manifest_key, report_key, table_part_key
 from freezeframe.manifest import build_manifest
 from freezeframe.models import FreezeRequest, LockSpec, ManifestEntry, Scope, from_ns
+from freezeframe.views import write_incident_views
 from tests.fixtures.evidence_tables import at, table_of
 
 pytestmark = pytest.mark.integration
@@ -39,8 +40,8 @@ PATH_ATTACK = "/api/<svg onload=alert(3)>"
 WORKLOAD_ATTACK = "</title><script>alert(4)</script>"
 FRONTEND = {"src_ip": "10.0.0.10", "src_namespace": "shop", "src_workload": "frontend"}
 CHECKOUT = {"dst_ip": "10.0.0.20", "dst_port": 8080, "dst_namespace": "shop", "dst_workload": "checkout"}
-SECTIONS = ["Coverage per node", "Timeline of errors", "Service map", "TCP health", "DNS failures",
-            "TLS handshake failures", "Slowest endpoints", "SQL behind each section"]
+SECTIONS = ["Coverage per node", "Timeline of errors", "Node health", "Endpoint readiness", "Service map", "Services",
+            "TCP health", "DNS failures", "TLS handshake failures", "Slowest endpoints", "SQL behind each section"]
 
 
 def _connections() -> list[dict[str, Any]]:
@@ -199,6 +200,9 @@ def evidence(stack: Any) -> Settings:
         pq.write_table(table_of(table, rows), buffer)
         s3io.put_bytes(s3, config.evidence_bucket, table_part_key(table, WINDOW_START, INCIDENT, node),
                        buffer.getvalue(), content_type="application/vnd.apache.parquet")
+    # What finalize does before it writes the report: the incident's views, which the report's SQL reads.
+    write_incident_views(config.evidence_bucket, s3, INCIDENT,
+                         [table_part_key(table, WINDOW_START, INCIDENT, node) for table, node in by_node])
     return config
 
 

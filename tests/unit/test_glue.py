@@ -1,4 +1,4 @@
-"""freezeframe.glue: the Glue columns and the Athena DDL are the pyarrow schemas, whatever `schemas.TABLES` holds."""
+"""freezeframe.glue: the Glue columns and the Athena DDL are the pyarrow schemas, whatever `schemas.VIEWS` holds."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from freezeframe import glue, keys
-from freezeframe.schemas import PARTITION_KEYS, TABLES, field_doc
+from freezeframe.schemas import PARTITION_KEYS, field_doc
+from freezeframe.schemas import VIEWS as TABLES
 
 sqlglot = pytest.importorskip("sqlglot")
 exp = sqlglot.exp
@@ -84,8 +85,8 @@ def test_glue_table_is_parquet_partitioned_by_dt_and_incident_under_the_key_layo
     assert [(p["Name"], p["Type"]) for p in table_input["PartitionKeys"]] == [(k, "string") for k in PARTITION_KEYS]
     assert all(p["Comment"] for p in table_input["PartitionKeys"])
     sd = table_input["StorageDescriptor"]
-    assert sd["Location"] == {"Fn::Sub": f"s3://${{EvidenceBucket}}/{keys.table_prefix(table)}"}
-    assert sd["Location"]["Fn::Sub"].endswith(f"/tables/{table}/")
+    assert sd["Location"] == {"Fn::Sub": f"s3://${{EvidenceBucket}}/{keys.view_prefix(table)}"}
+    assert sd["Location"]["Fn::Sub"].endswith(f"/views/{table}/")
     assert sd["SerdeInfo"]["SerializationLibrary"] == "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
     assert sd["InputFormat"].endswith("MapredParquetInputFormat")
     assert sd["OutputFormat"].endswith("MapredParquetOutputFormat")
@@ -144,7 +145,7 @@ def test_ddl_parses_as_athena_with_the_schemas_columns_and_partitions(table: str
     assert partitioned is not None
     assert [c.name for c in partitioned.this.expressions] == list(PARTITION_KEYS)
     assert tree.find(exp.FileFormatProperty).this.name.upper() == "PARQUET"
-    assert tree.find(exp.LocationProperty).this.this == f"s3://evidence-bkt/{keys.table_prefix(table)}"
+    assert tree.find(exp.LocationProperty).this.this == f"s3://evidence-bkt/{keys.view_prefix(table)}"
 
 
 def test_ddl_escapes_quotes_and_backslashes_and_covers_nested_types() -> None:
@@ -187,12 +188,13 @@ def _error(code: str) -> dict[str, Any]:
     return {"PartitionValues": ["2026-11-21", "inc-1"], "ErrorDetail": {"ErrorCode": code, "ErrorMessage": code}}
 
 
-def test_partition_location_is_the_folder_the_writer_uses() -> None:
+def test_partition_location_is_the_folder_the_incident_view_is_written_to() -> None:
     window_start_ns = 1_763_700_000_000_000_000  # 2025-11-21 UTC
     for table in TABLES:
         part_key = keys.table_part_key(table, window_start_ns, "inc-1", "node-a")
         day = part_key.split("dt=")[1].split("/")[0]
-        assert glue.partition_location("bkt", table, day, "inc-1") == f"s3://bkt/{posixpath.dirname(part_key)}/"
+        view = keys.view_key(table, day, "inc-1")
+        assert glue.partition_location("bkt", table, day, "inc-1") == f"s3://bkt/{posixpath.dirname(view)}/"
 
 
 def test_register_partitions_adds_one_partition_per_table() -> None:
@@ -205,7 +207,7 @@ def test_register_partitions_adds_one_partition_per_table() -> None:
         (entry,) = call["PartitionInputList"]
         assert entry["Values"] == ["2026-11-21", "inc-1"]
         sd = entry["StorageDescriptor"]
-        assert sd["Location"] == f"s3://bkt/tables/{call['TableName']}/dt=2026-11-21/incident_id=inc-1/"
+        assert sd["Location"] == f"s3://bkt/views/{call['TableName']}/dt=2026-11-21/incident_id=inc-1/"
         assert sd["Columns"] == glue.columns(TABLES[call["TableName"]])
 
 

@@ -107,7 +107,9 @@ def test_the_check_command_reports_each_part(tmp_path: Path, capsys: pytest.Capt
 
     root = write_engine_tables(tmp_path / "good")
     assert main(["--check", str(root)]) == 0
-    assert "6 of 6 Parquet part(s) match" in capsys.readouterr().out  # two incidents of http and connections
+    # Two incidents of http and connections (6 parts) plus node_stats, endpoints and service_flows (3), and each
+    # incident's ten views.
+    assert "29 of 29 Parquet part(s) match" in capsys.readouterr().out
     bad = tmp_path / "bad" / "tables" / "dns" / "dt=2025-11-21" / "incident_id=x"
     bad.mkdir(parents=True)
     pq.write_table(_dns_with("qname", pa.field("qname", pa.int32()), [7]), bad / "n.parquet")

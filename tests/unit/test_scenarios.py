@@ -292,3 +292,43 @@ def test_named_queries_carry_workgroup_database_and_the_scenario_sql() -> None:
         props = resources[scenarios.logical_id(scenario.name)]["Properties"]
         assert props["WorkGroup"] == {"Ref": "AthenaWorkGroup"} and props["Database"] == {"Ref": "GlueDatabase"}
         assert props["QueryString"].endswith(scenario.query)
+
+
+# ---------------------------------------------------------------- cross-layer scenarios (fixtures/crosslayer_tables.py)
+
+
+def _crosslayer(tmp_path: Path) -> Path:
+    from tests.fixtures import crosslayer_tables
+
+    return write_tables(tmp_path, crosslayer_tables.tables(), incident_id="inc-x")
+
+
+def test_conntrack_table_full(tmp_path: Path) -> None:
+    result = _run(_crosslayer(tmp_path), "conntrack-table-full", "inc-x")
+    # node-b only (node-c holds 100 of 262144 entries and dropped nothing).
+    assert _pick(result, "node", "peak_entries", "table_limit", "dropped", "insert_failed") == [
+        ("node-b", 262144, 262144, 137, 12)]
+    assert _pick(result, "first_drop")[0][0].timestamp() == pytest.approx(at(20.5) / 1e9)
+
+
+def test_listen_queue_overflow(tmp_path: Path) -> None:
+    result = _run(_crosslayer(tmp_path), "listen-queue-overflow", "inc-x")
+    assert _pick(result, "node", "listen_overflows", "listen_drops", "syncookies_sent", "periods") == [
+        ("node-a", 40, 40, 0, 2)]
+    first, last = _pick(result, "first_period_end", "last_period_end")[0]
+    assert (first.timestamp(), last.timestamp()) == pytest.approx(
+        (at(10.25) / 1e9, at(20.5) / 1e9))
+
+
+def test_service_without_ready_endpoints(tmp_path: Path) -> None:
+    result = _run(_crosslayer(tmp_path), "service-without-ready-endpoints", "inc-x")
+    assert _pick(result, "namespace", "service", "listed_endpoints", "failed_connections", "http_5xx",
+                 "first_failure_ns", "last_failure_ns") == [("production", "payments", 1, 1, 0, at(5.5), at(5.5))]
+    assert _pick(result, "no_ready_endpoints_since")[0][0].timestamp() == pytest.approx(at(-30) / 1e9)
+
+
+def test_errors_while_endpoints_terminating(tmp_path: Path) -> None:
+    result = _run(_crosslayer(tmp_path), "errors-while-endpoints-terminating", "inc-x")
+    assert _pick(result, "status", "path", "service", "terminating_pod", "sent_to_the_terminating_pod") == [
+        (504, "/cart/terminating", "checkout", "checkout-a", True),
+        (503, "/cart/via-service", "checkout", "checkout-a", False)]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from freezeframe.config import settings
 from freezeframe.custody import cli as custody_cli
 from freezeframe.errors import FreezeframeError
+from freezeframe.logsetup import cli_logging
 
 if TYPE_CHECKING:
     from freezeframe.config import Settings
@@ -89,11 +90,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     if args.json:
         # Progress goes to stderr so that stdout's last (only) output is the JSON object.
-        result = run_demo(kafka=args.kafka, s3_endpoint=args.s3_endpoint,
+        result = run_demo(kafka=args.kafka, s3_endpoint=args.s3_endpoint, directory=args.dir,
                           say=lambda line: print(line, file=sys.stderr))
         print(json.dumps(result, default=str))
     else:
-        result = run_demo(kafka=args.kafka, s3_endpoint=args.s3_endpoint)
+        result = run_demo(kafka=args.kafka, s3_endpoint=args.s3_endpoint, directory=args.dir)
         print(f"\ndone in {result['seconds']} s: incident {result['incident_id']}")
     return 0
 
@@ -129,6 +130,12 @@ def _cmd_query(args: argparse.Namespace) -> int:
     )
 
     output = "json" if args.json else args.format
+    if args.demo is not None:
+        # The demo's tables, copied into its directory; its incident unless another is named.
+        from freezeframe.local.demo_store import DemoDirectory
+
+        args.dir = args.demo
+        args.incident = args.incident or DemoDirectory.load(args.demo).incident_id
     sql = _query_sql(args)
     config = settings()
     if args.athena and args.engine != "duckdb":
@@ -206,6 +213,20 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from freezeframe.local.stack import apply_state, load_state
     from freezeframe.report import render_incident_report, store_report
 
+    if args.demo is not None:
+        from freezeframe.local.demo_store import open_demo
+
+        with open_demo(args.demo) as (config, s3, demo):
+            incident_id = args.incident or demo.incident_id
+            page = render_incident_report(config, s3, incident_id)
+        output = args.output or Path(f"report-{incident_id}.html")
+        output.write_text(page, encoding="utf-8")
+        print(f"wrote {output} ({len(page.encode()):,} bytes) from the demo's evidence in {args.demo}")
+        return 0  # the restored demo store is gone with its block: --store and the ledger have nowhere to go
+    if not args.incident:
+        from freezeframe.errors import ConfigError
+
+        raise ConfigError("name the INCIDENT (or give --demo DIR)")
     config = apply_state(settings(), load_state(settings()))
     if args.s3_endpoint:
         config = config.with_(s3_endpoint=args.s3_endpoint)
@@ -285,6 +306,16 @@ def _cmd_export_pcap(args: argparse.Namespace) -> int:
     options = ExportOptions(fmt=args.format, bpf=args.filter, start_ns=time_ns(args.start, "--start"),
                             end_ns=time_ns(args.end, "--end"), namespaces=tuple(args.namespace),
                             pods=tuple(args.pod), nodes=tuple(args.node), verify=args.verify)
+    if args.demo is not None:
+        from freezeframe.local.demo_store import open_demo
+
+        with open_demo(args.demo) as (demo_config, demo_s3, demo):
+            result = export_pcap(demo_config, demo_s3, args.incident or demo.incident_id, args.output, options)
+        summary = sys.stderr if str(args.output) == "-" else sys.stdout
+        print(json.dumps(result.to_dict()) if args.json else
+              f"wrote {result.packets} packets from {result.segments} segments of {len(result.nodes)} node(s) to "
+              f"{result.path} ({result.fmt}) from the demo's evidence in {args.demo}", file=summary)
+        return 0
     s3 = s3io.client(config)
     if (args.incident is None) == (args.job is None):
         from freezeframe.errors import ConfigError
@@ -342,7 +373,8 @@ def _cmd_dissect(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     config = settings()
     chunk_s = args.chunk_seconds if args.chunk_seconds is not None else (config.dissect_chunk_s or None)
-    result = dissect_files(args.captures, args.out, node=args.node, k8s=args.k8s, progress=args.progress,
+    result = dissect_files(args.captures, args.out, node=args.node, k8s=args.k8s, node_state=args.node_state,
+                           progress=args.progress,
                            incident_id=args.incident, chunk_s=chunk_s, warmup_s=config.dissect_warmup_s,
                            workers=args.workers)
     elapsed = time.perf_counter() - started
@@ -389,6 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--kafka", metavar="HOST:PORT", help="a real Kafka bootstrap server (default: file bus)")
     demo.add_argument("--s3-endpoint", metavar="URL", help="a real S3 endpoint (default: embedded moto)")
     demo.add_argument("--json", action="store_true", help="print one JSON object as the last output")
+    demo.add_argument("--dir", type=Path, default=None,
+                      help="where the embedded demo keeps its evidence (default ./freezeframe-demo; replaced)")
     demo.set_defaults(func=_cmd_demo)
     query = sub.add_parser("query", help="run Athena SQL, a saved scenario or a filter (locally or on Athena)",
                            description="Runs Athena SQL locally (DuckDB over the evidence bucket or a directory) or "
@@ -401,7 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--limit", type=int, default=None, help="at most this many rows (--filter)")
     query.add_argument("--format", choices=("table", "csv", "json"), default="table")
     query.add_argument("--json", action="store_true", help="same as --format json")
-    query.add_argument("--dir", type=Path, default=None, help="query a local copy of the bucket's tables/ instead")
+    query.add_argument("--dir", type=Path, default=None,
+                       help="query a local copy of the bucket (its views/, else tables/) instead")
+    query.add_argument("--demo", type=Path, metavar="DIR", default=None,
+                       help="query the evidence `freezeframe demo` kept in DIR (its incident unless --incident)")
     query.add_argument("--s3-endpoint", metavar="URL")
     query.add_argument("--engine", choices=("duckdb", "trino"), default="duckdb",
                        help="local engine: duckdb (embedded; refuses SQL it cannot answer as Athena would) or trino "
@@ -417,7 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     scenarios.set_defaults(func=_cmd_scenarios)
     custody_cli.add_commands(sub)  # verify, bundle, custody
     report = sub.add_parser("report", help="write an incident's self-contained HTML report")
-    report.add_argument("incident")
+    report.add_argument("incident", nargs="?")
+    report.add_argument("--demo", type=Path, metavar="DIR", help="the evidence `freezeframe demo` kept in DIR")
     report.add_argument("-o", "--output", type=Path, help="the HTML file (default: report-INCIDENT.html)")
     report.add_argument("--store", action="store_true", help="also store it in the evidence bucket")
     report.add_argument("--s3-endpoint", metavar="URL")
@@ -435,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export-pcap", help="merge an incident's locked segments of every node into one capture")
     export.add_argument("incident", nargs="?", help="the incident (or --job NAME)")
     export.add_argument("--job", metavar="NAME", help="a recording job's segments instead of an incident's")
+    export.add_argument("--demo", type=Path, metavar="DIR", help="the evidence `freezeframe demo` kept in DIR")
     export.add_argument("-o", "--output", type=Path, required=True,
                         help="the capture file to write, or - for stdout (e.g. | wireshark -k -i -)")
     export.add_argument("--filter", metavar="BPF", help="a libpcap filter expression (applied by tcpdump)")
@@ -462,11 +501,14 @@ def build_parser() -> argparse.ArgumentParser:
                          help="pcap or pcapng files, zstd-compressed or not, taken in the order of their first packet")
     dissect.add_argument("--out", type=Path, required=True,
                          help="output directory, laid out like the evidence bucket: tables/<table>/dt=<day>/"
-                         "incident_id=<id>/<node>.parquet and incidents/<id>/dissect/<node>.json")
+                         "incident_id=<id>/<node>.parquet, incidents/<id>/dissect/<node>.json, and the incident's "
+                         "views over every node dissected into it (views/<table>/...)")
     dissect.add_argument("--node", default="local", help="the node name the rows carry (default: local)")
     dissect.add_argument("--incident", default="local",
                          help="the incident_id partition of the rows (default: local)")
     dissect.add_argument("--k8s", type=Path, help="freezeframe.k8s records (JSON lines) for pod/namespace columns")
+    dissect.add_argument("--node-state", type=Path,
+                         help="freezeframe.node-state documents (JSON lines) for the node_stats and node_config tables")
     dissect.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                          help="show a progress bar (default: when stderr is a terminal)")
     dissect.add_argument("--chunk-seconds", type=float, metavar="N",
@@ -479,20 +521,74 @@ def build_parser() -> argparse.ArgumentParser:
     sample = sub.add_parser("sample-pcap", help="write the bundled sample capture")
     sample.add_argument("out", type=Path)
     sample.set_defaults(func=_cmd_sample)
+    _describe_subcommands(sub)
     return parser
 
 
+def _describe_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`freezeframe COMMAND --help` opens with the one-line help of `freezeframe --help` when it has no longer
+    description of its own."""
+    for listed in sub._choices_actions:
+        command = sub.choices[listed.dest]
+        command.description = command.description or listed.help
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The `freezeframe` command. An expected failure (bad input, no credentials, no such incident, an unreachable
+    endpoint, a closed output pipe) is one line on stderr and exit status 2; -v adds its traceback."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    cli_logging(args.verbose)
     try:
-        return int(args.func(args))
-    except FreezeframeError as exc:
-        print(f"freezeframe: error: {exc}", file=sys.stderr)
-        return 2
+        status = int(args.func(args))
+        sys.stdout.flush()  # a reader that went away (`| head -1`) shows here, not as a traceback at exit
+        return status
+    except BrokenPipeError:
+        # Nothing more can reach the reader; stdout is pointed at /dev/null so the flush at exit stays quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return _fail("the output was closed before it was all written (broken pipe)", args.verbose)
+    except Exception as exc:
+        reason = expected_failure(exc)
+        if reason is None:
+            raise
+        return _fail(reason, args.verbose)
+
+
+def expected_failure(exc: BaseException) -> str | None:
+    """The one-line reason of a failure that is the environment's or the input's, not freezeframe's; None for a
+    bug, which keeps its traceback."""
+    from botocore.exceptions import (
+        ClientError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        NoRegionError,
+        PartialCredentialsError,
+        ReadTimeoutError,
+    )
+
+    if isinstance(exc, FreezeframeError):
+        return str(exc)
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return f"no AWS credentials ({exc}): configure them (AWS_PROFILE, aws configure, an instance role) or " \
+               "point the command at a local stack (freezeframe up, --s3-endpoint)"
+    if isinstance(exc, NoRegionError):
+        return f"{exc}: set AWS_REGION"
+    if isinstance(exc, EndpointConnectionError | ConnectTimeoutError | ReadTimeoutError):
+        return f"cannot reach the endpoint: {exc}"
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return f"{exc.operation_name} refused: {error.get('Code', '?')}: {error.get('Message', exc)}"
+    if isinstance(exc, OSError):  # a file that cannot be read or written, a refused or reset connection
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def _fail(reason: str, verbose: bool) -> int:
+    if verbose:
+        logging.getLogger(__name__).exception("freezeframe failed")
+    print(f"freezeframe: error: {reason}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(BrokenPipeError):
-        raise SystemExit(main())
+    raise SystemExit(main())

@@ -61,12 +61,17 @@ ENV_CAPTURE_FILTER = "FREEZEFRAME_CAPTURE_FILTER"
 ENV_CAPTURE_ENGINE = "FREEZEFRAME_CAPTURE_ENGINE"
 CAPTURE_ENGINES = ("tcpdump", "scapy")
 ENV_K8S_WATCH = "FREEZEFRAME_K8S_WATCH"
+ENV_NODE_STATE = "FREEZEFRAME_NODE_STATE"  # record node network state beside the capture (freezeframe.node_state)
 ENV_JOBS_FILE = "FREEZEFRAME_JOBS_FILE"
 ENV_TRINO_JAVA_HOME = "FREEZEFRAME_TRINO_JAVA_HOME"  # a JDK >= 24 for Trino only (Kafka keeps the default Java)
 ENV_TRINO_URL = "FREEZEFRAME_TRINO_URL"  # a running Trino for `query --engine trino` (else the stack's)
 ENV_MAX_RETAIN_DAYS = "FREEZEFRAME_MAX_RETAIN_DAYS"
 # Custody: the asymmetric KMS key that signs evidence documents, and the RFC 3161 time-stamping authority.
 ENV_SIGNING_KEY_ID = "FREEZEFRAME_SIGNING_KEY_ID"
+# A local ECDSA P-256 private key (PEM) instead of KMS: the embedded demo's own key (adapters.local_signer).
+ENV_SIGNING_KEY_FILE = "FREEZEFRAME_SIGNING_KEY_FILE"
+# The public half to check custody chains against where no signing key is configured (a demo directory's key).
+ENV_SIGNING_PUBLIC_KEY_FILE = "FREEZEFRAME_SIGNING_PUBLIC_KEY_FILE"
 ENV_KMS_ENDPOINT = "FREEZEFRAME_KMS_ENDPOINT"
 ENV_TSA_URL = "FREEZEFRAME_TSA_URL"
 ENV_TSA_CA_FILE = "FREEZEFRAME_TSA_CA_FILE"
@@ -104,6 +109,8 @@ ENV_DISSECT_CHUNK_S = "FREEZEFRAME_DISSECT_CHUNK_SECONDS"
 ENV_DISSECT_WARMUP_S = "FREEZEFRAME_DISSECT_WARMUP_SECONDS"
 # The agent's /healthz: the drop share of recent segments above which it is degraded.
 ENV_HEALTH_DROP_RATIO = "FREEZEFRAME_HEALTH_DROP_RATIO"
+# Local tooling: where pyenv keeps its Pythons (LocalStack runs on a pyenv 3.13 when PATH has none).
+ENV_PYENV_ROOT = "PYENV_ROOT"
 
 SEGMENTS_TOPIC = "freezeframe.segments"
 K8S_TOPIC = "freezeframe.k8s"
@@ -160,6 +167,7 @@ class Settings:
     capture_filter: str = ""  # BPF of the always-on capture
     capture_engine: str = "tcpdump"  # tcpdump (libpcap, the default) | scapy (in-process, low-rate fallback)
     k8s_watch: bool = False  # the DaemonSet turns it on; outside a cluster there is no API server
+    node_state: bool = True  # a live capture records the node's counters, routes, MTUs and ruleset every period
     jobs_file: Path | None = None  # recording jobs (YAML), re-read when its mtime changes
     trino_java_home: Path | None = None  # JDK for Trino; else the newest JDK >= 24 found
     trino_url: str | None = None  # http://127.0.0.1:PORT of a running Trino
@@ -168,6 +176,8 @@ class Settings:
     # (and its storage bill) until 9999.
     max_retain_days: int = 3650
     signing_key_id: str | None = None  # KMS key (ECC_NIST_P256, SIGN_VERIFY) id, ARN or alias; None: unsigned
+    signing_key_file: Path | None = None  # a local P-256 private key (the demo's); used when no KMS key is set
+    signing_public_key_file: Path | None = None  # PEM public key to trust when neither key above is configured
     kms_endpoint: str | None = None  # a local KMS (LocalStack); None: the region's KMS
     tsa_url: str | None = None  # RFC 3161 time-stamping authority the signing functions ask for tokens
     tsa_ca_file: Path | None = None  # PEM roots a token's TSA certificate must chain to
@@ -294,11 +304,14 @@ class Settings:
             capture_filter=env.get(ENV_CAPTURE_FILTER, base.capture_filter),
             capture_engine=env.get(ENV_CAPTURE_ENGINE, base.capture_engine),
             k8s_watch=env.get(ENV_K8S_WATCH, "").lower() in ("1", "true", "yes"),
+            node_state=env.get(ENV_NODE_STATE, "true").lower() not in ("0", "false", "no"),
             jobs_file=_path(env, ENV_JOBS_FILE),
             trino_java_home=_path(env, ENV_TRINO_JAVA_HOME),
             trino_url=env.get(ENV_TRINO_URL) or None,
             max_retain_days=_int(env, ENV_MAX_RETAIN_DAYS, base.max_retain_days),
             signing_key_id=env.get(ENV_SIGNING_KEY_ID) or None,
+            signing_key_file=_path(env, ENV_SIGNING_KEY_FILE),
+            signing_public_key_file=_path(env, ENV_SIGNING_PUBLIC_KEY_FILE),
             kms_endpoint=env.get(ENV_KMS_ENDPOINT) or None,
             tsa_url=env.get(ENV_TSA_URL) or None,
             tsa_ca_file=_path(env, ENV_TSA_CA_FILE),
@@ -363,6 +376,7 @@ def env_overrides(settings_: Settings) -> dict[str, str]:
         ENV_SNAPLEN: str(settings_.snaplen),
         ENV_INTERFACES: ",".join(settings_.interfaces),
         ENV_K8S_WATCH: "true" if settings_.k8s_watch else "false",
+        ENV_NODE_STATE: "true" if settings_.node_state else "false",
         ENV_MAX_RETAIN_DAYS: str(settings_.max_retain_days),
     }
     optional = {
@@ -394,6 +408,9 @@ def env_overrides(settings_: Settings) -> dict[str, str]:
         ENV_TRINO_JAVA_HOME: str(settings_.trino_java_home) if settings_.trino_java_home else None,
         ENV_TRINO_URL: settings_.trino_url,
         ENV_SIGNING_KEY_ID: settings_.signing_key_id,
+        ENV_SIGNING_KEY_FILE: str(settings_.signing_key_file) if settings_.signing_key_file else None,
+        ENV_SIGNING_PUBLIC_KEY_FILE: str(settings_.signing_public_key_file)
+        if settings_.signing_public_key_file else None,
         ENV_KMS_ENDPOINT: settings_.kms_endpoint,
         ENV_TSA_URL: settings_.tsa_url,
         ENV_TSA_CA_FILE: str(settings_.tsa_ca_file) if settings_.tsa_ca_file else None,
@@ -435,6 +452,29 @@ def cache_dir() -> Path:
     """Where downloaded tools live (Kafka jars, the LocalStack venv): never inside the repository."""
     configured = os.environ.get(ENV_CACHE_DIR)
     return Path(configured).expanduser() if configured else Path.home() / ".cache" / "freezeframe"
+
+
+def pyenv_root_override() -> Path | None:
+    """Local tooling: the pyenv root the environment names, if any."""
+    configured = os.environ.get(ENV_PYENV_ROOT)
+    return Path(configured).expanduser() if configured else None
+
+
+def child_env(overrides: Mapping[str, str] | None = None, drop: tuple[str, ...] = ()) -> dict[str, str]:
+    """Local tooling: the environment of a child process (the local stack's gateway, LocalStack): this process's,
+    without `drop`, with `overrides`."""
+    env = {name: value for name, value in os.environ.items() if name not in drop}
+    env.update(overrides or {})
+    return env
+
+
+def export_env(overrides: Mapping[str, str], defaults: Mapping[str, str] | None = None) -> None:
+    """Local tooling: set this process's environment for handlers run in-process (the demo), which read their
+    settings from it exactly as in Lambda. `defaults` are set only where unset. The settings are re-read."""
+    os.environ.update(overrides)
+    for name, value in (defaults or {}).items():
+        os.environ.setdefault(name, value)
+    reset_settings_cache()
 
 
 def reset_settings_cache() -> None:

@@ -7,10 +7,12 @@ embedded stack (in-process moto S3, file-backed bus); with --kafka/--s3-endpoint
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import secrets
+import shutil
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -24,11 +26,13 @@ from botocore.exceptions import ClientError
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.bus import open_bus
-from freezeframe.config import Settings, env_overrides, reset_settings_cache
+from freezeframe.config import Settings, env_overrides, export_env
 from freezeframe.custody.pinned import pinned_manifest
+from freezeframe.dissect.files import first_timestamp
 from freezeframe.errors import FreezeframeError
 from freezeframe.finalize import summary_key
 from freezeframe.keys import check_name, dissect_status_key
+from freezeframe.local import demo_store
 from freezeframe.local.functions import functions_dir
 from freezeframe.local.gateway import LocalGateway
 from freezeframe.models import iso
@@ -100,13 +104,51 @@ def post_json(url: str, document: dict[str, Any], token: str) -> tuple[int, dict
         return exc.code, json.loads(exc.read() or b"{}")
 
 
+DEFAULT_DIRECTORY = Path("freezeframe-demo")
+
+
+def next_commands(directory: Path) -> list[str]:
+    """What to try on the demo's evidence after it exits (the README shows the same lines)."""
+    return [f"freezeframe query --demo {directory} --scenario listen-queue-overflow",
+            f"freezeframe query --demo {directory} --scenario errors-while-endpoints-terminating",
+            f"freezeframe report --demo {directory} -o {directory}/report-again.html",
+            f"freezeframe export-pcap --demo {directory} -o {directory}/incident.pcapng",
+            f"freezeframe verify --demo {directory}"]
+
+
+def write_context(config: Settings, s3: Any, offset_ns: int) -> tuple[int, int]:
+    """The sample's Kubernetes records and node-state documents (freezeframe.sample_context), retimed like the
+    replay, written where the k8s indexer and the agent write them. Returns (records, documents)."""
+    from freezeframe import k8s_context, sample_context
+    from freezeframe.keys import node_state_key
+
+    records = sample_context.k8s_records(config.cluster, offset_ns)
+    k8s_context.write_batch(config, s3, [k8s_context.K8sRecord(0, index, record)
+                                         for index, record in enumerate(records)])
+    documents = sample_context.node_state_documents(config.cluster, offset_ns)
+    for document in documents:
+        body = document.encode()
+        digest = hashlib.sha256(body).hexdigest()
+        s3io.put_segment(s3, config.raw_bucket, node_state_key(config.cluster, document.node, document.start_ns,
+                                                               document.end_ns),
+                         body, digest, {"sha256": digest, "node": document.node, "schema": document.schema})
+    return len(records), len(documents)
+
+
 def run_demo(kafka: str | None = None, s3_endpoint: str | None = None, workdir: Path | None = None,
-             say: Callable[[str], None] = print) -> dict[str, Any]:
+             say: Callable[[str], None] = print, directory: Path | None = None) -> dict[str, Any]:
+    """The whole story; on the embedded S3, the evidence is kept in `directory` (default ./freezeframe-demo), signed
+    with a demo key it generates, so `query`, `report`, `export-pcap` and `verify --demo DIR` work after it exits."""
     from freezeframe_agent.main import run_replay  # the agent package is installed beside the core
 
     started = time.monotonic()
-    workdir = workdir or Path(tempfile.mkdtemp(prefix="freezeframe-demo-"))
+    scratch = tempfile.TemporaryDirectory(prefix="freezeframe-demo-")
+    workdir = workdir or Path(scratch.name)
     moto_server = None
+    keep = s3_endpoint is None  # the embedded S3 goes away with the demo: its evidence is kept in `directory`
+    directory = (directory or DEFAULT_DIRECTORY).resolve() if keep else None
+    if directory is not None:
+        demo_store.reset_directory(directory)
     if s3_endpoint is None:
         from freezeframe.local.s3 import start_moto
 
@@ -121,17 +163,30 @@ def run_demo(kafka: str | None = None, s3_endpoint: str | None = None, workdir: 
                       bus_dir=None if kafka else workdir / "bus", spool_dir=workdir / "spool",
                       state_dir=workdir / "state", lock_retain_days=1, alertmanager_token_env=token,
                       raw_bucket="freezeframe-raw", evidence_bucket="freezeframe-evidence")
+    tsa_server = None
+    if keep:
+        # The demo's own signing key and time-stamping authority (moto's KMS signatures do not verify): the
+        # custody chain is then checkable offline against the public key and roots kept in `directory`.
+        from freezeframe.adapters.local_signer import LocalKeySigner
+        from freezeframe.local.tsa import ensure_authority, make_server
+
+        private = workdir / "private"
+        signer = LocalKeySigner.generate(private / "demo-signing-key.pem")
+        authority = ensure_authority(private / "tsa")
+        tsa_server = make_server(authority, 0)
+        threading.Thread(target=tsa_server.serve_forever, name="demo-tsa", daemon=True).start()
+        config = config.with_(signing_key_file=Path(signer.source),
+                              tsa_url=f"http://127.0.0.1:{tsa_server.server_address[1]}/tsr",
+                              tsa_ca_file=authority.ca_pem)
+        say("custody: signing with a demo key generated for this run (ECDSA P-256) and a local time-stamping "
+            "authority")
     gateway = LocalGateway(config)
     config = config.with_(lambda_endpoint=gateway.url)
     gateway.settings = config
     # The handlers read their settings from the environment, exactly as in Lambda.
-    os.environ.update(env_overrides(config))
-    os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
-    os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "freezeframe")
-    os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "freezeframe")
-    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # EMF lines would clutter the console
-    reset_settings_cache()
+    export_env(env_overrides(config), {"POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_SERVICE_NAME": "freezeframe",
+                                       "POWERTOOLS_METRICS_NAMESPACE": "freezeframe", "POWERTOOLS_LOG_LEVEL": "WARNING",
+                                       "POWERTOOLS_METRICS_DISABLED": "true"})  # EMF lines would clutter the console
     s3 = s3io.client(config)
     s3io.ensure_buckets(s3, config)
     if kafka:
@@ -142,7 +197,12 @@ def run_demo(kafka: str | None = None, s3_endpoint: str | None = None, workdir: 
     try:
         capture = sample_capture(config, workdir)
         say(f"agent: replaying {capture.name} at {DEMO_SPEEDUP:g}x as node {DEMO_NODE}")
+        first_ns = first_timestamp(capture) or 0
+        offset_ns = time.time_ns() - first_ns  # what the replay adds to every timestamp (to within milliseconds)
         records = run_replay(config, capture, speedup=DEMO_SPEEDUP, s3=s3)
+        k8s_records, documents = write_context(config, s3, offset_ns)
+        say(f"context: {k8s_records} Kubernetes records (pods, Services, EndpointSlices, the node) and "
+            f"{documents} node-state documents of {DEMO_NODE}")
         bus = open_bus(config)
         published = [r for r in bus.read(config.segments_topic, timeout_s=5.0)
                      if r.value.get("node") == DEMO_NODE and r.value.get("key") in {s.key for s in records}]
@@ -186,17 +246,33 @@ def run_demo(kafka: str | None = None, s3_endpoint: str | None = None, workdir: 
         report_key = summary["report"].get("key")
         if not report_key:
             raise FreezeframeError(f"finalize wrote no report: {summary['report']}")
-        report_copy = workdir / "report.html"  # the embedded S3 goes away with the demo; keep a copy to open
+        report_copy = (directory or workdir) / "report.html"  # the embedded S3 goes away with the demo
+        report_copy.parent.mkdir(parents=True, exist_ok=True)
         report_copy.write_bytes(s3io.get_bytes(s3, config.evidence_bucket, report_key))
         say(f"\nreport: s3://{config.evidence_bucket}/{report_key}\n        copy at {report_copy}")
-        return {"incident_id": incident_id, "segments": len(records), "published": len(published),
-                "locked": len(locked), "delete_refused": delete_refused, "root_hash": manifest["root_hash"],
-                "tables": tables, "queries": queries, "report": str(report_copy),
-                "seconds": round(time.monotonic() - started, 2)}
+        outcome: dict[str, Any] = {
+            "incident_id": incident_id, "segments": len(records), "published": len(published), "locked": len(locked),
+            "delete_refused": delete_refused, "root_hash": manifest["root_hash"], "tables": tables,
+            "queries": queries, "report": str(report_copy), "directory": None, "next": []}
+        if directory is not None:
+            demo_store.save(s3, config, directory, incident_id)
+            (directory / demo_store.PUBLIC_KEY).write_bytes(signer.public_key_pem())
+            shutil.copyfile(authority.ca_pem, directory / demo_store.TSA_ROOTS)
+            outcome.update(directory=str(directory), next=next_commands(directory))
+            say(f"\nevidence kept in {directory} (signed with a demo key; its public half is "
+                f"{directory / demo_store.PUBLIC_KEY}). Next:")
+            for command in next_commands(directory):
+                say(f"  {command}")
+        outcome["seconds"] = round(time.monotonic() - started, 2)
+        return outcome
     finally:
         gateway.stop()
+        if tsa_server is not None:
+            tsa_server.shutdown()
+            tsa_server.server_close()
         if moto_server is not None:
             moto_server.stop()
+        scratch.cleanup()  # the demo key's private half goes with it
 
 
 def _delete_refused(s3: Any, bucket: str, segment: dict[str, Any]) -> bool:

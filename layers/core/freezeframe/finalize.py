@@ -4,15 +4,17 @@ In AWS the dissection state machine (template.yaml, DissectionStateMachine) maps
 incident's nodes and then calls the finalize function with the list of node outcomes. `finalize_incident`:
 
 1. reads the manifest and every node's dissect status (incidents/<id>/dissect/<node>.json);
-2. registers the Glue partitions of every Parquet part the statuses name (a no-op without a Glue database);
+2. writes the incident's views (freezeframe.views: every node's parts folded into one row per conversation across
+   nodes, under views/<table>/...) and registers their Glue partitions (a no-op without a Glue database);
 3. writes the incident report with `freezeframe.report.write_incident_report` when that module is present;
 4. writes the incident summary (incidents/<id>/summary.json): per node what happened, the rows per table, the
    partitions, the report key, and "complete" only when every node was dissected cleanly.
 
-Compaction (freezeframe.compact) applies to the fan-out's output (dissect.fanout): its node tables are staged
-outside the table locations and finalize writes them as Athena-sized files (about 128 MB, or one per table).
-A node dissected in one pass (`dissect_node`) writes its own part per table and is left as it is: the WORM
-bucket refuses deletes, so a merged copy of such parts could never replace them.
+The per-node parts are never replaced (they are each node's evidence, in a WORM bucket that refuses deletes); the
+queries read the views instead, one folder per table and incident under their own prefix, so no row is counted twice.
+Whether a node was dissected in one pass (`dissect_node`) or in time chunks (`dissect.fanout.merge_node`), its parts
+are the same; compaction (freezeframe.compact) applies to the views only: a view over about 128 MB is written as
+several numbered files, a smaller one as one.
 
 `run_dissection_locally` is one pass of the same state machine as a plain loop, for the tests: the nodes in
 order, each with the state machine's retries, then `finalize_incident`. While the incident's hold is open, the
@@ -31,7 +33,6 @@ from typing import Any
 from freezeframe import postback
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.catalog import register_parts
-from freezeframe.compact import compact_incident
 from freezeframe.config import Settings
 from freezeframe.custody.chain import seal_written
 from freezeframe.custody.pinned import pinned_manifest
@@ -48,6 +49,7 @@ from freezeframe.keys import (
 )
 from freezeframe.models import iso, parse_iso
 from freezeframe.unverified import unverified_of
+from freezeframe.views import write_incident_views
 
 logger = logging.getLogger(__name__)
 
@@ -231,16 +233,14 @@ def finalize_incident(settings: Settings, s3: Any, incident_id: str, outcomes: S
                        settings.dissect_refresh_s, settings.hold_settle_s)
     s3io.put_json(s3, settings.evidence_bucket, follow_key(incident_id), follow.to_dict())
     statuses = read_statuses(settings, s3, incident_id, manifest_nodes | {o.node for o in outcomes})
-    # The fan-out's merged node tables are staged; compaction writes them as Athena-sized files (freezeframe.compact).
-    compacted = compact_incident(settings, s3, incident_id, statuses)
     part_keys = [key for status in statuses.values() if status for key in status.get("parts", {}).values()]
-    part_keys += compacted
+    # The views SQL reads (one row per conversation across nodes) before the partitions and the report that use them.
+    views = write_incident_views(settings.evidence_bucket, s3, incident_id, part_keys)
     registered = register(settings, part_keys)
     report = write_report(settings, s3, incident_id, writer if writer is not None else report_writer())
     summary = build_summary(incident_id, manifest_nodes, outcomes, statuses, registered, report, now)
-    if compacted:  # staged keys are not table parts: the summary lists the compacted files instead
-        summary["parts"] = sorted({k for k in summary["parts"] if parse_table_part_key(k)} | set(compacted))
-        summary["partitions"] = partitions(summary["parts"])
+    # `rows`: the per-node sum of the nodes dissected cleanly (sightings); `view_rows`: what SQL counts (conversations).
+    summary["view_rows"] = dict(sorted(views.items()))
     summary["partial_until"] = follow.partial_until
     summary["follow"] = follow.to_dict()
     summary["unverified"] = [u.to_dict() for document in [manifest, *parts] for u in unverified_of(document)]

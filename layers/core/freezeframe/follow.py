@@ -86,6 +86,7 @@ def incident_nodes(manifest: Mapping[str, Any], parts: Iterable[Mapping[str, Any
     nothing of), including segments recorded as unverified."""
     nodes = {str(raw["node"]) for raw in manifest.get("segments", [])}
     nodes |= {str(raw["node"]) for raw in manifest.get("unverified", [])}
+    nodes |= {str(raw["node"]) for raw in manifest.get("node_state") or []}  # node state alone is dissected too
     for part in parts:
         nodes |= {str(raw["node"]) for raw in part.get("segments", [])}
         nodes |= {str(raw["node"]) for raw in part.get("unverified", [])}

@@ -12,7 +12,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from freezeframe import k8s_context, legal_hold, postback, segment_index
+from freezeframe import k8s_context, legal_hold, node_state, postback, segment_index
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
 from freezeframe.consolidate import consolidate
@@ -136,12 +136,15 @@ def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | 
         context_future = aux.submit(lambda: k8s_context.preserve(settings, s3, request.incident_id,
                                                                  context_objects.result(), request.lock.mode,
                                                                  request.lock.retain_until))
+        # Node state is locked beside the segments, and a node that has only node state still gets dissected.
+        node_state_future = aux.submit(node_state.freeze_node_state, settings, s3, request, nodes)
         list(listed)
         locked = [future.result() for future in locks]
         entries = [entry for entry in locked if isinstance(entry, ManifestEntry)]
         unverified = [entry for entry in locked if isinstance(entry, UnverifiedSegment)]
         _, gap_records = index_future.result()
         context = context_future.result()
+        state_entries = node_state_future.result()
     manifest = build_manifest(request, entries, now or datetime.now(UTC), settings.raw_bucket,
                               [g for g in gap_records if not nodes or g.get("node") in nodes])
     manifest["hold"] = hold.to_dict() if hold else None
@@ -155,6 +158,8 @@ def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | 
         manifest["consolidated"] = consolidate(settings, s3, request, entries)
     manifest["k8s_context"] = [entry.to_dict() for entry in context]
     manifest["k8s_root_hash"] = k8s_context.context_root_hash(context)
+    manifest["node_state"] = [entry.to_dict() for entry in state_entries]
+    manifest["node_state_root_hash"] = node_state.root_hash(state_entries)
     written = s3io.put_json(s3, settings.evidence_bucket, key, manifest, create_only=True,
                             lock=(request.lock.mode, request.lock.retain_until))
     _seal_manifest(settings, s3, request, written, s3io.encode_json(manifest))
@@ -163,7 +168,8 @@ def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | 
     if written is not None:  # a retried freeze does not post twice
         postback.after_freeze(settings, manifest)
     return FreezeResult(request.incident_id, key, len(entries),
-                        tuple(sorted({e.node for e in entries} | {u.node for u in unverified})),
+                        tuple(sorted({e.node for e in entries} | {u.node for u in unverified}
+                                     | {s.node for s in state_entries})),
                         created=written is not None, hold_open=hold is not None, unverified=len(unverified))
 
 
@@ -184,7 +190,8 @@ def _existing_manifest(settings: Settings, s3: Any, key: str) -> dict[str, Any] 
 def _already_frozen(request: FreezeRequest, key: str, existing: dict[str, Any]) -> FreezeResult:
     """A retry of a freeze whose manifest is already written: its result, unchanged."""
     unverified = unverified_of(existing)
-    nodes = tuple(sorted({entry.node for entry in entries_of(existing)} | {u.node for u in unverified}))
+    nodes = tuple(sorted({entry.node for entry in entries_of(existing)} | {u.node for u in unverified}
+                         | {s.node for s in node_state.entries_of(existing)}))
     return FreezeResult(request.incident_id, key, len(existing["segments"]), nodes, created=False,
                         hold_open=bool(existing.get("hold")), unverified=len(unverified))
 

@@ -1,10 +1,13 @@
-"""Glue catalog and Athena DDL generated from `schemas.TABLES`, so the Parquet writer, the Glue tables in
+"""Glue catalog and Athena DDL generated from `schemas.VIEWS` (the per-node `schemas.TABLES` plus the observation
+columns), so the Parquet writer, the Glue tables in
 template.yaml and the Athena DDL cannot drift apart (tests/unit/test_template.py re-generates the template's Glue
 resources and compares them).
 
 Partitioning: **registered partitions**, not partition projection.
 
-Every table lives under ``tables/<table>/dt=YYYY-MM-DD/incident_id=<id>/<node>.parquet`` (`freezeframe.keys`). The
+Every table lives under ``tables/<table>/dt=YYYY-MM-DD/incident_id=<id>/<node>.parquet`` (`freezeframe.keys`), one
+part per node; the Glue tables read the incident's views, ``views/<table>/dt=YYYY-MM-DD/incident_id=<id>/
+incident.parquet`` (one row per conversation across nodes, `freezeframe.observers`), partitioned alike. The
 queries we must serve are both "everything about incident X" and "every incident between two dates".
 
 * Projecting both keys does not work: ``incident_id`` is free text, so its only projection type is ``injected``, and
@@ -40,8 +43,8 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from freezeframe.errors import FreezeframeError
-from freezeframe.keys import TABLES_ROOT, table_prefix
-from freezeframe.schemas import PARTITION_KEYS, TABLES, field_doc
+from freezeframe.keys import TABLES_ROOT, VIEWS_ROOT, view_prefix
+from freezeframe.schemas import PARTITION_KEYS, TABLES, VIEWS, field_doc
 
 # The default name of the Glue database (the template's GlueDatabaseName parameter and the local engine's schema).
 DEFAULT_DATABASE = "freezeframe"
@@ -158,13 +161,13 @@ def table_properties(name: str, schema: pa.Schema) -> dict[str, Any]:
             "Parameters": {"classification": "parquet", "EXTERNAL": "TRUE"},
             "PartitionKeys": partition_keys(),
             "StorageDescriptor": _storage_descriptor(
-                schema, {"Fn::Sub": f"s3://${{{BUCKET_LOGICAL_ID}}}/{table_prefix(name)}"}
+                schema, {"Fn::Sub": f"s3://${{{BUCKET_LOGICAL_ID}}}/{view_prefix(name)}"}
             ),
         },
     }
 
 
-def template_resources(tables: Mapping[str, pa.Schema] = TABLES) -> dict[str, dict[str, Any]]:
+def template_resources(tables: Mapping[str, pa.Schema] = VIEWS) -> dict[str, dict[str, Any]]:
     """The Glue database and one table per schema, as template.yaml `Resources` entries."""
     resources: dict[str, dict[str, Any]] = {
         DATABASE_LOGICAL_ID: {
@@ -183,7 +186,7 @@ def template_resources(tables: Mapping[str, pa.Schema] = TABLES) -> dict[str, di
     return resources
 
 
-def template_yaml(tables: Mapping[str, pa.Schema] = TABLES) -> str:
+def template_yaml(tables: Mapping[str, pa.Schema] = VIEWS) -> str:
     """The fragment to paste under template.yaml's `Resources:` (indented two spaces)."""
     import yaml  # only the generator needs PyYAML; the Lambda layer imports this module for register_partitions
 
@@ -212,12 +215,12 @@ def create_table_ddl(name: str, schema: pa.Schema, bucket: str, database: str = 
         f"COMMENT {_sql_string(_table_description(name, schema))}\n"
         f"PARTITIONED BY (\n{parts}\n)\n"
         "STORED AS PARQUET\n"
-        f"LOCATION 's3://{bucket}/{table_prefix(name)}'\n"
+        f"LOCATION 's3://{bucket}/{view_prefix(name)}'\n"
         "TBLPROPERTIES ('classification'='parquet')"
     )
 
 
-def ddl(bucket: str, database: str = DEFAULT_DATABASE, tables: Mapping[str, pa.Schema] = TABLES) -> list[str]:
+def ddl(bucket: str, database: str = DEFAULT_DATABASE, tables: Mapping[str, pa.Schema] = VIEWS) -> list[str]:
     return [create_table_ddl(name, schema, bucket, database) for name, schema in tables.items()]
 
 
@@ -355,14 +358,16 @@ def check_parquet_types(source: Any, table: str, tables: Mapping[str, pa.Schema]
 
 
 def check_directory(root: Path) -> int:
-    """`--check DIR`: every part under ``DIR/tables/<table>/`` (a copy of the bucket, or `freezeframe dissect`'s
-    output) against its table's Glue types; prints one line per part and returns 1 if any differs."""
+    """`--check DIR`: every part under ``DIR/tables/<table>/`` and every view under ``DIR/views/<table>/`` (a copy of
+    the bucket, or `freezeframe dissect`'s output) against its table's declared types; prints one line per part and
+    returns 1 if any differs."""
     failed = checked = 0
-    for table in TABLES:
-        for path in sorted((root / TABLES_ROOT / table).rglob("*.parquet")):
+    for folder, schemas in ((TABLES_ROOT, TABLES), (VIEWS_ROOT, VIEWS)):
+        parts = [(t, p) for t in schemas for p in sorted((root / folder / t).rglob("*.parquet"))]
+        for table, path in parts:
             checked += 1
             try:
-                check_parquet_types(path, table)
+                check_parquet_types(path, table, schemas)
             except ParquetTypeError as exc:
                 failed += 1
                 print(f"FAIL {exc}")
@@ -380,12 +385,12 @@ class GlueClient(Protocol):
 
 
 def partition_location(bucket: str, table: str, dt: str, incident_id: str) -> str:
-    """The S3 folder of one partition; the same prefix `keys.table_part_key` writes under."""
-    return f"s3://{bucket}/{table_prefix(table)}dt={dt}/incident_id={incident_id}/"
+    """The S3 folder of one partition: the incident's view (`keys.view_key`), which the Glue tables read."""
+    return f"s3://{bucket}/{view_prefix(table)}dt={dt}/incident_id={incident_id}/"
 
 
 def partition_input(bucket: str, table: str, dt: str, incident_id: str,
-                    tables: Mapping[str, pa.Schema] = TABLES) -> dict[str, Any]:
+                    tables: Mapping[str, pa.Schema] = VIEWS) -> dict[str, Any]:
     """A Glue `PartitionInput` for one table's (dt, incident_id) partition."""
     return {
         "Values": [dt, incident_id],
@@ -401,7 +406,7 @@ def register_partitions(client: GlueClient, database: str, bucket: str, dt: str,
     per-partition error raises, so the caller's retry and dead-letter queue see it.
     """
     registered = []
-    for table in tables if tables is not None else TABLES:
+    for table in tables if tables is not None else VIEWS:
         response = client.batch_create_partition(
             DatabaseName=database, TableName=table,
             PartitionInputList=[partition_input(bucket, table, dt, incident_id)],

@@ -26,6 +26,11 @@ from freezeframe.models import iso
 
 POD_SCHEMA = "freezeframe.k8s-pod/v1"
 EVENT_SCHEMA = "freezeframe.k8s-event/v1"
+# The objects behind a ClusterIP (freezeframe.crosslayer): Services, EndpointSlices, and each agent's Node.
+SERVICE_SCHEMA = "freezeframe.k8s-service/v1"
+ENDPOINTSLICE_SCHEMA = "freezeframe.k8s-endpointslice/v1"
+NODE_SCHEMA = "freezeframe.k8s-node/v1"
+SCHEMAS = (POD_SCHEMA, EVENT_SCHEMA, SERVICE_SCHEMA, ENDPOINTSLICE_SCHEMA, NODE_SCHEMA)
 DEFAULT_LOOKBACK_S = 3600
 
 

@@ -17,6 +17,7 @@ from freezeframe.errors import PayloadError
 RAW_ROOT = "raw"
 INCIDENTS_ROOT = "incidents"
 TABLES_ROOT = "tables"
+VIEWS_ROOT = "views"  # an incident's tables with one row per conversation across nodes (what SQL reads)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,252}\Z")
 _RAW_KEY = re.compile(
     r"^raw/(?P<cluster>[^/]+)/(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/(?P<h>\d{2})/(?P<node>[^/]+)/"
@@ -184,13 +185,39 @@ def table_part_key(table: str, window_start_ns: int, incident_id: str, node: str
             f"{check_name('node', node)}.parquet")
 
 
+def view_prefix(table: str) -> str:
+    return f"{VIEWS_ROOT}/{table}/"
+
+
+VIEW_FILE = "incident.parquet"
+
+
+_VIEW_NUMBERED = re.compile(r"^incident-(?P<number>\d{5})\.parquet$")
+
+
+def view_key(table: str, dt: str, incident_id: str, number: int = 0) -> str:
+    """An incident's view of one table (one row per conversation across nodes), beside its per-node parts' partition:
+    `views/<table>/dt=<day>/incident_id=<id>/incident.parquet`. Deterministic: a later pass overwrites it. A view
+    compacted into several files (freezeframe.compact) continues with `incident-00001.parquet`, ..."""
+    name = VIEW_FILE if number == 0 else f"incident-{number:05d}.parquet"
+    return f"{view_prefix(table)}dt={dt}/incident_id={check_name('incident_id', incident_id)}/{name}"
+
+
+def view_file_number(name: str) -> int | None:
+    """The file number of a view file's name (0 for incident.parquet), or None for another name."""
+    if name == VIEW_FILE:
+        return 0
+    match = _VIEW_NUMBERED.match(name)
+    return int(match["number"]) if match else None
+
+
 def hour_prefix(cluster: str, ts_ns: int, root: str = RAW_ROOT) -> str:
     hour = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ts_ns // 1000)
     return f"{root}/{cluster}/{hour:%Y/%m/%d/%H}/"
 
 
-# Dissection in (node, time chunk) tasks (freezeframe.dissect.fanout): the plan the Distributed Map reads, each
-# chunk's unmerged parts and status, and each node's merged tables staged for finalize's compaction. All under the
+# Dissection in (node, time chunk) tasks (freezeframe.dissect.fanout): the plan the Distributed Map reads and each
+# chunk's unmerged parts and status (a node's merged tables are its ordinary parts, table_part_key). All under the
 # incident's dissect/ folder (the only incident area the dissect function may write); '_' keeps them apart from the
 # node statuses (a node name has no '/').
 def dissect_plan_key(incident_id: str) -> str:
@@ -201,11 +228,31 @@ def chunk_prefix(incident_id: str, node: str, index: int) -> str:
     return f"{incident_prefix(incident_id)}dissect/_chunks/{check_name('node', node)}/{index:06d}/"
 
 
-def staged_table_key(incident_id: str, table: str, node: str) -> str:
-    return (f"{incident_prefix(incident_id)}dissect/_staged/{check_name('table', table)}/"
-            f"{check_name('node', node)}.parquet")
+NODE_STATE_ROOT = "nodestate"
+NODE_STATE_EXT = "json"
+_NODE_STATE_KEY = re.compile(
+    r"^nodestate/(?P<cluster>[^/]+)/(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/(?P<h>\d{2})/(?P<node>[^/]+)/"
+    r"(?P<start>\d+)-(?P<end>\d+)\.json$"
+)
 
 
-def compacted_part_key(table: str, window_start_ns: int, incident_id: str, number: int) -> str:
-    """A compacted file of an incident's table (freezeframe.compact): part-00000.parquet, part-00001.parquet, ..."""
-    return table_part_key(table, window_start_ns, incident_id, f"part-{number:05d}")
+def node_state_key(cluster: str, node: str, start_ns: int, end_ns: int) -> str:
+    """A node-state document (freezeframe.node_state) in the raw bucket: the raw segments' hour layout under its own
+    root, so a freeze lists and locks a window's node state the way it does the window's segments."""
+    raw_segment_key(cluster, node, start_ns, end_ns, NODE_STATE_EXT)  # the same checks as a segment's key
+    return f"{hour_prefix(cluster, start_ns, NODE_STATE_ROOT)}{node}/{start_ns}-{end_ns}.{NODE_STATE_EXT}"
+
+
+def parse_node_state_key(key: str) -> RawKey | None:
+    """The parts of a node-state key, or None for a key that is not one."""
+    match = _NODE_STATE_KEY.match(key)
+    if not match:
+        return None
+    start_ns = int(match["start"])
+    if not key.startswith(f"{hour_prefix(match['cluster'], start_ns, NODE_STATE_ROOT)}{match['node']}/"):
+        return None
+    return RawKey(match["cluster"], match["node"], start_ns, int(match["end"]), NODE_STATE_EXT)
+
+
+def node_state_prefixes(cluster: str, start_ns: int, end_ns: int) -> list[str]:
+    return hour_prefixes(cluster, start_ns, end_ns, NODE_STATE_ROOT)

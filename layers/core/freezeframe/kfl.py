@@ -42,7 +42,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from freezeframe.errors import FreezeframeError
-from freezeframe.schemas import PARTITION_KEYS, TABLES
+from freezeframe.schemas import PARTITION_KEYS, VIEWS
 
 PROTOCOL_TABLES = {"http": "http", "dns": "dns", "tls": "tls", "tcp": "connections", "udp": "connections"}
 TRANSPORTS = ("tcp", "udp")
@@ -374,7 +374,7 @@ def _walk(node: Node) -> list[Node]:
 
 
 def _column_types(table: str) -> dict[str, pa.DataType]:
-    types = {f.name: f.type for f in TABLES[table]}
+    types = {f.name: f.type for f in VIEWS[table]}
     types.update({key: pa.string() for key in PARTITION_KEYS})
     return types
 

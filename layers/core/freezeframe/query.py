@@ -41,8 +41,8 @@ from sqlglot.optimizer.qualify import qualify
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
 from freezeframe.errors import FreezeframeError
-from freezeframe.keys import TABLES_ROOT, table_prefix
-from freezeframe.schemas import PARTITION_KEYS, TABLES
+from freezeframe.keys import TABLES_ROOT, VIEWS_ROOT, view_prefix
+from freezeframe.schemas import PARTITION_KEYS, TABLES, VIEWS
 
 DATABASE = "freezeframe"
 FORMATS = ("table", "csv", "json")
@@ -155,7 +155,7 @@ def _order_by_output_references(select: exp.Select) -> list[str]:
     return found
 
 
-_TABLE_COLUMNS = {name.lower() for schema in TABLES.values() for name in schema.names} | set(PARTITION_KEYS)
+_TABLE_COLUMNS = {name.lower() for schema in VIEWS.values() for name in schema.names} | set(PARTITION_KEYS)
 _EXACT_INTEGER = {exp.DataType.Type.TINYINT, exp.DataType.Type.SMALLINT, exp.DataType.Type.INT,
                   exp.DataType.Type.BIGINT}
 _APPROXIMATE = {exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT}
@@ -243,7 +243,7 @@ def _catalog() -> dict[str, object]:
     from freezeframe.glue import glue_type
 
     return {DATABASE: {name: {**{f.name: glue_type(f.type) for f in schema}, **{k: "string" for k in PARTITION_KEYS}}
-                       for name, schema in TABLES.items()}}
+                       for name, schema in VIEWS.items()}}
 
 
 def _type_divisions(tree: exp.Expr) -> None:
@@ -324,7 +324,7 @@ def _new_connection() -> duckdb.DuckDBPyConnection:
 
 def _register(con: duckdb.DuckDBPyConnection, name: str, files: list[str], base_dir: str,
               filesystem: pafs.FileSystem | None) -> None:
-    full_schema = _full_schema(TABLES[name])
+    full_schema = _full_schema(VIEWS[name])
     source: Any = full_schema.empty_table()
     if files:
         source = ds.dataset(files, schema=full_schema, format="parquet", filesystem=filesystem,
@@ -336,23 +336,34 @@ def _register(con: duckdb.DuckDBPyConnection, name: str, files: list[str], base_
 
 
 def connect(settings: Settings) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with one view per table (schema `freezeframe` and unqualified) over the evidence bucket."""
+    """A DuckDB connection with one view per table (schema `freezeframe` and unqualified) over the evidence bucket's
+    incident views (`views/<table>/...`: one row per conversation across nodes, freezeframe.observers)."""
     s3 = s3io.client(settings)
     filesystem = _filesystem(settings)
     con = _new_connection()
     for name in TABLES:
-        keys = [k for k in s3io.list_keys(s3, settings.evidence_bucket, table_prefix(name)) if k.endswith(".parquet")]
+        keys = [k for k in s3io.list_keys(s3, settings.evidence_bucket, view_prefix(name)) if k.endswith(".parquet")]
         _register(con, name, [f"{settings.evidence_bucket}/{k}" for k in keys],
-                  f"{settings.evidence_bucket}/{table_prefix(name).rstrip('/')}", filesystem)
+                  f"{settings.evidence_bucket}/{view_prefix(name).rstrip('/')}", filesystem)
     return con
 
 
+def local_base(root: Path) -> Path:
+    """The folder holding the table folders under a local directory: `root/views` (a copy of the bucket, or
+    `freezeframe dissect`'s output), else `root/tables` (per-node parts only, from before views existed: their rows
+    are not folded across nodes and the observation columns read as NULL), else `root` itself (a copy of one of
+    those folders)."""
+    for folder in (VIEWS_ROOT, TABLES_ROOT):
+        if (root / folder).is_dir():
+            return root / folder
+    return root
+
+
 def connect_local(root: Path) -> duckdb.DuckDBPyConnection:
-    """The same views over a local directory: `root/tables/<table>/dt=.../incident_id=.../*.parquet` (a copy of the
-    evidence bucket) or `root/<table>/dt=...` (a copy of its `tables/` folder)."""
+    """The same views over a local directory (see `local_base`)."""
     if not root.is_dir():
         raise QueryError(f"{root} is not a directory")
-    base = root / TABLES_ROOT if (root / TABLES_ROOT).is_dir() else root
+    base = local_base(root)
     con = _new_connection()
     for name in TABLES:
         table_dir = base / name

@@ -54,6 +54,16 @@ def _peer(side: str) -> str:
     return f"coalesce({side}_namespace || '/' || coalesce({side}_workload, {side}_pod), {side}_ip)"
 
 
+# The Service a connection went to, where it was addressed to a ClusterIP (freezeframe.crosslayer, service_flows).
+_SERVICE_OF_CONN = ("SELECT node AS sf_node, conn_id AS sf_conn_id, namespace AS sf_namespace, service AS sf_service "
+                    "FROM freezeframe.service_flows WHERE {where}")
+
+
+def _service_or_peer() -> str:
+    """The service-map name of a destination: 'namespace/service (Service)' for a ClusterIP, else _peer('dst')."""
+    return f"coalesce(s.sf_namespace || '/' || s.sf_service || ' (Service)', {_peer('dst')})"
+
+
 def percentile(column: str, fraction: str) -> str:
     """The exact nearest-rank percentile of a column (the smallest value with at least `fraction` of the values at or
     below it; always a value of the data). approx_percentile is not used: Athena's and DuckDB's approximations differ,
@@ -122,12 +132,14 @@ def service_map_query(where: str) -> ReportQuery:
 SELECT src, dst, sum(conns) AS connections, sum(failed) AS failed_connections,
        sum(requests) AS requests, sum(errors) AS http_5xx
 FROM (
-  SELECT {_peer('src')} AS src, {_peer('dst')} AS dst, 1 AS conns,
+  SELECT {_peer('src')} AS src, {_service_or_peer()} AS dst, 1 AS conns,
          CASE WHEN {FAILED_CONN_SQL} THEN 1 ELSE 0 END AS failed, 0 AS requests, 0 AS errors
-  FROM freezeframe.connections WHERE {where}
+  FROM (SELECT * FROM freezeframe.connections WHERE {where}) AS c
+  LEFT JOIN ({_SERVICE_OF_CONN.format(where=where)}) AS s ON s.sf_node = c.node AND s.sf_conn_id = c.conn_id
   UNION ALL
-  SELECT {_peer('src')}, {_peer('dst')}, 0, 0, 1, CASE WHEN status >= 500 THEN 1 ELSE 0 END
-  FROM freezeframe.http WHERE {where}
+  SELECT {_peer('src')}, {_service_or_peer()}, 0, 0, 1, CASE WHEN status >= 500 THEN 1 ELSE 0 END
+  FROM (SELECT * FROM freezeframe.http WHERE {where}) AS h
+  LEFT JOIN ({_SERVICE_OF_CONN.format(where=where)}) AS s ON s.sf_node = h.node AND s.sf_conn_id = h.conn_id
 ) edges
 GROUP BY src, dst
 ORDER BY sum(edges.conns) + sum(edges.requests) DESC, src, dst
@@ -204,9 +216,62 @@ ORDER BY max(latency_us) DESC, 1, 2, 3, 4
 LIMIT {TABLE_ROWS}""")  # noqa: S608
 
 
+# Cross-layer evidence beside the errors: the nodes' own counters and the Services' endpoint readiness.
+NODE_PROBLEM_COLUMNS = ("listen_drops", "syn_cookies", "conntrack_drops", "interface_drops_errors")
+SERVICE_FAILED_STATES = "('REJ', 'S0', 'RSTR', 'RSTOS0', 'RSTRH', 'SH')"
+
+
+def node_health_query(where: str, bucket_ns: int) -> ReportQuery:
+    return ReportQuery("node_health", "Node health per time bucket", f"""\
+SELECT node,
+       ts_ns - ts_ns % {bucket_ns} AS bucket_ns,
+       sum(CASE WHEN metric = 'TcpExt.ListenDrops' THEN delta END) AS listen_drops,
+       sum(CASE WHEN metric = 'TcpExt.SyncookiesSent' THEN delta END) AS syn_cookies,
+       sum(CASE WHEN metric = 'Tcp.RetransSegs' THEN delta END) AS retransmitted_segments,
+       sum(CASE WHEN metric = 'Tcp.OutRsts' THEN delta END) AS resets_sent,
+       sum(CASE WHEN source = 'conntrack' AND metric IN ('drop', 'early_drop', 'insert_failed') THEN delta END)
+         AS conntrack_drops,
+       max(CASE WHEN source = 'conntrack' AND metric = 'count' THEN value END) AS conntrack_entries,
+       max(CASE WHEN source = 'conntrack' AND metric = 'max' THEN value END) AS conntrack_limit,
+       sum(CASE WHEN source = 'interface' AND metric IN ('rx_dropped', 'tx_dropped', 'rx_errors', 'tx_errors')
+                THEN delta END) AS interface_drops_errors
+FROM freezeframe.node_stats
+WHERE {where}
+GROUP BY node, ts_ns - ts_ns % {bucket_ns}
+ORDER BY node, bucket_ns""")  # noqa: S608
+
+
+def endpoint_readiness_query(where: str) -> ReportQuery:
+    return ReportQuery("endpoint_readiness", "Endpoint readiness per Service over time", f"""\
+SELECT namespace, service, ts_ns, min(ts) AS ts,
+       count(address) AS endpoints,
+       count(CASE WHEN ready THEN 1 END) AS ready,
+       count(CASE WHEN terminating THEN 1 END) AS terminating
+FROM freezeframe.endpoints
+WHERE {where} AND service IS NOT NULL
+GROUP BY namespace, service, ts_ns
+ORDER BY ts_ns, namespace, service""")  # noqa: S608
+
+
+def service_traffic_query(where: str) -> ReportQuery:
+    return ReportQuery("service_traffic", "Connections to Services (ClusterIP)", f"""\
+SELECT f.namespace, f.service, f.cluster_ip, f.port,
+       count(*) AS connections,
+       count(CASE WHEN c.conn_state IN {SERVICE_FAILED_STATES} THEN 1 END) AS failed_connections,
+       count(DISTINCT f.backend_pod) AS backend_pods,
+       min(f.ts) AS first_seen
+FROM (SELECT * FROM freezeframe.service_flows WHERE {where}) AS f
+LEFT JOIN (SELECT * FROM freezeframe.connections WHERE {where}) AS c
+  ON c.node = f.node AND c.conn_id = f.conn_id
+GROUP BY f.namespace, f.service, f.cluster_ip, f.port
+ORDER BY count(*) DESC, f.namespace, f.service, f.cluster_ip, f.port
+LIMIT {TABLE_ROWS}""")  # noqa: S608
+
+
 def section_queries(where: str, bucket_ns: int) -> tuple[ReportQuery, ...]:
     """The SQL of every section after the coverage, in page order."""
-    return (timeline_query(where, bucket_ns), service_map_query(where), tcp_health_query(where),
+    return (timeline_query(where, bucket_ns), node_health_query(where, bucket_ns), endpoint_readiness_query(where),
+            service_map_query(where), service_traffic_query(where), tcp_health_query(where),
             tcp_hotspots_query(where), dns_failures_query(where), tls_failures_query(where),
             slowest_endpoints_query(where))
 
@@ -625,6 +690,74 @@ def timeline_section(data: ReportData) -> str:
             f"{sql_block(query, result)}")
 
 
+# ------------------------------------------------------------------ node health and endpoint readiness
+
+def _bucket_time(value: Any) -> str:
+    return "" if value is None else _ns_iso(int(value))
+
+
+def node_health_section(data: ReportData) -> str:
+    query, result = data.result("node_health")
+    rows = _records(result)
+    nodes = sorted({str(r["node"]) for r in rows})
+    troubled = [r for r in rows if any(int(r[c] or 0) > 0 for c in NODE_PROBLEM_COLUMNS)
+                or (r["conntrack_limit"] and 10 * int(r["conntrack_entries"] or 0) >= 9 * int(r["conntrack_limit"]))]
+    totals = {c: sum(int(r[c] or 0) for r in rows) for c in (*NODE_PROBLEM_COLUMNS, "retransmitted_segments")}
+    summary = (f"{len(nodes)} node(s) recorded their network counters every segment period: "
+               f"{fmt_int(totals['listen_drops'])} listen-queue drops, {fmt_int(totals['syn_cookies'])} SYN cookies, "
+               f"{fmt_int(totals['conntrack_drops'])} conntrack drops or failed inserts, "
+               f"{fmt_int(totals['interface_drops_errors'])} interface drops or errors, "
+               f"{fmt_int(totals['retransmitted_segments'])} retransmitted TCP segments.") if nodes else (
+        "No node state was recorded for this window (agents older than node-state recording, or "
+        "FREEZEFRAME_NODE_STATE off).")
+    columns: list[Column] = [("node", "node", fmt_text), ("bucket_ns", "bucket", _bucket_time),
+                             ("listen_drops", "listen-queue drops", fmt_int), ("syn_cookies", "SYN cookies", fmt_int),
+                             ("conntrack_drops", "conntrack drops", fmt_int),
+                             ("conntrack_entries", "conntrack entries", fmt_int),
+                             ("conntrack_limit", "conntrack max", fmt_int),
+                             ("interface_drops_errors", "interface drops/errors", fmt_int),
+                             ("retransmitted_segments", "TCP retransmissions", fmt_int),
+                             ("resets_sent", "RSTs sent", fmt_int)]
+    shown = QueryResult(result.sql, result.duckdb_sql, result.columns,
+                        tuple(tuple(r[c] for c in result.columns) for r in troubled[:TABLE_ROWS]))
+    return (f"<p>{_e(summary)} Buckets of {_e(_duration(data.bucket_ns))}, as in the error timeline; the buckets "
+            f"where a node dropped or refused something are listed.</p>"
+            f"{html_table(shown, columns, 'No node reported drops, overflows or a nearly full conntrack table.')}"
+            f"{sql_block(query, result)}")
+
+
+def endpoint_readiness_section(data: ReportData) -> str:
+    query, result = data.result("endpoint_readiness")
+    rows = _records(result)
+    empty = sorted({f"{r['namespace']}/{r['service']}" for r in rows if int(r["ready"] or 0) == 0})
+    terminating = sorted({f"{r['namespace']}/{r['service']}" for r in rows if int(r["terminating"] or 0) > 0})
+    notes = []
+    if empty:
+        notes.append(f"with no ready endpoint at some point: {', '.join(empty)}")
+    if terminating:
+        notes.append(f"with terminating endpoints: {', '.join(terminating)}")
+    lead = (f"Services {'; '.join(notes)}." if notes else "Every Service kept a ready endpoint.") if rows else ""
+    columns: list[Column] = [("namespace", "namespace", fmt_text), ("service", "Service", fmt_text),
+                             ("ts_ns", "observed", _bucket_time), ("endpoints", "endpoints", fmt_int),
+                             ("ready", "ready", fmt_int), ("terminating", "terminating", fmt_int)]
+    shown = QueryResult(result.sql, result.duckdb_sql, result.columns, result.rows[:TABLE_ROWS * 2])
+    return (f"<p>Each observation of a Service's EndpointSlices (the watcher's records, frozen with the incident), "
+            f"beside the error timeline. {_e(lead)}</p>"
+            f"{html_table(shown, columns, 'No EndpointSlices were recorded for this window.')}"
+            f"{sql_block(query, result)}")
+
+
+def service_traffic_section(data: ReportData) -> str:
+    query, result = data.result("service_traffic")
+    columns: list[Column] = [("namespace", "namespace", fmt_text), ("service", "Service", fmt_text),
+                             ("cluster_ip", "ClusterIP", fmt_text), ("port", "port", fmt_port),
+                             ("connections", "connections", fmt_int),
+                             ("failed_connections", "failed", fmt_int), ("backend_pods", "backend pods seen", fmt_int)]
+    return ("<p>Connections to a ClusterIP, resolved to the Service that held the address at the time (and to the "
+            "backend pod where the capture shows kube-proxy's translation; table service_flows).</p>"
+            f"{html_table(result, columns, 'No connection went to a known ClusterIP.')}{sql_block(query, result)}")
+
+
 # ------------------------------------------------------------------ service map
 
 def _edge_color(rate: float) -> str:
@@ -789,7 +922,10 @@ def sql_section(data: ReportData) -> str:
 SECTIONS: tuple[tuple[str, str, Callable[[ReportData], str]], ...] = (
     ("coverage", "Coverage per node", coverage_section),
     ("timeline", "Timeline of errors", timeline_section),
+    ("node-health", "Node health", node_health_section),
+    ("endpoints", "Endpoint readiness", endpoint_readiness_section),
     ("service-map", "Service map", service_map_section),
+    ("services", "Services", service_traffic_section),
     ("tcp", "TCP health", tcp_section),
     ("dns", "DNS failures", dns_section),
     ("tls", "TLS handshake failures", tls_section),

@@ -43,8 +43,9 @@ from scapy.layers.tls.handshake import TLSClientHello, TLSServerHello
 from scapy.layers.tls.record import TLS
 
 from freezeframe.pcapio import LINKTYPE_ETHERNET, PcapWriter
+from freezeframe.sample_context import SAMPLE_START_NS  # its Kubernetes and node context shares the epoch
 
-SAMPLE_START_NS = 1_767_225_600 * 1_000_000_000  # 2026-01-01T00:00:00Z
+__all__ = ["SAMPLE_START_NS", "write_sample_pcap"]
 
 FRONTEND = "10.244.1.10"  # shop/frontend pod
 CHECKOUT = "10.244.1.11"  # shop/checkout pod

@@ -290,6 +290,154 @@ WHERE proto = 'tcp'
 ORDER BY ts
 """,
     ),
+    Scenario(
+        "conntrack-table-full",
+        "Conntrack table full",
+        "Nodes whose connection-tracking table dropped or failed to insert entries (conntrack drop, early_drop, "
+        "insert_failed grew during a period), or ran at 90 % or more of nf_conntrack_max: new connections through "
+        "such a node are dropped before any pod sees them, so clients time out with nothing in the server's logs. "
+        "From the node's own counters (node_stats), recorded every segment period.",
+        """\
+SELECT incident_id,
+       node,
+       max(CASE WHEN metric = 'count' THEN value END) AS peak_entries,
+       max(CASE WHEN metric = 'max' THEN value END) AS table_limit,
+       sum(CASE WHEN metric IN ('drop', 'early_drop') THEN delta END) AS dropped,
+       sum(CASE WHEN metric = 'insert_failed' THEN delta END) AS insert_failed,
+       min(CASE WHEN metric IN ('drop', 'early_drop', 'insert_failed') AND delta > 0 THEN ts END) AS first_drop
+FROM node_stats
+WHERE source = 'conntrack'
+GROUP BY incident_id, node
+HAVING sum(CASE WHEN metric IN ('drop', 'early_drop', 'insert_failed') THEN delta END) > 0
+    OR 10 * max(CASE WHEN metric = 'count' THEN value END) >= 9 * max(CASE WHEN metric = 'max' THEN value END)
+ORDER BY incident_id, node
+""",
+    ),
+    Scenario(
+        "listen-queue-overflow",
+        "Listen-queue overflow",
+        "Nodes where the kernel dropped connection attempts because a listener's accept queue was full "
+        "(TcpExt.ListenOverflows, ListenDrops) or answered with SYN cookies (SyncookiesSent): the server accepts "
+        "too slowly, so clients see SYN retransmissions, slow connects or timeouts. Each period of the node's "
+        "counters (node_stats) that grew, with the first and last such period.",
+        """\
+SELECT incident_id,
+       node,
+       sum(CASE WHEN metric = 'TcpExt.ListenOverflows' THEN delta END) AS listen_overflows,
+       sum(CASE WHEN metric = 'TcpExt.ListenDrops' THEN delta END) AS listen_drops,
+       sum(CASE WHEN metric = 'TcpExt.SyncookiesSent' THEN delta END) AS syncookies_sent,
+       count(DISTINCT CASE WHEN delta > 0 THEN ts_ns END) AS periods,
+       min(CASE WHEN delta > 0 THEN ts END) AS first_period_end,
+       max(CASE WHEN delta > 0 THEN ts END) AS last_period_end
+FROM node_stats
+WHERE source = 'snmp'
+  AND metric IN ('TcpExt.ListenOverflows', 'TcpExt.ListenDrops', 'TcpExt.SyncookiesSent')
+GROUP BY incident_id, node
+HAVING sum(CASE WHEN metric IN ('TcpExt.ListenOverflows', 'TcpExt.ListenDrops') THEN delta END) > 0
+ORDER BY incident_id, node
+""",
+    ),
+    Scenario(
+        "service-without-ready-endpoints",
+        "Service with no ready endpoints",
+        "Services whose EndpointSlices listed no ready endpoint while connections to the Service's ClusterIP failed "
+        "(refused, unanswered or reset: conn_state REJ, S0, RSTR, RSTOS0, RSTRH, SH) or were answered with HTTP 5xx. "
+        "Each observation of a slice holds until the slice's next observation; a Service whose endpoints are spread "
+        "over several slices is judged slice by slice.",
+        """\
+WITH observations AS (
+    SELECT incident_id, namespace, service, slice, ts_ns,
+           min(ts) AS ts,
+           count(address) AS endpoints,
+           count(CASE WHEN ready THEN 1 END) AS ready_endpoints
+    FROM endpoints
+    WHERE service IS NOT NULL
+    GROUP BY incident_id, namespace, service, slice, ts_ns
+),
+spans AS (
+    SELECT incident_id, namespace, service, slice, ts_ns, ts, endpoints, ready_endpoints,
+           lead(ts_ns) OVER (PARTITION BY incident_id, namespace, slice ORDER BY ts_ns) AS next_ns
+    FROM observations
+),
+failures AS (
+    SELECT f.incident_id, f.namespace, f.service, f.ts_ns, f.conn_id, c.conn_state, h.status
+    FROM service_flows AS f
+    JOIN connections AS c
+      ON c.incident_id = f.incident_id AND c.node = f.node AND c.conn_id = f.conn_id
+    LEFT JOIN http AS h
+      ON h.incident_id = f.incident_id AND h.node = f.node AND h.conn_id = f.conn_id
+    WHERE c.conn_state IN ('REJ', 'S0', 'RSTR', 'RSTOS0', 'RSTRH', 'SH') OR h.status >= 500
+)
+SELECT s.incident_id,
+       s.namespace,
+       s.service,
+       s.ts AS no_ready_endpoints_since,
+       s.endpoints AS listed_endpoints,
+       count(DISTINCT x.conn_id) AS failed_connections,
+       count(CASE WHEN x.status >= 500 THEN 1 END) AS http_5xx,
+       min(x.ts_ns) AS first_failure_ns,
+       max(x.ts_ns) AS last_failure_ns
+FROM spans AS s
+JOIN failures AS x
+  ON x.incident_id = s.incident_id AND x.namespace = s.namespace AND x.service = s.service
+ AND x.ts_ns >= s.ts_ns AND (s.next_ns IS NULL OR x.ts_ns < s.next_ns)
+WHERE s.ready_endpoints = 0
+GROUP BY s.incident_id, s.namespace, s.service, s.ts, s.endpoints
+ORDER BY no_ready_endpoints_since
+""",
+    ),
+    Scenario(
+        "errors-while-endpoints-terminating",
+        "5xx or 504 while endpoints were terminating",
+        "HTTP 5xx answers (504s included) sent while an endpoint of the Service was terminating: to the "
+        "terminating pod itself, or through the Service's ClusterIP while one of its endpoints was terminating. "
+        "The classic rolling-update outage: a pod is still in the load balancer's rotation, or still finishing "
+        "requests, after it began shutting down. An endpoint's state holds until its slice's next observation.",
+        """\
+WITH observations AS (
+    SELECT DISTINCT incident_id, namespace, slice, ts_ns
+    FROM endpoints
+),
+next_observation AS (
+    SELECT incident_id, namespace, slice, ts_ns,
+           lead(ts_ns) OVER (PARTITION BY incident_id, namespace, slice ORDER BY ts_ns) AS next_ns
+    FROM observations
+),
+terminating AS (
+    SELECT e.incident_id, e.namespace, e.service, e.address, e.pod, e.ts_ns, o.next_ns
+    FROM endpoints AS e
+    JOIN next_observation AS o
+      ON o.incident_id = e.incident_id AND o.namespace = e.namespace AND o.slice = e.slice AND o.ts_ns = e.ts_ns
+    WHERE e.terminating
+),
+errors AS (
+    SELECT h.incident_id, h.ts, h.ts_ns, h.status, h.method, h.path, h.dst_ip,
+           coalesce(h.src_workload, h.src_ip) AS client,
+           f.namespace AS service_namespace, f.service
+    FROM http AS h
+    LEFT JOIN service_flows AS f
+      ON f.incident_id = h.incident_id AND f.node = h.node AND f.conn_id = h.conn_id
+    WHERE h.status >= 500
+)
+SELECT r.incident_id,
+       r.ts,
+       r.status,
+       r.client,
+       r.method,
+       r.path,
+       t.namespace,
+       t.service,
+       t.pod AS terminating_pod,
+       t.address AS terminating_address,
+       r.dst_ip = t.address AS sent_to_the_terminating_pod
+FROM errors AS r
+JOIN terminating AS t
+  ON t.incident_id = r.incident_id
+ AND r.ts_ns >= t.ts_ns AND (t.next_ns IS NULL OR r.ts_ns < t.next_ns)
+ AND (r.dst_ip = t.address OR (r.service_namespace = t.namespace AND r.service = t.service))
+ORDER BY r.ts, terminating_address
+""",
+    ),
 )
 
 BY_NAME: dict[str, Scenario] = {scenario.name: scenario for scenario in SCENARIOS}

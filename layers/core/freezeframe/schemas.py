@@ -114,6 +114,13 @@ CONNECTIONS: pa.Schema = pa.schema(
         _field("completeness", pa.int32(),
                "Wireshark tcp.completeness bitmask: 1 SYN, 2 SYN-ACK, 4 ACK, 8 DATA, 16 FIN, 32 RST; "
                "null for non-TCP."),
+        _field("isn_out", pa.int64(),
+               "Initial sequence number of the initiator: the raw sequence number of its SYN (RFC 9293 3.4.1); null "
+               "when no SYN from it was seen, and for non-TCP. With isn_in and the 5-tuple it identifies the "
+               "connection across nodes without relying on their clocks."),
+        _field("isn_in", pa.int64(),
+               "Initial sequence number of the responder: the raw sequence number of its SYN-ACK; null when none "
+               "was seen, and for non-TCP."),
         *TCP_INSIGHTS,
         _field("src_namespace", pa.string(), "Kubernetes namespace of src_ip at first_ts."),
         _field("src_pod", pa.string(), "Kubernetes pod of src_ip at first_ts."),
@@ -224,5 +231,143 @@ DISSECT_ERRORS: pa.Schema = pa.schema(
     metadata={"table": "dissect_errors", "schema_version": "1"},
 )
 
+
+# Cross-layer evidence (freezeframe.node_state, freezeframe.crosslayer): the node's own network state and the
+# Kubernetes Services and EndpointSlices over time, beside the traffic.
+NODE_STATS: pa.Schema = pa.schema(
+    [
+        _field("node", pa.string(), "Kubernetes node whose agent read the counters.", nullable=False),
+        _field("ts", TIMESTAMP_MS, "End of the period: when the counters were read (ms, UTC).", nullable=False),
+        _field("ts_ns", pa.int64(), "End of the period in ns since the Unix epoch.", nullable=False),
+        _field("start_ns", pa.int64(), "Start of the period (the agent's previous read) in ns since the Unix epoch.",
+               nullable=False),
+        _field("source", pa.string(), "Where the number comes from: 'snmp' (/proc/net/snmp and netstat), "
+                                      "'conntrack', 'interface' (/proc/net/dev and the MTU) or 'sockets' "
+                                      "(/proc/net/sockstat).", nullable=False),
+        _field("metric", pa.string(), "Counter name: '<group>.<name>' as the kernel spells it for snmp "
+                                      "(TcpExt.ListenOverflows, Tcp.RetransSegs), 'count'/'max'/'drop'/"
+                                      "'insert_failed'/... for conntrack, rx_dropped/tx_errors/mtu/... for "
+                                      "interfaces, TCP.inuse/TCP.tw/... for sockets.", nullable=False),
+        _field("device", pa.string(), "Interface name for source 'interface'; null otherwise."),
+        _field("kind", pa.string(), "'counter' (a running total: see delta) or 'gauge' (a level: read value).",
+               nullable=False),
+        _field("value", pa.int64(), "The kernel's value at ts.", nullable=False),
+        _field("delta", pa.int64(), "For counters: value minus the node's previous document's value, i.e. what "
+                                    "happened during the period; null for gauges, for the node's first document and "
+                                    "when the counter went backwards (agent or node restart)."),
+    ],
+    metadata={"table": "node_stats", "schema_version": "1"},
+)
+
+NODE_CONFIG: pa.Schema = pa.schema(
+    [
+        _field("node", pa.string(), "Kubernetes node whose agent read the configuration.", nullable=False),
+        _field("ts", TIMESTAMP_MS, "When the agent read it (ms, UTC).", nullable=False),
+        _field("ts_ns", pa.int64(), "When the agent read it, ns since the Unix epoch.", nullable=False),
+        _field("kind", pa.string(), "'routes' (ip route show table all, IPv4 and IPv6), 'mtus' (interface MTUs) or "
+                                    "'ruleset' (nft list ruleset, else iptables-save).", nullable=False),
+        _field("digest", pa.string(), "sha256 of the configuration text.", nullable=False),
+        _field("previous_digest", pa.string(), "sha256 of the node's previous configuration of this kind; null for "
+                                               "the first one seen."),
+        _field("content", pa.string(), "The configuration text as read (null when the document did not carry it)."),
+        _field("error", pa.string(), "Why it could not be read (no nft or iptables-save on the node, say)."),
+    ],
+    metadata={"table": "node_config", "schema_version": "1"},
+)
+
+SERVICES: pa.Schema = pa.schema(
+    [
+        _field("ts", TIMESTAMP_MS, "When the watcher observed this state of the Service (ms, UTC).", nullable=False),
+        _field("ts_ns", pa.int64(), "When it was observed, ns since the Unix epoch.", nullable=False),
+        _field("change", pa.string(), "ADDED, MODIFIED, DELETED or SYNC (a re-list snapshot).", nullable=False),
+        _field("namespace", pa.string(), "Namespace of the Service.", nullable=False),
+        _field("service", pa.string(), "Name of the Service.", nullable=False),
+        _field("service_type", pa.string(), "spec.type: ClusterIP, NodePort, LoadBalancer, ExternalName."),
+        _field("cluster_ip", pa.string(), "One of spec.clusterIPs (one row per address and port); null for "
+                                          "headless Services."),
+        _field("port", pa.int32(), "spec.ports[].port: the port clients connect to."),
+        _field("protocol", pa.string(), "spec.ports[].protocol (TCP, UDP, SCTP)."),
+        _field("target_port", pa.string(), "spec.ports[].targetPort: a number or a named container port."),
+        _field("port_name", pa.string(), "spec.ports[].name."),
+    ],
+    metadata={"table": "services", "schema_version": "1"},
+)
+
+ENDPOINTS: pa.Schema = pa.schema(
+    [
+        _field("ts", TIMESTAMP_MS, "When the watcher observed this state of the EndpointSlice (ms, UTC).",
+               nullable=False),
+        _field("ts_ns", pa.int64(), "When it was observed, ns since the Unix epoch.", nullable=False),
+        _field("change", pa.string(), "ADDED, MODIFIED, DELETED or SYNC.", nullable=False),
+        _field("namespace", pa.string(), "Namespace of the Service and its EndpointSlice.", nullable=False),
+        _field("service", pa.string(), "The Service (label kubernetes.io/service-name); null when unlabelled."),
+        _field("slice", pa.string(), "Name of the EndpointSlice.", nullable=False),
+        _field("address", pa.string(), "endpoints[].addresses[] (one row per address); null on a row that records a "
+                                       "slice with no endpoints at all."),
+        _field("ports", pa.string(), "The slice's ports as 'name:port/protocol', comma-separated."),
+        _field("pod_namespace", pa.string(), "targetRef namespace when it is a Pod."),
+        _field("pod", pa.string(), "targetRef name when it is a Pod."),
+        _field("node_name", pa.string(), "endpoints[].nodeName."),
+        _field("ready", pa.bool_(), "conditions.ready (null: unknown, which clients treat as ready); "
+                                    "false on a row for an empty slice or a DELETED one."),
+        _field("serving", pa.bool_(), "conditions.serving."),
+        _field("terminating", pa.bool_(), "conditions.terminating."),
+    ],
+    metadata={"table": "endpoints", "schema_version": "1"},
+)
+
+SERVICE_FLOWS: pa.Schema = pa.schema(
+    [
+        _field("node", pa.string(), "Kubernetes node whose agent captured the connection.", nullable=False),
+        _field("conn_id", pa.string(), "The connection to the ClusterIP; joins connections.conn_id.", nullable=False),
+        _field("ts", TIMESTAMP_MS, "Start of the connection (ms, UTC).", nullable=False),
+        _field("ts_ns", pa.int64(), "Start of the connection, ns since the Unix epoch.", nullable=False),
+        _field("src_ip", pa.string(), "Client address.", nullable=False),
+        _field("src_port", pa.int32(), "Client port."),
+        _field("cluster_ip", pa.string(), "The Service address the client connected to.", nullable=False),
+        _field("port", pa.int32(), "The Service port the client connected to."),
+        _field("namespace", pa.string(), "Namespace of the Service.", nullable=False),
+        _field("service", pa.string(), "Name of the Service that held cluster_ip at ts.", nullable=False),
+        _field("backend_conn_id", pa.string(), "The translated connection (after kube-proxy's DNAT) when the capture "
+                                               "shows it: same client address and port, a backend of the Service."),
+        _field("backend_ip", pa.string(), "The backend pod address the connection was translated to."),
+        _field("backend_port", pa.int32(), "The backend port."),
+        _field("backend_namespace", pa.string(), "Namespace of the backend pod."),
+        _field("backend_pod", pa.string(), "The backend pod."),
+        _field("backend_workload", pa.string(), "Owning workload of the backend pod."),
+        _field("backend_ready", pa.bool_(), "Whether the Service's EndpointSlices listed the backend as ready at ts."),
+        _field("backend_terminating", pa.bool_(), "Whether they listed it as terminating at ts."),
+    ],
+    metadata={"table": "service_flows", "schema_version": "1"},
+)
+
 TABLES: dict[str, pa.Schema] = {"connections": CONNECTIONS, "dns": DNS, "http": HTTP, "tls": TLS,
-                                "dissect_errors": DISSECT_ERRORS}
+                                "dissect_errors": DISSECT_ERRORS, "node_stats": NODE_STATS,
+                                "node_config": NODE_CONFIG, "services": SERVICES, "endpoints": ENDPOINTS,
+                                "service_flows": SERVICE_FLOWS}
+
+# What an incident's views (freezeframe.observers) add to every row: which nodes saw it and whose view it reports.
+OBSERVATION: list[pa.Field] = [
+    _field("observers", pa.list_(pa.string()),
+           "Nodes whose agents captured this conversation (or exchange), sorted; one entry when one node saw it.",
+           nullable=False),
+    _field("observer", pa.string(),
+           "The node whose view this row reports (equal to node): the most complete view among the observers.",
+           nullable=False),
+    _field("views_disagree", pa.bool_(),
+           "True when the observers' views differ in a compared field (one side lost or missed packets).",
+           nullable=False),
+    _field("disagreeing", pa.list_(pa.string()),
+           "The compared fields in which the observers' views differ (connections: packets, bytes, payload bytes "
+           "per direction, retransmissions, lost_segments; dns: rcode, answers, truncated; http: status, sizes, "
+           "response_complete; tls: version, cipher, established, alert); empty when they agree.", nullable=False),
+]
+
+
+def _view(schema: pa.Schema) -> pa.Schema:
+    return pa.schema(list(schema) + OBSERVATION, metadata={**(schema.metadata or {}), b"view": b"1"})
+
+
+# The tables the query engines read: one row per conversation across nodes, under keys.view_prefix. The per-node
+# parts (TABLES, under keys.table_prefix) stay as each node's evidence; finalize derives the views from them.
+VIEWS: dict[str, pa.Schema] = {name: _view(schema) for name, schema in TABLES.items()}

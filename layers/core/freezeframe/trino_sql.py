@@ -25,9 +25,9 @@ import pyarrow as pa
 
 from freezeframe.errors import FreezeframeError
 from freezeframe.glue import DEFAULT_DATABASE, columns
-from freezeframe.keys import TABLES_ROOT, table_prefix
-from freezeframe.query import QueryError, QueryResult
-from freezeframe.schemas import PARTITION_KEYS, TABLES
+from freezeframe.keys import view_prefix
+from freezeframe.query import QueryError, QueryResult, local_base
+from freezeframe.schemas import PARTITION_KEYS, VIEWS
 
 USER = "freezeframe"
 CATALOG_PREFIX = "ff_"
@@ -139,7 +139,7 @@ class DataLocation:
         path = path.resolve()
         if not path.is_dir():
             raise QueryError(f"{path} is not a directory")
-        return cls(str(path / TABLES_ROOT if (path / TABLES_ROOT).is_dir() else path))
+        return cls(str(local_base(path)))
 
     @classmethod
     def bucket(cls, bucket: str, endpoint: str | None, region: str,
@@ -147,7 +147,7 @@ class DataLocation:
         return cls(bucket, endpoint, region, credentials, is_s3=True)
 
     def table_location(self, table: str) -> str:
-        return f"s3://{self.root}/{table_prefix(table).rstrip('/')}" if self.is_s3 else f"local://{self.root}/{table}"
+        return f"s3://{self.root}/{view_prefix(table).rstrip('/')}" if self.is_s3 else f"local://{self.root}/{table}"
 
     def catalog(self) -> str:
         """A catalog name stable for this location (so a second query reuses the catalog)."""
@@ -209,7 +209,7 @@ class TrinoEngine:
             connection.close()
         return names, rows
 
-    def attach(self, location: DataLocation, tables: Mapping[str, pa.Schema] = TABLES) -> str:
+    def attach(self, location: DataLocation, tables: Mapping[str, pa.Schema] = VIEWS) -> str:
         """The catalog over ``location``, created on first use, with every table declared from its schema (declared
         again when the schema changed) and its partitions synced with the files; returns the catalog name."""
         catalog = location.catalog()

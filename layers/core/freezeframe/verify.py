@@ -24,13 +24,14 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
+from freezeframe import node_state
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
 from freezeframe.custody.chain import Trust, chain_prefix, check_links, public_key_key
 from freezeframe.custody.ledger import ledger_prefix
 from freezeframe.custody.pinned import online_trust
 from freezeframe.custody.signatures import fingerprint, load_public_key
-from freezeframe.errors import CustodyError, NotFoundError, PayloadError
+from freezeframe.errors import CustodyError, FreezeframeError, NotFoundError, PayloadError
 from freezeframe.finalize import summary_key
 from freezeframe.k8s_context import ContextEntry, context_root_hash
 from freezeframe.keys import manifest_key, manifest_parts_prefix, report_key
@@ -176,6 +177,8 @@ def check_incident(store: EvidenceStore, settings: Settings, incident_id: str,
             claims.setdefault(claim, []).append(required)
         for claim in _context_claims(store, bucket, subject, key, version_id, checks):
             claims.setdefault(claim, []).append(lock)
+        for claim in _node_state_claims(store, bucket, subject, key, version_id, settings.raw_bucket, checks):
+            claims.setdefault(claim, []).append(lock)
 
     parts_prefix = manifest_parts_prefix(incident_id)
     for part_key, versions in sorted(_group(store.versions(bucket, parts_prefix)).items()):
@@ -307,6 +310,25 @@ def _context_claims(store: EvidenceStore, bucket: str, subject: str, key: str, v
     return [(c.bucket, ManifestEntry(key=c.key, version_id=c.version_id, sha256=c.sha256, size=c.size, node=c.node,
                                      start_ns=0, end_ns=0, seq=None, packets=None, lock_mode=c.lock_mode,
                                      retain_until=c.retain_until, legal_hold=False)) for c in context]
+
+
+def _node_state_claims(store: EvidenceStore, bucket: str, subject: str, key: str, version_id: str,
+                       raw_bucket: str, checks: list[Check]) -> list[tuple[str, ManifestEntry]]:
+    """The manifest's node-state documents (freezeframe.node_state), checked like segments, and their root hash."""
+    try:
+        document = json.loads(store.read(bucket, key, version_id))
+        if not isinstance(document, dict) or document.get("node_state") is None:
+            return []  # a manifest written before node state was recorded
+        entries = node_state.entries_of(document)
+    except (ValueError, FreezeframeError) as exc:
+        checks.append(Check(subject, "node_state", False, f"unreadable node_state: {exc}"))
+        return []
+    recomputed, recorded = node_state.root_hash(entries), document.get("node_state_root_hash")
+    checks.append(Check(subject, "node_state_root_hash", recomputed == recorded,
+                        f"recomputed {recomputed}" if recomputed == recorded
+                        else f"recomputed {recomputed}, the manifest records {recorded}"))
+    document_bucket = str(document.get("raw_bucket") or raw_bucket)
+    return [(document_bucket, entry.as_manifest_entry()) for entry in entries]
 
 
 def check_segment(store: EvidenceStore, bucket: str, entry: ManifestEntry, requested: LockSpec | None,

@@ -14,7 +14,8 @@ from typing import Any
 
 from freezeframe.config import Settings
 from freezeframe.pcapio import PcapReader
-from freezeframe_agent.health import EVICTION_MEMORY_PERIODS, AgentMetrics, Health, HealthServer
+from freezeframe_agent import health as health_module
+from freezeframe_agent.health import AgentMetrics, Health, HealthServer
 from freezeframe_agent.segmenter import Segmenter
 from freezeframe_agent.spool import Spool
 from freezeframe_agent.uploader import Uploader
@@ -45,11 +46,13 @@ def _parts(tmp_path: Path, kernel: Callable[[int], int]) -> tuple[Segmenter, Spo
     return segmenter, spool, packet.data, packet.orig_len
 
 
-def _metrics(segmenter: Segmenter, spool: Spool, uploader: Uploader, monotonic: Callable[[], float],
-             ratio: float = 0.01) -> AgentMetrics:
-    return AgentMetrics(cluster="c1", node="n1", version="t", health=Health(period_s=10.0), source=StubSource(),  # type: ignore[arg-type]
-                        segmenter=segmenter, spool=spool, uploader=uploader, clock_ns=lambda: T0,
-                        drop_ratio=ratio, monotonic=monotonic)
+def _metrics(segmenter: Segmenter, spool: Spool, uploader: Uploader, health: Health | None = None,
+             **since_the_fix: Any) -> AgentMetrics:
+    """AgentMetrics built with the arguments it has always taken; `since_the_fix` (drop_ratio, monotonic) only where
+    a test checks what the fix added beyond the defect (a threshold, a clock for the memory of an eviction)."""
+    return AgentMetrics(cluster="c1", node="n1", version="t", health=health or Health(period_s=10.0),
+                        source=StubSource(), segmenter=segmenter, spool=spool, uploader=uploader,  # type: ignore[arg-type]
+                        clock_ns=lambda: T0, **since_the_fix)
 
 
 def _fill(segmenter: Segmenter, data: bytes, orig_len: int, segments: int, packets: int, start_s: int = 0,
@@ -73,28 +76,61 @@ def _served(metrics: AgentMetrics) -> tuple[int, dict[str, Any], dict[str, Any]]
 def test_recent_kernel_loss_above_the_threshold_is_degraded(tmp_path: Path) -> None:
     segmenter, spool, data, orig_len = _parts(tmp_path, lambda _end: 0)
     uploader = Uploader(Settings(cluster="c1", node_name="n1"), FailingS3(), spool, bus=Bus())
-    metrics = _metrics(segmenter, spool, uploader, time.monotonic)
+    metrics = _metrics(segmenter, spool, uploader)
     _fill(segmenter, data, orig_len, segments=3, packets=10)
     status, body, parsed = _served(metrics)
-    assert (status, body["status"], body["degraded"]) == (200, "ok", [])
-    assert parsed["freezeframe_agent_degraded"] == {(): 0.0}
+    assert (status, body["status"]) == (200, "ok")
 
     # 92 % loss in the newest segment (115 kernel drops beside 10 captured packets), 79 % over the last three.
     _fill(segmenter, data, orig_len, segments=1, packets=10, start_s=40, kernel_total=115)
     status, body, parsed = _served(metrics)
-    assert status == 200 and body["status"] == "degraded"
+    assert status == 200 and body["status"] == "degraded", body  # before the fix: "ok"
     (reason,) = body["degraded"]
     assert "lost 115 of 145 packets (79.3 %: 115 kernel, 0 agent drops)" in reason
     assert parsed["freezeframe_agent_degraded"] == {(): 1.0}
     assert parsed["freezeframe_agent_recent_drop_ratio"] == {(): 115 / 145}
     assert list(parsed["freezeframe_agent_degraded_reason"].values()) == [1.0]
 
-    # A loss under the configured threshold is not degraded.
-    lenient = _metrics(segmenter, spool, uploader, time.monotonic, ratio=0.9)
+    # A loss under the configured threshold (FREEZEFRAME_HEALTH_DROP_RATIO, added by the fix) is not degraded.
+    lenient = _metrics(segmenter, spool, uploader, drop_ratio=0.9)
     assert lenient.health_report().to_dict()["status"] == "ok"
 
 
 def test_uploads_failing_for_longer_than_a_segment_period_are_degraded(tmp_path: Path) -> None:
+    """Real time, a short segment period: S3 refuses every upload until the agent says degraded (bounded wait)."""
+    segmenter, spool, data, orig_len = _parts(tmp_path, lambda _end: 0)
+    s3 = FailingS3()
+    s3.down = True
+    uploader = Uploader(Settings(cluster="c1", node_name="n1"), s3, spool, bus=Bus())
+    health = Health(period_s=0.3)
+    metrics = _metrics(segmenter, spool, uploader, health)
+    _fill(segmenter, data, orig_len, segments=2, packets=5)
+    uploader.start()
+    try:
+        deadline = time.monotonic() + 10
+        report = metrics.health_report().to_dict()
+        while report["status"] != "degraded" and time.monotonic() < deadline:
+            time.sleep(0.05)
+            health.beat()  # the capture loop beats on every packet and idle tick; only the uploads fail
+            report = metrics.health_report().to_dict()
+        assert report["status"] == "degraded", report  # before the fix: "ok" for as long as S3 refused
+        (reason,) = report["degraded"]
+        assert reason.startswith("uploads (s3) failing for ") and "(longer than the 0.3 s segment period)" in reason
+        assert "ConnectionError: S3 unreachable" in reason
+        status, body, parsed = _served(metrics)
+        assert status == 200 and body["status"] == "degraded"
+        assert parsed["freezeframe_agent_upload_failing_seconds"][(("stage", '"s3"'),)] > 0.3
+        s3.down = False  # S3 is back: the spool drains, the streak ends
+        deadline = time.monotonic() + 15
+        while metrics.health_report().to_dict()["status"] != "ok" and time.monotonic() < deadline:
+            time.sleep(0.05)
+            health.beat()
+        assert metrics.health_report().to_dict()["status"] == "ok"
+    finally:
+        uploader.stop()
+
+
+def test_uploads_failing_within_one_segment_period_are_not_degraded(tmp_path: Path) -> None:
     segmenter, spool, data, orig_len = _parts(tmp_path, lambda _end: 0)
     s3 = FailingS3()
     s3.down = True
@@ -108,19 +144,11 @@ def test_uploads_failing_for_longer_than_a_segment_period_are_degraded(tmp_path:
         failing_since = uploader.failing_since["s3"]
         assert failing_since is not None
         clock = {"now": failing_since + 9.0}
-        metrics = _metrics(segmenter, spool, uploader, lambda: clock["now"])
+        metrics = _metrics(segmenter, spool, uploader, monotonic=lambda: clock["now"])
         assert metrics.health_report().to_dict()["status"] == "ok"  # 9 s: within one segment period
         clock["now"] = failing_since + 54.0
-        status, body, parsed = _served(metrics)
-        assert status == 200 and body["status"] == "degraded"
-        assert body["degraded"][0].startswith("uploads (s3) failing for 54 s (longer than the 10 s segment period)")
-        assert "ConnectionError: S3 unreachable" in body["degraded"][0]
-        assert parsed["freezeframe_agent_upload_failing_seconds"][(("stage", '"s3"'),)] == 54.0
-        s3.down = False  # S3 is back: the spool drains, the streak ends
-        deadline = time.monotonic() + 15
-        while uploader.failing_since["s3"] is not None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert metrics.health_report().to_dict()["status"] == "ok"
+        report = metrics.health_report().to_dict()
+        assert report["degraded"][0].startswith("uploads (s3) failing for 54 s (longer than the 10 s segment period)")
     finally:
         uploader.stop()
 
@@ -128,13 +156,18 @@ def test_uploads_failing_for_longer_than_a_segment_period_are_degraded(tmp_path:
 def test_evicted_segments_keep_the_agent_degraded_for_a_while(tmp_path: Path) -> None:
     segmenter, spool, data, orig_len = _parts(tmp_path, lambda _end: 0)
     uploader = Uploader(Settings(cluster="c1", node_name="n1"), FailingS3(), spool, bus=Bus())
-    clock = {"now": 1000.0}
-    metrics = _metrics(segmenter, spool, uploader, lambda: clock["now"])
+    metrics = _metrics(segmenter, spool, uploader)
     _fill(segmenter, data, orig_len, segments=3, packets=5)
     assert metrics.health_report().to_dict()["status"] == "ok"
     spool.evict(spool.entries()[:2], "spool_full")
     report = metrics.health_report().to_dict()
-    assert report["status"] == "degraded" and "evicted segments" in report["degraded"][0]
-    assert "(2 since start)" in report["degraded"][0]
-    clock["now"] += EVICTION_MEMORY_PERIODS * 10.0 + 1
-    assert metrics.health_report().to_dict()["status"] == "ok"
+    assert report["status"] == "degraded", report  # before the fix: "ok" after evidence was evicted
+    assert "evicted segments" in report["degraded"][0] and "(2 since start)" in report["degraded"][0]
+
+    # The memory of an eviction ends after EVICTION_MEMORY_PERIODS segment periods (a clock the fix added).
+    clock = {"now": 1000.0}
+    remembering = _metrics(segmenter, spool, uploader, monotonic=lambda: clock["now"])
+    spool.evict(spool.entries()[:1], "spool_full")
+    assert remembering.health_report().to_dict()["status"] == "degraded"
+    clock["now"] += health_module.EVICTION_MEMORY_PERIODS * 10.0 + 1
+    assert remembering.health_report().to_dict()["status"] == "ok"

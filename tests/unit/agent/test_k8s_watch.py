@@ -114,7 +114,7 @@ def bus(tmp_path: Path) -> FileBus:
 
 
 def watcher_for(api: FakeKubeApi, bus: Any, *, node: str = NODE, **options: Any) -> K8sWatcher:
-    options = {"watch_events": False, "backoff_base_s": 0.2, "backoff_max_s": 0.4, **options}
+    options = {"watch_events": False, "watch_objects": False, "backoff_base_s": 0.2, "backoff_max_s": 0.4, **options}
     return K8sWatcher(bus, cluster=CLUSTER, node=node, configuration=Configuration(host=api.url), **options)
 
 

@@ -37,7 +37,7 @@ DOCKERFILE = REPO / "node_agent" / "Dockerfile"
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 
 AGENT_UID = 10001
-ALLOWED_RULES = {("", "pods"), ("", "services"), ("", "events"), ("events.k8s.io", "events"),
+ALLOWED_RULES = {("", "pods"), ("", "services"), ("", "events"), ("", "nodes"), ("events.k8s.io", "events"),
                  ("discovery.k8s.io", "endpointslices")}
 READ_VERBS = {"get", "list", "watch"}
 CAPTURE_CAPS = {"NET_RAW", "NET_ADMIN"}

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from freezeframe.cli import main
+from freezeframe.crosslayer import CLUSTER_PART
 from freezeframe.dissect.files import first_timestamp
 from freezeframe.keys import table_part_key
 from freezeframe.pcapio import PcapReader, PcapWriter
@@ -25,7 +26,8 @@ from tests.fixtures.tcp_captures import lossy_capture
 
 SAMPLE = Path(__file__).resolve().parents[2] / "fixtures" / "sample.pcap"
 TSHARK = shutil.which("tshark")
-TABLES = ("connections", "dns", "http", "tls", "dissect_errors")
+TABLES = ("connections", "dns", "http", "tls", "dissect_errors", "node_stats", "node_config", "service_flows")
+ALL_TABLES = (*TABLES, "services", "endpoints")
 
 
 def split_capture(source: Path, directory: Path, parts: int) -> list[Path]:
@@ -159,7 +161,12 @@ def test_output_is_laid_out_like_the_evidence_bucket(tmp_path: Path) -> None:
     first_ns = first_timestamp(SAMPLE)
     assert first_ns is not None
     written = sorted(str(path.relative_to(out)) for path in out.rglob("*") if path.is_file())
-    assert written == sorted([table_part_key(name, first_ns, "inc-42", "node-3") for name in TABLES]
+    day = f"{datetime.fromtimestamp(first_ns / 1e9, tz=UTC):%Y-%m-%d}"
+    # The cluster-wide tables (Services, EndpointSlices) are one part named "cluster", whichever node wrote it.
+    assert written == sorted([table_part_key(name, first_ns, "inc-42",
+                                             CLUSTER_PART if name in ("services", "endpoints") else "node-3")
+                              for name in ALL_TABLES]
+                             + [f"views/{name}/dt={day}/incident_id=inc-42/incident.parquet" for name in ALL_TABLES]
                              + ["incidents/inc-42/dissect/node-3.json"])
     # The local engine reads the directory as it reads the bucket: partition columns from the path.
     rows = run(None, "SELECT DISTINCT dt, incident_id, node FROM freezeframe.connections", connect_local(out)).rows

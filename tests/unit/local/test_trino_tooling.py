@@ -85,13 +85,17 @@ def test_ddl_escapes_comments(tmp_path: Path) -> None:
 
 def test_locations_get_their_own_stable_catalog_and_metastore_outside_the_data(tmp_path: Path) -> None:
     (tmp_path / "a" / "tables").mkdir(parents=True)
+    (tmp_path / "a" / "views").mkdir(parents=True)
     (tmp_path / "b").mkdir()
+    (tmp_path / "c" / "tables").mkdir(parents=True)
     copy_of_bucket, copy_of_tables = DataLocation.directory(tmp_path / "a"), DataLocation.directory(tmp_path / "b")
-    assert copy_of_bucket.table_location("dns") == f"local://{tmp_path}/a/tables/dns"
+    # The views (one row per conversation across nodes) when there are any; per-node parts only from older output.
+    assert copy_of_bucket.table_location("dns") == f"local://{tmp_path}/a/views/dns"
+    assert DataLocation.directory(tmp_path / "c").table_location("dns") == f"local://{tmp_path}/c/tables/dns"
     assert copy_of_tables.table_location("dns") == f"local://{tmp_path}/b/dns"
     assert copy_of_bucket.catalog() == DataLocation.directory(tmp_path / "a").catalog() != copy_of_tables.catalog()
     bucket = DataLocation.bucket("evidence", "http://127.0.0.1:4566", "us-east-1", ("test", "test", None))
-    assert bucket.table_location("http") == "s3://evidence/tables/http"
+    assert bucket.table_location("http") == "s3://evidence/views/http"
     properties = bucket.catalog_properties(tmp_path / "meta")
     assert properties["hive.metastore.catalog.dir"] == f"local://{tmp_path}/meta"
     assert properties["s3.endpoint"] == "http://127.0.0.1:4566" and properties["s3.path-style-access"] == "true"

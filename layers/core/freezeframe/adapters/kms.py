@@ -71,11 +71,15 @@ def client(settings: Settings) -> Any:
 
 
 @lru_cache(maxsize=8)
-def signer(settings: Settings) -> KmsSigner | None:
-    """The configured signer, or None when this deployment signs nothing (no key id)."""
-    if not settings.signing_key_id:
-        return None
-    return KmsSigner(client(settings), settings.signing_key_id)
+def signer(settings: Settings) -> DigestSigner | None:
+    """The configured signer: the KMS key, else a local key file (the embedded demo's), else None (unsigned)."""
+    if settings.signing_key_id:
+        return KmsSigner(client(settings), settings.signing_key_id)
+    if settings.signing_key_file is not None:
+        from freezeframe.adapters.local_signer import LocalKeySigner
+
+        return LocalKeySigner.from_file(settings.signing_key_file)
+    return None
 
 
 def create_signing_key(kms: Any, alias: str, description: str) -> str:

@@ -26,6 +26,9 @@ def add_commands(sub: Any) -> None:
                         help="the time-stamping roots to trust (default: the configured file; with --bundle: the "
                              "bundle's own)")
     verify.add_argument("--purpose", help="the purpose or ticket, recorded in the custody ledger")
+    verify.add_argument("--demo", type=Path, metavar="DIR",
+                        help="verify the evidence `freezeframe demo` kept in DIR against the demo key kept there "
+                             "(trust comes from the directory, not from an authority)")
     verify.add_argument("--json", action="store_true")
     verify.add_argument("--s3-endpoint", metavar="URL")
     verify.set_defaults(func=cmd_verify)
@@ -85,6 +88,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     public_key = _read_file(args.public_key, "public key")
     tsa_roots = _read_file(args.tsa_ca, "time-stamping roots")
+    if args.demo is not None:
+        return _verify_demo(args, public_key, tsa_roots)
     if args.bundle is not None:
         from freezeframe.custody.bundle import verify_bundle
 
@@ -109,6 +114,35 @@ def cmd_verify(args: argparse.Namespace) -> int:
         record_access(config, s3, args.incident, "verify", {"ok": report.ok, "checks": len(report.checks),
                                                             "failures": len(report.failures)}, [output.encode()])
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
+    return 0 if report.ok else 1
+
+
+DEMO_TRUST_NOTE = ("DEMO KEY: this evidence was signed with a key `freezeframe demo` generated for one run; its "
+                   "public half and time-stamping root come from the directory itself, so this checks the directory's "
+                   "internal consistency, not who produced it (trust comes from the directory, not from an "
+                   "authority)")
+
+
+def _verify_demo(args: argparse.Namespace, public_key: bytes | None, tsa_roots: bytes | None) -> int:
+    """`verify --demo DIR`: the demo's restored store against the demo key and roots kept in DIR, and nothing else:
+    never a configured KMS key or a running stack's key."""
+    from freezeframe.custody.chain import Trust
+    from freezeframe.custody.signatures import load_public_key, load_roots
+    from freezeframe.local.demo_store import DemoDirectory, open_demo
+    from freezeframe.verify import format_report, verify_incident
+
+    if args.bundle is not None or public_key is not None or tsa_roots is not None:
+        raise PayloadError("--demo DIR brings its own key and roots: not with --bundle, --public-key or --tsa-ca")
+    demo = DemoDirectory.load(args.demo)
+    key = _read_file(demo.public_key, "demo public key")
+    roots = _read_file(demo.tsa_roots, "demo time-stamping roots")
+    assert key is not None and roots is not None
+    trust = Trust(load_public_key(key), f"the demo key in {demo.public_key} (DEMO KEY, trusted because it is in the "
+                  "directory)", load_roots(roots))
+    with open_demo(args.demo) as (config, s3, _):
+        report = verify_incident(config, s3, args.incident or demo.incident_id, trust=trust)
+    print(json.dumps({**report.to_dict(), "demo_key": str(demo.public_key), "note": DEMO_TRUST_NOTE}, indent=2)
+          if args.json else f"{DEMO_TRUST_NOTE}.\n{format_report(report)}")
     return 0 if report.ok else 1
 
 

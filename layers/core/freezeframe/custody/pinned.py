@@ -47,11 +47,20 @@ def online_trust(settings: Settings, public_key: bytes | None = None, tsa_roots_
 
         der: bytes | None = load_public_key(public_key)
         source = "the given public key"
+    elif kmsio.signer(settings) is None and settings.signing_public_key_file is not None:
+        from freezeframe.custody.signatures import load_public_key
+
+        try:
+            der = load_public_key(settings.signing_public_key_file.read_bytes())
+        except OSError as exc:
+            raise CustodyError(f"cannot read the public key {settings.signing_public_key_file}: {exc}") from exc
+        source = f"public key file {settings.signing_public_key_file}"
     else:
         signer = kmsio.signer(settings)
         der = signer.public_key_der() if signer is not None else None
-        source = f"KMS key {settings.signing_key_id}" if signer is not None else \
-            "no signing key configured (FREEZEFRAME_SIGNING_KEY_ID) and none given"
+        source = ("no signing key configured (FREEZEFRAME_SIGNING_KEY_ID) and none given" if signer is None
+                  else f"KMS key {settings.signing_key_id}" if settings.signing_key_id
+                  else f"local key file {settings.signing_key_file}")
     if tsa_roots_pem is None and settings.tsa_ca_file is not None:
         try:
             tsa_roots_pem = settings.tsa_ca_file.read_bytes()

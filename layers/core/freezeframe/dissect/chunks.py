@@ -59,6 +59,7 @@ MERGE_RULES: dict[str, str] = {
     "packets_out": SUM, "packets_in": SUM, "bytes_out": SUM, "bytes_in": SUM,
     "payload_bytes_out": SUM, "payload_bytes_in": SUM,
     "completeness": OR,
+    "isn_out": FIRST_NON_NULL, "isn_in": FIRST_NON_NULL,  # the SYN and SYN-ACK are seen once, in one chunk
     # TCP insights
     "conn_state": CONN_STATE, "history": HISTORY,
     "syn_to_synack_us": FIRST_NON_NULL, "handshake_us": FIRST_NON_NULL, "time_to_first_data_us": FIRST_NON_NULL,
@@ -82,7 +83,8 @@ DIRECTION_PAIRS: tuple[tuple[str, str], ...] = (
     ("packets_out", "packets_in"), ("bytes_out", "bytes_in"), ("payload_bytes_out", "payload_bytes_in"),
     ("retransmissions_out", "retransmissions_in"), ("dup_acks_out", "dup_acks_in"),
     ("zero_window_events_out", "zero_window_events_in"), ("window_scale", "window_scale_in"),
-    ("src_namespace", "dst_namespace"), ("src_pod", "dst_pod"), ("src_workload", "dst_workload"),
+    ("isn_out", "isn_in"), ("src_namespace", "dst_namespace"), ("src_pod", "dst_pod"),
+    ("src_workload", "dst_workload"),
 )
 
 # Columns whose merged value equals an unchunked run's by construction (each packet is counted in one chunk,
@@ -90,7 +92,8 @@ DIRECTION_PAIRS: tuple[tuple[str, str], ...] = (
 EXACT_COLUMNS: frozenset[str] = frozenset((
     "node", "conn_id", "proto", "src_ip", "src_port", "dst_ip", "dst_port", "ts", "ts_ns", "first_ts",
     "first_ts_ns", "last_ts", "last_ts_ns", "duration_us", "packets_out", "packets_in", "bytes_out", "bytes_in",
-    "payload_bytes_out", "payload_bytes_in", "completeness", "conn_state", "rst_count", "fin_count",
+    "payload_bytes_out", "payload_bytes_in", "completeness", "isn_out", "isn_in", "conn_state", "rst_count",
+    "fin_count",
     "bytes_total", "close", "window_scale", "window_scale_in", "src_namespace", "src_pod", "src_workload",
     "dst_namespace", "dst_pod", "dst_workload",
 ))

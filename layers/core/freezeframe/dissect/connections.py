@@ -82,7 +82,8 @@ _INSIGHT_NAMES = tuple(field.name for field in TCP_INSIGHTS)
 # Column order of the row tuples ``finish`` builds; a test checks it is CONNECTIONS' order.
 _ROW_NAMES = ("node", "conn_id", "proto", "src_ip", "src_port", "dst_ip", "dst_port", "ts", "ts_ns", "first_ts",
               "first_ts_ns", "last_ts", "last_ts_ns", "duration_us", "packets_out", "packets_in", "bytes_out",
-              "bytes_in", "payload_bytes_out", "payload_bytes_in", "completeness", *_INSIGHT_NAMES, "src_namespace",
+              "bytes_in", "payload_bytes_out", "payload_bytes_in", "completeness", "isn_out", "isn_in",
+              *_INSIGHT_NAMES, "src_namespace",
               "src_pod", "src_workload", "dst_namespace", "dst_pod", "dst_workload")
 _NO_SEQ = -1  # sequence numbers are unsigned 32-bit, so -1 marks "no base sequence seen yet"
 
@@ -130,7 +131,7 @@ class _Flow:
 
     __slots__ = ("proto", "src", "sport", "dst", "dport", "first_ns", "last_ns", "packets_out", "packets_in",
                  "bytes_out", "bytes_in", "payload_out", "payload_in", "completeness", "base_seq_out",
-                 "base_seq_in", "app", "tcp")
+                 "base_seq_in", "isn_out", "isn_in", "app", "tcp")
 
     def __init__(self, proto: int, src: bytes, sport: int, dst: bytes, dport: int, ts_ns: int) -> None:
         self.proto = proto
@@ -149,6 +150,8 @@ class _Flow:
         self.completeness = 0
         self.base_seq_out = _NO_SEQ
         self.base_seq_in = _NO_SEQ
+        self.isn_out: int | None = None  # raw sequence number of the initiator's SYN, when seen
+        self.isn_in: int | None = None  # raw sequence number of the responder's SYN-ACK, when seen
         self.app: Any = None  # application-layer state, owned by AppTracker
         self.tcp: TcpAnalysis | None = TcpAnalysis() if proto == IPPROTO_TCP else None
 
@@ -316,6 +319,12 @@ class ConnectionTracker:
                     flow.base_seq_out = seq if flags & TH_SYN else (seq - 1) & 0xFFFFFFFF
             elif flow.base_seq_in == _NO_SEQ:
                 flow.base_seq_in = seq if flags & TH_SYN else (seq - 1) & 0xFFFFFFFF
+            if flags & TH_SYN:
+                if outbound:
+                    if flow.isn_out is None:
+                        flow.isn_out = seq
+                elif flow.isn_in is None:
+                    flow.isn_in = seq
             if flags & _SYN_FIN_RST:
                 completeness = flow.completeness
                 if pure_syn:
@@ -446,7 +455,7 @@ class ConnectionTracker:
             records.append((node, conn_id, proto, src_ip, flow.sport, dst_ip, flow.dport, first_ms, first_ns, first_ms,
                             first_ns, last_ns // 1_000_000, last_ns, (last_ns - first_ns) // 1000, flow.packets_out,
                             flow.packets_in, flow.bytes_out, flow.bytes_in, flow.payload_out, flow.payload_in,
-                            flow.completeness if tcp is not None else None)
+                            flow.completeness if tcp is not None else None, flow.isn_out, flow.isn_in)
                            + (tuple(tcp.columns().values()) if tcp is not None else no_insights) + no_kubernetes)
         transposed = zip(*records, strict=True) if records else ([] for _name in _ROW_NAMES)
         columns = {name: list(column) for name, column in zip(_ROW_NAMES, transposed, strict=True)}

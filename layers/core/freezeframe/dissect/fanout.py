@@ -10,12 +10,14 @@ template.yaml's DissectionStateMachine runs, per pass:
    catch per chunk: the chunk's segments are fetched and verified, dissected with the chunk's warm-up
    (``dissect.warmup``), and its unmerged tables and status written under ``keys.chunk_prefix``.
 3. ``merge_node`` (``{"action": "merge", "node": ...}``), one per node in a Map: the node's chunk parts merged
-   (``dissect.job.merge_chunk_results``), enriched and staged under ``keys.staged_table_key``; its dissect status
-   names the staged parts and every hole: a chunk without a status of this pass (its task failed for good) or with
+   (``dissect.job.merge_chunk_results``), enriched, joined with the node's cross-layer tables and written as the
+   node's parts (``keys.table_part_key``, as a one-pass ``dissect_node`` writes them); its dissect status names the
+   parts and every hole: a chunk without a status of this pass (its task failed for good) or with
    corrupt segments. A hole fails only itself: the other chunks' rows are written, and the status (and so the
    incident summary) reports the hole and its time range.
-4. finalize (``freezeframe.finalize``) once: compacts the staged parts into Athena-sized files
-   (``freezeframe.compact``), registers their partitions, writes report and summary.
+4. finalize (``freezeframe.finalize``) once: builds the incident's views from every node's parts
+   (``freezeframe.views``), splits a view larger than about 128 MB into numbered files (``freezeframe.compact``),
+   registers the partitions, writes report and summary.
 
 ``run_locally`` runs the same steps in order in one process, with the state machine's retries, for the local stack
 (``LocalGateway._run_dissection``) and the tests.
@@ -37,6 +39,7 @@ import pyarrow.parquet as pq
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
+from freezeframe.crosslayer import CLUSTER_PART, cluster_tables, node_tables
 from freezeframe.custody.pinned import pinned_manifest
 from freezeframe.dissect.chunks import Chunk
 from freezeframe.dissect.enrich import IpTimeline, enrich
@@ -51,12 +54,13 @@ from freezeframe.dissect.job import (
     parquet_bytes,
     verify_segment,
 )
+from freezeframe.dissect.node_state import frozen_documents
 from freezeframe.dissect.plan import PlannedChunk, SegmentSpan, chunk_of_item, plan_node
 from freezeframe.dissect.problems import ProblemRow, SegmentProblems, SegmentRef
 from freezeframe.errors import NotFoundError, SegmentCorruptError
 from freezeframe.follow import inputs_digest
 from freezeframe.holds import manifest_parts
-from freezeframe.keys import chunk_prefix, dissect_plan_key, dissect_status_key, staged_table_key
+from freezeframe.keys import chunk_prefix, dissect_plan_key, dissect_status_key, table_part_key
 from freezeframe.manifest import entries_of
 from freezeframe.models import ManifestEntry
 from freezeframe.pcapio import MAX_TS_NS
@@ -254,23 +258,33 @@ def merge_node(settings: Settings, s3: Any, incident_id: str, node: str) -> Diss
         merged = EngineResult({name: TABLES[name].empty_table() for name in ENGINE_TABLES}, SegmentProblems(node),
                               {"chunks": 0})
     report.segments = len(inputs.entries) - len(report.corrupt_segments)
-    timeline = IpTimeline.from_records(context_records(s3, pinned_manifest(settings, s3, incident_id)))
+    manifest = pinned_manifest(settings, s3, incident_id)
+    records = context_records(s3, manifest)
+    timeline = IpTimeline.from_records(records)
     tables = {name: enrich(table, timeline) for name, table in merged.tables.items()}
+    # Cross-layer evidence, as in a one-pass dissection (dissect.job.dissect_node): the node's state, Service flows.
+    documents, state_corrupt, state_malformed = frozen_documents(
+        s3, manifest, node, manifest.get("raw_bucket", settings.raw_bucket))
+    report.corrupt_segments += state_corrupt
+    tables.update(node_tables(tables["connections"], records, documents, timeline))
     for item in inputs.unverified:
         merged.problems.add_unverified(SegmentRef(item.key, item.version_id, item.start_ns, item.end_ns), item.reason)
     tables["dissect_errors"] = merged.problems.table()
     report.stats.update(merged.stats)
     report.stats.update(merged.problems.totals())
+    report.stats["node_state_documents"] = len(documents)
+    report.stats["node_state_malformed"] = state_malformed
     report.stats["chunks_planned"] = len(planned)
     report.stats["chunks_failed"] = len(holes)
-    for name, table in tables.items():
-        key = staged_table_key(incident_id, name, node)
+    # The node's parts, where a one-pass dissection writes them: finalize builds the incident's views from them.
+    cluster = cluster_tables(records)
+    for name, table in [*tables.items(), *cluster.items()]:
+        key = table_part_key(name, inputs.window[0], incident_id, CLUSTER_PART if name in cluster else node)
         s3io.put_bytes(s3, settings.evidence_bucket, key, parquet_bytes(table),
                        content_type="application/vnd.apache.parquet")
         report.tables[name] = table.num_rows
-        report.parts[name] = key  # staged: finalize compacts them into the table locations (freezeframe.compact)
+        report.parts[name] = key
     status_document = report.to_dict()
-    status_document["staged"] = dict(report.parts)
     status_document["holes"] = holes
     status_document["window_start_ns"] = inputs.window[0]
     if holes and status_document["state"] == "done":

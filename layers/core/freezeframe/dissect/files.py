@@ -7,7 +7,10 @@ exactly as a dissection job does with an incident's frozen segments. Each file i
 Output, all or nothing, in the evidence bucket's layout (`keys.table_part_key`), so a local directory and the bucket
 read the same on every engine: ``DIR/tables/<table>/dt=<day>/incident_id=<id>/<node>.parquet`` for connections, dns,
 http, tls and dissect_errors (the day of the first packet; the incident ``local`` unless one is named), plus
-``DIR/incidents/<id>/dissect/<node>.json`` (inputs with their sizes and hashes, rows per table, counters). Each file
+``DIR/incidents/<id>/dissect/<node>.json`` (inputs with their sizes and hashes, rows per table, counters). Then the
+incident's views are rewritten from every node's parts in DIR (``DIR/views/<table>/dt=<day>/incident_id=<id>/
+incident.parquet``, `freezeframe.views`): dissect each node's captures with its ``--node`` into the same DIR and
+the views hold one row per conversation across them, which ``freezeframe query --dir DIR`` reads. Each file
 is written under a temporary name and renamed into place once every table is built, so a failed run leaves the
 previous output (or none) and a re-run overwrites instead of adding files.
 """
@@ -25,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from freezeframe.crosslayer import CLUSTER_PART, cluster_tables, node_tables
 from freezeframe.dissect.chunks import Chunk
 from freezeframe.dissect.enrich import IpTimeline, enrich
 from freezeframe.dissect.job import EngineResult, SegmentSource, dissect_chunked, dissect_segments, parquet_bytes
@@ -34,7 +38,9 @@ from freezeframe.errors import CaptureFormatError, FreezeframeError
 from freezeframe.export import HashingStream
 from freezeframe.keys import check_name, dissect_status_key, table_part_key
 from freezeframe.models import iso
+from freezeframe.node_state import NodeStateDocument
 from freezeframe.pcapio import open_capture
+from freezeframe.views import write_local_views
 
 SUMMARY_SCHEMA = "freezeframe.dissect-files/v1"
 LOCAL_INCIDENT = "local"  # the incident id of tables dissected from local files when none is named
@@ -60,12 +66,13 @@ class FilesResult:
     tables: dict[str, int] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=dict)
+    views: dict[str, str] = field(default_factory=dict)  # table -> the incident's view file, which SQL reads
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SUMMARY_SCHEMA, "node": self.node, "out": self.out,
                 "inputs": [{"path": i.path, "size": i.size, "sha256": i.sha256, "first_ts_ns": i.first_ts_ns}
                            for i in self.inputs],
-                "tables": self.tables, "files": self.files, "stats": self.stats,
+                "tables": self.tables, "files": self.files, "stats": self.stats, "views": self.views,
                 "finished_at": iso(datetime.now(UTC))}
 
 
@@ -154,8 +161,10 @@ def _file_sha256(path: Path) -> str:
 
 def dissect_files(paths: list[Path], out: Path, node: str = "local", k8s: Path | None = None,
                   progress: bool | None = None, incident_id: str = LOCAL_INCIDENT, chunk_s: float | None = None,
-                  warmup_s: float = 10.0, workers: int | None = None) -> FilesResult:
-    """Dissect ``paths`` as one node's segments into Parquet under ``out``; see the module docstring.
+                  warmup_s: float = 10.0, workers: int | None = None,
+                  node_state: Path | None = None) -> FilesResult:
+    """Dissect ``paths`` as one node's segments into Parquet under ``out``; see the module docstring. ``k8s``:
+    Kubernetes context records (JSON lines); ``node_state``: node-state documents (JSON lines, one per period).
 
     With ``chunk_s``, the files are cut into time chunks of that length (``dissect.plan``), dissected in a process
     pool of ``workers`` with a TCP warm-up of ``warmup_s`` each (``dissect.warmup``) and merged (``dissect.chunks``).
@@ -202,14 +211,17 @@ def dissect_files(paths: list[Path], out: Path, node: str = "local", k8s: Path |
     timeline = IpTimeline.from_records(records)
     tables = {name: enrich(table, timeline) for name, table in result.tables.items()}
     tables["dissect_errors"] = result.problems.table()
+    tables.update(node_tables(tables["connections"], records, load_node_state(node_state) if node_state else [],
+                              timeline))
+    cluster = cluster_tables(records)
     summary = FilesResult(node, str(out), [info for info, _path in ordered])
     summary.stats = {**result.stats, **result.problems.totals()}
     staged: list[tuple[Path, Path]] = []
     first_ns = min((info.first_ts_ns for info in inputs if info.first_ts_ns is not None), default=None)
     day_ns = first_ns if first_ns is not None else time.time_ns()
     try:
-        for name, table in tables.items():
-            target = out / table_part_key(name, day_ns, incident_id, node)
+        for name, table in [*tables.items(), *cluster.items()]:
+            target = out / table_part_key(name, day_ns, incident_id, CLUSTER_PART if name in cluster else node)
             staged.append((_stage(target, parquet_bytes(table)), target))
             summary.tables[name] = table.num_rows
             summary.files[name] = str(target)
@@ -221,7 +233,26 @@ def dissect_files(paths: list[Path], out: Path, node: str = "local", k8s: Path |
         raise DissectInputError(f"cannot write under {out}: {exc.strerror}") from exc
     for temporary, target in staged:
         os.replace(temporary, target)
+    # The incident's views over every node dissected into `out` so far (one row per conversation across nodes).
+    for name, path in write_local_views(out, incident_id).items():
+        summary.views[name] = str(path)
     return summary
+
+
+def load_node_state(path: Path) -> list[NodeStateDocument]:
+    """Node-state documents, one JSON object per line (a malformed one is a clear error)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise DissectInputError(f"cannot read node-state file {path}: {exc.strerror}") from exc
+    documents = []
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                documents.append(NodeStateDocument.decode(line.encode()))
+            except FreezeframeError as exc:
+                raise DissectInputError(f"{path}:{number}: {exc}") from exc
+    return documents
 
 
 class _HashedFile(HashingStream):

@@ -33,12 +33,14 @@ import pyarrow.parquet as pq
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
+from freezeframe.crosslayer import CLUSTER_PART, cluster_tables, node_tables
 from freezeframe.custody.pinned import pinned_manifest
 from freezeframe.dissect.apps import AppTracker
 from freezeframe.dissect.batch import feed_batches
 from freezeframe.dissect.chunks import Chunk, merge_connections, remap_conn_ids, replace_warm_rows
 from freezeframe.dissect.connections import ConnectionTracker, collector_paused
 from freezeframe.dissect.enrich import IpTimeline, enrich
+from freezeframe.dissect.node_state import frozen_documents
 from freezeframe.dissect.plan import SegmentSpan, plan_node
 from freezeframe.dissect.problems import APP_KINDS, DECODE_KINDS, SegmentProblems, SegmentRef
 from freezeframe.dissect.warmup import ChunkState, begin_chunk
@@ -48,6 +50,7 @@ from freezeframe.holds import manifest_parts
 from freezeframe.keys import dissect_status_key, table_part_key
 from freezeframe.manifest import entries_of
 from freezeframe.models import ManifestEntry, iso
+from freezeframe.node_state import entries_of as node_state_entries
 from freezeframe.pcapio import MAX_TS_NS, open_capture
 from freezeframe.schemas import TABLES
 from freezeframe.unverified import unverified_of
@@ -275,7 +278,8 @@ def dissect_node(settings: Settings, s3: Any, incident_id: str, node: str,
     entries = sorted(unique.values(), key=lambda e: (e.start_ns, e.key))
     unverified = sorted({(u.key, u.version_id): u for document in [manifest, *parts] for u in unverified_of(document)
                          if u.node == node}.values(), key=lambda u: (u.start_ns, u.key))
-    digest = inputs_digest(entries, [u.to_dict() for u in unverified], f"chunk_ns={chunk_ns}")
+    state_shas = ",".join(e.sha256 for e in node_state_entries(manifest) if e.node == node)
+    digest = inputs_digest(entries, [u.to_dict() for u in unverified], f"chunk_ns={chunk_ns};node_state={state_shas}")
     if not force:
         previous = _previous_status(settings, s3, incident_id, node)
         if previous is not None and previous.get("state") == "done" and previous.get("inputs_digest") == digest:
@@ -319,18 +323,28 @@ def dissect_node(settings: Settings, s3: Any, incident_id: str, node: str,
                       for c in planned]
             result = dissect_chunked(node, sources, chunks, workers)
             result.corrupt[:0] = corrupt
-    report.corrupt_segments = result.corrupt
     report.segments = len(entries) - len(result.corrupt)
-    timeline = IpTimeline.from_records(context_records(s3, manifest))
+    records = context_records(s3, manifest)
+    timeline = IpTimeline.from_records(records)
     tables = {name: enrich(table, timeline) for name, table in result.tables.items()}
+    # Cross-layer evidence: the node's own state, and the connections to Services (freezeframe.crosslayer).
+    documents, state_corrupt, state_malformed = frozen_documents(s3, manifest, node, raw_bucket)
+    result.corrupt += state_corrupt
+    tables.update(node_tables(tables["connections"], records, documents, timeline))
+    report.stats["node_state_documents"] = len(documents)
+    report.stats["node_state_malformed"] = state_malformed
+    report.corrupt_segments = result.corrupt
     for item in unverified:
         result.problems.add_unverified(SegmentRef(item.key, item.version_id, item.start_ns, item.end_ns), item.reason)
     tables["dissect_errors"] = result.problems.table()
     report.stats.update(result.stats)
     report.stats.update(result.problems.totals())
     report.stats["truncated_records"] = report.stats.get("errors_read_truncated", 0)
-    for name, table in tables.items():
-        key = table_part_key(name, window_start_ns, incident_id, node)
+    # The cluster's Services and EndpointSlices are the same whichever node's pass writes them: one part, rewritten
+    # with the same bytes by every pass.
+    cluster = cluster_tables(records)
+    for name, table in [*tables.items(), *cluster.items()]:
+        key = table_part_key(name, window_start_ns, incident_id, CLUSTER_PART if name in cluster else node)
         s3io.put_bytes(s3, settings.evidence_bucket, key, parquet_bytes(table),
                        content_type="application/vnd.apache.parquet")
         report.tables[name] = table.num_rows

@@ -31,6 +31,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from freezeframe.config import cache_dir as config_cache_dir
+from freezeframe.config import child_env, pyenv_root_override
 from freezeframe.errors import StackError
 
 if TYPE_CHECKING:
@@ -113,9 +114,9 @@ def _is_python313(candidate: Path) -> bool:
 
 
 def _pyenv_root() -> Path:
-    override = os.environ.get("PYENV_ROOT")
+    override = pyenv_root_override()
     if override:
-        return Path(override).expanduser()
+        return override
     try:
         result = subprocess.run(["pyenv", "root"], capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
@@ -279,10 +280,8 @@ def _log_tail(log_path: Path) -> str:
 
 
 def _localstack_env(workdir: Path, port: int) -> dict[str, str]:
-    env = dict(os.environ)
     # The parent may run inside the project's 3.11 venv; its paths must not leak into the 3.13 venv.
-    for name in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP"):
-        env.pop(name, None)
+    env = child_env(drop=("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP"))
     env.update(
         {
             "SERVICES": "s3,kms",  # kms: the asymmetric key that signs evidence

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 import socket
 import subprocess
@@ -25,7 +24,7 @@ from typing import Any
 
 from freezeframe.adapters import kms as kms_io
 from freezeframe.adapters import s3 as s3io
-from freezeframe.config import JOBS_TOPIC, K8S_TOPIC, Settings, env_overrides
+from freezeframe.config import JOBS_TOPIC, K8S_TOPIC, Settings, child_env, env_overrides
 from freezeframe.errors import StackError
 from freezeframe.local import kafka as kafka_stack
 from freezeframe.local import s3 as s3_stack
@@ -209,8 +208,8 @@ def _alive(state: StackState) -> bool:
 
 
 def _start_gateway(config: Settings, port: int, workdir: Path, timeout_s: float = 30.0) -> int:
-    env = {**os.environ, **env_overrides(config), "POWERTOOLS_TRACE_DISABLED": "true",
-           "POWERTOOLS_METRICS_NAMESPACE": "freezeframe", "POWERTOOLS_SERVICE_NAME": "freezeframe"}
+    env = child_env({**env_overrides(config), "POWERTOOLS_TRACE_DISABLED": "true",
+                     "POWERTOOLS_METRICS_NAMESPACE": "freezeframe", "POWERTOOLS_SERVICE_NAME": "freezeframe"})
     log = open(workdir / "gateway.log", "ab")  # noqa: SIM115 - handed to the detached child
     proc = subprocess.Popen([sys.executable, "-m", "freezeframe.local.gateway", "--port", str(port)],
                             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)

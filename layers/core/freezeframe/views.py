@@ -1,0 +1,119 @@
+"""Writing an incident's views: its per-node Parquet parts read, folded by `observers.combine`, written once per table.
+
+The per-node parts stay where the dissection wrote them (`tables/<table>/dt=<day>/incident_id=<id>/<node>.parquet`,
+each node's evidence); the views go to `views/<table>/dt=<day>/incident_id=<id>/incident.parquet` (`keys.view_key`),
+which DuckDB, Trino and the Glue tables (so Athena) read. They are rewritten from all parts at every finalize pass
+and after every local `freezeframe dissect --out DIR`, so a view always reflects every node dissected so far and a
+re-run overwrites it instead of adding rows. A view larger than about 128 MB is written as several numbered files
+in the same folder (`freezeframe.compact`); the engines read the folder, so they see one table either way.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from freezeframe.adapters import s3 as s3io
+from freezeframe.compact import TARGET_BYTES, empty_parquet, split_parquet
+from freezeframe.errors import NotFoundError
+from freezeframe.keys import TABLES_ROOT, VIEWS_ROOT, parse_table_part_key, view_file_number, view_key
+from freezeframe.observers import combine
+from freezeframe.schemas import TABLES
+
+logger = logging.getLogger(__name__)
+
+
+PARQUET = "application/vnd.apache.parquet"
+
+
+def _numbered(key: str, count: int) -> list[str]:
+    """The keys of a view's `count` files: its key (file 0), then incident-00001.parquet, ..."""
+    folder = key.rsplit("/", 1)[0]
+    return [key] + [f"{folder}/incident-{number:05d}.parquet" for number in range(1, count)]
+
+
+def build_views(incident_id: str, part_keys: Iterable[str],
+                read: Callable[[str], pa.Table | None]) -> dict[str, tuple[str, pa.Table]]:
+    """table -> (view key, view) from the incident's part keys (`read` gives None for a missing part); empty when it
+    has no parts."""
+    per_node: dict[str, dict[str, pa.Table]] = {}
+    days = []
+    for key in sorted(set(part_keys)):
+        parsed = parse_table_part_key(key)
+        if parsed is None or parsed[2] != incident_id or parsed[0] not in TABLES:
+            continue
+        table, day, _incident, node = parsed
+        part = read(key)
+        if part is not None:
+            per_node.setdefault(node, {})[table] = part
+            days.append(day)
+    if not per_node:
+        return {}
+    day = min(days)  # one day per incident in the stack (its window start); locally the earliest node's
+    views = combine(per_node).tables
+    return {name: (view_key(name, day, incident_id), table) for name, table in views.items()}
+
+
+def write_incident_views(bucket: str, s3: Any, incident_id: str, part_keys: Iterable[str],
+                         target_bytes: int = TARGET_BYTES) -> dict[str, int]:
+    """The incident's views written to the evidence bucket (each split into files of about ``target_bytes``); rows
+    per view."""
+
+    def read(key: str) -> pa.Table | None:
+        try:
+            return pq.read_table(io.BytesIO(s3io.get_bytes(s3, bucket, key)))
+        except NotFoundError:
+            # A status naming a part that is not there (a pass that died between the two writes): that node's
+            # rows are missing from the views, and its state in the summary already says it failed.
+            logger.warning("part named by a dissect status is missing", extra={"incident_id": incident_id,
+                                                                                "key": key})
+            return None
+
+    rows = {}
+    for name, (key, table) in build_views(incident_id, part_keys, read).items():
+        files = split_parquet(table, target_bytes)
+        keys = _numbered(key, len(files))
+        for file_key, body in zip(keys, files, strict=True):
+            s3io.put_bytes(s3, bucket, file_key, body, content_type=PARQUET)
+        # A higher number left by an earlier, larger pass: overwritten with no rows (the bucket refuses deletes).
+        folder = key.rsplit("/", 1)[0] + "/"
+        for stale in s3io.list_keys(s3, bucket, folder):
+            if stale not in keys and view_file_number(stale.rsplit("/", 1)[1]) is not None:
+                s3io.put_bytes(s3, bucket, stale, empty_parquet(table.schema), content_type=PARQUET)
+        rows[name] = table.num_rows
+    return rows
+
+
+def write_local_views(root: Path, incident_id: str, target_bytes: int = TARGET_BYTES) -> dict[str, Path]:
+    """The incident's views under a local directory laid out like the bucket, from every node's parts there (each
+    split into files of about ``target_bytes``); the first file of each view."""
+    keys = [path.relative_to(root).as_posix() for path in (root / TABLES_ROOT).glob(
+        f"*/dt=*/incident_id={incident_id}/*.parquet")]
+    written = {}
+    every: set[Path] = set()
+    staged = []
+    for name, (key, table) in build_views(incident_id, keys, lambda key: pq.read_table(root / key)).items():
+        files = split_parquet(table, target_bytes)
+        for file_key, body in zip(_numbered(key, len(files)), files, strict=True):
+            target = root / file_key
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temporary = target.with_name(f".{target.name}.partial-{os.getpid()}")
+            temporary.write_bytes(body)
+            staged.append((temporary, target))
+            every.add(target)
+        written[name] = root / key
+    for temporary, target in staged:
+        os.replace(temporary, target)
+    # A view file of this incident under another day (an earlier run's first packet was later) or with a number this
+    # run does not need would double rows.
+    for stale in (root / VIEWS_ROOT).glob(f"*/dt=*/incident_id={incident_id}/incident*.parquet"):
+        if stale not in every and view_file_number(stale.name) is not None:
+            stale.unlink()
+    return written

@@ -1,0 +1,152 @@
+"""The house rules that are checked by reading the source (issue 12, "Done when"):
+
+- no module outside config.py reads or writes the environment;
+- no handler function in functions/*/app.py is longer than 60 lines;
+- no module outside adapters/ calls a boto3 client, except the documented modules of BOTO3_OUTSIDE_ADAPTERS, a
+  list that may only shrink.
+
+The source is parsed (ast), so a string that merely mentions os.environ (the LocalStack launcher script in
+freezeframe/local/s3.py, which runs in LocalStack's own Python) is not a read.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import botocore.session
+import pytest
+from botocore import xform_name
+
+REPO = Path(__file__).resolve().parents[2]
+CORE = REPO / "layers" / "core" / "freezeframe"
+SOURCE_ROOTS = (CORE, REPO / "node_agent" / "freezeframe_agent", REPO / "functions")
+# The one module that reads the environment (Settings.from_env, cache_dir, and the local tooling's child_env /
+# export_env / pyenv_root_override).
+ENV_MODULES = {CORE / "config.py"}
+ENV_NAMES = {"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"}
+HANDLER_MAX_LINES = 60
+ADAPTERS = CORE / "adapters"
+# Every boto3 client call outside adapters/ as of issue 12's first pass. Each entry is a debt to pay by moving the
+# call behind an adapter (issue 12, item 2); the list may only shrink, and a module that no longer calls a client
+# must leave it (test_the_boto3_allow_list_only_shrinks).
+BOTO3_OUTSIDE_ADAPTERS = {
+    "consolidate.py": "copy_object of the consolidated segment copies",
+    "demo.py": "delete_object, to show that a locked version refuses deletion",
+    "export.py": "get_object, the segment opener of export-pcap",
+    "glue.py": "batch_create_partition",
+    "k8s_context.py": "head_object of a retried context snapshot",
+    "local/s3.py": "local tooling: the local S3's client, buckets and Object Lock probe",
+    "mcp_server.py": "list_objects_v2 paginator over incidents",
+    "query.py": "the Athena client and its start/poll/results calls",
+    "verify.py": "list_object_versions paginator and get_object of the chain's documents",
+}
+# Client methods that take positional arguments (the service operations themselves are keyword-only).
+CLIENT_HELPERS = {"get_paginator", "get_waiter", "generate_presigned_url", "upload_file", "upload_fileobj",
+                  "download_file", "download_fileobj"}
+SERVICES = ("s3", "athena", "glue", "lambda", "stepfunctions", "secretsmanager", "kms", "sts")
+
+
+def _modules() -> Iterator[Path]:
+    for root in SOURCE_ROOTS:
+        yield from sorted(root.rglob("*.py"))
+
+
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
+def _env_uses(tree: ast.Module) -> list[int]:
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in ENV_NAMES:
+            lines.append(node.lineno)
+        elif isinstance(node, ast.ImportFrom) and node.module in ("os", "posix") and \
+                any(alias.name in ENV_NAMES for alias in node.names):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_no_module_outside_config_reads_the_environment() -> None:
+    offenders = {str(path.relative_to(REPO)): lines for path in _modules() if path not in ENV_MODULES
+                 if (lines := _env_uses(_tree(path)))}
+    assert not offenders, f"environment access outside config.py (file: lines): {offenders}"
+
+
+def test_the_env_rule_sees_an_environment_read() -> None:
+    # The check itself must catch each spelling of a read.
+    for source in ("import os\nos.environ.get('X')", "import os\nos.getenv('X')", "from os import environ",
+                   "import os\nenv = dict(os.environ)"):
+        assert _env_uses(ast.parse(source)), source
+    assert not _env_uses(ast.parse("LAUNCHER = 'os.environ[\"X\"]'"))
+
+
+def _handler_functions() -> Iterator[tuple[str, ast.FunctionDef, int]]:
+    for app in sorted((REPO / "functions").glob("*/app.py")):
+        for node in ast.walk(_tree(app)):
+            if isinstance(node, ast.FunctionDef):
+                first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+                assert node.end_lineno is not None
+                yield f"{app.parent.name}/app.py:{node.name}", node, node.end_lineno - first + 1
+
+
+def test_every_handler_is_at_most_60_lines() -> None:
+    found = list(_handler_functions())
+    assert sum(name.endswith(":lambda_handler") for name, _, _ in found) == len(list(REPO.glob("functions/*/app.py")))
+    too_long = {name: lines for name, _, lines in found if lines > HANDLER_MAX_LINES}
+    assert not too_long, f"handler functions over {HANDLER_MAX_LINES} lines (decorators included): {too_long}"
+
+
+def _client_operations() -> set[str]:
+    """The method names of the boto3 clients freezeframe uses, from botocore's own service models."""
+    session = botocore.session.get_session()
+    return {xform_name(name) for service in SERVICES for name in session.get_service_model(service).operation_names}
+
+
+OPERATIONS = _client_operations()
+
+
+def _client_calls(tree: ast.Module) -> list[str]:
+    """boto3 use: importing boto3, or calling a client method (a service operation is keyword-only, so a call with
+    positional arguments is something else, e.g. a signature's `key.verify(signature, digest, ...)`)."""
+    calls = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+            calls += [f"{node.lineno}: import {name}" for name in names if name.split(".")[0] == "boto3"]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and (
+                node.func.attr in CLIENT_HELPERS or (node.func.attr in OPERATIONS and not node.args)):
+            calls.append(f"{node.lineno}: {ast.unparse(node.func)}")
+    return calls
+
+
+def _boto3_outside_adapters() -> dict[str, list[str]]:
+    found = {}
+    for path in _modules():
+        if ADAPTERS in path.parents:
+            continue
+        if calls := _client_calls(_tree(path)):
+            name = str(path.relative_to(CORE)) if CORE in path.parents else str(path.relative_to(REPO))
+            found[name] = calls
+    return found
+
+
+def test_no_boto3_client_outside_adapters_beyond_the_allow_list() -> None:
+    new = {name: calls for name, calls in _boto3_outside_adapters().items() if name not in BOTO3_OUTSIDE_ADAPTERS}
+    assert not new, f"boto3 client calls outside adapters/ (put them behind an adapter): {new}"
+
+
+def test_the_boto3_allow_list_only_shrinks() -> None:
+    paid = sorted(set(BOTO3_OUTSIDE_ADAPTERS) - set(_boto3_outside_adapters()))
+    assert not paid, f"these modules no longer call a boto3 client: remove them from BOTO3_OUTSIDE_ADAPTERS: {paid}"
+
+
+@pytest.mark.parametrize("source", ["import boto3", "s3.put_object(Bucket='b', Key='k', Body=b'')",
+                                    "s3.get_paginator('list_object_versions')", "athena.get_query_execution(**kw)"])
+def test_the_boto3_rule_sees_a_client_call(source: str) -> None:
+    assert _client_calls(ast.parse(source))
+
+
+def test_the_boto3_rule_leaves_other_calls_alone() -> None:
+    assert not _client_calls(ast.parse("key.verify(signature, digest, algorithm)\ninvoke_auth.verify(a, b)"))

@@ -1,0 +1,136 @@
+"""freezeframe.observers: one row per conversation across nodes. Rows are written by hand (tests/fixtures/
+evidence_tables), so every expected fold follows from the rows' construction, not from the code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from freezeframe.cli import main
+from freezeframe.observers import TOLERANCE_NS, combine
+from freezeframe.query import connect_local, run
+from tests.fixtures.evidence_tables import at, table_of
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "tests" / "fixtures" / "sample.pcap"
+S = 1_000_000_000
+
+
+def _tcp(node: str, conn_id: str, **row: Any) -> dict[str, Any]:
+    base = {"node": node, "conn_id": conn_id, "proto": "tcp", "src_ip": "10.0.0.1", "src_port": 40000,
+            "dst_ip": "10.0.0.2", "dst_port": 80, "first_ts_ns": at(1), "last_ts_ns": at(2), "ts_ns": at(1),
+            "packets_out": 6, "packets_in": 5, "bytes_out": 600, "bytes_in": 900, "completeness": 31,
+            "isn_out": 1000, "isn_in": 2000, "retransmissions_out": 0, "retransmissions_in": 0}
+    return {**base, **row}
+
+
+def _fold(per_node: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, list[dict[str, Any]]]:
+    tables = {node: {name: table_of(name, rows) for name, rows in tables.items()} for node, tables in per_node.items()}
+    return {name: table.to_pylist() for name, table in combine(tables).tables.items()}
+
+
+def test_one_connection_seen_by_two_nodes_is_one_row_whatever_their_clocks_say() -> None:
+    # The server's clock runs 30 s late: the ISNs still say it is the same connection.
+    late = 30 * S
+    folded = _fold({
+        "a": {"connections": [_tcp("a", "ca")], "http": [
+            {"node": "a", "conn_id": "ca", "ts_ns": at(1.1), "method": "GET", "path": "/x", "status": 200}]},
+        "b": {"connections": [_tcp("b", "cb", first_ts_ns=at(1) + late, last_ts_ns=at(2) + late, ts_ns=at(1) + late)],
+              "http": [{"node": "b", "conn_id": "cb", "ts_ns": at(1.1), "method": "GET", "path": "/x",
+                        "status": 200}]},
+    })
+    (row,) = folded["connections"]
+    assert row["observers"] == ["a", "b"] and row["observer"] == row["node"] == "a"
+    assert row["views_disagree"] is False and row["disagreeing"] == []
+    (http,) = folded["http"]
+    assert http["conn_id"] == row["conn_id"] == "ca" and http["observers"] == ["a", "b"]
+
+
+def test_port_reuse_with_other_isns_stays_two_connections_and_one_node_is_never_folded_with_itself() -> None:
+    folded = _fold({
+        "a": {"connections": [_tcp("a", "c1"), _tcp("a", "c2", isn_out=5000, isn_in=6000)]},
+        "b": {"connections": [_tcp("b", "c3", isn_out=5000, isn_in=6000)]},
+    })
+    rows = sorted(folded["connections"], key=lambda r: r["conn_id"])
+    assert [(r["conn_id"], r["observers"]) for r in rows] == [("c1", ["a"]), ("c2", ["a", "b"])]
+
+
+def test_a_lossy_view_is_flagged_and_the_fuller_view_is_reported_oriented_alike() -> None:
+    # b missed the SYN (no isn_out) and took the server for the initiator: its directions are swapped.
+    swapped = _tcp("b", "cb", src_ip="10.0.0.2", src_port=80, dst_ip="10.0.0.1", dst_port=40000, isn_out=2000,
+                   isn_in=None, packets_out=4, packets_in=6, bytes_out=700, bytes_in=600, completeness=12)
+    folded = _fold({"a": {"connections": [_tcp("a", "ca")]}, "b": {"connections": [swapped]}})
+    (row,) = folded["connections"]
+    assert row["observer"] == "a" and row["observers"] == ["a", "b"]
+    # Oriented like a's row: b saw 6 packets out (equal), 4 in (a saw 5), 700 bytes in (a saw 900).
+    assert row["views_disagree"] is True and row["disagreeing"] == ["packets_in", "bytes_in"]
+
+
+def test_without_a_handshake_the_five_tuple_and_overlapping_times_decide() -> None:
+    no_isn = {"isn_out": None, "isn_in": None, "completeness": 12}
+    folded = _fold({
+        "a": {"connections": [_tcp("a", "ca", **no_isn)]},
+        "b": {"connections": [_tcp("b", "cb", **no_isn, first_ts_ns=at(2) + TOLERANCE_NS - 1,
+                                   last_ts_ns=at(3) + TOLERANCE_NS),
+                              _tcp("b", "cc", **no_isn, first_ts_ns=at(3) + 2 * TOLERANCE_NS,
+                                   last_ts_ns=at(4) + 2 * TOLERANCE_NS)]},
+    })
+    assert sorted(r["observers"] for r in folded["connections"]) == [["a", "b"], ["b"]]
+
+
+def test_dns_folds_by_transaction_id_and_flags_a_lost_answer() -> None:
+    def query(node: str, txid: int, ts: float, rcode: int | None) -> dict[str, Any]:
+        return {"node": node, "conn_id": f"u{node}{txid}", "ts_ns": at(ts), "transaction_id": txid, "qname": "a.b",
+                "qtype": "A", "rcode": rcode, "src_ip": "10.0.0.1", "src_port": 5353, "dst_ip": "10.0.0.53",
+                "dst_port": 53}
+
+    folded = _fold({"a": {"dns": [query("a", 1, 1.0, None), query("a", 2, 1.5, 0)]},
+                    "b": {"dns": [query("b", 1, 1.01, 0), query("b", 2, 1.51, 0)]}})
+    rows = {r["transaction_id"]: r for r in folded["dns"]}
+    assert len(folded["dns"]) == 2
+    assert rows[1]["observer"] == "b" and rows[1]["disagreeing"] == ["rcode"]  # b saw the answer a never got
+    assert rows[2]["views_disagree"] is False
+
+
+def test_repeated_requests_on_one_keep_alive_connection_pair_up_in_order() -> None:
+    def request(node: str, ts: float) -> dict[str, Any]:
+        return {"node": node, "conn_id": f"c{node}", "ts_ns": at(ts), "method": "GET", "path": "/", "status": 200}
+
+    folded = _fold({"a": {"connections": [_tcp("a", "ca")], "http": [request("a", 1.0), request("a", 1.1)]},
+                    "b": {"connections": [_tcp("b", "cb")], "http": [request("b", 1.001), request("b", 1.101)]}})
+    assert [r["observers"] for r in folded["http"]] == [["a", "b"], ["a", "b"]]
+    assert [r["ts_ns"] for r in folded["http"]] == [at(1.0), at(1.1)]
+
+
+def test_observers_runs_without_numpy() -> None:
+    """finalize's Lambda layers ship pyarrow but no numpy; folding must not need it."""
+    probe = ("import sys; sys.modules['numpy'] = None\n"
+             "from freezeframe.observers import combine\n"
+             "from freezeframe import views, finalize\n"
+             "from freezeframe.schemas import TABLES\n"
+             "import pyarrow as pa\n"
+             "row = {n: None for n in TABLES['connections'].names}\n"
+             "row.update(node='a', conn_id='c', proto='udp', src_ip='1.1.1.1', dst_ip='2.2.2.2', ts=0, ts_ns=0,\n"
+             "           first_ts=0, first_ts_ns=0, last_ts=0, last_ts_ns=0, duration_us=0, packets_out=1,\n"
+             "           packets_in=0, bytes_out=1, bytes_in=0, payload_bytes_out=0, payload_bytes_in=0)\n"
+             "t = pa.Table.from_pylist([row], schema=TABLES['connections'])\n"
+             "print(combine({'a': {'connections': t}, 'b': {'connections': t.set_column(0, 'node', "
+             "pa.array(['b']))}}).tables['connections'].num_rows)\n")
+    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "1"
+
+
+def test_dissect_two_nodes_into_one_directory_folds_them_and_query_counts_conversations(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    for node in ("node-a", "node-b"):
+        assert main(["dissect", str(SAMPLE), "--out", str(out), "--node", node]) == 0
+    per_node = {name: pq.read_table(next(out.glob(f"tables/{name}/dt=*/incident_id=local/node-a.parquet"))).num_rows
+                for name in ("connections", "dns", "http", "tls")}
+    con = connect_local(out)
+    for name, rows in per_node.items():
+        counted = run(None, f"SELECT count(*), min(cardinality(observers)) FROM {name}", con).rows[0]  # noqa: S608
+        assert counted == (rows, 2), name
