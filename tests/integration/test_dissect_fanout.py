@@ -1,11 +1,13 @@
 """Dissection fanned out over (node, time chunk) on the real stack (issue 17): LocalStack S3 with Object Lock, a
 real Kafka broker, the local gateway running freeze, then the dissection state machine's steps (plan, a task per
-(node, chunk), a merge per node, finalize with compaction) through the dissect and finalize handlers.
+(node, chunk), a merge per node writing the node's parts, finalize building the views) through the dissect and
+finalize handlers.
 
 Two nodes replay the sample capture (56 s, six 10 s segments each); 7 s chunks with a 5 s warm-up cut each node into
 several chunks. Expected: each node's connections equal one sequential pass over the same frozen segments (the
-sequential engine is checked against tshark elsewhere), the compacted files hold every node's rows, and a chunk that
-fails for good leaves a hole that the node status and the summary report while the other chunks' rows are written.
+sequential engine is checked against tshark elsewhere); the two nodes saw the same traffic, so the incident's view
+(one file, small) holds each of those connections once, seen by both nodes; and a chunk that fails for good leaves a
+hole that the node status and the summary report while the other chunks' rows are written.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from freezeframe.dissect.fanout import dissect_chunk, merge_node, plan_dissectio
 from freezeframe.dissect.job import SegmentSource, dissect_segments
 from freezeframe.dissect.problems import SegmentRef
 from freezeframe.finalize import NodeOutcome, finalize_incident, summary_key
-from freezeframe.keys import dissect_status_key, incident_key, manifest_key, table_prefix
+from freezeframe.keys import dissect_status_key, incident_key, manifest_key, view_prefix
 from freezeframe.local.kafka import create_topics
 from freezeframe.models import FreezeRequest, LockSpec, Scope, from_ns
 from freezeframe_agent.main import run_replay
@@ -51,11 +53,11 @@ def _sequential(s3: Any, manifest: dict[str, Any], node: str) -> dict[str, dict[
     return {row["conn_id"]: row for row in table.to_pylist()}
 
 
-def _compacted(s3: Any, bucket: str, incident_id: str, table: str) -> list[str]:
-    return sorted(k for k in s3io.list_keys(s3, bucket, table_prefix(table)) if f"incident_id={incident_id}/" in k)
+def _view_files(s3: Any, bucket: str, incident_id: str, table: str) -> list[str]:
+    return sorted(k for k in s3io.list_keys(s3, bucket, view_prefix(table)) if f"incident_id={incident_id}/" in k)
 
 
-def test_a_multi_node_incident_is_dissected_in_chunks_merged_compacted_and_a_failed_chunk_is_a_hole(
+def test_a_multi_node_incident_is_dissected_in_chunks_merged_into_parts_and_views_and_a_failed_chunk_is_a_hole(
         local: Any, handler_env: Any, tmp_path: Path) -> None:
     config, s3, gateway = local
     config = config.with_(segments_topic=f"ff-fanout-{uuid.uuid4().hex[:8]}", hold_grace_s=0, dissect_chunk_s=7,
@@ -89,24 +91,30 @@ def test_a_multi_node_incident_is_dissected_in_chunks_merged_compacted_and_a_fai
     assert summary["state"] == "complete", summary["nodes"]
     assert sorted(n["node"] for n in summary["nodes"]) == list(NODES)
     manifest = s3io.get_json(s3, bucket, manifest_key(incident_id))
-    (connections_file,) = _compacted(s3, bucket, incident_id, "connections")  # small: one file per table
-    assert connections_file.endswith("/part-00000.parquet")
-    compacted = _read(s3, bucket, connections_file)
     for node in NODES:
         status = s3io.get_json(s3, bucket, dissect_status_key(incident_id, node))
         assert status["state"] == "done" and status["holes"] == []
         assert status["stats"]["chunks"] == status["stats"]["chunks_planned"] >= 5
         assert status["stats"]["chunk_rows_merged"] > 0  # connections did cross chunk edges
+        part = status["parts"]["connections"]
+        assert part.endswith(f"/incident_id={incident_id}/{node}.parquet")  # where a one-pass dissection writes
+        assert {"node_stats", "node_config", "service_flows", "services", "endpoints"} <= set(status["parts"])
         expected = _sequential(s3, manifest, node)
-        actual = {row["conn_id"]: row for row in compacted if row["node"] == node}
+        actual = {row["conn_id"]: row for row in _read(s3, bucket, part)}
         assert set(actual) == set(expected)
         for conn_id, row in expected.items():
             for column, value in row.items():
                 if column not in K8S_COLUMNS:
                     assert actual[conn_id][column] == value, (node, conn_id, column)
-    assert summary["rows"]["connections"] == len(compacted)
-    assert connections_file in summary["parts"]
-    assert {"table": "connections", "dt": connections_file.split("dt=")[1][:10], "incident_id": incident_id} in \
+        assert summary["rows"]["connections"] >= len(expected)
+        assert part in summary["parts"]
+    (view_file,) = _view_files(s3, bucket, incident_id, "connections")  # small: one file per table
+    assert view_file.endswith("/incident.parquet")
+    assert view_file == part.replace("tables/", "views/", 1).replace("/node-b.parquet", "/incident.parquet")
+    view = _read(s3, bucket, view_file)
+    assert len(view) == len(_sequential(s3, manifest, "node-a")) == summary["view_rows"]["connections"]
+    assert all(row["observers"] == list(NODES) for row in view)  # the same traffic on both nodes: folded
+    assert {"table": "connections", "dt": view_file.split("dt=")[1][:10], "incident_id": incident_id} in \
         summary["partitions"]
 
     # A later pass with other chunk edges in which node-b's chunk 1 fails for good (its task never writes a result):
@@ -127,8 +135,10 @@ def test_a_multi_node_incident_is_dissected_in_chunks_merged_compacted_and_a_fai
     lines = {line["node"]: line for line in summary["nodes"]}
     assert lines["node-a"]["state"] == "done" and lines["node-b"]["state"] == "partial"
     assert lines["node-b"]["holes"][0]["chunk"] == 1 and summary["state"] == "incomplete"
-    compacted = _read(s3, bucket, _compacted(s3, bucket, incident_id, "connections")[0])
-    rows_b = [row for row in compacted if row["node"] == "node-b"]
+    rows_a = _read(s3, bucket, status_b["parts"]["connections"].replace("/node-b.parquet", "/node-a.parquet"))
+    rows_b = _read(s3, bucket, status_b["parts"]["connections"])
     assert 0 < len(rows_b) and sum(r["packets_out"] + r["packets_in"] for r in rows_b) < \
-        sum(r["packets_out"] + r["packets_in"] for r in compacted if r["node"] == "node-a")
+        sum(r["packets_out"] + r["packets_in"] for r in rows_a)
+    (view_file,) = _view_files(s3, bucket, incident_id, "connections")
+    assert {row["observer"] for row in _read(s3, bucket, view_file)} <= set(NODES)
     assert reports["node-a"].stats["holes"] == 0 and reports["node-b"].stats["holes"] == 1
