@@ -220,7 +220,7 @@ def _read_table(s3: Any, bucket: str, key: str) -> pa.Table:
 
 
 def merge_node(settings: Settings, s3: Any, incident_id: str, node: str) -> DissectReport:
-    """Step 3: a node's chunks merged into its parts (with its cross-layer tables) and status; holes reported, never fatal alone."""
+    """Step 3: a node's chunks merged into its parts (with its cross-layer tables) and status; holes reported."""
     inputs = node_inputs(settings, s3, incident_id, [node])[node]
     previous = _status(settings, s3, dissect_status_key(incident_id, node))
     if previous is not None and previous.get("inputs_digest") == inputs.digest and previous.get("state") == "done":
