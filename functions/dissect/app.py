@@ -1,4 +1,9 @@
-"""Dissect function (invoked per node by the freeze): frozen segments to Parquet tables in the evidence bucket."""
+"""Dissect function: the dissection state machine's plan, chunk and merge steps (freezeframe.dissect.fanout).
+
+``{"action": "plan", "incident_id", "nodes"}`` writes the chunk items for the Distributed Map; ``{"action": "chunk",
+...item}`` dissects one (node, time chunk); ``{"action": "merge", "incident_id", "node"}`` merges a node's chunks.
+Without an action (``{"incident_id", "node"}``) it dissects a whole node in one pass, as before the fan-out.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.catalog import register_parts
 from freezeframe.config import settings
+from freezeframe.dissect.fanout import dissect_chunk, merge_node, plan_dissection
 from freezeframe.dissect.job import dissect_node
+from freezeframe.errors import PayloadError
 from freezeframe.logsetup import function_logger
 
 logger = function_logger()
@@ -24,8 +31,23 @@ metrics = Metrics()
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     config = settings()
-    logger.append_keys(incident_id=event["incident_id"], node=event["node"])
-    report = dissect_node(config, s3io.client(config), event["incident_id"], event["node"])
+    action = event.get("action")
+    logger.append_keys(incident_id=event.get("incident_id"), node=event.get("node"), action=action,
+                       chunk=event.get("chunk"))
+    s3 = s3io.client(config)
+    if action == "plan":
+        plan = plan_dissection(config, s3, event["incident_id"], event.get("nodes") or None)
+        metrics.add_metric(name="DissectChunksPlanned", unit=MetricUnit.Count, value=plan["chunks"])
+        return plan
+    if action == "chunk":
+        return dissect_chunk(config, s3, event.get("item") or event)
+    if action == "merge":
+        report = merge_node(config, s3, event["incident_id"], event["node"])
+        metrics.add_metric(name="ConnectionsRows", unit=MetricUnit.Count, value=report.tables.get("connections", 0))
+        return {"node": report.node, "state": report.state, "holes": report.stats.get("holes", 0)}
+    if action is not None:
+        raise PayloadError(f"unknown dissect action {action!r}: plan, chunk or merge")
+    report = dissect_node(config, s3, event["incident_id"], event["node"])
     register_parts(config, report.parts.values())
     metrics.add_metric(name="ConnectionsRows", unit=MetricUnit.Count, value=report.tables.get("connections", 0))
     return report.to_dict()

@@ -75,4 +75,4 @@ def test_the_state_machine_loops_back_to_the_map_while_the_hold_is_open() -> Non
                                              "Next": "NextPass"}
     assert states["NextPass"]["Parameters"] == {"incident_id.$": "$.incident_id",
                                                 "nodes.$": "$.finalize.follow.nodes"}
-    assert states["NextPass"]["Next"] == "DissectNodes"
+    assert states["NextPass"]["Next"] == "PlanChunks"  # the next pass plans its (node, chunk) tasks again

@@ -566,13 +566,24 @@ def _states(definition: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
             yield from _states(state["ItemProcessor"])
 
 
-def test_dissection_fans_out_over_nodes_with_retries_catches_and_a_dead_letter_queue(
+def test_dissection_fans_out_over_node_chunks_with_retries_catches_and_a_dead_letter_queue(
         template: dict[str, Any]) -> None:
     machine = template["Resources"]["DissectionStateMachine"]["Properties"]
     definition = _definition(template)
     states = dict(_states(definition))
-    fan_out = definition["States"][definition["StartAt"]]
-    assert fan_out["Type"] == "Map" and fan_out["ItemsPath"] == "$.nodes" and fan_out["MaxConcurrency"] > 0
+    top = definition["States"]
+    # Plan, then a Distributed Map over the (node, chunk) items the plan wrote to S3, then a Map over the nodes.
+    plan = top[definition["StartAt"]]
+    assert plan["Parameters"]["Payload"]["action"] == "plan"
+    chunks = top[plan["Next"]]
+    assert chunks["Type"] == "Map" and chunks["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
+    assert chunks["ItemReader"]["Resource"] == "arn:aws:states:::s3:getObject"
+    assert chunks["ItemReader"]["Parameters"] == {"Bucket.$": "$.plan.bucket", "Key.$": "$.plan.key"}
+    assert 0 < chunks["MaxConcurrency"] <= 1000
+    chunk_task = chunks["ItemProcessor"]["States"][chunks["ItemProcessor"]["StartAt"]]
+    assert chunk_task["Parameters"]["Payload"] == {"action": "chunk", "item.$": "$.item"}
+    fan_out = top[chunks["Next"]]
+    assert fan_out["Type"] == "Map" and fan_out["ItemsPath"] == "$.plan.nodes" and fan_out["MaxConcurrency"] > 0
     tasks = {name: state for name, state in states.items() if state["Type"] == "Task"}
     invokes = {name: state for name, state in tasks.items() if state["Resource"].endswith(":lambda:invoke")}
     dead_letters = {name for name, state in tasks.items() if state["Resource"].endswith(":sqs:sendMessage")}
@@ -589,16 +600,36 @@ def test_dissection_fans_out_over_nodes_with_retries_catches_and_a_dead_letter_q
         assert catch["ErrorEquals"] == ["States.ALL"] and catch["Next"] in dead_letters, name
     for name in dead_letters:
         assert tasks[name]["Parameters"]["QueueUrl"] == "${DeadLetterQueueUrl}"
-    # The corrupt-segment error the dissect function raises is not worth a retry.
+    # The corrupt-segment error the dissect function raises is not worth a retry, per chunk and per node.
     from freezeframe.errors import SegmentCorruptError
 
-    (dissect,) = [s for s in invokes.values() if s["Parameters"]["FunctionName"] == "${DissectFunctionArn}"]
-    (no_retry,) = [r for r in dissect["Retry"] if r["ErrorEquals"] == [SegmentCorruptError.__name__]]
-    assert no_retry["MaxAttempts"] == 0
-    # Finalize runs once, after the Map, on its collected results.
+    for state in (chunk_task, states["DissectNode"]):
+        (no_retry,) = [r for r in state["Retry"] if r["ErrorEquals"] == [SegmentCorruptError.__name__]]
+        assert no_retry["MaxAttempts"] == 0
+    # A failed chunk ends its own child execution as a Pass: the Map goes on, and so does the node's merge.
+    assert states[chunk_task["Catch"][0]["Next"]]["Next"] == "ChunkFailed"
+    assert states["ChunkFailed"]["Type"] == "Pass" and chunks["ToleratedFailurePercentage"] == 100
+    # Finalize runs once, after the Maps, on the node results.
     (finalize_state,) = [s for s in invokes.values() if s["Parameters"]["FunctionName"] == "${FinalizeFunctionArn}"]
-    assert fan_out["Next"] in definition["States"] and definition["States"][fan_out["Next"]] is finalize_state
+    assert top[fan_out["Next"]] is finalize_state
     assert finalize_state["Parameters"]["Payload"]["nodes.$"] == fan_out["ResultPath"]
+    # The next pass of an open hold plans again.
+    assert top["NextPass"]["Next"] == definition["StartAt"]
+    # The Distributed Map may start its own child executions, by the machine's name (no circular reference).
+    role = [s for s in _statements(machine["Policies"]) if "states:startexecution" in _actions(s)]
+    assert [s["Resource"]["Fn::Sub"].endswith(":stateMachine:${AWS::StackName}-dissection") for s in role] == [True]
+    assert machine["Name"] == {"Fn::Sub": "${AWS::StackName}-dissection"}
+
+
+def test_the_chunk_items_the_planner_writes_are_what_the_chunk_task_reads(template: dict[str, Any]) -> None:
+    """The Map passes each item through unchanged; the dissect function's chunk action parses it."""
+    from freezeframe.dissect.plan import SECOND_NS, SegmentSpan, chunk_of_item, plan_node
+
+    (chunk,) = plan_node("node-a", [SegmentSpan("k", 0, 60 * SECOND_NS, 10, 100)], chunk_ns=120 * SECOND_NS)
+    item = json.loads(json.dumps(chunk.to_item("inc-1")))
+    assert chunk_of_item(item)[0:2] == ("node-a", 0)
+    handler = (FUNCTIONS_DIR / "dissect" / "app.py").read_text(encoding="utf-8")
+    assert 'event.get("item")' in handler
 
 
 def test_state_machine_node_results_are_what_finalize_parses(template: dict[str, Any]) -> None:

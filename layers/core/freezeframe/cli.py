@@ -371,9 +371,12 @@ def _cmd_dissect(args: argparse.Namespace) -> int:
                 print(f"  {node}: {counts}")
         return 0
     started = time.perf_counter()
+    config = settings()
+    chunk_s = args.chunk_seconds if args.chunk_seconds is not None else (config.dissect_chunk_s or None)
     result = dissect_files(args.captures, args.out, node=args.node, k8s=args.k8s, node_state=args.node_state,
                            progress=args.progress,
-                           incident_id=args.incident)
+                           incident_id=args.incident, chunk_s=chunk_s, warmup_s=config.dissect_warmup_s,
+                           workers=args.workers)
     elapsed = time.perf_counter() - started
     if args.json:
         print(json.dumps(result.to_dict()))
@@ -508,6 +511,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="freezeframe.node-state documents (JSON lines) for the node_stats and node_config tables")
     dissect.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                          help="show a progress bar (default: when stderr is a terminal)")
+    dissect.add_argument("--chunk-seconds", type=float, metavar="N",
+                         help="cut the files into time chunks of N seconds dissected in parallel processes and merged "
+                         "(default: FREEZEFRAME_DISSECT_CHUNK_SECONDS, else one pass)")
+    dissect.add_argument("--workers", type=int, metavar="N", help="--chunk-seconds: processes (default: CPUs)")
     dissect.add_argument("--json", action="store_true", help="print the summary as JSON")
     dissect.set_defaults(func=_cmd_dissect)
     sub.add_parser("mcp", help="serve freezeframe's tools to an AI agent over MCP (stdio)").set_defaults(func=_cmd_mcp)

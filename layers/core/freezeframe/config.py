@@ -105,6 +105,10 @@ ENV_OWN_TRAFFIC_NETS = "FREEZEFRAME_OWN_TRAFFIC_NETS"  # CIDRs of S3 (the region
 ENV_DISSECT_REFRESH_S = "FREEZEFRAME_DISSECT_REFRESH_SECONDS"
 ENV_HOLD_SETTLE_S = "FREEZEFRAME_HOLD_SETTLE_SECONDS"
 ENV_FREEZE_ATTEMPTS = "FREEZEFRAME_FREEZE_ATTEMPTS"
+# Dissection in (node, time chunk) tasks (issue 17, freezeframe.dissect.plan): a fixed chunk length (0: sized by the
+# planner from the manifest's packet counts), and the TCP warm-up each chunk replays before its start.
+ENV_DISSECT_CHUNK_S = "FREEZEFRAME_DISSECT_CHUNK_SECONDS"
+ENV_DISSECT_WARMUP_S = "FREEZEFRAME_DISSECT_WARMUP_SECONDS"
 # The agent's /healthz: the drop share of recent segments above which it is degraded.
 ENV_HEALTH_DROP_RATIO = "FREEZEFRAME_HEALTH_DROP_RATIO"
 # Local tooling: where pyenv keeps its Pythons (LocalStack runs on a pyenv 3.13 when PATH has none).
@@ -199,6 +203,8 @@ class Settings:
     dissect_refresh_s: int = 60  # while a hold is open, its new parts are dissected at most this often
     hold_settle_s: int = 30  # the last pass starts this long after the hold closed (in-flight indexer batches)
     freeze_attempts: int = 3  # Lambda's async invocation: the first try and two retries
+    dissect_chunk_s: int = 0  # fixed dissection chunk length; 0: the planner sizes chunks (dissect.plan)
+    dissect_warmup_s: int = 10  # packets replayed before a chunk's start to rebuild TCP state (dissect.plan)
     health_drop_ratio: float = 0.01  # kernel + agent drops over captured + dropped packets of recent segments
 
     def __post_init__(self) -> None:
@@ -228,6 +234,8 @@ class Settings:
             raise ConfigError(f"{ENV_CAPTURE_ENGINE} must be one of {CAPTURE_ENGINES}, got {self.capture_engine!r}")
         if not 0 <= self.agent_http_port <= 65535:
             raise ConfigError(f"{ENV_AGENT_HTTP_PORT} must be a port number, got {self.agent_http_port}")
+        if self.dissect_chunk_s < 0 or self.dissect_warmup_s < 0:
+            raise ConfigError(f"{ENV_DISSECT_CHUNK_S} and {ENV_DISSECT_WARMUP_S} must not be negative")
         self._check_kafka_security()
 
     def _check_kafka_security(self) -> None:
@@ -329,6 +337,8 @@ class Settings:
             dissect_refresh_s=_int(env, ENV_DISSECT_REFRESH_S, base.dissect_refresh_s),
             hold_settle_s=_int(env, ENV_HOLD_SETTLE_S, base.hold_settle_s),
             freeze_attempts=_int(env, ENV_FREEZE_ATTEMPTS, base.freeze_attempts),
+            dissect_chunk_s=_int(env, ENV_DISSECT_CHUNK_S, base.dissect_chunk_s),
+            dissect_warmup_s=_int(env, ENV_DISSECT_WARMUP_S, base.dissect_warmup_s),
             health_drop_ratio=_float(env, ENV_HEALTH_DROP_RATIO, base.health_drop_ratio),
         )
 
@@ -426,6 +436,8 @@ def env_overrides(settings_: Settings) -> dict[str, str]:
         ENV_DISSECT_REFRESH_S: str(settings_.dissect_refresh_s),
         ENV_HOLD_SETTLE_S: str(settings_.hold_settle_s),
         ENV_FREEZE_ATTEMPTS: str(settings_.freeze_attempts),
+        ENV_DISSECT_CHUNK_S: str(settings_.dissect_chunk_s) if settings_.dissect_chunk_s else None,
+        ENV_DISSECT_WARMUP_S: str(settings_.dissect_warmup_s),
         ENV_HEALTH_DROP_RATIO: repr(settings_.health_drop_ratio),
     }
     out.update({k: v for k, v in optional.items() if v})

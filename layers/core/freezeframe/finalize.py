@@ -11,7 +11,10 @@ incident's nodes and then calls the finalize function with the list of node outc
    partitions, the report key, and "complete" only when every node was dissected cleanly.
 
 The per-node parts are never replaced (they are each node's evidence, in a WORM bucket that refuses deletes); the
-queries read the views instead, one file per table and incident, under their own prefix, so no row is counted twice.
+queries read the views instead, one folder per table and incident under their own prefix, so no row is counted twice.
+Whether a node was dissected in one pass (`dissect_node`) or in time chunks (`dissect.fanout.merge_node`), its parts
+are the same; compaction (freezeframe.compact) applies to the views only: a view over about 128 MB is written as
+several numbered files, a smaller one as one.
 
 `run_dissection_locally` is one pass of the same state machine as a plain loop, for the tests: the nodes in
 order, each with the state machine's retries, then `finalize_incident`. While the incident's hold is open, the
@@ -55,6 +58,7 @@ COMPLETE = "complete"
 INCOMPLETE = "incomplete"
 DONE = "done"
 FAILED = "failed"
+PARTIAL = "partial"  # dissected, but some time chunks failed: their time ranges are holes in the tables
 MISSING = "missing"  # in the manifest, but no outcome arrived for it (it was never dissected)
 # The state machine's retries of a dissect task error (States.ALL: MaxAttempts 2, so three tries in all).
 LOCAL_DISSECT_ATTEMPTS = 3
@@ -125,13 +129,19 @@ def node_summary(node: str, outcome: NodeOutcome | None, status: Mapping[str, An
         state, error = FAILED, outcome.error
     elif status is None:
         state, error = FAILED, "the dissect function reported done but wrote no status"
+    elif status.get("state") == PARTIAL:
+        # Some time chunks failed (dissect.fanout): the rest of the node's tables are written; the holes are listed.
+        state, error = PARTIAL, f"{len(status.get('holes', []))} time chunk(s) missing from the tables"
     elif status.get("state") != DONE:
         state, error = FAILED, f"dissect status is {status.get('state')!r}"
     else:
         state, error = DONE, None
     status = status or {}
-    return {"node": node, "state": state, "error": error, "segments": int(status.get("segments", 0)),
+    line: dict[str, Any] = {"node": node, "state": state, "error": error, "segments": int(status.get("segments", 0)),
             "tables": dict(status.get("tables", {})), "corrupt_segments": len(status.get("corrupt_segments", []))}
+    if status.get("holes"):
+        line["holes"] = list(status["holes"])
+    return line
 
 
 def partitions(part_keys: Iterable[str]) -> list[dict[str, str]]:
@@ -148,7 +158,7 @@ def build_summary(incident_id: str, manifest_nodes: Iterable[str], outcomes: Seq
              for node in sorted(set(manifest_nodes) | set(by_node))]
     rows: dict[str, int] = {}
     for line in nodes:
-        if line["state"] == DONE:
+        if line["state"] in (DONE, PARTIAL):
             for table, count in line["tables"].items():
                 rows[table] = rows.get(table, 0) + int(count)
     part_keys = sorted(key for status in statuses.values() if status for key in status.get("parts", {}).values())

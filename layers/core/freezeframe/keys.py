@@ -192,15 +192,40 @@ def view_prefix(table: str) -> str:
 VIEW_FILE = "incident.parquet"
 
 
-def view_key(table: str, dt: str, incident_id: str) -> str:
+_VIEW_NUMBERED = re.compile(r"^incident-(?P<number>\d{5})\.parquet$")
+
+
+def view_key(table: str, dt: str, incident_id: str, number: int = 0) -> str:
     """An incident's view of one table (one row per conversation across nodes), beside its per-node parts' partition:
-    `views/<table>/dt=<day>/incident_id=<id>/incident.parquet`. Deterministic: a later pass overwrites it."""
-    return f"{view_prefix(table)}dt={dt}/incident_id={check_name('incident_id', incident_id)}/{VIEW_FILE}"
+    `views/<table>/dt=<day>/incident_id=<id>/incident.parquet`. Deterministic: a later pass overwrites it. A view
+    compacted into several files (freezeframe.compact) continues with `incident-00001.parquet`, ..."""
+    name = VIEW_FILE if number == 0 else f"incident-{number:05d}.parquet"
+    return f"{view_prefix(table)}dt={dt}/incident_id={check_name('incident_id', incident_id)}/{name}"
+
+
+def view_file_number(name: str) -> int | None:
+    """The file number of a view file's name (0 for incident.parquet), or None for another name."""
+    if name == VIEW_FILE:
+        return 0
+    match = _VIEW_NUMBERED.match(name)
+    return int(match["number"]) if match else None
 
 
 def hour_prefix(cluster: str, ts_ns: int, root: str = RAW_ROOT) -> str:
     hour = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ts_ns // 1000)
     return f"{root}/{cluster}/{hour:%Y/%m/%d/%H}/"
+
+
+# Dissection in (node, time chunk) tasks (freezeframe.dissect.fanout): the plan the Distributed Map reads and each
+# chunk's unmerged parts and status (a node's merged tables are its ordinary parts, table_part_key). All under the
+# incident's dissect/ folder (the only incident area the dissect function may write); '_' keeps them apart from the
+# node statuses (a node name has no '/').
+def dissect_plan_key(incident_id: str) -> str:
+    return f"{incident_prefix(incident_id)}dissect/_plan/items.json"
+
+
+def chunk_prefix(incident_id: str, node: str, index: int) -> str:
+    return f"{incident_prefix(incident_id)}dissect/_chunks/{check_name('node', node)}/{index:06d}/"
 
 
 NODE_STATE_ROOT = "nodestate"

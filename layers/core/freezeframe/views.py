@@ -4,7 +4,8 @@ The per-node parts stay where the dissection wrote them (`tables/<table>/dt=<day
 each node's evidence); the views go to `views/<table>/dt=<day>/incident_id=<id>/incident.parquet` (`keys.view_key`),
 which DuckDB, Trino and the Glue tables (so Athena) read. They are rewritten from all parts at every finalize pass
 and after every local `freezeframe dissect --out DIR`, so a view always reflects every node dissected so far and a
-re-run overwrites it instead of adding rows.
+re-run overwrites it instead of adding rows. A view larger than about 128 MB is written as several numbered files
+in the same folder (`freezeframe.compact`); the engines read the folder, so they see one table either way.
 """
 
 from __future__ import annotations
@@ -20,18 +21,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from freezeframe.adapters import s3 as s3io
+from freezeframe.compact import TARGET_BYTES, empty_parquet, split_parquet
 from freezeframe.errors import NotFoundError
-from freezeframe.keys import TABLES_ROOT, VIEW_FILE, VIEWS_ROOT, parse_table_part_key, view_key
+from freezeframe.keys import TABLES_ROOT, VIEWS_ROOT, parse_table_part_key, view_file_number, view_key
 from freezeframe.observers import combine
 from freezeframe.schemas import TABLES
 
 logger = logging.getLogger(__name__)
 
 
-def _parquet(table: pa.Table) -> bytes:
-    sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd")
-    return sink.getvalue()
+PARQUET = "application/vnd.apache.parquet"
+
+
+def _numbered(key: str, count: int) -> list[str]:
+    """The keys of a view's `count` files: its key (file 0), then incident-00001.parquet, ..."""
+    folder = key.rsplit("/", 1)[0]
+    return [key] + [f"{folder}/incident-{number:05d}.parquet" for number in range(1, count)]
 
 
 def build_views(incident_id: str, part_keys: Iterable[str],
@@ -56,8 +61,10 @@ def build_views(incident_id: str, part_keys: Iterable[str],
     return {name: (view_key(name, day, incident_id), table) for name, table in views.items()}
 
 
-def write_incident_views(bucket: str, s3: Any, incident_id: str, part_keys: Iterable[str]) -> dict[str, int]:
-    """The incident's views written to the evidence bucket; rows per view."""
+def write_incident_views(bucket: str, s3: Any, incident_id: str, part_keys: Iterable[str],
+                         target_bytes: int = TARGET_BYTES) -> dict[str, int]:
+    """The incident's views written to the evidence bucket (each split into files of about ``target_bytes``); rows
+    per view."""
 
     def read(key: str) -> pa.Table | None:
         try:
@@ -71,28 +78,42 @@ def write_incident_views(bucket: str, s3: Any, incident_id: str, part_keys: Iter
 
     rows = {}
     for name, (key, table) in build_views(incident_id, part_keys, read).items():
-        s3io.put_bytes(s3, bucket, key, _parquet(table), content_type="application/vnd.apache.parquet")
+        files = split_parquet(table, target_bytes)
+        keys = _numbered(key, len(files))
+        for file_key, body in zip(keys, files, strict=True):
+            s3io.put_bytes(s3, bucket, file_key, body, content_type=PARQUET)
+        # A higher number left by an earlier, larger pass: overwritten with no rows (the bucket refuses deletes).
+        folder = key.rsplit("/", 1)[0] + "/"
+        for stale in s3io.list_keys(s3, bucket, folder):
+            if stale not in keys and view_file_number(stale.rsplit("/", 1)[1]) is not None:
+                s3io.put_bytes(s3, bucket, stale, empty_parquet(table.schema), content_type=PARQUET)
         rows[name] = table.num_rows
     return rows
 
 
-def write_local_views(root: Path, incident_id: str) -> dict[str, Path]:
-    """The incident's views under a local directory laid out like the bucket, from every node's parts there."""
+def write_local_views(root: Path, incident_id: str, target_bytes: int = TARGET_BYTES) -> dict[str, Path]:
+    """The incident's views under a local directory laid out like the bucket, from every node's parts there (each
+    split into files of about ``target_bytes``); the first file of each view."""
     keys = [path.relative_to(root).as_posix() for path in (root / TABLES_ROOT).glob(
         f"*/dt=*/incident_id={incident_id}/*.parquet")]
     written = {}
+    every: set[Path] = set()
     staged = []
     for name, (key, table) in build_views(incident_id, keys, lambda key: pq.read_table(root / key)).items():
-        target = root / key
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f".{target.name}.partial-{os.getpid()}")
-        temporary.write_bytes(_parquet(table))
-        staged.append((temporary, target))
-        written[name] = target
+        files = split_parquet(table, target_bytes)
+        for file_key, body in zip(_numbered(key, len(files)), files, strict=True):
+            target = root / file_key
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temporary = target.with_name(f".{target.name}.partial-{os.getpid()}")
+            temporary.write_bytes(body)
+            staged.append((temporary, target))
+            every.add(target)
+        written[name] = root / key
     for temporary, target in staged:
         os.replace(temporary, target)
-    # A view of this incident under another day (an earlier run's first packet was later) would double its rows.
-    for stale in (root / VIEWS_ROOT).glob(f"*/dt=*/incident_id={incident_id}/{VIEW_FILE}"):
-        if stale not in written.values():
+    # A view file of this incident under another day (an earlier run's first packet was later) or with a number this
+    # run does not need would double rows.
+    for stale in (root / VIEWS_ROOT).glob(f"*/dt=*/incident_id={incident_id}/incident*.parquet"):
+        if stale not in every and view_file_number(stale.name) is not None:
             stale.unlink()
     return written

@@ -46,6 +46,7 @@ RTT_AVG = "rtt_avg"  # mean weighted by rtt_samples
 RTT_JITTER = "rtt_jitter"  # mean weighted by the sample pairs of each part (rtt_samples - 1)
 RETRANSMISSION_RATE = "retransmission_rate"  # total retransmissions / total payload segments
 _SEGMENTS = "_payload_segments"  # carried beside a row while merging: its TCP segments with payload
+_RTT = "_rtt_sums"  # carried beside a row while merging: (RTT samples, sum ns, jitter sum ns)
 HISTORY = "history"  # each letter once, in order of first occurrence
 CONN_STATE = "conn_state"  # Zeek's state from the merged history
 CLOSE = "close"  # how the merged connection ended
@@ -111,16 +112,21 @@ class Chunk:
     index: int
     start_ns: int
     end_ns: int
+    # Packets from here to start_ns rebuild TCP state first and are not counted (dissect.warmup); None: no warm-up.
+    warmup_start_ns: int | None = None
 
 
-def plan_chunks(start_ns: int, end_ns: int, chunk_ns: int) -> list[Chunk]:
-    """Consecutive chunks of ``chunk_ns`` covering ``[start_ns, end_ns)``; the last one may be shorter."""
+def plan_chunks(start_ns: int, end_ns: int, chunk_ns: int, warmup_ns: int | None = None) -> list[Chunk]:
+    """Consecutive chunks of ``chunk_ns`` covering ``[start_ns, end_ns)``; the last one may be shorter.
+
+    With ``warmup_ns``, every chunk but the first replays that much before its start (``dissect.warmup``)."""
     if chunk_ns <= 0:
         raise WindowError(f"chunk length must be positive, got {chunk_ns} ns")
     if end_ns <= start_ns:
         raise WindowError(f"empty or inverted window [{start_ns}, {end_ns})")
     edges = list(range(start_ns, end_ns, chunk_ns)) + [end_ns]
-    return [Chunk(index, low, high) for index, (low, high) in enumerate(zip(edges, edges[1:], strict=False))]
+    return [Chunk(index, low, high, None if warmup_ns is None or index == 0 else max(low - warmup_ns, start_ns))
+            for index, (low, high) in enumerate(zip(edges, edges[1:], strict=False))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,22 +137,30 @@ class MergedConnections:
 
 
 def merge_connections(node: str, parts: Sequence[pa.Table],
-                      payload_segments: Sequence[Mapping[str, int]] | None = None) -> MergedConnections:
+                      payload_segments: Sequence[Mapping[str, int]] | None = None,
+                      extras: Sequence[Mapping[str, tuple[int, int, int, int]]] | None = None) -> MergedConnections:
     """The connections of consecutive chunks (in time order) as one table, one row per connection.
 
     ``payload_segments`` (per part: conn_id -> TCP segments with payload, ``ConnectionTracker.payload_segments``)
     makes the merged ``retransmission_rate`` exact for the merged counts; without it a part that had no
-    retransmission cannot tell how many segments it carried.
+    retransmission cannot tell how many segments it carried. ``extras`` (per part: conn_id -> payload segments, RTT
+    samples, RTT sum and jitter sum in ns; ``dissect.warmup.ChunkState.extras``) also makes the RTT mean and jitter
+    exact: sums, not rounded means, are added.
     """
+    # Only endpoint pairs seen in more than one part can merge: the other rows pass through in Arrow, untouched.
+    alone, shared = _split_shared(parts)
     rows: list[dict[str, Any]] = []
     open_rows: dict[tuple[Any, ...], int] = {}  # endpoint-pair key -> index in rows of its latest connection
     conn_ids: dict[str, str] = {}
     merged = 0
-    for number, part in enumerate(parts):
+    for number, part in enumerate(shared):
         continued: set[tuple[Any, ...]] = set()
         segments = payload_segments[number] if payload_segments is not None else {}
+        sums = extras[number] if extras is not None else {}
         for row in sorted(part.to_pylist(), key=lambda r: (r["first_ts_ns"], r["conn_id"])):
-            row[_SEGMENTS] = segments.get(row["conn_id"])
+            extra = sums.get(row["conn_id"])
+            row[_SEGMENTS] = extra[0] if extra is not None else segments.get(row["conn_id"])
+            row[_RTT] = extra[1:] if extra is not None else None
             key = _pair_key(row)
             index = open_rows.get(key)
             if index is not None and key not in continued and _continues(rows[index], row):
@@ -159,11 +173,40 @@ def merge_connections(node: str, parts: Sequence[pa.Table],
                 rows.append(row)
             open_rows[key] = index
             continued.add(key)
-    rows.sort(key=lambda r: (r["first_ts_ns"], r["conn_id"]))
     for row in rows:
         del row[_SEGMENTS]
-    table = pa.Table.from_pylist(rows, schema=CONNECTIONS) if rows else CONNECTIONS.empty_table()
+        del row[_RTT]
+    tables = [t.cast(CONNECTIONS) for t in alone if t.num_rows]
+    if rows:
+        tables.append(pa.Table.from_pylist(rows, schema=CONNECTIONS))
+    if not tables:
+        return MergedConnections(CONNECTIONS.empty_table(), conn_ids, merged)
+    table = pa.concat_tables(tables)
+    table = table.take(pc.sort_indices(table, sort_keys=[("first_ts_ns", "ascending"), ("conn_id", "ascending")]))
     return MergedConnections(table, conn_ids, merged)
+
+
+def _pair_keys(part: pa.Table) -> pa.Array:
+    """The unordered endpoint pair of each row, as text (``_pair_key`` in Arrow)."""
+    src = pc.binary_join_element_wise(part.column("src_ip"), pc.cast(part.column("src_port"), pa.string()), "|")
+    dst = pc.binary_join_element_wise(part.column("dst_ip"), pc.cast(part.column("dst_port"), pa.string()), "|")
+    src, dst = pc.fill_null(src, "|"), pc.fill_null(dst, "|")
+    first = pc.less_equal(src, dst)
+    return pc.binary_join_element_wise(part.column("proto"), pc.if_else(first, src, dst),
+                                       pc.if_else(first, dst, src), "#")
+
+
+def _split_shared(parts: Sequence[pa.Table]) -> tuple[list[pa.Table], list[pa.Table]]:
+    """Per part: (rows whose endpoint pair no other part has, rows whose pair another part has)."""
+    keys = [_pair_keys(part) if part.num_rows else pa.array([], pa.string()) for part in parts]
+    counts = pc.value_counts(pa.concat_arrays([pc.unique(column) for column in keys]))
+    many = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+    alone, shared = [], []
+    for part, column in zip(parts, keys, strict=True):
+        mask = pc.is_in(column, value_set=many) if part.num_rows else pa.array([], pa.bool_())
+        shared.append(part.filter(mask))
+        alone.append(part.filter(pc.invert(mask)))
+    return alone, shared
 
 
 def remap_conn_ids(table: pa.Table, conn_ids: dict[str, str]) -> pa.Table:
@@ -174,6 +217,43 @@ def remap_conn_ids(table: pa.Table, conn_ids: dict[str, str]) -> pa.Table:
     index = table.schema.get_field_index("conn_id")
     remapped = pa.array([conn_ids.get(value, value) for value in column], type=table.schema.field(index).type)
     return table.set_column(index, table.schema.field(index), remapped)
+
+
+def replace_warm_rows(parts: Sequence[pa.Table], chunks: Sequence[Chunk], merged_ids: set[str],
+                      schema: pa.Schema) -> pa.Table:
+    """One table of a kind (dns, http, tls) from the chunks' parts, conn_ids already remapped.
+
+    A part's rows stamped before its chunk's start came from the warm-up (``dissect.warmup``): the earlier chunk has
+    the same transaction, but cut at the edge. Such a row replaces the earlier row with the same ``conn_id`` and
+    ``ts_ns`` (it saw the answer too); a warm row without such a match is dropped, so no transaction counts twice.
+    """
+    kept: list[pa.Table] = []
+    warm: list[dict[str, Any]] = []
+    for part, chunk in zip(parts, chunks, strict=True):
+        if chunk.warmup_start_ns is None or not part.num_rows:
+            kept.append(part)
+            continue
+        before = pc.less(part.column("ts_ns"), chunk.start_ns)
+        warm += [row for row in part.filter(before).to_pylist() if row["conn_id"] in merged_ids]
+        kept.append(part.filter(pc.invert(before)))
+    table = concat_sorted(kept, schema)
+    if not warm or not table.num_rows:
+        return table
+    index: dict[tuple[Any, Any], list[int]] = {}
+    for number, (conn_id, ts_ns) in enumerate(zip(table.column("conn_id").to_pylist(),
+                                                  table.column("ts_ns").to_pylist(), strict=True)):
+        index.setdefault((conn_id, ts_ns), []).append(number)
+    replaced: dict[int, dict[str, Any]] = {}
+    for row in warm:
+        candidates = [n for n in index.get((row["conn_id"], row["ts_ns"]), []) if n not in replaced]
+        if candidates:
+            replaced[candidates[0]] = row
+    if not replaced:
+        return table
+    rows = table.to_pylist()
+    for number, row in replaced.items():
+        rows[number] = row
+    return pa.Table.from_pylist(rows, schema=schema)
 
 
 def concat_sorted(tables: Iterable[pa.Table], schema: pa.Schema) -> pa.Table:
@@ -247,8 +327,16 @@ def _merge(node: str, a: dict[str, Any], later: dict[str, Any]) -> dict[str, Any
     out["duration_us"] = (out["last_ts_ns"] - out["first_ts_ns"]) // 1000
     out["conn_id"] = connection_id(node, out["proto"], out["src_ip"], out["src_port"], out["dst_ip"],
                                    out["dst_port"], out["first_ts_ns"])
-    out["rtt_avg_us"] = _weighted(a["rtt_avg_us"], a["rtt_samples"], b["rtt_avg_us"], b["rtt_samples"], 0)
-    out["rtt_jitter_us"] = _weighted(a["rtt_jitter_us"], a["rtt_samples"], b["rtt_jitter_us"], b["rtt_samples"], 1)
+    if a[_RTT] is not None and b[_RTT] is not None:
+        samples, total, jitter = (x + y for x, y in zip(a[_RTT], b[_RTT], strict=True))
+        out[_RTT] = (samples, total, jitter)
+        out["rtt_avg_us"] = total // samples // 1000 if samples else None
+        out["rtt_jitter_us"] = jitter // (samples - 1) // 1000 if samples > 1 else None
+    else:
+        out[_RTT] = None
+        out["rtt_avg_us"] = _weighted(a["rtt_avg_us"], a["rtt_samples"], b["rtt_avg_us"], b["rtt_samples"], 0)
+        out["rtt_jitter_us"] = _weighted(a["rtt_jitter_us"], a["rtt_samples"], b["rtt_jitter_us"], b["rtt_samples"],
+                                         1)
     if a[_SEGMENTS] is not None and b[_SEGMENTS] is not None:
         out[_SEGMENTS] = a[_SEGMENTS] + b[_SEGMENTS]
         out["retransmission_rate"] = (out["retransmissions"] or 0) / out[_SEGMENTS] if out[_SEGMENTS] else None

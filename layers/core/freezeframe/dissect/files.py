@@ -18,6 +18,7 @@ previous output (or none) and a re-run overwrites instead of adding files.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import sys
@@ -28,8 +29,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from freezeframe.crosslayer import CLUSTER_PART, cluster_tables, node_tables
+from freezeframe.dissect.chunks import Chunk
 from freezeframe.dissect.enrich import IpTimeline, enrich
-from freezeframe.dissect.job import SegmentSource, dissect_segments, parquet_bytes
+from freezeframe.dissect.job import EngineResult, SegmentSource, dissect_chunked, dissect_segments, parquet_bytes
+from freezeframe.dissect.plan import SegmentSpan, plan_node
 from freezeframe.dissect.problems import SegmentRef
 from freezeframe.errors import CaptureFormatError, FreezeframeError
 from freezeframe.export import HashingStream
@@ -104,11 +107,70 @@ def load_k8s_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def time_span(path: Path) -> tuple[int, int] | None:
+    """The times of the file's first and last packets (one quick pass over its record headers), or None."""
+    import numpy as np
+
+    low: int | None = None
+    high: int | None = None
+    try:
+        with path.open("rb") as stream:
+            for batch in open_capture(stream).record_batches():
+                if batch.ts_ns is not None:
+                    times = np.array(batch.ts_ns, dtype=np.int64)
+                else:
+                    starts = np.array(batch.starts, dtype=np.int64)
+                    words = np.ndarray((max(len(batch.buf) - 3, 0),), dtype=batch.byte_order + "u4", buffer=batch.buf,
+                                       strides=(1,))
+                    times = (words[starts].astype(np.int64) * 1_000_000_000
+                             + words[starts + 4].astype(np.int64) * (1 if batch.nanosecond else 1000))
+                if len(times):
+                    low = int(times.min()) if low is None else min(low, int(times.min()))
+                    high = int(times.max()) if high is None else max(high, int(times.max()))
+    except CaptureFormatError:
+        return None
+    return None if low is None or high is None else (low, high)
+
+
+def _chunked(node: str, ordered: list[tuple[InputFile, Path]], chunk_s: float, warmup_s: float,
+             workers: int | None) -> EngineResult:
+    """The files as one node's segments, in planned time chunks dissected by a process pool, merged."""
+    spans = []
+    sources = []
+    for info, path in ordered:
+        span = time_span(path)
+        low, high = span if span is not None else (None, None)
+        sources.append(SegmentSource(SegmentRef(str(path), None, low, high), path=path))
+        if span is not None:
+            spans.append(SegmentSpan(str(path), span[0], span[1], info.size))
+        info.sha256 = _file_sha256(path)
+    planned = plan_node(node, spans, chunk_ns=max(int(chunk_s * 1e9), 1), warmup_ns=int(warmup_s * 1e9))
+    if not planned:  # no packet in any file: one pass reports what is wrong with them
+        return dissect_segments(node, sources)
+    chunks = [Chunk(c.index, c.start_ns, c.end_ns, None if c.open_start else c.warmup_start_ns) for c in planned]
+    return dissect_chunked(node, sources, chunks, workers)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while block := stream.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def dissect_files(paths: list[Path], out: Path, node: str = "local", k8s: Path | None = None,
-                  progress: bool | None = None, incident_id: str = LOCAL_INCIDENT,
+                  progress: bool | None = None, incident_id: str = LOCAL_INCIDENT, chunk_s: float | None = None,
+                  warmup_s: float = 10.0, workers: int | None = None,
                   node_state: Path | None = None) -> FilesResult:
     """Dissect ``paths`` as one node's segments into Parquet under ``out``; see the module docstring. ``k8s``:
-    Kubernetes context records (JSON lines); ``node_state``: node-state documents (JSON lines, one per period)."""
+    Kubernetes context records (JSON lines); ``node_state``: node-state documents (JSON lines, one per period).
+
+    With ``chunk_s``, the files are cut into time chunks of that length (``dissect.plan``), dissected in a process
+    pool of ``workers`` with a TCP warm-up of ``warmup_s`` each (``dissect.warmup``) and merged (``dissect.chunks``).
+    """
+    if chunk_s is not None and chunk_s <= 0:
+        raise DissectInputError(f"--chunk-seconds must be positive, got {chunk_s}")
     check_name("node", node)
     check_name("incident_id", incident_id)
     if not paths:
@@ -134,14 +196,18 @@ def dissect_files(paths: list[Path], out: Path, node: str = "local", k8s: Path |
         streams.append(stream)
         return stream  # type: ignore[return-value]  # a read-only binary stream
 
-    sources = [SegmentSource(SegmentRef(str(path), None, info.first_ts_ns, None),
-                             opener=functools.partial(opener, path)) for info, path in ordered]
-    try:
-        result = dissect_segments(node, sources)
-    finally:
+    if chunk_s is not None:
         bar.close()
-    for (info, _path), stream in zip(ordered, streams, strict=True):
-        info.sha256 = stream.sha256.hexdigest()
+        result = _chunked(node, ordered, chunk_s, warmup_s, workers)
+    else:
+        sources = [SegmentSource(SegmentRef(str(path), None, info.first_ts_ns, None),
+                                 opener=functools.partial(opener, path)) for info, path in ordered]
+        try:
+            result = dissect_segments(node, sources)
+        finally:
+            bar.close()
+        for (info, _path), stream in zip(ordered, streams, strict=True):
+            info.sha256 = stream.sha256.hexdigest()
     timeline = IpTimeline.from_records(records)
     tables = {name: enrich(table, timeline) for name, table in result.tables.items()}
     tables["dissect_errors"] = result.problems.table()

@@ -37,11 +37,13 @@ from freezeframe.crosslayer import CLUSTER_PART, cluster_tables, node_tables
 from freezeframe.custody.pinned import pinned_manifest
 from freezeframe.dissect.apps import AppTracker
 from freezeframe.dissect.batch import feed_batches
-from freezeframe.dissect.chunks import Chunk, concat_sorted, merge_connections, plan_chunks, remap_conn_ids
+from freezeframe.dissect.chunks import Chunk, merge_connections, remap_conn_ids, replace_warm_rows
 from freezeframe.dissect.connections import ConnectionTracker, collector_paused
 from freezeframe.dissect.enrich import IpTimeline, enrich
 from freezeframe.dissect.node_state import frozen_documents
+from freezeframe.dissect.plan import SegmentSpan, plan_node
 from freezeframe.dissect.problems import APP_KINDS, DECODE_KINDS, SegmentProblems, SegmentRef
+from freezeframe.dissect.warmup import ChunkState, begin_chunk
 from freezeframe.errors import CaptureFormatError, NotFoundError, SegmentCorruptError
 from freezeframe.follow import inputs_digest
 from freezeframe.holds import manifest_parts
@@ -128,6 +130,8 @@ class EngineResult:
     stats: dict[str, int]
     corrupt: list[dict[str, str]] = field(default_factory=list)  # segments that failed verification
     payload_segments: dict[str, int] = field(default_factory=dict)  # per TCP conn_id, for merging time chunks
+    # per TCP conn_id of a warmed chunk: payload segments, RTT samples, RTT sum and jitter sum (dissect.warmup)
+    extras: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
 
 
 def dissect_segments(node: str, segments: Sequence[SegmentSource], chunk: Chunk | None = None,
@@ -141,14 +145,22 @@ def dissect_segments(node: str, segments: Sequence[SegmentSource], chunk: Chunk 
     """
     from freezeframe.dissect import native  # noqa: PLC0415 - native imports this module
 
-    if (engine or native.selected()) == "native":
+    warmed = chunk is not None and chunk.warmup_start_ns is not None and chunk.warmup_start_ns < chunk.start_ns
+    if (engine or native.selected()) == "native" and not warmed:
+        # A chunk with a warm-up runs in the reference engine: the compiled core has no warm-up (dissect.warmup).
         result: EngineResult = native.dissect_segments(node, segments, chunk)
         return result
     app = AppTracker(node)
     tracker = ConnectionTracker(node, app)
     problems = SegmentProblems(node)
-    corrupt = []
+    corrupt: list[dict[str, str]] = []
+    warm = None
+    if warmed and chunk is not None and chunk.warmup_start_ns is not None:
+        warm = _warm_up(tracker, segments, chunk.warmup_start_ns, chunk.start_ns)
+    own_from = chunk.start_ns if warm is not None and chunk is not None else None
     for segment in segments:
+        if own_from is not None and segment.ref.end_ns is not None and segment.ref.end_ns < own_from:
+            continue  # read for the warm-up only
         try:
             opened = segment.open()
         except SegmentCorruptError as exc:
@@ -174,8 +186,25 @@ def dissect_segments(node: str, segments: Sequence[SegmentSource], chunk: Chunk 
     with collector_paused():
         tables = {"connections": tracker.finish(), **tracker.app_tables()}
         payload_segments = tracker.payload_segments() if chunk is not None else {}
+        extras = (warm or ChunkState()).extras(tracker) if chunk is not None else {}
+        if warm is not None:
+            tables["connections"] = warm.fix(tracker, tables["connections"])
     tracker.close()  # breaks the flow <-> handler cycles so reference counting frees them at once
-    return EngineResult(tables, problems, stats, corrupt, payload_segments)
+    return EngineResult(tables, problems, stats, corrupt, payload_segments, extras)
+
+
+def _warm_up(tracker: ConnectionTracker, segments: Sequence[SegmentSource], low: int, high: int) -> ChunkState:
+    """Feeds ``[low, high)`` of the segments that overlap it, then keeps the state and zeroes the counts."""
+    for segment in segments:
+        ref = segment.ref
+        if ref.start_ns is not None and ref.start_ns >= high or ref.end_ns is not None and ref.end_ns < low:
+            continue
+        try:
+            with segment.open() as stream:
+                feed_batches(tracker, open_capture(stream).record_batches(), (low, high))
+        except (SegmentCorruptError, CaptureFormatError):
+            continue  # reported by the chunk that owns the segment
+    return begin_chunk(tracker)
 
 
 def _owns_segment(chunk: Chunk | None, ref: SegmentRef) -> bool:
@@ -199,25 +228,34 @@ def dissect_chunked(node: str, segments: Sequence[SegmentSource], chunks: Sequen
     last chunks are open-ended, so a packet stamped outside the planned window (clock skew) is still counted once.
     """
     chunks = list(chunks)
-    chunks[0] = dataclasses.replace(chunks[0], start_ns=0)
+    chunks[0] = dataclasses.replace(chunks[0], start_ns=0, warmup_start_ns=None)
     chunks[-1] = dataclasses.replace(chunks[-1], end_ns=MAX_TS_NS + 1)
     jobs = []
     for chunk in chunks:
+        low = chunk.start_ns if chunk.warmup_start_ns is None else min(chunk.warmup_start_ns, chunk.start_ns)
         overlapping = [s for s in segments if s.ref.start_ns is None or s.ref.end_ns is None
-                       or (s.ref.start_ns < chunk.end_ns and s.ref.end_ns >= chunk.start_ns)]
+                       or (s.ref.start_ns < chunk.end_ns and s.ref.end_ns >= low)]
         jobs.append((node, overlapping, chunk))
     if workers == 1 or len(jobs) == 1:
         results = [_dissect_chunk(job) for job in jobs]
     else:
         with ProcessPoolExecutor(max_workers=workers or min(len(jobs), os.cpu_count() or 1)) as pool:
             results = list(pool.map(_dissect_chunk, jobs))
+    return merge_chunk_results(node, chunks, results)
+
+
+def merge_chunk_results(node: str, chunks: Sequence[Chunk], results: Sequence[EngineResult]) -> EngineResult:
+    """The results of a node's chunks (in order) as one: connections merged, application rows remapped and the
+    warm-up's rows used to complete the earlier chunk's (``dissect.chunks.replace_warm_rows``)."""
     merged = merge_connections(node, [result.tables["connections"] for result in results],
-                               [result.payload_segments for result in results])
+                               [result.payload_segments for result in results],
+                               [result.extras for result in results])
     tables = {"connections": merged.table}
     for name in results[0].tables:
         if name != "connections":
-            tables[name] = concat_sorted((remap_conn_ids(result.tables[name], merged.conn_ids) for result in results),
-                                         TABLES[name])
+            tables[name] = replace_warm_rows([remap_conn_ids(result.tables[name], merged.conn_ids)
+                                              for result in results], chunks, set(merged.conn_ids.values()),
+                                             TABLES[name])
     problems = SegmentProblems(node)
     stats: dict[str, int] = {}
     corrupt = []
@@ -288,9 +326,12 @@ def dissect_node(settings: Settings, s3: Any, incident_id: str, node: str,
                 path = Path(spool) / f"{index:06d}.seg"
                 path.write_bytes(stored)
                 sources.append(SegmentSource(ref(entry), path=path))
-            start = min([window_start_ns, *(e.start_ns for e in entries)])
-            end = max([window_end_ns, *(e.end_ns + 1 for e in entries)])
-            result = dissect_chunked(node, sources, plan_chunks(start, end, chunk_ns), workers)
+            planned = plan_node(node, [SegmentSpan.from_entry(e) for e in entries],
+                                window=(window_start_ns, window_end_ns), chunk_ns=chunk_ns,
+                                warmup_ns=settings.dissect_warmup_s * 1_000_000_000)
+            chunks = [Chunk(c.index, c.start_ns, c.end_ns, None if c.open_start else c.warmup_start_ns)
+                      for c in planned]
+            result = dissect_chunked(node, sources, chunks, workers)
             result.corrupt[:0] = corrupt
     report.segments = len(entries) - len(result.corrupt)
     records = context_records(s3, manifest)

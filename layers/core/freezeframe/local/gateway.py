@@ -178,18 +178,18 @@ class LocalGateway:
         return self._machines if folder == DISSECTION else self._pool
 
     def _run_dissection(self, payload: dict[str, Any], context: LocalContext) -> dict[str, Any]:
-        """The dissection state machine, locally: the dissect function for each node with the Map's retries (a
-        corrupt segment is not retried), then the finalize function with every node's outcome, as in AWS."""
-        from freezeframe.finalize import dissect_with_retries
+        """The dissection state machine, locally: plan, the dissect function per (node, chunk) and per node merge
+        with the Maps' retries (a corrupt segment is not retried), then finalize with every node's outcome."""
+        from freezeframe.adapters import s3 as s3io
+        from freezeframe.dissect.fanout import run_locally
 
         incident_id, nodes = str(payload["incident_id"]), [str(node) for node in payload["nodes"]]
         dissect = load_handler(self.settings, "dissect")
-        outcomes = [dissect_with_retries(
-            lambda incident, node: dissect({"incident_id": incident, "node": node}, LocalContext("dissect")),
-            incident_id, node) for node in nodes]
+        # Plan, the (node, chunk) Map with its retries and catch per chunk, the per-node merge Map (dissect.fanout).
+        outcomes = run_locally(self.settings, s3io.client(self.settings),
+                               lambda event: dissect(event, LocalContext("dissect")), incident_id, nodes)
         finalize = load_handler(self.settings, "finalize")
-        result = dict(finalize({"incident_id": incident_id, "nodes": [o.to_dict() for o in outcomes]},
-                               LocalContext("finalize")))
+        result = dict(finalize({"incident_id": incident_id, "nodes": outcomes}, LocalContext("finalize")))
         follow = result.get("follow") or {}
         if follow.get("again"):
             # The state machine's Wait state and its loop back to the Map: the next pass is a new invocation of

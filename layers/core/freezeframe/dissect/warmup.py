@@ -1,0 +1,130 @@
+"""A chunk's warm-up: packets before its start replayed to rebuild TCP state, then the counters zeroed.
+
+A time chunk counts exactly the packets with ``start_ns <= ts < end_ns`` (each packet in one chunk), but the TCP
+analysis of its first packets depends on what came before: sequence high-water marks (retransmission, out of
+order, lost segment), the last ACK and window (dup-ACK, zero window, window full, keepalive), the unacknowledged
+segments (RTT samples), the handshake times and the history letters already seen. So the chunk's tracker is first
+fed ``[warmup_start_ns, start_ns)`` (the warm-up); ``begin_chunk`` then keeps that state and zeroes everything the
+connections row counts, so the row holds the chunk's own share. ``dissect.chunks.merge_connections`` adds the
+shares up; with the warm-up in place the sums equal one sequential pass.
+
+What is kept: flow identity and orientation (so port reuse and UDP idle splits are decided as sequentially), the
+per-direction sequence state and unacknowledged lists, window scale, handshake times (``first_syn_ns`` etc.: the
+merge takes the first non-null, and a handshake split by the edge is complete in the later chunk), the seen
+history bits (so a letter already written earlier is not written again), the last RTT sample (so the jitter step
+across the edge is counted by the later chunk). What is zeroed: packets, bytes, payload, every TCP event counter,
+the history letters, RTT sums; ``ChunkState.fix`` then removes the warm-up's completeness bits from the rows and
+replaces the RTT columns by the chunk's own (the pseudo-sample that carries the last RTT is taken out again).
+
+Flows seen only in the warm-up are not the chunk's: their rows are dropped (``ChunkState.fix``). Application rows
+(dns, http, tls) stamped before ``start_ns`` came from the warm-up: ``dissect.chunks`` keeps one only to replace
+the earlier chunk's row of the same transaction (same merged ``conn_id`` and ``ts_ns``), which it completes when
+the answer came after the edge.
+
+Bounds (README, "Chunked dissection"): state older than the warm-up is not rebuilt. A segment retransmitted or
+acknowledged more than ``warmup`` after it was first sent, or a conversation silent for longer than the warm-up
+across an edge, is analysed as the unwarmed chunk would (the counts of packets and bytes stay exact either way).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from freezeframe.dissect.connections import ConnectionTracker, DissectStats
+
+_ZEROED_TCP = ("retransmissions_out", "retransmissions_in", "fast_retransmissions", "spurious_retransmissions",
+               "out_of_order", "dup_acks_out", "dup_acks_in", "lost_segments", "zero_window_out", "zero_window_in",
+               "window_full", "keepalives", "rtt_sum_ns", "rtt_jitter_sum_ns", "payload_bytes", "retransmitted_bytes",
+               "payload_segments", "rst_count", "fin_count")
+_BIG = 1 << 62
+
+
+@dataclass(slots=True)
+class ChunkState:
+    """The warm-up's leftovers the chunk's rows are corrected with (flows keyed by identity)."""
+
+    warm_bits: dict[int, int] = field(default_factory=dict)  # id(flow) -> completeness bits set in the warm-up
+    pseudo_rtt: set[int] = field(default_factory=set)  # id(flow) whose rtt_samples holds one carried sample
+    flows: list[Any] = field(default_factory=list)  # keeps the warm flows alive so their ids stay unique
+
+    def extras(self, tracker: ConnectionTracker) -> dict[str, tuple[int, int, int, int]]:
+        """conn_id -> (payload segments, RTT samples, RTT sum ns, RTT jitter sum ns) of this chunk's share."""
+        out = {}
+        for flow in _flows(tracker):
+            tcp = flow.tcp
+            if tcp is None:
+                continue
+            samples = tcp.rtt_samples - (1 if id(flow) in self.pseudo_rtt else 0)
+            out[tracker.identify(flow)[0]] = (tcp.payload_segments, samples, tcp.rtt_sum_ns, tcp.rtt_jitter_sum_ns)
+        return out
+
+    def fix(self, tracker: ConnectionTracker, table: pa.Table) -> pa.Table:
+        """The chunk's connections rows: warm-only flows dropped, warm completeness bits and pseudo RTT removed."""
+        by_id = {tracker.identify(flow)[0]: flow for flow in _flows(tracker)}
+        rows = table.to_pylist()
+        kept = []
+        for row in rows:
+            if not (row["packets_out"] or 0) + (row["packets_in"] or 0):
+                continue  # seen only in the warm-up: the earlier chunk's
+            flow = by_id.get(row["conn_id"])
+            if flow is not None and id(flow) in self.warm_bits and row["completeness"] is not None:
+                row["completeness"] &= ~self.warm_bits[id(flow)]
+            if flow is not None and id(flow) in self.pseudo_rtt:
+                tcp = flow.tcp
+                samples = tcp.rtt_samples - 1
+                row["rtt_samples"] = samples
+                row["rtt_min_us"] = tcp.rtt_min_ns // 1000 if samples else None
+                row["rtt_max_us"] = tcp.rtt_max_ns // 1000 if samples else None
+                row["rtt_avg_us"] = tcp.rtt_sum_ns // samples // 1000 if samples else None
+                row["rtt_jitter_us"] = tcp.rtt_jitter_sum_ns // samples // 1000 if samples else None
+            kept.append(row)
+        return pa.Table.from_pylist(kept, schema=table.schema) if kept else table.schema.empty_table()
+
+
+def _flows(tracker: ConnectionTracker) -> list[Any]:
+    return tracker._ended + [flow for live in tracker._live.values() for flow, outbound in live.values() if outbound]
+
+
+def begin_chunk(tracker: ConnectionTracker) -> ChunkState:
+    """Keep the warm-up's TCP state, zero what the rows count; see the module docstring."""
+    state = ChunkState()
+    tracker._ended = []  # conversations that ended in the warm-up belong wholly to earlier chunks
+    for live in tracker._live.values():
+        for flow, outbound in live.values():
+            if not outbound:
+                continue
+            state.flows.append(flow)
+            state.warm_bits[id(flow)] = flow.completeness
+            flow.packets_out = flow.packets_in = flow.bytes_out = flow.bytes_in = 0
+            flow.payload_out = flow.payload_in = 0
+            tcp = flow.tcp
+            if tcp is None:
+                continue
+            for name in _ZEROED_TCP:
+                setattr(tcp, name, 0)
+            tcp.history = []
+            if tcp.rtt_samples:
+                # One carried sample: the next one adds its jitter step from rtt_last_ns, as sequentially.
+                tcp.rtt_samples = 1
+                tcp.rtt_min_ns, tcp.rtt_max_ns = _BIG, -1
+                state.pseudo_rtt.add(id(flow))
+    tracker.stats = DissectStats()
+    if tracker.app is not None:
+        stats = tracker.app.stats
+        for item in dataclasses.fields(stats):
+            setattr(stats, item.name, 0)
+    tracker._identities = {}
+    return state
+
+
+def warm_rows(table: pa.Table, start_ns: int) -> tuple[pa.Table, pa.Table]:
+    """(rows stamped before ``start_ns``: the warm-up's, rows of the chunk itself)."""
+    if not table.num_rows:
+        return table, table
+    before = pc.less(table.column("ts_ns"), start_ns)
+    return table.filter(before), table.filter(pc.invert(before))
