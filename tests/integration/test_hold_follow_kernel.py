@@ -5,6 +5,8 @@ Once the hold closed, the incident's tables equal `freezeframe dissect` of the i
 for table, and its HTTP and DNS rows equal tshark's count of requests and queries on the same export.
 
 Before the fix the segments after the freeze were locked but never dissected: the tables held only the first half.
+The test uses only interfaces that code had too (the stack, the settings' environment variables, the documents in
+S3), so on it the test fails on that: the node's dissection read the first half's segments only.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.bus import KafkaBus
 from freezeframe.dissect.files import dissect_files
 from freezeframe.export import ExportOptions, export_pcap
-from freezeframe.finalize import summary_key
+from freezeframe.intake import incident_status
 from freezeframe.keys import dissect_status_key, incident_key
 from freezeframe.local.functions import load_handler
 from freezeframe.local.kafka import create_topics
@@ -34,6 +36,7 @@ from freezeframe.models import FreezeRequest, LockSpec, Scope
 from freezeframe.pcapio import PcapReader, PcapWriter
 from freezeframe_agent.main import run_replay
 from tests.fixtures import netns_traffic as traffic
+from tests.fixtures.hold_follow import FAST_FOLLOW, after_the_hold, locked_into, with_env
 from tests.fixtures.waiting import until
 from tests.integration.test_dissect_kernel_captures import tshark_dns
 
@@ -77,8 +80,7 @@ def _tshark_http_requests(path: Path) -> int:
 def test_kernel_traffic_through_the_look_ahead_agrees_with_its_export(
         captures: traffic.KernelCaptures, local: Any, handler_env: Any, tmp_path: Path) -> None:
     config, s3, gateway = local
-    config = config.with_(segments_topic=f"ff-kernel-{uuid.uuid4().hex[:8]}", hold_grace_s=4, dissect_refresh_s=2,
-                          hold_settle_s=2)
+    config = with_env(config.with_(segments_topic=f"ff-kernel-{uuid.uuid4().hex[:8]}", hold_grace_s=4), FAST_FOLLOW)
     handler_env(config)
     gateway.settings = config
     create_topics(config.kafka_bootstrap, [config.segments_topic])
@@ -99,15 +101,17 @@ def test_kernel_traffic_through_the_look_ahead_agrees_with_its_export(
         s3io.put_json(s3, config.evidence_bucket, incident_key(incident),
                       {"incident_id": incident, "state": "accepted", "request": request.to_dict()})
         gateway.invoke_async("freeze", {"request": request.to_dict()})
-        until(lambda: s3io.exists(s3, config.evidence_bucket, summary_key(incident)), 60, "the first pass")
+        until(lambda: incident_status(config, s3, incident)["state"] != "accepted", 60, "the freeze")
+        gateway.wait_idle(60)  # the first pass
         source = KafkaEventSource(config.kafka_bootstrap, config.segments_topic, f"indexer-{uuid.uuid4().hex[:6]}",
                                   load_handler(config, "segment_indexer"), "freezeframe-segment-indexer",
                                   retry_backoff_s=0.5).start()
         try:
             second_half = run_replay(agent, after, speedup=1000.0, retime=False, s3=s3, bus=bus)
             assert first_half and second_half
-            until(lambda: (s3io.get_json(s3, config.evidence_bucket, summary_key(incident))["follow"]["again"]
-                           is False), 90, "the last pass after the hold closed", poll_s=0.5)
+            until(lambda: locked_into(config, s3, incident, second_half), 60, "the late segments locked", poll_s=0.5)
+            after_the_hold(config, s3, gateway, incident,
+                           request.window_end + timedelta(seconds=config.hold_grace_s))
         finally:
             source.stop()
     finally:

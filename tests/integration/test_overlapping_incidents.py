@@ -4,8 +4,11 @@ stands and each incident's part records what the version really holds. Before th
 its retention from a stale read and LocalStack refused it (AccessDenied), which dead-lettered the record and left
 that incident without the part.
 
-The race is made to happen on purpose (both lockers released together by a barrier, on fresh versions, many
-times), and the whole path runs once more through Kafka and the segment indexer with two open holds.
+The conflict is made to happen deterministically: the indexer locking a late segment for one incident works on an S3
+client that lets the other incident's locker lock the same version right after the indexer read its lock, the exact
+interleaving that concurrent lockers produce by chance (the code before the fix raised AccessDenied there, which
+dead-letters the record). The race also runs for real (both lockers released together by a barrier, on fresh
+versions, many times), and the whole path runs once more through Kafka and the segment indexer with two open holds.
 """
 
 from __future__ import annotations
@@ -13,17 +16,19 @@ from __future__ import annotations
 import dataclasses
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.bus import KafkaBus
 from freezeframe.freeze import freeze
-from freezeframe.holds import Hold, lock_late_segment, manifest_parts
+from freezeframe.holds import Hold, index_segment, lock_late_segment, manifest_parts
 from freezeframe.keys import incident_key, raw_segment_key
 from freezeframe.local.functions import load_handler
 from freezeframe.local.kafka import create_topics
@@ -53,6 +58,75 @@ def _copies(s3: Any, bucket: str, record: SegmentRecord, count: int, tag: str) -
         version = s3io.put_segment(s3, bucket, key, body, record.sha256, {"sha256": record.sha256})
         out.append(dataclasses.replace(record, key=key, version_id=version, node=node, seq=index))
     return out
+
+
+class _LockedInBetween:
+    """An S3 client that, right after the caller read a version's lock (its first HeadObject of that version), lets
+    `other` lock the same version: what a concurrent locker (another incident's hold or freeze) does by chance."""
+
+    def __init__(self, s3: Any, other: Callable[[], object]) -> None:
+        self._s3, self._other, self.interleaved = s3, other, 0
+
+    def head_object(self, **kwargs: Any) -> Any:
+        head = self._s3.head_object(**kwargs)
+        if not self.interleaved:
+            self.interleaved += 1
+            self._other()
+        return head
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._s3, name)
+
+
+def _hold(config: Any, s3: Any, name: str, retain_until: datetime) -> Hold:
+    now = datetime.now(UTC)
+    hold = Hold(f"it-{name}-{uuid.uuid4().hex[:6]}", config.cluster, (), 0, 2**62, now + timedelta(hours=1),
+                LockSpec("COMPLIANCE", retain_until))
+    # The incident's manifest, sealed as the freeze seals it (its parts are read through the custody chain).
+    put_signed_manifest(config, s3, hold.incident_id, {"incident_id": hold.incident_id, "segments": []},
+                        (hold.lock.mode, hold.lock.retain_until))
+    return hold
+
+
+def test_a_longer_lock_set_between_the_indexers_read_and_write_is_kept_not_dead_lettered(
+        local: Any, tmp_path: Path) -> None:
+    config, s3, _ = local
+    bus = KafkaBus(config.kafka_bootstrap)
+    try:
+        (record, *_) = run_replay(config.with_(spool_dir=tmp_path / "spool"), SAMPLE, speedup=1000.0, s3=s3, bus=bus)
+    finally:
+        bus.close()
+    (segment,) = _copies(s3, config.raw_bucket, record, 1, uuid.uuid4().hex[:4])
+    now = datetime.now(UTC)
+    longer, shorter = now + timedelta(days=2), now + timedelta(days=1)
+    long_hold, short_hold = _hold(config, s3, "long", longer), _hold(config, s3, "short", shorter)
+    # The indexer locks the segment for the shorter incident; the longer one's locker locks it in between, so the
+    # lock the indexer read (none) is stale when it writes its own, shorter one.
+    indexing, other = short_hold, long_hold
+    racing = _LockedInBetween(s3, lambda: lock_late_segment(config, s3, other, segment))
+    try:
+        locked = index_segment(config, racing, segment, [indexing])
+    except ClientError as exc:
+        pytest.fail(f"locking {segment.key} for {indexing.incident_id} failed after {other.incident_id} locked it "
+                    f"in between (the record would be dead-lettered): {exc}")
+    assert racing.interleaved == 1
+    assert locked == [indexing.incident_id]
+    # The longer lock stands.
+    head = s3.head_object(Bucket=config.raw_bucket, Key=segment.key, VersionId=segment.version_id)
+    assert head["ObjectLockMode"] == "COMPLIANCE"
+    assert _second(iso(head["ObjectLockRetainUntilDate"])) == _second(iso(longer))
+    # Both incidents have the part, and each part records the lock the version really holds or its own, never a
+    # lock the version does not have.
+    for hold in (long_hold, short_hold):
+        (part,) = manifest_parts(config, s3, hold.incident_id)
+        (entry,) = part["segments"]
+        assert (entry["key"], entry["version_id"]) == (segment.key, segment.version_id)
+        assert entry["lock_mode"] == "COMPLIANCE"
+        assert _second(entry["retain_until"]) in (_second(iso(hold.lock.retain_until)), _second(iso(longer)))
+    (indexed,) = manifest_parts(config, s3, indexing.incident_id)[0]["segments"]
+    # The indexer's entry records the longer lock it kept, and says so.
+    assert _second(indexed["retain_until"]) == _second(iso(longer))
+    assert indexed["lock_outcome"] == "kept_stronger"
 
 
 def test_two_holds_locking_one_segment_at_once_both_succeed_and_the_longer_lock_stands(

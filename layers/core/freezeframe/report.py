@@ -494,7 +494,11 @@ def gap_reason(gap: Sequence[int], info: Mapping[str, Any], unverified: Sequence
     for record in info.get("gap_records", []):
         if int(record.get("start_ns", 0)) < b and int(record.get("end_ns", 0)) > a:
             return "gap", f"evicted by the agent ({record.get('reason') or 'spool full'})"
-    if info.get("seq_gaps"):
+    # Missing sequence numbers lie between two segments that arrived: they explain a gap with coverage on both
+    # sides, never the window's head or tail (nothing tells what came before the first segment or after the last).
+    covered = info.get("covered_ns", [])
+    interior = any(int(c[1]) <= a for c in covered) and any(int(c[0]) >= b for c in covered)
+    if info.get("seq_gaps") and interior:
         seqs = ", ".join(f"{x}" if x == y else f"{x}–{y}" for x, y in info["seq_gaps"])
         return "gap", f"segments {seqs} missing (lost before upload)"
     return "gap", "no segment uploaded"
