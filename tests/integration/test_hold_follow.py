@@ -132,7 +132,8 @@ def test_the_dissection_follows_the_hold_until_it_closes(local: Any, handler_env
     status = s3io.get_json(s3, config.evidence_bucket, status_key)
     rows = [r for r in read_part(s3, config.evidence_bucket, status["parts"]["connections"]) if r["proto"] == "tcp"]
     assert len(rows) == 1, rows
-    assert rows[0]["packets_out"] + rows[0]["packets_in"] == len(capture.frames)
+    frames = len(capture.frames)
+    assert rows[0]["packets_out"] + rows[0]["packets_in"] == frames
     assert rows[0]["completeness"] == 31  # SYN, SYN-ACK, ACK, data and FIN: the handshake and the close both seen
     summary = s3io.get_json(s3, config.evidence_bucket, summary_key(incident))
     assert summary["partial_until"] is None and summary["state"] == "complete", summary
