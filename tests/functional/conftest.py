@@ -94,7 +94,7 @@ class Harness:
         fields: dict[str, Any] = {"incident_id": incident_id, "source": "api", "title": "functional",
                                   "severity": "critical", "window_start": start, "window_end": end,
                                   "scope": Scope(self.settings.cluster),
-                                  "lock": LockSpec(mode, datetime.now(UTC) + timedelta(days=days))}
+                                  "lock": LockSpec(mode, (datetime.now(UTC) + timedelta(days=days)).replace(microsecond=0))}
         fields.update(changes)
         return FreezeRequest(**fields)
 
