@@ -5,10 +5,12 @@ Invoke, Step Functions). No LocalStack, no Kafka, no network: the whole tier run
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.bus import FileBus
 from freezeframe.config import Settings
 from freezeframe.local.functions import LocalContext, load_handler
+from freezeframe.local.kafka_source import lambda_kafka_event
 from freezeframe.models import FreezeRequest, LockSpec, Scope, SegmentRecord, from_ns
 from tests.functional.memstore import MemoryS3
 
@@ -37,8 +40,6 @@ class RecordingLambda:
         self.invocations: list[tuple[str, dict[str, Any]]] = []
 
     def invoke(self, *, FunctionName: str, InvocationType: str, Payload: bytes) -> dict[str, Any]:
-        import json
-
         assert InvocationType == "Event"
         self.invocations.append((FunctionName, json.loads(Payload)))
         return {"StatusCode": 202}
@@ -51,8 +52,6 @@ class RecordingStepFunctions:
         self.executions: dict[str, dict[str, Any]] = {}
 
     def start_execution(self, *, stateMachineArn: str, name: str, input: str) -> dict[str, Any]:  # noqa: A002
-        import json
-
         if name in self.executions:
             raise ClientError({"Error": {"Code": "ExecutionAlreadyExists", "Message": name}}, "StartExecution")
         self.executions[name] = {"stateMachineArn": stateMachineArn, "input": json.loads(input)}
@@ -86,6 +85,13 @@ class Harness:
         records = run_replay(config, SAMPLE, speedup=1000.0, s3=self.store, bus=self.bus)
         self.records += records
         return records
+
+    def kafka_event(self, topic: str, keys: set[str] | None = None) -> dict[str, Any]:
+        """The event Lambda's Kafka source delivers for the bus's records of `topic` (those of segment `keys`)."""
+        records = [SimpleNamespace(topic=r.topic, partition=r.partition, offset=r.offset, timestamp=r.timestamp_ms,
+                                   key=r.key, value=json.dumps(r.value))
+                   for r in self.bus.read(topic) if keys is None or r.value.get("key") in keys]
+        return lambda_kafka_event(records, "memory:9092")
 
     def request(self, incident_id: str, records: list[SegmentRecord], *, mode: str = "COMPLIANCE",
                 days: int = 1, **changes: Any) -> FreezeRequest:
