@@ -16,12 +16,15 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from freezeframe.adapters import invoke
+from freezeframe.adapters import invoke, kms
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.bus import FileBus
+from freezeframe.adapters.local_signer import LocalKeySigner
 from freezeframe.config import Settings
+from freezeframe.custody import chain
 from freezeframe.local.functions import LocalContext, load_handler
 from freezeframe.local.kafka_source import lambda_kafka_event
+from freezeframe.local.tsa import Authority, LocalTimeStamper, ensure_authority
 from freezeframe.models import FreezeRequest, LockSpec, Scope, SegmentRecord, from_ns
 from tests.functional.memstore import MemoryS3
 
@@ -30,6 +33,8 @@ SAMPLE = REPO / "tests" / "fixtures" / "sample.pcap"
 ALERTMANAGER_TOKEN = "functional-am-token"  # noqa: S105 - test credentials
 API_TOKEN = "functional-api-token"  # noqa: S105
 PAGERDUTY_SECRET = "functional-pd-secret"  # noqa: S105
+CALLER_ARN = "arn:aws:sts::000000000000:assumed-role/freezeframe-functional/functional"
+TSA_URL = "http://tsa.functional.invalid/tsr"
 STATE_MACHINE = "arn:aws:states:us-east-1:000000000000:stateMachine:freezeframe-dissect"
 
 
@@ -105,9 +110,19 @@ class Harness:
         return FreezeRequest(**fields)
 
 
+@pytest.fixture(scope="session")
+def authority(tmp_path_factory: pytest.TempPathFactory) -> Authority:
+    """A local RFC 3161 time-stamping authority (openssl), made once per session."""
+    return ensure_authority(tmp_path_factory.mktemp("tsa"))
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(cluster="functional", node_name="node-a", raw_bucket="ff-raw", evidence_bucket="ff-evidence",
+def settings(tmp_path: Path, authority: Authority) -> Settings:
+    # Evidence is signed with a local P-256 key (the KMS signer's stand-in the embedded demo uses) and time-stamped
+    # by the local authority in-process (see harness), so custody chains are written and verify checks them.
+    signing_key = tmp_path / "keys" / "signing.pem"
+    LocalKeySigner.generate(signing_key)
+    return Settings(signing_key_file=signing_key, tsa_url=TSA_URL, tsa_ca_file=authority.ca_pem, cluster="functional", node_name="node-a", raw_bucket="ff-raw", evidence_bucket="ff-evidence",
                     lock_retain_days=1, functions_dir=REPO / "functions", bus_dir=tmp_path / "bus",
                     spool_dir=tmp_path / "spool", state_dir=tmp_path / "state",
                     alertmanager_token_env=ALERTMANAGER_TOKEN, api_token_env=API_TOKEN,
@@ -115,15 +130,21 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def harness(settings: Settings, monkeypatch: pytest.MonkeyPatch, handler_env: Any) -> Iterator[Harness]:
+def harness(settings: Settings, authority: Authority, monkeypatch: pytest.MonkeyPatch, handler_env: Any
+            ) -> Iterator[Harness]:
     """The settings (also in the handlers' environment), buckets made as `freezeframe up` makes them, and every
-    network seam replaced: the object store, the Lambda and Step Functions clients."""
+    network seam replaced: the object store, the Lambda and Step Functions clients, STS's caller identity and the
+    time-stamping authority's HTTP."""
     store = MemoryS3()
     s3io.ensure_buckets(store, settings)
     lambdas, step_functions = RecordingLambda(), RecordingStepFunctions()
     monkeypatch.setattr(s3io, "client", lambda _config: store)
     monkeypatch.setattr(invoke, "_client", lambda _config: lambdas)
     monkeypatch.setattr(invoke, "_sfn_client", lambda _config: step_functions)
+    # STS GetCallerIdentity: the principal a custody link names (the function's role session in AWS).
+    monkeypatch.setattr(kms, "caller_arn", lambda _config: CALLER_ARN)
+    # The time-stamping authority answers in-process instead of over HTTP at TSA_URL.
+    monkeypatch.setattr(chain, "HttpTimeStamper", lambda url: LocalTimeStamper(authority) if url == TSA_URL else None)
     handler_env(settings)
     assert settings.bus_dir is not None
     yield Harness(settings, store, lambdas, step_functions, FileBus(settings.bus_dir), monkeypatch)
