@@ -82,12 +82,13 @@ class Harness:
     def call(self, function: str, event: dict[str, Any]) -> Any:
         return self.handler(function)(event, LocalContext(f"freezeframe-{function}"))
 
-    def replay(self, node: str | None = None) -> list[SegmentRecord]:
-        """The real agent replays the sample capture into the store and onto the file bus."""
+    def replay(self, node: str | None = None, *, retime: bool = True) -> list[SegmentRecord]:
+        """The real agent replays the sample capture into the store and onto the file bus; `retime` False keeps the
+        capture's own (past) timestamps, so a freeze of them opens no hold."""
         from freezeframe_agent.main import run_replay
 
         config = self.settings if node is None else self.settings.with_(node_name=node)
-        records = run_replay(config, SAMPLE, speedup=1000.0, s3=self.store, bus=self.bus)
+        records = run_replay(config, SAMPLE, speedup=1000.0, retime=retime, s3=self.store, bus=self.bus)
         self.records += records
         return records
 
