@@ -106,7 +106,9 @@ class Harness:
         fields: dict[str, Any] = {"incident_id": incident_id, "source": "api", "title": "functional",
                                   "severity": "critical", "window_start": start, "window_end": end,
                                   "scope": Scope(self.settings.cluster),
-                                  "lock": LockSpec(mode, (datetime.now(UTC) + timedelta(days=days)).replace(microsecond=0))}
+                                  # whole seconds: what a request carries through JSON
+                                  "lock": LockSpec(mode, (datetime.now(UTC) + timedelta(days=days))
+                                                   .replace(microsecond=0))}
         fields.update(changes)
         return FreezeRequest(**fields)
 
@@ -123,7 +125,8 @@ def settings(tmp_path: Path, authority: Authority) -> Settings:
     # by the local authority in-process (see harness), so custody chains are written and verify checks them.
     signing_key = tmp_path / "keys" / "signing.pem"
     LocalKeySigner.generate(signing_key)
-    return Settings(signing_key_file=signing_key, tsa_url=TSA_URL, tsa_ca_file=authority.ca_pem, cluster="functional", node_name="node-a", raw_bucket="ff-raw", evidence_bucket="ff-evidence",
+    return Settings(signing_key_file=signing_key, tsa_url=TSA_URL, tsa_ca_file=authority.ca_pem,
+                    cluster="functional", node_name="node-a", raw_bucket="ff-raw", evidence_bucket="ff-evidence",
                     lock_retain_days=1, functions_dir=REPO / "functions", bus_dir=tmp_path / "bus",
                     spool_dir=tmp_path / "spool", state_dir=tmp_path / "state",
                     alertmanager_token_env=ALERTMANAGER_TOKEN, api_token_env=API_TOKEN,

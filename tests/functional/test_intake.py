@@ -73,6 +73,14 @@ def test_an_alertmanager_alert_becomes_an_incident_and_its_freeze_locks_the_aler
     for r in records:
         assert harness.store.versions_of(config.raw_bucket, r.key)[0].mode == record["request"]["lock"]["mode"]
 
+    # The incident API answers from the signed chain's versions.
+    reply_status = harness.call("webhook", function_url_event("GET", f"/v1/incidents/{incident_id}",
+                                                              {"authorization": f"Bearer {API_TOKEN}"}, b""))
+    assert reply_status["statusCode"] == 200
+    status_body = json.loads(reply_status["body"])
+    assert (status_body["state"], status_body["frozen_segments"]) == ("frozen", len(records))
+    assert status_body["custody"]["ok"] is True and status_body["custody"]["signed"] is True
+
     # Alertmanager re-sends a firing group every group_interval: the same alert is a duplicate, not a new freeze.
     status, again = alertmanager(harness, json.dumps(payload).encode())
     assert (status, again["accepted"], again["duplicates"]) == (202, [], [incident_id])
