@@ -7,14 +7,17 @@ when every incident holding that version has released it."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from freezeframe import legal_hold, segment_index
+from freezeframe import finalize, legal_hold, segment_index
 from freezeframe.adapters import s3 as s3io
 from freezeframe.holds import hold_key, manifest_parts
-from freezeframe.keys import manifest_key
-from freezeframe.models import LockSpec
-from tests.functional.conftest import Harness
+from freezeframe.keys import incident_key, manifest_key
+from freezeframe.local.events import function_url_event
+from freezeframe.models import LockSpec, iso
+from tests.functional.conftest import API_TOKEN, Harness
 
 
 def test_segments_uploaded_after_the_freeze_are_locked_under_the_open_hold(harness: Harness) -> None:
@@ -86,3 +89,34 @@ def test_a_legal_hold_stays_on_until_every_incident_holding_the_version_releases
     assert not any(store.versions_of(config.raw_bucket, v.key)[0].legal_hold for v in held)
     # The GOVERNANCE retention still refuses the delete (no bypass): releasing a legal hold unlocks nothing else.
     assert all(store.versions_of(config.raw_bucket, v.key)[0].mode == "GOVERNANCE" for v in held)
+
+
+def test_while_the_hold_is_open_each_pass_dissects_the_late_segments_too_and_asks_to_follow(harness: Harness,
+                                                                                            monkeypatch: Any) -> None:
+    config, store = harness.settings, harness.store
+    monkeypatch.setattr(finalize, "report_writer", lambda: None)  # the HTML report needs DuckDB's S3 reader
+    early = harness.replay()
+    window_end = datetime.now(UTC) + timedelta(minutes=10)
+    request = harness.request("fn-follow", early, window_end=window_end)
+    harness.call("freeze", {"request": request.to_dict()})
+    first = harness.call("dissect", {"incident_id": "fn-follow", "node": config.node_name})
+    assert first["segments"] == len(early)
+    late = harness.replay()
+    harness.call("segment_indexer", harness.kafka_event(config.segments_topic, {r.key for r in late}))
+    second = harness.call("dissect", {"incident_id": "fn-follow", "node": config.node_name})
+    assert second["segments"] == len(early) + len(late)  # the parts' segments join the manifest's
+    assert second["stats"]["packets"] == sum(r.packets for r in early + late)
+    reply = harness.call("finalize", {"incident_id": "fn-follow",
+                                      "nodes": [{"node": config.node_name, "state": "done"}]})
+    closes_at = window_end + timedelta(seconds=config.hold_grace_s)
+    follow = reply["follow"]
+    assert (follow["again"], follow["nodes"]) == (True, [config.node_name])
+    assert 0 < follow["wait_s"] <= (closes_at - datetime.now(UTC)).total_seconds() + 1
+    assert follow["partial_until"] == iso(closes_at)
+    # The incident record intake would have written (the freeze was started directly here).
+    s3io.put_json(store, config.evidence_bucket, incident_key("fn-follow"),
+                  {"request": request.to_dict(), "created_at": iso(datetime.now(UTC))})
+    status = harness.call("webhook", function_url_event("GET", "/v1/incidents/fn-follow",
+                                                        {"authorization": f"Bearer {API_TOKEN}"}, b""))
+    body = json.loads(status["body"])
+    assert (body["tables"], body["late_segments"], body["frozen_segments"]) == ("partial", len(late), len(early))
