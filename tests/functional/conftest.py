@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from freezeframe import finalize
 from freezeframe.adapters import invoke, kms
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.bus import FileBus
@@ -71,6 +73,7 @@ class Harness:
     step_functions: RecordingStepFunctions
     bus: FileBus
     patch: pytest.MonkeyPatch
+    reports: list[str]  # the incidents finalize asked to render a report for
     records: list[SegmentRecord] = field(default_factory=list)
 
     def handler(self, function: str) -> Callable[[dict[str, Any], Any], Any]:
@@ -113,6 +116,19 @@ class Harness:
         return FreezeRequest(**fields)
 
 
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tier's promise, enforced for Python code: a connection to anything but loopback fails the test."""
+    connect = socket.socket.connect
+
+    def loopback_only(sock: socket.socket, address: Any) -> None:
+        if isinstance(address, tuple) and address[0] not in ("127.0.0.1", "::1", "localhost"):
+            raise AssertionError(f"the functional tier tried the network: {address}")
+        connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", loopback_only)
+
+
 @pytest.fixture(scope="session")
 def authority(tmp_path_factory: pytest.TempPathFactory) -> Authority:
     """A local RFC 3161 time-stamping authority (openssl), made once per session."""
@@ -137,8 +153,8 @@ def settings(tmp_path: Path, authority: Authority) -> Settings:
 def harness(settings: Settings, authority: Authority, monkeypatch: pytest.MonkeyPatch, handler_env: Any
             ) -> Iterator[Harness]:
     """The settings (also in the handlers' environment), buckets made as `freezeframe up` makes them, and every
-    network seam replaced: the object store, the Lambda and Step Functions clients, STS's caller identity and the
-    time-stamping authority's HTTP."""
+    network seam replaced: the object store, the Lambda and Step Functions clients, STS's caller identity, the
+    time-stamping authority's HTTP and the report's DuckDB S3 reads."""
     store = MemoryS3()
     s3io.ensure_buckets(store, settings)
     lambdas, step_functions = RecordingLambda(), RecordingStepFunctions()
@@ -147,8 +163,18 @@ def harness(settings: Settings, authority: Authority, monkeypatch: pytest.Monkey
     monkeypatch.setattr(invoke, "_sfn_client", lambda _config: step_functions)
     # STS GetCallerIdentity: the principal a custody link names (the function's role session in AWS).
     monkeypatch.setattr(kms, "caller_arn", lambda _config: CALLER_ARN)
+    # The HTML report queries the parts through DuckDB's own S3 reader (C++, outside the adapters), which has no
+    # in-memory stand-in; the integration tier renders it (tests/integration/test_report.py). Here finalize's
+    # request for it is recorded.
+    reports: list[str] = []
+
+    def record_report(_settings: Settings, _s3: Any, incident_id: str) -> str:
+        reports.append(incident_id)
+        return f"incidents/{incident_id}/report.html"
+
+    monkeypatch.setattr(finalize, "report_writer", lambda: record_report)
     # The time-stamping authority answers in-process instead of over HTTP at TSA_URL.
     monkeypatch.setattr(chain, "HttpTimeStamper", lambda url: LocalTimeStamper(authority) if url == TSA_URL else None)
     handler_env(settings)
     assert settings.bus_dir is not None
-    yield Harness(settings, store, lambdas, step_functions, FileBus(settings.bus_dir), monkeypatch)
+    yield Harness(settings, store, lambdas, step_functions, FileBus(settings.bus_dir), monkeypatch, reports)

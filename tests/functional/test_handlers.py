@@ -119,19 +119,9 @@ def test_an_unknown_dissect_action_is_refused(frozen: Any) -> None:
         harness.call("dissect", {"action": "explode", "incident_id": INCIDENT})
 
 
-def test_finalize_after_every_node_is_dissected_writes_a_complete_summary(frozen: Any,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_finalize_after_every_node_is_dissected_writes_a_complete_summary(frozen: Any) -> None:
     harness, _ = frozen
     config, node = harness.settings, harness.settings.node_name
-    # The HTML report queries the parts through DuckDB's own S3 reader, which has no in-memory stand-in; the
-    # integration tier renders it (tests/integration/test_report.py). Here finalize's call of it is recorded.
-    rendered: list[str] = []
-
-    def report_writer(settings: Any, s3: Any, incident_id: str) -> str:
-        rendered.append(incident_id)
-        return f"incidents/{incident_id}/report.html"
-
-    monkeypatch.setattr(finalize, "report_writer", lambda: report_writer)
     report = harness.call("dissect", {"incident_id": INCIDENT, "node": node})
     reply = harness.call("finalize", {"incident_id": INCIDENT, "nodes": [{"node": node, "state": "done"}]})
     assert (reply["state"], reply["nodes"]) == ("complete", {node: "done"})
@@ -140,7 +130,7 @@ def test_finalize_after_every_node_is_dissected_writes_a_complete_summary(frozen
     assert summary["rows"] == report["tables"]
     assert sorted(summary["parts"]) == sorted(report["parts"].values())
     assert reply["follow"]["again"] is False  # no hold: nothing more will arrive
-    assert rendered == [INCIDENT] and summary["report"] == {"key": f"incidents/{INCIDENT}/report.html"}
+    assert harness.reports == [INCIDENT] and summary["report"] == {"key": f"incidents/{INCIDENT}/report.html"}
 
 
 def test_finalize_marks_a_node_whose_dissection_failed_incomplete(frozen: Any) -> None:
