@@ -18,6 +18,8 @@ test-functional:
 lint:
 	.venv/bin/ruff check layers node_agent functions tests
 	.venv/bin/mypy layers/core/freezeframe node_agent/freezeframe_agent
+	# The functional tier's in-memory store must implement the adapters' ObjectStore interface.
+	MYPYPATH=layers/core .venv/bin/mypy tests/functional/memstore.py
 
 # Benchmarks print their figures and their ratio to the reference measured in the same run.
 bench: bench-freeze bench-agent bench-fuzz bench-fuzz-ci bench-dissect bench-webhook-fuzz bench-native bench-native-fuzz

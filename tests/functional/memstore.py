@@ -37,12 +37,14 @@ from typing import Any
 from botocore.exceptions import ClientError
 from botocore.response import StreamingBody
 
+from freezeframe.adapters.s3 import ObjectStore
+
 MODES = ("GOVERNANCE", "COMPLIANCE")
 
 
 def s3_error(code: str, status: int, message: str, operation: str) -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": message},
-                        "ResponseMetadata": {"HTTPStatusCode": status}}, operation)
+    response: Any = {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    return ClientError(response, operation)
 
 
 @dataclass
@@ -159,6 +161,8 @@ class MemoryS3:
             self._log("copy_object", Bucket=Bucket, Key=Key, CopySource=dict(CopySource))
             source = self._version(CopySource["Bucket"], CopySource["Key"], CopySource.get("VersionId"), "CopyObject")
             assert source.body is not None
+            metadata: dict[str, str]
+            content_type: str | None
             if MetadataDirective == "COPY":
                 metadata, content_type = dict(source.metadata), source.content_type
             else:
@@ -424,3 +428,8 @@ class _Paginator:
         if self._operation == "list_object_versions":
             return self._store._list_object_versions_pages(**kwargs)
         return self._store._list_objects_v2_pages(**kwargs)
+
+
+def as_object_store(store: MemoryS3) -> ObjectStore:
+    """The store as the adapters' interface (mypy checks that MemoryS3 implements every ObjectStore operation)."""
+    return store
