@@ -143,3 +143,21 @@ def test_the_boto3_rule_sees_a_client_call(source: str) -> None:
 
 def test_the_boto3_rule_leaves_other_calls_alone() -> None:
     assert not _client_calls(ast.parse("key.verify(signature, digest, algorithm)\ninvoke_auth.verify(a, b)"))
+
+
+def test_only_local_tooling_stays_on_the_boto3_allow_list() -> None:
+    # Issue 12: no core module outside adapters/ touches a boto3 client; the local stack's tooling ships apart.
+    assert all(name.startswith("local/") for name in BOTO3_OUTSIDE_ADAPTERS), sorted(BOTO3_OUTSIDE_ADAPTERS)
+
+
+def _bypass_arguments(tree: ast.Module) -> list[int]:
+    return [node.lineno for node in ast.walk(tree)
+            if isinstance(node, ast.keyword) and node.arg == "BypassGovernanceRetention"]
+
+
+def test_no_product_module_asks_for_a_governance_bypass() -> None:
+    # Only the local stack's Object Lock probe sends the header, to prove the endpoint refuses it.
+    offenders = {str(path.relative_to(REPO)): lines for path in _modules()
+                 if CORE / "local" not in path.parents and (lines := _bypass_arguments(_tree(path)))}
+    assert not offenders, f"BypassGovernanceRetention passed outside local/: {offenders}"
+    assert _bypass_arguments(ast.parse("s3.delete_object(Bucket='b', Key='k', BypassGovernanceRetention=True)"))
