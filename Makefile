@@ -1,5 +1,5 @@
 # The README's two set-up commands. Each does its own set-up (venv, one pip install, apt packages, Kafka jars).
-.PHONY: demo test lint bench bench-freeze bench-agent bench-fuzz bench-fuzz-ci bench-dissect bench-webhook-fuzz \
+.PHONY: demo test test-functional lint bench bench-freeze bench-agent bench-fuzz bench-fuzz-ci bench-dissect bench-webhook-fuzz \
 	bench-native bench-native-fuzz bench-scale
 
 demo:
@@ -8,11 +8,18 @@ demo:
 
 test:
 	.ci/setup test
-	.venv/bin/python -m pytest -q tests/unit tests/integration tests/e2e
+	.venv/bin/python -m pytest -q tests/unit tests/functional tests/integration tests/e2e
+
+# The functional tier alone: the core and every handler on the in-memory Object Lock store (no services).
+test-functional:
+	.ci/setup test
+	.venv/bin/python -m pytest -q tests/functional
 
 lint:
 	.venv/bin/ruff check layers node_agent functions tests
 	.venv/bin/mypy layers/core/freezeframe node_agent/freezeframe_agent
+	# The functional tier's in-memory store must implement the adapters' ObjectStore interface.
+	MYPYPATH=layers/core .venv/bin/mypy tests/functional/memstore.py
 
 # Benchmarks print their figures and their ratio to the reference measured in the same run.
 bench: bench-freeze bench-agent bench-fuzz bench-fuzz-ci bench-dissect bench-webhook-fuzz bench-native bench-native-fuzz

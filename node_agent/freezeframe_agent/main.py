@@ -17,6 +17,7 @@ from typing import Any
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.bus import SegmentBus
+from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.bpf import capture_filter, link_type_for
 from freezeframe.config import ENV_AGENT_HTTP_PORT, Settings, settings
 from freezeframe.errors import ConfigError
@@ -44,7 +45,7 @@ __all__ = ["Source", "main", "run", "run_capture", "run_jobs", "run_replay"]
 
 
 def run(config: Settings, source: Source, *, live: bool, stop: threading.Event | None = None,
-        s3: Any = None, bus: SegmentBus | None = None, on_stop: Any = None, http_port: int | None = None,
+        s3: ObjectStore | None = None, bus: SegmentBus | None = None, on_stop: Any = None, http_port: int | None = None,
         terminate: threading.Event | None = None, drain_timeout_s: float | None = None,
         job: RecordingJob | None = None, on_metrics: Callable[[AgentMetrics], None] | None = None,
         extra_metrics: Callable[[], list[Sample]] | None = None,

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from freezeframe.adapters import s3 as s3io
+from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings
 from freezeframe.keys import node_state_key
 from freezeframe.node_state import ConfigState, NodeStateDocument
@@ -259,7 +260,7 @@ class NodeStateRecorder:
     last document and uploads what the spool holds (bounded by `drain_s`)."""
 
     settings: Settings
-    s3: Any
+    s3: ObjectStore
     collector: Collector = field(default_factory=Collector)
     netns: str | None = None
     period_s: float | None = None  # default: the settings' segment period
@@ -346,7 +347,7 @@ class NodeStateRecorder:
         return True
 
 
-def start_recorder(settings: Settings, s3: Any, stop: threading.Event, netns: str | None = None,
+def start_recorder(settings: Settings, s3: ObjectStore, stop: threading.Event, netns: str | None = None,
                    **options: Any) -> tuple[threading.Thread, NodeStateRecorder]:
     recorder = NodeStateRecorder(settings, s3, netns=netns, **options)
     thread = threading.Thread(target=recorder.run, args=(stop,), name="node-state", daemon=True)

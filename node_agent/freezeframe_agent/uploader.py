@@ -19,10 +19,10 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.bus import SegmentBus
+from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings
 from freezeframe.models import SEGMENT_SCHEMA, SegmentRecord
 from freezeframe_agent.spool import PendingGap, Spool, SpoolEntry
@@ -50,7 +50,7 @@ class Backoff:
 
 
 class Uploader:
-    def __init__(self, settings: Settings, s3: Any, spool: Spool, *, bus: SegmentBus | None = None,
+    def __init__(self, settings: Settings, s3: ObjectStore, spool: Spool, *, bus: SegmentBus | None = None,
                  bus_factory: Callable[[], SegmentBus] | None = None, backoff_base_s: float = 0.5,
                  backoff_cap_s: float = 30.0, retain_days: int | None = None) -> None:
         if (bus is None) == (bus_factory is None):

@@ -28,21 +28,14 @@ ENV_MODULES = {CORE / "config.py"}
 ENV_NAMES = {"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"}
 HANDLER_MAX_LINES = 60
 ADAPTERS = CORE / "adapters"
-# Every boto3 client call outside adapters/ as of issue 12's first pass. Each entry is a debt to pay by moving the
-# call behind an adapter (issue 12, item 2); the list may only shrink, and a module that no longer calls a client
-# must leave it (test_the_boto3_allow_list_only_shrinks).
+# Every boto3 client call outside adapters/. Issue 12 (item 2) moved the core's calls behind the adapters' typed
+# interfaces; what is left is local tooling only. The list may only shrink, and a module that no longer calls a
+# client must leave it (test_the_boto3_allow_list_only_shrinks).
 BOTO3_OUTSIDE_ADAPTERS = {
-    "consolidate.py": "copy_object of the consolidated segment copies",
-    "demo.py": "delete_object, to show that a locked version refuses deletion",
-    "export.py": "get_object, the segment opener of export-pcap",
-    "glue.py": "batch_create_partition",
-    "k8s_context.py": "head_object of a retried context snapshot",
-    "local/s3.py": "local tooling: the local S3's client, buckets and Object Lock probe",
-    "mcp_server.py": "list_objects_v2 paginator over incidents",
-    "query.py": "the Athena client and its start/poll/results calls",
-    "verify.py": "list_object_versions paginator and get_object of the chain's documents",
-}
-# Client methods that take positional arguments (the service operations themselves are keyword-only).
+    "local/s3.py": "local tooling: the local S3's client, buckets and the Object Lock probe, whose whole point is to "
+                   "try what product code must never do (delete a locked version, bypass governance) against the "
+                   "local endpoint; it ships with the local stack, not with a function",
+}# Client methods that take positional arguments (the service operations themselves are keyword-only).
 CLIENT_HELPERS = {"get_paginator", "get_waiter", "generate_presigned_url", "upload_file", "upload_fileobj",
                   "download_file", "download_fileobj"}
 SERVICES = ("s3", "athena", "glue", "lambda", "stepfunctions", "secretsmanager", "kms", "sts")
@@ -150,3 +143,21 @@ def test_the_boto3_rule_sees_a_client_call(source: str) -> None:
 
 def test_the_boto3_rule_leaves_other_calls_alone() -> None:
     assert not _client_calls(ast.parse("key.verify(signature, digest, algorithm)\ninvoke_auth.verify(a, b)"))
+
+
+def test_only_local_tooling_stays_on_the_boto3_allow_list() -> None:
+    # Issue 12: no core module outside adapters/ touches a boto3 client; the local stack's tooling ships apart.
+    assert all(name.startswith("local/") for name in BOTO3_OUTSIDE_ADAPTERS), sorted(BOTO3_OUTSIDE_ADAPTERS)
+
+
+def _bypass_arguments(tree: ast.Module) -> list[int]:
+    return [node.lineno for node in ast.walk(tree)
+            if isinstance(node, ast.keyword) and node.arg == "BypassGovernanceRetention"]
+
+
+def test_no_product_module_asks_for_a_governance_bypass() -> None:
+    # Only the local stack's Object Lock probe sends the header, to prove the endpoint refuses it.
+    offenders = {str(path.relative_to(REPO)): lines for path in _modules()
+                 if CORE / "local" not in path.parents and (lines := _bypass_arguments(_tree(path)))}
+    assert not offenders, f"BypassGovernanceRetention passed outside local/: {offenders}"
+    assert _bypass_arguments(ast.parse("s3.delete_object(Bucket='b', Key='k', BypassGovernanceRetention=True)"))

@@ -118,10 +118,10 @@ def _query_sql(args: argparse.Namespace) -> str:
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
+    from freezeframe.adapters.athena import athena_client
     from freezeframe.local.stack import apply_state, load_state
     from freezeframe.query import (
         QueryCancelledError,
-        athena_client,
         connect_local,
         format_bytes,
         render,

@@ -8,11 +8,12 @@ The originals stay locked in place; the copies are listed in the manifest under 
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from freezeframe.adapters import s3 as s3io
+from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings
 from freezeframe.errors import SegmentCorruptError
 from freezeframe.keys import incident_prefix
@@ -23,22 +24,17 @@ def copy_key(incident_id: str, raw_key: str) -> str:
     return f"{incident_prefix(incident_id)}segments/{raw_key}"
 
 
-def consolidate(settings: Settings, s3: Any, request: FreezeRequest, entries: Sequence[ManifestEntry]
+def consolidate(settings: Settings, s3: ObjectStore, request: FreezeRequest, entries: Sequence[ManifestEntry]
                 ) -> list[dict[str, Any]]:
     def copy(entry: ManifestEntry) -> dict[str, Any]:
         key = copy_key(request.incident_id, entry.key)
-        reply = s3.copy_object(
-            Bucket=settings.evidence_bucket, Key=key, ChecksumAlgorithm="SHA256",
-            CopySource={"Bucket": settings.raw_bucket, "Key": entry.key, "VersionId": entry.version_id},
-            ObjectLockMode=request.lock.mode, ObjectLockRetainUntilDate=request.lock.retain_until,
-            MetadataDirective="COPY")
-        checksum = reply.get("CopyObjectResult", {}).get("ChecksumSHA256")
-        if not checksum or base64.b64decode(checksum).hex() != entry.sha256:
+        copied = s3io.copy_version(s3, settings.raw_bucket, entry.key, entry.version_id, settings.evidence_bucket,
+                                   key, (request.lock.mode, request.lock.retain_until))
+        if copied.sha256 != entry.sha256:
             raise SegmentCorruptError(f"copy of {entry.key}@{entry.version_id} hashes to "
-                                      f"{base64.b64decode(checksum).hex() if checksum else 'nothing'}, "
-                                      f"not the frozen {entry.sha256}")
+                                      f"{copied.sha256 or 'nothing'}, not the frozen {entry.sha256}")
         return {"source_key": entry.key, "source_version_id": entry.version_id, "bucket": settings.evidence_bucket,
-                "key": key, "version_id": str(reply.get("VersionId", "")), "sha256": entry.sha256}
+                "key": key, "version_id": copied.version_id, "sha256": entry.sha256}
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         return list(pool.map(copy, entries))

@@ -22,10 +22,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.bus import open_bus
+from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings, env_overrides, export_env
 from freezeframe.custody.pinned import pinned_manifest
 from freezeframe.dissect.files import first_timestamp
@@ -116,7 +115,7 @@ def next_commands(directory: Path) -> list[str]:
             f"freezeframe verify --demo {directory}"]
 
 
-def write_context(config: Settings, s3: Any, offset_ns: int) -> tuple[int, int]:
+def write_context(config: Settings, s3: ObjectStore, offset_ns: int) -> tuple[int, int]:
     """The sample's Kubernetes records and node-state documents (freezeframe.sample_context), retimed like the
     replay, written where the k8s indexer and the agent write them. Returns (records, documents)."""
     from freezeframe import k8s_context, sample_context
@@ -275,9 +274,5 @@ def run_demo(kafka: str | None = None, s3_endpoint: str | None = None, workdir: 
         scratch.cleanup()  # the demo key's private half goes with it
 
 
-def _delete_refused(s3: Any, bucket: str, segment: dict[str, Any]) -> bool:
-    try:
-        s3.delete_object(Bucket=bucket, Key=segment["key"], VersionId=segment["version_id"])
-    except ClientError:
-        return True
-    return False
+def _delete_refused(s3: ObjectStore, bucket: str, segment: dict[str, Any]) -> bool:
+    return s3io.delete_refused(s3, bucket, segment["key"], segment["version_id"])

@@ -46,6 +46,7 @@ import zstandard
 import freezeframe
 from freezeframe import k8s_context
 from freezeframe.adapters import s3 as s3io
+from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings
 from freezeframe.custody.pinned import read_pinned
 from freezeframe.dissect.enrich import IpTimeline
@@ -143,7 +144,8 @@ class Evidence:
     context: tuple[Mapping[str, Any], ...]
 
 
-def load_evidence(settings: Settings, s3: Any, incident_id: str, *, verify: bool, with_context: bool) -> Evidence:
+def load_evidence(settings: Settings, s3: ObjectStore, incident_id: str, *, verify: bool,
+                  with_context: bool) -> Evidence:
     """The incident's manifest and parts at the versions its signed custody chain names (custody.pinned): a later
     version under the same key, or a part no link names, is never read."""
     pinned = read_pinned(settings, s3, incident_id)
@@ -176,7 +178,7 @@ def load_evidence(settings: Settings, s3: Any, incident_id: str, *, verify: bool
     return Evidence(raw_bucket, tuple(unique.values()), context)
 
 
-def _context_records(s3: Any, manifest: Mapping[str, Any], verify: bool) -> Iterator[dict[str, Any]]:
+def _context_records(s3: ObjectStore, manifest: Mapping[str, Any], verify: bool) -> Iterator[dict[str, Any]]:
     for raw in manifest.get("k8s_context") or []:
         body = s3io.get_bytes(s3, raw["bucket"], raw["key"], raw["version_id"])
         if verify and hashlib.sha256(body).hexdigest() != raw.get("sha256"):
@@ -246,9 +248,9 @@ class HashingStream(io.RawIOBase):
 Opener = Callable[[str, str, str], Any]  # (bucket, key, version_id) -> a readable body
 
 
-def s3_opener(s3: Any) -> Opener:
+def s3_opener(s3: ObjectStore) -> Opener:
     def open_version(bucket: str, key: str, version_id: str) -> Any:
-        return s3.get_object(Bucket=bucket, Key=key, VersionId=version_id)["Body"]
+        return s3io.open_version(s3, bucket, key, version_id)
     return open_version
 
 
@@ -480,7 +482,7 @@ def merged(node_streams: Sequence[Iterable[Frame]]) -> Iterator[Frame]:
     return heapq.merge(*node_streams, key=lambda frame: frame.ts_ns)
 
 
-def export_pcap(settings: Settings, s3: Any, incident_id: str, out: Path, options: ExportOptions,
+def export_pcap(settings: Settings, s3: ObjectStore, incident_id: str, out: Path, options: ExportOptions,
                 opener: Opener | None = None, evidence: Evidence | None = None) -> ExportResult:
     """`evidence` given (a recording job's segments, `job_recordings.job_entries`) replaces the incident's manifest;
     `incident_id` then only names the export."""

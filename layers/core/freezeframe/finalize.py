@@ -33,6 +33,7 @@ from typing import Any
 from freezeframe import postback
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.catalog import register_parts
+from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings
 from freezeframe.custody.chain import seal_written
 from freezeframe.custody.pinned import pinned_manifest
@@ -72,7 +73,7 @@ def summary_key(incident_id: str) -> str:
     return f"{incident_prefix(incident_id)}summary.json"
 
 
-def resolved_at(settings: Settings, s3: Any, incident_id: str) -> datetime | None:
+def resolved_at(settings: Settings, s3: ObjectStore, incident_id: str) -> datetime | None:
     try:
         record = s3io.get_json(s3, settings.evidence_bucket, resolved_key(incident_id))
     except NotFoundError:
@@ -192,7 +193,7 @@ def report_writer() -> ReportWriter | None:
     return writer
 
 
-def write_report(settings: Settings, s3: Any, incident_id: str, writer: ReportWriter | None) -> dict[str, Any]:
+def write_report(settings: Settings, s3: ObjectStore, incident_id: str, writer: ReportWriter | None) -> dict[str, Any]:
     """{"key": <report key>} or {"key": None, "skipped": why}, or {"key": None, "error": what failed}.
 
     A failed report does not stop the summary: the summary records the error and says "incomplete", which fails
@@ -206,7 +207,7 @@ def write_report(settings: Settings, s3: Any, incident_id: str, writer: ReportWr
         return {"key": None, "error": f"{type(exc).__name__}: {exc}"}
 
 
-def read_statuses(settings: Settings, s3: Any, incident_id: str,
+def read_statuses(settings: Settings, s3: ObjectStore, incident_id: str,
                   nodes: Iterable[str]) -> dict[str, dict[str, Any] | None]:
     statuses: dict[str, dict[str, Any] | None] = {}
     for node in sorted(set(nodes)):
@@ -217,7 +218,7 @@ def read_statuses(settings: Settings, s3: Any, incident_id: str,
     return statuses
 
 
-def finalize_incident(settings: Settings, s3: Any, incident_id: str, outcomes: Sequence[NodeOutcome], *,
+def finalize_incident(settings: Settings, s3: ObjectStore, incident_id: str, outcomes: Sequence[NodeOutcome], *,
                       register: RegisterParts = register_parts, writer: ReportWriter | None = None,
                       now: datetime | None = None) -> dict[str, Any]:
     """Register the partitions, write the report and the summary; returns the summary with its key.
@@ -272,8 +273,8 @@ def dissect_with_retries(dissect: Dissect, incident_id: str, node: str,
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def run_dissection_locally(settings: Settings, s3: Any, incident_id: str, nodes: Sequence[str], dissect: Dissect,
-                           **finalize_options: Any) -> dict[str, Any]:
+def run_dissection_locally(settings: Settings, s3: ObjectStore, incident_id: str, nodes: Sequence[str],
+                           dissect: Dissect, **finalize_options: Any) -> dict[str, Any]:
     """The dissection state machine, sequentially in this process: each node, then finalize."""
     outcomes = [dissect_with_retries(dissect, incident_id, node) for node in nodes]
     return finalize_incident(settings, s3, incident_id, outcomes, **finalize_options)

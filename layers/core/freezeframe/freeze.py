@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 
 from freezeframe import k8s_context, legal_hold, node_state, postback, segment_index
 from freezeframe.adapters import s3 as s3io
+from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings
 from freezeframe.consolidate import consolidate
 from freezeframe.custody.chain import seal_written
@@ -66,7 +67,7 @@ def select_segments(request: FreezeRequest, versions: Iterable[s3io.ObjectVersio
     return sorted(chosen, key=lambda c: (c.node, c.start_ns))
 
 
-def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | None = None) -> FreezeResult:
+def freeze(settings: Settings, s3: ObjectStore, request: FreezeRequest, now: datetime | None = None) -> FreezeResult:
     key = manifest_key(request.incident_id)
     hold = hold_for(request, settings.hold_grace_s, now or datetime.now(UTC))
     locks: list[Future[ManifestEntry | UnverifiedSegment | None]] = []
@@ -173,14 +174,15 @@ def freeze(settings: Settings, s3: Any, request: FreezeRequest, now: datetime | 
                         created=written is not None, hold_open=hold is not None, unverified=len(unverified))
 
 
-def _seal_manifest(settings: Settings, s3: Any, request: FreezeRequest, version_id: str | None, body: bytes) -> None:
+def _seal_manifest(settings: Settings, s3: ObjectStore, request: FreezeRequest, version_id: str | None,
+                   body: bytes) -> None:
     """Signs the manifest into the incident's custody chain; a retry (version_id None) seals the original version,
     so a freeze that died between the write and the seal is completed by its retry."""
     seal_written(settings, s3, request.incident_id, "manifest", manifest_key(request.incident_id), version_id, body,
                  (request.lock.mode, request.lock.retain_until))
 
 
-def _existing_manifest(settings: Settings, s3: Any, key: str) -> dict[str, Any] | None:
+def _existing_manifest(settings: Settings, s3: ObjectStore, key: str) -> dict[str, Any] | None:
     try:
         return s3io.get_json(s3, settings.evidence_bucket, key)
     except NotFoundError:
@@ -227,7 +229,7 @@ def scope_nodes(request: FreezeRequest, context: Future[list[k8s_context.Context
     return tuple(sorted(resolved))
 
 
-def _lock_one(settings: Settings, s3: Any, request: FreezeRequest, candidate: Candidate,
+def _lock_one(settings: Settings, s3: ObjectStore, request: FreezeRequest, candidate: Candidate,
               record_of: Callable[[], SegmentRecord | None]) -> ManifestEntry | UnverifiedSegment:
     """Locks one version and returns its manifest entry, or its unverified record when its integrity cannot be
     established (it is locked all the same: locking preserves evidence). The retention goes first, without reading

@@ -38,10 +38,11 @@ import json
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pyarrow as pa
 
+from freezeframe.adapters.catalog import CatalogClient, create_partition
 from freezeframe.errors import FreezeframeError
 from freezeframe.keys import TABLES_ROOT, VIEWS_ROOT, view_prefix
 from freezeframe.schemas import PARTITION_KEYS, TABLES, VIEWS, field_doc
@@ -380,10 +381,6 @@ def check_directory(root: Path) -> int:
 # ---------------------------------------------------------------- registered partitions
 
 
-class GlueClient(Protocol):
-    def batch_create_partition(self, **kwargs: Any) -> Mapping[str, Any]: ...
-
-
 def partition_location(bucket: str, table: str, dt: str, incident_id: str) -> str:
     """The S3 folder of one partition: the incident's view (`keys.view_key`), which the Glue tables read."""
     return f"s3://{bucket}/{view_prefix(table)}dt={dt}/incident_id={incident_id}/"
@@ -398,7 +395,7 @@ def partition_input(bucket: str, table: str, dt: str, incident_id: str,
     }
 
 
-def register_partitions(client: GlueClient, database: str, bucket: str, dt: str, incident_id: str,
+def register_partitions(client: CatalogClient, database: str, bucket: str, dt: str, incident_id: str,
                         tables: Iterable[str] | None = None) -> list[str]:
     """Add the (dt, incident_id) partition of each table to the catalog; returns the tables newly registered.
 
@@ -407,16 +404,12 @@ def register_partitions(client: GlueClient, database: str, bucket: str, dt: str,
     """
     registered = []
     for table in tables if tables is not None else VIEWS:
-        response = client.batch_create_partition(
-            DatabaseName=database, TableName=table,
-            PartitionInputList=[partition_input(bucket, table, dt, incident_id)],
-        )
-        errors = [e for e in response.get("Errors", [])
-                  if e.get("ErrorDetail", {}).get("ErrorCode") != "AlreadyExistsException"]
+        answered = create_partition(client, database, table, partition_input(bucket, table, dt, incident_id))
+        errors = [e for e in answered if e.get("ErrorDetail", {}).get("ErrorCode") != "AlreadyExistsException"]
         if errors:
             raise RuntimeError(f"Glue BatchCreatePartition {database}.{table} dt={dt} incident_id={incident_id}: "
                                f"{errors}")
-        if not response.get("Errors"):
+        if not answered:
             registered.append(table)
     return registered
 

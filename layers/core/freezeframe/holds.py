@@ -19,6 +19,7 @@ from typing import Any
 
 from freezeframe import legal_hold
 from freezeframe.adapters import s3 as s3io
+from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings
 from freezeframe.custody.chain import seal_written
 from freezeframe.custody.pinned import pinned_parts
@@ -76,12 +77,12 @@ def hold_for(request: FreezeRequest, grace_s: int, now: datetime) -> Hold | None
                 request.window_end_ns, closes_at, request.lock)
 
 
-def open_hold(settings: Settings, s3: Any, hold: Hold) -> None:
+def open_hold(settings: Settings, s3: ObjectStore, hold: Hold) -> None:
     s3io.put_json(s3, settings.evidence_bucket, hold_key(hold.incident_id, hold.closes_at), hold.to_dict(),
                   create_only=True)
 
 
-def open_holds(settings: Settings, s3: Any, now: datetime) -> list[Hold]:
+def open_holds(settings: Settings, s3: ObjectStore, now: datetime) -> list[Hold]:
     holds = []
     for day in range(OPEN_DAYS_AHEAD + 1):
         prefix = f"{HOLDS_ROOT}/{(now + timedelta(days=day)):%Y-%m-%d}/"
@@ -92,7 +93,7 @@ def open_holds(settings: Settings, s3: Any, now: datetime) -> list[Hold]:
     return holds
 
 
-def lock_late_segment(settings: Settings, s3: Any, hold: Hold, record: SegmentRecord) -> ManifestEntry | None:
+def lock_late_segment(settings: Settings, s3: ObjectStore, hold: Hold, record: SegmentRecord) -> ManifestEntry | None:
     """Locks one late segment version in place under a hold and appends it as a manifest part (idempotent).
 
     A version another incident locked more strongly or for longer keeps that lock, recorded as the entry's
@@ -143,7 +144,7 @@ def lock_late_segment(settings: Settings, s3: Any, hold: Hold, record: SegmentRe
     return entry
 
 
-def index_segment(settings: Settings, s3: Any, record: SegmentRecord, holds: Iterable[Hold]) -> list[str]:
+def index_segment(settings: Settings, s3: ObjectStore, record: SegmentRecord, holds: Iterable[Hold]) -> list[str]:
     """The incidents a newly announced segment was locked into."""
     locked = []
     for hold in holds:
@@ -153,12 +154,12 @@ def index_segment(settings: Settings, s3: Any, record: SegmentRecord, holds: Ite
     return locked
 
 
-def manifest_parts(settings: Settings, s3: Any, incident_id: str) -> list[dict[str, Any]]:
+def manifest_parts(settings: Settings, s3: ObjectStore, incident_id: str) -> list[dict[str, Any]]:
     """The incident's manifest parts at the versions its signed custody chain names (see custody.pinned)."""
     return pinned_parts(settings, s3, incident_id)
 
 
-def read_follow(settings: Settings, s3: Any, incident_id: str) -> FollowUp | None:
+def read_follow(settings: Settings, s3: ObjectStore, incident_id: str) -> FollowUp | None:
     """What the last dissection pass said comes next (None before the first pass ends).
 
     Here rather than in finalize, which writes it, so the webhook can read it without the query stack."""

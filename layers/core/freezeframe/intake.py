@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from freezeframe.adapters import s3 as s3io
+from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.alerts import alertmanager, manual, pagerduty
 from freezeframe.config import Settings
 from freezeframe.custody.pinned import read_pinned
@@ -86,7 +87,7 @@ def check_bearer(headers: Mapping[str, str], expected_token: str) -> None:
         raise SignatureError("missing or invalid bearer token")
 
 
-def register(settings: Settings, s3: Any, requests: Iterable[FreezeRequest], now: datetime,
+def register(settings: Settings, s3: ObjectStore, requests: Iterable[FreezeRequest], now: datetime,
              start_freeze: StartFreeze, extra: Mapping[str, Any] | None = None) -> tuple[list[str], list[str]]:
     """Create-only incident records; hands off a freeze for each record this call created."""
     accepted, duplicates = [], []
@@ -123,7 +124,7 @@ def check_bearer_or_basic(headers: Mapping[str, str], expected: str) -> None:
         raise SignatureError("missing or invalid credentials")
 
 
-def accept_alertmanager(settings: Settings, s3: Any, headers: Mapping[str, str], body: bytes, token: str,
+def accept_alertmanager(settings: Settings, s3: ObjectStore, headers: Mapping[str, str], body: bytes, token: str,
                         now: datetime, start_freeze: StartFreeze, rules: FreezeRules | None = None) -> IntakeResult:
     check_size(body)
     check_bearer_or_basic(headers, token)
@@ -137,7 +138,7 @@ def accept_alertmanager(settings: Settings, s3: Any, headers: Mapping[str, str],
     return IntakeResult(tuple(accepted), tuple(duplicates), resolved, batch.truncated_alerts, batch.ignored)
 
 
-def accept_pagerduty(settings: Settings, s3: Any, headers: Mapping[str, str], body: bytes, secrets: list[str],
+def accept_pagerduty(settings: Settings, s3: ObjectStore, headers: Mapping[str, str], body: bytes, secrets: list[str],
                      now: datetime, start_freeze: StartFreeze, rules: FreezeRules | None = None) -> IntakeResult:
     """PagerDuty v3: triggered/reopened freeze, resolved closes, every other type is acknowledged and ignored
     (a 4xx would count against the subscription).
@@ -171,7 +172,7 @@ def accept_pagerduty(settings: Settings, s3: Any, headers: Mapping[str, str], bo
     return result
 
 
-def record_resolved(settings: Settings, s3: Any, incident_ids: Iterable[str], now: datetime) -> tuple[str, ...]:
+def record_resolved(settings: Settings, s3: ObjectStore, incident_ids: Iterable[str], now: datetime) -> tuple[str, ...]:
     """Marks known incidents resolved (the signal that closes their open hold); unknown ids are ignored."""
     closed = []
     for incident_id in incident_ids:
@@ -193,8 +194,9 @@ def iam_caller(request_context: Mapping[str, Any]) -> str | None:
     return str(arn) if arn else None
 
 
-def accept_manual(settings: Settings, s3: Any, headers: Mapping[str, str], body: bytes, token: Callable[[], str],
-                  now: datetime, start_freeze: StartFreeze, caller_arn: str | None = None) -> IntakeResult:
+def accept_manual(settings: Settings, s3: ObjectStore, headers: Mapping[str, str], body: bytes,
+                  token: Callable[[], str], now: datetime, start_freeze: StartFreeze,
+                  caller_arn: str | None = None) -> IntakeResult:
     """POST /v1/freeze: signed by IAM in AWS (`caller_arn`, verified by AWS before the call), else a bearer token,
     read through `token` only when needed, so an IAM-only deployment needs no token at all."""
     check_size(body)
@@ -206,7 +208,7 @@ def accept_manual(settings: Settings, s3: Any, headers: Mapping[str, str], body:
     return IntakeResult(tuple(accepted), tuple(duplicates))
 
 
-def incident_status(settings: Settings, s3: Any, incident_id: str) -> dict[str, Any]:
+def incident_status(settings: Settings, s3: ObjectStore, incident_id: str) -> dict[str, Any]:
     """What an on-call engineer asks first: is it frozen, what is covered, is dissection done, where is it."""
     try:
         record = s3io.get_json(s3, settings.evidence_bucket, incident_key(incident_id))
@@ -263,14 +265,15 @@ def incident_status(settings: Settings, s3: Any, incident_id: str) -> dict[str, 
     return status
 
 
-def _stalled(settings: Settings, s3: Any, incident_id: str, now: datetime) -> bool:
+def _stalled(settings: Settings, s3: ObjectStore, incident_id: str, now: datetime) -> bool:
     if s3io.exists(s3, settings.evidence_bucket, freeze_started_key(incident_id)):
         return False
     record = s3io.get_json(s3, settings.evidence_bucket, incident_key(incident_id))
     return now - parse_iso(str(record.get("created_at")), "created_at") > HANDOFF_GRACE
 
 
-def _hand_off(settings: Settings, s3: Any, request: FreezeRequest, now: datetime, start_freeze: StartFreeze) -> None:
+def _hand_off(settings: Settings, s3: ObjectStore, request: FreezeRequest, now: datetime,
+              start_freeze: StartFreeze) -> None:
     start_freeze(request)
     s3io.put_json(s3, settings.evidence_bucket, freeze_started_key(request.incident_id),
                   {"incident_id": request.incident_id, "at": iso(now)}, create_only=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from freezeframe.adapters import s3 as s3io
+from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings
 from freezeframe.errors import NotFoundError, SegmentCorruptError
 from freezeframe.keys import JOBS_ROOT, check_name
@@ -31,8 +32,8 @@ def job_prefix(job: str, cluster: str) -> str:
     return f"{JOBS_ROOT}/{check_name('job', job)}/{check_name('cluster', cluster)}/"
 
 
-def job_entries(settings: Settings, s3: Any, job: str, *, start_ns: int | None = None, end_ns: int | None = None,
-                nodes: Sequence[str] = ()) -> list[tuple[str, ManifestEntry]]:
+def job_entries(settings: Settings, s3: ObjectStore, job: str, *, start_ns: int | None = None,
+                end_ns: int | None = None, nodes: Sequence[str] = ()) -> list[tuple[str, ManifestEntry]]:
     """(bucket, entry) for every segment of `job` in the settings' cluster that overlaps [start_ns, end_ns]."""
     bucket = settings.raw_bucket
     first: dict[str, s3io.ObjectVersion] = {}
@@ -68,7 +69,7 @@ def job_entries(settings: Settings, s3: Any, job: str, *, start_ns: int | None =
     return entries
 
 
-def download(s3: Any, entries: Sequence[tuple[str, ManifestEntry]], directory: Path) -> dict[str, list[Path]]:
+def download(s3: ObjectStore, entries: Sequence[tuple[str, ManifestEntry]], directory: Path) -> dict[str, list[Path]]:
     """Each segment's stored bytes into `directory`, checked against its sha256; node -> files in time order."""
     import hashlib
 
@@ -85,7 +86,7 @@ def download(s3: Any, entries: Sequence[tuple[str, ManifestEntry]], directory: P
     return by_node
 
 
-def dissect_job(settings: Settings, s3: Any, job: str, out: Path, *, start_ns: int | None = None,
+def dissect_job(settings: Settings, s3: ObjectStore, job: str, out: Path, *, start_ns: int | None = None,
                 end_ns: int | None = None, nodes: Sequence[str] = (), progress: bool | None = None
                 ) -> dict[str, Any]:
     """Dissect a job's segments, node by node, into `out/<table>/<node>.parquet` (`freezeframe query --dir out`)."""

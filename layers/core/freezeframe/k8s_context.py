@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from freezeframe.adapters import s3 as s3io
+from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings
 from freezeframe.keys import HOUR_NS, incident_prefix, k8s_batch_key, k8s_prefixes
 from freezeframe.models import iso
@@ -68,7 +69,7 @@ def group(records: Iterable[K8sRecord]) -> dict[tuple[str, str, int, int], list[
     return {k: sorted(v, key=lambda r: r.offset) for k, v in groups.items()}
 
 
-def write_batch(settings: Settings, s3: Any, records: Iterable[K8sRecord]) -> list[str]:
+def write_batch(settings: Settings, s3: ObjectStore, records: Iterable[K8sRecord]) -> list[str]:
     keys = []
     for (cluster, node, partition, _hour), items in group(records).items():
         key = k8s_batch_key(cluster, node, int(items[0].value["observed_ns"]), partition, items[0].offset,
@@ -99,7 +100,7 @@ class ContextObject:
         return self.key.split("/")[-2]
 
 
-def read_window(settings: Settings, s3: Any, cluster: str, start_ns: int, end_ns: int,
+def read_window(settings: Settings, s3: ObjectStore, cluster: str, start_ns: int, end_ns: int,
                 lookback_s: int = DEFAULT_LOOKBACK_S) -> list[ContextObject]:
     """Every node's context objects from `lookback_s` before the window to its end, each read once."""
     versions = [v for prefix in k8s_prefixes(cluster, start_ns - lookback_s * 1_000_000_000, end_ns)
@@ -113,7 +114,7 @@ def records_of(objects: Iterable[ContextObject]) -> list[dict[str, Any]]:
     return [json.loads(line) for obj in objects for line in obj.body.decode().splitlines() if line.strip()]
 
 
-def preserve(settings: Settings, s3: Any, incident_id: str, objects: Iterable[ContextObject], mode: str,
+def preserve(settings: Settings, s3: ObjectStore, incident_id: str, objects: Iterable[ContextObject], mode: str,
              retain_until: datetime) -> list[ContextEntry]:
     """Snapshots the window's context objects into `incidents/<id>/k8s/`, written create-only with the incident's
     own lock, and returns their manifest entries.
@@ -127,7 +128,7 @@ def preserve(settings: Settings, s3: Any, incident_id: str, objects: Iterable[Co
         written = s3io.put_bytes(s3, settings.evidence_bucket, key, body, content_type="application/x-ndjson",
                                  create_only=True, lock=(mode, retain_until))
         if written is None:  # a retried freeze: the snapshot exists, and it is what the entry must describe
-            head = s3.head_object(Bucket=settings.evidence_bucket, Key=key)
+            head = s3io.head_latest(s3, settings.evidence_bucket, key)
             written, body = str(head["VersionId"]), s3io.get_bytes(s3, settings.evidence_bucket, key)
         return ContextEntry(settings.evidence_bucket, key, written, hashlib.sha256(body).hexdigest(), len(body),
                             obj.node, mode, iso(retain_until))

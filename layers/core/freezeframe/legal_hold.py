@@ -13,9 +13,9 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from freezeframe.adapters import s3 as s3io
+from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings
 from freezeframe.keys import check_name
 from freezeframe.models import iso
@@ -48,7 +48,7 @@ def active_holders(reference_keys: Iterable[str]) -> set[str]:
     return placed - released
 
 
-def place(settings: Settings, s3: Any, incident_id: str, version: HeldVersion, now: datetime) -> None:
+def place(settings: Settings, s3: ObjectStore, incident_id: str, version: HeldVersion, now: datetime) -> None:
     # The reference lands before the flag, so a crash in between leaves a reference, never an unexplained hold.
     s3io.put_json(s3, settings.evidence_bucket, reference_key(version, incident_id),
                   {"incident_id": incident_id, "bucket": version.bucket, "key": version.key,
@@ -56,7 +56,7 @@ def place(settings: Settings, s3: Any, incident_id: str, version: HeldVersion, n
     s3io.set_legal_hold(s3, version.bucket, version.key, version.version_id, on=True)
 
 
-def release(settings: Settings, s3: Any, incident_id: str, versions: Iterable[HeldVersion], now: datetime
+def release(settings: Settings, s3: ObjectStore, incident_id: str, versions: Iterable[HeldVersion], now: datetime
             ) -> dict[str, bool]:
     """Releases an incident's references; returns, per version key@id, whether the flag is still on."""
     still_held = {}

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from freezeframe.adapters import s3 as s3io
+from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings
 from freezeframe.errors import NotFoundError
 from freezeframe.keys import incident_prefix
@@ -34,7 +35,7 @@ def failed_key(incident_id: str) -> str:
     return f"{incident_prefix(incident_id)}freeze-failed.json"
 
 
-def record_failed_attempt(settings: Settings, s3: Any, incident_id: str, error: BaseException,
+def record_failed_attempt(settings: Settings, s3: ObjectStore, incident_id: str, error: BaseException,
                           now: datetime) -> int:
     """Records one failed freeze attempt; returns how many have failed. The last allowed one writes the terminal
     record. Never raises for its own sake: the caller re-raises the freeze's error."""
@@ -57,7 +58,7 @@ def record_failed_attempt(settings: Settings, s3: Any, incident_id: str, error: 
     return attempts
 
 
-def freeze_failure(settings: Settings, s3: Any, incident_id: str) -> dict[str, Any] | None:
+def freeze_failure(settings: Settings, s3: ObjectStore, incident_id: str) -> dict[str, Any] | None:
     """The terminal failure record of an incident's freeze, or None."""
     try:
         return s3io.get_json(s3, settings.evidence_bucket, failed_key(incident_id))

@@ -30,6 +30,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from freezeframe import intake
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.invoke import invoke_async
+from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings, settings
 from freezeframe.errors import FreezeframeError, NotFoundError, PayloadError
 from freezeframe.keys import INCIDENTS_ROOT, incident_key
@@ -128,14 +129,12 @@ def list_incidents(limit: int = 50) -> dict[str, Any]:
     return {"incidents": incidents[:limit], "total": len(incidents)}
 
 
-def _incident_ids(s3: Any, bucket: str) -> list[str]:
+def _incident_ids(s3: ObjectStore, bucket: str) -> list[str]:
     ids = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{INCIDENTS_ROOT}/",
-                                                             Delimiter="/"):
-        for prefix in page.get("CommonPrefixes", []):
-            name = prefix["Prefix"][len(INCIDENTS_ROOT) + 1:].rstrip("/")
-            if name and not name.startswith("_"):
-                ids.append(name)
+    for prefix in s3io.list_prefixes(s3, bucket, f"{INCIDENTS_ROOT}/"):
+        name = prefix[len(INCIDENTS_ROOT) + 1:].rstrip("/")
+        if name and not name.startswith("_"):
+            ids.append(name)
     return ids
 
 

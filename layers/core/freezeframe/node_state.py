@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from freezeframe.adapters import s3 as s3io
+from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings
 from freezeframe.errors import PayloadError
 from freezeframe.keys import check_name, node_state_prefixes, parse_node_state_key
@@ -168,7 +169,7 @@ def select(request: FreezeRequest, versions: Iterable[s3io.ObjectVersion], nodes
     return sorted(chosen, key=lambda v: v.key)
 
 
-def freeze_node_state(settings: Settings, s3: Any, request: FreezeRequest, nodes: Sequence[str]
+def freeze_node_state(settings: Settings, s3: ObjectStore, request: FreezeRequest, nodes: Sequence[str]
                       ) -> list[NodeStateEntry]:
     """Locks the window's node-state documents in place with the request's retention and returns their entries.
 

@@ -38,7 +38,9 @@ from sqlglot import exp
 from sqlglot.optimizer.annotate_types import annotate_types
 from sqlglot.optimizer.qualify import qualify
 
+from freezeframe.adapters import athena
 from freezeframe.adapters import s3 as s3io
+from freezeframe.adapters.athena import AthenaClient
 from freezeframe.config import Settings
 from freezeframe.errors import FreezeframeError
 from freezeframe.keys import TABLES_ROOT, VIEWS_ROOT, view_prefix
@@ -426,34 +428,25 @@ def _athena_value(text: str | None, type_: str) -> Any:
     return text
 
 
-def athena_client(settings: Settings) -> Any:
-    """The boto3 Athena client (credentials from the usual AWS chain)."""
-    import boto3
-
-    return boto3.client("athena", region_name=settings.region)
-
-
-def run_athena(client: Any, sql: str, workgroup: str, database: str, *, backoff: Backoff | None = None,
+def run_athena(client: AthenaClient, sql: str, workgroup: str, database: str, *, backoff: Backoff | None = None,
                sleep: Callable[[float], None] = time.sleep, page_size: int = 1000) -> QueryResult:
     """Run `sql` on Athena: start, poll with backoff, page through the results; Ctrl-C stops the execution."""
-    started = client.start_query_execution(QueryString=sql, WorkGroup=workgroup,
-                                           QueryExecutionContext={"Database": database})
-    execution_id = str(started["QueryExecutionId"])
+    execution_id = athena.start_query(client, sql, workgroup, database)
     try:
         execution = _wait(client, execution_id, backoff or Backoff(), sleep)
         columns, rows = _fetch(client, execution_id, page_size)
     except KeyboardInterrupt as interrupt:
         # Ctrl-C: a query left running keeps scanning (and billing) until it finishes, so stop it first.
-        client.stop_query_execution(QueryExecutionId=execution_id)
+        athena.stop_query(client, execution_id)
         raise QueryCancelledError(f"cancelled Athena query {execution_id} (StopQueryExecution sent)") from interrupt
     scanned = execution.get("Statistics", {}).get("DataScannedInBytes")
     return QueryResult(sql, "", columns, rows, engine="athena",
                        bytes_scanned=int(scanned) if scanned is not None else None, query_execution_id=execution_id)
 
 
-def _wait(client: Any, execution_id: str, backoff: Backoff, sleep: Callable[[float], None]) -> dict[str, Any]:
+def _wait(client: AthenaClient, execution_id: str, backoff: Backoff, sleep: Callable[[float], None]) -> dict[str, Any]:
     for delay in backoff.delays():
-        execution: dict[str, Any] = client.get_query_execution(QueryExecutionId=execution_id)["QueryExecution"]
+        execution = athena.query_execution(client, execution_id)
         status = execution["Status"]
         state = status["State"]
         if state == "SUCCEEDED":
@@ -469,17 +462,15 @@ def _wait(client: Any, execution_id: str, backoff: Backoff, sleep: Callable[[flo
     raise AssertionError("unreachable: Backoff.delays() is endless")
 
 
-def _fetch(client: Any, execution_id: str, page_size: int) -> tuple[tuple[str, ...], tuple[tuple[Any, ...], ...]]:
+def _fetch(client: AthenaClient, execution_id: str, page_size: int
+           ) -> tuple[tuple[str, ...], tuple[tuple[Any, ...], ...]]:
     columns: tuple[str, ...] = ()
     types: list[str] = []
     rows: list[tuple[Any, ...]] = []
     token: str | None = None
     first = True
     while True:
-        kwargs: dict[str, Any] = {"QueryExecutionId": execution_id, "MaxResults": page_size}
-        if token:
-            kwargs["NextToken"] = token
-        page = client.get_query_results(**kwargs)
+        page = athena.results_page(client, execution_id, page_size, token)
         result_set = page["ResultSet"]
         if first:
             info = result_set.get("ResultSetMetadata", {}).get("ColumnInfo", [])

@@ -20,6 +20,7 @@ from typing import Any
 
 import freezeframe
 from freezeframe.adapters import s3 as s3io
+from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings
 from freezeframe.custody.chain import seal_written
 from freezeframe.custody.pinned import pinned_manifest
@@ -327,7 +328,7 @@ def run_queries(con: Any, incident_id: str, window_start_ns: int, window_end_ns:
     return tuple(executed), bucket_ns
 
 
-def collect(settings: Settings, s3: Any, incident_id: str, con: Any = None) -> ReportData:
+def collect(settings: Settings, s3: ObjectStore, incident_id: str, con: Any = None) -> ReportData:
     """Read the manifest and its late parts from the evidence bucket, then run the SQL (on the bucket's tables
     unless `con` is given)."""
     manifest = pinned_manifest(settings, s3, incident_id)
@@ -341,12 +342,12 @@ def collect(settings: Settings, s3: Any, incident_id: str, con: Any = None) -> R
     return ReportData(manifest, parts, queries, bucket_ns, follow)
 
 
-def render_incident_report(settings: Settings, s3: Any, incident_id: str, con: Any = None,
+def render_incident_report(settings: Settings, s3: ObjectStore, incident_id: str, con: Any = None,
                            now: datetime | None = None) -> str:
     return render(collect(settings, s3, incident_id, con), now or datetime.now(UTC))
 
 
-def write_incident_report(settings: Settings, s3: Any, incident_id: str) -> str:
+def write_incident_report(settings: Settings, s3: ObjectStore, incident_id: str) -> str:
     """Render the report and store it in the evidence bucket (incidents/<id>/report.html); returns the key.
 
     Overwrites create a new version (the evidence bucket is versioned), so a report rendered again after late
@@ -354,7 +355,7 @@ def write_incident_report(settings: Settings, s3: Any, incident_id: str) -> str:
     return store_report(settings, s3, incident_id, render_incident_report(settings, s3, incident_id))
 
 
-def store_report(settings: Settings, s3: Any, incident_id: str, page: str) -> str:
+def store_report(settings: Settings, s3: ObjectStore, incident_id: str, page: str) -> str:
     """Stores the page as a new version of the report, signed into the incident's chain. It is locked by the
     evidence bucket's default retention: only the freeze and the segment indexer may set a lock of their own."""
     key, body = report_key(incident_id), page.encode()

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from freezeframe.adapters import s3 as s3io
+from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings
 from freezeframe.keys import HOUR_NS, check_name, index_batch_key, index_gap_key, index_prefixes
 from freezeframe.models import SegmentRecord
@@ -37,7 +38,7 @@ def group(records: Iterable[SegmentRecord]) -> dict[tuple[str, str, int], list[S
     return {k: sorted(v, key=lambda r: r.seq) for k, v in groups.items()}
 
 
-def write_batch(settings: Settings, s3: Any, records: Iterable[SegmentRecord]) -> list[str]:
+def write_batch(settings: Settings, s3: ObjectStore, records: Iterable[SegmentRecord]) -> list[str]:
     """One index object per (cluster, node, hour) of a batch; the name is derived from the content, so a retried
     batch rewrites the same keys instead of adding new ones."""
     keys = []
@@ -49,7 +50,7 @@ def write_batch(settings: Settings, s3: Any, records: Iterable[SegmentRecord]) -
     return keys
 
 
-def write_gaps(settings: Settings, s3: Any, gaps: Iterable[Mapping[str, Any]]) -> list[str]:
+def write_gaps(settings: Settings, s3: ObjectStore, gaps: Iterable[Mapping[str, Any]]) -> list[str]:
     """The agents' gap records (segments evicted from a full spool), kept beside the segment records so a freeze
     can report them in its coverage."""
     keys = []
@@ -61,7 +62,7 @@ def write_gaps(settings: Settings, s3: Any, gaps: Iterable[Mapping[str, Any]]) -
     return keys
 
 
-def load(settings: Settings, s3: Any, cluster: str, start_ns: int, end_ns: int, nodes: Iterable[str] = ()
+def load(settings: Settings, s3: ObjectStore, cluster: str, start_ns: int, end_ns: int, nodes: Iterable[str] = ()
          ) -> tuple[dict[tuple[str, str], SegmentRecord], list[dict[str, Any]]]:
     """(key, version id) -> record for every indexed segment of the window's hours, and the gap records there: of
     `nodes` only when given (an hour of a large cluster indexes every node's segments), else of every node."""

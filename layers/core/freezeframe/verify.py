@@ -26,6 +26,7 @@ from botocore.exceptions import ClientError
 
 from freezeframe import node_state
 from freezeframe.adapters import s3 as s3io
+from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings
 from freezeframe.custody.chain import Trust, chain_prefix, check_links, public_key_key
 from freezeframe.custody.ledger import ledger_prefix
@@ -102,17 +103,12 @@ class S3Store:
     """EvidenceStore on an S3 client. Lock state comes from head_object (moto answers get_object_retention with a
     500; LocalStack and AWS answer both)."""
 
-    def __init__(self, s3: Any) -> None:
+    def __init__(self, s3: ObjectStore) -> None:
         self.s3 = s3
 
     def versions(self, bucket: str, prefix: str) -> list[StoredVersion]:
-        found: list[StoredVersion] = []
-        for page in self.s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
-            for item in page.get("Versions", []):
-                found.append(StoredVersion(item["Key"], item["VersionId"], bool(item.get("IsLatest")), False))
-            for item in page.get("DeleteMarkers", []):
-                found.append(StoredVersion(item["Key"], item["VersionId"], bool(item.get("IsLatest")), True))
-        return found
+        return [StoredVersion(entry.key, entry.version_id, entry.is_latest, entry.delete_marker)
+                for entry in s3io.list_version_entries(self.s3, bucket, prefix)]
 
     def head(self, bucket: str, key: str, version_id: str) -> Mapping[str, Any] | None:
         try:
@@ -128,7 +124,7 @@ class S3Store:
     def digest(self, bucket: str, key: str, version_id: str) -> tuple[str, int] | None:
         """sha256 and size of one version's stored bytes, streamed in chunks (segments can be large)."""
         try:
-            body = self.s3.get_object(Bucket=bucket, Key=key, VersionId=version_id)["Body"]
+            body = s3io.open_version(self.s3, bucket, key, version_id)
         except ClientError as exc:
             if _error_code(exc) in _GONE:
                 return None
@@ -143,7 +139,7 @@ class S3Store:
         return sha.hexdigest(), size
 
 
-def verify_incident(settings: Settings, s3: Any, incident_id: str, now: datetime | None = None,
+def verify_incident(settings: Settings, s3: ObjectStore, incident_id: str, now: datetime | None = None,
                     trust: Trust | None = None) -> VerifyReport:
     """Verify one incident on S3. Raises NotFoundError when the incident has no manifest at all. `trust`: the
     signing key and time-stamping roots to check against (default: the configured KMS key and TSA roots)."""

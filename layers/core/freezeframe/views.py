@@ -15,12 +15,12 @@ import logging
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from freezeframe.adapters import s3 as s3io
+from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.compact import TARGET_BYTES, empty_parquet, split_parquet
 from freezeframe.errors import NotFoundError
 from freezeframe.keys import TABLES_ROOT, VIEWS_ROOT, parse_table_part_key, view_file_number, view_key
@@ -61,7 +61,7 @@ def build_views(incident_id: str, part_keys: Iterable[str],
     return {name: (view_key(name, day, incident_id), table) for name, table in views.items()}
 
 
-def write_incident_views(bucket: str, s3: Any, incident_id: str, part_keys: Iterable[str],
+def write_incident_views(bucket: str, s3: ObjectStore, incident_id: str, part_keys: Iterable[str],
                          target_bytes: int = TARGET_BYTES) -> dict[str, int]:
     """The incident's views written to the evidence bucket (each split into files of about ``target_bytes``); rows
     per view."""

@@ -1,1 +1,6 @@
-"""The only modules that talk to the network: S3, the segment bus (Kafka or a file) and Lambda invocation."""
+"""The only modules that talk to the network, each behind a small typed interface (a typing.Protocol of the
+operations freezeframe uses) with its boto3 or client-library implementation: the object store (s3), the segment
+bus (bus: Kafka or a file), the catalog (catalog: Glue), Athena (athena), the dispatcher (invoke: Lambda Invoke and
+Step Functions), secrets (secrets: Secrets Manager), signing (kms, local_signer), time-stamping (tsa), Kafka
+authentication (kafka_auth) and the PagerDuty REST API (pagerduty_api). tests/unit/test_house_rules.py fails when
+a module outside this package calls a boto3 client."""

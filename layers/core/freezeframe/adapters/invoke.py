@@ -1,5 +1,8 @@
-"""Asynchronous function invocation through the Lambda Invoke API (the local gateway speaks the same API), and the
-hand-off from a freeze to its dissection."""
+"""The dispatcher: asynchronous function invocation through the Lambda Invoke API (the local gateway speaks the
+same API), and the hand-off from a freeze to its dissection (a Step Functions execution).
+
+`FunctionInvoker` and `StateMachineStarter` are the typed interfaces (the one operation of each client that
+freezeframe uses); `_client` and `_sfn_client` build the boto3 implementations."""
 
 from __future__ import annotations
 
@@ -9,17 +12,28 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol, cast
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from freezeframe.config import Settings
 from freezeframe.errors import FreezeframeError
 
 
+class FunctionInvoker(Protocol):
+    def invoke(self, *, FunctionName: str, InvocationType: str, Payload: bytes) -> Mapping[str, Any]: ...
+
+
+class StateMachineStarter(Protocol):
+    """Step Functions' StartExecution; a name already used answers the error code ExecutionAlreadyExists."""
+
+    def start_execution(self, *, stateMachineArn: str, name: str, input: str) -> Mapping[str, Any]: ...
+
+
 @lru_cache(maxsize=16)
-def _client(settings: Settings) -> Any:
+def _client(settings: Settings) -> FunctionInvoker:
     kwargs: dict[str, Any] = {"region_name": settings.region,
                               "config": Config(retries={"max_attempts": 5, "mode": "standard"})}
     if settings.lambda_endpoint:
@@ -29,7 +43,7 @@ def _client(settings: Settings) -> Any:
         access_key, secret_key = credentials(settings)
         kwargs.update(endpoint_url=settings.lambda_endpoint, aws_access_key_id=access_key,
                       aws_secret_access_key=secret_key, aws_session_token=None)
-    return boto3.client("lambda", **kwargs)
+    return cast(FunctionInvoker, boto3.client("lambda", **kwargs))
 
 
 def invoke_async(settings: Settings, function_name: str, payload: Mapping[str, Any]) -> None:
@@ -54,9 +68,9 @@ def execution_name(incident_id: str, nodes: Sequence[str]) -> str:
 
 
 @lru_cache(maxsize=16)
-def _sfn_client(settings: Settings) -> Any:
-    return boto3.client("stepfunctions", region_name=settings.region,
-                        config=Config(retries={"max_attempts": 5, "mode": "standard"}))
+def _sfn_client(settings: Settings) -> StateMachineStarter:
+    return cast(StateMachineStarter, boto3.client("stepfunctions", region_name=settings.region,
+                                                  config=Config(retries={"max_attempts": 5, "mode": "standard"})))
 
 
 def start_dissection(settings: Settings, incident_id: str, nodes: Sequence[str],
@@ -83,10 +97,13 @@ def start_dissection(settings: Settings, incident_id: str, nodes: Sequence[str],
             invoke_async(settings, settings.dissect_function, {"incident_id": incident_id, "node": node})
         return None
     name = execution_name(incident_id, nodes)
-    client = _sfn_client(settings)
     try:
-        client.start_execution(stateMachineArn=settings.dissect_state_machine, name=name,
-                               input=json.dumps({"incident_id": incident_id, "nodes": sorted(set(nodes))}))
-    except client.exceptions.ExecutionAlreadyExists:
-        pass  # the same incident and nodes are already being (or were) dissected: a retried freeze
+        _sfn_client(settings).start_execution(
+            stateMachineArn=settings.dissect_state_machine, name=name,
+            input=json.dumps({"incident_id": incident_id, "nodes": sorted(set(nodes))}))
+    except ClientError as exc:
+        # botocore's modelled ExecutionAlreadyExists is a ClientError with that code.
+        if exc.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
+            raise
+        # the same incident and nodes are already being (or were) dissected: a retried freeze
     return name

@@ -1,6 +1,12 @@
-"""S3: segment uploads, version listing, in-place locks and create-only evidence writes.
+"""The object store: segment uploads, version listing, in-place locks and create-only evidence writes.
 
-Nothing here ever passes BypassGovernanceRetention or deletes an object version.
+`ObjectStore` is the typed interface: the S3 operations freezeframe uses, with the parameters it passes. The boto3
+S3 client (`client`) is one implementation, the in-memory store with Object Lock semantics of the functional tests
+(tests/functional/memstore.py) the other. Modules outside adapters/ never call an operation themselves: they call
+the functions below (list versions, head, get or stream, create-only put with a lock, retention, legal hold, copy).
+
+Nothing here ever passes BypassGovernanceRetention. The one delete (`delete_refused`) is the demo's proof that a
+locked version refuses deletion.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol, cast
 
 import boto3
 from botocore.config import Config
@@ -46,8 +52,48 @@ class LockState:
     outcome: str = "applied"
 
 
+class Paginator(Protocol):
+    def paginate(self, **kwargs: Any) -> Iterator[Mapping[str, Any]]: ...
+
+
+class ReadableBody(Protocol):
+    """A streamed object body (botocore's StreamingBody)."""
+
+    def read(self, amt: int | None = None) -> bytes: ...
+    def iter_chunks(self, chunk_size: int = ...) -> Iterator[bytes]: ...
+    def close(self) -> None: ...
+
+
+class ObjectStore(Protocol):
+    """The S3 operations freezeframe uses, with exactly the parameters it passes (keyword-only, as boto3 takes
+    them; failures raise botocore's ClientError with S3's error code). There is no governance bypass parameter:
+    the interface cannot ask for one. Pagination: `get_paginator("list_object_versions" | "list_objects_v2")`."""
+
+    def put_object(self, *, Bucket: str, Key: str, Body: bytes, ContentType: str = ...,
+                   Metadata: Mapping[str, str] = ..., ChecksumAlgorithm: str = ..., ChecksumSHA256: str = ...,
+                   IfNoneMatch: str = ..., ObjectLockMode: str = ..., ObjectLockRetainUntilDate: datetime = ...
+                   ) -> Mapping[str, Any]: ...
+    def head_object(self, *, Bucket: str, Key: str, VersionId: str = ..., ChecksumMode: str = ...
+                    ) -> Mapping[str, Any]: ...
+    def get_object(self, *, Bucket: str, Key: str, VersionId: str = ...) -> Mapping[str, Any]: ...
+    def copy_object(self, *, Bucket: str, Key: str, CopySource: Mapping[str, str], ChecksumAlgorithm: str = ...,
+                    MetadataDirective: str = ..., ObjectLockMode: str = ..., ObjectLockRetainUntilDate: datetime = ...
+                    ) -> Mapping[str, Any]: ...
+    def put_object_retention(self, *, Bucket: str, Key: str, VersionId: str, Retention: Mapping[str, Any]
+                             ) -> Mapping[str, Any]: ...
+    def put_object_legal_hold(self, *, Bucket: str, Key: str, VersionId: str, LegalHold: Mapping[str, str]
+                              ) -> Mapping[str, Any]: ...
+    def delete_object(self, *, Bucket: str, Key: str, VersionId: str = ...) -> Mapping[str, Any]: ...
+    def get_paginator(self, operation_name: str) -> Paginator: ...
+    def create_bucket(self, *, Bucket: str, ObjectLockEnabledForBucket: bool = ...) -> Mapping[str, Any]: ...
+    def put_bucket_versioning(self, *, Bucket: str, VersioningConfiguration: Mapping[str, str]
+                              ) -> Mapping[str, Any]: ...
+    def put_object_lock_configuration(self, *, Bucket: str, ObjectLockConfiguration: Mapping[str, Any]
+                                      ) -> Mapping[str, Any]: ...
+
+
 @lru_cache(maxsize=16)
-def client(settings: Settings) -> Any:
+def client(settings: Settings) -> ObjectStore:
     """One client per settings per process (boto3 clients are thread-safe, and building one costs milliseconds that
     a warm Lambda should not pay per request)."""
     kwargs: dict[str, Any] = {"region_name": settings.region,
@@ -59,7 +105,9 @@ def client(settings: Settings) -> Any:
         kwargs["config"] = kwargs["config"].merge(Config(s3={"addressing_style": "path"}))
         if boto3.session.Session().get_credentials() is None:
             kwargs.update(LOCAL_CREDENTIALS)
-    return boto3.client("s3", **kwargs)
+    # The boto3 client implements ObjectStore; its stubs type each operation's keywords as one TypedDict, which
+    # mypy cannot match structurally against the explicit keywords above, hence the cast at this one boundary.
+    return cast(ObjectStore, boto3.client("s3", **kwargs))
 
 
 def credentials(settings: Settings) -> tuple[str, str, str | None] | None:
@@ -78,7 +126,8 @@ def sha256_b64(hex_digest: str) -> str:
     return base64.b64encode(bytes.fromhex(hex_digest)).decode()
 
 
-def put_segment(s3: Any, bucket: str, key: str, body: bytes, sha256_hex: str, metadata: Mapping[str, str]) -> str:
+def put_segment(s3: ObjectStore, bucket: str, key: str, body: bytes, sha256_hex: str,
+                metadata: Mapping[str, str]) -> str:
     """Create-only upload with an S3-verified SHA-256. A re-send of the same bytes returns the existing version,
     so at-least-once delivery never makes a second segment."""
     try:
@@ -96,7 +145,7 @@ def put_segment(s3: Any, bucket: str, key: str, body: bytes, sha256_hex: str, me
     return str(head["VersionId"])
 
 
-def list_versions(s3: Any, bucket: str, prefix: str) -> Iterator[ObjectVersion]:
+def list_versions(s3: ObjectStore, bucket: str, prefix: str) -> Iterator[ObjectVersion]:
     """The latest version of every key under prefix (delete markers skipped)."""
     paginator = s3.get_paginator("list_object_versions")
     for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
@@ -106,7 +155,7 @@ def list_versions(s3: Any, bucket: str, prefix: str) -> Iterator[ObjectVersion]:
                                     version["LastModified"])
 
 
-def list_all_versions(s3: Any, bucket: str, prefix: str) -> Iterator[tuple[str, str, bool]]:
+def list_all_versions(s3: ObjectStore, bucket: str, prefix: str) -> Iterator[tuple[str, str, bool]]:
     """(key, version id, is a delete marker) of every version and delete marker under prefix, each key's newest
     first."""
     for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
@@ -116,14 +165,14 @@ def list_all_versions(s3: Any, bucket: str, prefix: str) -> Iterator[tuple[str, 
             yield item["Key"], item["VersionId"], True
 
 
-def list_keys(s3: Any, bucket: str, prefix: str) -> Iterator[str]:
+def list_keys(s3: ObjectStore, bucket: str, prefix: str) -> Iterator[str]:
     paginator = s3.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
             yield item["Key"]
 
 
-def head_version(s3: Any, bucket: str, key: str, version_id: str, *, checksum: bool = False) -> dict[str, Any]:
+def head_version(s3: ObjectStore, bucket: str, key: str, version_id: str, *, checksum: bool = False) -> dict[str, Any]:
     """HEAD of one version; with `checksum`, also the checksum S3 computed at upload (ChecksumSHA256)."""
     if checksum:
         return dict(s3.head_object(Bucket=bucket, Key=key, VersionId=version_id, ChecksumMode="ENABLED"))
@@ -135,7 +184,7 @@ def lock_state(head: Mapping[str, Any]) -> LockState:
                      legal_hold=head.get("ObjectLockLegalHoldStatus") == "ON")
 
 
-def lock_version(s3: Any, bucket: str, key: str, version_id: str, mode: str, retain_until: datetime,
+def lock_version(s3: ObjectStore, bucket: str, key: str, version_id: str, mode: str, retain_until: datetime,
                  current: LockState) -> LockState:
     """Lock one version in place. Never shortens an existing lock and never weakens COMPLIANCE to GOVERNANCE:
     the stronger of the existing and the requested lock wins."""
@@ -152,7 +201,7 @@ LOCK_ATTEMPTS = 5
 _LOCK_STRENGTH = {"GOVERNANCE": 1, "COMPLIANCE": 2}
 
 
-def lock_at_least(s3: Any, bucket: str, key: str, version_id: str, mode: str, retain_until: datetime,
+def lock_at_least(s3: ObjectStore, bucket: str, key: str, version_id: str, mode: str, retain_until: datetime,
                   current: LockState | None = None) -> LockState:
     """Lock one version at least as strongly and as long as requested, keeping any stronger lock, safe against a
     concurrent locker (another incident's freeze or hold locking the same version at the same time).
@@ -195,7 +244,8 @@ def _covers(current: LockState, mode: str, retain_until: datetime) -> bool:
             and _LOCK_STRENGTH.get(current.mode or "", 0) >= _LOCK_STRENGTH[mode])
 
 
-def try_put_retention(s3: Any, bucket: str, key: str, version_id: str, mode: str, retain_until: datetime) -> bool:
+def try_put_retention(s3: ObjectStore, bucket: str, key: str, version_id: str, mode: str,
+                      retain_until: datetime) -> bool:
     """PutObjectRetention without reading the current lock first. False when the endpoint refuses it, which S3 does
     when it would shorten or weaken an existing lock: the caller then reads the lock and keeps the stronger one."""
     try:
@@ -208,12 +258,12 @@ def try_put_retention(s3: Any, bucket: str, key: str, version_id: str, mode: str
     return True
 
 
-def set_legal_hold(s3: Any, bucket: str, key: str, version_id: str, *, on: bool) -> None:
+def set_legal_hold(s3: ObjectStore, bucket: str, key: str, version_id: str, *, on: bool) -> None:
     s3.put_object_legal_hold(Bucket=bucket, Key=key, VersionId=version_id,
                              LegalHold={"Status": "ON" if on else "OFF"})
 
 
-def put_bytes(s3: Any, bucket: str, key: str, body: bytes, *, content_type: str, create_only: bool = False,
+def put_bytes(s3: ObjectStore, bucket: str, key: str, body: bytes, *, content_type: str, create_only: bool = False,
               lock: tuple[str, datetime] | None = None) -> str | None:
     """Put with a SHA-256 checksum. create_only: returns None when the key exists already (a retry or a duplicate)."""
     kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "Body": body, "ContentType": content_type,
@@ -237,11 +287,11 @@ def encode_json(document: Mapping[str, Any]) -> bytes:
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
 
-def put_json(s3: Any, bucket: str, key: str, document: Mapping[str, Any], **kwargs: Any) -> str | None:
+def put_json(s3: ObjectStore, bucket: str, key: str, document: Mapping[str, Any], **kwargs: Any) -> str | None:
     return put_bytes(s3, bucket, key, encode_json(document), content_type="application/json", **kwargs)
 
 
-def get_bytes(s3: Any, bucket: str, key: str, version_id: str | None = None) -> bytes:
+def get_bytes(s3: ObjectStore, bucket: str, key: str, version_id: str | None = None) -> bytes:
     kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
     if version_id:
         kwargs["VersionId"] = version_id
@@ -253,7 +303,7 @@ def get_bytes(s3: Any, bucket: str, key: str, version_id: str | None = None) -> 
         raise
 
 
-def exists(s3: Any, bucket: str, key: str) -> bool:
+def exists(s3: ObjectStore, bucket: str, key: str) -> bool:
     try:
         s3.head_object(Bucket=bucket, Key=key)
     except ClientError as exc:
@@ -263,21 +313,21 @@ def exists(s3: Any, bucket: str, key: str) -> bool:
     return True
 
 
-def get_json_version(s3: Any, bucket: str, key: str, version_id: str) -> dict[str, Any]:
+def get_json_version(s3: ObjectStore, bucket: str, key: str, version_id: str) -> dict[str, Any]:
     document = json.loads(get_bytes(s3, bucket, key, version_id))
     if not isinstance(document, dict):
         raise NotFoundError(f"s3://{bucket}/{key}?versionId={version_id} is not a JSON object")
     return document
 
 
-def get_json(s3: Any, bucket: str, key: str) -> dict[str, Any]:
+def get_json(s3: ObjectStore, bucket: str, key: str) -> dict[str, Any]:
     document = json.loads(get_bytes(s3, bucket, key))
     if not isinstance(document, dict):
         raise NotFoundError(f"s3://{bucket}/{key} is not a JSON object")
     return document
 
 
-def ensure_buckets(s3: Any, settings: Settings, evidence_default_days: int = 1) -> None:
+def ensure_buckets(s3: ObjectStore, settings: Settings, evidence_default_days: int = 1) -> None:
     """Local mode only (AWS buckets come from template.yaml): raw bucket versioned with Object Lock and no default
     retention; evidence bucket with a default GOVERNANCE retention."""
     for bucket in (settings.raw_bucket, settings.evidence_bucket):
@@ -305,3 +355,67 @@ def error_code(exc: ClientError) -> str:
 def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", "")) or str(
         exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class VersionEntry:
+    """One version or delete marker as the version listing shows it."""
+
+    key: str
+    version_id: str
+    is_latest: bool
+    delete_marker: bool
+
+
+def list_version_entries(s3: ObjectStore, bucket: str, prefix: str) -> Iterator[VersionEntry]:
+    """Every version, then every delete marker, of each listed page under prefix; a key's versions newest first."""
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Versions", []):
+            yield VersionEntry(item["Key"], item["VersionId"], bool(item.get("IsLatest")), False)
+        for item in page.get("DeleteMarkers", []):
+            yield VersionEntry(item["Key"], item["VersionId"], bool(item.get("IsLatest")), True)
+
+
+def list_prefixes(s3: ObjectStore, bucket: str, prefix: str, delimiter: str = "/") -> Iterator[str]:
+    """The common prefixes (one folder level) under prefix."""
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter=delimiter):
+        for item in page.get("CommonPrefixes", []):
+            yield str(item["Prefix"])
+
+
+def head_latest(s3: ObjectStore, bucket: str, key: str) -> dict[str, Any]:
+    """HEAD of a key's latest version."""
+    return dict(s3.head_object(Bucket=bucket, Key=key))
+
+
+def open_version(s3: ObjectStore, bucket: str, key: str, version_id: str) -> ReadableBody:
+    """The body of one version, streamed (the caller reads and closes it)."""
+    body: ReadableBody = s3.get_object(Bucket=bucket, Key=key, VersionId=version_id)["Body"]
+    return body
+
+
+@dataclass(frozen=True, slots=True)
+class Copied:
+    version_id: str
+    sha256: str | None  # hex of the SHA-256 the store computed over the copy, None when it reported none
+
+
+def copy_version(s3: ObjectStore, source_bucket: str, source_key: str, source_version_id: str, bucket: str, key: str,
+                 lock: tuple[str, datetime]) -> Copied:
+    """Server-side copy of one version (metadata kept) into a new object locked `lock` = (mode, retain until), with
+    the SHA-256 of the copied bytes computed by the store."""
+    reply = s3.copy_object(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256",
+                           CopySource={"Bucket": source_bucket, "Key": source_key, "VersionId": source_version_id},
+                           ObjectLockMode=lock[0], ObjectLockRetainUntilDate=lock[1], MetadataDirective="COPY")
+    checksum = reply.get("CopyObjectResult", {}).get("ChecksumSHA256")
+    return Copied(str(reply.get("VersionId", "")), base64.b64decode(checksum).hex() if checksum else None)
+
+
+def delete_refused(s3: ObjectStore, bucket: str, key: str, version_id: str) -> bool:
+    """Try to delete one version (without any bypass): True when the store refused. Only the demo calls it, on a
+    version it has just seen locked, to show the lock holding."""
+    try:
+        s3.delete_object(Bucket=bucket, Key=key, VersionId=version_id)
+    except ClientError:
+        return True
+    return False

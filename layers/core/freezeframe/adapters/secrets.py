@@ -1,10 +1,14 @@
-"""Secrets: from the environment or a file locally, from Secrets Manager in AWS. Values are never logged."""
+"""Secrets: from the environment or a file locally, from Secrets Manager in AWS. Values are never logged.
+
+`SecretStore` is the typed interface of Secrets Manager's one operation freezeframe uses."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Protocol, cast
 
 import boto3
 
@@ -39,9 +43,17 @@ def _token(what: str, env_name: str, value: str | None, path: Path | None, arn: 
     raise ConfigError(f"no {what} configured: set {env_name}, {env_name}_FILE or {env_name}_SECRET_ARN")
 
 
+class SecretStore(Protocol):
+    def get_secret_value(self, *, SecretId: str) -> Mapping[str, Any]: ...
+
+
+def _secrets_client(region: str) -> SecretStore:
+    return cast(SecretStore, boto3.client("secretsmanager", region_name=region))
+
+
 @lru_cache(maxsize=8)
 def _secret_value(arn: str, region: str) -> str:
-    value = boto3.client("secretsmanager", region_name=region).get_secret_value(SecretId=arn).get("SecretString")
+    value = _secrets_client(region).get_secret_value(SecretId=arn).get("SecretString")
     if not value:
         raise ConfigError(f"secret {arn} has no SecretString")
     return str(value).strip()

@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from freezeframe.adapters import s3 as s3io
+from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings
 from freezeframe.custody.chain import Envelope, Link, Trust, canonical, chain_prefix, check_links
 from freezeframe.custody.signatures import fingerprint, load_public_key, load_roots, public_key_pem, sha256_hex
@@ -76,7 +77,7 @@ class BundleResult:
     segments: int
 
 
-def write_bundle(settings: Settings, s3: Any, incident_id: str, out: Path, trust: Trust, *,
+def write_bundle(settings: Settings, s3: ObjectStore, incident_id: str, out: Path, trust: Trust, *,
                  segments: bool = False) -> BundleResult:
     """Writes the bundle of an incident whose chain verifies against `trust` (a broken chain is refused: run
     `freezeframe verify` to see why)."""

@@ -24,6 +24,7 @@ from cryptography import x509
 
 from freezeframe.adapters import kms as kmsio
 from freezeframe.adapters import s3 as s3io
+from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.adapters.tsa import HttpTimeStamper, TimeStamper
 from freezeframe.config import Settings
 from freezeframe.custody.signatures import fingerprint, sha256_hex, signature_ok, timestamp_time
@@ -286,7 +287,7 @@ def sign_link(link: Link, signer: kmsio.DigestSigner, stamper: TimeStamper | Non
     return Envelope(body, signature, stamper.stamp(signature) if stamper is not None else None)
 
 
-def read_chain(s3: Any, bucket: str, incident_id: str) -> list[tuple[str, Envelope]]:
+def read_chain(s3: ObjectStore, bucket: str, incident_id: str) -> list[tuple[str, Envelope]]:
     """The current envelope of every chain key, in key order (sealing appends after the last)."""
     out = []
     for key in sorted(s3io.list_keys(s3, bucket, chain_prefix(incident_id))):
@@ -294,7 +295,7 @@ def read_chain(s3: Any, bucket: str, incident_id: str) -> list[tuple[str, Envelo
     return out
 
 
-def seal(settings: Settings, s3: Any, seal_with: Sealer, incident_id: str, kind: str, ref: ObjectRef,
+def seal(settings: Settings, s3: ObjectStore, seal_with: Sealer, incident_id: str, kind: str, ref: ObjectRef,
          lock: tuple[str, datetime] | None, now: datetime | None = None) -> Envelope:
     """Appends a signed, time-stamped link naming `ref` (idempotent: an object version already named returns its
     link). Concurrent sealers race on the create-only key of the next seq; the loser re-reads and retries."""
@@ -326,7 +327,7 @@ def seal(settings: Settings, s3: Any, seal_with: Sealer, incident_id: str, kind:
     raise CustodyError(f"could not append to the custody chain of {incident_id} after {SEAL_ATTEMPTS} attempts")
 
 
-def seal_written(settings: Settings, s3: Any, incident_id: str, kind: str, key: str, version_id: str | None,
+def seal_written(settings: Settings, s3: ObjectStore, incident_id: str, kind: str, key: str, version_id: str | None,
                  body: bytes, lock: tuple[str, datetime] | None) -> Envelope | None:
     """Seals what a signing function just wrote (`version_id`), or, when a create-only write found the key taken
     (None: a retry), the key's original version, whose bytes are then read back. None when signing is off."""
@@ -341,14 +342,14 @@ def seal_written(settings: Settings, s3: Any, incident_id: str, kind: str, key: 
     return seal(settings, s3, seal_with, incident_id, kind, ref, lock)
 
 
-def original_version(s3: Any, bucket: str, key: str) -> str:
+def original_version(s3: ObjectStore, bucket: str, key: str) -> str:
     versions = [v for v in s3io.list_all_versions(s3, bucket, key) if v[0] == key and not v[2]]
     if not versions:
         raise CustodyError(f"s3://{bucket}/{key} has no version to seal")
     return versions[-1][1]  # S3 lists a key's versions newest first
 
 
-def _publish_key(settings: Settings, s3: Any, incident_id: str, public_key_der: bytes,
+def _publish_key(settings: Settings, s3: ObjectStore, incident_id: str, public_key_der: bytes,
                  lock: tuple[str, datetime] | None) -> None:
     from freezeframe.custody.signatures import public_key_pem
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from freezeframe.adapters import s3 as s3io
+from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings
 from freezeframe.custody.chain import principal, seal_written
 from freezeframe.custody.pinned import chain_versions, online_trust
@@ -63,7 +64,7 @@ def build_entry(incident_id: str, action: str, who: str, at: datetime, purpose: 
             "purpose": purpose, "details": dict(details), "outputs": [output_digest(o) for o in outputs]}
 
 
-def record_access(settings: Settings, s3: Any, incident_id: str, action: str, details: Mapping[str, Any],
+def record_access(settings: Settings, s3: ObjectStore, incident_id: str, action: str, details: Mapping[str, Any],
                   outputs: Iterable[Output] = (), now: datetime | None = None) -> str | None:
     """Appends one entry and seals it; returns its key, or None for an incident that has no manifest (nothing was
     accessed)."""
@@ -80,7 +81,7 @@ def record_access(settings: Settings, s3: Any, incident_id: str, action: str, de
     return key
 
 
-def custody_trail(settings: Settings, s3: Any, incident_id: str) -> list[dict[str, Any]]:
+def custody_trail(settings: Settings, s3: ObjectStore, incident_id: str) -> list[dict[str, Any]]:
     """Every link of the incident's chain in order, checked (signature, predecessor, timestamp), with the ledger
     entry each custody link names. Raises CustodyError when a link does not check."""
     from freezeframe.custody.chain import Envelope, check_links

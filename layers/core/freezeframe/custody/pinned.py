@@ -15,6 +15,7 @@ from typing import Any
 
 from freezeframe.adapters import kms as kmsio
 from freezeframe.adapters import s3 as s3io
+from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings
 from freezeframe.custody.chain import Envelope, ObjectRef, Trust, chain_prefix, check_links
 from freezeframe.custody.signatures import load_roots, sha256_hex
@@ -69,14 +70,14 @@ def online_trust(settings: Settings, public_key: bytes | None = None, tsa_roots_
     return Trust(der, source, load_roots(tsa_roots_pem) if tsa_roots_pem else ())
 
 
-def chain_versions(s3: Any, bucket: str, incident_id: str) -> dict[str, list[tuple[str, bool]]]:
+def chain_versions(s3: ObjectStore, bucket: str, incident_id: str) -> dict[str, list[tuple[str, bool]]]:
     grouped: dict[str, list[tuple[str, bool]]] = {}
     for key, version_id, marker in s3io.list_all_versions(s3, bucket, chain_prefix(incident_id)):
         grouped.setdefault(key, []).append((version_id, marker))
     return grouped
 
 
-def read_pinned(settings: Settings, s3: Any, incident_id: str, trust: Trust | None = None) -> PinnedIncident:
+def read_pinned(settings: Settings, s3: ObjectStore, incident_id: str, trust: Trust | None = None) -> PinnedIncident:
     bucket = settings.evidence_bucket
     grouped = chain_versions(s3, bucket, incident_id)
     if not grouped:
@@ -107,15 +108,15 @@ def read_pinned(settings: Settings, s3: Any, incident_id: str, trust: Trust | No
     return PinnedIncident(incident_id, _read(s3, manifests[0]), tuple(_read(s3, ref) for ref in parts), True)
 
 
-def pinned_manifest(settings: Settings, s3: Any, incident_id: str) -> dict[str, Any]:
+def pinned_manifest(settings: Settings, s3: ObjectStore, incident_id: str) -> dict[str, Any]:
     return read_pinned(settings, s3, incident_id).manifest.document
 
 
-def pinned_parts(settings: Settings, s3: Any, incident_id: str) -> list[dict[str, Any]]:
+def pinned_parts(settings: Settings, s3: ObjectStore, incident_id: str) -> list[dict[str, Any]]:
     return [part.document for part in read_pinned(settings, s3, incident_id).parts]
 
 
-def _read(s3: Any, ref: ObjectRef) -> PinnedDocument:
+def _read(s3: ObjectStore, ref: ObjectRef) -> PinnedDocument:
     body = s3io.get_bytes(s3, ref.bucket, ref.key, ref.version_id)
     if sha256_hex(body) != ref.sha256:
         raise CustodyError(f"{ref.key}@{ref.version_id}: stored bytes hash to {sha256_hex(body)}, the signed "
@@ -133,7 +134,7 @@ def _object(key: str, body: bytes) -> dict[str, Any]:
     return document
 
 
-def _unsigned(settings: Settings, s3: Any, incident_id: str) -> PinnedIncident:
+def _unsigned(settings: Settings, s3: ObjectStore, incident_id: str) -> PinnedIncident:
     """No signing configured: each document's original (create-only) version, never a later one."""
     bucket = settings.evidence_bucket
     originals: dict[str, str] = {}

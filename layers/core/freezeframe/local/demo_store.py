@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from freezeframe.adapters import s3 as s3io
+from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings
 from freezeframe.errors import ConfigError, StackError
 from freezeframe.keys import TABLES_ROOT
@@ -69,7 +70,7 @@ class DemoDirectory:
         return self.directory / TSA_ROOTS
 
 
-def save(s3: Any, config: Settings, directory: Path, incident_id: str) -> None:
+def save(s3: ObjectStore, config: Settings, directory: Path, incident_id: str) -> None:
     """Copies both buckets (every version) and the evidence tables into `directory`, then writes demo.json last,
     so a directory with demo.json is complete."""
     store = directory / STORE
@@ -104,7 +105,7 @@ def save(s3: Any, config: Settings, directory: Path, incident_id: str) -> None:
     (directory / DEMO_DOCUMENT).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
 
 
-def _oldest_first(s3: Any, bucket: str) -> list[tuple[str, str, bool]]:
+def _oldest_first(s3: ObjectStore, bucket: str) -> list[tuple[str, str, bool]]:
     by_key: dict[str, list[tuple[str, str, bool]]] = {}
     for key, version_id, marker in s3io.list_all_versions(s3, bucket, ""):
         by_key.setdefault(key, []).append((key, version_id, marker))
