@@ -11,15 +11,15 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
-import boto3
-from botocore.config import Config
-
 from freezeframe.config import Settings
 from freezeframe.errors import FreezeframeError
 
 
 @lru_cache(maxsize=16)
 def _client(settings: Settings) -> Any:
+    import boto3  # noqa: PLC0415 - lazy: boto3 takes 0.5 s to import
+    from botocore.config import Config  # noqa: PLC0415 - lazy: boto3 takes 0.5 s to import
+
     kwargs: dict[str, Any] = {"region_name": settings.region,
                               "config": Config(retries={"max_attempts": 5, "mode": "standard"})}
     if settings.lambda_endpoint:
@@ -55,6 +55,9 @@ def execution_name(incident_id: str, nodes: Sequence[str]) -> str:
 
 @lru_cache(maxsize=16)
 def _sfn_client(settings: Settings) -> Any:
+    import boto3  # noqa: PLC0415 - lazy: boto3 takes 0.5 s to import
+    from botocore.config import Config  # noqa: PLC0415 - lazy: boto3 takes 0.5 s to import
+
     return boto3.client("stepfunctions", region_name=settings.region,
                         config=Config(retries={"max_attempts": 5, "mode": "standard"}))
 

@@ -6,8 +6,6 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-import boto3
-
 from freezeframe.config import Settings
 from freezeframe.errors import ConfigError
 
@@ -41,6 +39,8 @@ def _token(what: str, env_name: str, value: str | None, path: Path | None, arn: 
 
 @lru_cache(maxsize=8)
 def _secret_value(arn: str, region: str) -> str:
+    import boto3  # noqa: PLC0415 - lazy: boto3 takes 0.5 s to import
+
     value = boto3.client("secretsmanager", region_name=region).get_secret_value(SecretId=arn).get("SecretString")
     if not value:
         raise ConfigError(f"secret {arn} has no SecretString")
