@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from freezeframe.adapters import s3 as s3io
+from freezeframe.compact import WRITE_OPTIONS
 from freezeframe.config import Settings
 from freezeframe.crosslayer import CLUSTER_PART, cluster_tables, node_tables
 from freezeframe.custody.pinned import pinned_manifest
@@ -389,5 +390,5 @@ def context_records(s3: Any, manifest: dict[str, Any]) -> list[dict[str, Any]]:
 
 def parquet_bytes(table: pa.Table) -> bytes:
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd")
+    pq.write_table(table, sink, **WRITE_OPTIONS)
     return sink.getvalue()
