@@ -37,7 +37,7 @@ from freezeframe.dissect.job import EngineResult, SegmentSource, dissect_chunked
 from freezeframe.dissect.plan import SegmentSpan, plan_node
 from freezeframe.dissect.problems import SegmentRef
 from freezeframe.errors import CaptureFormatError, FreezeframeError
-from freezeframe.export import HashingStream
+from freezeframe.hashstream import HashingStream
 from freezeframe.keys import check_name, dissect_status_key, table_part_key
 from freezeframe.models import iso
 from freezeframe.node_state import NodeStateDocument
