@@ -120,9 +120,10 @@ def test_observers_runs_without_numpy() -> None:
              "           packets_in=0, bytes_out=1, bytes_in=0, payload_bytes_out=0, payload_bytes_in=0)\n"
              "t = pa.Table.from_pylist([row], schema=TABLES['connections'])\n"
              "print(combine({'a': {'connections': t}, 'b': {'connections': t.set_column(0, 'node', "
-             "pa.array(['b']))}}).tables['connections'].num_rows)\n")
+             "pa.array(['b']))}}).tables['connections'].num_rows)\n"
+             "print(combine({'a': {'connections': t}}).tables['connections'].column('observers').to_pylist())\n")
     out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout
-    assert out.strip() == "1"
+    assert out.split() == ["1", "[['a']]"]  # two nodes fold row by row, one node in Arrow: neither needs numpy
 
 
 def test_dissect_two_nodes_into_one_directory_folds_them_and_query_counts_conversations(tmp_path: Path) -> None:
