@@ -55,12 +55,12 @@ def view_rows(s3: MemoryS3) -> list[dict[str, object]]:
 
 def test_split_keeps_every_row_in_order_and_cuts_by_size() -> None:
     table = errors_table("node-a", 30_000)
-    files = split_parquet(table, target_bytes=100_000, row_group_rows=2_000)
+    files = split_parquet(table, target_bytes=50_000, row_group_rows=2_000)
     assert len(files) >= 3
-    assert all(len(body) < 100_000 + 60_000 for body in files)  # cut at the first row group past the target
+    assert all(len(body) < 50_000 + 60_000 for body in files)  # cut at the first row group past the target
     rows = [row for body in files for row in pq.read_table(io.BytesIO(body)).to_pylist()]
     assert rows == table.to_pylist()
-    assert split_parquet(table, target_bytes=100_000, row_group_rows=2_000) == files  # deterministic bytes
+    assert split_parquet(table, target_bytes=50_000, row_group_rows=2_000) == files  # deterministic bytes
     (whole,) = split_parquet(table)
     assert pq.read_table(io.BytesIO(whole)).num_rows == 30_000
     (empty,) = split_parquet(table.schema.empty_table())
@@ -81,15 +81,15 @@ def test_a_small_view_is_one_file_named_incident_parquet() -> None:
 def test_a_large_view_is_split_and_a_smaller_rerun_empties_the_stale_files() -> None:
     s3 = MemoryS3()
     parts = [put_part(s3, node, 20_000) for node in ("node-a", "node-b", "node-c")]
-    write_incident_views("evidence", s3, "inc-1", parts, target_bytes=200_000)
+    write_incident_views("evidence", s3, "inc-1", parts, target_bytes=60_000)
     first = sorted(s3io.list_keys(s3, "evidence", FOLDER))
     assert len(first) >= 3 and f"{FOLDER}incident.parquet" in first and f"{FOLDER}incident-00001.parquet" in first
     assert len(view_rows(s3)) == 60_000
     before = view_rows(s3)
-    write_incident_views("evidence", s3, "inc-1", parts, target_bytes=200_000)
+    write_incident_views("evidence", s3, "inc-1", parts, target_bytes=60_000)
     assert sorted(s3io.list_keys(s3, "evidence", FOLDER)) == first
     assert view_rows(s3) == before  # deterministic: the same names and rows
-    write_incident_views("evidence", s3, "inc-1", parts[:1], target_bytes=200_000)
+    write_incident_views("evidence", s3, "inc-1", parts[:1], target_bytes=60_000)
     assert sorted(s3io.list_keys(s3, "evidence", FOLDER)) == first  # nothing deleted (WORM) ...
     assert len(view_rows(s3)) == 20_000  # ... but the stale numbers hold no rows: each row is read once
 
@@ -102,7 +102,7 @@ def test_local_views_split_and_a_smaller_rerun_removes_the_stale_files(tmp_path)
 
     for node in ("node-a", "node-b"):
         put_local(node, 20_000)
-    write_local_views(tmp_path, "inc-1", target_bytes=200_000)
+    write_local_views(tmp_path, "inc-1", target_bytes=100_000)
     folder = tmp_path / FOLDER
     assert len(list(folder.glob("incident*.parquet"))) >= 2
     assert sum(pq.read_table(p).num_rows for p in folder.glob("incident*.parquet")) == 40_000

@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from freezeframe.cli import main
-from freezeframe.observers import TOLERANCE_NS, combine
+from freezeframe.observers import TOLERANCE_NS, combine, fold_rows
 from freezeframe.query import connect_local, run
 from tests.fixtures.evidence_tables import at, table_of
 
@@ -119,9 +120,10 @@ def test_observers_runs_without_numpy() -> None:
              "           packets_in=0, bytes_out=1, bytes_in=0, payload_bytes_out=0, payload_bytes_in=0)\n"
              "t = pa.Table.from_pylist([row], schema=TABLES['connections'])\n"
              "print(combine({'a': {'connections': t}, 'b': {'connections': t.set_column(0, 'node', "
-             "pa.array(['b']))}}).tables['connections'].num_rows)\n")
+             "pa.array(['b']))}}).tables['connections'].num_rows)\n"
+             "print(combine({'a': {'connections': t}}).tables['connections'].column('observers').to_pylist())\n")
     out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout
-    assert out.strip() == "1"
+    assert out.split() == ["1", "[['a']]"]  # two nodes fold row by row, one node in Arrow: neither needs numpy
 
 
 def test_dissect_two_nodes_into_one_directory_folds_them_and_query_counts_conversations(tmp_path: Path) -> None:
@@ -134,3 +136,48 @@ def test_dissect_two_nodes_into_one_directory_folds_them_and_query_counts_conver
     for name, rows in per_node.items():
         counted = run(None, f"SELECT count(*), min(cardinality(observers)) FROM {name}", con).rows[0]  # noqa: S608
         assert counted == (rows, 2), name
+
+
+def _parts(out: Path) -> dict[str, dict[str, pa.Table]]:
+    """Every node's parts dissected into `out`, as `views.build_views` reads them."""
+    per_node: dict[str, dict[str, pa.Table]] = {}
+    for path in out.glob("tables/*/dt=*/incident_id=local/*.parquet"):
+        per_node.setdefault(path.stem, {})[path.parts[-4]] = pq.read_table(path)
+    return per_node
+
+
+def _same(per_node: dict[str, dict[str, pa.Table]]) -> dict[str, pa.Table]:
+    fast, general = combine(per_node), fold_rows(per_node)
+    assert fast.conn_ids == general.conn_ids
+    for name, table in general.tables.items():
+        assert fast.tables[name].schema == table.schema, name  # types, nullability, descriptions, metadata
+        assert fast.tables[name].to_pylist() == table.to_pylist(), name  # same rows in the same order
+    return general.tables
+
+
+def test_one_observer_in_arrow_equals_the_row_by_row_fold_on_a_dissected_capture(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["dissect", str(SAMPLE), "--out", str(out), "--node", "node-a"]) == 0
+    per_node = _parts(out)
+    assert set(per_node) == {"node-a", "cluster"}  # services and endpoints: the cluster-wide part
+    views = _same(per_node)
+    assert views["connections"].num_rows == per_node["node-a"]["connections"].num_rows > 0
+    assert {row["observers"][0] for row in views["http"].to_pylist()} == {"node-a"}
+    # Two nodes fold row by row (the one-observer path steps aside): still one result, and it is the general one.
+    assert main(["dissect", str(SAMPLE), "--out", str(out), "--node", "node-b"]) == 0
+    folded = combine(_parts(out)).tables["connections"]
+    assert folded.to_pylist() == fold_rows(_parts(out)).tables["connections"].to_pylist()
+    assert min(len(row["observers"]) for row in folded.to_pylist()) == 2
+
+
+def test_one_observer_keeps_the_folds_order_for_rows_tied_in_time_and_connection() -> None:
+    # Two requests in one packet (same ts_ns and conn_id): the fold groups them by method, host and path, and the
+    # group seen first comes first, so the order is the table's only by construction. Here /b's group was seen
+    # first (an earlier /b request), so the tied /a request follows the tied /b one.
+    def request(seconds: float, path: str) -> dict[str, Any]:
+        return {"node": "a", "conn_id": "c1", "ts_ns": at(seconds), "method": "GET", "path": path, "status": 200}
+
+    tables = {"a": {"connections": table_of("connections", [_tcp("a", "c1")]),
+                    "http": table_of("http", [request(1.0, "/b"), request(1.5, "/a"), request(1.5, "/b")])}}
+    views = _same(tables)
+    assert [row["path"] for row in views["http"].to_pylist()] == ["/b", "/b", "/a"]

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import io
 import json
 import logging
 import os
@@ -51,6 +50,7 @@ from freezeframe.config import Settings
 from freezeframe.custody.pinned import read_pinned
 from freezeframe.dissect.enrich import IpTimeline
 from freezeframe.errors import CaptureFormatError, FreezeframeError, SegmentCorruptError
+from freezeframe.hashstream import CHUNK_BYTES, HashingStream
 from freezeframe.models import ManifestEntry, parse_iso, to_ns
 from freezeframe.pcapio import (
     LINKTYPE_ETHERNET,
@@ -66,7 +66,6 @@ from freezeframe.verify import S3Store, document_checks, version_list_check
 
 logger = logging.getLogger(__name__)
 FORMATS = ("pcapng", "pcap")
-CHUNK_BYTES = 1 << 16
 RUN_PACKETS = 256  # packets per node held between the reader and the merge
 LINKTYPE_IPV4 = 228
 LINKTYPE_IPV6 = 229
@@ -204,45 +203,6 @@ def select(entries: Iterable[tuple[str, ManifestEntry]], options: ExportOptions
 
 
 # --------------------------------------------------------------------------------------------------- segment stream
-
-
-class HashingStream(io.RawIOBase):
-    """A read-only stream over a body that hashes and counts every byte read, and reports progress."""
-
-    def __init__(self, body: Any, on_bytes: Callable[[int], None] | None = None) -> None:
-        super().__init__()
-        self._body = body
-        self._on_bytes = on_bytes
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        data: bytes = self._body.read() if size is None or size < 0 else self._body.read(size)
-        if data:
-            self.sha256.update(data)
-            self.size += len(data)
-            if self._on_bytes is not None:
-                self._on_bytes(len(data))
-        return data
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[:len(data)] = data
-        return len(data)
-
-    def drain(self) -> None:
-        """Read (and hash) whatever the decompressor left unread, such as trailing bytes after the last frame."""
-        while self.read(CHUNK_BYTES):
-            pass
-
-    def close(self) -> None:
-        closer = getattr(self._body, "close", None)
-        if closer is not None:
-            closer()
-        super().close()
 
 
 Opener = Callable[[str, str, str], Any]  # (bucket, key, version_id) -> a readable body

@@ -189,11 +189,17 @@ def combine(per_node: Mapping[str, Mapping[str, pa.Table]], tolerance_ns: int = 
     """The views of an incident from its nodes' tables (`per_node[node][table]`, schemas `TABLES`).
 
     Every table of `VIEWS` is in the result (empty when no node has it); rows sorted by time, then conn_id."""
+    alone = _one_observer(per_node, tolerance_ns)
+    return alone if alone is not None else fold_rows(per_node, tolerance_ns)
+
+
+def fold_rows(per_node: Mapping[str, Mapping[str, pa.Table]], tolerance_ns: int = TOLERANCE_NS) -> Combined:
+    """`combine` row by row in Python, whatever the number of observers (the reference its one-observer path in
+    Arrow is tested against)."""
     # Cluster-wide parts (services, endpoints) have no node column: their part's name stands for it.
     rows = {name: [{"node": node, **row} for node in sorted(per_node) if name in per_node[node]
                    for row in per_node[node][name].to_pylist()] for name in TABLES}
-    connections = _clusters(rows["connections"], lambda r: (r["proto"], _unordered(r)), _connection_interval,
-                            tolerance_ns, with_isns=True)
+    connections = _clusters(rows["connections"], _connection_key, _connection_interval, tolerance_ns, with_isns=True)
     folded = {"connections": [_fold("connections", c, _connection_rank) for c in connections]}
     conn_ids: dict[tuple[str, str], str] = {}
     for cluster, row in zip(connections, folded["connections"], strict=True):
@@ -201,13 +207,9 @@ def combine(per_node: Mapping[str, Mapping[str, pa.Table]], tolerance_ns: int = 
             conn_ids[(sighting["node"], sighting["conn_id"])] = row["conn_id"]
     app_rows = {name: [{**r, "conn_id": conn_ids.get((r["node"], r["conn_id"]), r["conn_id"])} for r in rows[name]]
                 for name in APP_TABLES}
-    keys: dict[str, Callable[[Row], Any]] = {
-        "dns": lambda r: (_unordered(r), r["transport"], r["transaction_id"], r["qname"], r["qtype"]),
-        "http": lambda r: (r["conn_id"], r["method"], r["host"], r["path"]),
-        "tls": lambda r: (r["conn_id"], r["sni"]),
-    }
     for name in APP_TABLES:
-        folded[name] = [_fold(name, c, _app_rank) for c in _clusters(app_rows[name], keys[name], _point, tolerance_ns)]
+        folded[name] = [_fold(name, c, _app_rank)
+                        for c in _clusters(app_rows[name], _APP_KEYS[name], _point, tolerance_ns)]
     folded["dissect_errors"] = [_single(row) for row in rows["dissect_errors"]]
     # Cross-layer tables are each node's own state (or the cluster's objects): one row per sighting, with the
     # connections they name re-pointed to the row that reports the conversation.
@@ -216,10 +218,129 @@ def combine(per_node: Mapping[str, Mapping[str, pa.Table]], tolerance_ns: int = 
             folded[name] = [_single({**row, **{column: conn_ids.get((row["node"], row[column]), row[column])
                                                for column in ("conn_id", "backend_conn_id") if row.get(column)}})
                             for row in rows[name]]
+    return Combined({name: _view_table(name, folded.get(name, [])) for name in VIEWS}, conn_ids)
+
+
+def _time_column(name: str) -> str | None:
+    return "first_ts_ns" if name == "connections" else "ts_ns" if "ts_ns" in VIEWS[name].names else None
+
+
+def _view_table(name: str, folded: list[Row]) -> pa.Table:
+    """The view `name` from its folded rows: sorted by time, then conn_id (or segment), then node."""
+    schema, time_column = VIEWS[name], _time_column(name)
+    ordered = sorted(folded, key=lambda r: (
+        r.get(time_column) or 0 if time_column else 0, r.get("conn_id") or r.get("segment") or "", r["node"]))
+    return pa.Table.from_pylist(ordered, schema=schema) if ordered else schema.empty_table()
+
+
+def _connection_key(row: Row) -> tuple[Any, ...]:
+    return row["proto"], _unordered(row)
+
+
+_APP_KEYS: dict[str, Callable[[Row], Any]] = {
+    "dns": lambda r: (_unordered(r), r["transport"], r["transaction_id"], r["qname"], r["qtype"]),
+    "http": lambda r: (r["conn_id"], r["method"], r["host"], r["path"]),
+    "tls": lambda r: (r["conn_id"], r["sni"]),
+}
+
+
+# One observer: the fold in Arrow. When every sighting of a table comes from one node, `_fits` never joins two, so
+# every row is its own cluster: its view is the row with observers=[node], observer=node, no disagreement, and
+# conn_ids map to themselves. `combine` on one node (every local `freezeframe dissect --out`, every single-node
+# incident) then costs a sort instead of a Python pass over every row. Rows equal in the final sort key (time,
+# conn_id or segment, node) keep the order the fold's clustering gives them, which is not the parts' order: a
+# table that has any such tie is folded row by row as in the general case (tests/unit/test_observers.py compares
+# both paths).
+def _one_observer(per_node: Mapping[str, Mapping[str, pa.Table]], tolerance_ns: int) -> Combined | None:
+    """`combine`'s result when each folded table (connections, dns, http, tls) holds one node's rows; else None."""
+    import pyarrow.compute as pc  # noqa: PLC0415 - only this path needs it
+
+    parts: dict[str, list[tuple[pa.Table, pa.Array]]] = {}
+    for name in VIEWS:
+        for part_name in sorted(per_node):
+            table = per_node[part_name].get(name)
+            if table is None:
+                continue
+            if "node" in table.column_names:
+                node = table.column("node").combine_chunks()
+                if node.null_count:  # the general fold sees None as a node of its own; keep to it
+                    return None
+            else:  # cluster-wide parts have no node column: their part's name stands for it
+                node = pa.array([part_name] * table.num_rows, pa.string())
+            parts.setdefault(name, []).append((table, node))
+    for name in ("connections", *APP_TABLES):
+        seen = {value for _table, node in parts.get(name, []) for value in pc.unique(node).to_pylist()}
+        if len(seen) > 1:
+            return None
     tables = {}
     for name, schema in VIEWS.items():
-        time_column = "first_ts_ns" if name == "connections" else "ts_ns" if "ts_ns" in schema.names else None
-        ordered = sorted(folded.get(name, []), key=lambda r: (
-            r.get(time_column) or 0 if time_column else 0, r.get("conn_id") or r.get("segment") or "", r["node"]))
-        tables[name] = pa.Table.from_pylist(ordered, schema=schema) if ordered else schema.empty_table()
+        found = parts.get(name, [])
+        rows = sum(table.num_rows for table, _node in found)
+        if not rows:
+            tables[name] = schema.empty_table()
+            continue
+        node = pa.concat_arrays([n for _table, n in found]) if found else pa.array([], pa.string())
+        columns = []
+        for wanted in schema:
+            if wanted.name == "node":
+                columns.append(node)
+            elif wanted.name == "observers":
+                columns.append(pa.ListArray.from_arrays(pa.array(range(rows + 1), pa.int32()), node))
+            elif wanted.name == "observer":
+                columns.append(node)
+            elif wanted.name == "views_disagree":
+                columns.append(pa.array([False] * rows, pa.bool_()))
+            elif wanted.name == "disagreeing":
+                columns.append(pa.ListArray.from_arrays(pa.array([0] * (rows + 1), pa.int32()),
+                                                        pa.array([], pa.string())))
+            else:
+                pieces = [table.column(wanted.name).cast(wanted.type) if wanted.name in table.column_names
+                          else pa.chunked_array([pa.nulls(table.num_rows, wanted.type)]) for table, _node in found]
+                columns.append(pa.chunked_array([c for piece in pieces for c in piece.chunks], wanted.type))
+        view = pa.Table.from_arrays(columns, schema=schema)
+        time_column = _time_column(name)
+        time = (pc.fill_null(view.column(time_column), 0) if time_column
+                else pa.chunked_array([pa.array([0] * rows, pa.int64())]))
+        key = pa.chunked_array([pa.array([""] * rows, pa.string())])
+        for column in ("segment", "conn_id"):  # r.get("conn_id") or r.get("segment") or ""
+            if column in view.column_names:
+                values = view.column(column)
+                key = pc.if_else(pc.fill_null(pc.not_equal(values, ""), False), values, key)
+        position = pa.array(range(rows), pa.int64())
+        order = pa.table({"t": time, "k": key, "n": node, "i": position})
+        indices = pc.sort_indices(order, [("t", "ascending"), ("k", "ascending"), ("n", "ascending"),
+                                          ("i", "ascending")])
+        ranked = order.take(indices)
+        if name in COMPARED and rows > 1 and _has_ties(ranked):
+            tables[name] = _fold_one_node(name, view, tolerance_ns)
+        elif pc.all(pc.equal(indices, position)).as_py():  # already in order (the engines emit rows in time order)
+            tables[name] = view
+        else:
+            tables[name] = view.take(indices)
+    connections = tables["connections"]
+    conn_ids = {(node, conn_id): conn_id for node, conn_id in zip(connections.column("node").to_pylist(),
+                                                                  connections.column("conn_id").to_pylist(),
+                                                                  strict=True)}
     return Combined(tables, conn_ids)
+
+
+def _has_ties(ranked: pa.Table) -> bool:
+    """True when two neighbours of the sorted key table are equal in time, key and node."""
+    import pyarrow.compute as pc  # noqa: PLC0415
+
+    same = None
+    for column in ("t", "k", "n"):
+        values = ranked.column(column).combine_chunks()
+        equal = pc.equal(values.slice(1), values.slice(0, len(values) - 1))
+        same = equal if same is None else pc.and_(same, equal)
+    return bool(pc.any(same).as_py())
+
+
+def _fold_one_node(name: str, view: pa.Table, tolerance_ns: int) -> pa.Table:
+    """One node's table folded row by row as `combine` does (every cluster holds one row; the order is the fold's)."""
+    rows = view.drop_columns(["observers", "observer", "views_disagree", "disagreeing"]).to_pylist()
+    if name == "connections":
+        clusters = _clusters(rows, _connection_key, _connection_interval, tolerance_ns, with_isns=True)
+        return _view_table(name, [_fold(name, c, _connection_rank) for c in clusters])
+    clusters = _clusters(rows, _APP_KEYS[name], _point, tolerance_ns)
+    return _view_table(name, [_fold(name, c, _app_rank) for c in clusters])

@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import pyarrow as pa
@@ -91,15 +91,22 @@ def write_incident_views(bucket: str, s3: ObjectStore, incident_id: str, part_ke
     return rows
 
 
-def write_local_views(root: Path, incident_id: str, target_bytes: int = TARGET_BYTES) -> dict[str, Path]:
+def write_local_views(root: Path, incident_id: str, target_bytes: int = TARGET_BYTES,
+                      fresh: Mapping[str, pa.Table] | None = None) -> dict[str, Path]:
     """The incident's views under a local directory laid out like the bucket, from every node's parts there (each
-    split into files of about ``target_bytes``); the first file of each view."""
+    split into files of about ``target_bytes``); the first file of each view. ``fresh``: part key -> the table just
+    written there, used instead of reading the file back."""
+    known = fresh or {}
     keys = [path.relative_to(root).as_posix() for path in (root / TABLES_ROOT).glob(
         f"*/dt=*/incident_id={incident_id}/*.parquet")]
     written = {}
     every: set[Path] = set()
     staged = []
-    for name, (key, table) in build_views(incident_id, keys, lambda key: pq.read_table(root / key)).items():
+
+    def read(key: str) -> pa.Table:
+        return known[key] if key in known else pq.read_table(root / key)
+
+    for name, (key, table) in build_views(incident_id, keys, read).items():
         files = split_parquet(table, target_bytes)
         for file_key, body in zip(_numbered(key, len(files)), files, strict=True):
             target = root / file_key

@@ -303,5 +303,6 @@ impl DnsStream {
             start += 2 + size;
         }
         buffer.drain(..start);
+        crate::http::release(buffer);
     }
 }

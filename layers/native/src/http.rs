@@ -25,6 +25,22 @@ fn get<'a>(fields: &'a FieldMap, name: &str) -> Option<&'a str> {
     fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
 }
 
+/// Only the fields a row reports (`Row::extra`) are kept: a row of every request lives until the tables are built,
+/// and its other header fields would be most of the engine's memory.
+fn kept(mut fields: FieldMap, names: &[&str]) -> FieldMap {
+    fields.retain(|(name, _)| names.contains(&name.as_str()));
+    fields.shrink_to_fit();
+    fields
+}
+
+/// A side's buffer gives its memory back once everything in it is consumed (most connections end that way, and
+/// every connection's state is kept until the tables are built).
+pub fn release(buffer: &mut Vec<u8>) {
+    if buffer.is_empty() && buffer.capacity() != 0 {
+        *buffer = Vec::new();
+    }
+}
+
 fn latin1(bytes: &[u8]) -> String {
     if bytes.is_ascii() {
         // ASCII is its own latin-1 and UTF-8: one copy, no per-character work.
@@ -263,6 +279,8 @@ impl HttpConnection {
     pub fn data(&mut self, tracker: &mut HttpTracker, stats: &mut AppStats, flow: u32, client_outbound: bool,
                 from_client: bool, ts_ns: i64, chunk: &[u8]) {
         self.feed(tracker, stats, flow, client_outbound, from_client, ts_ns, chunk);
+        release(&mut self.from_client.buffer);
+        release(&mut self.from_server.buffer);
         self.sync(tracker);
     }
 
@@ -404,7 +422,7 @@ impl HttpConnection {
             let index = tracker.rows.len();
             tracker.rows.push(Row {
                 ts_ns: side.start_ts, flow, client_outbound, method: first, request_target: second,
-                http_version: third, request_fields: fields, status_code: None, reason_phrase: None,
+                http_version: third, request_fields: kept(fields, &["host", "user-agent", "content-type"]), status_code: None, reason_phrase: None,
                 response_fields: None, response_ts_ns: None, request_bytes: 0, response_bytes: 0,
                 response_complete: false,
             });
@@ -424,7 +442,7 @@ impl HttpConnection {
                     let r = &mut tracker.rows[index];
                     r.status_code = Some(status);
                     r.reason_phrase = Some(third);
-                    r.response_fields = Some(fields);
+                    r.response_fields = Some(kept(fields, &["content-type"]));
                     r.response_ts_ns = Some(self.from_server.start_ts);
                 }
             }

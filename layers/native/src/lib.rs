@@ -64,12 +64,34 @@ impl Engine {
         out
     }
 
-    /// Every table, in the schemas' column order (Kubernetes columns excluded: they are joined later).
+    /// Every table, in the schemas' column order (Kubernetes columns excluded: they are joined later). Called once:
+    /// each table's rows are freed as soon as its batch is built (the application tables first, then the
+    /// connections), so the engine's state and the batches are not both in memory whole; the counters and
+    /// `payload_segments` stay.
     pub fn finish(&mut self) -> Vec<(&'static str, RecordBatch)> {
         self.tracker.app.http.finish();
         let ids = self.tracker.identities();
-        vec![("connections", tables::connections(&self.tracker, &ids)), ("dns", tables::dns(&self.tracker, &ids)),
-             ("http", tables::http(&self.tracker, &ids)), ("tls", tables::tls(&self.tracker, &ids))]
+        for flow in &mut self.tracker.flows {
+            flow.app = apps::AppState::Ignored; // stream reassembly and parsers: no table reads them
+        }
+        give_back(); // freed small objects leave pages mimalloc keeps; the batches' large buffers need fresh ones
+        let dns = tables::dns(&self.tracker, &ids);
+        self.tracker.app.dns = Default::default();
+        give_back();
+        let http = tables::http(&self.tracker, &ids);
+        self.tracker.app.http = Default::default();
+        give_back();
+        let tls = tables::tls(&self.tracker, &ids);
+        self.tracker.app.tls = Default::default();
+        give_back();
+        let connections = tables::connections(&self.tracker, &ids);
+        for flow in &mut self.tracker.flows {
+            if let Some(tcp) = flow.tcp.as_mut() {
+                tcp.release();
+            }
+        }
+        give_back();
+        vec![("connections", connections), ("dns", dns), ("http", http), ("tls", tls)]
     }
 
     /// conn_id -> TCP segments with payload, for merging time chunks.
@@ -78,6 +100,24 @@ impl Engine {
         self.tracker.flows.iter().zip(ids).filter_map(|(f, id)| f.tcp.as_ref().map(|t| (id.conn_id, t.payload_segments)))
             .collect()
     }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.tracker = conn::Tracker::new("");
+        give_back();
+    }
+}
+
+/// Returns the memory the engine freed to the system: mimalloc keeps freed pages for reuse, but what comes after the
+/// engine (pyarrow, Parquet) allocates elsewhere, so pages kept here would only add to the process's peak.
+fn give_back() {
+    extern "C" {
+        // mimalloc's own API (linked in by the mimalloc crate, which does not wrap this one without more crates).
+        fn mi_collect(force: bool);
+    }
+    // SAFETY: mi_collect takes no pointers; it walks and purges the calling thread's heap and the free segments.
+    unsafe { mi_collect(true) }
 }
 
 /// A bare walk over the records of a capture: the floor the benchmark compares with.

@@ -187,6 +187,13 @@ fn floor_div(a: i128, b: i128) -> i64 {
 }
 
 impl TcpAnalysis {
+    /// Frees what only the analysis and the connections table need (unacked segments, history); the counters stay.
+    pub fn release(&mut self) {
+        self.out.segments = Vec::new();
+        self.in_.segments = Vec::new();
+        self.history = Vec::new();
+    }
+
     pub fn new() -> TcpAnalysis {
         TcpAnalysis {
             out: Direction::new(), in_: Direction::new(), retransmissions_out: 0, retransmissions_in: 0,

@@ -277,6 +277,7 @@ impl TlsConnection {
             start += 5 + length;
         }
         buffer.drain(..start);
+        crate::http::release(&mut buffer);
         let side = if from_client { &mut self.from_client } else { &mut self.from_server };
         side.buffer = buffer;
     }

@@ -14,8 +14,6 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any, Protocol, cast
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from freezeframe.config import Settings
@@ -34,6 +32,9 @@ class StateMachineStarter(Protocol):
 
 @lru_cache(maxsize=16)
 def _client(settings: Settings) -> FunctionInvoker:
+    import boto3  # noqa: PLC0415 - lazy: boto3 takes 0.5 s to import
+    from botocore.config import Config  # noqa: PLC0415 - lazy, with boto3
+
     kwargs: dict[str, Any] = {"region_name": settings.region,
                               "config": Config(retries={"max_attempts": 5, "mode": "standard"})}
     if settings.lambda_endpoint:
@@ -69,6 +70,9 @@ def execution_name(incident_id: str, nodes: Sequence[str]) -> str:
 
 @lru_cache(maxsize=16)
 def _sfn_client(settings: Settings) -> StateMachineStarter:
+    import boto3  # noqa: PLC0415 - lazy: boto3 takes 0.5 s to import
+    from botocore.config import Config  # noqa: PLC0415 - lazy, with boto3
+
     return cast(StateMachineStarter, boto3.client("stepfunctions", region_name=settings.region,
                                                   config=Config(retries={"max_attempts": 5, "mode": "standard"})))
 

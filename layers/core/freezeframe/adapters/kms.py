@@ -9,9 +9,6 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Protocol
 
-import boto3
-from botocore.config import Config
-
 from freezeframe.adapters.s3 import LOCAL_CREDENTIALS
 from freezeframe.config import Settings
 from freezeframe.errors import ConfigError
@@ -61,6 +58,8 @@ class KmsSigner:
 
 @lru_cache(maxsize=8)
 def client(settings: Settings) -> Any:
+    import boto3  # noqa: PLC0415 - lazy: boto3 takes 0.5 s to import
+    from botocore.config import Config  # noqa: PLC0415 - lazy: boto3 takes 0.5 s to import
     kwargs: dict[str, Any] = {"region_name": settings.region, "config": Config(retries={"max_attempts": 8,
                                                                                          "mode": "adaptive"})}
     if settings.kms_endpoint:
@@ -98,5 +97,6 @@ def create_signing_key(kms: Any, alias: str, description: str) -> str:
 @lru_cache(maxsize=8)
 def caller_arn(settings: Settings) -> str:
     """The IAM ARN of this process's credentials (the role session of a Lambda function), asked once."""
+    import boto3  # noqa: PLC0415 - lazy: boto3 takes 0.5 s to import
     sts = boto3.client("sts", region_name=settings.region)
     return str(sts.get_caller_identity()["Arn"])

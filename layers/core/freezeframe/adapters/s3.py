@@ -21,8 +21,6 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Protocol, cast
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from freezeframe.config import Settings
@@ -96,6 +94,8 @@ class ObjectStore(Protocol):
 def client(settings: Settings) -> ObjectStore:
     """One client per settings per process (boto3 clients are thread-safe, and building one costs milliseconds that
     a warm Lambda should not pay per request)."""
+    import boto3  # noqa: PLC0415 - lazy: boto3 takes 0.5 s to import
+    from botocore.config import Config  # noqa: PLC0415 - lazy: boto3 takes 0.5 s to import
     kwargs: dict[str, Any] = {"region_name": settings.region,
                               "config": Config(retries={"max_attempts": 8, "mode": "adaptive"},
                                                max_pool_connections=32)}
@@ -113,6 +113,7 @@ def client(settings: Settings) -> ObjectStore:
 def credentials(settings: Settings) -> tuple[str, str, str | None] | None:
     """The credentials boto3 would use, or the throwaway local ones for a local endpoint; None means the default
     chain (instance role) is left to the caller's SDK."""
+    import boto3  # noqa: PLC0415 - lazy: boto3 takes 0.5 s to import
     resolved = boto3.session.Session().get_credentials()
     if resolved is not None:
         frozen = resolved.get_frozen_credentials()

@@ -10,8 +10,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol, cast
 
-import boto3
-
 from freezeframe.config import Settings
 from freezeframe.errors import ConfigError
 
@@ -48,6 +46,8 @@ class SecretStore(Protocol):
 
 
 def _secrets_client(region: str) -> SecretStore:
+    import boto3  # noqa: PLC0415 - lazy: boto3 takes 0.5 s to import
+
     return cast(SecretStore, boto3.client("secretsmanager", region_name=region))
 
 

@@ -28,6 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import pyarrow as pa
+
 from freezeframe.crosslayer import CLUSTER_PART, cluster_tables, node_tables
 from freezeframe.dissect.chunks import Chunk
 from freezeframe.dissect.enrich import IpTimeline, enrich
@@ -35,7 +37,7 @@ from freezeframe.dissect.job import EngineResult, SegmentSource, dissect_chunked
 from freezeframe.dissect.plan import SegmentSpan, plan_node
 from freezeframe.dissect.problems import SegmentRef
 from freezeframe.errors import CaptureFormatError, FreezeframeError
-from freezeframe.export import HashingStream
+from freezeframe.hashstream import HashingStream
 from freezeframe.keys import check_name, dissect_status_key, table_part_key
 from freezeframe.models import iso
 from freezeframe.node_state import NodeStateDocument
@@ -217,12 +219,15 @@ def dissect_files(paths: list[Path], out: Path, node: str = "local", k8s: Path |
     summary = FilesResult(node, str(out), [info for info, _path in ordered])
     summary.stats = {**result.stats, **result.problems.totals()}
     staged: list[tuple[Path, Path]] = []
+    fresh: dict[str, pa.Table] = {}
     first_ns = min((info.first_ts_ns for info in inputs if info.first_ts_ns is not None), default=None)
     day_ns = first_ns if first_ns is not None else time.time_ns()
     try:
         for name, table in [*tables.items(), *cluster.items()]:
-            target = out / table_part_key(name, day_ns, incident_id, CLUSTER_PART if name in cluster else node)
+            key = table_part_key(name, day_ns, incident_id, CLUSTER_PART if name in cluster else node)
+            target = out / key
             staged.append((_stage(target, parquet_bytes(table)), target))
+            fresh[key] = table
             summary.tables[name] = table.num_rows
             summary.files[name] = str(target)
         status = out / dissect_status_key(incident_id, node)
@@ -234,7 +239,7 @@ def dissect_files(paths: list[Path], out: Path, node: str = "local", k8s: Path |
     for temporary, target in staged:
         os.replace(temporary, target)
     # The incident's views over every node dissected into `out` so far (one row per conversation across nodes).
-    for name, path in write_local_views(out, incident_id).items():
+    for name, path in write_local_views(out, incident_id, fresh=fresh).items():
         summary.views[name] = str(path)
     return summary
 

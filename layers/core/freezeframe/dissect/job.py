@@ -32,9 +32,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from freezeframe.adapters import s3 as s3io
+from freezeframe.compact import WRITE_OPTIONS
 from freezeframe.config import Settings
 from freezeframe.crosslayer import CLUSTER_PART, cluster_tables, node_tables
-from freezeframe.custody.pinned import pinned_manifest
 from freezeframe.dissect.apps import AppTracker
 from freezeframe.dissect.batch import feed_batches
 from freezeframe.dissect.chunks import Chunk, merge_connections, remap_conn_ids, replace_warm_rows
@@ -46,7 +46,6 @@ from freezeframe.dissect.problems import APP_KINDS, DECODE_KINDS, SegmentProblem
 from freezeframe.dissect.warmup import ChunkState, begin_chunk
 from freezeframe.errors import CaptureFormatError, NotFoundError, SegmentCorruptError
 from freezeframe.follow import inputs_digest
-from freezeframe.holds import manifest_parts
 from freezeframe.keys import dissect_status_key, table_part_key
 from freezeframe.manifest import entries_of
 from freezeframe.models import ManifestEntry, iso
@@ -278,6 +277,10 @@ def dissect_node(settings: Settings, s3: Any, incident_id: str, node: str,
     the first, in time order, so TCP state runs across the freeze point, and overwrites the node's Parquet parts
     (deterministic keys). A pass whose inputs equal the last successful pass's (`inputs_digest`) keeps its tables
     and returns at once, unless `force`."""
+    # The custody chain (cryptography) only here: a local `freezeframe dissect` never imports it.
+    from freezeframe.custody.pinned import pinned_manifest  # noqa: PLC0415
+    from freezeframe.holds import manifest_parts  # noqa: PLC0415
+
     manifest = pinned_manifest(settings, s3, incident_id)
     raw_bucket = manifest.get("raw_bucket", settings.raw_bucket)
     window_start_ns = _ns(manifest["request"]["window_start"])
@@ -390,5 +393,5 @@ def context_records(s3: Any, manifest: dict[str, Any]) -> list[dict[str, Any]]:
 
 def parquet_bytes(table: pa.Table) -> bytes:
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd")
+    pq.write_table(table, sink, **WRITE_OPTIONS)
     return sink.getvalue()

@@ -96,6 +96,7 @@ def dissect_segments(node: str, segments: Sequence[Any], chunk: Any = None) -> A
             data = stream.read()
         before = engine.stats()
         not_a_capture, read_problems = engine.feed(bytes(data))
+        del data  # freed before the next segment is read: one segment's bytes in memory at a time
         owns = job._owns_segment(chunk, segment.ref)
         if not_a_capture is not None:
             if owns:
