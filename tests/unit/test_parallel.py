@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import Future
+from pathlib import Path
 
 import pytest
 
 from freezeframe.parallel import LOCK_LIMIT, Tasks, gather, run_all
 
+CORE = Path(__file__).resolve().parents[2] / "layers" / "core" / "freezeframe"
 WAIT_S = 10  # a guard against hanging on a broken helper, never reached when it works
 
 
@@ -142,3 +144,12 @@ def test_gather_raises_only_once_every_future_is_done() -> None:
 def test_a_limit_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Tasks(0)
+
+
+FREEZE_MODULES = ("freeze", "node_state", "consolidate", "k8s_context", "segment_index", "legal_hold", "holds")
+
+
+@pytest.mark.parametrize("module", FREEZE_MODULES)
+def test_the_freezes_modules_run_parallel_requests_only_through_the_helper(module: str) -> None:
+    source = (CORE / f"{module}.py").read_text()
+    assert "ThreadPoolExecutor" not in source and "threading.Thread(" not in source
