@@ -143,6 +143,8 @@ class Listing:
 
 
 def freeze(settings: Settings, s3: ObjectStore, request: FreezeRequest, now: datetime | None = None) -> FreezeResult:
+    """Plans the freeze, then runs its steps in order; reads and locks overlap through three bounded pools, and any
+    error is raised once every task started has finished (`freezeframe.parallel`)."""
     plan = plan_freeze(request, settings, now or datetime.now(UTC))
     with Tasks(AUX_WORKERS) as aux, Tasks(LIST_WORKERS) as listers, Tasks(LOCK_WORKERS) as lockers:
         pools = Pools(aux, listers, lockers)
