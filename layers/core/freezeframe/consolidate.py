@@ -9,7 +9,6 @@ The originals stay locked in place; the copies are listed in the manifest under 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from freezeframe.adapters import s3 as s3io
@@ -18,6 +17,7 @@ from freezeframe.config import Settings
 from freezeframe.errors import SegmentCorruptError
 from freezeframe.keys import incident_prefix
 from freezeframe.models import FreezeRequest, ManifestEntry
+from freezeframe.parallel import LOCK_LIMIT, run_all
 
 
 def copy_key(incident_id: str, raw_key: str) -> str:
@@ -36,5 +36,4 @@ def consolidate(settings: Settings, s3: ObjectStore, request: FreezeRequest, ent
         return {"source_key": entry.key, "source_version_id": entry.version_id, "bucket": settings.evidence_bucket,
                 "key": key, "version_id": copied.version_id, "sha256": entry.sha256}
 
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        return list(pool.map(copy, entries))
+    return run_all(copy, entries, LOCK_LIMIT)

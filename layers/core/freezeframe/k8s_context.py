@@ -14,7 +14,6 @@ import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -24,6 +23,7 @@ from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings
 from freezeframe.keys import HOUR_NS, incident_prefix, k8s_batch_key, k8s_prefixes
 from freezeframe.models import iso
+from freezeframe.parallel import run_all
 
 POD_SCHEMA = "freezeframe.k8s-pod/v1"
 EVENT_SCHEMA = "freezeframe.k8s-event/v1"
@@ -33,6 +33,7 @@ ENDPOINTSLICE_SCHEMA = "freezeframe.k8s-endpointslice/v1"
 NODE_SCHEMA = "freezeframe.k8s-node/v1"
 SCHEMAS = (POD_SCHEMA, EVENT_SCHEMA, SERVICE_SCHEMA, ENDPOINTSLICE_SCHEMA, NODE_SCHEMA)
 DEFAULT_LOOKBACK_S = 3600
+READ_WORKERS = 8  # context reads and snapshots in flight
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +106,8 @@ def read_window(settings: Settings, s3: ObjectStore, cluster: str, start_ns: int
     """Every node's context objects from `lookback_s` before the window to its end, each read once."""
     versions = [v for prefix in k8s_prefixes(cluster, start_ns - lookback_s * 1_000_000_000, end_ns)
                 for v in s3io.list_versions(s3, settings.evidence_bucket, prefix)]
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return list(pool.map(lambda v: ContextObject(
-            v.key, v.version_id, s3io.get_bytes(s3, settings.evidence_bucket, v.key, v.version_id)), versions))
+    return run_all(lambda v: ContextObject(
+        v.key, v.version_id, s3io.get_bytes(s3, settings.evidence_bucket, v.key, v.version_id)), versions, READ_WORKERS)
 
 
 def records_of(objects: Iterable[ContextObject]) -> list[dict[str, Any]]:
@@ -133,8 +133,7 @@ def preserve(settings: Settings, s3: ObjectStore, incident_id: str, objects: Ite
         return ContextEntry(settings.evidence_bucket, key, written, hashlib.sha256(body).hexdigest(), len(body),
                             obj.node, mode, iso(retain_until))
 
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return sorted(pool.map(snapshot, objects), key=lambda e: (e.node, e.key))
+    return sorted(run_all(snapshot, objects, READ_WORKERS), key=lambda e: (e.node, e.key))
 
 
 def nodes_in(records: Iterable[Mapping[str, Any]], namespaces: Iterable[str], pods: Iterable[str]) -> set[str]:

@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,12 +26,13 @@ from freezeframe.config import Settings
 from freezeframe.errors import PayloadError
 from freezeframe.keys import check_name, node_state_prefixes, parse_node_state_key
 from freezeframe.models import FreezeRequest, ManifestEntry, iso
+from freezeframe.parallel import LOCK_LIMIT, run_all
 
 logger = logging.getLogger(__name__)
 
 NODE_STATE_SCHEMA = "freezeframe.node-state/v1"
 CONFIG_KINDS = ("routes", "mtus", "ruleset")
-LOCK_WORKERS = 16
+LOCK_WORKERS = LOCK_LIMIT
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +197,6 @@ def freeze_node_state(settings: Settings, s3: ObjectStore, request: FreezeReques
                               start_ns=parsed.start_ns, end_ns=parsed.end_ns, lock_mode=mode,
                               retain_until=iso(retain_until))
 
-    with ThreadPoolExecutor(max_workers=LOCK_WORKERS) as pool:
-        entries = list(pool.map(lock, chosen))
+    entries = run_all(lock, chosen, LOCK_WORKERS)
     logger.info("node state frozen", extra={"incident_id": request.incident_id, "documents": len(entries)})
     return sorted(entries, key=lambda e: (e.node, e.start_ns, e.key))

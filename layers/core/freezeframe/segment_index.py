@@ -14,7 +14,6 @@ import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from freezeframe.adapters import s3 as s3io
@@ -22,8 +21,10 @@ from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings
 from freezeframe.keys import HOUR_NS, check_name, index_batch_key, index_gap_key, index_prefixes
 from freezeframe.models import SegmentRecord
+from freezeframe.parallel import run_all
 
 INDEX_SCHEMA = "freezeframe.segment-index/v1"
+READ_WORKERS = 8  # index documents read in flight
 def batch_key(cluster: str, node: str, records: list[SegmentRecord]) -> str:
     digest = hashlib.sha256("\n".join(f"{r.key}@{r.version_id}" for r in records).encode()).hexdigest()[:16]
     seqs = [r.seq for r in records]
@@ -70,8 +71,7 @@ def load(settings: Settings, s3: ObjectStore, cluster: str, start_ns: int, end_n
     if nodes:
         prefixes = [f"{prefix}{check_name('node', node)}/" for prefix in prefixes for node in sorted(set(nodes))]
     keys = [k for prefix in prefixes for k in s3io.list_keys(s3, settings.evidence_bucket, prefix)]
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        documents = list(pool.map(lambda k: s3io.get_bytes(s3, settings.evidence_bucket, k), keys))
+    documents = run_all(lambda k: s3io.get_bytes(s3, settings.evidence_bucket, k), keys, READ_WORKERS)
     out: dict[tuple[str, str], SegmentRecord] = {}
     gaps: list[dict[str, Any]] = []
     for raw in documents:

@@ -1,0 +1,58 @@
+"""The one way the freeze runs store requests side by side: a bounded thread pool in which every task submitted runs
+to its end, and the first error (in submission order) is raised once all of them have finished.
+
+That is what each call site's `with ThreadPoolExecutor(...) as pool: list(pool.map(...))` did before: `map` submits
+every item at once, the error of the first failing item surfaces when its result is reached, and leaving the `with`
+block waits for the rest. A freeze that fails part-way has therefore still attempted every lock it listed, so a retry
+finds as much evidence locked as possible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from types import TracebackType
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+A = TypeVar("A")
+
+LOCK_LIMIT = 16  # retention, legal-hold, node-state and copy requests in flight per pool
+
+
+class Tasks:
+    """A bounded pool of threads for store requests, used as a context manager: leaving it waits for every task."""
+
+    def __init__(self, limit: int = LOCK_LIMIT) -> None:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        self.limit = limit
+        self._pool = ThreadPoolExecutor(max_workers=limit)
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        return self._pool.submit(fn, *args)
+
+    def __enter__(self) -> Tasks:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def gather(futures: Iterable[Future[T]]) -> list[T]:
+    """Waits for every future, then returns their results in order, or raises the first one's error (in order)."""
+    pending = list(futures)
+    wait(pending)
+    for future in pending:
+        error = future.exception()
+        if error is not None:
+            raise error
+    return [future.result() for future in pending]
+
+
+def run_all(fn: Callable[[A], T], items: Iterable[A], limit: int = LOCK_LIMIT) -> list[T]:
+    """`fn` over every item, at most `limit` at a time; results in the items' order (see `gather` for errors)."""
+    with Tasks(limit) as tasks:
+        futures = [tasks.submit(fn, item) for item in items]
+    return gather(futures)
