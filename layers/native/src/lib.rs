@@ -7,6 +7,7 @@ pub mod conn;
 pub mod decode;
 pub mod dns;
 pub mod http;
+pub mod merge;
 pub mod reader;
 pub mod tables;
 pub mod tcp;

@@ -126,5 +126,6 @@ fn freezeframe_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ArrowBatch>()?;
     m.add_function(wrap_pyfunction!(walk, m)?)?;
     m.add_function(wrap_pyfunction!(column_names, m)?)?;
+    m.add_function(wrap_pyfunction!(crate::merge::python::merge_segments, m)?)?;
     Ok(())
 }
