@@ -35,8 +35,10 @@ pub enum Finished<'a> {
 /// Where segments come from and where the output goes.
 pub trait Source {
     type Error;
+    /// Stored bytes, kept (not copied) while their packets are merged when they are not compressed.
+    type Bytes: AsRef<[u8]>;
     /// The stored bytes of `node`'s next segment (zstd or not), or None when the node has no more.
-    fn next_segment(&mut self, node: usize, finished: Finished<'_>) -> Result<Option<Vec<u8>>, Self::Error>;
+    fn next_segment(&mut self, node: usize, finished: Finished<'_>) -> Result<Option<Self::Bytes>, Self::Error>;
     fn write(&mut self, bytes: &[u8]) -> Result<(), Self::Error>;
 }
 
@@ -80,24 +82,42 @@ struct Record {
     start: usize,
 }
 
-struct Segment {
-    buf: Vec<u8>,
+enum Buffer<B> {
+    Decompressed(Vec<u8>),
+    Stored(B),
+}
+
+impl<B: AsRef<[u8]>> Buffer<B> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Buffer::Decompressed(v) => v,
+            Buffer::Stored(b) => b.as_ref(),
+        }
+    }
+}
+
+struct Segment<B> {
+    buf: Buffer<B>,
     records: Vec<Record>,
     next: usize,
     problems: Vec<reader::Problem>,
 }
 
 /// One stored segment read into memory and indexed: its packets' times, lengths and places in the buffer.
-fn index(raw: Vec<u8>) -> Result<Segment, String> {
-    let decompressed = reader::decompress(&raw).map(|(buf, error)| match buf {
+fn index<B: AsRef<[u8]>>(raw: B) -> Result<Segment<B>, String> {
+    let decompressed = reader::decompress(raw.as_ref()).map(|(buf, error)| match buf {
         std::borrow::Cow::Owned(v) => (Some(v), error),
         std::borrow::Cow::Borrowed(_) => (None, error),
     });
     let (owned, zstd_error) = decompressed.map_err(|e| e.0)?;
-    let buf = owned.unwrap_or(raw);
-    let mut records = Vec::with_capacity(buf.len() / 128);
-    let base = buf.as_ptr() as usize;
-    let problems = reader::read_capture(&buf, zstd_error, |p| {
+    let buf = match owned {
+        Some(v) => Buffer::Decompressed(v),
+        None => Buffer::Stored(raw),
+    };
+    let bytes = buf.bytes();
+    let mut records = Vec::with_capacity(bytes.len() / 128);
+    let base = bytes.as_ptr() as usize;
+    let problems = reader::read_capture(bytes, zstd_error, |p| {
         records.push(Record { ts_ns: p.ts_ns, orig_len: p.orig_len, link_type: p.link_type, len: p.data.len() as u32,
                               start: p.data.as_ptr() as usize - base });
     })
@@ -148,7 +168,10 @@ fn pcap_global_header(link_type: u32) -> [u8; 24] {
 }
 
 /// Asks `node`'s source for segments until one has a packet; None when the node has no more packets.
-fn advance<S: Source>(source: &mut S, node: usize, mut finished: Option<Segment>) -> Result<Option<Segment>, S::Error> {
+type SegmentOf<S> = Segment<<S as Source>::Bytes>;
+
+fn advance<S: Source>(source: &mut S, node: usize, mut finished: Option<SegmentOf<S>>)
+                      -> Result<Option<SegmentOf<S>>, S::Error> {
     let mut not_a_capture: Option<String> = None;
     loop {
         let raw = {
@@ -190,7 +213,7 @@ fn run<S: Source>(source: &mut S, nodes: usize, options: &Options, writer: &mut 
     if let Format::Pcapng { section_header, .. } = &options.format {
         writer.out.extend_from_slice(section_header);
     }
-    let mut current: Vec<Option<Segment>> = Vec::with_capacity(nodes);
+    let mut current: Vec<Option<SegmentOf<S>>> = Vec::with_capacity(nodes);
     let mut heap = BinaryHeap::with_capacity(nodes);
     for node in 0..nodes {
         let segment = advance(source, node, None)?;
@@ -214,7 +237,7 @@ fn run<S: Source>(source: &mut S, nodes: usize, options: &Options, writer: &mut 
         if record.ts_ns < start || record.ts_ns > end {
             outcome.filtered_out += 1;
         } else {
-            let data = &segment.buf[record.start..record.start + record.len as usize];
+            let data = &segment.buf.bytes()[record.start..record.start + record.len as usize];
             match &options.format {
                 Format::Pcap => {
                     match writer.pcap_link {
@@ -234,11 +257,13 @@ fn run<S: Source>(source: &mut S, nodes: usize, options: &Options, writer: &mut 
                         outcome.refusal = Some(Refusal::TimeOutOfRange { node, ts_ns: record.ts_ns });
                         return Ok(outcome);
                     }
+                    let mut head = [0u8; 16];
+                    for (i, word) in [sec as u32, record.ts_ns.rem_euclid(1_000_000_000) as u32, record.len,
+                                      record.orig_len as u32].into_iter().enumerate() {
+                        head[i * 4..i * 4 + 4].copy_from_slice(&word.to_le_bytes());
+                    }
                     let out = &mut writer.out;
-                    out.extend_from_slice(&(sec as u32).to_le_bytes());
-                    out.extend_from_slice(&(record.ts_ns.rem_euclid(1_000_000_000) as u32).to_le_bytes());
-                    out.extend_from_slice(&record.len.to_le_bytes());
-                    out.extend_from_slice(&(record.orig_len as u32).to_le_bytes());
+                    out.extend_from_slice(&head);
                     out.extend_from_slice(data);
                 }
                 Format::Pcapng { names, .. } => {
@@ -255,14 +280,13 @@ fn run<S: Source>(source: &mut S, nodes: usize, options: &Options, writer: &mut 
                     let pad = (4 - data.len() % 4) % 4;
                     let length = (32 + data.len() + pad) as u32;
                     let ts = record.ts_ns as u64;
+                    let mut head = [0u8; 28];
+                    for (i, word) in [6, length, interface, (ts >> 32) as u32, ts as u32, record.len,
+                                      record.orig_len as u32].into_iter().enumerate() {
+                        head[i * 4..i * 4 + 4].copy_from_slice(&word.to_le_bytes());
+                    }
                     let out = &mut writer.out;
-                    out.extend_from_slice(&6u32.to_le_bytes());
-                    out.extend_from_slice(&length.to_le_bytes());
-                    out.extend_from_slice(&interface.to_le_bytes());
-                    out.extend_from_slice(&((ts >> 32) as u32).to_le_bytes());
-                    out.extend_from_slice(&(ts as u32).to_le_bytes());
-                    out.extend_from_slice(&record.len.to_le_bytes());
-                    out.extend_from_slice(&(record.orig_len as u32).to_le_bytes());
+                    out.extend_from_slice(&head);
                     out.extend_from_slice(data);
                     out.extend_from_slice(&[0u8; 3][..pad]);
                     out.extend_from_slice(&length.to_le_bytes());
@@ -281,12 +305,9 @@ fn run<S: Source>(source: &mut S, nodes: usize, options: &Options, writer: &mut 
         }
         std::collections::binary_heap::PeekMut::pop(top);
         let finished = current[node].take();
-        match advance(source, node, finished)? {
-            Some(next) => {
-                heap.push(Reverse((next.records[0].ts_ns, node)));
-                current[node] = Some(next);
-            }
-            None => {}
+        if let Some(next) = advance(source, node, finished)? {
+            heap.push(Reverse((next.records[0].ts_ns, node)));
+            current[node] = Some(next);
         }
     }
     if let Format::Pcap = options.format {
@@ -309,6 +330,7 @@ mod tests {
 
     impl Source for Memory {
         type Error = String;
+        type Bytes = Vec<u8>;
         fn next_segment(&mut self, node: usize, finished: Finished<'_>) -> Result<Option<Vec<u8>>, String> {
             match finished {
                 Finished::Start => {}
@@ -383,10 +405,26 @@ pub mod python {
         write: Bound<'py, PyAny>,
     }
 
+    /// A Python bytes object's buffer, kept alive (and immutable) by the reference held with it.
+    struct Stored {
+        _owner: Py<PyBytes>,
+        ptr: *const u8,
+        len: usize,
+    }
+
+    impl AsRef<[u8]> for Stored {
+        fn as_ref(&self) -> &[u8] {
+            // SAFETY: `ptr`/`len` are the buffer of the bytes object `_owner` holds a reference to; bytes objects
+            // never change or move their buffer while alive.
+            unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+        }
+    }
+
     impl Source for PySource<'_> {
         type Error = PyErr;
+        type Bytes = Stored;
 
-        fn next_segment(&mut self, node: usize, finished: Finished<'_>) -> PyResult<Option<Vec<u8>>> {
+        fn next_segment(&mut self, node: usize, finished: Finished<'_>) -> PyResult<Option<Stored>> {
             let report: Bound<'_, PyAny> = match finished {
                 Finished::Start => self.py.None().into_bound(self.py),
                 Finished::Read(problems) => problems.iter()
@@ -400,7 +438,8 @@ pub mod python {
             }
             let bytes = got.downcast::<PyBytes>()
                 .map_err(|_| PyTypeError::new_err("next_segment must return bytes or None"))?;
-            Ok(Some(bytes.as_bytes().to_vec()))
+            let view = bytes.as_bytes();
+            Ok(Some(Stored { ptr: view.as_ptr(), len: view.len(), _owner: bytes.clone().unbind() }))
         }
 
         fn write(&mut self, bytes: &[u8]) -> PyResult<()> {
