@@ -12,6 +12,7 @@ pub mod reader;
 pub mod tables;
 pub mod tcp;
 pub mod tls;
+pub mod warmup;
 
 use arrow_array::RecordBatch;
 

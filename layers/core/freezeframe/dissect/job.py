@@ -146,8 +146,7 @@ def dissect_segments(node: str, segments: Sequence[SegmentSource], chunk: Chunk 
     from freezeframe.dissect import native  # noqa: PLC0415 - native imports this module
 
     warmed = chunk is not None and chunk.warmup_start_ns is not None and chunk.warmup_start_ns < chunk.start_ns
-    if (engine or native.selected()) == "native" and not warmed:
-        # A chunk with a warm-up runs in the reference engine: the compiled core has no warm-up (dissect.warmup).
+    if (engine or native.selected()) == "native":
         result: EngineResult = native.dissect_segments(node, segments, chunk)
         return result
     app = AppTracker(node)
