@@ -86,23 +86,32 @@ class WarmFlow:
 def fix_rows(table: pa.Table, flows: dict[str, WarmFlow]) -> pa.Table:
     """Pure: the chunk's connections rows with warm-only flows dropped, the warm completeness bits and the carried
     RTT sample removed (both engines: ``ChunkState.fix`` and dissect.native)."""
-    kept = []
-    for row in table.to_pylist():
-        if not (row["packets_out"] or 0) + (row["packets_in"] or 0):
-            continue  # seen only in the warm-up: the earlier chunk's
-        flow = flows.get(row["conn_id"])
-        if flow is not None and flow.warm_bits is not None and row["completeness"] is not None:
-            row["completeness"] &= ~flow.warm_bits
-        if flow is not None and flow.carried_rtt is not None:
+    # Column by column: only the six corrected columns go through Python lists (a chunk has tens of thousands of rows).
+    packets = pc.add(pc.fill_null(table.column("packets_out"), 0), pc.fill_null(table.column("packets_in"), 0))
+    table = table.filter(pc.greater(packets, 0))  # rows seen only in the warm-up are the earlier chunk's
+    if not table.num_rows:
+        return table.schema.empty_table()
+    columns = {name: table.column(name).to_pylist()
+               for name in ("completeness", "rtt_samples", "rtt_min_us", "rtt_max_us", "rtt_avg_us", "rtt_jitter_us")}
+    for index, conn_id in enumerate(table.column("conn_id").to_pylist()):
+        flow = flows.get(conn_id)
+        if flow is None:
+            continue
+        completeness = columns["completeness"][index]
+        if flow.warm_bits is not None and completeness is not None:
+            columns["completeness"][index] = completeness & ~flow.warm_bits
+        if flow.carried_rtt is not None:
             samples, low, high, total, jitter = flow.carried_rtt
             samples -= 1
-            row["rtt_samples"] = samples
-            row["rtt_min_us"] = low // 1000 if samples else None
-            row["rtt_max_us"] = high // 1000 if samples else None
-            row["rtt_avg_us"] = total // samples // 1000 if samples else None
-            row["rtt_jitter_us"] = jitter // samples // 1000 if samples else None
-        kept.append(row)
-    return pa.Table.from_pylist(kept, schema=table.schema) if kept else table.schema.empty_table()
+            columns["rtt_samples"][index] = samples
+            columns["rtt_min_us"][index] = low // 1000 if samples else None
+            columns["rtt_max_us"][index] = high // 1000 if samples else None
+            columns["rtt_avg_us"][index] = total // samples // 1000 if samples else None
+            columns["rtt_jitter_us"][index] = jitter // samples // 1000 if samples else None
+    for name, values in columns.items():
+        position = table.schema.get_field_index(name)
+        table = table.set_column(position, table.schema.field(name), pa.array(values, table.schema.field(name).type))
+    return table.combine_chunks()
 
 
 def _flows(tracker: ConnectionTracker) -> list[Any]:
