@@ -1,6 +1,6 @@
 # The README's two set-up commands. Each does its own set-up (venv, one pip install, apt packages, Kafka jars).
-.PHONY: demo test test-functional lint bench bench-freeze bench-agent bench-fuzz bench-fuzz-ci bench-dissect bench-webhook-fuzz \
-	bench-native bench-native-fuzz bench-scale
+.PHONY: demo test test-functional lint bench bench-freeze bench-agent bench-fuzz bench-fuzz-ci bench-dissect \
+	bench-webhook-fuzz bench-native bench-native-fuzz bench-scale bench-export
 
 demo:
 	.ci/setup demo
@@ -22,7 +22,8 @@ lint:
 	MYPYPATH=layers/core .venv/bin/mypy tests/functional/memstore.py
 
 # Benchmarks print their figures and their ratio to the reference measured in the same run.
-bench: bench-freeze bench-agent bench-fuzz bench-fuzz-ci bench-dissect bench-webhook-fuzz bench-native bench-native-fuzz
+bench: bench-freeze bench-agent bench-fuzz bench-fuzz-ci bench-dissect bench-webhook-fuzz bench-native bench-native-fuzz \
+	bench-export
 
 bench-freeze:
 	.ci/setup test
@@ -66,3 +67,8 @@ bench-native:
 bench-native-fuzz:
 	.ci/setup test
 	.venv/bin/python -m tests.bench.bench_native_fuzz
+
+# export-pcap's k-way merge on the bench-native capture dealt out to 4 nodes: compiled core, Python path, mergecap.
+bench-export:
+	.ci/setup test
+	.venv/bin/python -m tests.bench.bench_export

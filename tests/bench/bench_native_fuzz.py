@@ -4,7 +4,8 @@ Inputs come from tests/fixtures/native_compare.fuzz_inputs (the bases and mutati
 tests/unit/dissect/test_fuzz_capture.py: bit flips, truncations, hostile length fields, spliced garbage, overwritten
 ranges, sometimes two of them), each dissected by both engines; every table, dissect_errors row and counter must be
 equal. Work is split over processes by seed. Then, when a nightly toolchain with cargo-fuzz is installed, the
-coverage-guided fuzzer of the Rust side (layers/native/fuzz) runs for ``--cargo-fuzz-seconds``.
+coverage-guided fuzzers of the Rust side (layers/native/fuzz: the dissection path, and export-pcap's merge) run
+for ``--cargo-fuzz-seconds`` each.
 
 Exits non-zero on the first difference (printing the seed and input), or when a panic reaches Python.
 
@@ -49,16 +50,20 @@ def cargo_fuzz(seconds: int) -> str:
                 "cargo install cargo-fuzz)")
     # Build output outside the repository (sam build copies layers/native whole).
     env = {**os.environ, "CARGO_TARGET_DIR": str(Path.home() / ".cache" / "freezeframe" / "cargo-fuzz-target")}
-    corpus = Path.home() / ".cache" / "freezeframe" / "cargo-fuzz-corpus"
-    corpus.mkdir(parents=True, exist_ok=True)
     seeds = Path(__file__).resolve().parents[1] / "fixtures" / "sample.pcap"
-    done = subprocess.run(["cargo", "+nightly", "fuzz", "run", "dissect", str(corpus), str(seeds.parent), "--",
-                           f"-max_total_time={seconds}", "-max_len=65536", f"-artifact_prefix={corpus}/"],
-                          capture_output=True, text=True, cwd=CRATE, env=env)
-    tail = (done.stderr or "").strip().splitlines()[-3:]
-    if done.returncode:
-        raise SystemExit(f"cargo-fuzz found a crash: {' | '.join(tail)}")
-    return f"cargo-fuzz: {seconds} s, no crash ({' | '.join(tail)})"
+    report = []
+    # dissect: the whole per-packet path; merge: export-pcap's k-way merge (src/merge.rs)
+    for target, corpus_name in (("dissect", "cargo-fuzz-corpus"), ("merge", "cargo-fuzz-corpus-merge")):
+        corpus = Path.home() / ".cache" / "freezeframe" / corpus_name
+        corpus.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["cargo", "+nightly", "fuzz", "run", target, str(corpus), str(seeds.parent), "--",
+                               f"-max_total_time={seconds}", "-max_len=65536", f"-artifact_prefix={corpus}/"],
+                              capture_output=True, text=True, cwd=CRATE, env=env)
+        tail = (done.stderr or "").strip().splitlines()[-3:]
+        if done.returncode:
+            raise SystemExit(f"cargo-fuzz {target} found a crash: {' | '.join(tail)}")
+        report.append(f"cargo-fuzz {target}: {seconds} s, no crash ({' | '.join(tail)})")
+    return "\n".join(report)
 
 
 def main() -> int:

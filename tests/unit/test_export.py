@@ -214,3 +214,18 @@ def test_pcapng_segments_and_damage_are_read_through_pcapio() -> None:
     got, result = run_segment(stored, hashlib.sha256(stored).hexdigest(), len(stored), verify=True)
     assert [(f.ts_ns, f.link_type, f.data) for f in got] == [(10, LINKTYPE_RAW, IPV4), (11, LINKTYPE_RAW, IPV4)]
     assert result.problems.get("truncated") == 1 and result.verified_segments == 1
+
+
+def test_without_the_compiled_core_the_python_merge_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The merge engine follows FREEZEFRAME_DISSECT_ENGINE as dissection does: auto falls back to the Python path
+    when freezeframe_native is not installed, and native then fails with a clear error."""
+    from freezeframe import export
+    from freezeframe.dissect import native
+    from freezeframe.errors import ConfigError
+
+    monkeypatch.setattr(native, "extension", lambda: None)
+    monkeypatch.delenv("FREEZEFRAME_DISSECT_ENGINE", raising=False)
+    assert export.merge_engine() == "python"
+    monkeypatch.setenv("FREEZEFRAME_DISSECT_ENGINE", "native")
+    with pytest.raises(ConfigError, match="not installed"):
+        export.merge_engine()

@@ -70,6 +70,7 @@ RUN_PACKETS = 256  # packets per node held between the reader and the merge
 LINKTYPE_IPV4 = 228
 LINKTYPE_IPV6 = 229
 SNAPLEN = 262_144
+PCAP_TIME_LIMIT_NS = (1 << 32) * 1_000_000_000  # pcap's seconds field is unsigned 32-bit
 _VLAN_TPIDS = frozenset((0x8100, 0x88A8, 0x9100))
 
 
@@ -218,7 +219,7 @@ def segment_frames(opener: Opener, bucket: str, entry: ManifestEntry, source: in
                    result: ExportResult, on_bytes: Callable[[int], None] | None = None) -> Iterator[Frame]:
     """The packets of one segment version, streamed; with `options.verify` the stored bytes' sha256 and size are
     checked against the manifest once the segment is read, before the next segment of the node starts."""
-    stored = HashingStream(opener(bucket, entry.key, entry.version_id), on_bytes)
+    stored = HashingStream(opener(bucket, entry.key, entry.version_id), on_bytes, hashing=options.verify)
     try:
         try:
             if options.bpf:
@@ -233,10 +234,7 @@ def segment_frames(opener: Opener, bucket: str, entry: ManifestEntry, source: in
                 for link, packets in reader.runs(RUN_PACKETS):
                     for packet in packets:
                         yield Frame(packet.ts_ns, source, link, packet.orig_len, packet.data)
-                for kind, problem in reader.problems.items():
-                    result.problems[kind] = result.problems.get(kind, 0) + problem.count
-                    logger.warning("segment damage", extra={"segment": entry.key, "node": entry.node,
-                                                            "problem": kind, "count": problem.count})
+                _count_damage(result, entry, ((kind, p.count) for kind, p in reader.problems.items()))
         except zstandard.ZstdError as exc:
             raise SegmentCorruptError(f"segment {entry.key} version {entry.version_id}: zstd stream is corrupt: "
                                       f"{exc}") from exc
@@ -245,6 +243,18 @@ def segment_frames(opener: Opener, bucket: str, entry: ManifestEntry, source: in
         stored.drain()
     finally:
         stored.close()
+    _segment_read(entry, stored, options, result)
+
+
+def _count_damage(result: ExportResult, entry: ManifestEntry, problems: Iterable[tuple[str, int]]) -> None:
+    for kind, count in problems:
+        result.problems[kind] = result.problems.get(kind, 0) + count
+        logger.warning("segment damage", extra={"segment": entry.key, "node": entry.node, "problem": kind,
+                                                "count": count})
+
+
+def _segment_read(entry: ManifestEntry, stored: HashingStream, options: ExportOptions, result: ExportResult) -> None:
+    """A segment read to its end: counted, and with `options.verify` its stored bytes checked."""
     result.segments += 1
     result.stored_bytes += stored.size
     if options.verify:
@@ -382,9 +392,10 @@ class PcapSink:
             self._stream.write(encode_global_header(frame.link_type, SNAPLEN))
             self._link = (frame.link_type, self._nodes[frame.source])
         elif frame.link_type != self._link[0]:
-            raise ExportError(f"node {self._nodes[frame.source]} captured link type {frame.link_type} and node "
-                              f"{self._link[1]} link type {self._link[0]}: a pcap file holds one link type; "
-                              f"use --format pcapng")
+            raise ExportError(second_link_type(self._nodes[frame.source], frame.link_type, self._link[1],
+                                               self._link[0]))
+        if not 0 <= frame.ts_ns < PCAP_TIME_LIMIT_NS:
+            raise ExportError(time_out_of_range(self._nodes[frame.source], frame.ts_ns))
         self._stream.write(encode_record(frame.ts_ns, frame.data, frame.orig_len))
 
     def finish(self) -> None:
@@ -401,6 +412,23 @@ def _block(block_type: int, body: bytes) -> bytes:
     return struct.pack("<II", block_type, length) + body + struct.pack("<I", length)
 
 
+def section_header(comment: str) -> bytes:
+    """The pcapng section header block an export starts with."""
+    options = (_option(3, f"freezeframe {freezeframe.__version__}".encode())  # shb_userappl
+               + _option(1, comment.encode()) + _option(0, b""))
+    return _block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1) + options)
+
+
+def second_link_type(node: str, link_type: int, first_node: str, first_link_type: int) -> str:
+    return (f"node {node} captured link type {link_type} and node {first_node} link type {first_link_type}: a pcap "
+            f"file holds one link type; use --format pcapng")
+
+
+def time_out_of_range(node: str, ts_ns: int) -> str:
+    return (f"node {node} has a packet at {ts_ns} ns, past what pcap's 32-bit seconds hold (2106); "
+            f"use --format pcapng")
+
+
 class PcapngSink:
     """pcapng (https://www.ietf.org/archive/id/draft-ietf-opsawg-pcapng-02.html): a section header, one interface
     description block per (node, link type) written just before its first packet, named after the node, with
@@ -410,9 +438,7 @@ class PcapngSink:
         self._stream = stream
         self._nodes = nodes
         self._interfaces: dict[tuple[int, int], int] = {}
-        options = (_option(3, f"freezeframe {freezeframe.__version__}".encode())  # shb_userappl
-                   + _option(1, comment.encode()) + _option(0, b""))
-        stream.write(_block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1) + options))
+        stream.write(section_header(comment))
 
     def _interface(self, source: int, link_type: int) -> int:
         found = self._interfaces.get((source, link_type))
@@ -442,6 +468,70 @@ def merged(node_streams: Sequence[Iterable[Frame]]) -> Iterator[Frame]:
     return heapq.merge(*node_streams, key=lambda frame: frame.ts_ns)
 
 
+def merge_engine() -> str:
+    """'native' (the compiled core, freezeframe_native) or 'python', as FREEZEFRAME_DISSECT_ENGINE selects for
+    dissection: by default the compiled core when the extension imports."""
+    from freezeframe.dissect import native  # noqa: PLC0415 - pyarrow is imported only when an export runs
+
+    return native.selected()
+
+
+def _clamp_ns(value: int | None) -> int | None:
+    return None if value is None else max(-(1 << 63), min(value, (1 << 63) - 1))
+
+
+def native_merge(stream: BinaryIO, chosen: Mapping[str, Sequence[tuple[str, ManifestEntry]]], options: ExportOptions,
+                 result: ExportResult, open_version: Opener, on_bytes: Callable[[int], None] | None,
+                 comment: str) -> None:
+    """`export_pcap`'s merge (no BPF, no pod filter) in the compiled core: the same segments opened, hashed, verified
+    and counted at the same moments as `segment_frames`, the same bytes written (tests/unit/test_export_native.py)."""
+    from freezeframe.dissect import native  # noqa: PLC0415
+
+    module = native.extension()
+    if module is None:
+        raise ExportError("the freezeframe_native extension is not installed")
+    nodes = list(chosen)
+    pending = [iter(items) for items in chosen.values()]
+    reading: list[tuple[ManifestEntry, HashingStream] | None] = [None] * len(nodes)
+
+    def next_segment(source: int, finished: list[tuple[str, int, int, int, str]] | str | None) -> bytes | None:
+        current = reading[source]
+        if current is not None:
+            reading[source] = None
+            entry, stored = current
+            if isinstance(finished, str):
+                raise SegmentCorruptError(f"segment {entry.key} version {entry.version_id}: {finished}")
+            _count_damage(result, entry, ((kind, count) for kind, count, *_ in finished or ()))
+            _segment_read(entry, stored, options, result)
+        following = next(pending[source], None)
+        if following is None:
+            return None
+        bucket, entry = following
+        stored = HashingStream(open_version(bucket, entry.key, entry.version_id), on_bytes, hashing=options.verify)
+        try:
+            data = stored.read()
+            stored.drain()
+        finally:
+            stored.close()
+        reading[source] = (entry, stored)
+        return data
+
+    packets, filtered_out, link_types, refusal = module.merge_segments(
+        nodes, next_segment, stream.write, options.fmt,
+        section_header(comment) if options.fmt == "pcapng" else None,
+        _clamp_ns(options.start_ns), _clamp_ns(options.end_ns))
+    for node, seen in zip(nodes, link_types, strict=True):
+        if seen:
+            result.link_types[node] = list(seen)
+    result.packets += packets
+    result.filtered_out += filtered_out
+    if refusal is not None:
+        kind, source, value, first_source, first_link = refusal
+        if kind == "second_link_type":
+            raise ExportError(second_link_type(nodes[source], value, nodes[first_source], first_link))
+        raise ExportError(time_out_of_range(nodes[source], value))
+
+
 def export_pcap(settings: Settings, s3: ObjectStore, incident_id: str, out: Path, options: ExportOptions,
                 opener: Opener | None = None, evidence: Evidence | None = None) -> ExportResult:
     """`evidence` given (a recording job's segments, `job_recordings.job_entries`) replaces the incident's manifest;
@@ -469,6 +559,9 @@ def export_pcap(settings: Settings, s3: ObjectStore, incident_id: str, out: Path
         logger.warning("the incident has no Kubernetes context: no packet can match --namespace/--pod",
                        extra={"incident_id": incident_id})
     open_version = opener or s3_opener(s3)
+    # The compiled core merges when it is selected (FREEZEFRAME_DISSECT_ENGINE) and no filter needs Python: BPF
+    # runs in tcpdump, the pod filter on the Kubernetes context.
+    use_native = merge_engine() == "native" and not options.bpf and pod_filter is None
     total = sum(entry.size for items in chosen.values() for _, entry in items)
     show = sys.stderr.isatty() if options.progress is None else options.progress
     if str(out) != "-":
@@ -494,6 +587,10 @@ def export_pcap(settings: Settings, s3: ObjectStore, incident_id: str, out: Path
                 yield frame
 
     def write(stream: BinaryIO) -> None:
+        if use_native:
+            native_merge(stream, chosen, options, result, open_version, advance,
+                         f"freezeframe incident {incident_id}")
+            return
         sink: PcapSink | PcapngSink = (
             PcapngSink(stream, nodes, f"freezeframe incident {incident_id}") if options.fmt == "pcapng"
             else PcapSink(stream, nodes))

@@ -279,3 +279,17 @@ impl Tracker {
         out
     }
 }
+
+// A time chunk's warm-up (warmup.rs).
+impl Tracker {
+    /// Per flow: still live (its initiator's key maps to it), as opposed to ended by port reuse or a UDP idle split.
+    pub(crate) fn live_flags(&self) -> Vec<bool> {
+        let mut live = vec![false; self.flows.len()];
+        for &(index, outbound) in self.live_tcp.values().chain(self.live_udp.values()) {
+            if outbound {
+                live[index as usize] = true;
+            }
+        }
+        live
+    }
+}

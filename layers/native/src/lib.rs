@@ -7,10 +7,12 @@ pub mod conn;
 pub mod decode;
 pub mod dns;
 pub mod http;
+pub mod merge;
 pub mod reader;
 pub mod tables;
 pub mod tcp;
 pub mod tls;
+pub mod warmup;
 
 use arrow_array::RecordBatch;
 

@@ -42,6 +42,7 @@ impl ArrowBatch {
 #[pyclass(module = "freezeframe_native", unsendable)]
 struct Engine {
     inner: crate::Engine,
+    chunk: Option<crate::warmup::ChunkState>, // set by begin_chunk (a time chunk's warm-up, warmup.rs)
 }
 
 fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> PyResult<T> {
@@ -57,7 +58,7 @@ impl Engine {
             (None, None) => None,
             (low, high) => Some((low.unwrap_or(i128::MIN), high.unwrap_or(i128::MAX))),
         };
-        Engine { inner: crate::Engine::new(node, window) }
+        Engine { inner: crate::Engine::new(node, window), chunk: None }
     }
 
     /// Feeds one segment's bytes. Returns ``(None, problems)`` or ``(message, [])`` when it is not a capture;
@@ -96,6 +97,30 @@ impl Engine {
         Ok(dict)
     }
 
+    /// A time chunk's warm-up: feeds the segment's packets in ``[low, high)``; problems are ignored (the chunk that
+    /// owns the segment reports them). Not a capture, or a panic: nothing is fed.
+    fn warm_up(&mut self, py: Python<'_>, data: Bound<'_, PyBytes>, low: i128, high: i128) {
+        let bytes = data.as_bytes();
+        let inner = &mut self.inner;
+        let _ = py.detach(|| catch_unwind(AssertUnwindSafe(|| inner.warm_up(bytes, low, high))));
+    }
+
+    /// Ends the warm-up: TCP state kept, counts zeroed (freezeframe.dissect.warmup.begin_chunk).
+    fn begin_chunk(&mut self) -> PyResult<()> {
+        let inner = &mut self.inner;
+        self.chunk = Some(guarded("begin_chunk", || inner.begin_chunk())?);
+        Ok(())
+    }
+
+    /// ``[(conn_id, warm completeness bits or None, pseudo RTT sample, None or (payload segments, RTT samples,
+    /// min, max, sum, jitter sum in ns))]`` of the chunk's flows (those ended in the warm-up left out).
+    #[allow(clippy::type_complexity)]
+    fn chunk_flows(&mut self) -> PyResult<Vec<crate::warmup::ChunkFlow>> {
+        let inner = &mut self.inner;
+        let state = self.chunk.as_ref();
+        guarded("chunk_flows", || inner.chunk_flows(state))
+    }
+
     fn payload_segments<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let inner = &mut self.inner;
         let pairs = guarded("payload_segments", || inner.payload_segments())?;
@@ -126,5 +151,6 @@ fn freezeframe_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ArrowBatch>()?;
     m.add_function(wrap_pyfunction!(walk, m)?)?;
     m.add_function(wrap_pyfunction!(column_names, m)?)?;
+    m.add_function(wrap_pyfunction!(crate::merge::python::merge_segments, m)?)?;
     Ok(())
 }

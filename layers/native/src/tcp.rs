@@ -608,3 +608,42 @@ fn take_ack(rev: &mut Direction, ack: u32, ts: i64) -> Option<i64> {
         _ => None,
     }
 }
+
+// A time chunk's warm-up (warmup.rs, freezeframe.dissect.warmup.begin_chunk).
+impl TcpAnalysis {
+    /// Keeps the sequence state, zeroes what the row counts; true when one RTT sample is carried (pseudo sample).
+    pub(crate) fn begin_chunk(&mut self) -> bool {
+        self.retransmissions_out = 0;
+        self.retransmissions_in = 0;
+        self.fast_retransmissions = 0;
+        self.spurious_retransmissions = 0;
+        self.out_of_order = 0;
+        self.dup_acks_out = 0;
+        self.dup_acks_in = 0;
+        self.lost_segments = 0;
+        self.zero_window_out = 0;
+        self.zero_window_in = 0;
+        self.window_full = 0;
+        self.keepalives = 0;
+        self.rtt_sum_ns = 0;
+        self.rtt_jitter_sum_ns = 0;
+        self.payload_bytes = 0;
+        self.retransmitted_bytes = 0;
+        self.payload_segments = 0;
+        self.rst_count = 0;
+        self.fin_count = 0;
+        self.history.clear();
+        if self.rtt_samples != 0 {
+            self.rtt_samples = 1;
+            self.rtt_min_ns = 1 << 62;
+            self.rtt_max_ns = -1;
+            return true;
+        }
+        false
+    }
+
+    /// (RTT min, max, sum and jitter sum in ns) for the chunk's rows and merge.
+    pub(crate) fn rtt_state(&self) -> (i64, i64, i128, i128) {
+        (self.rtt_min_ns, self.rtt_max_ns, self.rtt_sum_ns, self.rtt_jitter_sum_ns)
+    }
+}

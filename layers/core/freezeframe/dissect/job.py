@@ -145,9 +145,7 @@ def dissect_segments(node: str, segments: Sequence[SegmentSource], chunk: Chunk 
     from freezeframe.dissect import native  # noqa: PLC0415 - native imports this module
 
     warmed = chunk is not None and chunk.warmup_start_ns is not None and chunk.warmup_start_ns < chunk.start_ns
-    if (engine or native.selected()) == "native" and chunk is None:
-        # Time chunks run in the reference engine: the compiled core has no warm-up and hands the merge no RTT sums
-        # (dissect.warmup.ChunkState.extras), and every chunk of a node must come from the same engine.
+    if (engine or native.selected()) == "native":
         result: EngineResult = native.dissect_segments(node, segments, chunk)
         return result
     app = AppTracker(node)

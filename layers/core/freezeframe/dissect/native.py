@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from freezeframe.config import dissect_engine
 from freezeframe.dissect.problems import APP_KINDS, DECODE_KINDS, ProblemRow, SegmentProblems
+from freezeframe.dissect.warmup import WarmFlow, fix_rows
 from freezeframe.errors import ConfigError, SegmentCorruptError
 from freezeframe.schemas import TABLES
 
@@ -83,9 +84,14 @@ def dissect_segments(node: str, segments: Sequence[Any], chunk: Any = None) -> A
     if module is None:
         raise ConfigError("the freezeframe_native extension is not installed")
     engine = module.Engine(node) if chunk is None else module.Engine(node, chunk.start_ns, chunk.end_ns)
+    warmed = chunk is not None and chunk.warmup_start_ns is not None and chunk.warmup_start_ns < chunk.start_ns
+    if warmed:
+        _warm_up(engine, segments, chunk.warmup_start_ns, chunk.start_ns)
     problems = SegmentProblems(node)
     corrupt = []
     for segment in segments:
+        if warmed and segment.ref.end_ns is not None and segment.ref.end_ns < chunk.start_ns:
+            continue  # read for the warm-up only
         try:
             opened = segment.open()
         except SegmentCorruptError as exc:
@@ -113,5 +119,32 @@ def dissect_segments(node: str, segments: Sequence[Any], chunk: Any = None) -> A
     stats = dict(engine.stats())
     tables = {name: to_table(name, batch) for name, batch in engine.finish().items()}
     payload_segments = dict(engine.payload_segments()) if chunk is not None else {}
+    extras: dict[str, tuple[int, int, int, int]] = {}
+    if chunk is not None:
+        flows = engine.chunk_flows()
+        for conn_id, _, pseudo, tcp in flows:
+            if tcp is not None:
+                segments_, samples, _, _, total, jitter = tcp
+                extras[conn_id] = (segments_, samples - (1 if pseudo else 0), total, jitter)
+        if warmed:
+            tables["connections"] = fix_rows(tables["connections"], {
+                conn_id: WarmFlow(bits, (tcp[1], tcp[2], tcp[3], tcp[4], tcp[5]) if pseudo and tcp else None)
+                for conn_id, bits, pseudo, tcp in flows})
     return job.EngineResult({name: tables[name] for name in NATIVE_TABLES}, problems, stats, corrupt,
-                            payload_segments)
+                            payload_segments, extras)
+
+
+def _warm_up(engine: Any, segments: Sequence[Any], low: int, high: int) -> None:
+    """``job._warm_up`` on the compiled core: ``[low, high)`` of the segments that overlap it, then the counts
+    zeroed with the TCP state kept (dissect.warmup); problems are reported by the chunk that owns a segment."""
+    for segment in segments:
+        ref = segment.ref
+        if ref.start_ns is not None and ref.start_ns >= high or ref.end_ns is not None and ref.end_ns < low:
+            continue
+        try:
+            with segment.open() as stream:
+                data = stream.read()
+        except SegmentCorruptError:
+            continue
+        engine.warm_up(bytes(data), low, high)
+    engine.begin_chunk()
