@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 
 from freezeframe.dissect.connections import UDP_IDLE_TIMEOUT_NS, connection_id
 from freezeframe.errors import WindowError
-from freezeframe.schemas import CONNECTIONS
+from freezeframe.schemas import CONNECTIONS, TABLES
 
 # Merge rules, one per CONNECTIONS column.
 FIRST = "first"  # identity: the earliest part's value (identical across parts after orientation)
@@ -186,8 +186,8 @@ def merge_connections(node: str, parts: Sequence[pa.Table],
     return MergedConnections(table, conn_ids, merged)
 
 
-def _pair_keys(part: pa.Table) -> pa.Array:
-    """The unordered endpoint pair of each row, as text (``_pair_key`` in Arrow)."""
+def pair_keys(part: pa.Table) -> pa.Array:
+    """The unordered endpoint pair of each connections row, as text (``_pair_key`` in Arrow)."""
     src = pc.binary_join_element_wise(part.column("src_ip"), pc.cast(part.column("src_port"), pa.string()), "|")
     dst = pc.binary_join_element_wise(part.column("dst_ip"), pc.cast(part.column("dst_port"), pa.string()), "|")
     src, dst = pc.fill_null(src, "|"), pc.fill_null(dst, "|")
@@ -198,7 +198,7 @@ def _pair_keys(part: pa.Table) -> pa.Array:
 
 def _split_shared(parts: Sequence[pa.Table]) -> tuple[list[pa.Table], list[pa.Table]]:
     """Per part: (rows whose endpoint pair no other part has, rows whose pair another part has)."""
-    keys = [_pair_keys(part) if part.num_rows else pa.array([], pa.string()) for part in parts]
+    keys = [pair_keys(part) if part.num_rows else pa.array([], pa.string()) for part in parts]
     counts = pc.value_counts(pa.concat_arrays([pc.unique(column) for column in keys]))
     many = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
     alone, shared = [], []
@@ -264,6 +264,132 @@ def concat_sorted(tables: Iterable[pa.Table], schema: pa.Schema) -> pa.Table:
     combined = pa.concat_tables(parts)
     order = pc.sort_indices(combined, sort_keys=[("ts_ns", "ascending"), ("conn_id", "ascending")])
     return combined.take(order)
+
+
+# -- the edge-only merge: rows that cannot meet another chunk's row never reach it
+APP_TABLES = ("dns", "http", "tls")  # rows that reference a connection by conn_id
+CHUNK_TABLES = ("connections", *APP_TABLES)
+
+
+def edge_mask(connections: pa.Table, chunk: Chunk, first: bool, last: bool) -> pa.Array:
+    """Which of a chunk's connections rows may be folded with another chunk's row (``merge_connections``).
+
+    ``merge_connections`` folds a chunk's row into the latest earlier row of the same endpoint pair when
+    ``_continues`` says so, and that depends only on the two rows. So a row can meet another chunk's row only if
+
+    - (left edge; not the first chunk) it could continue an earlier row: a TCP row without the SYN bit (its SYN,
+      if any, was before the chunk, maybe in the warm-up, maybe long before: TCP has no idle timeout), a UDP row
+      starting within ``UDP_IDLE_TIMEOUT_NS`` of the chunk's start (an earlier row ends before the start), any
+      other protocol; or
+    - (right edge; not the last chunk) a later chunk's row that carries a SYN could continue it: a TCP row whose
+      completeness is SYN alone (an attempt a later chunk may retransmit). Every other continuation of a row by a
+      later one is a left-edge row of the later chunk, found by its endpoint pair (``pull_pairs``).
+
+    The warm-up does not narrow this: a conversation silent for longer than the warm-up across an edge is still one
+    conversation (packets and bytes add up exactly), so the rule is by row, not by warm-up state. A chunk's other
+    rows start and end inside it: they are written as they are.
+    """
+    if not connections.num_rows:
+        return pa.array([], pa.bool_())
+    proto = connections.column("proto")
+    completeness = pc.fill_null(connections.column("completeness"), 0)
+    tcp, udp = pc.equal(proto, "tcp"), pc.equal(proto, "udp")
+    falses = pa.array([False] * connections.num_rows, pa.bool_())
+    left = falses
+    if not first:
+        no_syn = pc.equal(pc.bit_wise_and(completeness, _COMPLETENESS_SYN), 0)
+        since_start = pc.subtract(connections.column("first_ts_ns"), chunk.start_ns)
+        soon = pc.fill_null(pc.less_equal(since_start, UDP_IDLE_TIMEOUT_NS), True)
+        other = pc.invert(pc.or_(tcp, udp))
+        left = pc.fill_null(pc.or_(pc.or_(pc.and_(tcp, no_syn), pc.and_(udp, soon)), other), True)
+    right = falses
+    if not last:
+        right = pc.fill_null(pc.and_(tcp, pc.equal(completeness, _COMPLETENESS_SYN)), False)
+    return pc.or_(left, right)
+
+
+def split_chunk(tables: Mapping[str, pa.Table], chunk: Chunk, first: bool,
+                last: bool) -> tuple[dict[str, pa.Table], dict[str, pa.Table]]:
+    """(body, edge) of one chunk's tables: the edge holds the connections rows of ``edge_mask``, the dns/http/tls
+    rows that reference them, and the rows stamped in the warm-up (``replace_warm_rows`` decides on those). The body
+    is final as it is: no other chunk can change it."""
+    connections = tables["connections"]
+    mask = edge_mask(connections, chunk, first, last)
+    edge = {"connections": connections.filter(mask)}
+    body = {"connections": connections.filter(pc.invert(mask))}
+    ids = edge["connections"].column("conn_id")
+    for name in APP_TABLES:
+        table = tables[name]
+        if not table.num_rows:
+            edge[name], body[name] = table, table
+            continue
+        at_edge = pc.is_in(table.column("conn_id"), value_set=ids)
+        if not first:
+            at_edge = pc.or_(at_edge, pc.less(table.column("ts_ns"), chunk.start_ns))
+        at_edge = pc.fill_null(at_edge, False)
+        edge[name], body[name] = table.filter(at_edge), table.filter(pc.invert(at_edge))
+    return body, edge
+
+
+def edge_pairs(edges: Iterable[Mapping[str, pa.Table]]) -> pa.Array:
+    """The endpoint pairs of every chunk's edge connections rows (the set ``pull_pairs`` looks for)."""
+    keys = [pc.unique(pair_keys(edge["connections"])) for edge in edges if edge["connections"].num_rows]
+    return pc.unique(pa.concat_arrays(keys)) if keys else pa.array([], pa.string())
+
+
+def pull_pairs(body: Mapping[str, pa.Table], pairs: pa.Array) -> tuple[dict[str, pa.Table], dict[str, pa.Table]]:
+    """(body left, rows moved to the edge): the body's connections rows whose endpoint pair is in ``pairs``, and
+    their dns/http/tls rows. Such a row is on no edge itself, but a row of its pair is (a conversation idle across a
+    whole chunk, a late stray segment, a retransmitted SYN), and the merge needs every row of a pair it merges."""
+    connections = body["connections"]
+    if not connections.num_rows or not len(pairs):
+        return dict(body), {name: table.schema.empty_table() for name, table in body.items()}
+    mask = pc.is_in(pair_keys(connections), value_set=pairs)
+    moved = {"connections": connections.filter(mask)}
+    left = {"connections": connections.filter(pc.invert(mask))}
+    ids = moved["connections"].column("conn_id")
+    for name in APP_TABLES:
+        table = body[name]
+        hit = pc.fill_null(pc.is_in(table.column("conn_id"), value_set=ids), False) if table.num_rows else \
+            pa.array([], pa.bool_())
+        moved[name], left[name] = table.filter(hit), table.filter(pc.invert(hit))
+    return left, moved
+
+
+def with_rows(table: pa.Table, more: pa.Table) -> pa.Table:
+    """Two tables of one kind as one (``more`` cast to ``table``'s schema)."""
+    if not more.num_rows:
+        return table
+    return pa.concat_tables([table, more.cast(table.schema)]) if table.num_rows else more.cast(table.schema)
+
+
+@dataclass(frozen=True, slots=True)
+class MergedTables:
+    tables: dict[str, pa.Table]  # connections and dns/http/tls of the rows merged
+    merged_rows: int
+
+
+def merge_tables(node: str, chunks: Sequence[Chunk], tables: Sequence[Mapping[str, pa.Table]],
+                 payload_segments: Sequence[Mapping[str, int]] | None = None,
+                 extras: Sequence[Mapping[str, tuple[int, int, int, int]]] | None = None) -> MergedTables:
+    """Chunks' tables (in order) merged: connections by ``merge_connections``, dns/http/tls re-pointed to the merged
+    rows and completed from the warm-up (``replace_warm_rows``). Given every row of the chunks it is the full merge;
+    given the edge rows (``split_chunk`` plus ``pull_pairs``) it gives the same rows for them."""
+    merged = merge_connections(node, [t["connections"] for t in tables], payload_segments, extras)
+    out = {"connections": merged.table}
+    for name in APP_TABLES:
+        out[name] = replace_warm_rows([remap_conn_ids(t[name], merged.conn_ids) for t in tables], chunks,
+                                      set(merged.conn_ids.values()), TABLES[name])
+    return MergedTables(out, merged.merged_rows)
+
+
+def sort_rows(name: str, table: pa.Table) -> pa.Table:
+    """A node's table in the order one pass writes it: connections by (first_ts_ns, conn_id), the others by
+    (ts_ns, conn_id)."""
+    if not table.num_rows:
+        return table
+    first = "first_ts_ns" if name == "connections" else "ts_ns"
+    return table.take(pc.sort_indices(table, sort_keys=[(first, "ascending"), ("conn_id", "ascending")]))
 
 
 def _pair_key(row: dict[str, Any]) -> tuple[Any, ...]:
