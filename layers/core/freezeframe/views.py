@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.compact import TARGET_BYTES, empty_parquet, split_parquet
+from freezeframe.dissect.chunks import sort_rows
 from freezeframe.errors import NotFoundError
 from freezeframe.keys import TABLES_ROOT, VIEWS_ROOT, parse_table_part_key, view_file_number, view_key
 from freezeframe.observers import combine
@@ -43,7 +44,7 @@ def build_views(incident_id: str, part_keys: Iterable[str],
                 read: Callable[[str], pa.Table | None]) -> dict[str, tuple[str, pa.Table]]:
     """table -> (view key, view) from the incident's part keys (`read` gives None for a missing part); empty when it
     has no parts."""
-    per_node: dict[str, dict[str, pa.Table]] = {}
+    pieces: dict[str, dict[str, list[pa.Table]]] = {}
     days = []
     for key in sorted(set(part_keys)):
         parsed = parse_table_part_key(key)
@@ -52,10 +53,14 @@ def build_views(incident_id: str, part_keys: Iterable[str],
         table, day, _incident, node = parsed
         part = read(key)
         if part is not None:
-            per_node.setdefault(node, {})[table] = part
+            pieces.setdefault(node, {}).setdefault(table, []).append(part)
             days.append(day)
-    if not per_node:
+    if not pieces:
         return {}
+    # A fanned-out node has its part and one part per time chunk (dissect.fanout): one table again, in a pass's order.
+    per_node = {node: {table: parts[0] if len(parts) == 1 else
+                       sort_rows(table, pa.concat_tables([p.cast(TABLES[table]) for p in parts]))
+                       for table, parts in tables.items()} for node, tables in pieces.items()}
     day = min(days)  # one day per incident in the stack (its window start); locally the earliest node's
     views = combine(per_node).tables
     return {name: (view_key(name, day, incident_id), table) for name, table in views.items()}

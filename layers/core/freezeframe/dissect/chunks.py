@@ -386,9 +386,9 @@ def merge_tables(node: str, chunks: Sequence[Chunk], tables: Sequence[Mapping[st
 def sort_rows(name: str, table: pa.Table) -> pa.Table:
     """A node's table in the order one pass writes it: connections by (first_ts_ns, conn_id), the others by
     (ts_ns, conn_id)."""
-    if not table.num_rows:
-        return table
     first = "first_ts_ns" if name == "connections" else "ts_ns"
+    if not table.num_rows or not {first, "conn_id"} <= set(table.column_names):
+        return table
     return table.take(pc.sort_indices(table, sort_keys=[(first, "ascending"), ("conn_id", "ascending")]))
 
 
