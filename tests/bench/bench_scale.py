@@ -3,9 +3,14 @@
 1. Measures real chunks locally: a capture of real traffic (the cached kernel-traffic capture of the dissection
    bench when present, else the bench capture built from the bundled sample and TCP fixtures, see bench_dissect)
    is cut into time chunks by the planner (dissect.plan) and each chunk is dissected with its warm-up by
-   ``dissect_segments`` in its own child process, as one Lambda task runs it: CPU seconds, peak RSS. The merge of
-   the chunks (``merge_chunk_results``) is timed too. From these: seconds per packet, MB per packet, base MB,
-   connections rows per packet, merge seconds per row -- the planner's CostModel.
+   ``dissect_segments`` in its own child process and split into body and edge rows with both written as Parquet,
+   as one Lambda task runs it: CPU seconds, peak RSS. The merge step runs as ``dissect.fanout.merge_node`` runs it,
+   in its own child process: the chunk parts' endpoint columns read from Parquet and matched against the edges'
+   endpoint pairs, the matching rows moved, the edge rows merged (``merge_tables``); CPU seconds and peak RSS. The
+   result is compared with the full merge of every row (the merge before) and with one sequential pass. From these:
+   seconds and MB per packet, base MB, rows per packet, edge rows (those open across an edge per packet/s of the
+   node, and those that grow with a chunk's packets), merge seconds and MB per edge row, scan seconds per
+   chunk-part row -- the planner's CostModel.
 2. Builds the plan for a synthetic incident -- 20 nodes x 1 hour x 100 k packets/s, 10 s segments of 1 M packets --
    with the measured cost model and the dissect function's limits (900 s, 3008 MB), and prints the chunks, the
    largest task's predicted time and memory against half of the limits, and the predicted wall time and cost in
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
 import multiprocessing
 import resource
@@ -29,10 +35,27 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
 from freezeframe.config import cache_dir
-from freezeframe.dissect.chunks import Chunk
+from freezeframe.dissect.chunks import (
+    CHUNK_TABLES,
+    Chunk,
+    edge_pairs,
+    merge_tables,
+    pair_keys,
+    pull_pairs,
+    shared_udp_pairs,
+    sort_rows,
+    split_chunk,
+    udp_pairs,
+    with_rows,
+)
+from freezeframe.dissect.fanout import PAIR_COLUMNS
 from freezeframe.dissect.files import time_span
-from freezeframe.dissect.job import EngineResult, SegmentSource, dissect_segments, merge_chunk_results
+from freezeframe.dissect.job import EngineResult, SegmentSource, dissect_segments, parquet_bytes
 from freezeframe.dissect.plan import (
     SECOND_NS,
     CostModel,
@@ -45,6 +68,7 @@ from freezeframe.dissect.plan import (
 )
 from freezeframe.dissect.problems import SegmentRef
 from freezeframe.models import ManifestEntry
+from freezeframe.schemas import TABLES
 
 NODES = 20
 HOUR_S = 3600
@@ -57,21 +81,58 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _child(args: tuple[str, int, int, int, int | None, tuple[int, int]]) -> tuple[float, float, float, EngineResult]:
-    path, low, high, index, warm, span = args
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+ChildArgs = tuple[str, int, int, int, int | None, tuple[int, int], bool, bool]
+
+
+def _child(args: ChildArgs) -> tuple[float, float, float, EngineResult]:
+    """One chunk task: dissect with the warm-up, split into body and edge, both written as Parquet (in memory)."""
+    path, low, high, index, warm, span, first, last = args
     baseline = _rss_mb()
-    start = resource.getrusage(resource.RUSAGE_SELF)
+    start = _cpu()
     source = SegmentSource(SegmentRef(path, None, span[0], span[1]), path=Path(path))  # the file's own span
-    result = dissect_segments("bench", [source], Chunk(index, low, high, warm))
-    end = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = end.ru_utime + end.ru_stime - start.ru_utime - start.ru_stime
-    return cpu, baseline, _rss_mb(), result
+    chunk = Chunk(index, low, high, warm)
+    result = dissect_segments("bench", [source], chunk)
+    body, edge = split_chunk(result.tables, chunk, first, last)
+    for table in [*body.values(), *edge.values()]:
+        parquet_bytes(table)
+    return _cpu() - start, baseline, _rss_mb(), result
 
 
-def _run_child(args: tuple[str, int, int, int, int | None, tuple[int, int]]
-               ) -> tuple[float, float, float, EngineResult]:
-    with multiprocessing.get_context("spawn").Pool(1) as pool:  # a fresh process per chunk: its own peak RSS
-        return pool.apply(_child, (args,))
+MergeArgs = tuple[list[Chunk], list[dict[str, Any]], list[dict[str, Any]], list[bytes],
+                  list[tuple[pa.Array, pa.Array]], int]
+
+
+def _merge_child(args: MergeArgs) -> tuple[float, float, float, float, int, int, dict[str, Any]]:
+    """The merge step on real chunks, in a fresh process for its own peak RSS: the chunks' UDP pairs matched and
+    the chunk parts' endpoint columns read and matched (scan), the matching rows moved and every edge row merged
+    (merge)."""
+    chunks, edges, extras, parts, udp, warmup_ns = args
+    baseline = _rss_mb()
+    start = _cpu()
+    pairs = edge_pairs(edges, shared_udp_pairs(chunks, udp, warmup_ns))
+    hits = []
+    for part in parts:
+        keys = pq.read_table(io.BytesIO(part), columns=list(PAIR_COLUMNS))
+        hits.append(bool(keys.num_rows) and bool(pc.any(pc.is_in(pair_keys(keys), value_set=pairs)).as_py()))
+    scan_cpu = _cpu() - start
+    start = _cpu()
+    pulled = 0
+    for number, (hit, part) in enumerate(zip(hits, parts, strict=True)):
+        if hit:  # the whole part read only when it has rows of an edge's pair
+            body = {"connections": pq.read_table(io.BytesIO(part)),
+                    **{name: TABLES[name].empty_table() for name in CHUNK_TABLES if name != "connections"}}
+            _left, moved = pull_pairs(body, pairs)
+            pulled += moved["connections"].num_rows
+            edges[number] = {name: with_rows(edges[number][name], moved[name]) for name in CHUNK_TABLES}
+    merged = merge_tables("bench", chunks, edges, None, extras)
+    merge_cpu = _cpu() - start
+    return scan_cpu, merge_cpu, baseline, _rss_mb(), sum(e["connections"].num_rows for e in edges), pulled, \
+        {name: table for name, table in merged.tables.items()}
 
 
 def capture_path(given: Path | None) -> Path:
@@ -89,6 +150,23 @@ def capture_path(given: Path | None) -> Path:
     return path
 
 
+def _in_child(function: Any, args: Any) -> Any:
+    with multiprocessing.get_context("spawn").Pool(1) as pool:  # a fresh process: its own peak RSS
+        return pool.apply(function, (args,))
+
+
+def _kinds(edge: pa.Table) -> dict[str, int]:
+    """An edge's connections rows by why they are there (dissect.chunks.edge_mask)."""
+    kinds = {"tcp_open_at_start": 0, "lone_syn": 0, "other": 0}
+    for row in edge.select(["proto", "completeness"]).to_pylist():
+        completeness = row["completeness"] or 0
+        if row["proto"] == "tcp":
+            kinds["lone_syn" if completeness == 1 else "tcp_open_at_start"] += 1
+        else:
+            kinds["other"] += 1
+    return kinds
+
+
 def measure(path: Path, chunks: int, warmup_s: float) -> tuple[CostModel, list[dict[str, Any]]]:
     span = time_span(path)
     if span is None:
@@ -103,25 +181,76 @@ def measure(path: Path, chunks: int, warmup_s: float) -> tuple[CostModel, list[d
     planned_chunks = []
     for chunk in planned:
         warm = None if chunk.open_start else chunk.warmup_start_ns
-        cpu, baseline, peak, result = _run_child((str(path), 0 if chunk.open_start else chunk.start_ns,
-                                                  (1 << 63) - 1 if chunk.open_end else chunk.end_ns, chunk.index,
-                                                  warm, (low, high)))
+        cpu, baseline, peak, result = _in_child(_child, (str(path), 0 if chunk.open_start else chunk.start_ns,
+                                                         (1 << 63) - 1 if chunk.open_end else chunk.end_ns,
+                                                         chunk.index, warm, (low, high), chunk.open_start,
+                                                         chunk.open_end))
         packets = result.stats.get("packets", 0)
         measured.append({"chunk": chunk.index, "packets": packets, "cpu_s": round(cpu, 2),
                          "baseline_mb": round(baseline, 1), "peak_rss_mb": round(peak, 1),
                          "k_packets_per_cpu_s": round(packets / cpu / 1000, 1) if cpu else None,
                          "warmup_s": warmup_s if warm is not None else 0})
         print(f"  chunk {chunk.index}: {packets} packets in {cpu:.2f} CPU s "
-              f"({packets / cpu / 1000 if cpu else 0:.0f} k/s), peak RSS {peak:.0f} MB (baseline {baseline:.0f} MB)",
-              flush=True)
+              f"({packets / cpu / 1000 if cpu else 0:.0f} k/s, split and parts written included), peak RSS "
+              f"{peak:.0f} MB (baseline {baseline:.0f} MB)", flush=True)
         results.append(result)
         planned_chunks.append(Chunk(chunk.index, chunk.start_ns, chunk.end_ns, warm))
-    started = time.process_time()
-    merged = merge_chunk_results("bench", planned_chunks, results)
-    merge_cpu = time.process_time() - started
-    table_mb = sum(t.nbytes for r in results for t in r.tables.values()) / 2**20
     rows = sum(r.tables["connections"].num_rows for r in results)
     packets = sum(m["packets"] for m in measured)
+    capture_pps = packets / ((high - low) / SECOND_NS)
+    # The chunk tasks' split, as each task made it.
+    bodies, edges, crossing, other_edge, udp = [], [], [], 0, []
+    warmup_ns = int(warmup_s * SECOND_NS)
+    for chunk, result, m in zip(planned, results, measured, strict=True):
+        split = Chunk(chunk.index, chunk.start_ns, chunk.end_ns)
+        body, edge = split_chunk(result.tables, split, chunk.open_start, chunk.open_end)
+        bodies.append(body)
+        edges.append(edge)
+        udp.append(udp_pairs(result.tables["connections"], split, chunk.open_start, chunk.open_end, warmup_ns))
+        kinds = _kinds(edge["connections"])
+        kinds["udp_pairs_near_an_edge"] = len(pc.unique(pa.concat_arrays(list(udp[-1]))))
+        m.update({"rows": result.tables["connections"].num_rows, "edge_rows": edge["connections"].num_rows,
+                  "edge_kinds": kinds})
+        if not chunk.open_start:
+            crossing.append(kinds["tcp_open_at_start"])
+        other_edge += edge["connections"].num_rows - (kinds["tcp_open_at_start"] if not chunk.open_start else 0)
+        m["udp_pairs_near_an_edge"] = kinds.pop("udp_pairs_near_an_edge")
+        share = edge["connections"].num_rows / max(m["rows"], 1)
+        print(f"  chunk {chunk.index}: {m['rows']} connections rows, {edge['connections'].num_rows} at an edge "
+              f"({share:.1%}): {', '.join(f'{k} {v}' for k, v in kinds.items())}; UDP pairs near an edge "
+              f"{m['udp_pairs_near_an_edge']} (their pairs only)", flush=True)
+    # The full merge (the fan-out's merge before): every row of every chunk. The reference for the edge merge.
+    started = time.process_time()
+    full = merge_tables("bench", planned_chunks, [r.tables for r in results], None, [r.extras for r in results])
+    full_cpu = time.process_time() - started
+    parts = [parquet_bytes(body["connections"]) for body in bodies]
+    scanned = sum(body["connections"].num_rows for body in bodies)
+    scan_cpu, merge_cpu, merge_base, merge_peak, edge_rows, pulled, merged = _in_child(
+        _merge_child, (planned_chunks, edges, [r.extras for r in results], parts, udp, warmup_ns))
+    pairs = edge_pairs(edges, shared_udp_pairs(planned_chunks, udp, warmup_ns))
+    bodies = [pull_pairs(body, pairs)[0] for body in bodies]  # what the merge left in the chunk parts
+    print(f"  full merge (before): {rows} chunk rows in {full_cpu:.2f} CPU s ({full_cpu / rows * 1e6:.1f} us/row)",
+          flush=True)
+    print(f"  edge merge: {edge_rows} edge rows ({edge_rows / rows:.1%}; {pulled} moved from chunk parts) in "
+          f"{merge_cpu:.2f} CPU s ({merge_cpu / max(edge_rows, 1) * 1e6:.1f} us/edge row), chunk parts' endpoint "
+          f"columns scanned in {scan_cpu:.2f} CPU s ({scan_cpu / max(scanned, 1) * 1e6:.2f} us/row), peak RSS "
+          f"{merge_peak:.0f} MB (baseline {merge_base:.0f} MB)", flush=True)
+    # Equality: the edge merge plus the untouched bodies against the full merge and one sequential pass.
+    combined = {}
+    for name in CHUNK_TABLES:
+        table = merged[name].cast(TABLES[name])
+        for body in bodies:
+            table = with_rows(table, body[name])
+        combined[name] = sort_rows(name, table)
+    same_as_full = all(combined[name].to_pylist() == sort_rows(name, full.tables[name].cast(TABLES[name])).to_pylist()
+                       for name in CHUNK_TABLES)
+    sequential = dissect_segments("bench", [SegmentSource(SegmentRef(str(path), None, low, high), path=path)])
+    expected = {row["conn_id"]: row for row in sequential.tables["connections"].to_pylist()}
+    actual = {row["conn_id"]: row for row in combined["connections"].to_pylist()}
+    differing = sum(1 for conn_id, row in expected.items() if actual.get(conn_id) != row)
+    differing += len(set(actual) - set(expected))
+    print(f"  edge merge vs full merge: {'equal in every table' if same_as_full else 'DIFFERENT'}; vs sequential: "
+          f"{len(actual)} vs {len(expected)} connections, {differing} differing in any column", flush=True)
     # Per packet read: a chunk reads its warm-up too. The planner's estimate of each task's reads, from the
     # measured total spread over the capture's span, is the denominator.
     replanned = plan_node("bench", [SegmentSpan(str(path), low, high - 1, size, packets)], chunk_ns=chunk_ns,
@@ -130,21 +259,15 @@ def measure(path: Path, chunks: int, warmup_s: float) -> tuple[CostModel, list[d
     cpu_total = sum(m["cpu_s"] for m in measured)
     baseline = max(m["baseline_mb"] for m in measured)
     growth = max((m["peak_rss_mb"] - m["baseline_mb"]) / reads[m["chunk"]] for m in measured)
+    key_mb = max(pq.read_table(io.BytesIO(part), columns=list(PAIR_COLUMNS)).nbytes for part in parts) / 2**20
+    edge_mb = max(merge_peak - merge_base, 2 * sum(t.nbytes for e in edges for t in e.values()) / 2**20)
     cost = CostModel(s_per_packet=cpu_total / sum(reads.values()), mb_per_packet=growth, base_mb=baseline,
-                     bytes_per_packet=max(size // max(packets, 1), 1),
-                     s_per_merged_row=merge_cpu / max(rows, 1), rows_per_packet=rows / max(packets, 1),
-                     # the chunks' tables and the merged copy side by side
-                     mb_per_merged_row=2 * table_mb / max(rows, 1))
-    print(f"  merge: {rows} chunk rows -> {merged.tables['connections'].num_rows} connections in {merge_cpu:.2f} "
-          f"CPU s", flush=True)
-    # The chunks' merged rows against one sequential pass over the capture: every column of every connection.
-    sequential = dissect_segments("bench", [SegmentSource(SegmentRef(str(path), None, low, high), path=path)])
-    expected = {row["conn_id"]: row for row in sequential.tables["connections"].to_pylist()}
-    actual = {row["conn_id"]: row for row in merged.tables["connections"].to_pylist()}
-    differing = sum(1 for conn_id, row in expected.items() if actual.get(conn_id) != row)
-    differing += len(set(actual) - set(expected))
-    print(f"  chunked vs sequential: {len(actual)} vs {len(expected)} connections, {differing} differing in any column",
-          flush=True)
+                     bytes_per_packet=max(size // max(packets, 1), 1), rows_per_packet=rows / max(packets, 1),
+                     crossing_rows_per_pps=sum(crossing) / max(len(crossing), 1) / capture_pps,
+                     edge_rows_per_packet=other_edge / max(packets, 1),
+                     s_per_edge_row=merge_cpu / max(edge_rows, 1), mb_per_edge_row=edge_mb / max(edge_rows, 1),
+                     s_per_scanned_row=scan_cpu / max(scanned, 1),
+                     mb_per_scanned_row=key_mb / max(max(b["connections"].num_rows for b in bodies), 1))
     return cost, measured
 
 
@@ -175,12 +298,11 @@ def main() -> int:
     print(f"measuring real chunks of {path} ({path.stat().st_size / 2**20:.0f} MB) in {options.chunks} chunks, "
           f"{options.warmup_s:g} s warm-up", flush=True)
     measured_cost, chunks = measure(path, options.chunks, options.warmup_s)
-    cost = CostModel(s_per_packet=measured_cost.s_per_packet / options.lambda_speed,
-                     mb_per_packet=measured_cost.mb_per_packet, base_mb=measured_cost.base_mb,
-                     fixed_s=CostModel().fixed_s, bytes_per_packet=measured_cost.bytes_per_packet,
-                     s_per_merged_row=measured_cost.s_per_merged_row / options.lambda_speed,
-                     rows_per_packet=measured_cost.rows_per_packet,
-                     mb_per_merged_row=measured_cost.mb_per_merged_row)
+    speed = options.lambda_speed
+    cost = dataclasses.replace(measured_cost, fixed_s=CostModel().fixed_s,
+                               s_per_packet=measured_cost.s_per_packet / speed,
+                               s_per_edge_row=measured_cost.s_per_edge_row / speed,
+                               s_per_scanned_row=measured_cost.s_per_scanned_row / speed)
     limits = Limits()
     plan = plan_incident(synthetic_entries(), warmup_ns=int(options.warmup_s * SECOND_NS), cost=cost, limits=limits)
     prediction = predict(plan, options.concurrency)
@@ -206,8 +328,10 @@ def main() -> int:
     else:
         print(f"cost model (measured): {cost.s_per_packet * 1e6:.2f} us/packet "
               f"({1 / cost.s_per_packet / 1000:.0f} k packets per CPU-s), {cost.mb_per_packet * 1e6:.0f} MB per "
-              f"M packets, base {cost.base_mb:.0f} MB, {cost.rows_per_packet:.4f} rows/packet, merge "
-              f"{cost.s_per_merged_row * 1e6:.1f} us/row")
+              f"M packets, base {cost.base_mb:.0f} MB, {cost.rows_per_packet:.4f} rows/packet; edge rows: "
+              f"{cost.crossing_rows_per_pps:.4f} per packet/s per edge + {cost.edge_rows_per_packet:.5f} per packet; "
+              f"merge {cost.s_per_edge_row * 1e6:.1f} us and {cost.mb_per_edge_row * 1e3:.2f} KB per edge row, "
+              f"scan {cost.s_per_scanned_row * 1e6:.2f} us per chunk-part row")
         print(f"incident: {NODES} nodes x 1 h x {RATE_PPS // 1000} k packets/s = "
               f"{NODES * HOUR_S * RATE_PPS / 1e9:.1f} G packets")
         print(f"plan: {len(plan.chunks)} chunks ({per_node} per node, {figures['plan']['chunk_s']:.0f} s each); "
@@ -221,15 +345,19 @@ def main() -> int:
               f"${prediction.cost_usd:.2f} per incident")
         print(f"every chunk task under half its limits: time {'yes' if ok_time else 'NO'}, memory "
               f"{'yes' if ok_memory else 'NO'}")
-        print(f"merge task (largest node): {prediction.merge_s:.0f} s, {prediction.merge_mb:.0f} MB; under half its "
+        print(f"merge task (largest node): {prediction.edge_rows:.0f} edge rows of {prediction.rows:.0f} rows "
+              f"({prediction.edge_rows / max(prediction.rows, 1):.2%}), {prediction.merge_s:.0f} s of "
+              f"{limits.timeout_s:.0f} s, {prediction.merge_mb:.0f} MB of {limits.memory_mb:.0f} MB; under half its "
               f"limits: {'yes' if ok_merge else 'NO'}")
-        # The merge step holds a node's connections rows: how many there are decides whether it fits. The capture's
-        # density is printed above; this line shows the same plan at sparser traffic, for comparison only.
-        for density in (0.01, 0.002):
-            sparse = predict(Plan(plan.chunks, dataclasses.replace(cost, rows_per_packet=density), limits),
-                             options.concurrency)
-            print(f"  at {density} rows/packet instead: merge {sparse.merge_s:.0f} s, {sparse.merge_mb:.0f} MB, "
-                  f"wall {sparse.wall_s / 60:.1f} min")
+        # How far the edge rows may grow before the merge leaves half its limits: more long-lived connections open
+        # across every edge, or more UDP near every chunk start, than this capture has. For comparison only.
+        for factor in (10, 100):
+            more = predict(Plan(plan.chunks, dataclasses.replace(
+                cost, crossing_rows_per_pps=cost.crossing_rows_per_pps * factor,
+                edge_rows_per_packet=min(cost.edge_rows_per_packet * factor, cost.rows_per_packet)), limits),
+                options.concurrency)
+            print(f"  at {factor}x the edge rows: {more.edge_rows:.0f} edge rows, merge {more.merge_s:.0f} s, "
+                  f"{more.merge_mb:.0f} MB, wall {more.wall_s / 60:.1f} min")
     return 0 if ok_wall and ok_time and ok_memory and ok_merge else 1
 
 

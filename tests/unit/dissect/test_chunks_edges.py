@@ -26,8 +26,10 @@ from freezeframe.dissect.chunks import (
     merge_tables,
     pair_keys,
     plan_chunks,
+    shared_udp_pairs,
     sort_rows,
     split_chunk,
+    udp_pairs,
 )
 from freezeframe.dissect.job import EngineResult, SegmentSource, dissect_segments, merge_chunk_results
 from freezeframe.dissect.problems import SegmentRef
@@ -138,15 +140,37 @@ def test_edge_rows_follow_the_merges_continuation_rule() -> None:
         row("tcp", 1 | 2 | 4 | 8 | 16, start + SECOND, 1),  # whole life inside: body
         row("tcp", 4 | 8, start + 15 * SECOND, 2),  # no SYN: continues an earlier row, however long ago (left)
         row("tcp", 1, start + 2 * SECOND, 3),  # SYN alone: a later chunk may retransmit it (right)
-        row("udp", None, start + 100 * SECOND, 4),  # within the UDP idle timeout of the start (left)
-        row("udp", None, start + 121 * SECOND, 5),  # after it: nothing earlier can continue (body)
+        row("udp", None, start + 100 * SECOND, 4),  # UDP: never an edge row itself, only its endpoint pair
+        row("udp", None, start + 121 * SECOND, 5),
         row("tcp", None, start + SECOND, 6),  # unknown completeness: no SYN known (left)
+        row("icmp", None, start + SECOND, 7),  # neither TCP nor UDP: the merge continues it always (left)
     ], schema=schema)
-    assert edge_mask(table, chunk, first=False, last=False).to_pylist() == [False, True, True, True, False, True]
+    table = table.set_column(table.schema.get_field_index("last_ts_ns"), "last_ts_ns",
+                             pa.array([start + 19 * SECOND] * 3 + [start + 101 * SECOND, start + 125 * SECOND]
+                                      + [start + 2 * SECOND] * 2, pa.int64()))
+    assert edge_mask(table, chunk, first=False, last=False).to_pylist() == \
+        [False, True, True, False, False, True, True]
     # The node's first chunk has no left edge, its last no right edge.
-    assert edge_mask(table, chunk, first=True, last=False).to_pylist() == [False, False, True, False, False, False]
-    assert edge_mask(table, chunk, first=False, last=True).to_pylist() == [False, True, False, True, False, True]
+    assert edge_mask(table, chunk, first=True, last=False).to_pylist() == \
+        [False, False, True, False, False, False, False]
+    assert edge_mask(table, chunk, first=False, last=True).to_pylist() == \
+        [False, True, False, False, False, True, True]
     empty = {name: TABLES[name].empty_table() for name in CHUNK_TABLES if name != "connections"}
     body, edge = split_chunk({"connections": table, **empty}, chunk, first=False, last=False)
-    assert body["connections"].column("conn_id").to_pylist() == ["c1", "c5"]
-    assert edge["connections"].column("conn_id").to_pylist() == ["c2", "c3", "c4", "c6"]
+    assert body["connections"].column("conn_id").to_pylist() == ["c1", "c4", "c5"]
+    assert edge["connections"].column("conn_id").to_pylist() == ["c2", "c3", "c6", "c7"]
+    # UDP pairs: starting within the idle timeout (120 s) of the chunk's start (left), ending within it and the
+    # warm-up (5 s) of the chunk's end (right: the chunk ends at start + 20 s, so all of them here).
+    left, right = udp_pairs(table, chunk, first=False, last=False, warmup_ns=5 * SECOND)
+    c4, c5 = "udp#10.0.0.1|4#10.0.0.2|80", "udp#10.0.0.1|5#10.0.0.2|80"
+    assert left.to_pylist() == [c4]
+    assert sorted(right.to_pylist()) == [c4, c5]
+    # Shared: a later chunk's left pair that an earlier chunk, ending within reach, has on its right.
+    later = Chunk(4, chunk.end_ns, chunk.end_ns + 20 * SECOND, chunk.end_ns - 5 * SECOND)
+    far = Chunk(9, chunk.end_ns + 200 * SECOND, chunk.end_ns + 220 * SECOND, chunk.end_ns + 195 * SECOND)
+    pair = left.to_pylist()[0]
+    shared = shared_udp_pairs([chunk, later, far], [(left, right), (pa.array([pair]), pa.array([], pa.string())),
+                                                   (pa.array([pair]), pa.array([], pa.string()))], 5 * SECOND)
+    assert shared.to_pylist() == [pair]  # the far chunk is past the idle timeout: it adds nothing
+    assert not len(shared_udp_pairs([chunk, far], [(left, right), (pa.array([pair]), pa.array([], pa.string()))],
+                                     5 * SECOND))

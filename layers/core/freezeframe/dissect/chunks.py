@@ -272,40 +272,78 @@ CHUNK_TABLES = ("connections", *APP_TABLES)
 
 
 def edge_mask(connections: pa.Table, chunk: Chunk, first: bool, last: bool) -> pa.Array:
-    """Which of a chunk's connections rows may be folded with another chunk's row (``merge_connections``).
+    """Which of a chunk's connections rows go to the merge as they are (``merge_connections`` may fold them).
 
     ``merge_connections`` folds a chunk's row into the latest earlier row of the same endpoint pair when
-    ``_continues`` says so, and that depends only on the two rows. So a row can meet another chunk's row only if
+    ``_continues`` says so, and that depends only on the two rows. So a TCP row can meet another chunk's row only if
 
     - (left edge; not the first chunk) it could continue an earlier row: a TCP row without the SYN bit (its SYN,
-      if any, was before the chunk, maybe in the warm-up, maybe long before: TCP has no idle timeout), a UDP row
-      starting within ``UDP_IDLE_TIMEOUT_NS`` of the chunk's start (an earlier row ends before the start), any
-      other protocol; or
+      if any, was before the chunk, maybe in the warm-up, maybe long before: TCP has no idle timeout), or a row of
+      a protocol other than TCP and UDP; or
     - (right edge; not the last chunk) a later chunk's row that carries a SYN could continue it: a TCP row whose
       completeness is SYN alone (an attempt a later chunk may retransmit). Every other continuation of a row by a
       later one is a left-edge row of the later chunk, found by its endpoint pair (``pull_pairs``).
 
+    UDP rows are not edge rows: a UDP row continues an earlier one only within ``UDP_IDLE_TIMEOUT_NS``, which is
+    longer than most chunks, so nearly every UDP row is near an edge while few share their endpoint pair with another
+    chunk. Only their endpoint pairs go to the merge (``udp_pairs``, ``shared_udp_pairs``).
+
     The warm-up does not narrow this: a conversation silent for longer than the warm-up across an edge is still one
-    conversation (packets and bytes add up exactly), so the rule is by row, not by warm-up state. A chunk's other
-    rows start and end inside it: they are written as they are.
+    conversation (packets and bytes add up exactly), so the rule is by row, not by warm-up state.
     """
     if not connections.num_rows:
         return pa.array([], pa.bool_())
     proto = connections.column("proto")
     completeness = pc.fill_null(connections.column("completeness"), 0)
-    tcp, udp = pc.equal(proto, "tcp"), pc.equal(proto, "udp")
+    tcp = pc.equal(proto, "tcp")
     falses = pa.array([False] * connections.num_rows, pa.bool_())
     left = falses
     if not first:
         no_syn = pc.equal(pc.bit_wise_and(completeness, _COMPLETENESS_SYN), 0)
-        since_start = pc.subtract(connections.column("first_ts_ns"), chunk.start_ns)
-        soon = pc.fill_null(pc.less_equal(since_start, UDP_IDLE_TIMEOUT_NS), True)
-        other = pc.invert(pc.or_(tcp, udp))
-        left = pc.fill_null(pc.or_(pc.or_(pc.and_(tcp, no_syn), pc.and_(udp, soon)), other), True)
+        other = pc.invert(pc.or_(tcp, pc.equal(proto, "udp")))
+        left = pc.fill_null(pc.or_(pc.and_(tcp, no_syn), other), True)
     right = falses
     if not last:
         right = pc.fill_null(pc.and_(tcp, pc.equal(completeness, _COMPLETENESS_SYN)), False)
     return pc.or_(left, right)
+
+
+def udp_pairs(connections: pa.Table, chunk: Chunk, first: bool, last: bool,
+              warmup_ns: int) -> tuple[pa.Array, pa.Array]:
+    """(endpoint pairs of the chunk's UDP rows that might continue an earlier chunk's row: starting within
+    ``UDP_IDLE_TIMEOUT_NS`` of its start; pairs of UDP rows a later chunk's row might continue: ending within
+    ``UDP_IDLE_TIMEOUT_NS`` plus the warm-up of its end). A warm row starts in the warm-up, so the earlier chunk saw
+    its pair within the warm-up of its end."""
+    empty = pa.array([], pa.string())
+    if not connections.num_rows:
+        return empty, empty
+    udp = pc.equal(connections.column("proto"), "udp")
+    keys = pair_keys(connections)
+    left = empty
+    if not first:
+        soon = pc.less_equal(pc.subtract(connections.column("first_ts_ns"), chunk.start_ns), UDP_IDLE_TIMEOUT_NS)
+        left = pc.unique(keys.filter(pc.fill_null(pc.and_(udp, soon), False)))
+    right = empty
+    if not last:
+        late = pc.greater_equal(connections.column("last_ts_ns"), chunk.end_ns - UDP_IDLE_TIMEOUT_NS - warmup_ns)
+        right = pc.unique(keys.filter(pc.fill_null(pc.and_(udp, late), False)))
+    return left, right
+
+
+def shared_udp_pairs(chunks: Sequence[Chunk], pairs: Sequence[tuple[pa.Array, pa.Array]],
+                     warmup_ns: int) -> pa.Array:
+    """The UDP endpoint pairs in some chunk's left pairs and an earlier chunk's right pairs (``udp_pairs``; chunks
+    in order). Only the right pairs of chunks ending within the idle timeout and the warm-up are held at a time."""
+    window: list[tuple[int, pa.Array]] = []
+    shared = []
+    for chunk, (left, right) in zip(chunks, pairs, strict=True):
+        horizon = chunk.start_ns - UDP_IDLE_TIMEOUT_NS - warmup_ns
+        window = [(end, keys) for end, keys in window if end > horizon]
+        earlier = [keys for _end, keys in window if len(keys)]
+        if len(left) and earlier:
+            shared.append(left.filter(pc.is_in(left, value_set=pa.concat_arrays(earlier))))
+        window.append((chunk.end_ns, right))
+    return pc.unique(pa.concat_arrays(shared)) if shared else pa.array([], pa.string())
 
 
 def split_chunk(tables: Mapping[str, pa.Table], chunk: Chunk, first: bool,
@@ -331,9 +369,12 @@ def split_chunk(tables: Mapping[str, pa.Table], chunk: Chunk, first: bool,
     return body, edge
 
 
-def edge_pairs(edges: Iterable[Mapping[str, pa.Table]]) -> pa.Array:
-    """The endpoint pairs of every chunk's edge connections rows (the set ``pull_pairs`` looks for)."""
+def edge_pairs(edges: Iterable[Mapping[str, pa.Table]], more: pa.Array | None = None) -> pa.Array:
+    """The endpoint pairs of every chunk's edge connections rows and ``more`` (the shared UDP pairs): the set
+    ``pull_pairs`` looks for."""
     keys = [pc.unique(pair_keys(edge["connections"])) for edge in edges if edge["connections"].num_rows]
+    if more is not None and len(more):
+        keys.append(more)
     return pc.unique(pa.concat_arrays(keys)) if keys else pa.array([], pa.string())
 
 

@@ -14,7 +14,8 @@ template.yaml's DissectionStateMachine runs, per pass:
    ``<node>~<chunk>.parquet`` beside ``<node>.parquet``). The edge rows and the status go under ``keys.chunk_prefix``.
 3. ``merge_node`` (``{"action": "merge", "node": ...}``), one per node in a Map: the chunks' edge rows merged
    (``dissect.chunks.merge_tables``); of the chunk parts it reads only the endpoint columns of connections, to move
-   the rows that share an endpoint pair with an edge row to the merge (``pull_pairs``: a conversation idle across a
+   the rows that share an endpoint pair with an edge row, or a UDP pair with a neighbour chunk (``udp_pairs``), to
+   the merge (``pull_pairs``: a conversation idle across a
    whole chunk, a stray late segment; rare), saving them before it rewrites that part. So its work and memory
    follow the edge rows, not the node's rows. The merged rows, enriched, with the node's cross-layer tables, are the
    node's part (``keys.table_part_key``); its dissect status names it, the chunk parts and every hole: a chunk
@@ -50,7 +51,17 @@ from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
 from freezeframe.crosslayer import CLUSTER_PART, ServiceTimeline, cluster_tables, node_tables, service_flows
 from freezeframe.custody.pinned import pinned_manifest
-from freezeframe.dissect.chunks import Chunk, edge_pairs, merge_tables, pair_keys, pull_pairs, split_chunk, with_rows
+from freezeframe.dissect.chunks import (
+    Chunk,
+    edge_pairs,
+    merge_tables,
+    pair_keys,
+    pull_pairs,
+    shared_udp_pairs,
+    split_chunk,
+    udp_pairs,
+    with_rows,
+)
 from freezeframe.dissect.enrich import IpTimeline, enrich
 from freezeframe.dissect.job import (
     DissectReport,
@@ -203,6 +214,12 @@ def dissect_chunk(settings: Settings, s3: Any, item: Mapping[str, Any]) -> dict[
         parts[name] = f"{prefix}edge-{name}.parquet"
         s3io.put_bytes(s3, settings.evidence_bucket, parts[name], parquet_bytes(edge[name]),
                        content_type="application/vnd.apache.parquet")
+    left, right = udp_pairs(result.tables["connections"], chunk, open_start, open_end,
+                            settings.dissect_warmup_s * 1_000_000_000)
+    parts["_udp_pairs"] = f"{prefix}udp-pairs.parquet"
+    _put_table(settings, s3, parts["_udp_pairs"], pa.table({
+        "pair": pa.concat_arrays([left, right]),
+        "left": pa.array([True] * len(left) + [False] * len(right), pa.bool_())}))
     edge_ids = set(edge["connections"].column("conn_id").to_pylist())
     for name, wanted in (("_extras", True), ("_extras_body", False)):
         rows = sorted(item for item in result.extras.items() if (item[0] in edge_ids) == wanted)
@@ -277,6 +294,7 @@ def merge_node(settings: Settings, s3: Any, incident_id: str, node: str) -> Diss
     statuses: list[dict[str, Any]] = []
     edges: list[dict[str, pa.Table]] = []
     extras: list[dict[str, tuple[int, int, int, int]]] = []
+    udp: list[tuple[pa.Array, pa.Array]] = []
     problems = SegmentProblems(node)
     stats: dict[str, int] = {}
     holes: list[dict[str, Any]] = []
@@ -293,6 +311,10 @@ def merge_node(settings: Settings, s3: Any, incident_id: str, node: str) -> Diss
         if status.get("state") != "done":
             holes.append({**hole, "error": f"{len(status.get('corrupt_segments', []))} corrupt segment(s)"})
         edge = {name: _read_table(s3, bucket, status["parts"][name]) for name in ENGINE_TABLES}
+        pairs_table = _read_table(s3, bucket, status["parts"]["_udp_pairs"])
+        is_left = pairs_table.column("left")
+        udp.append((pairs_table.column("pair").filter(is_left).combine_chunks(),
+                    pairs_table.column("pair").filter(pc.invert(is_left)).combine_chunks()))
         chunk_extras = _extras_of(_read_table(s3, bucket, status["parts"]["_extras"]))
         edges.append(edge)
         extras.append(chunk_extras)
@@ -303,7 +325,7 @@ def merge_node(settings: Settings, s3: Any, incident_id: str, node: str) -> Diss
         chunks.append(Chunk(planned_chunk.index, planned_chunk.start_ns, planned_chunk.end_ns,
                             None if planned_chunk.open_start else planned_chunk.warmup_start_ns))
     body_rows = {name: sum(int(s["body_rows"].get(name, 0)) for s in statuses) for name in BODY_TABLES}
-    pairs = edge_pairs(edges)
+    pairs = edge_pairs(edges, shared_udp_pairs(chunks, udp, settings.dissect_warmup_s * 1_000_000_000))
     moved_rows = 0
     for number, status in enumerate(statuses):
         moved = _pull(settings, s3, incident_id, node, status, pairs)

@@ -43,8 +43,10 @@ from freezeframe.dissect.chunks import (
     edge_pairs,
     merge_tables,
     pull_pairs,
+    shared_udp_pairs,
     sort_rows,
     split_chunk,
+    udp_pairs,
     with_rows,
 )
 from freezeframe.dissect.connections import ConnectionTracker, collector_paused
@@ -260,14 +262,17 @@ def merge_chunk_results(node: str, chunks: Sequence[Chunk], results: Sequence[En
     completed from the warm-up) and the bodies kept as they are -- the fan-out's merge step does the same with the
     bodies in S3 (``dissect.fanout``)."""
     last = len(results) - 1
+    warmup_ns = max((c.start_ns - c.warmup_start_ns for c in chunks if c.warmup_start_ns is not None), default=0)
     bodies: list[dict[str, pa.Table]] = []
     edges: list[dict[str, pa.Table]] = []
+    udp = []
     for number, (chunk, result) in enumerate(zip(chunks, results, strict=True)):
         body, edge = split_chunk(result.tables, chunk, number == 0, number == last)
         bodies.append(body)
         edges.append(edge)
+        udp.append(udp_pairs(result.tables["connections"], chunk, number == 0, number == last, warmup_ns))
     edge_rows = sum(edge["connections"].num_rows for edge in edges)
-    pairs = edge_pairs(edges)
+    pairs = edge_pairs(edges, shared_udp_pairs(chunks, udp, warmup_ns))
     pulled = 0
     for number, body in enumerate(bodies):
         bodies[number], moved = pull_pairs(body, pairs)
