@@ -156,7 +156,7 @@ def test_edge_rows_follow_the_merges_continuation_rule() -> None:
     assert edge_mask(table, chunk, first=False, last=True).to_pylist() == \
         [False, True, False, False, False, True, True]
     empty = {name: TABLES[name].empty_table() for name in CHUNK_TABLES if name != "connections"}
-    body, edge = split_chunk({"connections": table, **empty}, chunk, first=False, last=False)
+    body, edge, _warm = split_chunk({"connections": table, **empty}, chunk, first=False, last=False)
     assert body["connections"].column("conn_id").to_pylist() == ["c1", "c4", "c5"]
     assert edge["connections"].column("conn_id").to_pylist() == ["c2", "c3", "c6", "c7"]
     # UDP pairs: starting within the idle timeout (120 s) of the chunk's start (left), ending within it and the

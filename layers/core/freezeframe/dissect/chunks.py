@@ -346,27 +346,44 @@ def shared_udp_pairs(chunks: Sequence[Chunk], pairs: Sequence[tuple[pa.Array, pa
     return pc.unique(pa.concat_arrays(shared)) if shared else pa.array([], pa.string())
 
 
-def split_chunk(tables: Mapping[str, pa.Table], chunk: Chunk, first: bool,
-                last: bool) -> tuple[dict[str, pa.Table], dict[str, pa.Table]]:
-    """(body, edge) of one chunk's tables: the edge holds the connections rows of ``edge_mask``, the dns/http/tls
-    rows that reference them, and the rows stamped in the warm-up (``replace_warm_rows`` decides on those). The body
-    is final as it is: no other chunk can change it."""
+def split_chunk(tables: Mapping[str, pa.Table], chunk: Chunk, first: bool, last: bool
+                ) -> tuple[dict[str, pa.Table], dict[str, pa.Table], dict[str, pa.Table]]:
+    """(body, edge, warm) of one chunk's tables. The edge holds the connections rows of ``edge_mask`` and the
+    dns/http/tls rows that reference them; the body the other rows, final as they are: no other chunk can change
+    them. The dns/http/tls rows stamped in the warm-up that reference no edge row are ``warm``: one of them counts
+    only if its connection is merged after all (``replace_warm_rows``), which the merge decides (``warm_rows_of``)."""
     connections = tables["connections"]
     mask = edge_mask(connections, chunk, first, last)
     edge = {"connections": connections.filter(mask)}
     body = {"connections": connections.filter(pc.invert(mask))}
+    warm = {}
     ids = edge["connections"].column("conn_id")
     for name in APP_TABLES:
         table = tables[name]
         if not table.num_rows:
-            edge[name], body[name] = table, table
+            edge[name], body[name], warm[name] = table, table, table
             continue
-        at_edge = pc.is_in(table.column("conn_id"), value_set=ids)
-        if not first:
-            at_edge = pc.or_(at_edge, pc.less(table.column("ts_ns"), chunk.start_ns))
-        at_edge = pc.fill_null(at_edge, False)
-        edge[name], body[name] = table.filter(at_edge), table.filter(pc.invert(at_edge))
-    return body, edge
+        at_edge = pc.fill_null(pc.is_in(table.column("conn_id"), value_set=ids), False)
+        before = pc.less(table.column("ts_ns"), chunk.start_ns) if not first else pa.array(
+            [False] * table.num_rows, pa.bool_())
+        edge[name] = table.filter(at_edge)
+        rest = pc.invert(at_edge)
+        body[name] = table.filter(pc.and_(rest, pc.invert(before)))
+        warm[name] = table.filter(pc.and_(rest, before))
+    return body, edge, warm
+
+
+def warm_rows_of(warm: Mapping[str, pa.Table], ids: pa.Array) -> dict[str, pa.Table]:
+    """The warm-up's dns/http/tls rows of a chunk whose connection the merge holds (``ids``: every conn_id of the
+    merge's connections rows); only those can be kept by ``replace_warm_rows``."""
+    return {name: table.filter(pc.fill_null(pc.is_in(table.column("conn_id"), value_set=ids), False))
+            if table.num_rows else table for name, table in warm.items()}
+
+
+def merge_ids(edges: Iterable[Mapping[str, pa.Table]]) -> pa.Array:
+    """Every conn_id of the merge's connections rows."""
+    ids = [edge["connections"].column("conn_id").combine_chunks() for edge in edges if edge["connections"].num_rows]
+    return pa.concat_arrays(ids) if ids else pa.array([], pa.string())
 
 
 def edge_pairs(edges: Iterable[Mapping[str, pa.Table]], more: pa.Array | None = None) -> pa.Array:

@@ -52,14 +52,17 @@ from freezeframe.config import Settings
 from freezeframe.crosslayer import CLUSTER_PART, ServiceTimeline, cluster_tables, node_tables, service_flows
 from freezeframe.custody.pinned import pinned_manifest
 from freezeframe.dissect.chunks import (
+    APP_TABLES,
     Chunk,
     edge_pairs,
+    merge_ids,
     merge_tables,
     pair_keys,
     pull_pairs,
     shared_udp_pairs,
     split_chunk,
     udp_pairs,
+    warm_rows_of,
     with_rows,
 )
 from freezeframe.dissect.enrich import IpTimeline, enrich
@@ -199,7 +202,7 @@ def dissect_chunk(settings: Settings, s3: Any, item: Mapping[str, Any]) -> dict[
     prefix = chunk_prefix(incident_id, node, index)
     # Rows on none of the chunk's edges are final: enriched and written as the node's part of this chunk. The edge
     # rows (and the application rows that point at them) go to the merge step (dissect.chunks.split_chunk).
-    body, edge = split_chunk(result.tables, chunk, open_start, open_end)
+    body, edge, warm = split_chunk(result.tables, chunk, open_start, open_end)
     records = context_records(s3, pinned_manifest(settings, s3, incident_id))
     timeline = IpTimeline.from_records(records)
     body = {name: enrich(table, timeline) for name, table in body.items()}
@@ -214,6 +217,9 @@ def dissect_chunk(settings: Settings, s3: Any, item: Mapping[str, Any]) -> dict[
         parts[name] = f"{prefix}edge-{name}.parquet"
         s3io.put_bytes(s3, settings.evidence_bucket, parts[name], parquet_bytes(edge[name]),
                        content_type="application/vnd.apache.parquet")
+    for name, table in warm.items():
+        parts[f"_warm_{name}"] = f"{prefix}warm-{name}.parquet"
+        _put_table(settings, s3, parts[f"_warm_{name}"], table)
     left, right = udp_pairs(result.tables["connections"], chunk, open_start, open_end,
                             settings.dissect_warmup_s * 1_000_000_000)
     parts["_udp_pairs"] = f"{prefix}udp-pairs.parquet"
@@ -337,6 +343,16 @@ def merge_node(settings: Settings, s3: Any, incident_id: str, node: str) -> Diss
             body_rows[name] -= moved[name].num_rows
         extras[number].update(_extras_of(_read_table(s3, bucket, status["parts"]["_extras_body"])))
         edges[number] = {name: with_rows(edges[number][name], moved[name]) for name in ENGINE_TABLES}
+    # The warm-up's application rows of a connection the merge holds (the rest can only be dropped), a chunk at a
+    # time.
+    ids = merge_ids(edges)
+    for number, status in enumerate(statuses):
+        if not len(ids) or status.get("open_start"):
+            continue
+        kept = warm_rows_of({name: _read_table(s3, bucket, status["parts"][f"_warm_{name}"]) for name in APP_TABLES},
+                            ids)
+        edges[number] = {name: with_rows(edges[number][name], kept[name]) if name in kept else edges[number][name]
+                         for name in ENGINE_TABLES}
     if edges:
         merged = merge_tables(node, chunks, edges, None, extras)
         merged_tables, merged_rows = merged.tables, merged.merged_rows

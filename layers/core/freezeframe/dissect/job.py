@@ -41,12 +41,14 @@ from freezeframe.dissect.chunks import (
     CHUNK_TABLES,
     Chunk,
     edge_pairs,
+    merge_ids,
     merge_tables,
     pull_pairs,
     shared_udp_pairs,
     sort_rows,
     split_chunk,
     udp_pairs,
+    warm_rows_of,
     with_rows,
 )
 from freezeframe.dissect.connections import ConnectionTracker, collector_paused
@@ -265,11 +267,13 @@ def merge_chunk_results(node: str, chunks: Sequence[Chunk], results: Sequence[En
     warmup_ns = max((c.start_ns - c.warmup_start_ns for c in chunks if c.warmup_start_ns is not None), default=0)
     bodies: list[dict[str, pa.Table]] = []
     edges: list[dict[str, pa.Table]] = []
+    warms: list[dict[str, pa.Table]] = []
     udp = []
     for number, (chunk, result) in enumerate(zip(chunks, results, strict=True)):
-        body, edge = split_chunk(result.tables, chunk, number == 0, number == last)
+        body, edge, warm = split_chunk(result.tables, chunk, number == 0, number == last)
         bodies.append(body)
         edges.append(edge)
+        warms.append(warm)
         udp.append(udp_pairs(result.tables["connections"], chunk, number == 0, number == last, warmup_ns))
     edge_rows = sum(edge["connections"].num_rows for edge in edges)
     pairs = edge_pairs(edges, shared_udp_pairs(chunks, udp, warmup_ns))
@@ -278,6 +282,11 @@ def merge_chunk_results(node: str, chunks: Sequence[Chunk], results: Sequence[En
         bodies[number], moved = pull_pairs(body, pairs)
         pulled += moved["connections"].num_rows
         edges[number] = {name: with_rows(edges[number][name], moved[name]) for name in CHUNK_TABLES}
+    ids = merge_ids(edges)
+    for number, warm in enumerate(warms):
+        kept = warm_rows_of(warm, ids)
+        edges[number] = {name: with_rows(edges[number][name], kept[name]) if name in kept else edges[number][name]
+                         for name in CHUNK_TABLES}
     merged = merge_tables(node, chunks, edges, [result.payload_segments for result in results],
                           [result.extras for result in results])
     tables = {}
