@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
 import multiprocessing
 import resource
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from freezeframe.dissect.chunks import (
     CHUNK_TABLES,
     Chunk,
     edge_pairs,
+    merge_ids,
     merge_tables,
     pair_keys,
     pull_pairs,
@@ -51,6 +53,7 @@ from freezeframe.dissect.chunks import (
     sort_rows,
     split_chunk,
     udp_pairs,
+    warm_rows_of,
     with_rows,
 )
 from freezeframe.dissect.fanout import PAIR_COLUMNS
@@ -78,6 +81,14 @@ TARGET_WALL_S = 15 * 60
 
 
 def _rss_mb() -> float:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: Linux keeps ru_maxrss across execve, so a spawned
+    child would start from its parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -97,42 +108,74 @@ def _child(args: ChildArgs) -> tuple[float, float, float, EngineResult]:
     source = SegmentSource(SegmentRef(path, None, span[0], span[1]), path=Path(path))  # the file's own span
     chunk = Chunk(index, low, high, warm)
     result = dissect_segments("bench", [source], chunk)
-    body, edge = split_chunk(result.tables, chunk, first, last)
-    for table in [*body.values(), *edge.values()]:
+    body, edge, warm = split_chunk(result.tables, chunk, first, last)
+    udp_pairs(result.tables["connections"], chunk, first, last, 0)
+    for table in [*body.values(), *edge.values(), *warm.values()]:
         parquet_bytes(table)
     return _cpu() - start, baseline, _rss_mb(), result
 
 
-MergeArgs = tuple[list[Chunk], list[dict[str, Any]], list[dict[str, Any]], list[bytes],
-                  list[tuple[pa.Array, pa.Array]], int]
+MergeArgs = tuple[list[Chunk], str, list[tuple[pa.Array, pa.Array]], int]
+MergeOut = tuple[dict[str, float], float, float, dict[str, int], float, dict[str, Any]]
 
 
-def _merge_child(args: MergeArgs) -> tuple[float, float, float, float, int, int, dict[str, Any]]:
-    """The merge step on real chunks, in a fresh process for its own peak RSS: the chunks' UDP pairs matched and
-    the chunk parts' endpoint columns read and matched (scan), the matching rows moved and every edge row merged
-    (merge)."""
-    chunks, edges, extras, parts, udp, warmup_ns = args
+def _load(path: Path) -> pa.Table:
+    return pq.read_table(path)
+
+
+def _extras(path: Path) -> dict[str, tuple[int, int, int, int]]:
+    return {key: (value[0], value[1], value[2], value[3]) for key, value in json.loads(path.read_text()).items()}
+
+
+def _merge_child(args: MergeArgs) -> MergeOut:
+    """The merge step (dissect.fanout.merge_node) on real chunks whose tables are files in ``folder`` (as the
+    chunk tasks wrote them), in a fresh process for its own peak RSS: edge rows and UDP pairs read; the chunk parts'
+    endpoint columns read and matched (scan); the parts holding rows of an edge's pair read whole and those rows
+    taken (read); the warm-up rows of merged connections read; every edge row merged (merge)."""
+    chunks, folder, udp, warmup_ns = args
+    root = Path(folder)
     baseline = _rss_mb()
+    cpu = {"scan": 0.0, "read": 0.0, "merge": 0.0}
     start = _cpu()
+    edges = [{name: _load(root / f"{c.index}-edge-{name}.parquet") for name in CHUNK_TABLES} for c in chunks]
+    extras = [_extras(root / f"{c.index}-extras-edge.json") for c in chunks]
     pairs = edge_pairs(edges, shared_udp_pairs(chunks, udp, warmup_ns))
-    hits = []
-    for part in parts:
-        keys = pq.read_table(io.BytesIO(part), columns=list(PAIR_COLUMNS))
-        hits.append(bool(keys.num_rows) and bool(pc.any(pc.is_in(pair_keys(keys), value_set=pairs)).as_py()))
-    scan_cpu = _cpu() - start
+    cpu["merge"] += _cpu() - start
+    counts = {"pulled": 0, "read_rows": 0, "scanned_rows": 0, "warm_kept": 0, "largest_part_rows": 0}
+    part_mb = 0.0
+    for number, chunk in enumerate(chunks):
+        start = _cpu()
+        keys = pq.read_table(root / f"{chunk.index}-body-connections.parquet", columns=list(PAIR_COLUMNS))
+        counts["scanned_rows"] += keys.num_rows
+        hit = bool(keys.num_rows) and bool(pc.any(pc.is_in(pair_keys(keys), value_set=pairs)).as_py())
+        cpu["scan"] += _cpu() - start
+        if not hit:
+            continue
+        start = _cpu()
+        body = {name: _load(root / f"{chunk.index}-body-{name}.parquet") for name in CHUNK_TABLES}
+        part_mb = max(part_mb, sum(t.nbytes for t in body.values()) / 2**20)
+        counts["largest_part_rows"] = max(counts["largest_part_rows"], body["connections"].num_rows)
+        counts["read_rows"] += body["connections"].num_rows
+        _left, moved = pull_pairs(body, pairs)
+        counts["pulled"] += moved["connections"].num_rows
+        extras[number].update(_extras(root / f"{chunk.index}-extras-body.json"))
+        edges[number] = {name: with_rows(edges[number][name], moved[name]) for name in CHUNK_TABLES}
+        cpu["read"] += _cpu() - start
     start = _cpu()
-    pulled = 0
-    for number, (hit, part) in enumerate(zip(hits, parts, strict=True)):
-        if hit:  # the whole part read only when it has rows of an edge's pair
-            body = {"connections": pq.read_table(io.BytesIO(part)),
-                    **{name: TABLES[name].empty_table() for name in CHUNK_TABLES if name != "connections"}}
-            _left, moved = pull_pairs(body, pairs)
-            pulled += moved["connections"].num_rows
-            edges[number] = {name: with_rows(edges[number][name], moved[name]) for name in CHUNK_TABLES}
+    ids = merge_ids(edges)
+    for number, chunk in enumerate(chunks):
+        warm = {name: _load(root / f"{chunk.index}-warm-{name}.parquet") for name in CHUNK_TABLES
+                if name != "connections"}
+        kept = warm_rows_of(warm, ids)
+        counts["warm_kept"] += sum(t.num_rows for t in kept.values())
+        edges[number] = {name: with_rows(edges[number][name], kept[name]) if name in kept else edges[number][name]
+                         for name in CHUNK_TABLES}
+    cpu["scan"] += _cpu() - start
+    start = _cpu()
+    counts["edge_rows"] = sum(e["connections"].num_rows for e in edges)
     merged = merge_tables("bench", chunks, edges, None, extras)
-    merge_cpu = _cpu() - start
-    return scan_cpu, merge_cpu, baseline, _rss_mb(), sum(e["connections"].num_rows for e in edges), pulled, \
-        {name: table for name, table in merged.tables.items()}
+    cpu["merge"] += _cpu() - start
+    return cpu, baseline, _rss_mb(), counts, part_mb, {name: table for name, table in merged.tables.items()}
 
 
 def capture_path(given: Path | None) -> Path:
@@ -198,50 +241,63 @@ def measure(path: Path, chunks: int, warmup_s: float) -> tuple[CostModel, list[d
     rows = sum(r.tables["connections"].num_rows for r in results)
     packets = sum(m["packets"] for m in measured)
     capture_pps = packets / ((high - low) / SECOND_NS)
-    # The chunk tasks' split, as each task made it.
+    # The chunk tasks' split, as each task made it, written as the tasks write it (here to files).
+    folder = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     bodies, edges, crossing, other_edge, udp = [], [], [], 0, []
     warmup_ns = int(warmup_s * SECOND_NS)
     for chunk, result, m in zip(planned, results, measured, strict=True):
         split = Chunk(chunk.index, chunk.start_ns, chunk.end_ns)
-        body, edge = split_chunk(result.tables, split, chunk.open_start, chunk.open_end)
+        body, edge, warm = split_chunk(result.tables, split, chunk.open_start, chunk.open_end)
         bodies.append(body)
         edges.append(edge)
+        for kind, tables in (("body", body), ("edge", edge), ("warm", warm)):
+            for name, table in tables.items():
+                (folder / f"{chunk.index}-{kind}-{name}.parquet").write_bytes(parquet_bytes(table))
+        at_edge = set(edge["connections"].column("conn_id").to_pylist())
+        for kind, wanted in (("edge", True), ("body", False)):
+            (folder / f"{chunk.index}-extras-{kind}.json").write_text(json.dumps(
+                {k: v for k, v in result.extras.items() if (k in at_edge) == wanted}))
         udp.append(udp_pairs(result.tables["connections"], split, chunk.open_start, chunk.open_end, warmup_ns))
         kinds = _kinds(edge["connections"])
-        kinds["udp_pairs_near_an_edge"] = len(pc.unique(pa.concat_arrays(list(udp[-1]))))
         m.update({"rows": result.tables["connections"].num_rows, "edge_rows": edge["connections"].num_rows,
-                  "edge_kinds": kinds})
+                  "edge_kinds": kinds, "udp_pairs_near_an_edge": len(pc.unique(pa.concat_arrays(list(udp[-1])))),
+                  "warm_app_rows": sum(t.num_rows for t in warm.values())})
         if not chunk.open_start:
             crossing.append(kinds["tcp_open_at_start"])
         other_edge += edge["connections"].num_rows - (kinds["tcp_open_at_start"] if not chunk.open_start else 0)
-        m["udp_pairs_near_an_edge"] = kinds.pop("udp_pairs_near_an_edge")
         share = edge["connections"].num_rows / max(m["rows"], 1)
         print(f"  chunk {chunk.index}: {m['rows']} connections rows, {edge['connections'].num_rows} at an edge "
-              f"({share:.1%}): {', '.join(f'{k} {v}' for k, v in kinds.items())}; UDP pairs near an edge "
-              f"{m['udp_pairs_near_an_edge']} (their pairs only)", flush=True)
+              f"({share:.1%}: {', '.join(f'{k} {v}' for k, v in kinds.items())}); UDP pairs near an edge "
+              f"{m['udp_pairs_near_an_edge']} and warm-up app rows {m['warm_app_rows']} (read, not merged)",
+              flush=True)
     # The full merge (the fan-out's merge before): every row of every chunk. The reference for the edge merge.
     started = time.process_time()
     full = merge_tables("bench", planned_chunks, [r.tables for r in results], None, [r.extras for r in results])
     full_cpu = time.process_time() - started
-    parts = [parquet_bytes(body["connections"]) for body in bodies]
-    scanned = sum(body["connections"].num_rows for body in bodies)
-    scan_cpu, merge_cpu, merge_base, merge_peak, edge_rows, pulled, merged = _in_child(
-        _merge_child, (planned_chunks, edges, [r.extras for r in results], parts, udp, warmup_ns))
-    pairs = edge_pairs(edges, shared_udp_pairs(planned_chunks, udp, warmup_ns))
-    bodies = [pull_pairs(body, pairs)[0] for body in bodies]  # what the merge left in the chunk parts
+    cpu, merge_base, merge_peak, counts, part_mb, merged = _in_child(
+        _merge_child, (planned_chunks, str(folder), udp, warmup_ns))
+    edge_rows = counts["edge_rows"]
     print(f"  full merge (before): {rows} chunk rows in {full_cpu:.2f} CPU s ({full_cpu / rows * 1e6:.1f} us/row)",
           flush=True)
-    print(f"  edge merge: {edge_rows} edge rows ({edge_rows / rows:.1%}; {pulled} moved from chunk parts) in "
-          f"{merge_cpu:.2f} CPU s ({merge_cpu / max(edge_rows, 1) * 1e6:.1f} us/edge row), chunk parts' endpoint "
-          f"columns scanned in {scan_cpu:.2f} CPU s ({scan_cpu / max(scanned, 1) * 1e6:.2f} us/row), peak RSS "
-          f"{merge_peak:.0f} MB (baseline {merge_base:.0f} MB)", flush=True)
-    # Equality: the edge merge plus the untouched bodies against the full merge and one sequential pass.
+    print(f"  edge merge: {edge_rows} edge rows ({edge_rows / rows:.1%}; {counts['pulled']} of them moved from chunk "
+          f"parts, plus {counts['warm_kept']} warm-up app rows) merged in {cpu['merge']:.2f} CPU s "
+          f"({cpu['merge'] / max(edge_rows, 1) * 1e6:.0f} us/edge row); chunk parts scanned in {cpu['scan']:.2f} "
+          f"CPU s ({cpu['scan'] / max(counts['scanned_rows'], 1) * 1e6:.2f} us/row); "
+          f"{counts['read_rows']} rows of parts holding rows to move "
+          f"({counts['read_rows'] / max(counts['scanned_rows'], 1):.0%}) read whole in {cpu['read']:.2f} CPU s "
+          f"({cpu['read'] / max(counts['read_rows'], 1) * 1e6:.2f} us/row); peak RSS {merge_peak:.0f} MB "
+          f"(baseline {merge_base:.0f} MB)", flush=True)
+    # Equality: the edge merge plus what the merge left in the chunk parts, against the full merge and one
+    # sequential pass.
+    pairs = edge_pairs(edges, shared_udp_pairs(planned_chunks, udp, warmup_ns))
+    left = [pull_pairs(body, pairs)[0] for body in bodies]  # the chunk parts without the node's moved rows
     combined = {}
     for name in CHUNK_TABLES:
         table = merged[name].cast(TABLES[name])
-        for body in bodies:
+        for body in left:
             table = with_rows(table, body[name])
         combined[name] = sort_rows(name, table)
+    shutil.rmtree(folder)
     same_as_full = all(combined[name].to_pylist() == sort_rows(name, full.tables[name].cast(TABLES[name])).to_pylist()
                        for name in CHUNK_TABLES)
     sequential = dissect_segments("bench", [SegmentSource(SegmentRef(str(path), None, low, high), path=path)])
@@ -259,15 +315,18 @@ def measure(path: Path, chunks: int, warmup_s: float) -> tuple[CostModel, list[d
     cpu_total = sum(m["cpu_s"] for m in measured)
     baseline = max(m["baseline_mb"] for m in measured)
     growth = max((m["peak_rss_mb"] - m["baseline_mb"]) / reads[m["chunk"]] for m in measured)
-    key_mb = max(pq.read_table(io.BytesIO(part), columns=list(PAIR_COLUMNS)).nbytes for part in parts) / 2**20
-    edge_mb = max(merge_peak - merge_base, 2 * sum(t.nbytes for e in edges for t in e.values()) / 2**20)
+    # The merge's memory: one part at a time (measured in Arrow, doubled for its copy) plus what the edge rows take.
+    part_row_mb = 2 * part_mb / max(counts["largest_part_rows"], 1)
+    edge_mb = max(merge_peak - merge_base - 2 * part_mb, 0.0)
     cost = CostModel(s_per_packet=cpu_total / sum(reads.values()), mb_per_packet=growth, base_mb=baseline,
                      bytes_per_packet=max(size // max(packets, 1), 1), rows_per_packet=rows / max(packets, 1),
                      crossing_rows_per_pps=sum(crossing) / max(len(crossing), 1) / capture_pps,
                      edge_rows_per_packet=other_edge / max(packets, 1),
-                     s_per_edge_row=merge_cpu / max(edge_rows, 1), mb_per_edge_row=edge_mb / max(edge_rows, 1),
-                     s_per_scanned_row=scan_cpu / max(scanned, 1),
-                     mb_per_scanned_row=key_mb / max(max(b["connections"].num_rows for b in bodies), 1))
+                     s_per_edge_row=cpu["merge"] / max(edge_rows, 1), mb_per_edge_row=edge_mb / max(edge_rows, 1),
+                     s_per_scanned_row=cpu["scan"] / max(counts["scanned_rows"], 1),
+                     read_share=counts["read_rows"] / max(counts["scanned_rows"], 1),
+                     s_per_read_row=cpu["read"] / max(counts["read_rows"], 1),
+                     mb_per_part_row=part_row_mb)
     return cost, measured
 
 
@@ -302,7 +361,8 @@ def main() -> int:
     cost = dataclasses.replace(measured_cost, fixed_s=CostModel().fixed_s,
                                s_per_packet=measured_cost.s_per_packet / speed,
                                s_per_edge_row=measured_cost.s_per_edge_row / speed,
-                               s_per_scanned_row=measured_cost.s_per_scanned_row / speed)
+                               s_per_scanned_row=measured_cost.s_per_scanned_row / speed,
+                               s_per_read_row=measured_cost.s_per_read_row / speed)
     limits = Limits()
     plan = plan_incident(synthetic_entries(), warmup_ns=int(options.warmup_s * SECOND_NS), cost=cost, limits=limits)
     prediction = predict(plan, options.concurrency)
@@ -331,7 +391,9 @@ def main() -> int:
               f"M packets, base {cost.base_mb:.0f} MB, {cost.rows_per_packet:.4f} rows/packet; edge rows: "
               f"{cost.crossing_rows_per_pps:.4f} per packet/s per edge + {cost.edge_rows_per_packet:.5f} per packet; "
               f"merge {cost.s_per_edge_row * 1e6:.1f} us and {cost.mb_per_edge_row * 1e3:.2f} KB per edge row, "
-              f"scan {cost.s_per_scanned_row * 1e6:.2f} us per chunk-part row")
+              f"scan {cost.s_per_scanned_row * 1e6:.2f} us per chunk-part row, {cost.read_share:.0%} of the rows in "
+              f"parts read whole at {cost.s_per_read_row * 1e6:.2f} us/row, {cost.mb_per_part_row * 1e3:.2f} KB per "
+              f"row of the part in memory")
         print(f"incident: {NODES} nodes x 1 h x {RATE_PPS // 1000} k packets/s = "
               f"{NODES * HOUR_S * RATE_PPS / 1e9:.1f} G packets")
         print(f"plan: {len(plan.chunks)} chunks ({per_node} per node, {figures['plan']['chunk_s']:.0f} s each); "

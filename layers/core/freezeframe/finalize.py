@@ -237,7 +237,10 @@ def finalize_incident(settings: Settings, s3: Any, incident_id: str, outcomes: S
     # A fanned-out node's rows on no chunk edge are in one part per chunk (dissect.fanout), named by its status.
     chunk_keys = [key for status in statuses.values() if status for key in status.get("chunk_parts", [])]
     # The views SQL reads (one row per conversation across nodes) before the partitions and the report that use them.
-    views = write_incident_views(settings.evidence_bucket, s3, incident_id, [*part_keys, *chunk_keys])
+    moved = {node: str(status["moved_rows"]) for node, status in statuses.items()
+             if status and status.get("moved_rows")}
+    views = write_incident_views(settings.evidence_bucket, s3, incident_id, [*part_keys, *chunk_keys],
+                                 moved_keys=moved)
     registered = register(settings, part_keys)
     report = write_report(settings, s3, incident_id, writer if writer is not None else report_writer())
     summary = build_summary(incident_id, manifest_nodes, outcomes, statuses, registered, report, now)

@@ -124,6 +124,11 @@ def dissect_status_key(incident_id: str, node: str) -> str:
     return f"{INCIDENTS_ROOT}/{check_name('incident_id', incident_id)}/dissect/{check_name('node', node)}.json"
 
 
+def dissect_moved_key(incident_id: str, node: str) -> str:
+    """The conn_ids whose rows in a node's chunk parts the merge folded into the node's part (dissect.fanout)."""
+    return f"{INCIDENTS_ROOT}/{check_name('incident_id', incident_id)}/dissect/{check_name('node', node)}-moved.parquet"
+
+
 def report_key(incident_id: str) -> str:
     """The incident's HTML report; a re-render (after late segments) adds a version, never replaces one."""
     return f"{INCIDENTS_ROOT}/{check_name('incident_id', incident_id)}/report.html"
@@ -172,6 +177,12 @@ def table_prefix(table: str) -> str:
 # ('~' is not allowed in a node name, so the two never collide).
 _TABLE_PART = re.compile(r"^tables/(?P<table>[^/]+)/dt=(?P<dt>\d{4}-\d{2}-\d{2})/incident_id=(?P<incident>[^/]+)/"
                          r"(?P<node>[^/~]+)(?:~(?P<chunk>\d{6}))?\.parquet$")
+
+
+def is_chunk_part_key(key: str) -> bool:
+    """Whether a Parquet part key is one time chunk's part of a node (``table_chunk_part_key``)."""
+    match = _TABLE_PART.match(key)
+    return bool(match and match["chunk"])
 
 
 def parse_table_part_key(key: str) -> tuple[str, str, str, str] | None:

@@ -14,6 +14,13 @@ first), so its per-direction columns are swapped and its history letters case-sw
 ``conn_id`` hashes the initiator 5-tuple and ``first_ts_ns``, both taken from the earliest part, so the merged id
 is the one an unchunked run gives; ``remap_conn_ids`` rewrites the dns/http/tls rows of later parts to it.
 
+Only edge rows are merged. Whether a row may be folded depends on the two rows alone, so each chunk splits its rows
+(``split_chunk``): the edge rows (``edge_mask``: TCP rows without a SYN, lone SYNs) and their application rows go to
+the merge, the UDP rows near an edge hand over their endpoint pairs only (``udp_pairs``, ``SharedUdpPairs``), and the
+rest is final. The merge moves the rows that share an endpoint pair with an edge row or a shared UDP pair from the
+chunks' bodies to their edges (``pull_pairs``), so it holds every row of each pair it folds, and ``merge_tables`` on
+those rows equals ``merge_tables`` on every row (tests/unit/dissect/test_chunks_edges.py).
+
 Exactness: columns in ``EXACT_COLUMNS`` equal an unchunked run by construction. The others are state that the
 edge cuts: a segment sent before the edge and retransmitted or acknowledged after it is not recognised as such
 by the later chunk, so retransmission, dup-ACK and RTT figures near an edge are approximations, and a handshake
@@ -330,20 +337,35 @@ def udp_pairs(connections: pa.Table, chunk: Chunk, first: bool, last: bool,
     return left, right
 
 
+class SharedUdpPairs:
+    """The UDP endpoint pairs in some chunk's left pairs and an earlier chunk's right pairs (``udp_pairs``), fed a
+    chunk at a time in order; only the right pairs of chunks ending within the idle timeout and the warm-up of the
+    current chunk's start are held."""
+
+    def __init__(self, warmup_ns: int) -> None:
+        self.warmup_ns = warmup_ns
+        self._window: list[tuple[int, pa.Array]] = []
+        self._shared: list[pa.Array] = []
+
+    def add(self, chunk: Chunk, left: pa.Array, right: pa.Array) -> None:
+        horizon = chunk.start_ns - UDP_IDLE_TIMEOUT_NS - self.warmup_ns
+        self._window = [(end, keys) for end, keys in self._window if end > horizon]
+        earlier = [keys for _end, keys in self._window if len(keys)]
+        if len(left) and earlier:
+            self._shared.append(pc.unique(left.filter(pc.is_in(left, value_set=pa.concat_arrays(earlier)))))
+        self._window.append((chunk.end_ns, right))
+
+    def pairs(self) -> pa.Array:
+        return pc.unique(pa.concat_arrays(self._shared)) if self._shared else pa.array([], pa.string())
+
+
 def shared_udp_pairs(chunks: Sequence[Chunk], pairs: Sequence[tuple[pa.Array, pa.Array]],
                      warmup_ns: int) -> pa.Array:
-    """The UDP endpoint pairs in some chunk's left pairs and an earlier chunk's right pairs (``udp_pairs``; chunks
-    in order). Only the right pairs of chunks ending within the idle timeout and the warm-up are held at a time."""
-    window: list[tuple[int, pa.Array]] = []
-    shared = []
+    """``SharedUdpPairs`` of chunks (in order) and their ``udp_pairs``."""
+    shared = SharedUdpPairs(warmup_ns)
     for chunk, (left, right) in zip(chunks, pairs, strict=True):
-        horizon = chunk.start_ns - UDP_IDLE_TIMEOUT_NS - warmup_ns
-        window = [(end, keys) for end, keys in window if end > horizon]
-        earlier = [keys for _end, keys in window if len(keys)]
-        if len(left) and earlier:
-            shared.append(left.filter(pc.is_in(left, value_set=pa.concat_arrays(earlier))))
-        window.append((chunk.end_ns, right))
-    return pc.unique(pa.concat_arrays(shared)) if shared else pa.array([], pa.string())
+        shared.add(chunk, left, right)
+    return shared.pairs()
 
 
 def split_chunk(tables: Mapping[str, pa.Table], chunk: Chunk, first: bool, last: bool

@@ -16,15 +16,18 @@ template.yaml's DissectionStateMachine runs, per pass:
    (``dissect.chunks.merge_tables``); of the chunk parts it reads only the endpoint columns of connections, to move
    the rows that share an endpoint pair with an edge row, or a UDP pair with a neighbour chunk (``udp_pairs``), to
    the merge (``pull_pairs``: a conversation idle across a
-   whole chunk, a stray late segment; rare), saving them before it rewrites that part. So its work and memory
-   follow the edge rows, not the node's rows. The merged rows, enriched, with the node's cross-layer tables, are the
+   whole chunk, a stray late segment, a UDP exchange across an edge), and lists their conn_ids in the node's moved
+   list (``keys.dissect_moved_key``); the parts are never rewritten. So its memory follows the edge rows, not the
+   node's rows, and its work is the edge rows plus reading the parts that hold such rows. The merged rows, enriched,
+   with the node's cross-layer tables, are the
    node's part (``keys.table_part_key``); its dissect status names it, the chunk parts and every hole: a chunk
    without a status of this pass (its task failed for good) or with corrupt segments. A hole fails only itself:
    the other chunks' rows are written, and the status (and so the incident summary) reports the hole and its time
    range. Bound: a Service flow whose translated leg is on the other side of the body/edge split (one leg's row
    continues across an edge, the other's does not) has no backend columns.
-4. finalize (``freezeframe.finalize``) once: builds the incident's views from every node's parts and chunk parts
-   (``freezeframe.views``), splits a view larger than about 128 MB into numbered files (``freezeframe.compact``),
+4. finalize (``freezeframe.finalize``) once: builds the incident's views from every node's parts and chunk parts,
+   without the chunk parts' rows in the node's moved list (``freezeframe.views``), splits a view larger than about
+   128 MB into numbered files (``freezeframe.compact``),
    registers the partitions, writes report and summary.
 
 ``run_locally`` runs the same steps in order in one process, with the state machine's retries, for the local stack
@@ -38,7 +41,6 @@ import json
 import logging
 import resource
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,12 +56,12 @@ from freezeframe.custody.pinned import pinned_manifest
 from freezeframe.dissect.chunks import (
     APP_TABLES,
     Chunk,
+    SharedUdpPairs,
     edge_pairs,
     merge_ids,
     merge_tables,
     pair_keys,
     pull_pairs,
-    shared_udp_pairs,
     split_chunk,
     udp_pairs,
     warm_rows_of,
@@ -81,7 +83,14 @@ from freezeframe.dissect.problems import ProblemRow, SegmentProblems, SegmentRef
 from freezeframe.errors import NotFoundError, SegmentCorruptError
 from freezeframe.follow import inputs_digest
 from freezeframe.holds import manifest_parts
-from freezeframe.keys import chunk_prefix, dissect_plan_key, dissect_status_key, table_chunk_part_key, table_part_key
+from freezeframe.keys import (
+    chunk_prefix,
+    dissect_moved_key,
+    dissect_plan_key,
+    dissect_status_key,
+    table_chunk_part_key,
+    table_part_key,
+)
 from freezeframe.manifest import entries_of
 from freezeframe.models import ManifestEntry
 from freezeframe.pcapio import MAX_TS_NS
@@ -240,7 +249,7 @@ def dissect_chunk(settings: Settings, s3: Any, item: Mapping[str, Any]) -> dict[
               "open_end": open_end, "inputs_digest": str(item.get("inputs_digest", inputs.digest)),
               "state": "failed" if corrupt else "done", "segments": len(chunk_entries), "parts": parts,
               "chunk_parts": chunk_parts, "body_rows": {name: table.num_rows for name, table in body.items()},
-              "edge_rows": edge["connections"].num_rows, "run": uuid.uuid4().hex,
+              "edge_rows": edge["connections"].num_rows,
               "stats": result.stats, "corrupt_segments": corrupt,
               "problems": [_problem_dict(row) for row in result.problems.rows],
               "seconds": round(time.monotonic() - started, 3),
@@ -277,12 +286,6 @@ def _put_table(settings: Settings, s3: Any, key: str, table: pa.Table) -> None:
                    content_type="application/vnd.apache.parquet")
 
 
-def _pulled_key(prefix: str, run: str, name: str) -> str:
-    """Rows a merge moved from a chunk's part to its edge; the chunk task's run id keeps a later run from reading
-    them (it rewrites the whole part)."""
-    return f"{prefix}pulled-{run}-{name}.parquet"
-
-
 def merge_node(settings: Settings, s3: Any, incident_id: str, node: str) -> DissectReport:
     """Step 3: a node's chunks merged at their edges into its part (with its cross-layer tables) and status; holes
     reported. Reads the chunks' edge rows, and of their parts only the endpoint columns of connections (see the
@@ -300,7 +303,7 @@ def merge_node(settings: Settings, s3: Any, incident_id: str, node: str) -> Diss
     statuses: list[dict[str, Any]] = []
     edges: list[dict[str, pa.Table]] = []
     extras: list[dict[str, tuple[int, int, int, int]]] = []
-    udp: list[tuple[pa.Array, pa.Array]] = []
+    udp = SharedUdpPairs(settings.dissect_warmup_s * 1_000_000_000)  # chunks in time order: a window is held
     problems = SegmentProblems(node)
     stats: dict[str, int] = {}
     holes: list[dict[str, Any]] = []
@@ -319,8 +322,9 @@ def merge_node(settings: Settings, s3: Any, incident_id: str, node: str) -> Diss
         edge = {name: _read_table(s3, bucket, status["parts"][name]) for name in ENGINE_TABLES}
         pairs_table = _read_table(s3, bucket, status["parts"]["_udp_pairs"])
         is_left = pairs_table.column("left")
-        udp.append((pairs_table.column("pair").filter(is_left).combine_chunks(),
-                    pairs_table.column("pair").filter(pc.invert(is_left)).combine_chunks()))
+        udp.add(Chunk(planned_chunk.index, planned_chunk.start_ns, planned_chunk.end_ns),
+                pairs_table.column("pair").filter(is_left).combine_chunks(),
+                pairs_table.column("pair").filter(pc.invert(is_left)).combine_chunks())
         chunk_extras = _extras_of(_read_table(s3, bucket, status["parts"]["_extras"]))
         edges.append(edge)
         extras.append(chunk_extras)
@@ -331,18 +335,24 @@ def merge_node(settings: Settings, s3: Any, incident_id: str, node: str) -> Diss
         chunks.append(Chunk(planned_chunk.index, planned_chunk.start_ns, planned_chunk.end_ns,
                             None if planned_chunk.open_start else planned_chunk.warmup_start_ns))
     body_rows = {name: sum(int(s["body_rows"].get(name, 0)) for s in statuses) for name in BODY_TABLES}
-    pairs = edge_pairs(edges, shared_udp_pairs(chunks, udp, settings.dissect_warmup_s * 1_000_000_000))
+    moved_ids: list[pa.Array] = []
+    pairs = edge_pairs(edges, udp.pairs())
     moved_rows = 0
     for number, status in enumerate(statuses):
-        moved = _pull(settings, s3, incident_id, node, status, pairs)
+        moved = _pull(settings, s3, status, pairs)
         if moved is None:
             continue
         # Every row of an edge's endpoint pair, wherever it was, so the merge folds exactly what a full merge folds.
         moved_rows += moved["connections"].num_rows
-        for name in BODY_TABLES:
+        for name in ENGINE_TABLES:
             body_rows[name] -= moved[name].num_rows
+        if status["body_rows"].get("service_flows"):
+            flows = _read_table(s3, bucket, status["chunk_parts"]["service_flows"]).column("conn_id")
+            body_rows["service_flows"] -= pc.sum(pc.is_in(flows, value_set=moved["connections"].column(
+                "conn_id"))).as_py() or 0
         extras[number].update(_extras_of(_read_table(s3, bucket, status["parts"]["_extras_body"])))
         edges[number] = {name: with_rows(edges[number][name], moved[name]) for name in ENGINE_TABLES}
+        moved_ids.append(moved["connections"].column("conn_id").combine_chunks())
     # The warm-up's application rows of a connection the merge holds (the rest can only be dropped), a chunk at a
     # time.
     ids = merge_ids(edges)
@@ -387,8 +397,12 @@ def merge_node(settings: Settings, s3: Any, incident_id: str, node: str) -> Diss
         _put_table(settings, s3, key, table)
         report.tables[name] = table.num_rows + body_rows.get(name, 0)
         report.parts[name] = key
+    # The rows of the chunk parts folded into the node's part: the views leave them out of the chunk parts.
+    moved_table = pa.table({"conn_id": pa.concat_arrays(moved_ids) if moved_ids else pa.array([], pa.string())})
+    _put_table(settings, s3, dissect_moved_key(incident_id, node), moved_table)
     status_document = report.to_dict()
     status_document["chunk_parts"] = [key for status in statuses for key in status["chunk_parts"].values()]
+    status_document["moved_rows"] = dissect_moved_key(incident_id, node)
     status_document["holes"] = holes
     status_document["window_start_ns"] = inputs.window[0]
     if holes and status_document["state"] == "done":
@@ -405,43 +419,21 @@ def _read_optional(s3: Any, bucket: str, key: str) -> pa.Table | None:
         return None
 
 
-def _pull(settings: Settings, s3: Any, incident_id: str, node: str, status: Mapping[str, Any],
-          pairs: pa.Array) -> dict[str, pa.Table] | None:
-    """The rows of a chunk's part whose endpoint pair is on some chunk's edge (``dissect.chunks.pull_pairs``), moved
-    out of the part: first saved beside the chunk's edge rows (with those an earlier attempt of this merge moved),
-    then the part rewritten without them, so a retried merge finds them again. None when there are none; reading a
-    part costs only its endpoint columns unless it has such rows."""
+def _pull(settings: Settings, s3: Any, status: Mapping[str, Any], pairs: pa.Array) -> dict[str, pa.Table] | None:
+    """The rows of a chunk's part whose endpoint pair is an edge row's or a shared UDP pair
+    (``dissect.chunks.pull_pairs``), with their dns/http/tls rows; None when there are none. Reading a part costs
+    only its endpoint columns unless it has such rows. The part is left as it is: the node's moved list names them
+    (``keys.dissect_moved_key``), and the views read the part without them."""
+    if not len(pairs):
+        return None
     bucket = settings.evidence_bucket
-    prefix = chunk_prefix(incident_id, node, int(status["chunk"]))
-    saved = {name: _read_optional(s3, bucket, _pulled_key(prefix, str(status["run"]), name)) for name in BODY_TABLES}
-    hit = False
-    if len(pairs):
-        keys = pq.read_table(io.BytesIO(s3io.get_bytes(s3, bucket, status["chunk_parts"]["connections"])),
-                             columns=list(PAIR_COLUMNS))
-        hit = bool(keys.num_rows) and bool(pc.any(pc.is_in(pair_keys(keys), value_set=pairs)).as_py())
-    if not hit:
-        if saved["connections"] is None:
-            return None
-        return {name: table if table is not None else TABLES[name].empty_table() for name, table in saved.items()}
-    body = {name: _read_table(s3, bucket, key) for name, key in status["chunk_parts"].items()}
-    left, moved = pull_pairs(body, pairs)
-    ids = moved["connections"].column("conn_id")
-    flows = body["service_flows"]  # of the moved connections: the merge writes those of the merged rows
-    taken = pc.fill_null(pc.is_in(flows.column("conn_id"), value_set=ids), False) if flows.num_rows else \
-        pa.array([], pa.bool_())
-    left["service_flows"], moved["service_flows"] = flows.filter(pc.invert(taken)), flows.filter(taken)
-    everything = {}
-    for name in BODY_TABLES:
-        earlier = saved[name]
-        if earlier is not None and earlier.num_rows and moved[name].num_rows:
-            # A crash between saving and rewriting leaves rows in both places: keep one copy.
-            again = pc.is_in(earlier.column("conn_id"), value_set=moved[name].column("conn_id"))
-            earlier = earlier.filter(pc.invert(pc.fill_null(again, False)))
-        everything[name] = with_rows(earlier, moved[name]) if earlier is not None else moved[name]
-        _put_table(settings, s3, _pulled_key(prefix, str(status["run"]), name), everything[name])
-    for name, key in status["chunk_parts"].items():
-        _put_table(settings, s3, key, left[name])
-    return everything
+    keys = pq.read_table(io.BytesIO(s3io.get_bytes(s3, bucket, status["chunk_parts"]["connections"])),
+                         columns=list(PAIR_COLUMNS))
+    if not keys.num_rows or not pc.any(pc.is_in(pair_keys(keys), value_set=pairs)).as_py():
+        return None
+    body = {name: _read_table(s3, bucket, status["chunk_parts"][name]) for name in ENGINE_TABLES}
+    _left, moved = pull_pairs(body, pairs)
+    return moved
 
 
 # -- the state machine's steps in one process (local stack, tests)

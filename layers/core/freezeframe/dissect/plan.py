@@ -72,8 +72,10 @@ class CostModel:
     edge_rows_per_packet: float = 0.0005  # edge rows per packet of a chunk besides those
     s_per_edge_row: float = 60e-6  # merging one edge row (merge_tables, Python rows)
     mb_per_edge_row: float = 0.002  # the merge's memory per edge row
-    s_per_scanned_row: float = 0.5e-6  # a chunk part's endpoint columns read and matched, per connections row
-    mb_per_scanned_row: float = 0.0002  # one chunk part's endpoint columns in memory (one part at a time), per row
+    s_per_scanned_row: float = 2e-6  # a chunk part's endpoint columns (and warm-up rows) read and matched, per row
+    read_share: float = 1.0  # share of the rows in chunk parts that hold a row to move (read whole)
+    s_per_read_row: float = 10e-6  # such a part read whole and its rows to move taken, per connections row
+    mb_per_part_row: float = 0.002  # one chunk part in memory (one part at a time), per connections row
 
     def to_dict(self) -> dict[str, float]:
         return {"s_per_packet": self.s_per_packet, "mb_per_packet": self.mb_per_packet, "base_mb": self.base_mb,
@@ -81,7 +83,8 @@ class CostModel:
                 "rows_per_packet": self.rows_per_packet, "crossing_rows_per_pps": self.crossing_rows_per_pps,
                 "edge_rows_per_packet": self.edge_rows_per_packet, "s_per_edge_row": self.s_per_edge_row,
                 "mb_per_edge_row": self.mb_per_edge_row, "s_per_scanned_row": self.s_per_scanned_row,
-                "mb_per_scanned_row": self.mb_per_scanned_row}
+                "read_share": self.read_share, "s_per_read_row": self.s_per_read_row,
+                "mb_per_part_row": self.mb_per_part_row}
 
     def edge_rows(self, chunk: PlannedChunk) -> float:
         """Estimated edge rows of one chunk (none cross into the node's first chunk)."""
@@ -331,9 +334,11 @@ def predict(plan: Plan, concurrency: int, finalize_s: float = 30.0) -> Predictio
         edge_rows = sum(cost.edge_rows(c) for c in chunks)
         rows = sum(c.own_packets for c in chunks) * cost.rows_per_packet
         part_rows = max((c.own_packets for c in chunks), default=0) * cost.rows_per_packet
-        # Edge rows merged; every chunk part's endpoint columns read once, one part at a time.
-        merges.append(cost.fixed_s + edge_rows * cost.s_per_edge_row + rows * cost.s_per_scanned_row)
-        merge_mb = max(merge_mb, cost.base_mb + edge_rows * cost.mb_per_edge_row + part_rows * cost.mb_per_scanned_row)
+        # Edge rows merged; every chunk part's endpoint columns read, and the parts holding a row to move read whole,
+        # one part at a time.
+        per_row = cost.s_per_scanned_row + cost.read_share * cost.s_per_read_row
+        merges.append(cost.fixed_s + edge_rows * cost.s_per_edge_row + rows * per_row)
+        merge_mb = max(merge_mb, cost.base_mb + edge_rows * cost.mb_per_edge_row + part_rows * cost.mb_per_part_row)
         largest = max(largest, (edge_rows, rows))
     merge_s = max(merges, default=0.0)
     gb = limits.memory_mb / 1024
