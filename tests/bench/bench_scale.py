@@ -123,6 +123,20 @@ def _load(path: Path) -> pa.Table:
     return pq.read_table(path)
 
 
+def _vm(field: str) -> float:
+    """A /proc/self/status memory figure in MB (VmRSS, VmHWM)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _reset_peak() -> float:
+    """Resets this process's VmHWM to its current RSS (Linux: /proc/self/clear_refs); returns that RSS in MB."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _vm("VmRSS")
+
+
 def _extras(path: Path) -> dict[str, tuple[int, int, int, int]]:
     return {key: (value[0], value[1], value[2], value[3]) for key, value in json.loads(path.read_text()).items()}
 
@@ -152,8 +166,8 @@ def _merge_child(args: MergeArgs) -> MergeOut:
         if not hit:
             continue
         start = _cpu()
+        before = _reset_peak()
         body = {name: _load(root / f"{chunk.index}-body-{name}.parquet") for name in CHUNK_TABLES}
-        part_mb = max(part_mb, sum(t.nbytes for t in body.values()) / 2**20)
         counts["largest_part_rows"] = max(counts["largest_part_rows"], body["connections"].num_rows)
         counts["read_rows"] += body["connections"].num_rows
         _left, moved = pull_pairs(body, pairs)
@@ -161,6 +175,8 @@ def _merge_child(args: MergeArgs) -> MergeOut:
         extras[number].update(_extras(root / f"{chunk.index}-extras-body.json"))
         edges[number] = {name: with_rows(edges[number][name], moved[name]) for name in CHUNK_TABLES}
         cpu["read"] += _cpu() - start
+        part_mb = max(part_mb, _vm("VmHWM") - before)  # one part read whole, its rows to move taken
+        del body, _left
     start = _cpu()
     ids = merge_ids(edges)
     for number, chunk in enumerate(chunks):
@@ -173,8 +189,12 @@ def _merge_child(args: MergeArgs) -> MergeOut:
     cpu["scan"] += _cpu() - start
     start = _cpu()
     counts["edge_rows"] = sum(e["connections"].num_rows for e in edges)
+    edge_tables_mb = sum(t.nbytes for e in edges for t in e.values()) / 2**20
+    before = _reset_peak()
     merged = merge_tables("bench", chunks, edges, None, extras)
     cpu["merge"] += _cpu() - start
+    # What the edge rows take: their tables (held through the merge) and the merge's own peak growth.
+    counts["edge_mb_x1000"] = round((edge_tables_mb + _vm("VmHWM") - before) * 1000)
     return cpu, baseline, _rss_mb(), counts, part_mb, {name: table for name, table in merged.tables.items()}
 
 
@@ -315,12 +335,14 @@ def measure(path: Path, chunks: int, warmup_s: float) -> tuple[CostModel, list[d
     cpu_total = sum(m["cpu_s"] for m in measured)
     baseline = max(m["baseline_mb"] for m in measured)
     growth = max((m["peak_rss_mb"] - m["baseline_mb"]) / reads[m["chunk"]] for m in measured)
-    # The merge's memory: one part at a time (measured in Arrow, doubled for its copy) plus what the edge rows take.
-    part_row_mb = 2 * part_mb / max(counts["largest_part_rows"], 1)
-    edge_mb = max(merge_peak - merge_base - 2 * part_mb, 0.0)
+    # The merge's memory: one part at a time (its measured peak while read whole) plus what the edge rows take.
+    part_row_mb = part_mb / max(counts["largest_part_rows"], 1)
+    edge_mb = counts["edge_mb_x1000"] / 1000
     cost = CostModel(s_per_packet=cpu_total / sum(reads.values()), mb_per_packet=growth, base_mb=baseline,
                      bytes_per_packet=max(size // max(packets, 1), 1), rows_per_packet=rows / max(packets, 1),
-                     crossing_rows_per_pps=sum(crossing) / max(len(crossing), 1) / capture_pps,
+                     # the rows the merge holds (edge rows and the rows of their pairs moved from the parts), per
+                     # edge, per packet/s of the capture
+                     crossing_rows_per_pps=(edge_rows - other_edge) / max(len(crossing), 1) / capture_pps,
                      edge_rows_per_packet=other_edge / max(packets, 1),
                      s_per_edge_row=cpu["merge"] / max(edge_rows, 1), mb_per_edge_row=edge_mb / max(edge_rows, 1),
                      s_per_scanned_row=cpu["scan"] / max(counts["scanned_rows"], 1),
@@ -388,7 +410,7 @@ def main() -> int:
     else:
         print(f"cost model (measured): {cost.s_per_packet * 1e6:.2f} us/packet "
               f"({1 / cost.s_per_packet / 1000:.0f} k packets per CPU-s), {cost.mb_per_packet * 1e6:.0f} MB per "
-              f"M packets, base {cost.base_mb:.0f} MB, {cost.rows_per_packet:.4f} rows/packet; edge rows: "
+              f"M packets, base {cost.base_mb:.0f} MB, {cost.rows_per_packet:.4f} rows/packet; rows in the merge: "
               f"{cost.crossing_rows_per_pps:.4f} per packet/s per edge + {cost.edge_rows_per_packet:.5f} per packet; "
               f"merge {cost.s_per_edge_row * 1e6:.1f} us and {cost.mb_per_edge_row * 1e3:.2f} KB per edge row, "
               f"scan {cost.s_per_scanned_row * 1e6:.2f} us per chunk-part row, {cost.read_share:.0%} of the rows in "
@@ -407,7 +429,7 @@ def main() -> int:
               f"${prediction.cost_usd:.2f} per incident")
         print(f"every chunk task under half its limits: time {'yes' if ok_time else 'NO'}, memory "
               f"{'yes' if ok_memory else 'NO'}")
-        print(f"merge task (largest node): {prediction.edge_rows:.0f} edge rows of {prediction.rows:.0f} rows "
+        print(f"merge task (largest node): {prediction.edge_rows:.0f} rows in the merge of {prediction.rows:.0f} rows "
               f"({prediction.edge_rows / max(prediction.rows, 1):.2%}), {prediction.merge_s:.0f} s of "
               f"{limits.timeout_s:.0f} s, {prediction.merge_mb:.0f} MB of {limits.memory_mb:.0f} MB; under half its "
               f"limits: {'yes' if ok_merge else 'NO'}")
@@ -418,7 +440,7 @@ def main() -> int:
                 cost, crossing_rows_per_pps=cost.crossing_rows_per_pps * factor,
                 edge_rows_per_packet=min(cost.edge_rows_per_packet * factor, cost.rows_per_packet)), limits),
                 options.concurrency)
-            print(f"  at {factor}x the edge rows: {more.edge_rows:.0f} edge rows, merge {more.merge_s:.0f} s, "
+            print(f"  at {factor}x the rows in the merge: {more.edge_rows:.0f}, merge {more.merge_s:.0f} s, "
                   f"{more.merge_mb:.0f} MB, wall {more.wall_s / 60:.1f} min")
     return 0 if ok_wall and ok_time and ok_memory and ok_merge else 1
 

@@ -412,13 +412,6 @@ def merge_node(settings: Settings, s3: Any, incident_id: str, node: str) -> Diss
     return report
 
 
-def _read_optional(s3: Any, bucket: str, key: str) -> pa.Table | None:
-    try:
-        return _read_table(s3, bucket, key)
-    except NotFoundError:
-        return None
-
-
 def _pull(settings: Settings, s3: Any, status: Mapping[str, Any], pairs: pa.Array) -> dict[str, pa.Table] | None:
     """The rows of a chunk's part whose endpoint pair is an edge row's or a shared UDP pair
     (``dissect.chunks.pull_pairs``), with their dns/http/tls rows; None when there are none. Reading a part costs

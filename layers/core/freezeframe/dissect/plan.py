@@ -64,11 +64,11 @@ class CostModel:
     fixed_s: float = 3.0  # cold start, fetching the first segment, writing the chunk's parts
     bytes_per_packet: int = 700  # when a manifest entry has no packet count: stored bytes per packet
     rows_per_packet: float = 0.002  # connections rows per packet (about one connection per 500 packets)
-    # The merge step (dissect.fanout.merge_node) reads the chunks' edge rows (dissect.chunks.edge_mask) and, of the
-    # chunk parts, the endpoint columns of connections. Edge rows per chunk: the TCP rows open across its start,
-    # which grow with the node's packet rate, plus the rows that grow with the chunk's packets (UDP within the idle
-    # timeout of its start, lone SYNs).
-    crossing_rows_per_pps: float = 0.05  # TCP rows open across one edge, per packet/s of the node
+    # The merge step (dissect.fanout.merge_node) holds the chunks' edge rows (dissect.chunks.edge_mask) and the rows
+    # sharing their endpoint pairs (or a UDP pair with a neighbour chunk), and reads the chunk parts' endpoint
+    # columns. Its rows per edge grow with the node's packet rate (conversations open across the edge), plus rows
+    # that grow with a chunk's packets (lone SYNs, protocols other than TCP and UDP).
+    crossing_rows_per_pps: float = 0.08  # rows the merge holds per edge, per packet/s of the node
     edge_rows_per_packet: float = 0.0005  # edge rows per packet of a chunk besides those
     s_per_edge_row: float = 60e-6  # merging one edge row (merge_tables, Python rows)
     mb_per_edge_row: float = 0.002  # the merge's memory per edge row
