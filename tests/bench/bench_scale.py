@@ -154,7 +154,7 @@ def _merge_child(args: MergeArgs) -> MergeOut:
     edges = [{name: _load(root / f"{c.index}-edge-{name}.parquet") for name in CHUNK_TABLES} for c in chunks]
     extras = [_extras(root / f"{c.index}-extras-edge.json") for c in chunks]
     pairs = edge_pairs(edges, shared_udp_pairs(chunks, udp, warmup_ns))
-    cpu["merge"] += _cpu() - start
+    cpu["scan"] += _cpu() - start  # per chunk read: grows with the node's rows like the scan
     counts = {"pulled": 0, "read_rows": 0, "scanned_rows": 0, "warm_kept": 0, "largest_part_rows": 0}
     part_mb = 0.0
     for number, chunk in enumerate(chunks):
@@ -187,9 +187,10 @@ def _merge_child(args: MergeArgs) -> MergeOut:
         edges[number] = {name: with_rows(edges[number][name], kept[name]) if name in kept else edges[number][name]
                          for name in CHUNK_TABLES}
     cpu["scan"] += _cpu() - start
-    start = _cpu()
     counts["edge_rows"] = sum(e["connections"].num_rows for e in edges)
     edge_tables_mb = sum(t.nbytes for e in edges for t in e.values()) / 2**20
+    merge_tables("bench", chunks[:1], edges[:1], None, extras[:1])  # one-time costs (lazy imports): not per row
+    start = _cpu()
     before = _reset_peak()
     merged = merge_tables("bench", chunks, edges, None, extras)
     cpu["merge"] += _cpu() - start
