@@ -57,10 +57,10 @@ class SegmentSpan:
 class CostModel:
     """Per-task cost of dissection, measured by tests/bench/bench_scale.py on real captures (one Lambda vCPU)."""
 
-    # Defaults from `make bench-scale` on the 1 M-packet kernel capture (README, Benchmarks), rounded up.
+    # Defaults from `make bench-scale` on the 1 M-packet kernel capture (README, Benchmarks, 2026-12-06), rounded up.
     s_per_packet: float = 1 / 60_000  # the Python engine on real traffic, warm-up reads included
-    mb_per_packet: float = 0.0006  # peak resident growth per packet read (flows, rows, arrays)
-    base_mb: float = 300.0  # the interpreter, pyarrow, numpy and the function's code
+    mb_per_packet: float = 0.0009  # peak resident growth per packet read (flows, rows, arrays)
+    base_mb: float = 150.0  # the interpreter, pyarrow, numpy and the function's code
     fixed_s: float = 3.0  # cold start, fetching the first segment, writing the chunk's parts
     bytes_per_packet: int = 700  # when a manifest entry has no packet count: stored bytes per packet
     rows_per_packet: float = 0.002  # connections rows per packet (about one connection per 500 packets)
@@ -68,14 +68,14 @@ class CostModel:
     # sharing their endpoint pairs (or a UDP pair with a neighbour chunk), and reads the chunk parts' endpoint
     # columns. Its rows per edge grow with the node's packet rate (conversations open across the edge), plus rows
     # that grow with a chunk's packets (lone SYNs, protocols other than TCP and UDP).
-    crossing_rows_per_pps: float = 0.08  # rows the merge holds per edge, per packet/s of the node
+    crossing_rows_per_pps: float = 0.075  # rows the merge holds per edge, per packet/s of the node
     edge_rows_per_packet: float = 0.0005  # edge rows per packet of a chunk besides those
-    s_per_edge_row: float = 60e-6  # merging one edge row (merge_tables, Python rows)
-    mb_per_edge_row: float = 0.002  # the merge's memory per edge row
-    s_per_scanned_row: float = 2e-6  # a chunk part's endpoint columns (and warm-up rows) read and matched, per row
+    s_per_edge_row: float = 70e-6  # merging one edge row (merge_tables, Python rows)
+    mb_per_edge_row: float = 0.0011  # the merge's memory per edge row
+    s_per_scanned_row: float = 2.1e-6  # a chunk part's endpoint columns (and warm-up rows) read and matched, per row
     read_share: float = 1.0  # share of the rows in chunk parts that hold a row to move (read whole)
-    s_per_read_row: float = 10e-6  # such a part read whole and its rows to move taken, per connections row
-    mb_per_part_row: float = 0.002  # one chunk part in memory (one part at a time), per connections row
+    s_per_read_row: float = 6.6e-6  # such a part read whole and its rows to move taken, per connections row
+    mb_per_part_row: float = 0.0026  # one chunk part in memory (one part at a time), per connections row
 
     def to_dict(self) -> dict[str, float]:
         return {"s_per_packet": self.s_per_packet, "mb_per_packet": self.mb_per_packet, "base_mb": self.base_mb,
@@ -331,8 +331,8 @@ def predict(plan: Plan, concurrency: int, finalize_s: float = 30.0) -> Predictio
     largest = (0.0, 0.0)
     for node in plan.nodes():
         chunks = plan.of(node)
-        edge_rows = sum(cost.edge_rows(c) for c in chunks)
         rows = sum(c.own_packets for c in chunks) * cost.rows_per_packet
+        edge_rows = min(sum(cost.edge_rows(c) for c in chunks), rows)  # never more than the node's rows
         part_rows = max((c.own_packets for c in chunks), default=0) * cost.rows_per_packet
         # Edge rows merged; every chunk part's endpoint columns read, and the parts holding a row to move read whole,
         # one part at a time.
