@@ -98,7 +98,7 @@ from freezeframe.schemas import TABLES
 from freezeframe.unverified import unverified_of
 
 logger = logging.getLogger(__name__)
-CHUNK_SCHEMA = "freezeframe.dissect-chunk/v1"
+CHUNK_SCHEMA = "freezeframe.dissect-chunk/v2"  # v2: body rows in chunk parts, edge rows, UDP pairs, warm-up rows
 PLAN_SCHEMA = "freezeframe.dissect-plan/v1"
 ENGINE_TABLES = ("connections", "dns", "http", "tls")
 BODY_TABLES = (*ENGINE_TABLES, "service_flows")  # a chunk's part: its rows on neither edge
@@ -311,7 +311,7 @@ def merge_node(settings: Settings, s3: Any, incident_id: str, node: str) -> Diss
         prefix = chunk_prefix(incident_id, node, planned_chunk.index)
         status = _status(settings, s3, f"{prefix}status.json")
         hole = {"chunk": planned_chunk.index, "start_ns": planned_chunk.start_ns, "end_ns": planned_chunk.end_ns}
-        if status is None or status.get("inputs_digest") != inputs.digest or \
+        if status is None or status.get("schema") != CHUNK_SCHEMA or status.get("inputs_digest") != inputs.digest or \
                 (status.get("start_ns"), status.get("end_ns")) != (planned_chunk.start_ns, planned_chunk.end_ns):
             holes.append({**hole, "error": "the chunk task wrote no result for this pass (failed for good: see the "
                                            "dissection dead-letter queue)"})
