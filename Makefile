@@ -1,6 +1,6 @@
 # The README's two set-up commands. Each does its own set-up (venv, one pip install, apt packages, Kafka jars).
 .PHONY: demo test test-functional lint bench bench-freeze bench-agent bench-fuzz bench-fuzz-ci bench-dissect \
-	bench-webhook-fuzz bench-native bench-native-fuzz bench-scale bench-export
+	bench-webhook-fuzz bench-native bench-native-fuzz bench-scale bench-scale-test bench-export
 
 demo:
 	.ci/setup demo
@@ -50,6 +50,11 @@ bench-dissect:
 bench-scale:
 	.ci/setup test
 	.venv/bin/python -m tests.bench.bench_scale
+
+# The edge-only merge against the full merge and a sequential pass on the scale bench's cached kernel capture.
+bench-scale-test:
+	.ci/setup test
+	.venv/bin/python -m pytest -q tests/bench/test_chunk_edges_kernel.py
 
 # 100,000 hostile inputs per webhook route against the real handler: no 5xx, no hang, nothing written on a 4xx.
 bench-webhook-fuzz:

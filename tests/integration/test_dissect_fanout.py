@@ -100,7 +100,18 @@ def test_a_multi_node_incident_is_dissected_in_chunks_merged_into_parts_and_view
         assert part.endswith(f"/incident_id={incident_id}/{node}.parquet")  # where a one-pass dissection writes
         assert {"node_stats", "node_config", "service_flows", "services", "endpoints"} <= set(status["parts"])
         expected = _sequential(s3, manifest, node)
-        actual = {row["conn_id"]: row for row in _read(s3, bucket, part)}
+        # The merged edge rows in the node's part, every other row in its chunk's part, each row in one of them.
+        chunk_parts = [key for key in status["chunk_parts"] if key.startswith(part.removesuffix(".parquet") + "~")]
+        assert len(chunk_parts) == status["stats"]["chunks"]
+        edge_rows = _read(s3, bucket, part)
+        # Rows of a chunk part the merge folded into the node's part are in the node's moved list.
+        moved = {row["conn_id"] for row in _read(s3, bucket, status["moved_rows"])}
+        assert len(moved) <= status["stats"]["chunk_rows_pulled"]
+        body_rows = [row for key in chunk_parts for row in _read(s3, bucket, key) if row["conn_id"] not in moved]
+        assert 0 < len(edge_rows) < len(body_rows)  # most rows never reach the merge
+        assert status["stats"]["chunk_edge_rows"] < status["tables"]["connections"] == len(expected)
+        actual = {row["conn_id"]: row for row in edge_rows + body_rows}
+        assert len(actual) == len(edge_rows) + len(body_rows)
         assert set(actual) == set(expected)
         for conn_id, row in expected.items():
             for column, value in row.items():
@@ -135,8 +146,12 @@ def test_a_multi_node_incident_is_dissected_in_chunks_merged_into_parts_and_view
     lines = {line["node"]: line for line in summary["nodes"]}
     assert lines["node-a"]["state"] == "done" and lines["node-b"]["state"] == "partial"
     assert lines["node-b"]["holes"][0]["chunk"] == 1 and summary["state"] == "incomplete"
-    rows_a = _read(s3, bucket, status_b["parts"]["connections"].replace("/node-b.parquet", "/node-a.parquet"))
-    rows_b = _read(s3, bucket, status_b["parts"]["connections"])
+    status_a = s3io.get_json(s3, bucket, dissect_status_key(incident_id, "node-a"))
+    rows_a, rows_b = ([row for key in [status["parts"]["connections"], *status["chunk_parts"]] if "/connections/" in key
+                       for row in _read(s3, bucket, key)
+                       if "~" not in key or row["conn_id"] not in {r["conn_id"] for r in _read(s3, bucket,
+                                                                                                status["moved_rows"])}]
+                      for status in (status_a, status_b))
     assert 0 < len(rows_b) and sum(r["packets_out"] + r["packets_in"] for r in rows_b) < \
         sum(r["packets_out"] + r["packets_in"] for r in rows_a)
     (view_file,) = _view_files(s3, bucket, incident_id, "connections")

@@ -110,3 +110,41 @@ def test_local_views_split_and_a_smaller_rerun_removes_the_stale_files(tmp_path)
     write_local_views(tmp_path, "inc-1")  # the default target: one file again, the numbered ones removed
     assert [p.name for p in folder.glob("incident*.parquet")] == ["incident.parquet"]
     assert pq.read_table(folder / "incident.parquet").num_rows == 20_010
+
+
+def test_a_fanned_out_nodes_part_and_chunk_parts_make_the_same_view_as_one_part() -> None:
+    from pathlib import Path
+
+    from freezeframe.dissect.job import SegmentSource, dissect_segments
+    from freezeframe.dissect.problems import SegmentRef
+    from freezeframe.keys import parse_table_part_key, table_chunk_part_key
+
+    sample = Path(__file__).resolve().parents[1] / "fixtures" / "sample.pcap"
+    table = dissect_segments("node-a", [SegmentSource(SegmentRef(str(sample), None, None, None),
+                                                      path=sample)]).tables["connections"]
+    assert table.num_rows > 20
+
+    def put(s3: MemoryS3, key: str, part: pa.Table) -> str:
+        sink = io.BytesIO()
+        pq.write_table(part, sink)
+        s3io.put_bytes(s3, "evidence", key, sink.getvalue(), content_type="application/vnd.apache.parquet")
+        return key
+
+    def view(s3: MemoryS3) -> list[dict[str, object]]:
+        key = "views/connections/dt=2026-01-01/incident_id=inc-1/incident.parquet"
+        return pq.read_table(io.BytesIO(s3io.get_bytes(s3, "evidence", key))).to_pylist()
+
+    whole = MemoryS3()
+    write_incident_views("evidence", whole, "inc-1", [put(whole, table_part_key("connections", T0, "inc-1", "node-a"),
+                                                          table)])
+    split = MemoryS3()
+    # Every third row in the node's part (the merged edge rows), the rest in two chunk parts, out of order.
+    shuffled = table.take(list(range(table.num_rows))[::-1])
+    pieces = [shuffled.take(list(range(start, table.num_rows, 3))) for start in range(3)]
+    keys = [put(split, table_part_key("connections", T0, "inc-1", "node-a"), pieces[0]),
+            put(split, table_chunk_part_key("connections", T0, "inc-1", "node-a", 0), pieces[1]),
+            put(split, table_chunk_part_key("connections", T0, "inc-1", "node-a", 1), pieces[2])]
+    assert keys[1].endswith("/node-a~000000.parquet")
+    assert {parse_table_part_key(key) for key in keys} == {("connections", "2026-01-01", "inc-1", "node-a")}
+    assert write_incident_views("evidence", split, "inc-1", keys)["connections"] == table.num_rows
+    assert view(split) == view(whole)

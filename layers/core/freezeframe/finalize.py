@@ -235,13 +235,19 @@ def finalize_incident(settings: Settings, s3: ObjectStore, incident_id: str, out
     s3io.put_json(s3, settings.evidence_bucket, follow_key(incident_id), follow.to_dict())
     statuses = read_statuses(settings, s3, incident_id, manifest_nodes | {o.node for o in outcomes})
     part_keys = [key for status in statuses.values() if status for key in status.get("parts", {}).values()]
+    # A fanned-out node's rows on no chunk edge are in one part per chunk (dissect.fanout), named by its status.
+    chunk_keys = [key for status in statuses.values() if status for key in status.get("chunk_parts", [])]
     # The views SQL reads (one row per conversation across nodes) before the partitions and the report that use them.
-    views = write_incident_views(settings.evidence_bucket, s3, incident_id, part_keys)
+    moved = {node: str(status["moved_rows"]) for node, status in statuses.items()
+             if status and status.get("moved_rows")}
+    views = write_incident_views(settings.evidence_bucket, s3, incident_id, [*part_keys, *chunk_keys],
+                                 moved_keys=moved)
     registered = register(settings, part_keys)
     report = write_report(settings, s3, incident_id, writer if writer is not None else report_writer())
     summary = build_summary(incident_id, manifest_nodes, outcomes, statuses, registered, report, now)
     # `rows`: the per-node sum of the nodes dissected cleanly (sightings); `view_rows`: what SQL counts (conversations).
     summary["view_rows"] = dict(sorted(views.items()))
+    summary["chunk_parts"] = len(chunk_keys)
     summary["partial_until"] = follow.partial_until
     summary["follow"] = follow.to_dict()
     summary["unverified"] = [u.to_dict() for document in [manifest, *parts] for u in unverified_of(document)]

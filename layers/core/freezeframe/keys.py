@@ -124,6 +124,11 @@ def dissect_status_key(incident_id: str, node: str) -> str:
     return f"{INCIDENTS_ROOT}/{check_name('incident_id', incident_id)}/dissect/{check_name('node', node)}.json"
 
 
+def dissect_moved_key(incident_id: str, node: str) -> str:
+    """The conn_ids whose rows in a node's chunk parts the merge folded into the node's part (dissect.fanout)."""
+    return f"{INCIDENTS_ROOT}/{check_name('incident_id', incident_id)}/dissect/{check_name('node', node)}-moved.parquet"
+
+
 def report_key(incident_id: str) -> str:
     """The incident's HTML report; a re-render (after late segments) adds a version, never replaces one."""
     return f"{INCIDENTS_ROOT}/{check_name('incident_id', incident_id)}/report.html"
@@ -168,12 +173,20 @@ def table_prefix(table: str) -> str:
     return f"{TABLES_ROOT}/{table}/"
 
 
+# A node's part is <node>.parquet; a fanned-out dissection adds one part per time chunk, <node>~<chunk>.parquet
+# ('~' is not allowed in a node name, so the two never collide).
 _TABLE_PART = re.compile(r"^tables/(?P<table>[^/]+)/dt=(?P<dt>\d{4}-\d{2}-\d{2})/incident_id=(?P<incident>[^/]+)/"
-                         r"(?P<node>[^/]+)\.parquet$")
+                         r"(?P<node>[^/~]+)(?:~(?P<chunk>\d{6}))?\.parquet$")
+
+
+def is_chunk_part_key(key: str) -> bool:
+    """Whether a Parquet part key is one time chunk's part of a node (``table_chunk_part_key``)."""
+    match = _TABLE_PART.match(key)
+    return bool(match and match["chunk"])
 
 
 def parse_table_part_key(key: str) -> tuple[str, str, str, str] | None:
-    """(table, dt, incident_id, node) of a Parquet part key, or None."""
+    """(table, dt, incident_id, node) of a Parquet part key (a node's part or one of its chunk parts), or None."""
     match = _TABLE_PART.match(key)
     return (match["table"], match["dt"], match["incident"], match["node"]) if match else None
 
@@ -183,6 +196,11 @@ def table_part_key(table: str, window_start_ns: int, incident_id: str, node: str
     day = datetime.fromtimestamp(window_start_ns / 1e9, tz=UTC).strftime("%Y-%m-%d")
     return (f"{table_prefix(table)}dt={day}/incident_id={check_name('incident_id', incident_id)}/"
             f"{check_name('node', node)}.parquet")
+
+
+def table_chunk_part_key(table: str, window_start_ns: int, incident_id: str, node: str, chunk: int) -> str:
+    """A node's part of one time chunk (the rows on none of the chunk's edges, dissect.fanout), beside its part."""
+    return f"{table_part_key(table, window_start_ns, incident_id, node).removesuffix('.parquet')}~{chunk:06d}.parquet"
 
 
 def view_prefix(table: str) -> str:

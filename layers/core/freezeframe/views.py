@@ -17,13 +17,22 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.compact import TARGET_BYTES, empty_parquet, split_parquet
+from freezeframe.dissect.chunks import sort_rows
 from freezeframe.errors import NotFoundError
-from freezeframe.keys import TABLES_ROOT, VIEWS_ROOT, parse_table_part_key, view_file_number, view_key
+from freezeframe.keys import (
+    TABLES_ROOT,
+    VIEWS_ROOT,
+    is_chunk_part_key,
+    parse_table_part_key,
+    view_file_number,
+    view_key,
+)
 from freezeframe.observers import combine
 from freezeframe.schemas import TABLES
 
@@ -39,11 +48,12 @@ def _numbered(key: str, count: int) -> list[str]:
     return [key] + [f"{folder}/incident-{number:05d}.parquet" for number in range(1, count)]
 
 
-def build_views(incident_id: str, part_keys: Iterable[str],
-                read: Callable[[str], pa.Table | None]) -> dict[str, tuple[str, pa.Table]]:
+def build_views(incident_id: str, part_keys: Iterable[str], read: Callable[[str], pa.Table | None],
+                moved: Mapping[str, pa.Array] | None = None) -> dict[str, tuple[str, pa.Table]]:
     """table -> (view key, view) from the incident's part keys (`read` gives None for a missing part); empty when it
-    has no parts."""
-    per_node: dict[str, dict[str, pa.Table]] = {}
+    has no parts. `moved`: per node, the conn_ids whose rows in its chunk parts the merge folded into its part
+    (dissect.fanout); those rows are left out."""
+    pieces: dict[str, dict[str, list[pa.Table]]] = {}
     days = []
     for key in sorted(set(part_keys)):
         parsed = parse_table_part_key(key)
@@ -51,20 +61,30 @@ def build_views(incident_id: str, part_keys: Iterable[str],
             continue
         table, day, _incident, node = parsed
         part = read(key)
+        if part is not None and moved and node in moved and is_chunk_part_key(key) and part.num_rows \
+                and "conn_id" in part.column_names:
+            part = part.filter(pc.invert(pc.fill_null(pc.is_in(part.column("conn_id"), value_set=moved[node]), False)))
         if part is not None:
-            per_node.setdefault(node, {})[table] = part
+            pieces.setdefault(node, {}).setdefault(table, []).append(part)
             days.append(day)
-    if not per_node:
+    if not pieces:
         return {}
+    # A fanned-out node has its part and one part per time chunk (dissect.fanout): one table again, in a pass's order.
+    per_node = {node: {table: parts[0] if len(parts) == 1 else
+                       sort_rows(table, pa.concat_tables([p.cast(TABLES[table]) for p in parts]))
+                       for table, parts in tables.items()} for node, tables in pieces.items()}
     day = min(days)  # one day per incident in the stack (its window start); locally the earliest node's
     views = combine(per_node).tables
     return {name: (view_key(name, day, incident_id), table) for name, table in views.items()}
 
 
 def write_incident_views(bucket: str, s3: ObjectStore, incident_id: str, part_keys: Iterable[str],
-                         target_bytes: int = TARGET_BYTES) -> dict[str, int]:
+                         target_bytes: int = TARGET_BYTES, moved_keys: Mapping[str, str] | None = None
+                         ) -> dict[str, int]:
     """The incident's views written to the evidence bucket (each split into files of about ``target_bytes``); rows
-    per view."""
+    per view. ``moved_keys``: per fanned-out node, its moved list (``keys.dissect_moved_key``)."""
+    moved = {node: pq.read_table(io.BytesIO(s3io.get_bytes(s3, bucket, key))).column("conn_id").combine_chunks()
+             for node, key in (moved_keys or {}).items()}
 
     def read(key: str) -> pa.Table | None:
         try:
@@ -77,7 +97,7 @@ def write_incident_views(bucket: str, s3: ObjectStore, incident_id: str, part_ke
             return None
 
     rows = {}
-    for name, (key, table) in build_views(incident_id, part_keys, read).items():
+    for name, (key, table) in build_views(incident_id, part_keys, read, moved).items():
         files = split_parquet(table, target_bytes)
         keys = _numbered(key, len(files))
         for file_key, body in zip(keys, files, strict=True):

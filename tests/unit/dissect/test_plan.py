@@ -70,7 +70,8 @@ def test_plan_incident_groups_manifest_entries_by_node_and_predicts_within_targe
     assert plan.nodes() == ["n1", "n2"]
     assert not plan.over_budget()
     prediction = predict(plan, concurrency=1000)
-    assert prediction.waves == 1
+    assert prediction.waves == -(-len(plan.chunks) // 1000)
+    assert 0 < prediction.edge_rows <= prediction.rows
     assert prediction.wall_s < 15 * 60
     assert prediction.cost_usd > 0
     slow = predict(plan, concurrency=1)

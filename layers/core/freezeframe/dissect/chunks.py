@@ -14,6 +14,13 @@ first), so its per-direction columns are swapped and its history letters case-sw
 ``conn_id`` hashes the initiator 5-tuple and ``first_ts_ns``, both taken from the earliest part, so the merged id
 is the one an unchunked run gives; ``remap_conn_ids`` rewrites the dns/http/tls rows of later parts to it.
 
+Only edge rows are merged. Whether a row may be folded depends on the two rows alone, so each chunk splits its rows
+(``split_chunk``): the edge rows (``edge_mask``: TCP rows without a SYN, lone SYNs) and their application rows go to
+the merge, the UDP rows near an edge hand over their endpoint pairs only (``udp_pairs``, ``SharedUdpPairs``), and the
+rest is final. The merge moves the rows that share an endpoint pair with an edge row or a shared UDP pair from the
+chunks' bodies to their edges (``pull_pairs``), so it holds every row of each pair it folds, and ``merge_tables`` on
+those rows equals ``merge_tables`` on every row (tests/unit/dissect/test_chunks_edges.py).
+
 Exactness: columns in ``EXACT_COLUMNS`` equal an unchunked run by construction. The others are state that the
 edge cuts: a segment sent before the edge and retransmitted or acknowledged after it is not recognised as such
 by the later chunk, so retransmission, dup-ACK and RTT figures near an edge are approximations, and a handshake
@@ -31,7 +38,7 @@ import pyarrow.compute as pc
 
 from freezeframe.dissect.connections import UDP_IDLE_TIMEOUT_NS, connection_id
 from freezeframe.errors import WindowError
-from freezeframe.schemas import CONNECTIONS
+from freezeframe.schemas import CONNECTIONS, TABLES
 
 # Merge rules, one per CONNECTIONS column.
 FIRST = "first"  # identity: the earliest part's value (identical across parts after orientation)
@@ -186,8 +193,8 @@ def merge_connections(node: str, parts: Sequence[pa.Table],
     return MergedConnections(table, conn_ids, merged)
 
 
-def _pair_keys(part: pa.Table) -> pa.Array:
-    """The unordered endpoint pair of each row, as text (``_pair_key`` in Arrow)."""
+def pair_keys(part: pa.Table) -> pa.Array:
+    """The unordered endpoint pair of each connections row, as text (``_pair_key`` in Arrow)."""
     src = pc.binary_join_element_wise(part.column("src_ip"), pc.cast(part.column("src_port"), pa.string()), "|")
     dst = pc.binary_join_element_wise(part.column("dst_ip"), pc.cast(part.column("dst_port"), pa.string()), "|")
     src, dst = pc.fill_null(src, "|"), pc.fill_null(dst, "|")
@@ -198,7 +205,7 @@ def _pair_keys(part: pa.Table) -> pa.Array:
 
 def _split_shared(parts: Sequence[pa.Table]) -> tuple[list[pa.Table], list[pa.Table]]:
     """Per part: (rows whose endpoint pair no other part has, rows whose pair another part has)."""
-    keys = [_pair_keys(part) if part.num_rows else pa.array([], pa.string()) for part in parts]
+    keys = [pair_keys(part) if part.num_rows else pa.array([], pa.string()) for part in parts]
     counts = pc.value_counts(pa.concat_arrays([pc.unique(column) for column in keys]))
     many = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
     alone, shared = [], []
@@ -264,6 +271,205 @@ def concat_sorted(tables: Iterable[pa.Table], schema: pa.Schema) -> pa.Table:
     combined = pa.concat_tables(parts)
     order = pc.sort_indices(combined, sort_keys=[("ts_ns", "ascending"), ("conn_id", "ascending")])
     return combined.take(order)
+
+
+# -- the edge-only merge: rows that cannot meet another chunk's row never reach it
+APP_TABLES = ("dns", "http", "tls")  # rows that reference a connection by conn_id
+CHUNK_TABLES = ("connections", *APP_TABLES)
+
+
+def edge_mask(connections: pa.Table, chunk: Chunk, first: bool, last: bool) -> pa.Array:
+    """Which of a chunk's connections rows go to the merge as they are (``merge_connections`` may fold them).
+
+    ``merge_connections`` folds a chunk's row into the latest earlier row of the same endpoint pair when
+    ``_continues`` says so, and that depends only on the two rows. So a TCP row can meet another chunk's row only if
+
+    - (left edge; not the first chunk) it could continue an earlier row: a TCP row without the SYN bit (its SYN,
+      if any, was before the chunk, maybe in the warm-up, maybe long before: TCP has no idle timeout), or a row of
+      a protocol other than TCP and UDP; or
+    - (right edge; not the last chunk) a later chunk's row that carries a SYN could continue it: a TCP row whose
+      completeness is SYN alone (an attempt a later chunk may retransmit). Every other continuation of a row by a
+      later one is a left-edge row of the later chunk, found by its endpoint pair (``pull_pairs``).
+
+    UDP rows are not edge rows: a UDP row continues an earlier one only within ``UDP_IDLE_TIMEOUT_NS``, which is
+    longer than most chunks, so nearly every UDP row is near an edge while few share their endpoint pair with another
+    chunk. Only their endpoint pairs go to the merge (``udp_pairs``, ``shared_udp_pairs``).
+
+    The warm-up does not narrow this: a conversation silent for longer than the warm-up across an edge is still one
+    conversation (packets and bytes add up exactly), so the rule is by row, not by warm-up state.
+    """
+    if not connections.num_rows:
+        return pa.array([], pa.bool_())
+    proto = connections.column("proto")
+    completeness = pc.fill_null(connections.column("completeness"), 0)
+    tcp = pc.equal(proto, "tcp")
+    falses = pa.array([False] * connections.num_rows, pa.bool_())
+    left = falses
+    if not first:
+        no_syn = pc.equal(pc.bit_wise_and(completeness, _COMPLETENESS_SYN), 0)
+        other = pc.invert(pc.or_(tcp, pc.equal(proto, "udp")))
+        left = pc.fill_null(pc.or_(pc.and_(tcp, no_syn), other), True)
+    right = falses
+    if not last:
+        right = pc.fill_null(pc.and_(tcp, pc.equal(completeness, _COMPLETENESS_SYN)), False)
+    return pc.or_(left, right)
+
+
+def udp_pairs(connections: pa.Table, chunk: Chunk, first: bool, last: bool,
+              warmup_ns: int) -> tuple[pa.Array, pa.Array]:
+    """(endpoint pairs of the chunk's UDP rows that might continue an earlier chunk's row: starting within
+    ``UDP_IDLE_TIMEOUT_NS`` of its start; pairs of UDP rows a later chunk's row might continue: ending within
+    ``UDP_IDLE_TIMEOUT_NS`` plus the warm-up of its end). A warm row starts in the warm-up, so the earlier chunk saw
+    its pair within the warm-up of its end."""
+    empty = pa.array([], pa.string())
+    if not connections.num_rows:
+        return empty, empty
+    udp = pc.equal(connections.column("proto"), "udp")
+    keys = pair_keys(connections)
+    left = empty
+    if not first:
+        soon = pc.less_equal(pc.subtract(connections.column("first_ts_ns"), chunk.start_ns), UDP_IDLE_TIMEOUT_NS)
+        left = pc.unique(keys.filter(pc.fill_null(pc.and_(udp, soon), False)))
+    right = empty
+    if not last:
+        late = pc.greater_equal(connections.column("last_ts_ns"), chunk.end_ns - UDP_IDLE_TIMEOUT_NS - warmup_ns)
+        right = pc.unique(keys.filter(pc.fill_null(pc.and_(udp, late), False)))
+    return left, right
+
+
+class SharedUdpPairs:
+    """The UDP endpoint pairs in some chunk's left pairs and an earlier chunk's right pairs (``udp_pairs``), fed a
+    chunk at a time in order; only the right pairs of chunks ending within the idle timeout and the warm-up of the
+    current chunk's start are held."""
+
+    def __init__(self, warmup_ns: int) -> None:
+        self.warmup_ns = warmup_ns
+        self._window: list[tuple[int, pa.Array]] = []
+        self._shared: list[pa.Array] = []
+
+    def add(self, chunk: Chunk, left: pa.Array, right: pa.Array) -> None:
+        horizon = chunk.start_ns - UDP_IDLE_TIMEOUT_NS - self.warmup_ns
+        self._window = [(end, keys) for end, keys in self._window if end > horizon]
+        earlier = [keys for _end, keys in self._window if len(keys)]
+        if len(left) and earlier:
+            self._shared.append(pc.unique(left.filter(pc.is_in(left, value_set=pa.concat_arrays(earlier)))))
+        self._window.append((chunk.end_ns, right))
+
+    def pairs(self) -> pa.Array:
+        return pc.unique(pa.concat_arrays(self._shared)) if self._shared else pa.array([], pa.string())
+
+
+def shared_udp_pairs(chunks: Sequence[Chunk], pairs: Sequence[tuple[pa.Array, pa.Array]],
+                     warmup_ns: int) -> pa.Array:
+    """``SharedUdpPairs`` of chunks (in order) and their ``udp_pairs``."""
+    shared = SharedUdpPairs(warmup_ns)
+    for chunk, (left, right) in zip(chunks, pairs, strict=True):
+        shared.add(chunk, left, right)
+    return shared.pairs()
+
+
+def split_chunk(tables: Mapping[str, pa.Table], chunk: Chunk, first: bool, last: bool
+                ) -> tuple[dict[str, pa.Table], dict[str, pa.Table], dict[str, pa.Table]]:
+    """(body, edge, warm) of one chunk's tables. The edge holds the connections rows of ``edge_mask`` and the
+    dns/http/tls rows that reference them; the body the other rows, final as they are: no other chunk can change
+    them. The dns/http/tls rows stamped in the warm-up that reference no edge row are ``warm``: one of them counts
+    only if its connection is merged after all (``replace_warm_rows``), which the merge decides (``warm_rows_of``)."""
+    connections = tables["connections"]
+    mask = edge_mask(connections, chunk, first, last)
+    edge = {"connections": connections.filter(mask)}
+    body = {"connections": connections.filter(pc.invert(mask))}
+    warm = {}
+    ids = edge["connections"].column("conn_id")
+    for name in APP_TABLES:
+        table = tables[name]
+        if not table.num_rows:
+            edge[name], body[name], warm[name] = table, table, table
+            continue
+        at_edge = pc.fill_null(pc.is_in(table.column("conn_id"), value_set=ids), False)
+        before = pc.less(table.column("ts_ns"), chunk.start_ns) if not first else pa.array(
+            [False] * table.num_rows, pa.bool_())
+        edge[name] = table.filter(at_edge)
+        rest = pc.invert(at_edge)
+        body[name] = table.filter(pc.and_(rest, pc.invert(before)))
+        warm[name] = table.filter(pc.and_(rest, before))
+    return body, edge, warm
+
+
+def warm_rows_of(warm: Mapping[str, pa.Table], ids: pa.Array) -> dict[str, pa.Table]:
+    """The warm-up's dns/http/tls rows of a chunk whose connection the merge holds (``ids``: every conn_id of the
+    merge's connections rows); only those can be kept by ``replace_warm_rows``."""
+    return {name: table.filter(pc.fill_null(pc.is_in(table.column("conn_id"), value_set=ids), False))
+            if table.num_rows else table for name, table in warm.items()}
+
+
+def merge_ids(edges: Iterable[Mapping[str, pa.Table]]) -> pa.Array:
+    """Every conn_id of the merge's connections rows."""
+    ids = [edge["connections"].column("conn_id").combine_chunks() for edge in edges if edge["connections"].num_rows]
+    return pa.concat_arrays(ids) if ids else pa.array([], pa.string())
+
+
+def edge_pairs(edges: Iterable[Mapping[str, pa.Table]], more: pa.Array | None = None) -> pa.Array:
+    """The endpoint pairs of every chunk's edge connections rows and ``more`` (the shared UDP pairs): the set
+    ``pull_pairs`` looks for."""
+    keys = [pc.unique(pair_keys(edge["connections"])) for edge in edges if edge["connections"].num_rows]
+    if more is not None and len(more):
+        keys.append(more)
+    return pc.unique(pa.concat_arrays(keys)) if keys else pa.array([], pa.string())
+
+
+def pull_pairs(body: Mapping[str, pa.Table], pairs: pa.Array) -> tuple[dict[str, pa.Table], dict[str, pa.Table]]:
+    """(body left, rows moved to the edge): the body's connections rows whose endpoint pair is in ``pairs``, and
+    their dns/http/tls rows. Such a row is on no edge itself, but a row of its pair is (a conversation idle across a
+    whole chunk, a late stray segment, a retransmitted SYN), and the merge needs every row of a pair it merges."""
+    connections = body["connections"]
+    if not connections.num_rows or not len(pairs):
+        return dict(body), {name: table.schema.empty_table() for name, table in body.items()}
+    mask = pc.is_in(pair_keys(connections), value_set=pairs)
+    moved = {"connections": connections.filter(mask)}
+    left = {"connections": connections.filter(pc.invert(mask))}
+    ids = moved["connections"].column("conn_id")
+    for name in APP_TABLES:
+        table = body[name]
+        hit = pc.fill_null(pc.is_in(table.column("conn_id"), value_set=ids), False) if table.num_rows else \
+            pa.array([], pa.bool_())
+        moved[name], left[name] = table.filter(hit), table.filter(pc.invert(hit))
+    return left, moved
+
+
+def with_rows(table: pa.Table, more: pa.Table) -> pa.Table:
+    """Two tables of one kind as one (``more`` cast to ``table``'s schema)."""
+    if not more.num_rows:
+        return table
+    return pa.concat_tables([table, more.cast(table.schema)]) if table.num_rows else more.cast(table.schema)
+
+
+@dataclass(frozen=True, slots=True)
+class MergedTables:
+    tables: dict[str, pa.Table]  # connections and dns/http/tls of the rows merged
+    merged_rows: int
+
+
+def merge_tables(node: str, chunks: Sequence[Chunk], tables: Sequence[Mapping[str, pa.Table]],
+                 payload_segments: Sequence[Mapping[str, int]] | None = None,
+                 extras: Sequence[Mapping[str, tuple[int, int, int, int]]] | None = None) -> MergedTables:
+    """Chunks' tables (in order) merged: connections by ``merge_connections``, dns/http/tls re-pointed to the merged
+    rows and completed from the warm-up (``replace_warm_rows``). Given every row of the chunks it is the full merge;
+    given the edge rows (``split_chunk`` plus ``pull_pairs``) it gives the same rows for them."""
+    merged = merge_connections(node, [t["connections"] for t in tables], payload_segments, extras)
+    out = {"connections": merged.table}
+    for name in APP_TABLES:
+        out[name] = replace_warm_rows([remap_conn_ids(t[name], merged.conn_ids) for t in tables], chunks,
+                                      set(merged.conn_ids.values()), TABLES[name])
+    return MergedTables(out, merged.merged_rows)
+
+
+def sort_rows(name: str, table: pa.Table) -> pa.Table:
+    """A node's table in the order one pass writes it: connections by (first_ts_ns, conn_id), the others by
+    (ts_ns, conn_id)."""
+    first = "first_ts_ns" if name == "connections" else "ts_ns"
+    if not table.num_rows or not {first, "conn_id"} <= set(table.column_names):
+        return table
+    return table.take(pc.sort_indices(table, sort_keys=[(first, "ascending"), ("conn_id", "ascending")]))
 
 
 def _pair_key(row: dict[str, Any]) -> tuple[Any, ...]:

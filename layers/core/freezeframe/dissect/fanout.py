@@ -8,15 +8,26 @@ template.yaml's DissectionStateMachine runs, per pass:
    last merged pass get no chunks (``inputs_digest``).
 2. ``dissect_chunk`` (``{"action": "chunk", ...item}``), one task per item, in a Distributed Map with retries and a
    catch per chunk: the chunk's segments are fetched and verified, dissected with the chunk's warm-up
-   (``dissect.warmup``), and its unmerged tables and status written under ``keys.chunk_prefix``.
-3. ``merge_node`` (``{"action": "merge", "node": ...}``), one per node in a Map: the node's chunk parts merged
-   (``dissect.job.merge_chunk_results``), enriched, joined with the node's cross-layer tables and written as the
-   node's parts (``keys.table_part_key``, as a one-pass ``dissect_node`` writes them); its dissect status names the
-   parts and every hole: a chunk without a status of this pass (its task failed for good) or with
-   corrupt segments. A hole fails only itself: the other chunks' rows are written, and the status (and so the
-   incident summary) reports the hole and its time range.
-4. finalize (``freezeframe.finalize``) once: builds the incident's views from every node's parts
-   (``freezeframe.views``), splits a view larger than about 128 MB into numbered files (``freezeframe.compact``),
+   (``dissect.warmup``) and split (``dissect.chunks.split_chunk``). The rows on neither of its edges -- connections
+   that cannot meet another chunk's row, and their dns/http/tls rows -- are final: enriched, with their Service
+   flows, they are written at once as the node's part of this chunk (``keys.table_chunk_part_key``,
+   ``<node>~<chunk>.parquet`` beside ``<node>.parquet``). The edge rows and the status go under ``keys.chunk_prefix``.
+3. ``merge_node`` (``{"action": "merge", "node": ...}``), one per node in a Map: the chunks' edge rows merged
+   (``dissect.chunks.merge_tables``); of the chunk parts it reads only the endpoint columns of connections, to move
+   the rows that share an endpoint pair with an edge row, or a UDP pair with a neighbour chunk (``udp_pairs``), to
+   the merge (``pull_pairs``: a conversation idle across a
+   whole chunk, a stray late segment, a UDP exchange across an edge), and lists their conn_ids in the node's moved
+   list (``keys.dissect_moved_key``); the parts are never rewritten. So its memory follows the edge rows, not the
+   node's rows, and its work is the edge rows plus reading the parts that hold such rows. The merged rows, enriched,
+   with the node's cross-layer tables, are the
+   node's part (``keys.table_part_key``); its dissect status names it, the chunk parts and every hole: a chunk
+   without a status of this pass (its task failed for good) or with corrupt segments. A hole fails only itself:
+   the other chunks' rows are written, and the status (and so the incident summary) reports the hole and its time
+   range. Bound: a Service flow whose translated leg is on the other side of the body/edge split (one leg's row
+   continues across an edge, the other's does not) has no backend columns.
+4. finalize (``freezeframe.finalize``) once: builds the incident's views from every node's parts and chunk parts,
+   without the chunk parts' rows in the node's moved list (``freezeframe.views``), splits a view larger than about
+   128 MB into numbered files (``freezeframe.compact``),
    registers the partitions, writes report and summary.
 
 ``run_locally`` runs the same steps in order in one process, with the state machine's retries, for the local stack
@@ -35,22 +46,34 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
-from freezeframe.crosslayer import CLUSTER_PART, cluster_tables, node_tables
+from freezeframe.crosslayer import CLUSTER_PART, ServiceTimeline, cluster_tables, node_tables, service_flows
 from freezeframe.custody.pinned import pinned_manifest
-from freezeframe.dissect.chunks import Chunk
+from freezeframe.dissect.chunks import (
+    APP_TABLES,
+    Chunk,
+    SharedUdpPairs,
+    edge_pairs,
+    merge_ids,
+    merge_tables,
+    pair_keys,
+    pull_pairs,
+    split_chunk,
+    udp_pairs,
+    warm_rows_of,
+    with_rows,
+)
 from freezeframe.dissect.enrich import IpTimeline, enrich
 from freezeframe.dissect.job import (
     DissectReport,
-    EngineResult,
     SegmentSource,
     _ns,
     context_records,
     dissect_segments,
-    merge_chunk_results,
     parquet_bytes,
     verify_segment,
 )
@@ -60,7 +83,14 @@ from freezeframe.dissect.problems import ProblemRow, SegmentProblems, SegmentRef
 from freezeframe.errors import NotFoundError, SegmentCorruptError
 from freezeframe.follow import inputs_digest
 from freezeframe.holds import manifest_parts
-from freezeframe.keys import chunk_prefix, dissect_plan_key, dissect_status_key, table_part_key
+from freezeframe.keys import (
+    chunk_prefix,
+    dissect_moved_key,
+    dissect_plan_key,
+    dissect_status_key,
+    table_chunk_part_key,
+    table_part_key,
+)
 from freezeframe.manifest import entries_of
 from freezeframe.models import ManifestEntry
 from freezeframe.pcapio import MAX_TS_NS
@@ -68,9 +98,11 @@ from freezeframe.schemas import TABLES
 from freezeframe.unverified import unverified_of
 
 logger = logging.getLogger(__name__)
-CHUNK_SCHEMA = "freezeframe.dissect-chunk/v1"
+CHUNK_SCHEMA = "freezeframe.dissect-chunk/v2"  # v2: body rows in chunk parts, edge rows, UDP pairs, warm-up rows
 PLAN_SCHEMA = "freezeframe.dissect-plan/v1"
 ENGINE_TABLES = ("connections", "dns", "http", "tls")
+BODY_TABLES = (*ENGINE_TABLES, "service_flows")  # a chunk's part: its rows on neither edge
+PAIR_COLUMNS = ("proto", "src_ip", "src_port", "dst_ip", "dst_port")  # what dissect.chunks.pair_keys reads
 EXTRAS = pa.schema([("conn_id", pa.string()), ("payload_segments", pa.int64()), ("rtt_samples", pa.int64()),
                     ("rtt_sum_ns", pa.int64()), ("rtt_jitter_sum_ns", pa.int64())])
 
@@ -177,22 +209,47 @@ def dissect_chunk(settings: Settings, s3: Any, item: Mapping[str, Any]) -> dict[
                   None if open_start else warmup_ns)
     result = dissect_segments(node, sources, chunk)
     prefix = chunk_prefix(incident_id, node, index)
+    # Rows on none of the chunk's edges are final: enriched and written as the node's part of this chunk. The edge
+    # rows (and the application rows that point at them) go to the merge step (dissect.chunks.split_chunk).
+    body, edge, warm = split_chunk(result.tables, chunk, open_start, open_end)
+    records = context_records(s3, pinned_manifest(settings, s3, incident_id))
+    timeline = IpTimeline.from_records(records)
+    body = {name: enrich(table, timeline) for name, table in body.items()}
+    body["service_flows"] = service_flows(body["connections"], ServiceTimeline.from_records(records), timeline)
+    chunk_parts = {}
+    for name, table in body.items():
+        chunk_parts[name] = table_chunk_part_key(name, inputs.window[0], incident_id, node, index)
+        s3io.put_bytes(s3, settings.evidence_bucket, chunk_parts[name], parquet_bytes(table),
+                       content_type="application/vnd.apache.parquet")
     parts = {}
     for name in ENGINE_TABLES:
-        parts[name] = f"{prefix}{name}.parquet"
-        s3io.put_bytes(s3, settings.evidence_bucket, parts[name], parquet_bytes(result.tables[name]),
+        parts[name] = f"{prefix}edge-{name}.parquet"
+        s3io.put_bytes(s3, settings.evidence_bucket, parts[name], parquet_bytes(edge[name]),
                        content_type="application/vnd.apache.parquet")
-    extras = result.extras
-    rows = sorted(extras.items())
-    table = pa.Table.from_arrays([pa.array([r[0] for r in rows], pa.string())]
-                                 + [pa.array([r[1][i] for r in rows], pa.int64()) for i in range(4)], schema=EXTRAS)
-    parts["_extras"] = f"{prefix}_extras.parquet"
-    s3io.put_bytes(s3, settings.evidence_bucket, parts["_extras"], parquet_bytes(table),
-                   content_type="application/vnd.apache.parquet")
+    for name, table in warm.items():
+        parts[f"_warm_{name}"] = f"{prefix}warm-{name}.parquet"
+        _put_table(settings, s3, parts[f"_warm_{name}"], table)
+    left, right = udp_pairs(result.tables["connections"], chunk, open_start, open_end,
+                            settings.dissect_warmup_s * 1_000_000_000)
+    parts["_udp_pairs"] = f"{prefix}udp-pairs.parquet"
+    _put_table(settings, s3, parts["_udp_pairs"], pa.table({
+        "pair": pa.concat_arrays([left, right]),
+        "left": pa.array([True] * len(left) + [False] * len(right), pa.bool_())}))
+    edge_ids = set(edge["connections"].column("conn_id").to_pylist())
+    for name, wanted in (("_extras", True), ("_extras_body", False)):
+        rows = sorted(item for item in result.extras.items() if (item[0] in edge_ids) == wanted)
+        table = pa.Table.from_arrays([pa.array([r[0] for r in rows], pa.string())]
+                                     + [pa.array([r[1][i] for r in rows], pa.int64()) for i in range(4)],
+                                     schema=EXTRAS)
+        parts[name] = f"{prefix}{name.lstrip('_').replace('_', '-')}.parquet"
+        s3io.put_bytes(s3, settings.evidence_bucket, parts[name], parquet_bytes(table),
+                       content_type="application/vnd.apache.parquet")
     status = {"schema": CHUNK_SCHEMA, "incident_id": incident_id, "node": node, "chunk": index,
               "start_ns": start_ns, "end_ns": end_ns, "warmup_start_ns": warmup_ns, "open_start": open_start,
               "open_end": open_end, "inputs_digest": str(item.get("inputs_digest", inputs.digest)),
               "state": "failed" if corrupt else "done", "segments": len(chunk_entries), "parts": parts,
+              "chunk_parts": chunk_parts, "body_rows": {name: table.num_rows for name, table in body.items()},
+              "edge_rows": edge["connections"].num_rows,
               "stats": result.stats, "corrupt_segments": corrupt,
               "problems": [_problem_dict(row) for row in result.problems.rows],
               "seconds": round(time.monotonic() - started, 3),
@@ -219,8 +276,20 @@ def _read_table(s3: Any, bucket: str, key: str) -> pa.Table:
     return pq.read_table(io.BytesIO(s3io.get_bytes(s3, bucket, key)))
 
 
+def _extras_of(table: pa.Table) -> dict[str, tuple[int, int, int, int]]:
+    return {row["conn_id"]: (row["payload_segments"], row["rtt_samples"], row["rtt_sum_ns"], row["rtt_jitter_sum_ns"])
+            for row in table.to_pylist()}
+
+
+def _put_table(settings: Settings, s3: Any, key: str, table: pa.Table) -> None:
+    s3io.put_bytes(s3, settings.evidence_bucket, key, parquet_bytes(table),
+                   content_type="application/vnd.apache.parquet")
+
+
 def merge_node(settings: Settings, s3: Any, incident_id: str, node: str) -> DissectReport:
-    """Step 3: a node's chunks merged into its parts (with its cross-layer tables) and status; holes reported."""
+    """Step 3: a node's chunks merged at their edges into its part (with its cross-layer tables) and status; holes
+    reported. Reads the chunks' edge rows, and of their parts only the endpoint columns of connections (see the
+    module doc); the status names the chunk parts, which finalize reads with the node's part."""
     inputs = node_inputs(settings, s3, incident_id, [node])[node]
     previous = _status(settings, s3, dissect_status_key(incident_id, node))
     if previous is not None and previous.get("inputs_digest") == inputs.digest and previous.get("state") == "done":
@@ -229,13 +298,20 @@ def merge_node(settings: Settings, s3: Any, incident_id: str, node: str) -> Diss
     report = DissectReport(incident_id, node, inputs_digest=inputs.digest,
                            unverified_segments=[{"key": u.key, "version_id": u.version_id, "reason": u.reason}
                                                 for u in inputs.unverified])
+    bucket = settings.evidence_bucket
     chunks: list[Chunk] = []
-    results: list[EngineResult] = []
+    statuses: list[dict[str, Any]] = []
+    edges: list[dict[str, pa.Table]] = []
+    extras: list[dict[str, tuple[int, int, int, int]]] = []
+    udp = SharedUdpPairs(settings.dissect_warmup_s * 1_000_000_000)  # chunks in time order: a window is held
+    problems = SegmentProblems(node)
+    stats: dict[str, int] = {}
     holes: list[dict[str, Any]] = []
     for planned_chunk in planned:
-        status = _status(settings, s3, f"{chunk_prefix(incident_id, node, planned_chunk.index)}status.json")
+        prefix = chunk_prefix(incident_id, node, planned_chunk.index)
+        status = _status(settings, s3, f"{prefix}status.json")
         hole = {"chunk": planned_chunk.index, "start_ns": planned_chunk.start_ns, "end_ns": planned_chunk.end_ns}
-        if status is None or status.get("inputs_digest") != inputs.digest or \
+        if status is None or status.get("schema") != CHUNK_SCHEMA or status.get("inputs_digest") != inputs.digest or \
                 (status.get("start_ns"), status.get("end_ns")) != (planned_chunk.start_ns, planned_chunk.end_ns):
             holes.append({**hole, "error": "the chunk task wrote no result for this pass (failed for good: see the "
                                            "dissection dead-letter queue)"})
@@ -243,55 +319,114 @@ def merge_node(settings: Settings, s3: Any, incident_id: str, node: str) -> Diss
         report.corrupt_segments += list(status.get("corrupt_segments", []))
         if status.get("state") != "done":
             holes.append({**hole, "error": f"{len(status.get('corrupt_segments', []))} corrupt segment(s)"})
-        tables = {name: _read_table(s3, settings.evidence_bucket, key) for name, key in status["parts"].items()}
-        extras_table = tables.pop("_extras")
-        extras = {row["conn_id"]: (row["payload_segments"], row["rtt_samples"], row["rtt_sum_ns"],
-                                   row["rtt_jitter_sum_ns"]) for row in extras_table.to_pylist()}
-        problems = SegmentProblems(node, [_problem_row(raw) for raw in status.get("problems", [])])
-        results.append(EngineResult(tables, problems, dict(status.get("stats", {})), [], {}, extras))
+        edge = {name: _read_table(s3, bucket, status["parts"][name]) for name in ENGINE_TABLES}
+        pairs_table = _read_table(s3, bucket, status["parts"]["_udp_pairs"])
+        is_left = pairs_table.column("left")
+        udp.add(Chunk(planned_chunk.index, planned_chunk.start_ns, planned_chunk.end_ns),
+                pairs_table.column("pair").filter(is_left).combine_chunks(),
+                pairs_table.column("pair").filter(pc.invert(is_left)).combine_chunks())
+        chunk_extras = _extras_of(_read_table(s3, bucket, status["parts"]["_extras"]))
+        edges.append(edge)
+        extras.append(chunk_extras)
+        statuses.append(status)
+        problems.extend(SegmentProblems(node, [_problem_row(raw) for raw in status.get("problems", [])]))
+        for key, value in status.get("stats", {}).items():
+            stats[key] = stats.get(key, 0) + value
         chunks.append(Chunk(planned_chunk.index, planned_chunk.start_ns, planned_chunk.end_ns,
                             None if planned_chunk.open_start else planned_chunk.warmup_start_ns))
-    if results:
-        merged = merge_chunk_results(node, chunks, results)
-        merged.stats["chunks"] = len(results)
+    body_rows = {name: sum(int(s["body_rows"].get(name, 0)) for s in statuses) for name in BODY_TABLES}
+    moved_ids: list[pa.Array] = []
+    pairs = edge_pairs(edges, udp.pairs())
+    moved_rows = 0
+    for number, status in enumerate(statuses):
+        moved = _pull(settings, s3, status, pairs)
+        if moved is None:
+            continue
+        # Every row of an edge's endpoint pair, wherever it was, so the merge folds exactly what a full merge folds.
+        moved_rows += moved["connections"].num_rows
+        for name in ENGINE_TABLES:
+            body_rows[name] -= moved[name].num_rows
+        if status["body_rows"].get("service_flows"):
+            flows = _read_table(s3, bucket, status["chunk_parts"]["service_flows"]).column("conn_id")
+            body_rows["service_flows"] -= pc.sum(pc.is_in(flows, value_set=moved["connections"].column(
+                "conn_id"))).as_py() or 0
+        extras[number].update(_extras_of(_read_table(s3, bucket, status["parts"]["_extras_body"])))
+        edges[number] = {name: with_rows(edges[number][name], moved[name]) for name in ENGINE_TABLES}
+        moved_ids.append(moved["connections"].column("conn_id").combine_chunks())
+    # The warm-up's application rows of a connection the merge holds (the rest can only be dropped), a chunk at a
+    # time.
+    ids = merge_ids(edges)
+    for number, status in enumerate(statuses):
+        if not len(ids) or status.get("open_start"):
+            continue
+        kept = warm_rows_of({name: _read_table(s3, bucket, status["parts"][f"_warm_{name}"]) for name in APP_TABLES},
+                            ids)
+        edges[number] = {name: with_rows(edges[number][name], kept[name]) if name in kept else edges[number][name]
+                         for name in ENGINE_TABLES}
+    if edges:
+        merged = merge_tables(node, chunks, edges, None, extras)
+        merged_tables, merged_rows = merged.tables, merged.merged_rows
     else:
-        merged = EngineResult({name: TABLES[name].empty_table() for name in ENGINE_TABLES}, SegmentProblems(node),
-                              {"chunks": 0})
+        merged_tables, merged_rows = {name: TABLES[name].empty_table() for name in ENGINE_TABLES}, 0
+    stats.update({"chunks": len(statuses), "chunk_rows_merged": merged_rows,
+                  "chunk_edge_rows": sum(e["connections"].num_rows for e in edges), "chunk_rows_pulled": moved_rows})
     report.segments = len(inputs.entries) - len(report.corrupt_segments)
     manifest = pinned_manifest(settings, s3, incident_id)
     records = context_records(s3, manifest)
     timeline = IpTimeline.from_records(records)
-    tables = {name: enrich(table, timeline) for name, table in merged.tables.items()}
-    # Cross-layer evidence, as in a one-pass dissection (dissect.job.dissect_node): the node's state, Service flows.
+    tables = {name: enrich(table, timeline) for name, table in merged_tables.items()}
+    # Cross-layer evidence, as in a one-pass dissection (dissect.job.dissect_node): the node's state, Service flows
+    # (of the merged rows here; each chunk task wrote those of its own rows).
     documents, state_corrupt, state_malformed = frozen_documents(
         s3, manifest, node, manifest.get("raw_bucket", settings.raw_bucket))
     report.corrupt_segments += state_corrupt
     tables.update(node_tables(tables["connections"], records, documents, timeline))
     for item in inputs.unverified:
-        merged.problems.add_unverified(SegmentRef(item.key, item.version_id, item.start_ns, item.end_ns), item.reason)
-    tables["dissect_errors"] = merged.problems.table()
-    report.stats.update(merged.stats)
-    report.stats.update(merged.problems.totals())
+        problems.add_unverified(SegmentRef(item.key, item.version_id, item.start_ns, item.end_ns), item.reason)
+    tables["dissect_errors"] = problems.table()
+    report.stats.update(stats)
+    report.stats.update(problems.totals())
     report.stats["node_state_documents"] = len(documents)
     report.stats["node_state_malformed"] = state_malformed
     report.stats["chunks_planned"] = len(planned)
     report.stats["chunks_failed"] = len(holes)
-    # The node's parts, where a one-pass dissection writes them: finalize builds the incident's views from them.
+    # The node's part, where a one-pass dissection writes it, and its chunks' parts: finalize reads them all.
     cluster = cluster_tables(records)
     for name, table in [*tables.items(), *cluster.items()]:
         key = table_part_key(name, inputs.window[0], incident_id, CLUSTER_PART if name in cluster else node)
-        s3io.put_bytes(s3, settings.evidence_bucket, key, parquet_bytes(table),
-                       content_type="application/vnd.apache.parquet")
-        report.tables[name] = table.num_rows
+        _put_table(settings, s3, key, table)
+        report.tables[name] = table.num_rows + body_rows.get(name, 0)
         report.parts[name] = key
+    # The rows of the chunk parts folded into the node's part: the views leave them out of the chunk parts.
+    moved_table = pa.table({"conn_id": pa.concat_arrays(moved_ids) if moved_ids else pa.array([], pa.string())})
+    _put_table(settings, s3, dissect_moved_key(incident_id, node), moved_table)
     status_document = report.to_dict()
+    status_document["chunk_parts"] = [key for status in statuses for key in status["chunk_parts"].values()]
+    status_document["moved_rows"] = dissect_moved_key(incident_id, node)
     status_document["holes"] = holes
     status_document["window_start_ns"] = inputs.window[0]
     if holes and status_document["state"] == "done":
         status_document["state"] = "partial"
-    s3io.put_json(s3, settings.evidence_bucket, dissect_status_key(incident_id, node), status_document)
+    s3io.put_json(s3, bucket, dissect_status_key(incident_id, node), status_document)
     report.stats["holes"] = len(holes)
     return report
+
+
+def _pull(settings: Settings, s3: Any, status: Mapping[str, Any], pairs: pa.Array) -> dict[str, pa.Table] | None:
+    """The rows of a chunk's part whose endpoint pair is an edge row's or a shared UDP pair
+    (``dissect.chunks.pull_pairs``), with their dns/http/tls rows; None when there are none. Reading a part costs
+    only its endpoint columns unless it has such rows. The part is left as it is: the node's moved list names them
+    (``keys.dissect_moved_key``), and the views read the part without them."""
+    if not len(pairs):
+        return None
+    bucket = settings.evidence_bucket
+    keys = pq.read_table(io.BytesIO(s3io.get_bytes(s3, bucket, status["chunk_parts"]["connections"])),
+                         columns=list(PAIR_COLUMNS))
+    if not keys.num_rows or not pc.any(pc.is_in(pair_keys(keys), value_set=pairs)).as_py():
+        return None
+    body = {name: _read_table(s3, bucket, status["chunk_parts"][name]) for name in ENGINE_TABLES}
+    _left, moved = pull_pairs(body, pairs)
+    return moved
 
 
 # -- the state machine's steps in one process (local stack, tests)

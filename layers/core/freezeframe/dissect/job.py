@@ -37,7 +37,20 @@ from freezeframe.config import Settings
 from freezeframe.crosslayer import CLUSTER_PART, cluster_tables, node_tables
 from freezeframe.dissect.apps import AppTracker
 from freezeframe.dissect.batch import feed_batches
-from freezeframe.dissect.chunks import Chunk, merge_connections, remap_conn_ids, replace_warm_rows
+from freezeframe.dissect.chunks import (
+    CHUNK_TABLES,
+    Chunk,
+    edge_pairs,
+    merge_ids,
+    merge_tables,
+    pull_pairs,
+    shared_udp_pairs,
+    sort_rows,
+    split_chunk,
+    udp_pairs,
+    warm_rows_of,
+    with_rows,
+)
 from freezeframe.dissect.connections import ConnectionTracker, collector_paused
 from freezeframe.dissect.enrich import IpTimeline, enrich
 from freezeframe.dissect.node_state import frozen_documents
@@ -243,17 +256,43 @@ def dissect_chunked(node: str, segments: Sequence[SegmentSource], chunks: Sequen
 
 
 def merge_chunk_results(node: str, chunks: Sequence[Chunk], results: Sequence[EngineResult]) -> EngineResult:
-    """The results of a node's chunks (in order) as one: connections merged, application rows remapped and the
-    warm-up's rows used to complete the earlier chunk's (``dissect.chunks.replace_warm_rows``)."""
-    merged = merge_connections(node, [result.tables["connections"] for result in results],
-                               [result.payload_segments for result in results],
-                               [result.extras for result in results])
-    tables = {"connections": merged.table}
-    for name in results[0].tables:
-        if name != "connections":
-            tables[name] = replace_warm_rows([remap_conn_ids(result.tables[name], merged.conn_ids)
-                                              for result in results], chunks, set(merged.conn_ids.values()),
-                                             TABLES[name])
+    """The results of a node's chunks (in order, the node's first to its last) as one: each chunk's rows split into
+    body and edge (``dissect.chunks.split_chunk``), the bodies' rows of the edges' endpoint pairs moved to the edge
+    (``pull_pairs``), the edge rows merged (``merge_tables``: connections folded, application rows re-pointed and
+    completed from the warm-up) and the bodies kept as they are -- the fan-out's merge step does the same with the
+    bodies in S3 (``dissect.fanout``)."""
+    last = len(results) - 1
+    warmup_ns = max((c.start_ns - c.warmup_start_ns for c in chunks if c.warmup_start_ns is not None), default=0)
+    bodies: list[dict[str, pa.Table]] = []
+    edges: list[dict[str, pa.Table]] = []
+    warms: list[dict[str, pa.Table]] = []
+    udp = []
+    for number, (chunk, result) in enumerate(zip(chunks, results, strict=True)):
+        body, edge, warm = split_chunk(result.tables, chunk, number == 0, number == last)
+        bodies.append(body)
+        edges.append(edge)
+        warms.append(warm)
+        udp.append(udp_pairs(result.tables["connections"], chunk, number == 0, number == last, warmup_ns))
+    edge_rows = sum(edge["connections"].num_rows for edge in edges)
+    pairs = edge_pairs(edges, shared_udp_pairs(chunks, udp, warmup_ns))
+    pulled = 0
+    for number, body in enumerate(bodies):
+        bodies[number], moved = pull_pairs(body, pairs)
+        pulled += moved["connections"].num_rows
+        edges[number] = {name: with_rows(edges[number][name], moved[name]) for name in CHUNK_TABLES}
+    ids = merge_ids(edges)
+    for number, warm in enumerate(warms):
+        kept = warm_rows_of(warm, ids)
+        edges[number] = {name: with_rows(edges[number][name], kept[name]) if name in kept else edges[number][name]
+                         for name in CHUNK_TABLES}
+    merged = merge_tables(node, chunks, edges, [result.payload_segments for result in results],
+                          [result.extras for result in results])
+    tables = {}
+    for name in CHUNK_TABLES:
+        combined = merged.tables[name].cast(TABLES[name])
+        for body in bodies:
+            combined = with_rows(combined, body[name])
+        tables[name] = sort_rows(name, combined)
     problems = SegmentProblems(node)
     stats: dict[str, int] = {}
     corrupt = []
@@ -264,6 +303,8 @@ def merge_chunk_results(node: str, chunks: Sequence[Chunk], results: Sequence[En
             stats[key] = stats.get(key, 0) + value
     stats["chunks"] = len(results)
     stats["chunk_rows_merged"] = merged.merged_rows
+    stats["chunk_edge_rows"] = edge_rows
+    stats["chunk_rows_pulled"] = pulled
     return EngineResult(tables, problems, stats, corrupt)
 
 

@@ -57,21 +57,40 @@ class SegmentSpan:
 class CostModel:
     """Per-task cost of dissection, measured by tests/bench/bench_scale.py on real captures (one Lambda vCPU)."""
 
-    # Defaults from `make bench-scale` on the 1 M-packet kernel capture (README, Benchmarks), rounded up.
+    # Defaults from `make bench-scale` on the 1 M-packet kernel capture (README, Benchmarks, 2026-12-06), rounded up.
     s_per_packet: float = 1 / 60_000  # the Python engine on real traffic, warm-up reads included
-    mb_per_packet: float = 0.0006  # peak resident growth per packet read (flows, rows, arrays)
-    base_mb: float = 300.0  # the interpreter, pyarrow, numpy and the function's code
+    mb_per_packet: float = 0.0009  # peak resident growth per packet read (flows, rows, arrays)
+    base_mb: float = 150.0  # the interpreter, pyarrow, numpy and the function's code
     fixed_s: float = 3.0  # cold start, fetching the first segment, writing the chunk's parts
     bytes_per_packet: int = 700  # when a manifest entry has no packet count: stored bytes per packet
-    s_per_merged_row: float = 20e-6  # the merge step, per connections row of the node's chunks
     rows_per_packet: float = 0.002  # connections rows per packet (about one connection per 500 packets)
-    mb_per_merged_row: float = 0.001  # the merge step's memory per connections row (Arrow tables of all chunks)
+    # The merge step (dissect.fanout.merge_node) holds the chunks' edge rows (dissect.chunks.edge_mask) and the rows
+    # sharing their endpoint pairs (or a UDP pair with a neighbour chunk), and reads the chunk parts' endpoint
+    # columns. Its rows per edge grow with the node's packet rate (conversations open across the edge), plus rows
+    # that grow with a chunk's packets (lone SYNs, protocols other than TCP and UDP).
+    crossing_rows_per_pps: float = 0.075  # rows the merge holds per edge, per packet/s of the node
+    edge_rows_per_packet: float = 0.0005  # edge rows per packet of a chunk besides those
+    s_per_edge_row: float = 70e-6  # merging one edge row (merge_tables, Python rows)
+    mb_per_edge_row: float = 0.0011  # the merge's memory per edge row
+    s_per_scanned_row: float = 2.1e-6  # a chunk part's endpoint columns (and warm-up rows) read and matched, per row
+    read_share: float = 1.0  # share of the rows in chunk parts that hold a row to move (read whole)
+    s_per_read_row: float = 6.6e-6  # such a part read whole and its rows to move taken, per connections row
+    mb_per_part_row: float = 0.0026  # one chunk part in memory (one part at a time), per connections row
 
     def to_dict(self) -> dict[str, float]:
         return {"s_per_packet": self.s_per_packet, "mb_per_packet": self.mb_per_packet, "base_mb": self.base_mb,
                 "fixed_s": self.fixed_s, "bytes_per_packet": self.bytes_per_packet,
-                "s_per_merged_row": self.s_per_merged_row, "rows_per_packet": self.rows_per_packet,
-                "mb_per_merged_row": self.mb_per_merged_row}
+                "rows_per_packet": self.rows_per_packet, "crossing_rows_per_pps": self.crossing_rows_per_pps,
+                "edge_rows_per_packet": self.edge_rows_per_packet, "s_per_edge_row": self.s_per_edge_row,
+                "mb_per_edge_row": self.mb_per_edge_row, "s_per_scanned_row": self.s_per_scanned_row,
+                "read_share": self.read_share, "s_per_read_row": self.s_per_read_row,
+                "mb_per_part_row": self.mb_per_part_row}
+
+    def edge_rows(self, chunk: PlannedChunk) -> float:
+        """Estimated edge rows of one chunk (none cross into the node's first chunk)."""
+        seconds = max((chunk.end_ns - chunk.start_ns) / SECOND_NS, 1e-9)
+        crossing = 0.0 if chunk.open_start else self.crossing_rows_per_pps * chunk.own_packets / seconds
+        return crossing + self.edge_rows_per_packet * chunk.own_packets
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,15 +168,18 @@ class Prediction:
     max_task_s: float
     max_task_mb: float
     merge_s: float
-    merge_mb: float  # the largest node's merge step (one function: all its chunks' rows in memory)
+    merge_mb: float  # the largest node's merge step (one function: its chunks' edge rows in memory)
     wall_s: float
     lambda_gb_s: float
     cost_usd: float
+    edge_rows: float = 0.0  # the largest node's edge rows
+    rows: float = 0.0  # the largest node's connections rows
 
     def to_dict(self) -> dict[str, Any]:
         return {"tasks": self.tasks, "concurrency": self.concurrency, "waves": self.waves,
                 "max_task_s": round(self.max_task_s, 1), "max_task_mb": round(self.max_task_mb, 1),
                 "merge_s": round(self.merge_s, 1), "merge_mb": round(self.merge_mb, 1), "wall_s": round(self.wall_s, 1),
+                "edge_rows": round(self.edge_rows), "rows": round(self.rows),
                 "lambda_gb_s": round(self.lambda_gb_s, 1), "cost_usd": round(self.cost_usd, 4)}
 
 
@@ -306,17 +328,25 @@ def predict(plan: Plan, concurrency: int, finalize_s: float = 30.0) -> Predictio
     chunk_wall = sum(ordered[wave * concurrency] for wave in range(waves))
     merges = []
     merge_mb = 0.0
+    largest = (0.0, 0.0)
     for node in plan.nodes():
-        rows = sum(c.own_packets for c in plan.of(node)) * cost.rows_per_packet
-        merges.append(cost.fixed_s + rows * cost.s_per_merged_row)
-        merge_mb = max(merge_mb, cost.base_mb + rows * cost.mb_per_merged_row)
+        chunks = plan.of(node)
+        rows = sum(c.own_packets for c in chunks) * cost.rows_per_packet
+        edge_rows = min(sum(cost.edge_rows(c) for c in chunks), rows)  # never more than the node's rows
+        part_rows = max((c.own_packets for c in chunks), default=0) * cost.rows_per_packet
+        # Edge rows merged; every chunk part's endpoint columns read, and the parts holding a row to move read whole,
+        # one part at a time.
+        per_row = cost.s_per_scanned_row + cost.read_share * cost.s_per_read_row
+        merges.append(cost.fixed_s + edge_rows * cost.s_per_edge_row + rows * per_row)
+        merge_mb = max(merge_mb, cost.base_mb + edge_rows * cost.mb_per_edge_row + part_rows * cost.mb_per_part_row)
+        largest = max(largest, (edge_rows, rows))
     merge_s = max(merges, default=0.0)
     gb = limits.memory_mb / 1024
     gb_s = sum(c.seconds for c in plan.chunks) * gb + sum(merges) * gb + finalize_s * gb
     usd = (gb_s * LAMBDA_USD_PER_GB_S + (tasks + len(merges) + 2) * LAMBDA_USD_PER_REQUEST
            + (tasks * TRANSITIONS_PER_CHUNK + len(merges) * 3 + 10) * STATES_USD_PER_TRANSITION)
     return Prediction(tasks, concurrency, waves, longest, max((c.memory_mb for c in plan.chunks), default=0.0),
-                      merge_s, merge_mb, chunk_wall + merge_s + finalize_s, gb_s, usd)
+                      merge_s, merge_mb, chunk_wall + merge_s + finalize_s, gb_s, usd, *largest)
 
 
 def chunk_of_item(item: Mapping[str, Any]) -> tuple[str, int, int, int, int, bool, bool]:
