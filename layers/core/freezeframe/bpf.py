@@ -16,9 +16,10 @@ from urllib.parse import urlsplit
 
 from freezeframe.config import ENV_OWN_TRAFFIC_NETS, Settings
 from freezeframe.errors import ConfigError
+from freezeframe.pcapio import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2
 
-DLT_EN10MB = 1  # Ethernet: a named interface
-DLT_LINUX_SLL2 = 276  # Linux cooked capture v2: what `tcpdump -i any` records with libpcap >= 1.10
+DLT_EN10MB = LINKTYPE_ETHERNET  # Ethernet: a named interface
+DLT_LINUX_SLL2 = LINKTYPE_LINUX_SLL2  # Linux cooked capture v2: what `tcpdump -i any` records with libpcap >= 1.10
 PCAP_NETMASK_UNKNOWN = 0xFFFFFFFF
 _LOCK = threading.Lock()  # pcap_compile is not thread-safe before libpcap 1.8
 

@@ -54,6 +54,8 @@ from freezeframe.hashstream import CHUNK_BYTES, HashingStream
 from freezeframe.models import ManifestEntry, parse_iso, to_ns
 from freezeframe.pcapio import (
     LINKTYPE_ETHERNET,
+    LINKTYPE_IPV4,
+    LINKTYPE_IPV6,
     LINKTYPE_LINUX_SLL,
     LINKTYPE_LINUX_SLL2,
     LINKTYPE_RAW,
@@ -67,8 +69,6 @@ from freezeframe.verify import S3Store, document_checks, version_list_check
 logger = logging.getLogger(__name__)
 FORMATS = ("pcapng", "pcap")
 RUN_PACKETS = 256  # packets per node held between the reader and the merge
-LINKTYPE_IPV4 = 228
-LINKTYPE_IPV6 = 229
 SNAPLEN = 262_144
 PCAP_TIME_LIMIT_NS = (1 << 32) * 1_000_000_000  # pcap's seconds field is unsigned 32-bit
 _VLAN_TPIDS = frozenset((0x8100, 0x88A8, 0x9100))

@@ -28,9 +28,13 @@ from freezeframe.errors import CaptureFormatError
 
 MAGIC_US = 0xA1B2C3D4
 MAGIC_NS = 0xA1B23C4D
+# Link-layer header types (tcpdump.org/linktypes.html): the one place freezeframe names them. pcap, pcapng, libpcap's
+# DLT_ values and the compiled core (layers/native) use the same numbers.
 LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = 101
 LINKTYPE_LINUX_SLL = 113
+LINKTYPE_IPV4 = 228
+LINKTYPE_IPV6 = 229
 LINKTYPE_LINUX_SLL2 = 276
 GLOBAL_HEADER_LEN = 24
 RECORD_HEADER_LEN = 16

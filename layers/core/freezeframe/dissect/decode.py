@@ -21,11 +21,14 @@ import struct
 from enum import IntEnum
 from typing import NamedTuple
 
-from freezeframe.pcapio import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW
-
-# pcapio names the link types freezeframe writes; these two also occur in captures taken elsewhere.
-LINKTYPE_IPV4 = 228
-LINKTYPE_IPV6 = 229
+from freezeframe.pcapio import (
+    LINKTYPE_ETHERNET,
+    LINKTYPE_IPV4,
+    LINKTYPE_IPV6,
+    LINKTYPE_LINUX_SLL,
+    LINKTYPE_LINUX_SLL2,
+    LINKTYPE_RAW,
+)
 
 ETHERTYPE_IPV4 = 0x0800
 ETHERTYPE_IPV6 = 0x86DD
