@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 
 from freezeframe.config import cache_dir
 from freezeframe.dissect import AppTracker, ConnectionTracker
-from freezeframe.dissect.batch import feed_batches
+from freezeframe.dissect.tcp.batch import feed_batches
 from freezeframe.dissect.connections import collector_paused
 from freezeframe.pcapio import PcapReader, PcapWriter, open_capture
 

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pytest
 
 from freezeframe.dissect import AppTracker, ConnectionTracker, native
-from freezeframe.dissect.batch import feed_batches
+from freezeframe.dissect.tcp.batch import feed_batches
 from freezeframe.pcapio import PcapReader, encode_global_header, encode_record, open_capture
 from tests.fixtures import netns_traffic as traffic
 from tests.fixtures.native_compare import differences
@@ -551,7 +551,7 @@ def test_tls_established_and_failed_match_what_the_client_saw(captures: traffic.
 
 
 def test_the_batched_path_equals_the_per_packet_reference(capture: Dissected) -> None:
-    """dissect.batch folds clean segments in bulk; on real kernel traffic it must give what the reference gives."""
+    """dissect.tcp.batch folds clean segments in bulk; on real kernel traffic it must give what the reference gives."""
     tracker = ConnectionTracker("node-a", AppTracker("node-a"))
     with capture.path.open("rb") as stream:
         tracker.feed_runs(open_capture(stream).runs())

@@ -1,4 +1,4 @@
-"""The batched hot path (dissect.batch) against the reference per-packet path: identical tables and counters.
+"""The batched hot path (dissect.tcp.batch) against the reference per-packet path: identical tables and counters.
 
 The reference (``ConnectionTracker.feed_runs``) is what the tshark comparisons in this package check frame by frame;
 the batched path must give the same result on every capture, with batches cut anywhere (a conversation's state is
@@ -22,7 +22,7 @@ import pyarrow as pa
 import pytest
 
 from freezeframe.dissect import AppTracker, ConnectionTracker
-from freezeframe.dissect.batch import feed_batches
+from freezeframe.dissect.tcp.batch import feed_batches
 from freezeframe.pcapio import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2, PcapWriter, open_capture
 from tests.fixtures.tcp_captures import Capture, Conversation, clean_download, lossy_capture
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from freezeframe.dissect import AppTracker, ConnectionTracker
-from freezeframe.dissect.batch import feed_batches
+from freezeframe.dissect.tcp.batch import feed_batches
 from freezeframe.errors import CaptureFormatError
 from freezeframe.pcapio import Packet, PcapReader, open_capture
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from freezeframe.dissect import tcp
+from freezeframe.dissect.tcp import analysis as tcp
 from freezeframe.dissect.connections import ConnectionTracker
 from freezeframe.dissect.decode import decode
 from freezeframe.pcapio import LINKTYPE_ETHERNET, Packet

@@ -25,7 +25,7 @@ conversation completeness"), evaluated per packet:
 - FIN (16): FIN and ACK both set.
 - RST (32): RST set.
 
-Every TCP conversation also carries a ``TcpAnalysis`` (dissect/tcp.py: Wireshark's sequence analysis, RTTs, Zeek
+Every TCP conversation also carries a ``TcpAnalysis`` (dissect/tcp/analysis.py: Wireshark's sequence analysis, RTTs, Zeek
 state and history) that sees each of its segments in capture order; it lives as long as the conversation, so the
 TCP insight columns cover a connection across capture-segment boundaries.
 """
@@ -36,7 +36,7 @@ import gc
 import hashlib
 import socket
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -57,7 +57,7 @@ from freezeframe.dissect.decode import (
     Skip,
     decode,
 )
-from freezeframe.dissect.tcp import TcpAnalysis, window_scale_option
+from freezeframe.dissect.tcp.analysis import TcpAnalysis, window_scale_option
 from freezeframe.pcapio import LINKTYPE_ETHERNET, Packet
 from freezeframe.schemas import CONNECTIONS, TCP_INSIGHTS
 
@@ -196,8 +196,8 @@ class ConnectionTracker:
         self._names: dict[bytes, str] = {}
         # identify() results; a flow's identity (its first_ns) changes only while feeding, which empties this.
         self._identities: dict[_Flow, FlowIdentity] = {}
-        # Keys of the conversations whose acknowledgement tracking the batched path (dissect.batch) does for the
-        # batch being fed: a conversation it opens starts with that tracking off.
+        # Keys of the conversations whose acknowledgement tracking the batched path (dissect.tcp.batch) does for the
+        # batch being fed: a conversation it opens starts with that tracking off (see ``acks_tracked_by_caller``).
         self._batch_keys: set[bytes] = set()
 
     def feed(self, link_type: int, packets: Iterable[Packet]) -> None:
@@ -213,6 +213,41 @@ class ConnectionTracker:
         """
         with collector_paused():
             self._feed(runs)
+
+    # -- The seam of the batched path (dissect.tcp.batch) and the chunk warm-up (dissect.warmup): everything they
+    # need of the tracker beyond feed and tcp_segment; nothing outside this module touches its private members.
+
+    @property
+    def tcp_conversations(self) -> Mapping[bytes, tuple[_Flow, bool]]:
+        """Live TCP conversations by directional key (as ``tcp_segment`` takes it) -> (flow, the key is the initiator's
+        direction). Read-only: conversations open and end through ``feed`` and ``tcp_segment``."""
+        return self._live[IPPROTO_TCP]
+
+    @contextmanager
+    def acks_tracked_by_caller(self, keys: set[bytes]) -> Iterator[None]:
+        """Within the block, a TCP conversation opened with one of ``keys`` starts with acknowledgement tracking
+        (``TcpAnalysis.track_acks``) off: the caller computes those lists and ack_rtt samples and hands them back."""
+        self._batch_keys = keys
+        try:
+            yield
+        finally:
+            self._batch_keys = set()
+
+    def forget_identities(self) -> None:
+        """Drops the cached ``identify`` results; for a caller that changed a flow's first_ns outside ``feed``."""
+        self._identities = {}
+
+    def conversations(self) -> list[_Flow]:
+        """Every conversation seen so far, ended ones first, then the live ones (each once)."""
+        return self._ended + self.live_conversations()
+
+    def live_conversations(self) -> list[_Flow]:
+        """The conversations still open (each once), every protocol."""
+        return [flow for live in self._live.values() for flow, outbound in live.values() if outbound]
+
+    def forget_ended(self) -> None:
+        """Drops the conversations that have ended (the live ones stay)."""
+        self._ended = []
 
     def _feed(self, runs: Iterable[tuple[int, Iterable[Packet]]]) -> None:
         if self._identities:
@@ -436,7 +471,7 @@ class ConnectionTracker:
             return self._finish()
 
     def _finish(self) -> pa.Table:
-        flows = self._ended + [flow for live in self._live.values() for flow, outbound in live.values() if outbound]
+        flows = self.conversations()
         rows = []
         for flow in flows:
             conn_id, src_ip, _sport, dst_ip, _dport = self.identify(flow)

@@ -36,7 +36,7 @@ from freezeframe.compact import WRITE_OPTIONS
 from freezeframe.config import Settings
 from freezeframe.crosslayer import CLUSTER_PART, cluster_tables, node_tables
 from freezeframe.dissect.apps import AppTracker
-from freezeframe.dissect.batch import feed_batches
+from freezeframe.dissect.tcp.batch import feed_batches
 from freezeframe.dissect.chunks import (
     CHUNK_TABLES,
     Chunk,

@@ -115,38 +115,35 @@ def fix_rows(table: pa.Table, flows: dict[str, WarmFlow]) -> pa.Table:
 
 
 def _flows(tracker: ConnectionTracker) -> list[Any]:
-    return tracker._ended + [flow for live in tracker._live.values() for flow, outbound in live.values() if outbound]
+    return tracker.conversations()
 
 
 def begin_chunk(tracker: ConnectionTracker) -> ChunkState:
     """Keep the warm-up's TCP state, zero what the rows count; see the module docstring."""
     state = ChunkState()
-    tracker._ended = []  # conversations that ended in the warm-up belong wholly to earlier chunks
-    for live in tracker._live.values():
-        for flow, outbound in live.values():
-            if not outbound:
-                continue
-            state.flows.append(flow)
-            state.warm_bits[id(flow)] = flow.completeness
-            flow.packets_out = flow.packets_in = flow.bytes_out = flow.bytes_in = 0
-            flow.payload_out = flow.payload_in = 0
-            tcp = flow.tcp
-            if tcp is None:
-                continue
-            for name in _ZEROED_TCP:
-                setattr(tcp, name, 0)
-            tcp.history = []
-            if tcp.rtt_samples:
-                # One carried sample: the next one adds its jitter step from rtt_last_ns, as sequentially.
-                tcp.rtt_samples = 1
-                tcp.rtt_min_ns, tcp.rtt_max_ns = _BIG, -1
-                state.pseudo_rtt.add(id(flow))
+    tracker.forget_ended()  # conversations that ended in the warm-up belong wholly to earlier chunks
+    for flow in tracker.live_conversations():
+        state.flows.append(flow)
+        state.warm_bits[id(flow)] = flow.completeness
+        flow.packets_out = flow.packets_in = flow.bytes_out = flow.bytes_in = 0
+        flow.payload_out = flow.payload_in = 0
+        tcp = flow.tcp
+        if tcp is None:
+            continue
+        for name in _ZEROED_TCP:
+            setattr(tcp, name, 0)
+        tcp.history = []
+        if tcp.rtt_samples:
+            # One carried sample: the next one adds its jitter step from rtt_last_ns, as sequentially.
+            tcp.rtt_samples = 1
+            tcp.rtt_min_ns, tcp.rtt_max_ns = _BIG, -1
+            state.pseudo_rtt.add(id(flow))
     tracker.stats = DissectStats()
     if tracker.app is not None:
         stats = tracker.app.stats
         for item in dataclasses.fields(stats):
             setattr(stats, item.name, 0)
-    tracker._identities = {}
+    tracker.forget_identities()
     return state
 
 

@@ -1,7 +1,7 @@
 """The batched hot path of dissection: numpy over whole record batches, per-packet Python only where TCP needs it.
 
-``ConnectionTracker._feed`` is the reference: it walks packets one by one and runs Wireshark's sequence analysis
-(``dissect.tcp``) on every TCP segment. Most segments of a healthy conversation change nothing that analysis can
+``ConnectionTracker.feed`` is the reference: it walks packets one by one and runs Wireshark's sequence analysis
+(``dissect.tcp.analysis``) on every TCP segment. Most segments of a healthy conversation change nothing that analysis can
 flag; this module finds those in bulk and folds them into the same state without a per-packet Python step.
 
 Per batch of records (``pcapio.RecordBatch``):
@@ -48,18 +48,8 @@ from freezeframe.dissect.connections import (
     collector_paused,
 )
 from freezeframe.dissect.decode import IPPROTO_TCP, LINKTYPE_IPV4, Decoded, decode
-from freezeframe.dissect.tcp import (
-    _H_ACK,
-    _H_DATA,
-    _H_FIN,
-    MAX_UNACKED_SEGMENTS,
-    TH_ACK,
-    TH_FIN,
-    TH_RST,
-    TH_SYN,
-    TcpAnalysis,
-    _Direction,
-)
+from freezeframe.dissect.tcp.analysis import MAX_UNACKED_SEGMENTS, Direction, TcpAnalysis
+from freezeframe.dissect.tcp.flags import H_ACK, H_DATA, H_FIN, TH_ACK, TH_FIN, TH_RST, TH_SYN
 from freezeframe.pcapio import (
     LINKTYPE_ETHERNET,
     LINKTYPE_LINUX_SLL,
@@ -144,27 +134,24 @@ class _Batch:
         link = _LINKS.get(self.batch.link_type)
         count = len(self.batch.starts)
         if link is None or not count:
-            tracker._feed(((self.batch.link_type, (self.packet(row) for row in range(count))),))
+            tracker.feed(self.batch.link_type, (self.packet(row) for row in range(count)))
             return
         rows = self._decode(*link)
         if rows is None or not len(rows):
-            tracker._feed(((self.batch.link_type, (self.packet(row) for row in range(count))),))
+            tracker.feed(self.batch.link_type, (self.packet(row) for row in range(count)))
             return
         self._group()
         simple = self._choose()
         exact_rows = np.sort(np.concatenate([self.other_rows, self.row_sorted[~simple]]))
         self._select(simple)
         if not len(self.s_row):
-            tracker._feed(((self.batch.link_type, (self.packet(row) for row in exact_rows.tolist())),))
+            tracker.feed(self.batch.link_type, (self.packet(row) for row in exact_rows.tolist()))
             return
         self._clean_runs()
         self._rtt()
-        tracker._batch_keys = self.batch_keys
-        try:
-            tracker._feed(((self.batch.link_type, (self.packet(row) for row in exact_rows.tolist())),))
+        with tracker.acks_tracked_by_caller(self.batch_keys):
+            tracker.feed(self.batch.link_type, (self.packet(row) for row in exact_rows.tolist()))
             self._fold()
-        finally:
-            tracker._batch_keys = set()
         self._hand_back()
 
     # -- 1. decode
@@ -242,7 +229,7 @@ class _Batch:
         has_late_syn = np.logical_or.reduceat(late_syn, starts)
         has_syn = np.logical_or.reduceat(pure_syn, starts)
         taint = self._tainted()
-        live = tracker._live[IPPROTO_TCP]
+        live = tracker.tcp_conversations
         buf = self.buf
         key_at = (self.frames[self.row_sorted[starts]] + self.key_offset).tolist()
         complex_groups = (has_late_syn | self.group_self).tolist()
@@ -644,7 +631,7 @@ class _Batch:
     # -- the simple groups: their segments one by one through the reference logic, clean runs in one step each
     def _fold(self) -> None:
         tracker = self.tracker
-        tracker._identities = {}
+        tracker.forget_identities()
         self.group_keys_simple = [self.group_keys[group] for group in self.s_old_group.tolist()]
         self.first_side = self.s_side[self.s_group_start].tolist()
         single = self.item_start[~self.is_run]
@@ -690,7 +677,7 @@ class _Batch:
         """Folds one clean run into its conversation; False (nothing changed) when its entry state differs."""
         side0, side1, start, stop, first_ts, first_data_ts, ts_min, ts_max, group = run
         tracker = self.tracker
-        flow, key_outbound = tracker._live[IPPROTO_TCP][self.group_keys_simple[group]]
+        flow, key_outbound = tracker.tcp_conversations[self.group_keys_simple[group]]
         tcp = flow.tcp
         assert tcp is not None
         outbound0 = key_outbound if self.first_side[group] == 0 else not key_outbound
@@ -732,12 +719,12 @@ class _Batch:
                 seen = tcp.seen_in
             tcp.payload_bytes += payload
             tcp.payload_segments += data
-            if first_data < _BIG and not seen & _H_DATA:
-                history.append((first_data, outbound, _H_DATA))
-            if first_ack < _BIG and not seen & _H_ACK:
-                history.append((first_ack, outbound, _H_ACK))
-            if fins and not seen & _H_FIN:
-                history.append((first_fin, outbound, _H_FIN))
+            if first_data < _BIG and not seen & H_DATA:
+                history.append((first_data, outbound, H_DATA))
+            if first_ack < _BIG and not seen & H_ACK:
+                history.append((first_ack, outbound, H_ACK))
+            if fins and not seen & H_FIN:
+                history.append((first_fin, outbound, H_FIN))
         if not tcp.first_rtt_ns and tcp.mru_syn_ns:
             if first_ts != tcp.mru_syn_ns:
                 tcp.first_rtt_ns = first_ts - tcp.mru_syn_ns
@@ -751,7 +738,7 @@ class _Batch:
         if history:
             history.sort()
             for _at, outbound, bit in history:
-                tcp._history(outbound, bit)
+                tcp.note_history(outbound, bit)
         packets = stop - start
         flow.completeness |= (COMPLETENESS_DATA if data_packets else 0) | \
             (COMPLETENESS_ACK if packets > data_packets else 0) | (COMPLETENESS_FIN if fin_packets else 0)
@@ -792,11 +779,11 @@ class _Batch:
         """RTT samples and the leftover unacknowledged lists to each simple group's conversation."""
         if not len(self.s_row):
             return
-        live = self.tracker._live[IPPROTO_TCP]
+        live = self.tracker.tcp_conversations
         keys = [self.group_keys[group] for group in self.s_old_group.tolist()]
         first_side = self.s_side[self.s_group_start].tolist()
         touched = self.touched.tolist()
-        tcps: list[tuple[TcpAnalysis, tuple[_Direction, _Direction]] | None] = []
+        tcps: list[tuple[TcpAnalysis, tuple[Direction, Direction]] | None] = []
         for group in range(self.groups):
             flow, key_outbound = live[keys[group]]
             tcp = flow.tcp

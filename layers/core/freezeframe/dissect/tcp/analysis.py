@@ -39,26 +39,37 @@ from __future__ import annotations
 
 from typing import Any
 
-TH_FIN = 0x01
-TH_SYN = 0x02
-TH_RST = 0x04
-TH_ACK = 0x10
-
-# Analysis flag bits of one segment (values as TCP_A_* in packet-tcp.c).
-A_RETRANSMISSION = 0x0001
-A_LOST_PACKET = 0x0002
-A_ACK_LOST_PACKET = 0x0004
-A_KEEP_ALIVE = 0x0008
-A_DUPLICATE_ACK = 0x0010
-A_ZERO_WINDOW = 0x0020
-A_ZERO_WINDOW_PROBE = 0x0040
-A_ZERO_WINDOW_PROBE_ACK = 0x0080
-A_KEEP_ALIVE_ACK = 0x0100
-A_OUT_OF_ORDER = 0x0200
-A_FAST_RETRANSMISSION = 0x0400
-A_WINDOW_UPDATE = 0x0800
-A_WINDOW_FULL = 0x1000
-A_SPURIOUS_RETRANSMISSION = 0x8000
+from freezeframe.dissect.tcp.flags import (
+    A_ACK_LOST_PACKET,
+    A_DUPLICATE_ACK,
+    A_FAST_RETRANSMISSION,
+    A_KEEP_ALIVE,
+    A_KEEP_ALIVE_ACK,
+    A_LOST_PACKET,
+    A_OUT_OF_ORDER,
+    A_RETRANSMISSION,
+    A_RETRANSMITTED,
+    A_SPURIOUS_RETRANSMISSION,
+    A_WINDOW_FULL,
+    A_WINDOW_UPDATE,
+    A_ZERO_WINDOW,
+    A_ZERO_WINDOW_PROBE,
+    A_ZERO_WINDOW_PROBE_ACK,
+    HISTORY_IN,
+    HISTORY_OUT,
+    H_ACK,
+    H_DATA,
+    H_FIN,
+    H_RETRANSMISSION,
+    H_RST,
+    H_SYN,
+    H_SYNACK,
+    H_ZERO_WINDOW,
+    TH_ACK,
+    TH_FIN,
+    TH_RST,
+    TH_SYN,
+)
 
 MAX_UNACKED_SEGMENTS = 10_000  # TCP_MAX_UNACKED_SEGMENTS: Wireshark stops tracking past this many
 FAST_RETRANSMISSION_NS = 20_000_000  # a fast retransmission follows the peer's dup ACK within 20 ms
@@ -77,22 +88,6 @@ _SFR = TH_SYN | TH_FIN | TH_RST
 _SF = TH_SYN | TH_FIN
 _SFRA = TH_SYN | TH_FIN | TH_RST | TH_ACK
 _SYN_ACK = TH_SYN | TH_ACK
-_RETRANSMITTED = A_RETRANSMISSION | A_FAST_RETRANSMISSION | A_SPURIOUS_RETRANSMISSION
-
-# Zeek history letters, one bit each; the upper-case letter is the initiator's, the lower-case the responder's.
-_H_SYN = 1  # s: SYN without ACK
-_H_SYNACK = 2  # h: SYN with ACK
-_H_ACK = 4  # a: pure ACK
-_H_DATA = 8  # d: payload
-_H_FIN = 16  # f
-_H_RST = 32  # r
-_H_RETRANSMISSION = 64  # t: a segment Wireshark flags as a retransmission
-_H_ZERO_WINDOW = 128  # w: a zero window advertised
-_HISTORY_LETTERS = {_H_SYN: "s", _H_SYNACK: "h", _H_ACK: "a", _H_DATA: "d", _H_FIN: "f", _H_RST: "r",
-                    _H_RETRANSMISSION: "t", _H_ZERO_WINDOW: "w"}
-# The letters a set of new bits adds, in the order above, for every combination of bits: one lookup per segment.
-_HISTORY_IN = tuple([letter for bit, letter in _HISTORY_LETTERS.items() if bits & bit] for bits in range(256))
-_HISTORY_OUT = tuple([letter.upper() for letter in letters] for letters in _HISTORY_IN)
 
 
 def window_scale_option(data: bytes, start: int, end: int) -> int | None:
@@ -117,7 +112,7 @@ def window_scale_option(data: bytes, start: int, end: int) -> int | None:
     return None
 
 
-class _Direction:
+class Direction:
     """The sequence state Wireshark keeps per direction (tcp_flow_t plus tcp_analyze_seq_flow_info_t)."""
 
     __slots__ = ("nextseq", "nextseq_ns", "maxseqtobeacked", "lastack", "lastack_ns", "window", "win_scale",
@@ -140,6 +135,33 @@ class _Direction:
         self.announced_scale: int | None = None
 
 
+# The checks both paths of ``TcpAnalysis.segment`` make (the fast path for the common segment, the general path for
+# every other): one definition each, so the two cannot drift apart.
+
+
+def _ack_of_unseen(rev: Direction, ack: int) -> int:
+    """A_ACK_LOST_PACKET when ``ack`` is beyond everything the peer was seen sending (reported once per hole)."""
+    rev_max = rev.maxseqtobeacked
+    if rev_max and ((rev_max - ack) & _MASK) >= _HALF:
+        rev.maxseqtobeacked = rev.nextseq  # so the same hole is reported once
+        return A_ACK_LOST_PACKET
+    return 0
+
+
+def _window_full(rev: Direction, end: int) -> bool:
+    """Whether data ending at ``end`` fills the peer's (scaled) window exactly; never before the peer's SYN."""
+    scale = rev.win_scale
+    if scale == WS_UNKNOWN:
+        return False
+    shift = 0 if rev.window_from_syn or scale == WS_NONE else scale
+    return end == (rev.lastack + ((rev.window << shift) & _MASK)) & _MASK
+
+
+def _acknowledged(rev_lastack: int, end: int) -> bool:
+    """Whether data ending at ``end`` was already acknowledged by the peer (a spurious retransmission)."""
+    return bool(rev_lastack) and (end == rev_lastack or ((end - rev_lastack) & _MASK) >= _HALF)
+
+
 class TcpAnalysis:
     """Wireshark's TCP analysis of one conversation plus the per-connection counters built from its flags.
 
@@ -156,8 +178,8 @@ class TcpAnalysis:
                  "seen_in", "track_acks")
 
     def __init__(self) -> None:
-        self.out = _Direction()
-        self.in_ = _Direction()
+        self.out = Direction()
+        self.in_ = Direction()
         self.retransmissions_out = 0
         self.retransmissions_in = 0
         self.fast_retransmissions = 0
@@ -190,7 +212,7 @@ class TcpAnalysis:
         self.seen_out = 0
         self.seen_in = 0
         # The unacknowledged-segment lists and the ack_rtt samples taken from them; off while the batched path
-        # (dissect.batch) computes both for a whole batch of this conversation's packets.
+        # (dissect.tcp.batch) computes both for a whole batch of this conversation's packets.
         self.track_acks = True
 
     def segment(self, outbound: bool, ts: int, seq: int, ack: int, seglen: int, flags: int, window: int,
@@ -209,22 +231,14 @@ class TcpAnalysis:
             # expected sequence, a non-zero window, and either payload or a new ACK number. It gives the same result
             # as the general path below, evaluating only the checks that can still flag such a segment (window
             # full, ACK of a segment not captured, spurious retransmission); tests/unit/dissect compares both.
-            ta = 0
             if ack != fwd.lastack:
                 fwd.dupacknum = 0
-            rev_max = rev.maxseqtobeacked
-            if rev_max and ((rev_max - ack) & _MASK) >= _HALF:
-                ta = A_ACK_LOST_PACKET
-                rev.maxseqtobeacked = rev.nextseq
+            ta = _ack_of_unseen(rev, ack)
             if seglen:
                 end = (seq + seglen) & _MASK
-                rev_lastack = rev.lastack
-                scale = rev.win_scale
-                if scale != WS_UNKNOWN:
-                    shift = 0 if rev.window_from_syn or scale == WS_NONE else scale
-                    if end == (rev_lastack + ((rev.window << shift) & _MASK)) & _MASK:
-                        ta |= A_WINDOW_FULL
-                if rev_lastack and (end == rev_lastack or ((end - rev_lastack) & _MASK) >= _HALF):
+                if _window_full(rev, end):
+                    ta |= A_WINDOW_FULL
+                if _acknowledged(rev.lastack, end):
                     ta |= A_SPURIOUS_RETRANSMISSION
                 if self.track_acks and len(fwd.segments) < MAX_UNACKED_SEGMENTS:
                     self._remember(fwd, seq, end, ts)
@@ -243,18 +257,18 @@ class TcpAnalysis:
             if not self.first_rtt_ns and self.mru_syn_ns:
                 self.first_rtt_ns = ts - self.mru_syn_ns
             if seglen:
-                bits = _H_DATA
+                bits = H_DATA
                 self.payload_bytes += seglen
                 self.payload_segments += 1
                 if self.first_data_ns < 0:
                     self.first_data_ns = ts
             else:
-                bits = _H_ACK
+                bits = H_ACK
             if ta:
                 bits |= self._count(outbound, ta, seglen)
             new = bits & ~(self.seen_out if outbound else self.seen_in)
             if new:
-                self._history(outbound, new)
+                self.note_history(outbound, new)
             return ta
         ta = 0
         # seq relative to the next expected one: GT_SEQ(seq, nextseq) is 0 < ahead <= 2^31, LT_SEQ is >= 2^31.
@@ -273,11 +287,8 @@ class TcpAnalysis:
             if seglen:
                 if seglen == 1 and ahead == _MASK:
                     ta |= A_KEEP_ALIVE
-                scale = rev.win_scale
-                if scale != WS_UNKNOWN:
-                    shift = 0 if rev.window_from_syn or scale == WS_NONE else scale
-                    if (seq + seglen) & _MASK == (rev.lastack + ((rev.window << shift) & _MASK)) & _MASK:
-                        ta |= A_WINDOW_FULL
+                if _window_full(rev, (seq + seglen) & _MASK):
+                    ta |= A_WINDOW_FULL
             elif not ahead:
                 if ack == fwd.lastack:
                     if window and window != fwd.window:
@@ -294,15 +305,13 @@ class TcpAnalysis:
         # finished_fwd
         if ack != fwd.lastack:
             fwd.dupacknum = 0
-        rev_max = rev.maxseqtobeacked
-        if rev_max and flags & TH_ACK and ((rev_max - ack) & _MASK) >= _HALF:
-            ta |= A_ACK_LOST_PACKET
-            rev.maxseqtobeacked = rev.nextseq  # so the same hole is reported once
+        if flags & TH_ACK:
+            ta |= _ack_of_unseen(rev, ack)
         if (seglen > 0 or flags & _SF) and not ta & A_KEEP_ALIVE:
             not_advanced = fwd_next and ahead >= _HALF and not (seglen > 1 and ahead == _MASK)
             end = (seq + seglen) & _MASK
             rev_lastack = rev.lastack
-            if seglen > 0 and rev_lastack and (end == rev_lastack or ((end - rev_lastack) & _MASK) >= _HALF):
+            if seglen > 0 and _acknowledged(rev_lastack, end):
                 ta |= A_SPURIOUS_RETRANSMISSION
             elif not_advanced:
                 # Wireshark holds these times in unsigned 64-bit integers: a negative difference is huge.
@@ -342,11 +351,11 @@ class TcpAnalysis:
             self.first_rtt_ns = ts - self.mru_syn_ns
         # Zeek history letter of this segment (the flags add t and w below).
         if flags & TH_SYN:
-            bits = _H_SYNACK if flags & TH_ACK else _H_SYN
+            bits = H_SYNACK if flags & TH_ACK else H_SYN
         elif seglen:
-            bits = _H_DATA
+            bits = H_DATA
         elif flags & TH_ACK and not flags & (TH_FIN | TH_RST):
-            bits = _H_ACK
+            bits = H_ACK
         else:
             bits = 0
         if seglen:
@@ -356,35 +365,35 @@ class TcpAnalysis:
                 self.first_data_ns = ts
         if flags & (TH_FIN | TH_RST):
             if flags & TH_FIN:
-                bits |= _H_FIN
+                bits |= H_FIN
                 self.fin_count += 1
             if flags & TH_RST:
-                bits |= _H_RST
+                bits |= H_RST
                 self.rst_count += 1
         if ta:
             bits |= self._count(outbound, ta, seglen)
         seen = self.seen_out if outbound else self.seen_in
         if bits & ~seen:
-            self._history(outbound, bits & ~seen)
+            self.note_history(outbound, bits & ~seen)
         return ta
 
-    def _history(self, outbound: bool, new: int) -> None:
+    def note_history(self, outbound: bool, new: int) -> None:
         if outbound:
-            self.history += _HISTORY_OUT[new]
+            self.history += HISTORY_OUT[new]
             self.seen_out |= new
         else:
-            self.history += _HISTORY_IN[new]
+            self.history += HISTORY_IN[new]
             self.seen_in |= new
 
     @staticmethod
-    def _remember(fwd: _Direction, seq: int, end: int, ts: int) -> None:
+    def _remember(fwd: Direction, seq: int, end: int, ts: int) -> None:
         """A segment into its side's unacknowledged list (the caller checked the list has room)."""
         segments = fwd.segments
         if segments and ((segments[-1][1] - end) & _MASK) < _HALF:
             fwd.ascending = False
         segments.append([seq, end, ts])
 
-    def _take_ack(self, rev: _Direction, ack: int, ts: int) -> None:
+    def _take_ack(self, rev: Direction, ack: int, ts: int) -> None:
         """``ack`` against the peer's (non-empty) unacknowledged list; records an ack_rtt sample when one is due."""
         segments = rev.segments
         newest = segments[-1]
@@ -396,7 +405,7 @@ class TcpAnalysis:
         else:
             self._acknowledge(rev, ack, ts)
 
-    def _acknowledge(self, rev: _Direction, ack: int, ts: int) -> None:
+    def _acknowledge(self, rev: Direction, ack: int, ts: int) -> None:
         """Wireshark's walk of the peer's unacknowledged segments (newest first); records one ack_rtt sample."""
         segments = rev.segments
         acked_ns = -1
@@ -435,7 +444,7 @@ class TcpAnalysis:
         self.rtt_sum_ns += sample
         self.rtt_last_ns = sample
 
-    def _syn(self, fwd: _Direction, rev: _Direction, flags: int, ts: int, window_scale: int | None) -> None:
+    def _syn(self, fwd: Direction, rev: Direction, flags: int, ts: int, window_scale: int | None) -> None:
         """Window scaling as Wireshark settles it from the handshake, and the handshake timestamps."""
         synack = flags & _SYN_ACK == _SYN_ACK
         if window_scale is not None:
@@ -458,8 +467,8 @@ class TcpAnalysis:
     def _count(self, outbound: bool, ta: int, seglen: int) -> int:
         """Counts a flagged segment; returns the history bits its flags add."""
         bits = 0
-        if ta & _RETRANSMITTED:
-            bits |= _H_RETRANSMISSION
+        if ta & A_RETRANSMITTED:
+            bits |= H_RETRANSMISSION
             self.retransmitted_bytes += seglen
             if outbound:
                 self.retransmissions_out += 1
@@ -479,7 +488,7 @@ class TcpAnalysis:
         if ta & A_LOST_PACKET:
             self.lost_segments += 1
         if ta & A_ZERO_WINDOW:
-            bits |= _H_ZERO_WINDOW
+            bits |= H_ZERO_WINDOW
             if outbound:
                 self.zero_window_out += 1
             else:
@@ -493,39 +502,39 @@ class TcpAnalysis:
     def conn_state(self) -> str:
         """Zeek's conn_state from what each side sent (base/protocols/conn/main.zeek)."""
         out, in_ = self.seen_out, self.seen_in
-        syn = bool(out & _H_SYN)
-        synack = bool(in_ & _H_SYNACK)
+        syn = bool(out & H_SYN)
+        synack = bool(in_ & H_SYNACK)
         if syn and not synack:
-            if in_ & _H_RST:
+            if in_ & H_RST:
                 return "REJ"
-            if out & _H_RST:
+            if out & H_RST:
                 return "RSTOS0"
-            if out & _H_FIN:
+            if out & H_FIN:
                 return "SH"
             return "S0"
         if synack and not syn:
-            if in_ & _H_RST:
+            if in_ & H_RST:
                 return "RSTRH"
-            if in_ & _H_FIN:
+            if in_ & H_FIN:
                 return "SHR"
             return "OTH"
         if not syn:
             return "OTH"
-        if out & _H_RST:
+        if out & H_RST:
             return "RSTO"
-        if in_ & _H_RST:
+        if in_ & H_RST:
             return "RSTR"
-        if out & _H_FIN and in_ & _H_FIN:
+        if out & H_FIN and in_ & H_FIN:
             return "SF"
-        if out & _H_FIN:
+        if out & H_FIN:
             return "S2"
-        if in_ & _H_FIN:
+        if in_ & H_FIN:
             return "S3"
         return "S1"
 
     def close(self) -> str:
         """'handshake_failed' when a SYN was never answered by a SYN-ACK, else 'rst', 'fin' or 'open'."""
-        if self.seen_out & _H_SYN and not self.seen_in & _H_SYNACK:
+        if self.seen_out & H_SYN and not self.seen_in & H_SYNACK:
             return "handshake_failed"
         if self.rst_count:
             return "rst"
