@@ -37,8 +37,8 @@ import pyarrow.parquet as pq
 
 from freezeframe.config import cache_dir
 from freezeframe.dissect import AppTracker, ConnectionTracker
-from freezeframe.dissect.tcp.batch import feed_batches
 from freezeframe.dissect.connections import collector_paused
+from freezeframe.dissect.tcp.batch import feed_batches
 from freezeframe.pcapio import PcapReader, PcapWriter, open_capture
 
 CAPTURE_VERSION = 2  # bump when the generator changes, so a stale cached capture is rebuilt

@@ -30,7 +30,8 @@ def private_accesses(path: Path, names: set[str]) -> list[str]:
         if not isinstance(node, ast.Attribute) or not node.attr.startswith("_") or node.attr.startswith("__"):
             continue
         owner = node.value
-        if isinstance(owner, ast.Name) and owner.id in names or isinstance(owner, ast.Attribute) and owner.attr in names:
+        if (isinstance(owner, ast.Name) and owner.id in names
+                or isinstance(owner, ast.Attribute) and owner.attr in names):
             found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
     return found
 

@@ -25,8 +25,8 @@ conversation completeness"), evaluated per packet:
 - FIN (16): FIN and ACK both set.
 - RST (32): RST set.
 
-Every TCP conversation also carries a ``TcpAnalysis`` (dissect/tcp/analysis.py: Wireshark's sequence analysis, RTTs, Zeek
-state and history) that sees each of its segments in capture order; it lives as long as the conversation, so the
+Every TCP conversation also carries a ``TcpAnalysis`` (dissect/tcp/analysis.py: Wireshark's sequence analysis, RTTs,
+Zeek state and history) that sees each of its segments in capture order; it lives as long as the conversation, so the
 TCP insight columns cover a connection across capture-segment boundaries.
 """
 

@@ -36,7 +36,6 @@ from freezeframe.compact import WRITE_OPTIONS
 from freezeframe.config import Settings
 from freezeframe.crosslayer import CLUSTER_PART, cluster_tables, node_tables
 from freezeframe.dissect.apps import AppTracker
-from freezeframe.dissect.tcp.batch import feed_batches
 from freezeframe.dissect.chunks import (
     CHUNK_TABLES,
     Chunk,
@@ -56,6 +55,7 @@ from freezeframe.dissect.enrich import IpTimeline, enrich
 from freezeframe.dissect.node_state import frozen_documents
 from freezeframe.dissect.plan import SegmentSpan, plan_node
 from freezeframe.dissect.problems import APP_KINDS, DECODE_KINDS, SegmentProblems, SegmentRef
+from freezeframe.dissect.tcp.batch import feed_batches
 from freezeframe.dissect.warmup import ChunkState, begin_chunk
 from freezeframe.errors import CaptureFormatError, NotFoundError, SegmentCorruptError
 from freezeframe.follow import inputs_digest

@@ -1,8 +1,8 @@
 """The batched hot path of dissection: numpy over whole record batches, per-packet Python only where TCP needs it.
 
 ``ConnectionTracker.feed`` is the reference: it walks packets one by one and runs Wireshark's sequence analysis
-(``dissect.tcp.analysis``) on every TCP segment. Most segments of a healthy conversation change nothing that analysis can
-flag; this module finds those in bulk and folds them into the same state without a per-packet Python step.
+(``dissect.tcp.analysis``) on every TCP segment. Most segments of a healthy conversation change nothing that analysis
+can flag; this module finds those in bulk and folds them into the same state without a per-packet Python step.
 
 Per batch of records (``pcapio.RecordBatch``):
 
