@@ -48,7 +48,7 @@ from freezeframe.dissect.connections import (
     collector_paused,
 )
 from freezeframe.dissect.decode import IPPROTO_TCP, LINKTYPE_IPV4, Decoded, decode
-from freezeframe.dissect.tcp.analysis import MAX_UNACKED_SEGMENTS, Direction, TcpAnalysis
+from freezeframe.dissect.tcp.analysis import MAX_UNACKED_SEGMENTS, MAX_WINDOW_SHIFT, Direction, TcpAnalysis
 from freezeframe.dissect.tcp.flags import H_ACK, H_DATA, H_FIN, TH_ACK, TH_FIN, TH_RST, TH_SYN
 from freezeframe.pcapio import (
     LINKTYPE_ETHERNET,
@@ -472,6 +472,8 @@ class _Batch:
         fin = (flags & TH_FIN) != 0
         # A FIN at the next sequence number is as clean as data: Wireshark's checks for it (lost segment, ACK of an
         # unseen segment, spurious retransmission) are the ones excluded here, and it never counts as a dup ACK.
+        # The array tests below are the negations, over a whole batch, of the checks TcpAnalysis.segment's fast path
+        # makes (analysis._ack_of_unseen, _acknowledged, _window_full); the flag itself is only ever decided there.
         clean = (has_same & has_rev & ((flags & (TH_SYN | TH_RST | TH_ACK)) == TH_ACK) & (window != 0)
                  & (self.s_rel_seq == est_same) & (((est_same + base_same) & _MASK) != 0)
                  & ((payload > 0) | fin | (ack != prev_ack))
@@ -481,12 +483,12 @@ class _Batch:
         spurious = data & (rev_ack != 0) & ((end == rev_ack) | (((end - rev_ack) & _MASK) >= _HALF))
         clean &= ~spurious
         # Window full needs the peer's window scale, which only the state knows: exclude every segment that would
-        # be window-full under some shift 0..14, i.e. whose end is the peer's ACK plus its 16-bit window times a
-        # power of two up to 2^14 (never past 2^30, so no 32-bit wrap).
+        # be window-full under some shift 0..MAX_WINDOW_SHIFT, i.e. whose end is the peer's ACK plus its 16-bit window
+        # times a power of two up to 2^14 (never past 2^30, so no 32-bit wrap).
         to_limit = (end - rev_ack) & _MASK
         safe_window = np.maximum(rev_window, 1)
         multiple = to_limit // safe_window
-        scaled = (to_limit % safe_window == 0) & (multiple > 0) & (multiple <= 1 << 14) & \
+        scaled = (to_limit % safe_window == 0) & (multiple > 0) & (multiple <= 1 << MAX_WINDOW_SHIFT) & \
             ((multiple & (multiple - 1)) == 0)
         clean &= ~(data & np.where(rev_window == 0, to_limit == 0, scaled))
         before = np.zeros(count, dtype=bool)
