@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 
 import freezeframe.dissect
+from freezeframe.dissect.chunks import conn_state_from_history
 from freezeframe.dissect.connections import ConnectionTracker
+from freezeframe.dissect.tcp.analysis import history_bits
+from freezeframe.dissect.tcp.flags import HISTORY_IN, HISTORY_OUT
 
 DISSECT = Path(freezeframe.dissect.__file__).resolve().parent
 BATCH = DISSECT / "tcp" / "batch.py"
@@ -72,3 +75,20 @@ def test_the_seam_exists_on_the_tracker() -> None:
                 called.add(node.attr)
     assert called
     assert [name for name in sorted(called) if not hasattr(ConnectionTracker("n"), name)] == []
+
+
+def test_history_bits_inverts_the_history_letters() -> None:
+    """chunks.conn_state_from_history reads a merged history string through history_bits into the same conn_state
+    function TcpAnalysis uses; that is exact only if the letters give back every bit each side set."""
+    for out in range(256):
+        for in_ in range(0, 256, 7):
+            history = "".join(HISTORY_OUT[out] + HISTORY_IN[in_])
+            assert history_bits(history) == (out, in_)
+
+
+def test_conn_state_from_history_follows_zeek() -> None:
+    # Zeek's conn_state table (base/protocols/conn/main.zeek) for histories named there.
+    for history, state in (("S", "S0"), ("Sr", "REJ"), ("ShADadFf", "SF"), ("ShADadF", "S2"), ("ShADadf", "S3"),
+                           ("ShADad", "S1"), ("ShADadR", "RSTO"), ("ShADadr", "RSTR"), ("SR", "RSTOS0"),
+                           ("SF", "SH"), ("hr", "RSTRH"), ("hf", "SHR"), ("Dd", "OTH")):
+        assert conn_state_from_history(history) == state, history

@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from freezeframe.dissect.connections import UDP_IDLE_TIMEOUT_NS, connection_id
+from freezeframe.dissect.tcp.analysis import conn_state, history_bits
 from freezeframe.errors import WindowError
 from freezeframe.schemas import CONNECTIONS, TABLES
 
@@ -586,20 +587,7 @@ def _retransmission_rate(a: dict[str, Any], b: dict[str, Any], retransmissions: 
 
 def conn_state_from_history(history: str) -> str:
     """Zeek's conn_state (base/protocols/conn/main.zeek) from history letters: upper case initiator, lower responder."""
-    syn, synack = "S" in history, "h" in history
-    if syn and not synack:
-        return "REJ" if "r" in history else "RSTOS0" if "R" in history else "SH" if "F" in history else "S0"
-    if synack and not syn:
-        return "RSTRH" if "r" in history else "SHR" if "f" in history else "OTH"
-    if not syn:
-        return "OTH"
-    if "R" in history:
-        return "RSTO"
-    if "r" in history:
-        return "RSTR"
-    if "F" in history and "f" in history:
-        return "SF"
-    return "S2" if "F" in history else "S3" if "f" in history else "S1"
+    return conn_state(*history_bits(history))
 
 
 def _close(row: dict[str, Any]) -> str:

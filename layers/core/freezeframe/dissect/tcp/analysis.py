@@ -64,6 +64,7 @@ from freezeframe.dissect.tcp.flags import (
     H_SYNACK,
     H_ZERO_WINDOW,
     HISTORY_IN,
+    HISTORY_LETTERS,
     HISTORY_OUT,
     TH_ACK,
     TH_FIN,
@@ -160,6 +161,50 @@ def _window_full(rev: Direction, end: int) -> bool:
 def _acknowledged(rev_lastack: int, end: int) -> bool:
     """Whether data ending at ``end`` was already acknowledged by the peer (a spurious retransmission)."""
     return bool(rev_lastack) and (end == rev_lastack or ((end - rev_lastack) & _MASK) >= _HALF)
+
+
+def conn_state(out: int, in_: int) -> str:
+    """Zeek's conn_state (base/protocols/conn/main.zeek) from the history bits (H_*) each side sent."""
+    syn = bool(out & H_SYN)
+    synack = bool(in_ & H_SYNACK)
+    if syn and not synack:
+        if in_ & H_RST:
+            return "REJ"
+        if out & H_RST:
+            return "RSTOS0"
+        if out & H_FIN:
+            return "SH"
+        return "S0"
+    if synack and not syn:
+        if in_ & H_RST:
+            return "RSTRH"
+        if in_ & H_FIN:
+            return "SHR"
+        return "OTH"
+    if not syn:
+        return "OTH"
+    if out & H_RST:
+        return "RSTO"
+    if in_ & H_RST:
+        return "RSTR"
+    if out & H_FIN and in_ & H_FIN:
+        return "SF"
+    if out & H_FIN:
+        return "S2"
+    if in_ & H_FIN:
+        return "S3"
+    return "S1"
+
+
+def history_bits(history: str) -> tuple[int, int]:
+    """(the initiator's, the responder's) H_* bits of a ``history`` string (upper case is the initiator's letter)."""
+    out = in_ = 0
+    for bit, letter in HISTORY_LETTERS.items():
+        if letter.upper() in history:
+            out |= bit
+        if letter in history:
+            in_ |= bit
+    return out, in_
 
 
 class TcpAnalysis:
@@ -501,36 +546,7 @@ class TcpAnalysis:
 
     def conn_state(self) -> str:
         """Zeek's conn_state from what each side sent (base/protocols/conn/main.zeek)."""
-        out, in_ = self.seen_out, self.seen_in
-        syn = bool(out & H_SYN)
-        synack = bool(in_ & H_SYNACK)
-        if syn and not synack:
-            if in_ & H_RST:
-                return "REJ"
-            if out & H_RST:
-                return "RSTOS0"
-            if out & H_FIN:
-                return "SH"
-            return "S0"
-        if synack and not syn:
-            if in_ & H_RST:
-                return "RSTRH"
-            if in_ & H_FIN:
-                return "SHR"
-            return "OTH"
-        if not syn:
-            return "OTH"
-        if out & H_RST:
-            return "RSTO"
-        if in_ & H_RST:
-            return "RSTR"
-        if out & H_FIN and in_ & H_FIN:
-            return "SF"
-        if out & H_FIN:
-            return "S2"
-        if in_ & H_FIN:
-            return "S3"
-        return "S1"
+        return conn_state(self.seen_out, self.seen_in)
 
     def close(self) -> str:
         """'handshake_failed' when a SYN was never answered by a SYN-ACK, else 'rst', 'fin' or 'open'."""
