@@ -34,13 +34,13 @@ from kubernetes.client.exceptions import ApiException
 
 from freezeframe.adapters.bus import SegmentBus
 from freezeframe.config import K8S_TOPIC, Settings
+from freezeframe.documents import K8S_EVENT_SCHEMA as EVENT_SCHEMA
+from freezeframe.documents import K8S_POD_SCHEMA as POD_SCHEMA
 from freezeframe.errors import ConfigError, FreezeframeError
 from freezeframe_agent.k8s_objects import ENDPOINTSLICE_SCHEMA, NODE_SCHEMA, SERVICE_SCHEMA, ObjectRecord, object_record
 
 logger = logging.getLogger(__name__)
 
-POD_SCHEMA = "freezeframe.k8s-pod/v1"
-EVENT_SCHEMA = "freezeframe.k8s-event/v1"
 GONE = 410
 WATCH_CHANGES = ("ADDED", "MODIFIED", "DELETED")
 MAX_LIST_PAGES = 10_000

@@ -37,6 +37,7 @@ from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings
 from freezeframe.custody.chain import seal_written
 from freezeframe.custody.pinned import pinned_manifest
+from freezeframe.documents import SUMMARY_SCHEMA
 from freezeframe.errors import NotFoundError, PayloadError, SegmentCorruptError
 from freezeframe.follow import follow_up, hold_closes_at, incident_nodes
 from freezeframe.holds import manifest_parts
@@ -54,7 +55,6 @@ from freezeframe.views import write_incident_views
 
 logger = logging.getLogger(__name__)
 
-SUMMARY_SCHEMA = "freezeframe.incident-summary/v1"
 COMPLETE = "complete"
 INCOMPLETE = "incomplete"
 DONE = "done"

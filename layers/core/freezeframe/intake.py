@@ -27,6 +27,7 @@ from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.alerts import alertmanager, manual, pagerduty
 from freezeframe.config import Settings
 from freezeframe.custody.pinned import read_pinned
+from freezeframe.documents import INCIDENT_SCHEMA
 from freezeframe.errors import CustodyError, NotFoundError, PayloadError, SignatureError
 from freezeframe.follow import incident_nodes
 from freezeframe.holds import read_follow
@@ -45,7 +46,6 @@ from freezeframe.unverified import unverified_of
 
 logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
-INCIDENT_SCHEMA = "freezeframe.incident/v1"
 HANDOFF_GRACE = timedelta(seconds=60)
 StartFreeze = Callable[[FreezeRequest], None]
 

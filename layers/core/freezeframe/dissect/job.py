@@ -44,6 +44,7 @@ from freezeframe.dissect.node_state import frozen_documents
 from freezeframe.dissect.plan import SegmentSpan, plan_node
 from freezeframe.dissect.problems import APP_KINDS, DECODE_KINDS, SegmentProblems, SegmentRef
 from freezeframe.dissect.warmup import ChunkState, begin_chunk
+from freezeframe.documents import DISSECT_STATUS_SCHEMA as STATUS_SCHEMA
 from freezeframe.errors import CaptureFormatError, NotFoundError, SegmentCorruptError
 from freezeframe.follow import inputs_digest
 from freezeframe.holds import manifest_parts
@@ -56,7 +57,6 @@ from freezeframe.schemas import TABLES
 from freezeframe.unverified import unverified_of
 
 logger = logging.getLogger(__name__)
-STATUS_SCHEMA = "freezeframe.dissect-status/v1"
 
 
 @dataclass(slots=True)
