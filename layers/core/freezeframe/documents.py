@@ -32,9 +32,10 @@ from freezeframe.models import (
 
 __all__ = [
     "DISSECT_STATUS_SCHEMA", "FREEZE_SCHEMA", "GAP_SCHEMA", "HOLD_SCHEMA", "INCIDENT_SCHEMA",
-    "K8S_ENDPOINTSLICE_SCHEMA", "K8S_EVENT_SCHEMA", "K8S_NODE_SCHEMA", "K8S_POD_SCHEMA", "K8S_SERVICE_SCHEMA", "MANIFEST_SCHEMA",
-    "NODE_STATE_SCHEMA", "SEGMENT_SCHEMA", "SUMMARY_SCHEMA", "DissectStatus", "GapRecord", "Hold", "IncidentRecord",
-    "Manifest", "ManifestEntry", "ManifestPart", "NodeStateEntry", "Summary",
+    "K8S_ENDPOINTSLICE_SCHEMA", "K8S_EVENT_SCHEMA", "K8S_NODE_SCHEMA", "K8S_POD_SCHEMA", "K8S_SERVICE_SCHEMA",
+    "MANIFEST_SCHEMA", "NODE_STATE_SCHEMA", "SEGMENT_SCHEMA", "SUMMARY_SCHEMA", "DissectStatus", "FreezeRequest",
+    "GapRecord", "Hold", "IncidentRecord", "Manifest", "ManifestEntry", "ManifestPart", "NodeStateEntry",
+    "SegmentRecord", "Summary",
 ]
 
 MANIFEST_SCHEMA = "freezeframe.manifest/v1"  # the manifest and each manifest part
