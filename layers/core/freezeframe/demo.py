@@ -29,8 +29,7 @@ from freezeframe.config import Settings, env_overrides, export_env
 from freezeframe.custody.pinned import pinned_manifest
 from freezeframe.dissect.files import first_timestamp
 from freezeframe.errors import FreezeframeError
-from freezeframe.finalize import summary_key
-from freezeframe.keys import check_name, dissect_status_key
+from freezeframe.keys import check_name, dissect_status_key, summary_key
 from freezeframe.local import demo_store
 from freezeframe.local.functions import functions_dir
 from freezeframe.local.gateway import LocalGateway

@@ -261,19 +261,25 @@ class DissectStatus:
     corrupt_segments: tuple[Mapping[str, Any], ...]
     stats: Mapping[str, Any]
     finished_at: str
-    inputs_digest: str = ""
-    unverified_segments: tuple[Mapping[str, Any], ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
     SCHEMA = DISSECT_STATUS_SCHEMA
     _KNOWN = ("schema", "incident_id", "node", "state", "segments", "tables", "parts", "corrupt_segments", "stats",
-              "finished_at", "inputs_digest", "unverified_segments")
+              "finished_at")
+
+    @property
+    def inputs_digest(self) -> str:
+        """What the pass read (freezeframe.follow.inputs_digest); "" in a status written before it existed."""
+        return str(self.extra.get("inputs_digest") or "")
+
+    @property
+    def unverified_segments(self) -> list[Mapping[str, Any]]:
+        return list(self.extra.get("unverified_segments") or [])
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": self.SCHEMA, "incident_id": self.incident_id, "node": self.node, "state": self.state,
                 "segments": self.segments, "tables": dict(self.tables), "parts": dict(self.parts),
                 "corrupt_segments": [dict(c) for c in self.corrupt_segments], "stats": dict(self.stats),
-                "finished_at": self.finished_at, "inputs_digest": self.inputs_digest,
-                "unverified_segments": [dict(u) for u in self.unverified_segments], **self.extra}
+                "finished_at": self.finished_at, **self.extra}
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> DissectStatus:
@@ -284,8 +290,6 @@ class DissectStatus:
                    tables=_field(kind, raw, "tables", Mapping), parts=_field(kind, raw, "parts", Mapping),
                    corrupt_segments=tuple(_field(kind, raw, "corrupt_segments", list)),
                    stats=_field(kind, raw, "stats", Mapping), finished_at=_field(kind, raw, "finished_at", str),
-                   inputs_digest=_field(kind, raw, "inputs_digest", str),
-                   unverified_segments=tuple(_field(kind, raw, "unverified_segments", list)),
                    extra=_extra(raw, cls._KNOWN))
 
 

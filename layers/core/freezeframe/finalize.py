@@ -45,9 +45,9 @@ from freezeframe.keys import (
     check_name,
     dissect_status_key,
     follow_key,
-    incident_prefix,
     parse_table_part_key,
     resolved_key,
+    summary_key,
 )
 from freezeframe.models import iso, parse_iso
 from freezeframe.unverified import unverified_of
@@ -69,8 +69,6 @@ RegisterParts = Callable[[Settings, Iterable[str]], list[str]]
 ReportWriter = Callable[[Settings, Any, str], str]
 
 
-def summary_key(incident_id: str) -> str:
-    return f"{incident_prefix(incident_id)}summary.json"
 
 
 def resolved_at(settings: Settings, s3: ObjectStore, incident_id: str) -> datetime | None:

@@ -25,19 +25,22 @@ from freezeframe.custody.pinned import pinned_parts
 from freezeframe.documents import MANIFEST_SCHEMA, Hold
 from freezeframe.errors import NotFoundError
 from freezeframe.follow import FollowUp
-from freezeframe.keys import check_name, follow_key, manifest_part_key, resolved_key
+from freezeframe.keys import (
+    follow_key,
+    hold_key,
+    holds_day_prefix,
+    manifest_part_key,
+    resolved_key,
+)
 from freezeframe.manifest import root_hash
 from freezeframe.models import FreezeRequest, ManifestEntry, SegmentRecord, iso
 from freezeframe.unverified import UnverifiedSegment, attach, metadata_problem, size_problem
 
 logger = logging.getLogger(__name__)
-HOLDS_ROOT = "holds"
 # A hold closes at most MAX_WINDOW (2 days) + grace after it opens, so a few dates cover every open one.
 OPEN_DAYS_AHEAD = 4
 
 
-def hold_key(incident_id: str, closes_at: datetime) -> str:
-    return f"{HOLDS_ROOT}/{closes_at.astimezone(UTC):%Y-%m-%d}/{check_name('incident_id', incident_id)}.json"
 
 
 def hold_for(request: FreezeRequest, grace_s: int, now: datetime) -> Hold | None:
@@ -57,7 +60,7 @@ def open_hold(settings: Settings, s3: ObjectStore, hold: Hold) -> None:
 def open_holds(settings: Settings, s3: ObjectStore, now: datetime) -> list[Hold]:
     holds = []
     for day in range(OPEN_DAYS_AHEAD + 1):
-        prefix = f"{HOLDS_ROOT}/{(now + timedelta(days=day)):%Y-%m-%d}/"
+        prefix = holds_day_prefix(now + timedelta(days=day))
         for key in s3io.list_keys(s3, settings.evidence_bucket, prefix):
             hold = Hold.from_dict(s3io.get_json(s3, settings.evidence_bucket, key))
             if hold.closes_at > now and not s3io.exists(s3, settings.evidence_bucket, resolved_key(hold.incident_id)):

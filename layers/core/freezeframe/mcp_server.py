@@ -131,7 +131,7 @@ def list_incidents(limit: int = 50) -> dict[str, Any]:
 
 def _incident_ids(s3: ObjectStore, bucket: str) -> list[str]:
     ids = []
-    for prefix in s3io.list_prefixes(s3, bucket, f"{INCIDENTS_ROOT}/"):
+    for prefix in s3io.list_prefixes(s3, bucket, INCIDENTS_ROOT + "/"):
         name = prefix[len(INCIDENTS_ROOT) + 1:].rstrip("/")
         if name and not name.startswith("_"):
             ids.append(name)

@@ -60,7 +60,7 @@ from freezeframe.dissect.problems import ProblemRow, SegmentProblems, SegmentRef
 from freezeframe.errors import NotFoundError, SegmentCorruptError
 from freezeframe.follow import inputs_digest
 from freezeframe.holds import manifest_parts
-from freezeframe.keys import chunk_prefix, dissect_plan_key, dissect_status_key, table_part_key
+from freezeframe.keys import chunk_prefix, chunk_status_key, dissect_plan_key, dissect_status_key, table_part_key
 from freezeframe.manifest import entries_of
 from freezeframe.models import ManifestEntry
 from freezeframe.pcapio import MAX_TS_NS
@@ -233,7 +233,7 @@ def merge_node(settings: Settings, s3: Any, incident_id: str, node: str) -> Diss
     results: list[EngineResult] = []
     holes: list[dict[str, Any]] = []
     for planned_chunk in planned:
-        status = _status(settings, s3, f"{chunk_prefix(incident_id, node, planned_chunk.index)}status.json")
+        status = _status(settings, s3, chunk_status_key(incident_id, node, planned_chunk.index))
         hole = {"chunk": planned_chunk.index, "start_ns": planned_chunk.start_ns, "end_ns": planned_chunk.end_ns}
         if status is None or status.get("inputs_digest") != inputs.digest or \
                 (status.get("start_ns"), status.get("end_ns")) != (planned_chunk.start_ns, planned_chunk.end_ns):
