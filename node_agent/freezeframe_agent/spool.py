@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from freezeframe.documents import GAP_SCHEMA as GAP_SCHEMA
 from freezeframe.documents import GapRecord
 
 logger = logging.getLogger(__name__)

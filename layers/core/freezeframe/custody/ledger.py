@@ -25,6 +25,7 @@ from freezeframe.custody.pinned import chain_versions, online_trust
 from freezeframe.custody.signatures import sha256_hex
 from freezeframe.errors import CustodyError, NotFoundError, PayloadError
 from freezeframe.keys import ledger_entry_key, manifest_key
+from freezeframe.keys import ledger_prefix as ledger_prefix
 from freezeframe.models import iso
 
 logger = logging.getLogger(__name__)
