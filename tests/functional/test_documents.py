@@ -77,9 +77,9 @@ def test_every_document_of_a_dissected_and_finalized_incident_round_trips(harnes
         "IncidentRecord": True, "Manifest": True, "DissectStatus": True, "Summary": True}
 
     incident = load_incident(config, harness.store, "fn-docs")
-    assert incident.record is not None and incident.record.request == request
+    assert incident.record is not None and incident.record.request.to_dict() == request.to_dict()
     assert incident.record.extra == {"requested_by": {"token": True}}
-    assert incident.manifest.request == request
+    assert incident.manifest.request.to_dict() == request.to_dict()
     assert {(e.key, e.version_id, e.sha256) for e in incident.manifest.segments} == {
         (r.key, r.version_id, r.sha256) for r in records}
     assert incident.parts == ()

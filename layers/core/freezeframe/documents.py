@@ -232,8 +232,9 @@ class Hold:
         nodes = raw.get("nodes") or []
         if not isinstance(nodes, list) or not all(isinstance(n, str) for n in nodes):
             raise PayloadError(f"{kind}: field 'nodes' must be a list of strings")
+        lock_raw = _field(kind, raw, "lock", Mapping)
         try:
-            lock = LockSpec.from_dict(_field(kind, raw, "lock", Mapping))
+            lock = LockSpec.from_dict(lock_raw)
         except PayloadError as exc:
             raise PayloadError(f"{kind}: lock: {exc}") from exc
         return cls(incident_id=_field(kind, raw, "incident_id", str), cluster=_field(kind, raw, "cluster", str),
