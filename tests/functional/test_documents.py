@@ -140,3 +140,17 @@ def test_from_dict_names_the_document_and_the_field() -> None:
     with pytest.raises(PayloadError, match=r"^hold: missing field 'lock'"):
         Hold.from_dict({"incident_id": "i", "cluster": "c", "window_start_ns": 1, "window_end_ns": 2,
                         "closes_at": "2026-01-01T00:00:00.000Z"})
+
+
+def test_a_hand_written_status_and_record_read_with_defaults_and_write_back_as_they_were() -> None:
+    """Older or hand-written documents leave fields out: the optional ones default and stay left out on the way back
+    (the dissect status a test writes has no schema, stats or finish time; a record no schema or state)."""
+    status = {"incident_id": "i", "node": "n", "state": "failed", "segments": 1, "tables": {"tcp": 2},
+              "parts": {"tcp": "tables/tcp/x.parquet"}, "corrupt_segments": [{"key": "k", "reason": "sha"}]}
+    typed = DissectStatus.from_dict(status)
+    assert (typed.stats, typed.finished_at, typed.corrupt_segments) == ({}, "", ({"key": "k", "reason": "sha"},))
+    assert typed.to_dict() == status
+    with pytest.raises(PayloadError, match=r"^dissect status: missing field 'state'"):
+        DissectStatus.from_dict({"incident_id": "i", "node": "n"})
+    with pytest.raises(PayloadError, match=r"^incident record: missing field 'request'"):
+        IncidentRecord.from_dict({"incident_id": "i"})

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from freezeframe.errors import PayloadError
 from freezeframe.models import (
@@ -67,6 +67,26 @@ def _schema(kind: str, raw: Mapping[str, Any], schema: str) -> None:
         raise PayloadError(f"{kind}: not a JSON object")
     if raw.get("schema") != schema:
         raise PayloadError(f"{kind}: schema must be {schema!r}, got {raw.get('schema')!r}")
+
+
+def _optional(kind: str, raw: Mapping[str, Any], defaults: Mapping[str, tuple[type, Any]]
+              ) -> tuple[dict[str, Any], frozenset[str]]:
+    """The optional fields of a kind older or hand-written documents leave out: each present one type-checked, each
+    absent one its default, and the set of absent names (left out again by to_dict, so the bytes round-trip)."""
+    values, absent = {}, set()
+    for name, (expected, default) in defaults.items():
+        if name in raw:
+            values[name] = _field(kind, raw, name, expected)
+        else:
+            values[name] = default() if callable(default) else default
+            absent.add(name)
+    return values, frozenset(absent)
+
+
+def _drop(document: dict[str, Any], absent: frozenset[str]) -> dict[str, Any]:
+    for name in absent:
+        document.pop(name, None)
+    return document
 
 
 def _extra(raw: Mapping[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
@@ -181,27 +201,36 @@ class ManifestPart:
 @dataclass(frozen=True, slots=True)
 class IncidentRecord:
     """incidents/<id>/incident.json: written create-only by intake (the idempotency record). `extra` carries what
-    the intake path added (the source's delivery details)."""
+    the intake path added (who requested a manual freeze). Only the request is required: a record written by hand
+    (a test, an operator re-creating one) may leave out the rest."""
 
-    incident_id: str
-    state: str
     request: FreezeRequest
-    created_at: str
+    incident_id: str
+    state: str = "accepted"
+    created_at: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    absent: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
     SCHEMA = INCIDENT_SCHEMA
     _KNOWN = ("schema", "incident_id", "state", "request", "created_at")
+    _OPTIONAL: ClassVar[Mapping[str, tuple[type, Any]]] = {
+        "schema": (str, INCIDENT_SCHEMA), "incident_id": (str, ""), "state": (str, "accepted"),
+        "created_at": (str, None)}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": self.SCHEMA, "incident_id": self.incident_id, "state": self.state,
-                "request": self.request.to_dict(), "created_at": self.created_at, **self.extra}
+        return _drop({"schema": self.SCHEMA, "incident_id": self.incident_id, "state": self.state,
+                      "request": self.request.to_dict(), "created_at": self.created_at, **self.extra}, self.absent)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> IncidentRecord:
         kind = "incident record"
-        _schema(kind, raw, cls.SCHEMA)
-        return cls(incident_id=_field(kind, raw, "incident_id", str), state=_field(kind, raw, "state", str),
-                   request=_request(kind, raw), created_at=_field(kind, raw, "created_at", str),
-                   extra=_extra(raw, cls._KNOWN))
+        if not isinstance(raw, Mapping):
+            raise PayloadError(f"{kind}: not a JSON object")
+        values, absent = _optional(kind, raw, cls._OPTIONAL)
+        if values.pop("schema") != cls.SCHEMA:
+            raise PayloadError(f"{kind}: schema must be {cls.SCHEMA!r}, got {raw.get('schema')!r}")
+        request = _request(kind, raw)
+        return cls(request=request, incident_id=values.pop("incident_id") or request.incident_id, **values,
+                   extra=_extra(raw, cls._KNOWN), absent=absent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,22 +279,27 @@ class Hold:
 
 @dataclass(frozen=True, slots=True)
 class DissectStatus:
-    """incidents/<id>/dissect/<node>.json: what one node's dissection read and wrote. `extra` carries what the
-    chunked path adds (holes, window_start_ns)."""
+    """incidents/<id>/dissect/<node>.json: what one node's dissection read and wrote. `extra` carries what later
+    writers add (inputs_digest, unverified_segments; the chunked path's holes and window_start_ns). Required: the
+    incident, the node and the state; the counters default to empty in a status written by hand."""
 
     incident_id: str
     node: str
     state: str
-    segments: int
-    tables: Mapping[str, int]
-    parts: Mapping[str, str]
-    corrupt_segments: tuple[Mapping[str, Any], ...]
-    stats: Mapping[str, Any]
-    finished_at: str
+    segments: int = 0
+    tables: Mapping[str, int] = field(default_factory=dict)
+    parts: Mapping[str, str] = field(default_factory=dict)
+    corrupt_segments: tuple[Mapping[str, Any], ...] = ()
+    stats: Mapping[str, Any] = field(default_factory=dict)
+    finished_at: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+    absent: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
     SCHEMA = DISSECT_STATUS_SCHEMA
     _KNOWN = ("schema", "incident_id", "node", "state", "segments", "tables", "parts", "corrupt_segments", "stats",
               "finished_at")
+    _OPTIONAL: ClassVar[Mapping[str, tuple[type, Any]]] = {
+        "schema": (str, DISSECT_STATUS_SCHEMA), "segments": (int, 0), "tables": (Mapping, dict),
+        "parts": (Mapping, dict), "corrupt_segments": (list, list), "stats": (Mapping, dict), "finished_at": (str, "")}
 
     @property
     def inputs_digest(self) -> str:
@@ -277,21 +311,22 @@ class DissectStatus:
         return list(self.extra.get("unverified_segments") or [])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": self.SCHEMA, "incident_id": self.incident_id, "node": self.node, "state": self.state,
-                "segments": self.segments, "tables": dict(self.tables), "parts": dict(self.parts),
-                "corrupt_segments": [dict(c) for c in self.corrupt_segments], "stats": dict(self.stats),
-                "finished_at": self.finished_at, **self.extra}
+        return _drop({"schema": self.SCHEMA, "incident_id": self.incident_id, "node": self.node, "state": self.state,
+                      "segments": self.segments, "tables": dict(self.tables), "parts": dict(self.parts),
+                      "corrupt_segments": [dict(c) for c in self.corrupt_segments], "stats": dict(self.stats),
+                      "finished_at": self.finished_at, **self.extra}, self.absent)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> DissectStatus:
         kind = "dissect status"
-        _schema(kind, raw, cls.SCHEMA)
+        if not isinstance(raw, Mapping):
+            raise PayloadError(f"{kind}: not a JSON object")
+        values, absent = _optional(kind, raw, cls._OPTIONAL)
+        if values.pop("schema") != cls.SCHEMA:
+            raise PayloadError(f"{kind}: schema must be {cls.SCHEMA!r}, got {raw.get('schema')!r}")
+        values["corrupt_segments"] = tuple(values["corrupt_segments"])
         return cls(incident_id=_field(kind, raw, "incident_id", str), node=_field(kind, raw, "node", str),
-                   state=_field(kind, raw, "state", str), segments=_field(kind, raw, "segments", int),
-                   tables=_field(kind, raw, "tables", Mapping), parts=_field(kind, raw, "parts", Mapping),
-                   corrupt_segments=tuple(_field(kind, raw, "corrupt_segments", list)),
-                   stats=_field(kind, raw, "stats", Mapping), finished_at=_field(kind, raw, "finished_at", str),
-                   extra=_extra(raw, cls._KNOWN))
+                   state=_field(kind, raw, "state", str), **values, extra=_extra(raw, cls._KNOWN), absent=absent)
 
 
 @dataclass(frozen=True, slots=True)
