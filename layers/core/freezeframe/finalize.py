@@ -36,11 +36,10 @@ from freezeframe.adapters.catalog import register_parts
 from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings
 from freezeframe.custody.chain import seal_written
-from freezeframe.custody.pinned import pinned_manifest
 from freezeframe.documents import SUMMARY_SCHEMA
 from freezeframe.errors import NotFoundError, PayloadError, SegmentCorruptError
 from freezeframe.follow import follow_up, hold_closes_at, incident_nodes
-from freezeframe.holds import manifest_parts
+from freezeframe.incident import load_incident
 from freezeframe.keys import (
     check_name,
     dissect_status_key,
@@ -223,8 +222,8 @@ def finalize_incident(settings: Settings, s3: ObjectStore, incident_id: str, out
 
     `writer` defaults to `report_writer()`, looked up at call time."""
     now = now or datetime.now(UTC)
-    manifest = pinned_manifest(settings, s3, incident_id)
-    parts = manifest_parts(settings, s3, incident_id)
+    incident = load_incident(settings, s3, incident_id, record=False, statuses=False, summary=False)
+    manifest, parts = incident.manifest_document, incident.part_documents
     # Every node with a segment locked under the incident: the freeze's and those the hold's parts brought.
     manifest_nodes = set(incident_nodes(manifest, parts))
     # Decided before the report, so the report says whether its tables are partial and until when.

@@ -50,19 +50,22 @@ class Incident:
 
 
 def load_incident(settings: Settings, store: ObjectStore, incident_id: str, *, trust: Trust | None = None,
-                  statuses: bool = True, summary: bool = True) -> Incident:
+                  record: bool = True, statuses: bool = True, summary: bool = True) -> Incident:
     """The incident's documents. Raises NotFoundError without a manifest and CustodyError when the chain does not
-    vouch for what is stored or a pinned document is not the kind its key says. `statuses=False` / `summary=False`
-    skip those reads for callers that only need the frozen evidence."""
+    vouch for what is stored or a pinned document is not the kind its key says. `record`, `statuses` and `summary`
+    False skip those reads for callers that only need the frozen evidence (the record is None then, or when intake
+    never wrote one)."""
     pinned = read_pinned(settings, store, incident_id, trust)
     manifest = _typed(pinned.manifest, Manifest.from_dict)
     parts = tuple(_typed(part, ManifestPart.from_dict) for part in pinned.parts)
-    try:
-        record: IncidentRecord | None = read_record(settings, store, incident_id)
-    except NotFoundError:
-        record = None
-    incident = Incident(incident_id, record, manifest, parts, pinned)
-    return Incident(incident_id, record, manifest, parts, pinned,
+    incident_record: IncidentRecord | None = None
+    if record:
+        try:
+            incident_record = read_record(settings, store, incident_id)
+        except NotFoundError:
+            pass
+    incident = Incident(incident_id, incident_record, manifest, parts, pinned)
+    return Incident(incident_id, incident_record, manifest, parts, pinned,
                     read_statuses(settings, store, incident_id, incident.nodes) if statuses else {},
                     read_summary(settings, store, incident_id) if summary else None)
 

@@ -40,7 +40,6 @@ import pyarrow.parquet as pq
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
 from freezeframe.crosslayer import CLUSTER_PART, cluster_tables, node_tables
-from freezeframe.custody.pinned import pinned_manifest
 from freezeframe.dissect.chunks import Chunk
 from freezeframe.dissect.enrich import IpTimeline, enrich
 from freezeframe.dissect.job import (
@@ -59,7 +58,7 @@ from freezeframe.dissect.plan import PlannedChunk, SegmentSpan, chunk_of_item, p
 from freezeframe.dissect.problems import ProblemRow, SegmentProblems, SegmentRef
 from freezeframe.errors import NotFoundError, SegmentCorruptError
 from freezeframe.follow import inputs_digest
-from freezeframe.holds import manifest_parts
+from freezeframe.incident import load_incident
 from freezeframe.keys import chunk_prefix, chunk_status_key, dissect_plan_key, dissect_status_key, table_part_key
 from freezeframe.manifest import entries_of
 from freezeframe.models import ManifestEntry
@@ -89,8 +88,8 @@ class NodeInputs:
 
 def node_inputs(settings: Settings, s3: Any, incident_id: str, nodes: Sequence[str] | None = None,
                 chunk_s: int | None = None) -> dict[str, NodeInputs]:
-    manifest = pinned_manifest(settings, s3, incident_id)
-    parts = manifest_parts(settings, s3, incident_id)
+    incident = load_incident(settings, s3, incident_id, record=False, statuses=False, summary=False)
+    manifest, parts = incident.manifest_document, incident.part_documents
     window = (_ns(manifest["request"]["window_start"]), _ns(manifest["request"]["window_end"]))
     all_entries = [*entries_of(manifest), *(e for part in parts for e in entries_of(part))]
     unverified_all = [u for document in [manifest, *parts] for u in unverified_of(document)]
@@ -258,7 +257,7 @@ def merge_node(settings: Settings, s3: Any, incident_id: str, node: str) -> Diss
         merged = EngineResult({name: TABLES[name].empty_table() for name in ENGINE_TABLES}, SegmentProblems(node),
                               {"chunks": 0})
     report.segments = len(inputs.entries) - len(report.corrupt_segments)
-    manifest = pinned_manifest(settings, s3, incident_id)
+    manifest = load_incident(settings, s3, incident_id, record=False, statuses=False, summary=False).manifest_document
     records = context_records(s3, manifest)
     timeline = IpTimeline.from_records(records)
     tables = {name: enrich(table, timeline) for name, table in merged.tables.items()}

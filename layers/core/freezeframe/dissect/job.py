@@ -34,7 +34,6 @@ import pyarrow.parquet as pq
 from freezeframe.adapters import s3 as s3io
 from freezeframe.config import Settings
 from freezeframe.crosslayer import CLUSTER_PART, cluster_tables, node_tables
-from freezeframe.custody.pinned import pinned_manifest
 from freezeframe.dissect.apps import AppTracker
 from freezeframe.dissect.batch import feed_batches
 from freezeframe.dissect.chunks import Chunk, merge_connections, remap_conn_ids, replace_warm_rows
@@ -47,7 +46,7 @@ from freezeframe.dissect.warmup import ChunkState, begin_chunk
 from freezeframe.documents import DISSECT_STATUS_SCHEMA as STATUS_SCHEMA
 from freezeframe.errors import CaptureFormatError, NotFoundError, SegmentCorruptError
 from freezeframe.follow import inputs_digest
-from freezeframe.holds import manifest_parts
+from freezeframe.incident import load_incident
 from freezeframe.keys import dissect_status_key, table_part_key
 from freezeframe.manifest import entries_of
 from freezeframe.models import ManifestEntry, iso
@@ -277,12 +276,13 @@ def dissect_node(settings: Settings, s3: Any, incident_id: str, node: str,
     the first, in time order, so TCP state runs across the freeze point, and overwrites the node's Parquet parts
     (deterministic keys). A pass whose inputs equal the last successful pass's (`inputs_digest`) keeps its tables
     and returns at once, unless `force`."""
-    manifest = pinned_manifest(settings, s3, incident_id)
+    incident = load_incident(settings, s3, incident_id, record=False, statuses=False, summary=False)
+    manifest = incident.manifest_document
     raw_bucket = manifest.get("raw_bucket", settings.raw_bucket)
     window_start_ns = _ns(manifest["request"]["window_start"])
     window_end_ns = _ns(manifest["request"]["window_end"])
     # Late segments locked under the incident's hold arrive as manifest parts; a segment in both counts once.
-    parts = manifest_parts(settings, s3, incident_id)
+    parts = incident.part_documents
     late = [e for part in parts for e in entries_of(part)]
     unique = {(e.key, e.version_id): e for e in [*entries_of(manifest), *late] if e.node == node}
     entries = sorted(unique.values(), key=lambda e: (e.start_ns, e.key))
