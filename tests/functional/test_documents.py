@@ -110,6 +110,8 @@ def test_the_hold_and_the_manifest_parts_of_late_segments_round_trip(harness: Ha
     assert {(e.key, e.version_id) for part in incident.parts for e in part.segments} == {
         (r.key, r.version_id) for r in late}
     assert {e.key for e in incident.manifest.segments} == {r.key for r in early}
+    hold = incident.manifest.hold
+    assert hold is not None and (hold.incident_id, hold.lock) == ("fn-docs-hold", request.lock)
     assert all(part.part_of == "fn-docs-hold" for part in incident.parts)
     assert incident.statuses == {} and incident.summary is None
 

@@ -145,6 +145,17 @@ class Manifest:
     _KNOWN = ("schema", "incident_id", "request", "raw_bucket", "segments", "coverage", "root_hash", "tool_versions",
               "created_at")
 
+    @property
+    def hold(self) -> Hold | None:
+        """The hold the freeze opened (None: the window was over, or a manifest from before holds)."""
+        raw = self.extra.get("hold")
+        return Hold.from_dict(raw) if raw else None
+
+    @property
+    def node_state(self) -> tuple[NodeStateEntry, ...]:
+        """The frozen node-state documents (freezeframe.node_state), none in a manifest from before them."""
+        return tuple(NodeStateEntry.from_dict(raw) for raw in self.extra.get("node_state") or ())
+
     def to_dict(self) -> dict[str, Any]:
         return {"schema": self.SCHEMA, "incident_id": self.incident_id, "request": self.request.to_dict(),
                 "raw_bucket": self.raw_bucket,

@@ -323,3 +323,27 @@ def holds_day_prefix(day: datetime) -> str:
 
 def hold_key(incident_id: str, closes_at: datetime) -> str:
     return f"{holds_day_prefix(closes_at)}{check_name('incident_id', incident_id)}.json"
+
+
+LEGAL_HOLDS_ROOT = "legal-holds"
+LEGAL_HOLD_RELEASED_SUFFIX = ".released.json"
+
+
+def legal_hold_prefix(digest: str) -> str:
+    """The legal-hold registry of one held version (freezeframe.legal_hold: `digest` names the version)."""
+    return f"{LEGAL_HOLDS_ROOT}/{digest}/"
+
+
+def legal_hold_key(digest: str, incident_id: str) -> str:
+    """One incident's reference to a held version."""
+    return f"{legal_hold_prefix(digest)}{check_name('incident_id', incident_id)}.json"
+
+
+def legal_hold_released_key(digest: str, incident_id: str) -> str:
+    """The marker that an incident released its reference (create-only beside it; the reference stays)."""
+    return legal_hold_key(digest, incident_id).removesuffix(".json") + LEGAL_HOLD_RELEASED_SUFFIX
+
+
+def incidents_prefix() -> str:
+    """Where every incident's folder is (one per incident id)."""
+    return f"{INCIDENTS_ROOT}/"

@@ -34,7 +34,7 @@ from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings, settings
 from freezeframe.errors import FreezeframeError, NotFoundError, PayloadError
 from freezeframe.incident import read_record
-from freezeframe.keys import INCIDENTS_ROOT
+from freezeframe.keys import incidents_prefix
 
 logger = logging.getLogger(__name__)
 MAX_ROWS = 200
@@ -132,8 +132,8 @@ def list_incidents(limit: int = 50) -> dict[str, Any]:
 
 def _incident_ids(s3: ObjectStore, bucket: str) -> list[str]:
     ids = []
-    for prefix in s3io.list_prefixes(s3, bucket, INCIDENTS_ROOT + "/"):
-        name = prefix[len(INCIDENTS_ROOT) + 1:].rstrip("/")
+    for prefix in s3io.list_prefixes(s3, bucket, incidents_prefix()):
+        name = prefix[len(incidents_prefix()):].rstrip("/")
         if name and not name.startswith("_"):
             ids.append(name)
     return ids
