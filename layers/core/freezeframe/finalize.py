@@ -40,9 +40,9 @@ from freezeframe.documents import SUMMARY_SCHEMA
 from freezeframe.errors import NotFoundError, PayloadError, SegmentCorruptError
 from freezeframe.follow import follow_up, hold_closes_at, incident_nodes
 from freezeframe.incident import load_incident
+from freezeframe.incident import read_statuses as read_typed_statuses
 from freezeframe.keys import (
     check_name,
-    dissect_status_key,
     follow_key,
     parse_table_part_key,
     resolved_key,
@@ -206,13 +206,9 @@ def write_report(settings: Settings, s3: ObjectStore, incident_id: str, writer: 
 
 def read_statuses(settings: Settings, s3: ObjectStore, incident_id: str,
                   nodes: Iterable[str]) -> dict[str, dict[str, Any] | None]:
-    statuses: dict[str, dict[str, Any] | None] = {}
-    for node in sorted(set(nodes)):
-        try:
-            statuses[node] = s3io.get_json(s3, settings.evidence_bucket, dissect_status_key(incident_id, node))
-        except NotFoundError:
-            statuses[node] = None
-    return statuses
+    """Each node's dissect status (validated: freezeframe.documents.DissectStatus) as stored, None when missing."""
+    return {node: status.to_dict() if status is not None else None
+            for node, status in read_typed_statuses(settings, s3, incident_id, nodes).items()}
 
 
 def finalize_incident(settings: Settings, s3: ObjectStore, incident_id: str, outcomes: Sequence[NodeOutcome], *,

@@ -44,9 +44,9 @@ from freezeframe.dissect.plan import SegmentSpan, plan_node
 from freezeframe.dissect.problems import APP_KINDS, DECODE_KINDS, SegmentProblems, SegmentRef
 from freezeframe.dissect.warmup import ChunkState, begin_chunk
 from freezeframe.documents import DISSECT_STATUS_SCHEMA as STATUS_SCHEMA
-from freezeframe.errors import CaptureFormatError, NotFoundError, SegmentCorruptError
+from freezeframe.errors import CaptureFormatError, SegmentCorruptError
 from freezeframe.follow import inputs_digest
-from freezeframe.incident import load_incident
+from freezeframe.incident import load_incident, read_status
 from freezeframe.keys import dissect_status_key, table_part_key
 from freezeframe.manifest import entries_of
 from freezeframe.models import ManifestEntry, iso
@@ -367,10 +367,8 @@ def dissect_node(settings: Settings, s3: Any, incident_id: str, node: str,
 
 
 def _previous_status(settings: Settings, s3: Any, incident_id: str, node: str) -> dict[str, Any] | None:
-    try:
-        return s3io.get_json(s3, settings.evidence_bucket, dissect_status_key(incident_id, node))
-    except NotFoundError:
-        return None
+    status = read_status(settings, s3, incident_id, node)
+    return status.to_dict() if status is not None else None
 
 
 def _ns(text: str) -> int:
