@@ -122,13 +122,15 @@ def test_an_incident_without_a_manifest_is_not_found(harness: Harness) -> None:
 
 
 def test_a_pinned_manifest_that_is_not_a_manifest_is_a_custody_error(harness: Harness) -> None:
-    """Without signing each key's original version is read; a JSON object that is no manifest is refused with its
-    key and version named, not passed on as a dict for a reader to trip over."""
+    """Without signing each key's original version is read; a JSON object that is no manifest is passed on as
+    stored, and refused with its key and version named when a reader asks for it typed."""
     config = harness.settings.with_(signing_key_file=None, tsa_url=None)
     s3io.put_json(harness.store, config.evidence_bucket, manifest_key("fn-docs-bad"),
                   {"schema": MANIFEST_SCHEMA, "incident_id": "fn-docs-bad"}, create_only=True)
+    incident = load_incident(config, harness.store, "fn-docs-bad")
+    assert incident.manifest_document == {"schema": MANIFEST_SCHEMA, "incident_id": "fn-docs-bad"}
     with pytest.raises(CustodyError, match=r"manifest\.json@.*manifest: missing field 'request'"):
-        load_incident(config, harness.store, "fn-docs-bad")
+        incident.manifest  # noqa: B018 - typed on access
 
 
 def test_from_dict_names_the_document_and_the_field() -> None:

@@ -26,13 +26,24 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Incident:
+    """One incident's documents. The manifest and its parts are kept as read (`pinned`: keys, versions, bytes
+    checked against the chain) and typed on access (`manifest`, `parts`), so a caller that only passes the stored
+    document on (finalize, dissect, export) never rejects what it did not look into."""
+
     incident_id: str
-    record: IncidentRecord | None  # None: frozen without intake (the CLI's and the demo's direct freezes)
-    manifest: Manifest
-    parts: tuple[ManifestPart, ...]
+    record: IncidentRecord | None  # None: not asked for, or frozen without intake (the CLI's direct freezes)
     pinned: PinnedIncident  # where the manifest and parts were read: keys, versions, whether the chain is signed
     statuses: Mapping[str, DissectStatus | None] = field(default_factory=dict)  # per node; None: not dissected yet
     summary: Summary | None = None
+
+    @property
+    def manifest(self) -> Manifest:
+        """The typed manifest; CustodyError naming its key and version when it is not a valid one."""
+        return _typed(self.pinned.manifest, Manifest.from_dict)
+
+    @property
+    def parts(self) -> tuple[ManifestPart, ...]:
+        return tuple(_typed(part, ManifestPart.from_dict) for part in self.pinned.parts)
 
     @property
     def manifest_document(self) -> dict[str, Any]:
@@ -52,20 +63,18 @@ class Incident:
 def load_incident(settings: Settings, store: ObjectStore, incident_id: str, *, trust: Trust | None = None,
                   record: bool = True, statuses: bool = True, summary: bool = True) -> Incident:
     """The incident's documents. Raises NotFoundError without a manifest and CustodyError when the chain does not
-    vouch for what is stored or a pinned document is not the kind its key says. `record`, `statuses` and `summary`
-    False skip those reads for callers that only need the frozen evidence (the record is None then, or when intake
-    never wrote one)."""
+    vouch for what is stored (freezeframe.custody.pinned). `record`, `statuses` and `summary` False skip those
+    reads for callers that only need the frozen evidence (the record is None then, or when intake never wrote
+    one). Statuses are read for every node of the manifest and its parts."""
     pinned = read_pinned(settings, store, incident_id, trust)
-    manifest = _typed(pinned.manifest, Manifest.from_dict)
-    parts = tuple(_typed(part, ManifestPart.from_dict) for part in pinned.parts)
     incident_record: IncidentRecord | None = None
     if record:
         try:
             incident_record = read_record(settings, store, incident_id)
         except NotFoundError:
             pass
-    incident = Incident(incident_id, incident_record, manifest, parts, pinned)
-    return Incident(incident_id, incident_record, manifest, parts, pinned,
+    incident = Incident(incident_id, incident_record, pinned)
+    return Incident(incident_id, incident_record, pinned,
                     read_statuses(settings, store, incident_id, incident.nodes) if statuses else {},
                     read_summary(settings, store, incident_id) if summary else None)
 
