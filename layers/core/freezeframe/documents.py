@@ -34,8 +34,8 @@ __all__ = [
     "DISSECT_STATUS_SCHEMA", "FREEZE_SCHEMA", "GAP_SCHEMA", "HOLD_SCHEMA", "INCIDENT_SCHEMA",
     "K8S_ENDPOINTSLICE_SCHEMA", "K8S_EVENT_SCHEMA", "K8S_NODE_SCHEMA", "K8S_POD_SCHEMA", "K8S_SERVICE_SCHEMA",
     "MANIFEST_SCHEMA", "NODE_STATE_SCHEMA", "SEGMENT_SCHEMA", "SUMMARY_SCHEMA", "DissectStatus", "FreezeRequest",
-    "GapRecord", "Hold", "IncidentRecord", "Manifest", "ManifestEntry", "ManifestPart", "NodeStateEntry",
-    "SegmentRecord", "Summary",
+    "EventRecord", "GapRecord", "Hold", "IncidentRecord", "K8S_OBJECT_SCHEMAS", "Manifest", "ManifestEntry",
+    "ManifestPart", "NodeStateEntry", "ObjectRecord", "PodRecord", "SegmentRecord", "Summary",
 ]
 
 MANIFEST_SCHEMA = "freezeframe.manifest/v1"  # the manifest and each manifest part
@@ -467,3 +467,149 @@ class GapRecord:
                    agent_drops=sum(m["agent_drops"] for m in metas), reason=reason, observed_ns=observed_ns)
 
 
+# -- the Kubernetes context records (the agent's watch stream; the freeze snapshots them under the incident) -------
+
+K8S_OBJECT_SCHEMAS = (K8S_SERVICE_SCHEMA, K8S_ENDPOINTSLICE_SCHEMA, K8S_NODE_SCHEMA)
+
+
+def _strs(kind: str, raw: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: _field(kind, raw, name, str) for name in names}
+
+
+def _maybe(kind: str, raw: Mapping[str, Any], names: Mapping[str, type]) -> dict[str, Any]:
+    """Nullable fields: present and null, or of their type; a missing one is an error like any other."""
+    if missing := [name for name in names if name not in raw]:
+        raise PayloadError(f"{kind}: missing field {missing[0]!r}")
+    return {name: None if raw[name] is None else _field(kind, raw, name, expected)
+            for name, expected in names.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class PodRecord:
+    """One observation of a pod of this node: its IPs and workload from `observed_ns` on, until a later record."""
+
+    cluster: str
+    node: str
+    observed_ns: int
+    change: str  # ADDED | MODIFIED | DELETED | SYNC
+    namespace: str
+    pod: str
+    uid: str
+    pod_ips: tuple[str, ...]  # every status.podIPs entry (IPv4 and IPv6); the node's IPs when host_network
+    host_ip: str | None
+    host_network: bool
+    workload_kind: str  # Deployment | StatefulSet | DaemonSet | CronJob | Job | ReplicaSet | StaticPod | Pod | ...
+    workload_name: str
+    labels: dict[str, str]
+    phase: str | None
+    resource_version: str | None
+    # Set on SYNC records and on the DELETED records a re-list infers: the list's resourceVersion and item count,
+    # so a consumer knows when it has seen the whole snapshot.
+    snapshot_rv: str | None = None
+    snapshot_size: int | None = None
+    schema: str = K8S_POD_SCHEMA
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["pod_ips"] = list(self.pod_ips)
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> PodRecord:
+        kind = "pod record"
+        _schema(kind, raw, K8S_POD_SCHEMA)
+        ips = _field(kind, raw, "pod_ips", list)
+        labels = _field(kind, raw, "labels", Mapping)
+        if not all(isinstance(ip, str) for ip in ips):
+            raise PayloadError(f"{kind}: field 'pod_ips' must be a list of strings")
+        return cls(**_strs(kind, raw, ("cluster", "node", "change", "namespace", "pod", "uid", "workload_kind",
+                                       "workload_name")),
+                   **_maybe(kind, raw, {"host_ip": str, "phase": str, "resource_version": str, "snapshot_rv": str,
+                                        "snapshot_size": int}),
+                   observed_ns=_field(kind, raw, "observed_ns", int), pod_ips=tuple(ips),
+                   host_network=_field(kind, raw, "host_network", bool), labels=dict(labels))
+
+    def same_state(self, other: PodRecord) -> bool:
+        """Whether nothing an IP -> pod resolution uses changed (a probe's condition flip, say)."""
+        return (self.pod_ips, self.host_ip, self.host_network, self.workload_kind, self.workload_name, self.labels,
+                self.phase) == (other.pod_ips, other.host_ip, other.host_network, other.workload_kind,
+                                other.workload_name, other.labels, other.phase)
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One Kubernetes event (core/v1 view, which also holds the events written through events.k8s.io/v1)."""
+
+    cluster: str
+    node: str  # the agent that observed it
+    observed_ns: int
+    change: str  # ADDED | MODIFIED | SYNC
+    namespace: str
+    name: str
+    uid: str
+    involved_kind: str | None
+    involved_namespace: str | None
+    involved_name: str | None
+    involved_uid: str | None
+    reason: str | None
+    type: str | None  # Normal | Warning
+    message: str | None
+    count: int
+    first_ns: int | None
+    last_ns: int | None
+    reporting_component: str | None
+    reporting_instance: str | None
+    resource_version: str | None
+    schema: str = K8S_EVENT_SCHEMA
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> EventRecord:
+        kind = "event record"
+        _schema(kind, raw, K8S_EVENT_SCHEMA)
+        return cls(**_strs(kind, raw, ("cluster", "node", "change", "namespace", "name", "uid")),
+                   **_maybe(kind, raw, {"involved_kind": str, "involved_namespace": str, "involved_name": str,
+                                        "involved_uid": str, "reason": str, "type": str, "message": str,
+                                        "first_ns": int, "last_ns": int, "reporting_component": str,
+                                        "reporting_instance": str, "resource_version": str}),
+                   observed_ns=_field(kind, raw, "observed_ns", int), count=_field(kind, raw, "count", int))
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectRecord:
+    """One observation of a Service, EndpointSlice or Node. `state` holds the fields of its kind (see the
+    builders below); consumers deduplicate on (schema, uid, resource_version, change)."""
+
+    schema: str
+    cluster: str
+    node: str  # the agent that observed it
+    observed_ns: int
+    change: str  # ADDED | MODIFIED | DELETED | SYNC
+    namespace: str  # "" for Nodes
+    name: str
+    uid: str
+    resource_version: str | None
+    state: Mapping[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        state = out.pop("state")
+        return {**state, **out}
+
+    def same_state(self, other: ObjectRecord) -> bool:
+        return self.schema == other.schema and dict(self.state) == dict(other.state)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> ObjectRecord:
+        kind = "object record"
+        if not isinstance(raw, Mapping):
+            raise PayloadError(f"{kind}: not a JSON object")
+        if raw.get("schema") not in K8S_OBJECT_SCHEMAS:
+            raise PayloadError(f"{kind}: schema must be one of {K8S_OBJECT_SCHEMAS}, got {raw.get('schema')!r}")
+        base = ("schema", "cluster", "node", "change", "namespace", "name", "uid")
+        return cls(**_strs(kind, raw, base), **_maybe(kind, raw, {"resource_version": str}),
+                   observed_ns=_field(kind, raw, "observed_ns", int),
+                   state={name: value for name, value in raw.items()
+                          if name not in (*base, "resource_version", "observed_ns")})
