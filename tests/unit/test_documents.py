@@ -5,7 +5,10 @@ tests/functional/test_documents.py, from what the writers store.)"""
 
 from __future__ import annotations
 
+import ast
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +25,18 @@ from freezeframe.errors import PayloadError
 from freezeframe_agent.k8s import event_record, pod_record
 from freezeframe_agent.k8s_objects import ENDPOINTSLICE_SCHEMA, NODE_SCHEMA, SERVICE_SCHEMA, object_record
 from tests.fixtures.k8s_api import load, load_events
+
+REPO = Path(__file__).resolve().parents[2]
+SOURCE_ROOTS = (REPO / "layers" / "core" / "freezeframe", REPO / "node_agent" / "freezeframe_agent", REPO / "functions")
+SCHEMA_STRING = re.compile(r"^freezeframe\.[a-z0-9-]+/v\d+$")
+# The evidence documents' schema strings live in these two modules (models: the records that exist before an
+# incident does); the other kinds (custody links, the local stack's state, ...) each in their own module.
+DOCUMENT_MODULES = {"layers/core/freezeframe/documents.py", "layers/core/freezeframe/models.py"}
+
+
+def schema_literals(source: str) -> list[str]:
+    return [node.value for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and SCHEMA_STRING.match(node.value)]
 
 
 def objects(list_name: str, watch_names: tuple[str, ...] = ()) -> list[tuple[str, dict[str, Any]]]:
@@ -80,3 +95,21 @@ def test_a_malformed_kubernetes_record_names_its_field() -> None:
         EventRecord.from_dict({**good, "schema": K8S_POD_SCHEMA})
     with pytest.raises(PayloadError, match=r"^object record: schema must be one of"):
         ObjectRecord.from_dict(good)
+
+
+def test_every_schema_string_is_written_once_in_the_source() -> None:
+    where: dict[str, list[str]] = {}
+    for root in SOURCE_ROOTS:
+        for path in sorted(root.rglob("*.py")):
+            for literal in schema_literals(path.read_text(encoding="utf-8")):
+                where.setdefault(literal, []).append(str(path.relative_to(REPO)))
+    assert {literal: files for literal, files in where.items() if len(files) > 1} == {}
+    kinds = ("manifest", "incident", "hold", "gap", "dissect-status", "incident-summary", "node-state", "k8s-pod",
+             "k8s-event", "k8s-service", "k8s-endpointslice", "k8s-node", "segment", "freeze-request")
+    assert {kind: where[f"freezeframe.{kind}/v1"][0] in DOCUMENT_MODULES for kind in kinds} == dict.fromkeys(
+        kinds, True)
+
+
+def test_the_schema_rule_sees_a_literal_and_ignores_prose() -> None:
+    assert schema_literals('POD = "freezeframe.k8s-pod/v1"\n"""reads `freezeframe.k8s-pod/v1` records"""') == [
+        "freezeframe.k8s-pod/v1"]
