@@ -121,6 +121,11 @@ def list_incidents(limit: int = 50) -> dict[str, Any]:
             record = read_record(config, s3, incident_id)
         except NotFoundError:
             continue  # a folder without its record (evidence written by hand): not an incident
+        except PayloadError:
+            # A record intake did not write (no valid request): listed by its id, as it is, not failing the list.
+            incidents.append({"incident_id": incident_id, "source": None, "title": None, "severity": None,
+                              "window_start": None, "window_end": None, "created_at": None})
+            continue
         request = record.to_dict()["request"]
         incidents.append({"incident_id": incident_id, "source": request.get("source"),
                           "title": request.get("title"), "severity": request.get("severity"),
