@@ -22,7 +22,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,13 +34,15 @@ from kubernetes.client.exceptions import ApiException
 
 from freezeframe.adapters.bus import SegmentBus
 from freezeframe.config import K8S_TOPIC, Settings
+from freezeframe.documents import K8S_EVENT_SCHEMA as EVENT_SCHEMA  # noqa: F401 - re-exported
+from freezeframe.documents import K8S_POD_SCHEMA as POD_SCHEMA  # noqa: F401 - re-exported
+from freezeframe.documents import EventRecord as EventRecord
+from freezeframe.documents import PodRecord as PodRecord
 from freezeframe.errors import ConfigError, FreezeframeError
 from freezeframe_agent.k8s_objects import ENDPOINTSLICE_SCHEMA, NODE_SCHEMA, SERVICE_SCHEMA, ObjectRecord, object_record
 
 logger = logging.getLogger(__name__)
 
-POD_SCHEMA = "freezeframe.k8s-pod/v1"
-EVENT_SCHEMA = "freezeframe.k8s-event/v1"
 GONE = 410
 WATCH_CHANGES = ("ADDED", "MODIFIED", "DELETED")
 MAX_LIST_PAGES = 10_000
@@ -63,73 +65,6 @@ class ListError(FreezeframeError):
 
 
 # -- records (pure: raw JSON in, record out) ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PodRecord:
-    """One observation of a pod of this node: its IPs and workload from `observed_ns` on, until a later record."""
-
-    cluster: str
-    node: str
-    observed_ns: int
-    change: str  # ADDED | MODIFIED | DELETED | SYNC
-    namespace: str
-    pod: str
-    uid: str
-    pod_ips: tuple[str, ...]  # every status.podIPs entry (IPv4 and IPv6); the node's IPs when host_network
-    host_ip: str | None
-    host_network: bool
-    workload_kind: str  # Deployment | StatefulSet | DaemonSet | CronJob | Job | ReplicaSet | StaticPod | Pod | ...
-    workload_name: str
-    labels: dict[str, str]
-    phase: str | None
-    resource_version: str | None
-    # Set on SYNC records and on the DELETED records a re-list infers: the list's resourceVersion and item count,
-    # so a consumer knows when it has seen the whole snapshot.
-    snapshot_rv: str | None = None
-    snapshot_size: int | None = None
-    schema: str = POD_SCHEMA
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["pod_ips"] = list(self.pod_ips)
-        return out
-
-    def same_state(self, other: PodRecord) -> bool:
-        """Whether nothing an IP -> pod resolution uses changed (a probe's condition flip, say)."""
-        return (self.pod_ips, self.host_ip, self.host_network, self.workload_kind, self.workload_name, self.labels,
-                self.phase) == (other.pod_ips, other.host_ip, other.host_network, other.workload_kind,
-                                other.workload_name, other.labels, other.phase)
-
-
-@dataclass(frozen=True, slots=True)
-class EventRecord:
-    """One Kubernetes event (core/v1 view, which also holds the events written through events.k8s.io/v1)."""
-
-    cluster: str
-    node: str  # the agent that observed it
-    observed_ns: int
-    change: str  # ADDED | MODIFIED | SYNC
-    namespace: str
-    name: str
-    uid: str
-    involved_kind: str | None
-    involved_namespace: str | None
-    involved_name: str | None
-    involved_uid: str | None
-    reason: str | None
-    type: str | None  # Normal | Warning
-    message: str | None
-    count: int
-    first_ns: int | None
-    last_ns: int | None
-    reporting_component: str | None
-    reporting_instance: str | None
-    resource_version: str | None
-    schema: str = EVENT_SCHEMA
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def rfc3339_ns(value: str | None) -> int | None:

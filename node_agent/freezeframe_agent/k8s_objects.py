@@ -10,39 +10,14 @@ status heartbeat) is skipped by `same_state`, so a Node's lease renewals do not 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
 from typing import Any
 
+from freezeframe.documents import ObjectRecord
 from freezeframe.k8s_context import ENDPOINTSLICE_SCHEMA, NODE_SCHEMA, SERVICE_SCHEMA
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 RawObject = Mapping[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectRecord:
-    """One observation of a Service, EndpointSlice or Node. `state` holds the fields of its kind (see the
-    builders below); consumers deduplicate on (schema, uid, resource_version, change)."""
-
-    schema: str
-    cluster: str
-    node: str  # the agent that observed it
-    observed_ns: int
-    change: str  # ADDED | MODIFIED | DELETED | SYNC
-    namespace: str  # "" for Nodes
-    name: str
-    uid: str
-    resource_version: str | None
-    state: Mapping[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        state = out.pop("state")
-        return {**state, **out}
-
-    def same_state(self, other: ObjectRecord) -> bool:
-        return self.schema == other.schema and dict(self.state) == dict(other.state)
 
 
 def _meta(raw: RawObject) -> Mapping[str, Any]:

@@ -25,12 +25,12 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from freezeframe.errors import PayloadError
-from freezeframe.models import GAP_SCHEMA
+from freezeframe.documents import GAP_SCHEMA as GAP_SCHEMA
+from freezeframe.documents import GapRecord
 
 logger = logging.getLogger(__name__)
 
@@ -40,58 +40,6 @@ STATE_NAME = "state.json"
 _SIDECAR = re.compile(r"^(\d{12})\.json$")
 _BODY = re.compile(r"^(\d{12})\.pcap\.zst$")
 _GAP = re.compile(r"^gap-(\d{12})-(\d{12})\.json$")
-
-
-@dataclass(frozen=True, slots=True)
-class GapRecord:
-    """Segments that were spooled (so they hold seqs) but will never be uploaded, published on the segments topic
-    beside the segment records so consumers can tell a reported loss from a silent one."""
-
-    cluster: str
-    node: str
-    first_seq: int
-    last_seq: int
-    start_ns: int
-    end_ns: int
-    segments: int
-    packets: int
-    bytes: int
-    stored_bytes: int
-    kernel_drops: int
-    agent_drops: int
-    reason: str  # spool_full | spool_corrupt | key_conflict
-    observed_ns: int
-    schema: str = GAP_SCHEMA
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> GapRecord:
-        if raw.get("schema") != GAP_SCHEMA:
-            raise PayloadError(f"gap record schema must be {GAP_SCHEMA!r}, got {raw.get('schema')!r}")
-        values: dict[str, Any] = {}
-        for name in ("cluster", "node", "reason"):
-            if not isinstance(raw.get(name), str):
-                raise PayloadError(f"gap record field {name!r} must be a string")
-            values[name] = raw[name]
-        for name in ("first_seq", "last_seq", "start_ns", "end_ns", "segments", "packets", "bytes", "stored_bytes",
-                     "kernel_drops", "agent_drops", "observed_ns"):
-            if not isinstance(raw.get(name), int):
-                raise PayloadError(f"gap record field {name!r} must be an integer")
-            values[name] = raw[name]
-        return cls(**values)
-
-    @classmethod
-    def covering(cls, metas: list[Mapping[str, Any]], reason: str, observed_ns: int) -> GapRecord:
-        """The gap record of consecutive segments, from their sidecars."""
-        return cls(cluster=metas[0]["cluster"], node=metas[0]["node"], first_seq=metas[0]["seq"],
-                   last_seq=metas[-1]["seq"], start_ns=min(m["start_ns"] for m in metas),
-                   end_ns=max(m["end_ns"] for m in metas), segments=len(metas),
-                   packets=sum(m["packets"] for m in metas), bytes=sum(m["bytes"] for m in metas),
-                   stored_bytes=sum(m["stored_bytes"] for m in metas),
-                   kernel_drops=sum(m["kernel_drops"] for m in metas),
-                   agent_drops=sum(m["agent_drops"] for m in metas), reason=reason, observed_ns=observed_ns)
 
 
 @dataclass(slots=True)

@@ -248,15 +248,14 @@ def _cmd_release_hold(args: argparse.Namespace) -> int:
 
     from freezeframe import legal_hold
     from freezeframe.adapters import s3 as s3io
-    from freezeframe.custody.pinned import pinned_manifest
-    from freezeframe.holds import manifest_parts
+    from freezeframe.incident import load_incident
     from freezeframe.local.stack import apply_state, load_state
     from freezeframe.manifest import entries_of
 
     config = apply_state(settings(), load_state(settings()))
     s3 = s3io.client(config)
-    manifest = pinned_manifest(config, s3, args.incident)
-    documents = [manifest, *manifest_parts(config, s3, args.incident)]
+    incident = load_incident(config, s3, args.incident, record=False, statuses=False, summary=False)
+    documents = [incident.manifest_document, *incident.part_documents]
     versions = [legal_hold.HeldVersion(str(doc.get("raw_bucket", config.raw_bucket)), e.key, e.version_id)
                 for doc in documents for e in entries_of(doc)]
     still_held = legal_hold.release(config, s3, args.incident, versions, datetime.now(UTC))

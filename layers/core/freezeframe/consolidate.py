@@ -15,13 +15,9 @@ from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings
 from freezeframe.errors import SegmentCorruptError
-from freezeframe.keys import incident_prefix
+from freezeframe.keys import copy_key
 from freezeframe.models import FreezeRequest, ManifestEntry
 from freezeframe.parallel import LOCK_LIMIT, run_all
-
-
-def copy_key(incident_id: str, raw_key: str) -> str:
-    return f"{incident_prefix(incident_id)}segments/{raw_key}"
 
 
 def consolidate(settings: Settings, s3: ObjectStore, request: FreezeRequest, entries: Sequence[ManifestEntry]

@@ -26,11 +26,10 @@ from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.bus import open_bus
 from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings, env_overrides, export_env
-from freezeframe.custody.pinned import pinned_manifest
 from freezeframe.dissect.files import first_timestamp
-from freezeframe.errors import FreezeframeError
-from freezeframe.finalize import summary_key
-from freezeframe.keys import check_name, dissect_status_key
+from freezeframe.errors import FreezeframeError, NotFoundError
+from freezeframe.incident import load_incident
+from freezeframe.keys import check_name, dissect_status_key, summary_key
 from freezeframe.local import demo_store
 from freezeframe.local.functions import functions_dir
 from freezeframe.local.gateway import LocalGateway
@@ -219,7 +218,8 @@ def run_demo(kafka: str | None = None, s3_endpoint: str | None = None, workdir: 
         failed = [i for i in gateway.invocations if i.state == "failed"]
         if failed:
             raise FreezeframeError(f"async invocations failed: {[(i.function, i.error) for i in failed]}")
-        manifest = pinned_manifest(config, s3, incident_id)
+        incident = load_incident(config, s3, incident_id, record=False)
+        manifest = incident.manifest_document
         locked = [s for s in manifest["segments"] if s["lock_mode"] == manifest["request"]["lock"]["mode"]]
         delete_refused = _delete_refused(s3, config.raw_bucket, manifest["segments"][0]) if locked else False
         say(f"freeze: {len(locked)} of {len(manifest['segments'])} segment versions locked "
@@ -227,8 +227,10 @@ def run_demo(kafka: str | None = None, s3_endpoint: str | None = None, workdir: 
             f"delete of a locked version refused: {delete_refused}")
         tables: dict[str, int] = {}
         for node in sorted({s["node"] for s in manifest["segments"]}):
-            report = s3io.get_json(s3, config.evidence_bucket, dissect_status_key(incident_id, node))
-            for table, rows in report["tables"].items():
+            report = incident.statuses.get(node)
+            if report is None:
+                raise NotFoundError(f"no dissect status of node {node} at {dissect_status_key(incident_id, node)}")
+            for table, rows in report.tables.items():
                 tables[table] = tables.get(table, 0) + rows
         say(f"dissect: {tables}")
         con = connect(config)
@@ -241,10 +243,11 @@ def run_demo(kafka: str | None = None, s3_endpoint: str | None = None, workdir: 
             say(format_table(result))
             queries.append({"sql": query.sql, "rows": result.records()})
         # The dissection's finalize step wrote the incident summary and, in it, where the report went.
-        summary = s3io.get_json(s3, config.evidence_bucket, summary_key(incident_id))
-        report_key = summary["report"].get("key")
+        if incident.summary is None:
+            raise NotFoundError(f"finalize wrote no summary at {summary_key(incident_id)}")
+        report_key = incident.summary.report.get("key")
         if not report_key:
-            raise FreezeframeError(f"finalize wrote no report: {summary['report']}")
+            raise FreezeframeError(f"finalize wrote no report: {dict(incident.summary.report)}")
         report_copy = (directory or workdir) / "report.html"  # the embedded S3 goes away with the demo
         report_copy.parent.mkdir(parents=True, exist_ok=True)
         report_copy.write_bytes(s3io.get_bytes(s3, config.evidence_bucket, report_key))

@@ -47,10 +47,10 @@ from freezeframe import k8s_context
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings
-from freezeframe.custody.pinned import read_pinned
 from freezeframe.dissect.enrich import IpTimeline
 from freezeframe.errors import CaptureFormatError, FreezeframeError, SegmentCorruptError
 from freezeframe.hashstream import CHUNK_BYTES, HashingStream
+from freezeframe.incident import load_incident
 from freezeframe.models import ManifestEntry, parse_iso, to_ns
 from freezeframe.pcapio import (
     LINKTYPE_ETHERNET,
@@ -148,7 +148,7 @@ def load_evidence(settings: Settings, s3: ObjectStore, incident_id: str, *, veri
                   with_context: bool) -> Evidence:
     """The incident's manifest and parts at the versions its signed custody chain names (custody.pinned): a later
     version under the same key, or a part no link names, is never read."""
-    pinned = read_pinned(settings, s3, incident_id)
+    pinned = load_incident(settings, s3, incident_id, record=False, statuses=False, summary=False).pinned
     store = S3Store(s3)
     documents = []
     for index, pinned_document in enumerate((pinned.manifest, *pinned.parts)):

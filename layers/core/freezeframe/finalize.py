@@ -36,17 +36,17 @@ from freezeframe.adapters.catalog import register_parts
 from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings
 from freezeframe.custody.chain import seal_written
-from freezeframe.custody.pinned import pinned_manifest
+from freezeframe.documents import SUMMARY_SCHEMA
 from freezeframe.errors import NotFoundError, PayloadError, SegmentCorruptError
 from freezeframe.follow import follow_up, hold_closes_at, incident_nodes
-from freezeframe.holds import manifest_parts
+from freezeframe.incident import load_incident
+from freezeframe.incident import read_statuses as read_typed_statuses
 from freezeframe.keys import (
     check_name,
-    dissect_status_key,
     follow_key,
-    incident_prefix,
     parse_table_part_key,
     resolved_key,
+    summary_key,
 )
 from freezeframe.models import iso, parse_iso
 from freezeframe.unverified import unverified_of
@@ -54,7 +54,6 @@ from freezeframe.views import write_incident_views
 
 logger = logging.getLogger(__name__)
 
-SUMMARY_SCHEMA = "freezeframe.incident-summary/v1"
 COMPLETE = "complete"
 INCOMPLETE = "incomplete"
 DONE = "done"
@@ -69,8 +68,6 @@ RegisterParts = Callable[[Settings, Iterable[str]], list[str]]
 ReportWriter = Callable[[Settings, Any, str], str]
 
 
-def summary_key(incident_id: str) -> str:
-    return f"{incident_prefix(incident_id)}summary.json"
 
 
 def resolved_at(settings: Settings, s3: ObjectStore, incident_id: str) -> datetime | None:
@@ -209,13 +206,9 @@ def write_report(settings: Settings, s3: ObjectStore, incident_id: str, writer: 
 
 def read_statuses(settings: Settings, s3: ObjectStore, incident_id: str,
                   nodes: Iterable[str]) -> dict[str, dict[str, Any] | None]:
-    statuses: dict[str, dict[str, Any] | None] = {}
-    for node in sorted(set(nodes)):
-        try:
-            statuses[node] = s3io.get_json(s3, settings.evidence_bucket, dissect_status_key(incident_id, node))
-        except NotFoundError:
-            statuses[node] = None
-    return statuses
+    """Each node's dissect status (validated: freezeframe.documents.DissectStatus) as stored, None when missing."""
+    return {node: status.to_dict() if status is not None else None
+            for node, status in read_typed_statuses(settings, s3, incident_id, nodes).items()}
 
 
 def finalize_incident(settings: Settings, s3: ObjectStore, incident_id: str, outcomes: Sequence[NodeOutcome], *,
@@ -225,8 +218,8 @@ def finalize_incident(settings: Settings, s3: ObjectStore, incident_id: str, out
 
     `writer` defaults to `report_writer()`, looked up at call time."""
     now = now or datetime.now(UTC)
-    manifest = pinned_manifest(settings, s3, incident_id)
-    parts = manifest_parts(settings, s3, incident_id)
+    incident = load_incident(settings, s3, incident_id, record=False, statuses=False, summary=False)
+    manifest, parts = incident.manifest_document, incident.part_documents
     # Every node with a segment locked under the incident: the freeze's and those the hold's parts brought.
     manifest_nodes = set(incident_nodes(manifest, parts))
     # Decided before the report, so the report says whether its tables are partial and until when.

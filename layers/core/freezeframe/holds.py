@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,49 +22,25 @@ from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings
 from freezeframe.custody.chain import seal_written
 from freezeframe.custody.pinned import pinned_parts
+from freezeframe.documents import MANIFEST_SCHEMA, Hold
 from freezeframe.errors import NotFoundError
 from freezeframe.follow import FollowUp
-from freezeframe.keys import check_name, follow_key, manifest_part_key, resolved_key
-from freezeframe.manifest import MANIFEST_SCHEMA, root_hash
-from freezeframe.models import FreezeRequest, LockSpec, ManifestEntry, SegmentRecord, iso, parse_iso
+from freezeframe.keys import (
+    follow_key,
+    hold_key,
+    holds_day_prefix,
+    manifest_part_key,
+    resolved_key,
+)
+from freezeframe.manifest import root_hash
+from freezeframe.models import FreezeRequest, ManifestEntry, SegmentRecord, iso
 from freezeframe.unverified import UnverifiedSegment, attach, metadata_problem, size_problem
 
 logger = logging.getLogger(__name__)
-HOLD_SCHEMA = "freezeframe.hold/v1"
-HOLDS_ROOT = "holds"
 # A hold closes at most MAX_WINDOW (2 days) + grace after it opens, so a few dates cover every open one.
 OPEN_DAYS_AHEAD = 4
 
 
-@dataclass(frozen=True, slots=True)
-class Hold:
-    incident_id: str
-    cluster: str
-    nodes: tuple[str, ...]
-    window_start_ns: int
-    window_end_ns: int
-    closes_at: datetime
-    lock: LockSpec
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"schema": HOLD_SCHEMA, "incident_id": self.incident_id, "cluster": self.cluster,
-                "nodes": list(self.nodes), "window_start_ns": self.window_start_ns,
-                "window_end_ns": self.window_end_ns, "closes_at": iso(self.closes_at), "lock": self.lock.to_dict()}
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> Hold:
-        return cls(incident_id=raw["incident_id"], cluster=raw["cluster"], nodes=tuple(raw.get("nodes") or ()),
-                   window_start_ns=int(raw["window_start_ns"]), window_end_ns=int(raw["window_end_ns"]),
-                   closes_at=parse_iso(raw["closes_at"], "closes_at"), lock=LockSpec.from_dict(raw["lock"]))
-
-    def covers(self, record: SegmentRecord) -> bool:
-        """Pure: the segment belongs to this hold's cluster and nodes and overlaps its window."""
-        return (record.cluster == self.cluster and (not self.nodes or record.node in self.nodes)
-                and record.start_ns <= self.window_end_ns and record.end_ns >= self.window_start_ns)
-
-
-def hold_key(incident_id: str, closes_at: datetime) -> str:
-    return f"{HOLDS_ROOT}/{closes_at.astimezone(UTC):%Y-%m-%d}/{check_name('incident_id', incident_id)}.json"
 
 
 def hold_for(request: FreezeRequest, grace_s: int, now: datetime) -> Hold | None:
@@ -85,7 +60,7 @@ def open_hold(settings: Settings, s3: ObjectStore, hold: Hold) -> None:
 def open_holds(settings: Settings, s3: ObjectStore, now: datetime) -> list[Hold]:
     holds = []
     for day in range(OPEN_DAYS_AHEAD + 1):
-        prefix = f"{HOLDS_ROOT}/{(now + timedelta(days=day)):%Y-%m-%d}/"
+        prefix = holds_day_prefix(now + timedelta(days=day))
         for key in s3io.list_keys(s3, settings.evidence_bucket, prefix):
             hold = Hold.from_dict(s3io.get_json(s3, settings.evidence_bucket, key))
             if hold.closes_at > now and not s3io.exists(s3, settings.evidence_bucket, resolved_key(hold.incident_id)):

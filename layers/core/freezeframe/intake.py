@@ -26,12 +26,11 @@ from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.alerts import alertmanager, manual, pagerduty
 from freezeframe.config import Settings
-from freezeframe.custody.pinned import read_pinned
+from freezeframe.documents import IncidentRecord
 from freezeframe.errors import CustodyError, NotFoundError, PayloadError, SignatureError
-from freezeframe.follow import incident_nodes
 from freezeframe.holds import read_follow
+from freezeframe.incident import load_incident, read_record
 from freezeframe.keys import (
-    dissect_status_key,
     freeze_started_key,
     incident_key,
     manifest_key,
@@ -45,7 +44,6 @@ from freezeframe.unverified import unverified_of
 
 logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
-INCIDENT_SCHEMA = "freezeframe.incident/v1"
 HANDOFF_GRACE = timedelta(seconds=60)
 StartFreeze = Callable[[FreezeRequest], None]
 
@@ -92,8 +90,8 @@ def register(settings: Settings, s3: ObjectStore, requests: Iterable[FreezeReque
     """Create-only incident records; hands off a freeze for each record this call created."""
     accepted, duplicates = [], []
     for request in requests:
-        record = {"schema": INCIDENT_SCHEMA, "incident_id": request.incident_id, "state": "accepted",
-                  "request": request.to_dict(), "created_at": iso(now), **(extra or {})}
+        record = IncidentRecord(request=request, incident_id=request.incident_id, state="accepted",
+                                created_at=iso(now), extra=dict(extra or {})).to_dict()
         created = s3io.put_json(s3, settings.evidence_bucket, incident_key(request.incident_id), record,
                                 create_only=True)
         if created is not None:
@@ -210,15 +208,13 @@ def accept_manual(settings: Settings, s3: ObjectStore, headers: Mapping[str, str
 
 def incident_status(settings: Settings, s3: ObjectStore, incident_id: str) -> dict[str, Any]:
     """What an on-call engineer asks first: is it frozen, what is covered, is dissection done, where is it."""
-    try:
-        record = s3io.get_json(s3, settings.evidence_bucket, incident_key(incident_id))
-    except NotFoundError as exc:
-        raise NotFoundError(f"no incident {incident_id!r}") from exc
-    status: dict[str, Any] = {"incident_id": incident_id, "state": "accepted", "request": record["request"],
-                              "created_at": record.get("created_at"),
+    record = read_record(settings, s3, incident_id)
+    status: dict[str, Any] = {"incident_id": incident_id, "state": "accepted", "request": record.request.to_dict(),
+                              "created_at": record.created_at,
                               "links": {"incident": f"s3://{settings.evidence_bucket}/{incident_key(incident_id)}"}}
     try:
-        pinned = read_pinned(settings, s3, incident_id)  # the versions the signed chain names, never the latest
+        # The versions the signed chain names, never the latest.
+        incident = load_incident(settings, s3, incident_id, record=False, summary=False)
     except NotFoundError:
         failure = freeze_failure(settings, s3, incident_id)
         if failure is not None:
@@ -229,17 +225,13 @@ def incident_status(settings: Settings, s3: ObjectStore, incident_id: str) -> di
         # Served as the truth only what the chain vouches for: a broken chain shows as such, with nothing else.
         status.update(state="custody-broken", custody={"ok": False, "error": str(exc)})
         return status
-    manifest = pinned.manifest.document
-    parts = [part.document for part in pinned.parts]
-    nodes = incident_nodes(manifest, parts)
-    dissection = {}
+    pinned, manifest, parts = incident.pinned, incident.manifest_document, incident.part_documents
+    nodes = incident.nodes
+    dissection: dict[str, dict[str, Any]] = {}
     for node in nodes:
-        try:
-            report = s3io.get_json(s3, settings.evidence_bucket, dissect_status_key(incident_id, node))
-            dissection[node] = {"state": report["state"], "tables": report.get("tables", {}),
-                                "corrupt_segments": len(report.get("corrupt_segments", []))}
-        except NotFoundError:
-            dissection[node] = {"state": "pending"}
+        report = incident.statuses.get(node)
+        dissection[node] = {"state": "pending"} if report is None else {
+            "state": report.state, "tables": dict(report.tables), "corrupt_segments": len(report.corrupt_segments)}
     done = all(d["state"] == "done" for d in dissection.values())
     unverified = [u.to_dict() for document in [manifest, *parts] for u in unverified_of(document)]
     follow = read_follow(settings, s3, incident_id)
@@ -251,10 +243,10 @@ def incident_status(settings: Settings, s3: ObjectStore, incident_id: str) -> di
         tables="partial" if partial_until else "complete" if nodes and done else "pending",
         partial_until=partial_until,
         unverified=unverified,
-        late_segments=sum(len(part.get("segments", [])) for part in parts),
-        frozen_segments=len(manifest.get("segments", [])),
-        root_hash=manifest.get("root_hash"),
-        coverage=manifest.get("coverage", {}),
+        late_segments=sum(len(part.segments) for part in incident.parts),
+        frozen_segments=len(incident.manifest.segments),
+        root_hash=incident.manifest.root_hash,
+        coverage=dict(incident.manifest.coverage),
         dissection=dissection,
     )
     status["custody"] = {"ok": True, "signed": pinned.signed, "manifest_version": pinned.manifest.version_id,
@@ -268,8 +260,8 @@ def incident_status(settings: Settings, s3: ObjectStore, incident_id: str) -> di
 def _stalled(settings: Settings, s3: ObjectStore, incident_id: str, now: datetime) -> bool:
     if s3io.exists(s3, settings.evidence_bucket, freeze_started_key(incident_id)):
         return False
-    record = s3io.get_json(s3, settings.evidence_bucket, incident_key(incident_id))
-    return now - parse_iso(str(record.get("created_at")), "created_at") > HANDOFF_GRACE
+    record = read_record(settings, s3, incident_id)
+    return now - parse_iso(str(record.created_at), "created_at") > HANDOFF_GRACE
 
 
 def _hand_off(settings: Settings, s3: ObjectStore, request: FreezeRequest, now: datetime,

@@ -21,16 +21,16 @@ from typing import Any
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings
-from freezeframe.keys import HOUR_NS, incident_prefix, k8s_batch_key, k8s_prefixes
+from freezeframe.documents import K8S_ENDPOINTSLICE_SCHEMA as ENDPOINTSLICE_SCHEMA
+from freezeframe.documents import K8S_EVENT_SCHEMA as EVENT_SCHEMA
+from freezeframe.documents import K8S_NODE_SCHEMA as NODE_SCHEMA
+from freezeframe.documents import K8S_POD_SCHEMA as POD_SCHEMA
+from freezeframe.documents import K8S_SERVICE_SCHEMA as SERVICE_SCHEMA
+from freezeframe.keys import HOUR_NS, context_snapshot_key, k8s_batch_key, k8s_prefixes
 from freezeframe.models import iso
 from freezeframe.parallel import run_all
 
-POD_SCHEMA = "freezeframe.k8s-pod/v1"
-EVENT_SCHEMA = "freezeframe.k8s-event/v1"
 # The objects behind a ClusterIP (freezeframe.crosslayer): Services, EndpointSlices, and each agent's Node.
-SERVICE_SCHEMA = "freezeframe.k8s-service/v1"
-ENDPOINTSLICE_SCHEMA = "freezeframe.k8s-endpointslice/v1"
-NODE_SCHEMA = "freezeframe.k8s-node/v1"
 SCHEMAS = (POD_SCHEMA, EVENT_SCHEMA, SERVICE_SCHEMA, ENDPOINTSLICE_SCHEMA, NODE_SCHEMA)
 DEFAULT_LOOKBACK_S = 3600
 READ_WORKERS = 8  # context reads and snapshots in flight
@@ -124,7 +124,7 @@ def preserve(settings: Settings, s3: ObjectStore, incident_id: str, objects: Ite
     """
 
     def snapshot(obj: ContextObject) -> ContextEntry:
-        key, body = f"{incident_prefix(incident_id)}{obj.key}", obj.body
+        key, body = context_snapshot_key(incident_id, obj.key), obj.body
         written = s3io.put_bytes(s3, settings.evidence_bucket, key, body, content_type="application/x-ndjson",
                                  create_only=True, lock=(mode, retain_until))
         if written is None:  # a retried freeze: the snapshot exists, and it is what the entry must describe

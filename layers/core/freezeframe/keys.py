@@ -274,3 +274,94 @@ def parse_node_state_key(key: str) -> RawKey | None:
 
 def node_state_prefixes(cluster: str, start_ns: int, end_ns: int) -> list[str]:
     return hour_prefixes(cluster, start_ns, end_ns, NODE_STATE_ROOT)
+
+
+def summary_key(incident_id: str) -> str:
+    """The incident summary finalize writes (freezeframe.documents.Summary)."""
+    return f"{incident_prefix(incident_id)}summary.json"
+
+
+def chain_prefix(incident_id: str) -> str:
+    """The signed custody chain's links (freezeframe.custody.chain)."""
+    return f"{incident_prefix(incident_id)}chain/"
+
+
+def link_key(incident_id: str, seq: int) -> str:
+    return f"{chain_prefix(incident_id)}{seq:08d}.json"
+
+
+def public_key_key(incident_id: str) -> str:
+    """Where the public key is published beside the evidence (PEM)."""
+    return f"{incident_prefix(incident_id)}public-key.pem"
+
+
+def ledger_prefix(incident_id: str) -> str:
+    """The custody ledger's entries (freezeframe.custody.ledger)."""
+    return f"{incident_prefix(incident_id)}custody/"
+
+
+def ledger_entry_key(incident_id: str, at: datetime, token: str) -> str:
+    return f"{ledger_prefix(incident_id)}{at.astimezone(UTC):%Y%m%dT%H%M%S%fZ}-{token}.json"
+
+
+def attempts_prefix(incident_id: str) -> str:
+    """A failing freeze's attempt records (freezeframe.lifecycle)."""
+    return f"{incident_prefix(incident_id)}freeze-attempts/"
+
+
+def attempt_key(incident_id: str, attempt: int) -> str:
+    return f"{attempts_prefix(incident_id)}{attempt:04d}.json"
+
+
+def failed_key(incident_id: str) -> str:
+    return f"{incident_prefix(incident_id)}freeze-failed.json"
+
+
+def copy_key(incident_id: str, raw_key: str) -> str:
+    """A raw segment consolidated into the evidence bucket (freezeframe.consolidate)."""
+    return f"{incident_prefix(incident_id)}segments/{raw_key}"
+
+
+def context_snapshot_key(incident_id: str, name: str) -> str:
+    """A Kubernetes context snapshot of the window (`name`: k8s/..., freezeframe.k8s_context)."""
+    return f"{incident_prefix(incident_id)}{name}"
+
+
+def chunk_status_key(incident_id: str, node: str, index: int) -> str:
+    return f"{chunk_prefix(incident_id, node, index)}status.json"
+
+
+HOLDS_ROOT = "holds"
+
+
+def holds_day_prefix(day: datetime) -> str:
+    """The holds that close on `day` (freezeframe.holds): a few dates cover every open one."""
+    return f"{HOLDS_ROOT}/{day.astimezone(UTC):%Y-%m-%d}/"
+
+
+def hold_key(incident_id: str, closes_at: datetime) -> str:
+    return f"{holds_day_prefix(closes_at)}{check_name('incident_id', incident_id)}.json"
+
+
+LEGAL_HOLDS_ROOT = "legal-holds"
+LEGAL_HOLD_RELEASED_SUFFIX = ".released.json"
+
+
+def legal_hold_prefix(digest: str) -> str:
+    """The legal-hold registry of one held version (freezeframe.legal_hold: `digest` names the version)."""
+    return f"{LEGAL_HOLDS_ROOT}/{digest}/"
+
+
+def legal_hold_key(digest: str, incident_id: str) -> str:
+    """One incident's reference to a held version."""
+    return f"{legal_hold_prefix(digest)}{check_name('incident_id', incident_id)}.json"
+
+
+def legal_hold_released_key(digest: str, incident_id: str) -> str:
+    """The marker that an incident released its reference (create-only beside it; the reference stays)."""
+    return legal_hold_key(digest, incident_id).removesuffix(".json") + LEGAL_HOLD_RELEASED_SUFFIX
+
+
+def incidents_prefix() -> str:
+    """Where every incident's folder is (one per incident id)."""
+    return f"{INCIDENTS_ROOT}/"

@@ -17,12 +17,18 @@ from datetime import datetime
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings
-from freezeframe.keys import check_name
+from freezeframe.keys import (
+    LEGAL_HOLD_RELEASED_SUFFIX,
+    LEGAL_HOLDS_ROOT,
+    legal_hold_key,
+    legal_hold_prefix,
+    legal_hold_released_key,
+)
 from freezeframe.models import iso
 
 logger = logging.getLogger(__name__)
-REGISTRY_ROOT = "legal-holds"
-RELEASED_SUFFIX = ".released.json"
+REGISTRY_ROOT = LEGAL_HOLDS_ROOT
+RELEASED_SUFFIX = LEGAL_HOLD_RELEASED_SUFFIX
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +43,7 @@ class HeldVersion:
 
 
 def reference_key(version: HeldVersion, incident_id: str) -> str:
-    return f"{REGISTRY_ROOT}/{version.digest}/{check_name('incident_id', incident_id)}.json"
+    return legal_hold_key(version.digest, incident_id)
 
 
 def active_holders(reference_keys: Iterable[str]) -> set[str]:
@@ -64,9 +70,9 @@ def release(settings: Settings, s3: ObjectStore, incident_id: str, versions: Ite
         placed = reference_key(version, incident_id)
         if not s3io.exists(s3, settings.evidence_bucket, placed):
             continue
-        s3io.put_json(s3, settings.evidence_bucket, placed.removesuffix(".json") + RELEASED_SUFFIX,
+        s3io.put_json(s3, settings.evidence_bucket, legal_hold_released_key(version.digest, incident_id),
                       {"incident_id": incident_id, "released_at": iso(now)}, create_only=True)
-        prefix = f"{REGISTRY_ROOT}/{version.digest}/"
+        prefix = legal_hold_prefix(version.digest)
         holders = active_holders(s3io.list_keys(s3, settings.evidence_bucket, prefix))
         if not holders:
             s3io.set_legal_hold(s3, version.bucket, version.key, version.version_id, on=False)

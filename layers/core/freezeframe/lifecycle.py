@@ -18,7 +18,7 @@ from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings
 from freezeframe.errors import NotFoundError
-from freezeframe.keys import incident_prefix
+from freezeframe.keys import attempt_key, attempts_prefix, failed_key
 from freezeframe.models import iso
 
 logger = logging.getLogger(__name__)
@@ -27,12 +27,8 @@ ATTEMPT_SCHEMA = "freezeframe.freeze-attempt/v1"
 MAX_ERROR_CHARS = 2000
 
 
-def attempts_prefix(incident_id: str) -> str:
-    return f"{incident_prefix(incident_id)}freeze-attempts/"
 
 
-def failed_key(incident_id: str) -> str:
-    return f"{incident_prefix(incident_id)}freeze-failed.json"
 
 
 def record_failed_attempt(settings: Settings, s3: ObjectStore, incident_id: str, error: BaseException,
@@ -43,7 +39,7 @@ def record_failed_attempt(settings: Settings, s3: ObjectStore, incident_id: str,
     attempts = sum(1 for _ in s3io.list_keys(s3, settings.evidence_bucket, attempts_prefix(incident_id)))
     while True:
         attempts += 1
-        created = s3io.put_json(s3, settings.evidence_bucket, f"{attempts_prefix(incident_id)}{attempts:04d}.json",
+        created = s3io.put_json(s3, settings.evidence_bucket, attempt_key(incident_id, attempts),
                                 {"schema": ATTEMPT_SCHEMA, "incident_id": incident_id, "attempt": attempts,
                                  "error": message, "at": iso(now)}, create_only=True)
         if created is not None:

@@ -14,9 +14,8 @@ from datetime import datetime
 from typing import Any
 
 import freezeframe
+from freezeframe.documents import MANIFEST_SCHEMA
 from freezeframe.models import FreezeRequest, ManifestEntry, iso
-
-MANIFEST_SCHEMA = "freezeframe.manifest/v1"
 
 
 def sort_entries(entries: Iterable[ManifestEntry]) -> list[ManifestEntry]:

@@ -33,7 +33,8 @@ from freezeframe.adapters.invoke import invoke_async
 from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings, settings
 from freezeframe.errors import FreezeframeError, NotFoundError, PayloadError
-from freezeframe.keys import INCIDENTS_ROOT, incident_key
+from freezeframe.incident import read_record
+from freezeframe.keys import incidents_prefix
 
 logger = logging.getLogger(__name__)
 MAX_ROWS = 200
@@ -117,22 +118,27 @@ def list_incidents(limit: int = 50) -> dict[str, Any]:
     incidents = []
     for incident_id in _incident_ids(s3, config.evidence_bucket):
         try:
-            record = s3io.get_json(s3, config.evidence_bucket, incident_key(incident_id))
+            record = read_record(config, s3, incident_id)
         except NotFoundError:
             continue  # a folder without its record (evidence written by hand): not an incident
-        request = record.get("request", {})
+        except PayloadError:
+            # A record intake did not write (no valid request): listed by its id, as it is, not failing the list.
+            incidents.append({"incident_id": incident_id, "source": None, "title": None, "severity": None,
+                              "window_start": None, "window_end": None, "created_at": None})
+            continue
+        request = record.to_dict()["request"]
         incidents.append({"incident_id": incident_id, "source": request.get("source"),
                           "title": request.get("title"), "severity": request.get("severity"),
                           "window_start": request.get("window_start"), "window_end": request.get("window_end"),
-                          "created_at": record.get("created_at")})
+                          "created_at": record.created_at})
     incidents.sort(key=lambda item: str(item["created_at"] or ""), reverse=True)
     return {"incidents": incidents[:limit], "total": len(incidents)}
 
 
 def _incident_ids(s3: ObjectStore, bucket: str) -> list[str]:
     ids = []
-    for prefix in s3io.list_prefixes(s3, bucket, f"{INCIDENTS_ROOT}/"):
-        name = prefix[len(INCIDENTS_ROOT) + 1:].rstrip("/")
+    for prefix in s3io.list_prefixes(s3, bucket, incidents_prefix()):
+        name = prefix[len(incidents_prefix()):].rstrip("/")
         if name and not name.startswith("_"):
             ids.append(name)
     return ids

@@ -23,14 +23,14 @@ from typing import Any
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings
+from freezeframe.documents import NODE_STATE_SCHEMA, NodeStateEntry
 from freezeframe.errors import PayloadError
 from freezeframe.keys import check_name, node_state_prefixes, parse_node_state_key
-from freezeframe.models import FreezeRequest, ManifestEntry, iso
+from freezeframe.models import FreezeRequest, iso
 from freezeframe.parallel import LOCK_LIMIT, run_all
 
 logger = logging.getLogger(__name__)
 
-NODE_STATE_SCHEMA = "freezeframe.node-state/v1"
 CONFIG_KINDS = ("routes", "mtus", "ruleset")
 LOCK_WORKERS = LOCK_LIMIT
 
@@ -108,40 +108,6 @@ class NodeStateDocument:
 
 def _ints(raw: Any) -> dict[str, int]:
     return {str(name): int(value) for name, value in dict(raw or {}).items()}
-
-
-@dataclass(frozen=True, slots=True)
-class NodeStateEntry:
-    """A frozen node-state document as the manifest lists it (under `node_state`)."""
-
-    key: str
-    version_id: str
-    sha256: str
-    size: int
-    node: str
-    start_ns: int
-    end_ns: int
-    lock_mode: str
-    retain_until: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> NodeStateEntry:
-        try:
-            return cls(key=str(raw["key"]), version_id=str(raw["version_id"]), sha256=str(raw["sha256"]),
-                       size=int(raw["size"]), node=str(raw["node"]), start_ns=int(raw["start_ns"]),
-                       end_ns=int(raw["end_ns"]), lock_mode=str(raw["lock_mode"]),
-                       retain_until=str(raw["retain_until"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PayloadError(f"malformed node_state entry: {exc}") from exc
-
-    def as_manifest_entry(self) -> ManifestEntry:
-        """The segment-shaped entry verify checks (present, sha256, lock, latest)."""
-        return ManifestEntry(key=self.key, version_id=self.version_id, sha256=self.sha256, size=self.size,
-                             node=self.node, start_ns=self.start_ns, end_ns=self.end_ns, seq=None, packets=None,
-                             lock_mode=self.lock_mode, retain_until=self.retain_until, legal_hold=False)
 
 
 def entries_of(manifest: Mapping[str, Any]) -> list[NodeStateEntry]:

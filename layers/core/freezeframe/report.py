@@ -23,9 +23,8 @@ from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings
 from freezeframe.custody.chain import seal_written
-from freezeframe.custody.pinned import pinned_manifest
 from freezeframe.errors import NotFoundError
-from freezeframe.holds import manifest_parts
+from freezeframe.incident import load_incident
 from freezeframe.keys import check_name, follow_key, report_key
 from freezeframe.manifest import entries_of, node_coverage
 from freezeframe.models import from_ns, parse_iso, to_ns
@@ -331,8 +330,8 @@ def run_queries(con: Any, incident_id: str, window_start_ns: int, window_end_ns:
 def collect(settings: Settings, s3: ObjectStore, incident_id: str, con: Any = None) -> ReportData:
     """Read the manifest and its late parts from the evidence bucket, then run the SQL (on the bucket's tables
     unless `con` is given)."""
-    manifest = pinned_manifest(settings, s3, incident_id)
-    parts = tuple(manifest_parts(settings, s3, incident_id))
+    incident = load_incident(settings, s3, incident_id, record=False, statuses=False, summary=False)
+    manifest, parts = incident.manifest_document, tuple(incident.part_documents)
     queries, bucket_ns = run_queries(con if con is not None else connect(settings), incident_id,
                                      *window_ns(manifest))
     try:

@@ -28,14 +28,20 @@ from freezeframe import node_state
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.config import Settings
-from freezeframe.custody.chain import Trust, chain_prefix, check_links, public_key_key
-from freezeframe.custody.ledger import ledger_prefix
+from freezeframe.custody.chain import Trust, check_links
 from freezeframe.custody.pinned import online_trust
 from freezeframe.custody.signatures import fingerprint, load_public_key
 from freezeframe.errors import CustodyError, FreezeframeError, NotFoundError, PayloadError
-from freezeframe.finalize import summary_key
 from freezeframe.k8s_context import ContextEntry, context_root_hash
-from freezeframe.keys import manifest_key, manifest_parts_prefix, report_key
+from freezeframe.keys import (
+    chain_prefix,
+    ledger_prefix,
+    manifest_key,
+    manifest_parts_prefix,
+    public_key_key,
+    report_key,
+    summary_key,
+)
 from freezeframe.manifest import entries_of, root_hash
 from freezeframe.models import LockSpec, ManifestEntry, iso, parse_iso
 from freezeframe.unverified import unverified_hash, unverified_of

@@ -29,7 +29,7 @@ from freezeframe.adapters.tsa import HttpTimeStamper, TimeStamper
 from freezeframe.config import Settings
 from freezeframe.custody.signatures import fingerprint, sha256_hex, signature_ok, timestamp_time
 from freezeframe.errors import CustodyError
-from freezeframe.keys import incident_prefix
+from freezeframe.keys import chain_prefix, link_key, public_key_key
 from freezeframe.models import iso
 
 logger = logging.getLogger(__name__)
@@ -41,17 +41,10 @@ KINDS = ("manifest", "manifest-part", "summary", "report", "export", "custody")
 SEAL_ATTEMPTS = 16
 
 
-def chain_prefix(incident_id: str) -> str:
-    return f"{incident_prefix(incident_id)}chain/"
 
 
-def link_key(incident_id: str, seq: int) -> str:
-    return f"{chain_prefix(incident_id)}{seq:08d}.json"
 
 
-def public_key_key(incident_id: str) -> str:
-    """Where the public key is published beside the evidence (PEM)."""
-    return f"{incident_prefix(incident_id)}public-key.pem"
 
 
 def canonical(document: dict[str, Any]) -> bytes:

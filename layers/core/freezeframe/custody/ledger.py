@@ -24,7 +24,8 @@ from freezeframe.custody.chain import principal, seal_written
 from freezeframe.custody.pinned import chain_versions, online_trust
 from freezeframe.custody.signatures import sha256_hex
 from freezeframe.errors import CustodyError, NotFoundError, PayloadError
-from freezeframe.keys import incident_prefix, manifest_key
+from freezeframe.keys import ledger_entry_key, manifest_key
+from freezeframe.keys import ledger_prefix as ledger_prefix
 from freezeframe.models import iso
 
 logger = logging.getLogger(__name__)
@@ -32,12 +33,10 @@ ENTRY_SCHEMA = "freezeframe.custody-entry/v1"
 ACTIONS = ("export-pcap", "report", "query", "mcp-read", "verify", "bundle", "release-hold")
 
 
-def ledger_prefix(incident_id: str) -> str:
-    return f"{incident_prefix(incident_id)}custody/"
 
 
 def entry_key(incident_id: str, at: datetime) -> str:
-    return f"{ledger_prefix(incident_id)}{at.astimezone(UTC):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(4)}.json"
+    return ledger_entry_key(incident_id, at, secrets.token_hex(4))
 
 
 Output = bytes | Path  # what an access produced: its bytes, or the file it wrote

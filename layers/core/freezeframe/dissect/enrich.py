@@ -16,7 +16,8 @@ from typing import Any
 
 import pyarrow as pa
 
-POD_SCHEMA = "freezeframe.k8s-pod/v1"
+from freezeframe.documents import K8S_POD_SCHEMA as POD_SCHEMA
+
 ENRICHED = ("namespace", "pod", "workload")
 _BEGINNING = -(2**63)
 

@@ -82,9 +82,10 @@ from freezeframe.dissect.plan import PlannedChunk, SegmentSpan, chunk_of_item, p
 from freezeframe.dissect.problems import ProblemRow, SegmentProblems, SegmentRef
 from freezeframe.errors import NotFoundError, SegmentCorruptError
 from freezeframe.follow import inputs_digest
-from freezeframe.holds import manifest_parts
+from freezeframe.incident import load_incident
 from freezeframe.keys import (
     chunk_prefix,
+    chunk_status_key,
     dissect_moved_key,
     dissect_plan_key,
     dissect_status_key,
@@ -121,8 +122,8 @@ class NodeInputs:
 
 def node_inputs(settings: Settings, s3: Any, incident_id: str, nodes: Sequence[str] | None = None,
                 chunk_s: int | None = None) -> dict[str, NodeInputs]:
-    manifest = pinned_manifest(settings, s3, incident_id)
-    parts = manifest_parts(settings, s3, incident_id)
+    incident = load_incident(settings, s3, incident_id, record=False, statuses=False, summary=False)
+    manifest, parts = incident.manifest_document, incident.part_documents
     window = (_ns(manifest["request"]["window_start"]), _ns(manifest["request"]["window_end"]))
     all_entries = [*entries_of(manifest), *(e for part in parts for e in entries_of(part))]
     unverified_all = [u for document in [manifest, *parts] for u in unverified_of(document)]
@@ -254,7 +255,7 @@ def dissect_chunk(settings: Settings, s3: Any, item: Mapping[str, Any]) -> dict[
               "problems": [_problem_dict(row) for row in result.problems.rows],
               "seconds": round(time.monotonic() - started, 3),
               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
-    s3io.put_json(s3, settings.evidence_bucket, f"{prefix}status.json", status)
+    s3io.put_json(s3, settings.evidence_bucket, chunk_status_key(incident_id, node, index), status)
     if corrupt:
         raise SegmentCorruptError(f"incident {incident_id} node {node} chunk {index}: {len(corrupt)} segment(s) "
                                   f"failed verification: {', '.join(c['key'] for c in corrupt)}")
@@ -308,8 +309,7 @@ def merge_node(settings: Settings, s3: Any, incident_id: str, node: str) -> Diss
     stats: dict[str, int] = {}
     holes: list[dict[str, Any]] = []
     for planned_chunk in planned:
-        prefix = chunk_prefix(incident_id, node, planned_chunk.index)
-        status = _status(settings, s3, f"{prefix}status.json")
+        status = _status(settings, s3, chunk_status_key(incident_id, node, planned_chunk.index))
         hole = {"chunk": planned_chunk.index, "start_ns": planned_chunk.start_ns, "end_ns": planned_chunk.end_ns}
         if status is None or status.get("schema") != CHUNK_SCHEMA or status.get("inputs_digest") != inputs.digest or \
                 (status.get("start_ns"), status.get("end_ns")) != (planned_chunk.start_ns, planned_chunk.end_ns):
@@ -371,7 +371,7 @@ def merge_node(settings: Settings, s3: Any, incident_id: str, node: str) -> Diss
     stats.update({"chunks": len(statuses), "chunk_rows_merged": merged_rows,
                   "chunk_edge_rows": sum(e["connections"].num_rows for e in edges), "chunk_rows_pulled": moved_rows})
     report.segments = len(inputs.entries) - len(report.corrupt_segments)
-    manifest = pinned_manifest(settings, s3, incident_id)
+    manifest = load_incident(settings, s3, incident_id, record=False, statuses=False, summary=False).manifest_document
     records = context_records(s3, manifest)
     timeline = IpTimeline.from_records(records)
     tables = {name: enrich(table, timeline) for name, table in merged_tables.items()}

@@ -57,7 +57,8 @@ from freezeframe.dissect.plan import SegmentSpan, plan_node
 from freezeframe.dissect.problems import APP_KINDS, DECODE_KINDS, SegmentProblems, SegmentRef
 from freezeframe.dissect.tcp.batch import feed_batches
 from freezeframe.dissect.warmup import ChunkState, begin_chunk
-from freezeframe.errors import CaptureFormatError, NotFoundError, SegmentCorruptError
+from freezeframe.documents import DISSECT_STATUS_SCHEMA as STATUS_SCHEMA
+from freezeframe.errors import CaptureFormatError, SegmentCorruptError
 from freezeframe.follow import inputs_digest
 from freezeframe.keys import dissect_status_key, table_part_key
 from freezeframe.manifest import entries_of
@@ -68,7 +69,6 @@ from freezeframe.schemas import TABLES
 from freezeframe.unverified import unverified_of
 
 logger = logging.getLogger(__name__)
-STATUS_SCHEMA = "freezeframe.dissect-status/v1"
 
 
 @dataclass(slots=True)
@@ -317,15 +317,15 @@ def dissect_node(settings: Settings, s3: Any, incident_id: str, node: str,
     (deterministic keys). A pass whose inputs equal the last successful pass's (`inputs_digest`) keeps its tables
     and returns at once, unless `force`."""
     # The custody chain (cryptography) only here: a local `freezeframe dissect` never imports it.
-    from freezeframe.custody.pinned import pinned_manifest  # noqa: PLC0415
-    from freezeframe.holds import manifest_parts  # noqa: PLC0415
+    from freezeframe.incident import load_incident  # noqa: PLC0415
 
-    manifest = pinned_manifest(settings, s3, incident_id)
+    incident = load_incident(settings, s3, incident_id, record=False, statuses=False, summary=False)
+    manifest = incident.manifest_document
     raw_bucket = manifest.get("raw_bucket", settings.raw_bucket)
     window_start_ns = _ns(manifest["request"]["window_start"])
     window_end_ns = _ns(manifest["request"]["window_end"])
     # Late segments locked under the incident's hold arrive as manifest parts; a segment in both counts once.
-    parts = manifest_parts(settings, s3, incident_id)
+    parts = incident.part_documents
     late = [e for part in parts for e in entries_of(part)]
     unique = {(e.key, e.version_id): e for e in [*entries_of(manifest), *late] if e.node == node}
     entries = sorted(unique.values(), key=lambda e: (e.start_ns, e.key))
@@ -410,10 +410,10 @@ def dissect_node(settings: Settings, s3: Any, incident_id: str, node: str,
 
 
 def _previous_status(settings: Settings, s3: Any, incident_id: str, node: str) -> dict[str, Any] | None:
-    try:
-        return s3io.get_json(s3, settings.evidence_bucket, dissect_status_key(incident_id, node))
-    except NotFoundError:
-        return None
+    from freezeframe.incident import read_status  # noqa: PLC0415 - the custody chain only on this path
+
+    status = read_status(settings, s3, incident_id, node)
+    return status.to_dict() if status is not None else None
 
 
 def _ns(text: str) -> int:
