@@ -17,7 +17,7 @@ test-functional:
 
 lint:
 	.venv/bin/ruff check layers node_agent functions tests
-	.venv/bin/mypy layers/core/freezeframe node_agent/freezeframe_agent
+	.venv/bin/mypy layers/core/freezeframe layers/local/freezeframe_local node_agent/freezeframe_agent
 	# The functional tier's in-memory store must implement the adapters' ObjectStore interface.
 	MYPYPATH=layers/core .venv/bin/mypy tests/functional/memstore.py
 

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from freezeframe_local.events import load_event
+from freezeframe_local.functions import LocalContext
 
-from freezeframe.config import Settings, env_overrides, reset_settings_cache
-from freezeframe.local.events import load_event
-from freezeframe.local.functions import LocalContext
+from freezeframe.contracts.config import Settings, env_overrides, reset_settings_cache
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
@@ -59,7 +59,7 @@ def handler_env(monkeypatch: pytest.MonkeyPatch) -> Any:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The real local stack of `freezeframe up`: Apache Kafka (KRaft) and LocalStack S3 enforcing Object Lock,
     plus the gateway process. Stopped with `freezeframe down` logic at the end of the session."""
-    from freezeframe.local.stack import down, up
+    from freezeframe_local.stack import down, up
 
     state_dir = tmp_path_factory.mktemp("stack-state")
     config = Settings(state_dir=state_dir, functions_dir=REPO / "functions", lock_retain_days=1)
@@ -75,9 +75,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def trino(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A real Trino (Athena engine v3's engine) from Maven Central, started once per session (its start costs
-    20-50 s) and stopped at the end; a `freezeframe.trino_sql.TrinoEngine` on it."""
-    from freezeframe.local.trino import start_trino, stop_trino
-    from freezeframe.trino_sql import TrinoEngine
+    20-50 s) and stopped at the end; a `freezeframe.investigate.trino_sql.TrinoEngine` on it."""
+    from freezeframe_local.trino import start_trino, stop_trino
+
+    from freezeframe.investigate.trino_sql import TrinoEngine
 
     server = start_trino(tmp_path_factory.mktemp("trino"))
     try:

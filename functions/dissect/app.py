@@ -15,11 +15,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.catalog import register_parts
-from freezeframe.config import settings
+from freezeframe.contracts.config import settings
+from freezeframe.contracts.errors import PayloadError
+from freezeframe.contracts.logsetup import function_logger
 from freezeframe.dissect.fanout import dissect_chunk, merge_node, plan_dissection
 from freezeframe.dissect.job import dissect_node
-from freezeframe.errors import PayloadError
-from freezeframe.logsetup import function_logger
 
 logger = function_logger()
 tracer = Tracer()

@@ -9,9 +9,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from freezeframe.adapters import s3 as s3io
-from freezeframe.config import settings
-from freezeframe.finalize import COMPLETE, finalize_incident, parse_event
-from freezeframe.logsetup import function_logger
+from freezeframe.contracts.config import settings
+from freezeframe.contracts.logsetup import function_logger
+from freezeframe.dissect.finalize import COMPLETE, finalize_incident, parse_event
 
 logger = function_logger()
 tracer = Tracer()

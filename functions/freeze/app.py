@@ -12,11 +12,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.invoke import start_dissection
-from freezeframe.config import settings
-from freezeframe.freeze import freeze
-from freezeframe.lifecycle import record_failed_attempt
-from freezeframe.logsetup import function_logger
-from freezeframe.models import FreezeRequest
+from freezeframe.contracts.config import settings
+from freezeframe.contracts.logsetup import function_logger
+from freezeframe.contracts.models import FreezeRequest
+from freezeframe.freeze.freeze import freeze
+from freezeframe.freeze.lifecycle import record_failed_attempt
 
 logger = function_logger()
 tracer = Tracer()

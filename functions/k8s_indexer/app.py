@@ -15,10 +15,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import KafkaEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from freezeframe import k8s_context
 from freezeframe.adapters import s3 as s3io
-from freezeframe.config import settings
-from freezeframe.logsetup import function_logger
+from freezeframe.contracts.config import settings
+from freezeframe.contracts.logsetup import function_logger
+from freezeframe.freeze import k8s_context
 
 logger = function_logger()
 tracer = Tracer()

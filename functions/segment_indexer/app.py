@@ -17,13 +17,13 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.kafka_event import KafkaEventRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from freezeframe import segment_index
 from freezeframe.adapters import s3 as s3io
-from freezeframe.config import settings
-from freezeframe.errors import PayloadError
-from freezeframe.holds import Hold, index_segment, open_holds
-from freezeframe.logsetup import function_logger
-from freezeframe.models import GAP_SCHEMA, SEGMENT_SCHEMA, SegmentRecord
+from freezeframe.contracts.config import settings
+from freezeframe.contracts.errors import PayloadError
+from freezeframe.contracts.logsetup import function_logger
+from freezeframe.contracts.models import GAP_SCHEMA, SEGMENT_SCHEMA, SegmentRecord
+from freezeframe.freeze import segment_index
+from freezeframe.freeze.holds import Hold, index_segment, open_holds
 
 logger = function_logger()
 tracer = Tracer()

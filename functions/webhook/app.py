@@ -17,14 +17,14 @@ from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Respo
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from freezeframe import intake
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.invoke import invoke_async
 from freezeframe.adapters.secrets import alertmanager_token, api_token, pagerduty_secrets
-from freezeframe.config import Settings, settings
-from freezeframe.errors import ConfigError, NotFoundError, PayloadError, SignatureError, WindowError
-from freezeframe.logsetup import function_logger
-from freezeframe.rules import load_rules
+from freezeframe.contracts.config import Settings, settings
+from freezeframe.contracts.errors import ConfigError, NotFoundError, PayloadError, SignatureError, WindowError
+from freezeframe.contracts.logsetup import function_logger
+from freezeframe.intake import accept as intake
+from freezeframe.intake.rules import load_rules
 
 logger = function_logger()
 tracer = Tracer()

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from freezeframe.errors import CaptureFormatError, FreezeframeError
-from freezeframe.pcapio import GLOBAL_HEADER_LEN, Packet, PcapReader, parse_global_header
+from freezeframe.capture.pcapio import GLOBAL_HEADER_LEN, Packet, PcapReader, parse_global_header
+from freezeframe.contracts.errors import CaptureFormatError, FreezeframeError
 
 if TYPE_CHECKING:
     from freezeframe_agent.scapy_engine import ScapySource

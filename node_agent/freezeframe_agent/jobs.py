@@ -32,9 +32,10 @@ from typing import Any
 
 import yaml
 
-from freezeframe import bpf, config
-from freezeframe.errors import ConfigError, PayloadError
-from freezeframe.keys import check_name
+from freezeframe.capture import bpf
+from freezeframe.contracts import config
+from freezeframe.contracts.errors import ConfigError, PayloadError
+from freezeframe.contracts.keys import check_name
 from freezeframe_agent.health import Sample
 
 logger = logging.getLogger(__name__)

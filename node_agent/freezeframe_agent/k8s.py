@@ -33,12 +33,12 @@ from kubernetes import watch as kube_watch
 from kubernetes.client.exceptions import ApiException
 
 from freezeframe.adapters.bus import SegmentBus
-from freezeframe.config import K8S_TOPIC, Settings
-from freezeframe.documents import K8S_EVENT_SCHEMA as EVENT_SCHEMA  # noqa: F401 - re-exported
-from freezeframe.documents import K8S_POD_SCHEMA as POD_SCHEMA  # noqa: F401 - re-exported
-from freezeframe.documents import EventRecord as EventRecord
-from freezeframe.documents import PodRecord as PodRecord
-from freezeframe.errors import ConfigError, FreezeframeError
+from freezeframe.contracts.config import K8S_TOPIC, Settings
+from freezeframe.contracts.documents import K8S_EVENT_SCHEMA as EVENT_SCHEMA  # noqa: F401 - re-exported
+from freezeframe.contracts.documents import K8S_POD_SCHEMA as POD_SCHEMA  # noqa: F401 - re-exported
+from freezeframe.contracts.documents import EventRecord as EventRecord
+from freezeframe.contracts.documents import PodRecord as PodRecord
+from freezeframe.contracts.errors import ConfigError, FreezeframeError
 from freezeframe_agent.k8s_objects import ENDPOINTSLICE_SCHEMA, NODE_SCHEMA, SERVICE_SCHEMA, ObjectRecord, object_record
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Records of the Kubernetes objects that explain traffic to a Service: Services (ClusterIPs and ports),
 EndpointSlices (which backends were ready, serving or terminating, over time) and Nodes. The watcher
 (freezeframe_agent.k8s) lists and watches them like pods and publishes these records on the same topic; dissection
-reads them back in freezeframe.crosslayer.
+reads them back in freezeframe.dissect.crosslayer.
 
 Pure: raw JSON in, record out. A change that keeps everything a consumer reads (a resourceVersion bump from a
 status heartbeat) is skipped by `same_state`, so a Node's lease renewals do not flood the topic.
@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from freezeframe.documents import ObjectRecord
-from freezeframe.k8s_context import ENDPOINTSLICE_SCHEMA, NODE_SCHEMA, SERVICE_SCHEMA
+from freezeframe.contracts.documents import ObjectRecord
+from freezeframe.freeze.k8s_context import ENDPOINTSLICE_SCHEMA, NODE_SCHEMA, SERVICE_SCHEMA
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 

@@ -18,11 +18,11 @@ from typing import Any
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.bus import SegmentBus
 from freezeframe.adapters.s3 import ObjectStore
-from freezeframe.bpf import capture_filter, link_type_for
-from freezeframe.config import ENV_AGENT_HTTP_PORT, Settings, settings
-from freezeframe.errors import ConfigError
-from freezeframe.keys import job_segment_key
-from freezeframe.models import SegmentRecord
+from freezeframe.capture.bpf import capture_filter, link_type_for
+from freezeframe.contracts.config import ENV_AGENT_HTTP_PORT, Settings, settings
+from freezeframe.contracts.errors import ConfigError
+from freezeframe.contracts.keys import job_segment_key
+from freezeframe.contracts.models import SegmentRecord
 from freezeframe_agent import __version__
 from freezeframe_agent.capture import CaptureEngineError, ReplaySource, Source, open_engine, record
 from freezeframe_agent.health import AgentMetrics, Health, HealthReport, HealthServer, Sample

@@ -1,5 +1,5 @@
 """The node-state recorder: every segment period, the node's network counters and (when they change) its routes,
-MTUs and packet-filter ruleset, as a freezeframe.node_state document uploaded beside the segments.
+MTUs and packet-filter ruleset, as a freezeframe.freeze.node_state document uploaded beside the segments.
 
 Sources (all per network namespace, read from the recorder's own thread, which can be moved into a namespace):
 - /proc/thread-self/net/snmp and netstat: Tcp, TcpExt (ListenOverflows, ListenDrops, SyncookiesSent, ...), Ip, Udp.
@@ -36,9 +36,9 @@ from typing import Any
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.s3 import ObjectStore
-from freezeframe.config import Settings
-from freezeframe.keys import node_state_key
-from freezeframe.node_state import ConfigState, NodeStateDocument
+from freezeframe.contracts.config import Settings
+from freezeframe.contracts.keys import node_state_key
+from freezeframe.freeze.node_state import ConfigState, NodeStateDocument
 from freezeframe_agent.uploader import Backoff
 
 logger = logging.getLogger(__name__)

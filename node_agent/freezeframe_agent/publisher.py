@@ -16,7 +16,7 @@ from typing import Any
 
 from freezeframe.adapters.bus import BusRecord, KafkaBus, SegmentBus, open_bus
 from freezeframe.adapters.kafka_auth import client_options
-from freezeframe.config import Settings
+from freezeframe.contracts.config import Settings
 
 DELIVERY_TIMEOUT_MS = 24 * 3600 * 1000  # the producer keeps retrying a record through a day-long outage
 

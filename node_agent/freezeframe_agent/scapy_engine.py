@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from freezeframe.pcapio import LINKTYPE_ETHERNET, Packet
+from freezeframe.capture.pcapio import LINKTYPE_ETHERNET, Packet
 from freezeframe_agent.capture import AgentDrops, CaptureEngineError, drain, drops_at
 
 logger = logging.getLogger(__name__)

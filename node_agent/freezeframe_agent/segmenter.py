@@ -25,9 +25,9 @@ from pathlib import Path
 
 import zstandard
 
-from freezeframe.errors import CaptureFormatError
-from freezeframe.keys import raw_segment_key
-from freezeframe.pcapio import MAX_RECORD_LEN, RECORD_HEADER_LEN, encode_global_header, encode_record
+from freezeframe.capture.pcapio import MAX_RECORD_LEN, RECORD_HEADER_LEN, encode_global_header, encode_record
+from freezeframe.contracts.errors import CaptureFormatError
+from freezeframe.contracts.keys import raw_segment_key
 from freezeframe_agent.spool import DEFAULT_MAX_BYTES, EXT, Spool, SpooledSegment, pending
 
 __all__ = ["EXT", "Segmenter", "SpooledSegment", "pending"]

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from freezeframe.documents import GAP_SCHEMA as GAP_SCHEMA
-from freezeframe.documents import GapRecord
+from freezeframe.contracts.documents import GAP_SCHEMA as GAP_SCHEMA
+from freezeframe.contracts.documents import GapRecord
 
 logger = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.bus import SegmentBus
 from freezeframe.adapters.s3 import ObjectStore
-from freezeframe.config import Settings
-from freezeframe.models import SEGMENT_SCHEMA, SegmentRecord
+from freezeframe.contracts.config import Settings
+from freezeframe.contracts.models import SEGMENT_SCHEMA, SegmentRecord
 from freezeframe_agent.spool import PendingGap, Spool, SpoolEntry
 
 logger = logging.getLogger(__name__)

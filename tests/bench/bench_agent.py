@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from freezeframe.pcapio import LINKTYPE_ETHERNET, PcapWriter
+from freezeframe.capture.pcapio import LINKTYPE_ETHERNET, PcapWriter
 from freezeframe_agent.segmenter import Segmenter
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -49,7 +49,7 @@ SETTLE_S = 2.0  # after the traffic: libpcap's buffer timeout and the segmenter'
 AGENT = """\
 import json, sys, threading
 from pathlib import Path
-from freezeframe.config import Settings
+from freezeframe.contracts.config import Settings
 from freezeframe_agent.main import run_capture
 
 class NullS3:

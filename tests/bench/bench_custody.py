@@ -13,14 +13,15 @@ import time
 import uuid
 from pathlib import Path
 
+from freezeframe_local.stack import down, up
+
 from freezeframe.adapters import s3 as s3io
-from freezeframe.config import Settings
+from freezeframe.contracts.config import Settings
 from freezeframe.custody.bundle import verify_bundle, write_bundle
 from freezeframe.custody.ledger import record_access
 from freezeframe.custody.pinned import online_trust, read_pinned
-from freezeframe.freeze import freeze
-from freezeframe.local.stack import down, up
-from freezeframe.verify import verify_incident
+from freezeframe.custody.verify import verify_incident
+from freezeframe.freeze.freeze import freeze
 from freezeframe_agent.main import run_replay
 from tests.fixtures.buses import MemoryBus
 from tests.integration.test_verify import request_for

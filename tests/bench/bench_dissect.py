@@ -1,6 +1,7 @@
 """Dissection benchmark, run by `make bench-dissect`: one capture of >= 1 M packets, file -> all Parquet tables.
 
-The capture is built once and cached outside the repository (freezeframe.config.cache_dir()/bench): the bundled
+The capture is built once and cached outside the repository (freezeframe.contracts.config.cache_dir()/bench): the
+bundled
 sample (DNS over UDP and TCP, HTTP 2xx/4xx/5xx, TLS 1.2/1.3 handshakes, resets), a clean 300 KB download and a
 lossy, reordering transfer (tests/fixtures/tcp_captures.py: retransmissions, dup ACKs, zero windows, ...),
 replicated with the addresses of each copy shifted so every copy's conversations are distinct, copies staggered
@@ -35,11 +36,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from freezeframe.config import cache_dir
+from freezeframe.capture.pcapio import PcapReader, PcapWriter, open_capture
+from freezeframe.contracts.config import cache_dir
 from freezeframe.dissect import AppTracker, ConnectionTracker
 from freezeframe.dissect.connections import collector_paused
 from freezeframe.dissect.tcp.batch import feed_batches
-from freezeframe.pcapio import PcapReader, PcapWriter, open_capture
 
 CAPTURE_VERSION = 2  # bump when the generator changes, so a stale cached capture is rebuilt
 COPY_SPACING_NS = 2_000_000
@@ -57,7 +58,8 @@ TSHARK_FIELDS = [
 def template() -> tuple[int, list[tuple[int, bytes]]]:
     """One copy's frames (relative ns, Ethernet frame): the sample, a clean download and a lossy transfer."""
     # Imported here: they pull in scapy, which the measured child process must not pay for.
-    from freezeframe.samples import write_sample_pcap
+    from freezeframe_local.samples import write_sample_pcap
+
     from tests.fixtures.tcp_captures import Capture, clean_download, lossy_capture
 
     with tempfile.TemporaryDirectory() as scratch:

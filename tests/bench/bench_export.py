@@ -42,7 +42,7 @@ CACHE = Path.home() / ".cache" / "freezeframe" / "bench-export" / "v1"
 
 def segments(source: list[Path], nodes: int, compress: bool) -> dict[str, list[Path]]:
     """The bench segments dealt out to `nodes` nodes; built once, cached."""
-    from freezeframe.pcapio import PcapWriter, open_capture  # noqa: PLC0415
+    from freezeframe.capture.pcapio import PcapWriter, open_capture  # noqa: PLC0415
 
     folder = CACHE / f"{nodes}-nodes{'-zstd' if compress else ''}"
     listing = folder / "segments.json"
@@ -80,8 +80,8 @@ def segments(source: list[Path], nodes: int, compress: bool) -> dict[str, list[P
 
 
 def child_export(listing: str, out: str) -> None:
-    from freezeframe.export import Evidence, ExportOptions, export_pcap  # noqa: PLC0415
-    from freezeframe.models import ManifestEntry  # noqa: PLC0415
+    from freezeframe.contracts.models import ManifestEntry  # noqa: PLC0415
+    from freezeframe.investigate.export import Evidence, ExportOptions, export_pcap  # noqa: PLC0415
 
     nodes = json.loads(listing)
     entries = []

@@ -30,16 +30,16 @@ from pathlib import Path
 from typing import Any
 
 import zstandard
+from freezeframe_local.gateway import LocalGateway
+from freezeframe_local.s3 import ensure_localstack, start_localstack, stop_process
 
-from freezeframe import segment_index
 from freezeframe.adapters import s3 as s3io
-from freezeframe.config import Settings, env_overrides, reset_settings_cache
-from freezeframe.freeze import LOCK_WORKERS, freeze
-from freezeframe.keys import raw_segment_key
-from freezeframe.local.gateway import LocalGateway
-from freezeframe.local.s3 import ensure_localstack, start_localstack, stop_process
-from freezeframe.models import FreezeRequest, LockSpec, Scope, SegmentRecord, from_ns, iso, to_ns
-from freezeframe.pcapio import PcapWriter
+from freezeframe.capture.pcapio import PcapWriter
+from freezeframe.contracts.config import Settings, env_overrides, reset_settings_cache
+from freezeframe.contracts.keys import raw_segment_key
+from freezeframe.contracts.models import FreezeRequest, LockSpec, Scope, SegmentRecord, from_ns, iso, to_ns
+from freezeframe.freeze import segment_index
+from freezeframe.freeze.freeze import LOCK_WORKERS, freeze
 
 S = 1_000_000_000
 REPO = Path(__file__).resolve().parents[2]

@@ -40,7 +40,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from freezeframe.config import cache_dir
+from freezeframe.contracts.config import cache_dir
+from freezeframe.contracts.models import ManifestEntry
+from freezeframe.contracts.schemas import TABLES
 from freezeframe.dissect.chunks import (
     CHUNK_TABLES,
     Chunk,
@@ -70,8 +72,6 @@ from freezeframe.dissect.plan import (
     predict,
 )
 from freezeframe.dissect.problems import SegmentRef
-from freezeframe.models import ManifestEntry
-from freezeframe.schemas import TABLES
 
 NODES = 20
 HOUR_S = 3600

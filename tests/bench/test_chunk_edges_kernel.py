@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from freezeframe.config import cache_dir
+from freezeframe.capture.pcapio import MAX_TS_NS
+from freezeframe.contracts.config import cache_dir
 from freezeframe.dissect.chunks import CHUNK_TABLES, plan_chunks
 from freezeframe.dissect.files import time_span
 from freezeframe.dissect.job import SegmentSource, _dissect_chunk, dissect_segments, merge_chunk_results
 from freezeframe.dissect.problems import SegmentRef
-from freezeframe.pcapio import MAX_TS_NS
 from tests.unit.dissect.test_chunks_edges import full_merge
 
 CHUNKS = 4

@@ -1,6 +1,6 @@
 """The README's "After the demo" block, run as written (each `freezeframe` line through the installed console
 script, in an empty directory): the demo keeps its evidence, and query, report, export-pcap and verify work on it
-after the demo exited. Expected values come from the sample's documented story (freezeframe.sample_context's
+after the demo exited. Expected values come from the sample's documented story (freezeframe_local.sample_context's
 docstring) and from tshark/pcapio reading the bundled capture, not from the commands' own output."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def test_the_demo_followup_commands_work_after_the_demo_exits(tmp_path: Path) ->
     outputs = []
     for line in lines:  # each a separate process: the demo has exited before the first follow-up starts
         argv = shlex.split(line)
-        command = [str(console), *argv[1:]] if console.exists() else [sys.executable, "-m", "freezeframe.cli",
+        command = [str(console), *argv[1:]] if console.exists() else [sys.executable, "-m", "freezeframe_local.cli",
                                                                        *argv[1:]]
         # A configured signing key (here an unreachable KMS's) must never be what --demo trusts or asks.
         step_env = env if argv[1] == "demo" else {**env, "FREEZEFRAME_SIGNING_KEY_ID": "alias/someone-elses-key",
@@ -84,7 +84,7 @@ def test_the_demo_followup_commands_work_after_the_demo_exits(tmp_path: Path) ->
     target["checksum_sha256"] = None
     (directory / "store" / "blobs" / target["sha256"]).write_bytes(forged)
     index_path.write_text("".join(json.dumps(e) + "\n" for e in entries), encoding="utf-8")
-    done = subprocess.run([sys.executable, "-m", "freezeframe.cli", "verify", "--demo", "freezeframe-demo"],
+    done = subprocess.run([sys.executable, "-m", "freezeframe_local.cli", "verify", "--demo", "freezeframe-demo"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     assert f"{target['key']}@{target['version_id']}: sha256" in done.stdout

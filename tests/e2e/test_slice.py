@@ -21,15 +21,15 @@ from botocore.exceptions import ClientError
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.bus import KafkaBus
-from freezeframe.config import Settings
-from freezeframe.keys import dissect_status_key, manifest_key
-from freezeframe.models import iso
+from freezeframe.contracts.config import Settings
+from freezeframe.contracts.keys import dissect_status_key, manifest_key
+from freezeframe.contracts.models import iso
 from freezeframe_agent.main import run_replay
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "tests" / "fixtures" / "sample.pcap"
-CLI = [sys.executable, "-m", "freezeframe.cli"]
+CLI = [sys.executable, "-m", "freezeframe_local.cli"]
 
 
 def tshark_conversations(path: Path) -> dict[str, int]:

@@ -16,18 +16,18 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from freezeframe_local.functions import LocalContext, load_handler
+from freezeframe_local.kafka_source import lambda_kafka_event
+from freezeframe_local.tsa import Authority, LocalTimeStamper, ensure_authority
 
-from freezeframe import finalize
 from freezeframe.adapters import invoke, kms
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.bus import FileBus
 from freezeframe.adapters.local_signer import LocalKeySigner
-from freezeframe.config import Settings
+from freezeframe.contracts.config import Settings
+from freezeframe.contracts.models import FreezeRequest, LockSpec, Scope, SegmentRecord, from_ns
 from freezeframe.custody import chain
-from freezeframe.local.functions import LocalContext, load_handler
-from freezeframe.local.kafka_source import lambda_kafka_event
-from freezeframe.local.tsa import Authority, LocalTimeStamper, ensure_authority
-from freezeframe.models import FreezeRequest, LockSpec, Scope, SegmentRecord, from_ns
+from freezeframe.dissect import finalize
 from tests.functional.memstore import MemoryS3
 
 REPO = Path(__file__).resolve().parents[2]

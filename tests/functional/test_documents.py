@@ -1,4 +1,5 @@
-"""The typed evidence documents (freezeframe.documents) against what the writers store today: every document the
+"""The typed evidence documents (freezeframe.contracts.documents) against what the writers store today: every document
+the
 pipeline writes on the in-memory store (intake's record, the freeze's manifest and hold, the segment indexer's
 manifest parts, the dissect statuses, finalize's summary) parses and re-encodes to its stored bytes, and
 `load_incident` hands back exactly those documents at the versions the custody chain names. The expected segments
@@ -13,9 +14,8 @@ from typing import Any
 
 import pytest
 
-from freezeframe import intake
 from freezeframe.adapters import s3 as s3io
-from freezeframe.documents import (
+from freezeframe.contracts.documents import (
     MANIFEST_SCHEMA,
     DissectStatus,
     Hold,
@@ -24,9 +24,10 @@ from freezeframe.documents import (
     ManifestPart,
     Summary,
 )
-from freezeframe.errors import CustodyError, NotFoundError, PayloadError
-from freezeframe.incident import load_incident
-from freezeframe.keys import manifest_key
+from freezeframe.contracts.errors import CustodyError, NotFoundError, PayloadError
+from freezeframe.contracts.keys import manifest_key
+from freezeframe.custody.incident import load_incident
+from freezeframe.intake import accept as intake
 from tests.functional.conftest import Harness
 
 KINDS: list[tuple[re.Pattern[str], Any]] = [

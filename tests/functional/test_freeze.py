@@ -12,8 +12,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from freezeframe.adapters import s3 as s3io
-from freezeframe.keys import manifest_key
-from freezeframe.lifecycle import attempts_prefix, failed_key
+from freezeframe.contracts.keys import manifest_key
+from freezeframe.freeze.lifecycle import attempts_prefix, failed_key
 from tests.functional.conftest import STATE_MACHINE, Harness
 
 

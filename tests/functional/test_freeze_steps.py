@@ -8,12 +8,12 @@ from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from freezeframe import freeze as steps
 from freezeframe.adapters import s3 as s3io
-from freezeframe.holds import hold_key
-from freezeframe.keys import manifest_key
-from freezeframe.models import ManifestEntry, Scope
-from freezeframe.parallel import Tasks
+from freezeframe.contracts.keys import manifest_key
+from freezeframe.contracts.models import ManifestEntry, Scope
+from freezeframe.contracts.parallel import Tasks
+from freezeframe.freeze import freeze as steps
+from freezeframe.freeze.holds import hold_key
 from tests.functional.conftest import Harness
 
 

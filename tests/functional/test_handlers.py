@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from freezeframe import finalize
 from freezeframe.adapters import catalog
 from freezeframe.adapters import s3 as s3io
-from freezeframe.k8s_context import POD_SCHEMA
-from freezeframe.keys import dissect_status_key, manifest_key, parse_table_part_key
-from freezeframe.models import to_ns
+from freezeframe.contracts.keys import dissect_status_key, manifest_key, parse_table_part_key
+from freezeframe.contracts.models import to_ns
+from freezeframe.dissect import finalize
+from freezeframe.freeze.k8s_context import POD_SCHEMA
 from tests.functional.conftest import SAMPLE, Harness
 
 INCIDENT = "fn-dissect-1"
@@ -113,7 +113,7 @@ def test_the_fan_out_plans_dissects_each_chunk_and_merges_to_the_same_tables(fro
 
 def test_an_unknown_dissect_action_is_refused(frozen: Any) -> None:
     harness, _ = frozen
-    from freezeframe.errors import PayloadError
+    from freezeframe.contracts.errors import PayloadError
 
     with pytest.raises(PayloadError):
         harness.call("dissect", {"action": "explode", "incident_id": INCIDENT})

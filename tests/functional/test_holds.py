@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from freezeframe import legal_hold, segment_index
+from freezeframe_local.events import function_url_event
+
 from freezeframe.adapters import s3 as s3io
-from freezeframe.holds import hold_key, manifest_parts
-from freezeframe.keys import incident_key, manifest_key
-from freezeframe.local.events import function_url_event
-from freezeframe.models import LockSpec, iso
+from freezeframe.contracts.keys import incident_key, manifest_key
+from freezeframe.contracts.models import LockSpec, iso
+from freezeframe.freeze import legal_hold, segment_index
+from freezeframe.freeze.holds import hold_key, manifest_parts
 from tests.functional.conftest import API_TOKEN, Harness
 
 

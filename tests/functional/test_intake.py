@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from freezeframe_local.events import function_url_event, load_event
 
 from freezeframe.adapters import s3 as s3io
-from freezeframe.config import Settings
-from freezeframe.keys import incident_key, manifest_key
-from freezeframe.local.events import function_url_event, load_event
+from freezeframe.contracts.config import Settings
+from freezeframe.contracts.keys import incident_key, manifest_key
 from tests.functional.conftest import ALERTMANAGER_TOKEN, API_TOKEN, PAGERDUTY_SECRET, REPO, Harness
 
 BASE = Settings(functions_dir=REPO / "functions")

@@ -15,7 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from freezeframe.adapters import s3 as s3io
-from freezeframe.config import Settings
+from freezeframe.contracts.config import Settings
 from tests.functional.memstore import MemoryS3
 
 T0 = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)

@@ -14,12 +14,12 @@ import pytest
 from botocore.exceptions import ClientError
 
 from freezeframe.adapters import s3 as s3io
+from freezeframe.contracts.keys import manifest_key, manifest_parts_prefix, raw_segment_key
+from freezeframe.contracts.models import ManifestEntry
 from freezeframe.custody.chain import link_key
+from freezeframe.custody.manifest import MANIFEST_SCHEMA, root_hash
 from freezeframe.custody.pinned import read_pinned
-from freezeframe.keys import manifest_key, manifest_parts_prefix, raw_segment_key
-from freezeframe.manifest import MANIFEST_SCHEMA, root_hash
-from freezeframe.models import ManifestEntry
-from freezeframe.verify import VerifyReport, format_report, verify_incident
+from freezeframe.custody.verify import VerifyReport, format_report, verify_incident
 from tests.functional.conftest import Harness
 
 INCIDENT = "fn-verify-1"

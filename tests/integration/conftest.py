@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from freezeframe_local.gateway import LocalGateway
 
 from freezeframe.adapters import s3 as s3io
-from freezeframe.config import Settings
-from freezeframe.local.gateway import LocalGateway
+from freezeframe.contracts.config import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from freezeframe import segment_index
 from freezeframe.adapters import s3 as s3io
-from freezeframe.freeze import freeze
-from freezeframe.keys import manifest_key, raw_segment_key
-from freezeframe.models import FreezeRequest, LockSpec, Scope, SegmentRecord, from_ns, to_ns
+from freezeframe.contracts.keys import manifest_key, raw_segment_key
+from freezeframe.contracts.models import FreezeRequest, LockSpec, Scope, SegmentRecord, from_ns, to_ns
+from freezeframe.freeze import segment_index
+from freezeframe.freeze.freeze import freeze
 
 pytestmark = pytest.mark.integration
 S = 1_000_000_000

@@ -24,20 +24,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from freezeframe_local.functions import load_handler
+from freezeframe_local.kafka import create_topics
+from freezeframe_local.kafka_source import KafkaEventSource
 from kubernetes.client import Configuration
 
-from freezeframe import scenarios
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.bus import KafkaBus
-from freezeframe.finalize import summary_key
-from freezeframe.k8s_context import ENDPOINTSLICE_SCHEMA, SERVICE_SCHEMA
-from freezeframe.keys import incident_key
-from freezeframe.local.functions import load_handler
-from freezeframe.local.kafka import create_topics
-from freezeframe.local.kafka_source import KafkaEventSource
-from freezeframe.models import FreezeRequest, LockSpec, Scope
-from freezeframe.query import run
-from freezeframe.verify import verify_incident
+from freezeframe.contracts.keys import incident_key
+from freezeframe.contracts.models import FreezeRequest, LockSpec, Scope
+from freezeframe.custody.verify import verify_incident
+from freezeframe.dissect.finalize import summary_key
+from freezeframe.freeze.k8s_context import ENDPOINTSLICE_SCHEMA, SERVICE_SCHEMA
+from freezeframe.investigate import scenarios
+from freezeframe.investigate.query import run
 from freezeframe_agent.k8s import K8sWatcher
 from freezeframe_agent.main import run_capture
 from tests.fixtures.buses import MemoryBus

@@ -20,17 +20,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from freezeframe.adapters import s3 as s3io
+from freezeframe.contracts.keys import incident_key, manifest_key, manifest_parts_prefix, raw_segment_key
+from freezeframe.contracts.models import ManifestEntry
 from freezeframe.custody.bundle import verify_bundle, write_bundle
 from freezeframe.custody.chain import Envelope, chain_prefix, link_key, public_key_key
 from freezeframe.custody.ledger import custody_trail, ledger_prefix, record_access
+from freezeframe.custody.manifest import MANIFEST_SCHEMA, root_hash
 from freezeframe.custody.pinned import online_trust, read_pinned
-from freezeframe.export import load_evidence
-from freezeframe.freeze import freeze
-from freezeframe.intake import incident_status
-from freezeframe.keys import incident_key, manifest_key, manifest_parts_prefix, raw_segment_key
-from freezeframe.manifest import MANIFEST_SCHEMA, root_hash
-from freezeframe.models import ManifestEntry
-from freezeframe.verify import VerifyReport, format_report, verify_incident
+from freezeframe.custody.verify import VerifyReport, format_report, verify_incident
+from freezeframe.freeze.freeze import freeze
+from freezeframe.intake.accept import incident_status
+from freezeframe.investigate.export import load_evidence
 from freezeframe_agent.main import run_replay
 from tests.fixtures.buses import MemoryBus
 from tests.integration.test_verify import request_for
@@ -180,7 +180,7 @@ def test_a_signed_incident_without_its_chain_is_refused_by_readers(local: Any) -
     assert freeze(unsigned, s3, request_for(config, records, "it-custody-unsigned")).created
     report = verify_incident(config, s3, "it-custody-unsigned")
     assert (chain_prefix("it-custody-unsigned"), "chain") in failed(report)
-    from freezeframe.errors import CustodyError
+    from freezeframe.contracts.errors import CustodyError
     with pytest.raises(CustodyError, match="no signed custody chain"):
         read_pinned(config, s3, "it-custody-unsigned")
 
@@ -216,7 +216,7 @@ def test_a_bundle_verifies_offline_and_by_openssl_and_any_one_byte_change_fails(
     result = write_bundle(config, s3, INCIDENT, out, online_trust(config), segments=True)
     assert result.segments == len(records) and result.links == 2
     # Offline, with no AWS credentials or endpoints at all: the CLI in a clean environment.
-    offline = subprocess.run([sys.executable, "-m", "freezeframe.cli", "verify", "--bundle", str(out)],
+    offline = subprocess.run([sys.executable, "-m", "freezeframe_local.cli", "verify", "--bundle", str(out)],
                              capture_output=True, text=True, env=_offline_env(), timeout=120, check=False)
     assert offline.returncode == 0, offline.stdout + offline.stderr
     assert "OK" in offline.stdout
@@ -256,8 +256,8 @@ def test_a_bundle_verifies_offline_and_by_openssl_and_any_one_byte_change_fails(
 
 def test_cli_and_mcp_accesses_are_in_the_printed_chain_of_custody(frozen: Any, tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    from freezeframe import mcp_server
-    from freezeframe.cli import main
+    from freezeframe_local import mcp_server
+    from freezeframe_local.cli import main
 
     config, s3, _, _ = frozen
     assert main(["verify", INCIDENT, "--purpose", "TICKET-7"]) == 0
@@ -278,8 +278,9 @@ def test_cli_and_mcp_accesses_are_in_the_printed_chain_of_custody(frozen: Any, t
 
 
 def test_a_freeze_that_could_not_reach_the_time_stamping_authority_is_sealed_by_its_retry(local: Any) -> None:
-    from freezeframe.errors import CustodyError
-    from freezeframe.local.stack import free_port
+    from freezeframe_local.stack import free_port
+
+    from freezeframe.contracts.errors import CustodyError
 
     config, s3, _ = local
     records = run_replay(config, SAMPLE, speedup=1000.0, s3=s3, bus=MemoryBus())

@@ -20,16 +20,16 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from freezeframe_local.kafka import create_topics
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.bus import KafkaBus
+from freezeframe.contracts.keys import dissect_status_key, incident_key, manifest_key, view_prefix
+from freezeframe.contracts.models import FreezeRequest, LockSpec, Scope, from_ns
 from freezeframe.dissect.fanout import dissect_chunk, merge_node, plan_dissection, plan_items
+from freezeframe.dissect.finalize import NodeOutcome, finalize_incident, summary_key
 from freezeframe.dissect.job import SegmentSource, dissect_segments
 from freezeframe.dissect.problems import SegmentRef
-from freezeframe.finalize import NodeOutcome, finalize_incident, summary_key
-from freezeframe.keys import dissect_status_key, incident_key, manifest_key, view_prefix
-from freezeframe.local.kafka import create_topics
-from freezeframe.models import FreezeRequest, LockSpec, Scope, from_ns
 from freezeframe_agent.main import run_replay
 from tests.fixtures.waiting import until
 

@@ -21,14 +21,14 @@ import pytest
 import zstandard
 
 from freezeframe.adapters import s3 as s3io
+from freezeframe.capture.pcapio import LINKTYPE_LINUX_SLL2, PcapReader, open_capture
+from freezeframe.contracts.errors import SegmentCorruptError
+from freezeframe.contracts.keys import dissect_status_key, manifest_key
+from freezeframe.contracts.models import FreezeRequest, LockSpec, Scope, from_ns
 from freezeframe.dissect import ConnectionTracker
 from freezeframe.dissect.chunks import EXACT_COLUMNS
 from freezeframe.dissect.job import dissect_node
-from freezeframe.errors import SegmentCorruptError
-from freezeframe.freeze import freeze
-from freezeframe.keys import dissect_status_key, manifest_key
-from freezeframe.models import FreezeRequest, LockSpec, Scope, from_ns
-from freezeframe.pcapio import LINKTYPE_LINUX_SLL2, PcapReader, open_capture
+from freezeframe.freeze.freeze import freeze
 from freezeframe_agent.main import run_replay
 from tests.fixtures.buses import MemoryBus
 from tests.fixtures.custody import put_signed_manifest

@@ -29,9 +29,9 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from freezeframe.capture.pcapio import PcapReader, encode_global_header, encode_record, open_capture
 from freezeframe.dissect import AppTracker, ConnectionTracker, native
 from freezeframe.dissect.tcp.batch import feed_batches
-from freezeframe.pcapio import PcapReader, encode_global_header, encode_record, open_capture
 from tests.fixtures import netns_traffic as traffic
 from tests.fixtures.native_compare import differences
 

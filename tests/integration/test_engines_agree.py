@@ -21,10 +21,11 @@ from typing import Any
 import duckdb
 import pytest
 import sqlglot
+from freezeframe_local import demo
 
-from freezeframe import demo, kfl, report, scenarios
-from freezeframe.query import QueryResult, UnsupportedSqlError, connect_local, run, transpile
-from freezeframe.trino_sql import DataLocation, TrinoEngine, TrinoError
+from freezeframe.investigate import kfl, report, scenarios
+from freezeframe.investigate.query import QueryResult, UnsupportedSqlError, connect_local, run, transpile
+from freezeframe.investigate.trino_sql import DataLocation, TrinoEngine, TrinoError
 from tests.fixtures.engine_compare import assert_same_answer
 from tests.fixtures.engine_tables import INCIDENT, WINDOW, write_engine_tables
 
@@ -197,9 +198,9 @@ def test_approx_percentile_differs_and_is_refused(trino: TrinoEngine, catalog: s
 
 def test_trino_reads_every_table_the_dissector_writes_as_the_local_engine_does(
         trino: TrinoEngine, tmp_path: Path) -> None:
+    from freezeframe.contracts.schemas import TABLES
     from freezeframe.dissect.files import dissect_files
-    from freezeframe.glue import check_parquet_types
-    from freezeframe.schemas import TABLES
+    from freezeframe.investigate.glue import check_parquet_types
     from tests.unit.dissect.test_crosslayer_sample import write_context
 
     sample = ROOT / "tests" / "fixtures" / "sample.pcap"

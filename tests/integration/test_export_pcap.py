@@ -22,18 +22,18 @@ from typing import Any
 
 import pytest
 import zstandard
+from freezeframe_local.cli import main as cli_main
 
 from freezeframe.adapters import s3 as s3io
-from freezeframe.cli import main as cli_main
-from freezeframe.errors import SegmentCorruptError
-from freezeframe.export import ExportError, ExportOptions, export_pcap
-from freezeframe.freeze import freeze
-from freezeframe.holds import Hold, lock_late_segment
-from freezeframe.k8s_context import K8sRecord, write_batch
-from freezeframe.keys import manifest_key, raw_segment_key
-from freezeframe.manifest import build_manifest
-from freezeframe.models import FreezeRequest, LockSpec, ManifestEntry, Scope, SegmentRecord, from_ns
-from freezeframe.pcapio import LINKTYPE_ETHERNET, LINKTYPE_RAW, PcapReader, PcapWriter
+from freezeframe.capture.pcapio import LINKTYPE_ETHERNET, LINKTYPE_RAW, PcapReader, PcapWriter
+from freezeframe.contracts.errors import SegmentCorruptError
+from freezeframe.contracts.keys import manifest_key, raw_segment_key
+from freezeframe.contracts.models import FreezeRequest, LockSpec, ManifestEntry, Scope, SegmentRecord, from_ns
+from freezeframe.custody.manifest import build_manifest
+from freezeframe.freeze.freeze import freeze
+from freezeframe.freeze.holds import Hold, lock_late_segment
+from freezeframe.freeze.k8s_context import K8sRecord, write_batch
+from freezeframe.investigate.export import ExportError, ExportOptions, export_pcap
 from tests.fixtures.custody import put_signed_manifest
 
 pytestmark = pytest.mark.integration
@@ -218,7 +218,8 @@ def test_classic_pcap_output_and_the_cli(incident: Any, tmp_path: Path) -> None:
     assert out.read_bytes()[:4] == b"\x4d\x3c\xb2\xa1"  # nanosecond pcap magic, little-endian
 
     # `-o -` streams into a pipe; the summary goes to stderr, so tshark reads nothing but the capture
-    exporter = subprocess.Popen([sys.executable, "-m", "freezeframe.cli", "export-pcap", inc.incident_id, "-o", "-",
+    exporter = subprocess.Popen([sys.executable, "-m", "freezeframe_local.cli", "export-pcap", inc.incident_id,
+                                 "-o", "-",
                                  "--node", "node-c"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     reader = subprocess.run(["tshark", "-n", "-r", "-", "-T", "fields", "-e", "frame.time_epoch", "-e", "frame.len",
                              "-e", "ip.src", "-e", "ip.dst"], stdin=exporter.stdout, capture_output=True, text=True,

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from freezeframe import finalize
 from freezeframe.adapters import s3 as s3io
-from freezeframe.config import Settings
-from freezeframe.errors import SegmentCorruptError
-from freezeframe.keys import dissect_status_key, table_part_key
+from freezeframe.contracts.config import Settings
+from freezeframe.contracts.errors import SegmentCorruptError
+from freezeframe.contracts.keys import dissect_status_key, table_part_key
+from freezeframe.dissect import finalize
 from tests.fixtures.custody import put_signed_manifest
 
 pytestmark = pytest.mark.integration

@@ -19,15 +19,15 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from freezeframe_local.kafka import create_topics
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.bus import KafkaBus
-from freezeframe.finalize import summary_key
-from freezeframe.intake import incident_status
-from freezeframe.keys import dissect_status_key, incident_key, manifest_key, raw_segment_key, report_key
-from freezeframe.local.kafka import create_topics
-from freezeframe.models import FreezeRequest, LockSpec, Scope, from_ns
-from freezeframe.verify import verify_incident
+from freezeframe.contracts.keys import dissect_status_key, incident_key, manifest_key, raw_segment_key, report_key
+from freezeframe.contracts.models import FreezeRequest, LockSpec, Scope, from_ns
+from freezeframe.custody.verify import verify_incident
+from freezeframe.dissect.finalize import summary_key
+from freezeframe.intake.accept import incident_status
 from freezeframe_agent.main import run_replay
 from tests.fixtures.waiting import until
 

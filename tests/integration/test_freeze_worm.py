@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from freezeframe_local.kafka import create_topics
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.bus import KafkaBus
-from freezeframe.freeze import freeze
-from freezeframe.keys import manifest_key
-from freezeframe.local.kafka import create_topics
-from freezeframe.manifest import root_hash
-from freezeframe.models import FreezeRequest, LockSpec, ManifestEntry, Scope, from_ns
+from freezeframe.contracts.keys import manifest_key
+from freezeframe.contracts.models import FreezeRequest, LockSpec, ManifestEntry, Scope, from_ns
+from freezeframe.custody.manifest import root_hash
+from freezeframe.freeze.freeze import freeze
 from freezeframe_agent.main import run_replay
 
 pytestmark = pytest.mark.integration

@@ -22,16 +22,16 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from freezeframe_local.functions import load_handler
+from freezeframe_local.kafka import create_topics
+from freezeframe_local.kafka_source import KafkaEventSource
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.bus import KafkaBus
-from freezeframe.finalize import summary_key
-from freezeframe.intake import incident_status
-from freezeframe.keys import dissect_status_key, incident_key
-from freezeframe.local.functions import load_handler
-from freezeframe.local.kafka import create_topics
-from freezeframe.local.kafka_source import KafkaEventSource
-from freezeframe.models import FreezeRequest, LockSpec, Scope
+from freezeframe.contracts.keys import dissect_status_key, incident_key
+from freezeframe.contracts.models import FreezeRequest, LockSpec, Scope
+from freezeframe.dissect.finalize import summary_key
+from freezeframe.intake.accept import incident_status
 from freezeframe_agent.main import run_replay
 from tests.fixtures.hold_follow import FAST_FOLLOW, after_the_hold, locked_into, with_env
 from tests.fixtures.tcp_captures import Capture, Conversation

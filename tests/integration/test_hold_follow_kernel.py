@@ -22,18 +22,18 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from freezeframe_local.functions import load_handler
+from freezeframe_local.kafka import create_topics
+from freezeframe_local.kafka_source import KafkaEventSource
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.bus import KafkaBus
+from freezeframe.capture.pcapio import PcapReader, PcapWriter
+from freezeframe.contracts.keys import dissect_status_key, incident_key
+from freezeframe.contracts.models import FreezeRequest, LockSpec, Scope
 from freezeframe.dissect.files import dissect_files
-from freezeframe.export import ExportOptions, export_pcap
-from freezeframe.intake import incident_status
-from freezeframe.keys import dissect_status_key, incident_key
-from freezeframe.local.functions import load_handler
-from freezeframe.local.kafka import create_topics
-from freezeframe.local.kafka_source import KafkaEventSource
-from freezeframe.models import FreezeRequest, LockSpec, Scope
-from freezeframe.pcapio import PcapReader, PcapWriter
+from freezeframe.intake.accept import incident_status
+from freezeframe.investigate.export import ExportOptions, export_pcap
 from freezeframe_agent.main import run_replay
 from tests.fixtures import netns_traffic as traffic
 from tests.fixtures.hold_follow import FAST_FOLLOW, after_the_hold, locked_into, with_env

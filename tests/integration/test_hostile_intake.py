@@ -18,8 +18,8 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import pytest
+from freezeframe_local.gateway import LocalGateway
 
-from freezeframe.local.gateway import LocalGateway
 from tests.fixtures.webhook_fuzz import (
     ALERTMANAGER_TOKEN,
     API_TOKEN,

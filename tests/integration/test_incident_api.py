@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from freezeframe_local.functions import load_handler
 
-from freezeframe.keys import incident_key
-from freezeframe.local.functions import load_handler
+from freezeframe.contracts.keys import incident_key
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,7 @@ def test_fifty_concurrent_deliveries_make_one_incident_and_one_freeze(local: Any
     duplicates = [i for b in bodies for i in b["duplicates"]]
     assert len(accepted) == 1 and len(duplicates) == 49 and set(duplicates) == set(accepted)
     assert gateway.wait_idle(30)
-    # One freeze; its window reaches past now, so its hold's dissection starts too (freezeframe.follow).
+    # One freeze; its window reaches past now, so its hold's dissection starts too (freezeframe.freeze.follow).
     assert [i.function for i in gateway.invocations if i.function == "freeze"] == ["freeze"]
     versions = s3.list_object_versions(Bucket=config.evidence_bucket, Prefix=incident_key(accepted[0]))
     assert len(versions["Versions"]) == 1
@@ -74,7 +74,7 @@ def test_manual_freeze_signed_by_iam_needs_no_token_and_records_the_caller(local
     record = json.loads(s3.get_object(Bucket=config.evidence_bucket, Key=incident_key(incident))["Body"].read())
     assert record["requested_by"] == {"iam": signed["requestContext"]["authorizer"]["iam"]["userArn"]}
     assert gateway.wait_idle(30)
-    # One freeze; its window reaches past now, so its hold's dissection starts too (freezeframe.follow).
+    # One freeze; its window reaches past now, so its hold's dissection starts too (freezeframe.freeze.follow).
     assert [i.function for i in gateway.invocations if i.function == "freeze"] == ["freeze"]
 
     # The same body over a route without IAM authorization (no authorizer in the context) falls back to the token;

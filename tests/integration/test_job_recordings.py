@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from freezeframe.adapters import s3 as s3io
-from freezeframe.config import env_overrides
+from freezeframe.contracts.config import env_overrides
 from freezeframe_agent.jobs import RecordingJob
 from freezeframe_agent.main import run_replay
 from tests.fixtures.buses import MemoryBus
@@ -27,7 +27,8 @@ SAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "sample.pcap"
 
 def _cli(config: Any, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **env_overrides(config)}
-    return subprocess.run([sys.executable, "-m", "freezeframe.cli", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "freezeframe_local.cli", *args], env=env, capture_output=True,
+                          text=True,
                           timeout=300, check=False)
 
 

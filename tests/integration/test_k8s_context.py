@@ -13,17 +13,17 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from freezeframe_local.functions import load_handler
+from freezeframe_local.kafka import create_topics
+from freezeframe_local.kafka_source import KafkaEventSource
 from kafka import KafkaProducer
 
 from freezeframe.adapters import s3 as s3io
-from freezeframe.freeze import freeze
-from freezeframe.k8s_context import ContextEntry, context_root_hash
-from freezeframe.keys import manifest_key
-from freezeframe.local.functions import load_handler
-from freezeframe.local.kafka import create_topics
-from freezeframe.local.kafka_source import KafkaEventSource
-from freezeframe.models import FreezeRequest, LockSpec, Scope, to_ns
-from freezeframe.verify import format_report, verify_incident
+from freezeframe.contracts.keys import manifest_key
+from freezeframe.contracts.models import FreezeRequest, LockSpec, Scope, to_ns
+from freezeframe.custody.verify import format_report, verify_incident
+from freezeframe.freeze.freeze import freeze
+from freezeframe.freeze.k8s_context import ContextEntry, context_root_hash
 from tests.fixtures.buses import MemoryBus
 
 pytestmark = pytest.mark.integration
@@ -90,8 +90,8 @@ def test_context_records_are_indexed_frozen_and_hashed(local: Any, handler_env: 
 
 
 def test_a_namespace_scope_freezes_the_nodes_its_pods_ran_on(local: Any) -> None:
-    from freezeframe.k8s_context import K8sRecord, write_batch
-    from freezeframe.keys import raw_segment_key
+    from freezeframe.contracts.keys import raw_segment_key
+    from freezeframe.freeze.k8s_context import K8sRecord, write_batch
 
     config, s3, _ = local
     now = datetime.now(UTC)
@@ -125,7 +125,7 @@ def test_dissected_rows_carry_the_pods_of_their_ips(local: Any) -> None:
     import pyarrow.parquet as pq
 
     from freezeframe.dissect.job import dissect_node
-    from freezeframe.k8s_context import K8sRecord, write_batch
+    from freezeframe.freeze.k8s_context import K8sRecord, write_batch
     from freezeframe_agent.main import run_replay
 
     config, s3, _ = local

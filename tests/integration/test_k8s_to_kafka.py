@@ -13,7 +13,7 @@ import pytest
 from kubernetes.client import Configuration
 
 from freezeframe.adapters.bus import KafkaBus
-from freezeframe.config import K8S_TOPIC
+from freezeframe.contracts.config import K8S_TOPIC
 from freezeframe_agent.k8s import EVENT_SCHEMA, POD_SCHEMA, K8sWatcher
 from tests.fixtures.k8s_api import FakeKubeApi, Reply, load, load_events
 

@@ -1,4 +1,4 @@
-"""A real Kafka 4.1 broker (KRaft, from Maven Central jars) started, used and stopped by freezeframe.local.kafka."""
+"""A real Kafka 4.1 broker (KRaft, from Maven Central jars) started, used and stopped by freezeframe_local.kafka."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-
-from freezeframe.local.kafka import (
+from freezeframe_local.kafka import (
     KAFKA_VERSION,
     KafkaBroker,
     create_topics,
@@ -21,6 +19,7 @@ from freezeframe.local.kafka import (
     start_kafka,
     stop_kafka,
 )
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 pytestmark = pytest.mark.integration
 

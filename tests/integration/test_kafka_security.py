@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from freezeframe_local.kafka import create_topics, health_check, stop_kafka
+from freezeframe_local.kafka_source import KafkaEventSource
 from kafka import KafkaAdminClient
 
 from freezeframe.adapters.bus import open_bus
 from freezeframe.adapters.kafka_auth import client_options
-from freezeframe.config import JOBS_TOPIC, K8S_TOPIC, SEGMENTS_TOPIC, Settings
-from freezeframe.errors import StackError
-from freezeframe.local.kafka import create_topics, health_check, stop_kafka
-from freezeframe.local.kafka_source import KafkaEventSource
+from freezeframe.contracts.config import JOBS_TOPIC, K8S_TOPIC, SEGMENTS_TOPIC, Settings
+from freezeframe.contracts.errors import StackError
 from freezeframe_agent.publisher import open_agent_bus
 from tests.fixtures.kafka_security import SecureBroker, add_scram_user, start_secure_broker
 
@@ -147,7 +147,7 @@ def test_cli_creates_the_topics_over_scram(secure: SecureBroker, tmp_path: Path)
            "FREEZEFRAME_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512", "FREEZEFRAME_KAFKA_SASL_USERNAME": SCRAM_USER,
            "FREEZEFRAME_KAFKA_SASL_PASSWORD": SCRAM_PASSWORD, "FREEZEFRAME_KAFKA_CA_FILE": str(secure.ca_file)}
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "freezeframe.cli", "topics", "--partitions", "2",
+    result = subprocess.run([sys.executable, "-m", "freezeframe_local.cli", "topics", "--partitions", "2",
                              "--replication-factor", "1"], env=env, capture_output=True, text=True, timeout=120,
                             check=False)
     assert result.returncode == 0, result.stderr

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from freezeframe_local.gateway import LocalGateway
+from freezeframe_local.kafka import create_topics, start_kafka, stop_kafka
+from freezeframe_local.kafka_source import KafkaEventSource
 from kafka import KafkaProducer
 
-from freezeframe.config import Settings
-from freezeframe.local.gateway import LocalGateway
-from freezeframe.local.kafka import create_topics, start_kafka, stop_kafka
-from freezeframe.local.kafka_source import KafkaEventSource
+from freezeframe.contracts.config import Settings
 from tests.fixtures.waiting import until
 
 pytestmark = pytest.mark.integration

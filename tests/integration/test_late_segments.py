@@ -11,18 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from freezeframe_local.functions import load_handler
+from freezeframe_local.kafka import create_topics
+from freezeframe_local.kafka_source import KafkaEventSource
 from kafka import KafkaProducer
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.bus import KafkaBus
-from freezeframe.freeze import freeze
-from freezeframe.holds import manifest_parts, open_holds
-from freezeframe.intake import record_resolved
-from freezeframe.keys import incident_key, manifest_key
-from freezeframe.local.functions import load_handler
-from freezeframe.local.kafka import create_topics
-from freezeframe.local.kafka_source import KafkaEventSource
-from freezeframe.models import FreezeRequest, LockSpec, Scope
+from freezeframe.contracts.keys import incident_key, manifest_key
+from freezeframe.contracts.models import FreezeRequest, LockSpec, Scope
+from freezeframe.freeze.freeze import freeze
+from freezeframe.freeze.holds import manifest_parts, open_holds
+from freezeframe.intake.accept import record_resolved
 from freezeframe_agent.main import run_replay
 from tests.fixtures.waiting import until
 

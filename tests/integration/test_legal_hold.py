@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from freezeframe import legal_hold
 from freezeframe.adapters import s3 as s3io
-from freezeframe.freeze import freeze
-from freezeframe.keys import raw_segment_key
-from freezeframe.manifest import entries_of
-from freezeframe.models import FreezeRequest, LockSpec, Scope, from_ns, to_ns
+from freezeframe.contracts.keys import raw_segment_key
+from freezeframe.contracts.models import FreezeRequest, LockSpec, Scope, from_ns, to_ns
+from freezeframe.custody.manifest import entries_of
+from freezeframe.freeze import legal_hold
+from freezeframe.freeze.freeze import freeze
 
 pytestmark = pytest.mark.integration
 S = 1_000_000_000

@@ -18,8 +18,8 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
 from freezeframe.adapters import s3 as s3io
-from freezeframe.keys import manifest_key
-from freezeframe.models import iso
+from freezeframe.contracts.keys import manifest_key
+from freezeframe.contracts.models import iso
 from tests.integration.test_export_pcap import NODES, SAMPLE, build_incident, by_ip_pair, tshark
 
 pytestmark = pytest.mark.integration
@@ -36,7 +36,7 @@ def dns_answers() -> set[tuple[str, str, str]]:
 
 async def session(out: Path, incident_window: tuple[str, str]) -> dict[str, Any]:
     """One agent session; returns what each tool answered, for the test to check outside the event loop."""
-    params = StdioServerParameters(command=sys.executable, args=["-m", "freezeframe.cli", "mcp"],
+    params = StdioServerParameters(command=sys.executable, args=["-m", "freezeframe_local.cli", "mcp"],
                                    env=dict(os.environ))
     answers: dict[str, Any] = {}
     async with Client(params, read_timeout_seconds=120) as client:

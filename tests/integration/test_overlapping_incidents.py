@@ -24,16 +24,16 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from freezeframe_local.functions import load_handler
+from freezeframe_local.kafka import create_topics
+from freezeframe_local.kafka_source import KafkaEventSource
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.bus import KafkaBus
-from freezeframe.freeze import freeze
-from freezeframe.holds import Hold, index_segment, lock_late_segment, manifest_parts
-from freezeframe.keys import incident_key, raw_segment_key
-from freezeframe.local.functions import load_handler
-from freezeframe.local.kafka import create_topics
-from freezeframe.local.kafka_source import KafkaEventSource
-from freezeframe.models import FreezeRequest, LockSpec, Scope, SegmentRecord, iso
+from freezeframe.contracts.keys import incident_key, raw_segment_key
+from freezeframe.contracts.models import FreezeRequest, LockSpec, Scope, SegmentRecord, iso
+from freezeframe.freeze.freeze import freeze
+from freezeframe.freeze.holds import Hold, index_segment, lock_late_segment, manifest_parts
 from freezeframe_agent.main import run_replay
 from tests.fixtures.custody import put_signed_manifest
 from tests.fixtures.waiting import until

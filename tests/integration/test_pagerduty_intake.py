@@ -6,9 +6,9 @@ import json
 from typing import Any
 
 import pytest
+from freezeframe_local.functions import load_handler
 
-from freezeframe.keys import resolved_key
-from freezeframe.local.functions import load_handler
+from freezeframe.contracts.keys import resolved_key
 
 pytestmark = pytest.mark.integration
 TEST_SECRET = "pd-test-secret"  # the secret tests/fixtures/make_pagerduty_events.py signs the fixtures with

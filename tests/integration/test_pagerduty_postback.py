@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from freezeframe_local.events import function_url_event
+from freezeframe_local.functions import load_handler
 
 from freezeframe.adapters import pagerduty_api
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.bus import KafkaBus
-from freezeframe.local.events import function_url_event
-from freezeframe.local.functions import load_handler
 from freezeframe_agent.main import run_replay
 from tests.fixtures.make_pagerduty_events import checkout, envelope
 

@@ -22,11 +22,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from freezeframe.adapters import s3 as s3io
-from freezeframe.config import Settings
-from freezeframe.keys import manifest_key, report_key, table_part_key
-from freezeframe.manifest import build_manifest
-from freezeframe.models import FreezeRequest, LockSpec, ManifestEntry, Scope, from_ns
-from freezeframe.views import write_incident_views
+from freezeframe.contracts.config import Settings
+from freezeframe.contracts.keys import manifest_key, report_key, table_part_key
+from freezeframe.contracts.models import FreezeRequest, LockSpec, ManifestEntry, Scope, from_ns
+from freezeframe.custody.manifest import build_manifest
+from freezeframe.dissect.views import write_incident_views
 from tests.fixtures.evidence_tables import at, table_of
 
 pytestmark = pytest.mark.integration
@@ -209,7 +209,7 @@ def evidence(stack: Any) -> Settings:
 @pytest.fixture(scope="module")
 def report(evidence: Settings, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Dom, Path]:
     """Rendered once for the module, one Chromium run."""
-    from freezeframe.report import write_incident_report
+    from freezeframe.investigate.report import write_incident_report
 
     config, s3 = evidence, s3io.client(evidence)
 
@@ -335,8 +335,9 @@ def test_screenshot(report: Any, tmp_path: Path) -> None:
 
 def test_the_report_command_writes_the_file_and_stores_it(evidence: Settings, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
-    from freezeframe.cli import main
-    from freezeframe.config import env_overrides, reset_settings_cache
+    from freezeframe_local.cli import main
+
+    from freezeframe.contracts.config import env_overrides, reset_settings_cache
 
     for name, value in env_overrides(evidence.with_(state_dir=tmp_path / "no-stack")).items():
         monkeypatch.setenv(name, value)

@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 
 from freezeframe.adapters import s3 as s3io
-from freezeframe.config import Settings
-from freezeframe.finalize import finalize_incident
-from freezeframe.holds import hold_for
-from freezeframe.keys import report_key
-from freezeframe.manifest import build_manifest
-from freezeframe.models import FreezeRequest, LockSpec, ManifestEntry, Scope, from_ns, to_ns
-from freezeframe.query import connect_local
-from freezeframe.report import render_incident_report, store_report
+from freezeframe.contracts.config import Settings
+from freezeframe.contracts.keys import report_key
+from freezeframe.contracts.models import FreezeRequest, LockSpec, ManifestEntry, Scope, from_ns, to_ns
+from freezeframe.custody.manifest import build_manifest
+from freezeframe.dissect.finalize import finalize_incident
+from freezeframe.freeze.holds import hold_for
+from freezeframe.investigate.query import connect_local
+from freezeframe.investigate.report import render_incident_report, store_report
 from tests.fixtures.custody import put_signed_manifest
 from tests.fixtures.evidence_tables import write_tables
 

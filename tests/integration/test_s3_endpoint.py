@@ -1,4 +1,4 @@
-"""Local S3 endpoints from freezeframe.local.s3: LocalStack enforces Object Lock like AWS S3, moto does not.
+"""Local S3 endpoints from freezeframe_local.s3: LocalStack enforces Object Lock like AWS S3, moto does not.
 
 Expected values come from the S3 API reference (what AWS refuses, and with which code) and from hashlib,
 never from the code under test.
@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from botocore.exceptions import ClientError
-
-from freezeframe.local.s3 import (
+from freezeframe_local.s3 import (
     S3Endpoint,
     check_object_lock_enforcement,
     s3_client,

@@ -3,7 +3,8 @@ unzipped size of every function with its layers against Lambda's 250 MB limit, w
 what its layers ship, and that the slimmed pyarrow and numpy layers still find the libraries they link (numpy also
 imports, built for the host from the same Makefile).
 
-The build caches under freezeframe.config.cache_dir() (sam's build cache, and pip's own cache), so only the first
+The build caches under freezeframe.contracts.config.cache_dir() (sam's build cache, and pip's own cache), so only the
+first
 run downloads wheels; the build itself goes into a temporary directory.
 """
 
@@ -24,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from freezeframe.config import cache_dir
+from freezeframe.contracts.config import cache_dir
 
 pytestmark = pytest.mark.integration
 

@@ -2,7 +2,7 @@
 in the template (a `# checkov:skip=<id>:<reason>` comment inside the resource).
 
 checkov pins dozens of packages that clash with the project's own, so it lives in a tool venv of its own under
-freezeframe.config.cache_dir() (like LocalStack's), built once with one pip install of the pin below.
+freezeframe.contracts.config.cache_dir() (like LocalStack's), built once with one pip install of the pin below.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from freezeframe.config import cache_dir
+from freezeframe.contracts.config import cache_dir
 
 pytestmark = pytest.mark.integration
 

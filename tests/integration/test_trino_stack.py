@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from freezeframe_local.cli import main
 
-from freezeframe import scenarios
 from freezeframe.adapters import s3 as s3io
-from freezeframe.cli import main
-from freezeframe.config import reset_settings_cache
-from freezeframe.query import connect, run
-from freezeframe.trino_sql import DataLocation, TrinoEngine
+from freezeframe.contracts.config import reset_settings_cache
+from freezeframe.investigate import scenarios
+from freezeframe.investigate.query import connect, run
+from freezeframe.investigate.trino_sql import DataLocation, TrinoEngine
 from tests.fixtures.engine_compare import assert_same_answer
 from tests.fixtures.engine_tables import INCIDENT, write_engine_tables
 from tests.integration.conftest import stack_settings

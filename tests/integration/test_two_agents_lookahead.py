@@ -38,18 +38,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from freezeframe_local.functions import load_handler
+from freezeframe_local.kafka import create_topics
+from freezeframe_local.kafka_source import KafkaEventSource
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.bus import KafkaBus
+from freezeframe.contracts.keys import incident_key
+from freezeframe.contracts.models import FreezeRequest, LockSpec, Scope
 from freezeframe.dissect.files import dissect_files
-from freezeframe.export import ExportOptions, export_pcap
-from freezeframe.finalize import summary_key
-from freezeframe.keys import incident_key
-from freezeframe.local.functions import load_handler
-from freezeframe.local.kafka import create_topics
-from freezeframe.local.kafka_source import KafkaEventSource
-from freezeframe.models import FreezeRequest, LockSpec, Scope
-from freezeframe.query import connect_local, restrict_to_incident, run
+from freezeframe.dissect.finalize import summary_key
+from freezeframe.investigate.export import ExportOptions, export_pcap
+from freezeframe.investigate.query import connect_local, restrict_to_incident, run
 from freezeframe_agent.main import run_capture
 from tests.fixtures.waiting import until
 

@@ -14,12 +14,12 @@ import pytest
 from botocore.exceptions import ClientError
 
 from freezeframe.adapters import s3 as s3io
+from freezeframe.contracts.keys import manifest_key, raw_segment_key
+from freezeframe.contracts.models import FreezeRequest, LockSpec, ManifestEntry, Scope, from_ns
 from freezeframe.custody.chain import chain_prefix
-from freezeframe.freeze import freeze
-from freezeframe.keys import manifest_key, raw_segment_key
-from freezeframe.manifest import build_manifest
-from freezeframe.models import FreezeRequest, LockSpec, ManifestEntry, Scope, from_ns
-from freezeframe.verify import VerifyReport, format_report, verify_incident
+from freezeframe.custody.manifest import build_manifest
+from freezeframe.custody.verify import VerifyReport, format_report, verify_incident
+from freezeframe.freeze.freeze import freeze
 from freezeframe_agent.main import run_replay
 from tests.fixtures.buses import MemoryBus
 

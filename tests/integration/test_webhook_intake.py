@@ -7,9 +7,9 @@ import json
 from typing import Any
 
 import pytest
+from freezeframe_local.functions import load_handler
 
-from freezeframe.keys import incident_key, manifest_key
-from freezeframe.local.functions import load_handler
+from freezeframe.contracts.keys import incident_key, manifest_key
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +62,7 @@ def test_a_firing_alert_is_accepted_once_however_often_it_is_delivered(local: An
     assert gateway.wait_idle(30)
     incident = s3.list_object_versions(Bucket=config.evidence_bucket, Prefix=incident_key(accepted[0]))
     assert len(incident["Versions"]) == 1
-    # One freeze; its window reaches past now, so its hold's dissection starts too (freezeframe.follow).
+    # One freeze; its window reaches past now, so its hold's dissection starts too (freezeframe.freeze.follow).
     assert [i.function for i in gateway.invocations if i.function == "freeze"] == ["freeze"]
     assert gateway.invocations[0].state == "succeeded"
     manifest = json.loads(s3.get_object(Bucket=config.evidence_bucket, Key=manifest_key(accepted[0]))["Body"].read())

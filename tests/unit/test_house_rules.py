@@ -6,7 +6,7 @@
   list that may only shrink.
 
 The source is parsed (ast), so a string that merely mentions os.environ (the LocalStack launcher script in
-freezeframe/local/s3.py, which runs in LocalStack's own Python) is not a read.
+freezeframe_local/s3.py, which runs in LocalStack's own Python) is not a read.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from botocore import xform_name
 
 REPO = Path(__file__).resolve().parents[2]
 CORE = REPO / "layers" / "core" / "freezeframe"
-SOURCE_ROOTS = (CORE, REPO / "node_agent" / "freezeframe_agent", REPO / "functions")
+LOCAL = REPO / "layers" / "local" / "freezeframe_local"
+SOURCE_ROOTS = (CORE, LOCAL, REPO / "node_agent" / "freezeframe_agent", REPO / "functions")
 # The one module that reads the environment (Settings.from_env, cache_dir, and the local tooling's child_env /
 # export_env / pyenv_root_override).
-ENV_MODULES = {CORE / "config.py"}
+ENV_MODULES = {CORE / "contracts" / "config.py"}
 ENV_NAMES = {"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"}
 HANDLER_MAX_LINES = 60
 ADAPTERS = CORE / "adapters"
@@ -32,10 +33,12 @@ ADAPTERS = CORE / "adapters"
 # interfaces; what is left is local tooling only. The list may only shrink, and a module that no longer calls a
 # client must leave it (test_the_boto3_allow_list_only_shrinks).
 BOTO3_OUTSIDE_ADAPTERS = {
-    "local/s3.py": "local tooling: the local S3's client, buckets and the Object Lock probe, whose whole point is to "
-                   "try what product code must never do (delete a locked version, bypass governance) against the "
-                   "local endpoint; it ships with the local stack, not with a function",
-}# Client methods that take positional arguments (the service operations themselves are keyword-only).
+    "layers/local/freezeframe_local/s3.py":
+        "local tooling: the local S3's client, buckets and the Object Lock probe, whose whole point is to try what "
+        "product code must never do (delete a locked version, bypass governance) against the local endpoint; it "
+        "ships with the local stack, not with a function",
+}
+# Client methods that take positional arguments (the service operations themselves are keyword-only).
 CLIENT_HELPERS = {"get_paginator", "get_waiter", "generate_presigned_url", "upload_file", "upload_fileobj",
                   "download_file", "download_fileobj"}
 SERVICES = ("s3", "athena", "glue", "lambda", "stepfunctions", "secretsmanager", "kms", "sts")
@@ -147,7 +150,7 @@ def test_the_boto3_rule_leaves_other_calls_alone() -> None:
 
 def test_only_local_tooling_stays_on_the_boto3_allow_list() -> None:
     # Issue 12: no core module outside adapters/ touches a boto3 client; the local stack's tooling ships apart.
-    assert all(name.startswith("local/") for name in BOTO3_OUTSIDE_ADAPTERS), sorted(BOTO3_OUTSIDE_ADAPTERS)
+    assert all(name.startswith("layers/local/") for name in BOTO3_OUTSIDE_ADAPTERS), sorted(BOTO3_OUTSIDE_ADAPTERS)
 
 
 def _bypass_arguments(tree: ast.Module) -> list[int]:
@@ -158,6 +161,27 @@ def _bypass_arguments(tree: ast.Module) -> list[int]:
 def test_no_product_module_asks_for_a_governance_bypass() -> None:
     # Only the local stack's Object Lock probe sends the header, to prove the endpoint refuses it.
     offenders = {str(path.relative_to(REPO)): lines for path in _modules()
-                 if CORE / "local" not in path.parents and (lines := _bypass_arguments(_tree(path)))}
+                 if LOCAL not in path.parents and (lines := _bypass_arguments(_tree(path)))}
     assert not offenders, f"BypassGovernanceRetention passed outside local/: {offenders}"
     assert _bypass_arguments(ast.parse("s3.delete_object(Bucket='b', Key='k', BypassGovernanceRetention=True)"))
+
+
+def _imports(tree: ast.Module) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_the_core_never_imports_the_agent_or_the_local_tooling() -> None:
+    offenders = {str(path.relative_to(REPO)): sorted(found) for path in sorted(CORE.rglob("*.py"))
+                 if (found := _imports(_tree(path)) & {"freezeframe_agent", "freezeframe_local"})}
+    assert not offenders, f"the core (a Lambda layer) imports a package its layers do not ship: {offenders}"
+
+
+def test_the_import_rule_sees_an_import() -> None:
+    assert _imports(ast.parse("import freezeframe_local.cli\nfrom freezeframe_agent.jobs import x")) == {
+        "freezeframe_local", "freezeframe_agent"}

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+from freezeframe_local.kafka import create_topics
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.bus import KafkaBus
-from freezeframe.config import Settings
-from freezeframe.local.kafka import create_topics
-from freezeframe.pcapio import LINKTYPE_ETHERNET, PcapWriter
+from freezeframe.capture.pcapio import LINKTYPE_ETHERNET, PcapWriter
+from freezeframe.contracts.config import Settings
 from tests.fixtures.waiting import until
 
 S = 1_000_000_000

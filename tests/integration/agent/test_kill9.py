@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from freezeframe.config import ENV_AGENT_HTTP_PORT, env_overrides
+from freezeframe.contracts.config import ENV_AGENT_HTTP_PORT, env_overrides
 
 pytestmark = pytest.mark.integration
 

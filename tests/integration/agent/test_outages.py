@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from freezeframe_local.kafka import create_topics, start_kafka, stop_kafka
 
 from freezeframe.adapters import s3 as s3io
-from freezeframe.local.kafka import create_topics, start_kafka, stop_kafka
 from freezeframe_agent.main import run_replay
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import zstandard
 
-from freezeframe.pcapio import PcapReader
+from freezeframe.capture.pcapio import PcapReader
 from freezeframe_agent.capture import CaptureEngineError, open_engine
 from freezeframe_agent.main import run_capture
 from tests.fixtures.buses import MemoryBus

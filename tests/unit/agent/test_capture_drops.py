@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from freezeframe.pcapio import Packet
+from freezeframe.capture.pcapio import Packet
 from freezeframe_agent.capture import AgentDrops, RecordChunk, TcpdumpSource, record
 from freezeframe_agent.segmenter import Segmenter
 from tests.fixtures.waiting import until

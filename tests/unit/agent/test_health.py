@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from freezeframe.config import Settings
-from freezeframe.pcapio import PcapReader
+from freezeframe.capture.pcapio import PcapReader
+from freezeframe.contracts.config import Settings
 from freezeframe_agent.health import CONTENT_TYPE, AgentMetrics, Health, HealthServer, Sample, render
 from freezeframe_agent.segmenter import Segmenter
 from freezeframe_agent.spool import Spool

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from freezeframe.config import Settings
-from freezeframe.pcapio import PcapReader
+from freezeframe.capture.pcapio import PcapReader
+from freezeframe.contracts.config import Settings
 from freezeframe_agent import health as health_module
 from freezeframe_agent.health import AgentMetrics, Health, HealthServer
 from freezeframe_agent.segmenter import Segmenter

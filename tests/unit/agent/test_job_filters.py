@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from freezeframe.bpf import DLT_EN10MB, DLT_LINUX_SLL2, compile_error, link_type_for
+from freezeframe.capture.bpf import DLT_EN10MB, DLT_LINUX_SLL2, compile_error, link_type_for
 from freezeframe_agent.jobs import JobManager, RecordingJob
 
 JOBS = """jobs:
@@ -91,20 +91,20 @@ def test_manager_rejects_bad_filters_at_load_and_never_records_them(tmp_path: Pa
 def test_freezeframe_jobs_shows_the_reason_and_fails(tmp_path: Path) -> None:
     path = tmp_path / "jobs.yaml"
     path.write_text(JOBS, encoding="utf-8")
-    result = subprocess.run([sys.executable, "-m", "freezeframe.cli", "jobs", "--file", str(path), "--json"],
+    result = subprocess.run([sys.executable, "-m", "freezeframe_local.cli", "jobs", "--file", str(path), "--json"],
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 1, result.stderr
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     assert rows["good"]["state"] == "recording" and rows["good"]["error"] is None
     assert rows["bad-port"]["state"] == "invalid"
     assert rows["bad-port"]["error"] == _tcpdump_reason("tcp port 99999", "LINUX_SLL2")
-    table = subprocess.run([sys.executable, "-m", "freezeframe.cli", "jobs", "--file", str(path)],
+    table = subprocess.run([sys.executable, "-m", "freezeframe_local.cli", "jobs", "--file", str(path)],
                            capture_output=True, text=True, timeout=60, check=False).stdout
     assert "rejected: can't parse filter expression: syntax error" in table
 
 
 def test_healthz_lists_the_rejected_jobs(tmp_path: Path) -> None:
-    from freezeframe.config import Settings
+    from freezeframe.contracts.config import Settings
     from freezeframe_agent.main import job_manager, run_replay
 
     path = tmp_path / "jobs.yaml"

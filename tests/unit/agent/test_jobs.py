@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from freezeframe.errors import ConfigError
+from freezeframe.contracts.errors import ConfigError
 from freezeframe_agent.health import Sample, render
 from freezeframe_agent.jobs import JobManager, JobState, RecordingJob, file_stamp, job_state, load_jobs, parse_jobs
 
@@ -205,7 +205,7 @@ def test_run_stops_every_recording_when_asked(tmp_path: Path) -> None:
 
 
 def test_the_jobs_command_lists_state_and_window(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from freezeframe.cli import main
+    from freezeframe_local.cli import main
 
     path = tmp_path / "jobs.yaml"
     path.write_text(JOBS_YAML)
@@ -228,7 +228,7 @@ def test_the_k8s_watcher_runs_beside_capture_and_flushes_on_stop(tmp_path: Path)
     from kubernetes.client import Configuration
 
     from freezeframe.adapters.bus import FileBus
-    from freezeframe.config import K8S_TOPIC, Settings
+    from freezeframe.contracts.config import K8S_TOPIC, Settings
     from freezeframe_agent.main import _start_k8s, _stop_side_tasks
     from tests.fixtures.k8s_api import FakeKubeApi, Reply, load
 

@@ -16,7 +16,7 @@ import pytest
 from kubernetes.client import Configuration
 
 from freezeframe.adapters.bus import FileBus
-from freezeframe.config import K8S_TOPIC
+from freezeframe.contracts.config import K8S_TOPIC
 from freezeframe_agent.k8s import EVENT_SCHEMA, POD_SCHEMA, K8sWatcher, workload_of
 from tests.fixtures.k8s_api import FakeKubeApi, Reply, load, load_events
 

@@ -29,7 +29,7 @@ from kubernetes.utils import parse_quantity
 from packaging.requirements import Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 
-from freezeframe import config
+from freezeframe.contracts import config
 
 REPO = Path(__file__).resolve().parents[3]
 DEPLOY = REPO / "node_agent" / "deploy"
@@ -188,7 +188,7 @@ def test_node_name_comes_from_the_downward_api() -> None:
 
 
 def test_env_names_are_settings_or_capture_arguments() -> None:
-    """Every variable the agent gets is a name freezeframe.config reads, or one the args expand as $(NAME)."""
+    """Every variable the agent gets is a name freezeframe.contracts.config reads, or one the args expand as $(NAME)."""
     agent = _agent()
     known = {value for name, value in vars(config).items() if name.startswith("ENV_")}
     expanded = set(re.findall(r"\$\((\w+)\)", " ".join(agent.get("args", []))))

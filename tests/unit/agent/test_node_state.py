@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from freezeframe.adapters.s3 import ObjectVersion
+from freezeframe.contracts.errors import PayloadError
+from freezeframe.contracts.keys import node_state_key, parse_node_state_key
+from freezeframe.contracts.models import FreezeRequest, LockSpec, Scope
 from freezeframe.dissect.node_state import node_config, node_stats
-from freezeframe.errors import PayloadError
-from freezeframe.keys import node_state_key, parse_node_state_key
-from freezeframe.models import FreezeRequest, LockSpec, Scope
-from freezeframe.node_state import ConfigState, NodeStateDocument, select
+from freezeframe.freeze.node_state import ConfigState, NodeStateDocument, select
 from freezeframe_agent.node_state import Collector
 
 PROC = Path(__file__).resolve().parents[2] / "fixtures" / "proc"

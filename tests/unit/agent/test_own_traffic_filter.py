@@ -12,8 +12,8 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 from scapy.utils import wrpcap
 
-from freezeframe.bpf import DLT_EN10MB, capture_filter, compile_error, own_traffic_exclusion
-from freezeframe.config import Settings
+from freezeframe.capture.bpf import DLT_EN10MB, capture_filter, compile_error, own_traffic_exclusion
+from freezeframe.contracts.config import Settings
 
 NODE = "10.0.1.17"
 BROKERS = {"b-1.msk.example": ["10.0.2.11"], "b-2.msk.example": ["10.0.3.12"]}

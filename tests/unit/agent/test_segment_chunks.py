@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import zstandard
 
-from freezeframe.errors import CaptureFormatError
-from freezeframe.pcapio import PcapReader
+from freezeframe.capture.pcapio import PcapReader
+from freezeframe.contracts.errors import CaptureFormatError
 from freezeframe_agent.segmenter import Segmenter
 
 S = 1_000_000_000

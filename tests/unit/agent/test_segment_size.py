@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from freezeframe.config import Settings
-from freezeframe.errors import ConfigError
-from freezeframe.keys import parse_raw_segment_key
-from freezeframe.pcapio import LINKTYPE_ETHERNET, PcapReader, encode_global_header
+from freezeframe.capture.pcapio import LINKTYPE_ETHERNET, PcapReader, encode_global_header
+from freezeframe.contracts.config import Settings
+from freezeframe.contracts.errors import ConfigError
+from freezeframe.contracts.keys import parse_raw_segment_key
 from freezeframe_agent.capture import (
     CaptureEngineError,
     MergedSource,

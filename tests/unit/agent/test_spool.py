@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from freezeframe.pcapio import PcapReader
+from freezeframe.capture.pcapio import PcapReader
 from freezeframe_agent.segmenter import Segmenter
 from freezeframe_agent.spool import GAP_SCHEMA, GapRecord, Spool
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from freezeframe.config import Settings
-from freezeframe.models import SegmentRecord
+from freezeframe.contracts.config import Settings
+from freezeframe.contracts.models import SegmentRecord
 from freezeframe_agent.publisher import DurableKafkaBus
 from freezeframe_agent.spool import GAP_SCHEMA, Spool
 from freezeframe_agent.uploader import Backoff, Uploader

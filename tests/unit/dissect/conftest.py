@@ -10,8 +10,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from freezeframe.capture.pcapio import Packet, PcapReader
 from freezeframe.dissect import AppTracker, ConnectionTracker
-from freezeframe.pcapio import Packet, PcapReader
 
 SAMPLE = Path(__file__).resolve().parents[2] / "fixtures" / "sample.pcap"
 TSHARK = shutil.which("tshark")

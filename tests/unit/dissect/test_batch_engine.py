@@ -21,9 +21,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from freezeframe.capture.pcapio import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2, PcapWriter, open_capture
 from freezeframe.dissect import AppTracker, ConnectionTracker
 from freezeframe.dissect.tcp.batch import feed_batches
-from freezeframe.pcapio import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2, PcapWriter, open_capture
 from tests.fixtures.tcp_captures import Capture, Conversation, clean_download, lossy_capture
 
 SAMPLE = Path(__file__).resolve().parents[2] / "fixtures" / "sample.pcap"

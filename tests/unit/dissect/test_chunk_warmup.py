@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
+from freezeframe.capture.pcapio import PcapReader
+from freezeframe.contracts.schemas import CONNECTIONS
 from freezeframe.dissect.chunks import EXACT_COLUMNS, plan_chunks
 from freezeframe.dissect.job import SegmentSource, dissect_chunked, dissect_segments
 from freezeframe.dissect.problems import SegmentRef
-from freezeframe.pcapio import PcapReader
-from freezeframe.schemas import CONNECTIONS
 from tests.fixtures.tcp_captures import TSHARK, lossy_capture
 from tests.unit.dissect.test_chunks import BASE_NS as EDGE_BASE_NS
 from tests.unit.dissect.test_chunks import SECOND, build_capture
@@ -136,8 +136,7 @@ def test_warm_chunks_complete_the_application_rows_cut_by_an_edge(tmp_path: Path
 def test_freezeframe_dissect_chunk_seconds_equals_one_pass(tmp_path: Path) -> None:
     """`freezeframe dissect --chunk-seconds`: the same planner, warm-up and merge, in a process pool, over files."""
     import pyarrow.parquet as pq
-
-    from freezeframe.cli import main
+    from freezeframe_local.cli import main
 
     first = lossy_capture(4, conversations=3, steps=120).write(tmp_path / "a.pcap")
     second = tmp_path / "b.pcap"

@@ -19,11 +19,11 @@ import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
+from freezeframe.capture.pcapio import LINKTYPE_ETHERNET, PcapWriter
+from freezeframe.contracts.schemas import CONNECTIONS
 from freezeframe.dissect.chunks import EXACT_COLUMNS, MERGE_RULES, merge_connections, plan_chunks
 from freezeframe.dissect.job import SegmentSource, dissect_chunked, dissect_segments
 from freezeframe.dissect.problems import SegmentRef
-from freezeframe.pcapio import LINKTYPE_ETHERNET, PcapWriter
-from freezeframe.schemas import CONNECTIONS
 
 BASE_NS = 1_767_225_600 * 1_000_000_000
 SECOND = 1_000_000_000

@@ -18,6 +18,8 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from freezeframe.capture.pcapio import MAX_TS_NS
+from freezeframe.contracts.schemas import TABLES
 from freezeframe.dissect import job
 from freezeframe.dissect.chunks import (
     CHUNK_TABLES,
@@ -33,8 +35,6 @@ from freezeframe.dissect.chunks import (
 )
 from freezeframe.dissect.job import EngineResult, SegmentSource, dissect_segments, merge_chunk_results
 from freezeframe.dissect.problems import SegmentRef
-from freezeframe.pcapio import MAX_TS_NS
-from freezeframe.schemas import TABLES
 from tests.fixtures.tcp_captures import lossy_capture
 from tests.unit.dissect.test_chunk_warmup import span
 from tests.unit.dissect.test_chunks import SECOND, build_capture

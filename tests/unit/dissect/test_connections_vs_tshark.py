@@ -20,8 +20,8 @@ import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
+from freezeframe.capture.pcapio import LINKTYPE_ETHERNET, Packet, PcapReader, PcapWriter
 from freezeframe.dissect import ConnectionTracker
-from freezeframe.pcapio import LINKTYPE_ETHERNET, Packet, PcapReader, PcapWriter
 
 SAMPLE = Path(__file__).resolve().parents[2] / "fixtures" / "sample.pcap"
 TSHARK = shutil.which("tshark")
@@ -178,7 +178,7 @@ def test_two_segments_give_the_same_rows_as_one_and_a_spanning_connection_stays_
 
 
 def test_rows_conform_exactly_to_the_schema_and_are_sorted() -> None:
-    from freezeframe.schemas import CONNECTIONS
+    from freezeframe.contracts.schemas import CONNECTIONS
 
     link_type, packets = read_pcap(SAMPLE)
     table = track(link_type, [packets])

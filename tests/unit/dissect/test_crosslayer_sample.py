@@ -1,7 +1,8 @@
-"""The bundled sample with its Kubernetes and node context (freezeframe.sample_context), dissected through the CLI:
+"""The bundled sample with its Kubernetes and node context (freezeframe_local.sample_context), dissected through the
+CLI:
 ClusterIP connections resolve to their Service, node_stats carry the node's counters, node_config its history, and
 the cross-layer scenarios find the sample's story. Expected values are the sample's documented story (the
-connections to 10.96.12.34:80 in freezeframe.samples' table, the overflows and endpoint changes in
+connections to 10.96.12.34:80 in freezeframe_local.samples' table, the overflows and endpoint changes in
 sample_context's docstring), not the dissector's output."""
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from freezeframe_local import sample_context
+from freezeframe_local.cli import main
 
-from freezeframe import sample_context, scenarios
-from freezeframe.cli import main
-from freezeframe.query import connect_local, run
+from freezeframe.investigate import scenarios
+from freezeframe.investigate.query import connect_local, run
 
 ROOT = Path(__file__).resolve().parents[3]
 SAMPLE = ROOT / "tests" / "fixtures" / "sample.pcap"

@@ -10,15 +10,15 @@ from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6
 from scapy.layers.l2 import ARP, CookedLinux, CookedLinuxV2, Dot1AD, Dot1Q, Ether
 from scapy.packet import Packet as ScapyPacket
 
-from freezeframe.dissect import ConnectionTracker, Decoded, Skip, decode
-from freezeframe.dissect.decode import LINKTYPE_IPV4, LINKTYPE_IPV6, TH_ACK, TH_AE, TH_PUSH, TH_SYN
-from freezeframe.pcapio import (
+from freezeframe.capture.pcapio import (
     LINKTYPE_ETHERNET,
     LINKTYPE_LINUX_SLL,
     LINKTYPE_LINUX_SLL2,
     LINKTYPE_RAW,
     Packet,
 )
+from freezeframe.dissect import ConnectionTracker, Decoded, Skip, decode
+from freezeframe.dissect.decode import LINKTYPE_IPV4, LINKTYPE_IPV6, TH_ACK, TH_AE, TH_PUSH, TH_SYN
 
 V4_SRC, V4_DST = "10.244.1.10", "10.96.12.34"
 V6_SRC, V6_DST = "fd00:10:244:1::a", "fd00:10:96::22"

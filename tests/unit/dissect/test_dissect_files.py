@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from freezeframe_local.cli import main
 
-from freezeframe.cli import main
-from freezeframe.crosslayer import CLUSTER_PART
+from freezeframe.capture.pcapio import PcapReader, PcapWriter
+from freezeframe.contracts.keys import table_part_key
+from freezeframe.dissect.crosslayer import CLUSTER_PART
 from freezeframe.dissect.files import first_timestamp
-from freezeframe.keys import table_part_key
-from freezeframe.pcapio import PcapReader, PcapWriter
-from freezeframe.query import connect_local, run
+from freezeframe.investigate.query import connect_local, run
 from tests.fixtures.tcp_captures import lossy_capture
 
 SAMPLE = Path(__file__).resolve().parents[2] / "fixtures" / "sample.pcap"

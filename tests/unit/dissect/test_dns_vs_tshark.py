@@ -13,10 +13,10 @@ from scapy.layers.dns import DNS, DNSQR
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
+from freezeframe.capture.pcapio import LINKTYPE_ETHERNET, Packet
+from freezeframe.contracts.schemas import DNS as DNS_SCHEMA
 from freezeframe.dissect import AppTracker, ConnectionTracker
 from freezeframe.dissect.dns import parse
-from freezeframe.pcapio import LINKTYPE_ETHERNET, Packet
-from freezeframe.schemas import DNS as DNS_SCHEMA
 
 from .conftest import TsharkFields, dissect
 

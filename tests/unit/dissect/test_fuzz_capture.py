@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 
+from freezeframe.capture.pcapio import Packet, PcapReader, open_capture
+from freezeframe.contracts.errors import CaptureFormatError
 from freezeframe.dissect import AppTracker, ConnectionTracker
 from freezeframe.dissect.tcp.batch import feed_batches
-from freezeframe.errors import CaptureFormatError
-from freezeframe.pcapio import Packet, PcapReader, open_capture
 
 SAMPLE = Path(__file__).resolve().parents[2] / "fixtures" / "sample.pcap"
 SAMPLE_INPUTS = 500  # the unit tier's sample; the bench runs 10,000 (and make bench-fuzz 300,000)

@@ -11,10 +11,10 @@ import pyarrow as pa
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
+from freezeframe.capture.pcapio import LINKTYPE_ETHERNET, Packet
+from freezeframe.contracts.schemas import HTTP
 from freezeframe.dissect import AppTracker, ConnectionTracker
 from freezeframe.dissect.http import Request, Response, parse
-from freezeframe.pcapio import LINKTYPE_ETHERNET, Packet
-from freezeframe.schemas import HTTP
 
 from .conftest import TsharkFields
 

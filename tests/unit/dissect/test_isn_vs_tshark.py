@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from freezeframe.capture.pcapio import PcapReader, PcapWriter, open_capture
 from freezeframe.dissect import native
 from freezeframe.dissect.connections import ConnectionTracker
 from freezeframe.dissect.job import dissect_segments
-from freezeframe.pcapio import PcapReader, PcapWriter, open_capture
 from tests.fixtures.native_compare import sources
 
 SAMPLE = Path(__file__).resolve().parents[2] / "fixtures" / "sample.pcap"

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
+from freezeframe.capture.pcapio import PcapReader
 from freezeframe.dissect import native
 from freezeframe.dissect.chunks import plan_chunks
 from freezeframe.dissect.job import EngineResult, SegmentSource, dissect_chunked, dissect_segments
 from freezeframe.dissect.problems import SegmentRef
-from freezeframe.pcapio import PcapReader
 from tests.fixtures.native_compare import _problems, _table_differences
 from tests.fixtures.tcp_captures import lossy_capture
 from tests.unit.dissect.test_chunks import BASE_NS as EDGE_BASE_NS

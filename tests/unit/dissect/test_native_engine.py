@@ -16,10 +16,10 @@ import pyarrow as pa
 import pytest
 import zstandard
 
+from freezeframe.capture.pcapio import PcapReader
+from freezeframe.contracts.schemas import TABLES
 from freezeframe.dissect import native
 from freezeframe.dissect.job import dissect_segments
-from freezeframe.pcapio import PcapReader
-from freezeframe.schemas import TABLES
 from tests.fixtures.native_compare import differences, fuzz_inputs, sources
 from tests.fixtures.tcp_captures import lossy_capture
 

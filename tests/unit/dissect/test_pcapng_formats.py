@@ -21,8 +21,8 @@ import pyarrow as pa
 import pytest
 import zstandard
 
+from freezeframe.capture.pcapio import CaptureReader, Packet, PcapReader, open_capture
 from freezeframe.dissect import AppTracker, ConnectionTracker
-from freezeframe.pcapio import CaptureReader, Packet, PcapReader, open_capture
 
 SAMPLE = Path(__file__).resolve().parents[2] / "fixtures" / "sample.pcap"
 TSHARK = shutil.which("tshark")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from freezeframe.contracts.errors import WindowError
+from freezeframe.contracts.models import ManifestEntry
 from freezeframe.dissect.plan import (
     SECOND_NS,
     CostModel,
@@ -14,8 +16,6 @@ from freezeframe.dissect.plan import (
     plan_node,
     predict,
 )
-from freezeframe.errors import WindowError
-from freezeframe.models import ManifestEntry
 
 T0 = 1_767_225_600 * SECOND_NS
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from freezeframe.contracts.schemas import CONNECTIONS
 from freezeframe.dissect.chunks import _SEGMENTS, merge_connections
-from freezeframe.schemas import CONNECTIONS
 from tests.fixtures.tcp_captures import (
     TSHARK,
     Capture,

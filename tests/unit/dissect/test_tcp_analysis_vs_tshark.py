@@ -15,9 +15,9 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from freezeframe.contracts.schemas import CONNECTIONS, TCP_INSIGHTS
 from freezeframe.dissect.connections import _ROW_NAMES
 from freezeframe.dissect.tcp import TcpAnalysis
-from freezeframe.schemas import CONNECTIONS, TCP_INSIGHTS
 from tests.fixtures.tcp_captures import (
     MSS,
     TSHARK,

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from freezeframe.capture.pcapio import LINKTYPE_ETHERNET, Packet
 from freezeframe.dissect.connections import ConnectionTracker
 from freezeframe.dissect.decode import decode
 from freezeframe.dissect.tcp import analysis as tcp
-from freezeframe.pcapio import LINKTYPE_ETHERNET, Packet
 from tests.fixtures.tcp_captures import lossy_capture
 
 Segment = tuple[bool, int, int, int, int, int, int, int | None]

@@ -9,10 +9,10 @@ import pyarrow as pa
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
+from freezeframe.capture.pcapio import LINKTYPE_ETHERNET, Packet
+from freezeframe.contracts.schemas import TLS
 from freezeframe.dissect import AppTracker, ConnectionTracker
 from freezeframe.dissect.tls import ClientHello, parse, parse_alert, parse_client_hello, parse_server_hello
-from freezeframe.pcapio import LINKTYPE_ETHERNET, Packet
-from freezeframe.schemas import TLS
 
 from .conftest import TsharkFields
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import gc
 
+from freezeframe.capture.pcapio import Packet
 from freezeframe.dissect import AppTracker, ConnectionTracker
 from freezeframe.dissect.connections import _Flow, collector_paused
-from freezeframe.pcapio import Packet
 
 
 def live_flows() -> int:

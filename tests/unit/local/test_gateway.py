@@ -10,10 +10,10 @@ from typing import Any
 
 import boto3
 import pytest
+from freezeframe_local.gateway import LocalGateway
+from freezeframe_local.invoke_auth import credentials
 
-from freezeframe.config import Settings
-from freezeframe.local.gateway import LocalGateway
-from freezeframe.local.invoke_auth import credentials
+from freezeframe.contracts.config import Settings
 
 ECHO = '''
 import json
@@ -100,7 +100,7 @@ def test_a_crashing_function_url_handler_is_a_502(gateway: LocalGateway, tmp_pat
     (Path(str(gateway.settings.functions_dir)) / "webhook" / "app.py").write_text(FAILING)
     # The handler module is cached per path; a fresh gateway on a copy picks up the crashing one.
     config = Settings(functions_dir=gateway.settings.functions_dir, state_dir=tmp_path / "s2")
-    import freezeframe.local.functions as functions
+    import freezeframe_local.functions as functions
 
     functions._loaded.clear()
     other = LocalGateway(config).start()

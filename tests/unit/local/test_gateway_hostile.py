@@ -18,11 +18,11 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
+from freezeframe_local import invoke_auth
+from freezeframe_local.gateway import MAX_BODY, LocalGateway
 
-from freezeframe.config import Settings
-from freezeframe.errors import SignatureError
-from freezeframe.local import invoke_auth
-from freezeframe.local.gateway import MAX_BODY, LocalGateway
+from freezeframe.contracts.config import Settings
+from freezeframe.contracts.errors import SignatureError
 
 ECHO = '''
 import json
@@ -41,7 +41,7 @@ READ_DEADLINE_S = 1.5
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[LocalGateway]:
-    import freezeframe.local.functions as functions
+    import freezeframe_local.functions as functions
 
     functions_dir = tmp_path / "functions"
     for folder, source in (("webhook", ECHO), ("freeze", RECORD)):

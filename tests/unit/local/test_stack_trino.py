@@ -9,12 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from freezeframe_local import stack
+from freezeframe_local.kafka import process_running
+from freezeframe_local.s3 import stop_process
+from freezeframe_local.trino import TrinoServer
 
-from freezeframe.config import Settings
-from freezeframe.local import stack
-from freezeframe.local.kafka import process_running
-from freezeframe.local.s3 import stop_process
-from freezeframe.local.trino import TrinoServer
+from freezeframe.contracts.config import Settings
 
 
 def _sleeper() -> int:

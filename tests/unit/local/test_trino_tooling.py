@@ -7,11 +7,17 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from freezeframe_local.trino import MIN_JAVA, find_java, java_feature_version
 
-from freezeframe.errors import StackError
-from freezeframe.local.trino import MIN_JAVA, find_java, java_feature_version
-from freezeframe.schemas import PARTITION_KEYS, TABLES
-from freezeframe.trino_sql import DataLocation, TrinoTypeError, create_table_sql, table_columns, trino_type
+from freezeframe.contracts.errors import StackError
+from freezeframe.contracts.schemas import PARTITION_KEYS, TABLES
+from freezeframe.investigate.trino_sql import (
+    DataLocation,
+    TrinoTypeError,
+    create_table_sql,
+    table_columns,
+    trino_type,
+)
 
 
 def _jdk(root: Path, name: str, version: str) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol, cast
 
-from freezeframe.config import Settings
+from freezeframe.contracts.config import Settings
 
 
 class AthenaClient(Protocol):

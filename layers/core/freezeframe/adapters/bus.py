@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from freezeframe.config import Settings
-from freezeframe.errors import ConfigError
+from freezeframe.contracts.config import Settings
+from freezeframe.contracts.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, cast
 
-from freezeframe.config import Settings
-from freezeframe.keys import parse_table_part_key
+from freezeframe.contracts.config import Settings
+from freezeframe.contracts.keys import parse_table_part_key
 
 
 class CatalogClient(Protocol):
@@ -34,7 +34,7 @@ def create_partition(client: CatalogClient, database: str, table: str,
 def register_parts(settings: Settings, part_keys: Iterable[str]) -> list[str]:
     """Registers the (dt, incident_id) partition of every written part; a no-op without a Glue database (local
     mode, where DuckDB reads the hive layout directly)."""
-    from freezeframe.glue import register_partitions  # glue imports this module for create_partition
+    from freezeframe.investigate.glue import register_partitions  # glue imports this module for create_partition
 
     if not settings.glue_database:
         return []

@@ -16,8 +16,8 @@ from typing import Any, Protocol, cast
 
 from botocore.exceptions import ClientError
 
-from freezeframe.config import Settings
-from freezeframe.errors import FreezeframeError
+from freezeframe.contracts.config import Settings
+from freezeframe.contracts.errors import FreezeframeError
 
 
 class FunctionInvoker(Protocol):
@@ -39,7 +39,7 @@ def _client(settings: Settings) -> FunctionInvoker:
                               "config": Config(retries={"max_attempts": 5, "mode": "standard"})}
     if settings.lambda_endpoint:
         # The local gateway accepts only invocations signed with its stack's own key (never an account's real one).
-        from freezeframe.local.invoke_auth import credentials
+        from freezeframe.adapters.invoke_key import credentials
 
         access_key, secret_key = credentials(settings)
         kwargs.update(endpoint_url=settings.lambda_endpoint, aws_access_key_id=access_key,
@@ -55,6 +55,9 @@ def invoke_async(settings: Settings, function_name: str, payload: Mapping[str, A
 
 
 logger = logging.getLogger(__name__)
+# Locally, the dissection state machine (template.yaml, DissectionStateMachine) is a pseudo-function of the
+# local gateway (freezeframe_local.gateway): an async invoke of this name runs its steps in order.
+LOCAL_DISSECTION_FUNCTION = "freezeframe-dissection"
 _EXECUTION_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -81,7 +84,7 @@ def start_dissection(settings: Settings, incident_id: str, nodes: Sequence[str],
                      follow_hold: bool = False) -> str | None:
     """Dissect the incident's nodes, then finalize it; with `follow_hold` (the freeze opened a hold) even when the
     freeze found no segment yet: the execution then dissects the segments the hold locks as they arrive
-    (freezeframe.follow), so a freeze of a window that starts now still ends with tables.
+    (freezeframe.freeze.follow), so a freeze of a window that starts now still ends with tables.
 
     In AWS (FREEZEFRAME_DISSECT_STATE_MACHINE set): one execution of the dissection state machine; returns its
     name. Locally (no state machine): an async invoke of the local gateway's stand-in for the state machine, which
@@ -90,8 +93,6 @@ def start_dissection(settings: Settings, incident_id: str, nodes: Sequence[str],
         return None  # nothing was frozen and nothing will be, so there is nothing to dissect
     if not settings.dissect_state_machine:
         if settings.lambda_endpoint:
-            from freezeframe.local.functions import LOCAL_DISSECTION_FUNCTION
-
             invoke_async(settings, LOCAL_DISSECTION_FUNCTION,
                          {"incident_id": incident_id, "nodes": sorted(set(nodes))})
             return None

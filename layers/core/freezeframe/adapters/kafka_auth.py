@@ -23,8 +23,8 @@ from collections.abc import Callable
 from typing import Any
 
 from freezeframe.adapters.secrets import kafka_sasl_credentials
-from freezeframe.config import Settings
-from freezeframe.errors import ConfigError
+from freezeframe.contracts.config import Settings
+from freezeframe.contracts.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 MSK_IAM = "AWS_MSK_IAM"

@@ -10,8 +10,8 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 from freezeframe.adapters.s3 import LOCAL_CREDENTIALS
-from freezeframe.config import Settings
-from freezeframe.errors import ConfigError
+from freezeframe.contracts.config import Settings
+from freezeframe.contracts.errors import ConfigError
 
 SIGNING_ALGORITHM = "ECDSA_SHA_256"
 KEY_SPEC = "ECC_NIST_P256"

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
-from freezeframe.errors import ConfigError
+from freezeframe.contracts.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)

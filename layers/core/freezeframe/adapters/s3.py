@@ -23,8 +23,8 @@ from typing import Any, Protocol, cast
 
 from botocore.exceptions import ClientError
 
-from freezeframe.config import Settings
-from freezeframe.errors import NotFoundError, ObjectLockError
+from freezeframe.contracts.config import Settings
+from freezeframe.contracts.errors import NotFoundError, ObjectLockError
 
 logger = logging.getLogger(__name__)
 _CREATE_CONFLICT = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}

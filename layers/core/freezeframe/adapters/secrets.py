@@ -10,8 +10,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol, cast
 
-from freezeframe.config import Settings
-from freezeframe.errors import ConfigError
+from freezeframe.contracts.config import Settings
+from freezeframe.contracts.errors import ConfigError
 
 
 def alertmanager_token(settings: Settings) -> str:

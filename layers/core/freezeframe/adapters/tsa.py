@@ -18,7 +18,7 @@ from rfc3161_client import (
     decode_timestamp_response,
 )
 
-from freezeframe.errors import CustodyError
+from freezeframe.contracts.errors import CustodyError
 
 REQUEST_TYPE = "application/timestamp-query"
 REPLY_TYPE = "application/timestamp-reply"

@@ -28,13 +28,13 @@ from typing import Any
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.s3 import ObjectStore
-from freezeframe.config import Settings
+from freezeframe.contracts.config import Settings
+from freezeframe.contracts.errors import CustodyError, PayloadError
 from freezeframe.custody.chain import Envelope, Link, Trust, canonical, chain_prefix, check_links
+from freezeframe.custody.manifest import entries_of
 from freezeframe.custody.signatures import fingerprint, load_public_key, load_roots, public_key_pem, sha256_hex
-from freezeframe.errors import CustodyError, PayloadError
-from freezeframe.k8s_context import ContextEntry, context_root_hash
-from freezeframe.manifest import entries_of
-from freezeframe.verify import Check, document_checks
+from freezeframe.custody.verify import Check, document_checks
+from freezeframe.freeze.k8s_context import ContextEntry, context_root_hash
 
 BUNDLE_SCHEMA = "freezeframe.evidence-bundle/v1"
 INDEX = "bundle.json"

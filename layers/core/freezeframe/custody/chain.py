@@ -26,11 +26,11 @@ from freezeframe.adapters import kms as kmsio
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.adapters.tsa import HttpTimeStamper, TimeStamper
-from freezeframe.config import Settings
+from freezeframe.contracts.config import Settings
+from freezeframe.contracts.errors import CustodyError
+from freezeframe.contracts.keys import chain_prefix, link_key, public_key_key
+from freezeframe.contracts.models import iso
 from freezeframe.custody.signatures import fingerprint, sha256_hex, signature_ok, timestamp_time
-from freezeframe.errors import CustodyError
-from freezeframe.keys import chain_prefix, link_key, public_key_key
-from freezeframe.models import iso
 
 logger = logging.getLogger(__name__)
 LINK_SCHEMA = "freezeframe.custody-link/v1"

@@ -19,14 +19,14 @@ from typing import Any
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.s3 import ObjectStore
-from freezeframe.config import Settings
+from freezeframe.contracts.config import Settings
+from freezeframe.contracts.errors import CustodyError, NotFoundError, PayloadError
+from freezeframe.contracts.keys import ledger_entry_key, manifest_key
+from freezeframe.contracts.keys import ledger_prefix as ledger_prefix
+from freezeframe.contracts.models import iso
 from freezeframe.custody.chain import principal, seal_written
 from freezeframe.custody.pinned import chain_versions, online_trust
 from freezeframe.custody.signatures import sha256_hex
-from freezeframe.errors import CustodyError, NotFoundError, PayloadError
-from freezeframe.keys import ledger_entry_key, manifest_key
-from freezeframe.keys import ledger_prefix as ledger_prefix
-from freezeframe.models import iso
 
 logger = logging.getLogger(__name__)
 ENTRY_SCHEMA = "freezeframe.custody-entry/v1"

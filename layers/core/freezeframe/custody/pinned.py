@@ -16,11 +16,11 @@ from typing import Any
 from freezeframe.adapters import kms as kmsio
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.s3 import ObjectStore
-from freezeframe.config import Settings
+from freezeframe.contracts.config import Settings
+from freezeframe.contracts.errors import CustodyError, NotFoundError
+from freezeframe.contracts.keys import manifest_key, manifest_parts_prefix
 from freezeframe.custody.chain import Envelope, ObjectRef, Trust, chain_prefix, check_links
 from freezeframe.custody.signatures import load_roots, sha256_hex
-from freezeframe.errors import CustodyError, NotFoundError
-from freezeframe.keys import manifest_key, manifest_parts_prefix
 
 logger = logging.getLogger(__name__)
 

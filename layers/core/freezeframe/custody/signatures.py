@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 from rfc3161_client import VerificationError, VerifierBuilder, decode_timestamp_response
 
-from freezeframe.errors import CustodyError
+from freezeframe.contracts.errors import CustodyError
 
 
 def sha256_hex(data: bytes) -> str:

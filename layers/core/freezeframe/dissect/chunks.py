@@ -36,10 +36,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from freezeframe.contracts.errors import WindowError
+from freezeframe.contracts.schemas import CONNECTIONS, TABLES
 from freezeframe.dissect.connections import UDP_IDLE_TIMEOUT_NS, connection_id
 from freezeframe.dissect.tcp.analysis import conn_state, history_bits
-from freezeframe.errors import WindowError
-from freezeframe.schemas import CONNECTIONS, TABLES
 
 # Merge rules, one per CONNECTIONS column.
 FIRST = "first"  # identity: the earliest part's value (identical across parts after orientation)

@@ -43,6 +43,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from freezeframe.capture.pcapio import LINKTYPE_ETHERNET, Packet
+from freezeframe.contracts.schemas import CONNECTIONS, TCP_INSIGHTS
 from freezeframe.dissect.apps import IGNORED, AppTracker, FlowIdentity
 from freezeframe.dissect.decode import (
     ETHERNET_IPV4_TCP,
@@ -58,8 +60,6 @@ from freezeframe.dissect.decode import (
     decode,
 )
 from freezeframe.dissect.tcp.analysis import TcpAnalysis, window_scale_option
-from freezeframe.pcapio import LINKTYPE_ETHERNET, Packet
-from freezeframe.schemas import CONNECTIONS, TCP_INSIGHTS
 
 UDP_IDLE_TIMEOUT_NS = 120 * 1_000_000_000
 

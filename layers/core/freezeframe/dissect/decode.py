@@ -21,7 +21,7 @@ import struct
 from enum import IntEnum
 from typing import NamedTuple
 
-from freezeframe.pcapio import (
+from freezeframe.capture.pcapio import (
     LINKTYPE_ETHERNET,
     LINKTYPE_IPV4,
     LINKTYPE_IPV6,

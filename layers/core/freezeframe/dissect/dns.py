@@ -21,8 +21,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from freezeframe.contracts.schemas import DNS
 from freezeframe.dissect.rows import AppStats, FlowIdentity, traffic_table
-from freezeframe.schemas import DNS
 
 TYPE_NAMES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 13: "HINFO", 15: "MX", 16: "TXT", 28: "AAAA",
               33: "SRV", 35: "NAPTR", 39: "DNAME", 41: "OPT", 43: "DS", 46: "RRSIG", 47: "NSEC", 48: "DNSKEY",

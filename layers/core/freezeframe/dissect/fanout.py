@@ -25,9 +25,11 @@ template.yaml's DissectionStateMachine runs, per pass:
    the other chunks' rows are written, and the status (and so the incident summary) reports the hole and its time
    range. Bound: a Service flow whose translated leg is on the other side of the body/edge split (one leg's row
    continues across an edge, the other's does not) has no backend columns.
-4. finalize (``freezeframe.finalize``) once: builds the incident's views from every node's parts and chunk parts,
-   without the chunk parts' rows in the node's moved list (``freezeframe.views``), splits a view larger than about
-   128 MB into numbered files (``freezeframe.compact``),
+4. finalize (``freezeframe.dissect.finalize``) once: builds the incident's views from every node's parts and chunk
+parts,
+   without the chunk parts' rows in the node's moved list (``freezeframe.dissect.views``), splits a view larger than
+   about
+   128 MB into numbered files (``freezeframe.dissect.compact``),
    registers the partitions, writes report and summary.
 
 ``run_locally`` runs the same steps in order in one process, with the state machine's retries, for the local stack
@@ -50,8 +52,22 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from freezeframe.adapters import s3 as s3io
-from freezeframe.config import Settings
-from freezeframe.crosslayer import CLUSTER_PART, ServiceTimeline, cluster_tables, node_tables, service_flows
+from freezeframe.capture.pcapio import MAX_TS_NS
+from freezeframe.contracts.config import Settings
+from freezeframe.contracts.errors import NotFoundError, SegmentCorruptError
+from freezeframe.contracts.keys import (
+    chunk_prefix,
+    chunk_status_key,
+    dissect_moved_key,
+    dissect_plan_key,
+    dissect_status_key,
+    table_chunk_part_key,
+    table_part_key,
+)
+from freezeframe.contracts.models import ManifestEntry
+from freezeframe.contracts.schemas import TABLES
+from freezeframe.custody.incident import load_incident
+from freezeframe.custody.manifest import entries_of
 from freezeframe.custody.pinned import pinned_manifest
 from freezeframe.dissect.chunks import (
     APP_TABLES,
@@ -67,6 +83,7 @@ from freezeframe.dissect.chunks import (
     warm_rows_of,
     with_rows,
 )
+from freezeframe.dissect.crosslayer import CLUSTER_PART, ServiceTimeline, cluster_tables, node_tables, service_flows
 from freezeframe.dissect.enrich import IpTimeline, enrich
 from freezeframe.dissect.job import (
     DissectReport,
@@ -80,23 +97,8 @@ from freezeframe.dissect.job import (
 from freezeframe.dissect.node_state import frozen_documents
 from freezeframe.dissect.plan import PlannedChunk, SegmentSpan, chunk_of_item, plan_node
 from freezeframe.dissect.problems import ProblemRow, SegmentProblems, SegmentRef
-from freezeframe.errors import NotFoundError, SegmentCorruptError
-from freezeframe.follow import inputs_digest
-from freezeframe.incident import load_incident
-from freezeframe.keys import (
-    chunk_prefix,
-    chunk_status_key,
-    dissect_moved_key,
-    dissect_plan_key,
-    dissect_status_key,
-    table_chunk_part_key,
-    table_part_key,
-)
-from freezeframe.manifest import entries_of
-from freezeframe.models import ManifestEntry
-from freezeframe.pcapio import MAX_TS_NS
-from freezeframe.schemas import TABLES
-from freezeframe.unverified import unverified_of
+from freezeframe.freeze.follow import inputs_digest
+from freezeframe.freeze.unverified import unverified_of
 
 logger = logging.getLogger(__name__)
 CHUNK_SCHEMA = "freezeframe.dissect-chunk/v2"  # v2: body rows in chunk parts, edge rows, UDP pairs, warm-up rows

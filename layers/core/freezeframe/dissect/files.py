@@ -9,7 +9,7 @@ read the same on every engine: ``DIR/tables/<table>/dt=<day>/incident_id=<id>/<n
 http, tls and dissect_errors (the day of the first packet; the incident ``local`` unless one is named), plus
 ``DIR/incidents/<id>/dissect/<node>.json`` (inputs with their sizes and hashes, rows per table, counters). Then the
 incident's views are rewritten from every node's parts in DIR (``DIR/views/<table>/dt=<day>/incident_id=<id>/
-incident.parquet``, `freezeframe.views`): dissect each node's captures with its ``--node`` into the same DIR and
+incident.parquet``, `freezeframe.dissect.views`): dissect each node's captures with its ``--node`` into the same DIR and
 the views hold one row per conversation across them, which ``freezeframe query --dir DIR`` reads. Each file
 is written under a temporary name and renamed into place once every table is built, so a failed run leaves the
 previous output (or none) and a re-run overwrites instead of adding files.
@@ -30,19 +30,19 @@ from typing import Any, BinaryIO
 
 import pyarrow as pa
 
-from freezeframe.crosslayer import CLUSTER_PART, cluster_tables, node_tables
+from freezeframe.capture.hashstream import HashingStream
+from freezeframe.capture.pcapio import open_capture
+from freezeframe.contracts.errors import CaptureFormatError, FreezeframeError
+from freezeframe.contracts.keys import check_name, dissect_status_key, table_part_key
+from freezeframe.contracts.models import iso
 from freezeframe.dissect.chunks import Chunk
+from freezeframe.dissect.crosslayer import CLUSTER_PART, cluster_tables, node_tables
 from freezeframe.dissect.enrich import IpTimeline, enrich
 from freezeframe.dissect.job import EngineResult, SegmentSource, dissect_chunked, dissect_segments, parquet_bytes
 from freezeframe.dissect.plan import SegmentSpan, plan_node
 from freezeframe.dissect.problems import SegmentRef
-from freezeframe.errors import CaptureFormatError, FreezeframeError
-from freezeframe.hashstream import HashingStream
-from freezeframe.keys import check_name, dissect_status_key, table_part_key
-from freezeframe.models import iso
-from freezeframe.node_state import NodeStateDocument
-from freezeframe.pcapio import open_capture
-from freezeframe.views import write_local_views
+from freezeframe.dissect.views import write_local_views
+from freezeframe.freeze.node_state import NodeStateDocument
 
 SUMMARY_SCHEMA = "freezeframe.dissect-files/v1"
 LOCAL_INCIDENT = "local"  # the incident id of tables dissected from local files when none is named

@@ -18,8 +18,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from freezeframe.contracts.schemas import HTTP
 from freezeframe.dissect.rows import AppStats, FlowIdentity, traffic_table
-from freezeframe.schemas import HTTP
 
 MAX_HEADER_BYTES = 64 * 1024
 NO_BODY_STATUSES = frozenset((204, 304))

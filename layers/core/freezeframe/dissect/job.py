@@ -32,9 +32,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from freezeframe.adapters import s3 as s3io
-from freezeframe.compact import WRITE_OPTIONS
-from freezeframe.config import Settings
-from freezeframe.crosslayer import CLUSTER_PART, cluster_tables, node_tables
+from freezeframe.capture.pcapio import MAX_TS_NS, open_capture
+from freezeframe.contracts.config import Settings
+from freezeframe.contracts.documents import DISSECT_STATUS_SCHEMA as STATUS_SCHEMA
+from freezeframe.contracts.errors import CaptureFormatError, SegmentCorruptError
+from freezeframe.contracts.keys import dissect_status_key, table_part_key
+from freezeframe.contracts.models import ManifestEntry, iso
+from freezeframe.contracts.schemas import TABLES
+from freezeframe.custody.manifest import entries_of
 from freezeframe.dissect.apps import AppTracker
 from freezeframe.dissect.chunks import (
     CHUNK_TABLES,
@@ -50,23 +55,18 @@ from freezeframe.dissect.chunks import (
     warm_rows_of,
     with_rows,
 )
+from freezeframe.dissect.compact import WRITE_OPTIONS
 from freezeframe.dissect.connections import ConnectionTracker, collector_paused
+from freezeframe.dissect.crosslayer import CLUSTER_PART, cluster_tables, node_tables
 from freezeframe.dissect.enrich import IpTimeline, enrich
 from freezeframe.dissect.node_state import frozen_documents
 from freezeframe.dissect.plan import SegmentSpan, plan_node
 from freezeframe.dissect.problems import APP_KINDS, DECODE_KINDS, SegmentProblems, SegmentRef
 from freezeframe.dissect.tcp.batch import feed_batches
 from freezeframe.dissect.warmup import ChunkState, begin_chunk
-from freezeframe.documents import DISSECT_STATUS_SCHEMA as STATUS_SCHEMA
-from freezeframe.errors import CaptureFormatError, SegmentCorruptError
-from freezeframe.follow import inputs_digest
-from freezeframe.keys import dissect_status_key, table_part_key
-from freezeframe.manifest import entries_of
-from freezeframe.models import ManifestEntry, iso
-from freezeframe.node_state import entries_of as node_state_entries
-from freezeframe.pcapio import MAX_TS_NS, open_capture
-from freezeframe.schemas import TABLES
-from freezeframe.unverified import unverified_of
+from freezeframe.freeze.follow import inputs_digest
+from freezeframe.freeze.node_state import entries_of as node_state_entries
+from freezeframe.freeze.unverified import unverified_of
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class DissectReport:
     parts: dict[str, str] = field(default_factory=dict)
     corrupt_segments: list[dict[str, str]] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
-    # What this pass read (freezeframe.follow.inputs_digest): a later pass with the same inputs is skipped.
+    # What this pass read (freezeframe.freeze.follow.inputs_digest): a later pass with the same inputs is skipped.
     inputs_digest: str = ""
     # Locked but unverified segments of this node, left out of the tables (one dissect_errors row each).
     unverified_segments: list[dict[str, str]] = field(default_factory=list)
@@ -317,7 +317,7 @@ def dissect_node(settings: Settings, s3: Any, incident_id: str, node: str,
     (deterministic keys). A pass whose inputs equal the last successful pass's (`inputs_digest`) keeps its tables
     and returns at once, unless `force`."""
     # The custody chain (cryptography) only here: a local `freezeframe dissect` never imports it.
-    from freezeframe.incident import load_incident  # noqa: PLC0415
+    from freezeframe.custody.incident import load_incident  # noqa: PLC0415
 
     incident = load_incident(settings, s3, incident_id, record=False, statuses=False, summary=False)
     manifest = incident.manifest_document
@@ -380,7 +380,7 @@ def dissect_node(settings: Settings, s3: Any, incident_id: str, node: str,
     records = context_records(s3, manifest)
     timeline = IpTimeline.from_records(records)
     tables = {name: enrich(table, timeline) for name, table in result.tables.items()}
-    # Cross-layer evidence: the node's own state, and the connections to Services (freezeframe.crosslayer).
+    # Cross-layer evidence: the node's own state, and the connections to Services (freezeframe.dissect.crosslayer).
     documents, state_corrupt, state_malformed = frozen_documents(s3, manifest, node, raw_bucket)
     result.corrupt += state_corrupt
     tables.update(node_tables(tables["connections"], records, documents, timeline))
@@ -410,7 +410,7 @@ def dissect_node(settings: Settings, s3: Any, incident_id: str, node: str,
 
 
 def _previous_status(settings: Settings, s3: Any, incident_id: str, node: str) -> dict[str, Any] | None:
-    from freezeframe.incident import read_status  # noqa: PLC0415 - the custody chain only on this path
+    from freezeframe.custody.incident import read_status  # noqa: PLC0415 - the custody chain only on this path
 
     status = read_status(settings, s3, incident_id, node)
     return status.to_dict() if status is not None else None

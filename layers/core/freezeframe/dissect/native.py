@@ -17,11 +17,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from freezeframe.config import dissect_engine
+from freezeframe.contracts.config import dissect_engine
+from freezeframe.contracts.errors import ConfigError, SegmentCorruptError
+from freezeframe.contracts.schemas import TABLES
 from freezeframe.dissect.problems import APP_KINDS, DECODE_KINDS, ProblemRow, SegmentProblems
 from freezeframe.dissect.warmup import WarmFlow, fix_rows
-from freezeframe.errors import ConfigError, SegmentCorruptError
-from freezeframe.schemas import TABLES
 
 logger = logging.getLogger(__name__)
 

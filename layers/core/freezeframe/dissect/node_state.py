@@ -1,4 +1,4 @@
-"""Node-state documents (freezeframe.node_state) into the `node_stats` and `node_config` tables.
+"""Node-state documents (freezeframe.freeze.node_state) into the `node_stats` and `node_config` tables.
 
 node_stats is long: one row per document and number, with the kernel's running total (`value`) and, for counters,
 what happened during the period (`delta`, the difference to the node's previous document). A counter that went
@@ -17,9 +17,9 @@ from typing import Any
 import pyarrow as pa
 
 from freezeframe.adapters import s3 as s3io
-from freezeframe.errors import PayloadError
-from freezeframe.node_state import CONFIG_KINDS, NodeStateDocument, entries_of
-from freezeframe.schemas import NODE_CONFIG, NODE_STATS
+from freezeframe.contracts.errors import PayloadError
+from freezeframe.contracts.schemas import NODE_CONFIG, NODE_STATS
+from freezeframe.freeze.node_state import CONFIG_KINDS, NodeStateDocument, entries_of
 
 logger = logging.getLogger(__name__)
 # Levels rather than running totals: their delta says nothing.

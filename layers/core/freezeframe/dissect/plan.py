@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from freezeframe.errors import WindowError
+from freezeframe.contracts.errors import WindowError
 
 SECOND_NS = 1_000_000_000
 MIN_CHUNK_NS = SECOND_NS  # never cut finer than a second: per-task overhead would dominate

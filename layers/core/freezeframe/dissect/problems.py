@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from freezeframe.pcapio import CaptureReader
-from freezeframe.schemas import DISSECT_ERRORS
+from freezeframe.capture.pcapio import CaptureReader
+from freezeframe.contracts.schemas import DISSECT_ERRORS
 
 # Tracker counters that mean damage (the other skip reasons, such as non-IP frames, are normal traffic).
 DECODE_KINDS = ("malformed", "truncated", "unsupported_link")

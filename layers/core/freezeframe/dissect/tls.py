@@ -24,8 +24,8 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
+from freezeframe.contracts.schemas import TLS
 from freezeframe.dissect.rows import AppStats, FlowIdentity, traffic_table
-from freezeframe.schemas import TLS
 
 CHANGE_CIPHER_SPEC = 20
 ALERT = 21

@@ -39,6 +39,15 @@ from typing import Any
 
 import numpy as np
 
+from freezeframe.capture.pcapio import (
+    LINKTYPE_ETHERNET,
+    LINKTYPE_LINUX_SLL,
+    LINKTYPE_LINUX_SLL2,
+    LINKTYPE_RAW,
+    RECORD_HEADER_LEN,
+    Packet,
+    RecordBatch,
+)
 from freezeframe.dissect.apps import IGNORED
 from freezeframe.dissect.connections import (
     COMPLETENESS_ACK,
@@ -50,15 +59,6 @@ from freezeframe.dissect.connections import (
 from freezeframe.dissect.decode import IPPROTO_TCP, LINKTYPE_IPV4, Decoded, decode
 from freezeframe.dissect.tcp.analysis import MAX_UNACKED_SEGMENTS, MAX_WINDOW_SHIFT, Direction, TcpAnalysis
 from freezeframe.dissect.tcp.flags import H_ACK, H_DATA, H_FIN, TH_ACK, TH_FIN, TH_RST, TH_SYN
-from freezeframe.pcapio import (
-    LINKTYPE_ETHERNET,
-    LINKTYPE_LINUX_SLL,
-    LINKTYPE_LINUX_SLL2,
-    LINKTYPE_RAW,
-    RECORD_HEADER_LEN,
-    Packet,
-    RecordBatch,
-)
 
 # Link types the vectorised decoder reads: link header length, and where the ethertype is (-1: raw IP).
 _LINKS = {LINKTYPE_ETHERNET: (14, 12), LINKTYPE_LINUX_SLL: (16, 14), LINKTYPE_LINUX_SLL2: (20, 0),

@@ -1,1 +1,0 @@
-"""Alert sources: one module per webhook format, each a pure parse from payload to FreezeRequests."""

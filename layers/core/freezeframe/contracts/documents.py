@@ -1,0 +1,615 @@
+"""The evidence documents: one frozen dataclass per document kind, its schema string (defined here and nowhere
+else) and `to_dict` / `from_dict`. Pure: no I/O (freezeframe.custody.incident reads them from the store).
+
+`from_dict` validates and raises PayloadError naming the document and the field; `to_dict` gives back exactly the
+document the writers store (put_json sorts keys, so the stored bytes round-trip). Fields a kind has gained over time,
+or that only some writers add, are kept in `extra` and written back unchanged, so a document written by any version
+reads and re-encodes to its own bytes.
+
+The records that cross process boundaries before an incident exists (segment records, freeze requests, manifest
+entries) are in freezeframe.contracts.models; they are re-exported here so this module is the catalogue of every kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+from freezeframe.contracts.errors import PayloadError
+from freezeframe.contracts.models import (
+    FREEZE_SCHEMA,
+    GAP_SCHEMA,
+    SEGMENT_SCHEMA,
+    FreezeRequest,
+    LockSpec,
+    ManifestEntry,
+    SegmentRecord,
+    iso,
+    parse_iso,
+)
+
+__all__ = [
+    "DISSECT_STATUS_SCHEMA", "FREEZE_SCHEMA", "GAP_SCHEMA", "HOLD_SCHEMA", "INCIDENT_SCHEMA",
+    "K8S_ENDPOINTSLICE_SCHEMA", "K8S_EVENT_SCHEMA", "K8S_NODE_SCHEMA", "K8S_POD_SCHEMA", "K8S_SERVICE_SCHEMA",
+    "MANIFEST_SCHEMA", "NODE_STATE_SCHEMA", "SEGMENT_SCHEMA", "SUMMARY_SCHEMA", "DissectStatus", "FreezeRequest",
+    "EventRecord", "GapRecord", "Hold", "IncidentRecord", "K8S_OBJECT_SCHEMAS", "Manifest", "ManifestEntry",
+    "ManifestPart", "NodeStateEntry", "ObjectRecord", "PodRecord", "SegmentRecord", "Summary",
+]
+
+MANIFEST_SCHEMA = "freezeframe.manifest/v1"  # the manifest and each manifest part
+INCIDENT_SCHEMA = "freezeframe.incident/v1"
+HOLD_SCHEMA = "freezeframe.hold/v1"
+DISSECT_STATUS_SCHEMA = "freezeframe.dissect-status/v1"
+SUMMARY_SCHEMA = "freezeframe.incident-summary/v1"
+NODE_STATE_SCHEMA = "freezeframe.node-state/v1"
+# The Kubernetes context records (the agent's watch stream and the freeze's snapshots).
+K8S_POD_SCHEMA = "freezeframe.k8s-pod/v1"
+K8S_EVENT_SCHEMA = "freezeframe.k8s-event/v1"
+K8S_SERVICE_SCHEMA = "freezeframe.k8s-service/v1"
+K8S_ENDPOINTSLICE_SCHEMA = "freezeframe.k8s-endpointslice/v1"
+K8S_NODE_SCHEMA = "freezeframe.k8s-node/v1"
+
+
+def _field(kind: str, raw: Mapping[str, Any], name: str, expected: type | tuple[type, ...]) -> Any:
+    if name not in raw or raw[name] is None:
+        raise PayloadError(f"{kind}: missing field {name!r}")
+    value = raw[name]
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        names = expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
+        raise PayloadError(f"{kind}: field {name!r} must be {names}, got {type(value).__name__}")
+    return value
+
+
+def _schema(kind: str, raw: Mapping[str, Any], schema: str) -> None:
+    if not isinstance(raw, Mapping):
+        raise PayloadError(f"{kind}: not a JSON object")
+    if raw.get("schema") != schema:
+        raise PayloadError(f"{kind}: schema must be {schema!r}, got {raw.get('schema')!r}")
+
+
+def _optional(kind: str, raw: Mapping[str, Any], defaults: Mapping[str, tuple[type, Any]]
+              ) -> tuple[dict[str, Any], frozenset[str]]:
+    """The optional fields of a kind older or hand-written documents leave out: each present one type-checked, each
+    absent one its default, and the set of absent names (left out again by to_dict, so the bytes round-trip)."""
+    values, absent = {}, set()
+    for name, (expected, default) in defaults.items():
+        if name in raw:
+            values[name] = _field(kind, raw, name, expected)
+        else:
+            values[name] = default() if callable(default) else default
+            absent.add(name)
+    return values, frozenset(absent)
+
+
+def _drop(document: dict[str, Any], absent: frozenset[str]) -> dict[str, Any]:
+    for name in absent:
+        document.pop(name, None)
+    return document
+
+
+def _extra(raw: Mapping[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
+    return {name: value for name, value in raw.items() if name not in known}
+
+
+def _entries(kind: str, raw: Mapping[str, Any]) -> tuple[ManifestEntry, ...]:
+    segments = _field(kind, raw, "segments", list)
+    out = []
+    for index, item in enumerate(segments):
+        if not isinstance(item, Mapping):
+            raise PayloadError(f"{kind}: segments[{index}] is not an object")
+        try:
+            out.append(ManifestEntry.from_dict(item))
+        except PayloadError as exc:
+            raise PayloadError(f"{kind}: segments[{index}]: {exc}") from exc
+    return tuple(out)
+
+
+def _entry_dicts(entries: tuple[ManifestEntry, ...], raw_segments: tuple[Mapping[str, Any], ...]) -> list[Any]:
+    """Each entry as the writer stored it: the optional counters an older writer left out stay left out."""
+    out = []
+    for entry, raw in zip(entries, raw_segments, strict=True):
+        item = entry.to_dict()
+        for name in ("kernel_drops", "agent_drops"):
+            if item[name] is None and name not in raw:
+                del item[name]
+        out.append(item)
+    return out
+
+
+def _request(kind: str, raw: Mapping[str, Any]) -> FreezeRequest:
+    request = _field(kind, raw, "request", Mapping)
+    try:
+        return FreezeRequest.from_dict(request)
+    except PayloadError as exc:
+        raise PayloadError(f"{kind}: request: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """incidents/<id>/manifest.json: what the freeze locked (segments, node state, Kubernetes context) and how much
+    of the window it covers. `extra` carries the optional sections (k8s_context, node_state, unverified, ...)."""
+
+    incident_id: str
+    request: FreezeRequest
+    raw_bucket: str
+    segments: tuple[ManifestEntry, ...]
+    coverage: Mapping[str, Any]
+    root_hash: str
+    tool_versions: Mapping[str, Any]
+    created_at: str
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    raw_segments: tuple[Mapping[str, Any], ...] = field(default=(), repr=False, compare=False)
+    SCHEMA = MANIFEST_SCHEMA
+    _KNOWN = ("schema", "incident_id", "request", "raw_bucket", "segments", "coverage", "root_hash", "tool_versions",
+              "created_at")
+
+    @property
+    def hold(self) -> Hold | None:
+        """The hold the freeze opened (None: the window was over, or a manifest from before holds)."""
+        raw = self.extra.get("hold")
+        return Hold.from_dict(raw) if raw else None
+
+    @property
+    def node_state(self) -> tuple[NodeStateEntry, ...]:
+        """The frozen node-state documents (freezeframe.freeze.node_state), none in a manifest from before them."""
+        return tuple(NodeStateEntry.from_dict(raw) for raw in self.extra.get("node_state") or ())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.SCHEMA, "incident_id": self.incident_id, "request": self.request.to_dict(),
+                "raw_bucket": self.raw_bucket,
+                "segments": _entry_dicts(self.segments, self.raw_segments or tuple(e.to_dict() for e in self.segments)),
+                "coverage": dict(self.coverage), "root_hash": self.root_hash,
+                "tool_versions": dict(self.tool_versions), "created_at": self.created_at, **self.extra}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Manifest:
+        kind = "manifest"
+        _schema(kind, raw, cls.SCHEMA)
+        if "part_of" in raw:
+            raise PayloadError(f"{kind}: this is a manifest part (part_of {raw['part_of']!r}), not the manifest")
+        return cls(incident_id=_field(kind, raw, "incident_id", str), request=_request(kind, raw),
+                   raw_bucket=_field(kind, raw, "raw_bucket", str), segments=_entries(kind, raw),
+                   coverage=_field(kind, raw, "coverage", Mapping), root_hash=_field(kind, raw, "root_hash", str),
+                   tool_versions=_field(kind, raw, "tool_versions", Mapping),
+                   created_at=_field(kind, raw, "created_at", str), extra=_extra(raw, cls._KNOWN),
+                   raw_segments=tuple(raw["segments"]))
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestPart:
+    """incidents/<id>/manifest-parts/<node>-<seq>.json: one late segment a hold locked after the manifest (none,
+    with the segment under `unverified` in `extra`, when it failed its checks)."""
+
+    incident_id: str
+    part_of: str
+    raw_bucket: str
+    segments: tuple[ManifestEntry, ...]
+    root_hash: str
+    created_at: str
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    raw_segments: tuple[Mapping[str, Any], ...] = field(default=(), repr=False, compare=False)
+    SCHEMA = MANIFEST_SCHEMA
+    _KNOWN = ("schema", "incident_id", "part_of", "raw_bucket", "segments", "root_hash", "created_at")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.SCHEMA, "incident_id": self.incident_id, "part_of": self.part_of,
+                "raw_bucket": self.raw_bucket,
+                "segments": _entry_dicts(self.segments, self.raw_segments or tuple(e.to_dict() for e in self.segments)),
+                "root_hash": self.root_hash, "created_at": self.created_at, **self.extra}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> ManifestPart:
+        kind = "manifest part"
+        _schema(kind, raw, cls.SCHEMA)
+        return cls(incident_id=_field(kind, raw, "incident_id", str), part_of=_field(kind, raw, "part_of", str),
+                   raw_bucket=_field(kind, raw, "raw_bucket", str), segments=_entries(kind, raw),
+                   root_hash=_field(kind, raw, "root_hash", str), created_at=_field(kind, raw, "created_at", str),
+                   extra=_extra(raw, cls._KNOWN), raw_segments=tuple(raw["segments"]))
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentRecord:
+    """incidents/<id>/incident.json: written create-only by intake (the idempotency record). `extra` carries what
+    the intake path added (who requested a manual freeze). Only the request is required: a record written by hand
+    (a test, an operator re-creating one) may leave out the rest."""
+
+    request: FreezeRequest
+    incident_id: str
+    state: str = "accepted"
+    created_at: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    absent: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    SCHEMA = INCIDENT_SCHEMA
+    _KNOWN = ("schema", "incident_id", "state", "request", "created_at")
+    _OPTIONAL: ClassVar[Mapping[str, tuple[type, Any]]] = {
+        "schema": (str, INCIDENT_SCHEMA), "incident_id": (str, ""), "state": (str, "accepted"),
+        "created_at": (str, None)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return _drop({"schema": self.SCHEMA, "incident_id": self.incident_id, "state": self.state,
+                      "request": self.request.to_dict(), "created_at": self.created_at, **self.extra}, self.absent)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> IncidentRecord:
+        kind = "incident record"
+        if not isinstance(raw, Mapping):
+            raise PayloadError(f"{kind}: not a JSON object")
+        values, absent = _optional(kind, raw, cls._OPTIONAL)
+        if values.pop("schema") != cls.SCHEMA:
+            raise PayloadError(f"{kind}: schema must be {cls.SCHEMA!r}, got {raw.get('schema')!r}")
+        request = _request(kind, raw)
+        return cls(request=request, incident_id=values.pop("incident_id") or request.incident_id, **values,
+                   extra=_extra(raw, cls._KNOWN), absent=absent)
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """holds/<closing day>/<id>.json: an incident still taking late segments until `closes_at`."""
+
+    incident_id: str
+    cluster: str
+    nodes: tuple[str, ...]
+    window_start_ns: int
+    window_end_ns: int
+    closes_at: datetime
+    lock: LockSpec
+    SCHEMA = HOLD_SCHEMA
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": HOLD_SCHEMA, "incident_id": self.incident_id, "cluster": self.cluster,
+                "nodes": list(self.nodes), "window_start_ns": self.window_start_ns,
+                "window_end_ns": self.window_end_ns, "closes_at": iso(self.closes_at), "lock": self.lock.to_dict()}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Hold:
+        kind = "hold"
+        if not isinstance(raw, Mapping):
+            raise PayloadError(f"{kind}: not a JSON object")
+        if raw.get("schema", HOLD_SCHEMA) != HOLD_SCHEMA:
+            raise PayloadError(f"{kind}: schema must be {HOLD_SCHEMA!r}, got {raw.get('schema')!r}")
+        nodes = raw.get("nodes") or []
+        if not isinstance(nodes, list) or not all(isinstance(n, str) for n in nodes):
+            raise PayloadError(f"{kind}: field 'nodes' must be a list of strings")
+        lock_raw = _field(kind, raw, "lock", Mapping)
+        try:
+            lock = LockSpec.from_dict(lock_raw)
+        except PayloadError as exc:
+            raise PayloadError(f"{kind}: lock: {exc}") from exc
+        return cls(incident_id=_field(kind, raw, "incident_id", str), cluster=_field(kind, raw, "cluster", str),
+                   nodes=tuple(nodes), window_start_ns=int(_field(kind, raw, "window_start_ns", (int, str))),
+                   window_end_ns=int(_field(kind, raw, "window_end_ns", (int, str))),
+                   closes_at=parse_iso(_field(kind, raw, "closes_at", str), "closes_at"), lock=lock)
+
+    def covers(self, record: SegmentRecord) -> bool:
+        """Pure: the segment belongs to this hold's cluster and nodes and overlaps its window."""
+        return (record.cluster == self.cluster and (not self.nodes or record.node in self.nodes)
+                and record.start_ns <= self.window_end_ns and record.end_ns >= self.window_start_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class DissectStatus:
+    """incidents/<id>/dissect/<node>.json: what one node's dissection read and wrote. `extra` carries what later
+    writers add (inputs_digest, unverified_segments; the chunked path's holes and window_start_ns). Required: the
+    incident, the node and the state; the counters default to empty in a status written by hand."""
+
+    incident_id: str
+    node: str
+    state: str
+    segments: int = 0
+    tables: Mapping[str, int] = field(default_factory=dict)
+    parts: Mapping[str, str] = field(default_factory=dict)
+    corrupt_segments: tuple[Mapping[str, Any], ...] = ()
+    stats: Mapping[str, Any] = field(default_factory=dict)
+    finished_at: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    absent: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    SCHEMA = DISSECT_STATUS_SCHEMA
+    _KNOWN = ("schema", "incident_id", "node", "state", "segments", "tables", "parts", "corrupt_segments", "stats",
+              "finished_at")
+    _OPTIONAL: ClassVar[Mapping[str, tuple[type, Any]]] = {
+        "schema": (str, DISSECT_STATUS_SCHEMA), "segments": (int, 0), "tables": (Mapping, dict),
+        "parts": (Mapping, dict), "corrupt_segments": (list, list), "stats": (Mapping, dict), "finished_at": (str, "")}
+
+    @property
+    def inputs_digest(self) -> str:
+        """What the pass read (freezeframe.freeze.follow.inputs_digest); "" in a status written before it existed."""
+        return str(self.extra.get("inputs_digest") or "")
+
+    @property
+    def unverified_segments(self) -> list[Mapping[str, Any]]:
+        return list(self.extra.get("unverified_segments") or [])
+
+    def to_dict(self) -> dict[str, Any]:
+        return _drop({"schema": self.SCHEMA, "incident_id": self.incident_id, "node": self.node, "state": self.state,
+                      "segments": self.segments, "tables": dict(self.tables), "parts": dict(self.parts),
+                      "corrupt_segments": [dict(c) for c in self.corrupt_segments], "stats": dict(self.stats),
+                      "finished_at": self.finished_at, **self.extra}, self.absent)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> DissectStatus:
+        kind = "dissect status"
+        if not isinstance(raw, Mapping):
+            raise PayloadError(f"{kind}: not a JSON object")
+        values, absent = _optional(kind, raw, cls._OPTIONAL)
+        if values.pop("schema") != cls.SCHEMA:
+            raise PayloadError(f"{kind}: schema must be {cls.SCHEMA!r}, got {raw.get('schema')!r}")
+        values["corrupt_segments"] = tuple(values["corrupt_segments"])
+        return cls(incident_id=_field(kind, raw, "incident_id", str), node=_field(kind, raw, "node", str),
+                   state=_field(kind, raw, "state", str), **values, extra=_extra(raw, cls._KNOWN), absent=absent)
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """incidents/<id>/summary.json: what finalize found per node, the rows per table, the report. `extra` carries
+    view_rows, partial_until, follow and unverified."""
+
+    incident_id: str
+    state: str
+    nodes: tuple[Mapping[str, Any], ...]
+    rows: Mapping[str, int]
+    parts: tuple[str, ...]
+    partitions: tuple[Mapping[str, Any], ...]
+    partitions_registered: tuple[Any, ...]
+    report: Mapping[str, Any]
+    finished_at: str
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    SCHEMA = SUMMARY_SCHEMA
+    _KNOWN = ("schema", "incident_id", "state", "nodes", "rows", "parts", "partitions", "partitions_registered",
+              "report", "finished_at")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.SCHEMA, "incident_id": self.incident_id, "state": self.state,
+                "nodes": [dict(n) for n in self.nodes], "rows": dict(self.rows), "parts": list(self.parts),
+                "partitions": [dict(p) for p in self.partitions],
+                "partitions_registered": list(self.partitions_registered), "report": dict(self.report),
+                "finished_at": self.finished_at, **self.extra}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Summary:
+        kind = "incident summary"
+        _schema(kind, raw, cls.SCHEMA)
+        return cls(incident_id=_field(kind, raw, "incident_id", str), state=_field(kind, raw, "state", str),
+                   nodes=tuple(_field(kind, raw, "nodes", list)), rows=_field(kind, raw, "rows", Mapping),
+                   parts=tuple(_field(kind, raw, "parts", list)),
+                   partitions=tuple(_field(kind, raw, "partitions", list)),
+                   partitions_registered=tuple(_field(kind, raw, "partitions_registered", list)),
+                   report=_field(kind, raw, "report", Mapping), finished_at=_field(kind, raw, "finished_at", str),
+                   extra=_extra(raw, cls._KNOWN))
+
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStateEntry:
+    """A frozen node-state document as the manifest lists it (under `node_state`)."""
+
+    key: str
+    version_id: str
+    sha256: str
+    size: int
+    node: str
+    start_ns: int
+    end_ns: int
+    lock_mode: str
+    retain_until: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> NodeStateEntry:
+        try:
+            return cls(key=str(raw["key"]), version_id=str(raw["version_id"]), sha256=str(raw["sha256"]),
+                       size=int(raw["size"]), node=str(raw["node"]), start_ns=int(raw["start_ns"]),
+                       end_ns=int(raw["end_ns"]), lock_mode=str(raw["lock_mode"]),
+                       retain_until=str(raw["retain_until"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PayloadError(f"malformed node_state entry: {exc}") from exc
+
+    def as_manifest_entry(self) -> ManifestEntry:
+        """The segment-shaped entry verify checks (present, sha256, lock, latest)."""
+        return ManifestEntry(key=self.key, version_id=self.version_id, sha256=self.sha256, size=self.size,
+                             node=self.node, start_ns=self.start_ns, end_ns=self.end_ns, seq=None, packets=None,
+                             lock_mode=self.lock_mode, retain_until=self.retain_until, legal_hold=False)
+
+
+
+@dataclass(frozen=True, slots=True)
+class GapRecord:
+    """Segments that were spooled (so they hold seqs) but will never be uploaded, published on the segments topic
+    beside the segment records so consumers can tell a reported loss from a silent one."""
+
+    cluster: str
+    node: str
+    first_seq: int
+    last_seq: int
+    start_ns: int
+    end_ns: int
+    segments: int
+    packets: int
+    bytes: int
+    stored_bytes: int
+    kernel_drops: int
+    agent_drops: int
+    reason: str  # spool_full | spool_corrupt | key_conflict
+    observed_ns: int
+    schema: str = GAP_SCHEMA
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> GapRecord:
+        if raw.get("schema") != GAP_SCHEMA:
+            raise PayloadError(f"gap record schema must be {GAP_SCHEMA!r}, got {raw.get('schema')!r}")
+        values: dict[str, Any] = {}
+        for name in ("cluster", "node", "reason"):
+            if not isinstance(raw.get(name), str):
+                raise PayloadError(f"gap record field {name!r} must be a string")
+            values[name] = raw[name]
+        for name in ("first_seq", "last_seq", "start_ns", "end_ns", "segments", "packets", "bytes", "stored_bytes",
+                     "kernel_drops", "agent_drops", "observed_ns"):
+            if not isinstance(raw.get(name), int):
+                raise PayloadError(f"gap record field {name!r} must be an integer")
+            values[name] = raw[name]
+        return cls(**values)
+
+    @classmethod
+    def covering(cls, metas: list[Mapping[str, Any]], reason: str, observed_ns: int) -> GapRecord:
+        """The gap record of consecutive segments, from their sidecars."""
+        return cls(cluster=metas[0]["cluster"], node=metas[0]["node"], first_seq=metas[0]["seq"],
+                   last_seq=metas[-1]["seq"], start_ns=min(m["start_ns"] for m in metas),
+                   end_ns=max(m["end_ns"] for m in metas), segments=len(metas),
+                   packets=sum(m["packets"] for m in metas), bytes=sum(m["bytes"] for m in metas),
+                   stored_bytes=sum(m["stored_bytes"] for m in metas),
+                   kernel_drops=sum(m["kernel_drops"] for m in metas),
+                   agent_drops=sum(m["agent_drops"] for m in metas), reason=reason, observed_ns=observed_ns)
+
+
+# -- the Kubernetes context records (the agent's watch stream; the freeze snapshots them under the incident) -------
+
+K8S_OBJECT_SCHEMAS = (K8S_SERVICE_SCHEMA, K8S_ENDPOINTSLICE_SCHEMA, K8S_NODE_SCHEMA)
+
+
+def _strs(kind: str, raw: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: _field(kind, raw, name, str) for name in names}
+
+
+def _maybe(kind: str, raw: Mapping[str, Any], names: Mapping[str, type]) -> dict[str, Any]:
+    """Nullable fields: present and null, or of their type; a missing one is an error like any other."""
+    if missing := [name for name in names if name not in raw]:
+        raise PayloadError(f"{kind}: missing field {missing[0]!r}")
+    return {name: None if raw[name] is None else _field(kind, raw, name, expected)
+            for name, expected in names.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class PodRecord:
+    """One observation of a pod of this node: its IPs and workload from `observed_ns` on, until a later record."""
+
+    cluster: str
+    node: str
+    observed_ns: int
+    change: str  # ADDED | MODIFIED | DELETED | SYNC
+    namespace: str
+    pod: str
+    uid: str
+    pod_ips: tuple[str, ...]  # every status.podIPs entry (IPv4 and IPv6); the node's IPs when host_network
+    host_ip: str | None
+    host_network: bool
+    workload_kind: str  # Deployment | StatefulSet | DaemonSet | CronJob | Job | ReplicaSet | StaticPod | Pod | ...
+    workload_name: str
+    labels: dict[str, str]
+    phase: str | None
+    resource_version: str | None
+    # Set on SYNC records and on the DELETED records a re-list infers: the list's resourceVersion and item count,
+    # so a consumer knows when it has seen the whole snapshot.
+    snapshot_rv: str | None = None
+    snapshot_size: int | None = None
+    schema: str = K8S_POD_SCHEMA
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["pod_ips"] = list(self.pod_ips)
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> PodRecord:
+        kind = "pod record"
+        _schema(kind, raw, K8S_POD_SCHEMA)
+        ips = _field(kind, raw, "pod_ips", list)
+        labels = _field(kind, raw, "labels", Mapping)
+        if not all(isinstance(ip, str) for ip in ips):
+            raise PayloadError(f"{kind}: field 'pod_ips' must be a list of strings")
+        return cls(**_strs(kind, raw, ("cluster", "node", "change", "namespace", "pod", "uid", "workload_kind",
+                                       "workload_name")),
+                   **_maybe(kind, raw, {"host_ip": str, "phase": str, "resource_version": str, "snapshot_rv": str,
+                                        "snapshot_size": int}),
+                   observed_ns=_field(kind, raw, "observed_ns", int), pod_ips=tuple(ips),
+                   host_network=_field(kind, raw, "host_network", bool), labels=dict(labels))
+
+    def same_state(self, other: PodRecord) -> bool:
+        """Whether nothing an IP -> pod resolution uses changed (a probe's condition flip, say)."""
+        return (self.pod_ips, self.host_ip, self.host_network, self.workload_kind, self.workload_name, self.labels,
+                self.phase) == (other.pod_ips, other.host_ip, other.host_network, other.workload_kind,
+                                other.workload_name, other.labels, other.phase)
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One Kubernetes event (core/v1 view, which also holds the events written through events.k8s.io/v1)."""
+
+    cluster: str
+    node: str  # the agent that observed it
+    observed_ns: int
+    change: str  # ADDED | MODIFIED | SYNC
+    namespace: str
+    name: str
+    uid: str
+    involved_kind: str | None
+    involved_namespace: str | None
+    involved_name: str | None
+    involved_uid: str | None
+    reason: str | None
+    type: str | None  # Normal | Warning
+    message: str | None
+    count: int
+    first_ns: int | None
+    last_ns: int | None
+    reporting_component: str | None
+    reporting_instance: str | None
+    resource_version: str | None
+    schema: str = K8S_EVENT_SCHEMA
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> EventRecord:
+        kind = "event record"
+        _schema(kind, raw, K8S_EVENT_SCHEMA)
+        return cls(**_strs(kind, raw, ("cluster", "node", "change", "namespace", "name", "uid")),
+                   **_maybe(kind, raw, {"involved_kind": str, "involved_namespace": str, "involved_name": str,
+                                        "involved_uid": str, "reason": str, "type": str, "message": str,
+                                        "first_ns": int, "last_ns": int, "reporting_component": str,
+                                        "reporting_instance": str, "resource_version": str}),
+                   observed_ns=_field(kind, raw, "observed_ns", int), count=_field(kind, raw, "count", int))
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectRecord:
+    """One observation of a Service, EndpointSlice or Node. `state` holds the fields of its kind (see the
+    builders below); consumers deduplicate on (schema, uid, resource_version, change)."""
+
+    schema: str
+    cluster: str
+    node: str  # the agent that observed it
+    observed_ns: int
+    change: str  # ADDED | MODIFIED | DELETED | SYNC
+    namespace: str  # "" for Nodes
+    name: str
+    uid: str
+    resource_version: str | None
+    state: Mapping[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        state = out.pop("state")
+        return {**state, **out}
+
+    def same_state(self, other: ObjectRecord) -> bool:
+        return self.schema == other.schema and dict(self.state) == dict(other.state)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> ObjectRecord:
+        kind = "object record"
+        if not isinstance(raw, Mapping):
+            raise PayloadError(f"{kind}: not a JSON object")
+        if raw.get("schema") not in K8S_OBJECT_SCHEMAS:
+            raise PayloadError(f"{kind}: schema must be one of {K8S_OBJECT_SCHEMAS}, got {raw.get('schema')!r}")
+        base = ("schema", "cluster", "node", "change", "namespace", "name", "uid")
+        return cls(**_strs(kind, raw, base), **_maybe(kind, raw, {"resource_version": str}),
+                   observed_ns=_field(kind, raw, "observed_ns", int),
+                   state={name: value for name, value in raw.items()
+                          if name not in (*base, "resource_version", "observed_ns")})

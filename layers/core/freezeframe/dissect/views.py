@@ -1,0 +1,146 @@
+"""Writing an incident's views: its per-node Parquet parts read, folded by `observers.combine`, written once per table.
+
+The per-node parts stay where the dissection wrote them (`tables/<table>/dt=<day>/incident_id=<id>/<node>.parquet`,
+each node's evidence); the views go to `views/<table>/dt=<day>/incident_id=<id>/incident.parquet` (`keys.view_key`),
+which DuckDB, Trino and the Glue tables (so Athena) read. They are rewritten from all parts at every finalize pass
+and after every local `freezeframe dissect --out DIR`, so a view always reflects every node dissected so far and a
+re-run overwrites it instead of adding rows. A view larger than about 128 MB is written as several numbered files
+in the same folder (`freezeframe.dissect.compact`); the engines read the folder, so they see one table either way.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from freezeframe.adapters import s3 as s3io
+from freezeframe.adapters.s3 import ObjectStore
+from freezeframe.contracts.errors import NotFoundError
+from freezeframe.contracts.keys import (
+    TABLES_ROOT,
+    VIEWS_ROOT,
+    is_chunk_part_key,
+    parse_table_part_key,
+    view_file_number,
+    view_key,
+)
+from freezeframe.contracts.schemas import TABLES
+from freezeframe.dissect.chunks import sort_rows
+from freezeframe.dissect.compact import TARGET_BYTES, empty_parquet, split_parquet
+from freezeframe.dissect.observers import combine
+
+logger = logging.getLogger(__name__)
+
+
+PARQUET = "application/vnd.apache.parquet"
+
+
+def _numbered(key: str, count: int) -> list[str]:
+    """The keys of a view's `count` files: its key (file 0), then incident-00001.parquet, ..."""
+    folder = key.rsplit("/", 1)[0]
+    return [key] + [f"{folder}/incident-{number:05d}.parquet" for number in range(1, count)]
+
+
+def build_views(incident_id: str, part_keys: Iterable[str], read: Callable[[str], pa.Table | None],
+                moved: Mapping[str, pa.Array] | None = None) -> dict[str, tuple[str, pa.Table]]:
+    """table -> (view key, view) from the incident's part keys (`read` gives None for a missing part); empty when it
+    has no parts. `moved`: per node, the conn_ids whose rows in its chunk parts the merge folded into its part
+    (dissect.fanout); those rows are left out."""
+    pieces: dict[str, dict[str, list[pa.Table]]] = {}
+    days = []
+    for key in sorted(set(part_keys)):
+        parsed = parse_table_part_key(key)
+        if parsed is None or parsed[2] != incident_id or parsed[0] not in TABLES:
+            continue
+        table, day, _incident, node = parsed
+        part = read(key)
+        if part is not None and moved and node in moved and is_chunk_part_key(key) and part.num_rows \
+                and "conn_id" in part.column_names:
+            part = part.filter(pc.invert(pc.fill_null(pc.is_in(part.column("conn_id"), value_set=moved[node]), False)))
+        if part is not None:
+            pieces.setdefault(node, {}).setdefault(table, []).append(part)
+            days.append(day)
+    if not pieces:
+        return {}
+    # A fanned-out node has its part and one part per time chunk (dissect.fanout): one table again, in a pass's order.
+    per_node = {node: {table: parts[0] if len(parts) == 1 else
+                       sort_rows(table, pa.concat_tables([p.cast(TABLES[table]) for p in parts]))
+                       for table, parts in tables.items()} for node, tables in pieces.items()}
+    day = min(days)  # one day per incident in the stack (its window start); locally the earliest node's
+    views = combine(per_node).tables
+    return {name: (view_key(name, day, incident_id), table) for name, table in views.items()}
+
+
+def write_incident_views(bucket: str, s3: ObjectStore, incident_id: str, part_keys: Iterable[str],
+                         target_bytes: int = TARGET_BYTES, moved_keys: Mapping[str, str] | None = None
+                         ) -> dict[str, int]:
+    """The incident's views written to the evidence bucket (each split into files of about ``target_bytes``); rows
+    per view. ``moved_keys``: per fanned-out node, its moved list (``keys.dissect_moved_key``)."""
+    moved = {node: pq.read_table(io.BytesIO(s3io.get_bytes(s3, bucket, key))).column("conn_id").combine_chunks()
+             for node, key in (moved_keys or {}).items()}
+
+    def read(key: str) -> pa.Table | None:
+        try:
+            return pq.read_table(io.BytesIO(s3io.get_bytes(s3, bucket, key)))
+        except NotFoundError:
+            # A status naming a part that is not there (a pass that died between the two writes): that node's
+            # rows are missing from the views, and its state in the summary already says it failed.
+            logger.warning("part named by a dissect status is missing", extra={"incident_id": incident_id,
+                                                                                "key": key})
+            return None
+
+    rows = {}
+    for name, (key, table) in build_views(incident_id, part_keys, read, moved).items():
+        files = split_parquet(table, target_bytes)
+        keys = _numbered(key, len(files))
+        for file_key, body in zip(keys, files, strict=True):
+            s3io.put_bytes(s3, bucket, file_key, body, content_type=PARQUET)
+        # A higher number left by an earlier, larger pass: overwritten with no rows (the bucket refuses deletes).
+        folder = key.rsplit("/", 1)[0] + "/"
+        for stale in s3io.list_keys(s3, bucket, folder):
+            if stale not in keys and view_file_number(stale.rsplit("/", 1)[1]) is not None:
+                s3io.put_bytes(s3, bucket, stale, empty_parquet(table.schema), content_type=PARQUET)
+        rows[name] = table.num_rows
+    return rows
+
+
+def write_local_views(root: Path, incident_id: str, target_bytes: int = TARGET_BYTES,
+                      fresh: Mapping[str, pa.Table] | None = None) -> dict[str, Path]:
+    """The incident's views under a local directory laid out like the bucket, from every node's parts there (each
+    split into files of about ``target_bytes``); the first file of each view. ``fresh``: part key -> the table just
+    written there, used instead of reading the file back."""
+    known = fresh or {}
+    keys = [path.relative_to(root).as_posix() for path in (root / TABLES_ROOT).glob(
+        f"*/dt=*/incident_id={incident_id}/*.parquet")]
+    written = {}
+    every: set[Path] = set()
+    staged = []
+
+    def read(key: str) -> pa.Table:
+        return known[key] if key in known else pq.read_table(root / key)
+
+    for name, (key, table) in build_views(incident_id, keys, read).items():
+        files = split_parquet(table, target_bytes)
+        for file_key, body in zip(_numbered(key, len(files)), files, strict=True):
+            target = root / file_key
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temporary = target.with_name(f".{target.name}.partial-{os.getpid()}")
+            temporary.write_bytes(body)
+            staged.append((temporary, target))
+            every.add(target)
+        written[name] = root / key
+    for temporary, target in staged:
+        os.replace(temporary, target)
+    # A view file of this incident under another day (an earlier run's first packet was later) or with a number this
+    # run does not need would double rows.
+    for stale in (root / VIEWS_ROOT).glob(f"*/dt=*/incident_id={incident_id}/incident*.parquet"):
+        if stale not in every and view_file_number(stale.name) is not None:
+            stale.unlink()
+    return written
