@@ -14,13 +14,11 @@ S3), so on that code the test fails where the defect is: the late half is never 
 
 from __future__ import annotations
 
-import io
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
 from freezeframe_local.functions import load_handler
 from freezeframe_local.kafka import create_topics
@@ -34,6 +32,7 @@ from freezeframe.dissect.finalize import summary_key
 from freezeframe.intake.accept import incident_status
 from freezeframe_agent.main import run_replay
 from tests.fixtures.hold_follow import FAST_FOLLOW, after_the_hold, locked_into, with_env
+from tests.fixtures.node_parts import node_part_keys, node_table
 from tests.fixtures.tcp_captures import Capture, Conversation
 from tests.fixtures.waiting import until
 
@@ -61,11 +60,6 @@ def write_frames(frames: list[tuple[int, bytes]], path: Path) -> Path:
     capture = Capture()
     capture.frames = list(frames)
     return capture.write(path)
-
-
-def read_part(s3: Any, bucket: str, key: str) -> list[dict[str, Any]]:
-    body = s3io.get_bytes(s3, bucket, key)
-    return pq.read_table(io.BytesIO(body)).to_pylist()
 
 
 @pytest.mark.parametrize("frozen_before", [True, False], ids=["spans-the-freeze-point", "window-starts-now"])
@@ -130,7 +124,7 @@ def test_the_dissection_follows_the_hold_until_it_closes(local: Any, handler_env
     status_key = dissect_status_key(incident, config.node_name)
     assert s3io.exists(s3, config.evidence_bucket, status_key), "the node's segments were never dissected"
     status = s3io.get_json(s3, config.evidence_bucket, status_key)
-    rows = [r for r in read_part(s3, config.evidence_bucket, status["parts"]["connections"]) if r["proto"] == "tcp"]
+    rows = [r for r in node_table(s3, config.evidence_bucket, status, "connections").to_pylist() if r["proto"] == "tcp"]
     assert len(rows) == 1, rows
     frames = len(capture.frames)
     assert rows[0]["packets_out"] + rows[0]["packets_in"] == frames
@@ -140,9 +134,10 @@ def test_the_dissection_follows_the_hold_until_it_closes(local: Any, handler_env
     # While the hold was open, the first pass said its tables were partial and that another pass would come.
     assert first["partial_until"] is not None and first["follow"]["again"] is True, first
     assert first_api["tables"] == "partial", first_api
-    # The passes overwrote the node's part (one key, several versions), never added a second file.
+    # The passes overwrote the node's parts (the same keys, several versions), never added a stray file: what is under
+    # the node's prefix is exactly its part and the chunk parts its last status names.
     prefix = status["parts"]["connections"].rsplit("/", 1)[0] + "/"
-    assert list(s3io.list_keys(s3, config.evidence_bucket, prefix)) == [status["parts"]["connections"]]
+    assert sorted(s3io.list_keys(s3, config.evidence_bucket, prefix)) == node_part_keys(status, "connections")
     if frozen_before:  # the first pass dissected the first half, a later one everything: the same key, rewritten
         versions = s3.list_object_versions(Bucket=config.evidence_bucket, Prefix=status["parts"]["connections"])
         assert len(versions["Versions"]) >= 2

@@ -11,7 +11,6 @@ S3), so on it the test fails on that: the node's dissection read the first half'
 
 from __future__ import annotations
 
-import io
 import shutil
 import subprocess
 import uuid
@@ -20,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
 from freezeframe_local.functions import load_handler
 from freezeframe_local.kafka import create_topics
@@ -37,6 +35,7 @@ from freezeframe.investigate.export import ExportOptions, export_pcap
 from freezeframe_agent.main import run_replay
 from tests.fixtures import netns_traffic as traffic
 from tests.fixtures.hold_follow import FAST_FOLLOW, after_the_hold, locked_into, with_env
+from tests.fixtures.node_parts import node_table
 from tests.fixtures.waiting import until
 from tests.integration.test_dissect_kernel_captures import tshark_dns
 
@@ -65,10 +64,6 @@ def _shifted_halves(source: Path, directory: Path, split_ns: int) -> tuple[Path,
             ts = packet.ts_ns + offset
             writers[ts >= split_ns].write(ts, packet.data, packet.orig_len)
     return paths[0], paths[1], packets[-1].ts_ns + offset
-
-
-def _rows(s3: Any, bucket: str, key: str) -> int:
-    return pq.read_table(io.BytesIO(s3io.get_bytes(s3, bucket, key))).num_rows
 
 
 def _tshark_http_requests(path: Path) -> int:
@@ -119,7 +114,7 @@ def test_kernel_traffic_through_the_look_ahead_agrees_with_its_export(
 
     status = s3io.get_json(s3, config.evidence_bucket, dissect_status_key(incident, config.node_name))
     assert status["segments"] == len(first_half) + len(second_half)
-    incident_rows = {table: _rows(s3, config.evidence_bucket, status["parts"][table]) for table in TABLES}
+    incident_rows = {table: node_table(s3, config.evidence_bucket, status, table).num_rows for table in TABLES}
     export = tmp_path / "incident.pcap"
     export_pcap(config, s3, incident, export, ExportOptions(fmt="pcap", verify=True, progress=False))
     offline = dissect_files([export], tmp_path / "offline", node=config.node_name, progress=False)
