@@ -1,5 +1,5 @@
 """An unreachable S3 endpoint is one line on stderr and exit status 2 (the rest of the CLI's expected failures are
-in tests/unit/test_cli_output.py). Here because it waits out the S3 client's retries (~35-60 s)."""
+in tests/unit/local/test_cli_output.py). Here because it waits out the S3 client's retries (~35-60 s)."""
 
 from __future__ import annotations
 

@@ -124,7 +124,7 @@ def frozen_store() -> tuple[MemoryStore, list[ManifestEntry], dict[str, Any]]:
 
 
 # These incidents were frozen without a signing key (the in-memory store has no chain): verify fails them for
-# that alone, and reports the storage checks beside it (tests/unit/test_custody_chain.py and
+# that alone, and reports the storage checks beside it (tests/unit/custody/test_custody_chain.py and
 # tests/integration/test_custody.py cover signed incidents).
 UNSIGNED = (f"incidents/{INCIDENT}/chain/", "chain")
 

@@ -299,7 +299,7 @@ def test_only_the_freeze_and_the_segment_indexer_lock_raw_segments(template: dic
 def test_nothing_else_in_the_stack_may_put_retention_or_legal_hold_anywhere(template: dict[str, Any],
                                                                            action: str) -> None:
     # Any bucket, any resource type (functions, the state machine's role, managed policies): only the two lockers.
-    # The legal-hold release path may switch holds OFF (and only OFF): tests/unit/test_template_legal_hold.py.
+    # The legal-hold release path may switch holds OFF (and only OFF): tests/unit/deploy/test_template_legal_hold.py.
     by_logical = {logical: folder for folder, logical in _function_folders(template).items()}
     holders = {by_logical.get(name, name) for name, resource in template["Resources"].items()
                for statement in _statements(resource.get("Properties", {}))

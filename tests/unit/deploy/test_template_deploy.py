@@ -1,7 +1,7 @@
 """template.yaml, the deploy path of issue 18: recording jobs' IAM and topic, the PagerDuty post-back's settings,
 the archive account's replication, and frozen raw segments that tier instead of silently expiring.
 
-cfn-lint (tests/unit/test_template.py) lints the template as a whole; here the archive branch is also linted with
+cfn-lint (tests/unit/deploy/test_template.py) lints the template as a whole; here the archive branch is also linted with
 its parameters set, since cfn-lint resolves conditions only partly."""
 
 from __future__ import annotations

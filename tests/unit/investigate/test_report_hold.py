@@ -1,6 +1,6 @@
 """The report while a hold is open and around gaps (issue 13): the alert's firing time is marked, the hold's still-open
 part is drawn apart from a gap, each gap says why, unverified segments are listed, and count axes have integer
-ticks. Fixture tables in a local directory, the manifest in memory, as tests/unit/test_report.py."""
+ticks. Fixture tables in a local directory, the manifest in memory, as tests/unit/investigate/test_report.py."""
 
 from __future__ import annotations
 

@@ -249,7 +249,7 @@ _APP_KEYS: dict[str, Callable[[Row], Any]] = {
 # conn_ids map to themselves. `combine` on one node (every local `freezeframe dissect --out`, every single-node
 # incident) then costs a sort instead of a Python pass over every row. Rows equal in the final sort key (time,
 # conn_id or segment, node) keep the order the fold's clustering gives them, which is not the parts' order: a
-# table that has any such tie is folded row by row as in the general case (tests/unit/test_observers.py compares
+# table that has any such tie is folded row by row as in the general case (tests/unit/dissect/test_observers.py compares
 # both paths).
 def _one_observer(per_node: Mapping[str, Mapping[str, pa.Table]], tolerance_ns: int) -> Combined | None:
     """`combine`'s result when each folded table (connections, dns, http, tls) holds one node's rows; else None."""

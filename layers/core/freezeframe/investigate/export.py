@@ -484,7 +484,8 @@ def native_merge(stream: BinaryIO, chosen: Mapping[str, Sequence[tuple[str, Mani
                  result: ExportResult, open_version: Opener, on_bytes: Callable[[int], None] | None,
                  comment: str) -> None:
     """`export_pcap`'s merge (no BPF, no pod filter) in the compiled core: the same segments opened, hashed, verified
-    and counted at the same moments as `segment_frames`, the same bytes written (tests/unit/test_export_native.py)."""
+    and counted at the same moments as `segment_frames`, the same bytes written
+    (tests/unit/investigate/test_export_native.py)."""
     from freezeframe.dissect import native  # noqa: PLC0415
 
     module = native.extension()

@@ -1,6 +1,6 @@
 """Glue catalog and Athena DDL generated from `schemas.VIEWS` (the per-node `schemas.TABLES` plus the observation
 columns), so the Parquet writer, the Glue tables in
-template.yaml and the Athena DDL cannot drift apart (tests/unit/test_template.py re-generates the template's Glue
+template.yaml and the Athena DDL cannot drift apart (tests/unit/deploy/test_template.py re-generates the template's Glue
 resources and compares them).
 
 Partitioning: **registered partitions**, not partition projection.

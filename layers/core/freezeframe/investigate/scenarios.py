@@ -5,8 +5,8 @@ and workgroup; the local engine has unqualified views). Run over every incident,
 `sql(incident_id=...)`, which replaces each table by its partition of that incident (`query.restrict_to_incident`).
 
 The same list becomes the `AWS::Athena::NamedQuery` resources of template.yaml (`template_yaml`, printed by
-``python -m freezeframe.investigate.scenarios --yaml``; tests/unit/test_template.py re-generates the block and compares
-it), is
+``python -m freezeframe.investigate.scenarios --yaml``; tests/unit/deploy/test_template.py re-generates the block and
+compares it), is
 listed by `freezeframe scenarios` and run by `freezeframe query --scenario NAME [--incident ID]`.
 
 Definitions lean on the connection insights of `schemas.TCP_INSIGHTS`, which follow Wireshark's TCP analysis and
