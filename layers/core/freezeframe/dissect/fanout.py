@@ -52,6 +52,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from freezeframe.adapters import s3 as s3io
+from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.capture.pcapio import MAX_TS_NS
 from freezeframe.contracts.config import Settings
 from freezeframe.contracts.errors import NotFoundError, SegmentCorruptError
@@ -122,7 +123,7 @@ class NodeInputs:
     digest: str
 
 
-def node_inputs(settings: Settings, s3: Any, incident_id: str, nodes: Sequence[str] | None = None,
+def node_inputs(settings: Settings, s3: ObjectStore, incident_id: str, nodes: Sequence[str] | None = None,
                 chunk_s: int | None = None) -> dict[str, NodeInputs]:
     incident = load_incident(settings, s3, incident_id, record=False, statuses=False, summary=False)
     manifest, parts = incident.manifest_document, incident.part_documents
@@ -148,14 +149,14 @@ def _plan(settings: Settings, inputs: NodeInputs) -> list[PlannedChunk]:
                      chunk_ns=chunk_ns, warmup_ns=settings.dissect_warmup_s * 1_000_000_000)
 
 
-def _status(settings: Settings, s3: Any, key: str) -> dict[str, Any] | None:
+def _status(settings: Settings, s3: ObjectStore, key: str) -> dict[str, Any] | None:
     try:
         return s3io.get_json(s3, settings.evidence_bucket, key)
     except NotFoundError:
         return None
 
 
-def plan_dissection(settings: Settings, s3: Any, incident_id: str,
+def plan_dissection(settings: Settings, s3: ObjectStore, incident_id: str,
                     nodes: Sequence[str] | None = None) -> dict[str, Any]:
     """Step 1: the chunk items of every node that changed, written for the Distributed Map; see the module doc."""
     inputs = node_inputs(settings, s3, incident_id, nodes)
@@ -182,7 +183,7 @@ def plan_dissection(settings: Settings, s3: Any, incident_id: str,
             "nodes": sorted(inputs)}
 
 
-def dissect_chunk(settings: Settings, s3: Any, item: Mapping[str, Any]) -> dict[str, Any]:
+def dissect_chunk(settings: Settings, s3: ObjectStore, item: Mapping[str, Any]) -> dict[str, Any]:
     """Step 2: one (node, chunk) task; writes the chunk's unmerged tables and its status, returns the status."""
     started = time.monotonic()
     incident_id = str(item["incident_id"])
@@ -275,7 +276,7 @@ def _problem_row(raw: Mapping[str, Any]) -> ProblemRow:
                       raw["kind"], int(raw["count"]), raw["first_offset"], raw["first_packet"], raw["message"])
 
 
-def _read_table(s3: Any, bucket: str, key: str) -> pa.Table:
+def _read_table(s3: ObjectStore, bucket: str, key: str) -> pa.Table:
     return pq.read_table(io.BytesIO(s3io.get_bytes(s3, bucket, key)))
 
 
@@ -284,12 +285,12 @@ def _extras_of(table: pa.Table) -> dict[str, tuple[int, int, int, int]]:
             for row in table.to_pylist()}
 
 
-def _put_table(settings: Settings, s3: Any, key: str, table: pa.Table) -> None:
+def _put_table(settings: Settings, s3: ObjectStore, key: str, table: pa.Table) -> None:
     s3io.put_bytes(s3, settings.evidence_bucket, key, parquet_bytes(table),
                    content_type="application/vnd.apache.parquet")
 
 
-def merge_node(settings: Settings, s3: Any, incident_id: str, node: str) -> DissectReport:
+def merge_node(settings: Settings, s3: ObjectStore, incident_id: str, node: str) -> DissectReport:
     """Step 3: a node's chunks merged at their edges into its part (with its cross-layer tables) and status; holes
     reported. Reads the chunks' edge rows, and of their parts only the endpoint columns of connections (see the
     module doc); the status names the chunk parts, which finalize reads with the node's part."""
@@ -414,7 +415,8 @@ def merge_node(settings: Settings, s3: Any, incident_id: str, node: str) -> Diss
     return report
 
 
-def _pull(settings: Settings, s3: Any, status: Mapping[str, Any], pairs: pa.Array) -> dict[str, pa.Table] | None:
+def _pull(settings: Settings, s3: ObjectStore, status: Mapping[str, Any],
+          pairs: pa.Array) -> dict[str, pa.Table] | None:
     """The rows of a chunk's part whose endpoint pair is an edge row's or a shared UDP pair
     (``dissect.chunks.pull_pairs``), with their dns/http/tls rows; None when there are none. Reading a part costs
     only its endpoint columns unless it has such rows. The part is left as it is: the node's moved list names them
@@ -448,7 +450,7 @@ def _with_retries(step: Callable[[], Any], attempts: int = CHUNK_ATTEMPTS) -> tu
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def run_locally(settings: Settings, s3: Any, invoke: Callable[[dict[str, Any]], Mapping[str, Any]],
+def run_locally(settings: Settings, s3: ObjectStore, invoke: Callable[[dict[str, Any]], Mapping[str, Any]],
                 incident_id: str, nodes: Sequence[str]) -> list[dict[str, Any]]:
     """Plan, every chunk, every node's merge, through ``invoke`` (the dissect handler); returns node outcomes."""
     plan = invoke({"action": "plan", "incident_id": incident_id, "nodes": list(nodes)})
@@ -466,7 +468,7 @@ def run_locally(settings: Settings, s3: Any, invoke: Callable[[dict[str, Any]], 
     return outcomes
 
 
-def plan_items(settings: Settings, s3: Any, plan: Mapping[str, Any]) -> list[dict[str, Any]]:
+def plan_items(settings: Settings, s3: ObjectStore, plan: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The items the Distributed Map's ItemReader reads (the local stand-in reads them the same way)."""
     items: list[dict[str, Any]] = json.loads(s3io.get_bytes(s3, str(plan["bucket"]), str(plan["key"])))
     return items

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from freezeframe.adapters import s3 as s3io
+from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.capture.pcapio import MAX_TS_NS, open_capture
 from freezeframe.contracts.config import Settings
 from freezeframe.contracts.documents import DISSECT_STATUS_SCHEMA as STATUS_SCHEMA
@@ -308,7 +309,7 @@ def merge_chunk_results(node: str, chunks: Sequence[Chunk], results: Sequence[En
     return EngineResult(tables, problems, stats, corrupt)
 
 
-def dissect_node(settings: Settings, s3: Any, incident_id: str, node: str,
+def dissect_node(settings: Settings, s3: ObjectStore, incident_id: str, node: str,
                  chunk_ns: int | None = None, workers: int | None = None, force: bool = False) -> DissectReport:
     """Dissect one node's segments of an incident; with ``chunk_ns``, in parallel time chunks of that length.
 
@@ -409,7 +410,7 @@ def dissect_node(settings: Settings, s3: Any, incident_id: str, node: str,
     return report
 
 
-def _previous_status(settings: Settings, s3: Any, incident_id: str, node: str) -> dict[str, Any] | None:
+def _previous_status(settings: Settings, s3: ObjectStore, incident_id: str, node: str) -> dict[str, Any] | None:
     from freezeframe.custody.incident import read_status  # noqa: PLC0415 - the custody chain only on this path
 
     status = read_status(settings, s3, incident_id, node)
@@ -421,7 +422,7 @@ def _ns(text: str) -> int:
     return (calendar.timegm(moment.utctimetuple()) * 1_000_000 + moment.microsecond) * 1000
 
 
-def context_records(s3: Any, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+def context_records(s3: ObjectStore, manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """The incident's preserved Kubernetes context records (pod IPs and events), read from their frozen snapshots."""
     records = []
     for entry in manifest.get("k8s_context") or []:

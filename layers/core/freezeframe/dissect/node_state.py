@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from freezeframe.adapters import s3 as s3io
+from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.contracts.errors import PayloadError
 from freezeframe.contracts.schemas import NODE_CONFIG, NODE_STATS
 from freezeframe.freeze.node_state import CONFIG_KINDS, NodeStateDocument, entries_of
@@ -77,7 +78,7 @@ def node_config(documents: Iterable[NodeStateDocument]) -> pa.Table:
     return pa.table(rows, schema=NODE_CONFIG)
 
 
-def frozen_documents(s3: Any, manifest: Mapping[str, Any], node: str, raw_bucket: str
+def frozen_documents(s3: ObjectStore, manifest: Mapping[str, Any], node: str, raw_bucket: str
                      ) -> tuple[list[NodeStateDocument], list[dict[str, str]], int]:
     """The node's frozen node-state documents, each checked against the manifest's sha256 before it is read:
     (documents, rejected ones as corrupt-segment records, malformed count). A malformed document is counted and
