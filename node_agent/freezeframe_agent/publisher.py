@@ -41,7 +41,12 @@ class DurableKafkaBus(KafkaBus):
         body = json.dumps(dict(value), sort_keys=True).encode()
         ident = (topic, key, body)
         future = self._in_flight.get(ident)
-        if future is None or future.is_done:
+        if future is not None and future.succeeded():
+            # Acknowledged after an earlier publish stopped waiting for it (the broker came back in between):
+            # it is on the topic, and sending it again would publish it twice.
+            self._in_flight.pop(ident, None)
+            return
+        if future is None or future.is_done:  # never sent, or the producer gave up on it
             future = self._producer.send(topic, key=key.encode(), value=body)
             self._in_flight[ident] = future
         try:

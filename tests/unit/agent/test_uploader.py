@@ -188,8 +188,12 @@ def test_backoff_is_exponential_jittered_and_capped() -> None:
 
 
 class _Future:
+    """kafka-python's FutureRecordMetadata as the bus uses it: the producer's I/O thread completes it (is_done, with
+    an exception when it gave up) whether or not anyone waits in get()."""
+
     def __init__(self) -> None:
         self.is_done = False
+        self.exception: Exception | None = None
         self.done = threading.Event()
 
     def get(self, timeout: float) -> None:
@@ -198,6 +202,19 @@ class _Future:
         if not self.done.wait(timeout):
             raise KafkaTimeoutError("waited")
         self.is_done = True
+        if self.exception is not None:
+            raise self.exception
+
+    def acknowledge(self) -> None:
+        self.is_done = True
+        self.done.set()
+
+    def give_up(self, exception: Exception) -> None:
+        self.is_done, self.exception = True, exception
+        self.done.set()
+
+    def succeeded(self) -> bool:
+        return self.is_done and self.exception is None
 
 
 class _Producer:
@@ -228,8 +245,21 @@ def test_a_publish_the_producer_gave_up_on_is_sent_again() -> None:
     bus = DurableKafkaBus("unused:9092", wait_s=0.01, producer=producer)
     with pytest.raises(KafkaTimeoutError):
         bus.publish("t", "k", {"seq": 1})
-    producer.sent[0].is_done = True  # its delivery timeout expired: the record is not coming
-    producer.sent[0].done.set()
+    producer.sent[0].give_up(KafkaTimeoutError("delivery timeout"))  # its delivery timeout expired: not coming
     with pytest.raises(KafkaTimeoutError):
         bus.publish("t", "k", {"seq": 1})
     assert len(producer.sent) == 2
+
+
+def test_a_record_acknowledged_while_nobody_waited_is_not_sent_again() -> None:
+    # The agent's outage test saw a seq published twice: the first publish stopped waiting while the broker was
+    # away, the producer delivered the record when it came back, and the retried publish sent it a second time.
+    from kafka.errors import KafkaTimeoutError
+
+    producer = _Producer()
+    bus = DurableKafkaBus("unused:9092", wait_s=0.01, producer=producer)
+    with pytest.raises(KafkaTimeoutError):
+        bus.publish("t", "k", {"seq": 1})
+    producer.sent[0].acknowledge()  # the producer's I/O thread completes it before the stage retries
+    bus.publish("t", "k", {"seq": 1})
+    assert len(producer.sent) == 1
