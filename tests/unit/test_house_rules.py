@@ -30,7 +30,8 @@ SOURCE_ROOTS = (CORE, LOCAL, REPO / "node_agent" / "freezeframe_agent", REPO / "
 # The one module that reads the environment (Settings.from_env, cache_dir, and the local tooling's child_env /
 # export_env / pyenv_root_override).
 ENV_MODULES = {CORE / "contracts" / "config.py"}
-ENV_NAMES = {"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"}
+ENV_NAMES = {"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv", "expandvars"}
+ENV_SOURCE_MODULES = ("os", "posix", "os.path", "posixpath")
 HANDLER_MAX_LINES = 60
 ADAPTERS = CORE / "adapters"
 # Every boto3 client call outside adapters/. Issue 12 (item 2) moved the core's calls behind the adapters' typed
@@ -62,8 +63,11 @@ def _env_uses(tree: ast.Module) -> list[int]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and node.attr in ENV_NAMES:
             lines.append(node.lineno)
-        elif isinstance(node, ast.ImportFrom) and node.module in ("os", "posix") and \
+        elif isinstance(node, ast.ImportFrom) and node.module in ENV_SOURCE_MODULES and \
                 any(alias.name in ENV_NAMES for alias in node.names):
+            lines.append(node.lineno)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr" and \
+                len(node.args) > 1 and isinstance(node.args[1], ast.Constant) and node.args[1].value in ENV_NAMES:
             lines.append(node.lineno)
     return lines
 
@@ -77,15 +81,16 @@ def test_no_module_outside_config_reads_the_environment() -> None:
 def test_the_env_rule_sees_an_environment_read() -> None:
     # The check itself must catch each spelling of a read.
     for source in ("import os\nos.environ.get('X')", "import os\nos.getenv('X')", "from os import environ",
-                   "import os\nenv = dict(os.environ)"):
+                   "import os\nenv = dict(os.environ)", "import os\ngetattr(os, 'environ')",
+                   "import os\nos.path.expandvars('$HOME')", "from os.path import expandvars"):
         assert _env_uses(ast.parse(source)), source
     assert not _env_uses(ast.parse("LAUNCHER = 'os.environ[\"X\"]'"))
 
 
-def _handler_functions() -> Iterator[tuple[str, ast.FunctionDef, int]]:
+def _handler_functions() -> Iterator[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef, int]]:
     for app in sorted((REPO / "functions").glob("*/app.py")):
         for node in ast.walk(_tree(app)):
-            if isinstance(node, ast.FunctionDef):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
                 assert node.end_lineno is not None
                 yield f"{app.parent.name}/app.py:{node.name}", node, node.end_lineno - first + 1
@@ -114,9 +119,13 @@ def _client_calls(tree: ast.Module) -> list[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import | ast.ImportFrom):
             names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
-            calls += [f"{node.lineno}: import {name}" for name in names if name.split(".")[0] == "boto3"]
+            calls += [f"{node.lineno}: import {name}" for name in names
+                      if name.split(".")[0] == "boto3" or name.startswith("botocore.session")]
+            if isinstance(node, ast.ImportFrom) and node.module == "botocore":
+                calls += [f"{node.lineno}: from botocore import session" for a in node.names if a.name == "session"]
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and (
-                node.func.attr in CLIENT_HELPERS or (node.func.attr in OPERATIONS and not node.args)):
+                node.func.attr in CLIENT_HELPERS or node.func.attr == "create_client" or
+                (node.func.attr in OPERATIONS and not node.args)):
             calls.append(f"{node.lineno}: {ast.unparse(node.func)}")
     return calls
 
@@ -143,13 +152,17 @@ def test_the_boto3_allow_list_only_shrinks() -> None:
 
 
 @pytest.mark.parametrize("source", ["import boto3", "s3.put_object(Bucket='b', Key='k', Body=b'')",
-                                    "s3.get_paginator('list_object_versions')", "athena.get_query_execution(**kw)"])
+                                    "s3.get_paginator('list_object_versions')", "athena.get_query_execution(**kw)",
+                                    "from botocore.session import Session", "from botocore import session",
+                                    "session.create_client('s3', region_name='r')"])
 def test_the_boto3_rule_sees_a_client_call(source: str) -> None:
     assert _client_calls(ast.parse(source))
 
 
 def test_the_boto3_rule_leaves_other_calls_alone() -> None:
-    assert not _client_calls(ast.parse("key.verify(signature, digest, algorithm)\ninvoke_auth.verify(a, b)"))
+    assert not _client_calls(ast.parse("key.verify(signature, digest, algorithm)\ninvoke_auth.verify(a, b)\n"
+                                       "from botocore.exceptions import ClientError\n"
+                                       "from botocore.auth import SigV4Auth"))
 
 
 def test_only_local_tooling_stays_on_the_boto3_allow_list() -> None:
