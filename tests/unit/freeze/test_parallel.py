@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from freezeframe.contracts.parallel import LOCK_LIMIT, Tasks, gather, run_all
+from freezeframe.contracts.parallel import LOCK_LIMIT, Tasks, gather, run_all, run_in_processes
 
 CORE = Path(__file__).resolve().parents[3] / "layers" / "core" / "freezeframe"
 WAIT_S = 10  # a guard against hanging on a broken helper, never reached when it works
@@ -154,3 +154,25 @@ FREEZE_MODULES = ("freeze", "node_state", "consolidate", "k8s_context", "segment
 def test_the_freezes_modules_run_parallel_requests_only_through_the_helper(module: str) -> None:
     source = (CORE / "freeze" / f"{module}.py").read_text()  # every module of the freeze lives in freeze/
     assert "ThreadPoolExecutor" not in source and "threading.Thread(" not in source
+
+
+def square_or_fail(item: int) -> int:
+    """A process pool's task (module level, so it pickles): item 2 fails, item 5 fails too, later."""
+    if item in (2, 5):
+        raise ValueError(f"item {item}")
+    return item * item
+
+
+def test_processes_keep_the_items_order_and_raise_the_first_error_in_order() -> None:
+    assert run_in_processes(square_or_fail, [0, 1, 3, 4], limit=2) == [0, 1, 9, 16]
+    with pytest.raises(ValueError, match="item 2"):
+        run_in_processes(square_or_fail, range(8), limit=2)
+    assert run_in_processes(square_or_fail, [3], limit=4) == [9]  # one item runs here
+    assert run_in_processes(square_or_fail, [], limit=2) == []
+
+
+def test_a_nodes_dissection_job_runs_processes_only_through_the_helper() -> None:
+    source = (CORE / "dissect" / "job.py").read_text()
+    assert "ProcessPoolExecutor" not in source and "ThreadPoolExecutor" not in source
+    assert "run_in_processes(" in source
+

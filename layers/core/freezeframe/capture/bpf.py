@@ -8,12 +8,12 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import ipaddress
-import socket
 import threading
 from collections.abc import Callable
 from functools import lru_cache
 from urllib.parse import urlsplit
 
+from freezeframe.adapters.dns import resolve_host
 from freezeframe.capture.pcapio import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2
 from freezeframe.contracts.config import ENV_OWN_TRAFFIC_NETS, Settings
 from freezeframe.contracts.errors import ConfigError
@@ -84,14 +84,7 @@ def check_filter(expression: str, link_type: int = DLT_EN10MB, what: str = "capt
 Resolver = Callable[[str], list[str]]
 
 
-def _resolve(host: str) -> list[str]:
-    try:
-        return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)})
-    except socket.gaierror:
-        return []
-
-
-def own_traffic_exclusion(settings: Settings, resolve: Resolver = _resolve) -> str:
+def own_traffic_exclusion(settings: Settings, resolve: Resolver = resolve_host) -> str:
     """A BPF `not (...)` for the agent's own connections, or "" when there is nothing to leave out:
 
     - each Kafka bootstrap broker, by address and port (MSK's broker addresses are stable);
@@ -122,7 +115,7 @@ def own_traffic_exclusion(settings: Settings, resolve: Resolver = _resolve) -> s
     return f"not ({' or '.join(dict.fromkeys(terms))})" if terms else ""
 
 
-def capture_filter(user_filter: str, settings: Settings, resolve: Resolver = _resolve) -> str:
+def capture_filter(user_filter: str, settings: Settings, resolve: Resolver = resolve_host) -> str:
     """The filter the capture runs: the user's, minus the agent's own traffic (FREEZEFRAME_EXCLUDE_OWN_TRAFFIC)."""
     exclusion = own_traffic_exclusion(settings, resolve) if settings.exclude_own_traffic else ""
     if not exclusion:

@@ -1,5 +1,6 @@
-"""The one way the freeze runs store requests side by side: a bounded thread pool in which every task submitted runs
-to its end, and the first error (in submission order) is raised once all of them have finished.
+"""The one way the core runs work side by side: store requests in a bounded thread pool (`Tasks`, `run_all`), and
+CPU-bound work such as a node's dissection time chunks in a pool of processes (`run_in_processes`). In both, every
+task submitted runs to its end, and the first error (in submission order) is raised once all of them have finished.
 
 That is what each call site's `with ThreadPoolExecutor(...) as pool: list(pool.map(...))` did before: `map` submits
 every item at once, the error of the first failing item surfaces when its result is reached, and leaving the `with`
@@ -9,8 +10,9 @@ finds as much evidence locked as possible.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -55,4 +57,18 @@ def run_all(fn: Callable[[A], T], items: Iterable[A], limit: int = LOCK_LIMIT) -
     """`fn` over every item, at most `limit` at a time; results in the items' order (see `gather` for errors)."""
     with Tasks(limit) as tasks:
         futures = [tasks.submit(fn, item) for item in items]
+    return gather(futures)
+
+
+def run_in_processes(fn: Callable[[A], T], items: Iterable[A], limit: int | None = None) -> list[T]:
+    """`fn` over every item in a pool of at most `limit` processes (by default one per item, no more than the CPUs);
+    results and errors as `run_all`, so `fn` and the items must pickle. With one item or a limit of 1 the items run
+    here, one after the other, and the first error stops them (nothing runs beside it that would need waiting for)."""
+    jobs = list(items)
+    if not jobs:
+        return []
+    if limit == 1 or len(jobs) == 1:
+        return [fn(job) for job in jobs]
+    with ProcessPoolExecutor(max_workers=limit or min(len(jobs), os.cpu_count() or 1)) as pool:
+        futures = [pool.submit(fn, job) for job in jobs]
     return gather(futures)

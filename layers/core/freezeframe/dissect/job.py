@@ -8,6 +8,9 @@ can be, and its problems are counted in the ``dissect_errors`` table and the job
 Segments are read by ``pcapio.open_capture`` (pcap or pcapng, zstd or not, detected by magic), streamed in
 bounded chunks. A long window can be split into time chunks dissected in parallel processes and merged at the
 chunk edges (``dissect.chunks``).
+
+``dissect_node`` is a plan plus named steps, as the freeze is (``freezeframe.freeze.freeze``): ``read_inputs``,
+``plan_node_pass`` (pure), ``run_engine``, ``add_evidence``, ``write_parts``, ``write_status``.
 """
 
 from __future__ import annotations
@@ -19,10 +22,8 @@ import hashlib
 import io
 import json
 import logging
-import os
 import tempfile
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +40,7 @@ from freezeframe.contracts.documents import DISSECT_STATUS_SCHEMA as STATUS_SCHE
 from freezeframe.contracts.errors import CaptureFormatError, SegmentCorruptError
 from freezeframe.contracts.keys import dissect_status_key, table_part_key
 from freezeframe.contracts.models import ManifestEntry, iso
+from freezeframe.contracts.parallel import run_in_processes
 from freezeframe.contracts.schemas import TABLES
 from freezeframe.custody.manifest import entries_of
 from freezeframe.dissect.apps import AppTracker
@@ -67,7 +69,7 @@ from freezeframe.dissect.tcp.batch import feed_batches
 from freezeframe.dissect.warmup import ChunkState, begin_chunk
 from freezeframe.freeze.follow import inputs_digest
 from freezeframe.freeze.node_state import entries_of as node_state_entries
-from freezeframe.freeze.unverified import unverified_of
+from freezeframe.freeze.unverified import UnverifiedSegment, unverified_of
 
 logger = logging.getLogger(__name__)
 
@@ -248,12 +250,7 @@ def dissect_chunked(node: str, segments: Sequence[SegmentSource], chunks: Sequen
         overlapping = [s for s in segments if s.ref.start_ns is None or s.ref.end_ns is None
                        or (s.ref.start_ns < chunk.end_ns and s.ref.end_ns >= low)]
         jobs.append((node, overlapping, chunk))
-    if workers == 1 or len(jobs) == 1:
-        results = [_dissect_chunk(job) for job in jobs]
-    else:
-        with ProcessPoolExecutor(max_workers=workers or min(len(jobs), os.cpu_count() or 1)) as pool:
-            results = list(pool.map(_dissect_chunk, jobs))
-    return merge_chunk_results(node, chunks, results)
+    return merge_chunk_results(node, chunks, run_in_processes(_dissect_chunk, jobs, workers))
 
 
 def merge_chunk_results(node: str, chunks: Sequence[Chunk], results: Sequence[EngineResult]) -> EngineResult:
@@ -309,24 +306,39 @@ def merge_chunk_results(node: str, chunks: Sequence[Chunk], results: Sequence[En
     return EngineResult(tables, problems, stats, corrupt)
 
 
-def dissect_node(settings: Settings, s3: ObjectStore, incident_id: str, node: str,
-                 chunk_ns: int | None = None, workers: int | None = None, force: bool = False) -> DissectReport:
-    """Dissect one node's segments of an incident; with ``chunk_ns``, in parallel time chunks of that length.
+@dataclass(frozen=True, slots=True)
+class NodeInputs:
+    """What a node's pass reads before any segment: the incident's frozen documents and the node's last status."""
 
-    Every pass reads the node's segments of the manifest and of every manifest part (the hold's late segments) from
-    the first, in time order, so TCP state runs across the freeze point, and overwrites the node's Parquet parts
-    (deterministic keys). A pass whose inputs equal the last successful pass's (`inputs_digest`) keeps its tables
-    and returns at once, unless `force`."""
-    # The custody chain (cryptography) only here: a local `freezeframe dissect` never imports it.
-    from freezeframe.custody.incident import load_incident  # noqa: PLC0415
+    manifest: dict[str, Any]
+    parts: list[dict[str, Any]]  # the manifest parts: the hold's late segments
+    previous: dict[str, Any] | None  # the last pass's status document; None before the first pass, or when forced
 
-    incident = load_incident(settings, s3, incident_id, record=False, statuses=False, summary=False)
-    manifest = incident.manifest_document
-    raw_bucket = manifest.get("raw_bucket", settings.raw_bucket)
-    window_start_ns = _ns(manifest["request"]["window_start"])
-    window_end_ns = _ns(manifest["request"]["window_end"])
-    # Late segments locked under the incident's hold arrive as manifest parts; a segment in both counts once.
-    parts = incident.part_documents
+
+@dataclass(frozen=True, slots=True)
+class NodePlan:
+    """Everything a node's pass decides before it reads a segment (`plan_node_pass`)."""
+
+    incident_id: str
+    node: str
+    raw_bucket: str
+    window_start_ns: int
+    window_end_ns: int
+    entries: tuple[ManifestEntry, ...]  # the node's segments of the manifest and its parts, once each, in time order
+    unverified: tuple[UnverifiedSegment, ...]  # locked but unverified: one dissect_errors row each, never read
+    inputs_digest: str  # freezeframe.freeze.follow.inputs_digest of the entries, the unverified and the chunking
+    skip: bool  # the last pass read the same inputs and succeeded: its tables stand
+    chunks: tuple[Chunk, ...] | None  # the time chunks dissected in parallel processes; None: one pass
+
+    def ref(self, entry: ManifestEntry) -> SegmentRef:
+        return SegmentRef(entry.key, entry.version_id, entry.start_ns, entry.end_ns)
+
+
+def plan_node_pass(settings: Settings, incident_id: str, node: str, inputs: NodeInputs,
+                   chunk_ns: int | None = None) -> NodePlan:
+    """Pure: the plan of one node's pass over the incident's documents. A segment in the manifest and in a part
+    counts once; the chunks are cut only for a pass that runs."""
+    manifest, parts = inputs.manifest, inputs.parts
     late = [e for part in parts for e in entries_of(part)]
     unique = {(e.key, e.version_id): e for e in [*entries_of(manifest), *late] if e.node == node}
     entries = sorted(unique.values(), key=lambda e: (e.start_ns, e.key))
@@ -334,87 +346,142 @@ def dissect_node(settings: Settings, s3: ObjectStore, incident_id: str, node: st
                          if u.node == node}.values(), key=lambda u: (u.start_ns, u.key))
     state_shas = ",".join(e.sha256 for e in node_state_entries(manifest) if e.node == node)
     digest = inputs_digest(entries, [u.to_dict() for u in unverified], f"chunk_ns={chunk_ns};node_state={state_shas}")
-    if not force:
-        previous = _previous_status(settings, s3, incident_id, node)
-        if previous is not None and previous.get("state") == "done" and previous.get("inputs_digest") == digest:
-            logger.info("node unchanged since its last pass", extra={"incident_id": incident_id, "node": node})
-            return DissectReport.from_status(previous)
-    report = DissectReport(incident_id, node, inputs_digest=digest,
+    previous = inputs.previous
+    skip = previous is not None and previous.get("state") == "done" and previous.get("inputs_digest") == digest
+    window = (_ns(manifest["request"]["window_start"]), _ns(manifest["request"]["window_end"]))
+    chunks = None
+    if chunk_ns is not None and not skip:
+        planned = plan_node(node, [SegmentSpan.from_entry(e) for e in entries], window=window, chunk_ns=chunk_ns,
+                            warmup_ns=settings.dissect_warmup_s * 1_000_000_000)
+        chunks = tuple(Chunk(c.index, c.start_ns, c.end_ns, None if c.open_start else c.warmup_start_ns)
+                       for c in planned)
+    return NodePlan(incident_id=incident_id, node=node, raw_bucket=manifest.get("raw_bucket", settings.raw_bucket),
+                    window_start_ns=window[0], window_end_ns=window[1], entries=tuple(entries),
+                    unverified=tuple(unverified), inputs_digest=digest, skip=skip, chunks=chunks)
+
+
+def dissect_node(settings: Settings, s3: ObjectStore, incident_id: str, node: str,
+                 chunk_ns: int | None = None, workers: int | None = None, force: bool = False) -> DissectReport:
+    """Dissect one node's segments of an incident; with ``chunk_ns``, in parallel time chunks of that length.
+
+    Every pass reads the node's segments of the manifest and of every manifest part (the hold's late segments) from
+    the first, in time order, so TCP state runs across the freeze point, and overwrites the node's Parquet parts
+    (deterministic keys). A pass whose inputs equal the last successful pass's (`inputs_digest`) keeps its tables
+    and returns at once, unless `force`.
+
+    The named steps run in order: read the inputs, plan the pass (`plan_node_pass`, pure: what to read, whether to
+    skip, the chunks), run the engine over the verified segments, add the cross-layer evidence, write the parts,
+    write the status. The chunks' processes go through `freezeframe.contracts.parallel`."""
+    inputs = read_inputs(settings, s3, incident_id, node, force)
+    plan = plan_node_pass(settings, incident_id, node, inputs, chunk_ns)
+    if plan.skip and inputs.previous is not None:
+        logger.info("node unchanged since its last pass", extra={"incident_id": incident_id, "node": node})
+        return DissectReport.from_status(inputs.previous)
+    report = DissectReport(incident_id, node, inputs_digest=plan.inputs_digest,
                            unverified_segments=[{"key": u.key, "version_id": u.version_id, "reason": u.reason}
-                                                for u in unverified])
+                                                for u in plan.unverified])
+    result = run_engine(s3, plan, workers)
+    report.segments = len(plan.entries) - len(result.corrupt)
+    tables, cluster = add_evidence(s3, plan, inputs.manifest, result, report)
+    write_parts(settings, s3, plan, tables, cluster, report)
+    write_status(settings, s3, report)
+    return report
 
-    def fetch(entry: ManifestEntry) -> bytes:
-        stored: bytes = s3io.get_bytes(s3, raw_bucket, entry.key, entry.version_id)
-        verify_segment(stored, entry)
-        return stored
 
-    def ref(entry: ManifestEntry) -> SegmentRef:
-        return SegmentRef(entry.key, entry.version_id, entry.start_ns, entry.end_ns)
+def read_inputs(settings: Settings, s3: ObjectStore, incident_id: str, node: str, force: bool) -> NodeInputs:
+    """Step 1: the manifest and its parts, through the custody chain, and (unless `force`) the node's last status."""
+    # The custody chain (cryptography) only here: a local `freezeframe dissect` never imports it.
+    from freezeframe.custody.incident import load_incident, read_status  # noqa: PLC0415
 
+    incident = load_incident(settings, s3, incident_id, record=False, statuses=False, summary=False)
+    manifest, parts = incident.manifest_document, incident.part_documents
+    status = None if force else read_status(settings, s3, incident_id, node)
+    return NodeInputs(manifest, parts, status.to_dict() if status is not None else None)
+
+
+def run_engine(s3: ObjectStore, plan: NodePlan, workers: int | None = None) -> EngineResult:
+    """Step 2: the verified segments through the engine, in one pass (each segment fetched and verified when its turn
+    comes, so one is in memory at a time) or in the plan's time chunks (`spool_verified` first)."""
+    if plan.chunks is None:
+        fetch = functools.partial(fetch_verified, s3, plan.raw_bucket)
+        return dissect_segments(plan.node, [SegmentSource(plan.ref(e), fetch=functools.partial(fetch, e))
+                                            for e in plan.entries])
     with tempfile.TemporaryDirectory(prefix="freezeframe-dissect-") as spool:
-        if chunk_ns is None:
-            result = dissect_segments(node, [SegmentSource(ref(e), fetch=functools.partial(fetch, e))
-                                             for e in entries])
-        else:
-            # Chunk workers are other processes: the parent verifies each segment once and spools it to disk.
-            sources = []
-            corrupt = []
-            for index, entry in enumerate(entries):
-                try:
-                    stored = fetch(entry)
-                except SegmentCorruptError as exc:
-                    logger.error("segment rejected", extra={"incident_id": incident_id, "node": node,
-                                                            "segment": entry.key, "reason": str(exc)})
-                    corrupt.append({"key": entry.key, "version_id": entry.version_id, "reason": str(exc)})
-                    continue
-                path = Path(spool) / f"{index:06d}.seg"
-                path.write_bytes(stored)
-                sources.append(SegmentSource(ref(entry), path=path))
-            planned = plan_node(node, [SegmentSpan.from_entry(e) for e in entries],
-                                window=(window_start_ns, window_end_ns), chunk_ns=chunk_ns,
-                                warmup_ns=settings.dissect_warmup_s * 1_000_000_000)
-            chunks = [Chunk(c.index, c.start_ns, c.end_ns, None if c.open_start else c.warmup_start_ns)
-                      for c in planned]
-            result = dissect_chunked(node, sources, chunks, workers)
-            result.corrupt[:0] = corrupt
-    report.segments = len(entries) - len(result.corrupt)
+        sources, corrupt = spool_verified(s3, plan, Path(spool))
+        result = dissect_chunked(plan.node, sources, plan.chunks, workers)
+    result.corrupt[:0] = corrupt
+    return result
+
+
+def fetch_verified(s3: ObjectStore, raw_bucket: str, entry: ManifestEntry) -> bytes:
+    """A segment's stored bytes, once they hash to the manifest's sha256 (`SegmentCorruptError` otherwise)."""
+    stored: bytes = s3io.get_bytes(s3, raw_bucket, entry.key, entry.version_id)
+    verify_segment(stored, entry)
+    return stored
+
+
+def spool_verified(s3: ObjectStore, plan: NodePlan, spool: Path) -> tuple[list[SegmentSource], list[dict[str, str]]]:
+    """Chunk workers are other processes: each segment is verified once, here, and spooled to disk for them. Returns
+    the spooled segments and the rejected ones (as corrupt-segment records)."""
+    sources = []
+    corrupt = []
+    for index, entry in enumerate(plan.entries):
+        try:
+            stored = fetch_verified(s3, plan.raw_bucket, entry)
+        except SegmentCorruptError as exc:
+            logger.error("segment rejected", extra={"incident_id": plan.incident_id, "node": plan.node,
+                                                    "segment": entry.key, "reason": str(exc)})
+            corrupt.append({"key": entry.key, "version_id": entry.version_id, "reason": str(exc)})
+            continue
+        path = spool / f"{index:06d}.seg"
+        path.write_bytes(stored)
+        sources.append(SegmentSource(plan.ref(entry), path=path))
+    return sources, corrupt
+
+
+def add_evidence(s3: ObjectStore, plan: NodePlan, manifest: dict[str, Any], result: EngineResult,
+                 report: DissectReport) -> tuple[dict[str, pa.Table], dict[str, pa.Table]]:
+    """Step 3: the engine's tables enriched with the Kubernetes context, the cross-layer tables (the node's own
+    state, the connections to Services: freezeframe.dissect.crosslayer) and dissect_errors; the report takes the
+    counts. Returns the node's tables and the cluster's (Services and EndpointSlices, the same from every node)."""
     records = context_records(s3, manifest)
     timeline = IpTimeline.from_records(records)
     tables = {name: enrich(table, timeline) for name, table in result.tables.items()}
-    # Cross-layer evidence: the node's own state, and the connections to Services (freezeframe.dissect.crosslayer).
-    documents, state_corrupt, state_malformed = frozen_documents(s3, manifest, node, raw_bucket)
+    documents, state_corrupt, state_malformed = frozen_documents(s3, manifest, plan.node, plan.raw_bucket)
     result.corrupt += state_corrupt
     tables.update(node_tables(tables["connections"], records, documents, timeline))
     report.stats["node_state_documents"] = len(documents)
     report.stats["node_state_malformed"] = state_malformed
     report.corrupt_segments = result.corrupt
-    for item in unverified:
+    for item in plan.unverified:
         result.problems.add_unverified(SegmentRef(item.key, item.version_id, item.start_ns, item.end_ns), item.reason)
     tables["dissect_errors"] = result.problems.table()
     report.stats.update(result.stats)
     report.stats.update(result.problems.totals())
     report.stats["truncated_records"] = report.stats.get("errors_read_truncated", 0)
-    # The cluster's Services and EndpointSlices are the same whichever node's pass writes them: one part, rewritten
-    # with the same bytes by every pass.
-    cluster = cluster_tables(records)
+    return tables, cluster_tables(records)
+
+
+def write_parts(settings: Settings, s3: ObjectStore, plan: NodePlan, tables: dict[str, pa.Table],
+                cluster: dict[str, pa.Table], report: DissectReport) -> None:
+    """Step 4: one Parquet part per table under its deterministic key (a retry overwrites, never duplicates). The
+    cluster's tables go to one shared part, rewritten with the same bytes by every node's pass."""
     for name, table in [*tables.items(), *cluster.items()]:
-        key = table_part_key(name, window_start_ns, incident_id, CLUSTER_PART if name in cluster else node)
+        owner = CLUSTER_PART if name in cluster else plan.node
+        key = table_part_key(name, plan.window_start_ns, plan.incident_id, owner)
         s3io.put_bytes(s3, settings.evidence_bucket, key, parquet_bytes(table),
                        content_type="application/vnd.apache.parquet")
         report.tables[name] = table.num_rows
         report.parts[name] = key
-    s3io.put_json(s3, settings.evidence_bucket, dissect_status_key(incident_id, node), report.to_dict())
+
+
+def write_status(settings: Settings, s3: ObjectStore, report: DissectReport) -> None:
+    """Step 5: the node's status document; then a pass that rejected a segment fails loudly."""
+    s3io.put_json(s3, settings.evidence_bucket, dissect_status_key(report.incident_id, report.node), report.to_dict())
     if report.corrupt_segments:
-        raise SegmentCorruptError(f"incident {incident_id} node {node}: {len(report.corrupt_segments)} segment(s) "
-                                  f"failed verification: {', '.join(c['key'] for c in report.corrupt_segments)}")
-    return report
-
-
-def _previous_status(settings: Settings, s3: ObjectStore, incident_id: str, node: str) -> dict[str, Any] | None:
-    from freezeframe.custody.incident import read_status  # noqa: PLC0415 - the custody chain only on this path
-
-    status = read_status(settings, s3, incident_id, node)
-    return status.to_dict() if status is not None else None
+        raise SegmentCorruptError(f"incident {report.incident_id} node {report.node}: "
+                                  f"{len(report.corrupt_segments)} segment(s) failed verification: "
+                                  f"{', '.join(c['key'] for c in report.corrupt_segments)}")
 
 
 def _ns(text: str) -> int:

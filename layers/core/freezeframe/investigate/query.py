@@ -40,6 +40,7 @@ from sqlglot.optimizer.qualify import qualify
 
 from freezeframe.adapters import athena
 from freezeframe.adapters import s3 as s3io
+from freezeframe.adapters.arrow_fs import arrow_filesystem
 from freezeframe.adapters.athena import AthenaClient
 from freezeframe.contracts.config import Settings
 from freezeframe.contracts.errors import FreezeframeError
@@ -306,17 +307,6 @@ def _full_schema(schema: pa.Schema) -> pa.Schema:
     return schema
 
 
-def _filesystem(settings: Settings) -> pafs.S3FileSystem:
-    kwargs: dict[str, Any] = {"region": settings.region}
-    resolved = s3io.credentials(settings)
-    if resolved is not None:
-        kwargs.update(access_key=resolved[0], secret_key=resolved[1], session_token=resolved[2])
-    if settings.s3_endpoint:
-        scheme, _, host = settings.s3_endpoint.partition("://")
-        kwargs.update(endpoint_override=host, scheme=scheme)
-    return pafs.S3FileSystem(**kwargs)
-
-
 def _new_connection() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.execute("SET TimeZone='UTC'")
@@ -341,7 +331,7 @@ def connect(settings: Settings) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with one view per table (schema `freezeframe` and unqualified) over the evidence bucket's
     incident views (`views/<table>/...`: one row per conversation across nodes, freezeframe.dissect.observers)."""
     s3 = s3io.client(settings)
-    filesystem = _filesystem(settings)
+    filesystem = arrow_filesystem(settings)
     con = _new_connection()
     for name in TABLES:
         keys = [k for k in s3io.list_keys(s3, settings.evidence_bucket, view_prefix(name)) if k.endswith(".parquet")]

@@ -23,6 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from freezeframe.adapters import trino
 from freezeframe.contracts.errors import FreezeframeError
 from freezeframe.contracts.keys import view_prefix
 from freezeframe.contracts.schemas import PARTITION_KEYS, VIEWS
@@ -182,32 +183,14 @@ class TrinoEngine:
     url: str
     metastore_root: Path
 
-    def _connect(self, catalog: str | None = None) -> Any:
-        import trino  # only the Trino engine needs the client
-
-        scheme, _, hostport = self.url.partition("://")
-        host, _, port = hostport.rstrip("/").partition(":")
-        return trino.dbapi.connect(host=host, port=int(port or 8080), http_scheme=scheme, user=USER,
-                                   catalog=catalog, schema=DEFAULT_DATABASE if catalog else None,
-                                   request_timeout=300)
-
     def execute(self, sql: str, catalog: str | None = None) -> tuple[tuple[str, ...], tuple[tuple[Any, ...], ...]]:
         """Run one statement; its column names and rows."""
-        import trino
-
-        connection = self._connect(catalog)
         try:
-            cursor = connection.cursor()
-            cursor.execute(sql)
-            rows = tuple(tuple(row) for row in cursor.fetchall())
-            names = tuple(d[0] for d in cursor.description or ())
-        except trino.exceptions.TrinoUserError as exc:
+            return trino.execute(self.url, sql, USER, catalog, DEFAULT_DATABASE if catalog else None)
+        except trino.TrinoStatementError as exc:
             raise TrinoError(f"Trino: {exc.error_name}: {exc.message}") from exc
-        except (trino.exceptions.Error, OSError) as exc:
+        except trino.TrinoUnavailableError as exc:
             raise TrinoError(f"Trino at {self.url} failed: {exc}") from exc
-        finally:
-            connection.close()
-        return names, rows
 
     def attach(self, location: DataLocation, tables: Mapping[str, pa.Schema] = VIEWS) -> str:
         """The catalog over ``location``, created on first use, with every table declared from its schema (declared
