@@ -55,6 +55,7 @@ from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.capture.pcapio import MAX_TS_NS
 from freezeframe.contracts.config import Settings
+from freezeframe.contracts.documents import ChunkStatus, DissectPlan
 from freezeframe.contracts.errors import NotFoundError, SegmentCorruptError
 from freezeframe.contracts.keys import (
     chunk_prefix,
@@ -102,8 +103,8 @@ from freezeframe.freeze.follow import inputs_digest
 from freezeframe.freeze.unverified import unverified_of
 
 logger = logging.getLogger(__name__)
-CHUNK_SCHEMA = "freezeframe.dissect-chunk/v2"  # v2: body rows in chunk parts, edge rows, UDP pairs, warm-up rows
-PLAN_SCHEMA = "freezeframe.dissect-plan/v1"
+CHUNK_SCHEMA = ChunkStatus.SCHEMA  # defined in freezeframe.contracts.documents
+PLAN_SCHEMA = DissectPlan.SCHEMA
 ENGINE_TABLES = ("connections", "dns", "http", "tls")
 BODY_TABLES = (*ENGINE_TABLES, "service_flows")  # a chunk's part: its rows on neither edge
 PAIR_COLUMNS = ("proto", "src_ip", "src_port", "dst_ip", "dst_port")  # what dissect.chunks.pair_keys reads

@@ -25,7 +25,7 @@ from typing import Any
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.contracts.config import Settings
-from freezeframe.contracts.documents import IncidentRecord
+from freezeframe.contracts.documents import IncidentRecord, Resolved
 from freezeframe.contracts.errors import CustodyError, NotFoundError, PayloadError, SignatureError
 from freezeframe.contracts.keys import (
     freeze_started_key,
@@ -177,7 +177,7 @@ def record_resolved(settings: Settings, s3: ObjectStore, incident_ids: Iterable[
         if not s3io.exists(s3, settings.evidence_bucket, incident_key(incident_id)):
             continue
         s3io.put_json(s3, settings.evidence_bucket, resolved_key(incident_id),
-                      {"incident_id": incident_id, "resolved_at": iso(now)}, create_only=True)
+                      Resolved(incident_id, iso(now)).to_dict(), create_only=True)
         closed.append(incident_id)
     return tuple(closed)
 
@@ -218,8 +218,7 @@ def incident_status(settings: Settings, s3: ObjectStore, incident_id: str) -> di
     except NotFoundError:
         failure = freeze_failure(settings, s3, incident_id)
         if failure is not None:
-            status.update(state="failed", error=failure.get("error"), failed_at=failure.get("failed_at"),
-                          attempts=failure.get("attempts"))
+            status.update(state="failed", error=failure.error, failed_at=failure.failed_at, attempts=failure.attempts)
         return status
     except CustodyError as exc:
         # Served as the truth only what the chain vouches for: a broken chain shows as such, with nothing else.
