@@ -21,10 +21,12 @@ from freezeframe.contracts.documents import (
     FreezeFailed,
     LegalHoldReference,
     LegalHoldRelease,
+    NodeStateEntry,
     Resolved,
     SegmentIndexBatch,
 )
 from freezeframe.contracts.errors import PayloadError
+from freezeframe.contracts.models import ManifestEntry
 from tests.unit.contracts.test_documents import REPO, SOURCE_ROOTS, schema_literals
 
 ATTEMPT = {"schema": "freezeframe.freeze-attempt/v1", "incident_id": "inc-1", "attempt": 2,
@@ -69,10 +71,15 @@ CHUNK = {"schema": "freezeframe.dissect-chunk/v2", "incident_id": "inc-1", "node
                                                "stage": "decode", "kind": "truncated", "count": 1,
                                                "first_offset": 24, "first_packet": 0, "message": "short header"}],
          "seconds": 1.25, "peak_rss_mb": 180.5}
+NODE_STATE = {"key": "nodestate/c/2026/11/30/09/node-a/1000-2000.json", "version_id": "v9", "sha256": "cd" * 32,
+              "size": 2048, "node": "node-a", "start_ns": 1000, "end_ns": 2000, "lock_mode": "COMPLIANCE",
+              "retain_until": "2027-11-30T10:00:00.000Z"}
+
 CASES: list[tuple[Any, dict[str, Any]]] = [
     (FreezeAttempt, ATTEMPT), (FreezeFailed, FAILED), (Resolved, RESOLVED), (Resolved, RESOLVED_BEFORE_SCHEMA),
     (LegalHoldReference, REFERENCE), (LegalHoldRelease, RELEASE), (SegmentIndexBatch, INDEX_BATCH),
-    (SegmentIndexBatch, INDEX_GAP), (ChunkItem, ITEM), (DissectPlan, PLAN), (ChunkStatus, CHUNK)]
+    (SegmentIndexBatch, INDEX_GAP), (ChunkItem, ITEM), (DissectPlan, PLAN), (ChunkStatus, CHUNK),
+    (NodeStateEntry, NODE_STATE)]
 
 
 @pytest.mark.parametrize(("kind", "document"), CASES, ids=[f"{kind.__name__}-{n}" for n, (kind, _) in enumerate(CASES)])
@@ -132,10 +139,23 @@ def without(document: dict[str, Any], name: str) -> dict[str, Any]:
     (ChunkStatus, {**CHUNK, "schema": "freezeframe.dissect-chunk/v1"}, r"^chunk status: schema must be "),
     (ChunkStatus, without(CHUNK, "parts"), r"^chunk status: missing field 'parts'$"),
     (ChunkStatus, {**CHUNK, "problems": ["short header"]}, r"^chunk status: field 'problems' must be a list of obj"),
+    (NodeStateEntry, without(NODE_STATE, "sha256"), r"^malformed node_state entry: missing field 'sha256'$"),
+    (NodeStateEntry, {**NODE_STATE, "size": "2048"}, r"^malformed node_state entry: field 'size' must be int"),
 ])
 def test_a_malformed_document_is_refused_with_the_field_named(kind: Any, document: Any, message: str) -> None:
     with pytest.raises(PayloadError, match=message):
         kind.from_dict(copy.deepcopy(document))
+
+
+def test_a_node_state_entry_is_a_manifest_entry_with_only_its_fields_on_the_wire() -> None:
+    entry = NodeStateEntry.from_dict(NODE_STATE)
+    assert isinstance(entry, ManifestEntry)
+    assert (entry.seq, entry.packets, entry.legal_hold, entry.kernel_drops) == (None, None, False, None)
+    assert entry.to_dict() == NODE_STATE
+    checked = entry.as_manifest_entry()
+    assert type(checked) is ManifestEntry
+    assert (checked.key, checked.sha256, checked.size, checked.lock_mode) == (
+        NODE_STATE["key"], NODE_STATE["sha256"], 2048, "COMPLIANCE")
 
 
 def test_the_small_documents_schema_strings_are_defined_once_in_documents() -> None:

@@ -13,7 +13,7 @@ entries) are in freezeframe.contracts.models; they are re-exported here so this 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -394,38 +394,40 @@ class Summary:
                    extra=_extra(raw, cls._KNOWN))
 
 
-@dataclass(frozen=True, slots=True)
-class NodeStateEntry:
-    """A frozen node-state document as the manifest lists it (under `node_state`)."""
+# A node-state document is locked and verified like a segment, so its manifest entry is a ManifestEntry without
+# the fields only a capture segment has.
+SEGMENT_ONLY_FIELDS = ("seq", "packets", "legal_hold", "kernel_drops", "agent_drops", "lock_outcome")
+NODE_STATE_ENTRY_FIELDS = tuple(f.name for f in fields(ManifestEntry) if f.name not in SEGMENT_ONLY_FIELDS)
 
-    key: str
-    version_id: str
-    sha256: str
-    size: int
-    node: str
-    start_ns: int
-    end_ns: int
-    lock_mode: str
-    retain_until: str
+
+@dataclass(frozen=True, slots=True)
+class NodeStateEntry(ManifestEntry):
+    """A frozen node-state document as the manifest lists it (under `node_state`): ManifestEntry's fields, of which
+    the document carries NODE_STATE_ENTRY_FIELDS (key, version_id, sha256, size, node, start_ns, end_ns, lock_mode,
+    retain_until); the segment-only ones are None (False for legal_hold) and never written."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {name: getattr(self, name) for name in NODE_STATE_ENTRY_FIELDS}
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> NodeStateEntry:
+        if not isinstance(raw, Mapping):
+            raise PayloadError("malformed node_state entry: not a JSON object")
         try:
-            return cls(key=str(raw["key"]), version_id=str(raw["version_id"]), sha256=str(raw["sha256"]),
-                       size=int(raw["size"]), node=str(raw["node"]), start_ns=int(raw["start_ns"]),
-                       end_ns=int(raw["end_ns"]), lock_mode=str(raw["lock_mode"]),
-                       retain_until=str(raw["retain_until"]))
-        except (KeyError, TypeError, ValueError) as exc:
+            entry = ManifestEntry.from_dict({name: raw.get(name) for name in NODE_STATE_ENTRY_FIELDS})
+        except PayloadError as exc:
             raise PayloadError(f"malformed node_state entry: {exc}") from exc
+        return cls.of(entry)
+
+    @classmethod
+    def of(cls, entry: ManifestEntry) -> NodeStateEntry:
+        """The node-state entry of a locked version (its segment-only fields dropped)."""
+        return cls(**{name: getattr(entry, name) for name in NODE_STATE_ENTRY_FIELDS}, seq=None, packets=None,
+                   legal_hold=False)
 
     def as_manifest_entry(self) -> ManifestEntry:
         """The segment-shaped entry verify checks (present, sha256, lock, latest)."""
-        return ManifestEntry(key=self.key, version_id=self.version_id, sha256=self.sha256, size=self.size,
-                             node=self.node, start_ns=self.start_ns, end_ns=self.end_ns, seq=None, packets=None,
-                             lock_mode=self.lock_mode, retain_until=self.retain_until, legal_hold=False)
+        return ManifestEntry(**{f.name: getattr(self, f.name) for f in fields(ManifestEntry)})
 
 
 @dataclass(frozen=True, slots=True)

@@ -161,7 +161,7 @@ def freeze_node_state(settings: Settings, s3: ObjectStore, request: FreezeReques
         return NodeStateEntry(key=version.key, version_id=version.version_id,
                               sha256=hashlib.sha256(body).hexdigest(), size=len(body), node=parsed.node,
                               start_ns=parsed.start_ns, end_ns=parsed.end_ns, lock_mode=mode,
-                              retain_until=iso(retain_until))
+                              retain_until=iso(retain_until), seq=None, packets=None, legal_hold=False)
 
     entries = run_all(lock, chosen, LOCK_WORKERS)
     logger.info("node state frozen", extra={"incident_id": request.incident_id, "documents": len(entries)})
