@@ -12,7 +12,7 @@ entries) are in freezeframe.contracts.models; they are re-exported here so this 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any, ClassVar
@@ -877,7 +877,7 @@ class DissectPlan:
     freezeframe.dissect.plan.PlannedChunk.to_dict), and the nodes left alone because their inputs did not change."""
 
     incident_id: str
-    chunks: Mapping[str, list[Mapping[str, Any]]]  # node -> its planned chunks
+    chunks: Mapping[str, Sequence[Mapping[str, Any]]]  # node -> its planned chunks
     unchanged: tuple[str, ...]
     extra: Mapping[str, Any] = field(default_factory=dict)
     SCHEMA = DISSECT_PLAN_SCHEMA

@@ -20,7 +20,7 @@ from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.contracts.config import Settings
 from freezeframe.contracts.documents import SegmentIndexBatch
-from freezeframe.contracts.keys import HOUR_NS, check_name, index_batch_key, index_gap_key, index_prefixes
+from freezeframe.contracts.keys import HOUR_NS, index_batch_key, index_gap_key, index_prefixes, node_prefix
 from freezeframe.contracts.models import SegmentRecord
 from freezeframe.contracts.parallel import run_all
 
@@ -70,7 +70,7 @@ def load(settings: Settings, s3: ObjectStore, cluster: str, start_ns: int, end_n
     `nodes` only when given (an hour of a large cluster indexes every node's segments), else of every node."""
     prefixes = index_prefixes(cluster, start_ns, end_ns)
     if nodes:
-        prefixes = [f"{prefix}{check_name('node', node)}/" for prefix in prefixes for node in sorted(set(nodes))]
+        prefixes = [node_prefix(prefix, node) for prefix in prefixes for node in sorted(set(nodes))]
     keys = [k for prefix in prefixes for k in s3io.list_keys(s3, settings.evidence_bucket, prefix)]
     documents = run_all(lambda k: s3io.get_bytes(s3, settings.evidence_bucket, k), keys, READ_WORKERS)
     out: dict[tuple[str, str], SegmentRecord] = {}

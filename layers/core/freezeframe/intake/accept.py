@@ -32,6 +32,7 @@ from freezeframe.contracts.keys import (
     incident_key,
     manifest_key,
     resolved_key,
+    tables_prefix,
     webhook_delivery_key,
 )
 from freezeframe.contracts.models import FreezeRequest, iso, parse_iso
@@ -252,7 +253,7 @@ def incident_status(settings: Settings, s3: ObjectStore, incident_id: str) -> di
                          "parts": len(pinned.parts)}
     status["links"].update(manifest=f"s3://{settings.evidence_bucket}/{manifest_key(incident_id)}"
                                     f"?versionId={pinned.manifest.version_id}",
-                           tables=f"s3://{settings.evidence_bucket}/tables/")
+                           tables=f"s3://{settings.evidence_bucket}/{tables_prefix()}")
     return status
 
 
