@@ -36,8 +36,7 @@ from freezeframe.contracts.keys import (
     webhook_delivery_key,
 )
 from freezeframe.contracts.models import FreezeRequest, iso, parse_iso
-from freezeframe.custody.incident import load_incident, read_record
-from freezeframe.freeze.holds import read_follow
+from freezeframe.custody.incident import load_incident, partial_until, read_record
 from freezeframe.freeze.lifecycle import freeze_failure
 from freezeframe.freeze.unverified import unverified_of
 from freezeframe.intake import alertmanager, manual, pagerduty
@@ -234,14 +233,12 @@ def incident_status(settings: Settings, s3: ObjectStore, incident_id: str) -> di
             "state": report.state, "tables": dict(report.tables), "corrupt_segments": len(report.corrupt_segments)}
     done = all(d["state"] == "done" for d in dissection.values())
     unverified = [u.to_dict() for document in [manifest, *parts] for u in unverified_of(document)]
-    follow = read_follow(settings, s3, incident_id)
     # Tables are partial while the hold is open: until the last pass after it closes (freezeframe.freeze.follow).
-    hold = manifest.get("hold") or {}
-    partial_until = follow.partial_until if follow is not None else hold.get("closes_at")
+    until = partial_until(settings, s3, incident)
     status.update(
         state="dissected" if nodes and done else "frozen_with_problems" if unverified else "frozen",
-        tables="partial" if partial_until else "complete" if nodes and done else "pending",
-        partial_until=partial_until,
+        tables="partial" if until else "complete" if nodes and done else "pending",
+        partial_until=until,
         unverified=unverified,
         late_segments=sum(len(part.segments) for part in incident.parts),
         frozen_segments=len(incident.manifest.segments),
