@@ -1,8 +1,8 @@
-"""The small records around an incident (freezeframe.contracts.documents): the freeze's failed attempts and its
-failure, the resolved record, legal-hold references and releases, segment-index batches, the fanned-out
-dissection's plan, chunk items and chunk statuses. Each round-trips from a document written here by hand, in the
-shape its writer stores (so the stored bytes re-encode unchanged), and a malformed one is refused with a
-PayloadError that names the kind and the field."""
+"""The small records around an incident (freezeframe.contracts.documents): the freeze's hand-off marker, its failed
+attempts and its failure, the webhook delivery marker, the resolved record, legal-hold references and releases,
+segment-index batches, the fanned-out dissection's plan, chunk items and chunk statuses, and the node-state entry.
+Each round-trips from a document written here by hand, in the shape its writer stores (so the stored bytes
+re-encode unchanged), and a malformed one is refused with a PayloadError that names the kind and the field."""
 
 from __future__ import annotations
 
@@ -19,11 +19,13 @@ from freezeframe.contracts.documents import (
     DissectPlan,
     FreezeAttempt,
     FreezeFailed,
+    FreezeStarted,
     LegalHoldReference,
     LegalHoldRelease,
     NodeStateEntry,
     Resolved,
     SegmentIndexBatch,
+    WebhookDelivery,
 )
 from freezeframe.contracts.errors import PayloadError
 from freezeframe.contracts.models import ManifestEntry
@@ -75,11 +77,19 @@ NODE_STATE = {"key": "nodestate/c/2026/11/30/09/node-a/1000-2000.json", "version
               "size": 2048, "node": "node-a", "start_ns": 1000, "end_ns": 2000, "lock_mode": "COMPLIANCE",
               "retain_until": "2027-11-30T10:00:00.000Z"}
 
+STARTED = {"schema": "freezeframe.freeze-started/v1", "incident_id": "inc-1", "at": "2026-11-30T09:59:58.120Z"}
+STARTED_BEFORE_SCHEMA = {"incident_id": "inc-1", "at": "2026-11-30T09:59:58.120Z"}
+DELIVERY = {"schema": "freezeframe.webhook-delivery/v1", "event_id": "01DEN4HCQBIXDFHSBUHJPM0B0G",
+            "delivery": "3c2e0a5e-8a53-4a1e-9b3e-2d3c9b8f1a11", "event_type": "incident.triggered",
+            "at": "2026-11-30T09:59:58.000Z", "accepted": ["pd-Q1W2E3"], "duplicates": [], "resolved": [],
+            "truncated_alerts": 0, "ignored": []}
+DELIVERY_BEFORE_SCHEMA = {key: value for key, value in DELIVERY.items() if key != "schema"}
 CASES: list[tuple[Any, dict[str, Any]]] = [
     (FreezeAttempt, ATTEMPT), (FreezeFailed, FAILED), (Resolved, RESOLVED), (Resolved, RESOLVED_BEFORE_SCHEMA),
     (LegalHoldReference, REFERENCE), (LegalHoldRelease, RELEASE), (SegmentIndexBatch, INDEX_BATCH),
     (SegmentIndexBatch, INDEX_GAP), (ChunkItem, ITEM), (DissectPlan, PLAN), (ChunkStatus, CHUNK),
-    (NodeStateEntry, NODE_STATE)]
+    (NodeStateEntry, NODE_STATE), (FreezeStarted, STARTED), (FreezeStarted, STARTED_BEFORE_SCHEMA),
+    (WebhookDelivery, DELIVERY), (WebhookDelivery, DELIVERY_BEFORE_SCHEMA)]
 
 
 @pytest.mark.parametrize(("kind", "document"), CASES, ids=[f"{kind.__name__}-{n}" for n, (kind, _) in enumerate(CASES)])
@@ -139,6 +149,9 @@ def without(document: dict[str, Any], name: str) -> dict[str, Any]:
     (ChunkStatus, {**CHUNK, "schema": "freezeframe.dissect-chunk/v1"}, r"^chunk status: schema must be "),
     (ChunkStatus, without(CHUNK, "parts"), r"^chunk status: missing field 'parts'$"),
     (ChunkStatus, {**CHUNK, "problems": ["short header"]}, r"^chunk status: field 'problems' must be a list of obj"),
+    (FreezeStarted, {**STARTED, "at": None}, r"^freeze-started record: missing field 'at'$"),
+    (WebhookDelivery, {**DELIVERY, "accepted": "pd-Q1W2E3"}, r"^webhook delivery: field 'accepted' must be list"),
+    (WebhookDelivery, {**DELIVERY, "ignored": [3]}, r"^webhook delivery: field 'ignored' must be a list of strings$"),
     (NodeStateEntry, without(NODE_STATE, "sha256"), r"^malformed node_state entry: missing field 'sha256'$"),
     (NodeStateEntry, {**NODE_STATE, "size": "2048"}, r"^malformed node_state entry: field 'size' must be int"),
 ])
@@ -166,7 +179,8 @@ def test_the_small_documents_schema_strings_are_defined_once_in_documents() -> N
             for literal in schema_literals(path.read_text(encoding="utf-8")):
                 where.setdefault(literal, []).append(str(path.relative_to(REPO)))
     assert {literal: files for literal, files in where.items() if len(files) > 1} == {}
-    kinds = ("freeze-attempt/v1", "freeze-failed/v1", "resolved/v1", "legal-hold-reference/v1",
+    kinds = ("freeze-started/v1", "webhook-delivery/v1", "freeze-attempt/v1", "freeze-failed/v1", "resolved/v1",
+             "legal-hold-reference/v1",
              "legal-hold-release/v1", "segment-index/v1", "dissect-plan/v1", "dissect-chunk/v2")
     assert {kind: where.get(f"freezeframe.{kind}") for kind in kinds} == dict.fromkeys(
         kinds, ["layers/core/freezeframe/contracts/documents.py"])

@@ -33,8 +33,9 @@ from freezeframe.contracts.models import (
 __all__ = [
     "DISSECT_CHUNK_SCHEMA", "DISSECT_PLAN_SCHEMA", "FREEZE_ATTEMPT_SCHEMA", "FREEZE_FAILED_SCHEMA",
     "LEGAL_HOLD_REFERENCE_SCHEMA", "LEGAL_HOLD_RELEASE_SCHEMA", "RESOLVED_SCHEMA", "SEGMENT_INDEX_SCHEMA",
-    "ChunkItem", "ChunkStatus", "DissectPlan", "FreezeAttempt", "FreezeFailed", "LegalHoldReference",
-    "LegalHoldRelease", "Resolved", "SegmentIndexBatch",
+    "FREEZE_STARTED_SCHEMA", "WEBHOOK_DELIVERY_SCHEMA", "ChunkItem", "ChunkStatus", "DissectPlan", "FreezeAttempt",
+    "FreezeFailed", "FreezeStarted", "LegalHoldReference", "LegalHoldRelease", "Resolved", "SegmentIndexBatch",
+    "WebhookDelivery",
     "DISSECT_STATUS_SCHEMA", "FREEZE_SCHEMA", "GAP_SCHEMA", "HOLD_SCHEMA", "INCIDENT_SCHEMA",
     "K8S_ENDPOINTSLICE_SCHEMA", "K8S_EVENT_SCHEMA", "K8S_NODE_SCHEMA", "K8S_POD_SCHEMA", "K8S_SERVICE_SCHEMA",
     "MANIFEST_SCHEMA", "NODE_STATE_SCHEMA", "SEGMENT_SCHEMA", "SUMMARY_SCHEMA", "DissectStatus", "FreezeRequest",
@@ -60,6 +61,8 @@ K8S_NODE_SCHEMA = "freezeframe.k8s-node/v1"
 FREEZE_ATTEMPT_SCHEMA = "freezeframe.freeze-attempt/v1"
 FREEZE_FAILED_SCHEMA = "freezeframe.freeze-failed/v1"
 RESOLVED_SCHEMA = "freezeframe.resolved/v1"
+FREEZE_STARTED_SCHEMA = "freezeframe.freeze-started/v1"
+WEBHOOK_DELIVERY_SCHEMA = "freezeframe.webhook-delivery/v1"
 LEGAL_HOLD_REFERENCE_SCHEMA = "freezeframe.legal-hold-reference/v1"
 LEGAL_HOLD_RELEASE_SCHEMA = "freezeframe.legal-hold-release/v1"
 SEGMENT_INDEX_SCHEMA = "freezeframe.segment-index/v1"
@@ -732,6 +735,72 @@ class Resolved:
         absent = _unschemed(kind, raw, cls.SCHEMA)
         return cls(incident_id=_field(kind, raw, "incident_id", str),
                    resolved_at=_iso_field(kind, raw, "resolved_at"), extra=_extra(raw, cls._KNOWN), absent=absent)
+
+
+@dataclass(frozen=True, slots=True)
+class FreezeStarted:
+    """incidents/<id>/freeze-started.json: intake handed the incident's freeze off (create-only, after the hand-off);
+    a duplicate alert finding the incident record without it, after a grace period, hands it off again."""
+
+    incident_id: str
+    at: str  # ISO 8601, UTC
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    absent: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    SCHEMA = FREEZE_STARTED_SCHEMA
+    _KNOWN = ("schema", "incident_id", "at")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _drop({"schema": self.SCHEMA, "incident_id": self.incident_id, "at": self.at, **self.extra},
+                     self.absent)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> FreezeStarted:
+        kind = "freeze-started record"
+        absent = _unschemed(kind, raw, cls.SCHEMA)
+        return cls(incident_id=_field(kind, raw, "incident_id", str), at=_iso_field(kind, raw, "at"),
+                   extra=_extra(raw, cls._KNOWN), absent=absent)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDelivery:
+    """incidents/_deliveries/<source>/<digest>.json: a webhook delivery seen (keys.webhook_delivery_key), and what
+    intake did with it; a redelivery with the same id finds it and acts no more."""
+
+    event_id: str
+    delivery: str  # the sender's delivery id (PagerDuty's X-Webhook-Id), "" when it sent none
+    event_type: str
+    at: str  # ISO 8601, UTC
+    accepted: tuple[str, ...] = ()  # incidents the delivery created
+    duplicates: tuple[str, ...] = ()
+    resolved: tuple[str, ...] = ()
+    truncated_alerts: int = 0
+    ignored: tuple[str, ...] = ()  # event types intake does not act on
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    absent: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    SCHEMA = WEBHOOK_DELIVERY_SCHEMA
+    _KNOWN = ("schema", "event_id", "delivery", "event_type", "at", "accepted", "duplicates", "resolved",
+              "truncated_alerts", "ignored")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _drop({"schema": self.SCHEMA, "event_id": self.event_id, "delivery": self.delivery,
+                      "event_type": self.event_type, "at": self.at, "accepted": list(self.accepted),
+                      "duplicates": list(self.duplicates), "resolved": list(self.resolved),
+                      "truncated_alerts": self.truncated_alerts, "ignored": list(self.ignored), **self.extra},
+                     self.absent)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> WebhookDelivery:
+        kind = "webhook delivery"
+        absent = _unschemed(kind, raw, cls.SCHEMA)
+        lists: dict[str, Any] = {}
+        for name in ("accepted", "duplicates", "resolved", "ignored"):
+            items = _field(kind, raw, name, list)
+            if not all(isinstance(item, str) for item in items):
+                raise PayloadError(f"{kind}: field {name!r} must be a list of strings")
+            lists[name] = tuple(items)
+        return cls(**_strs(kind, raw, ("event_id", "delivery", "event_type")), at=_iso_field(kind, raw, "at"),
+                   **lists, truncated_alerts=_field(kind, raw, "truncated_alerts", int),
+                   extra=_extra(raw, cls._KNOWN), absent=absent)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from typing import Any
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.contracts.config import Settings
-from freezeframe.contracts.documents import IncidentRecord, Resolved
+from freezeframe.contracts.documents import FreezeStarted, IncidentRecord, Resolved, WebhookDelivery
 from freezeframe.contracts.errors import CustodyError, NotFoundError, PayloadError, SignatureError
 from freezeframe.contracts.keys import (
     freeze_started_key,
@@ -165,8 +165,9 @@ def accept_pagerduty(settings: Settings, s3: ObjectStore, headers: Mapping[str, 
         closed = pagerduty.closed_incident_id(pagerduty.parse_event(payload))
         result = IntakeResult((), (), record_resolved(settings, s3, [closed], now))
     s3io.put_json(s3, settings.evidence_bucket, marker,
-                  {"event_id": event_id, "delivery": delivery, "event_type": event_type, "at": iso(now),
-                   **result.to_dict()}, create_only=True)
+                  WebhookDelivery(event_id, delivery, event_type, iso(now), result.accepted, result.duplicates,
+                                  result.resolved, result.truncated_alerts, result.ignored).to_dict(),
+                  create_only=True)
     return result
 
 
@@ -265,4 +266,4 @@ def _hand_off(settings: Settings, s3: ObjectStore, request: FreezeRequest, now: 
               start_freeze: StartFreeze) -> None:
     start_freeze(request)
     s3io.put_json(s3, settings.evidence_bucket, freeze_started_key(request.incident_id),
-                  {"incident_id": request.incident_id, "at": iso(now)}, create_only=True)
+                  FreezeStarted(request.incident_id, iso(now)).to_dict(), create_only=True)
