@@ -136,3 +136,24 @@ def test_a_wrong_method_is_405_and_an_unknown_incident_is_404(harness: Harness) 
                                                        {"authorization": f"Bearer {API_TOKEN}"}, b""))
     assert reply["statusCode"] == 404
     assert evidence_keys(harness) == []
+
+
+def test_intakes_markers_and_the_resolved_record_read_back_as_their_documents(harness: Harness) -> None:
+    from freezeframe.contracts.documents import FreezeStarted, Resolved, WebhookDelivery
+    from freezeframe.contracts.keys import freeze_started_key, resolved_key, webhook_delivery_key
+
+    config, store = harness.settings, harness.store
+    triggered, resolved = sample_body("pagerduty_triggered"), sample_body("pagerduty_resolved")
+    assert pagerduty(harness, json.dumps(triggered).encode())[0] == 202
+    assert pagerduty(harness, json.dumps(resolved).encode(), webhook_id="8d5e0a3c-6a8f-4c1e-9b0d-1f2a3b4c5d02")[0] \
+        == 202
+    (incident_id,) = [key.split("/")[1] for key in evidence_keys(harness) if key.endswith("/incident.json")]
+    started = FreezeStarted.from_dict(s3io.get_json(store, config.evidence_bucket, freeze_started_key(incident_id)))
+    assert started.incident_id == incident_id
+    closed = Resolved.from_dict(s3io.get_json(store, config.evidence_bucket, resolved_key(incident_id)))
+    assert closed.incident_id == incident_id
+    deliveries = [WebhookDelivery.from_dict(s3io.get_json(store, config.evidence_bucket, webhook_delivery_key(
+        "pagerduty", f"event:{body['event']['id']}"))) for body in (triggered, resolved)]
+    assert [(d.event_type, d.delivery, d.accepted, d.resolved) for d in deliveries] == [
+        ("incident.triggered", "8d5e0a3c-6a8f-4c1e-9b0d-1f2a3b4c5d01", (incident_id,), ()),
+        ("incident.resolved", "8d5e0a3c-6a8f-4c1e-9b0d-1f2a3b4c5d02", (), (incident_id,))]

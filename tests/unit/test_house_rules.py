@@ -7,6 +7,8 @@
 - no core module outside adapters/ opens another network path either: pyarrow's S3 filesystem, urllib.request,
   http.client, a socket connection, the trino client, DuckDB's httpfs extension or its s3_ settings (the local
   tooling in layers/local keeps its own).
+- no module outside contracts/keys.py spells an object key: a string or f-string that starts with one of the
+  layout's roots (incidents/, tables/, raw/, ...) is built there (docstrings may describe the layout).
 
 The source is parsed (ast), so a string that merely mentions os.environ (the LocalStack launcher script in
 freezeframe_local/s3.py, which runs in LocalStack's own Python) is not a read.
@@ -287,3 +289,46 @@ def test_the_core_never_imports_the_agent_or_the_local_tooling() -> None:
 def test_the_import_rule_sees_an_import() -> None:
     assert _imports(ast.parse("import freezeframe_local.cli\nfrom freezeframe_agent.jobs import x")) == {
         "freezeframe_local", "freezeframe_agent"}
+
+
+KEYS_MODULE = CORE / "contracts" / "keys.py"
+KEY_ROOTS = ("raw/", "incidents/", "tables/", "views/", "nodestate/", "index/", "holds/", "legal-holds/", "jobs/",
+             "k8s/")
+
+
+def _spelled_keys(tree: ast.Module) -> list[tuple[int, str]]:
+    """(line, text) of each string (a regex's too), or f-string's leading text, that starts with a key root, and of
+    the key in an s3://{bucket}/<key> URL; docstrings excepted."""
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body and \
+                isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+            skip.add(id(body[0].value))
+    found = []
+    for node in ast.walk(tree):  # breadth first: an f-string is seen before the constants inside it
+        if isinstance(node, ast.JoinedStr):
+            skip.update(id(value) for value in node.values)
+            texts = [str(v.value) if isinstance(v, ast.Constant) else None for v in node.values]
+            if texts and texts[0] is not None and texts[0].lstrip("^").startswith(KEY_ROOTS):
+                found.append((node.lineno, texts[0]))
+            elif texts and texts[0] == "s3://":  # s3://{bucket}/<key>: the key after the bucket
+                found += [(node.lineno, text) for text in texts[2:3] if text and text[1:].startswith(KEY_ROOTS)]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip and \
+                node.value.lstrip("^").startswith(KEY_ROOTS):
+            found.append((node.lineno, node.value))
+    return found
+
+
+def test_every_object_key_is_spelled_in_keys() -> None:
+    offenders = {f"{path.relative_to(REPO)}:{line}": text for path in _modules() if path != KEYS_MODULE
+                 for line, text in _spelled_keys(_tree(path))}
+    assert not offenders, f"object keys built outside freezeframe.contracts.keys: {offenders}"
+
+
+def test_the_key_rule_sees_a_key_and_leaves_docstrings_alone() -> None:
+    source = ('"""Writes incidents/<id>/x.json."""\nA = f"incidents/{i}/x.json"\nB = "tables/"\n'
+              'C = f"{url}/incidents/{i}"\ndef f():\n    """reads holds/<day>/"""\n'
+              'D = f"s3://{bucket}/tables/"\nE = re.compile(r"^jobs/(?P<job>[^/]+)/")\n')
+    assert _spelled_keys(ast.parse(source)) == [(2, "incidents/"), (3, "tables/"), (7, "/tables/"),
+                                                 (8, "^jobs/(?P<job>[^/]+)/")]

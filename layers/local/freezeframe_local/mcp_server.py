@@ -33,7 +33,7 @@ from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.contracts.config import Settings, settings
 from freezeframe.contracts.errors import FreezeframeError, NotFoundError, PayloadError
 from freezeframe.contracts.keys import incidents_prefix
-from freezeframe.custody.incident import read_record
+from freezeframe.custody.incident import load_incident, partial_until, read_record
 from freezeframe.intake import accept as intake
 
 logger = logging.getLogger(__name__)
@@ -169,18 +169,22 @@ def list_scenarios() -> dict[str, Any]:
 @server.tool()
 @_tool_errors
 def run_scenario(name: str, incident_id: str | None = None, max_rows: int = MAX_ROWS) -> dict[str, Any]:
-    """Run a saved scenario (see list_scenarios) over the dissected tables, for one incident or all of them."""
+    """Run a saved scenario (see list_scenarios) over the dissected tables, for one incident or all of them. For one
+    incident, `partial_until` says until when its tables miss segments its open hold is still locking; refused when
+    the incident's custody chain does not vouch for its manifest."""
     from freezeframe.investigate import scenarios
 
     scenario = scenarios.get(name)
     result = _query(scenario.sql(incident_id), max_rows) | {"scenario": scenario.name, "title": scenario.title}
     if incident_id is not None:
         # While the incident's hold is open its tables miss what is still being locked: say so, and until when.
-        from freezeframe.freeze.holds import read_follow
-
         config = current_settings()
-        follow = read_follow(config, s3io.client(config), incident_id)
-        result["partial_until"] = follow.partial_until if follow is not None else None
+        s3 = s3io.client(config)
+        try:
+            incident = load_incident(config, s3, incident_id, record=False, statuses=False, summary=False)
+        except NotFoundError:
+            incident = None  # tables without a frozen manifest: no hold to wait for
+        result["partial_until"] = partial_until(config, s3, incident) if incident is not None else None
         if result["partial_until"]:
             result["note"] = (f"partial: the incident's hold is open until {result['partial_until']}; segments "
                               "locked until then are dissected as they arrive")

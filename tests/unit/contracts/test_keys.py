@@ -63,3 +63,31 @@ def test_without_a_glue_database_nothing_is_registered() -> None:
     from freezeframe.contracts.config import Settings
 
     assert register_parts(Settings(), [table_part_key("dns", T0, "am-1", "node-a")]) == []
+
+
+def test_the_keys_moved_into_the_layout_module() -> None:
+    from freezeframe.contracts.keys import (
+        RawKey,
+        chunk_file_key,
+        dissect_plan_key,
+        dissect_plan_nodes_key,
+        job_prefix,
+        job_segment_key,
+        node_prefix,
+        parse_job_segment_key,
+        tables_prefix,
+    )
+
+    assert tables_prefix() == "tables/"
+    assert node_prefix("index/c/2026/11/21/12/", "node-a") == "index/c/2026/11/21/12/node-a/"
+    with pytest.raises(PayloadError):
+        node_prefix("index/c/2026/11/21/12/", "a/b")
+    assert dissect_plan_key("am-1") == "incidents/am-1/dissect/_plan/items.json"
+    assert dissect_plan_nodes_key("am-1") == "incidents/am-1/dissect/_plan/nodes.json"
+    assert chunk_file_key("am-1", "node-a", 3, "edge-dns") == \
+        "incidents/am-1/dissect/_chunks/node-a/000003/edge-dns.parquet"
+    assert job_prefix("slow-db", "c") == "jobs/slow-db/c/"
+    key = job_segment_key("slow-db", "c", "node-a", T0, T0 + 10, "pcap.zst")
+    assert key == f"jobs/slow-db/c/2026/11/21/12/node-a/{T0}-{T0 + 10}.pcap.zst"
+    assert parse_job_segment_key(key) == RawKey("c", "node-a", T0, T0 + 10, "pcap.zst")
+    assert parse_job_segment_key(f"raw/c/2026/11/21/12/node-a/{T0}-{T0 + 10}.pcap") is None

@@ -12,8 +12,8 @@ entries) are in freezeframe.contracts.models; they are re-exported here so this 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -31,6 +31,11 @@ from freezeframe.contracts.models import (
 )
 
 __all__ = [
+    "DISSECT_CHUNK_SCHEMA", "DISSECT_PLAN_SCHEMA", "FREEZE_ATTEMPT_SCHEMA", "FREEZE_FAILED_SCHEMA",
+    "LEGAL_HOLD_REFERENCE_SCHEMA", "LEGAL_HOLD_RELEASE_SCHEMA", "RESOLVED_SCHEMA", "SEGMENT_INDEX_SCHEMA",
+    "FREEZE_STARTED_SCHEMA", "WEBHOOK_DELIVERY_SCHEMA", "ChunkItem", "ChunkStatus", "DissectPlan", "FreezeAttempt",
+    "FreezeFailed", "FreezeStarted", "LegalHoldReference", "LegalHoldRelease", "Resolved", "SegmentIndexBatch",
+    "WebhookDelivery",
     "DISSECT_STATUS_SCHEMA", "FREEZE_SCHEMA", "GAP_SCHEMA", "HOLD_SCHEMA", "INCIDENT_SCHEMA",
     "K8S_ENDPOINTSLICE_SCHEMA", "K8S_EVENT_SCHEMA", "K8S_NODE_SCHEMA", "K8S_POD_SCHEMA", "K8S_SERVICE_SCHEMA",
     "MANIFEST_SCHEMA", "NODE_STATE_SCHEMA", "SEGMENT_SCHEMA", "SUMMARY_SCHEMA", "DissectStatus", "FreezeRequest",
@@ -50,6 +55,19 @@ K8S_EVENT_SCHEMA = "freezeframe.k8s-event/v1"
 K8S_SERVICE_SCHEMA = "freezeframe.k8s-service/v1"
 K8S_ENDPOINTSLICE_SCHEMA = "freezeframe.k8s-endpointslice/v1"
 K8S_NODE_SCHEMA = "freezeframe.k8s-node/v1"
+# The small records around an incident: a failing freeze, the close signal, legal-hold references, the segment
+# index, the fanned-out dissection's plan and chunk statuses. Documents written before a kind had its schema string
+# (resolved, legal-hold references) read without one.
+FREEZE_ATTEMPT_SCHEMA = "freezeframe.freeze-attempt/v1"
+FREEZE_FAILED_SCHEMA = "freezeframe.freeze-failed/v1"
+RESOLVED_SCHEMA = "freezeframe.resolved/v1"
+FREEZE_STARTED_SCHEMA = "freezeframe.freeze-started/v1"
+WEBHOOK_DELIVERY_SCHEMA = "freezeframe.webhook-delivery/v1"
+LEGAL_HOLD_REFERENCE_SCHEMA = "freezeframe.legal-hold-reference/v1"
+LEGAL_HOLD_RELEASE_SCHEMA = "freezeframe.legal-hold-release/v1"
+SEGMENT_INDEX_SCHEMA = "freezeframe.segment-index/v1"
+DISSECT_PLAN_SCHEMA = "freezeframe.dissect-plan/v1"
+DISSECT_CHUNK_SCHEMA = "freezeframe.dissect-chunk/v2"  # v2: body rows in chunk parts, edge rows, UDP pairs, warm-up
 
 
 def _field(kind: str, raw: Mapping[str, Any], name: str, expected: type | tuple[type, ...]) -> Any:
@@ -379,40 +397,40 @@ class Summary:
                    extra=_extra(raw, cls._KNOWN))
 
 
+# A node-state document is locked and verified like a segment, so its manifest entry is a ManifestEntry without
+# the fields only a capture segment has.
+SEGMENT_ONLY_FIELDS = ("seq", "packets", "legal_hold", "kernel_drops", "agent_drops", "lock_outcome")
+NODE_STATE_ENTRY_FIELDS = tuple(f.name for f in fields(ManifestEntry) if f.name not in SEGMENT_ONLY_FIELDS)
+
 
 @dataclass(frozen=True, slots=True)
-class NodeStateEntry:
-    """A frozen node-state document as the manifest lists it (under `node_state`)."""
-
-    key: str
-    version_id: str
-    sha256: str
-    size: int
-    node: str
-    start_ns: int
-    end_ns: int
-    lock_mode: str
-    retain_until: str
+class NodeStateEntry(ManifestEntry):
+    """A frozen node-state document as the manifest lists it (under `node_state`): ManifestEntry's fields, of which
+    the document carries NODE_STATE_ENTRY_FIELDS (key, version_id, sha256, size, node, start_ns, end_ns, lock_mode,
+    retain_until); the segment-only ones are None (False for legal_hold) and never written."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {name: getattr(self, name) for name in NODE_STATE_ENTRY_FIELDS}
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> NodeStateEntry:
+        if not isinstance(raw, Mapping):
+            raise PayloadError("malformed node_state entry: not a JSON object")
         try:
-            return cls(key=str(raw["key"]), version_id=str(raw["version_id"]), sha256=str(raw["sha256"]),
-                       size=int(raw["size"]), node=str(raw["node"]), start_ns=int(raw["start_ns"]),
-                       end_ns=int(raw["end_ns"]), lock_mode=str(raw["lock_mode"]),
-                       retain_until=str(raw["retain_until"]))
-        except (KeyError, TypeError, ValueError) as exc:
+            entry = ManifestEntry.from_dict({name: raw.get(name) for name in NODE_STATE_ENTRY_FIELDS})
+        except PayloadError as exc:
             raise PayloadError(f"malformed node_state entry: {exc}") from exc
+        return cls.of(entry)
+
+    @classmethod
+    def of(cls, entry: ManifestEntry) -> NodeStateEntry:
+        """The node-state entry of a locked version (its segment-only fields dropped)."""
+        return cls(**{name: getattr(entry, name) for name in NODE_STATE_ENTRY_FIELDS}, seq=None, packets=None,
+                   legal_hold=False)
 
     def as_manifest_entry(self) -> ManifestEntry:
         """The segment-shaped entry verify checks (present, sha256, lock, latest)."""
-        return ManifestEntry(key=self.key, version_id=self.version_id, sha256=self.sha256, size=self.size,
-                             node=self.node, start_ns=self.start_ns, end_ns=self.end_ns, seq=None, packets=None,
-                             lock_mode=self.lock_mode, retain_until=self.retain_until, legal_hold=False)
-
+        return ManifestEntry(**{f.name: getattr(self, f.name) for f in fields(ManifestEntry)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -613,3 +631,403 @@ class ObjectRecord:
                    observed_ns=_field(kind, raw, "observed_ns", int),
                    state={name: value for name, value in raw.items()
                           if name not in (*base, "resource_version", "observed_ns")})
+
+
+# -- the small records around an incident ---------------------------------------------------------------------------
+
+
+def _iso_field(kind: str, raw: Mapping[str, Any], name: str) -> str:
+    """A required ISO 8601 timestamp, kept as written (so the bytes round-trip) once it parses."""
+    value: str = _field(kind, raw, name, str)
+    try:
+        parse_iso(value, name)
+    except PayloadError as exc:
+        raise PayloadError(f"{kind}: {exc}") from exc
+    return value
+
+
+def _unschemed(kind: str, raw: Mapping[str, Any], schema: str) -> frozenset[str]:
+    """A kind whose older documents carry no schema string: one present must be the kind's. Returns {'schema'} when
+    it is absent (to_dict leaves it out again)."""
+    if not isinstance(raw, Mapping):
+        raise PayloadError(f"{kind}: not a JSON object")
+    values, absent = _optional(kind, raw, {"schema": (str, schema)})
+    if values["schema"] != schema:
+        raise PayloadError(f"{kind}: schema must be {schema!r}, got {raw.get('schema')!r}")
+    return absent
+
+
+@dataclass(frozen=True, slots=True)
+class FreezeAttempt:
+    """incidents/<id>/freeze-attempts/<n>.json: one failed freeze attempt (freezeframe.freeze.lifecycle), written
+    create-only; the attempts counted so far decide when the freeze has failed for good."""
+
+    incident_id: str
+    attempt: int  # 1 for the first failed attempt; also the key's number
+    error: str  # "<exception class>: <message>", cut to freezeframe.freeze.lifecycle.MAX_ERROR_CHARS
+    at: str  # when the attempt failed (ISO 8601, UTC)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    SCHEMA = FREEZE_ATTEMPT_SCHEMA
+    _KNOWN = ("schema", "incident_id", "attempt", "error", "at")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.SCHEMA, "incident_id": self.incident_id, "attempt": self.attempt, "error": self.error,
+                "at": self.at, **self.extra}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> FreezeAttempt:
+        kind = "freeze attempt"
+        _schema(kind, raw, cls.SCHEMA)
+        return cls(incident_id=_field(kind, raw, "incident_id", str), attempt=_field(kind, raw, "attempt", int),
+                   error=_field(kind, raw, "error", str), at=_iso_field(kind, raw, "at"), extra=_extra(raw, cls._KNOWN))
+
+
+@dataclass(frozen=True, slots=True)
+class FreezeFailed:
+    """incidents/<id>/freeze-failed.json: the freeze failed for good (its last allowed attempt failed); the incident
+    API shows state "failed" with this error until a later freeze writes the manifest."""
+
+    incident_id: str
+    error: str  # the last attempt's error, as in FreezeAttempt
+    attempts: int  # how many attempts failed
+    failed_at: str  # ISO 8601, UTC
+    state: str = "failed"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    SCHEMA = FREEZE_FAILED_SCHEMA
+    _KNOWN = ("schema", "incident_id", "state", "error", "attempts", "failed_at")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.SCHEMA, "incident_id": self.incident_id, "state": self.state, "error": self.error,
+                "attempts": self.attempts, "failed_at": self.failed_at, **self.extra}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> FreezeFailed:
+        kind = "freeze failure"
+        _schema(kind, raw, cls.SCHEMA)
+        return cls(incident_id=_field(kind, raw, "incident_id", str), error=_field(kind, raw, "error", str),
+                   attempts=_field(kind, raw, "attempts", int), failed_at=_iso_field(kind, raw, "failed_at"),
+                   state=_field(kind, raw, "state", str), extra=_extra(raw, cls._KNOWN))
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """incidents/<id>/resolved.json: the alert was resolved (PagerDuty's incident.resolved); closes the incident's
+    open hold at `resolved_at` if that is before the hold's own close time (freezeframe.freeze.follow)."""
+
+    incident_id: str
+    resolved_at: str  # ISO 8601, UTC
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    absent: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    SCHEMA = RESOLVED_SCHEMA
+    _KNOWN = ("schema", "incident_id", "resolved_at")
+
+    @property
+    def at(self) -> datetime:
+        return parse_iso(self.resolved_at, "resolved_at")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _drop({"schema": self.SCHEMA, "incident_id": self.incident_id, "resolved_at": self.resolved_at,
+                      **self.extra}, self.absent)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Resolved:
+        kind = "resolved record"
+        absent = _unschemed(kind, raw, cls.SCHEMA)
+        return cls(incident_id=_field(kind, raw, "incident_id", str),
+                   resolved_at=_iso_field(kind, raw, "resolved_at"), extra=_extra(raw, cls._KNOWN), absent=absent)
+
+
+@dataclass(frozen=True, slots=True)
+class FreezeStarted:
+    """incidents/<id>/freeze-started.json: intake handed the incident's freeze off (create-only, after the hand-off);
+    a duplicate alert finding the incident record without it, after a grace period, hands it off again."""
+
+    incident_id: str
+    at: str  # ISO 8601, UTC
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    absent: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    SCHEMA = FREEZE_STARTED_SCHEMA
+    _KNOWN = ("schema", "incident_id", "at")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _drop({"schema": self.SCHEMA, "incident_id": self.incident_id, "at": self.at, **self.extra},
+                     self.absent)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> FreezeStarted:
+        kind = "freeze-started record"
+        absent = _unschemed(kind, raw, cls.SCHEMA)
+        return cls(incident_id=_field(kind, raw, "incident_id", str), at=_iso_field(kind, raw, "at"),
+                   extra=_extra(raw, cls._KNOWN), absent=absent)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDelivery:
+    """incidents/_deliveries/<source>/<digest>.json: a webhook delivery seen (keys.webhook_delivery_key), and what
+    intake did with it; a redelivery with the same id finds it and acts no more."""
+
+    event_id: str
+    delivery: str  # the sender's delivery id (PagerDuty's X-Webhook-Id), "" when it sent none
+    event_type: str
+    at: str  # ISO 8601, UTC
+    accepted: tuple[str, ...] = ()  # incidents the delivery created
+    duplicates: tuple[str, ...] = ()
+    resolved: tuple[str, ...] = ()
+    truncated_alerts: int = 0
+    ignored: tuple[str, ...] = ()  # event types intake does not act on
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    absent: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    SCHEMA = WEBHOOK_DELIVERY_SCHEMA
+    _KNOWN = ("schema", "event_id", "delivery", "event_type", "at", "accepted", "duplicates", "resolved",
+              "truncated_alerts", "ignored")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _drop({"schema": self.SCHEMA, "event_id": self.event_id, "delivery": self.delivery,
+                      "event_type": self.event_type, "at": self.at, "accepted": list(self.accepted),
+                      "duplicates": list(self.duplicates), "resolved": list(self.resolved),
+                      "truncated_alerts": self.truncated_alerts, "ignored": list(self.ignored), **self.extra},
+                     self.absent)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> WebhookDelivery:
+        kind = "webhook delivery"
+        absent = _unschemed(kind, raw, cls.SCHEMA)
+        lists: dict[str, Any] = {}
+        for name in ("accepted", "duplicates", "resolved", "ignored"):
+            items = _field(kind, raw, name, list)
+            if not all(isinstance(item, str) for item in items):
+                raise PayloadError(f"{kind}: field {name!r} must be a list of strings")
+            lists[name] = tuple(items)
+        return cls(**_strs(kind, raw, ("event_id", "delivery", "event_type")), at=_iso_field(kind, raw, "at"),
+                   **lists, truncated_alerts=_field(kind, raw, "truncated_alerts", int),
+                   extra=_extra(raw, cls._KNOWN), absent=absent)
+
+
+@dataclass(frozen=True, slots=True)
+class LegalHoldReference:
+    """legal-holds/<version digest>/<incident>.json: an incident holds this segment version under legal hold
+    (freezeframe.freeze.legal_hold); written create-only before the flag is turned on."""
+
+    incident_id: str
+    bucket: str
+    key: str
+    version_id: str
+    placed_at: str  # ISO 8601, UTC
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    absent: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    SCHEMA = LEGAL_HOLD_REFERENCE_SCHEMA
+    _KNOWN = ("schema", "incident_id", "bucket", "key", "version_id", "placed_at")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _drop({"schema": self.SCHEMA, "incident_id": self.incident_id, "bucket": self.bucket, "key": self.key,
+                      "version_id": self.version_id, "placed_at": self.placed_at, **self.extra}, self.absent)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> LegalHoldReference:
+        kind = "legal-hold reference"
+        absent = _unschemed(kind, raw, cls.SCHEMA)
+        return cls(**_strs(kind, raw, ("incident_id", "bucket", "key", "version_id")),
+                   placed_at=_iso_field(kind, raw, "placed_at"), extra=_extra(raw, cls._KNOWN), absent=absent)
+
+
+@dataclass(frozen=True, slots=True)
+class LegalHoldRelease:
+    """legal-holds/<version digest>/<incident>.released.json: the incident released its reference (create-only beside
+    it; the reference stays). The flag goes off when no reference is left unreleased."""
+
+    incident_id: str
+    released_at: str  # ISO 8601, UTC
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    absent: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    SCHEMA = LEGAL_HOLD_RELEASE_SCHEMA
+    _KNOWN = ("schema", "incident_id", "released_at")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _drop({"schema": self.SCHEMA, "incident_id": self.incident_id, "released_at": self.released_at,
+                      **self.extra}, self.absent)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> LegalHoldRelease:
+        kind = "legal-hold release"
+        absent = _unschemed(kind, raw, cls.SCHEMA)
+        return cls(incident_id=_field(kind, raw, "incident_id", str),
+                   released_at=_iso_field(kind, raw, "released_at"), extra=_extra(raw, cls._KNOWN), absent=absent)
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentIndexBatch:
+    """index/<cluster>/<hour>/<node>/...json: segment records the indexer saw on Kafka (freezeframe.freeze.
+    segment_index), or one agent gap record (then `records` is empty). The gap records are kept as the agent sent
+    them (the freeze's coverage reads them; a malformed one must not hide the others), and `gaps` is left out of
+    the document when there are none, as the indexer writes record batches."""
+
+    records: tuple[SegmentRecord, ...]
+    gaps: tuple[Mapping[str, Any], ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    SCHEMA = SEGMENT_INDEX_SCHEMA
+    _KNOWN = ("schema", "records", "gaps")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.SCHEMA, "records": [r.to_dict() for r in self.records],
+                **({"gaps": [dict(g) for g in self.gaps]} if self.gaps else {}), **self.extra}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> SegmentIndexBatch:
+        kind = "segment index batch"
+        _schema(kind, raw, cls.SCHEMA)
+        records = []
+        for index, item in enumerate(_field(kind, raw, "records", list)):
+            if not isinstance(item, Mapping):
+                raise PayloadError(f"{kind}: records[{index}] is not an object")
+            try:
+                records.append(SegmentRecord.from_dict(item))
+            except PayloadError as exc:
+                raise PayloadError(f"{kind}: records[{index}]: {exc}") from exc
+        gaps = _field(kind, raw, "gaps", list) if "gaps" in raw else []
+        if not all(isinstance(gap, Mapping) for gap in gaps):
+            raise PayloadError(f"{kind}: field 'gaps' must be a list of objects")
+        return cls(records=tuple(records), gaps=tuple(gaps), extra=_extra(raw, cls._KNOWN))
+
+
+# -- the fanned-out dissection (freezeframe.dissect.fanout) -----------------------------------------------------------
+
+
+def _bool(kind: str, raw: Mapping[str, Any], name: str) -> bool:
+    value: bool = _field(kind, raw, name, bool)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkItem:
+    """One (node, time chunk) task, an item of incidents/<id>/dissect/_plan/items.json: the Distributed Map reads the
+    list and hands each item to the chunk task as its event, so an item carries no schema string (the state
+    machine's ItemReader fixes the list's shape). Packets with start_ns <= ts < end_ns, TCP state from
+    warmup_start_ns; the node's first chunk is open at its start, its last at its end."""
+
+    incident_id: str
+    node: str
+    chunk: int  # the chunk's index among the node's chunks
+    start_ns: int
+    end_ns: int
+    warmup_start_ns: int
+    open_start: bool
+    open_end: bool
+    inputs_digest: str | None = None  # what the plan read (freezeframe.freeze.follow.inputs_digest)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    _KNOWN = ("incident_id", "node", "chunk", "start_ns", "end_ns", "warmup_start_ns", "open_start", "open_end",
+              "inputs_digest")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"incident_id": self.incident_id, "node": self.node, "chunk": self.chunk, "start_ns": self.start_ns,
+                "end_ns": self.end_ns, "warmup_start_ns": self.warmup_start_ns, "open_start": self.open_start,
+                "open_end": self.open_end,
+                **({"inputs_digest": self.inputs_digest} if self.inputs_digest is not None else {}), **self.extra}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> ChunkItem:
+        kind = "chunk item"
+        if not isinstance(raw, Mapping):
+            raise PayloadError(f"{kind}: not a JSON object")
+        item = cls(incident_id=_field(kind, raw, "incident_id", str), node=_field(kind, raw, "node", str),
+                   chunk=_field(kind, raw, "chunk", int), start_ns=_field(kind, raw, "start_ns", int),
+                   end_ns=_field(kind, raw, "end_ns", int), warmup_start_ns=_field(kind, raw, "warmup_start_ns", int),
+                   open_start=_bool(kind, raw, "open_start"), open_end=_bool(kind, raw, "open_end"),
+                   inputs_digest=_field(kind, raw, "inputs_digest", str) if "inputs_digest" in raw else None,
+                   extra=_extra(raw, cls._KNOWN))
+        if not item.warmup_start_ns <= item.start_ns < item.end_ns or item.chunk < 0:
+            raise PayloadError(f"{kind}: chunk {item.chunk} of {item.node}: needs a chunk index >= 0 and "
+                               f"warmup_start_ns <= start_ns < end_ns")
+        return item
+
+
+@dataclass(frozen=True, slots=True)
+class DissectPlan:
+    """incidents/<id>/dissect/_plan/nodes.json: what a pass planned, per node (each chunk's estimate, see
+    freezeframe.dissect.plan.PlannedChunk.to_dict), and the nodes left alone because their inputs did not change."""
+
+    incident_id: str
+    chunks: Mapping[str, Sequence[Mapping[str, Any]]]  # node -> its planned chunks
+    unchanged: tuple[str, ...]
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    SCHEMA = DISSECT_PLAN_SCHEMA
+    _KNOWN = ("schema", "incident_id", "chunks", "unchanged")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.SCHEMA, "incident_id": self.incident_id,
+                "chunks": {node: [dict(c) for c in chunks] for node, chunks in self.chunks.items()},
+                "unchanged": list(self.unchanged), **self.extra}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> DissectPlan:
+        kind = "dissect plan"
+        _schema(kind, raw, cls.SCHEMA)
+        chunks = _field(kind, raw, "chunks", Mapping)
+        for node, planned in chunks.items():
+            if not isinstance(planned, list) or not all(isinstance(c, Mapping) for c in planned):
+                raise PayloadError(f"{kind}: chunks[{node!r}] must be a list of objects")
+        unchanged = _field(kind, raw, "unchanged", list)
+        if not all(isinstance(node, str) for node in unchanged):
+            raise PayloadError(f"{kind}: field 'unchanged' must be a list of strings")
+        return cls(incident_id=_field(kind, raw, "incident_id", str), chunks=dict(chunks), unchanged=tuple(unchanged),
+                   extra=_extra(raw, cls._KNOWN))
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkStatus:
+    """incidents/<id>/dissect/_chunks/<node>/<index>/status.json: what one chunk task read and wrote, for the node's
+    merge step. `parts` names the edge rows, warm-up rows, UDP pairs and extras (keys.chunk_prefix), `chunk_parts`
+    the chunk's final rows per table (keys.table_chunk_part_key)."""
+
+    incident_id: str
+    node: str
+    chunk: int
+    start_ns: int
+    end_ns: int
+    warmup_start_ns: int
+    open_start: bool
+    open_end: bool
+    inputs_digest: str  # the pass's inputs (a status of another pass is not this pass's result)
+    state: str  # done | failed (a corrupt segment)
+    segments: int
+    parts: Mapping[str, str]
+    chunk_parts: Mapping[str, str]
+    body_rows: Mapping[str, int]  # rows per table in chunk_parts
+    edge_rows: int
+    stats: Mapping[str, Any]
+    corrupt_segments: tuple[Mapping[str, Any], ...]
+    problems: tuple[Mapping[str, Any], ...]  # freezeframe.dissect.problems rows, one per (segment, stage, kind)
+    seconds: float  # the task's wall time
+    peak_rss_mb: float
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    SCHEMA = DISSECT_CHUNK_SCHEMA
+    _KNOWN = ("schema", "incident_id", "node", "chunk", "start_ns", "end_ns", "warmup_start_ns", "open_start",
+              "open_end", "inputs_digest", "state", "segments", "parts", "chunk_parts", "body_rows", "edge_rows",
+              "stats", "corrupt_segments", "problems", "seconds", "peak_rss_mb")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.SCHEMA, "incident_id": self.incident_id, "node": self.node, "chunk": self.chunk,
+                "start_ns": self.start_ns, "end_ns": self.end_ns, "warmup_start_ns": self.warmup_start_ns,
+                "open_start": self.open_start, "open_end": self.open_end, "inputs_digest": self.inputs_digest,
+                "state": self.state, "segments": self.segments, "parts": dict(self.parts),
+                "chunk_parts": dict(self.chunk_parts), "body_rows": dict(self.body_rows), "edge_rows": self.edge_rows,
+                "stats": dict(self.stats), "corrupt_segments": [dict(c) for c in self.corrupt_segments],
+                "problems": [dict(p) for p in self.problems], "seconds": self.seconds,
+                "peak_rss_mb": self.peak_rss_mb, **self.extra}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> ChunkStatus:
+        kind = "chunk status"
+        _schema(kind, raw, cls.SCHEMA)
+        values: dict[str, Any] = _strs(kind, raw, ("incident_id", "node", "inputs_digest", "state"))
+        values.update({name: _field(kind, raw, name, int)
+                       for name in ("chunk", "start_ns", "end_ns", "warmup_start_ns", "segments", "edge_rows")})
+        values.update({name: _bool(kind, raw, name) for name in ("open_start", "open_end")})
+        values.update({name: _field(kind, raw, name, Mapping)
+                       for name in ("parts", "chunk_parts", "body_rows", "stats")})
+        for name in ("corrupt_segments", "problems"):
+            items = _field(kind, raw, name, list)
+            if not all(isinstance(item, Mapping) for item in items):
+                raise PayloadError(f"{kind}: field {name!r} must be a list of objects")
+            values[name] = tuple(items)
+        values.update({name: _field(kind, raw, name, (int, float)) for name in ("seconds", "peak_rss_mb")})
+        return cls(**values, extra=_extra(raw, cls._KNOWN))

@@ -61,6 +61,29 @@ def job_segment_key(job: str, cluster: str, node: str, start_ns: int, end_ns: in
     return f"{hour_prefix(cluster, start_ns, root)}{node}/{start_ns}-{end_ns}.{ext}"
 
 
+def job_prefix(job: str, cluster: str) -> str:
+    """Every segment of a recording job in one cluster (freezeframe.investigate.job_recordings)."""
+    return f"{JOBS_ROOT}/{check_name('job', job)}/{check_name('cluster', cluster)}/"
+
+
+_JOB_KEY = re.compile(r"^jobs/(?P<job>[^/]+)/(?P<cluster>[^/]+)/\d{4}/\d{2}/\d{2}/\d{2}/(?P<node>[^/]+)/"
+                      r"(?P<start>\d+)-(?P<end>\d+)\.(?P<ext>[a-z0-9.]+)$")
+
+
+def parse_job_segment_key(key: str) -> RawKey | None:
+    """The parts of a recording job's segment key (``job_segment_key``), or None for a key that is not one."""
+    match = _JOB_KEY.match(key)
+    if not match:
+        return None
+    return RawKey(match["cluster"], match["node"], int(match["start"]), int(match["end"]), match["ext"])
+
+
+def node_prefix(hour_folder: str, node: str) -> str:
+    """One node's folder under an hour prefix (``hour_prefix``: raw segments, node state, the segment index), for a
+    listing that wants only some nodes of a large cluster."""
+    return f"{hour_folder}{check_name('node', node)}/"
+
+
 def parse_raw_segment_key(key: str) -> RawKey | None:
     """The parts of a raw segment key, or None for a key that is not one (a stray upload, a folder marker)."""
     match = _RAW_KEY.match(key)
@@ -169,6 +192,11 @@ def index_gap_key(cluster: str, node: str, start_ns: int, first_seq: int, last_s
             f"gap-{first_seq:012d}-{last_seq:012d}.json")
 
 
+def tables_prefix() -> str:
+    """Where every table's per-node parts are (``table_prefix`` of each)."""
+    return f"{TABLES_ROOT}/"
+
+
 def table_prefix(table: str) -> str:
     return f"{TABLES_ROOT}/{table}/"
 
@@ -242,8 +270,19 @@ def dissect_plan_key(incident_id: str) -> str:
     return f"{incident_prefix(incident_id)}dissect/_plan/items.json"
 
 
+def dissect_plan_nodes_key(incident_id: str) -> str:
+    """What the plan step planned per node (freezeframe.contracts.documents.DissectPlan), beside its items."""
+    return f"{incident_prefix(incident_id)}dissect/_plan/nodes.json"
+
+
 def chunk_prefix(incident_id: str, node: str, index: int) -> str:
     return f"{incident_prefix(incident_id)}dissect/_chunks/{check_name('node', node)}/{index:06d}/"
+
+
+def chunk_file_key(incident_id: str, node: str, index: int, name: str) -> str:
+    """One of a chunk task's Parquet files for the merge step (edge-<table>, warm-<table>, udp-pairs, extras,
+    extras-body), under its chunk_prefix."""
+    return f"{chunk_prefix(incident_id, node, index)}{name}.parquet"
 
 
 NODE_STATE_ROOT = "nodestate"

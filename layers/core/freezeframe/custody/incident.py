@@ -20,6 +20,7 @@ from freezeframe.contracts.keys import dissect_status_key, incident_key, summary
 from freezeframe.custody.chain import Trust
 from freezeframe.custody.pinned import PinnedDocument, PinnedIncident, read_pinned
 from freezeframe.freeze.follow import incident_nodes
+from freezeframe.freeze.holds import read_follow
 
 T = TypeVar("T")
 
@@ -77,6 +78,17 @@ def load_incident(settings: Settings, store: ObjectStore, incident_id: str, *, t
     return Incident(incident_id, incident_record, pinned,
                     read_statuses(settings, store, incident_id, incident.nodes) if statuses else {},
                     read_summary(settings, store, incident_id) if summary else None)
+
+
+def partial_until(settings: Settings, store: ObjectStore, incident: Incident) -> str | None:
+    """Until when the incident's tables are partial (its hold is open): what the latest dissection pass said
+    (freezeframe.freeze.follow), else, before the first pass ends, the close time of the hold the freeze opened; None
+    once the tables describe the whole locked window."""
+    follow = read_follow(settings, store, incident.incident_id)
+    if follow is not None:
+        return follow.partial_until
+    closes_at = (incident.manifest_document.get("hold") or {}).get("closes_at")
+    return None if closes_at is None else str(closes_at)
 
 
 def read_record(settings: Settings, store: ObjectStore, incident_id: str) -> IncidentRecord:

@@ -14,7 +14,10 @@ from datetime import datetime
 from typing import Any
 
 import freezeframe
-from freezeframe.contracts.documents import MANIFEST_SCHEMA
+
+# MANIFEST_SCHEMA re-exported: tests build manifests by hand.
+from freezeframe.contracts.documents import MANIFEST_SCHEMA as MANIFEST_SCHEMA
+from freezeframe.contracts.documents import Manifest
 from freezeframe.contracts.models import FreezeRequest, ManifestEntry, iso
 
 
@@ -67,18 +70,13 @@ def node_coverage(entries: Sequence[ManifestEntry], window_start_ns: int, window
 
 def build_manifest(request: FreezeRequest, entries: Sequence[ManifestEntry], created_at: datetime,
                    raw_bucket: str, gap_records: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
-    ordered = sort_entries(entries)
-    return {
-        "schema": MANIFEST_SCHEMA,
-        "incident_id": request.incident_id,
-        "request": request.to_dict(),
-        "raw_bucket": raw_bucket,
-        "segments": [entry.to_dict() for entry in ordered],
-        "coverage": node_coverage(ordered, request.window_start_ns, request.window_end_ns, gap_records),
-        "root_hash": root_hash(ordered),
-        "tool_versions": {"freezeframe": freezeframe.__version__},
-        "created_at": iso(created_at),
-    }
+    """The manifest document (contracts.documents.Manifest) of the freeze's segments; the freeze adds the optional
+    sections (hold, unverified, Kubernetes context, node state, ...) to it."""
+    ordered = tuple(sort_entries(entries))
+    return Manifest(incident_id=request.incident_id, request=request, raw_bucket=raw_bucket, segments=ordered,
+                    coverage=node_coverage(ordered, request.window_start_ns, request.window_end_ns, gap_records),
+                    root_hash=root_hash(ordered), tool_versions={"freezeframe": freezeframe.__version__},
+                    created_at=iso(created_at)).to_dict()
 
 
 def entries_of(manifest: dict[str, Any]) -> list[ManifestEntry]:

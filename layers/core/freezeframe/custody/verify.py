@@ -9,6 +9,17 @@ the report shows whether the frozen evidence itself still holds.
 
 Verification only reads: nothing here deletes, writes or re-locks. The S3 reads sit behind `EvidenceStore`, so the
 decisions can be tested on an in-memory store.
+
+Why verify does not read through `freezeframe.custody.incident.load_incident`, the one reader of an incident every
+other consumer uses (dissect, finalize, report, export, the incident API, MCP, the CLI): that reader is pinned
+(freezeframe.custody.pinned): it reads only the versions the signed chain names and raises CustodyError at the
+first thing the chain does not vouch for. Verify has the opposite job: it lists every stored version of the
+manifest, its parts and the chain's links, forged ones included (a second version, a part no link names, a delete
+marker, a link with a bad signature), and reports each as a failed check instead of stopping at the first, and
+without a chain it checks both the current and the original version. What it shares with the pinned reader is
+shared as code, not as a read: the chain's checks are `freezeframe.custody.chain.check_links` (the pinned reader
+refuses what they fail), and the document checks here (`document_checks`) are the ones export runs on what
+load_incident read.
 """
 
 from __future__ import annotations

@@ -55,12 +55,14 @@ from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.capture.pcapio import MAX_TS_NS
 from freezeframe.contracts.config import Settings
+from freezeframe.contracts.documents import ChunkStatus, DissectPlan
 from freezeframe.contracts.errors import NotFoundError, SegmentCorruptError
 from freezeframe.contracts.keys import (
     chunk_prefix,
     chunk_status_key,
     dissect_moved_key,
     dissect_plan_key,
+    dissect_plan_nodes_key,
     dissect_status_key,
     table_chunk_part_key,
     table_part_key,
@@ -102,8 +104,7 @@ from freezeframe.freeze.follow import inputs_digest
 from freezeframe.freeze.unverified import unverified_of
 
 logger = logging.getLogger(__name__)
-CHUNK_SCHEMA = "freezeframe.dissect-chunk/v2"  # v2: body rows in chunk parts, edge rows, UDP pairs, warm-up rows
-PLAN_SCHEMA = "freezeframe.dissect-plan/v1"
+CHUNK_SCHEMA = ChunkStatus.SCHEMA  # defined in freezeframe.contracts.documents
 ENGINE_TABLES = ("connections", "dns", "http", "tls")
 BODY_TABLES = (*ENGINE_TABLES, "service_flows")  # a chunk's part: its rows on neither edge
 PAIR_COLUMNS = ("proto", "src_ip", "src_port", "dst_ip", "dst_port")  # what dissect.chunks.pair_keys reads
@@ -174,8 +175,8 @@ def plan_dissection(settings: Settings, s3: ObjectStore, incident_id: str,
         items += [{**c.to_item(incident_id), "inputs_digest": node_input.digest} for c in planned]
     key = dissect_plan_key(incident_id)
     s3io.put_bytes(s3, settings.evidence_bucket, key, json.dumps(items).encode(), content_type="application/json")
-    s3io.put_json(s3, settings.evidence_bucket, key.replace("items.json", "nodes.json"),
-                  {"schema": PLAN_SCHEMA, "incident_id": incident_id, "chunks": chunks, "unchanged": unchanged})
+    s3io.put_json(s3, settings.evidence_bucket, dissect_plan_nodes_key(incident_id),
+                  DissectPlan(incident_id, chunks, tuple(unchanged)).to_dict())
     logger.info("dissection planned", extra={"incident_id": incident_id, "chunks": len(items),
                                              "nodes": len(inputs), "unchanged": len(unchanged)})
     # Small enough for the state (256 KB): node names only; the items stay in S3.

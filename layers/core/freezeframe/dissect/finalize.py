@@ -36,10 +36,10 @@ from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.catalog import register_parts
 from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.contracts.config import Settings
-from freezeframe.contracts.documents import SUMMARY_SCHEMA
+from freezeframe.contracts.documents import SUMMARY_SCHEMA, Resolved
 from freezeframe.contracts.errors import NotFoundError, PayloadError, SegmentCorruptError
 from freezeframe.contracts.keys import check_name, follow_key, parse_table_part_key, resolved_key, summary_key
-from freezeframe.contracts.models import iso, parse_iso
+from freezeframe.contracts.models import iso
 from freezeframe.custody.chain import seal_written
 from freezeframe.custody.incident import load_incident
 from freezeframe.custody.incident import read_statuses as read_typed_statuses
@@ -68,10 +68,10 @@ ReportWriter = Callable[[Settings, Any, str], str]
 
 def resolved_at(settings: Settings, s3: ObjectStore, incident_id: str) -> datetime | None:
     try:
-        record = s3io.get_json(s3, settings.evidence_bucket, resolved_key(incident_id))
+        raw = s3io.get_json(s3, settings.evidence_bucket, resolved_key(incident_id))
     except NotFoundError:
         return None
-    return parse_iso(str(record["resolved_at"]), "resolved_at") if record.get("resolved_at") else None
+    return Resolved.from_dict(raw).at
 
 
 @dataclass(frozen=True, slots=True)

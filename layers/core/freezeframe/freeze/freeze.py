@@ -20,7 +20,7 @@ from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.contracts.config import Settings
 from freezeframe.contracts.errors import NotFoundError
-from freezeframe.contracts.keys import check_name, hour_prefixes, manifest_key, parse_raw_segment_key
+from freezeframe.contracts.keys import hour_prefixes, manifest_key, node_prefix, parse_raw_segment_key
 from freezeframe.contracts.models import FreezeRequest, LockSpec, ManifestEntry, SegmentRecord, iso
 from freezeframe.contracts.parallel import LOCK_LIMIT, Tasks, gather
 from freezeframe.custody.chain import seal_written
@@ -103,7 +103,7 @@ class FreezePlan:
         """The folders to list: every hour's, or, when the scope names (or resolves to) nodes, only theirs."""
         if not nodes:
             return self.hour_prefixes
-        return tuple(f"{prefix}{check_name('node', node)}/" for prefix in self.hour_prefixes for node in nodes)
+        return tuple(node_prefix(prefix, node) for prefix in self.hour_prefixes for node in nodes)
 
 
 def plan_freeze(request: FreezeRequest, settings: Settings, now: datetime) -> FreezePlan:

@@ -19,7 +19,7 @@ from typing import Any
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.contracts.config import Settings
-from freezeframe.contracts.documents import MANIFEST_SCHEMA, Hold
+from freezeframe.contracts.documents import Hold, ManifestPart
 from freezeframe.contracts.errors import NotFoundError
 from freezeframe.contracts.keys import follow_key, hold_key, holds_day_prefix, manifest_part_key, resolved_key
 from freezeframe.contracts.models import FreezeRequest, ManifestEntry, SegmentRecord, iso
@@ -99,9 +99,9 @@ def lock_late_segment(settings: Settings, s3: ObjectStore, hold: Hold, record: S
             lock_mode=str(state.mode or ""), retain_until=iso(state.retain_until) if state.retain_until else "",
             legal_hold=state.legal_hold))
     entries = [entry] if entry is not None else []
-    part = {"schema": MANIFEST_SCHEMA, "incident_id": hold.incident_id, "part_of": hold.incident_id,
-            "raw_bucket": record.bucket, "segments": [e.to_dict() for e in entries], "root_hash": root_hash(entries),
-            "created_at": iso(datetime.now(UTC))}
+    part = ManifestPart(incident_id=hold.incident_id, part_of=hold.incident_id, raw_bucket=record.bucket,
+                        segments=tuple(entries), root_hash=root_hash(entries),
+                        created_at=iso(datetime.now(UTC))).to_dict()
     attach(part, unverified)
     part_key = manifest_part_key(hold.incident_id, record.node, record.seq)
     written = s3io.put_json(s3, settings.evidence_bucket, part_key, part, create_only=True,

@@ -17,6 +17,7 @@ from datetime import datetime
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.contracts.config import Settings
+from freezeframe.contracts.documents import LegalHoldReference, LegalHoldRelease
 from freezeframe.contracts.keys import (
     LEGAL_HOLD_RELEASED_SUFFIX,
     LEGAL_HOLDS_ROOT,
@@ -56,9 +57,9 @@ def active_holders(reference_keys: Iterable[str]) -> set[str]:
 
 def place(settings: Settings, s3: ObjectStore, incident_id: str, version: HeldVersion, now: datetime) -> None:
     # The reference lands before the flag, so a crash in between leaves a reference, never an unexplained hold.
-    s3io.put_json(s3, settings.evidence_bucket, reference_key(version, incident_id),
-                  {"incident_id": incident_id, "bucket": version.bucket, "key": version.key,
-                   "version_id": version.version_id, "placed_at": iso(now)}, create_only=True)
+    reference = LegalHoldReference(incident_id, version.bucket, version.key, version.version_id, iso(now))
+    s3io.put_json(s3, settings.evidence_bucket, reference_key(version, incident_id), reference.to_dict(),
+                  create_only=True)
     s3io.set_legal_hold(s3, version.bucket, version.key, version.version_id, on=True)
 
 
@@ -71,7 +72,7 @@ def release(settings: Settings, s3: ObjectStore, incident_id: str, versions: Ite
         if not s3io.exists(s3, settings.evidence_bucket, placed):
             continue
         s3io.put_json(s3, settings.evidence_bucket, legal_hold_released_key(version.digest, incident_id),
-                      {"incident_id": incident_id, "released_at": iso(now)}, create_only=True)
+                      LegalHoldRelease(incident_id, iso(now)).to_dict(), create_only=True)
         prefix = legal_hold_prefix(version.digest)
         holders = active_holders(s3io.list_keys(s3, settings.evidence_bucket, prefix))
         if not holders:

@@ -12,23 +12,17 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.contracts.config import Settings
+from freezeframe.contracts.documents import FreezeAttempt, FreezeFailed
 from freezeframe.contracts.errors import NotFoundError
 from freezeframe.contracts.keys import attempt_key, attempts_prefix, failed_key
 from freezeframe.contracts.models import iso
 
 logger = logging.getLogger(__name__)
-FAILED_SCHEMA = "freezeframe.freeze-failed/v1"
-ATTEMPT_SCHEMA = "freezeframe.freeze-attempt/v1"
 MAX_ERROR_CHARS = 2000
-
-
-
-
 
 
 def record_failed_attempt(settings: Settings, s3: ObjectStore, incident_id: str, error: BaseException,
@@ -40,23 +34,22 @@ def record_failed_attempt(settings: Settings, s3: ObjectStore, incident_id: str,
     while True:
         attempts += 1
         created = s3io.put_json(s3, settings.evidence_bucket, attempt_key(incident_id, attempts),
-                                {"schema": ATTEMPT_SCHEMA, "incident_id": incident_id, "attempt": attempts,
-                                 "error": message, "at": iso(now)}, create_only=True)
+                                FreezeAttempt(incident_id, attempts, message, iso(now)).to_dict(), create_only=True)
         if created is not None:
             break
     logger.warning("freeze attempt failed", extra={"incident_id": incident_id, "attempt": attempts,
                                                    "error": type(error).__name__})
     if attempts >= settings.freeze_attempts:
         s3io.put_json(s3, settings.evidence_bucket, failed_key(incident_id),
-                      {"schema": FAILED_SCHEMA, "incident_id": incident_id, "state": "failed", "error": message,
-                       "attempts": attempts, "failed_at": iso(now)}, create_only=True)
+                      FreezeFailed(incident_id, message, attempts, iso(now)).to_dict(), create_only=True)
         logger.error("freeze failed for good", extra={"incident_id": incident_id, "attempts": attempts})
     return attempts
 
 
-def freeze_failure(settings: Settings, s3: ObjectStore, incident_id: str) -> dict[str, Any] | None:
+def freeze_failure(settings: Settings, s3: ObjectStore, incident_id: str) -> FreezeFailed | None:
     """The terminal failure record of an incident's freeze, or None."""
     try:
-        return s3io.get_json(s3, settings.evidence_bucket, failed_key(incident_id))
+        raw = s3io.get_json(s3, settings.evidence_bucket, failed_key(incident_id))
     except NotFoundError:
         return None
+    return FreezeFailed.from_dict(raw)

@@ -25,7 +25,7 @@ from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.contracts.config import Settings
 from freezeframe.contracts.documents import NODE_STATE_SCHEMA, NodeStateEntry
 from freezeframe.contracts.errors import PayloadError
-from freezeframe.contracts.keys import check_name, node_state_prefixes, parse_node_state_key
+from freezeframe.contracts.keys import check_name, node_prefix, node_state_prefixes, parse_node_state_key
 from freezeframe.contracts.models import FreezeRequest, iso
 from freezeframe.contracts.parallel import LOCK_LIMIT, run_all
 
@@ -144,7 +144,7 @@ def freeze_node_state(settings: Settings, s3: ObjectStore, request: FreezeReques
     period_ns = int(settings.segment_seconds * 1_000_000_000)
     prefixes = node_state_prefixes(request.scope.cluster, request.window_start_ns - period_ns, request.window_end_ns)
     if nodes:
-        prefixes = [f"{prefix}{check_name('node', node)}/" for prefix in prefixes for node in nodes]
+        prefixes = [node_prefix(prefix, node) for prefix in prefixes for node in nodes]
     versions = [v for prefix in prefixes for v in s3io.list_versions(s3, settings.raw_bucket, prefix)]
     chosen = select(request, versions, nodes, period_ns)
 
@@ -161,7 +161,7 @@ def freeze_node_state(settings: Settings, s3: ObjectStore, request: FreezeReques
         return NodeStateEntry(key=version.key, version_id=version.version_id,
                               sha256=hashlib.sha256(body).hexdigest(), size=len(body), node=parsed.node,
                               start_ns=parsed.start_ns, end_ns=parsed.end_ns, lock_mode=mode,
-                              retain_until=iso(retain_until))
+                              retain_until=iso(retain_until), seq=None, packets=None, legal_hold=False)
 
     entries = run_all(lock, chosen, LOCK_WORKERS)
     logger.info("node state frozen", extra={"incident_id": request.incident_id, "documents": len(entries)})

@@ -19,12 +19,14 @@ from typing import Any
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.contracts.config import Settings
-from freezeframe.contracts.keys import HOUR_NS, check_name, index_batch_key, index_gap_key, index_prefixes
+from freezeframe.contracts.documents import SegmentIndexBatch
+from freezeframe.contracts.keys import HOUR_NS, index_batch_key, index_gap_key, index_prefixes, node_prefix
 from freezeframe.contracts.models import SegmentRecord
 from freezeframe.contracts.parallel import run_all
 
-INDEX_SCHEMA = "freezeframe.segment-index/v1"
 READ_WORKERS = 8  # index documents read in flight
+
+
 def batch_key(cluster: str, node: str, records: list[SegmentRecord]) -> str:
     digest = hashlib.sha256("\n".join(f"{r.key}@{r.version_id}" for r in records).encode()).hexdigest()[:16]
     seqs = [r.seq for r in records]
@@ -45,8 +47,7 @@ def write_batch(settings: Settings, s3: ObjectStore, records: Iterable[SegmentRe
     keys = []
     for (cluster, node, _hour), items in group(records).items():
         key = batch_key(cluster, node, items)
-        s3io.put_json(s3, settings.evidence_bucket, key,
-                      {"schema": INDEX_SCHEMA, "records": [r.to_dict() for r in items]})
+        s3io.put_json(s3, settings.evidence_bucket, key, SegmentIndexBatch(tuple(items)).to_dict())
         keys.append(key)
     return keys
 
@@ -58,7 +59,7 @@ def write_gaps(settings: Settings, s3: ObjectStore, gaps: Iterable[Mapping[str, 
     for gap in gaps:
         key = index_gap_key(str(gap["cluster"]), str(gap["node"]), int(gap["start_ns"]), int(gap["first_seq"]),
                             int(gap["last_seq"]))
-        s3io.put_json(s3, settings.evidence_bucket, key, {"schema": INDEX_SCHEMA, "records": [], "gaps": [dict(gap)]})
+        s3io.put_json(s3, settings.evidence_bucket, key, SegmentIndexBatch((), (dict(gap),)).to_dict())
         keys.append(key)
     return keys
 
@@ -69,17 +70,16 @@ def load(settings: Settings, s3: ObjectStore, cluster: str, start_ns: int, end_n
     `nodes` only when given (an hour of a large cluster indexes every node's segments), else of every node."""
     prefixes = index_prefixes(cluster, start_ns, end_ns)
     if nodes:
-        prefixes = [f"{prefix}{check_name('node', node)}/" for prefix in prefixes for node in sorted(set(nodes))]
+        prefixes = [node_prefix(prefix, node) for prefix in prefixes for node in sorted(set(nodes))]
     keys = [k for prefix in prefixes for k in s3io.list_keys(s3, settings.evidence_bucket, prefix)]
     documents = run_all(lambda k: s3io.get_bytes(s3, settings.evidence_bucket, k), keys, READ_WORKERS)
     out: dict[tuple[str, str], SegmentRecord] = {}
     gaps: list[dict[str, Any]] = []
     for raw in documents:
         document = json.loads(raw)
-        if document.get("schema") != INDEX_SCHEMA:
-            continue
-        for item in document.get("records", []):
-            record = SegmentRecord.from_dict(item)
-            out[(record.key, record.version_id)] = record
-        gaps.extend(document.get("gaps", []))
+        if not isinstance(document, dict) or document.get("schema") != SegmentIndexBatch.SCHEMA:
+            continue  # not an index document (a stray upload under the prefix)
+        batch = SegmentIndexBatch.from_dict(document)
+        out.update(((record.key, record.version_id), record) for record in batch.records)
+        gaps.extend(dict(gap) for gap in batch.gaps)
     return out, gaps

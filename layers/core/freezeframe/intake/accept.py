@@ -25,18 +25,18 @@ from typing import Any
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.contracts.config import Settings
-from freezeframe.contracts.documents import IncidentRecord
+from freezeframe.contracts.documents import FreezeStarted, IncidentRecord, Resolved, WebhookDelivery
 from freezeframe.contracts.errors import CustodyError, NotFoundError, PayloadError, SignatureError
 from freezeframe.contracts.keys import (
     freeze_started_key,
     incident_key,
     manifest_key,
     resolved_key,
+    tables_prefix,
     webhook_delivery_key,
 )
 from freezeframe.contracts.models import FreezeRequest, iso, parse_iso
-from freezeframe.custody.incident import load_incident, read_record
-from freezeframe.freeze.holds import read_follow
+from freezeframe.custody.incident import load_incident, partial_until, read_record
 from freezeframe.freeze.lifecycle import freeze_failure
 from freezeframe.freeze.unverified import unverified_of
 from freezeframe.intake import alertmanager, manual, pagerduty
@@ -165,8 +165,9 @@ def accept_pagerduty(settings: Settings, s3: ObjectStore, headers: Mapping[str, 
         closed = pagerduty.closed_incident_id(pagerduty.parse_event(payload))
         result = IntakeResult((), (), record_resolved(settings, s3, [closed], now))
     s3io.put_json(s3, settings.evidence_bucket, marker,
-                  {"event_id": event_id, "delivery": delivery, "event_type": event_type, "at": iso(now),
-                   **result.to_dict()}, create_only=True)
+                  WebhookDelivery(event_id, delivery, event_type, iso(now), result.accepted, result.duplicates,
+                                  result.resolved, result.truncated_alerts, result.ignored).to_dict(),
+                  create_only=True)
     return result
 
 
@@ -177,7 +178,7 @@ def record_resolved(settings: Settings, s3: ObjectStore, incident_ids: Iterable[
         if not s3io.exists(s3, settings.evidence_bucket, incident_key(incident_id)):
             continue
         s3io.put_json(s3, settings.evidence_bucket, resolved_key(incident_id),
-                      {"incident_id": incident_id, "resolved_at": iso(now)}, create_only=True)
+                      Resolved(incident_id, iso(now)).to_dict(), create_only=True)
         closed.append(incident_id)
     return tuple(closed)
 
@@ -218,8 +219,7 @@ def incident_status(settings: Settings, s3: ObjectStore, incident_id: str) -> di
     except NotFoundError:
         failure = freeze_failure(settings, s3, incident_id)
         if failure is not None:
-            status.update(state="failed", error=failure.get("error"), failed_at=failure.get("failed_at"),
-                          attempts=failure.get("attempts"))
+            status.update(state="failed", error=failure.error, failed_at=failure.failed_at, attempts=failure.attempts)
         return status
     except CustodyError as exc:
         # Served as the truth only what the chain vouches for: a broken chain shows as such, with nothing else.
@@ -234,14 +234,12 @@ def incident_status(settings: Settings, s3: ObjectStore, incident_id: str) -> di
             "state": report.state, "tables": dict(report.tables), "corrupt_segments": len(report.corrupt_segments)}
     done = all(d["state"] == "done" for d in dissection.values())
     unverified = [u.to_dict() for document in [manifest, *parts] for u in unverified_of(document)]
-    follow = read_follow(settings, s3, incident_id)
     # Tables are partial while the hold is open: until the last pass after it closes (freezeframe.freeze.follow).
-    hold = manifest.get("hold") or {}
-    partial_until = follow.partial_until if follow is not None else hold.get("closes_at")
+    until = partial_until(settings, s3, incident)
     status.update(
         state="dissected" if nodes and done else "frozen_with_problems" if unverified else "frozen",
-        tables="partial" if partial_until else "complete" if nodes and done else "pending",
-        partial_until=partial_until,
+        tables="partial" if until else "complete" if nodes and done else "pending",
+        partial_until=until,
         unverified=unverified,
         late_segments=sum(len(part.segments) for part in incident.parts),
         frozen_segments=len(incident.manifest.segments),
@@ -253,7 +251,7 @@ def incident_status(settings: Settings, s3: ObjectStore, incident_id: str) -> di
                          "parts": len(pinned.parts)}
     status["links"].update(manifest=f"s3://{settings.evidence_bucket}/{manifest_key(incident_id)}"
                                     f"?versionId={pinned.manifest.version_id}",
-                           tables=f"s3://{settings.evidence_bucket}/tables/")
+                           tables=f"s3://{settings.evidence_bucket}/{tables_prefix()}")
     return status
 
 
@@ -268,4 +266,4 @@ def _hand_off(settings: Settings, s3: ObjectStore, request: FreezeRequest, now: 
               start_freeze: StartFreeze) -> None:
     start_freeze(request)
     s3io.put_json(s3, settings.evidence_bucket, freeze_started_key(request.incident_id),
-                  {"incident_id": request.incident_id, "at": iso(now)}, create_only=True)
+                  FreezeStarted(request.incident_id, iso(now)).to_dict(), create_only=True)

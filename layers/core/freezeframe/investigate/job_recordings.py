@@ -10,7 +10,6 @@ incident's are checked against its manifest.
 from __future__ import annotations
 
 import logging
-import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,16 +19,10 @@ from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.contracts.config import Settings
 from freezeframe.contracts.errors import NotFoundError, SegmentCorruptError
-from freezeframe.contracts.keys import JOBS_ROOT, check_name
+from freezeframe.contracts.keys import job_prefix, parse_job_segment_key
 from freezeframe.contracts.models import ManifestEntry, iso
 
 logger = logging.getLogger(__name__)
-_JOB_KEY = re.compile(r"^jobs/(?P<job>[^/]+)/(?P<cluster>[^/]+)/\d{4}/\d{2}/\d{2}/\d{2}/(?P<node>[^/]+)/"
-                      r"(?P<start>\d+)-(?P<end>\d+)\.(?P<ext>[a-z0-9.]+)$")
-
-
-def job_prefix(job: str, cluster: str) -> str:
-    return f"{JOBS_ROOT}/{check_name('job', job)}/{check_name('cluster', cluster)}/"
 
 
 def job_entries(settings: Settings, s3: ObjectStore, job: str, *, start_ns: int | None = None,
@@ -38,19 +31,18 @@ def job_entries(settings: Settings, s3: ObjectStore, job: str, *, start_ns: int 
     bucket = settings.raw_bucket
     first: dict[str, s3io.ObjectVersion] = {}
     for version in s3io.list_versions(s3, bucket, job_prefix(job, settings.cluster)):
-        match = _JOB_KEY.match(version.key)
-        if match is None or (nodes and match["node"] not in nodes):
+        parsed = parse_job_segment_key(version.key)
+        if parsed is None or (nodes and parsed.node not in nodes):
             continue
-        if (start_ns is not None and int(match["end"]) < start_ns) or (end_ns is not None
-                                                                       and int(match["start"]) > end_ns):
+        if (start_ns is not None and parsed.end_ns < start_ns) or (end_ns is not None and parsed.start_ns > end_ns):
             continue
         kept = first.get(version.key)
         if kept is None or version.last_modified < kept.last_modified:
             first[version.key] = version  # the agent's create-only upload; a later version is not its bytes
     entries = []
     for key, version in sorted(first.items()):
-        match = _JOB_KEY.match(key)
-        assert match is not None
+        parsed = parse_job_segment_key(key)
+        assert parsed is not None
         head = s3io.head_version(s3, bucket, key, version.version_id)
         metadata = head.get("Metadata", {})
         if not metadata.get("sha256"):
@@ -58,7 +50,7 @@ def job_entries(settings: Settings, s3: ObjectStore, job: str, *, start_ns: int 
         state = s3io.lock_state(head)
         entries.append((bucket, ManifestEntry(
             key=key, version_id=version.version_id, sha256=metadata["sha256"], size=version.size,
-            node=match["node"], start_ns=int(match["start"]), end_ns=int(match["end"]),
+            node=parsed.node, start_ns=parsed.start_ns, end_ns=parsed.end_ns,
             seq=int(metadata["seq"]) if str(metadata.get("seq", "")).isdigit() else None,
             packets=int(metadata["packets"]) if str(metadata.get("packets", "")).isdigit() else None,
             lock_mode=str(state.mode or ""), retain_until=iso(state.retain_until) if state.retain_until else "",
