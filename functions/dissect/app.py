@@ -1,7 +1,10 @@
 """Dissect function: the dissection state machine's plan, chunk and merge steps (freezeframe.dissect.fanout).
 
 ``{"action": "plan", "incident_id", "nodes"}`` writes the chunk items for the Distributed Map; ``{"action": "chunk",
-...item}`` dissects one (node, time chunk); ``{"action": "merge", "incident_id", "node"}`` merges a node's chunks.
+...item}`` dissects one (node, time chunk); ``{"action": "merge-connections", "incident_id", "node"}`` merges a node's
+connections at its chunks' edges and returns its groups of chunks; ``{"action": "merge-apps", "incident_id", "node",
+"group"}`` merges one group's dns/http/tls rows; ``{"action": "merge", "incident_id", "node"}`` writes the node's part
+and status (running the steps before it when their results are missing).
 Without an action (``{"incident_id", "node"}``) it dissects a whole node in one pass, as before the fan-out.
 """
 
@@ -18,7 +21,13 @@ from freezeframe.adapters.catalog import register_parts
 from freezeframe.contracts.config import settings
 from freezeframe.contracts.errors import PayloadError
 from freezeframe.contracts.logsetup import function_logger
-from freezeframe.dissect.fanout import dissect_chunk, merge_node, plan_dissection
+from freezeframe.dissect.fanout import (
+    dissect_chunk,
+    merge_apps_step,
+    merge_connections_step,
+    merge_node,
+    plan_dissection,
+)
 from freezeframe.dissect.job import dissect_node
 
 logger = function_logger()
@@ -41,12 +50,16 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         return plan
     if action == "chunk":
         return dissect_chunk(config, s3, event.get("item") or event)
+    if action == "merge-connections":
+        return merge_connections_step(config, s3, event["incident_id"], event["node"])
+    if action == "merge-apps":
+        return merge_apps_step(config, s3, event["incident_id"], event["node"], int(event["group"]))
     if action == "merge":
         report = merge_node(config, s3, event["incident_id"], event["node"])
         metrics.add_metric(name="ConnectionsRows", unit=MetricUnit.Count, value=report.tables.get("connections", 0))
         return {"node": report.node, "state": report.state, "holes": report.stats.get("holes", 0)}
     if action is not None:
-        raise PayloadError(f"unknown dissect action {action!r}: plan, chunk or merge")
+        raise PayloadError(f"unknown dissect action {action!r}: plan, chunk, merge-connections, merge-apps or merge")
     report = dissect_node(config, s3, event["incident_id"], event["node"])
     register_parts(config, report.parts.values())
     metrics.add_metric(name="ConnectionsRows", unit=MetricUnit.Count, value=report.tables.get("connections", 0))

@@ -1,22 +1,23 @@
 """Scale proof of the dissection fan-out (issue 17), run by `make bench-scale`.
 
-1. Measures real chunks locally: a capture of real traffic (the cached kernel-traffic capture of the dissection
-   bench when present, else the bench capture built from the bundled sample and TCP fixtures, see bench_dissect)
-   is cut into time chunks by the planner (dissect.plan) and each chunk is dissected with its warm-up by
-   ``dissect_segments`` in its own child process and split into body and edge rows with both written as Parquet,
-   as one Lambda task runs it: CPU seconds, peak RSS. The merge step runs as ``dissect.fanout.merge_node`` runs it,
-   in its own child process: the chunk parts' endpoint columns read from Parquet and matched against the edges'
-   endpoint pairs, the matching rows moved, the edge rows merged (``merge_tables``); CPU seconds and peak RSS. The
-   result is compared with the full merge of every row (the merge before) and with one sequential pass. From these:
-   seconds and MB per packet, base MB, rows per packet, edge rows (those open across an edge per packet/s of the
-   node, and those that grow with a chunk's packets), merge seconds and MB per edge row, scan seconds per
-   chunk-part row -- the planner's CostModel.
+1. Measures real chunks locally: the kernel-traffic capture (tests/bench/netns_mix.py, 1 M packets in 32 MB
+   segments, built once as root and cached; ``--capture`` for another file, else the bench capture of
+   bench_dissect) is cut into time chunks by the planner (dissect.plan), and each chunk is dissected with its warm-up
+   by ``dissect_segments`` in its own child process, reading only its segments (each fetched whole, as the chunk
+   task fetches it), and split into body and edge rows with both written as Parquet, as one Lambda task runs it:
+   CPU seconds, peak RSS. The merge runs as dissect.fanout's three steps run it, in its own child process:
+   merge-connections (the chunk parts' endpoint columns scanned, the connections parts holding rows of an edge's
+   pair read whole, the connections rows merged), merge-apps a group of chunks at a time (each chunk its own group
+   here), then the node's part (the groups' files concatenated); CPU seconds and peak memory growth of each. The
+   result is compared with the full merge of every row, with the application rows merged a chunk at a time
+   (``merge_tables_grouped``), and with one sequential pass. Finalize's fold (``observers.combine``, as the views are
+   built) runs on the node's tables seen by two nodes. From these: the planner's CostModel and the per-row and
+   per-packet figures of the merge steps and of the fold.
 2. Builds the plan for a synthetic incident -- 20 nodes x 1 hour x 100 k packets/s, 10 s segments of 1 M packets --
-   with the measured cost model and the dissect function's limits (900 s, 3008 MB), and prints the chunks, the
-   largest task's predicted time and memory against half of the limits, and the predicted wall time and cost in
-   AWS under the Distributed Map's concurrency (template.yaml: MaxConcurrency 500). Target: wall time under 15
-   minutes, every task under half its time and memory limits. A Lambda vCPU is taken as fast as the local core
-   (``--lambda-speed`` scales that).
+   with the measured cost model and the dissect function's limits (900 s, 3008 MB), and prints the chunks, every
+   step's largest task against half of its limits, and the predicted wall time and cost in AWS under the Maps'
+   concurrency (template.yaml: chunks 500, groups 25 per node). Target: wall time under 15 minutes, every task
+   under half its time and memory limits. A Lambda vCPU is taken as fast as the local core (``--lambda-speed``).
 
 Usage: .venv/bin/python -m tests.bench.bench_scale [--capture PCAP] [--chunks 4] [--concurrency 500]
        [--lambda-speed 1.0]
@@ -26,8 +27,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
+import math
 import multiprocessing
+import os
 import resource
 import shutil
 import sys
@@ -44,11 +48,17 @@ from freezeframe.contracts.config import cache_dir
 from freezeframe.contracts.models import ManifestEntry
 from freezeframe.contracts.schemas import TABLES
 from freezeframe.dissect.chunks import (
+    APP_TABLES,
     CHUNK_TABLES,
     Chunk,
     edge_pairs,
+    group_context,
+    group_span,
+    merge_app_rows,
+    merge_connections,
     merge_ids,
     merge_tables,
+    merge_tables_grouped,
     pair_keys,
     pull_pairs,
     shared_udp_pairs,
@@ -58,10 +68,12 @@ from freezeframe.dissect.chunks import (
     warm_rows_of,
     with_rows,
 )
-from freezeframe.dissect.fanout import PAIR_COLUMNS
+from freezeframe.dissect.fanout import GROUP_ROWS, PAIR_COLUMNS
 from freezeframe.dissect.files import time_span
 from freezeframe.dissect.job import EngineResult, SegmentSource, dissect_segments, parquet_bytes
+from freezeframe.dissect.observers import combine
 from freezeframe.dissect.plan import (
+    LAMBDA_USD_PER_GB_S,
     SECOND_NS,
     CostModel,
     Limits,
@@ -78,6 +90,10 @@ HOUR_S = 3600
 RATE_PPS = 100_000
 SEGMENT_S = 10
 TARGET_WALL_S = 15 * 60
+MAP_GROUPS = 25  # template.yaml MergeApplicationRows MaxConcurrency
+KERNEL_VERSION = 2  # bump when the capture's recipe changes
+KERNEL_PACKETS = 1_000_000
+KERNEL_SEGMENT_MB = 32  # rotated like the agent's segments: a chunk reads only the segments of its time
 
 
 def _rss_mb() -> float:
@@ -97,17 +113,22 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-ChildArgs = tuple[str, int, int, int, int | None, tuple[int, int], bool, bool]
+ChildArgs = tuple[list[tuple[str, int, int]], int, int, int, int | None, bool, bool]
+
+
+def _sources(segments: list[tuple[str, int, int]]) -> list[SegmentSource]:
+    """The segments as a chunk task gets them: each segment's bytes fetched whole when its turn comes."""
+    return [SegmentSource(SegmentRef(path, None, low, high), fetch=(lambda path=path: Path(path).read_bytes()))
+            for path, low, high in segments]
 
 
 def _child(args: ChildArgs) -> tuple[float, float, float, EngineResult]:
     """One chunk task: dissect with the warm-up, split into body and edge, both written as Parquet (in memory)."""
-    path, low, high, index, warm, span, first, last = args
+    segments, low, high, index, warm, first, last = args
     baseline = _rss_mb()
     start = _cpu()
-    source = SegmentSource(SegmentRef(path, None, span[0], span[1]), path=Path(path))  # the file's own span
     chunk = Chunk(index, low, high, warm)
-    result = dissect_segments("bench", [source], chunk)
+    result = dissect_segments("bench", _sources(segments), chunk)
     body, edge, warm = split_chunk(result.tables, chunk, first, last)
     udp_pairs(result.tables["connections"], chunk, first, last, 0)
     for table in [*body.values(), *edge.values(), *warm.values()]:
@@ -115,8 +136,9 @@ def _child(args: ChildArgs) -> tuple[float, float, float, EngineResult]:
     return _cpu() - start, baseline, _rss_mb(), result
 
 
-MergeArgs = tuple[list[Chunk], str, list[tuple[pa.Array, pa.Array]], int]
-MergeOut = tuple[dict[str, float], float, float, dict[str, int], float, dict[str, Any]]
+MergeArgs = tuple[list[Chunk], str, list[tuple[pa.Array, pa.Array]], int, list[list[int]]]
+MergeOut = tuple[dict[str, float], float, dict[str, float], dict[str, int], list[dict[str, float]],
+                 dict[str, pa.Table]]
 
 
 def _load(path: Path) -> pa.Table:
@@ -142,76 +164,161 @@ def _extras(path: Path) -> dict[str, tuple[int, int, int, int]]:
 
 
 def _merge_child(args: MergeArgs) -> MergeOut:
-    """The merge step (dissect.fanout.merge_node) on real chunks whose tables are files in ``folder`` (as the
-    chunk tasks wrote them), in a fresh process for its own peak RSS: edge rows and UDP pairs read; the chunk parts'
-    endpoint columns read and matched (scan); the parts holding rows of an edge's pair read whole and those rows
-    taken (read); the warm-up rows of merged connections read; every edge row merged (merge)."""
-    chunks, folder, udp, warmup_ns = args
+    """The merge steps of dissect.fanout on real chunks whose tables are files in ``folder`` (as the chunk tasks
+    wrote them), in a fresh process, each step's CPU seconds and peak memory growth (reset high-water marks):
+
+    - merge-connections: edge connections rows, UDP pairs and extras read; the chunk parts' endpoint columns read and
+      matched (scan); the connections parts holding rows of an edge's pair read whole and those rows taken (read);
+      every connections row of the merge merged (merge);
+    - merge-apps, one group of chunks at a time: the dns/http/tls rows at the edges, of the moved rows, and of the
+      warm-ups of merged connections read, re-pointed and completed from the warm-up (``merge_app_rows``), written;
+    - merge (finish): the groups' files concatenated into the node's part, one file in memory at a time."""
+    chunks, folder, udp, warmup_ns, groups = args
     root = Path(folder)
     baseline = _rss_mb()
-    cpu = {"scan": 0.0, "read": 0.0, "merge": 0.0}
+    cpu = {"scan": 0.0, "read": 0.0, "merge": 0.0, "finish": 0.0}
+    peaks: dict[str, float] = {}
+    counts = {"pulled": 0, "read_rows": 0, "scanned_rows": 0, "largest_part_rows": 0, "warm_read": 0}
+    before = _reset_peak()
     start = _cpu()
-    edges = [{name: _load(root / f"{c.index}-edge-{name}.parquet") for name in CHUNK_TABLES} for c in chunks]
+    conns = [_load(root / f"{c.index}-edge-connections.parquet") for c in chunks]
     extras = [_extras(root / f"{c.index}-extras-edge.json") for c in chunks]
-    pairs = edge_pairs(edges, shared_udp_pairs(chunks, udp, warmup_ns))
-    cpu["scan"] += _cpu() - start  # per chunk read: grows with the node's rows like the scan
-    counts = {"pulled": 0, "read_rows": 0, "scanned_rows": 0, "warm_kept": 0, "largest_part_rows": 0}
+    pairs = edge_pairs([{"connections": t} for t in conns], shared_udp_pairs(chunks, udp, warmup_ns))
+    cpu["scan"] += _cpu() - start
+    moved_ids: list[pa.Array] = []
     part_mb = 0.0
     for number, chunk in enumerate(chunks):
         start = _cpu()
-        keys = pq.read_table(root / f"{chunk.index}-body-connections.parquet", columns=list(PAIR_COLUMNS))
+        path = root / f"{chunk.index}-body-connections.parquet"
+        keys = pq.read_table(path, columns=list(PAIR_COLUMNS))
         counts["scanned_rows"] += keys.num_rows
-        hit = bool(keys.num_rows) and bool(pc.any(pc.is_in(pair_keys(keys), value_set=pairs)).as_py())
+        mask = pc.is_in(pair_keys(keys), value_set=pairs) if keys.num_rows else pa.array([], pa.bool_())
+        hit = bool(keys.num_rows) and bool(pc.any(mask).as_py())
         cpu["scan"] += _cpu() - start
         if not hit:
+            moved_ids.append(pa.array([], pa.string()))
             continue
         start = _cpu()
-        before = _reset_peak()
-        body = {name: _load(root / f"{chunk.index}-body-{name}.parquet") for name in CHUNK_TABLES}
-        counts["largest_part_rows"] = max(counts["largest_part_rows"], body["connections"].num_rows)
-        counts["read_rows"] += body["connections"].num_rows
-        _left, moved = pull_pairs(body, pairs)
-        counts["pulled"] += moved["connections"].num_rows
-        extras[number].update(_extras(root / f"{chunk.index}-extras-body.json"))
-        edges[number] = {name: with_rows(edges[number][name], moved[name]) for name in CHUNK_TABLES}
+        part_before = _vm("VmRSS")
+        body = pq.read_table(path)
+        counts["largest_part_rows"] = max(counts["largest_part_rows"], body.num_rows)
+        counts["read_rows"] += body.num_rows
+        moved = body.filter(mask)
+        part_mb = max(part_mb, _vm("VmHWM") - part_before)
+        del body
+        ids = moved.column("conn_id").combine_chunks()
+        moved_ids.append(ids)
+        counts["pulled"] += moved.num_rows
+        wanted = set(ids.to_pylist())
+        extras[number].update({k: v for k, v in _extras(root / f"{chunk.index}-extras-body.json").items()
+                               if k in wanted})
+        conns[number] = with_rows(conns[number], moved)
         cpu["read"] += _cpu() - start
-        part_mb = max(part_mb, _vm("VmHWM") - before)  # one part read whole, its rows to move taken
-        del body, _left
-    start = _cpu()
-    ids = merge_ids(edges)
-    for number, chunk in enumerate(chunks):
-        warm = {name: _load(root / f"{chunk.index}-warm-{name}.parquet") for name in CHUNK_TABLES
-                if name != "connections"}
-        kept = warm_rows_of(warm, ids)
-        counts["warm_kept"] += sum(t.num_rows for t in kept.values())
-        edges[number] = {name: with_rows(edges[number][name], kept[name]) if name in kept else edges[number][name]
-                         for name in CHUNK_TABLES}
-    cpu["scan"] += _cpu() - start
-    counts["edge_rows"] = sum(e["connections"].num_rows for e in edges)
-    edge_tables_mb = sum(t.nbytes for e in edges for t in e.values()) / 2**20
-    merge_tables("bench", chunks[:1], edges[:1], None, extras[:1])  # one-time costs (lazy imports): not per row
-    start = _cpu()
+    counts["edge_rows"] = sum(t.num_rows for t in conns)
+    peaks["connections"] = _vm("VmHWM") - before  # reading: one connections part at a time, the pairs
+    merge_connections("bench", conns[:1], None, extras[:1])  # one-time costs (lazy imports): not per row
+    # What the merge's rows take: their tables (held through the merge) and the merge's own peak growth.
+    rows_mb = sum(t.nbytes for t in conns) / 2**20
     before = _reset_peak()
-    merged = merge_tables("bench", chunks, edges, None, extras)
+    start = _cpu()
+    merged = merge_connections("bench", conns, None, extras)
     cpu["merge"] += _cpu() - start
-    # What the edge rows take: their tables (held through the merge) and the merge's own peak growth.
-    counts["edge_mb_x1000"] = round((edge_tables_mb + _vm("VmHWM") - before) * 1000)
-    return cpu, baseline, _rss_mb(), counts, part_mb, {name: table for name, table in merged.tables.items()}
+    counts["connections_mb_x1000"] = round((rows_mb + _vm("VmHWM") - before) * 1000)
+    ids = merge_ids({"connections": t} for t in conns)
+    tables: dict[str, pa.Table] = {"connections": merged.table}
+    group_stats = []
+    written: dict[str, list[bytes]] = {name: [] for name in APP_TABLES}
+    for members in groups:
+        before = _reset_peak()
+        start = _cpu()
+        chosen = sorted(members) + group_context(chunks, members)
+        per_name: dict[str, list[pa.Table]] = {name: [] for name in APP_TABLES}
+        rows_in = 0
+        for number in chosen:
+            chunk = chunks[number]
+            warm = {}
+            if chunk.warmup_start_ns is not None and len(ids):
+                read = {name: _load(root / f"{chunk.index}-warm-{name}.parquet") for name in APP_TABLES}
+                counts["warm_read"] += sum(t.num_rows for t in read.values())
+                warm = warm_rows_of(read, ids)
+            for name in APP_TABLES:
+                table = _load(root / f"{chunk.index}-edge-{name}.parquet")
+                if number in members and len(moved_ids[number]):
+                    body = _load(root / f"{chunk.index}-body-{name}.parquet")
+                    table = with_rows(table, body.filter(pc.fill_null(pc.is_in(
+                        body.column("conn_id"), value_set=moved_ids[number]), False)))
+                if name in warm:
+                    table = with_rows(table, warm[name])
+                rows_in += table.num_rows
+                per_name[name].append(table)
+        rows_out = 0
+        for name in APP_TABLES:
+            out = merge_app_rows([chunks[n] for n in chosen], per_name[name], group_span(chunks, members),
+                                 merged.conn_ids, TABLES[name])
+            rows_out += out.num_rows
+            written[name].append(parquet_bytes(out))
+        group_stats.append({"chunks": len(members), "cpu": _cpu() - start, "mb": _vm("VmHWM") - before,
+                            "rows_in": rows_in, "rows_out": rows_out})
+        del per_name
+    before = _reset_peak()
+    start = _cpu()
+    finish_bytes = 0
+    for name in APP_TABLES:
+        sink = io.BytesIO()
+        with pq.ParquetWriter(sink, TABLES[name], compression="zstd", use_dictionary=False) as writer:
+            for body_bytes in written[name]:
+                writer.write_table(pq.read_table(io.BytesIO(body_bytes)).cast(TABLES[name]))
+        finish_bytes += len(sink.getvalue())
+        tables[name] = pq.read_table(io.BytesIO(sink.getvalue()))
+    cpu["finish"] = _cpu() - start
+    peaks["finish"] = _vm("VmHWM") - before
+    peaks["part"] = part_mb
+    counts["finish_bytes"] = finish_bytes
+    return cpu, baseline, peaks, counts, group_stats, tables
 
 
-def capture_path(given: Path | None) -> Path:
+def kernel_capture() -> list[Path]:
+    """The kernel-traffic capture's segments (tests/bench/netns_mix.py, rotated like an agent's segments), built once
+    (as root, in network namespaces, a few minutes) and cached; its segments joined into one file too, the capture
+    ``make bench-scale-test`` (tests/bench/test_chunk_edges_kernel.py) reads."""
+    folder = cache_dir() / "bench" / f"scale-kernel-v{KERNEL_VERSION}-{KERNEL_PACKETS}"
+    manifest = folder / "capture.json"
+    if manifest.exists():
+        return [Path(p) for p in json.loads(manifest.read_text())["segments"]]
+    from tests.bench.netns_mix import build  # noqa: PLC0415 - needs root and namespaces
+
+    if folder.exists():
+        shutil.rmtree(folder)
+    print(f"building the kernel-traffic capture ({KERNEL_PACKETS:,} packets, tests/bench/netns_mix.py) in {folder}",
+          flush=True)
+    made = build(folder, packets=KERNEL_PACKETS, segment_mb=KERNEL_SEGMENT_MB)
+    joined = cache_dir() / "bench" / f"dissect-kernel-v{KERNEL_VERSION}-mix-{KERNEL_PACKETS}.pcap"
+    with joined.open("wb") as out:  # tcpdump's rotated files share one pcap header: keep the first
+        for number, segment in enumerate(made.segments):
+            with segment.open("rb") as source:
+                if number:
+                    source.seek(24)
+                shutil.copyfileobj(source, out)
+    manifest.write_text(json.dumps({"segments": [str(p) for p in made.segments], "joined": str(joined),
+                                    "client": made.client, "seconds": made.seconds}))
+    return made.segments
+
+
+def capture_path(given: Path | None) -> list[Path]:
+    """The capture's segments: ``--capture`` (one file), else the kernel-traffic capture (built when missing and
+    running as root), else the bench capture of bench_dissect."""
     if given is not None:
-        return given
-    kernel = sorted((cache_dir() / "bench").glob("dissect-kernel-v*.pcap"))
-    if kernel:
-        return kernel[-1]
+        return [given]
+    if (cache_dir() / "bench" / f"scale-kernel-v{KERNEL_VERSION}-{KERNEL_PACKETS}" / "capture.json").exists() or \
+            os.geteuid() == 0:
+        return kernel_capture()
     from tests.bench.bench_dissect import CAPTURE_VERSION, build_capture
 
     path = cache_dir() / "bench" / f"dissect-v{CAPTURE_VERSION}-300000.pcap"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         build_capture(path, 300_000)
-    return path
+    return [path]
 
 
 def _in_child(function: Any, args: Any) -> Any:
@@ -231,24 +338,30 @@ def _kinds(edge: pa.Table) -> dict[str, int]:
     return kinds
 
 
-def measure(path: Path, chunks: int, warmup_s: float) -> tuple[CostModel, list[dict[str, Any]]]:
-    span = time_span(path)
-    if span is None:
-        raise SystemExit(f"{path}: no packets")
-    low, high = span[0], span[1] + 1
-    size = path.stat().st_size
+def measure(paths: list[Path], chunks: int, warmup_s: float
+            ) -> tuple[CostModel, list[dict[str, Any]], dict[str, Any]]:
+    spans = {}
+    for path in paths:
+        span = time_span(path)
+        if span is not None:
+            spans[str(path)] = span
+    if not spans:
+        raise SystemExit(f"{paths}: no packets")
+    low, high = min(s[0] for s in spans.values()), max(s[1] for s in spans.values()) + 1
+    size = sum(Path(p).stat().st_size for p in spans)
+    largest_mb = max(Path(p).stat().st_size for p in spans) / 2**20
+    segments = [SegmentSpan(p, s[0], s[1], Path(p).stat().st_size) for p, s in spans.items()]
     chunk_ns = -(-(high - low) // chunks)
-    planned = plan_node("bench", [SegmentSpan(str(path), low, high - 1, size)], chunk_ns=chunk_ns,
-                        warmup_ns=int(warmup_s * SECOND_NS))
+    planned = plan_node("bench", segments, chunk_ns=chunk_ns, warmup_ns=int(warmup_s * SECOND_NS))
     measured = []
     results = []
     planned_chunks = []
     for chunk in planned:
         warm = None if chunk.open_start else chunk.warmup_start_ns
-        cpu, baseline, peak, result = _in_child(_child, (str(path), 0 if chunk.open_start else chunk.start_ns,
+        read = [(key, *spans[key]) for key in chunk.segments]  # the segments its warm-up and its time overlap
+        cpu, baseline, peak, result = _in_child(_child, (read, 0 if chunk.open_start else chunk.start_ns,
                                                          (1 << 63) - 1 if chunk.open_end else chunk.end_ns,
-                                                         chunk.index, warm, (low, high), chunk.open_start,
-                                                         chunk.open_end))
+                                                         chunk.index, warm, chunk.open_start, chunk.open_end))
         packets = result.stats.get("packets", 0)
         measured.append({"chunk": chunk.index, "packets": packets, "cpu_s": round(cpu, 2),
                          "baseline_mb": round(baseline, 1), "peak_rss_mb": round(peak, 1),
@@ -295,20 +408,34 @@ def measure(path: Path, chunks: int, warmup_s: float) -> tuple[CostModel, list[d
     started = time.process_time()
     full = merge_tables("bench", planned_chunks, [r.tables for r in results], None, [r.extras for r in results])
     full_cpu = time.process_time() - started
-    cpu, merge_base, merge_peak, counts, part_mb, merged = _in_child(
-        _merge_child, (planned_chunks, str(folder), udp, warmup_ns))
+    groups = [[number] for number in range(len(planned_chunks))]  # every chunk its own group: every boundary
+    grouped = merge_tables_grouped("bench", planned_chunks, [r.tables for r in results], groups, None,
+                                   [r.extras for r in results])
+    same_grouped = all(sort_rows(name, grouped.tables[name].cast(TABLES[name])).to_pylist()
+                       == sort_rows(name, full.tables[name].cast(TABLES[name])).to_pylist() for name in CHUNK_TABLES)
+    cpu, merge_base, peaks, counts, group_stats, merged = _in_child(
+        _merge_child, (planned_chunks, str(folder), udp, warmup_ns, groups))
     edge_rows = counts["edge_rows"]
-    print(f"  full merge (before): {rows} chunk rows in {full_cpu:.2f} CPU s ({full_cpu / rows * 1e6:.1f} us/row)",
-          flush=True)
-    print(f"  edge merge: {edge_rows} edge rows ({edge_rows / rows:.1%}; {counts['pulled']} of them moved from chunk "
-          f"parts, plus {counts['warm_kept']} warm-up app rows) merged in {cpu['merge']:.2f} CPU s "
-          f"({cpu['merge'] / max(edge_rows, 1) * 1e6:.0f} us/edge row); chunk parts scanned in {cpu['scan']:.2f} "
+    print(f"  full merge (before): {rows} chunk rows in {full_cpu:.2f} CPU s ({full_cpu / rows * 1e6:.1f} us/row); "
+          f"its application rows merged a chunk at a time (merge_tables_grouped): "
+          f"{'equal in every table' if same_grouped else 'DIFFERENT'}", flush=True)
+    print(f"  merge-connections: {edge_rows} connections rows ({edge_rows / rows:.1%}; {counts['pulled']} of them "
+          f"moved from chunk parts) merged in {cpu['merge']:.2f} CPU s "
+          f"({cpu['merge'] / max(edge_rows, 1) * 1e6:.0f} us/row); chunk parts scanned in {cpu['scan']:.2f} "
           f"CPU s ({cpu['scan'] / max(counts['scanned_rows'], 1) * 1e6:.2f} us/row); "
-          f"{counts['read_rows']} rows of parts holding rows to move "
+          f"{counts['read_rows']} rows of connections parts holding rows to move "
           f"({counts['read_rows'] / max(counts['scanned_rows'], 1):.0%}) read whole in {cpu['read']:.2f} CPU s "
-          f"({cpu['read'] / max(counts['read_rows'], 1) * 1e6:.2f} us/row); peak RSS {merge_peak:.0f} MB "
-          f"(baseline {merge_base:.0f} MB)", flush=True)
-    # Equality: the edge merge plus what the merge left in the chunk parts, against the full merge and one
+          f"({cpu['read'] / max(counts['read_rows'], 1) * 1e6:.2f} us/row); peak growth reading "
+          f"{peaks['connections']:.0f} MB (one part whole at most {peaks['part']:.0f} MB), merging "
+          f"{counts['connections_mb_x1000'] / 1000:.1f} MB (baseline {merge_base:.0f} MB)", flush=True)
+    for number, group in enumerate(group_stats):
+        print(f"  merge-apps group {number} (1 chunk): {group['rows_in']:.0f} dns/http/tls rows in (edge, moved, "
+              f"warm-up of merged connections), {group['rows_out']:.0f} out, {group['cpu']:.2f} CPU s, peak growth "
+              f"{group['mb']:.0f} MB", flush=True)
+    app_out = sum(g["rows_out"] for g in group_stats)
+    print(f"  merge (node's part): {app_out:.0f} application rows from the groups' files in {cpu['finish']:.2f} CPU s, "
+          f"{counts['finish_bytes'] / 2**20:.1f} MB of Parquet, peak growth {peaks['finish']:.0f} MB", flush=True)
+    # Equality: the split merge plus what the merge left in the chunk parts, against the full merge and one
     # sequential pass.
     pairs = edge_pairs(edges, shared_udp_pairs(planned_chunks, udp, warmup_ns))
     left = [pull_pairs(body, pairs)[0] for body in bodies]  # the chunk parts without the node's moved rows
@@ -318,39 +445,83 @@ def measure(path: Path, chunks: int, warmup_s: float) -> tuple[CostModel, list[d
         for body in left:
             table = with_rows(table, body[name])
         combined[name] = sort_rows(name, table)
-    shutil.rmtree(folder)
     same_as_full = all(combined[name].to_pylist() == sort_rows(name, full.tables[name].cast(TABLES[name])).to_pylist()
                        for name in CHUNK_TABLES)
-    sequential = dissect_segments("bench", [SegmentSource(SegmentRef(str(path), None, low, high), path=path)])
+    sequential = dissect_segments("bench", _sources([(key, *span) for key, span in spans.items()]))
     expected = {row["conn_id"]: row for row in sequential.tables["connections"].to_pylist()}
     actual = {row["conn_id"]: row for row in combined["connections"].to_pylist()}
     differing = sum(1 for conn_id, row in expected.items() if actual.get(conn_id) != row)
     differing += len(set(actual) - set(expected))
-    print(f"  edge merge vs full merge: {'equal in every table' if same_as_full else 'DIFFERENT'}; vs sequential: "
+    print(f"  split merge vs full merge: {'equal in every table' if same_as_full else 'DIFFERENT'}; vs sequential: "
           f"{len(actual)} vs {len(expected)} connections, {differing} differing in any column", flush=True)
+    # Finalize's fold (observers.combine, as dissect.views builds the views), on the node's tables seen by two nodes
+    # (the same traffic on both: every row folds with another), in a fresh process.
+    for name in CHUNK_TABLES:
+        (folder / f"seq-{name}.parquet").write_bytes(parquet_bytes(sequential.tables[name]))
+    fold = _in_child(_fold_child, str(folder))
+    shutil.rmtree(folder)
+    print(f"  finalize's fold (2 observers of the same {fold['rows'] // 2} rows): {fold['cpu']:.2f} CPU s "
+          f"({fold['cpu'] / fold['rows'] * 1e6:.1f} us per input row, views written), peak growth {fold['mb']:.0f} MB "
+          f"({fold['mb'] * 1e6 / fold['rows']:.0f} MB per M input rows)", flush=True)
     # Per packet read: a chunk reads its warm-up too. The planner's estimate of each task's reads, from the
     # measured total spread over the capture's span, is the denominator.
-    replanned = plan_node("bench", [SegmentSpan(str(path), low, high - 1, size, packets)], chunk_ns=chunk_ns,
-                          warmup_ns=int(warmup_s * SECOND_NS))
+    per_byte = packets / size  # the measured packets spread over the segments by their sizes
+    replanned = plan_node("bench", [dataclasses.replace(s, packets=round(s.size * per_byte)) for s in segments],
+                          chunk_ns=chunk_ns, warmup_ns=int(warmup_s * SECOND_NS))
     reads = {c.index: max(c.packets, 1) for c in replanned}
+    owned = {c.index: max(c.own_packets, 1) for c in replanned}
     cpu_total = sum(m["cpu_s"] for m in measured)
     baseline = max(m["baseline_mb"] for m in measured)
-    growth = max((m["peak_rss_mb"] - m["baseline_mb"]) / reads[m["chunk"]] for m in measured)
-    # The merge's memory: one part at a time (its measured peak while read whole) plus what the edge rows take.
-    part_row_mb = part_mb / max(counts["largest_part_rows"], 1)
-    edge_mb = counts["edge_mb_x1000"] / 1000
+    # The planner adds the largest segment (held whole while it is dissected) to the growth per packet read.
+    growth = max((m["peak_rss_mb"] - m["baseline_mb"] - largest_mb) / reads[m["chunk"]] for m in measured)
+    # merge-connections' memory: one part at a time (its measured peak while read whole) plus its rows.
+    part_row_mb = peaks["part"] / max(counts["largest_part_rows"], 1)
+    conn_mb = counts["connections_mb_x1000"] / 1000
     cost = CostModel(s_per_packet=cpu_total / sum(reads.values()), mb_per_packet=growth, base_mb=baseline,
                      bytes_per_packet=max(size // max(packets, 1), 1), rows_per_packet=rows / max(packets, 1),
-                     # the rows the merge holds (edge rows and the rows of their pairs moved from the parts), per
-                     # edge, per packet/s of the capture
+                     # the connections rows merge-connections holds (edge rows and the rows of their pairs moved
+                     # from the parts), per edge, per packet/s of the capture
                      crossing_rows_per_pps=(edge_rows - other_edge) / max(len(crossing), 1) / capture_pps,
                      edge_rows_per_packet=other_edge / max(packets, 1),
-                     s_per_edge_row=cpu["merge"] / max(edge_rows, 1), mb_per_edge_row=edge_mb / max(edge_rows, 1),
+                     s_per_edge_row=cpu["merge"] / max(edge_rows, 1), mb_per_edge_row=conn_mb / max(edge_rows, 1),
                      s_per_scanned_row=cpu["scan"] / max(counts["scanned_rows"], 1),
                      read_share=counts["read_rows"] / max(counts["scanned_rows"], 1),
                      s_per_read_row=cpu["read"] / max(counts["read_rows"], 1),
                      mb_per_part_row=part_row_mb)
-    return cost, measured
+    all_rows = sum(t.num_rows for r in results for t in r.tables.values())
+    split = {
+        # merge-apps: per packet owned by the group's chunks (their edges, moved rows and warm-ups scale with it)
+        "apps_s_per_packet": max(g["cpu"] / owned[c.index] for g, c in zip(group_stats, planned, strict=True)),
+        "apps_mb_per_packet": max(g["mb"] / owned[c.index] for g, c in zip(group_stats, planned, strict=True)),
+        "group_rows_per_packet": all_rows / max(packets, 1),  # what fanout.GROUP_ROWS counts, per packet
+        # merge (node's part): application rows out of the groups, per packet of the node, and their cost
+        "app_rows_per_packet": app_out / max(packets, 1),
+        "finish_s_per_row": cpu["finish"] / max(app_out, 1),
+        "finish_bytes_per_row": counts["finish_bytes"] / max(app_out, 1),
+        # finalize's fold, per input row (every table's rows of every node)
+        "fold_s_per_row": fold["cpu"] / fold["rows"], "fold_mb_per_row": fold["mb"] / fold["rows"],
+        "table_rows_per_packet": sum(sequential.tables[name].num_rows for name in CHUNK_TABLES) / max(packets, 1),
+        "exact": same_as_full and same_grouped and not differing,
+    }
+    return cost, measured, split
+
+
+def _fold_child(folder: str) -> dict[str, float]:
+    """observers.combine on two nodes' copies of one node's tables, its views written as Parquet."""
+    root = Path(folder)
+    tables = {name: pq.read_table(root / f"seq-{name}.parquet") for name in CHUNK_TABLES}
+    other = {name: table.set_column(table.schema.get_field_index("node"), "node",
+                                    pa.array(["bench-b"] * table.num_rows, pa.string()))
+             for name, table in tables.items()}
+    rows = 2 * sum(t.num_rows for t in tables.values())
+    combine({"bench": {k: v.slice(0, 10) for k, v in tables.items()}, "bench-b": {k: v.slice(0, 10) for k, v in
+                                                                                   other.items()}})  # imports
+    before = _reset_peak()
+    start = _cpu()
+    views = combine({"bench": tables, "bench-b": other}).tables
+    for table in views.values():
+        parquet_bytes(table)
+    return {"cpu": _cpu() - start, "mb": _vm("VmHWM") - before, "rows": rows}
 
 
 def synthetic_entries() -> list[ManifestEntry]:
@@ -376,10 +547,12 @@ def main() -> int:
     parser.add_argument("--lambda-speed", type=float, default=1.0, help="a Lambda vCPU's speed over the local core")
     parser.add_argument("--json", action="store_true")
     options = parser.parse_args()
-    path = capture_path(options.capture)
-    print(f"measuring real chunks of {path} ({path.stat().st_size / 2**20:.0f} MB) in {options.chunks} chunks, "
+    paths = capture_path(options.capture)
+    print(f"measuring real chunks of {paths[0].parent} ({len(paths)} segments, "
+          f"{sum(p.stat().st_size for p in paths) / 2**20:.0f} MB, largest "
+          f"{max(p.stat().st_size for p in paths) / 2**20:.0f} MB) in {options.chunks} chunks, "
           f"{options.warmup_s:g} s warm-up", flush=True)
-    measured_cost, chunks = measure(path, options.chunks, options.warmup_s)
+    measured_cost, chunks, split = measure(paths, options.chunks, options.warmup_s)
     speed = options.lambda_speed
     cost = dataclasses.replace(measured_cost, fixed_s=CostModel().fixed_s,
                                s_per_packet=measured_cost.s_per_packet / speed,
@@ -388,35 +561,74 @@ def main() -> int:
                                s_per_read_row=measured_cost.s_per_read_row / speed)
     limits = Limits()
     plan = plan_incident(synthetic_entries(), warmup_ns=int(options.warmup_s * SECOND_NS), cost=cost, limits=limits)
-    prediction = predict(plan, options.concurrency)
+    # predict(): the chunk waves and merge-connections (its merge_s, merge_mb), with a flat finalize replaced below.
+    prediction = predict(plan, options.concurrency, finalize_s=0.0)
     longest = max(plan.chunks, key=lambda c: c.seconds)
     largest = max(plan.chunks, key=lambda c: c.memory_mb)
     per_node = len(plan.of(plan.nodes()[0]))
-    ok_time = longest.seconds <= limits.timeout_s / 2
-    ok_memory = largest.memory_mb <= limits.memory_mb / 2
-    ok_wall = prediction.wall_s <= TARGET_WALL_S
-    ok_merge = prediction.merge_s <= limits.timeout_s / 2 and prediction.merge_mb <= limits.memory_mb / 2
-    figures = {"capture": str(path), "measured_chunks": chunks, "cost_model": cost.to_dict(),
+    node_packets = HOUR_S * RATE_PPS
+    # merge-apps: groups of fanout.GROUP_ROWS rows of chunk parts, up to MAP_GROUPS at a time per node.
+    group_packets = GROUP_ROWS / split["group_rows_per_packet"]
+    groups = math.ceil(node_packets / group_packets)
+    apps_s = cost.fixed_s + group_packets * split["apps_s_per_packet"] / speed
+    apps_mb = cost.base_mb + group_packets * split["apps_mb_per_packet"]
+    apps_wall = math.ceil(groups / MAP_GROUPS) * apps_s
+    # merge (node's part): the groups' application rows concatenated, compressed in memory; the merged connections.
+    app_rows = node_packets * split["app_rows_per_packet"]
+    finish_s = cost.fixed_s + app_rows * split["finish_s_per_row"] / speed
+    finish_mb = cost.base_mb + app_rows * split["finish_bytes_per_row"] / 2**20 + \
+        prediction.edge_rows * cost.mb_per_edge_row
+    # finalize: every node's rows folded into the views in one function.
+    fold_rows = NODES * node_packets * split["table_rows_per_packet"]
+    finalize_s = cost.fixed_s + fold_rows * split["fold_s_per_row"] / speed
+    finalize_mb = cost.base_mb + fold_rows * split["fold_mb_per_row"]
+    chunk_wall = prediction.wall_s - prediction.merge_s
+    wall_s = chunk_wall + prediction.merge_s + apps_wall + finish_s + finalize_s
+    gb = limits.memory_mb / 1024
+    usd = prediction.cost_usd + (NODES * (groups * apps_s + finish_s) + finalize_s) * gb * LAMBDA_USD_PER_GB_S
+    half_s, half_mb = limits.timeout_s / 2, limits.memory_mb / 2
+    ok_time = longest.seconds <= half_s
+    ok_memory = largest.memory_mb <= half_mb
+    ok_wall = wall_s <= TARGET_WALL_S
+    ok_merge = prediction.merge_s <= half_s and prediction.merge_mb <= half_mb
+    ok_apps = apps_s <= half_s and apps_mb <= half_mb
+    ok_finish = finish_s <= half_s and finish_mb <= half_mb
+    ok_finalize = finalize_s <= half_s and finalize_mb <= half_mb
+    figures = {"capture": [str(p) for p in paths], "measured_chunks": chunks, "cost_model": cost.to_dict(),
+               "split_merge_and_finalize": split,
                "incident": {"nodes": NODES, "hours": HOUR_S / 3600, "packets_per_s": RATE_PPS,
                             "packets": NODES * HOUR_S * RATE_PPS},
                "plan": {"chunks": len(plan.chunks), "chunks_per_node": per_node,
                         "chunk_s": (longest.end_ns - longest.start_ns) / SECOND_NS,
                         "max_task_s": round(longest.seconds, 1), "max_task_mb": round(largest.memory_mb, 1),
                         "time_limit_s": limits.timeout_s, "memory_limit_mb": limits.memory_mb},
-               "prediction": prediction.to_dict(),
+               "prediction": {**prediction.to_dict(), "apps_groups_per_node": groups, "apps_s": round(apps_s, 1),
+                              "apps_mb": round(apps_mb, 1), "finish_s": round(finish_s, 1),
+                              "finish_mb": round(finish_mb, 1), "finalize_s": round(finalize_s, 1),
+                              "finalize_mb": round(finalize_mb, 1), "wall_s": round(wall_s, 1),
+                              "cost_usd": round(usd, 2)},
                "target": {"wall_s_max": TARGET_WALL_S, "wall_ok": ok_wall, "task_time_under_half": ok_time,
-                          "task_memory_under_half": ok_memory, "merge_under_half": ok_merge}}
+                          "task_memory_under_half": ok_memory, "merge_connections_under_half": ok_merge,
+                          "merge_apps_under_half": ok_apps, "merge_under_half": ok_finish,
+                          "finalize_under_half": ok_finalize}}
     if options.json:
         print(json.dumps(figures, indent=2))
     else:
         print(f"cost model (measured): {cost.s_per_packet * 1e6:.2f} us/packet "
               f"({1 / cost.s_per_packet / 1000:.0f} k packets per CPU-s), {cost.mb_per_packet * 1e6:.0f} MB per "
-              f"M packets, base {cost.base_mb:.0f} MB, {cost.rows_per_packet:.4f} rows/packet; rows in the merge: "
-              f"{cost.crossing_rows_per_pps:.4f} per packet/s per edge + {cost.edge_rows_per_packet:.5f} per packet; "
-              f"merge {cost.s_per_edge_row * 1e6:.1f} us and {cost.mb_per_edge_row * 1e3:.2f} KB per edge row, "
-              f"scan {cost.s_per_scanned_row * 1e6:.2f} us per chunk-part row, {cost.read_share:.0%} of the rows in "
-              f"parts read whole at {cost.s_per_read_row * 1e6:.2f} us/row, {cost.mb_per_part_row * 1e3:.2f} KB per "
-              f"row of the part in memory")
+              f"M packets (plus the largest segment), base {cost.base_mb:.0f} MB, {cost.rows_per_packet:.4f} "
+              f"connections rows/packet; merge-connections: {cost.crossing_rows_per_pps:.4f} rows per packet/s per "
+              f"edge + {cost.edge_rows_per_packet:.5f} per packet, {cost.s_per_edge_row * 1e6:.1f} us and "
+              f"{cost.mb_per_edge_row * 1e3:.2f} KB per row, scan {cost.s_per_scanned_row * 1e6:.2f} us per "
+              f"chunk-part row, {cost.read_share:.0%} of the rows in parts read whole at "
+              f"{cost.s_per_read_row * 1e6:.2f} us/row, {cost.mb_per_part_row * 1e3:.2f} KB per row of the part")
+        print(f"  merge-apps {split['apps_s_per_packet'] * 1e6:.2f} us and {split['apps_mb_per_packet'] * 1e6:.0f} MB "
+              f"per M packets of its chunks; node's part {split['app_rows_per_packet']:.4f} application rows per "
+              f"packet at {split['finish_s_per_row'] * 1e6:.2f} us and {split['finish_bytes_per_row']:.0f} bytes "
+              f"each; finalize's fold {split['fold_s_per_row'] * 1e6:.1f} us and "
+              f"{split['fold_mb_per_row'] * 1e6:.0f} MB per M rows, {split['table_rows_per_packet']:.4f} rows per "
+              f"packet; exact (split merge = full merge, grouped = full, sequential): "
+              f"{'yes' if split['exact'] else 'NO'}")
         print(f"incident: {NODES} nodes x 1 h x {RATE_PPS // 1000} k packets/s = "
               f"{NODES * HOUR_S * RATE_PPS / 1e9:.1f} G packets")
         print(f"plan: {len(plan.chunks)} chunks ({per_node} per node, {figures['plan']['chunk_s']:.0f} s each); "
@@ -424,26 +636,32 @@ def main() -> int:
               f"({longest.seconds / limits.timeout_s:.0%}), {largest.memory_mb:.0f} MB of {limits.memory_mb:.0f} MB "
               f"({largest.memory_mb / limits.memory_mb:.0%})")
         print(f"AWS, concurrency {options.concurrency}: {prediction.waves} wave(s) of chunks up to "
-              f"{prediction.max_task_s:.0f} s + merge {prediction.merge_s:.0f} s + finalize 30 s = wall "
-              f"{prediction.wall_s:.0f} s ({prediction.wall_s / 60:.1f} min, target < 15 min: "
-              f"{'met' if ok_wall else 'NOT met'}); {prediction.lambda_gb_s:.0f} GB-s, "
-              f"${prediction.cost_usd:.2f} per incident")
+              f"{prediction.max_task_s:.0f} s ({chunk_wall:.0f} s) + merge-connections {prediction.merge_s:.0f} s + "
+              f"merge-apps {math.ceil(groups / MAP_GROUPS)} wave(s) of {apps_s:.0f} s + node's part {finish_s:.0f} s "
+              f"+ finalize {finalize_s:.0f} s = wall {wall_s:.0f} s ({wall_s / 60:.1f} min, target < 15 min: "
+              f"{'met' if ok_wall else 'NOT met'}); ${usd:.2f} per incident")
         print(f"every chunk task under half its limits: time {'yes' if ok_time else 'NO'}, memory "
               f"{'yes' if ok_memory else 'NO'}")
-        print(f"merge task (largest node): {prediction.edge_rows:.0f} rows in the merge of {prediction.rows:.0f} rows "
-              f"({prediction.edge_rows / max(prediction.rows, 1):.2%}), {prediction.merge_s:.0f} s of "
-              f"{limits.timeout_s:.0f} s, {prediction.merge_mb:.0f} MB of {limits.memory_mb:.0f} MB; under half its "
-              f"limits: {'yes' if ok_merge else 'NO'}")
-        # How far the edge rows may grow before the merge leaves half its limits: more long-lived connections open
-        # across every edge, or more UDP near every chunk start, than this capture has. For comparison only.
+        print(f"merge-connections (largest node): {prediction.edge_rows:.0f} rows in the merge of "
+              f"{prediction.rows:.0f} rows ({prediction.edge_rows / max(prediction.rows, 1):.2%}), "
+              f"{prediction.merge_s:.0f} s of {limits.timeout_s:.0f} s, {prediction.merge_mb:.0f} MB of "
+              f"{limits.memory_mb:.0f} MB; under half its limits: {'yes' if ok_merge else 'NO'}")
+        print(f"merge-apps: {groups} groups per node of {group_packets / 1e6:.1f} M packets, each {apps_s:.0f} s and "
+              f"{apps_mb:.0f} MB; under half its limits: {'yes' if ok_apps else 'NO'}")
+        print(f"merge (node's part): {app_rows / 1e6:.1f} M application rows, {finish_s:.0f} s and {finish_mb:.0f} MB; "
+              f"under half its limits: {'yes' if ok_finish else 'NO'}")
+        tasks = math.ceil(max(finalize_s / half_s, finalize_mb / half_mb))
+        print(f"finalize (one function, every node's rows folded): {fold_rows / 1e6:.0f} M rows, {finalize_s:.0f} s "
+              f"and {finalize_mb:.0f} MB; under half its limits: {'yes' if ok_finalize else 'NO'} (a fold split "
+              f"over the endpoint pair's hash would need at least {tasks} tasks: not built)")
         for factor in (10, 100):
             more = predict(Plan(plan.chunks, dataclasses.replace(
                 cost, crossing_rows_per_pps=cost.crossing_rows_per_pps * factor,
                 edge_rows_per_packet=min(cost.edge_rows_per_packet * factor, cost.rows_per_packet)), limits),
-                options.concurrency)
-            print(f"  at {factor}x the rows in the merge: {more.edge_rows:.0f}, merge {more.merge_s:.0f} s, "
-                  f"{more.merge_mb:.0f} MB, wall {more.wall_s / 60:.1f} min")
-    return 0 if ok_wall and ok_time and ok_memory and ok_merge else 1
+                options.concurrency, finalize_s=0.0)
+            print(f"  at {factor}x the connections rows in the merge: {more.edge_rows:.0f}, merge-connections "
+                  f"{more.merge_s:.0f} s, {more.merge_mb:.0f} MB")
+    return 0 if ok_wall and ok_time and ok_memory and ok_merge and ok_apps and ok_finish and ok_finalize else 1
 
 
 if __name__ == "__main__":

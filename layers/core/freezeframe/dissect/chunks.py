@@ -464,6 +464,69 @@ def merge_tables(node: str, chunks: Sequence[Chunk], tables: Sequence[Mapping[st
     return MergedTables(out, merged.merged_rows)
 
 
+def group_span(chunks: Sequence[Chunk], members: Sequence[int]) -> tuple[int | None, int | None]:
+    """The time span ``[low, high)`` a group of consecutive chunks (positions in ``chunks``, the node's chunks in
+    order) owns: open at the node's first and last chunks (None)."""
+    first, last = min(members), max(members)
+    return (None if first == 0 else chunks[first].start_ns, None if last == len(chunks) - 1 else chunks[last].end_ns)
+
+
+def group_context(chunks: Sequence[Chunk], members: Sequence[int]) -> list[int]:
+    """The later chunks (positions) whose warm-up reaches back into a group's span: their warm-up rows stamped in the
+    span belong to the group's merge (``merge_app_rows``)."""
+    _low, high = group_span(chunks, members)
+    if high is None:
+        return []
+    context = []
+    for number in range(max(members) + 1, len(chunks)):
+        warm = chunks[number].warmup_start_ns
+        if warm is not None and warm < high:
+            context.append(number)
+    return context
+
+
+def merge_app_rows(chunks: Sequence[Chunk], tables: Sequence[pa.Table], span: tuple[int | None, int | None],
+                   conn_ids: Mapping[str, str], schema: pa.Schema) -> pa.Table:
+    """One group's share of an application table's merge (``merge_tables``): ``tables`` are the merge's rows of
+    ``chunks`` (the group's and its ``group_context``, in order), ``conn_ids`` the connections merge's map. Rows are
+    re-pointed, only those stamped in the group's ``span`` are kept, and the warm-up rows among them complete the
+    group's rows (``replace_warm_rows``). A warm-up row replaces the row with its conn_id and time, which is in the
+    chunk that owns that time, and a chunk's own rows are stamped in its time: so the groups' results, together,
+    are ``merge_tables``'s rows of that table, row for row."""
+    low, high = span
+    parts = []
+    for table in tables:
+        table = remap_conn_ids(table, dict(conn_ids))
+        if table.num_rows and (low is not None or high is not None):
+            times = table.column("ts_ns")
+            inside = pa.array([True] * table.num_rows, pa.bool_())
+            if low is not None:
+                inside = pc.and_(inside, pc.greater_equal(times, low))
+            if high is not None:
+                inside = pc.and_(inside, pc.less(times, high))
+            table = table.filter(pc.fill_null(inside, False))
+        parts.append(table)
+    return replace_warm_rows(parts, chunks, set(conn_ids.values()), schema)
+
+
+def merge_tables_grouped(node: str, chunks: Sequence[Chunk], tables: Sequence[Mapping[str, pa.Table]],
+                         groups: Sequence[Sequence[int]],
+                         payload_segments: Sequence[Mapping[str, int]] | None = None,
+                         extras: Sequence[Mapping[str, tuple[int, int, int, int]]] | None = None) -> MergedTables:
+    """``merge_tables`` with the application rows merged a group of consecutive chunks at a time, as the fan-out's
+    merge-apps tasks do (``dissect.fanout``); the same tables."""
+    merged = merge_connections(node, [t["connections"] for t in tables], payload_segments, extras)
+    out = {"connections": merged.table}
+    for name in APP_TABLES:
+        pieces = []
+        for members in groups:
+            chosen = sorted(members) + group_context(chunks, members)
+            pieces.append(merge_app_rows([chunks[n] for n in chosen], [tables[n][name] for n in chosen],
+                                         group_span(chunks, members), merged.conn_ids, TABLES[name]))
+        out[name] = concat_sorted(pieces, TABLES[name])
+    return MergedTables(out, merged.merged_rows)
+
+
 def sort_rows(name: str, table: pa.Table) -> pa.Table:
     """A node's table in the order one pass writes it: connections by (first_ts_ns, conn_id), the others by
     (ts_ns, conn_id)."""

@@ -12,19 +12,26 @@ template.yaml's DissectionStateMachine runs, per pass:
    that cannot meet another chunk's row, and their dns/http/tls rows -- are final: enriched, with their Service
    flows, they are written at once as the node's part of this chunk (``keys.table_chunk_part_key``,
    ``<node>~<chunk>.parquet`` beside ``<node>.parquet``). The edge rows and the status go under ``keys.chunk_prefix``.
-3. ``merge_node`` (``{"action": "merge", "node": ...}``), one per node in a Map: the chunks' edge rows merged
-   (``dissect.chunks.merge_tables``); of the chunk parts it reads only the endpoint columns of connections, to move
-   the rows that share an endpoint pair with an edge row, or a UDP pair with a neighbour chunk (``udp_pairs``), to
-   the merge (``pull_pairs``: a conversation idle across a
-   whole chunk, a stray late segment, a UDP exchange across an edge), and lists their conn_ids in the node's moved
-   list (``keys.dissect_moved_key``); the parts are never rewritten. So its memory follows the edge rows, not the
-   node's rows, and its work is the edge rows plus reading the parts that hold such rows. The merged rows, enriched,
-   with the node's cross-layer tables, are the
-   node's part (``keys.table_part_key``); its dissect status names it, the chunk parts and every hole: a chunk
-   without a status of this pass (its task failed for good) or with corrupt segments. A hole fails only itself:
-   the other chunks' rows are written, and the status (and so the incident summary) reports the hole and its time
-   range. Bound: a Service flow whose translated leg is on the other side of the body/edge split (one leg's row
-   continues across an edge, the other's does not) has no backend columns.
+3. The merge, per node in a Map, in three steps, so no task holds a node's rows:
+
+   a. ``merge_connections_step`` (``{"action": "merge-connections", "node": ...}``): the chunks' edge connections
+      rows merged (``dissect.chunks.merge_connections``); of the chunk parts it reads only the endpoint columns of
+      connections, to move the rows that share an endpoint pair with an edge row, or a UDP pair with a neighbour
+      chunk (``udp_pairs``), to the merge (``pull_pairs``: a conversation idle across a whole chunk, a stray late
+      segment, a UDP exchange across an edge), and lists their conn_ids in the node's moved list
+      (``keys.dissect_moved_key``); the parts are never rewritten. It groups the node's chunks for step b and leaves
+      its work under ``_merge_prefix``.
+   b. ``merge_apps_step`` (``{"action": "merge-apps", "node": ..., "group": n}``), a Map over the groups of
+      consecutive chunks: the dns/http/tls rows of those connections re-pointed to the merged rows and completed
+      from the warm-up, a group's time span at a time (exact: see the function).
+   c. ``merge_node`` (``{"action": "merge", "node": ...}``): the merged rows, enriched, with the node's
+      cross-layer tables, are the node's part (``keys.table_part_key``); its dissect status names it, the chunk
+      parts and every hole: a chunk without a status of this pass (its task failed for good) or with corrupt
+      segments. A hole fails only itself: the other chunks' rows are written, and the status (and so the incident
+      summary) reports the hole and its time range. Bound: a Service flow whose translated leg is on the other side
+      of the body/edge split (one leg's row continues across an edge, the other's does not) has no backend columns.
+      Called alone it runs the missing steps a and b first.
+
 4. finalize (``freezeframe.dissect.finalize``) once: builds the incident's views from every node's parts and chunk
 parts,
    without the chunk parts' rows in the node's moved list (``freezeframe.dissect.views``), splits a view larger than
@@ -43,6 +50,7 @@ import json
 import logging
 import resource
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,12 +66,14 @@ from freezeframe.contracts.config import Settings
 from freezeframe.contracts.documents import ChunkStatus, DissectPlan
 from freezeframe.contracts.errors import NotFoundError, SegmentCorruptError
 from freezeframe.contracts.keys import (
+    check_name,
     chunk_prefix,
     chunk_status_key,
     dissect_moved_key,
     dissect_plan_key,
     dissect_plan_nodes_key,
     dissect_status_key,
+    incident_prefix,
     table_chunk_part_key,
     table_part_key,
 )
@@ -77,15 +87,18 @@ from freezeframe.dissect.chunks import (
     Chunk,
     SharedUdpPairs,
     edge_pairs,
+    group_context,
+    group_span,
+    merge_app_rows,
+    merge_connections,
     merge_ids,
-    merge_tables,
     pair_keys,
-    pull_pairs,
     split_chunk,
     udp_pairs,
     warm_rows_of,
     with_rows,
 )
+from freezeframe.dissect.compact import WRITE_OPTIONS
 from freezeframe.dissect.crosslayer import CLUSTER_PART, ServiceTimeline, cluster_tables, node_tables, service_flows
 from freezeframe.dissect.enrich import IpTimeline, enrich
 from freezeframe.dissect.job import (
@@ -291,25 +304,66 @@ def _put_table(settings: Settings, s3: ObjectStore, key: str, table: pa.Table) -
                    content_type="application/vnd.apache.parquet")
 
 
-def merge_node(settings: Settings, s3: ObjectStore, incident_id: str, node: str) -> DissectReport:
-    """Step 3: a node's chunks merged at their edges into its part (with its cross-layer tables) and status; holes
-    reported. Reads the chunks' edge rows, and of their parts only the endpoint columns of connections (see the
-    module doc); the status names the chunk parts, which finalize reads with the node's part."""
+MERGE_SCHEMA = "freezeframe.dissect-merge/v1"
+# A merge-apps task takes consecutive chunks until their rows (chunk parts and edges) reach this: it reads those
+# chunks' application rows whole, so its time and memory follow it (tests/bench/bench_scale.py models it).
+GROUP_ROWS = 1_000_000
+
+
+def _merge_prefix(incident_id: str, node: str, digest: str) -> str:
+    """Where a node's merge steps of one pass (its inputs digest) leave their work for the next step."""
+    return f"{incident_prefix(incident_id)}dissect/_merge/{check_name('node', node)}/{digest[:16]}/"
+
+
+def _chunk_entry(planned_chunk: PlannedChunk, status: Mapping[str, Any]) -> dict[str, Any]:
+    return {"index": planned_chunk.index, "start_ns": planned_chunk.start_ns, "end_ns": planned_chunk.end_ns,
+            "warmup_start_ns": None if planned_chunk.open_start else planned_chunk.warmup_start_ns,
+            "open_start": planned_chunk.open_start, "open_end": planned_chunk.open_end,
+            "parts": status["parts"], "chunk_parts": status["chunk_parts"],
+            "body_rows": status.get("body_rows", {}), "edge_rows": int(status.get("edge_rows", 0))}
+
+
+def _chunk_of_entry(entry: Mapping[str, Any]) -> Chunk:
+    return Chunk(int(entry["index"]), int(entry["start_ns"]), int(entry["end_ns"]), entry["warmup_start_ns"])
+
+
+def _groups(entries: Sequence[Mapping[str, Any]], limit: int | None = None) -> list[list[int]]:
+    """Consecutive chunks, each group's rows (body and edge) up to ``limit`` (``GROUP_ROWS``; at least one chunk a
+    group)."""
+    limit = GROUP_ROWS if limit is None else limit
+    groups: list[list[int]] = []
+    rows = 0
+    for entry in entries:
+        size = sum(int(n) for n in entry["body_rows"].values()) + int(entry["edge_rows"])
+        if not groups or rows + size > limit:
+            groups.append([])
+            rows = 0
+        groups[-1].append(int(entry["index"]))
+        rows += size
+    return groups
+
+
+def merge_connections_step(settings: Settings, s3: ObjectStore, incident_id: str, node: str) -> dict[str, Any]:
+    """Step 3a: a node's connections rows at its chunks' edges merged (``dissect.chunks.merge_connections``) into one
+    row per connection; the application rows are left to ``merge_apps_step``, a group of chunks at a time.
+
+    Reads the chunks' edge connections, UDP pairs and extras, and of each chunk part only the endpoint columns of
+    connections, reading the connections part whole when it holds a row of an edge's pair (``pull_pairs``). Writes
+    under ``_merge_prefix``: the merged connections, the map of part conn_ids to merged ones, the conn_ids of the
+    merge's rows, the moved rows (per chunk) and ``state.json`` (the chunks, their groups, holes, problems, counts).
+    Returns the groups for the state machine's Map (none when the node's status is already done for its inputs)."""
     inputs = node_inputs(settings, s3, incident_id, [node])[node]
     previous = _status(settings, s3, dissect_status_key(incident_id, node))
     if previous is not None and previous.get("inputs_digest") == inputs.digest and previous.get("state") == "done":
-        return DissectReport.from_status(previous)
+        return {"node": node, "groups": []}
     planned = _plan(settings, inputs)
-    report = DissectReport(incident_id, node, inputs_digest=inputs.digest,
-                           unverified_segments=[{"key": u.key, "version_id": u.version_id, "reason": u.reason}
-                                                for u in inputs.unverified])
     bucket = settings.evidence_bucket
-    chunks: list[Chunk] = []
-    statuses: list[dict[str, Any]] = []
-    edges: list[dict[str, pa.Table]] = []
+    entries: list[dict[str, Any]] = []
+    parts: list[pa.Table] = []
     extras: list[dict[str, tuple[int, int, int, int]]] = []
     udp = SharedUdpPairs(settings.dissect_warmup_s * 1_000_000_000)  # chunks in time order: a window is held
-    problems = SegmentProblems(node)
+    problems: list[dict[str, Any]] = []
+    corrupt: list[dict[str, Any]] = []
     stats: dict[str, int] = {}
     holes: list[dict[str, Any]] = []
     for planned_chunk in planned:
@@ -320,71 +374,219 @@ def merge_node(settings: Settings, s3: ObjectStore, incident_id: str, node: str)
             holes.append({**hole, "error": "the chunk task wrote no result for this pass (failed for good: see the "
                                            "dissection dead-letter queue)"})
             continue
-        report.corrupt_segments += list(status.get("corrupt_segments", []))
+        corrupt += list(status.get("corrupt_segments", []))
         if status.get("state") != "done":
             holes.append({**hole, "error": f"{len(status.get('corrupt_segments', []))} corrupt segment(s)"})
-        edge = {name: _read_table(s3, bucket, status["parts"][name]) for name in ENGINE_TABLES}
+        parts.append(_read_table(s3, bucket, status["parts"]["connections"]))
         pairs_table = _read_table(s3, bucket, status["parts"]["_udp_pairs"])
         is_left = pairs_table.column("left")
         udp.add(Chunk(planned_chunk.index, planned_chunk.start_ns, planned_chunk.end_ns),
                 pairs_table.column("pair").filter(is_left).combine_chunks(),
                 pairs_table.column("pair").filter(pc.invert(is_left)).combine_chunks())
-        chunk_extras = _extras_of(_read_table(s3, bucket, status["parts"]["_extras"]))
-        edges.append(edge)
-        extras.append(chunk_extras)
-        statuses.append(status)
-        problems.extend(SegmentProblems(node, [_problem_row(raw) for raw in status.get("problems", [])]))
+        extras.append(_extras_of(_read_table(s3, bucket, status["parts"]["_extras"])))
+        problems += list(status.get("problems", []))
         for key, value in status.get("stats", {}).items():
             stats[key] = stats.get(key, 0) + value
-        chunks.append(Chunk(planned_chunk.index, planned_chunk.start_ns, planned_chunk.end_ns,
-                            None if planned_chunk.open_start else planned_chunk.warmup_start_ns))
-    body_rows = {name: sum(int(s["body_rows"].get(name, 0)) for s in statuses) for name in BODY_TABLES}
+        entries.append(_chunk_entry(planned_chunk, status))
+    pairs = edge_pairs([{"connections": part} for part in parts], udp.pairs())
+    moved_chunks: list[pa.Array] = []
     moved_ids: list[pa.Array] = []
-    pairs = edge_pairs(edges, udp.pairs())
-    moved_rows = 0
-    for number, status in enumerate(statuses):
-        moved = _pull(settings, s3, status, pairs)
-        if moved is None:
+    moved_flows = 0
+    pulled = 0
+    for number, entry in enumerate(entries):
+        moved = _pull_connections(settings, s3, entry, pairs)
+        if moved is None or not moved.num_rows:
             continue
         # Every row of an edge's endpoint pair, wherever it was, so the merge folds exactly what a full merge folds.
-        moved_rows += moved["connections"].num_rows
-        for name in ENGINE_TABLES:
-            body_rows[name] -= moved[name].num_rows
-        if status["body_rows"].get("service_flows"):
-            flows = _read_table(s3, bucket, status["chunk_parts"]["service_flows"]).column("conn_id")
-            body_rows["service_flows"] -= pc.sum(pc.is_in(flows, value_set=moved["connections"].column(
-                "conn_id"))).as_py() or 0
-        extras[number].update(_extras_of(_read_table(s3, bucket, status["parts"]["_extras_body"])))
-        edges[number] = {name: with_rows(edges[number][name], moved[name]) for name in ENGINE_TABLES}
-        moved_ids.append(moved["connections"].column("conn_id").combine_chunks())
-    # The warm-up's application rows of a connection the merge holds (the rest can only be dropped), a chunk at a
-    # time.
-    ids = merge_ids(edges)
-    for number, status in enumerate(statuses):
-        if not len(ids) or status.get("open_start"):
-            continue
-        kept = warm_rows_of({name: _read_table(s3, bucket, status["parts"][f"_warm_{name}"]) for name in APP_TABLES},
-                            ids)
-        edges[number] = {name: with_rows(edges[number][name], kept[name]) if name in kept else edges[number][name]
-                         for name in ENGINE_TABLES}
-    if edges:
-        merged = merge_tables(node, chunks, edges, None, extras)
-        merged_tables, merged_rows = merged.tables, merged.merged_rows
+        pulled += moved.num_rows
+        ids = moved.column("conn_id").combine_chunks()
+        if entry["body_rows"].get("service_flows"):
+            flows = _read_table(s3, bucket, entry["chunk_parts"]["service_flows"]).column("conn_id")
+            moved_flows += pc.sum(pc.is_in(flows, value_set=ids)).as_py() or 0
+        body_extras = _read_table(s3, bucket, entry["parts"]["_extras_body"])
+        extras[number].update(_extras_of(body_extras.filter(pc.is_in(body_extras.column("conn_id"), value_set=ids))))
+        parts[number] = with_rows(parts[number], moved)
+        moved_ids.append(ids)
+        moved_chunks.append(pa.array([entry["index"]] * len(ids), pa.int64()))
+    if parts:
+        merged = merge_connections(node, parts, None, extras)
+        connections, conn_ids, merged_rows = merged.table, merged.conn_ids, merged.merged_rows
     else:
-        merged_tables, merged_rows = {name: TABLES[name].empty_table() for name in ENGINE_TABLES}, 0
-    stats.update({"chunks": len(statuses), "chunk_rows_merged": merged_rows,
-                  "chunk_edge_rows": sum(e["connections"].num_rows for e in edges), "chunk_rows_pulled": moved_rows})
+        connections, conn_ids, merged_rows = TABLES["connections"].empty_table(), {}, 0
+    prefix = _merge_prefix(incident_id, node, inputs.digest)
+    _put_table(settings, s3, f"{prefix}connections.parquet", connections)
+    _put_table(settings, s3, f"{prefix}remap.parquet", pa.table({
+        "conn_id": pa.array(list(conn_ids), pa.string()), "merged": pa.array(list(conn_ids.values()), pa.string())}))
+    _put_table(settings, s3, f"{prefix}ids.parquet", pa.table({"conn_id": merge_ids(
+        {"connections": part} for part in parts)}))
+    _put_table(settings, s3, f"{prefix}moved.parquet", pa.table({
+        "chunk": pa.concat_arrays(moved_chunks) if moved_chunks else pa.array([], pa.int64()),
+        "conn_id": pa.concat_arrays(moved_ids) if moved_ids else pa.array([], pa.string())}))
+    groups = _groups(entries)
+    # A re-run of this step is a new run: the groups' results of an earlier run no longer count (merge_node).
+    state = {"schema": MERGE_SCHEMA, "incident_id": incident_id, "node": node, "inputs_digest": inputs.digest,
+             "run": uuid.uuid4().hex, "chunks": entries, "groups": groups, "holes": holes,
+             "corrupt_segments": corrupt, "problems": problems,
+             "stats": stats, "planned": len(planned), "merged_rows": merged_rows, "pulled": pulled,
+             "edge_rows": sum(part.num_rows for part in parts), "moved_service_flows": moved_flows}
+    s3io.put_json(s3, bucket, f"{prefix}state.json", state)
+    return {"node": node, "groups": list(range(len(groups)))}
+
+
+def _pull_connections(settings: Settings, s3: ObjectStore, entry: Mapping[str, Any],
+                      pairs: pa.Array) -> pa.Table | None:
+    """The connections rows of a chunk's part whose endpoint pair is an edge row's or a shared UDP pair
+    (``dissect.chunks.pull_pairs``); None when there are none. Reading a part costs only its endpoint columns unless
+    it has such rows. The part is left as it is: the node's moved list names them (``keys.dissect_moved_key``), and
+    the views read the part without them."""
+    if not len(pairs):
+        return None
+    bucket = settings.evidence_bucket
+    stored = s3io.get_bytes(s3, bucket, entry["chunk_parts"]["connections"])
+    keys = pq.read_table(io.BytesIO(stored), columns=list(PAIR_COLUMNS))
+    if not keys.num_rows:
+        return None
+    mask = pc.is_in(pair_keys(keys), value_set=pairs)
+    if not pc.any(mask).as_py():
+        return None
+    return pq.read_table(io.BytesIO(stored)).filter(mask)
+
+
+def _state(settings: Settings, s3: ObjectStore, incident_id: str, node: str, digest: str) -> dict[str, Any] | None:
+    state = _status(settings, s3, f"{_merge_prefix(incident_id, node, digest)}state.json")
+    return state if state is not None and state.get("schema") == MERGE_SCHEMA else None
+
+
+def merge_apps_step(settings: Settings, s3: ObjectStore, incident_id: str, node: str, group: int) -> dict[str, Any]:
+    """Step 3b, one task per group of consecutive chunks (``state.json``'s groups): the dns/http/tls rows of the
+    group's chunks that the merge holds -- those at an edge, those of the rows moved from the chunk parts, and the
+    warm-up's rows of a merged connection -- re-pointed to the merged connections and completed from the warm-up
+    (``dissect.chunks.replace_warm_rows``), enriched, written for the node's part.
+
+    Exact as the node-wide merge: a warm-up row replaces the row with its conn_id and time, which is in the chunk
+    that owns that time, so each group takes the warm-up rows stamped in its own time span, from its chunks and from
+    the later chunks whose warm-up reaches back into it, in chunk order."""
+    inputs = node_inputs(settings, s3, incident_id, [node])[node]
+    state = _state(settings, s3, incident_id, node, inputs.digest)
+    if state is None:
+        raise NotFoundError(f"incident {incident_id} node {node}: no merge state for this pass (merge-connections "
+                            f"runs first)")
+    bucket = settings.evidence_bucket
+    prefix = _merge_prefix(incident_id, node, inputs.digest)
+    members = set(state["groups"][group])
+    entries = list(state["chunks"])
+    chunks = [_chunk_of_entry(entry) for entry in entries]
+    positions = [number for number, entry in enumerate(entries) if entry["index"] in members]
+    chosen = [*positions, *group_context(chunks, positions)]
+    remap_table = _read_table(s3, bucket, f"{prefix}remap.parquet")
+    remap = dict(zip(remap_table.column("conn_id").to_pylist(), remap_table.column("merged").to_pylist(),
+                     strict=True))
+    ids = _read_table(s3, bucket, f"{prefix}ids.parquet").column("conn_id").combine_chunks()
+    moved = _read_table(s3, bucket, f"{prefix}moved.parquet")
+    records = context_records(s3, pinned_manifest(settings, s3, incident_id))
+    timeline = IpTimeline.from_records(records)
+    moved_rows = dict.fromkeys(APP_TABLES, 0)
+    outputs: dict[str, str] = {}
+    per_name: dict[str, list[pa.Table]] = {name: [] for name in APP_TABLES}
+    for number in chosen:
+        entry = entries[number]
+        own = entry["index"] in members
+        chunk_moved = moved.filter(pc.equal(moved.column("chunk"), entry["index"])).column("conn_id") if own else \
+            pa.array([], pa.string())
+        warm = {}
+        if len(ids) and entry["warmup_start_ns"] is not None:
+            warm = warm_rows_of({name: _read_table(s3, bucket, entry["parts"][f"_warm_{name}"])
+                                 for name in APP_TABLES}, ids)
+        for name in APP_TABLES:
+            # The chunk's rows in the merge, as the node-wide merge takes them: at its edges, of its rows moved from
+            # its part, of its warm-up (a merged connection's).
+            table = _read_table(s3, bucket, entry["parts"][name])
+            if own and len(chunk_moved) and entry["body_rows"].get(name):
+                body = _read_table(s3, bucket, entry["chunk_parts"][name])
+                taken = body.filter(pc.fill_null(pc.is_in(body.column("conn_id"), value_set=chunk_moved), False))
+                moved_rows[name] += taken.num_rows
+                table = with_rows(table, taken)
+            if name in warm:
+                table = with_rows(table, warm[name])
+            per_name[name].append(table)
+    span = group_span(chunks, positions)
+    for name in APP_TABLES:
+        table = enrich(merge_app_rows([chunks[n] for n in chosen], per_name[name], span, remap, TABLES[name]),
+                       timeline)
+        outputs[name] = f"{prefix}apps-{group:05d}-{name}.parquet"
+        _put_table(settings, s3, outputs[name], table)
+    result = {"schema": MERGE_SCHEMA, "run": state["run"], "group": group, "chunks": sorted(members),
+              "moved_rows": moved_rows,
+              "parts": outputs}
+    s3io.put_json(s3, bucket, f"{prefix}apps-{group:05d}.json", result)
+    return {"node": node, "group": group, "state": "done"}
+
+
+def _concat_parquet(s3: ObjectStore, bucket: str, keys: Sequence[str], schema: pa.Schema) -> tuple[bytes, int]:
+    """Several Parquet files of one table as one file's bytes, one file in memory at a time; and its rows."""
+    sink = io.BytesIO()
+    rows = 0
+    with pq.ParquetWriter(sink, schema, compression=WRITE_OPTIONS["compression"],
+                          use_dictionary=WRITE_OPTIONS["use_dictionary"]) as writer:
+        for key in keys:
+            table = _read_table(s3, bucket, key).cast(schema)
+            rows += table.num_rows
+            if table.num_rows:
+                writer.write_table(table)
+    return sink.getvalue(), rows
+
+
+def merge_node(settings: Settings, s3: ObjectStore, incident_id: str, node: str) -> DissectReport:
+    """Step 3c: the node's part from the merge steps' work (run here first when a step's result is missing: the
+    handler's ``merge`` alone does the whole merge), with its cross-layer tables; its status names the chunk parts,
+    which finalize reads with the node's part, and every hole."""
+    inputs = node_inputs(settings, s3, incident_id, [node])[node]
+    previous = _status(settings, s3, dissect_status_key(incident_id, node))
+    if previous is not None and previous.get("inputs_digest") == inputs.digest and previous.get("state") == "done":
+        return DissectReport.from_status(previous)
+    bucket = settings.evidence_bucket
+    prefix = _merge_prefix(incident_id, node, inputs.digest)
+    state = _state(settings, s3, incident_id, node, inputs.digest)
+    if state is None:
+        merge_connections_step(settings, s3, incident_id, node)
+        state = _state(settings, s3, incident_id, node, inputs.digest)
+        assert state is not None
+    groups = []
+    for group in range(len(state["groups"])):
+        result = _status(settings, s3, f"{prefix}apps-{group:05d}.json")
+        if result is None or result.get("run") != state["run"]:
+            merge_apps_step(settings, s3, incident_id, node, group)
+            result = _status(settings, s3, f"{prefix}apps-{group:05d}.json")
+            assert result is not None
+        groups.append(result)
+    report = DissectReport(incident_id, node, inputs_digest=inputs.digest,
+                           unverified_segments=[{"key": u.key, "version_id": u.version_id, "reason": u.reason}
+                                                for u in inputs.unverified])
+    report.corrupt_segments += list(state["corrupt_segments"])
+    holes = list(state["holes"])
+    problems = SegmentProblems(node, [_problem_row(raw) for raw in state["problems"]])
+    stats = dict(state["stats"])
+    entries = state["chunks"]
+    body_rows = {name: sum(int(e["body_rows"].get(name, 0)) for e in entries) for name in BODY_TABLES}
+    body_rows["connections"] -= int(state["pulled"])
+    body_rows["service_flows"] -= int(state["moved_service_flows"])
+    for result in groups:
+        for name, count in result["moved_rows"].items():
+            body_rows[name] -= int(count)
+    stats.update({"chunks": len(entries), "chunk_rows_merged": int(state["merged_rows"]),
+                  "chunk_edge_rows": int(state["edge_rows"]), "chunk_rows_pulled": int(state["pulled"]),
+                  "merge_groups": len(groups)})
     report.segments = len(inputs.entries) - len(report.corrupt_segments)
     manifest = load_incident(settings, s3, incident_id, record=False, statuses=False, summary=False).manifest_document
     records = context_records(s3, manifest)
     timeline = IpTimeline.from_records(records)
-    tables = {name: enrich(table, timeline) for name, table in merged_tables.items()}
+    connections = enrich(_read_table(s3, bucket, f"{prefix}connections.parquet"), timeline)
     # Cross-layer evidence, as in a one-pass dissection (dissect.job.dissect_node): the node's state, Service flows
     # (of the merged rows here; each chunk task wrote those of its own rows).
     documents, state_corrupt, state_malformed = frozen_documents(
         s3, manifest, node, manifest.get("raw_bucket", settings.raw_bucket))
     report.corrupt_segments += state_corrupt
-    tables.update(node_tables(tables["connections"], records, documents, timeline))
+    tables = {"connections": connections, **node_tables(connections, records, documents, timeline)}
     for item in inputs.unverified:
         problems.add_unverified(SegmentRef(item.key, item.version_id, item.start_ns, item.end_ns), item.reason)
     tables["dissect_errors"] = problems.table()
@@ -392,20 +594,27 @@ def merge_node(settings: Settings, s3: ObjectStore, incident_id: str, node: str)
     report.stats.update(problems.totals())
     report.stats["node_state_documents"] = len(documents)
     report.stats["node_state_malformed"] = state_malformed
-    report.stats["chunks_planned"] = len(planned)
+    report.stats["chunks_planned"] = int(state["planned"])
     report.stats["chunks_failed"] = len(holes)
-    # The node's part, where a one-pass dissection writes it, and its chunks' parts: finalize reads them all.
+    # The node's part, where a one-pass dissection writes it, and its chunks' parts: finalize reads them all. The
+    # application rows come from the groups' files in time order, one file in memory at a time.
     cluster = cluster_tables(records)
+    for name in APP_TABLES:
+        key = table_part_key(name, inputs.window[0], incident_id, node)
+        body, rows = _concat_parquet(s3, bucket, [result["parts"][name] for result in groups], TABLES[name])
+        s3io.put_bytes(s3, bucket, key, body, content_type="application/vnd.apache.parquet")
+        report.tables[name] = rows + body_rows.get(name, 0)
+        report.parts[name] = key
     for name, table in [*tables.items(), *cluster.items()]:
         key = table_part_key(name, inputs.window[0], incident_id, CLUSTER_PART if name in cluster else node)
         _put_table(settings, s3, key, table)
         report.tables[name] = table.num_rows + body_rows.get(name, 0)
         report.parts[name] = key
     # The rows of the chunk parts folded into the node's part: the views leave them out of the chunk parts.
-    moved_table = pa.table({"conn_id": pa.concat_arrays(moved_ids) if moved_ids else pa.array([], pa.string())})
-    _put_table(settings, s3, dissect_moved_key(incident_id, node), moved_table)
+    moved = _read_table(s3, bucket, f"{prefix}moved.parquet").select(["conn_id"])
+    _put_table(settings, s3, dissect_moved_key(incident_id, node), moved)
     status_document = report.to_dict()
-    status_document["chunk_parts"] = [key for status in statuses for key in status["chunk_parts"].values()]
+    status_document["chunk_parts"] = [key for entry in entries for key in entry["chunk_parts"].values()]
     status_document["moved_rows"] = dissect_moved_key(incident_id, node)
     status_document["holes"] = holes
     status_document["window_start_ns"] = inputs.window[0]
@@ -414,24 +623,6 @@ def merge_node(settings: Settings, s3: ObjectStore, incident_id: str, node: str)
     s3io.put_json(s3, bucket, dissect_status_key(incident_id, node), status_document)
     report.stats["holes"] = len(holes)
     return report
-
-
-def _pull(settings: Settings, s3: ObjectStore, status: Mapping[str, Any],
-          pairs: pa.Array) -> dict[str, pa.Table] | None:
-    """The rows of a chunk's part whose endpoint pair is an edge row's or a shared UDP pair
-    (``dissect.chunks.pull_pairs``), with their dns/http/tls rows; None when there are none. Reading a part costs
-    only its endpoint columns unless it has such rows. The part is left as it is: the node's moved list names them
-    (``keys.dissect_moved_key``), and the views read the part without them."""
-    if not len(pairs):
-        return None
-    bucket = settings.evidence_bucket
-    keys = pq.read_table(io.BytesIO(s3io.get_bytes(s3, bucket, status["chunk_parts"]["connections"])),
-                         columns=list(PAIR_COLUMNS))
-    if not keys.num_rows or not pc.any(pc.is_in(pair_keys(keys), value_set=pairs)).as_py():
-        return None
-    body = {name: _read_table(s3, bucket, status["chunk_parts"][name]) for name in ENGINE_TABLES}
-    _left, moved = pull_pairs(body, pairs)
-    return moved
 
 
 # -- the state machine's steps in one process (local stack, tests)
@@ -453,12 +644,25 @@ def _with_retries(step: Callable[[], Any], attempts: int = CHUNK_ATTEMPTS) -> tu
 
 def run_locally(settings: Settings, s3: ObjectStore, invoke: Callable[[dict[str, Any]], Mapping[str, Any]],
                 incident_id: str, nodes: Sequence[str]) -> list[dict[str, Any]]:
-    """Plan, every chunk, every node's merge, through ``invoke`` (the dissect handler); returns node outcomes."""
+    """Plan, every chunk, every node's merge steps, through ``invoke`` (the dissect handler); returns node
+    outcomes."""
     plan = invoke({"action": "plan", "incident_id": incident_id, "nodes": list(nodes)})
     for item in plan_items(settings, s3, plan):
         _with_retries(lambda item=item: invoke({"action": "chunk", "item": item}))  # type: ignore[misc]
     outcomes = []
     for node in plan["nodes"]:
+        # The node's merge steps as the state machine runs them: its connections, a Map over its groups of chunks
+        # for their application rows, then its part and status; a step that fails for good fails the node.
+        step = {"incident_id": incident_id, "node": node}
+        merged, error = _with_retries(lambda step=step: invoke({"action": "merge-connections", **step}))  # type: ignore[misc]
+        for group in (merged or {}).get("groups", []) if error is None else []:
+            _done, error = _with_retries(lambda step=step, group=group: invoke(  # type: ignore[misc]
+                {"action": "merge-apps", **step, "group": group}))
+            if error is not None:
+                break
+        if error is not None:
+            outcomes.append({"node": node, "state": "failed", "error": error})
+            continue
         result, error = _with_retries(lambda node=node: invoke({"action": "merge", "incident_id": incident_id,
                                                                 "node": node}))  # type: ignore[misc]
         if error is not None:

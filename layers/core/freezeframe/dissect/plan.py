@@ -57,25 +57,29 @@ class SegmentSpan:
 class CostModel:
     """Per-task cost of dissection, measured by tests/bench/bench_scale.py on real captures (one Lambda vCPU)."""
 
-    # Defaults from `make bench-scale` on the 1 M-packet kernel capture (README, Benchmarks, 2026-12-06), rounded up.
-    s_per_packet: float = 1 / 60_000  # the Python engine on real traffic, warm-up reads included
-    mb_per_packet: float = 0.0009  # peak resident growth per packet read (flows, rows, arrays)
+    # Defaults from `make bench-scale` (README, Scale of the dissection fan-out, 2026-12-06): the compiled core with
+    # its compiled warm-up on 1 M packets of kernel traffic in 32 MB segments measured 1.26-1.45 us/packet and 377 MB
+    # per M packets; merge-connections 38 us and 0.52 KB per row, scans 0.9-2.0 us and reads 2.8-4.4 us per row of
+    # the parts, on a loaded machine. Rounded up here, for a Lambda vCPU slower than the local core and for traffic
+    # denser in connections. (The Python engine measured 13.5 us/packet and about 900 MB per M packets.)
+    s_per_packet: float = 1 / 400_000  # the compiled core on real traffic, warm-up reads included
+    mb_per_packet: float = 0.0005  # peak resident growth per packet read (flows, rows, arrays), segments aside
     base_mb: float = 150.0  # the interpreter, pyarrow, numpy and the function's code
     fixed_s: float = 3.0  # cold start, fetching the first segment, writing the chunk's parts
     bytes_per_packet: int = 700  # when a manifest entry has no packet count: stored bytes per packet
-    rows_per_packet: float = 0.002  # connections rows per packet (about one connection per 500 packets)
-    # The merge step (dissect.fanout.merge_node) holds the chunks' edge rows (dissect.chunks.edge_mask) and the rows
-    # sharing their endpoint pairs (or a UDP pair with a neighbour chunk), and reads the chunk parts' endpoint
-    # columns. Its rows per edge grow with the node's packet rate (conversations open across the edge), plus rows
-    # that grow with a chunk's packets (lone SYNs, protocols other than TCP and UDP).
+    rows_per_packet: float = 0.085  # connections rows per packet (0.05-0.084 measured on kernel traffic)
+    # The merge-connections step (dissect.fanout.merge_connections_step) holds the chunks' edge connections rows
+    # (dissect.chunks.edge_mask) and the rows sharing their endpoint pairs (or a UDP pair with a neighbour chunk), and
+    # reads the chunk parts' endpoint columns. Its rows per edge grow with the node's packet rate (conversations open
+    # across the edge), plus rows that grow with a chunk's packets (lone SYNs, protocols other than TCP and UDP).
     crossing_rows_per_pps: float = 0.075  # rows the merge holds per edge, per packet/s of the node
     edge_rows_per_packet: float = 0.0005  # edge rows per packet of a chunk besides those
-    s_per_edge_row: float = 70e-6  # merging one edge row (merge_tables, Python rows)
-    mb_per_edge_row: float = 0.0011  # the merge's memory per edge row
-    s_per_scanned_row: float = 2.1e-6  # a chunk part's endpoint columns (and warm-up rows) read and matched, per row
+    s_per_edge_row: float = 40e-6  # merging one connections row (merge_connections, Python rows)
+    mb_per_edge_row: float = 0.001  # the merge's memory per connections row (0.52 KB measured)
+    s_per_scanned_row: float = 2.1e-6  # a chunk part's endpoint columns read and matched, per row
     read_share: float = 1.0  # share of the rows in chunk parts that hold a row to move (read whole)
-    s_per_read_row: float = 6.6e-6  # such a part read whole and its rows to move taken, per connections row
-    mb_per_part_row: float = 0.0026  # one chunk part in memory (one part at a time), per connections row
+    s_per_read_row: float = 4.5e-6  # such a connections part read whole and its rows to move taken, per row
+    mb_per_part_row: float = 0.0016  # one connections part in memory (one part at a time), per row
 
     def to_dict(self) -> dict[str, float]:
         return {"s_per_packet": self.s_per_packet, "mb_per_packet": self.mb_per_packet, "base_mb": self.base_mb,
