@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.contracts.config import Settings
-from freezeframe.contracts.documents import DissectStatus, IncidentRecord, Manifest, ManifestPart, Summary
+from freezeframe.contracts.documents import DissectPlan, DissectStatus, IncidentRecord, Manifest, ManifestPart, Summary
 from freezeframe.contracts.errors import CustodyError, NotFoundError, PayloadError
-from freezeframe.contracts.keys import dissect_status_key, incident_key, summary_key
+from freezeframe.contracts.keys import dissect_plan_nodes_key, dissect_status_key, incident_key, summary_key
 from freezeframe.custody.chain import Trust
 from freezeframe.custody.pinned import PinnedDocument, PinnedIncident, read_pinned
 from freezeframe.freeze.follow import incident_nodes
@@ -113,6 +113,18 @@ def read_status(settings: Settings, store: ObjectStore, incident_id: str, node: 
 def read_statuses(settings: Settings, store: ObjectStore, incident_id: str,
                   nodes: Iterable[str]) -> dict[str, DissectStatus | None]:
     return {node: read_status(settings, store, incident_id, node) for node in sorted(set(nodes))}
+
+
+def read_planned_digests(settings: Settings, store: ObjectStore, incident_id: str) -> dict[str, str]:
+    """Each node's inputs digest as the latest dissection plan saw them (freezeframe.dissect.fanout); empty before
+    the first plan."""
+    try:
+        raw = s3io.get_json(store, settings.evidence_bucket, dissect_plan_nodes_key(incident_id))
+        plan = DissectPlan.from_dict(raw)
+    except NotFoundError:
+        return {}
+    digests = plan.extra.get("digests")
+    return {str(node): str(digest) for node, digest in digests.items()} if isinstance(digests, Mapping) else {}
 
 
 def read_summary(settings: Settings, store: ObjectStore, incident_id: str) -> Summary | None:

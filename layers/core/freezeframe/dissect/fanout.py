@@ -79,7 +79,7 @@ from freezeframe.contracts.keys import (
 )
 from freezeframe.contracts.models import ManifestEntry
 from freezeframe.contracts.schemas import TABLES
-from freezeframe.custody.incident import load_incident
+from freezeframe.custody.incident import load_incident, read_planned_digests
 from freezeframe.custody.manifest import entries_of
 from freezeframe.custody.pinned import pinned_manifest
 from freezeframe.dissect.chunks import (
@@ -188,13 +188,28 @@ def plan_dissection(settings: Settings, s3: ObjectStore, incident_id: str,
         items += [{**c.to_item(incident_id), "inputs_digest": node_input.digest} for c in planned]
     key = dissect_plan_key(incident_id)
     s3io.put_bytes(s3, settings.evidence_bucket, key, json.dumps(items).encode(), content_type="application/json")
+    # Each node's inputs as planned: the merge steps of a node whose inputs changed since (a late part locked
+    # during the pass) leave its status alone, and finalize sends the incident round again (``superseded``).
+    digests = {node: node_input.digest for node, node_input in inputs.items()}
     s3io.put_json(s3, settings.evidence_bucket, dissect_plan_nodes_key(incident_id),
-                  DissectPlan(incident_id, chunks, tuple(unchanged)).to_dict())
+                  DissectPlan(incident_id, chunks, tuple(unchanged), extra={"digests": digests}).to_dict())
     logger.info("dissection planned", extra={"incident_id": incident_id, "chunks": len(items),
                                              "nodes": len(inputs), "unchanged": len(unchanged)})
     # Small enough for the state (256 KB): node names only; the items stay in S3.
     return {"incident_id": incident_id, "bucket": settings.evidence_bucket, "key": key, "chunks": len(items),
             "nodes": sorted(inputs)}
+
+
+def superseded(settings: Settings, s3: ObjectStore, incident_id: str, inputs: NodeInputs) -> bool:
+    """True when the node's inputs changed after the latest plan (a part locked while the pass ran): its chunks were
+    dissected for other inputs, so a merge now would write holes under the new digest and the tables would stop
+    short. The merge steps then leave the node's status as it is, and finalize sends the incident round again."""
+    planned = read_planned_digests(settings, s3, incident_id).get(inputs.node)
+    if planned is None or planned == inputs.digest:
+        return False
+    logger.info("node inputs changed since the plan; the next pass merges them",
+                extra={"incident_id": incident_id, "node": inputs.node})
+    return True
 
 
 def dissect_chunk(settings: Settings, s3: ObjectStore, item: Mapping[str, Any]) -> dict[str, Any]:
@@ -356,6 +371,8 @@ def merge_connections_step(settings: Settings, s3: ObjectStore, incident_id: str
     previous = _status(settings, s3, dissect_status_key(incident_id, node))
     if previous is not None and previous.get("inputs_digest") == inputs.digest and previous.get("state") == "done":
         return {"node": node, "groups": []}
+    if superseded(settings, s3, incident_id, inputs):
+        return {"node": node, "groups": [], "superseded": True}
     planned = _plan(settings, inputs)
     bucket = settings.evidence_bucket
     entries: list[dict[str, Any]] = []
@@ -544,6 +561,11 @@ def merge_node(settings: Settings, s3: ObjectStore, incident_id: str, node: str)
     previous = _status(settings, s3, dissect_status_key(incident_id, node))
     if previous is not None and previous.get("inputs_digest") == inputs.digest and previous.get("state") == "done":
         return DissectReport.from_status(previous)
+    if superseded(settings, s3, incident_id, inputs):
+        # The last pass's tables stand until the next pass (finalize sees this node's status behind the plan).
+        if previous is not None:
+            return DissectReport.from_status(previous)
+        return DissectReport(incident_id, node, skipped=True)
     bucket = settings.evidence_bucket
     prefix = _merge_prefix(incident_id, node, inputs.digest)
     state = _state(settings, s3, incident_id, node, inputs.digest)

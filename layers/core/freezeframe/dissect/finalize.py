@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from freezeframe.adapters import s3 as s3io
@@ -41,10 +41,10 @@ from freezeframe.contracts.errors import NotFoundError, PayloadError, SegmentCor
 from freezeframe.contracts.keys import check_name, follow_key, parse_table_part_key, resolved_key, summary_key
 from freezeframe.contracts.models import iso
 from freezeframe.custody.chain import seal_written
-from freezeframe.custody.incident import load_incident
+from freezeframe.custody.incident import load_incident, read_planned_digests
 from freezeframe.custody.incident import read_statuses as read_typed_statuses
 from freezeframe.dissect.views import write_incident_views
-from freezeframe.freeze.follow import follow_up, hold_closes_at, incident_nodes
+from freezeframe.freeze.follow import behind_plan, catch_up, follow_up, hold_closes_at, incident_nodes
 from freezeframe.freeze.unverified import unverified_of
 from freezeframe.intake import postback
 
@@ -56,6 +56,8 @@ DONE = "done"
 FAILED = "failed"
 PARTIAL = "partial"  # dissected, but some time chunks failed: their time ranges are holes in the tables
 MISSING = "missing"  # in the manifest, but no outcome arrived for it (it was never dissected)
+# How long after a hold's last pass finalize still sends an incident round again for nodes behind the plan.
+CATCH_UP_S = 600
 # The state machine's retries of a dissect task error (States.ALL: MaxAttempts 2, so three tries in all).
 LOCAL_DISSECT_ATTEMPTS = 3
 
@@ -220,10 +222,15 @@ def finalize_incident(settings: Settings, s3: ObjectStore, incident_id: str, out
     # Every node with a segment locked under the incident: the freeze's and those the hold's parts brought.
     manifest_nodes = set(incident_nodes(manifest, parts))
     # Decided before the report, so the report says whether its tables are partial and until when.
-    follow = follow_up(hold_closes_at(manifest, resolved_at(settings, s3, incident_id)), now, manifest_nodes,
-                       settings.dissect_refresh_s, settings.hold_settle_s)
-    s3io.put_json(s3, settings.evidence_bucket, follow_key(incident_id), follow.to_dict())
+    closes_at = hold_closes_at(manifest, resolved_at(settings, s3, incident_id))
+    follow = follow_up(closes_at, now, manifest_nodes, settings.dissect_refresh_s, settings.hold_settle_s)
     statuses = read_statuses(settings, s3, incident_id, manifest_nodes | {o.node for o in outcomes})
+    # A part locked while this pass ran: the node's merge left its status behind the plan; one more pass. Only a
+    # hold brings parts, and only for a while after it closed (bounded, whatever a stale plan says).
+    behind = behind_plan(read_planned_digests(settings, s3, incident_id), statuses) if closes_at is not None and \
+        now < closes_at + timedelta(seconds=settings.hold_settle_s + CATCH_UP_S) else []
+    follow = catch_up(follow, behind, settings.dissect_refresh_s)
+    s3io.put_json(s3, settings.evidence_bucket, follow_key(incident_id), follow.to_dict())
     part_keys = [key for status in statuses.values() if status for key in status.get("parts", {}).values()]
     # A fanned-out node's rows on no chunk edge are in one part per chunk (dissect.fanout), named by its status.
     chunk_keys = [key for status in statuses.values() if status for key in status.get("chunk_parts", [])]
@@ -240,6 +247,7 @@ def finalize_incident(settings: Settings, s3: ObjectStore, incident_id: str, out
     summary["chunk_parts"] = len(chunk_keys)
     summary["partial_until"] = follow.partial_until
     summary["follow"] = follow.to_dict()
+    summary["behind_plan"] = behind
     summary["unverified"] = [u.to_dict() for document in [manifest, *parts] for u in unverified_of(document)]
     key = summary_key(incident_id)
     # Locked by the evidence bucket's default retention (only the freeze and the indexer may set locks).

@@ -55,6 +55,22 @@ class FollowUp:
                    raw.get("partial_until"))
 
 
+def behind_plan(planned: Mapping[str, str], statuses: Mapping[str, Mapping[str, Any] | None]) -> list[str]:
+    """Pure: the nodes whose status is not for the inputs the latest plan saw (their merge found the inputs changed
+    since the plan and left the status alone, or has not written it yet): another pass has to dissect them."""
+    return sorted(node for node, digest in planned.items()
+                  if (statuses.get(node) or {}).get("inputs_digest") != digest)
+
+
+def catch_up(follow: FollowUp, behind: Iterable[str], refresh_s: int) -> FollowUp:
+    """Pure: `follow`, or another pass after `refresh_s` when nodes are behind the plan, even once the hold closed,
+    so the last pass never leaves tables that stop short of what is locked. It ends: a node falls behind only when
+    parts arrive during a pass, and parts stop once the hold closed."""
+    if follow.again or not list(behind):
+        return follow
+    return FollowUp(True, max(1, refresh_s), follow.nodes, follow.partial_until)
+
+
 def hold_closes_at(manifest: Mapping[str, Any], resolved_at: datetime | None) -> datetime | None:
     """When the incident's hold closes (or closed): its own close time, or the resolution if that came first; None
     when the freeze opened no hold (its window was over)."""
