@@ -2,7 +2,8 @@
 
 The files are taken as one node's segments: ordered by their first packet's time (a file that is not a capture
 goes last and is reported in ``dissect_errors``), dissected in one pass with TCP state carried from file to file,
-exactly as a dissection job does with an incident's frozen segments. Each file is hashed (SHA-256) while it is read.
+exactly as a dissection job does with an incident's frozen segments. Each file is mapped read-only and hashed (SHA-256)
+when its turn comes, the engine reading the same bytes (`freezeframe.capture.mapped`).
 
 Output, all or nothing, in the evidence bucket's layout (`keys.table_part_key`), so a local directory and the bucket
 read the same on every engine: ``DIR/tables/<table>/dt=<day>/incident_id=<id>/<node>.parquet`` for connections, dns,
@@ -30,7 +31,7 @@ from typing import Any, BinaryIO
 
 import pyarrow as pa
 
-from freezeframe.capture.hashstream import HashingStream
+from freezeframe.capture.mapped import MappedFile
 from freezeframe.capture.pcapio import open_capture
 from freezeframe.contracts.errors import CaptureFormatError, FreezeframeError
 from freezeframe.contracts.keys import check_name, dissect_status_key, table_part_key
@@ -191,10 +192,10 @@ def dissect_files(paths: list[Path], out: Path, node: str = "local", k8s: Path |
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=sum(i.size for i in inputs), unit="B", unit_scale=True, desc=f"dissect {node}",
                disable=not show, file=sys.stderr, leave=False)
-    streams: list[_HashedFile] = []
+    streams: list[MappedFile] = []
 
     def opener(path: Path) -> BinaryIO:
-        stream = _HashedFile(path.open("rb"), bar.update)
+        stream = MappedFile(path, bar.update)
         streams.append(stream)
         return stream  # type: ignore[return-value]  # a read-only binary stream
 
@@ -258,15 +259,6 @@ def load_node_state(path: Path) -> list[NodeStateDocument]:
             except FreezeframeError as exc:
                 raise DissectInputError(f"{path}:{number}: {exc}") from exc
     return documents
-
-
-class _HashedFile(HashingStream):
-    """A capture file read through a hash: on close, the bytes the reader left (after a damaged end) are hashed too."""
-
-    def close(self) -> None:
-        if not self.closed:
-            self.drain()
-        super().close()
 
 
 def _stage(target: Path, body: bytes) -> Path:
