@@ -22,6 +22,7 @@ import functools
 import hashlib
 import json
 import os
+import struct
 import sys
 import time
 from dataclasses import dataclass, field
@@ -80,11 +81,17 @@ class FilesResult:
 
 
 def first_timestamp(path: Path) -> int | None:
-    """The time of the file's first packet, or None when it has none (or is not a capture)."""
+    """The time of the file's first packet, or None when it has none (or is not a capture).
+
+    Read from the first record batch of one record (a pcap walk of ``runs()`` judges its first MiB of records:
+    10 ms a segment); the reader yields the same first packet whatever the batch size."""
     try:
         with path.open("rb") as stream:
-            for _link_type, packets in open_capture(stream).runs(max_packets=1):
-                return packets[0].ts_ns if packets else None
+            for batch in open_capture(stream).record_batches(max_bytes=1):
+                if batch.ts_ns is not None:
+                    return batch.ts_ns[0]
+                sec, frac = struct.unpack_from(batch.byte_order + "II", batch.buf, batch.starts[0])
+                return sec * 1_000_000_000 + frac * (1 if batch.nanosecond else 1000)
     except CaptureFormatError:
         return None
     return None
