@@ -16,8 +16,6 @@ import mmap
 from collections.abc import Callable
 from pathlib import Path
 
-_POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # Linux
-
 
 class MappedFile(io.RawIOBase):
     """A read-only stream over a file mapped into memory; `view()` is its whole content, `sha256` its hash.
@@ -30,10 +28,10 @@ class MappedFile(io.RawIOBase):
         self._position = 0
         with path.open("rb") as stream:
             self.size = stream.seek(0, io.SEEK_END)
-            # A zero-length file cannot be mapped; it reads as empty.
-            # MAP_POPULATE maps every page in one call instead of one page fault per few pages.
-            self._map: mmap.mmap | None = mmap.mmap(stream.fileno(), 0, flags=mmap.MAP_SHARED | _POPULATE,
-                                                    prot=mmap.PROT_READ) if self.size else None
+            # A zero-length file cannot be mapped; it reads as empty. (Mapping every page up front, MAP_POPULATE,
+            # measured the same: the kernel maps the page cache 16 pages per fault.)
+            self._map: mmap.mmap | None = (mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) if self.size
+                                           else None)
         if self._map is not None:
             self.sha256.update(self._map)
         if on_bytes is not None:
