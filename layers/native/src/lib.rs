@@ -20,7 +20,7 @@ use arrow_array::RecordBatch;
 // the time in its free lists (perf), mimalloc a fraction of that. It is built without transparent huge pages (the
 // crate's no_thp feature): with them, each first touch of its memory zeroed a whole 2 MB page, and the freed pages
 // it returns to the system came back as new huge pages, so the process's system time swung between 0.2 and 0.6 s
-// from run to run on the kernel-traffic bench, against a steady 0.35 s with 4 KB pages, and its peak RSS was 15 MB
+// from run to run on the kernel-traffic bench, against a steady 0.35 s with 4 KB pages, and its peak RSS was 10-15 MB
 // higher.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
