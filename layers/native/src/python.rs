@@ -6,7 +6,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use arrow_array::ffi::{FFI_ArrowArray, FFI_ArrowSchema};
 use arrow_array::{Array, RecordBatch, StructArray};
 use arrow_schema::DataType;
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::buffer::PyBuffer;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyCapsule, PyDict, PyTuple};
 
@@ -45,6 +46,27 @@ struct Engine {
     chunk: Option<crate::warmup::ChunkState>, // set by begin_chunk (a time chunk's warm-up, warmup.rs)
 }
 
+/// Runs ``f`` on the bytes of ``data``: a ``bytes`` object or any read-only, contiguous buffer of bytes (a
+/// ``memoryview`` of a read-only file map, freezeframe.capture.mapped), read in place without a copy.
+fn with_bytes<T>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> T) -> PyResult<T> {
+    if let Ok(bytes) = data.downcast::<PyBytes>() {
+        return Ok(f(bytes.as_bytes()));
+    }
+    let buffer = PyBuffer::<u8>::get(data)?;
+    if !buffer.readonly() || !buffer.is_c_contiguous() {
+        return Err(PyTypeError::new_err("freezeframe_native: expected bytes or a read-only contiguous buffer"));
+    }
+    // SAFETY: the buffer is exported (and kept alive and unmoved) until `buffer` drops at the end of this function; it
+    // is read-only and C-contiguous, so its `len_bytes()` bytes from `buf_ptr()` are initialised and no one writes
+    // them while the slice lives. A zero-length buffer may have a dangling pointer, so it is read as an empty slice.
+    let slice = if buffer.len_bytes() == 0 {
+        &[][..]
+    } else {
+        unsafe { std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, buffer.len_bytes()) }
+    };
+    Ok(f(slice))
+}
+
 fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> PyResult<T> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|_| PyRuntimeError::new_err(format!("freezeframe_native: {what} panicked")))
 }
@@ -64,10 +86,9 @@ impl Engine {
     /// Feeds one segment's bytes. Returns ``(None, problems)`` or ``(message, [])`` when it is not a capture;
     /// a problem is ``(kind, count, first_offset, first_packet, message)``. A panic (a bug, never expected) is
     /// reported as an ``internal_error`` problem of the segment instead of reaching Python.
-    fn feed<'py>(&mut self, py: Python<'py>, data: Bound<'py, PyBytes>) -> PyResult<Bound<'py, PyTuple>> {
-        let bytes = data.as_bytes();
+    fn feed<'py>(&mut self, py: Python<'py>, data: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
         let inner = &mut self.inner;
-        let fed = py.detach(|| catch_unwind(AssertUnwindSafe(|| inner.feed(bytes))));
+        let fed = with_bytes(&data, |bytes| py.detach(|| catch_unwind(AssertUnwindSafe(|| inner.feed(bytes)))))?;
         let (message, problems): (Option<String>, Vec<(String, i64, i64, i64, String)>) = match fed {
             Ok(crate::Fed::NotACapture(message)) => (Some(message), Vec::new()),
             Ok(crate::Fed::Read(list)) => (None, list.into_iter()
@@ -99,10 +120,11 @@ impl Engine {
 
     /// A time chunk's warm-up: feeds the segment's packets in ``[low, high)``; problems are ignored (the chunk that
     /// owns the segment reports them). Not a capture, or a panic: nothing is fed.
-    fn warm_up(&mut self, py: Python<'_>, data: Bound<'_, PyBytes>, low: i128, high: i128) {
-        let bytes = data.as_bytes();
+    fn warm_up(&mut self, py: Python<'_>, data: Bound<'_, PyAny>, low: i128, high: i128) -> PyResult<()> {
         let inner = &mut self.inner;
-        let _ = py.detach(|| catch_unwind(AssertUnwindSafe(|| inner.warm_up(bytes, low, high))));
+        with_bytes(&data, |bytes| {
+            let _ = py.detach(|| catch_unwind(AssertUnwindSafe(|| inner.warm_up(bytes, low, high))));
+        })
     }
 
     /// Ends the warm-up: TCP state kept, counts zeroed (freezeframe.dissect.warmup.begin_chunk).
@@ -134,9 +156,8 @@ impl Engine {
 
 /// ``(packets, captured bytes)`` of a bare record walk (the benchmark's floor).
 #[pyfunction]
-fn walk(py: Python<'_>, data: Bound<'_, PyBytes>) -> PyResult<(i64, i64)> {
-    let bytes = data.as_bytes();
-    py.detach(|| guarded("walk", || crate::walk(bytes)))
+fn walk(py: Python<'_>, data: Bound<'_, PyAny>) -> PyResult<(i64, i64)> {
+    with_bytes(&data, |bytes| py.detach(|| guarded("walk", || crate::walk(bytes))))?
 }
 
 /// Column names the core produces per table, checked against freezeframe.schemas by the tests.

@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 from freezeframe_local.cli import main
 
-from freezeframe.capture.pcapio import PcapReader, PcapWriter
+from freezeframe.capture.pcapio import PcapReader, PcapWriter, open_capture
+from freezeframe.contracts.errors import CaptureFormatError
 from freezeframe.contracts.keys import table_part_key
 from freezeframe.dissect.crosslayer import CLUSTER_PART
 from freezeframe.dissect.files import first_timestamp
@@ -173,3 +174,29 @@ def test_output_is_laid_out_like_the_evidence_bucket(tmp_path: Path) -> None:
     assert rows == ((f"{datetime.fromtimestamp(first_ns / 1e9, tz=UTC):%Y-%m-%d}", "inc-42", "node-3"),)
     assert main(["dissect", str(SAMPLE), "--out", str(tmp_path / "bad"), "--incident", "../up"]) == 2
     assert not (tmp_path / "bad").exists()
+
+
+def test_first_timestamp_is_the_first_packet_the_reader_yields(tmp_path: Path) -> None:
+    """On pcap and pcapng in every layout, damaged or not (the fuzz bases and mutations): the first packet of
+    `runs()`, the reference walk, or None when it yields none or the file is not a capture."""
+    from tests.fixtures.native_compare import fuzz_inputs  # noqa: PLC0415 - shared fuzz machinery
+
+    def first_of_runs(path: Path) -> int | None:
+        try:
+            with path.open("rb") as stream:
+                for _link_type, packets in open_capture(stream).runs():
+                    return packets[0].ts_ns
+        except CaptureFormatError:
+            return None
+        return None
+
+    path = tmp_path / "capture"
+    seen = 0
+    for label, data in fuzz_inputs(seed=20261207, count=600):
+        path.write_bytes(data)
+        expected = first_of_runs(path)
+        seen += expected is not None
+        assert first_timestamp(path) == expected, label
+    with SAMPLE.open("rb") as stream:
+        assert first_timestamp(SAMPLE) == next(iter(PcapReader(stream))).ts_ns
+    assert seen > 300  # most inputs still hold a packet

@@ -1,7 +1,7 @@
 """A read-only stream that hashes (SHA-256) and counts every byte read through it: how a segment's stored bytes are
-checked while they are read (`freezeframe.investigate.export`, `freezeframe.dissect.files`). Kept apart from `export` so
-that the
-local `freezeframe dissect` does not import the export and custody machinery it never uses."""
+checked while they are read (`freezeframe.investigate.export`). Kept apart from `export` so that code reading
+segments does not import the export and custody machinery (`freezeframe dissect` maps its inputs instead:
+`freezeframe.capture.mapped`)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 The files are taken as one node's segments: ordered by their first packet's time (a file that is not a capture
 goes last and is reported in ``dissect_errors``), dissected in one pass with TCP state carried from file to file,
-exactly as a dissection job does with an incident's frozen segments. Each file is hashed (SHA-256) while it is read.
+exactly as a dissection job does with an incident's frozen segments. Each file is mapped read-only and hashed (SHA-256)
+when its turn comes, the engine reading the same bytes (`freezeframe.capture.mapped`).
 
 Output, all or nothing, in the evidence bucket's layout (`keys.table_part_key`), so a local directory and the bucket
 read the same on every engine: ``DIR/tables/<table>/dt=<day>/incident_id=<id>/<node>.parquet`` for connections, dns,
@@ -21,6 +22,7 @@ import functools
 import hashlib
 import json
 import os
+import struct
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,7 +32,7 @@ from typing import Any, BinaryIO
 
 import pyarrow as pa
 
-from freezeframe.capture.hashstream import HashingStream
+from freezeframe.capture.mapped import MappedFile
 from freezeframe.capture.pcapio import open_capture
 from freezeframe.contracts.errors import CaptureFormatError, FreezeframeError
 from freezeframe.contracts.keys import check_name, dissect_status_key, table_part_key
@@ -79,11 +81,17 @@ class FilesResult:
 
 
 def first_timestamp(path: Path) -> int | None:
-    """The time of the file's first packet, or None when it has none (or is not a capture)."""
+    """The time of the file's first packet, or None when it has none (or is not a capture).
+
+    Read from the first record batch of one record (a pcap walk of ``runs()`` judges its first MiB of records:
+    10 ms a segment); the reader yields the same first packet whatever the batch size."""
     try:
         with path.open("rb") as stream:
-            for _link_type, packets in open_capture(stream).runs(max_packets=1):
-                return packets[0].ts_ns if packets else None
+            for batch in open_capture(stream).record_batches(max_bytes=1):
+                if batch.ts_ns is not None:
+                    return batch.ts_ns[0]
+                sec, frac = struct.unpack_from(batch.byte_order + "II", batch.buf, batch.starts[0])
+                return sec * 1_000_000_000 + frac * (1 if batch.nanosecond else 1000)
     except CaptureFormatError:
         return None
     return None
@@ -186,20 +194,18 @@ def dissect_files(paths: list[Path], out: Path, node: str = "local", k8s: Path |
     inputs = [InputFile(str(path), path.stat().st_size, first_ts_ns=first_timestamp(path)) for path in paths]
     ordered = sorted(zip(inputs, paths, strict=True),
                      key=lambda pair: (pair[0].first_ts_ns is None, pair[0].first_ts_ns or 0, pair[0].path))
-    from tqdm import tqdm  # imported here: only the CLI path needs it
-
     show = sys.stderr.isatty() if progress is None else progress
-    bar = tqdm(total=sum(i.size for i in inputs), unit="B", unit_scale=True, desc=f"dissect {node}",
-               disable=not show, file=sys.stderr, leave=False)
-    streams: list[_HashedFile] = []
+    bar = _progress_bar(sum(i.size for i in inputs), node) if show else None
+    streams: list[MappedFile] = []
 
     def opener(path: Path) -> BinaryIO:
-        stream = _HashedFile(path.open("rb"), bar.update)
+        stream = MappedFile(path, bar.update if bar is not None else None)
         streams.append(stream)
         return stream  # type: ignore[return-value]  # a read-only binary stream
 
     if chunk_s is not None:
-        bar.close()
+        if bar is not None:
+            bar.close()
         result = _chunked(node, ordered, chunk_s, warmup_s, workers)
     else:
         sources = [SegmentSource(SegmentRef(str(path), None, info.first_ts_ns, None),
@@ -207,7 +213,8 @@ def dissect_files(paths: list[Path], out: Path, node: str = "local", k8s: Path |
         try:
             result = dissect_segments(node, sources)
         finally:
-            bar.close()
+            if bar is not None:
+                bar.close()
         for (info, _path), stream in zip(ordered, streams, strict=True):
             info.sha256 = stream.sha256.hexdigest()
     timeline = IpTimeline.from_records(records)
@@ -260,13 +267,12 @@ def load_node_state(path: Path) -> list[NodeStateDocument]:
     return documents
 
 
-class _HashedFile(HashingStream):
-    """A capture file read through a hash: on close, the bytes the reader left (after a damaged end) are hashed too."""
+def _progress_bar(total: int, node: str) -> Any:
+    """A progress bar of the bytes read, on stderr. tqdm is imported only when a bar is shown: without a terminal
+    (a pipeline, CI, the bench) its import was 15-25 ms of the run for a bar nobody sees."""
+    from tqdm import tqdm  # noqa: PLC0415 - only an interactive run needs it
 
-    def close(self) -> None:
-        if not self.closed:
-            self.drain()
-        super().close()
+    return tqdm(total=total, unit="B", unit_scale=True, desc=f"dissect {node}", file=sys.stderr, leave=False)
 
 
 def _stage(target: Path, body: bytes) -> Path:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from freezeframe.capture.mapped import MappedFile
 from freezeframe.contracts.config import dissect_engine
 from freezeframe.contracts.errors import ConfigError, SegmentCorruptError
 from freezeframe.contracts.schemas import TABLES
@@ -98,11 +99,15 @@ def dissect_segments(node: str, segments: Sequence[Any], chunk: Any = None) -> A
             logger.error("segment rejected", extra={"node": node, "segment": segment.ref.key, "reason": str(exc)})
             corrupt.append({"key": segment.ref.key, "version_id": segment.ref.version_id or "", "reason": str(exc)})
             continue
-        with opened as stream:
-            data = stream.read()
         before = engine.stats()
-        not_a_capture, read_problems = engine.feed(bytes(data))
-        del data  # freed before the next segment is read: one segment's bytes in memory at a time
+        with opened as stream:
+            if isinstance(stream, MappedFile):  # read in place, no copy (capture.mapped)
+                with stream.view() as view:
+                    not_a_capture, read_problems = engine.feed(view)
+            else:
+                data = stream.read()
+                not_a_capture, read_problems = engine.feed(bytes(data))
+                del data  # freed before the next segment is read: one segment's bytes in memory at a time
         owns = job._owns_segment(chunk, segment.ref)
         if not_a_capture is not None:
             if owns:

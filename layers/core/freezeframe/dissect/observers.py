@@ -266,7 +266,7 @@ def _one_observer(per_node: Mapping[str, Mapping[str, pa.Table]], tolerance_ns: 
                 if node.null_count:  # the general fold sees None as a node of its own; keep to it
                     return None
             else:  # cluster-wide parts have no node column: their part's name stands for it
-                node = pa.array([part_name] * table.num_rows, pa.string())
+                node = pa.repeat(pa.scalar(part_name, pa.string()), table.num_rows)
             parts.setdefault(name, []).append((table, node))
     for name in ("connections", *APP_TABLES):
         seen = {value for _table, node in parts.get(name, []) for value in pc.unique(node).to_pylist()}
@@ -285,13 +285,13 @@ def _one_observer(per_node: Mapping[str, Mapping[str, pa.Table]], tolerance_ns: 
             if wanted.name == "node":
                 columns.append(node)
             elif wanted.name == "observers":
-                columns.append(pa.ListArray.from_arrays(pa.array(range(rows + 1), pa.int32()), node))
+                columns.append(pa.ListArray.from_arrays(_counting(rows + 1, pa.int32()), node))
             elif wanted.name == "observer":
                 columns.append(node)
             elif wanted.name == "views_disagree":
-                columns.append(pa.array([False] * rows, pa.bool_()))
+                columns.append(pa.repeat(pa.scalar(False, pa.bool_()), rows))
             elif wanted.name == "disagreeing":
-                columns.append(pa.ListArray.from_arrays(pa.array([0] * (rows + 1), pa.int32()),
+                columns.append(pa.ListArray.from_arrays(pa.repeat(pa.scalar(0, pa.int32()), rows + 1),
                                                         pa.array([], pa.string())))
             else:
                 pieces = [table.column(wanted.name).cast(wanted.type) if wanted.name in table.column_names
@@ -300,13 +300,13 @@ def _one_observer(per_node: Mapping[str, Mapping[str, pa.Table]], tolerance_ns: 
         view = pa.Table.from_arrays(columns, schema=schema)
         time_column = _time_column(name)
         time = (pc.fill_null(view.column(time_column), 0) if time_column
-                else pa.chunked_array([pa.array([0] * rows, pa.int64())]))
-        key = pa.chunked_array([pa.array([""] * rows, pa.string())])
+                else pa.chunked_array([pa.repeat(pa.scalar(0, pa.int64()), rows)]))
+        key = pa.chunked_array([pa.repeat(pa.scalar("", pa.string()), rows)])
         for column in ("segment", "conn_id"):  # r.get("conn_id") or r.get("segment") or ""
             if column in view.column_names:
                 values = view.column(column)
                 key = pc.if_else(pc.fill_null(pc.not_equal(values, ""), False), values, key)
-        position = pa.array(range(rows), pa.int64())
+        position = _counting(rows, pa.int64())
         order = pa.table({"t": time, "k": key, "n": node, "i": position})
         indices = pc.sort_indices(order, [("t", "ascending"), ("k", "ascending"), ("n", "ascending"),
                                           ("i", "ascending")])
@@ -322,6 +322,13 @@ def _one_observer(per_node: Mapping[str, Mapping[str, pa.Table]], tolerance_ns: 
                                                                   connections.column("conn_id").to_pylist(),
                                                                   strict=True)}
     return Combined(tables, conn_ids)
+
+
+def _counting(count: int, type_: pa.DataType) -> pa.Array:
+    """0, 1, ..., count - 1 (Arrow builds it: a Python range of a whole table's rows cost more than the sort)."""
+    import pyarrow.compute as pc  # noqa: PLC0415
+
+    return pc.cumulative_sum(pa.repeat(pa.scalar(1, type_), count), start=pa.scalar(-1, type_))
 
 
 def _has_ties(ranked: pa.Table) -> bool:
