@@ -65,3 +65,21 @@ def test_a_part_locked_during_a_pass_gets_one_more_pass_even_after_the_hold_clos
     summary = finalize_incident(config, store, INCIDENT, [NodeOutcome(node, "done")], now=after_close)
     assert (summary["behind_plan"], summary["follow"]["again"], summary["state"]) == ([], False, "complete")
     assert summary["view_rows"]["connections"] > 0
+
+
+def test_a_part_locked_between_the_merge_steps_leaves_the_status_to_the_next_pass(harness: Harness) -> None:
+    config, store, node = harness.settings, harness.store, harness.settings.node_name
+    early = harness.replay()
+    request = harness.request(INCIDENT, early, window_end=datetime.now(UTC) + timedelta(minutes=10))
+    harness.call("freeze", {"request": request.to_dict()})
+    _chunks(harness)
+    merged = fanout.merge_connections_step(config, store, INCIDENT, node)
+    assert merged["groups"] and "superseded" not in merged
+    late = harness.replay()
+    harness.call("segment_indexer", harness.kafka_event(config.segments_topic, {r.key for r in late}))
+    # The Map over the node's groups, then its part: none fails (no dead letter), none writes a status.
+    assert all(fanout.merge_apps_step(config, store, INCIDENT, node, group).get("superseded") is True
+               for group in merged["groups"])
+    report = fanout.merge_node(config, store, INCIDENT, node)
+    assert report.skipped is True
+    assert s3io.exists(store, config.evidence_bucket, dissect_status_key(INCIDENT, node)) is False

@@ -484,6 +484,8 @@ def merge_apps_step(settings: Settings, s3: ObjectStore, incident_id: str, node:
     that owns that time, so each group takes the warm-up rows stamped in its own time span, from its chunks and from
     the later chunks whose warm-up reaches back into it, in chunk order."""
     inputs = node_inputs(settings, s3, incident_id, [node])[node]
+    if superseded(settings, s3, incident_id, inputs):  # a part came after merge-connections: the next pass merges
+        return {"node": node, "group": group, "superseded": True}
     state = _state(settings, s3, incident_id, node, inputs.digest)
     if state is None:
         raise NotFoundError(f"incident {incident_id} node {node}: no merge state for this pass (merge-connections "
