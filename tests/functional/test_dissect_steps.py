@@ -6,8 +6,6 @@ capture's tshark conversations and the manifest's own sha256s, never from the st
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,8 @@ from freezeframe.contracts.errors import SegmentCorruptError
 from freezeframe.contracts.keys import dissect_status_key
 from freezeframe.contracts.models import SegmentRecord
 from freezeframe.dissect import job
-from tests.functional.conftest import SAMPLE, Harness
+from tests.functional.conftest import Harness
+from tests.functional.test_handlers import needs_tshark, tshark_conversations
 
 INCIDENT = "fn-dissect-steps"
 CHUNK_NS = 5_000_000_000
@@ -31,15 +30,6 @@ def frozen(harness: Harness) -> tuple[Harness, list[SegmentRecord]]:
     request = harness.request(INCIDENT, records)
     assert harness.call("freeze", {"request": request.to_dict()})["segments"] == len(records)
     return harness, records
-
-
-def tshark_conversations() -> int:
-    count = 0
-    for proto in ("tcp", "udp"):
-        out = subprocess.run(["tshark", "-r", str(SAMPLE), "-q", "-z", f"conv,{proto}"], check=True,
-                             capture_output=True, text=True).stdout
-        count += sum(1 for line in out.splitlines() if "<->" in line)
-    return count
 
 
 def test_the_plan_reads_the_nodes_segments_in_time_order_and_cuts_chunks_only_when_asked(frozen: Any) -> None:
@@ -115,7 +105,7 @@ def test_spooling_verifies_each_segment_against_the_manifest_and_rejects_a_misma
         job.fetch_verified(harness.store, plan.raw_bucket, wrong)
 
 
-@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is the reference (installed by .ci/setup test)")
+@needs_tshark
 def test_one_pass_and_parallel_time_chunks_write_the_conversations_tshark_sees(frozen: Any) -> None:
     harness, records = frozen
     config, store, node = harness.settings, harness.store, harness.settings.node_name
