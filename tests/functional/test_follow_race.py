@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.contracts.keys import dissect_status_key
+from freezeframe.contracts.models import iso
 from freezeframe.dissect import fanout
 from freezeframe.dissect.finalize import NodeOutcome, finalize_incident
 from tests.functional.conftest import Harness
@@ -54,6 +55,7 @@ def test_a_part_locked_during_a_pass_gets_one_more_pass_even_after_the_hold_clos
     assert summary["behind_plan"] == [node]
     assert summary["follow"]["again"] is True
     assert summary["state"] == "incomplete"
+    assert summary["partial_until"] == iso(after_close + timedelta(seconds=config.dissect_refresh_s))
 
     # The pass that follows plans the node's inputs as they are now and merges them.
     _chunks(harness)
@@ -64,6 +66,7 @@ def test_a_part_locked_during_a_pass_gets_one_more_pass_even_after_the_hold_clos
     assert status["stats"]["packets"] == sum(r.packets for r in early + late)
     summary = finalize_incident(config, store, INCIDENT, [NodeOutcome(node, "done")], now=after_close)
     assert (summary["behind_plan"], summary["follow"]["again"], summary["state"]) == ([], False, "complete")
+    assert summary["partial_until"] is None
     assert summary["view_rows"]["connections"] > 0
 
 

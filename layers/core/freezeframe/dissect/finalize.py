@@ -229,7 +229,7 @@ def finalize_incident(settings: Settings, s3: ObjectStore, incident_id: str, out
     # hold brings parts, and only for a while after it closed (bounded, whatever a stale plan says).
     behind = behind_plan(read_planned_digests(settings, s3, incident_id), statuses) if closes_at is not None and \
         now < closes_at + timedelta(seconds=settings.hold_settle_s + CATCH_UP_S) else []
-    follow = catch_up(follow, behind, settings.dissect_refresh_s)
+    follow = catch_up(follow, behind, settings.dissect_refresh_s, now)
     s3io.put_json(s3, settings.evidence_bucket, follow_key(incident_id), follow.to_dict())
     part_keys = [key for status in statuses.values() if status for key in status.get("parts", {}).values()]
     # A fanned-out node's rows on no chunk edge are in one part per chunk (dissect.fanout), named by its status.

@@ -62,13 +62,14 @@ def behind_plan(planned: Mapping[str, str], statuses: Mapping[str, Mapping[str, 
                   if (statuses.get(node) or {}).get("inputs_digest") != digest)
 
 
-def catch_up(follow: FollowUp, behind: Iterable[str], refresh_s: int) -> FollowUp:
+def catch_up(follow: FollowUp, behind: Iterable[str], refresh_s: int, now: datetime) -> FollowUp:
     """Pure: `follow`, or another pass after `refresh_s` when nodes are behind the plan, even once the hold closed,
-    so the last pass never leaves tables that stop short of what is locked. It ends: a node falls behind only when
-    parts arrive during a pass, and parts stop once the hold closed."""
+    so the last pass never leaves tables that stop short of what is locked (partial until that pass). It ends: a
+    node falls behind only when parts arrive during a pass, and parts stop once the hold closed."""
     if follow.again or not list(behind):
         return follow
-    return FollowUp(True, max(1, refresh_s), follow.nodes, follow.partial_until)
+    wait = max(1, refresh_s)
+    return FollowUp(True, wait, follow.nodes, follow.partial_until or iso(now + timedelta(seconds=wait)))
 
 
 def hold_closes_at(manifest: Mapping[str, Any], resolved_at: datetime | None) -> datetime | None:
