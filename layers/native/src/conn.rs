@@ -87,7 +87,10 @@ pub struct Identity {
 pub fn connection_id(node: &str, proto: &str, src_ip: &str, sport: u16, dst_ip: &str, dport: u16, first_ns: i64)
                      -> String {
     use blake2::digest::{Update, VariableOutput};
-    let key = format!("{node}|{proto}|{src_ip}|{sport}|{dst_ip}|{dport}|{first_ns}");
+    use std::fmt::Write;
+    // One allocation of the right size (format! estimates from the literal pieces only and grows).
+    let mut key = String::with_capacity(node.len() + proto.len() + src_ip.len() + dst_ip.len() + 40);
+    let _ = write!(key, "{node}|{proto}|{src_ip}|{sport}|{dst_ip}|{dport}|{first_ns}");
     let mut hasher = blake2::Blake2bVar::new(8).expect("8 is a valid blake2b size");
     hasher.update(key.as_bytes());
     let mut out = [0u8; 8];

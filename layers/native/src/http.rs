@@ -65,15 +65,26 @@ fn py_lower(text: &str) -> String {
     text.chars().flat_map(char::to_lowercase).collect()
 }
 
-fn fields(lines: &[&str]) -> Option<FieldMap> {
+/// The header fields a row or the framing reads (`HttpConnection::head`, `Row::extra`); the others are checked for
+/// form but not kept.
+const READ_FIELDS: [&str; 5] = ["host", "user-agent", "content-type", "transfer-encoding", "content-length"];
+
+/// The name as `py_lower` gives it when it is one of READ_FIELDS, without lower-casing (and allocating) every name:
+/// a non-ASCII latin-1 character lower-cases to a non-ASCII one, so only an ASCII match can equal one of them.
+fn read_field(name: &str) -> Option<&'static str> {
+    READ_FIELDS.iter().copied().find(|wanted| name.eq_ignore_ascii_case(wanted))
+}
+
+fn fields<'a>(lines: impl Iterator<Item = &'a str>) -> Option<FieldMap> {
     let mut fields: FieldMap = Vec::new();
-    let mut last: Option<usize> = None;
+    // The field the last line belonged to: Some(None) when it is not kept (a continuation line is then dropped).
+    let mut last: Option<Option<usize>> = None;
     for line in lines {
         if line.is_empty() {
             continue;
         }
         if line.starts_with(' ') || line.starts_with('\t') {
-            let index = last?;
+            let Some(index) = last? else { continue };
             let value = line.trim_matches(is_ws);
             fields[index].1.push(' ');
             fields[index].1.push_str(value);
@@ -84,17 +95,20 @@ fn fields(lines: &[&str]) -> Option<FieldMap> {
         if name.is_empty() || name.ends_with(is_ws) {
             return None;
         }
-        let lower = py_lower(name);
+        let Some(lower) = read_field(name) else {
+            last = Some(None);
+            continue;
+        };
         let text = line[colon + 1..].trim_matches(is_ws);
         match fields.iter().position(|(n, _)| *n == lower) {
             Some(index) => {
                 fields[index].1.push_str(", ");
                 fields[index].1.push_str(text);
-                last = Some(index);
+                last = Some(Some(index));
             }
             None => {
-                fields.push((lower, text.to_string()));
-                last = Some(fields.len() - 1);
+                fields.push((lower.to_string(), text.to_string()));
+                last = Some(Some(fields.len() - 1));
             }
         }
     }
@@ -111,9 +125,9 @@ pub struct Head {
 
 fn head_section(head: &[u8]) -> Option<Head> {
     let text = latin1(head);
-    let lines: Vec<&str> = text.split("\r\n").collect();
-    let start = lines[0];
-    let fields = fields(&lines[1..])?;
+    let mut lines = text.split("\r\n");
+    let start = lines.next().unwrap_or("");
+    let fields = fields(lines)?;
     if start.starts_with("HTTP/") {
         let (version, rest) = start.split_once(' ').unwrap_or((start, ""));
         let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
@@ -291,30 +305,59 @@ impl HttpConnection {
         if side.state == State::Dead {
             return;
         }
-        side.buffer.extend_from_slice(chunk);
+        // The side's bytes are parsed in place: from the segment itself when nothing is left over from the previous
+        // one (bodies and whole heads, most segments), and only what is left unparsed is copied into the buffer.
+        let mut stored = std::mem::take(&mut side.buffer);
+        let in_place = stored.is_empty();
+        if !in_place {
+            stored.extend_from_slice(chunk);
+        }
+        let data: &[u8] = if in_place { chunk } else { &stored };
+        let used = self.consume(tracker, stats, flow, client_outbound, from_client, ts_ns, data);
+        let side = if from_client { &mut self.from_client } else { &mut self.from_server };
+        if side.state == State::Dead {
+            return; // malformed or upgraded: the rest of the side is not read
+        }
+        if in_place {
+            if used < chunk.len() {
+                side.buffer = chunk[used..].to_vec();
+            }
+        } else {
+            stored.drain(..used);
+            side.buffer = stored;
+        }
+    }
+
+    /// Parses `data` (what is buffered of the side, then the new segment) as far as it goes: the bytes used.
+    #[allow(clippy::too_many_arguments)]
+    fn consume(&mut self, tracker: &mut HttpTracker, stats: &mut AppStats, flow: u32, client_outbound: bool,
+               from_client: bool, ts_ns: i64, data: &[u8]) -> usize {
+        let mut pos = 0;
         loop {
             let side = if from_client { &mut self.from_client } else { &mut self.from_server };
+            let rest = &data[pos..];
             match side.state {
                 State::Head => {
-                    if side.buffer.is_empty() {
-                        return;
+                    if rest.is_empty() {
+                        return pos;
                     }
-                    let skip = side.buffer.iter().position(|b| *b != b'\r' && *b != b'\n').unwrap_or(side.buffer.len());
-                    side.buffer.drain(..skip);
-                    if side.buffer.is_empty() {
-                        return;
+                    let skip = rest.iter().position(|b| *b != b'\r' && *b != b'\n').unwrap_or(rest.len());
+                    pos += skip;
+                    let rest = &data[pos..];
+                    if rest.is_empty() {
+                        return pos;
                     }
                     if side.start_ts < 0 {
                         side.start_ts = ts_ns;
                     }
-                    let Some(end) = find(&side.buffer, b"\r\n\r\n") else {
-                        if side.buffer.len() > MAX_HEADER_BYTES {
+                    let Some(end) = find(rest, b"\r\n\r\n") else {
+                        if rest.len() > MAX_HEADER_BYTES {
                             malformed(side, stats);
                         }
-                        return;
+                        return pos;
                     };
-                    let section = head_section(&side.buffer[..end]);
-                    side.buffer.drain(..end + 4);
+                    let section = head_section(&rest[..end]);
+                    pos += end + 4;
                     match section {
                         Some(section) if section.is_request == from_client => {
                             self.head(tracker, stats, flow, client_outbound, from_client, section);
@@ -323,29 +366,29 @@ impl HttpConnection {
                         }
                         _ => {
                             malformed(side, stats);
-                            return;
+                            return pos;
                         }
                     }
                 }
                 State::Body => {
-                    let take = side.remaining.min(side.buffer.len() as u128) as usize;
+                    let take = side.remaining.min(rest.len() as u128) as usize;
                     side.seen += take as i64;
                     side.remaining -= take as u128;
-                    side.buffer.drain(..take);
+                    pos += take;
                     if side.remaining != 0 {
-                        return;
+                        return pos;
                     }
                     self.complete(tracker, from_client);
                 }
                 State::ChunkSize | State::Trailers => {
-                    let Some(end) = find(&side.buffer, b"\r\n") else {
-                        if side.buffer.len() > MAX_HEADER_BYTES {
+                    let Some(end) = find(rest, b"\r\n") else {
+                        if rest.len() > MAX_HEADER_BYTES {
                             malformed(side, stats);
                         }
-                        return;
+                        return pos;
                     };
-                    let line: Vec<u8> = side.buffer[..end].to_vec();
-                    side.buffer.drain(..end + 2);
+                    let line = &rest[..end];
+                    pos += end + 2;
                     if side.state == State::Trailers {
                         if line.is_empty() {
                             self.complete(tracker, from_client);
@@ -354,16 +397,16 @@ impl HttpConnection {
                     }
                     let size_text = match line.iter().position(|b| *b == b';') {
                         Some(p) => &line[..p],
-                        None => &line[..],
+                        None => line,
                     };
                     let stripped = strip_ascii(size_text);
                     let Some(size) = parse_hex(stripped) else {
                         malformed(side, stats);
-                        return;
+                        return pos;
                     };
                     if size < 0 {
                         malformed(side, stats);
-                        return;
+                        return pos;
                     }
                     if size == 0 {
                         side.state = State::Trailers;
@@ -373,23 +416,22 @@ impl HttpConnection {
                     }
                 }
                 State::ChunkData => {
-                    let take = side.remaining.min(side.buffer.len() as u128);
-                    let data = take.min(side.remaining.saturating_sub(2));
-                    side.seen += data as i64;
+                    let take = side.remaining.min(rest.len() as u128);
+                    let body = take.min(side.remaining.saturating_sub(2));
+                    side.seen += body as i64;
                     side.remaining -= take;
-                    side.buffer.drain(..take as usize);
+                    pos += take as usize;
                     if side.remaining != 0 {
-                        return;
+                        return pos;
                     }
                     side.state = State::ChunkSize;
                 }
                 State::UntilClose => {
-                    side.seen += side.buffer.len() as i64;
-                    side.buffer.clear();
+                    side.seen += rest.len() as i64;
                     self.account(tracker, from_client);
-                    return;
+                    return data.len();
                 }
-                State::Dead => return,
+                State::Dead => return pos,
             }
         }
     }
@@ -517,6 +559,16 @@ fn strip_ascii(text: &[u8]) -> &[u8] {
     &text[s..e.max(s)]
 }
 
+/// The first occurrence of a non-empty `needle`: jumps between its first byte's occurrences.
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    let first = needle[0];
+    let mut from = 0;
+    while from + needle.len() <= haystack.len() {
+        let at = from + haystack[from..=haystack.len() - needle.len()].iter().position(|&b| b == first)?;
+        if haystack[at..].starts_with(needle) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
 }
