@@ -1,7 +1,8 @@
 //! DNS messages (RFC 1035 4.1, AAAA from RFC 3596) paired into rows: a port of freezeframe.dissect.dns.
 
+use std::borrow::Cow;
+
 use rustc_hash::FxHashMap;
-use std::collections::VecDeque;
 
 use crate::apps::AppStats;
 
@@ -9,24 +10,24 @@ const MAX_POINTER_HOPS: u32 = 64;
 const FLAG_QR: u16 = 0x8000;
 const FLAG_TC: u16 = 0x0200;
 
-pub fn type_name(qtype: u16) -> String {
+pub fn type_name(qtype: u16) -> Cow<'static, str> {
     let name = match qtype {
         1 => "A", 2 => "NS", 5 => "CNAME", 6 => "SOA", 12 => "PTR", 13 => "HINFO", 15 => "MX", 16 => "TXT",
         28 => "AAAA", 33 => "SRV", 35 => "NAPTR", 39 => "DNAME", 41 => "OPT", 43 => "DS", 46 => "RRSIG",
         47 => "NSEC", 48 => "DNSKEY", 64 => "SVCB", 65 => "HTTPS", 99 => "SPF", 252 => "AXFR", 255 => "ANY",
         257 => "CAA",
-        _ => return format!("TYPE{qtype}"),
+        _ => return Cow::Owned(format!("TYPE{qtype}")),
     };
-    name.to_string()
+    Cow::Borrowed(name)
 }
 
-pub fn rcode_name(rcode: u16) -> String {
+pub fn rcode_name(rcode: u16) -> Cow<'static, str> {
     let name = match rcode {
         0 => "NOERROR", 1 => "FORMERR", 2 => "SERVFAIL", 3 => "NXDOMAIN", 4 => "NOTIMP", 5 => "REFUSED",
         6 => "YXDOMAIN", 7 => "YXRRSET", 8 => "NXRRSET", 9 => "NOTAUTH", 10 => "NOTZONE",
-        _ => return format!("RCODE{rcode}"),
+        _ => return Cow::Owned(format!("RCODE{rcode}")),
     };
-    name.to_string()
+    Cow::Borrowed(name)
 }
 
 /// ASCII with Python's backslashreplace: bytes >= 0x80 become \xNN.
@@ -71,7 +72,7 @@ fn be16(m: &[u8], at: usize) -> u16 {
 
 /// Name at ``offset``: text, offset after it in the original position, whether it followed a pointer.
 fn name(message: &[u8], mut offset: usize) -> Option<(String, usize, bool)> {
-    let mut joined: Vec<u8> = Vec::new();
+    let mut joined: Vec<u8> = Vec::with_capacity(64);
     let mut first = true;
     let mut end: Option<usize> = None;
     let mut hops = 0;
@@ -234,10 +235,19 @@ impl Row {
     }
 }
 
+/// The queries (row indexes) waiting under one (flow, client side, transaction id), in arrival order: nearly always
+/// one, kept without an allocation of its own.
+enum Waiting {
+    One(usize),
+    Many(Vec<usize>),
+}
+
 #[derive(Default)]
 pub struct DnsTracker {
     pub rows: Vec<Row>,
-    pending: FxHashMap<(u32, bool, u16, String), VecDeque<usize>>,
+    /// A response answers the first waiting query with its name (ASCII case-insensitively: the names are ASCII
+    /// text, compared lower-cased by the reference).
+    pending: FxHashMap<(u32, bool, u16), Waiting>,
 }
 
 impl DnsTracker {
@@ -250,25 +260,46 @@ impl DnsTracker {
         };
         let is_response = message.flags & FLAG_QR != 0;
         let client_outbound = outbound != is_response;
-        let key = (flow, client_outbound, message.ident, message.qname.to_ascii_lowercase());
+        let key = (flow, client_outbound, message.ident);
         if !is_response {
             let index = self.rows.len();
             self.rows.push(Row { ts_ns, flow, client_outbound, transport, answered_query: false,
                                  transaction_id: message.ident, truncated: message.flags & FLAG_TC != 0,
                                  qname: message.qname, qtype: message.qtype, rcode: None, answers: Vec::new(),
                                  response_ts_ns: None });
-            self.pending.entry(key).or_default().push_back(index);
+            match self.pending.entry(key) {
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(Waiting::One(index));
+                }
+                std::collections::hash_map::Entry::Occupied(mut slot) => match slot.get_mut() {
+                    Waiting::One(first) => {
+                        let first = *first;
+                        slot.insert(Waiting::Many(vec![first, index]));
+                    }
+                    Waiting::Many(list) => list.push(index),
+                },
+            }
             return;
         }
         if let Some(waiting) = self.pending.get_mut(&key) {
-            let index = waiting.pop_front().unwrap();
-            if waiting.is_empty() {
-                self.pending.remove(&key);
+            let rows = &self.rows;
+            let same_name = |index: &usize| rows[*index].qname.eq_ignore_ascii_case(&message.qname);
+            let (found, emptied) = match waiting {
+                Waiting::One(index) => (same_name(index).then_some(*index), true),
+                Waiting::Many(list) => match list.iter().position(same_name) {
+                    Some(at) => (Some(list.remove(at)), list.is_empty()),
+                    None => (None, false),
+                },
+            };
+            if let Some(index) = found {
+                if emptied {
+                    self.pending.remove(&key);
+                }
+                let row = &mut self.rows[index];
+                row.answered_query = true;
+                row.respond(ts_ns, message);
+                return;
             }
-            let row = &mut self.rows[index];
-            row.answered_query = true;
-            row.respond(ts_ns, message);
-            return;
         }
         stats.dns_unmatched_responses += 1;
         let mut row = Row { ts_ns, flow, client_outbound, transport, answered_query: false,

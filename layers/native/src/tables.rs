@@ -23,8 +23,13 @@ impl Columns {
         self.fields.push(Field::new(name, array.data_type().clone(), true));
         self.arrays.push(array);
     }
-    pub fn str<S: AsRef<str>>(&mut self, name: &str, values: impl Iterator<Item = Option<S>>) {
-        self.push(name, Arc::new(values.collect::<StringArray>()));
+    /// The values' bytes are counted first, so the column's buffer is allocated once instead of grown by doubling
+    /// (the same builder `collect` uses, so the same array).
+    pub fn str<S: AsRef<str>>(&mut self, name: &str, values: impl Iterator<Item = Option<S>> + Clone) {
+        let bytes: usize = values.clone().map(|v| v.as_ref().map_or(0, |s| s.as_ref().len())).sum();
+        let mut builder = StringBuilder::with_capacity(values.size_hint().0, bytes);
+        builder.extend(values);
+        self.push(name, Arc::new(builder.finish()));
     }
     pub fn i64(&mut self, name: &str, values: impl Iterator<Item = Option<i64>>) {
         self.push(name, Arc::new(values.collect::<Int64Array>()));
