@@ -123,9 +123,28 @@ pub struct Head {
     fields: FieldMap,
 }
 
+/// `text.split("\r\n")`, without the general substring searcher: CR and LF are ASCII, so every match is at a char
+/// boundary.
+fn crlf_lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        match find(current.as_bytes(), b"\r\n") {
+            Some(at) => {
+                rest = Some(&current[at + 2..]);
+                Some(&current[..at])
+            }
+            None => {
+                rest = None;
+                Some(current)
+            }
+        }
+    })
+}
+
 fn head_section(head: &[u8]) -> Option<Head> {
     let text = latin1(head);
-    let mut lines = text.split("\r\n");
+    let mut lines = crlf_lines(&text);
     let start = lines.next().unwrap_or("");
     let fields = fields(lines)?;
     if start.starts_with("HTTP/") {
