@@ -9,8 +9,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from freezeframe.adapters import s3 as s3io
-from freezeframe.contracts.keys import dissect_status_key
+from freezeframe.contracts.keys import dissect_plan_nodes_key, dissect_status_key
 from freezeframe.contracts.models import iso
+from freezeframe.custody.incident import read_planned_digests
 from freezeframe.dissect import fanout
 from freezeframe.dissect.finalize import NodeOutcome, finalize_incident
 from tests.functional.conftest import Harness
@@ -86,3 +87,17 @@ def test_a_part_locked_between_the_merge_steps_leaves_the_status_to_the_next_pas
     report = fanout.merge_node(config, store, INCIDENT, node)
     assert report.skipped is True
     assert s3io.exists(store, config.evidence_bucket, dissect_status_key(INCIDENT, node)) is False
+
+
+def test_a_plan_document_that_does_not_parse_decides_nothing_and_finalize_still_writes_the_summary(
+        harness: Harness) -> None:
+    config, store, node = harness.settings, harness.store, harness.settings.node_name
+    early = harness.replay()
+    request = harness.request(INCIDENT, early, window_end=datetime.now(UTC) + timedelta(minutes=10))
+    harness.call("freeze", {"request": request.to_dict()})
+    _chunks(harness)
+    _merge(harness)
+    store.put_object(Bucket=config.evidence_bucket, Key=dissect_plan_nodes_key(INCIDENT), Body=b'{"schema": 7}')
+    assert read_planned_digests(config, store, INCIDENT) == {}
+    summary = finalize_incident(config, store, INCIDENT, [NodeOutcome(node, "done")])
+    assert summary["behind_plan"] == [] and summary["view_rows"]["connections"] > 0

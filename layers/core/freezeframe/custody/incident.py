@@ -7,6 +7,7 @@ and the summary when finalize has written it. The smaller readers beside it serv
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -23,6 +24,8 @@ from freezeframe.freeze.follow import incident_nodes
 from freezeframe.freeze.holds import read_follow
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +125,11 @@ def read_planned_digests(settings: Settings, store: ObjectStore, incident_id: st
         raw = s3io.get_json(store, settings.evidence_bucket, dissect_plan_nodes_key(incident_id))
         plan = DissectPlan.from_dict(raw)
     except NotFoundError:
+        return {}
+    except PayloadError as exc:
+        # A plan that does not parse decides nothing: finalize still writes the views and the summary.
+        logger.warning("dissect plan unreadable; no node is taken as behind it",
+                       extra={"incident_id": incident_id, "error": str(exc)})
         return {}
     digests = plan.extra.get("digests")
     return {str(node): str(digest) for node, digest in digests.items()} if isinstance(digests, Mapping) else {}
