@@ -73,6 +73,7 @@ def test_the_keys_moved_into_the_layout_module() -> None:
         dissect_plan_nodes_key,
         job_prefix,
         job_segment_key,
+        merge_prefix,
         node_prefix,
         parse_job_segment_key,
         tables_prefix,
@@ -86,6 +87,8 @@ def test_the_keys_moved_into_the_layout_module() -> None:
     assert dissect_plan_nodes_key("am-1") == "incidents/am-1/dissect/_plan/nodes.json"
     assert chunk_file_key("am-1", "node-a", 3, "edge-dns") == \
         "incidents/am-1/dissect/_chunks/node-a/000003/edge-dns.parquet"
+    assert merge_prefix("am-1", "node-a", "0123456789abcdef" * 4) == \
+        "incidents/am-1/dissect/_merge/node-a/0123456789abcdef/"
     assert job_prefix("slow-db", "c") == "jobs/slow-db/c/"
     key = job_segment_key("slow-db", "c", "node-a", T0, T0 + 10, "pcap.zst")
     assert key == f"jobs/slow-db/c/2026/11/21/12/node-a/{T0}-{T0 + 10}.pcap.zst"

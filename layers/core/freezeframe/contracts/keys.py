@@ -285,6 +285,12 @@ def chunk_file_key(incident_id: str, node: str, index: int, name: str) -> str:
     return f"{chunk_prefix(incident_id, node, index)}{name}.parquet"
 
 
+def merge_prefix(incident_id: str, node: str, digest: str) -> str:
+    """Where a node's merge steps of one pass (its inputs digest) leave their work for the next step
+    (freezeframe.dissect.fanout)."""
+    return f"{incident_prefix(incident_id)}dissect/_merge/{check_name('node', node)}/{digest[:16]}/"
+
+
 NODE_STATE_ROOT = "nodestate"
 NODE_STATE_EXT = "json"
 _NODE_STATE_KEY = re.compile(

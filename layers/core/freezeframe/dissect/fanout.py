@@ -20,7 +20,7 @@ template.yaml's DissectionStateMachine runs, per pass:
       chunk (``udp_pairs``), to the merge (``pull_pairs``: a conversation idle across a whole chunk, a stray late
       segment, a UDP exchange across an edge), and lists their conn_ids in the node's moved list
       (``keys.dissect_moved_key``); the parts are never rewritten. It groups the node's chunks for step b and leaves
-      its work under ``_merge_prefix``.
+      its work under ``keys.merge_prefix``.
    b. ``merge_apps_step`` (``{"action": "merge-apps", "node": ..., "group": n}``), a Map over the groups of
       consecutive chunks: the dns/http/tls rows of those connections re-pointed to the merged rows and completed
       from the warm-up, a group's time span at a time (exact: see the function).
@@ -66,14 +66,13 @@ from freezeframe.contracts.config import Settings
 from freezeframe.contracts.documents import ChunkStatus, DissectPlan
 from freezeframe.contracts.errors import NotFoundError, SegmentCorruptError
 from freezeframe.contracts.keys import (
-    check_name,
-    chunk_prefix,
+    chunk_file_key,
     chunk_status_key,
     dissect_moved_key,
     dissect_plan_key,
     dissect_plan_nodes_key,
     dissect_status_key,
-    incident_prefix,
+    merge_prefix,
     table_chunk_part_key,
     table_part_key,
 )
@@ -241,7 +240,6 @@ def dissect_chunk(settings: Settings, s3: ObjectStore, item: Mapping[str, Any]) 
     chunk = Chunk(index, 0 if open_start else start_ns, MAX_TS_NS + 1 if open_end else end_ns,
                   None if open_start else warmup_ns)
     result = dissect_segments(node, sources, chunk)
-    prefix = chunk_prefix(incident_id, node, index)
     # Rows on none of the chunk's edges are final: enriched and written as the node's part of this chunk. The edge
     # rows (and the application rows that point at them) go to the merge step (dissect.chunks.split_chunk).
     body, edge, warm = split_chunk(result.tables, chunk, open_start, open_end)
@@ -256,15 +254,14 @@ def dissect_chunk(settings: Settings, s3: ObjectStore, item: Mapping[str, Any]) 
                        content_type="application/vnd.apache.parquet")
     parts = {}
     for name in ENGINE_TABLES:
-        parts[name] = f"{prefix}edge-{name}.parquet"
-        s3io.put_bytes(s3, settings.evidence_bucket, parts[name], parquet_bytes(edge[name]),
-                       content_type="application/vnd.apache.parquet")
+        parts[name] = chunk_file_key(incident_id, node, index, f"edge-{name}")
+        _put_table(settings, s3, parts[name], edge[name])
     for name, table in warm.items():
-        parts[f"_warm_{name}"] = f"{prefix}warm-{name}.parquet"
+        parts[f"_warm_{name}"] = chunk_file_key(incident_id, node, index, f"warm-{name}")
         _put_table(settings, s3, parts[f"_warm_{name}"], table)
     left, right = udp_pairs(result.tables["connections"], chunk, open_start, open_end,
                             settings.dissect_warmup_s * 1_000_000_000)
-    parts["_udp_pairs"] = f"{prefix}udp-pairs.parquet"
+    parts["_udp_pairs"] = chunk_file_key(incident_id, node, index, "udp-pairs")
     _put_table(settings, s3, parts["_udp_pairs"], pa.table({
         "pair": pa.concat_arrays([left, right]),
         "left": pa.array([True] * len(left) + [False] * len(right), pa.bool_())}))
@@ -274,9 +271,8 @@ def dissect_chunk(settings: Settings, s3: ObjectStore, item: Mapping[str, Any]) 
         table = pa.Table.from_arrays([pa.array([r[0] for r in rows], pa.string())]
                                      + [pa.array([r[1][i] for r in rows], pa.int64()) for i in range(4)],
                                      schema=EXTRAS)
-        parts[name] = f"{prefix}{name.lstrip('_').replace('_', '-')}.parquet"
-        s3io.put_bytes(s3, settings.evidence_bucket, parts[name], parquet_bytes(table),
-                       content_type="application/vnd.apache.parquet")
+        parts[name] = chunk_file_key(incident_id, node, index, name.lstrip("_").replace("_", "-"))
+        _put_table(settings, s3, parts[name], table)
     status = {"schema": CHUNK_SCHEMA, "incident_id": incident_id, "node": node, "chunk": index,
               "start_ns": start_ns, "end_ns": end_ns, "warmup_start_ns": warmup_ns, "open_start": open_start,
               "open_end": open_end, "inputs_digest": str(item.get("inputs_digest", inputs.digest)),
@@ -325,11 +321,6 @@ MERGE_SCHEMA = "freezeframe.dissect-merge/v1"
 GROUP_ROWS = 1_000_000
 
 
-def _merge_prefix(incident_id: str, node: str, digest: str) -> str:
-    """Where a node's merge steps of one pass (its inputs digest) leave their work for the next step."""
-    return f"{incident_prefix(incident_id)}dissect/_merge/{check_name('node', node)}/{digest[:16]}/"
-
-
 def _chunk_entry(planned_chunk: PlannedChunk, status: Mapping[str, Any]) -> dict[str, Any]:
     return {"index": planned_chunk.index, "start_ns": planned_chunk.start_ns, "end_ns": planned_chunk.end_ns,
             "warmup_start_ns": None if planned_chunk.open_start else planned_chunk.warmup_start_ns,
@@ -364,7 +355,7 @@ def merge_connections_step(settings: Settings, s3: ObjectStore, incident_id: str
 
     Reads the chunks' edge connections, UDP pairs and extras, and of each chunk part only the endpoint columns of
     connections, reading the connections part whole when it holds a row of an edge's pair (``pull_pairs``). Writes
-    under ``_merge_prefix``: the merged connections, the map of part conn_ids to merged ones, the conn_ids of the
+    under ``keys.merge_prefix``: the merged connections, the map of part conn_ids to merged ones, the conn_ids of the
     merge's rows, the moved rows (per chunk) and ``state.json`` (the chunks, their groups, holes, problems, counts).
     Returns the groups for the state machine's Map (none when the node's status is already done for its inputs)."""
     inputs = node_inputs(settings, s3, incident_id, [node])[node]
@@ -430,7 +421,7 @@ def merge_connections_step(settings: Settings, s3: ObjectStore, incident_id: str
         connections, conn_ids, merged_rows = merged.table, merged.conn_ids, merged.merged_rows
     else:
         connections, conn_ids, merged_rows = TABLES["connections"].empty_table(), {}, 0
-    prefix = _merge_prefix(incident_id, node, inputs.digest)
+    prefix = merge_prefix(incident_id, node, inputs.digest)
     _put_table(settings, s3, f"{prefix}connections.parquet", connections)
     _put_table(settings, s3, f"{prefix}remap.parquet", pa.table({
         "conn_id": pa.array(list(conn_ids), pa.string()), "merged": pa.array(list(conn_ids.values()), pa.string())}))
@@ -470,7 +461,7 @@ def _pull_connections(settings: Settings, s3: ObjectStore, entry: Mapping[str, A
 
 
 def _state(settings: Settings, s3: ObjectStore, incident_id: str, node: str, digest: str) -> dict[str, Any] | None:
-    state = _status(settings, s3, f"{_merge_prefix(incident_id, node, digest)}state.json")
+    state = _status(settings, s3, f"{merge_prefix(incident_id, node, digest)}state.json")
     return state if state is not None and state.get("schema") == MERGE_SCHEMA else None
 
 
@@ -491,7 +482,7 @@ def merge_apps_step(settings: Settings, s3: ObjectStore, incident_id: str, node:
         raise NotFoundError(f"incident {incident_id} node {node}: no merge state for this pass (merge-connections "
                             f"runs first)")
     bucket = settings.evidence_bucket
-    prefix = _merge_prefix(incident_id, node, inputs.digest)
+    prefix = merge_prefix(incident_id, node, inputs.digest)
     members = set(state["groups"][group])
     entries = list(state["chunks"])
     chunks = [_chunk_of_entry(entry) for entry in entries]
@@ -569,7 +560,7 @@ def merge_node(settings: Settings, s3: ObjectStore, incident_id: str, node: str)
             return DissectReport.from_status(previous)
         return DissectReport(incident_id, node, skipped=True)
     bucket = settings.evidence_bucket
-    prefix = _merge_prefix(incident_id, node, inputs.digest)
+    prefix = merge_prefix(incident_id, node, inputs.digest)
     state = _state(settings, s3, incident_id, node, inputs.digest)
     if state is None:
         merge_connections_step(settings, s3, incident_id, node)
