@@ -612,7 +612,29 @@ def test_dissection_fans_out_over_node_chunks_with_retries_catches_and_a_dead_le
     assert states["ChunkFailed"]["Type"] == "Pass" and chunks["ToleratedFailurePercentage"] == 100
     # Finalize runs once, after the Maps, on the node results.
     (finalize_state,) = [s for s in invokes.values() if s["Parameters"]["FunctionName"] == "${FinalizeFunctionArn}"]
-    assert top[fan_out["Next"]] is finalize_state
+    # Between them the views' fold: plan-fold sizes its buckets; with more than one, a Distributed Map routes the
+    # sources, one folds each bucket, and one re-points service_flows when there are any; with one, straight on.
+    plan_fold = top[fan_out["Next"]]
+    assert plan_fold["Parameters"]["Payload"]["action"] == "plan-fold" and plan_fold["ResultPath"] == "$.fold"
+    sharded = top[plan_fold["Next"]]
+    assert sharded["Type"] == "Choice" and top[sharded["Default"]] is finalize_state
+    (many,) = sharded["Choices"]
+    assert many == {"Variable": "$.fold.buckets", "NumericGreaterThan": 1, "Next": "RouteSources"}
+    steps = []
+    state = top[many["Next"]]
+    while state is not finalize_state:
+        if state["Type"] == "Choice":
+            assert top[state["Default"]] is finalize_state
+            state = top[state["Choices"][0]["Next"]]
+            continue
+        assert state["Type"] == "Map" and state["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
+        assert state["ItemReader"]["Parameters"]["Bucket.$"] == "$.fold.bucket"
+        assert state["ToleratedFailurePercentage"] == 100 and 0 < state["MaxConcurrency"] <= 1000
+        task = state["ItemProcessor"]["States"][state["ItemProcessor"]["StartAt"]]
+        steps.append((task["Parameters"]["Payload"]["action"], task["Parameters"]["Payload"].get("phase")))
+        state = top[state["Next"]]
+    assert steps == [("route", None), ("fold", 1), ("fold", 2)]
+    assert top[top[plan_fold["Catch"][0]["Next"]]["Next"]] is finalize_state  # finalize still writes the summary
     assert finalize_state["Parameters"]["Payload"]["nodes.$"] == fan_out["ResultPath"]
     # The next pass of an open hold plans again.
     assert top["NextPass"]["Next"] == definition["StartAt"]
