@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from freezeframe.adapters import s3 as s3io
-from freezeframe.contracts.keys import view_file_bucket, view_key
+from freezeframe.contracts.keys import dissect_status_key, merge_prefix, view_file_bucket, view_key
 from freezeframe.dissect import fanout, foldshard
 from freezeframe.dissect.finalize import summary_key
 from tests.functional.conftest import Harness
@@ -90,6 +90,16 @@ def test_views_folded_in_buckets_equal_the_fold_in_one_piece_and_a_new_bucket_co
     views, filled = _views(harness, _day(harness))
     assert views == reference and filled <= {0, 1, 2}
     assert fewer["view_rows"] == whole["view_rows"]
+    # node-a's merge work gone (its status stays): its chunks are routed one by one, its part whole; same views.
+    status = s3io.get_json(harness.store, harness.settings.evidence_bucket, dissect_status_key(INCIDENT, "node-a"))
+    harness.store.delete_object(Bucket=harness.settings.evidence_bucket,
+                                Key=f"{merge_prefix(INCIDENT, 'node-a', status['inputs_digest'])}state.json")
+    by_chunk = _pass(harness, handler_env, 25)
+    assert by_chunk["fold"] == {"buckets": 4, "errors": []}
+    plan = foldshard.read_plan(harness.settings, harness.store, INCIDENT)
+    assert plan is not None and any(source["source"].startswith("chunk-") for source in plan["sources"])
+    views, _ = _views(harness, _day(harness))
+    assert views == reference
     # Back to one piece: every bucket file is emptied, incident.parquet holds the view again.
     again = _pass(harness, handler_env, 10**9)
     assert again["fold"] == {"buckets": 1, "errors": []}

@@ -283,28 +283,32 @@ def hour_prefix(cluster: str, ts_ns: int, root: str = RAW_ROOT) -> str:
 # chunk's unmerged parts and status (a node's merged tables are its ordinary parts, table_part_key). All under the
 # incident's dissect/ folder (the only incident area the dissect function may write); '_' keeps them apart from the
 # node statuses (a node name has no '/').
+def _plan_file(incident_id: str, name: str) -> str:
+    return f"{incident_prefix(incident_id)}dissect/_plan/{name}"
+
+
 def dissect_plan_key(incident_id: str) -> str:
-    return f"{incident_prefix(incident_id)}dissect/_plan/items.json"
+    return _plan_file(incident_id, "items.json")
 
 
 def dissect_plan_nodes_key(incident_id: str) -> str:
     """What the plan step planned per node (freezeframe.contracts.documents.DissectPlan), beside its items."""
-    return f"{incident_prefix(incident_id)}dissect/_plan/nodes.json"
+    return _plan_file(incident_id, "nodes.json")
 
 
 def fold_plan_key(incident_id: str) -> str:
     """The sharded fold's plan of the latest pass (freezeframe.dissect.foldshard): buckets, sources, day, run."""
-    return f"{incident_prefix(incident_id)}dissect/_plan/fold.json"
+    return _plan_file(incident_id, "fold.json")
 
 
 def fold_route_items_key(incident_id: str) -> str:
     """The route items (one per source of rows) for a Distributed Map's ItemReader."""
-    return f"{incident_prefix(incident_id)}dissect/_plan/fold-route.json"
+    return _plan_file(incident_id, "fold-route.json")
 
 
 def fold_items_key(incident_id: str) -> str:
     """The fold items ({"bucket": b}, one per hash bucket) for a Distributed Map's ItemReader."""
-    return f"{incident_prefix(incident_id)}dissect/_plan/fold-buckets.json"
+    return _plan_file(incident_id, "fold-buckets.json")
 
 
 def fold_route_key(incident_id: str, buckets: int, node: str, digest: str, source: str) -> str:

@@ -243,30 +243,56 @@ def _day(statuses: Mapping[str, Mapping[str, Any] | None]) -> str | None:
     return min(days) if days else None
 
 
+Source = tuple[str, dict[str, list[str]], dict[str, list[str]]]  # name, parts read whole, chunk parts less moved
+
+
 def _group_sources(settings: Settings, s3: ObjectStore, incident_id: str, node: str,
-                   status: Mapping[str, Any]) -> list[tuple[str, dict[str, list[str]], dict[str, list[str]]]]:
-    """A fanned-out node's merge groups: (name, parts read whole, chunk parts read less the moved rows)."""
+                   status: Mapping[str, Any]) -> list[Source] | None:
+    """A fanned-out node's merge groups as sources: each group's chunk parts and its merged application rows (the
+    files the node's part concatenates); None when the merge's work of this status is gone."""
     prefix = merge_prefix(incident_id, node, str(status.get("inputs_digest") or ""))
-    state = s3io.get_json(s3, settings.evidence_bucket, f"{prefix}state.json")
     chunk_parts = set(status.get("chunk_parts") or [])
-    sources = []
-    for group, members in enumerate(state["groups"]):
-        result = s3io.get_json(s3, settings.evidence_bucket, f"{prefix}apps-{group:05d}.json")
+    try:
+        state = s3io.get_json(s3, settings.evidence_bucket, f"{prefix}state.json")
+        results = [s3io.get_json(s3, settings.evidence_bucket, f"{prefix}apps-{group:05d}.json")
+                   for group in range(len(state["groups"]))]
+    except NotFoundError:
+        return None
+    listed = {entry["chunk_parts"].get(name) for entry in state["chunks"] for name in ROUTED}
+    if any(result.get("run") != state.get("run") for result in results) or not chunk_parts <= listed:
+        return None  # a later merge-connections run: these are not the files the node's part was made of
+    sources: list[Source] = []
+    for group, (members, result) in enumerate(zip(state["groups"], results, strict=True)):
         chunks = {name: [entry["chunk_parts"][name] for entry in state["chunks"] if entry["index"] in set(members)
                          and entry["chunk_parts"].get(name) in chunk_parts] for name in ROUTED}
-        sources.append((f"group-{group:05d}", {name: [result["parts"][name]] for name in FOLDED
+        sources.append((f"group-{group:05d}", {name: [result["parts"][name]] for name in FOLDED[1:]
                                                 if name in result["parts"]}, chunks))
     return sources
+
+
+def _chunk_sources(status: Mapping[str, Any]) -> list[Source]:
+    """A fanned-out node's chunk parts, one source per chunk (when its merge groups cannot be read)."""
+    per_chunk: dict[str, dict[str, list[str]]] = {}
+    for key in status.get("chunk_parts") or []:
+        parsed = parse_table_part_key(key)
+        if parsed is not None and parsed[0] in ROUTED:
+            chunk = key.rsplit("~", 1)[1].removesuffix(".parquet")
+            per_chunk.setdefault(f"chunk-{chunk}", {}).setdefault(parsed[0], []).append(key)
+    return [(name, {}, chunks) for name, chunks in sorted(per_chunk.items())]
 
 
 def _route_items(settings: Settings, s3: ObjectStore, incident_id: str, node: str, status: Mapping[str, Any],
                  buckets: int, digest: str) -> list[dict[str, Any]]:
     """The route items of one node: its part, and for a node fanned out in chunks one item per merge group (the
-    node's part then gives only its connections and service_flows: its dns/http/tls are the groups' files)."""
+    node's part then gives only its connections and service_flows: its dns/http/tls are the groups' files). Without
+    the merge groups, one item per chunk, and the node's part whole."""
     parts = {name: key for name, key in (status.get("parts") or {}).items() if name in ROUTED}
-    chunked = bool(status.get("chunk_parts"))
-    groups = _group_sources(settings, s3, incident_id, node, status) if chunked else []
-    node_part = {name: [key] for name, key in parts.items() if not chunked or name not in FOLDED[1:]}
+    groups = _group_sources(settings, s3, incident_id, node, status) if status.get("chunk_parts") else None
+    if groups is None and status.get("chunk_parts"):
+        logger.warning("merge groups unreadable; routing the node's chunks one by one",
+                       extra={"incident_id": incident_id, "node": node})
+    node_part = {name: [key] for name, key in parts.items() if groups is None or name not in FOLDED[1:]}
+    groups = groups if groups is not None else _chunk_sources(status)
     common = {"incident_id": incident_id, "node": node, "buckets": buckets,
               "moved": status.get("moved_rows") or None, "lookup": parts.get("connections")}
     items = [{**common, "source": "node", "parts": node_part, "chunk_parts": {}}]
@@ -491,9 +517,10 @@ def fold_locally(settings: Settings, s3: ObjectStore, incident_id: str, nodes: S
                  with_retries: Callable[[Callable[[], Any]], tuple[Any, str | None]]) -> dict[str, Any]:
     """plan-fold, every route item, fold phase 1 (and 2) of every bucket, through ``invoke`` (the dissect handler)
     and the Maps' retries, as the state machine runs them; a failed task is left for finalize to report."""
-    plan = invoke({"action": "plan-fold", "incident_id": incident_id, "nodes": list(nodes)})
-    if int(plan["buckets"]) <= 1:
-        return dict(plan)
+    plan, error = with_retries(lambda: invoke({"action": "plan-fold", "incident_id": incident_id,
+                                               "nodes": list(nodes)}))
+    if error is not None or int(plan["buckets"]) <= 1:  # no plan of this pass: finalize folds in-process
+        return dict(plan or {})
     items = json.loads(s3io.get_bytes(s3, str(plan["bucket"]), str(plan["route_key"])))
     for item in items:
         with_retries(lambda item=item: invoke({"action": "route", "item": item}))  # type: ignore[misc]
