@@ -64,7 +64,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if action == "plan-fold":
         return plan_fold(config, s3, event["incident_id"], event.get("nodes") or [])
     if action == "route":
-        return route_step(config, s3, event["item"]["incident_id"], event["item"])
+        item = event.get("item") or event
+        return route_step(config, s3, item["incident_id"], item)
     if action == "fold":
         return fold_step(config, s3, event["incident_id"], int(event["bucket"]), int(event.get("phase", 1)))
     if action is not None:

@@ -389,11 +389,19 @@ def route_step(settings: Settings, s3: ObjectStore, incident_id: str, item: Mapp
 
 
 # -- fold
-def _read_sources(s3: ObjectStore, bucket_name: str, sources: Sequence[tuple[str, str]],
-                  bucket: int) -> list[tuple[str, dict[str, pa.Table]]]:
-    """(node, bucket ``bucket`` of each routed object) for (node, key) sources, read concurrently."""
+def _read_sources(s3: ObjectStore, bucket_name: str, sources: Sequence[tuple[str, str]], bucket: int,
+                  optional: Iterable[str] = ()) -> list[tuple[str, dict[str, pa.Table]]]:
+    """(node, bucket ``bucket`` of each routed object) for (node, key) sources, read concurrently; a missing
+    ``optional`` key reads as no rows."""
+    absent_ok = set(optional)
+
     def one(source: tuple[str, str]) -> tuple[str, dict[str, pa.Table]]:
-        return source[0], read_routed_bucket(s3, bucket_name, source[1], bucket)
+        try:
+            return source[0], read_routed_bucket(s3, bucket_name, source[1], bucket)
+        except NotFoundError:
+            if source[1] not in absent_ok:
+                raise
+            return source[0], {}
 
     with ThreadPoolExecutor(max_workers=READERS) as pool:
         return list(pool.map(one, sources))
@@ -469,7 +477,10 @@ def fold_step(settings: Settings, s3: ObjectStore, incident_id: str, bucket: int
         if not plan["flows"]:
             raise FoldError(f"incident {incident_id}: the fold plan has no service_flows phase")
         sources = [("", fold_flows_key(incident_id, run, number)) for number in range(buckets)]
-        pieces = [tables for _node, tables in _read_sources(s3, settings.evidence_bucket, sources, bucket)]
+        # Another bucket whose phase 1 failed sent nothing (its rows are reported missing); this bucket's own map
+        # is required.
+        others = [key for number, (_node, key) in enumerate(sources) if number != bucket]
+        pieces = [tables for _node, tables in _read_sources(s3, settings.evidence_bucket, sources, bucket, others)]
         repoint = _concat([t[REPOINT] for t in pieces if REPOINT in t], FORMAT_TABLES[REPOINT])
         flow_rows = _repoint(_concat([t["service_flows"] for t in pieces if "service_flows" in t], flows_schema),
                              "backend_conn_id", repoint).drop_columns([BACKEND_BUCKET])
