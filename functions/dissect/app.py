@@ -4,7 +4,9 @@
 ...item}`` dissects one (node, time chunk); ``{"action": "merge-connections", "incident_id", "node"}`` merges a node's
 connections at its chunks' edges and returns its groups of chunks; ``{"action": "merge-apps", "incident_id", "node",
 "group"}`` merges one group's dns/http/tls rows; ``{"action": "merge", "incident_id", "node"}`` writes the node's part
-and status (running the steps before it when their results are missing).
+and status (running the steps before it when their results are missing); ``{"action": "plan-fold", "incident_id",
+"nodes"}``, ``{"action": "route", "item"}`` and ``{"action": "fold", "incident_id", "bucket", "phase"}`` fold the views
+in hash buckets (freezeframe.dissect.foldshard).
 Without an action (``{"incident_id", "node"}``) it dissects a whole node in one pass, as before the fan-out.
 """
 
@@ -28,6 +30,7 @@ from freezeframe.dissect.fanout import (
     merge_node,
     plan_dissection,
 )
+from freezeframe.dissect.foldshard import fold_step, plan_fold, route_step
 from freezeframe.dissect.job import dissect_node
 
 logger = function_logger()
@@ -58,8 +61,16 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         report = merge_node(config, s3, event["incident_id"], event["node"])
         metrics.add_metric(name="ConnectionsRows", unit=MetricUnit.Count, value=report.tables.get("connections", 0))
         return {"node": report.node, "state": report.state, "holes": report.stats.get("holes", 0)}
+    if action == "plan-fold":
+        return plan_fold(config, s3, event["incident_id"], event.get("nodes") or [])
+    if action == "route":
+        item = event.get("item") or event
+        return route_step(config, s3, item["incident_id"], item)
+    if action == "fold":
+        return fold_step(config, s3, event["incident_id"], int(event["bucket"]), int(event.get("phase", 1)))
     if action is not None:
-        raise PayloadError(f"unknown dissect action {action!r}: plan, chunk, merge-connections, merge-apps or merge")
+        raise PayloadError(f"unknown dissect action {action!r}: plan, chunk, merge-connections, merge-apps, merge, "
+                           f"plan-fold, route or fold")
     report = dissect_node(config, s3, event["incident_id"], event["node"])
     register_parts(config, report.parts.values())
     metrics.add_metric(name="ConnectionsRows", unit=MetricUnit.Count, value=report.tables.get("connections", 0))

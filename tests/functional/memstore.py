@@ -28,6 +28,7 @@ import base64
 import hashlib
 import io
 import itertools
+import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -259,12 +260,25 @@ class MemoryS3:
                 raise s3_error(str(status), status, "Not Found", "HeadObject") from exc
             return self._describe(version, checksum=ChecksumMode == "ENABLED")
 
-    def get_object(self, *, Bucket: str, Key: str, VersionId: str | None = None) -> dict[str, Any]:
+    def get_object(self, *, Bucket: str, Key: str, VersionId: str | None = None,
+                   Range: str | None = None) -> dict[str, Any]:
         with self._mutex:
             version = self._version(Bucket, Key, VersionId, "GetObject")
             assert version.body is not None
             reply = self._describe(version, checksum=False)
-            reply["Body"] = StreamingBody(io.BytesIO(version.body), len(version.body))
+            body = version.body
+            if Range is not None:
+                # S3's single byte range: "bytes=first-last", last inclusive and clipped to the object; 206.
+                match = re.fullmatch(r"bytes=(\d+)-(\d+)", Range)
+                assert match, f"unsupported Range {Range!r}"
+                first, last = int(match[1]), min(int(match[2]), len(body) - 1)
+                if first >= len(body) or first > last:
+                    raise ClientError({"Error": {"Code": "InvalidRange", "Message": Range}}, "GetObject")
+                reply["ContentRange"] = f"bytes {first}-{last}/{len(body)}"
+                reply["ResponseMetadata"] = {"HTTPStatusCode": 206}
+                body = body[first:last + 1]
+                reply["ContentLength"] = len(body)
+            reply["Body"] = StreamingBody(io.BytesIO(body), len(body))
             return reply
 
     def get_paginator(self, operation_name: str) -> _Paginator:

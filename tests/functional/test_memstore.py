@@ -222,3 +222,16 @@ def test_the_adapters_lock_at_least_never_weakens_and_reports_what_stood(store: 
     assert store.head_object(Bucket=BUCKET, Key="k", VersionId=version)["ObjectLockRetainUntilDate"] == longer
     # And the product never asked for a bypass.
     assert not any(call.get("BypassGovernanceRetention") for call in store.operations("put_object_retention"))
+
+
+def test_a_ranged_get_returns_the_inclusive_range_with_206_as_s3_does(store: MemoryS3) -> None:
+    put(store, "r", b"0123456789")
+    reply = store.get_object(Bucket=BUCKET, Key="r", Range="bytes=2-5")
+    assert reply["Body"].read() == b"2345" and reply["ResponseMetadata"]["HTTPStatusCode"] == 206
+    assert reply["ContentRange"] == "bytes 2-5/10" and reply["ContentLength"] == 4
+    assert store.get_object(Bucket=BUCKET, Key="r", Range="bytes=8-20")["Body"].read() == b"89"  # clipped
+    with pytest.raises(ClientError) as refused:
+        store.get_object(Bucket=BUCKET, Key="r", Range="bytes=10-12")
+    assert refused.value.response["Error"]["Code"] == "InvalidRange"
+    # The adapter's end is exclusive; an empty range asks nothing.
+    assert s3io.get_range(store, BUCKET, "r", 0, 3) == b"012" and s3io.get_range(store, BUCKET, "r", 4, 4) == b""

@@ -3,7 +3,16 @@ from datetime import UTC, datetime
 import pytest
 
 from freezeframe.contracts.errors import PayloadError
-from freezeframe.contracts.keys import hour_prefixes, parse_raw_segment_key, raw_segment_key, table_part_key
+from freezeframe.contracts.keys import (
+    hour_prefixes,
+    parse_raw_segment_key,
+    raw_segment_key,
+    table_part_key,
+    view_bucket_key,
+    view_file_bucket,
+    view_file_number,
+    view_key,
+)
 from freezeframe.contracts.models import to_ns
 
 T0 = to_ns(datetime(2026, 11, 21, 12, 59, 55, tzinfo=UTC))
@@ -94,3 +103,14 @@ def test_the_keys_moved_into_the_layout_module() -> None:
     assert key == f"jobs/slow-db/c/2026/11/21/12/node-a/{T0}-{T0 + 10}.pcap.zst"
     assert parse_job_segment_key(key) == RawKey("c", "node-a", T0, T0 + 10, "pcap.zst")
     assert parse_job_segment_key(f"raw/c/2026/11/21/12/node-a/{T0}-{T0 + 10}.pcap") is None
+
+
+def test_bucket_view_files_sit_in_the_views_folder_and_are_recognised_as_view_files() -> None:
+    folder = "views/connections/dt=2026-01-01/incident_id=inc-1/"
+    assert view_key("connections", "2026-01-01", "inc-1") == folder + "incident.parquet"
+    assert view_bucket_key("connections", "2026-01-01", "inc-1", 3) == folder + "bucket-00003.parquet"
+    assert view_bucket_key("connections", "2026-01-01", "inc-1", 3, 2) == folder + "bucket-00003-00002.parquet"
+    assert [view_file_number(n) for n in ("incident.parquet", "incident-00004.parquet", "bucket-00003.parquet",
+                                          "bucket-00003-00002.parquet", "other.parquet")] == [0, 4, 0, 2, None]
+    assert [view_file_bucket(n) for n in ("incident.parquet", "bucket-00003.parquet",
+                                          "bucket-00012-00001.parquet")] == [None, 3, 12]

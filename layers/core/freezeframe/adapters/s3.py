@@ -73,7 +73,7 @@ class ObjectStore(Protocol):
                    ) -> Mapping[str, Any]: ...
     def head_object(self, *, Bucket: str, Key: str, VersionId: str = ..., ChecksumMode: str = ...
                     ) -> Mapping[str, Any]: ...
-    def get_object(self, *, Bucket: str, Key: str, VersionId: str = ...) -> Mapping[str, Any]: ...
+    def get_object(self, *, Bucket: str, Key: str, VersionId: str = ..., Range: str = ...) -> Mapping[str, Any]: ...
     def copy_object(self, *, Bucket: str, Key: str, CopySource: Mapping[str, str], ChecksumAlgorithm: str = ...,
                     MetadataDirective: str = ..., ObjectLockMode: str = ..., ObjectLockRetainUntilDate: datetime = ...
                     ) -> Mapping[str, Any]: ...
@@ -298,6 +298,19 @@ def get_bytes(s3: ObjectStore, bucket: str, key: str, version_id: str | None = N
         kwargs["VersionId"] = version_id
     try:
         return bytes(s3.get_object(**kwargs)["Body"].read())
+    except ClientError as exc:
+        if _error_code(exc) in {"NoSuchKey", "NoSuchVersion", "404"}:
+            raise NotFoundError(f"s3://{bucket}/{key} not found") from exc
+        raise
+
+
+def get_range(s3: ObjectStore, bucket: str, key: str, start: int, end: int) -> bytes:
+    """Bytes ``start`` to ``end`` (exclusive) of an object, in one ranged GetObject (HTTP Range is inclusive); an
+    empty range asks nothing."""
+    if end <= start:
+        return b""
+    try:
+        return bytes(s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}")["Body"].read())
     except ClientError as exc:
         if _error_code(exc) in {"NoSuchKey", "NoSuchVersion", "404"}:
             raise NotFoundError(f"s3://{bucket}/{key} not found") from exc

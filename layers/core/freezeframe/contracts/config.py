@@ -110,6 +110,8 @@ ENV_FREEZE_ATTEMPTS = "FREEZEFRAME_FREEZE_ATTEMPTS"
 # planner from the manifest's packet counts), and the TCP warm-up each chunk replays before its start.
 ENV_DISSECT_CHUNK_S = "FREEZEFRAME_DISSECT_CHUNK_SECONDS"
 ENV_DISSECT_WARMUP_S = "FREEZEFRAME_DISSECT_WARMUP_SECONDS"
+# The views' fold in hash buckets of endpoint pairs (freezeframe.dissect.foldshard): input rows per fold task.
+ENV_FOLD_ROWS = "FREEZEFRAME_FOLD_ROWS"
 # The agent's /healthz: the drop share of recent segments above which it is degraded.
 ENV_HEALTH_DROP_RATIO = "FREEZEFRAME_HEALTH_DROP_RATIO"
 # Local tooling: where pyenv keeps its Pythons (LocalStack runs on a pyenv 3.13 when PATH has none).
@@ -206,6 +208,7 @@ class Settings:
     freeze_attempts: int = 3  # Lambda's async invocation: the first try and two retries
     dissect_chunk_s: int = 0  # fixed dissection chunk length; 0: the planner sizes chunks (dissect.plan)
     dissect_warmup_s: int = 10  # packets replayed before a chunk's start to rebuild TCP state (dissect.plan)
+    fold_rows: int = 0  # input rows per task of the views' sharded fold; 0: dissect.foldshard.FOLD_ROWS
     health_drop_ratio: float = 0.01  # kernel + agent drops over captured + dropped packets of recent segments
 
     def __post_init__(self) -> None:
@@ -237,6 +240,8 @@ class Settings:
             raise ConfigError(f"{ENV_AGENT_HTTP_PORT} must be a port number, got {self.agent_http_port}")
         if self.dissect_chunk_s < 0 or self.dissect_warmup_s < 0:
             raise ConfigError(f"{ENV_DISSECT_CHUNK_S} and {ENV_DISSECT_WARMUP_S} must not be negative")
+        if self.fold_rows < 0:
+            raise ConfigError(f"{ENV_FOLD_ROWS} must not be negative, got {self.fold_rows}")
         self._check_kafka_security()
 
     def _check_kafka_security(self) -> None:
@@ -340,6 +345,7 @@ class Settings:
             freeze_attempts=_int(env, ENV_FREEZE_ATTEMPTS, base.freeze_attempts),
             dissect_chunk_s=_int(env, ENV_DISSECT_CHUNK_S, base.dissect_chunk_s),
             dissect_warmup_s=_int(env, ENV_DISSECT_WARMUP_S, base.dissect_warmup_s),
+            fold_rows=_int(env, ENV_FOLD_ROWS, base.fold_rows),
             health_drop_ratio=_float(env, ENV_HEALTH_DROP_RATIO, base.health_drop_ratio),
         )
 
@@ -439,6 +445,7 @@ def env_overrides(settings_: Settings) -> dict[str, str]:
         ENV_FREEZE_ATTEMPTS: str(settings_.freeze_attempts),
         ENV_DISSECT_CHUNK_S: str(settings_.dissect_chunk_s) if settings_.dissect_chunk_s else None,
         ENV_DISSECT_WARMUP_S: str(settings_.dissect_warmup_s),
+        ENV_FOLD_ROWS: str(settings_.fold_rows) if settings_.fold_rows else None,
         ENV_HEALTH_DROP_RATIO: repr(settings_.health_drop_ratio),
     }
     out.update({k: v for k, v in optional.items() if v})

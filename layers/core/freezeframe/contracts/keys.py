@@ -239,6 +239,9 @@ VIEW_FILE = "incident.parquet"
 
 
 _VIEW_NUMBERED = re.compile(r"^incident-(?P<number>\d{5})\.parquet$")
+# A view folded in hash buckets of endpoint pairs (freezeframe.dissect.foldshard): bucket-<b>.parquet, continued
+# in bucket-<b>-00001.parquet, ... when compacted.
+_VIEW_BUCKET = re.compile(r"^bucket-(?P<bucket>\d{5})(?:-(?P<number>\d{5}))?\.parquet$")
 
 
 def view_key(table: str, dt: str, incident_id: str, number: int = 0) -> str:
@@ -249,12 +252,26 @@ def view_key(table: str, dt: str, incident_id: str, number: int = 0) -> str:
     return f"{view_prefix(table)}dt={dt}/incident_id={check_name('incident_id', incident_id)}/{name}"
 
 
+def view_bucket_key(table: str, dt: str, incident_id: str, bucket: int, number: int = 0) -> str:
+    """One hash bucket's file of a view folded in buckets (freezeframe.dissect.foldshard), in the view's folder:
+    `bucket-<b:05d>.parquet`, then `bucket-<b:05d>-00001.parquet`, ... when compacted."""
+    name = f"bucket-{bucket:05d}.parquet" if number == 0 else f"bucket-{bucket:05d}-{number:05d}.parquet"
+    return view_key(table, dt, incident_id).rsplit("/", 1)[0] + "/" + name
+
+
 def view_file_number(name: str) -> int | None:
-    """The file number of a view file's name (0 for incident.parquet), or None for another name."""
+    """The file number of a view file's name within its piece (0 for incident.parquet and bucket-<b>.parquet), or
+    None for a name that is no view file."""
     if name == VIEW_FILE:
         return 0
-    match = _VIEW_NUMBERED.match(name)
-    return int(match["number"]) if match else None
+    match = _VIEW_NUMBERED.match(name) or _VIEW_BUCKET.match(name)
+    return int(match["number"] or 0) if match else None
+
+
+def view_file_bucket(name: str) -> int | None:
+    """The hash bucket of a bucket view file's name (bucket-<b>[-<n>].parquet), None for any other name."""
+    match = _VIEW_BUCKET.match(name)
+    return int(match["bucket"]) if match else None
 
 
 def hour_prefix(cluster: str, ts_ns: int, root: str = RAW_ROOT) -> str:
@@ -266,13 +283,53 @@ def hour_prefix(cluster: str, ts_ns: int, root: str = RAW_ROOT) -> str:
 # chunk's unmerged parts and status (a node's merged tables are its ordinary parts, table_part_key). All under the
 # incident's dissect/ folder (the only incident area the dissect function may write); '_' keeps them apart from the
 # node statuses (a node name has no '/').
+def _plan_file(incident_id: str, name: str) -> str:
+    return f"{incident_prefix(incident_id)}dissect/_plan/{name}"
+
+
 def dissect_plan_key(incident_id: str) -> str:
-    return f"{incident_prefix(incident_id)}dissect/_plan/items.json"
+    return _plan_file(incident_id, "items.json")
 
 
 def dissect_plan_nodes_key(incident_id: str) -> str:
     """What the plan step planned per node (freezeframe.contracts.documents.DissectPlan), beside its items."""
-    return f"{incident_prefix(incident_id)}dissect/_plan/nodes.json"
+    return _plan_file(incident_id, "nodes.json")
+
+
+def fold_plan_key(incident_id: str) -> str:
+    """The sharded fold's plan of the latest pass (freezeframe.dissect.foldshard): buckets, sources, day, run."""
+    return _plan_file(incident_id, "fold.json")
+
+
+def fold_route_items_key(incident_id: str) -> str:
+    """The route items (one per source of rows) for a Distributed Map's ItemReader."""
+    return _plan_file(incident_id, "fold-route.json")
+
+
+def fold_items_key(incident_id: str) -> str:
+    """The fold items ({"bucket": b}, one per hash bucket) for a Distributed Map's ItemReader."""
+    return _plan_file(incident_id, "fold-buckets.json")
+
+
+def fold_route_key(incident_id: str, buckets: int, node: str, digest: str, source: str) -> str:
+    """One source's rows routed into `buckets` hash buckets; named by the node's inputs, so a re-run reuses it and
+    new inputs or another bucket count route again."""
+    return (f"{incident_prefix(incident_id)}dissect/_fold/b{buckets}/{check_name('node', node)}/{digest[:16]}/"
+            f"{check_name('source', source)}.route")
+
+
+def fold_run_prefix(incident_id: str, run: str) -> str:
+    """What one fold run (a fold plan's run id) writes besides the views: results, service flows between phases."""
+    return f"{incident_prefix(incident_id)}dissect/_fold/run-{check_name('run', run)}/"
+
+
+def fold_flows_key(incident_id: str, run: str, bucket: int) -> str:
+    """Phase 1's service_flows rows of a bucket, routed by their backend connection's bucket, with its re-point map."""
+    return f"{fold_run_prefix(incident_id, run)}flows-{bucket:05d}.route"
+
+
+def fold_result_key(incident_id: str, run: str, bucket: int, phase: int) -> str:
+    return f"{fold_run_prefix(incident_id, run)}result-{bucket:05d}-{phase}.json"
 
 
 def chunk_prefix(incident_id: str, node: str, index: int) -> str:

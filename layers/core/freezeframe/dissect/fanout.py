@@ -32,7 +32,9 @@ template.yaml's DissectionStateMachine runs, per pass:
       of the body/edge split (one leg's row continues across an edge, the other's does not) has no backend columns.
       Called alone it runs the missing steps a and b first.
 
-4. finalize (``freezeframe.dissect.finalize``) once: builds the incident's views from every node's parts and chunk
+4. The views' fold in hash buckets of endpoint pairs (``freezeframe.dissect.foldshard``): ``plan-fold``, a Map of
+   ``route`` over the sources of rows, a Map of ``fold`` over the buckets (phase 1, then 2 for service_flows).
+5. finalize (``freezeframe.dissect.finalize``) once: builds the incident's views from every node's parts and chunk
 parts,
    without the chunk parts' rows in the node's moved list (``freezeframe.dissect.views``), splits a view larger than
    about
@@ -100,6 +102,7 @@ from freezeframe.dissect.chunks import (
 from freezeframe.dissect.compact import WRITE_OPTIONS
 from freezeframe.dissect.crosslayer import CLUSTER_PART, ServiceTimeline, cluster_tables, node_tables, service_flows
 from freezeframe.dissect.enrich import IpTimeline, enrich
+from freezeframe.dissect.foldshard import fold_locally
 from freezeframe.dissect.job import (
     DissectReport,
     SegmentSource,
@@ -659,8 +662,8 @@ def _with_retries(step: Callable[[], Any], attempts: int = CHUNK_ATTEMPTS) -> tu
 
 def run_locally(settings: Settings, s3: ObjectStore, invoke: Callable[[dict[str, Any]], Mapping[str, Any]],
                 incident_id: str, nodes: Sequence[str]) -> list[dict[str, Any]]:
-    """Plan, every chunk, every node's merge steps, through ``invoke`` (the dissect handler); returns node
-    outcomes."""
+    """Plan, every chunk, every node's merge steps, then the views' sharded fold, through ``invoke`` (the dissect
+    handler); returns node outcomes."""
     plan = invoke({"action": "plan", "incident_id": incident_id, "nodes": list(nodes)})
     for item in plan_items(settings, s3, plan):
         _with_retries(lambda item=item: invoke({"action": "chunk", "item": item}))  # type: ignore[misc]
@@ -685,6 +688,8 @@ def run_locally(settings: Settings, s3: ObjectStore, invoke: Callable[[dict[str,
         else:
             outcomes.append({"node": node, "state": "done" if result.get("state") == "done" else "failed",
                              "error": None})
+    # The views' fold in hash buckets (dissect.foldshard): plan-fold, route, fold; finalize reads its plan.
+    fold_locally(settings, s3, incident_id, plan["nodes"], invoke, _with_retries)
     return outcomes
 
 

@@ -38,12 +38,23 @@ from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.contracts.config import Settings
 from freezeframe.contracts.documents import SUMMARY_SCHEMA, Resolved
 from freezeframe.contracts.errors import NotFoundError, PayloadError, SegmentCorruptError
-from freezeframe.contracts.keys import check_name, follow_key, parse_table_part_key, resolved_key, summary_key
+from freezeframe.contracts.keys import (
+    check_name,
+    follow_key,
+    parse_table_part_key,
+    resolved_key,
+    summary_key,
+    view_file_number,
+    view_key,
+)
 from freezeframe.contracts.models import iso
+from freezeframe.contracts.schemas import TABLES, VIEWS
 from freezeframe.custody.chain import seal_written
 from freezeframe.custody.incident import load_incident, read_planned_digests
 from freezeframe.custody.incident import read_statuses as read_typed_statuses
-from freezeframe.dissect.views import write_incident_views
+from freezeframe.dissect import foldshard
+from freezeframe.dissect.compact import empty_parquet
+from freezeframe.dissect.views import PARQUET, write_incident_views
 from freezeframe.freeze.follow import behind_plan, catch_up, follow_up, hold_closes_at, incident_nodes
 from freezeframe.freeze.unverified import unverified_of
 from freezeframe.intake import postback
@@ -210,6 +221,27 @@ def read_statuses(settings: Settings, s3: ObjectStore, incident_id: str,
             for node, status in read_typed_statuses(settings, s3, incident_id, nodes).items()}
 
 
+def write_sharded_views(settings: Settings, s3: ObjectStore, incident_id: str, fold: Mapping[str, Any],
+                        part_keys: Sequence[str], moved: Mapping[str, str]) -> tuple[dict[str, int], list[str]]:
+    """The views when the fold ran in buckets: rows per view (the routed tables' from the fold's results), and an
+    error per bucket whose fold left no result. Every file in a routed view's folder that this fold did not write
+    (an earlier pass's incident.parquet, a larger bucket count's files, a failed bucket's older file) is overwritten
+    empty: the bucket refuses deletes, and a stale row must not be counted."""
+    bucket = settings.evidence_bucket
+    small = [name for name in TABLES if name not in foldshard.ROUTED]
+    views = write_incident_views(bucket, s3, incident_id, part_keys, moved_keys=moved, tables=small,
+                                 day=str(fold["day"]))
+    rows, written, errors = foldshard.fold_results(settings, s3, incident_id, fold)
+    for name in foldshard.ROUTED:
+        folder = view_key(name, str(fold["day"]), incident_id).rsplit("/", 1)[0] + "/"
+        for stale in s3io.list_keys(s3, bucket, folder):
+            if stale not in written and view_file_number(stale.rsplit("/", 1)[1]) is not None:
+                s3io.put_bytes(s3, bucket, stale, empty_parquet(VIEWS[name]), content_type=PARQUET)
+    for error in errors:
+        logger.error("fold bucket missing from the views", extra={"incident_id": incident_id, "error": error})
+    return {**views, **rows}, errors
+
+
 def finalize_incident(settings: Settings, s3: ObjectStore, incident_id: str, outcomes: Sequence[NodeOutcome], *,
                       register: RegisterParts = register_parts, writer: ReportWriter | None = None,
                       now: datetime | None = None) -> dict[str, Any]:
@@ -237,13 +269,22 @@ def finalize_incident(settings: Settings, s3: ObjectStore, incident_id: str, out
     # The views SQL reads (one row per conversation across nodes) before the partitions and the report that use them.
     moved = {node: str(status["moved_rows"]) for node, status in statuses.items()
              if status and status.get("moved_rows")}
-    views = write_incident_views(settings.evidence_bucket, s3, incident_id, [*part_keys, *chunk_keys],
-                                 moved_keys=moved)
+    fold = foldshard.current_plan(settings, s3, incident_id, statuses)
+    if fold is not None and int(fold["buckets"]) > 1:
+        # The routed tables were folded in buckets by this pass's fold tasks (dissect.foldshard): their results
+        # give the rows; the small tables are folded here.
+        views, fold_errors = write_sharded_views(settings, s3, incident_id, fold, [*part_keys, *chunk_keys], moved)
+    else:
+        views, fold_errors = write_incident_views(settings.evidence_bucket, s3, incident_id,
+                                                  [*part_keys, *chunk_keys], moved_keys=moved), []
     registered = register(settings, part_keys)
     report = write_report(settings, s3, incident_id, writer if writer is not None else report_writer())
     summary = build_summary(incident_id, manifest_nodes, outcomes, statuses, registered, report, now)
     # `rows`: the per-node sum of the nodes dissected cleanly (sightings); `view_rows`: what SQL counts (conversations).
     summary["view_rows"] = dict(sorted(views.items()))
+    summary["fold"] = {"buckets": int(fold["buckets"]) if fold else 1, "errors": fold_errors}
+    if fold_errors:  # a bucket's rows are missing from the views: never a complete incident
+        summary["state"] = INCOMPLETE
     summary["chunk_parts"] = len(chunk_keys)
     summary["partial_until"] = follow.partial_until
     summary["follow"] = follow.to_dict()

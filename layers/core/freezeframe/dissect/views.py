@@ -48,41 +48,54 @@ def _numbered(key: str, count: int) -> list[str]:
     return [key] + [f"{folder}/incident-{number:05d}.parquet" for number in range(1, count)]
 
 
+def without_moved(part: pa.Table, moved: pa.Array | None) -> pa.Table:
+    """A chunk part without the rows its node's merge moved into the node's part (conn_ids ``moved``)."""
+    if moved is None or not part.num_rows or "conn_id" not in part.column_names:
+        return part
+    return part.filter(pc.invert(pc.fill_null(pc.is_in(part.column("conn_id"), value_set=moved), False)))
+
+
 def build_views(incident_id: str, part_keys: Iterable[str], read: Callable[[str], pa.Table | None],
-                moved: Mapping[str, pa.Array] | None = None) -> dict[str, tuple[str, pa.Table]]:
+                moved: Mapping[str, pa.Array] | None = None, tables: Iterable[str] | None = None,
+                day: str | None = None) -> dict[str, tuple[str, pa.Table]]:
     """table -> (view key, view) from the incident's part keys (`read` gives None for a missing part); empty when it
     has no parts. `moved`: per node, the conn_ids whose rows in its chunk parts the merge folded into its part
-    (dissect.fanout); those rows are left out."""
+    (dissect.fanout); those rows are left out. `tables`: only these views (their parts alone are read); `day`: the
+    views' day (default: the earliest of the parts read)."""
+    wanted = set(TABLES if tables is None else tables)
     pieces: dict[str, dict[str, list[pa.Table]]] = {}
     days = []
     for key in sorted(set(part_keys)):
         parsed = parse_table_part_key(key)
-        if parsed is None or parsed[2] != incident_id or parsed[0] not in TABLES:
+        if parsed is None or parsed[2] != incident_id or parsed[0] not in wanted:
             continue
-        table, day, _incident, node = parsed
+        table, part_day, _incident, node = parsed
         part = read(key)
-        if part is not None and moved and node in moved and is_chunk_part_key(key) and part.num_rows \
-                and "conn_id" in part.column_names:
-            part = part.filter(pc.invert(pc.fill_null(pc.is_in(part.column("conn_id"), value_set=moved[node]), False)))
+        if part is not None and moved and node in moved and is_chunk_part_key(key):
+            part = without_moved(part, moved[node])
         if part is not None:
             pieces.setdefault(node, {}).setdefault(table, []).append(part)
-            days.append(day)
+            days.append(part_day)
     if not pieces:
         return {}
     # A fanned-out node has its part and one part per time chunk (dissect.fanout): one table again, in a pass's order.
     per_node = {node: {table: parts[0] if len(parts) == 1 else
                        sort_rows(table, pa.concat_tables([p.cast(TABLES[table]) for p in parts]))
                        for table, parts in tables.items()} for node, tables in pieces.items()}
-    day = min(days)  # one day per incident in the stack (its window start); locally the earliest node's
+    day = day or min(days)  # one day per incident in the stack (its window start); locally the earliest node's
     views = combine(per_node).tables
-    return {name: (view_key(name, day, incident_id), table) for name, table in views.items()}
+    return {name: (view_key(name, day, incident_id), table) for name, table in views.items()
+            if tables is None or name in wanted}
 
 
 def write_incident_views(bucket: str, s3: ObjectStore, incident_id: str, part_keys: Iterable[str],
-                         target_bytes: int = TARGET_BYTES, moved_keys: Mapping[str, str] | None = None
-                         ) -> dict[str, int]:
+                         target_bytes: int = TARGET_BYTES, moved_keys: Mapping[str, str] | None = None,
+                         tables: Iterable[str] | None = None, day: str | None = None) -> dict[str, int]:
     """The incident's views written to the evidence bucket (each split into files of about ``target_bytes``); rows
-    per view. ``moved_keys``: per fanned-out node, its moved list (``keys.dissect_moved_key``)."""
+    per view. ``moved_keys``: per fanned-out node, its moved list (``keys.dissect_moved_key``). ``tables`` and
+    ``day``: as ``build_views`` (finalize writes only the small tables so when the fold ran in buckets,
+    ``dissect.foldshard``). Any other view file in a view's folder (a larger pass's number, or a bucket file of a
+    sharded fold) is overwritten empty."""
     moved = {node: pq.read_table(io.BytesIO(s3io.get_bytes(s3, bucket, key))).column("conn_id").combine_chunks()
              for node, key in (moved_keys or {}).items()}
 
@@ -97,7 +110,7 @@ def write_incident_views(bucket: str, s3: ObjectStore, incident_id: str, part_ke
             return None
 
     rows = {}
-    for name, (key, table) in build_views(incident_id, part_keys, read, moved).items():
+    for name, (key, table) in build_views(incident_id, part_keys, read, moved, tables, day).items():
         files = split_parquet(table, target_bytes)
         keys = _numbered(key, len(files))
         for file_key, body in zip(keys, files, strict=True):
