@@ -70,11 +70,14 @@ from freezeframe.dissect.chunks import (
 )
 from freezeframe.dissect.fanout import GROUP_ROWS, PAIR_COLUMNS
 from freezeframe.dissect.files import time_span
+from freezeframe.dissect.foldshard import READERS, buckets_of, encode_routed, fold_buckets, read_routed
 from freezeframe.dissect.job import EngineResult, SegmentSource, dissect_segments, parquet_bytes
 from freezeframe.dissect.observers import combine
 from freezeframe.dissect.plan import (
     LAMBDA_USD_PER_GB_S,
     SECOND_NS,
+    STATES_USD_PER_TRANSITION,
+    TRANSITIONS_PER_CHUNK,
     CostModel,
     Limits,
     Plan,
@@ -91,6 +94,12 @@ RATE_PPS = 100_000
 SEGMENT_S = 10
 TARGET_WALL_S = 15 * 60
 MAP_GROUPS = 25  # template.yaml MergeApplicationRows MaxConcurrency
+MAP_FOLD = 500  # template.yaml RouteSources, FoldBuckets and FoldServiceFlows MaxConcurrency
+# S3 figures the model takes (not measured here): a ranged GET's time to its first byte from a Lambda in the
+# bucket's region, and the request prices (us-east-1, S3 Standard).
+GET_S = 0.030
+S3_USD_PER_GET = 0.0004 / 1000
+S3_USD_PER_PUT = 0.005 / 1000
 KERNEL_VERSION = 2  # bump when the capture's recipe changes
 KERNEL_PACKETS = 1_000_000
 KERNEL_SEGMENT_MB = 32  # rotated like the agent's segments: a chunk reads only the segments of its time
@@ -458,11 +467,23 @@ def measure(paths: list[Path], chunks: int, warmup_s: float
     # (the same traffic on both: every row folds with another), in a fresh process.
     for name in CHUNK_TABLES:
         (folder / f"seq-{name}.parquet").write_bytes(parquet_bytes(sequential.tables[name]))
-    fold = _in_child(_fold_child, str(folder))
+    # The synthetic incident's fold: its buckets (FOLD_ROWS input rows each) and a node's sources (its merge groups
+    # and its part), from this capture's rows per packet.
+    node_packets = HOUR_S * RATE_PPS
+    table_rows = sum(sequential.tables[name].num_rows for name in CHUNK_TABLES) / max(packets, 1)
+    buckets = fold_buckets(round(NODES * node_packets * table_rows))
+    all_rows = sum(t.num_rows for r in results for t in r.tables.values())
+    sources = math.ceil(node_packets / (GROUP_ROWS / (all_rows / max(packets, 1)))) + 1
+    route = _in_child(_route_child, (str(folder), sources, buckets))
+    fold = _in_child(_fold_child, (str(folder), sources, buckets))
     shutil.rmtree(folder)
-    print(f"  finalize's fold (2 observers of the same {fold['rows'] // 2} rows): {fold['cpu']:.2f} CPU s "
-          f"({fold['cpu'] / fold['rows'] * 1e6:.1f} us per input row, views written), peak growth {fold['mb']:.0f} MB "
-          f"({fold['mb'] * 1e6 / fold['rows']:.0f} MB per M input rows)", flush=True)
+    print(f"  route (a source's parts read, each row's bucket, one object for {buckets} buckets): {route['rows']} rows "
+          f"in {route['cpu']:.2f} CPU s ({route['cpu'] / route['rows'] * 1e6:.2f} us/row), "
+          f"{route['bytes'] / 2**20:.1f} MB routed, peak growth {route['mb']:.0f} MB", flush=True)
+    print(f"  fold task (2 observers of the same {fold['rows'] // 2} rows, {sources} sources per node decoded, "
+          f"combine, views written): {fold['cpu']:.2f} CPU s ({fold['cpu'] / fold['rows'] * 1e6:.1f} us per input "
+          f"row), peak growth {fold['mb']:.0f} MB ({fold['mb'] * 1e6 / fold['rows']:.0f} MB per M input rows)",
+          flush=True)
     # Per packet read: a chunk reads its warm-up too. The planner's estimate of each task's reads, from the
     # measured total spread over the capture's span, is the denominator.
     per_byte = packets / size  # the measured packets spread over the segments by their sizes
@@ -488,7 +509,6 @@ def measure(paths: list[Path], chunks: int, warmup_s: float
                      read_share=counts["read_rows"] / max(counts["scanned_rows"], 1),
                      s_per_read_row=cpu["read"] / max(counts["read_rows"], 1),
                      mb_per_part_row=part_row_mb)
-    all_rows = sum(t.num_rows for r in results for t in r.tables.values())
     split = {
         # merge-apps: per packet owned by the group's chunks (their edges, moved rows and warm-ups scale with it)
         "apps_s_per_packet": max(g["cpu"] / owned[c.index] for g, c in zip(group_stats, planned, strict=True)),
@@ -500,28 +520,70 @@ def measure(paths: list[Path], chunks: int, warmup_s: float
         "finish_bytes_per_row": counts["finish_bytes"] / max(app_out, 1),
         # finalize's fold, per input row (every table's rows of every node)
         "fold_s_per_row": fold["cpu"] / fold["rows"], "fold_mb_per_row": fold["mb"] / fold["rows"],
+        # a route task, per row of its source, and its routed object's bytes per row
+        "route_s_per_row": route["cpu"] / route["rows"], "route_mb_per_row": route["mb"] / route["rows"],
+        "routed_bytes_per_row": route["bytes"] / route["rows"],
         "table_rows_per_packet": sum(sequential.tables[name].num_rows for name in CHUNK_TABLES) / max(packets, 1),
         "exact": same_as_full and same_grouped and not differing,
     }
     return cost, measured, split
 
 
-def _fold_child(folder: str) -> dict[str, float]:
-    """observers.combine on two nodes' copies of one node's tables, its views written as Parquet."""
+def _two_nodes(folder: str) -> dict[str, dict[str, pa.Table]]:
+    """The node's tables (written by ``measure``) as seen by two nodes: the same rows under a second node's name."""
     root = Path(folder)
     tables = {name: pq.read_table(root / f"seq-{name}.parquet") for name in CHUNK_TABLES}
     other = {name: table.set_column(table.schema.get_field_index("node"), "node",
                                     pa.array(["bench-b"] * table.num_rows, pa.string()))
              for name, table in tables.items()}
-    rows = 2 * sum(t.num_rows for t in tables.values())
-    combine({"bench": {k: v.slice(0, 10) for k, v in tables.items()}, "bench-b": {k: v.slice(0, 10) for k, v in
-                                                                                   other.items()}})  # imports
+    return {"bench": tables, "bench-b": other}
+
+
+FoldArgs = tuple[str, int, int]
+
+
+def _fold_child(args: FoldArgs) -> dict[str, float]:
+    """One fold task (dissect.foldshard.fold_step, phase 1, without S3): a bucket's rows from ``sources`` routed
+    objects per node decoded, ``observers.combine``, the views written as Parquet. Here the bucket holds every row of
+    two nodes' copies of the node's tables (about FOLD_ROWS), spread over the sources as a node's groups spread
+    them."""
+    folder, sources, _unused = args
+    per_node = _two_nodes(folder)
+    rows = sum(t.num_rows for tables in per_node.values() for t in tables.values())
+    blobs = []
+    for node, tables in per_node.items():
+        for number in range(sources):
+            piece = {name: table.slice(number * table.num_rows // sources,
+                                       (number + 1) * table.num_rows // sources - number * table.num_rows // sources)
+                     for name, table in tables.items()}
+            blobs.append((node, encode_routed(piece, {name: pa.array([0] * t.num_rows, pa.int32())
+                                                      for name, t in piece.items()}, 1)))
+    combine({n: {k: v.slice(0, 10) for k, v in t.items()} for n, t in per_node.items()})  # imports, first calls
+    del per_node
     before = _reset_peak()
     start = _cpu()
-    views = combine({"bench": tables, "bench-b": other}).tables
+    gathered: dict[str, dict[str, list[pa.Table]]] = {}
+    for node, blob in blobs:
+        for name, table in read_routed(blob, 0).items():
+            gathered.setdefault(node, {}).setdefault(name, []).append(table)
+    views = combine({node: {name: sort_rows(name, pa.concat_tables(pieces)) for name, pieces in tables.items()}
+                     for node, tables in gathered.items()}).tables
     for table in views.values():
         parquet_bytes(table)
     return {"cpu": _cpu() - start, "mb": _vm("VmHWM") - before, "rows": rows}
+
+
+def _route_child(args: FoldArgs) -> dict[str, float]:
+    """One route task (dissect.foldshard.route_step, without S3): a source's parts read from Parquet, each row's
+    bucket, the routed object encoded, for ``buckets`` buckets (the incident's)."""
+    folder, _sources, buckets = args
+    root = Path(folder)
+    before = _reset_peak()
+    start = _cpu()
+    tables = {name: pq.read_table(root / f"seq-{name}.parquet") for name in CHUNK_TABLES}
+    body = encode_routed(tables, {name: buckets_of(table, buckets) for name, table in tables.items()}, buckets)
+    return {"cpu": _cpu() - start, "mb": _vm("VmHWM") - before, "rows": sum(t.num_rows for t in tables.values()),
+            "bytes": len(body)}
 
 
 def synthetic_entries() -> list[ManifestEntry]:
@@ -578,14 +640,39 @@ def main() -> int:
     finish_s = cost.fixed_s + app_rows * split["finish_s_per_row"] / speed
     finish_mb = cost.base_mb + app_rows * split["finish_bytes_per_row"] / 2**20 + \
         prediction.edge_rows * cost.mb_per_edge_row
-    # finalize: every node's rows folded into the views in one function.
+    # The views' fold (dissect.foldshard): a Map routes every source (a node's merge groups and its part), a Map
+    # folds every bucket (FOLD_ROWS input rows each), then finalize reads the buckets' results.
     fold_rows = NODES * node_packets * split["table_rows_per_packet"]
-    finalize_s = cost.fixed_s + fold_rows * split["fold_s_per_row"] / speed
-    finalize_mb = cost.base_mb + fold_rows * split["fold_mb_per_row"]
+    buckets = fold_buckets(round(fold_rows))
+    sources = NODES * (groups + 1)
+    bucket_rows = fold_rows / buckets
+    # A group's source: its chunks' parts (4 tables) and its 3 merged application files, read one after another.
+    group_rows = fold_rows / NODES / groups
+    group_reads = math.ceil(per_node / groups) * len(CHUNK_TABLES) + 3
+    route_s = cost.fixed_s + group_rows * split["route_s_per_row"] / speed + group_reads * GET_S
+    route_mb = cost.base_mb + group_rows * split["route_mb_per_row"]
+    route_wall = math.ceil(sources / MAP_FOLD) * route_s
+    # A fold task: two ranged GETs per source (its offsets, its bytes), READERS at a time.
+    fold_gets = 2 * sources
+    fold_s = cost.fixed_s + bucket_rows * split["fold_s_per_row"] / speed + math.ceil(fold_gets / READERS) * GET_S
+    fold_mb = cost.base_mb + bucket_rows * (split["fold_mb_per_row"] + split["routed_bytes_per_row"] / 2**20)
+    fold_wall = math.ceil(buckets / MAP_FOLD) * fold_s
+    # service_flows (none in this capture: no Kubernetes): the second phase reads every bucket's flows object.
+    flows_s = cost.fixed_s + math.ceil(2 * buckets / READERS) * GET_S
+    # finalize: one result per bucket read, the small tables' views, the summary (the report is not modelled).
+    finalize_s = cost.fixed_s + math.ceil(buckets / READERS) * GET_S
+    finalize_mb = cost.base_mb
     chunk_wall = prediction.wall_s - prediction.merge_s
-    wall_s = chunk_wall + prediction.merge_s + apps_wall + finish_s + finalize_s
+    wall_s = chunk_wall + prediction.merge_s + apps_wall + finish_s + route_wall + fold_wall + finalize_s
     gb = limits.memory_mb / 1024
-    usd = prediction.cost_usd + (NODES * (groups * apps_s + finish_s) + finalize_s) * gb * LAMBDA_USD_PER_GB_S
+    lambda_s = NODES * (groups * apps_s + finish_s) + sources * route_s + buckets * fold_s + finalize_s
+    gets = sources * group_reads + buckets * fold_gets + buckets
+    puts = sources + buckets * (len(CHUNK_TABLES) + 1)
+    fold_usd = (sources * route_s + buckets * fold_s) * gb * LAMBDA_USD_PER_GB_S + \
+        (sources + buckets) * TRANSITIONS_PER_CHUNK * STATES_USD_PER_TRANSITION + \
+        gets * S3_USD_PER_GET + puts * S3_USD_PER_PUT
+    usd = prediction.cost_usd + lambda_s * gb * LAMBDA_USD_PER_GB_S - (sources * route_s + buckets * fold_s) * gb * \
+        LAMBDA_USD_PER_GB_S + fold_usd
     half_s, half_mb = limits.timeout_s / 2, limits.memory_mb / 2
     ok_time = longest.seconds <= half_s
     ok_memory = largest.memory_mb <= half_mb
@@ -593,6 +680,8 @@ def main() -> int:
     ok_merge = prediction.merge_s <= half_s and prediction.merge_mb <= half_mb
     ok_apps = apps_s <= half_s and apps_mb <= half_mb
     ok_finish = finish_s <= half_s and finish_mb <= half_mb
+    ok_route = route_s <= half_s and route_mb <= half_mb
+    ok_fold = fold_s <= half_s and fold_mb <= half_mb and flows_s <= half_s
     ok_finalize = finalize_s <= half_s and finalize_mb <= half_mb
     figures = {"capture": [str(p) for p in paths], "measured_chunks": chunks, "cost_model": cost.to_dict(),
                "split_merge_and_finalize": split,
@@ -604,12 +693,16 @@ def main() -> int:
                         "time_limit_s": limits.timeout_s, "memory_limit_mb": limits.memory_mb},
                "prediction": {**prediction.to_dict(), "apps_groups_per_node": groups, "apps_s": round(apps_s, 1),
                               "apps_mb": round(apps_mb, 1), "finish_s": round(finish_s, 1),
-                              "finish_mb": round(finish_mb, 1), "finalize_s": round(finalize_s, 1),
+                              "finish_mb": round(finish_mb, 1), "fold_buckets": buckets, "fold_sources": sources,
+                              "route_s": round(route_s, 1), "route_mb": round(route_mb, 1),
+                              "fold_s": round(fold_s, 1), "fold_mb": round(fold_mb, 1),
+                              "flows_s": round(flows_s, 1), "finalize_s": round(finalize_s, 1),
                               "finalize_mb": round(finalize_mb, 1), "wall_s": round(wall_s, 1),
-                              "cost_usd": round(usd, 2)},
+                              "fold_cost_usd": round(fold_usd, 2), "cost_usd": round(usd, 2)},
                "target": {"wall_s_max": TARGET_WALL_S, "wall_ok": ok_wall, "task_time_under_half": ok_time,
                           "task_memory_under_half": ok_memory, "merge_connections_under_half": ok_merge,
                           "merge_apps_under_half": ok_apps, "merge_under_half": ok_finish,
+                          "route_under_half": ok_route, "fold_under_half": ok_fold,
                           "finalize_under_half": ok_finalize}}
     if options.json:
         print(json.dumps(figures, indent=2))
@@ -638,8 +731,10 @@ def main() -> int:
         print(f"AWS, concurrency {options.concurrency}: {prediction.waves} wave(s) of chunks up to "
               f"{prediction.max_task_s:.0f} s ({chunk_wall:.0f} s) + merge-connections {prediction.merge_s:.0f} s + "
               f"merge-apps {math.ceil(groups / MAP_GROUPS)} wave(s) of {apps_s:.0f} s + node's part {finish_s:.0f} s "
-              f"+ finalize {finalize_s:.0f} s = wall {wall_s:.0f} s ({wall_s / 60:.1f} min, target < 15 min: "
-              f"{'met' if ok_wall else 'NOT met'}); ${usd:.2f} per incident")
+              f"+ route {math.ceil(sources / MAP_FOLD)} wave(s) of {route_s:.0f} s + fold "
+              f"{math.ceil(buckets / MAP_FOLD)} wave(s) of {fold_s:.0f} s + finalize {finalize_s:.0f} s = wall "
+              f"{wall_s:.0f} s ({wall_s / 60:.1f} min, target < 15 min: {'met' if ok_wall else 'NOT met'}); "
+              f"${usd:.2f} per incident (the fold ${fold_usd:.2f}: {gets / 1e6:.1f} M GETs, {puts / 1e3:.0f} k PUTs)")
         print(f"every chunk task under half its limits: time {'yes' if ok_time else 'NO'}, memory "
               f"{'yes' if ok_memory else 'NO'}")
         print(f"merge-connections (largest node): {prediction.edge_rows:.0f} rows in the merge of "
@@ -650,10 +745,15 @@ def main() -> int:
               f"{apps_mb:.0f} MB; under half its limits: {'yes' if ok_apps else 'NO'}")
         print(f"merge (node's part): {app_rows / 1e6:.1f} M application rows, {finish_s:.0f} s and {finish_mb:.0f} MB; "
               f"under half its limits: {'yes' if ok_finish else 'NO'}")
-        tasks = math.ceil(max(finalize_s / half_s, finalize_mb / half_mb))
-        print(f"finalize (one function, every node's rows folded): {fold_rows / 1e6:.0f} M rows, {finalize_s:.0f} s "
-              f"and {finalize_mb:.0f} MB; under half its limits: {'yes' if ok_finalize else 'NO'} (a fold split "
-              f"over the endpoint pair's hash would need at least {tasks} tasks: not built)")
+        print(f"route: {sources} sources ({groups + 1} per node), each about {group_rows / 1e6:.2f} M rows read from "
+              f"{group_reads} parts, {route_s:.0f} s and {route_mb:.0f} MB; under half its limits: "
+              f"{'yes' if ok_route else 'NO'}")
+        print(f"fold: {fold_rows / 1e6:.0f} M rows in {buckets} buckets of {bucket_rows / 1e3:.0f} k rows, each task "
+              f"{fold_gets} ranged GETs ({READERS} at a time, {GET_S * 1000:.0f} ms each) and {fold_s:.0f} s, "
+              f"{fold_mb:.0f} MB; under half its limits: {'yes' if ok_fold else 'NO'}; with service_flows a second "
+              f"phase of {math.ceil(buckets / MAP_FOLD)} wave(s) of {flows_s:.0f} s")
+        print(f"finalize: {buckets} bucket results read, {finalize_s:.0f} s; under half its limits: "
+              f"{'yes' if ok_finalize else 'NO'} (the incident report's queries are not in this figure)")
         for factor in (10, 100):
             more = predict(Plan(plan.chunks, dataclasses.replace(
                 cost, crossing_rows_per_pps=cost.crossing_rows_per_pps * factor,
@@ -661,7 +761,8 @@ def main() -> int:
                 options.concurrency, finalize_s=0.0)
             print(f"  at {factor}x the connections rows in the merge: {more.edge_rows:.0f}, merge-connections "
                   f"{more.merge_s:.0f} s, {more.merge_mb:.0f} MB")
-    return 0 if ok_wall and ok_time and ok_memory and ok_merge and ok_apps and ok_finish and ok_finalize else 1
+    return 0 if ok_wall and ok_time and ok_memory and ok_merge and ok_apps and ok_finish and ok_route and ok_fold \
+        and ok_finalize else 1
 
 
 if __name__ == "__main__":

@@ -53,15 +53,20 @@ def _sequential(s3: Any, manifest: dict[str, Any], node: str) -> dict[str, dict[
     return {row["conn_id"]: row for row in table.to_pylist()}
 
 
+def _row_key(row: dict[str, Any]) -> str:
+    return repr(sorted(row.items()))
+
+
 def _view_files(s3: Any, bucket: str, incident_id: str, table: str) -> list[str]:
     return sorted(k for k in s3io.list_keys(s3, bucket, view_prefix(table)) if f"incident_id={incident_id}/" in k)
 
 
-def test_a_multi_node_incident_is_dissected_in_chunks_merged_into_parts_and_views_and_a_failed_chunk_is_a_hole(
-        local: Any, handler_env: Any, tmp_path: Path) -> None:
+def _freeze_two_nodes(local: Any, handler_env: Any, tmp_path: Path, **settings: Any) -> tuple[Any, Any, str]:
+    """Both nodes replay the sample, an incident over their window is frozen through the gateway, and its
+    dissection state machine (the gateway's stand-in) runs to its summary; (settings, s3, incident id)."""
     config, s3, gateway = local
     config = config.with_(segments_topic=f"ff-fanout-{uuid.uuid4().hex[:8]}", hold_grace_s=0, dissect_chunk_s=7,
-                          dissect_warmup_s=5)
+                          dissect_warmup_s=5, **settings)
     handler_env(config)
     gateway.settings = config
     create_topics(config.kafka_bootstrap, [config.segments_topic])
@@ -85,7 +90,12 @@ def test_a_multi_node_incident_is_dissected_in_chunks_merged_into_parts_and_view
     until(lambda: s3io.exists(s3, config.evidence_bucket, summary_key(incident_id)), 120, "finalize")
     assert gateway.wait_idle(60)
     assert [i for i in gateway.invocations if i.state == "failed"] == []
+    return config, s3, incident_id
 
+
+def test_a_multi_node_incident_is_dissected_in_chunks_merged_into_parts_and_views_and_a_failed_chunk_is_a_hole(
+        local: Any, handler_env: Any, tmp_path: Path) -> None:
+    config, s3, incident_id = _freeze_two_nodes(local, handler_env, tmp_path)
     bucket = config.evidence_bucket
     summary = s3io.get_json(s3, bucket, summary_key(incident_id))
     assert summary["state"] == "complete", summary["nodes"]
@@ -157,3 +167,41 @@ def test_a_multi_node_incident_is_dissected_in_chunks_merged_into_parts_and_view
     (view_file,) = _view_files(s3, bucket, incident_id, "connections")
     assert {row["observer"] for row in _read(s3, bucket, view_file)} <= set(NODES)
     assert reports["node-a"].stats["holes"] == 0 and reports["node-b"].stats["holes"] == 1
+
+
+def test_the_views_of_a_multi_node_incident_folded_in_buckets_on_the_real_stack_equal_the_fold_in_one_piece(
+        local: Any, handler_env: Any, tmp_path: Path) -> None:
+    """The same incident with FREEZEFRAME_FOLD_ROWS small: plan-fold, route and fold run as the state machine runs
+    them (the gateway's stand-in, through the dissect handler, ranged GETs on LocalStack); the views are bucket
+    files whose rows equal those of the fold in one piece (``views.build_views`` over the same parts), each
+    conversation once with both nodes as observers, and SQL over the views counts each once."""
+    from freezeframe.contracts.keys import fold_plan_key
+    from freezeframe.dissect.views import build_views
+    from freezeframe.investigate.query import run
+
+    config, s3, incident_id = _freeze_two_nodes(local, handler_env, tmp_path, fold_rows=150)
+    bucket = config.evidence_bucket
+    summary = s3io.get_json(s3, bucket, summary_key(incident_id))
+    assert summary["state"] == "complete", summary
+    plan = s3io.get_json(s3, bucket, fold_plan_key(incident_id))
+    routed = sum(plan["rows"].values())
+    assert plan["buckets"] == -(-routed // 150) >= 3
+    statuses = [s3io.get_json(s3, bucket, dissect_status_key(incident_id, node)) for node in NODES]
+    part_keys = [key for status in statuses for key in [*status["parts"].values(), *status["chunk_parts"]]]
+    moved = {node: pq.read_table(io.BytesIO(s3io.get_bytes(s3, bucket, status["moved_rows"]))).column("conn_id")
+             .combine_chunks() for node, status in zip(NODES, statuses, strict=True) if status.get("moved_rows")}
+    expected = build_views(incident_id, part_keys,
+                           lambda key: pq.read_table(io.BytesIO(s3io.get_bytes(s3, bucket, key))), moved)
+    for table in ("connections", "dns", "http", "tls"):
+        files = _view_files(s3, bucket, incident_id, table)
+        assert files and all("/bucket-" in key for key in files), files
+        rows = [row for key in files for row in _read(s3, bucket, key)]
+        want = expected[table][1].to_pylist()
+        assert sorted(map(_row_key, rows)) == sorted(map(_row_key, want)), table
+        assert summary["view_rows"][table] == len(want)
+    connections = [row for key in _view_files(s3, bucket, incident_id, "connections") for row in _read(s3, bucket, key)]
+    assert connections and all(row["observers"] == list(NODES) for row in connections)
+    # SQL (DuckDB over the bucket, as `freezeframe query`) reads the folder: every bucket file, each row once.
+    result = run(config, f"SELECT count(*), count(DISTINCT conn_id) FROM connections WHERE incident_id = "
+                         f"'{incident_id}'")
+    assert result.rows == ((len(connections), len(connections)),)
