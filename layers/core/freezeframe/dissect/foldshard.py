@@ -24,8 +24,9 @@ Steps (the dissect function's actions, after the node merges; finalize then read
    (only when the incident has service_flows rows) re-points them in the backend's bucket and writes their views.
 
 The routed format: a header (magic, B), B + 1 little-endian int64 offsets (bucket b is bytes [off[b], off[b+1])),
-then per bucket a directory (count, then table code and byte length per non-empty table) and each table's rows as
-one Arrow IPC record batch message, the schema known from ``FORMAT_TABLES`` (never repeated per bucket).
+then per bucket a directory (count, then per non-empty table its code, stored and message lengths) and each table's
+rows as one Arrow IPC record batch message compressed with zstd, the schema known from ``FORMAT_TABLES`` (never
+repeated per bucket).
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ _CODES = tuple(FORMAT_TABLES)
 MAGIC = b"FFROUTE1"
 _HEADER = struct.Struct("<8sII")  # magic, buckets, reserved
 _COUNT = struct.Struct("<I")
-_ENTRY = struct.Struct("<IQ")  # table code, bytes
+_ENTRY = struct.Struct("<IQQ")  # table code, stored (zstd) bytes, message bytes
+CODEC = "zstd"
 _OFFSETS = struct.Struct("<qq")
 
 
@@ -183,8 +185,9 @@ def encode_routed(tables: Mapping[str, pa.Table], bucket_of: Mapping[str, pa.Arr
         for name in batches:
             start, stop = starts[name][bucket], starts[name][bucket + 1]
             if stop > start:
-                blob = batches[name].slice(start, stop - start).serialize().to_pybytes()
-                entries.append(_ENTRY.pack(_CODES.index(name), len(blob)))
+                message = batches[name].slice(start, stop - start).serialize()
+                blob = pa.compress(message, codec=CODEC, asbytes=True)
+                entries.append(_ENTRY.pack(_CODES.index(name), len(blob), message.size))
                 blobs.append(blob)
         piece = _COUNT.pack(len(entries)) + b"".join(entries) + b"".join(blobs) if entries else b""
         pieces.append(piece)
@@ -201,9 +204,10 @@ def decode_bucket(data: bytes) -> dict[str, pa.Table]:
     buffer = pa.py_buffer(data)
     out = {}
     for number in range(count):
-        code, length = _ENTRY.unpack_from(data, _COUNT.size + number * _ENTRY.size)
+        code, length, size = _ENTRY.unpack_from(data, _COUNT.size + number * _ENTRY.size)
         name = _CODES[code]
-        batch = pa.ipc.read_record_batch(buffer.slice(position, length), FORMAT_TABLES[name])
+        message = pa.decompress(buffer.slice(position, length), decompressed_size=size, codec=CODEC)
+        batch = pa.ipc.read_record_batch(message, FORMAT_TABLES[name])
         out[name] = pa.Table.from_batches([batch])
         position += length
     return out
