@@ -65,7 +65,7 @@ def _views(harness: Harness, day: str) -> tuple[dict[str, list[str]], set[int]]:
 def _day(harness: Harness) -> str:
     plan = foldshard.read_plan(harness.settings, harness.store, INCIDENT)
     assert plan is not None
-    return str(plan["day"])
+    return str(plan.day)
 
 
 def test_views_folded_in_buckets_equal_the_fold_in_one_piece_and_a_new_bucket_count_leaves_nothing_stale(
@@ -97,7 +97,7 @@ def test_views_folded_in_buckets_equal_the_fold_in_one_piece_and_a_new_bucket_co
     by_chunk = _pass(harness, handler_env, 25)
     assert by_chunk["fold"] == {"buckets": 4, "errors": []}
     plan = foldshard.read_plan(harness.settings, harness.store, INCIDENT)
-    assert plan is not None and any(source["source"].startswith("chunk-") for source in plan["sources"])
+    assert plan is not None and any(source["source"].startswith("chunk-") for source in plan.sources)
     views, _ = _views(harness, _day(harness))
     assert views == reference
     # Back to one piece: every bucket file is emptied, incident.parquet holds the view again.

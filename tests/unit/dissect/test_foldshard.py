@@ -21,6 +21,7 @@ from freezeframe_local.cli import main
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.contracts.config import Settings
+from freezeframe.contracts.documents import FoldPlan
 from freezeframe.contracts.keys import fold_plan_key, table_part_key, view_key
 from freezeframe.contracts.schemas import TABLES
 from freezeframe.dissect import foldshard
@@ -166,9 +167,8 @@ def _sharded(per_node: dict[str, dict[str, pa.Table]], buckets: int) -> dict[str
                     "moved": None, "lookup": parts["connections"]}
             assert route_step(settings, s3, INCIDENT, item)["key"] == item["key"]
             sources.append({"node": node, "source": source, "key": item["key"]})
-    s3io.put_json(s3, BUCKET, fold_plan_key(INCIDENT), {
-        "schema": foldshard.FOLD_SCHEMA, "run": "r1", "buckets": buckets, "day": DAY, "flows": True,
-        "sources": sources})
+    s3io.put_json(s3, BUCKET, fold_plan_key(INCIDENT), FoldPlan(INCIDENT, "r1", buckets, DAY, True, {},
+                                                                tuple(sources)).to_dict())
     for phase in (1, 2):
         for bucket in range(buckets):
             fold_step(settings, s3, INCIDENT, bucket, phase)

@@ -67,6 +67,7 @@ LEGAL_HOLD_REFERENCE_SCHEMA = "freezeframe.legal-hold-reference/v1"
 LEGAL_HOLD_RELEASE_SCHEMA = "freezeframe.legal-hold-release/v1"
 SEGMENT_INDEX_SCHEMA = "freezeframe.segment-index/v1"
 DISSECT_PLAN_SCHEMA = "freezeframe.dissect-plan/v1"
+FOLD_PLAN_SCHEMA = "freezeframe.dissect-fold/v1"  # the views' fold in hash buckets (freezeframe.dissect.foldshard)
 DISSECT_CHUNK_SCHEMA = "freezeframe.dissect-chunk/v2"  # v2: body rows in chunk parts, edge rows, UDP pairs, warm-up
 
 
@@ -970,6 +971,48 @@ class DissectPlan:
             raise PayloadError(f"{kind}: field 'unchanged' must be a list of strings")
         return cls(incident_id=_field(kind, raw, "incident_id", str), chunks=dict(chunks), unchanged=tuple(unchanged),
                    extra=_extra(raw, cls._KNOWN))
+
+
+@dataclass(frozen=True, slots=True)
+class FoldPlan:
+    """incidents/<id>/dissect/_plan/fold.json: one pass's fold of the views in hash buckets of endpoint pairs
+    (freezeframe.dissect.foldshard), written by plan-fold, read by the fold tasks and finalize."""
+
+    incident_id: str
+    run: str  # this fold's id: its results and phase-1 objects are named by it (keys.fold_run_prefix)
+    buckets: int  # B, the fold tasks; 1: nothing routed, finalize folds in-process
+    day: str | None  # the views' dt: the earliest of the parts' (None without parts)
+    flows: bool  # the incident has service_flows rows: phase 2 runs
+    statuses: Mapping[str, str]  # node -> digest of the dissect status the plan was made from (foldshard.status_digest)
+    sources: tuple[Mapping[str, str], ...]  # the routed objects: {"node", "source", "key"}
+    rows: Mapping[str, int] = field(default_factory=dict)  # input rows per routed table, over every node
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    SCHEMA = FOLD_PLAN_SCHEMA
+    _KNOWN = ("schema", "incident_id", "run", "buckets", "day", "flows", "statuses", "sources", "rows")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.SCHEMA, "incident_id": self.incident_id, "run": self.run, "buckets": self.buckets,
+                "day": self.day, "flows": self.flows, "statuses": dict(self.statuses),
+                "sources": [dict(source) for source in self.sources], "rows": dict(self.rows), **self.extra}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> FoldPlan:
+        kind = "fold plan"
+        _schema(kind, raw, cls.SCHEMA)
+        buckets = _field(kind, raw, "buckets", int)
+        if buckets < 1:
+            raise PayloadError(f"{kind}: buckets must be at least 1, got {buckets}")
+        day = raw.get("day")
+        if day is not None and not isinstance(day, str):
+            raise PayloadError(f"{kind}: field 'day' must be str or null")
+        sources = _field(kind, raw, "sources", list)
+        if not all(isinstance(s, Mapping) and all(isinstance(s.get(k), str) for k in ("node", "source", "key"))
+                   for s in sources):
+            raise PayloadError(f"{kind}: every source needs string 'node', 'source' and 'key'")
+        return cls(incident_id=_field(kind, raw, "incident_id", str), run=_field(kind, raw, "run", str),
+                   buckets=buckets, day=day, flows=_field(kind, raw, "flows", bool),
+                   statuses=dict(_field(kind, raw, "statuses", Mapping)), sources=tuple(sources),
+                   rows=dict(raw.get("rows") or {}), extra=_extra(raw, cls._KNOWN))
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,7 @@ from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.catalog import register_parts
 from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.contracts.config import Settings
-from freezeframe.contracts.documents import SUMMARY_SCHEMA, Resolved
+from freezeframe.contracts.documents import SUMMARY_SCHEMA, FoldPlan, Resolved
 from freezeframe.contracts.errors import NotFoundError, PayloadError, SegmentCorruptError
 from freezeframe.contracts.keys import (
     check_name,
@@ -221,7 +221,7 @@ def read_statuses(settings: Settings, s3: ObjectStore, incident_id: str,
             for node, status in read_typed_statuses(settings, s3, incident_id, nodes).items()}
 
 
-def write_sharded_views(settings: Settings, s3: ObjectStore, incident_id: str, fold: Mapping[str, Any],
+def write_sharded_views(settings: Settings, s3: ObjectStore, incident_id: str, fold: FoldPlan,
                         part_keys: Sequence[str], moved: Mapping[str, str]) -> tuple[dict[str, int], list[str]]:
     """The views when the fold ran in buckets: rows per view (the routed tables' from the fold's results), and an
     error per bucket whose fold left no result. Every file in a routed view's folder that this fold did not write
@@ -229,11 +229,10 @@ def write_sharded_views(settings: Settings, s3: ObjectStore, incident_id: str, f
     empty: the bucket refuses deletes, and a stale row must not be counted."""
     bucket = settings.evidence_bucket
     small = [name for name in TABLES if name not in foldshard.ROUTED]
-    views = write_incident_views(bucket, s3, incident_id, part_keys, moved_keys=moved, tables=small,
-                                 day=str(fold["day"]))
+    views = write_incident_views(bucket, s3, incident_id, part_keys, moved_keys=moved, tables=small, day=fold.day)
     rows, written, errors = foldshard.fold_results(settings, s3, incident_id, fold)
     for name in foldshard.ROUTED:
-        folder = view_key(name, str(fold["day"]), incident_id).rsplit("/", 1)[0] + "/"
+        folder = view_key(name, str(fold.day), incident_id).rsplit("/", 1)[0] + "/"
         for stale in s3io.list_keys(s3, bucket, folder):
             if stale not in written and view_file_number(stale.rsplit("/", 1)[1]) is not None:
                 s3io.put_bytes(s3, bucket, stale, empty_parquet(VIEWS[name]), content_type=PARQUET)
@@ -270,7 +269,7 @@ def finalize_incident(settings: Settings, s3: ObjectStore, incident_id: str, out
     moved = {node: str(status["moved_rows"]) for node, status in statuses.items()
              if status and status.get("moved_rows")}
     fold = foldshard.current_plan(settings, s3, incident_id, statuses)
-    if fold is not None and int(fold["buckets"]) > 1:
+    if fold is not None and fold.buckets > 1:
         # The routed tables were folded in buckets by this pass's fold tasks (dissect.foldshard): their results
         # give the rows; the small tables are folded here.
         views, fold_errors = write_sharded_views(settings, s3, incident_id, fold, [*part_keys, *chunk_keys], moved)
@@ -282,7 +281,7 @@ def finalize_incident(settings: Settings, s3: ObjectStore, incident_id: str, out
     summary = build_summary(incident_id, manifest_nodes, outcomes, statuses, registered, report, now)
     # `rows`: the per-node sum of the nodes dissected cleanly (sightings); `view_rows`: what SQL counts (conversations).
     summary["view_rows"] = dict(sorted(views.items()))
-    summary["fold"] = {"buckets": int(fold["buckets"]) if fold else 1, "errors": fold_errors}
+    summary["fold"] = {"buckets": fold.buckets if fold else 1, "errors": fold_errors}
     if fold_errors:  # a bucket's rows are missing from the views: never a complete incident
         summary["state"] = INCOMPLETE
     summary["chunk_parts"] = len(chunk_keys)

@@ -24,8 +24,9 @@ Steps (the dissect function's actions, after the node merges; finalize then read
    (only when the incident has service_flows rows) re-points them in the backend's bucket and writes their views.
 
 The routed format: a header (magic, B), B + 1 little-endian int64 offsets (bucket b is bytes [off[b], off[b+1])),
-then per bucket a directory (count, then table code and byte length per non-empty table) and each table's rows as
-one Arrow IPC record batch message, the schema known from ``FORMAT_TABLES`` (never repeated per bucket).
+then per bucket a directory (count, then per non-empty table its code, stored and message lengths) and each table's
+rows as one Arrow IPC record batch message compressed with zstd, the schema known from ``FORMAT_TABLES`` (never
+repeated per bucket).
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ import pyarrow.parquet as pq
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.contracts.config import Settings
-from freezeframe.contracts.errors import FreezeframeError, NotFoundError
+from freezeframe.contracts.documents import FoldPlan
+from freezeframe.contracts.errors import FreezeframeError, NotFoundError, PayloadError
 from freezeframe.contracts.keys import (
     fold_flows_key,
     fold_items_key,
@@ -77,7 +79,7 @@ logger = logging.getLogger(__name__)
 FOLD_ROWS = 400_000
 FOLDED = ("connections", "dns", "http", "tls")
 ROUTED = (*FOLDED, "service_flows")  # the other tables are small and never folded across nodes: finalize writes them
-FOLD_SCHEMA = "freezeframe.dissect-fold/v1"
+RESULT_SCHEMA = "freezeframe.dissect-fold-result/v1"  # a fold task's result (rows and files of its bucket)
 READERS = 16  # concurrent ranged GETs of a fold task
 ENDPOINTS = ("src_ip", "src_port", "dst_ip", "dst_port")
 FLOW_ENDPOINTS = ("src_ip", "src_port", "cluster_ip", "port")
@@ -92,7 +94,8 @@ _CODES = tuple(FORMAT_TABLES)
 MAGIC = b"FFROUTE1"
 _HEADER = struct.Struct("<8sII")  # magic, buckets, reserved
 _COUNT = struct.Struct("<I")
-_ENTRY = struct.Struct("<IQ")  # table code, bytes
+_ENTRY = struct.Struct("<IQQ")  # table code, stored (zstd) bytes, message bytes
+CODEC = "zstd"
 _OFFSETS = struct.Struct("<qq")
 
 
@@ -183,8 +186,9 @@ def encode_routed(tables: Mapping[str, pa.Table], bucket_of: Mapping[str, pa.Arr
         for name in batches:
             start, stop = starts[name][bucket], starts[name][bucket + 1]
             if stop > start:
-                blob = batches[name].slice(start, stop - start).serialize().to_pybytes()
-                entries.append(_ENTRY.pack(_CODES.index(name), len(blob)))
+                message = batches[name].slice(start, stop - start).serialize()
+                blob = pa.compress(message, codec=CODEC, asbytes=True)
+                entries.append(_ENTRY.pack(_CODES.index(name), len(blob), message.size))
                 blobs.append(blob)
         piece = _COUNT.pack(len(entries)) + b"".join(entries) + b"".join(blobs) if entries else b""
         pieces.append(piece)
@@ -201,9 +205,10 @@ def decode_bucket(data: bytes) -> dict[str, pa.Table]:
     buffer = pa.py_buffer(data)
     out = {}
     for number in range(count):
-        code, length = _ENTRY.unpack_from(data, _COUNT.size + number * _ENTRY.size)
+        code, length, size = _ENTRY.unpack_from(data, _COUNT.size + number * _ENTRY.size)
         name = _CODES[code]
-        batch = pa.ipc.read_record_batch(buffer.slice(position, length), FORMAT_TABLES[name])
+        message = pa.decompress(buffer.slice(position, length), decompressed_size=size, codec=CODEC)
+        batch = pa.ipc.read_record_batch(message, FORMAT_TABLES[name])
         out[name] = pa.Table.from_batches([batch])
         position += length
     return out
@@ -314,11 +319,11 @@ def plan_fold(settings: Settings, s3: ObjectStore, incident_id: str, nodes: Iter
         for node, status in sorted(statuses.items()):
             if status:
                 items += _route_items(settings, s3, incident_id, node, status, buckets, digests[node])
-    plan = {"schema": FOLD_SCHEMA, "incident_id": incident_id, "run": uuid.uuid4().hex, "buckets": buckets,
-            "day": _day(statuses), "flows": rows["service_flows"] > 0, "rows": rows, "statuses": digests,
-            "sources": [{"node": item["node"], "source": item["source"], "key": item["key"]} for item in items]}
+    plan = FoldPlan(incident_id, uuid.uuid4().hex, buckets, _day(statuses), rows["service_flows"] > 0, digests,
+                    tuple({"node": item["node"], "source": item["source"], "key": item["key"]} for item in items),
+                    rows)
     bucket = settings.evidence_bucket
-    s3io.put_json(s3, bucket, fold_plan_key(incident_id), plan)
+    s3io.put_json(s3, bucket, fold_plan_key(incident_id), plan.to_dict())
     fold_items = [{"bucket": number} for number in range(buckets)] if buckets > 1 else []
     for key, listed in ((fold_route_items_key(incident_id), items), (fold_items_key(incident_id), fold_items)):
         s3io.put_bytes(s3, bucket, key, json.dumps(listed).encode(), content_type="application/json")
@@ -326,24 +331,28 @@ def plan_fold(settings: Settings, s3: ObjectStore, incident_id: str, nodes: Iter
                                        "rows": sum(rows.values())})
     return {"incident_id": incident_id, "buckets": buckets, "bucket": bucket,
             "route_key": fold_route_items_key(incident_id), "fold_key": fold_items_key(incident_id),
-            "flows": plan["flows"]}
+            "flows": plan.flows}
 
 
-def read_plan(settings: Settings, s3: ObjectStore, incident_id: str) -> dict[str, Any] | None:
+def read_plan(settings: Settings, s3: ObjectStore, incident_id: str) -> FoldPlan | None:
+    """The incident's latest fold plan; None when there is none or it does not parse (then nothing is folded in
+    buckets: finalize folds in-process)."""
     try:
-        plan = s3io.get_json(s3, settings.evidence_bucket, fold_plan_key(incident_id))
+        return FoldPlan.from_dict(s3io.get_json(s3, settings.evidence_bucket, fold_plan_key(incident_id)))
     except NotFoundError:
         return None
-    return plan if plan.get("schema") == FOLD_SCHEMA else None
+    except PayloadError as exc:
+        logger.warning("fold plan unreadable", extra={"incident_id": incident_id, "error": str(exc)})
+        return None
 
 
 def current_plan(settings: Settings, s3: ObjectStore, incident_id: str,
-                 statuses: Mapping[str, Mapping[str, Any] | None]) -> dict[str, Any] | None:
+                 statuses: Mapping[str, Mapping[str, Any] | None]) -> FoldPlan | None:
     """The fold plan when it was made from exactly these statuses (this pass's), else None (no plan-fold ran since
     the nodes' last pass: finalize folds in-process)."""
     plan = read_plan(settings, s3, incident_id)
     digests = {node: status_digest(status) for node, status in statuses.items() if status}
-    return plan if plan is not None and plan.get("statuses") == digests else None
+    return plan if plan is not None and dict(plan.statuses) == digests else None
 
 
 # -- route
@@ -435,16 +444,16 @@ def _write_view(settings: Settings, s3: ObjectStore, incident_id: str, day: str,
 def fold_step(settings: Settings, s3: ObjectStore, incident_id: str, bucket: int, phase: int = 1) -> dict[str, Any]:
     """One bucket's fold (phase 1) or its service_flows (phase 2); writes its view files and its result."""
     plan = read_plan(settings, s3, incident_id)
-    if plan is None or int(plan["buckets"]) <= bucket:
+    if plan is None or plan.buckets <= bucket:
         raise FoldError(f"incident {incident_id}: no fold plan with bucket {bucket}")
-    run, buckets, day = str(plan["run"]), int(plan["buckets"]), str(plan["day"])
+    run, buckets, day = plan.run, plan.buckets, str(plan.day)
     flows_schema = FORMAT_TABLES["service_flows"]
     files: list[str] = []
     rows: dict[str, int] = {}
     if phase == 1:
         per_node: dict[str, dict[str, list[pa.Table]]] = {}
         flows: list[pa.Table] = []
-        sources = [(str(source["node"]), str(source["key"])) for source in plan["sources"]]
+        sources = [(source["node"], source["key"]) for source in plan.sources]
         for node, tables in _read_sources(s3, settings.evidence_bucket, sources, bucket):
             for name, table in tables.items():
                 if name == "service_flows":
@@ -460,7 +469,7 @@ def fold_step(settings: Settings, s3: ObjectStore, incident_id: str, bucket: int
         repoint = pa.table([pa.array([c[i] for c in changed], pa.string()) for i in range(3)],
                            schema=FORMAT_TABLES[REPOINT])
         flow_rows = _repoint(_concat(flows, flows_schema), "conn_id", repoint)
-        if plan["flows"]:
+        if plan.flows:
             # To the backend connection's bucket, with this bucket's map for its own flows' backends (phase 2).
             body = encode_routed({"service_flows": flow_rows, REPOINT: repoint},
                                  {"service_flows": flow_rows.column(BACKEND_BUCKET),
@@ -474,7 +483,7 @@ def fold_step(settings: Settings, s3: ObjectStore, incident_id: str, bucket: int
                                  VIEWS["service_flows"].empty_table())
             rows["service_flows"] = 0
     else:
-        if not plan["flows"]:
+        if not plan.flows:
             raise FoldError(f"incident {incident_id}: the fold plan has no service_flows phase")
         sources = [("", fold_flows_key(incident_id, run, number)) for number in range(buckets)]
         # Another bucket whose phase 1 failed sent nothing (its rows are reported missing); this bucket's own map
@@ -488,25 +497,24 @@ def fold_step(settings: Settings, s3: ObjectStore, incident_id: str, bucket: int
         view = combine({"flows": {"service_flows": flow_rows}}).tables["service_flows"]
         files += _write_view(settings, s3, incident_id, day, "service_flows", bucket, view)
         rows["service_flows"] = view.num_rows
-    result = {"schema": FOLD_SCHEMA, "run": run, "bucket": bucket, "phase": phase, "rows": rows, "files": files}
+    result = {"schema": RESULT_SCHEMA, "run": run, "bucket": bucket, "phase": phase, "rows": rows, "files": files}
     s3io.put_json(s3, settings.evidence_bucket, fold_result_key(incident_id, run, bucket, phase), result)
     return {"bucket": bucket, "phase": phase, "rows": rows}
 
 
 # -- finalize's side
 def fold_results(settings: Settings, s3: ObjectStore, incident_id: str,
-                 plan: Mapping[str, Any]) -> tuple[dict[str, int], set[str], list[str]]:
+                 plan: FoldPlan) -> tuple[dict[str, int], set[str], list[str]]:
     """The fold's view rows per routed table, the view files it wrote, and an error per bucket and phase with no
     result of this run (a failed fold task: its rows are missing, and the summary says so)."""
-    run, buckets = str(plan["run"]), int(plan["buckets"])
-    wanted = [(bucket, phase) for bucket in range(buckets) for phase in ((1, 2) if plan["flows"] else (1,))]
+    wanted = [(bucket, phase) for bucket in range(plan.buckets) for phase in ((1, 2) if plan.flows else (1,))]
 
     def one(job: tuple[int, int]) -> dict[str, Any] | None:
         try:
-            result = s3io.get_json(s3, settings.evidence_bucket, fold_result_key(incident_id, run, *job))
+            result = s3io.get_json(s3, settings.evidence_bucket, fold_result_key(incident_id, plan.run, *job))
         except NotFoundError:
             return None
-        return result if result.get("run") == run else None
+        return result if result.get("schema") == RESULT_SCHEMA and result.get("run") == plan.run else None
 
     with ThreadPoolExecutor(max_workers=READERS) as pool:
         results = list(pool.map(one, wanted))
