@@ -157,12 +157,12 @@ pub fn read_capture<F: FnMut(Packet<'_>)>(buf: &[u8], zstd_error: Option<String>
 
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
+    let mut out = Vec::with_capacity(bytes.len() * 2);
     for &b in bytes {
-        out.push(DIGITS[(b >> 4) as usize] as char);
-        out.push(DIGITS[(b & 0xF) as usize] as char);
+        out.push(DIGITS[(b >> 4) as usize]);
+        out.push(DIGITS[(b & 0xF) as usize]);
     }
-    out
+    String::from_utf8(out).unwrap_or_default() // hex digits: always UTF-8
 }
 
 struct PcapState {
