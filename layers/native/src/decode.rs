@@ -20,13 +20,33 @@ pub enum Skip {
 }
 
 /// Addresses of one packet: 4 or 16 bytes used.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Key {
     pub v6: bool,
     pub src: [u8; 16],
     pub dst: [u8; 16],
     pub sport: u16,
     pub dport: u16,
+}
+
+/// Hashed as whole words (two or five), not byte by byte as the derived hash of the address arrays is: every packet
+/// looks its flow up. Equal keys hash equally: every word is taken from the fields that equality compares.
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let word = |bytes: &[u8; 16], at: usize| {
+            u64::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3], bytes[at + 4], bytes[at + 5],
+                                bytes[at + 6], bytes[at + 7]])
+        };
+        if self.v6 {
+            state.write_u64(word(&self.src, 0));
+            state.write_u64(word(&self.src, 8));
+            state.write_u64(word(&self.dst, 0));
+            state.write_u64(word(&self.dst, 8));
+        } else {
+            state.write_u64((word(&self.src, 0) << 32) | (word(&self.dst, 0) & 0xFFFF_FFFF));
+        }
+        state.write_u64(((self.sport as u64) << 32) | ((self.dport as u64) << 8) | self.v6 as u64);
+    }
 }
 
 impl Key {
