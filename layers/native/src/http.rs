@@ -94,7 +94,7 @@ fn fields<'a>(lines: impl Iterator<Item = &'a str>) -> Option<Fields> {
             continue;
         }
         // ':' is ASCII: its byte position is a character boundary.
-        let colon = bytes.iter().position(|&b| b == b':')?;
+        let colon = find_byte(bytes, b':')?;
         if colon == 0 || is_ws_byte(bytes[colon - 1]) {
             return None;
         }
@@ -142,24 +142,30 @@ fn crlf_lines(text: &str) -> impl Iterator<Item = &str> {
     })
 }
 
+/// `text.split_once(' ')`, found a word at a time (a space is ASCII: its byte position is a character boundary).
+fn split_space(text: &str) -> Option<(&str, &str)> {
+    find_byte(text.as_bytes(), b' ').map(|at| (&text[..at], &text[at + 1..]))
+}
+
 fn head_section(text: &str) -> Option<Head<'_>> {
     let mut lines = crlf_lines(text);
     let start = lines.next().unwrap_or("");
     let fields = fields(lines)?;
     if start.starts_with("HTTP/") {
-        let (version, rest) = start.split_once(' ').unwrap_or((start, ""));
-        let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+        let (version, rest) = split_space(start).unwrap_or((start, ""));
+        let (code, reason) = split_space(rest).unwrap_or((rest, ""));
         // Three ASCII digits are three characters; anything else is not a status code.
         if code.len() != 3 || !code.bytes().all(|c| c.is_ascii_digit()) {
             return None;
         }
         return Some(Head { is_request: false, first: version, second: code, third: reason, fields });
     }
-    let mut parts = start.split(' ');
-    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    // Exactly three parts split on spaces.
+    let (method, rest) = split_space(start)?;
+    let (target, version) = split_space(rest)?;
+    if find_byte(version.as_bytes(), b' ').is_some() {
         return None;
-    };
+    }
     if method.is_empty() || !method.bytes().all(|c| c.is_ascii_alphabetic()) || !version.starts_with("HTTP/") {
         return None;
     }
@@ -220,11 +226,14 @@ impl Side {
     }
 }
 
+/// A side's state, row, declared length and bytes seen.
+type SideState = (State, Option<usize>, i128, i64);
+
 #[derive(Default)]
 pub struct HttpTracker {
     pub rows: Vec<Row>,
     /// Per connection: (from_client side, from_server side) states needed at finish.
-    open_sides: Vec<[(State, Option<usize>, i128, i64); 2]>,
+    open_sides: Vec<[SideState; 2]>,
 }
 
 impl HttpTracker {
@@ -584,11 +593,63 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     let first = needle[0];
     let mut from = 0;
     while from + needle.len() <= haystack.len() {
-        let at = from + haystack[from..=haystack.len() - needle.len()].iter().position(|&b| b == first)?;
+        let at = from + find_byte(&haystack[from..=haystack.len() - needle.len()], first)?;
         if haystack[at..].starts_with(needle) {
             return Some(at);
         }
         from = at + 1;
     }
     None
+}
+
+/// The first `byte` in `haystack`, eight bytes at a time (a head's lines and its end are found by their CR).
+fn find_byte(haystack: &[u8], byte: u8) -> Option<usize> {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let pattern = LOW * byte as u64;
+    let mut chunks = haystack.chunks_exact(8);
+    let mut base = 0;
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6],
+                                       chunk[7]]) ^ pattern;
+        // A zero byte of `word` is a match. The lowest flagged byte is always a true zero (a false flag needs a borrow
+        // from a zero byte below it), and little-endian order puts the first byte in memory lowest.
+        let found = word.wrapping_sub(LOW) & !word & HIGH;
+        if found != 0 {
+            return Some(base + (found.trailing_zeros() / 8) as usize);
+        }
+        base += 8;
+    }
+    chunks.remainder().iter().position(|&b| b == byte).map(|at| base + at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find_byte;
+
+    #[test]
+    fn find_byte_equals_a_byte_by_byte_scan() {
+        // Every length up to three words, the byte at every position, among neighbours that trip the word trick
+        // (zero, 0x80, the byte plus or minus one) and a second occurrence after it.
+        for needle in [0u8, 1, b'\r', b':', 0x7f, 0x80, 0xff] {
+            for len in 0..24 {
+                for at in 0..=len {
+                    for filler in [0u8, 0x80, needle.wrapping_add(1), needle.wrapping_sub(1), 0xff] {
+                        if filler == needle {
+                            continue;
+                        }
+                        let mut haystack = vec![filler; len];
+                        if at < len {
+                            haystack[at] = needle;
+                            if at + 3 < len {
+                                haystack[at + 3] = needle;
+                            }
+                        }
+                        let expected = haystack.iter().position(|&b| b == needle);
+                        assert_eq!(find_byte(&haystack, needle), expected, "{needle} {len} {at} {filler}");
+                    }
+                }
+            }
+        }
+    }
 }
