@@ -87,12 +87,26 @@ pub struct Identity {
 pub fn connection_id(node: &str, proto: &str, src_ip: &str, sport: u16, dst_ip: &str, dport: u16, first_ns: i64)
                      -> String {
     use blake2::digest::{Update, VariableOutput};
-    use std::fmt::Write;
-    // One allocation of the right size (format! estimates from the literal pieces only and grows).
-    let mut key = String::with_capacity(node.len() + proto.len() + src_ip.len() + dst_ip.len() + 40);
-    let _ = write!(key, "{node}|{proto}|{src_ip}|{sport}|{dst_ip}|{dport}|{first_ns}");
+    use crate::decode::push_decimal;
+    // f"{node}|{proto}|{src_ip}|{sport}|{dst_ip}|{dport}|{first_ns}" as UTF-8, written in one allocation of the right
+    // size without the formatting machinery (a third of this function's time).
+    let mut key = Vec::with_capacity(node.len() + proto.len() + src_ip.len() + dst_ip.len() + 40);
+    for part in [node, proto, src_ip] {
+        key.extend_from_slice(part.as_bytes());
+        key.push(b'|');
+    }
+    push_decimal(&mut key, sport as u64);
+    key.push(b'|');
+    key.extend_from_slice(dst_ip.as_bytes());
+    key.push(b'|');
+    push_decimal(&mut key, dport as u64);
+    key.push(b'|');
+    if first_ns < 0 {
+        key.push(b'-');
+    }
+    push_decimal(&mut key, first_ns.unsigned_abs());
     let mut hasher = blake2::Blake2bVar::new(8).expect("8 is a valid blake2b size");
-    hasher.update(key.as_bytes());
+    hasher.update(&key);
     let mut out = [0u8; 8];
     hasher.finalize_variable(&mut out).expect("the output is 8 bytes");
     crate::reader::hex(&out)

@@ -20,13 +20,33 @@ pub enum Skip {
 }
 
 /// Addresses of one packet: 4 or 16 bytes used.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Key {
     pub v6: bool,
     pub src: [u8; 16],
     pub dst: [u8; 16],
     pub sport: u16,
     pub dport: u16,
+}
+
+/// Hashed as whole words (two or five), not byte by byte as the derived hash of the address arrays is: every packet
+/// looks its flow up. Equal keys hash equally: every word is taken from the fields that equality compares.
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let word = |bytes: &[u8; 16], at: usize| {
+            u64::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3], bytes[at + 4], bytes[at + 5],
+                                bytes[at + 6], bytes[at + 7]])
+        };
+        if self.v6 {
+            state.write_u64(word(&self.src, 0));
+            state.write_u64(word(&self.src, 8));
+            state.write_u64(word(&self.dst, 0));
+            state.write_u64(word(&self.dst, 8));
+        } else {
+            state.write_u64((word(&self.src, 0) << 32) | (word(&self.dst, 0) & 0xFFFF_FFFF));
+        }
+        state.write_u64(((self.sport as u64) << 32) | ((self.dport as u64) << 8) | self.v6 as u64);
+    }
 }
 
 impl Key {
@@ -215,7 +235,7 @@ fn decode_transport(data: &[u8], offset: usize, length: i64, protocol: u8, mut k
 /// Text of a packed address exactly as glibc's inet_ntop writes it (IPv4-compatible and -mapped forms included).
 pub fn ip_text(v6: bool, addr: &[u8; 16]) -> String {
     if !v6 {
-        return format!("{}.{}.{}.{}", addr[0], addr[1], addr[2], addr[3]);
+        return ipv4_text([addr[0], addr[1], addr[2], addr[3]]);
     }
     let mut words = [0u16; 8];
     for (i, word) in words.iter_mut().enumerate() {
@@ -271,4 +291,39 @@ pub fn ip_text(v6: bool, addr: &[u8; 16]) -> String {
         out.push(':');
     }
     out
+}
+
+/// Dotted-quad text of an IPv4 address (what `format!("{}.{}.{}.{}")` writes, without the formatting machinery).
+pub fn ipv4_text(addr: [u8; 4]) -> String {
+    let mut out = Vec::with_capacity(15);
+    for (i, octet) in addr.into_iter().enumerate() {
+        if i != 0 {
+            out.push(b'.');
+        }
+        push_decimal(&mut out, octet as u64);
+    }
+    String::from_utf8(out).unwrap_or_default() // digits and dots: always UTF-8
+}
+
+/// Appends the decimal digits of `value`, two at a time.
+pub fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819202122232425262728293031323334353637383940414243444546474849\
+                               5051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    while value >= 100 {
+        let pair = (value % 100) as usize * 2;
+        value /= 100;
+        at -= 2;
+        digits[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    }
+    if value >= 10 {
+        let pair = value as usize * 2;
+        at -= 2;
+        digits[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else {
+        at -= 1;
+        digits[at] = b'0' + value as u8;
+    }
+    out.extend_from_slice(&digits[at..]);
 }

@@ -113,13 +113,15 @@ fn name(message: &[u8], mut offset: usize) -> Option<(String, usize, bool)> {
         }
         offset = (be16(message, offset) & 0x3FFF) as usize;
     }
-    Some((ascii_backslash(&joined), end.unwrap_or(offset), end.is_some()))
+    // An ASCII name (nearly all of them) is its own text: no second copy.
+    let text = if joined.is_ascii() { String::from_utf8(joined).unwrap_or_default() } else { ascii_backslash(&joined) };
+    Some((text, end.unwrap_or(offset), end.is_some()))
 }
 
 fn rdata(message: &[u8], rtype: u16, start: usize, length: usize) -> Option<String> {
     let raw = &message[start..start + length];
     match rtype {
-        1 if length == 4 => return Some(format!("{}.{}.{}.{}", raw[0], raw[1], raw[2], raw[3])),
+        1 if length == 4 => return Some(crate::decode::ipv4_text([raw[0], raw[1], raw[2], raw[3]])),
         28 if length == 16 => {
             let mut addr = [0u8; 16];
             addr.copy_from_slice(raw);

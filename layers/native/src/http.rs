@@ -18,20 +18,16 @@ enum State {
     Dead,
 }
 
-/// Field names lower-cased (latin-1, as Python's str.lower() does on it), repeated fields joined by ", ".
-pub type FieldMap = Vec<(String, String)>;
-
-fn get<'a>(fields: &'a FieldMap, name: &str) -> Option<&'a str> {
-    fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-}
-
-/// Only the fields a row reports (`Row::extra`) are kept: a row of every request lives until the tables are built,
-/// and its other header fields would be most of the engine's memory.
-fn kept(mut fields: FieldMap, names: &[&str]) -> FieldMap {
-    fields.retain(|(name, _)| names.contains(&name.as_str()));
-    fields.shrink_to_fit();
-    fields
-}
+/// The header fields the framing and the rows read (`HttpConnection::head`, `Row::extra`), by their index in
+/// READ_FIELDS: each value as the reference's field map holds it (repeated fields joined by ", ", continuation lines
+/// by " "); the other fields are checked for form but not kept.
+type Fields = [Option<String>; 5];
+const HOST: usize = 0;
+const USER_AGENT: usize = 1;
+const CONTENT_TYPE: usize = 2;
+const TRANSFER_ENCODING: usize = 3;
+const CONTENT_LENGTH: usize = 4;
+const READ_FIELDS: [&str; 5] = ["host", "user-agent", "content-type", "transfer-encoding", "content-length"];
 
 /// A side's buffer gives its memory back once everything in it is consumed (most connections end that way, and
 /// every connection's state is kept until the tables are built).
@@ -41,16 +37,27 @@ pub fn release(buffer: &mut Vec<u8>) {
     }
 }
 
-fn latin1(bytes: &[u8]) -> String {
+/// A head section as latin-1 text: borrowed when it is ASCII (its own latin-1 and UTF-8), the common case.
+fn latin1(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
     if bytes.is_ascii() {
-        // ASCII is its own latin-1 and UTF-8: one copy, no per-character work.
-        return String::from_utf8(bytes.to_vec()).unwrap_or_default();
+        if let Ok(text) = std::str::from_utf8(bytes) {
+            return std::borrow::Cow::Borrowed(text);
+        }
     }
-    bytes.iter().map(|&b| b as char).collect()
+    std::borrow::Cow::Owned(bytes.iter().map(|&b| b as char).collect())
 }
 
-fn is_ws(c: char) -> bool {
-    matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c')
+fn is_ws_byte(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c')
+}
+
+/// `text.strip(" \t\n\r\x0b\x0c")`: the characters stripped are ASCII, and a non-ASCII character's UTF-8 bytes
+/// are all above 0x7f, so stripping bytes stops at the same characters.
+fn trim_ws(text: &str) -> &str {
+    let bytes = text.as_bytes();
+    let start = bytes.iter().position(|&b| !is_ws_byte(b)).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|&b| !is_ws_byte(b)).map_or(start, |p| p + 1);
+    &text[start..end.max(start)]
 }
 
 /// Python's str.isspace() on latin-1 text.
@@ -65,62 +72,55 @@ fn py_lower(text: &str) -> String {
     text.chars().flat_map(char::to_lowercase).collect()
 }
 
-/// The header fields a row or the framing reads (`HttpConnection::head`, `Row::extra`); the others are checked for
-/// form but not kept.
-const READ_FIELDS: [&str; 5] = ["host", "user-agent", "content-type", "transfer-encoding", "content-length"];
-
-/// The name as `py_lower` gives it when it is one of READ_FIELDS, without lower-casing (and allocating) every name:
-/// a non-ASCII latin-1 character lower-cases to a non-ASCII one, so only an ASCII match can equal one of them.
-fn read_field(name: &str) -> Option<&'static str> {
-    READ_FIELDS.iter().copied().find(|wanted| name.eq_ignore_ascii_case(wanted))
+/// The field's index in READ_FIELDS when its name lower-cases (as `py_lower`) to one of them, without lower-casing
+/// (and allocating) every name: a non-ASCII latin-1 character lower-cases to a non-ASCII one, so only an ASCII match
+/// can equal one of them.
+fn read_field(name: &str) -> Option<usize> {
+    READ_FIELDS.iter().position(|wanted| name.eq_ignore_ascii_case(wanted))
 }
 
-fn fields<'a>(lines: impl Iterator<Item = &'a str>) -> Option<FieldMap> {
-    let mut fields: FieldMap = Vec::new();
+fn fields<'a>(lines: impl Iterator<Item = &'a str>) -> Option<Fields> {
+    let mut fields: Fields = Default::default();
     // The field the last line belonged to: Some(None) when it is not kept (a continuation line is then dropped).
     let mut last: Option<Option<usize>> = None;
     for line in lines {
-        if line.is_empty() {
-            continue;
-        }
-        if line.starts_with(' ') || line.starts_with('\t') {
+        let bytes = line.as_bytes();
+        let Some(&first) = bytes.first() else { continue };
+        if first == b' ' || first == b'\t' {
             let Some(index) = last? else { continue };
-            let value = line.trim_matches(is_ws);
-            fields[index].1.push(' ');
-            fields[index].1.push_str(value);
+            let value = fields[index].get_or_insert_with(String::new);
+            value.push(' ');
+            value.push_str(trim_ws(line));
             continue;
         }
-        let colon = line.find(':')?;
-        let name = &line[..colon];
-        if name.is_empty() || name.ends_with(is_ws) {
+        // ':' is ASCII: its byte position is a character boundary.
+        let colon = find_byte(bytes, b':')?;
+        if colon == 0 || is_ws_byte(bytes[colon - 1]) {
             return None;
         }
-        let Some(lower) = read_field(name) else {
+        let Some(index) = read_field(&line[..colon]) else {
             last = Some(None);
             continue;
         };
-        let text = line[colon + 1..].trim_matches(is_ws);
-        match fields.iter().position(|(n, _)| *n == lower) {
-            Some(index) => {
-                fields[index].1.push_str(", ");
-                fields[index].1.push_str(text);
-                last = Some(Some(index));
+        let text = trim_ws(&line[colon + 1..]);
+        match &mut fields[index] {
+            Some(value) => {
+                value.push_str(", ");
+                value.push_str(text);
             }
-            None => {
-                fields.push((lower.to_string(), text.to_string()));
-                last = Some(Some(fields.len() - 1));
-            }
+            None => fields[index] = Some(text.to_string()),
         }
+        last = Some(Some(index));
     }
     Some(fields)
 }
 
-pub struct Head {
+pub struct Head<'a> {
     is_request: bool,
-    first: String,
-    second: String,
-    third: String,
-    fields: FieldMap,
+    first: &'a str,
+    second: &'a str,
+    third: &'a str,
+    fields: Fields,
 }
 
 /// `text.split("\r\n")`, without the general substring searcher: CR and LF are ASCII, so every match is at a char
@@ -142,27 +142,34 @@ fn crlf_lines(text: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-fn head_section(head: &[u8]) -> Option<Head> {
-    let text = latin1(head);
-    let mut lines = crlf_lines(&text);
+/// `text.split_once(' ')`, found a word at a time (a space is ASCII: its byte position is a character boundary).
+fn split_space(text: &str) -> Option<(&str, &str)> {
+    find_byte(text.as_bytes(), b' ').map(|at| (&text[..at], &text[at + 1..]))
+}
+
+fn head_section(text: &str) -> Option<Head<'_>> {
+    let mut lines = crlf_lines(text);
     let start = lines.next().unwrap_or("");
     let fields = fields(lines)?;
     if start.starts_with("HTTP/") {
-        let (version, rest) = start.split_once(' ').unwrap_or((start, ""));
-        let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
-        if code.chars().count() != 3 || !code.chars().all(|c| c.is_ascii_digit()) {
+        let (version, rest) = split_space(start).unwrap_or((start, ""));
+        let (code, reason) = split_space(rest).unwrap_or((rest, ""));
+        // Three ASCII digits are three characters; anything else is not a status code.
+        if code.len() != 3 || !code.bytes().all(|c| c.is_ascii_digit()) {
             return None;
         }
-        return Some(Head { is_request: false, first: version.to_string(), second: code.to_string(),
-                           third: reason.to_string(), fields });
+        return Some(Head { is_request: false, first: version, second: code, third: reason, fields });
     }
-    let parts: Vec<&str> = start.split(' ').collect();
-    if parts.len() != 3 || parts[0].is_empty() || !parts[0].chars().all(|c| c.is_ascii_alphabetic())
-        || !parts[2].starts_with("HTTP/") {
+    // Exactly three parts split on spaces.
+    let (method, rest) = split_space(start)?;
+    let (target, version) = split_space(rest)?;
+    if find_byte(version.as_bytes(), b' ').is_some() {
         return None;
     }
-    Some(Head { is_request: true, first: parts[0].to_string(), second: parts[1].to_string(),
-                third: parts[2].to_string(), fields })
+    if method.is_empty() || !method.bytes().all(|c| c.is_ascii_alphabetic()) || !version.starts_with("HTTP/") {
+        return None;
+    }
+    Some(Head { is_request: true, first: method, second: target, third: version, fields })
 }
 
 pub struct Row {
@@ -172,10 +179,14 @@ pub struct Row {
     pub method: String,
     pub request_target: String,
     pub http_version: String,
-    pub request_fields: FieldMap,
+    /// Only the header fields a row reports: a row of every request lives until the tables are built, and its other
+    /// header fields would be most of the engine's memory.
+    pub host: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_content_type: Option<String>,
     pub status_code: Option<i32>,
     pub reason_phrase: Option<String>,
-    pub response_fields: Option<FieldMap>,
+    pub response_content_type: Option<String>,
     pub response_ts_ns: Option<i64>,
     pub request_bytes: i64,
     pub response_bytes: i64,
@@ -190,15 +201,12 @@ pub struct RowOut<'a> {
 
 impl Row {
     pub fn extra(&self) -> RowOut<'_> {
-        let content_type = match &self.response_fields {
-            None => get(&self.request_fields, "content-type"),
-            Some(response) => match get(response, "content-type") {
-                Some(v) if !v.is_empty() => Some(v),
-                _ => get(&self.request_fields, "content-type"),
-            },
+        // The response's content type when it has a non-empty one (a response sets status_code), else the request's.
+        let content_type = match self.response_content_type.as_deref() {
+            Some(v) if self.status_code.is_some() && !v.is_empty() => Some(v),
+            _ => self.request_content_type.as_deref(),
         };
-        RowOut { host: get(&self.request_fields, "host"), user_agent: get(&self.request_fields, "user-agent"),
-                 content_type }
+        RowOut { host: self.host.as_deref(), user_agent: self.user_agent.as_deref(), content_type }
     }
 }
 
@@ -218,11 +226,14 @@ impl Side {
     }
 }
 
+/// A side's state, row, declared length and bytes seen.
+type SideState = (State, Option<usize>, i128, i64);
+
 #[derive(Default)]
 pub struct HttpTracker {
     pub rows: Vec<Row>,
     /// Per connection: (from_client side, from_server side) states needed at finish.
-    open_sides: Vec<[(State, Option<usize>, i128, i64); 2]>,
+    open_sides: Vec<[SideState; 2]>,
 }
 
 impl HttpTracker {
@@ -375,7 +386,8 @@ impl HttpConnection {
                         }
                         return pos;
                     };
-                    let section = head_section(&rest[..end]);
+                    let text = latin1(&rest[..end]);
+                    let section = head_section(&text);
                     pos += end + 4;
                     match section {
                         Some(section) if section.is_request == from_client => {
@@ -458,16 +470,12 @@ impl HttpConnection {
     #[allow(clippy::too_many_arguments)]
     fn head(&mut self, tracker: &mut HttpTracker, stats: &mut AppStats, flow: u32, client_outbound: bool,
             from_client: bool, section: Head) {
-        let Head { is_request, first, second, third, fields } = section;
-        let chunked = get(&fields, "transfer-encoding").is_some_and(|c| py_lower(c).contains("chunked"));
-        let mut length_text: Option<String> = get(&fields, "content-length").map(|s| s.to_string());
-        if let Some(text) = &length_text {
-            if !text.is_empty() {
-                let firstpart = text.split(',').next().unwrap_or("");
-                length_text = Some(firstpart.trim_matches(is_py_space).to_string());
-            }
-        }
-        let text = length_text.unwrap_or_default();
+        let Head { is_request, first, second, third, mut fields } = section;
+        let chunked = fields[TRANSFER_ENCODING].as_deref().is_some_and(|c| py_lower(c).contains("chunked"));
+        let text = match fields[CONTENT_LENGTH].as_deref() {
+            Some(text) if !text.is_empty() => text.split(',').next().unwrap_or("").trim_matches(is_py_space),
+            _ => "",
+        };
         if !text.is_empty() && !text.chars().all(|c| c.is_ascii_digit()) {
             let side = if from_client { &mut self.from_client } else { &mut self.from_server };
             malformed(side, stats);
@@ -482,9 +490,11 @@ impl HttpConnection {
             let side = &self.from_client;
             let index = tracker.rows.len();
             tracker.rows.push(Row {
-                ts_ns: side.start_ts, flow, client_outbound, method: first, request_target: second,
-                http_version: third, request_fields: kept(fields, &["host", "user-agent", "content-type"]), status_code: None, reason_phrase: None,
-                response_fields: None, response_ts_ns: None, request_bytes: 0, response_bytes: 0,
+                ts_ns: side.start_ts, flow, client_outbound, method: first.to_string(),
+                request_target: second.to_string(), http_version: third.to_string(), host: fields[HOST].take(),
+                user_agent: fields[USER_AGENT].take(), request_content_type: fields[CONTENT_TYPE].take(),
+                status_code: None, reason_phrase: None, response_content_type: None, response_ts_ns: None,
+                request_bytes: 0, response_bytes: 0,
                 response_complete: false,
             });
             self.pending.push_back(index);
@@ -502,8 +512,8 @@ impl HttpConnection {
                 Some(index) => {
                     let r = &mut tracker.rows[index];
                     r.status_code = Some(status);
-                    r.reason_phrase = Some(third);
-                    r.response_fields = Some(kept(fields, &["content-type"]));
+                    r.reason_phrase = Some(third.to_string());
+                    r.response_content_type = fields[CONTENT_TYPE].take();
                     r.response_ts_ns = Some(self.from_server.start_ts);
                 }
             }
@@ -583,11 +593,63 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     let first = needle[0];
     let mut from = 0;
     while from + needle.len() <= haystack.len() {
-        let at = from + haystack[from..=haystack.len() - needle.len()].iter().position(|&b| b == first)?;
+        let at = from + find_byte(&haystack[from..=haystack.len() - needle.len()], first)?;
         if haystack[at..].starts_with(needle) {
             return Some(at);
         }
         from = at + 1;
     }
     None
+}
+
+/// The first `byte` in `haystack`, eight bytes at a time (a head's lines and its end are found by their CR).
+fn find_byte(haystack: &[u8], byte: u8) -> Option<usize> {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let pattern = LOW * byte as u64;
+    let mut chunks = haystack.chunks_exact(8);
+    let mut base = 0;
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6],
+                                       chunk[7]]) ^ pattern;
+        // A zero byte of `word` is a match. The lowest flagged byte is always a true zero (a false flag needs a borrow
+        // from a zero byte below it), and little-endian order puts the first byte in memory lowest.
+        let found = word.wrapping_sub(LOW) & !word & HIGH;
+        if found != 0 {
+            return Some(base + (found.trailing_zeros() / 8) as usize);
+        }
+        base += 8;
+    }
+    chunks.remainder().iter().position(|&b| b == byte).map(|at| base + at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find_byte;
+
+    #[test]
+    fn find_byte_equals_a_byte_by_byte_scan() {
+        // Every length up to three words, the byte at every position, among neighbours that trip the word trick
+        // (zero, 0x80, the byte plus or minus one) and a second occurrence after it.
+        for needle in [0u8, 1, b'\r', b':', 0x7f, 0x80, 0xff] {
+            for len in 0..24 {
+                for at in 0..=len {
+                    for filler in [0u8, 0x80, needle.wrapping_add(1), needle.wrapping_sub(1), 0xff] {
+                        if filler == needle {
+                            continue;
+                        }
+                        let mut haystack = vec![filler; len];
+                        if at < len {
+                            haystack[at] = needle;
+                            if at + 3 < len {
+                                haystack[at + 3] = needle;
+                            }
+                        }
+                        let expected = haystack.iter().position(|&b| b == needle);
+                        assert_eq!(find_byte(&haystack, needle), expected, "{needle} {len} {at} {filler}");
+                    }
+                }
+            }
+        }
+    }
 }

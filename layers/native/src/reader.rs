@@ -157,12 +157,12 @@ pub fn read_capture<F: FnMut(Packet<'_>)>(buf: &[u8], zstd_error: Option<String>
 
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
+    let mut out = Vec::with_capacity(bytes.len() * 2);
     for &b in bytes {
-        out.push(DIGITS[(b >> 4) as usize] as char);
-        out.push(DIGITS[(b & 0xF) as usize] as char);
+        out.push(DIGITS[(b >> 4) as usize]);
+        out.push(DIGITS[(b & 0xF) as usize]);
     }
-    out
+    String::from_utf8(out).unwrap_or_default() // hex digits: always UTF-8
 }
 
 struct PcapState {
@@ -379,7 +379,7 @@ fn block_ok(buf: &[u8], pos: usize, le: bool) -> bool {
         }
     }
     let length = u32_at(buf, pos + 4, order);
-    if length < 12 || length % 4 != 0 || length > MAX_BLOCK_LEN || pos + length as usize > buf.len() {
+    if length < 12 || !length.is_multiple_of(4) || length > MAX_BLOCK_LEN || pos + length as usize > buf.len() {
         return false;
     }
     u32_at(buf, pos + length as usize - 4, order) == length
@@ -475,7 +475,7 @@ fn read_pcapng<F: FnMut(Packet<'_>), Z: Fn(&mut Problems, i64)>(buf: &[u8], prob
             }
         }
         let length = u32_at(buf, pos + 4, le);
-        if length < 12 || length % 4 != 0 || length > MAX_BLOCK_LEN {
+        if length < 12 || !length.is_multiple_of(4) || length > MAX_BLOCK_LEN {
             problems.add("bad_block_length", pos, packets, format!("block type {block_type:#x} with length {length}"));
             match pcapng_resync(buf, le, pos, problems, packets) {
                 Some(next) => {

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use arrow_array::builder::{Int64Builder, ListBuilder, StringBuilder};
-use arrow_array::{ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
-                  TimestampMillisecondArray};
+use arrow_array::types::{ArrowPrimitiveType, Float64Type, Int32Type, Int64Type, TimestampMillisecondType};
+use arrow_array::{ArrayRef, BooleanArray, PrimitiveArray, RecordBatch};
+use arrow_buffer::NullBuffer;
 use arrow_schema::{DataType, Field, Schema};
 
 use crate::conn::{proto_name, Identity, Tracker};
@@ -32,19 +33,19 @@ impl Columns {
         self.push(name, Arc::new(builder.finish()));
     }
     pub fn i64(&mut self, name: &str, values: impl Iterator<Item = Option<i64>>) {
-        self.push(name, Arc::new(values.collect::<Int64Array>()));
+        self.push(name, Arc::new(primitive::<Int64Type>(values)));
     }
     pub fn i32(&mut self, name: &str, values: impl Iterator<Item = Option<i32>>) {
-        self.push(name, Arc::new(values.collect::<Int32Array>()));
+        self.push(name, Arc::new(primitive::<Int32Type>(values)));
     }
     pub fn f64(&mut self, name: &str, values: impl Iterator<Item = Option<f64>>) {
-        self.push(name, Arc::new(values.collect::<Float64Array>()));
+        self.push(name, Arc::new(primitive::<Float64Type>(values)));
     }
     pub fn bool(&mut self, name: &str, values: impl Iterator<Item = Option<bool>>) {
         self.push(name, Arc::new(values.collect::<BooleanArray>()));
     }
     pub fn ts_ms(&mut self, name: &str, values: impl Iterator<Item = Option<i64>>) {
-        let array = values.collect::<TimestampMillisecondArray>().with_timezone("UTC");
+        let array = primitive::<TimestampMillisecondType>(values).with_timezone("UTC");
         self.push(name, Arc::new(array));
     }
     pub fn str_list<'a>(&mut self, name: &str, values: impl Iterator<Item = Option<Vec<&'a str>>>) {
@@ -84,6 +85,32 @@ impl Columns {
     pub fn names(&self) -> Vec<String> {
         self.fields.iter().map(|f| f.name().clone()).collect()
     }
+}
+
+/// The array `values.collect()` builds (nulls where None, zero beneath them, no validity buffer without a null),
+/// without appending a validity bit per value: most columns have no null at all.
+fn primitive<T: ArrowPrimitiveType>(values: impl Iterator<Item = Option<T::Native>>) -> PrimitiveArray<T> {
+    let mut out: Vec<T::Native> = Vec::with_capacity(values.size_hint().0);
+    let mut valid: Vec<bool> = Vec::new(); // filled from the first null on
+    for value in values {
+        match value {
+            Some(v) => {
+                out.push(v);
+                if !valid.is_empty() {
+                    valid.push(true);
+                }
+            }
+            None => {
+                if valid.is_empty() {
+                    valid.resize(out.len(), true);
+                }
+                out.push(T::Native::default());
+                valid.push(false);
+            }
+        }
+    }
+    let nulls = if valid.is_empty() { None } else { Some(NullBuffer::from(valid)) };
+    PrimitiveArray::new(out.into(), nulls)
 }
 
 fn ms(ns: i64) -> i64 {
