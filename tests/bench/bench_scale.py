@@ -70,7 +70,7 @@ from freezeframe.dissect.chunks import (
 )
 from freezeframe.dissect.fanout import GROUP_ROWS, PAIR_COLUMNS
 from freezeframe.dissect.files import time_span
-from freezeframe.dissect.foldshard import READERS, buckets_of, encode_routed, fold_buckets, read_routed
+from freezeframe.dissect.foldshard import READERS, buckets_of, encode_routed, fold_bucket, fold_buckets, read_routed
 from freezeframe.dissect.job import EngineResult, SegmentSource, dissect_segments, parquet_bytes
 from freezeframe.dissect.observers import combine
 from freezeframe.dissect.plan import (
@@ -481,8 +481,9 @@ def measure(paths: list[Path], chunks: int, warmup_s: float
           f"in {route['cpu']:.2f} CPU s ({route['cpu'] / route['rows'] * 1e6:.2f} us/row), "
           f"{route['bytes'] / 2**20:.1f} MB routed, peak growth {route['mb']:.0f} MB", flush=True)
     print(f"  fold task (2 observers of the same {fold['rows'] // 2} rows, {sources} sources per node decoded, "
-          f"combine, views written): {fold['cpu']:.2f} CPU s ({fold['cpu'] / fold['rows'] * 1e6:.1f} us per input "
-          f"row), peak growth {fold['mb']:.0f} MB ({fold['mb'] * 1e6 / fold['rows']:.0f} MB per M input rows)",
+          f"fold_bucket in pieces, views written): {fold['cpu']:.2f} CPU s "
+          f"({fold['cpu'] / fold['rows'] * 1e6:.1f} us per input row), peak growth {fold['mb']:.0f} MB "
+          f"({fold['mb'] * 1e6 / fold['rows']:.0f} MB per M input rows)",
           flush=True)
     # Per packet read: a chunk reads its warm-up too. The planner's estimate of each task's reads, from the
     # measured total spread over the capture's span, is the denominator.
@@ -544,10 +545,11 @@ FoldArgs = tuple[str, int, int]
 
 def _fold_child(args: FoldArgs) -> dict[str, float]:
     """One fold task (dissect.foldshard.fold_step, phase 1, without S3): a bucket's rows from ``sources`` routed
-    objects per node decoded, ``observers.combine``, the views written as Parquet. Here the bucket holds every row of
+    objects per node decoded, ``foldshard.fold_bucket`` (combine in pieces of FOLD_PIECE_ROWS), the views written as
+    Parquet. Here the bucket holds every row of
     two nodes' copies of the node's tables (about FOLD_ROWS), spread over the sources as a node's groups spread
     them."""
-    folder, sources, _unused = args
+    folder, sources, buckets = args
     per_node = _two_nodes(folder)
     rows = sum(t.num_rows for tables in per_node.values() for t in tables.values())
     blobs = []
@@ -566,8 +568,8 @@ def _fold_child(args: FoldArgs) -> dict[str, float]:
     for node, blob in blobs:
         for name, table in read_routed(blob, 0).items():
             gathered.setdefault(node, {}).setdefault(name, []).append(table)
-    views = combine({node: {name: sort_rows(name, pa.concat_tables(pieces)) for name, pieces in tables.items()}
-                     for node, tables in gathered.items()}).tables
+    views = fold_bucket({node: {name: sort_rows(name, pa.concat_tables(pieces)) for name, pieces in tables.items()}
+                         for node, tables in gathered.items()}, buckets).tables
     for table in views.values():
         parquet_bytes(table)
     return {"cpu": _cpu() - start, "mb": _vm("VmHWM") - before, "rows": rows}

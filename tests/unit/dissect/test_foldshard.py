@@ -31,8 +31,10 @@ from freezeframe.dissect.foldshard import (
     ROUTED,
     buckets_of,
     encode_routed,
+    fold_bucket,
     fold_buckets,
     fold_step,
+    pieces_of,
     read_routed,
     route_step,
 )
@@ -184,6 +186,31 @@ def _sharded(per_node: dict[str, dict[str, pa.Table]], buckets: int) -> dict[str
 
 def _rows(rows: list[dict[str, Any]]) -> list[str]:
     return sorted(repr(sorted(row.items())) for row in rows)
+
+
+@pytest.mark.parametrize("buckets", [1, 3])
+def test_a_bucket_folded_in_pieces_equals_combine_of_the_bucket_in_combines_order(
+        dissected: dict[str, dict[str, pa.Table]], buckets: int) -> None:
+    """The fold task folds its bucket in pieces (a finer hash of the same pair) to bound its Python rows: the
+    pieces' views together are combine of the bucket's rows, every conn_id re-pointed as combine re-points it."""
+    per_node = {node: {name: t for name, t in tables.items() if name in FOLDED}
+                for node, tables in _inputs(dissected, 3, buckets).items()}
+    per_node = {node: {name: t.filter(pc.equal(buckets_of(t, buckets), buckets - 1)) for name, t in tables.items()}
+                for node, tables in per_node.items()}
+    rows = sum(t.num_rows for tables in per_node.values() for t in tables.values())
+    whole = combine(per_node)
+    in_pieces = fold_bucket(per_node, buckets, piece_rows=rows // 5)
+    pieces = -(-rows // (rows // 5))
+    used = {p for tables in per_node.values() for t in tables.values()
+            for p in pieces_of(t, buckets, pieces).to_pylist()}
+    assert len(used) >= 4 and used <= set(range(pieces))  # the rows really were folded in several pieces
+    assert in_pieces.conn_ids == whole.conn_ids
+    for name in FOLDED:
+        assert whole.tables[name].num_rows > 0, name
+        assert _rows(in_pieces.tables[name].to_pylist()) == _rows(whole.tables[name].to_pylist()), name
+        times = in_pieces.tables[name].column("first_ts_ns" if name == "connections" else "ts_ns").to_pylist()
+        assert times == sorted(times), name
+    assert fold_bucket(per_node, buckets).tables["connections"].equals(whole.tables["connections"])  # one piece
 
 
 @pytest.mark.parametrize("nodes", [2, 3])

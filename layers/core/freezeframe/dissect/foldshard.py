@@ -18,10 +18,12 @@ Steps (the dissect function's actions, after the node merges; finalize then read
    writes ONE object with its rows sorted by bucket (``encode_routed``), keyed by B and the node's status, so a
    re-run reuses it.
 3. ``fold_step`` (``fold``), one task per bucket. Phase 1 reads bucket b of every source (two ranged GETs each),
-   folds connections, dns, http and tls with ``combine``, writes their view files ``bucket-<b>.parquet`` and re-points
-   the bucket's service_flows ``conn_id``. A flow's ``backend_conn_id`` names a connection usually in another
-   bucket, so phase 1 routes its flows by the backend's bucket, with the map of its own re-pointed conn_ids; phase 2
-   (only when the incident has service_flows rows) re-points them in the backend's bucket and writes their views.
+   folds connections, dns, http and tls with ``combine`` (``fold_bucket``: in pieces of about ``FOLD_PIECE_ROWS``
+   input rows, a finer hash of the same pair, so a task holds one piece's Python rows at a time), writes their view
+   files ``bucket-<b>.parquet`` and re-points the bucket's service_flows ``conn_id``. A flow's ``backend_conn_id``
+   names a connection usually in another bucket, so phase 1 routes its flows by the backend's bucket, with the map of
+   its own re-pointed conn_ids; phase 2 (only when the incident has service_flows rows) re-points them in the
+   backend's bucket and writes their views.
 
 The routed format: a header (magic, B), B + 1 little-endian int64 offsets (bucket b is bytes [off[b], off[b+1])),
 then per bucket a directory (count, then per non-empty table its code, stored and message lengths) and each table's
@@ -68,15 +70,18 @@ from freezeframe.custody.incident import load_incident
 from freezeframe.custody.incident import read_statuses as read_typed_statuses
 from freezeframe.dissect.chunks import sort_rows
 from freezeframe.dissect.compact import TARGET_BYTES, split_parquet
-from freezeframe.dissect.observers import combine
+from freezeframe.dissect.observers import Combined, combine
 from freezeframe.dissect.views import PARQUET, without_moved
 from freezeframe.freeze.follow import incident_nodes
 
 logger = logging.getLogger(__name__)
 
-# Input rows per fold task: the fold holds about 3.5 KB per row (tests/bench/bench_scale.py), so 400 k rows stay
-# under half of a 3008 MB function. FREEZEFRAME_FOLD_ROWS overrides it.
+# Input rows per fold task (FREEZEFRAME_FOLD_ROWS overrides it). A task holds its bucket's rows in Arrow and folds
+# them FOLD_PIECE_ROWS at a time: `combine` turns the rows it folds into Python rows (about 4 KB each,
+# tests/bench/bench_scale.py), which a whole bucket of 400 k rows would take to 1.9 GB, over half of a 3008 MB
+# function; a piece of 100 k stays near 0.4 GB.
 FOLD_ROWS = 400_000
+FOLD_PIECE_ROWS = 100_000
 FOLDED = ("connections", "dns", "http", "tls")
 ROUTED = (*FOLDED, "service_flows")  # the other tables are small and never folded across nodes: finalize writes them
 RESULT_SCHEMA = "freezeframe.dissect-fold-result/v1"  # a fold task's result (rows and files of its bucket)
@@ -128,13 +133,55 @@ def key_bucket(key: str, buckets: int) -> int:
     return zlib.crc32(key.encode()) % buckets
 
 
+def _by_pair(table: pa.Table, of_hash: Callable[[int], int], columns: Sequence[str] = ENDPOINTS) -> pa.Array:
+    """``of_hash(crc32 of the row's pair key)`` for each row (int32), hashing each distinct pair once."""
+    encoded = pc.dictionary_encode(pa.chunked_array(pair_keys(table, columns)).combine_chunks())
+    values = pa.array([of_hash(zlib.crc32(key.encode())) for key in encoded.dictionary.to_pylist()], pa.int32())
+    return pc.take(values, encoded.indices)
+
+
 def buckets_of(table: pa.Table, buckets: int, columns: Sequence[str] = ENDPOINTS) -> pa.Array:
-    """Each row's bucket (int32), hashing each distinct pair once."""
+    """Each row's bucket (int32): ``key_bucket`` of its pair."""
     if buckets == 1 or not table.num_rows:
         return pa.array([0] * table.num_rows, pa.int32())
-    encoded = pc.dictionary_encode(pa.chunked_array(pair_keys(table, columns)).combine_chunks())
-    values = pa.array([key_bucket(key, buckets) for key in encoded.dictionary.to_pylist()], pa.int32())
-    return pc.take(values, encoded.indices)
+    return _by_pair(table, lambda crc: crc % buckets, columns)
+
+
+def pieces_of(table: pa.Table, buckets: int, pieces: int) -> pa.Array:
+    """Each row's piece inside its bucket (int32): ``crc32(pair) // B mod pieces``, a function of the pair again."""
+    if pieces == 1 or not table.num_rows:
+        return pa.array([0] * table.num_rows, pa.int32())
+    return _by_pair(table, lambda crc: crc // buckets % pieces)
+
+
+def _view_order(name: str, table: pa.Table) -> pa.Table:
+    """A view in combine's order (time, then conn_id, then node), for the pieces' views put together."""
+    time_column = "first_ts_ns" if name == "connections" else "ts_ns" if "ts_ns" in table.schema.names else None
+    keys = [(column, "ascending") for column in (time_column, "conn_id", "node") if column in table.schema.names]
+    return table.take(pc.sort_indices(table, sort_keys=keys)) if keys else table
+
+
+def fold_bucket(per_node: Mapping[str, Mapping[str, pa.Table]], buckets: int,
+                piece_rows: int = FOLD_PIECE_ROWS) -> Combined:
+    """``combine`` of one bucket's rows (``per_node[node][table]``, each node's rows in ``sort_rows`` order), folded
+    in pieces of about ``piece_rows`` input rows. A piece is a finer hash of the same endpoint pair, so every
+    conversation's sightings are in one piece and the pieces' views together are ``combine`` of the bucket (tested),
+    while only one piece's rows are Python rows at a time."""
+    rows = sum(table.num_rows for tables in per_node.values() for table in tables.values())
+    pieces = max(1, math.ceil(rows / max(1, piece_rows)))
+    if pieces == 1:
+        return combine(per_node)
+    index = {node: {name: pieces_of(table, buckets, pieces) for name, table in tables.items()}
+             for node, tables in per_node.items()}
+    views: dict[str, list[pa.Table]] = {}
+    conn_ids: dict[tuple[str, str], str] = {}
+    for piece in range(pieces):
+        combined = combine({node: {name: table.filter(pc.equal(index[node][name], piece))
+                                   for name, table in tables.items()} for node, tables in per_node.items()})
+        for name, view in combined.tables.items():
+            views.setdefault(name, []).append(view)
+        conn_ids.update(combined.conn_ids)
+    return Combined({name: _view_order(name, pa.concat_tables(tables)) for name, tables in views.items()}, conn_ids)
 
 
 def _lookup(ids: pa.Array, known_ids: pa.Array, known_buckets: pa.Array) -> pa.Array:
@@ -460,8 +507,9 @@ def fold_step(settings: Settings, s3: ObjectStore, incident_id: str, bucket: int
                     flows.append(table)
                 else:
                     per_node.setdefault(node, {}).setdefault(name, []).append(table)
-        combined = combine({node: {name: sort_rows(name, pa.concat_tables(pieces)) for name, pieces in tables.items()}
-                            for node, tables in per_node.items()})
+        combined = fold_bucket({node: {name: sort_rows(name, pa.concat_tables(pieces))
+                                       for name, pieces in tables.items()} for node, tables in per_node.items()},
+                               buckets)
         for name in FOLDED:
             files += _write_view(settings, s3, incident_id, day, name, bucket, combined.tables[name])
             rows[name] = combined.tables[name].num_rows
