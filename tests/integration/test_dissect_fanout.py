@@ -179,13 +179,13 @@ def test_the_views_of_a_multi_node_incident_folded_in_buckets_on_the_real_stack_
     from freezeframe.dissect.views import build_views
     from freezeframe.investigate.query import run
 
-    config, s3, incident_id = _freeze_two_nodes(local, handler_env, tmp_path, fold_rows=150)
+    config, s3, incident_id = _freeze_two_nodes(local, handler_env, tmp_path, fold_rows=20)
     bucket = config.evidence_bucket
     summary = s3io.get_json(s3, bucket, summary_key(incident_id))
     assert summary["state"] == "complete", summary
     plan = s3io.get_json(s3, bucket, fold_plan_key(incident_id))
     routed = sum(plan["rows"].values())
-    assert plan["buckets"] == -(-routed // 150) >= 3
+    assert plan["buckets"] == -(-routed // 20) >= 3
     statuses = [s3io.get_json(s3, bucket, dissect_status_key(incident_id, node)) for node in NODES]
     part_keys = [key for status in statuses for key in [*status["parts"].values(), *status["chunk_parts"]]]
     moved = {node: pq.read_table(io.BytesIO(s3io.get_bytes(s3, bucket, status["moved_rows"]))).column("conn_id")
