@@ -17,6 +17,7 @@ from freezeframe.contracts.documents import (
     ChunkItem,
     ChunkStatus,
     DissectPlan,
+    FoldPlan,
     FreezeAttempt,
     FreezeFailed,
     FreezeStarted,
@@ -73,6 +74,12 @@ CHUNK = {"schema": "freezeframe.dissect-chunk/v2", "incident_id": "inc-1", "node
                                                "stage": "decode", "kind": "truncated", "count": 1,
                                                "first_offset": 24, "first_packet": 0, "message": "short header"}],
          "seconds": 1.25, "peak_rss_mb": 180.5}
+FOLD_PLAN = {"schema": "freezeframe.dissect-fold/v1", "incident_id": "inc-1", "run": "5f0c", "buckets": 7,
+             "day": "2026-11-30", "flows": True, "statuses": {"node-a": "0e" * 16},
+             "sources": [{"node": "node-a", "source": "node",
+                          "key": "incidents/inc-1/dissect/_fold/b7/node-a/0e0e/node.route"}],
+             "rows": {"connections": 2_400_000, "service_flows": 900_000}, "flow_tasks": 3}
+FOLD_PLAN_BEFORE_FLOW_TASKS = {key: value for key, value in FOLD_PLAN.items() if key != "flow_tasks"}
 NODE_STATE = {"key": "nodestate/c/2026/11/30/09/node-a/1000-2000.json", "version_id": "v9", "sha256": "cd" * 32,
               "size": 2048, "node": "node-a", "start_ns": 1000, "end_ns": 2000, "lock_mode": "COMPLIANCE",
               "retain_until": "2027-11-30T10:00:00.000Z"}
@@ -89,7 +96,7 @@ CASES: list[tuple[Any, dict[str, Any]]] = [
     (LegalHoldReference, REFERENCE), (LegalHoldRelease, RELEASE), (SegmentIndexBatch, INDEX_BATCH),
     (SegmentIndexBatch, INDEX_GAP), (ChunkItem, ITEM), (DissectPlan, PLAN), (ChunkStatus, CHUNK),
     (NodeStateEntry, NODE_STATE), (FreezeStarted, STARTED), (FreezeStarted, STARTED_BEFORE_SCHEMA),
-    (WebhookDelivery, DELIVERY), (WebhookDelivery, DELIVERY_BEFORE_SCHEMA)]
+    (WebhookDelivery, DELIVERY), (WebhookDelivery, DELIVERY_BEFORE_SCHEMA), (FoldPlan, FOLD_PLAN)]
 
 
 @pytest.mark.parametrize(("kind", "document"), CASES, ids=[f"{kind.__name__}-{n}" for n, (kind, _) in enumerate(CASES)])
@@ -116,6 +123,9 @@ def test_the_typed_fields_read_as_written() -> None:
     assert (item.node, item.chunk, item.warmup_start_ns, item.open_end) == ("node-a", 1, 50_000_000_000, True)
     assert DissectPlan.from_dict(PLAN).unchanged == ("node-b",)
     assert ChunkStatus.from_dict(CHUNK).body_rows == {"connections": 40, "dns": 6}
+    assert (FoldPlan.from_dict(FOLD_PLAN).buckets, FoldPlan.from_dict(FOLD_PLAN).flow_tasks) == (7, 3)
+    # A plan written before phase 2 had its own tasks re-pointed the flows in every bucket: one task per bucket.
+    assert FoldPlan.from_dict(FOLD_PLAN_BEFORE_FLOW_TASKS).flow_tasks == 7
 
 
 def test_new_records_carry_their_schema() -> None:
@@ -152,6 +162,10 @@ def without(document: dict[str, Any], name: str) -> dict[str, Any]:
     (FreezeStarted, {**STARTED, "at": None}, r"^freeze-started record: missing field 'at'$"),
     (WebhookDelivery, {**DELIVERY, "accepted": "pd-Q1W2E3"}, r"^webhook delivery: field 'accepted' must be list"),
     (WebhookDelivery, {**DELIVERY, "ignored": [3]}, r"^webhook delivery: field 'ignored' must be a list of strings$"),
+    (FoldPlan, {**FOLD_PLAN, "flow_tasks": 8}, r"^fold plan: flow_tasks must be from 1 to buckets \(7\), got 8$"),
+    (FoldPlan, {**FOLD_PLAN, "flow_tasks": 0}, r"^fold plan: flow_tasks must be from 1 to buckets \(7\), got 0$"),
+    (FoldPlan, {**FOLD_PLAN, "flow_tasks": "3"}, r"^fold plan: field 'flow_tasks' must be int, got str$"),
+    (FoldPlan, {**FOLD_PLAN, "buckets": 0}, r"^fold plan: buckets must be at least 1, got 0$"),
     (NodeStateEntry, without(NODE_STATE, "sha256"), r"^malformed node_state entry: missing field 'sha256'$"),
     (NodeStateEntry, {**NODE_STATE, "size": "2048"}, r"^malformed node_state entry: field 'size' must be int"),
 ])

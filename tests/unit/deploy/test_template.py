@@ -631,9 +631,14 @@ def test_dissection_fans_out_over_node_chunks_with_retries_catches_and_a_dead_le
         assert state["ItemReader"]["Parameters"]["Bucket.$"] == "$.fold.bucket"
         assert state["ToleratedFailurePercentage"] == 100 and 0 < state["MaxConcurrency"] <= 1000
         task = state["ItemProcessor"]["States"][state["ItemProcessor"]["StartAt"]]
-        steps.append((task["Parameters"]["Payload"]["action"], task["Parameters"]["Payload"].get("phase")))
+        steps.append((task["Parameters"]["Payload"]["action"], task["Parameters"]["Payload"].get("phase"),
+                      state["ItemReader"]["Parameters"]["Key.$"]))
         state = top[state["Next"]]
-    assert steps == [("route", None), ("fold", 1), ("fold", 2)]
+    # Each Map reads its own items: the sources, the buckets, the flow tasks (plan-fold's keys).
+    assert steps == [("route", None, "$.fold.route_key"), ("fold", 1, "$.fold.fold_key"),
+                     ("fold", 2, "$.fold.flows_key")]
+    assert {key: plan_fold["ResultSelector"][f"{key}.$"] for key in ("route_key", "fold_key", "flows_key")} == {
+        key: f"$.Payload.{key}" for key in ("route_key", "fold_key", "flows_key")}
     assert top[top[plan_fold["Catch"][0]["Next"]]["Next"]] is finalize_state  # finalize still writes the summary
     assert finalize_state["Parameters"]["Payload"]["nodes.$"] == fan_out["ResultPath"]
     # The next pass of an open hold plans again.

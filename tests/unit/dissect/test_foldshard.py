@@ -35,6 +35,7 @@ from freezeframe.dissect.foldshard import (
     fold_buckets,
     fold_step,
     pieces_of,
+    plan_buckets,
     read_routed,
     route_step,
 )
@@ -65,6 +66,12 @@ def test_the_bucket_of_a_pair_is_crc32_of_its_text_and_the_same_from_either_end(
 def test_fold_buckets_is_rows_over_rows_per_task_rounded_up_and_at_least_one() -> None:
     assert [fold_buckets(n, 10) for n in (0, 1, 10, 11, 95)] == [1, 1, 1, 2, 10]
     assert fold_buckets(1_500_000_000) == 3750  # FOLD_ROWS = 400 k
+
+
+def test_the_plan_never_leaves_finalize_more_than_a_pieces_rows_in_one_bucket() -> None:
+    # One bucket is folded by finalize in one piece: above 100 k rows the steps fold at least two.
+    assert [plan_buckets(n) for n in (0, 100_000, 100_001, 400_000, 400_001, 1_500_000_000)] == [1, 1, 2, 2, 2, 3750]
+    assert [plan_buckets(n, 10) for n in (10, 11, 95)] == [1, 2, 10]
 
 
 def _connections(rows: list[tuple[str, int, str, int]]) -> pa.Table:
@@ -151,9 +158,10 @@ def _put(s3: MemoryS3, key: str, table: pa.Table) -> None:
     s3io.put_bytes(s3, BUCKET, key, sink.getvalue(), content_type="application/vnd.apache.parquet")
 
 
-def _sharded(per_node: dict[str, dict[str, pa.Table]], buckets: int) -> dict[str, list[dict[str, Any]]]:
-    """Every node's tables routed (two sources a node: its connections, its other tables), every bucket folded in
-    both phases, the view files read back."""
+def _sharded(per_node: dict[str, dict[str, pa.Table]], buckets: int,
+             flow_tasks: int) -> dict[str, list[dict[str, Any]]]:
+    """Every node's tables routed (two sources a node: its connections, its other tables), every bucket folded
+    (phase 1), every flow task's service_flows re-pointed (phase 2), the view files read back."""
     s3 = MemoryS3()
     s3.create_bucket(Bucket=BUCKET)
     settings = Settings(evidence_bucket=BUCKET)
@@ -170,15 +178,19 @@ def _sharded(per_node: dict[str, dict[str, pa.Table]], buckets: int) -> dict[str
             assert route_step(settings, s3, INCIDENT, item)["key"] == item["key"]
             sources.append({"node": node, "source": source, "key": item["key"]})
     s3io.put_json(s3, BUCKET, fold_plan_key(INCIDENT), FoldPlan(INCIDENT, "r1", buckets, DAY, True, {},
-                                                                tuple(sources)).to_dict())
-    for phase in (1, 2):
-        for bucket in range(buckets):
-            fold_step(settings, s3, INCIDENT, bucket, phase)
+                                                                tuple(sources), flow_tasks=flow_tasks).to_dict())
+    for bucket in range(buckets):
+        fold_step(settings, s3, INCIDENT, bucket, 1)
+    for task in range(flow_tasks):
+        fold_step(settings, s3, INCIDENT, task, 2)
+    with pytest.raises(foldshard.FoldError, match=f"no fold plan with flow task {flow_tasks}"):
+        fold_step(settings, s3, INCIDENT, flow_tasks, 2)
     out: dict[str, list[dict[str, Any]]] = {}
     for name in ROUTED:
         folder = view_key(name, DAY, INCIDENT).rsplit("/", 1)[0] + "/"
         keys = list(s3io.list_keys(s3, BUCKET, folder))
-        assert len(keys) == buckets, name  # one file per bucket and table
+        # one file per bucket and table; service_flows' one per flow task
+        assert len(keys) == (flow_tasks if name == "service_flows" else buckets), name
         out[name] = [row for key in keys for row in pq.read_table(io.BytesIO(s3io.get_bytes(s3, BUCKET, key)))
                      .to_pylist()]
     return out
@@ -214,12 +226,12 @@ def test_a_bucket_folded_in_pieces_equals_combine_of_the_bucket_in_combines_orde
 
 
 @pytest.mark.parametrize("nodes", [2, 3])
-@pytest.mark.parametrize("buckets", [1, 2, 3, 7])
+@pytest.mark.parametrize(("buckets", "flow_tasks"), [(1, 1), (2, 1), (2, 2), (3, 2), (7, 1), (7, 3), (7, 7)])
 def test_every_bucket_folded_equals_combine_of_the_whole(dissected: dict[str, dict[str, pa.Table]], nodes: int,
-                                                         buckets: int) -> None:
+                                                         buckets: int, flow_tasks: int) -> None:
     per_node = _inputs(dissected, nodes, buckets)
     whole = combine(per_node).tables
-    sharded = _sharded(per_node, buckets)
+    sharded = _sharded(per_node, buckets, flow_tasks)
     for name in ROUTED:
         assert whole[name].num_rows > 0, name
         assert _rows(sharded[name]) == _rows(whole[name].to_pylist()), name

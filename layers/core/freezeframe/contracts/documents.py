@@ -986,14 +986,18 @@ class FoldPlan:
     statuses: Mapping[str, str]  # node -> digest of the dissect status the plan was made from (foldshard.status_digest)
     sources: tuple[Mapping[str, str], ...]  # the routed objects: {"node", "source", "key"}
     rows: Mapping[str, int] = field(default_factory=dict)  # input rows per routed table, over every node
+    # T, phase 2's tasks: task t re-points the flows whose backend connection is in a bucket b with b mod T == t
+    # (absent in a plan written before: one per bucket)
+    flow_tasks: int = 1
     extra: Mapping[str, Any] = field(default_factory=dict)
     SCHEMA = FOLD_PLAN_SCHEMA
-    _KNOWN = ("schema", "incident_id", "run", "buckets", "day", "flows", "statuses", "sources", "rows")
+    _KNOWN = ("schema", "incident_id", "run", "buckets", "day", "flows", "statuses", "sources", "rows", "flow_tasks")
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": self.SCHEMA, "incident_id": self.incident_id, "run": self.run, "buckets": self.buckets,
                 "day": self.day, "flows": self.flows, "statuses": dict(self.statuses),
-                "sources": [dict(source) for source in self.sources], "rows": dict(self.rows), **self.extra}
+                "sources": [dict(source) for source in self.sources], "rows": dict(self.rows),
+                "flow_tasks": self.flow_tasks, **self.extra}
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> FoldPlan:
@@ -1009,10 +1013,13 @@ class FoldPlan:
         if not all(isinstance(s, Mapping) and all(isinstance(s.get(k), str) for k in ("node", "source", "key"))
                    for s in sources):
             raise PayloadError(f"{kind}: every source needs string 'node', 'source' and 'key'")
+        flow_tasks = _field(kind, raw, "flow_tasks", int) if "flow_tasks" in raw else buckets
+        if not 1 <= flow_tasks <= buckets:
+            raise PayloadError(f"{kind}: flow_tasks must be from 1 to buckets ({buckets}), got {flow_tasks}")
         return cls(incident_id=_field(kind, raw, "incident_id", str), run=_field(kind, raw, "run", str),
                    buckets=buckets, day=day, flows=_field(kind, raw, "flows", bool),
                    statuses=dict(_field(kind, raw, "statuses", Mapping)), sources=tuple(sources),
-                   rows=dict(raw.get("rows") or {}), extra=_extra(raw, cls._KNOWN))
+                   rows=dict(raw.get("rows") or {}), flow_tasks=flow_tasks, extra=_extra(raw, cls._KNOWN))
 
 
 @dataclass(frozen=True, slots=True)

@@ -311,6 +311,11 @@ def fold_items_key(incident_id: str) -> str:
     return _plan_file(incident_id, "fold-buckets.json")
 
 
+def fold_flow_items_key(incident_id: str) -> str:
+    """The service_flows phase's items ({"bucket": t}, one per flow task) for a Distributed Map's ItemReader."""
+    return _plan_file(incident_id, "fold-flows.json")
+
+
 def fold_route_key(incident_id: str, buckets: int, node: str, digest: str, source: str) -> str:
     """One source's rows routed into `buckets` hash buckets; named by the node's inputs, so a re-run reuses it and
     new inputs or another bucket count route again."""
@@ -324,7 +329,8 @@ def fold_run_prefix(incident_id: str, run: str) -> str:
 
 
 def fold_flows_key(incident_id: str, run: str, bucket: int) -> str:
-    """Phase 1's service_flows rows of a bucket, routed by their backend connection's bucket, with its re-point map."""
+    """Phase 1's service_flows rows of a bucket, routed to the flow task of their backend connection's bucket, with
+    its re-point map."""
     return f"{fold_run_prefix(incident_id, run)}flows-{bucket:05d}.route"
 
 

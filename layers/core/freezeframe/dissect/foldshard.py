@@ -21,9 +21,10 @@ Steps (the dissect function's actions, after the node merges; finalize then read
    folds connections, dns, http and tls with ``combine`` (``fold_bucket``: in pieces of about ``FOLD_PIECE_ROWS``
    input rows, a finer hash of the same pair, so a task holds one piece's Python rows at a time), writes their view
    files ``bucket-<b>.parquet`` and re-points the bucket's service_flows ``conn_id``. A flow's ``backend_conn_id``
-   names a connection usually in another bucket, so phase 1 routes its flows by the backend's bucket, with the map of
-   its own re-pointed conn_ids; phase 2 (only when the incident has service_flows rows) re-points them in the
-   backend's bucket and writes their views.
+   names a connection usually in another bucket, so phase 1 routes its flows to the flow task of the backend's bucket
+   (bucket mod T, T = the service_flows rows over ``FOLD_ROWS``), with the map of its own re-pointed conn_ids to its
+   own task; phase 2 (only when the incident has service_flows rows), one task per flow task, re-points them and
+   writes their views ``bucket-<t>.parquet``: B x T GETs in all, not B x B.
 
 The routed format: a header (magic, B), B + 1 little-endian int64 offsets (bucket b is bytes [off[b], off[b+1])),
 then per bucket a directory (count, then per non-empty table its code, stored and message lengths) and each table's
@@ -55,6 +56,7 @@ from freezeframe.contracts.config import Settings
 from freezeframe.contracts.documents import FoldPlan
 from freezeframe.contracts.errors import FreezeframeError, NotFoundError, PayloadError
 from freezeframe.contracts.keys import (
+    fold_flow_items_key,
     fold_flows_key,
     fold_items_key,
     fold_plan_key,
@@ -82,6 +84,9 @@ logger = logging.getLogger(__name__)
 # function; a piece of 100 k stays near 0.4 GB.
 FOLD_ROWS = 400_000
 FOLD_PIECE_ROWS = 100_000
+# Finalize folds a one-bucket incident in-process and in one piece, beside the report (a 2048 MB function): more rows
+# than this are folded by the steps, in at least two buckets.
+FINALIZE_FOLD_ROWS = FOLD_PIECE_ROWS
 FOLDED = ("connections", "dns", "http", "tls")
 ROUTED = (*FOLDED, "service_flows")  # the other tables are small and never folded across nodes: finalize writes them
 RESULT_SCHEMA = "freezeframe.dissect-fold-result/v1"  # a fold task's result (rows and files of its bucket)
@@ -111,6 +116,13 @@ class FoldError(FreezeframeError):
 def fold_buckets(rows: int, rows_per_task: int = FOLD_ROWS) -> int:
     """How many buckets (fold tasks) for ``rows`` input rows: at least one, each about ``rows_per_task``."""
     return max(1, math.ceil(rows / max(1, rows_per_task)))
+
+
+def plan_buckets(rows: int, rows_per_task: int = FOLD_ROWS) -> int:
+    """The fold plan's B: ``fold_buckets``, but at least two when there are more than ``FINALIZE_FOLD_ROWS`` rows,
+    so finalize never holds more than that many Python rows."""
+    buckets = fold_buckets(rows, rows_per_task)
+    return 2 if buckets == 1 and rows > FINALIZE_FOLD_ROWS else buckets
 
 
 # -- the bucket of a row
@@ -359,7 +371,11 @@ def plan_fold(settings: Settings, s3: ObjectStore, incident_id: str, nodes: Iter
     statuses = {node: status.to_dict() if status is not None else None
                 for node, status in read_typed_statuses(settings, s3, incident_id, wanted).items()}
     rows = _routed_rows(statuses)
-    buckets = fold_buckets(sum(rows.values()), settings.fold_rows or FOLD_ROWS)
+    per_task = settings.fold_rows or FOLD_ROWS
+    buckets = plan_buckets(sum(rows.values()), per_task)
+    # Phase 2 re-points the service_flows, FOLD_ROWS a task: T tasks, each reading its part of the B phase-1 objects
+    # (B x T GETs in all, not B x B).
+    flow_tasks = min(buckets, fold_buckets(rows["service_flows"], per_task))
     digests = {node: status_digest(status) for node, status in statuses.items() if status}
     items: list[dict[str, Any]] = []
     if buckets > 1:
@@ -368,17 +384,19 @@ def plan_fold(settings: Settings, s3: ObjectStore, incident_id: str, nodes: Iter
                 items += _route_items(settings, s3, incident_id, node, status, buckets, digests[node])
     plan = FoldPlan(incident_id, uuid.uuid4().hex, buckets, _day(statuses), rows["service_flows"] > 0, digests,
                     tuple({"node": item["node"], "source": item["source"], "key": item["key"]} for item in items),
-                    rows)
+                    rows, flow_tasks)
     bucket = settings.evidence_bucket
     s3io.put_json(s3, bucket, fold_plan_key(incident_id), plan.to_dict())
     fold_items = [{"bucket": number} for number in range(buckets)] if buckets > 1 else []
-    for key, listed in ((fold_route_items_key(incident_id), items), (fold_items_key(incident_id), fold_items)):
+    flow_items = [{"bucket": number} for number in range(flow_tasks)] if buckets > 1 and plan.flows else []
+    for key, listed in ((fold_route_items_key(incident_id), items), (fold_items_key(incident_id), fold_items),
+                        (fold_flow_items_key(incident_id), flow_items)):
         s3io.put_bytes(s3, bucket, key, json.dumps(listed).encode(), content_type="application/json")
     logger.info("fold planned", extra={"incident_id": incident_id, "buckets": buckets, "sources": len(items),
-                                       "rows": sum(rows.values())})
+                                       "rows": sum(rows.values()), "flow_tasks": len(flow_items)})
     return {"incident_id": incident_id, "buckets": buckets, "bucket": bucket,
             "route_key": fold_route_items_key(incident_id), "fold_key": fold_items_key(incident_id),
-            "flows": plan.flows}
+            "flows_key": fold_flow_items_key(incident_id), "flows": plan.flows}
 
 
 def read_plan(settings: Settings, s3: ObjectStore, incident_id: str) -> FoldPlan | None:
@@ -489,11 +507,13 @@ def _write_view(settings: Settings, s3: ObjectStore, incident_id: str, day: str,
 
 
 def fold_step(settings: Settings, s3: ObjectStore, incident_id: str, bucket: int, phase: int = 1) -> dict[str, Any]:
-    """One bucket's fold (phase 1) or its service_flows (phase 2); writes its view files and its result."""
+    """One bucket's fold (phase 1) or one flow task's service_flows (phase 2, ``bucket`` is the task); writes its view
+    files and its result."""
     plan = read_plan(settings, s3, incident_id)
-    if plan is None or plan.buckets <= bucket:
-        raise FoldError(f"incident {incident_id}: no fold plan with bucket {bucket}")
-    run, buckets, day = plan.run, plan.buckets, str(plan.day)
+    if plan is None or (plan.flow_tasks if phase == 2 else plan.buckets) <= bucket:
+        raise FoldError(f"incident {incident_id}: no fold plan with {'flow task' if phase == 2 else 'bucket'} "
+                        f"{bucket}")
+    run, buckets, day, tasks = plan.run, plan.buckets, str(plan.day), plan.flow_tasks
     flows_schema = FORMAT_TABLES["service_flows"]
     files: list[str] = []
     rows: dict[str, int] = {}
@@ -518,10 +538,13 @@ def fold_step(settings: Settings, s3: ObjectStore, incident_id: str, bucket: int
                            schema=FORMAT_TABLES[REPOINT])
         flow_rows = _repoint(_concat(flows, flows_schema), "conn_id", repoint)
         if plan.flows:
-            # To the backend connection's bucket, with this bucket's map for its own flows' backends (phase 2).
+            # To the flow task of the backend connection's bucket (bucket mod T), with this bucket's map for the
+            # flows whose backend is here, which go to this bucket's task (phase 2).
+            backend = flow_rows.column(BACKEND_BUCKET)
             body = encode_routed({"service_flows": flow_rows, REPOINT: repoint},
-                                 {"service_flows": flow_rows.column(BACKEND_BUCKET),
-                                  REPOINT: pa.array([bucket] * repoint.num_rows, pa.int32())}, buckets)
+                                 {"service_flows": pc.subtract(backend, pc.multiply(pc.divide(backend, tasks), tasks))
+                                  .cast(pa.int32()),
+                                  REPOINT: pa.array([bucket % tasks] * repoint.num_rows, pa.int32())}, tasks)
             s3io.put_bytes(s3, settings.evidence_bucket, fold_flows_key(incident_id, run, bucket), body,
                            content_type="application/octet-stream")
         elif flow_rows.num_rows:
@@ -534,10 +557,10 @@ def fold_step(settings: Settings, s3: ObjectStore, incident_id: str, bucket: int
         if not plan.flows:
             raise FoldError(f"incident {incident_id}: the fold plan has no service_flows phase")
         sources = [("", fold_flows_key(incident_id, run, number)) for number in range(buckets)]
-        # Another bucket whose phase 1 failed sent nothing (its rows are reported missing); this bucket's own map
-        # is required.
-        others = [key for number, (_node, key) in enumerate(sources) if number != bucket]
-        pieces = [tables for _node, tables in _read_sources(s3, settings.evidence_bucket, sources, bucket, others)]
+        # A bucket whose phase 1 failed sent nothing: its rows are reported missing (its result is absent), and the
+        # flows whose backend connection was in it keep that node's conn_id.
+        pieces = [tables for _node, tables in _read_sources(s3, settings.evidence_bucket, sources, bucket,
+                                                            [key for _node, key in sources])]
         repoint = _concat([t[REPOINT] for t in pieces if REPOINT in t], FORMAT_TABLES[REPOINT])
         flow_rows = _repoint(_concat([t["service_flows"] for t in pieces if "service_flows" in t], flows_schema),
                              "backend_conn_id", repoint).drop_columns([BACKEND_BUCKET])
@@ -555,7 +578,8 @@ def fold_results(settings: Settings, s3: ObjectStore, incident_id: str,
                  plan: FoldPlan) -> tuple[dict[str, int], set[str], list[str]]:
     """The fold's view rows per routed table, the view files it wrote, and an error per bucket and phase with no
     result of this run (a failed fold task: its rows are missing, and the summary says so)."""
-    wanted = [(bucket, phase) for bucket in range(plan.buckets) for phase in ((1, 2) if plan.flows else (1,))]
+    wanted = [(bucket, 1) for bucket in range(plan.buckets)]
+    wanted += [(task, 2) for task in range(plan.flow_tasks)] if plan.flows else []
 
     def one(job: tuple[int, int]) -> dict[str, Any] | None:
         try:
@@ -571,7 +595,8 @@ def fold_results(settings: Settings, s3: ObjectStore, incident_id: str,
     errors = []
     for (bucket, phase), result in zip(wanted, results, strict=True):
         if result is None:
-            errors.append(f"fold bucket {bucket} phase {phase}: no result of this fold run (the task failed)")
+            what = f"fold bucket {bucket} phase 1" if phase == 1 else f"fold flow task {bucket} (phase 2)"
+            errors.append(f"{what}: no result of this fold run (the task failed)")
             continue
         for name, count in result["rows"].items():
             rows[name] += int(count)
@@ -591,9 +616,8 @@ def fold_locally(settings: Settings, s3: ObjectStore, incident_id: str, nodes: S
     items = json.loads(s3io.get_bytes(s3, str(plan["bucket"]), str(plan["route_key"])))
     for item in items:
         with_retries(lambda item=item: invoke({"action": "route", "item": item}))  # type: ignore[misc]
-    buckets = json.loads(s3io.get_bytes(s3, str(plan["bucket"]), str(plan["fold_key"])))
-    for phase in (1, 2) if plan["flows"] else (1,):
-        for fold_item in buckets:
+    for phase, key in ((1, "fold_key"), (2, "flows_key")) if plan["flows"] else ((1, "fold_key"),):
+        for fold_item in json.loads(s3io.get_bytes(s3, str(plan["bucket"]), str(plan[key]))):
             with_retries(lambda b=fold_item["bucket"], p=phase: invoke(  # type: ignore[misc]
                 {"action": "fold", "incident_id": incident_id, "bucket": b, "phase": p}))
     return dict(plan)
