@@ -6,7 +6,8 @@ connections at its chunks' edges and returns its groups of chunks; ``{"action": 
 "group"}`` merges one group's dns/http/tls rows; ``{"action": "merge", "incident_id", "node"}`` writes the node's part
 and status (running the steps before it when their results are missing); ``{"action": "plan-fold", "incident_id",
 "nodes"}``, ``{"action": "route", "item"}`` and ``{"action": "fold", "incident_id", "bucket", "phase"}`` fold the views
-in hash buckets (freezeframe.dissect.foldshard).
+in hash buckets (freezeframe.dissect.foldshard); ``{"action": "plan-compact", "incident_id"}`` and ``{"action":
+"compact", "incident_id", "item"}`` join their files to about 128 MB.
 Without an action (``{"incident_id", "node"}``) it dissects a whole node in one pass, as before the fan-out.
 """
 
@@ -30,7 +31,7 @@ from freezeframe.dissect.fanout import (
     merge_node,
     plan_dissection,
 )
-from freezeframe.dissect.foldshard import fold_step, plan_fold, route_step
+from freezeframe.dissect.foldshard import compact_step, fold_step, plan_compact, plan_fold, route_step
 from freezeframe.dissect.job import dissect_node
 
 logger = function_logger()
@@ -68,9 +69,13 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         return route_step(config, s3, item["incident_id"], item)
     if action == "fold":
         return fold_step(config, s3, event["incident_id"], int(event["bucket"]), int(event.get("phase", 1)))
+    if action == "plan-compact":
+        return plan_compact(config, s3, event["incident_id"])
+    if action == "compact":
+        return compact_step(config, s3, event["incident_id"], event["item"])
     if action is not None:
         raise PayloadError(f"unknown dissect action {action!r}: plan, chunk, merge-connections, merge-apps, merge, "
-                           f"plan-fold, route or fold")
+                           f"plan-fold, route, fold, plan-compact or compact")
     report = dissect_node(config, s3, event["incident_id"], event["node"])
     register_parts(config, report.parts.values())
     metrics.add_metric(name="ConnectionsRows", unit=MetricUnit.Count, value=report.tables.get("connections", 0))

@@ -9,6 +9,7 @@ from freezeframe.contracts.keys import (
     raw_segment_key,
     table_part_key,
     view_bucket_key,
+    view_compact_key,
     view_file_bucket,
     view_file_number,
     view_key,
@@ -114,3 +115,10 @@ def test_bucket_view_files_sit_in_the_views_folder_and_are_recognised_as_view_fi
                                           "bucket-00003-00002.parquet", "other.parquet")] == [0, 4, 0, 2, None]
     assert [view_file_bucket(n) for n in ("incident.parquet", "bucket-00003.parquet",
                                           "bucket-00012-00001.parquet")] == [None, 3, 12]
+    # a run of buckets compacted: part-<group>, numbered past about 128 MB; a view file, of no bucket
+    assert view_compact_key("dns", "2026-01-01", "inc-1", 7) == \
+        "views/dns/dt=2026-01-01/incident_id=inc-1/part-00007.parquet"
+    assert view_compact_key("dns", "2026-01-01", "inc-1", 7, 1).endswith("/part-00007-00001.parquet")
+    assert [view_file_number(n) for n in ("part-00007.parquet", "part-00007-00003.parquet", "part-7.parquet")] == \
+        [0, 3, None]
+    assert view_file_bucket("part-00007.parquet") is None

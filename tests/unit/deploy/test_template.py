@@ -624,11 +624,19 @@ def test_dissection_fans_out_over_node_chunks_with_retries_catches_and_a_dead_le
     state = top[many["Next"]]
     while state is not finalize_state:
         if state["Type"] == "Choice":
-            assert top[state["Default"]] is finalize_state
+            # without service_flows straight to the compaction's plan, without groups to compact to finalize
+            assert top[state["Default"]] in (finalize_state, top["PlanCompact"])
             state = top[state["Choices"][0]["Next"]]
             continue
+        if state["Type"] == "Task":  # plan-compact: a failure is caught, dead-lettered, and finalize runs
+            assert state["Parameters"]["Payload"]["action"] == "plan-compact"
+            assert state["ResultPath"] == "$.compact"
+            assert top[top[state["Catch"][0]["Next"]]["Next"]] is finalize_state
+            steps.append(("plan-compact", None, None))
+            state = top[state["Next"]]
+            continue
         assert state["Type"] == "Map" and state["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
-        assert state["ItemReader"]["Parameters"]["Bucket.$"] == "$.fold.bucket"
+        assert state["ItemReader"]["Parameters"]["Bucket.$"] in ("$.fold.bucket", "$.compact.bucket")
         assert state["ToleratedFailurePercentage"] == 100 and 0 < state["MaxConcurrency"] <= 1000
         task = state["ItemProcessor"]["States"][state["ItemProcessor"]["StartAt"]]
         steps.append((task["Parameters"]["Payload"]["action"], task["Parameters"]["Payload"].get("phase"),
@@ -636,7 +644,9 @@ def test_dissection_fans_out_over_node_chunks_with_retries_catches_and_a_dead_le
         state = top[state["Next"]]
     # Each Map reads its own items: the sources, the buckets, the flow tasks (plan-fold's keys).
     assert steps == [("route", None, "$.fold.route_key"), ("fold", 1, "$.fold.fold_key"),
-                     ("fold", 2, "$.fold.flows_key")]
+                     ("fold", 2, "$.fold.flows_key"), ("plan-compact", None, None),
+                     ("compact", None, "$.compact.compact_key")]
+    assert top["AnyServiceFlows"]["Default"] == "PlanCompact" and top["FoldServiceFlows"]["Next"] == "PlanCompact"
     assert {key: plan_fold["ResultSelector"][f"{key}.$"] for key in ("route_key", "fold_key", "flows_key")} == {
         key: f"$.Payload.{key}" for key in ("route_key", "fold_key", "flows_key")}
     assert top[top[plan_fold["Catch"][0]["Next"]]["Next"]] is finalize_state  # finalize still writes the summary

@@ -241,6 +241,7 @@ VIEW_FILE = "incident.parquet"
 _VIEW_NUMBERED = re.compile(r"^incident-(?P<number>\d{5})\.parquet$")
 # A view folded in hash buckets of endpoint pairs (freezeframe.dissect.foldshard): bucket-<b>.parquet, continued
 # in bucket-<b>-00001.parquet, ... when compacted.
+_VIEW_COMPACT = re.compile(r"^part-(?P<group>\d{5})(?:-(?P<number>\d{5}))?\.parquet$")
 _VIEW_BUCKET = re.compile(r"^bucket-(?P<bucket>\d{5})(?:-(?P<number>\d{5}))?\.parquet$")
 
 
@@ -259,12 +260,19 @@ def view_bucket_key(table: str, dt: str, incident_id: str, bucket: int, number: 
     return view_key(table, dt, incident_id).rsplit("/", 1)[0] + "/" + name
 
 
+def view_compact_key(table: str, dt: str, incident_id: str, group: int, number: int = 0) -> str:
+    """One compacted file of a view folded in buckets (a run of buckets' files joined to about 128 MB,
+    freezeframe.dissect.foldshard): `part-<g:05d>.parquet`, then `part-<g:05d>-00001.parquet`, ..."""
+    name = f"part-{group:05d}.parquet" if number == 0 else f"part-{group:05d}-{number:05d}.parquet"
+    return view_key(table, dt, incident_id).rsplit("/", 1)[0] + "/" + name
+
+
 def view_file_number(name: str) -> int | None:
-    """The file number of a view file's name within its piece (0 for incident.parquet and bucket-<b>.parquet), or
-    None for a name that is no view file."""
+    """The file number of a view file's name within its piece (0 for incident.parquet, bucket-<b>.parquet and
+    part-<g>.parquet), or None for a name that is no view file."""
     if name == VIEW_FILE:
         return 0
-    match = _VIEW_NUMBERED.match(name) or _VIEW_BUCKET.match(name)
+    match = _VIEW_NUMBERED.match(name) or _VIEW_BUCKET.match(name) or _VIEW_COMPACT.match(name)
     return int(match["number"] or 0) if match else None
 
 
@@ -316,6 +324,12 @@ def fold_flow_items_key(incident_id: str) -> str:
     return _plan_file(incident_id, "fold-flows.json")
 
 
+def fold_compact_items_key(incident_id: str) -> str:
+    """The compaction items ({"run", "table", "group", "phase", "first", "last"}) for a Distributed Map's
+    ItemReader."""
+    return _plan_file(incident_id, "fold-compact.json")
+
+
 def fold_route_key(incident_id: str, buckets: int, node: str, digest: str, source: str) -> str:
     """One source's rows routed into `buckets` hash buckets; named by the node's inputs, so a re-run reuses it and
     new inputs or another bucket count route again."""
@@ -336,6 +350,11 @@ def fold_flows_key(incident_id: str, run: str, bucket: int) -> str:
 
 def fold_result_key(incident_id: str, run: str, bucket: int, phase: int) -> str:
     return f"{fold_run_prefix(incident_id, run)}result-{bucket:05d}-{phase}.json"
+
+
+def fold_compact_result_key(incident_id: str, run: str, table: str, group: int) -> str:
+    """A compaction task's result: the files it wrote and the bucket files it joined."""
+    return f"{fold_run_prefix(incident_id, run)}compact-{check_name('table', table)}-{group:05d}.json"
 
 
 def chunk_prefix(incident_id: str, node: str, index: int) -> str:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -222,23 +223,31 @@ def read_statuses(settings: Settings, s3: ObjectStore, incident_id: str,
 
 
 def write_sharded_views(settings: Settings, s3: ObjectStore, incident_id: str, fold: FoldPlan,
-                        part_keys: Sequence[str], moved: Mapping[str, str]) -> tuple[dict[str, int], list[str]]:
-    """The views when the fold ran in buckets: rows per view (the routed tables' from the fold's results), and an
-    error per bucket whose fold left no result. Every file in a routed view's folder that this fold did not write
-    (an earlier pass's incident.parquet, a larger bucket count's files, a failed bucket's older file) is overwritten
-    empty: the bucket refuses deletes, and a stale row must not be counted."""
+                        part_keys: Sequence[str], moved: Mapping[str, str]
+                        ) -> tuple[dict[str, int], list[str], list[str]]:
+    """The views when the fold ran in buckets: rows per view (the routed tables' from the fold's results), an
+    error per bucket whose fold left no result, and one per compaction group that left none. The view's files are
+    the compacted ones plus the bucket files no compaction joined; every other file in a routed view's folder (the
+    joined bucket files, an earlier pass's incident.parquet, a larger bucket count's files, a failed bucket's older
+    file, a failed compaction's part) is overwritten empty: the bucket refuses deletes, and a stale row must not be
+    counted."""
     bucket = settings.evidence_bucket
     small = [name for name in TABLES if name not in foldshard.ROUTED]
     views = write_incident_views(bucket, s3, incident_id, part_keys, moved_keys=moved, tables=small, day=fold.day)
     rows, written, errors = foldshard.fold_results(settings, s3, incident_id, fold)
-    for name in foldshard.ROUTED:
-        folder = view_key(name, str(fold.day), incident_id).rsplit("/", 1)[0] + "/"
-        for stale in s3io.list_keys(s3, bucket, folder):
-            if stale not in written and view_file_number(stale.rsplit("/", 1)[1]) is not None:
-                s3io.put_bytes(s3, bucket, stale, empty_parquet(VIEWS[name]), content_type=PARQUET)
+    compact_files, joined, compact_errors = foldshard.compacted(settings, s3, incident_id, fold)
+    kept = (written - joined) | compact_files
+    stale = [(name, key) for name in foldshard.ROUTED
+             for key in s3io.list_keys(s3, bucket, view_key(name, str(fold.day), incident_id).rsplit("/", 1)[0] + "/")
+             if key not in kept and view_file_number(key.rsplit("/", 1)[1]) is not None]
+    with ThreadPoolExecutor(max_workers=foldshard.READERS) as pool:
+        list(pool.map(lambda job: s3io.put_bytes(s3, bucket, job[1], empty_parquet(VIEWS[job[0]]),
+                                                 content_type=PARQUET), stale))
     for error in errors:
         logger.error("fold bucket missing from the views", extra={"incident_id": incident_id, "error": error})
-    return {**views, **rows}, errors
+    for error in compact_errors:
+        logger.warning("view files left uncompacted", extra={"incident_id": incident_id, "error": error})
+    return {**views, **rows}, errors, compact_errors
 
 
 def finalize_incident(settings: Settings, s3: ObjectStore, incident_id: str, outcomes: Sequence[NodeOutcome], *,
@@ -272,16 +281,18 @@ def finalize_incident(settings: Settings, s3: ObjectStore, incident_id: str, out
     if fold is not None and fold.buckets > 1:
         # The routed tables were folded in buckets by this pass's fold tasks (dissect.foldshard): their results
         # give the rows; the small tables are folded here.
-        views, fold_errors = write_sharded_views(settings, s3, incident_id, fold, [*part_keys, *chunk_keys], moved)
+        views, fold_errors, compact_errors = write_sharded_views(settings, s3, incident_id, fold,
+                                                                 [*part_keys, *chunk_keys], moved)
     else:
-        views, fold_errors = write_incident_views(settings.evidence_bucket, s3, incident_id,
-                                                  [*part_keys, *chunk_keys], moved_keys=moved), []
+        views, fold_errors, compact_errors = write_incident_views(settings.evidence_bucket, s3, incident_id,
+                                                                  [*part_keys, *chunk_keys], moved_keys=moved), [], []
     registered = register(settings, part_keys)
     report = write_report(settings, s3, incident_id, writer if writer is not None else report_writer())
     summary = build_summary(incident_id, manifest_nodes, outcomes, statuses, registered, report, now)
     # `rows`: the per-node sum of the nodes dissected cleanly (sightings); `view_rows`: what SQL counts (conversations).
     summary["view_rows"] = dict(sorted(views.items()))
-    summary["fold"] = {"buckets": fold.buckets if fold else 1, "errors": fold_errors}
+    summary["fold"] = {"buckets": fold.buckets if fold else 1, "errors": fold_errors,
+                       "uncompacted": compact_errors}
     if fold_errors:  # a bucket's rows are missing from the views: never a complete incident
         summary["state"] = INCOMPLETE
     summary["chunk_parts"] = len(chunk_keys)

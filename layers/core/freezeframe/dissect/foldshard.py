@@ -56,6 +56,8 @@ from freezeframe.contracts.config import Settings
 from freezeframe.contracts.documents import FoldPlan
 from freezeframe.contracts.errors import FreezeframeError, NotFoundError, PayloadError
 from freezeframe.contracts.keys import (
+    fold_compact_items_key,
+    fold_compact_result_key,
     fold_flow_items_key,
     fold_flows_key,
     fold_items_key,
@@ -66,6 +68,7 @@ from freezeframe.contracts.keys import (
     merge_prefix,
     parse_table_part_key,
     view_bucket_key,
+    view_compact_key,
 )
 from freezeframe.contracts.schemas import TABLES, VIEWS
 from freezeframe.custody.incident import load_incident
@@ -90,6 +93,7 @@ FINALIZE_FOLD_ROWS = FOLD_PIECE_ROWS
 FOLDED = ("connections", "dns", "http", "tls")
 ROUTED = (*FOLDED, "service_flows")  # the other tables are small and never folded across nodes: finalize writes them
 RESULT_SCHEMA = "freezeframe.dissect-fold-result/v1"  # a fold task's result (rows and files of its bucket)
+COMPACT_SCHEMA = "freezeframe.dissect-compact-result/v1"  # a compaction task's result (files written and joined)
 READERS = 16  # concurrent ranged GETs of a fold task
 ENDPOINTS = ("src_ip", "src_port", "dst_ip", "dst_port")
 FLOW_ENDPOINTS = ("src_ip", "src_port", "cluster_ip", "port")
@@ -498,12 +502,13 @@ def _repoint(table: pa.Table, column: str, repoint: pa.Table) -> pa.Table:
 
 
 def _write_view(settings: Settings, s3: ObjectStore, incident_id: str, day: str, name: str, bucket: int,
-                view: pa.Table) -> list[str]:
+                view: pa.Table) -> dict[str, int]:
+    """The bucket's view files of ``name`` written: key -> bytes."""
     files = split_parquet(view, TARGET_BYTES)
     keys = [view_bucket_key(name, day, incident_id, bucket, number) for number in range(len(files))]
     for key, body in zip(keys, files, strict=True):
         s3io.put_bytes(s3, settings.evidence_bucket, key, body, content_type=PARQUET)
-    return keys
+    return {key: len(body) for key, body in zip(keys, files, strict=True)}
 
 
 def fold_step(settings: Settings, s3: ObjectStore, incident_id: str, bucket: int, phase: int = 1) -> dict[str, Any]:
@@ -515,7 +520,7 @@ def fold_step(settings: Settings, s3: ObjectStore, incident_id: str, bucket: int
                         f"{bucket}")
     run, buckets, day, tasks = plan.run, plan.buckets, str(plan.day), plan.flow_tasks
     flows_schema = FORMAT_TABLES["service_flows"]
-    files: list[str] = []
+    files: dict[str, int] = {}
     rows: dict[str, int] = {}
     if phase == 1:
         per_node: dict[str, dict[str, list[pa.Table]]] = {}
@@ -531,7 +536,7 @@ def fold_step(settings: Settings, s3: ObjectStore, incident_id: str, bucket: int
                                        for name, pieces in tables.items()} for node, tables in per_node.items()},
                                buckets)
         for name in FOLDED:
-            files += _write_view(settings, s3, incident_id, day, name, bucket, combined.tables[name])
+            files |= _write_view(settings, s3, incident_id, day, name, bucket, combined.tables[name])
             rows[name] = combined.tables[name].num_rows
         changed = [(node, conn_id, view) for (node, conn_id), view in combined.conn_ids.items() if conn_id != view]
         repoint = pa.table([pa.array([c[i] for c in changed], pa.string()) for i in range(3)],
@@ -550,7 +555,7 @@ def fold_step(settings: Settings, s3: ObjectStore, incident_id: str, bucket: int
         elif flow_rows.num_rows:
             raise FoldError(f"incident {incident_id} bucket {bucket}: service_flows rows the fold plan did not count")
         else:
-            files += _write_view(settings, s3, incident_id, day, "service_flows", bucket,
+            files |= _write_view(settings, s3, incident_id, day, "service_flows", bucket,
                                  VIEWS["service_flows"].empty_table())
             rows["service_flows"] = 0
     else:
@@ -566,11 +571,118 @@ def fold_step(settings: Settings, s3: ObjectStore, incident_id: str, bucket: int
                              "backend_conn_id", repoint).drop_columns([BACKEND_BUCKET])
         # One view row per flow (combine's rule for cross-layer tables), in combine's order.
         view = combine({"flows": {"service_flows": flow_rows}}).tables["service_flows"]
-        files += _write_view(settings, s3, incident_id, day, "service_flows", bucket, view)
+        files |= _write_view(settings, s3, incident_id, day, "service_flows", bucket, view)
         rows["service_flows"] = view.num_rows
-    result = {"schema": RESULT_SCHEMA, "run": run, "bucket": bucket, "phase": phase, "rows": rows, "files": files}
+    result = {"schema": RESULT_SCHEMA, "run": run, "bucket": bucket, "phase": phase, "rows": rows,
+              "files": list(files), "bytes": files}
     s3io.put_json(s3, settings.evidence_bucket, fold_result_key(incident_id, run, bucket, phase), result)
     return {"bucket": bucket, "phase": phase, "rows": rows}
+
+
+def _results(settings: Settings, s3: ObjectStore, incident_id: str, plan: FoldPlan,
+             wanted: Sequence[tuple[int, int]]) -> list[dict[str, Any] | None]:
+    """The fold results of (bucket or flow task, phase) of this run, read concurrently; None where there is none."""
+    def one(job: tuple[int, int]) -> dict[str, Any] | None:
+        try:
+            result = s3io.get_json(s3, settings.evidence_bucket, fold_result_key(incident_id, plan.run, *job))
+        except NotFoundError:
+            return None
+        return result if result.get("schema") == RESULT_SCHEMA and result.get("run") == plan.run else None
+
+    with ThreadPoolExecutor(max_workers=READERS) as pool:
+        return list(pool.map(one, wanted))
+
+
+def _units(plan: FoldPlan, name: str) -> tuple[int, int]:
+    """(phase, count) of the tasks that write view ``name``: the flow tasks' for service_flows when it has rows."""
+    return (2, plan.flow_tasks) if name == "service_flows" and plan.flows else (1, plan.buckets)
+
+
+def plan_compact(settings: Settings, s3: ObjectStore, incident_id: str) -> dict[str, Any]:
+    """The compaction of this fold's view files: per routed view, runs of consecutive buckets (or flow tasks) whose
+    files add up to about ``TARGET_BYTES`` (128 MB), one item each, from the fold results' sizes; a run whose bucket
+    has no result ends there (the failed bucket is reported by finalize, its neighbours stay as they are)."""
+    plan = read_plan(settings, s3, incident_id)
+    if plan is None or plan.buckets <= 1:
+        raise FoldError(f"incident {incident_id}: no fold plan in buckets to compact")
+    items: list[dict[str, Any]] = []
+    for name in ROUTED:
+        phase, count = _units(plan, name)
+        groups = 0
+        results = _results(settings, s3, incident_id, plan, [(unit, phase) for unit in range(count)])
+        first, size = None, 0
+        for unit, result in enumerate([*results, None]):
+            sizes = {key: int(value) for key, value in (result or {}).get("bytes", {}).items()
+                     if f"/{name}/" in key} if result is not None else None
+            if first is not None and (sizes is None or size + sum(sizes.values()) > TARGET_BYTES):
+                items.append({"run": plan.run, "table": name, "group": groups, "phase": phase, "first": first,
+                              "last": unit - 1})
+                first, size, groups = None, 0, groups + 1
+            if sizes is not None:
+                first = unit if first is None else first
+                size += sum(sizes.values())
+    s3io.put_bytes(s3, settings.evidence_bucket, fold_compact_items_key(incident_id), json.dumps(items).encode(),
+                   content_type="application/json")
+    logger.info("compaction planned", extra={"incident_id": incident_id, "groups": len(items)})
+    return {"incident_id": incident_id, "groups": len(items), "bucket": settings.evidence_bucket,
+            "compact_key": fold_compact_items_key(incident_id)}
+
+
+def compact_step(settings: Settings, s3: ObjectStore, incident_id: str, item: Mapping[str, Any]) -> dict[str, Any]:
+    """One run of a view's bucket files joined into files of about 128 MB (``part-<g>.parquet``, ...); the bucket
+    files stay as they are until finalize empties those of every compacted run, so a failed task loses nothing."""
+    plan = read_plan(settings, s3, incident_id)
+    name, group, phase = str(item["table"]), int(item["group"]), int(item["phase"])
+    if plan is None or plan.run != item.get("run") or name not in ROUTED:
+        raise FoldError(f"incident {incident_id}: compaction item {group} of {name!r} is not of the current fold")
+    units = range(int(item["first"]), int(item["last"]) + 1)
+    results = _results(settings, s3, incident_id, plan, [(unit, phase) for unit in units])
+    if any(result is None for result in results):
+        raise FoldError(f"incident {incident_id}: compaction group {group} of {name}: a bucket has no fold result")
+    keys = [key for result in results for key in (result or {})["files"] if f"/{name}/" in key]
+    with ThreadPoolExecutor(max_workers=READERS) as pool:
+        bodies = list(pool.map(lambda key: s3io.get_bytes(s3, settings.evidence_bucket, key), keys))
+    view = pa.concat_tables([pq.read_table(io.BytesIO(body)).cast(VIEWS[name]) for body in bodies]) \
+        if bodies else VIEWS[name].empty_table()
+    del bodies
+    files = split_parquet(view, TARGET_BYTES)
+    written = [view_compact_key(name, str(plan.day), incident_id, group, number) for number in range(len(files))]
+    for key, body in zip(written, files, strict=True):
+        s3io.put_bytes(s3, settings.evidence_bucket, key, body, content_type=PARQUET)
+    result = {"schema": COMPACT_SCHEMA, "run": plan.run, "table": name, "group": group, "rows": view.num_rows,
+              "files": written, "joined": keys}
+    s3io.put_json(s3, settings.evidence_bucket, fold_compact_result_key(incident_id, plan.run, name, group), result)
+    return {"table": name, "group": group, "rows": view.num_rows, "files": len(written)}
+
+
+def compacted(settings: Settings, s3: ObjectStore, incident_id: str,
+              plan: FoldPlan) -> tuple[set[str], set[str], list[str]]:
+    """The compaction of this fold run: the files it wrote, the bucket files they replace, and an error per item
+    with no result (its bucket files stay the view's)."""
+    try:
+        items = json.loads(s3io.get_bytes(s3, settings.evidence_bucket, fold_compact_items_key(incident_id)))
+    except NotFoundError:
+        return set(), set(), []
+    items = [item for item in items if item.get("run") == plan.run]
+
+    def one(item: Mapping[str, Any]) -> dict[str, Any] | None:
+        key = fold_compact_result_key(incident_id, plan.run, str(item["table"]), int(item["group"]))
+        try:
+            result = s3io.get_json(s3, settings.evidence_bucket, key)
+        except NotFoundError:
+            return None
+        return result if result.get("schema") == COMPACT_SCHEMA and result.get("run") == plan.run else None
+
+    with ThreadPoolExecutor(max_workers=READERS) as pool:
+        results = list(pool.map(one, items))
+    written, joined, errors = set(), set(), []
+    for item, result in zip(items, results, strict=True):
+        if result is None:
+            errors.append(f"compaction group {item['group']} of {item['table']}: no result (its bucket files stay)")
+            continue
+        written.update(result["files"])
+        joined.update(result["joined"])
+    return written, joined, errors
 
 
 # -- finalize's side
@@ -580,16 +692,7 @@ def fold_results(settings: Settings, s3: ObjectStore, incident_id: str,
     result of this run (a failed fold task: its rows are missing, and the summary says so)."""
     wanted = [(bucket, 1) for bucket in range(plan.buckets)]
     wanted += [(task, 2) for task in range(plan.flow_tasks)] if plan.flows else []
-
-    def one(job: tuple[int, int]) -> dict[str, Any] | None:
-        try:
-            result = s3io.get_json(s3, settings.evidence_bucket, fold_result_key(incident_id, plan.run, *job))
-        except NotFoundError:
-            return None
-        return result if result.get("schema") == RESULT_SCHEMA and result.get("run") == plan.run else None
-
-    with ThreadPoolExecutor(max_workers=READERS) as pool:
-        results = list(pool.map(one, wanted))
+    results = _results(settings, s3, incident_id, plan, wanted)
     rows = dict.fromkeys(ROUTED, 0)
     files: set[str] = set()
     errors = []
@@ -620,4 +723,9 @@ def fold_locally(settings: Settings, s3: ObjectStore, incident_id: str, nodes: S
         for fold_item in json.loads(s3io.get_bytes(s3, str(plan["bucket"]), str(plan[key]))):
             with_retries(lambda b=fold_item["bucket"], p=phase: invoke(  # type: ignore[misc]
                 {"action": "fold", "incident_id": incident_id, "bucket": b, "phase": p}))
+    compaction, error = with_retries(lambda: invoke({"action": "plan-compact", "incident_id": incident_id}))
+    if error is None:
+        for item in json.loads(s3io.get_bytes(s3, str(compaction["bucket"]), str(compaction["compact_key"]))):
+            with_retries(lambda item=item: invoke(  # type: ignore[misc]
+                {"action": "compact", "incident_id": incident_id, "item": item}))
     return dict(plan)
