@@ -68,9 +68,18 @@ from freezeframe.dissect.chunks import (
     warm_rows_of,
     with_rows,
 )
+from freezeframe.dissect.compact import TARGET_BYTES, split_parquet
 from freezeframe.dissect.fanout import GROUP_ROWS, PAIR_COLUMNS
 from freezeframe.dissect.files import time_span
-from freezeframe.dissect.foldshard import READERS, buckets_of, encode_routed, fold_bucket, fold_buckets, read_routed
+from freezeframe.dissect.foldshard import (
+    READERS,
+    ROUTED,
+    buckets_of,
+    encode_routed,
+    fold_bucket,
+    fold_buckets,
+    read_routed,
+)
 from freezeframe.dissect.job import EngineResult, SegmentSource, dissect_segments, parquet_bytes
 from freezeframe.dissect.observers import combine
 from freezeframe.dissect.plan import (
@@ -521,6 +530,10 @@ def measure(paths: list[Path], chunks: int, warmup_s: float
         "finish_bytes_per_row": counts["finish_bytes"] / max(app_out, 1),
         # finalize's fold, per input row (every table's rows of every node)
         "fold_s_per_row": fold["cpu"] / fold["rows"], "fold_mb_per_row": fold["mb"] / fold["rows"],
+        # compaction: the views' bytes per input row of the fold, its CPU and memory growth per MB it reads
+        "view_bytes_per_row": fold["view_bytes"] / fold["rows"],
+        "compact_s_per_mb": fold["compact_cpu"] / (fold["view_bytes"] / 2**20),
+        "compact_mb_per_mb": max(fold["compact_mb"], 0) / (fold["view_bytes"] / 2**20),
         # a route task, per row of its source, and its routed object's bytes per row
         "route_s_per_row": route["cpu"] / route["rows"], "route_mb_per_row": route["mb"] / route["rows"],
         "routed_bytes_per_row": route["bytes"] / route["rows"],
@@ -570,9 +583,18 @@ def _fold_child(args: FoldArgs) -> dict[str, float]:
             gathered.setdefault(node, {}).setdefault(name, []).append(table)
     views = fold_bucket({node: {name: sort_rows(name, pa.concat_tables(pieces)) for name, pieces in tables.items()}
                          for node, tables in gathered.items()}, buckets).tables
-    for table in views.values():
-        parquet_bytes(table)
-    return {"cpu": _cpu() - start, "mb": _vm("VmHWM") - before, "rows": rows}
+    written = [split_parquet(table) for table in views.values()]
+    cpu, mb = _cpu() - start, _vm("VmHWM") - before
+    # A compaction task (dissect.foldshard.compact_step, without S3) on these views: each file read back, the
+    # files of a table joined, written again in files of about 128 MB; per MB of view files it reads.
+    view_bytes = sum(len(body) for files in written for body in files)
+    del views, gathered, blobs
+    before = _reset_peak()
+    start = _cpu()
+    for files in written:
+        split_parquet(pa.concat_tables([pq.read_table(io.BytesIO(body)) for body in files]))
+    return {"cpu": cpu, "mb": mb, "rows": rows, "view_bytes": view_bytes, "compact_cpu": _cpu() - start,
+            "compact_mb": _vm("VmHWM") - before}
 
 
 def _route_child(args: FoldArgs) -> dict[str, float]:
@@ -665,20 +687,37 @@ def main() -> int:
     flow_tasks = min(buckets, fold_buckets(round(NODES * node_packets * cost.rows_per_packet)))
     flows_s = cost.fixed_s + math.ceil(2 * buckets / READERS) * GET_S
     flows_wall = math.ceil(flow_tasks / MAP_FOLD) * flows_s
-    # finalize: one result per bucket read, the small tables' views, the summary (the report is not modelled).
-    finalize_s = cost.fixed_s + math.ceil((buckets + flow_tasks) / READERS) * GET_S
+    # Compaction: plan-compact reads the B + T results; each task joins about TARGET_BYTES of the views' files (a
+    # run of buckets of one table: each bucket's result and file read), and finalize empties every joined file.
+    view_mb = fold_rows * split["view_bytes_per_row"] / 2**20
+    target_mb = TARGET_BYTES / 2**20
+    compact_groups = math.ceil(view_mb / target_mb) + len(ROUTED)  # a run ends at each table's last bucket
+    units_per_group = math.ceil(buckets * len(ROUTED) / compact_groups)
+    plan_compact_s = cost.fixed_s + math.ceil((buckets + flow_tasks) / READERS) * GET_S
+    compact_s = cost.fixed_s + min(target_mb, view_mb) * split["compact_s_per_mb"] / speed + \
+        math.ceil(2 * units_per_group / READERS) * GET_S
+    compact_mb = cost.base_mb + min(target_mb, view_mb) * split["compact_mb_per_mb"]
+    compact_wall = plan_compact_s + math.ceil(compact_groups / MAP_FOLD) * compact_s
+    # finalize: one result per bucket and compaction group read, every joined bucket file emptied, the small
+    # tables' views, the summary (the report is not modelled).
+    finalize_s = cost.fixed_s + math.ceil((buckets + flow_tasks + compact_groups) / READERS) * GET_S + \
+        math.ceil(buckets * len(ROUTED) / READERS) * GET_S
     finalize_mb = cost.base_mb
     chunk_wall = prediction.wall_s - prediction.merge_s
-    wall_s = chunk_wall + prediction.merge_s + apps_wall + finish_s + route_wall + fold_wall + flows_wall + finalize_s
+    wall_s = chunk_wall + prediction.merge_s + apps_wall + finish_s + route_wall + fold_wall + flows_wall + \
+        compact_wall + finalize_s
     gb = limits.memory_mb / 1024
-    fold_lambda_s = sources * route_s + buckets * fold_s + flow_tasks * flows_s
+    fold_lambda_s = sources * route_s + buckets * fold_s + flow_tasks * flows_s + plan_compact_s + \
+        compact_groups * compact_s
     lambda_s = NODES * (groups * apps_s + finish_s) + fold_lambda_s + finalize_s
     # GETs: route reads, fold phase 1, phase 2, finalize's results; PUTs: routed objects, views and results of
     # phase 1, its flows objects, phase 2's views and results.
-    gets = sources * group_reads + buckets * fold_gets + flow_tasks * 2 * buckets + buckets + flow_tasks
-    puts = sources + buckets * (len(CHUNK_TABLES) + 1) + buckets + flow_tasks * 2
+    gets = sources * group_reads + buckets * fold_gets + flow_tasks * 2 * buckets + buckets + flow_tasks + \
+        2 * (buckets + flow_tasks) + compact_groups * 2 * units_per_group + compact_groups
+    puts = sources + buckets * (len(CHUNK_TABLES) + 1) + buckets + flow_tasks * 2 + \
+        compact_groups * 2 + buckets * len(ROUTED)
     fold_usd = fold_lambda_s * gb * LAMBDA_USD_PER_GB_S + \
-        (sources + buckets + flow_tasks) * TRANSITIONS_PER_CHUNK * STATES_USD_PER_TRANSITION + \
+        (sources + buckets + flow_tasks + compact_groups) * TRANSITIONS_PER_CHUNK * STATES_USD_PER_TRANSITION + \
         gets * S3_USD_PER_GET + puts * S3_USD_PER_PUT
     usd = prediction.cost_usd + (lambda_s - fold_lambda_s) * gb * LAMBDA_USD_PER_GB_S + fold_usd
     half_s, half_mb = limits.timeout_s / 2, limits.memory_mb / 2
@@ -690,6 +729,7 @@ def main() -> int:
     ok_finish = finish_s <= half_s and finish_mb <= half_mb
     ok_route = route_s <= half_s and route_mb <= half_mb
     ok_fold = fold_s <= half_s and fold_mb <= half_mb and flows_s <= half_s
+    ok_compact = compact_s <= half_s and compact_mb <= half_mb and plan_compact_s <= half_s
     ok_finalize = finalize_s <= half_s and finalize_mb <= half_mb
     figures = {"capture": [str(p) for p in paths], "measured_chunks": chunks, "cost_model": cost.to_dict(),
                "split_merge_and_finalize": split,
@@ -712,6 +752,7 @@ def main() -> int:
                           "task_memory_under_half": ok_memory, "merge_connections_under_half": ok_merge,
                           "merge_apps_under_half": ok_apps, "merge_under_half": ok_finish,
                           "route_under_half": ok_route, "fold_under_half": ok_fold,
+                          "compact_under_half": ok_compact,
                           "finalize_under_half": ok_finalize}}
     if options.json:
         print(json.dumps(figures, indent=2))
@@ -742,7 +783,9 @@ def main() -> int:
               f"merge-apps {math.ceil(groups / MAP_GROUPS)} wave(s) of {apps_s:.0f} s + node's part {finish_s:.0f} s "
               f"+ route {math.ceil(sources / MAP_FOLD)} wave(s) of {route_s:.0f} s + fold "
               f"{math.ceil(buckets / MAP_FOLD)} wave(s) of {fold_s:.0f} s + service_flows phase "
-              f"{math.ceil(flow_tasks / MAP_FOLD)} wave(s) of {flows_s:.0f} s + finalize {finalize_s:.0f} s = wall "
+              f"{math.ceil(flow_tasks / MAP_FOLD)} wave(s) of {flows_s:.0f} s + compaction {plan_compact_s:.0f} s "
+              f"and {math.ceil(compact_groups / MAP_FOLD)} wave(s) of {compact_s:.0f} s + finalize {finalize_s:.0f} s "
+              f"= wall "
               f"{wall_s:.0f} s ({wall_s / 60:.1f} min, target < 15 min: {'met' if ok_wall else 'NOT met'}); "
               f"${usd:.2f} per incident (the fold ${fold_usd:.2f}: {gets / 1e6:.1f} M GETs, {puts / 1e3:.0f} k PUTs)")
         print(f"every chunk task under half its limits: time {'yes' if ok_time else 'NO'}, memory "
@@ -762,7 +805,11 @@ def main() -> int:
               f"{fold_gets} ranged GETs ({READERS} at a time, {GET_S * 1000:.0f} ms each) and {fold_s:.0f} s, "
               f"{fold_mb:.0f} MB; under half its limits: {'yes' if ok_fold else 'NO'}; the service_flows phase "
               f"(at most one flow per connection) {flow_tasks} tasks of {2 * buckets} ranged GETs, {flows_s:.0f} s")
-        print(f"finalize: {buckets + flow_tasks} fold results read, {finalize_s:.0f} s; under half its limits: "
+        print(f"compaction: {view_mb / 2**10:.0f} GB of view files, {compact_groups} runs of about {target_mb:.0f} MB "
+              f"({units_per_group} buckets' files each), each task {compact_s:.0f} s and {compact_mb:.0f} MB; "
+              f"under half its limits: {'yes' if ok_compact else 'NO'}")
+        print(f"finalize: {buckets + flow_tasks + compact_groups} results read, {buckets * len(ROUTED)} joined files "
+              f"emptied, {finalize_s:.0f} s; under half its limits: "
               f"{'yes' if ok_finalize else 'NO'} (the incident report's queries are not in this figure)")
         for factor in (10, 100):
             more = predict(Plan(plan.chunks, dataclasses.replace(
@@ -772,7 +819,7 @@ def main() -> int:
             print(f"  at {factor}x the connections rows in the merge: {more.edge_rows:.0f}, merge-connections "
                   f"{more.merge_s:.0f} s, {more.merge_mb:.0f} MB")
     return 0 if ok_wall and ok_time and ok_memory and ok_merge and ok_apps and ok_finish and ok_route and ok_fold \
-        and ok_finalize else 1
+        and ok_compact and ok_finalize else 1
 
 
 if __name__ == "__main__":

@@ -606,10 +606,13 @@ def plan_compact(settings: Settings, s3: ObjectStore, incident_id: str) -> dict[
     if plan is None or plan.buckets <= 1:
         raise FoldError(f"incident {incident_id}: no fold plan in buckets to compact")
     items: list[dict[str, Any]] = []
+    by_phase: dict[int, list[dict[str, Any] | None]] = {}  # each result read once, whatever the tables
     for name in ROUTED:
         phase, count = _units(plan, name)
         groups = 0
-        results = _results(settings, s3, incident_id, plan, [(unit, phase) for unit in range(count)])
+        if phase not in by_phase:
+            by_phase[phase] = _results(settings, s3, incident_id, plan, [(unit, phase) for unit in range(count)])
+        results = by_phase[phase]
         first, size = None, 0
         for unit, result in enumerate([*results, None]):
             sizes = {key: int(value) for key, value in (result or {}).get("bytes", {}).items()
