@@ -33,7 +33,8 @@ template.yaml's DissectionStateMachine runs, per pass:
       Called alone it runs the missing steps a and b first.
 
 4. The views' fold in hash buckets of endpoint pairs (``freezeframe.dissect.foldshard``): ``plan-fold``, a Map of
-   ``route`` over the sources of rows, a Map of ``fold`` over the buckets (phase 1, then 2 for service_flows).
+   ``route`` over the sources of rows, a Map of ``fold`` over the buckets (phase 1, then 2 for service_flows), then
+   ``plan-compact`` and a Map of ``compact`` joining the buckets' files to about 128 MB.
 5. finalize (``freezeframe.dissect.finalize``) once: builds the incident's views from every node's parts and chunk
 parts,
    without the chunk parts' rows in the node's moved list (``freezeframe.dissect.views``), splits a view larger than

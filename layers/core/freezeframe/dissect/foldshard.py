@@ -25,6 +25,9 @@ Steps (the dissect function's actions, after the node merges; finalize then read
    (bucket mod T, T = the service_flows rows over ``FOLD_ROWS``), with the map of its own re-pointed conn_ids to its
    own task; phase 2 (only when the incident has service_flows rows), one task per flow task, re-points them and
    writes their views ``bucket-<t>.parquet``: B x T GETs in all, not B x B.
+4. ``plan_compact`` (``plan-compact``) and ``compact_step`` (``compact``), one task per run of consecutive buckets
+   whose files add up to about 128 MB: the run's files joined into ``part-<g>.parquet``; finalize empties the bucket
+   files of every compacted run (``compacted``) and keeps those of a run that failed.
 
 The routed format: a header (magic, B), B + 1 little-endian int64 offsets (bucket b is bytes [off[b], off[b+1])),
 then per bucket a directory (count, then per non-empty table its code, stored and message lengths) and each table's
@@ -713,8 +716,9 @@ def fold_results(settings: Settings, s3: ObjectStore, incident_id: str,
 def fold_locally(settings: Settings, s3: ObjectStore, incident_id: str, nodes: Sequence[str],
                  invoke: Callable[[dict[str, Any]], Mapping[str, Any]],
                  with_retries: Callable[[Callable[[], Any]], tuple[Any, str | None]]) -> dict[str, Any]:
-    """plan-fold, every route item, fold phase 1 (and 2) of every bucket, through ``invoke`` (the dissect handler)
-    and the Maps' retries, as the state machine runs them; a failed task is left for finalize to report."""
+    """plan-fold, every route item, fold phase 1 (and 2) of every bucket, plan-compact and every compaction item,
+    through ``invoke`` (the dissect handler) and the Maps' retries, as the state machine runs them; a failed task is
+    left for finalize to report."""
     plan, error = with_retries(lambda: invoke({"action": "plan-fold", "incident_id": incident_id,
                                                "nodes": list(nodes)}))
     if error is not None or int(plan["buckets"]) <= 1:  # no plan of this pass: finalize folds in-process
