@@ -46,7 +46,7 @@ import pyarrow.parquet as pq
 
 from freezeframe.contracts.config import cache_dir
 from freezeframe.contracts.models import ManifestEntry
-from freezeframe.contracts.schemas import TABLES
+from freezeframe.contracts.schemas import TABLES, VIEWS
 from freezeframe.dissect.chunks import (
     APP_TABLES,
     CHUNK_TABLES,
@@ -68,7 +68,7 @@ from freezeframe.dissect.chunks import (
     warm_rows_of,
     with_rows,
 )
-from freezeframe.dissect.compact import TARGET_BYTES, split_parquet
+from freezeframe.dissect.compact import TARGET_BYTES, split_parquet, stream_parquet
 from freezeframe.dissect.fanout import GROUP_ROWS, PAIR_COLUMNS
 from freezeframe.dissect.files import time_span
 from freezeframe.dissect.foldshard import (
@@ -485,6 +485,7 @@ def measure(paths: list[Path], chunks: int, warmup_s: float
     sources = math.ceil(node_packets / (GROUP_ROWS / (all_rows / max(packets, 1)))) + 1
     route = _in_child(_route_child, (str(folder), sources, buckets))
     fold = _in_child(_fold_child, (str(folder), sources, buckets))
+    compaction = _in_child(_compact_child, (str(folder), sources, buckets))
     shutil.rmtree(folder)
     print(f"  route (a source's parts read, each row's bucket, one object for {buckets} buckets): {route['rows']} rows "
           f"in {route['cpu']:.2f} CPU s ({route['cpu'] / route['rows'] * 1e6:.2f} us/row), "
@@ -494,6 +495,8 @@ def measure(paths: list[Path], chunks: int, warmup_s: float
           f"({fold['cpu'] / fold['rows'] * 1e6:.1f} us per input row), peak growth {fold['mb']:.0f} MB "
           f"({fold['mb'] * 1e6 / fold['rows']:.0f} MB per M input rows)",
           flush=True)
+    print(f"  compaction task (the fold task's {compaction['bytes'] / 2**20:.1f} MB of view files read, joined per "
+          f"table, written): {compaction['cpu']:.2f} CPU s, peak growth {compaction['mb']:.0f} MB", flush=True)
     # Per packet read: a chunk reads its warm-up too. The planner's estimate of each task's reads, from the
     # measured total spread over the capture's span, is the denominator.
     per_byte = packets / size  # the measured packets spread over the segments by their sizes
@@ -532,8 +535,8 @@ def measure(paths: list[Path], chunks: int, warmup_s: float
         "fold_s_per_row": fold["cpu"] / fold["rows"], "fold_mb_per_row": fold["mb"] / fold["rows"],
         # compaction: the views' bytes per input row of the fold, its CPU and memory growth per MB it reads
         "view_bytes_per_row": fold["view_bytes"] / fold["rows"],
-        "compact_s_per_mb": fold["compact_cpu"] / (fold["view_bytes"] / 2**20),
-        "compact_mb_per_mb": max(fold["compact_mb"], 0) / (fold["view_bytes"] / 2**20),
+        "compact_s_per_mb": compaction["cpu"] / (compaction["bytes"] / 2**20),
+        "compact_mb_per_mb": max(compaction["mb"], 0) / (compaction["bytes"] / 2**20),
         # a route task, per row of its source, and its routed object's bytes per row
         "route_s_per_row": route["cpu"] / route["rows"], "route_mb_per_row": route["mb"] / route["rows"],
         "routed_bytes_per_row": route["bytes"] / route["rows"],
@@ -583,18 +586,32 @@ def _fold_child(args: FoldArgs) -> dict[str, float]:
             gathered.setdefault(node, {}).setdefault(name, []).append(table)
     views = fold_bucket({node: {name: sort_rows(name, pa.concat_tables(pieces)) for name, pieces in tables.items()}
                          for node, tables in gathered.items()}, buckets).tables
-    written = [split_parquet(table) for table in views.values()]
+    written = {name: split_parquet(table) for name, table in views.items()}
     cpu, mb = _cpu() - start, _vm("VmHWM") - before
-    # A compaction task (dissect.foldshard.compact_step, without S3) on these views: each file read back, the
-    # files of a table joined, written again in files of about 128 MB; per MB of view files it reads.
-    view_bytes = sum(len(body) for files in written for body in files)
-    del views, gathered, blobs
+    for name, files in written.items():  # for the compaction child
+        for number, body in enumerate(files):
+            (Path(folder) / f"view-{name}-{number:05d}.parquet").write_bytes(body)
+    return {"cpu": cpu, "mb": mb, "rows": rows,
+            "view_bytes": sum(len(body) for files in written.values() for body in files)}
+
+
+def _compact_child(args: FoldArgs) -> dict[str, float]:
+    """One compaction task (dissect.foldshard.compact_step, without S3) on the fold task's view files: per table
+    its files read one at a time and streamed into files of about 128 MB (compact.stream_parquet); in a fresh
+    process, so its memory is its own."""
+    folder = Path(args[0])
+    paths = sorted(folder.glob("view-*.parquet"))
+    split_parquet(pq.read_table(paths[0]).slice(0, 10))  # imports, first calls
+    by_table: dict[str, list[Path]] = {}
+    for path in paths:
+        by_table.setdefault(path.name.split("-")[1], []).append(path)
     before = _reset_peak()
     start = _cpu()
-    for files in written:
-        split_parquet(pa.concat_tables([pq.read_table(io.BytesIO(body)) for body in files]))
-    return {"cpu": cpu, "mb": mb, "rows": rows, "view_bytes": view_bytes, "compact_cpu": _cpu() - start,
-            "compact_mb": _vm("VmHWM") - before}
+    written = []
+    for name, files in by_table.items():
+        stream_parquet((pq.read_table(io.BytesIO(path.read_bytes())) for path in files), VIEWS[name],
+                       lambda _number, body: written.append(len(body)))
+    return {"cpu": _cpu() - start, "mb": _vm("VmHWM") - before, "bytes": sum(p.stat().st_size for p in paths)}
 
 
 def _route_child(args: FoldArgs) -> dict[str, float]:
@@ -694,8 +711,9 @@ def main() -> int:
     compact_groups = math.ceil(view_mb / target_mb) + len(ROUTED)  # a run ends at each table's last bucket
     units_per_group = math.ceil(buckets * len(ROUTED) / compact_groups)
     plan_compact_s = cost.fixed_s + math.ceil((buckets + flow_tasks) / READERS) * GET_S
+    # The longest task: a run of every bucket of a table whose files are small (its B results and B files read).
     compact_s = cost.fixed_s + min(target_mb, view_mb) * split["compact_s_per_mb"] / speed + \
-        math.ceil(2 * units_per_group / READERS) * GET_S
+        math.ceil(2 * buckets / READERS) * GET_S
     compact_mb = cost.base_mb + min(target_mb, view_mb) * split["compact_mb_per_mb"]
     compact_wall = plan_compact_s + math.ceil(compact_groups / MAP_FOLD) * compact_s
     # finalize: one result per bucket and compaction group read, every joined bucket file emptied, the small
@@ -806,7 +824,8 @@ def main() -> int:
               f"{fold_mb:.0f} MB; under half its limits: {'yes' if ok_fold else 'NO'}; the service_flows phase "
               f"(at most one flow per connection) {flow_tasks} tasks of {2 * buckets} ranged GETs, {flows_s:.0f} s")
         print(f"compaction: {view_mb / 2**10:.0f} GB of view files, {compact_groups} runs of about {target_mb:.0f} MB "
-              f"({units_per_group} buckets' files each), each task {compact_s:.0f} s and {compact_mb:.0f} MB; "
+              f"({units_per_group} buckets' files each on average, up to {buckets}), each task up to {compact_s:.0f} s "
+              f"and {compact_mb:.0f} MB; "
               f"under half its limits: {'yes' if ok_compact else 'NO'}")
         print(f"finalize: {buckets + flow_tasks + compact_groups} results read, {buckets * len(ROUTED)} joined files "
               f"emptied, {finalize_s:.0f} s; under half its limits: "

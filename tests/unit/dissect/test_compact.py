@@ -18,7 +18,7 @@ from freezeframe.adapters import s3 as s3io
 from freezeframe.contracts.keys import table_part_key, view_file_number
 from freezeframe.contracts.schemas import TABLES
 from freezeframe.dissect import compact
-from freezeframe.dissect.compact import split_parquet
+from freezeframe.dissect.compact import split_parquet, stream_parquet
 from freezeframe.dissect.views import write_incident_views, write_local_views
 from tests.fixtures.webhook_fuzz import MemoryS3
 
@@ -66,6 +66,26 @@ def test_split_keeps_every_row_in_order_and_cuts_by_size() -> None:
     assert pq.read_table(io.BytesIO(whole)).num_rows == 30_000
     (empty,) = split_parquet(table.schema.empty_table())
     assert pq.read_table(io.BytesIO(empty)).schema == table.schema
+
+
+def test_streamed_tables_come_out_as_split_parquet_of_them_joined_file_for_file() -> None:
+    # The compaction of a sharded fold's views (foldshard.compact_step) streams bucket files of uneven sizes: the
+    # files equal split_parquet of the tables joined (same rows, same cuts at row groups of 2,000 rows).
+    table = errors_table("node-a", 30_000)
+    pieces = [table.slice(start, length) for start, length in ((0, 1), (1, 4_999), (5_000, 0), (5_000, 13_001),
+                                                                (18_001, 11_999))]
+    streamed: list[tuple[int, bytes]] = []
+    count = stream_parquet(iter(pieces), table.schema, lambda number, body: streamed.append((number, body)),
+                           target_bytes=50_000, row_group_rows=2_000)
+    files = split_parquet(table, target_bytes=50_000, row_group_rows=2_000)
+    assert count == len(files) >= 3 and [number for number, _ in streamed] == list(range(count))
+    assert [pq.read_table(io.BytesIO(body)).to_pylist() for _, body in streamed] == \
+        [pq.read_table(io.BytesIO(body)).to_pylist() for body in files]
+    assert [pq.ParquetFile(io.BytesIO(body)).metadata.num_row_groups for _, body in streamed] == \
+        [pq.ParquetFile(io.BytesIO(body)).metadata.num_row_groups for body in files]
+    empty: list[tuple[int, bytes]] = []
+    assert stream_parquet(iter([table.slice(0, 0)]), table.schema, lambda n, b: empty.append((n, b))) == 1
+    assert pq.read_table(io.BytesIO(empty[0][1])).num_rows == 0 and empty[0][0] == 0
 
 
 def test_a_small_view_is_one_file_named_incident_parquet() -> None:

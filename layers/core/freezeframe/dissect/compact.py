@@ -16,6 +16,7 @@ need is overwritten with an empty file, so no engine reads a stale row.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -50,6 +51,51 @@ def split_parquet(table: pa.Table, target_bytes: int = TARGET_BYTES, row_group_r
     if not files:
         pq.write_table(table.schema.empty_table(), sink, **WRITE_OPTIONS)
         files.append(sink.getvalue())
+    return files
+
+
+def stream_parquet(tables: Iterable[pa.Table], schema: pa.Schema, on_file: Callable[[int, bytes], None],
+                   target_bytes: int = TARGET_BYTES, row_group_rows: int | None = None) -> int:
+    """``split_parquet`` of the tables one after another, without holding them: rows are written in row groups of
+    ``row_group_rows`` as they come, and each file is handed to ``on_file(number, bytes)`` once it reaches
+    ``target_bytes`` (then dropped). Memory: one table, one row group and one file. Returns the number of files (an
+    empty input is one empty file)."""
+    row_group_rows = row_group_rows or ROW_GROUP_ROWS
+    files = 0
+    sink = io.BytesIO()
+    writer: pq.ParquetWriter | None = None
+    pending: list[pa.RecordBatch] = []
+    held = 0
+
+    def flush() -> None:
+        nonlocal writer, sink, files, pending, held
+        if writer is None:
+            writer = pq.ParquetWriter(sink, schema, **WRITE_OPTIONS)
+        writer.write_table(pa.Table.from_batches(pending, schema=schema), row_group_size=row_group_rows)
+        pending, held = [], 0
+        if sink.tell() >= target_bytes:
+            writer.close()
+            on_file(files, sink.getvalue())
+            files, writer, sink = files + 1, None, io.BytesIO()
+
+    for table in tables:
+        for batch in table.cast(schema).to_batches(max_chunksize=row_group_rows):
+            while batch.num_rows:
+                take = min(batch.num_rows, row_group_rows - held)
+                pending.append(batch.slice(0, take))
+                held += take
+                batch = batch.slice(take)
+                if held == row_group_rows:
+                    flush()
+    if pending:
+        flush()
+    if writer is not None:
+        writer.close()
+        on_file(files, sink.getvalue())
+        files += 1
+    if not files:
+        on_file(0, empty_parquet(schema))
+        files = 1
     return files
 
 

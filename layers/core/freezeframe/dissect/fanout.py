@@ -321,8 +321,9 @@ def _put_table(settings: Settings, s3: ObjectStore, key: str, table: pa.Table) -
 
 MERGE_SCHEMA = "freezeframe.dissect-merge/v1"
 # A merge-apps task takes consecutive chunks until their rows (chunk parts and edges) reach this: it reads those
-# chunks' application rows whole, so its time and memory follow it (tests/bench/bench_scale.py models it).
-GROUP_ROWS = 1_000_000
+# chunks' application rows whole, so its time and memory follow it (tests/bench/bench_scale.py models it: at 1 M rows
+# a group measured 1.29 to 1.54 GB, on both sides of half a 3008 MB function; 800 k keeps it near 1.2 GB).
+GROUP_ROWS = 800_000
 
 
 def _chunk_entry(planned_chunk: PlannedChunk, status: Mapping[str, Any]) -> dict[str, Any]:

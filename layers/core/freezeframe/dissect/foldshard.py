@@ -45,7 +45,7 @@ import math
 import struct
 import uuid
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -77,7 +77,7 @@ from freezeframe.contracts.schemas import TABLES, VIEWS
 from freezeframe.custody.incident import load_incident
 from freezeframe.custody.incident import read_statuses as read_typed_statuses
 from freezeframe.dissect.chunks import sort_rows
-from freezeframe.dissect.compact import TARGET_BYTES, split_parquet
+from freezeframe.dissect.compact import TARGET_BYTES, split_parquet, stream_parquet
 from freezeframe.dissect.observers import Combined, combine
 from freezeframe.dissect.views import PARQUET, without_moved
 from freezeframe.freeze.follow import incident_nodes
@@ -646,19 +646,30 @@ def compact_step(settings: Settings, s3: ObjectStore, incident_id: str, item: Ma
     if any(result is None for result in results):
         raise FoldError(f"incident {incident_id}: compaction group {group} of {name}: a bucket has no fold result")
     keys = [key for result in results for key in (result or {})["files"] if f"/{name}/" in key]
-    with ThreadPoolExecutor(max_workers=READERS) as pool:
-        bodies = list(pool.map(lambda key: s3io.get_bytes(s3, settings.evidence_bucket, key), keys))
-    view = pa.concat_tables([pq.read_table(io.BytesIO(body)).cast(VIEWS[name]) for body in bodies]) \
-        if bodies else VIEWS[name].empty_table()
-    del bodies
-    files = split_parquet(view, TARGET_BYTES)
-    written = [view_compact_key(name, str(plan.day), incident_id, group, number) for number in range(len(files))]
-    for key, body in zip(written, files, strict=True):
-        s3io.put_bytes(s3, settings.evidence_bucket, key, body, content_type=PARQUET)
-    result = {"schema": COMPACT_SCHEMA, "run": plan.run, "table": name, "group": group, "rows": view.num_rows,
+    rows = 0
+
+    def tables() -> Iterator[pa.Table]:
+        # READERS files fetched at a time, read one by one: the task holds one table, a row group and one file.
+        nonlocal rows
+        with ThreadPoolExecutor(max_workers=READERS) as pool:
+            for start in range(0, len(keys), READERS):
+                for body in pool.map(lambda key: s3io.get_bytes(s3, settings.evidence_bucket, key),
+                                     keys[start:start + READERS]):
+                    table = pq.read_table(io.BytesIO(body))
+                    rows += table.num_rows
+                    yield table
+
+    written: list[str] = []
+
+    def put(number: int, body: bytes) -> None:
+        written.append(view_compact_key(name, str(plan.day), incident_id, group, number))
+        s3io.put_bytes(s3, settings.evidence_bucket, written[-1], body, content_type=PARQUET)
+
+    stream_parquet(tables(), VIEWS[name], put, TARGET_BYTES)
+    result = {"schema": COMPACT_SCHEMA, "run": plan.run, "table": name, "group": group, "rows": rows,
               "files": written, "joined": keys}
     s3io.put_json(s3, settings.evidence_bucket, fold_compact_result_key(incident_id, plan.run, name, group), result)
-    return {"table": name, "group": group, "rows": view.num_rows, "files": len(written)}
+    return {"table": name, "group": group, "rows": rows, "files": len(written)}
 
 
 def compacted(settings: Settings, s3: ObjectStore, incident_id: str,
