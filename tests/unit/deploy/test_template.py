@@ -146,6 +146,36 @@ def test_function_roles_have_no_service_wildcards(template: dict[str, Any]) -> N
                 assert not action.endswith(":*"), f"{name} grants {action!r}"
 
 
+def _key_grants(function: dict[str, Any]) -> set[tuple[str, str]]:
+    """(action, resource pattern) of a function's Allow statements on the evidence bucket's keys."""
+    out = set()
+    for statement in _statements(function["Properties"].get("Policies", [])):
+        if statement["Effect"] != "Allow":
+            continue
+        resources = statement.get("Resource")
+        for resource in resources if isinstance(resources, list) else [resources]:
+            text = resource.get("Fn::Sub") if isinstance(resource, dict) else resource
+            if isinstance(text, str) and text.startswith("${EvidenceBucket.Arn}/"):
+                out.update((action, text.removeprefix("${EvidenceBucket.Arn}/")) for action in _actions(statement))
+    return out
+
+
+def test_the_dissect_function_may_write_and_read_every_key_of_the_views_fold(template: dict[str, Any]) -> None:
+    # LocalStack does not enforce IAM: what the fold, compaction and route steps write and read (their keys from
+    # contracts.keys) must each be granted here, or they fail in AWS only.
+    from freezeframe.contracts import keys
+
+    grants = _key_grants(template["Resources"][_function_folders(template)["dissect"]])
+    written = [keys.view_bucket_key("connections", "2026-01-01", "inc-1", 3, 1),
+               keys.view_compact_key("dns", "2026-01-01", "inc-1", 2), keys.fold_plan_key("inc-1"),
+               keys.fold_compact_items_key("inc-1"), keys.fold_result_key("inc-1", "r1", 3, 2),
+               keys.fold_compact_result_key("inc-1", "r1", "tls", 0), keys.fold_flows_key("inc-1", "r1", 3),
+               keys.fold_route_key("inc-1", 7, "node-a", "0e" * 16, "group-00001")]
+    for key in written:
+        for action in ("s3:putobject", "s3:getobject"):
+            assert any(a == action and fnmatch.fnmatchcase(key, pattern) for a, pattern in grants), (action, key)
+
+
 def test_function_policies_are_inline_statements(template: dict[str, Any]) -> None:
     # Managed policy names and SAM policy templates expand outside this file, where the checks above can't see them.
     for name, function in _resources(template, "AWS::Serverless::Function").items():

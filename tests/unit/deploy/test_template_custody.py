@@ -85,7 +85,10 @@ def test_dissect_can_neither_sign_nor_write_the_manifest_area(template: dict[str
     assert not {a for a in granted if fnmatch.fnmatchcase("kms:sign", a)}, granted
     writes = [rest for s in statements if _grants(s, "s3:putobject")
               for bucket, rest in _bucket_targets(s) if bucket == "EvidenceBucket"]
-    assert sorted(writes) == ["/incidents/*/dissect/*", "/tables/*"], writes
+    # its status and work files, the tables' parts, and the view files its fold and compaction steps write (derived
+    # from the parts, as finalize's are): never the manifest, the custody chain, the summary or incident.parquet
+    assert sorted(writes) == ["/incidents/*/dissect/*", "/tables/*", "/views/*/bucket-*.parquet",
+                              "/views/*/part-*.parquet"], writes
 
 
 def _mutated(template: dict[str, Any], function: str, statement: dict[str, Any]) -> dict[str, Any]:
@@ -139,6 +142,7 @@ def test_finalize_may_write_and_read_the_views_it_builds(template: dict[str, Any
         return any(bucket == "EvidenceBucket" and rest and fnmatch.fnmatchcase(view, rest)
                    for bucket, rest in _bucket_targets(statement))
 
-    # finalize writes the views (freezeframe.dissect.views) and its report reads them; nothing else writes them.
+    # finalize writes the views (freezeframe.dissect.views) and its report reads them; nothing else writes them (the
+    # dissect function's fold writes only bucket-<b> and part-<g> files).
     assert _holders(template, "s3:putobject", covers) == {"finalize"}
     assert "finalize" in _holders(template, "s3:getobject", covers)
