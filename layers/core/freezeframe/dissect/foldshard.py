@@ -582,18 +582,26 @@ def fold_step(settings: Settings, s3: ObjectStore, incident_id: str, bucket: int
     return {"bucket": bucket, "phase": phase, "rows": rows}
 
 
-def _results(settings: Settings, s3: ObjectStore, incident_id: str, plan: FoldPlan,
-             wanted: Sequence[tuple[int, int]]) -> list[dict[str, Any] | None]:
-    """The fold results of (bucket or flow task, phase) of this run, read concurrently; None where there is none."""
-    def one(job: tuple[int, int]) -> dict[str, Any] | None:
+def _read_results(settings: Settings, s3: ObjectStore, keys: Sequence[str], schema: str,
+                  run: str) -> list[dict[str, Any] | None]:
+    """The result documents at ``keys`` of schema ``schema`` and fold run ``run``, read concurrently; None where
+    there is none (or one of another schema or run)."""
+    def one(key: str) -> dict[str, Any] | None:
         try:
-            result = s3io.get_json(s3, settings.evidence_bucket, fold_result_key(incident_id, plan.run, *job))
+            result = s3io.get_json(s3, settings.evidence_bucket, key)
         except NotFoundError:
             return None
-        return result if result.get("schema") == RESULT_SCHEMA and result.get("run") == plan.run else None
+        return result if result.get("schema") == schema and result.get("run") == run else None
 
     with ThreadPoolExecutor(max_workers=READERS) as pool:
-        return list(pool.map(one, wanted))
+        return list(pool.map(one, keys))
+
+
+def _results(settings: Settings, s3: ObjectStore, incident_id: str, plan: FoldPlan,
+             wanted: Sequence[tuple[int, int]]) -> list[dict[str, Any] | None]:
+    """The fold results of (bucket or flow task, phase) of this run; None where there is none."""
+    return _read_results(settings, s3, [fold_result_key(incident_id, plan.run, *job) for job in wanted],
+                         RESULT_SCHEMA, plan.run)
 
 
 def _units(plan: FoldPlan, name: str) -> tuple[int, int]:
@@ -681,17 +689,9 @@ def compacted(settings: Settings, s3: ObjectStore, incident_id: str,
     except NotFoundError:
         return set(), set(), []
     items = [item for item in items if item.get("run") == plan.run]
-
-    def one(item: Mapping[str, Any]) -> dict[str, Any] | None:
-        key = fold_compact_result_key(incident_id, plan.run, str(item["table"]), int(item["group"]))
-        try:
-            result = s3io.get_json(s3, settings.evidence_bucket, key)
-        except NotFoundError:
-            return None
-        return result if result.get("schema") == COMPACT_SCHEMA and result.get("run") == plan.run else None
-
-    with ThreadPoolExecutor(max_workers=READERS) as pool:
-        results = list(pool.map(one, items))
+    results = _read_results(settings, s3, [fold_compact_result_key(incident_id, plan.run, str(item["table"]),
+                                                                   int(item["group"])) for item in items],
+                            COMPACT_SCHEMA, plan.run)
     written, joined, errors = set(), set(), []
     for item, result in zip(items, results, strict=True):
         if result is None:
