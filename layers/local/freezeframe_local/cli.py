@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from freezeframe.contracts.config import settings
+from freezeframe.contracts.config import quiet_numeric_threads, settings
 from freezeframe.contracts.errors import FreezeframeError
 from freezeframe.contracts.logsetup import cli_logging
 from freezeframe_local import custody_cli
@@ -535,6 +535,7 @@ def _describe_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParse
 def main(argv: list[str] | None = None) -> int:
     """The `freezeframe` command. An expected failure (bad input, no credentials, no such incident, an unreachable
     endpoint, a closed output pipe) is one line on stderr and exit status 2; -v adds its traceback."""
+    quiet_numeric_threads()
     args = build_parser().parse_args(argv)
     cli_logging(args.verbose)
     try:

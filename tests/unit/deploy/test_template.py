@@ -837,3 +837,15 @@ def test_the_lock_check_catches_a_third_locker(template: dict[str, Any], action:
     with pytest.raises(AssertionError):
         test_nothing_else_in_the_stack_may_put_retention_or_legal_hold_anywhere(
             _with_statement(template, path, statement), action)
+
+
+def test_every_function_starts_without_a_blas_thread_pool(template: dict[str, Any]) -> None:
+    """The functions load pyarrow, hence numpy: its OpenBLAS pool would spin on every invocation's CPU."""
+    from freezeframe.contracts.config import NUMERIC_THREADS
+
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert {name: env.get(name) for name in NUMERIC_THREADS} == NUMERIC_THREADS
+    for name, resource in template["Resources"].items():
+        if resource["Type"] == "AWS::Serverless::Function":
+            own = resource["Properties"].get("Environment", {}).get("Variables", {})
+            assert not set(own) & set(NUMERIC_THREADS), f"{name} overrides {set(own) & set(NUMERIC_THREADS)}"

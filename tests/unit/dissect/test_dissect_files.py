@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -200,3 +202,38 @@ def test_first_timestamp_is_the_first_packet_the_reader_yields(tmp_path: Path) -
     with SAMPLE.open("rb") as stream:
         assert first_timestamp(SAMPLE) == next(iter(PcapReader(stream))).ts_ns
     assert seen > 300  # most inputs still hold a packet
+
+
+BLAS_PROBE = """
+import json, os, sys
+seen = {}
+class Watch:  # the environment at the moment numpy is first imported
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy" and "env" not in seen:
+            seen["env"] = os.environ.get("OPENBLAS_NUM_THREADS")
+sys.meta_path.insert(0, Watch())
+from freezeframe_local.cli import main
+status = main(["dissect", sys.argv[1], "--out", sys.argv[2]])
+print(json.dumps({"status": status, "numpy": "numpy" in sys.modules, **seen}))
+"""
+NUMPY_THREADS = "import os, sys, numpy; print(len(os.listdir('/proc/self/task')))"
+
+
+def test_the_command_starts_no_blas_thread_pool(tmp_path: Path) -> None:
+    """numpy (loaded by pyarrow) would start a spinning OpenBLAS thread per core; the command sets one thread before
+    numpy loads, unless the user chose a number."""
+    env = {name: value for name, value in os.environ.items() if name != "OPENBLAS_NUM_THREADS"}
+    probe = [sys.executable, "-c", BLAS_PROBE, str(SAMPLE), str(tmp_path / "out")]
+    found = subprocess.run(probe, check=True, capture_output=True, text=True, env=env).stdout.splitlines()[-1]
+    assert json.loads(found) == {"status": 0, "numpy": True, "env": "1"}
+    chosen = subprocess.run(probe, check=True, capture_output=True, text=True,
+                            env={**env, "OPENBLAS_NUM_THREADS": "3"}).stdout.splitlines()[-1]
+    assert json.loads(chosen)["env"] == "3"
+    # What the setting does: numpy alone starts no thread with it, and (on more than one core) a pool without it.
+    one = subprocess.run([sys.executable, "-c", NUMPY_THREADS], check=True, capture_output=True, text=True,
+                         env={**env, "OPENBLAS_NUM_THREADS": "1"})
+    assert int(one.stdout) == 1
+    if (os.cpu_count() or 1) > 1:
+        bare = subprocess.run([sys.executable, "-c", NUMPY_THREADS], check=True, capture_output=True, text=True,
+                              env=env)
+        assert int(bare.stdout) > 1

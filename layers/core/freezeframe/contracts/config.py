@@ -496,6 +496,18 @@ def export_env(overrides: Mapping[str, str], defaults: Mapping[str, str] | None 
     reset_settings_cache()
 
 
+# freezeframe does no linear algebra, but pyarrow imports numpy, whose OpenBLAS starts a thread per core at import
+# that spins waiting for work: 0.1 CPU-s a process on this 2-core machine, 4 % of a whole `freezeframe dissect` of
+# 1.2 M packets (tests/bench/bench_native.py). One thread starts none. Set where unset, before numpy is imported.
+NUMERIC_THREADS = {"OPENBLAS_NUM_THREADS": "1"}
+
+
+def quiet_numeric_threads() -> None:
+    """Entry points: no BLAS thread pool for this process (`NUMERIC_THREADS`, where unset); call before numpy loads."""
+    for name, value in NUMERIC_THREADS.items():
+        os.environ.setdefault(name, value)
+
+
 def reset_settings_cache() -> None:
     """For the local gateway and tests: re-read the environment on the next `settings()` call."""
     settings.cache_clear()
