@@ -21,6 +21,11 @@ from freezeframe.contracts.errors import PayloadError
 from freezeframe.contracts.models import (
     FREEZE_SCHEMA,
     GAP_SCHEMA,
+    K8S_ENDPOINTSLICE_SCHEMA,
+    K8S_EVENT_SCHEMA,
+    K8S_NODE_SCHEMA,
+    K8S_POD_SCHEMA,
+    K8S_SERVICE_SCHEMA,
     SEGMENT_SCHEMA,
     FreezeRequest,
     LockSpec,
@@ -50,11 +55,6 @@ DISSECT_STATUS_SCHEMA = "freezeframe.dissect-status/v1"
 SUMMARY_SCHEMA = "freezeframe.incident-summary/v1"
 NODE_STATE_SCHEMA = "freezeframe.node-state/v1"
 # The Kubernetes context records (the agent's watch stream and the freeze's snapshots).
-K8S_POD_SCHEMA = "freezeframe.k8s-pod/v1"
-K8S_EVENT_SCHEMA = "freezeframe.k8s-event/v1"
-K8S_SERVICE_SCHEMA = "freezeframe.k8s-service/v1"
-K8S_ENDPOINTSLICE_SCHEMA = "freezeframe.k8s-endpointslice/v1"
-K8S_NODE_SCHEMA = "freezeframe.k8s-node/v1"
 # The small records around an incident: a failing freeze, the close signal, legal-hold references, the segment
 # index, the fanned-out dissection's plan and chunk statuses. Documents written before a kind had its schema string
 # (resolved, legal-hold references) read without one.

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TYPE_CHECKING
 
-from aws_lambda_powertools import Logger
-from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Logger
 
 CORE_LOGGER = "freezeframe"  # the parent of every core module's logger
 CLI_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -22,7 +23,11 @@ CLI_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 def function_logger() -> Logger:
     """The powertools Logger of a function (service and level from POWERTOOLS_SERVICE_NAME / POWERTOOLS_LOG_LEVEL),
-    with the core's loggers writing through its handler, formatter and level."""
+    with the core's loggers writing through its handler, formatter and level. (powertools is loaded here, by the
+    functions: the CLI's logging does without its 30 ms import.)"""
+    from aws_lambda_powertools import Logger  # noqa: PLC0415
+    from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers  # noqa: PLC0415
+
     logger = Logger(stream=sys.stderr)
     logging.getLogger(CORE_LOGGER)  # registered, so that copy_config finds it before any core module logs
     # A Logger whose service is "freezeframe" (the local stack, the tests) already is the core's parent logger;

@@ -1,4 +1,6 @@
-"""The records that cross process boundaries: segment records, freeze requests, manifest entries.
+"""The records that cross process boundaries: segment records, freeze requests, manifest entries, and the schema
+strings of the Kubernetes records the agent writes (read by the dissection's enrichment without loading every
+document class of freezeframe.contracts.documents, which re-exports them).
 
 Each has `to_dict` (JSON-ready) and `from_dict` (validating, raising PayloadError with the field named).
 """
@@ -17,6 +19,11 @@ SEGMENT_SCHEMA = "freezeframe.segment/v1"
 FREEZE_SCHEMA = "freezeframe.freeze-request/v1"
 SOURCES = ("pagerduty", "alertmanager", "api")
 GAP_SCHEMA = "freezeframe.gap/v1"
+K8S_POD_SCHEMA = "freezeframe.k8s-pod/v1"
+K8S_EVENT_SCHEMA = "freezeframe.k8s-event/v1"
+K8S_SERVICE_SCHEMA = "freezeframe.k8s-service/v1"
+K8S_ENDPOINTSLICE_SCHEMA = "freezeframe.k8s-endpointslice/v1"
+K8S_NODE_SCHEMA = "freezeframe.k8s-node/v1"
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,13 @@ ROW_GROUP_ROWS = 128 * 1024
 WRITE_OPTIONS = {"compression": "zstd", "use_dictionary": False}
 
 
+def parquet_bytes(table: pa.Table) -> bytes:
+    """The table as one Parquet file (`WRITE_OPTIONS`)."""
+    sink = io.BytesIO()
+    pq.write_table(table, sink, **WRITE_OPTIONS)
+    return sink.getvalue()
+
+
 def split_parquet(table: pa.Table, target_bytes: int = TARGET_BYTES, row_group_rows: int | None = None) -> list[bytes]:
     """The table as one or more zstd Parquet files, in row order, a new file begun once one reaches
     ``target_bytes``; an empty table is one empty file (the partition exists and reads as empty)."""

@@ -19,15 +19,18 @@ import bisect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from freezeframe.contracts.models import K8S_ENDPOINTSLICE_SCHEMA as ENDPOINTSLICE_SCHEMA
+from freezeframe.contracts.models import K8S_SERVICE_SCHEMA as SERVICE_SCHEMA
 from freezeframe.contracts.schemas import ENDPOINTS, SERVICE_FLOWS, SERVICES
 from freezeframe.dissect.enrich import IpTimeline
 from freezeframe.dissect.node_state import node_config, node_stats
-from freezeframe.freeze.k8s_context import ENDPOINTSLICE_SCHEMA, SERVICE_SCHEMA
-from freezeframe.freeze.node_state import NodeStateDocument
+
+if TYPE_CHECKING:
+    from freezeframe.freeze.node_state import NodeStateDocument
 
 CLUSTER_PART = "cluster"  # the part name of the cluster-wide tables (services, endpoints)
 TRANSLATION_WINDOW_NS = 1_000_000_000  # the two legs of one connection start within this of each other

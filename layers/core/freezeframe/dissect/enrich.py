@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from freezeframe.contracts.documents import K8S_POD_SCHEMA as POD_SCHEMA
+from freezeframe.contracts.models import K8S_POD_SCHEMA as POD_SCHEMA
 
 ENRICHED = ("namespace", "pod", "workload")
 _BEGINNING = -(2**63)

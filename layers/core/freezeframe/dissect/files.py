@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import pyarrow as pa
 
@@ -37,14 +37,15 @@ from freezeframe.capture.pcapio import open_capture
 from freezeframe.contracts.errors import CaptureFormatError, FreezeframeError
 from freezeframe.contracts.keys import check_name, dissect_status_key, table_part_key
 from freezeframe.contracts.models import iso
-from freezeframe.dissect.chunks import Chunk
+from freezeframe.dissect.compact import parquet_bytes
 from freezeframe.dissect.crosslayer import CLUSTER_PART, cluster_tables, node_tables
+from freezeframe.dissect.engine import EngineResult, SegmentSource, dissect_segments
 from freezeframe.dissect.enrich import IpTimeline, enrich
-from freezeframe.dissect.job import EngineResult, SegmentSource, dissect_chunked, dissect_segments, parquet_bytes
-from freezeframe.dissect.plan import SegmentSpan, plan_node
 from freezeframe.dissect.problems import SegmentRef
 from freezeframe.dissect.views import write_local_views
-from freezeframe.freeze.node_state import NodeStateDocument
+
+if TYPE_CHECKING:
+    from freezeframe.freeze.node_state import NodeStateDocument
 
 SUMMARY_SCHEMA = "freezeframe.dissect-files/v1"
 LOCAL_INCIDENT = "local"  # the incident id of tables dissected from local files when none is named
@@ -145,6 +146,11 @@ def time_span(path: Path) -> tuple[int, int] | None:
 def _chunked(node: str, ordered: list[tuple[InputFile, Path]], chunk_s: float, warmup_s: float,
              workers: int | None) -> EngineResult:
     """The files as one node's segments, in planned time chunks dissected by a process pool, merged."""
+    # The chunked path's modules (the planner, the process pool, the merge) are loaded only when it runs.
+    from freezeframe.dissect.chunks import Chunk  # noqa: PLC0415
+    from freezeframe.dissect.job import dissect_chunked  # noqa: PLC0415
+    from freezeframe.dissect.plan import SegmentSpan, plan_node  # noqa: PLC0415
+
     spans = []
     sources = []
     for info, path in ordered:
@@ -253,6 +259,8 @@ def dissect_files(paths: list[Path], out: Path, node: str = "local", k8s: Path |
 
 def load_node_state(path: Path) -> list[NodeStateDocument]:
     """Node-state documents, one JSON object per line (a malformed one is a clear error)."""
+    from freezeframe.freeze.node_state import NodeStateDocument  # noqa: PLC0415 - only with --node-state
+
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:

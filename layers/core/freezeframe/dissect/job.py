@@ -19,18 +19,16 @@ import calendar
 import dataclasses
 import functools
 import hashlib
-import io
 import json
 import logging
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.s3 import ObjectStore
@@ -58,9 +56,10 @@ from freezeframe.dissect.chunks import (
     warm_rows_of,
     with_rows,
 )
-from freezeframe.dissect.compact import WRITE_OPTIONS
+from freezeframe.dissect.compact import parquet_bytes
 from freezeframe.dissect.connections import ConnectionTracker, collector_paused
 from freezeframe.dissect.crosslayer import CLUSTER_PART, cluster_tables, node_tables
+from freezeframe.dissect.engine import EngineResult, SegmentSource, dissect_segments, owns_segment
 from freezeframe.dissect.enrich import IpTimeline, enrich
 from freezeframe.dissect.node_state import frozen_documents
 from freezeframe.dissect.plan import SegmentSpan, plan_node
@@ -117,53 +116,9 @@ def verify_segment(stored: bytes, entry: ManifestEntry) -> None:
                                   f"the manifest's {entry.sha256}")
 
 
-@dataclass(frozen=True, slots=True)
-class SegmentSource:
-    """A verified segment to dissect: its identity and where its (possibly zstd-compressed) bytes are."""
-
-    ref: SegmentRef
-    path: Path | None = None
-    fetch: Callable[[], bytes] | None = None  # fetched when its turn comes, so one segment is in memory at a time
-    opener: Callable[[], BinaryIO] | None = None  # a stream of its bytes, opened when its turn comes
-
-    def open(self) -> BinaryIO:
-        if self.opener is not None:
-            return self.opener()
-        if self.fetch is not None:
-            return io.BytesIO(self.fetch())
-        if self.path is None:
-            raise ValueError(f"segment {self.ref.key} has neither a path nor a fetch function")
-        return self.path.open("rb")
-
-
-@dataclass(slots=True)
-class EngineResult:
-    """Unenriched tables of one pass over some segments, the problems found and the trackers' counters."""
-
-    tables: dict[str, pa.Table]
-    problems: SegmentProblems
-    stats: dict[str, int]
-    corrupt: list[dict[str, str]] = field(default_factory=list)  # segments that failed verification
-    payload_segments: dict[str, int] = field(default_factory=dict)  # per TCP conn_id, for merging time chunks
-    # per TCP conn_id of a warmed chunk: payload segments, RTT samples, RTT sum and jitter sum (dissect.warmup)
-    extras: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
-
-
-def dissect_segments(node: str, segments: Sequence[SegmentSource], chunk: Chunk | None = None,
-                     engine: str | None = None) -> EngineResult:
-    """The engine: segments in time order through one decode pass into every table; TCP state carries across them.
-
-    With ``chunk``, only packets with ``chunk.start_ns <= ts_ns < chunk.end_ns`` are fed, and framing problems
-    of a segment are reported by the chunk where the segment starts (so chunks do not count them twice).
-    ``engine`` is 'native' (the compiled core, dissect.native) or 'python' (this module, the reference); by default
-    FREEZEFRAME_DISSECT_ENGINE decides (native when the extension imports).
-    """
-    from freezeframe.dissect import native  # noqa: PLC0415 - native imports this module
-
+def reference_segments(node: str, segments: Sequence[SegmentSource], chunk: Chunk | None = None) -> EngineResult:
+    """`engine.dissect_segments` on the reference engine (this module's trackers, in Python)."""
     warmed = chunk is not None and chunk.warmup_start_ns is not None and chunk.warmup_start_ns < chunk.start_ns
-    if (engine or native.selected()) == "native":
-        result: EngineResult = native.dissect_segments(node, segments, chunk)
-        return result
     app = AppTracker(node)
     tracker = ConnectionTracker(node, app)
     problems = SegmentProblems(node)
@@ -185,14 +140,14 @@ def dissect_segments(node: str, segments: Sequence[SegmentSource], chunk: Chunk 
             try:
                 reader = open_capture(stream)
             except CaptureFormatError as exc:
-                if _owns_segment(chunk, segment.ref):
+                if owns_segment(chunk, segment.ref):
                     logger.warning("segment is not a capture", extra={"node": node, "segment": segment.ref.key,
                                                                       "reason": str(exc)})
                     problems.add_rejected(segment.ref, "not_a_capture", str(exc))
                 continue
             decode_before, app_before = tracker.stats.as_dict(), app.stats.as_dict()
             feed_batches(tracker, reader.record_batches(), None if chunk is None else (chunk.start_ns, chunk.end_ns))
-            if _owns_segment(chunk, segment.ref):
+            if owns_segment(chunk, segment.ref):
                 problems.add_reader(segment.ref, reader)
             problems.add_counters(segment.ref, "decode", DECODE_KINDS, decode_before, tracker.stats.as_dict())
             problems.add_counters(segment.ref, "app", APP_KINDS, app_before, app.stats.as_dict())
@@ -219,14 +174,6 @@ def _warm_up(tracker: ConnectionTracker, segments: Sequence[SegmentSource], low:
         except (SegmentCorruptError, CaptureFormatError):
             continue  # reported by the chunk that owns the segment
     return begin_chunk(tracker)
-
-
-def _owns_segment(chunk: Chunk | None, ref: SegmentRef) -> bool:
-    if chunk is None:
-        return True
-    if ref.start_ns is None or ref.start_ns < chunk.start_ns:
-        return chunk.index == 0
-    return chunk.start_ns <= ref.start_ns < chunk.end_ns
 
 
 def _dissect_chunk(args: tuple[str, list[SegmentSource], Chunk]) -> EngineResult:
@@ -498,7 +445,3 @@ def context_records(s3: ObjectStore, manifest: dict[str, Any]) -> list[dict[str,
     return records
 
 
-def parquet_bytes(table: pa.Table) -> bytes:
-    sink = io.BytesIO()
-    pq.write_table(table, sink, **WRITE_OPTIONS)
-    return sink.getvalue()

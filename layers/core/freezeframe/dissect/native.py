@@ -1,6 +1,6 @@
 """The compiled dissection core (the ``freezeframe_native`` extension, Rust, layers/native).
 
-It does the whole per-packet path of ``job.dissect_segments`` (capture reading, decoding, TCP analysis, connection
+It does the whole per-packet path of ``engine.dissect_segments`` (capture reading, decoding, TCP analysis, connection
 tracking, DNS, HTTP and TLS) and hands back Arrow record batches through the Arrow C data interface. The Python
 engine stays the reference: tests/unit/dissect/test_native_engine.py asserts that both give equal tables, problems
 and counters. ``FREEZEFRAME_DISSECT_ENGINE`` (config.dissect_engine) picks the engine; by default the native one
@@ -21,6 +21,7 @@ from freezeframe.capture.mapped import MappedFile
 from freezeframe.contracts.config import dissect_engine
 from freezeframe.contracts.errors import ConfigError, SegmentCorruptError
 from freezeframe.contracts.schemas import TABLES
+from freezeframe.dissect.engine import EngineResult, owns_segment
 from freezeframe.dissect.problems import APP_KINDS, DECODE_KINDS, ProblemRow, SegmentProblems
 from freezeframe.dissect.warmup import WarmFlow, fix_rows
 
@@ -78,9 +79,7 @@ def to_table(name: str, exported: Any) -> pa.Table:
 
 
 def dissect_segments(node: str, segments: Sequence[Any], chunk: Any = None) -> Any:
-    """``job.dissect_segments`` on the compiled core; same arguments, same ``EngineResult``."""
-    from freezeframe.dissect import job  # noqa: PLC0415 - job imports this module lazily too
-
+    """``engine.dissect_segments`` on the compiled core; same arguments, same ``EngineResult``."""
     module = extension()
     if module is None:
         raise ConfigError("the freezeframe_native extension is not installed")
@@ -108,7 +107,7 @@ def dissect_segments(node: str, segments: Sequence[Any], chunk: Any = None) -> A
                 data = stream.read()
                 not_a_capture, read_problems = engine.feed(bytes(data))
                 del data  # freed before the next segment is read: one segment's bytes in memory at a time
-        owns = job._owns_segment(chunk, segment.ref)
+        owns = owns_segment(chunk, segment.ref)
         if not_a_capture is not None:
             if owns:
                 logger.warning("segment is not a capture", extra={"node": node, "segment": segment.ref.key,
@@ -135,8 +134,8 @@ def dissect_segments(node: str, segments: Sequence[Any], chunk: Any = None) -> A
             tables["connections"] = fix_rows(tables["connections"], {
                 conn_id: WarmFlow(bits, (tcp[1], tcp[2], tcp[3], tcp[4], tcp[5]) if pseudo and tcp else None)
                 for conn_id, bits, pseudo, tcp in flows})
-    return job.EngineResult({name: tables[name] for name in NATIVE_TABLES}, problems, stats, corrupt,
-                            payload_segments, extras)
+    return EngineResult({name: tables[name] for name in NATIVE_TABLES}, problems, stats, corrupt,
+                        payload_segments, extras)
 
 
 def _warm_up(engine: Any, segments: Sequence[Any], low: int, high: int) -> None:

@@ -15,13 +15,12 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from freezeframe.adapters import s3 as s3io
-from freezeframe.adapters.s3 import ObjectStore
 from freezeframe.contracts.errors import NotFoundError
 from freezeframe.contracts.keys import (
     TABLES_ROOT,
@@ -35,6 +34,9 @@ from freezeframe.contracts.schemas import TABLES
 from freezeframe.dissect.chunks import sort_rows
 from freezeframe.dissect.compact import TARGET_BYTES, empty_parquet, split_parquet
 from freezeframe.dissect.observers import combine
+
+if TYPE_CHECKING:
+    from freezeframe.adapters.s3 import ObjectStore
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +98,8 @@ def write_incident_views(bucket: str, s3: ObjectStore, incident_id: str, part_ke
     ``day``: as ``build_views`` (finalize writes only the small tables so when the fold ran in buckets,
     ``dissect.foldshard``). Any other view file in a view's folder (a larger pass's number, or a bucket file of a
     sharded fold) is overwritten empty."""
+    from freezeframe.adapters import s3 as s3io  # noqa: PLC0415 - local views (write_local_views) need no S3
+
     moved = {node: pq.read_table(io.BytesIO(s3io.get_bytes(s3, bucket, key))).column("conn_id").combine_chunks()
              for node, key in (moved_keys or {}).items()}
 
