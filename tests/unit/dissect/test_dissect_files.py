@@ -237,3 +237,27 @@ def test_the_command_starts_no_blas_thread_pool(tmp_path: Path) -> None:
         bare = subprocess.run([sys.executable, "-c", NUMPY_THREADS], check=True, capture_output=True, text=True,
                               env=env)
         assert int(bare.stdout) > 1
+
+
+NOT_LOADED = ("freezeframe.dissect.job", "freezeframe.adapters.s3", "freezeframe.contracts.documents",
+              "freezeframe.contracts.parallel", "freezeframe.freeze.node_state", "aws_lambda_powertools", "boto3")
+IMPORT_PROBE = """
+import json, sys
+from freezeframe_local.cli import main
+status = main(["dissect", sys.argv[1], "--out", sys.argv[2]])
+print(json.dumps({"status": status, "loaded": sorted(set(sys.argv[3:]) & set(sys.modules))}))
+"""
+
+
+def test_the_command_on_the_compiled_core_loads_neither_the_s3_job_nor_the_documents(tmp_path: Path) -> None:
+    """A tenth of a CPU-second of every local dissect went to importing the S3 job, the evidence documents, the
+    node-state readers and powertools, none of which it uses; `dissect.engine` and lazy imports keep them out."""
+    pytest.importorskip("freezeframe_native")
+    env = {**os.environ, "FREEZEFRAME_DISSECT_ENGINE": "native"}
+    probe = [sys.executable, "-c", IMPORT_PROBE, str(SAMPLE), str(tmp_path / "out"), *NOT_LOADED]
+    found = subprocess.run(probe, check=True, capture_output=True, text=True, env=env).stdout.splitlines()[-1]
+    assert json.loads(found) == {"status": 0, "loaded": []}
+    # The probe sees a module that is loaded: the reference engine's run loads the job.
+    reference = subprocess.run(probe, check=True, capture_output=True, text=True,
+                               env={**env, "FREEZEFRAME_DISSECT_ENGINE": "python"}).stdout.splitlines()[-1]
+    assert "freezeframe.dissect.job" in json.loads(reference)["loaded"]

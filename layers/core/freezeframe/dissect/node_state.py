@@ -63,11 +63,14 @@ def node_stats(documents: Iterable[NodeStateDocument]) -> pa.Table:
 
 
 def node_config(documents: Iterable[NodeStateDocument]) -> pa.Table:
+    rows: dict[str, list[object]] = {name: [] for name in NODE_CONFIG.names}
+    ordered = sorted(documents, key=lambda d: (d.node, d.end_ns))
+    if not ordered:
+        return pa.table(rows, schema=NODE_CONFIG)
     from freezeframe.freeze.node_state import CONFIG_KINDS  # noqa: PLC0415 - see frozen_documents
 
-    rows: dict[str, list[object]] = {name: [] for name in NODE_CONFIG.names}
     last: dict[tuple[str, str], str] = {}
-    for document in sorted(documents, key=lambda d: (d.node, d.end_ns)):
+    for document in ordered:
         for kind in CONFIG_KINDS:
             state = document.config.get(kind)
             if state is None or last.get((document.node, kind)) == state.digest:
