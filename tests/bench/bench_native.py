@@ -6,7 +6,7 @@ UDP and TCP with failures, TLS handshakes, some bulk, 1 % random drop on part of
 as the node agent does. Then, three rounds, each measurement in its own process (CPU = user + system time of that
 process, peak RSS from its rusage):
 
-- engine: ``job.dissect_segments`` on the segments with the compiled core (reading them, every table as Arrow: what
+- engine: ``engine.dissect_segments`` on the segments with the compiled core (reading them, every table as Arrow: what
   a dissection job does between fetching the segments and writing Parquet), in-process CPU and process CPU;
 - native: the ``freezeframe dissect SEGMENT... --out DIR`` command itself, in its own process (the whole job:
   interpreter start, imports, reading and hashing the segments, every table, Parquet output, the views) with the
@@ -100,7 +100,7 @@ def child_walk(paths: list[str]) -> None:
 
 def child_engine(paths: list[str]) -> None:
     """The dissection engine alone, as a job runs it on its segments: read them, every table as Arrow."""
-    from freezeframe.dissect.job import SegmentSource, dissect_segments  # noqa: PLC0415
+    from freezeframe.dissect.engine import SegmentSource, dissect_segments  # noqa: PLC0415
     from freezeframe.dissect.problems import SegmentRef  # noqa: PLC0415
 
     sources = [SegmentSource(SegmentRef(p, None, index, None), path=Path(p)) for index, p in enumerate(paths)]
