@@ -146,9 +146,9 @@ pub struct TcpAnalysis {
 }
 
 /// The TCP insight columns of one connection row (schemas.TCP_INSIGHTS).
-pub struct Insights {
+pub struct Insights<'a> {
     pub conn_state: &'static str,
-    pub history: String,
+    pub history: &'a str,
     pub syn_to_synack_us: Option<i64>,
     pub handshake_us: Option<i64>,
     pub time_to_first_data_us: Option<i64>,
@@ -182,8 +182,12 @@ pub struct Insights {
     pub close: &'static str,
 }
 
+/// floor(a / b) as i64, in 64-bit arithmetic when both fit (the same quotient; 128-bit division is a library call).
 fn floor_div(a: i128, b: i128) -> i64 {
-    a.div_euclid(b) as i64
+    match (i64::try_from(a), i64::try_from(b)) {
+        (Ok(a), Ok(b)) if !(a == i64::MIN && b == -1) => a.div_euclid(b),
+        _ => a.div_euclid(b) as i64,
+    }
 }
 
 impl TcpAnalysis {
@@ -504,13 +508,13 @@ impl TcpAnalysis {
         }
     }
 
-    pub fn insights(&self) -> Insights {
+    pub fn insights(&self) -> Insights<'_> {
         let first_syn = self.first_syn_ns;
         let retransmissions = self.retransmissions_out + self.retransmissions_in;
         let samples = self.rtt_samples;
         Insights {
             conn_state: self.conn_state(),
-            history: String::from_utf8(self.history.clone()).unwrap_or_default(),
+            history: std::str::from_utf8(&self.history).unwrap_or_default(),
             syn_to_synack_us: if first_syn >= 0 && self.first_synack_ns >= first_syn {
                 Some(floor_div(self.first_synack_ns as i128 - first_syn as i128, 1000))
             } else {
