@@ -119,7 +119,13 @@ impl Strs {
     }
     #[inline]
     fn val(&mut self, value: &str) {
-        self.bytes.extend_from_slice(value.as_bytes());
+        self.bytes(value.as_bytes());
+    }
+    /// Text known to be UTF-8 without a check per value (conn_id's hex digits, a TCP history's letters): `finish`
+    /// checks the whole column once.
+    #[inline]
+    fn bytes(&mut self, value: &[u8]) {
+        self.bytes.extend_from_slice(value);
         self.offsets.push(i32::try_from(self.bytes.len()).expect("a string column under 2 GB"));
         if !self.valid.is_empty() {
             self.valid.push(true);
@@ -127,7 +133,7 @@ impl Strs {
     }
     fn finish(self) -> StringArray {
         let nulls = if self.valid.is_empty() { None } else { Some(NullBuffer::from(self.valid)) };
-        // Checked by the constructor (UTF-8 and offsets): the bytes are whole `&str` values.
+        // Checked by the constructor (UTF-8 and offsets): the bytes are whole `&str` values or ASCII (`bytes`).
         StringArray::new(OffsetBuffer::new(ScalarBuffer::from(self.offsets)), Buffer::from_vec(self.bytes), nulls)
     }
 }
@@ -225,7 +231,7 @@ impl InsightColumns {
                 match insights {
                     Some(i) => {
                         self.conn_state.val(i.conn_state);
-                        self.history.val(i.history);
+                        self.history.bytes(i.history);
                         $(self.$field.push(get!(i, $field, $o));)*
                         self.close.val(i.close);
                     }
@@ -275,7 +281,7 @@ pub fn connections(tracker: &Tracker, ids: &[Identity]) -> RecordBatch {
         let f = &flows[index as usize];
         let id = &ids[index as usize];
         node_col.val(node);
-        conn_id.val(id.conn_id());
+        conn_id.bytes(&id.conn_id);
         proto.val(proto_name(f.proto));
         src_ip.val(tracker.ip(id.src_ip));
         src_port.val(id.sport as i32);
@@ -348,7 +354,7 @@ impl HeadColumns {
     }
     fn push(&mut self, tracker: &Tracker, ident: &Identity, ts_ns: i64, client_outbound: bool) {
         self.node.val(&tracker.node);
-        self.conn_id.val(ident.conn_id());
+        self.conn_id.bytes(&ident.conn_id);
         self.ts_ms.val(ms(ts_ns));
         self.ts_ns.val(ts_ns);
         let (src, dst) = if client_outbound {

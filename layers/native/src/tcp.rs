@@ -148,7 +148,7 @@ pub struct TcpAnalysis {
 /// The TCP insight columns of one connection row (schemas.TCP_INSIGHTS).
 pub struct Insights<'a> {
     pub conn_state: &'static str,
-    pub history: &'a str,
+    pub history: &'a [u8], // ASCII letters
     pub syn_to_synack_us: Option<i64>,
     pub handshake_us: Option<i64>,
     pub time_to_first_data_us: Option<i64>,
@@ -514,7 +514,7 @@ impl TcpAnalysis {
         let samples = self.rtt_samples;
         Insights {
             conn_state: self.conn_state(),
-            history: std::str::from_utf8(&self.history).unwrap_or_default(),
+            history: &self.history,
             syn_to_synack_us: if first_syn >= 0 && self.first_synack_ns >= first_syn {
                 Some(floor_div(self.first_synack_ns as i128 - first_syn as i128, 1000))
             } else {
@@ -586,24 +586,21 @@ fn take_ack(rev: &mut Direction, ack: u32, ts: i64) -> Option<i64> {
         }
         return None;
     }
+    // In place, in order: the entries not acknowledged (one partly acknowledged starts at `ack`); the earliest
+    // entry that `ack` ends gives the sample.
     let mut acked_ns: Option<i64> = None;
-    let before = rev.segments.len();
-    let mut kept: Vec<Seg> = Vec::with_capacity(before);
-    for index in (0..before).rev() {
-        let mut entry = rev.segments[index];
+    rev.segments.retain_mut(|entry| {
         if ack == entry.nextseq {
-            acked_ns = Some(entry.ts);
-            continue;
+            acked_ns.get_or_insert(entry.ts);
+            return false;
         }
         if wsub(entry.seq, ack) >= HALF && wsub(ack, entry.nextseq) >= HALF {
             entry.seq = ack;
-            kept.push(entry);
-        } else if wsub(ack, entry.nextseq) >= HALF {
-            kept.push(entry);
+            true
+        } else {
+            wsub(ack, entry.nextseq) >= HALF
         }
-    }
-    kept.reverse();
-    rev.segments = kept;
+    });
     if rev.segments.is_empty() {
         rev.ascending = true;
     }
