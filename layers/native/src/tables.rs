@@ -438,6 +438,7 @@ pub fn dns(tracker: &Tracker, ids: &[Identity]) -> RecordBatch {
 
 pub fn http(tracker: &Tracker, ids: &[Identity]) -> RecordBatch {
     let rows = &tracker.app.http.rows;
+    let texts = tracker.app.http.texts.as_str();
     let order = sorted(rows.iter().map(|r| (r.ts_ns, ids[r.flow as usize].conn_id)));
     let n = order.len();
     let mut head = HeadColumns::new(n, &tracker.node);
@@ -457,13 +458,13 @@ pub fn http(tracker: &Tracker, ids: &[Identity]) -> RecordBatch {
     for &index in &order {
         let r = &rows[index as usize];
         head.push(tracker, &ids[r.flow as usize], r.ts_ns, r.client_outbound);
-        let extra = r.extra();
-        method.val(&r.method);
+        let extra = r.extra(texts);
+        method.val(r.method.of(texts));
         host.push(extra.host);
-        path.val(&r.request_target);
-        version.val(&r.http_version);
+        path.val(r.request_target.of(texts));
+        version.val(r.http_version.of(texts));
         status.push(r.status_code);
-        reason.push(r.reason_phrase.as_deref());
+        reason.push(r.reason_phrase.map(|s| s.of(texts)));
         latency_us.push(r.status_code.map(|_| latency(r.ts_ns, r.response_ts_ns)));
         request_bytes.val(r.request_bytes);
         response_bytes.push(r.status_code.map(|_| r.response_bytes));
