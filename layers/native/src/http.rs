@@ -508,7 +508,13 @@ impl HttpConnection {
             malformed(side, stats);
             return;
         }
-        let declared: i128 = if text.is_empty() { -1 } else { text.parse::<i128>().unwrap_or(i128::MAX) };
+        let declared: i128 = if text.is_empty() {
+            -1
+        } else if text.len() <= 18 {
+            digits_value(text) as i128 // ASCII digits (checked above): up to 18 cannot overflow 64 bits
+        } else {
+            text.parse::<i128>().unwrap_or(i128::MAX)
+        };
         let row: Option<usize>;
         let has_body;
         let until_close;
@@ -532,7 +538,7 @@ impl HttpConnection {
             has_body = chunked || declared > 0;
             until_close = false;
         } else {
-            let status: i32 = second.parse().unwrap_or(0);
+            let status = digits_value(second) as i32; // three ASCII digits (head_section)
             if (100..200).contains(&status) && status != 101 {
                 return;
             }
@@ -620,18 +626,24 @@ fn strip_ascii(text: &[u8]) -> &[u8] {
     &text[s..e.max(s)]
 }
 
-/// The first occurrence of a non-empty `needle`: jumps between its first byte's occurrences.
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+/// The first occurrence of a non-empty `needle`: jumps between its first byte's occurrences. The needle's length is
+/// a constant, so a candidate is compared as one word instead of through memcmp.
+fn find<const N: usize>(haystack: &[u8], needle: &[u8; N]) -> Option<usize> {
     let first = needle[0];
     let mut from = 0;
-    while from + needle.len() <= haystack.len() {
-        let at = from + find_byte(&haystack[from..=haystack.len() - needle.len()], first)?;
-        if haystack[at..].starts_with(needle) {
+    while from + N <= haystack.len() {
+        let at = from + find_byte(&haystack[from..=haystack.len() - N], first)?;
+        if haystack[at..at + N] == needle[..] {
             return Some(at);
         }
         from = at + 1;
     }
     None
+}
+
+/// The value of a text of at most 18 ASCII digits (what `parse` gives for it).
+fn digits_value(text: &str) -> u64 {
+    text.bytes().fold(0, |value, digit| value * 10 + (digit - b'0') as u64)
 }
 
 /// The first `byte` in `haystack`, eight bytes at a time (a head's lines and its end are found by their CR).
@@ -657,7 +669,7 @@ fn find_byte(haystack: &[u8], byte: u8) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::find_byte;
+    use super::{digits_value, find, find_byte};
 
     #[test]
     fn find_byte_equals_a_byte_by_byte_scan() {
@@ -682,6 +694,30 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn find_equals_the_windows_scan() {
+        // Heads' pieces where CR, LF and their pairs come in every arrangement, CRLFCRLF overlapping a lone CR.
+        let pieces: [&[u8]; 6] = [b"\r", b"\n", b"\r\n", b"a", b"\r\r\n\r\n", b"\n\r"];
+        let mut haystacks: Vec<Vec<u8>> = vec![Vec::new()];
+        for _ in 0..4 {
+            let longer: Vec<Vec<u8>> = haystacks.iter()
+                .flat_map(|h| pieces.iter().map(move |p| [h.as_slice(), p].concat())).collect();
+            haystacks.extend(longer);
+        }
+        for haystack in &haystacks {
+            let naive = |needle: &[u8]| haystack.windows(needle.len()).position(|w| w == needle);
+            assert_eq!(find(haystack, b"\r\n"), naive(b"\r\n"), "{haystack:?}");
+            assert_eq!(find(haystack, b"\r\n\r\n"), naive(b"\r\n\r\n"), "{haystack:?}");
+        }
+    }
+
+    #[test]
+    fn digits_value_equals_parse() {
+        for text in ["0", "7", "00", "042", "200", "65535", "4294967296", "999999999999999999", "000000000000000001"] {
+            assert_eq!(digits_value(text) as i128, text.parse::<i128>().unwrap(), "{text}");
         }
     }
 }
