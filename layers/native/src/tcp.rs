@@ -31,7 +31,6 @@ const WS_NONE: i32 = -2;
 const HALF: u32 = 0x8000_0000;
 const SFR: u16 = TH_SYN | TH_FIN | TH_RST;
 const SF: u16 = TH_SYN | TH_FIN;
-const SFRA: u16 = TH_SYN | TH_FIN | TH_RST | TH_ACK;
 const SYN_ACK: u16 = TH_SYN | TH_ACK;
 
 pub const H_SYN: u8 = 1;
