@@ -64,7 +64,7 @@ impl<T: arrow_buffer::ArrowNativeType> Prim<T> {
     fn new(rows: usize) -> Prim<T> {
         Prim { values: Vec::with_capacity(rows), valid: Vec::new() }
     }
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, value: Option<T>) {
         match value {
             Some(v) => self.val(v),
@@ -77,7 +77,7 @@ impl<T: arrow_buffer::ArrowNativeType> Prim<T> {
             }
         }
     }
-    #[inline]
+    #[inline(always)]
     fn val(&mut self, value: T) {
         self.values.push(value);
         if !self.valid.is_empty() {
@@ -104,7 +104,7 @@ impl Strs {
         offsets.push(0);
         Strs { offsets, bytes: Vec::with_capacity(rows * bytes_per_row), valid: Vec::new() }
     }
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, value: Option<&str>) {
         match value {
             Some(v) => self.val(v),
@@ -117,13 +117,13 @@ impl Strs {
             }
         }
     }
-    #[inline]
+    #[inline(always)]
     fn val(&mut self, value: &str) {
         self.bytes(value.as_bytes());
     }
     /// Text known to be UTF-8 without a check per value (conn_id's hex digits, a TCP history's letters): `finish`
     /// checks the whole column once.
-    #[inline]
+    #[inline(always)]
     fn bytes(&mut self, value: &[u8]) {
         self.bytes.extend_from_slice(value);
         self.offsets.push(i32::try_from(self.bytes.len()).expect("a string column under 2 GB"));
