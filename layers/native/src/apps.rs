@@ -191,7 +191,7 @@ impl AppTracker {
         if direction.is_none() {
             let mut next_seq = if outbound { state.next_out } else { state.next_in };
             if next_seq < 0 && completeness & (if outbound { SYN_SEEN } else { SYN_ACK_SEEN }) != 0 {
-                next_seq = ((base + 1) & 0xFFFF_FFFF) as i64;
+                next_seq = (base + 1) & 0xFFFF_FFFF;
             }
             if (seq as i64 == next_seq || next_seq < 0) && chunk.len() as i64 == length && length > 0 {
                 let next = seq.wrapping_add(length as u32) as i64;

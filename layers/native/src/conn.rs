@@ -71,45 +71,63 @@ pub struct Tracker {
     live_tcp: FxHashMap<Key, (u32, bool)>,
     live_udp: FxHashMap<Key, (u32, bool)>,
     pub app: AppTracker,
-    names: FxHashMap<(bool, [u8; 16]), String>,
+    names: FxHashMap<(bool, [u8; 16]), u32>, // an address's index in ip_texts
+    ip_texts: Vec<String>,
 }
 
-/// What identifies a flow in the tables: conn_id and the initiator's and responder's text endpoints.
-#[derive(Clone)]
+/// conn_id: 16 lowercase hexadecimal digits.
+pub type ConnId = [u8; 16];
+
+/// What identifies a flow in the tables: conn_id and the initiator's and responder's endpoints (the addresses as
+/// indexes into the tracker's address texts, `Tracker::ip`, so a flow's identity holds no allocation).
+#[derive(Clone, Copy)]
 pub struct Identity {
-    pub conn_id: String,
-    pub src_ip: String,
+    pub conn_id: ConnId,
+    pub src_ip: u32,
     pub sport: u16,
-    pub dst_ip: String,
+    pub dst_ip: u32,
     pub dport: u16,
 }
 
-pub fn connection_id(node: &str, proto: &str, src_ip: &str, sport: u16, dst_ip: &str, dport: u16, first_ns: i64)
-                     -> String {
+impl Identity {
+    pub fn conn_id(&self) -> &str {
+        std::str::from_utf8(&self.conn_id).unwrap_or_default() // hex digits: always UTF-8
+    }
+}
+
+/// conn_id: the first 8 bytes of BLAKE2b over f"{node}|{proto}|{src_ip}|{sport}|{dst_ip}|{dport}|{first_ns}" (UTF-8),
+/// in hex. `key` is a buffer reused from flow to flow: the text is written into it without the formatting machinery.
+#[allow(clippy::too_many_arguments)]
+pub fn connection_id(key: &mut Vec<u8>, node: &str, proto: &str, src_ip: &str, sport: u16, dst_ip: &str, dport: u16,
+                     first_ns: i64) -> ConnId {
     use blake2::digest::{Update, VariableOutput};
     use crate::decode::push_decimal;
-    // f"{node}|{proto}|{src_ip}|{sport}|{dst_ip}|{dport}|{first_ns}" as UTF-8, written in one allocation of the right
-    // size without the formatting machinery (a third of this function's time).
-    let mut key = Vec::with_capacity(node.len() + proto.len() + src_ip.len() + dst_ip.len() + 40);
+    key.clear();
     for part in [node, proto, src_ip] {
         key.extend_from_slice(part.as_bytes());
         key.push(b'|');
     }
-    push_decimal(&mut key, sport as u64);
+    push_decimal(key, sport as u64);
     key.push(b'|');
     key.extend_from_slice(dst_ip.as_bytes());
     key.push(b'|');
-    push_decimal(&mut key, dport as u64);
+    push_decimal(key, dport as u64);
     key.push(b'|');
     if first_ns < 0 {
         key.push(b'-');
     }
-    push_decimal(&mut key, first_ns.unsigned_abs());
+    push_decimal(key, first_ns.unsigned_abs());
     let mut hasher = blake2::Blake2bVar::new(8).expect("8 is a valid blake2b size");
-    hasher.update(&key);
-    let mut out = [0u8; 8];
-    hasher.finalize_variable(&mut out).expect("the output is 8 bytes");
-    crate::reader::hex(&out)
+    hasher.update(key);
+    let mut digest = [0u8; 8];
+    hasher.finalize_variable(&mut digest).expect("the output is 8 bytes");
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 16];
+    for (i, b) in digest.iter().enumerate() {
+        out[2 * i] = DIGITS[(b >> 4) as usize];
+        out[2 * i + 1] = DIGITS[(b & 0xF) as usize];
+    }
+    out
 }
 
 pub fn proto_name(proto: u8) -> &'static str {
@@ -120,7 +138,7 @@ impl Tracker {
     pub fn new(node: &str) -> Tracker {
         Tracker { node: node.to_string(), stats: DissectStats::default(), flows: Vec::new(),
                   live_tcp: FxHashMap::default(), live_udp: FxHashMap::default(), app: AppTracker::default(),
-                  names: FxHashMap::default() }
+                  names: FxHashMap::default(), ip_texts: Vec::new() }
     }
 
     /// One packet, in capture order.
@@ -276,21 +294,32 @@ impl Tracker {
         index
     }
 
-    fn ip(&mut self, v6: bool, addr: &[u8; 16]) -> String {
-        self.names.entry((v6, *addr)).or_insert_with(|| ip_text(v6, addr)).clone()
+    fn ip_index(&mut self, v6: bool, addr: &[u8; 16]) -> u32 {
+        let texts = &mut self.ip_texts;
+        *self.names.entry((v6, *addr)).or_insert_with(|| {
+            texts.push(ip_text(v6, addr));
+            (texts.len() - 1) as u32
+        })
     }
 
-    /// conn_id and text endpoints of every flow, by flow index.
+    /// The text of an address of an identity (`Identity::src_ip`, `dst_ip`).
+    pub fn ip(&self, index: u32) -> &str {
+        &self.ip_texts[index as usize]
+    }
+
+    /// conn_id and endpoints of every flow, by flow index.
     pub fn identities(&mut self) -> Vec<Identity> {
         let mut out = Vec::with_capacity(self.flows.len());
+        let mut key = Vec::with_capacity(self.node.len() + 128);
         for i in 0..self.flows.len() {
             let (v6, src, dst, sport, dport, proto, first_ns) = {
                 let f = &self.flows[i];
                 (f.key.v6, f.key.src, f.key.dst, f.key.sport, f.key.dport, f.proto, f.first_ns)
             };
-            let src_ip = self.ip(v6, &src);
-            let dst_ip = self.ip(v6, &dst);
-            let conn_id = connection_id(&self.node, proto_name(proto), &src_ip, sport, &dst_ip, dport, first_ns);
+            let src_ip = self.ip_index(v6, &src);
+            let dst_ip = self.ip_index(v6, &dst);
+            let conn_id = connection_id(&mut key, &self.node, proto_name(proto), self.ip(src_ip), sport, self.ip(dst_ip),
+                                        dport, first_ns);
             out.push(Identity { conn_id, src_ip, sport, dst_ip, dport });
         }
         out

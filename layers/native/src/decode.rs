@@ -125,15 +125,21 @@ pub fn decode(link_type: u32, data: &[u8]) -> Result<Decoded, Skip> {
     }
 }
 
+/// The `N` bytes at `offset` as an array (its fields then read without a bounds check each), or None when fewer.
+#[inline]
+fn header<const N: usize>(data: &[u8], offset: usize) -> Option<&[u8; N]> {
+    data.get(offset..).and_then(|rest| rest.first_chunk::<N>())
+}
+
 fn decode_ipv4(data: &[u8], offset: usize) -> Result<Decoded, Skip> {
     let size = data.len();
-    if size < offset + 20 {
+    let Some(h) = header::<20>(data, offset) else {
         return Err(Skip::Truncated);
-    }
-    let version_ihl = data[offset];
-    let mut total_length = be16(data, offset + 2) as i64;
-    let flags_offset = be16(data, offset + 6);
-    let protocol = data[offset + 9];
+    };
+    let version_ihl = h[0];
+    let mut total_length = be16(h, 2) as i64;
+    let flags_offset = be16(h, 6);
+    let protocol = h[9];
     if version_ihl >> 4 != 4 {
         return Err(Skip::Malformed);
     }
@@ -151,8 +157,8 @@ fn decode_ipv4(data: &[u8], offset: usize) -> Result<Decoded, Skip> {
         return Err(Skip::Fragment);
     }
     let mut key = Key { v6: false, src: [0; 16], dst: [0; 16], sport: 0, dport: 0 };
-    key.src[..4].copy_from_slice(&data[offset + 12..offset + 16]);
-    key.dst[..4].copy_from_slice(&data[offset + 16..offset + 20]);
+    key.src[..4].copy_from_slice(&h[12..16]);
+    key.dst[..4].copy_from_slice(&h[16..20]);
     decode_transport(data, offset + ihl as usize, total_length - ihl, protocol, key)
 }
 
@@ -199,16 +205,16 @@ fn decode_ipv6(data: &[u8], offset: usize) -> Result<Decoded, Skip> {
 
 fn decode_transport(data: &[u8], offset: usize, length: i64, protocol: u8, mut key: Key) -> Result<Decoded, Skip> {
     if protocol == IPPROTO_TCP {
-        if data.len() < offset + 20 {
+        let Some(h) = header::<20>(data, offset) else {
             return Err(Skip::Truncated);
-        }
-        key.sport = be16(data, offset);
-        key.dport = be16(data, offset + 2);
-        let seq = be32(data, offset + 4);
-        let ack = be32(data, offset + 8);
-        let data_offset = data[offset + 12];
-        let flags = data[offset + 13];
-        let window = be16(data, offset + 14);
+        };
+        key.sport = be16(h, 0);
+        key.dport = be16(h, 2);
+        let seq = be32(h, 4);
+        let ack = be32(h, 8);
+        let data_offset = h[12];
+        let flags = h[13];
+        let window = be16(h, 14);
         let header_length = ((data_offset >> 4) as i64) * 4;
         if header_length < 20 || header_length > length {
             return Err(Skip::Malformed);

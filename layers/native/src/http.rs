@@ -1,6 +1,7 @@
 //! HTTP/1.x requests and responses paired into rows: a port of freezeframe.dissect.http (header sections decoded as
 //! latin-1, RFC 9112 framing, FIFO pairing per connection).
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use crate::apps::AppStats;
@@ -21,7 +22,7 @@ enum State {
 /// The header fields the framing and the rows read (`HttpConnection::head`, `Row::extra`), by their index in
 /// READ_FIELDS: each value as the reference's field map holds it (repeated fields joined by ", ", continuation lines
 /// by " "); the other fields are checked for form but not kept.
-type Fields = [Option<String>; 5];
+type Fields<'a> = [Option<Cow<'a, str>>; 5];
 const HOST: usize = 0;
 const USER_AGENT: usize = 1;
 const CONTENT_TYPE: usize = 2;
@@ -79,8 +80,9 @@ fn read_field(name: &str) -> Option<usize> {
     READ_FIELDS.iter().position(|wanted| name.eq_ignore_ascii_case(wanted))
 }
 
-fn fields<'a>(lines: impl Iterator<Item = &'a str>) -> Option<Fields> {
-    let mut fields: Fields = Default::default();
+/// A field's value borrows the head's text until a repeated field or a continuation line joins values.
+fn fields<'a>(lines: impl Iterator<Item = &'a str>) -> Option<Fields<'a>> {
+    let mut fields: Fields<'a> = Default::default();
     // The field the last line belonged to: Some(None) when it is not kept (a continuation line is then dropped).
     let mut last: Option<Option<usize>> = None;
     for line in lines {
@@ -88,7 +90,7 @@ fn fields<'a>(lines: impl Iterator<Item = &'a str>) -> Option<Fields> {
         let Some(&first) = bytes.first() else { continue };
         if first == b' ' || first == b'\t' {
             let Some(index) = last? else { continue };
-            let value = fields[index].get_or_insert_with(String::new);
+            let value = fields[index].get_or_insert_with(Cow::default).to_mut();
             value.push(' ');
             value.push_str(trim_ws(line));
             continue;
@@ -105,10 +107,11 @@ fn fields<'a>(lines: impl Iterator<Item = &'a str>) -> Option<Fields> {
         let text = trim_ws(&line[colon + 1..]);
         match &mut fields[index] {
             Some(value) => {
+                let value = value.to_mut();
                 value.push_str(", ");
                 value.push_str(text);
             }
-            None => fields[index] = Some(text.to_string()),
+            None => fields[index] = Some(Cow::Borrowed(text)),
         }
         last = Some(Some(index));
     }
@@ -120,7 +123,7 @@ pub struct Head<'a> {
     first: &'a str,
     second: &'a str,
     third: &'a str,
-    fields: Fields,
+    fields: Fields<'a>,
 }
 
 /// `text.split("\r\n")`, without the general substring searcher: CR and LF are ASCII, so every match is at a char
@@ -176,17 +179,17 @@ pub struct Row {
     pub ts_ns: i64,
     pub flow: u32,
     pub client_outbound: bool,
-    pub method: String,
-    pub request_target: String,
-    pub http_version: String,
+    pub method: Span,
+    pub request_target: Span,
+    pub http_version: Span,
     /// Only the header fields a row reports: a row of every request lives until the tables are built, and its other
     /// header fields would be most of the engine's memory.
-    pub host: Option<String>,
-    pub user_agent: Option<String>,
-    pub request_content_type: Option<String>,
+    pub host: Option<Span>,
+    pub user_agent: Option<Span>,
+    pub request_content_type: Option<Span>,
     pub status_code: Option<i32>,
-    pub reason_phrase: Option<String>,
-    pub response_content_type: Option<String>,
+    pub reason_phrase: Option<Span>,
+    pub response_content_type: Option<Span>,
     pub response_ts_ns: Option<i64>,
     pub request_bytes: i64,
     pub response_bytes: i64,
@@ -200,13 +203,29 @@ pub struct RowOut<'a> {
 }
 
 impl Row {
-    pub fn extra(&self) -> RowOut<'_> {
+    /// `texts`: the tracker's `HttpTracker::texts`, where the row's spans are.
+    pub fn extra<'a>(&self, texts: &'a str) -> RowOut<'a> {
+        let text = |span: Option<Span>| span.map(|s| s.of(texts));
         // The response's content type when it has a non-empty one (a response sets status_code), else the request's.
-        let content_type = match self.response_content_type.as_deref() {
+        let content_type = match text(self.response_content_type) {
             Some(v) if self.status_code.is_some() && !v.is_empty() => Some(v),
-            _ => self.request_content_type.as_deref(),
+            _ => text(self.request_content_type),
         };
-        RowOut { host: self.host.as_deref(), user_agent: self.user_agent.as_deref(), content_type }
+        RowOut { host: text(self.host), user_agent: text(self.user_agent), content_type }
+    }
+}
+
+/// A row's text: where it is in the tracker's `texts`. Every row's texts are appended to one string instead of each
+/// being a String of its own: seven allocations (and frees) fewer per request and response.
+#[derive(Clone, Copy)]
+pub struct Span {
+    start: usize,
+    end: usize,
+}
+
+impl Span {
+    pub fn of(self, texts: &str) -> &str {
+        &texts[self.start..self.end]
     }
 }
 
@@ -232,11 +251,19 @@ type SideState = (State, Option<usize>, i128, i64);
 #[derive(Default)]
 pub struct HttpTracker {
     pub rows: Vec<Row>,
+    /// The rows' texts, one after the other (`Span`).
+    pub texts: String,
     /// Per connection: (from_client side, from_server side) states needed at finish.
     open_sides: Vec<[SideState; 2]>,
 }
 
 impl HttpTracker {
+    fn keep(&mut self, text: &str) -> Span {
+        let start = self.texts.len();
+        self.texts.push_str(text);
+        Span { start, end: self.texts.len() }
+    }
+
     pub fn open(&mut self) -> usize {
         self.open_sides.push([(State::Head, None, -1, 0); 2]);
         self.open_sides.len() - 1
@@ -470,7 +497,7 @@ impl HttpConnection {
     #[allow(clippy::too_many_arguments)]
     fn head(&mut self, tracker: &mut HttpTracker, stats: &mut AppStats, flow: u32, client_outbound: bool,
             from_client: bool, section: Head) {
-        let Head { is_request, first, second, third, mut fields } = section;
+        let Head { is_request, first, second, third, fields } = section;
         let chunked = fields[TRANSFER_ENCODING].as_deref().is_some_and(|c| py_lower(c).contains("chunked"));
         let text = match fields[CONTENT_LENGTH].as_deref() {
             Some(text) if !text.is_empty() => text.split(',').next().unwrap_or("").trim_matches(is_py_space),
@@ -481,7 +508,13 @@ impl HttpConnection {
             malformed(side, stats);
             return;
         }
-        let declared: i128 = if text.is_empty() { -1 } else { text.parse::<i128>().unwrap_or(i128::MAX) };
+        let declared: i128 = if text.is_empty() {
+            -1
+        } else if text.len() <= 18 {
+            digits_value(text) as i128 // ASCII digits (checked above): up to 18 cannot overflow 64 bits
+        } else {
+            text.parse::<i128>().unwrap_or(i128::MAX)
+        };
         let row: Option<usize>;
         let has_body;
         let until_close;
@@ -489,10 +522,13 @@ impl HttpConnection {
             stats.http_requests += 1;
             let side = &self.from_client;
             let index = tracker.rows.len();
+            let (method, request_target, http_version) = (tracker.keep(first), tracker.keep(second), tracker.keep(third));
+            let mut keep = |field: &Option<Cow<'_, str>>| field.as_deref().map(|v| tracker.keep(v));
+            let (host, user_agent, request_content_type) =
+                (keep(&fields[HOST]), keep(&fields[USER_AGENT]), keep(&fields[CONTENT_TYPE]));
             tracker.rows.push(Row {
-                ts_ns: side.start_ts, flow, client_outbound, method: first.to_string(),
-                request_target: second.to_string(), http_version: third.to_string(), host: fields[HOST].take(),
-                user_agent: fields[USER_AGENT].take(), request_content_type: fields[CONTENT_TYPE].take(),
+                ts_ns: side.start_ts, flow, client_outbound, method, request_target, http_version, host,
+                user_agent, request_content_type,
                 status_code: None, reason_phrase: None, response_content_type: None, response_ts_ns: None,
                 request_bytes: 0, response_bytes: 0,
                 response_complete: false,
@@ -502,7 +538,7 @@ impl HttpConnection {
             has_body = chunked || declared > 0;
             until_close = false;
         } else {
-            let status: i32 = second.parse().unwrap_or(0);
+            let status = digits_value(second) as i32; // three ASCII digits (head_section)
             if (100..200).contains(&status) && status != 101 {
                 return;
             }
@@ -510,14 +546,16 @@ impl HttpConnection {
             match row {
                 None => stats.http_unmatched_responses += 1,
                 Some(index) => {
+                    let reason_phrase = Some(tracker.keep(third));
+                    let response_content_type = fields[CONTENT_TYPE].as_deref().map(|v| tracker.keep(v));
                     let r = &mut tracker.rows[index];
                     r.status_code = Some(status);
-                    r.reason_phrase = Some(third.to_string());
-                    r.response_content_type = fields[CONTENT_TYPE].take();
+                    r.reason_phrase = reason_phrase;
+                    r.response_content_type = response_content_type;
                     r.response_ts_ns = Some(self.from_server.start_ts);
                 }
             }
-            let method_is = |m: &str| row.is_some_and(|i| tracker.rows[i].method == m);
+            let method_is = |m: &str| row.is_some_and(|i| tracker.rows[i].method.of(&tracker.texts) == m);
             if status == 101 || (method_is("CONNECT") && (200..300).contains(&status)) {
                 if let Some(index) = row {
                     tracker.rows[index].response_complete = true;
@@ -588,18 +626,24 @@ fn strip_ascii(text: &[u8]) -> &[u8] {
     &text[s..e.max(s)]
 }
 
-/// The first occurrence of a non-empty `needle`: jumps between its first byte's occurrences.
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+/// The first occurrence of a non-empty `needle`: jumps between its first byte's occurrences. The needle's length is
+/// a constant, so a candidate is compared as one word instead of through memcmp.
+fn find<const N: usize>(haystack: &[u8], needle: &[u8; N]) -> Option<usize> {
     let first = needle[0];
     let mut from = 0;
-    while from + needle.len() <= haystack.len() {
-        let at = from + find_byte(&haystack[from..=haystack.len() - needle.len()], first)?;
-        if haystack[at..].starts_with(needle) {
+    while from + N <= haystack.len() {
+        let at = from + find_byte(&haystack[from..=haystack.len() - N], first)?;
+        if haystack[at..at + N] == needle[..] {
             return Some(at);
         }
         from = at + 1;
     }
     None
+}
+
+/// The value of a text of at most 18 ASCII digits (what `parse` gives for it).
+fn digits_value(text: &str) -> u64 {
+    text.bytes().fold(0, |value, digit| value * 10 + (digit - b'0') as u64)
 }
 
 /// The first `byte` in `haystack`, eight bytes at a time (a head's lines and its end are found by their CR).
@@ -625,7 +669,7 @@ fn find_byte(haystack: &[u8], byte: u8) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::find_byte;
+    use super::{digits_value, find, find_byte};
 
     #[test]
     fn find_byte_equals_a_byte_by_byte_scan() {
@@ -650,6 +694,30 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn find_equals_the_windows_scan() {
+        // Heads' pieces where CR, LF and their pairs come in every arrangement, CRLFCRLF overlapping a lone CR.
+        let pieces: [&[u8]; 6] = [b"\r", b"\n", b"\r\n", b"a", b"\r\r\n\r\n", b"\n\r"];
+        let mut haystacks: Vec<Vec<u8>> = vec![Vec::new()];
+        for _ in 0..4 {
+            let longer: Vec<Vec<u8>> = haystacks.iter()
+                .flat_map(|h| pieces.iter().map(move |p| [h.as_slice(), p].concat())).collect();
+            haystacks.extend(longer);
+        }
+        for haystack in &haystacks {
+            let naive = |needle: &[u8]| haystack.windows(needle.len()).position(|w| w == needle);
+            assert_eq!(find(haystack, b"\r\n"), naive(b"\r\n"), "{haystack:?}");
+            assert_eq!(find(haystack, b"\r\n\r\n"), naive(b"\r\n\r\n"), "{haystack:?}");
+        }
+    }
+
+    #[test]
+    fn digits_value_equals_parse() {
+        for text in ["0", "7", "00", "042", "200", "65535", "4294967296", "999999999999999999", "000000000000000001"] {
+            assert_eq!(digits_value(text) as i128, text.parse::<i128>().unwrap(), "{text}");
         }
     }
 }

@@ -103,7 +103,7 @@ impl Engine {
     /// conn_id -> TCP segments with payload, for merging time chunks.
     pub fn payload_segments(&mut self) -> Vec<(String, i64)> {
         let ids = self.tracker.identities();
-        self.tracker.flows.iter().zip(ids).filter_map(|(f, id)| f.tcp.as_ref().map(|t| (id.conn_id, t.payload_segments)))
+        self.tracker.flows.iter().zip(ids).filter_map(|(f, id)| f.tcp.as_ref().map(|t| (id.conn_id().to_string(), t.payload_segments)))
             .collect()
     }
 }

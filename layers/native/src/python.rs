@@ -39,6 +39,9 @@ impl ArrowBatch {
     }
 }
 
+/// A read problem as Python gets it: (kind, count, first_offset, first_packet, message).
+type ProblemRow = (String, i64, i64, i64, String);
+
 /// One node's dissection engine (see freezeframe.dissect.native).
 #[pyclass(module = "freezeframe_native", unsendable)]
 struct Engine {
@@ -89,7 +92,7 @@ impl Engine {
     fn feed<'py>(&mut self, py: Python<'py>, data: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
         let inner = &mut self.inner;
         let fed = with_bytes(&data, |bytes| py.detach(|| catch_unwind(AssertUnwindSafe(|| inner.feed(bytes)))))?;
-        let (message, problems): (Option<String>, Vec<(String, i64, i64, i64, String)>) = match fed {
+        let (message, problems): (Option<String>, Vec<ProblemRow>) = match fed {
             Ok(crate::Fed::NotACapture(message)) => (Some(message), Vec::new()),
             Ok(crate::Fed::Read(list)) => (None, list.into_iter()
                 .map(|p| (p.kind.to_string(), p.count, p.first_offset, p.first_packet, p.message)).collect()),

@@ -198,10 +198,14 @@ fn read_pcap<F: FnMut(Packet<'_>), Z: Fn(&mut Problems, i64)>(buf: &[u8], le: bo
     let mut packets: i64 = 0;
     loop {
         while pos + RECORD_HEADER_LEN <= size {
-            let sec = u32_at(buf, pos, le);
-            let frac = u32_at(buf, pos + 4, le);
-            let incl = u32_at(buf, pos + 8, le);
-            let orig = u32_at(buf, pos + 12, le);
+            // The record header as one array: its four fields are read without a bounds check per byte.
+            let header: &[u8; RECORD_HEADER_LEN] =
+                buf[pos..pos + RECORD_HEADER_LEN].try_into().expect("the loop condition leaves a whole header");
+            let field = |at: usize| {
+                let b = [header[at], header[at + 1], header[at + 2], header[at + 3]];
+                if le { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) }
+            };
+            let (sec, frac, incl, orig) = (field(0), field(4), field(8), field(12));
             let end = pos + RECORD_HEADER_LEN + incl as usize;
             if end > size || incl > MAX_RECORD_LEN || frac >= state.frac_limit || !(incl <= orig && orig <= MAX_ORIG_LEN) {
                 break;

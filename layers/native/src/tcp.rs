@@ -31,7 +31,6 @@ const WS_NONE: i32 = -2;
 const HALF: u32 = 0x8000_0000;
 const SFR: u16 = TH_SYN | TH_FIN | TH_RST;
 const SF: u16 = TH_SYN | TH_FIN;
-const SFRA: u16 = TH_SYN | TH_FIN | TH_RST | TH_ACK;
 const SYN_ACK: u16 = TH_SYN | TH_ACK;
 
 pub const H_SYN: u8 = 1;
@@ -146,9 +145,9 @@ pub struct TcpAnalysis {
 }
 
 /// The TCP insight columns of one connection row (schemas.TCP_INSIGHTS).
-pub struct Insights {
+pub struct Insights<'a> {
     pub conn_state: &'static str,
-    pub history: String,
+    pub history: &'a [u8], // ASCII letters
     pub syn_to_synack_us: Option<i64>,
     pub handshake_us: Option<i64>,
     pub time_to_first_data_us: Option<i64>,
@@ -182,8 +181,12 @@ pub struct Insights {
     pub close: &'static str,
 }
 
+/// floor(a / b) as i64, in 64-bit arithmetic when both fit (the same quotient; 128-bit division is a library call).
 fn floor_div(a: i128, b: i128) -> i64 {
-    a.div_euclid(b) as i64
+    match (i64::try_from(a), i64::try_from(b)) {
+        (Ok(a), Ok(b)) if !(a == i64::MIN && b == -1) => a.div_euclid(b),
+        _ => a.div_euclid(b) as i64,
+    }
 }
 
 impl TcpAnalysis {
@@ -504,13 +507,13 @@ impl TcpAnalysis {
         }
     }
 
-    pub fn insights(&self) -> Insights {
+    pub fn insights(&self) -> Insights<'_> {
         let first_syn = self.first_syn_ns;
         let retransmissions = self.retransmissions_out + self.retransmissions_in;
         let samples = self.rtt_samples;
         Insights {
             conn_state: self.conn_state(),
-            history: String::from_utf8(self.history.clone()).unwrap_or_default(),
+            history: &self.history,
             syn_to_synack_us: if first_syn >= 0 && self.first_synack_ns >= first_syn {
                 Some(floor_div(self.first_synack_ns as i128 - first_syn as i128, 1000))
             } else {
@@ -582,24 +585,21 @@ fn take_ack(rev: &mut Direction, ack: u32, ts: i64) -> Option<i64> {
         }
         return None;
     }
+    // In place, in order: the entries not acknowledged (one partly acknowledged starts at `ack`); the earliest
+    // entry that `ack` ends gives the sample.
     let mut acked_ns: Option<i64> = None;
-    let before = rev.segments.len();
-    let mut kept: Vec<Seg> = Vec::with_capacity(before);
-    for index in (0..before).rev() {
-        let mut entry = rev.segments[index];
+    rev.segments.retain_mut(|entry| {
         if ack == entry.nextseq {
-            acked_ns = Some(entry.ts);
-            continue;
+            acked_ns.get_or_insert(entry.ts);
+            return false;
         }
         if wsub(entry.seq, ack) >= HALF && wsub(ack, entry.nextseq) >= HALF {
             entry.seq = ack;
-            kept.push(entry);
-        } else if wsub(ack, entry.nextseq) >= HALF {
-            kept.push(entry);
+            true
+        } else {
+            wsub(ack, entry.nextseq) >= HALF
         }
-    }
-    kept.reverse();
-    rev.segments = kept;
+    });
     if rev.segments.is_empty() {
         rev.ascending = true;
     }

@@ -71,7 +71,7 @@ impl Engine {
                 let (min, max, sum, jitter) = t.rtt_state();
                 (t.payload_segments, t.rtt_samples, min, max, sum, jitter)
             });
-            out.push((id.conn_id, warm_bits, pseudo, tcp));
+            out.push((id.conn_id().to_string(), warm_bits, pseudo, tcp));
         }
         out
     }
