@@ -504,8 +504,7 @@ NUMERIC_THREADS = {"OPENBLAS_NUM_THREADS": "1"}
 
 def quiet_numeric_threads() -> None:
     """Entry points: no BLAS thread pool for this process (`NUMERIC_THREADS`, where unset); call before numpy loads."""
-    for name, value in NUMERIC_THREADS.items():
-        os.environ.setdefault(name, value)
+    export_env({}, NUMERIC_THREADS)
 
 
 def reset_settings_cache() -> None:
