@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from freezeframe.contracts.config import quiet_numeric_threads, settings
+from freezeframe.contracts.config import dissect_engine, forgo_numpy, quiet_numeric_threads, settings
 from freezeframe.contracts.errors import FreezeframeError
 from freezeframe.contracts.logsetup import cli_logging
 from freezeframe_local import custody_cli
@@ -342,7 +342,23 @@ def _cmd_export_pcap(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compiled_core_alone(args: argparse.Namespace, chunk_s: float | None) -> bool:
+    """Whether this dissection runs on the compiled core alone, so that numpy is never used (`config.forgo_numpy`):
+    local files, no time chunks, and the core's extension imports (as `dissect.native.selected` decides)."""
+    if args.job is not None or chunk_s is not None or dissect_engine() == "python":
+        return False
+    try:
+        import freezeframe_native  # noqa: F401, PLC0415 - whether the compiled core is there (no pyarrow, no numpy)
+    except ImportError:
+        return False
+    return True
+
+
 def _cmd_dissect(args: argparse.Namespace) -> int:
+    config = settings()
+    chunk_s = args.chunk_seconds if args.chunk_seconds is not None else (config.dissect_chunk_s or None)
+    if _compiled_core_alone(args, chunk_s):
+        forgo_numpy()  # before pyarrow is first imported (by dissect.files)
     from freezeframe.contracts.errors import ConfigError
     from freezeframe.dissect.files import dissect_files
 
@@ -370,8 +386,6 @@ def _cmd_dissect(args: argparse.Namespace) -> int:
                 print(f"  {node}: {counts}")
         return 0
     started = time.perf_counter()
-    config = settings()
-    chunk_s = args.chunk_seconds if args.chunk_seconds is not None else (config.dissect_chunk_s or None)
     result = dissect_files(args.captures, args.out, node=args.node, k8s=args.k8s, node_state=args.node_state,
                            progress=args.progress,
                            incident_id=args.incident, chunk_s=chunk_s, warmup_s=config.dissect_warmup_s,

@@ -220,9 +220,10 @@ NUMPY_THREADS = "import os, sys, numpy; print(len(os.listdir('/proc/self/task'))
 
 
 def test_the_command_starts_no_blas_thread_pool(tmp_path: Path) -> None:
-    """numpy (loaded by pyarrow) would start a spinning OpenBLAS thread per core; the command sets one thread before
-    numpy loads, unless the user chose a number."""
+    """numpy (loaded by pyarrow, and by the reference engine) would start a spinning OpenBLAS thread per core; the
+    command sets one thread before numpy loads, unless the user chose a number."""
     env = {name: value for name, value in os.environ.items() if name != "OPENBLAS_NUM_THREADS"}
+    env["FREEZEFRAME_DISSECT_ENGINE"] = "python"  # the compiled core's run loads no numpy at all (below)
     probe = [sys.executable, "-c", BLAS_PROBE, str(SAMPLE), str(tmp_path / "out")]
     found = subprocess.run(probe, check=True, capture_output=True, text=True, env=env).stdout.splitlines()[-1]
     assert json.loads(found) == {"status": 0, "numpy": True, "env": "1"}
@@ -240,12 +241,13 @@ def test_the_command_starts_no_blas_thread_pool(tmp_path: Path) -> None:
 
 
 NOT_LOADED = ("freezeframe.dissect.job", "freezeframe.adapters.s3", "freezeframe.contracts.documents",
-              "freezeframe.contracts.parallel", "freezeframe.freeze.node_state", "aws_lambda_powertools", "boto3")
+              "freezeframe.contracts.parallel", "freezeframe.freeze.node_state", "aws_lambda_powertools", "boto3",
+              "numpy")
 IMPORT_PROBE = """
 import json, sys
 from freezeframe_local.cli import main
 status = main(["dissect", sys.argv[1], "--out", sys.argv[2]])
-print(json.dumps({"status": status, "loaded": sorted(set(sys.argv[3:]) & set(sys.modules))}))
+print(json.dumps({"status": status, "loaded": sorted(name for name in sys.argv[3:] if sys.modules.get(name))}))
 """
 
 
@@ -260,4 +262,46 @@ def test_the_command_on_the_compiled_core_loads_neither_the_s3_job_nor_the_docum
     # The probe sees a module that is loaded: the reference engine's run loads the job.
     reference = subprocess.run(probe, check=True, capture_output=True, text=True,
                                env={**env, "FREEZEFRAME_DISSECT_ENGINE": "python"}).stdout.splitlines()[-1]
-    assert "freezeframe.dissect.job" in json.loads(reference)["loaded"]
+    assert {"freezeframe.dissect.job", "numpy"} <= set(json.loads(reference)["loaded"])
+
+
+NUMPY_PROBE = """
+import json, sys
+if sys.argv[1] == "numpy-first":
+    import numpy  # loaded before the command: it has no reason to forgo it
+from freezeframe_local.cli import main
+status = main(["dissect", *sys.argv[2:]])
+print(json.dumps({"status": status, "numpy": sys.modules.get("numpy") is not None}))
+"""
+
+
+def test_the_command_on_the_compiled_core_forgoes_numpy_and_writes_the_same_files(tmp_path: Path) -> None:
+    """pyarrow imports numpy whenever it is installed, 0.12-0.15 CPU-s of every run; the command on the compiled core
+    never uses it, so it goes without (config.forgo_numpy). Its files, Kubernetes context and node state included,
+    are the same bytes as a run of the same command with numpy loaded first; time chunks still load it (they use it)."""
+    pytest.importorskip("freezeframe_native")
+    from freezeframe_local import sample_context  # noqa: PLC0415 - the demo's context for the sample capture
+
+    records = tmp_path / "k8s.jsonl"
+    records.write_text("".join(json.dumps(record) + "\n" for record in sample_context.k8s_records("demo")))
+    state = tmp_path / "node-state.jsonl"
+    state.write_bytes(b"".join(document.encode() + b"\n"
+                               for document in sample_context.node_state_documents("demo")))
+    env = {**os.environ, "FREEZEFRAME_DISSECT_ENGINE": "native"}
+    runs = {}
+    for how in ("forgone", "numpy-first"):
+        out = tmp_path / how
+        args = [str(SAMPLE), "--out", str(out), "--node", sample_context.NODE, "--k8s", str(records),
+                "--node-state", str(state)]
+        found = subprocess.run([sys.executable, "-c", NUMPY_PROBE, how, *args], check=True, capture_output=True,
+                               text=True, env=env).stdout.splitlines()[-1]
+        assert json.loads(found) == {"status": 0, "numpy": how == "numpy-first"}
+        runs[how] = {path.relative_to(out).as_posix(): path.read_bytes() for path in out.rglob("*.parquet")}
+    assert len(runs["forgone"]) >= 18  # every table and view
+    assert runs["forgone"] == runs["numpy-first"]
+    tables = read_tables(tmp_path / "forgone", sample_context.NODE)
+    assert any(row["src_pod"] for row in tables["connections"]) and tables["node_stats"]
+    chunked = subprocess.run([sys.executable, "-c", NUMPY_PROBE, "plain", str(SAMPLE), "--out",
+                              str(tmp_path / "chunked"), "--chunk-seconds", "20"], check=True, capture_output=True,
+                             text=True, env=env).stdout.splitlines()[-1]
+    assert json.loads(chunked) == {"status": 0, "numpy": True}

@@ -6,6 +6,7 @@ Nothing else in the code reads os.environ: call `settings()` (built once) or `Se
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -505,6 +506,16 @@ NUMERIC_THREADS = {"OPENBLAS_NUM_THREADS": "1"}
 def quiet_numeric_threads() -> None:
     """Entry points: no BLAS thread pool for this process (`NUMERIC_THREADS`, where unset); call before numpy loads."""
     export_env({}, NUMERIC_THREADS)
+
+
+def forgo_numpy() -> None:
+    """For a process whose code never uses numpy (a `freezeframe dissect` of local files on the compiled core): pyarrow
+    runs without it. pyarrow imports numpy whenever it is installed, and numpy's import (OpenBLAS's libraries and its
+    modules) cost 0.12-0.15 CPU-s a process here, a tenth of a whole dissection of 1.1 M packets
+    (tests/bench/bench_native.py), and 11 MB of RSS. pyarrow without numpy is how finalize already runs in Lambda (its
+    layers ship none). The reference engine's batched path (dissect.tcp.batch) and time chunking (files.time_span) use
+    numpy: not for them. No effect once numpy is loaded; after the call, importing numpy raises ImportError."""
+    sys.modules.setdefault("numpy", None)  # type: ignore[arg-type]  # None marks a module that will not import
 
 
 def reset_settings_cache() -> None:
