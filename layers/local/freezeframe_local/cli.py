@@ -11,7 +11,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from freezeframe.contracts.config import dissect_engine, forgo_numpy, quiet_numeric_threads, settings
+from freezeframe.contracts.config import (
+    dissect_engine,
+    forgo_numpy,
+    interactive_s3,
+    quiet_numeric_threads,
+    settings,
+)
 from freezeframe.contracts.errors import FreezeframeError
 from freezeframe.contracts.logsetup import cli_logging
 from freezeframe_local import custody_cli
@@ -550,6 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     """The `freezeframe` command. An expected failure (bad input, no credentials, no such incident, an unreachable
     endpoint, a closed output pipe) is one line on stderr and exit status 2; -v adds its traceback."""
     quiet_numeric_threads()
+    interactive_s3()
     args = build_parser().parse_args(argv)
     cli_logging(args.verbose)
     try:
@@ -572,6 +579,7 @@ def expected_failure(exc: BaseException) -> str | None:
     bug, which keeps its traceback."""
     from botocore.exceptions import (
         ClientError,
+        ConnectionClosedError,
         ConnectTimeoutError,
         EndpointConnectionError,
         NoCredentialsError,
@@ -587,8 +595,8 @@ def expected_failure(exc: BaseException) -> str | None:
                "point the command at a local stack (freezeframe up, --s3-endpoint)"
     if isinstance(exc, NoRegionError):
         return f"{exc}: set AWS_REGION"
-    if isinstance(exc, EndpointConnectionError | ConnectTimeoutError | ReadTimeoutError):
-        return f"cannot reach the endpoint: {exc}"
+    if isinstance(exc, EndpointConnectionError | ConnectTimeoutError | ReadTimeoutError | ConnectionClosedError):
+        return f"cannot reach the endpoint: {exc}"  # closed: a server or proxy that hangs up before it answers
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         return f"{exc.operation_name} refused: {error.get('Code', '?')}: {error.get('Message', exc)}"

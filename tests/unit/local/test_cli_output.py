@@ -1,8 +1,5 @@
 """The `freezeframe` command as a user runs it (a subprocess): stdout carries only the command's output, and an
 expected failure is one line on stderr with exit status 2, never a traceback. Every subcommand has help text.
-
-The unreachable-S3 case waits out the S3 client's retries (~35-60 s), so it is in
-tests/integration/test_cli_errors.py.
 """
 
 from __future__ import annotations
@@ -18,7 +15,7 @@ from typing import Any
 import pytest
 from freezeframe_local.cli import build_parser
 
-from tests.fixtures.cli import assert_one_line_failure, cli_env, closed_port, freezeframe
+from tests.fixtures.cli import HangUp, assert_one_line_failure, cli_env, closed_port, freezeframe
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +57,32 @@ def test_no_such_incident_is_one_line_and_exit_2(command: list[str], s3_endpoint
     args = [arg.format(tmp=tmp_path) for arg in command]
     result = freezeframe([*args, "--s3-endpoint", s3_endpoint], cli_env(tmp_path))
     assert_one_line_failure(result, "inc-none")
+
+
+def test_unreachable_s3_endpoint_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """A refused connection: one line, nothing written. The CLI tries a request 3 times (config.INTERACTIVE_S3), not
+    the functions' 8 with back-off, which kept a user waiting 35-60 s."""
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    result = freezeframe(["report", "inc-none", "--s3-endpoint", endpoint, "-o", str(tmp_path / "r.html")],
+                         cli_env(tmp_path))
+    assert_one_line_failure(result, "cannot reach", endpoint)
+    assert not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.parametrize(("chosen", "tries"), [(None, 3), ("5", 5)])
+def test_the_cli_tries_an_s3_request_three_times_unless_told(chosen: str | None, tries: int, tmp_path: Path) -> None:
+    """Each try reaches a server that hangs up at once; the user's FREEZEFRAME_S3_MAX_ATTEMPTS stands."""
+    server = HangUp()
+    try:
+        extra = {"FREEZEFRAME_S3_MAX_ATTEMPTS": chosen} if chosen else {}
+        result = freezeframe(["report", "inc-none", "--s3-endpoint", server.url, "-o", str(tmp_path / "r.html")],
+                             cli_env(tmp_path, **extra))
+    finally:
+        server.close()
+    assert_one_line_failure(result, "cannot reach", server.url)
+    # One connection more than the tries, whatever the setting (1, 2, 3 and 5 tries gave 2, 3, 4 and 6): the HTTP
+    # layer under botocore opens a second connection once when the first closes before any answer.
+    assert server.connections == tries + 1
 
 
 def test_unreachable_trino_is_one_line_and_exit_2(tmp_path: Path) -> None:

@@ -97,8 +97,8 @@ def client(settings: Settings) -> ObjectStore:
     import boto3  # noqa: PLC0415 - lazy: boto3 takes 0.5 s to import
     from botocore.config import Config  # noqa: PLC0415 - lazy: boto3 takes 0.5 s to import
     kwargs: dict[str, Any] = {"region_name": settings.region,
-                              "config": Config(retries={"max_attempts": 8, "mode": "adaptive"},
-                                               max_pool_connections=32)}
+                              "config": Config(retries={"max_attempts": settings.s3_max_attempts, "mode": "adaptive"},
+                                               connect_timeout=settings.s3_connect_timeout_s, max_pool_connections=32)}
     if settings.s3_endpoint:
         # A local endpoint: path-style addressing and throwaway credentials unless real ones are configured.
         kwargs["endpoint_url"] = settings.s3_endpoint

@@ -115,6 +115,8 @@ ENV_DISSECT_WARMUP_S = "FREEZEFRAME_DISSECT_WARMUP_SECONDS"
 ENV_FOLD_ROWS = "FREEZEFRAME_FOLD_ROWS"
 # The agent's /healthz: the drop share of recent segments above which it is degraded.
 ENV_HEALTH_DROP_RATIO = "FREEZEFRAME_HEALTH_DROP_RATIO"
+ENV_S3_MAX_ATTEMPTS = "FREEZEFRAME_S3_MAX_ATTEMPTS"
+ENV_S3_CONNECT_TIMEOUT_S = "FREEZEFRAME_S3_CONNECT_TIMEOUT_SECONDS"
 # Local tooling: where pyenv keeps its Pythons (LocalStack runs on a pyenv 3.13 when PATH has none).
 ENV_PYENV_ROOT = "PYENV_ROOT"
 
@@ -211,6 +213,10 @@ class Settings:
     dissect_warmup_s: int = 10  # packets replayed before a chunk's start to rebuild TCP state (dissect.plan)
     fold_rows: int = 0  # input rows per task of the views' sharded fold; 0: dissect.foldshard.FOLD_ROWS
     health_drop_ratio: float = 0.01  # kernel + agent drops over captured + dropped packets of recent segments
+    # The S3 client's tries of a request (adaptive retries) and its connect timeout. Functions and the agent ride out
+    # throttling and brief outages with 8; the CLI sets 3 tries and 10 s (`INTERACTIVE_S3`) where unset.
+    s3_max_attempts: int = 8
+    s3_connect_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
         if self.lock_mode not in LOCK_MODES:
@@ -348,6 +354,8 @@ class Settings:
             dissect_warmup_s=_int(env, ENV_DISSECT_WARMUP_S, base.dissect_warmup_s),
             fold_rows=_int(env, ENV_FOLD_ROWS, base.fold_rows),
             health_drop_ratio=_float(env, ENV_HEALTH_DROP_RATIO, base.health_drop_ratio),
+            s3_max_attempts=_int(env, ENV_S3_MAX_ATTEMPTS, base.s3_max_attempts),
+            s3_connect_timeout_s=_float(env, ENV_S3_CONNECT_TIMEOUT_S, base.s3_connect_timeout_s),
         )
 
     def with_(self, **changes: object) -> Settings:
@@ -448,6 +456,8 @@ def env_overrides(settings_: Settings) -> dict[str, str]:
         ENV_DISSECT_WARMUP_S: str(settings_.dissect_warmup_s),
         ENV_FOLD_ROWS: str(settings_.fold_rows) if settings_.fold_rows else None,
         ENV_HEALTH_DROP_RATIO: repr(settings_.health_drop_ratio),
+        ENV_S3_MAX_ATTEMPTS: str(settings_.s3_max_attempts),
+        ENV_S3_CONNECT_TIMEOUT_S: repr(settings_.s3_connect_timeout_s),
     }
     out.update({k: v for k, v in optional.items() if v})
     return out
@@ -501,6 +511,17 @@ def export_env(overrides: Mapping[str, str], defaults: Mapping[str, str] | None 
 # that spins waiting for work: 0.1 CPU-s a process on this 2-core machine, 4 % of a whole `freezeframe dissect` of
 # 1.2 M packets (tests/bench/bench_native.py). One thread starts none. Set where unset, before numpy is imported.
 NUMERIC_THREADS = {"OPENBLAS_NUM_THREADS": "1"}
+
+
+# The CLI is used at a terminal: an S3 endpoint it cannot reach should fail in seconds, not after the functions'
+# eight adaptive tries with back-off (35-60 s for a refused connection) and a 60 s connect timeout each. Set where
+# unset, so a user's choice (or a script's) stands; the processes the CLI starts (the local gateway) inherit it.
+INTERACTIVE_S3 = {ENV_S3_MAX_ATTEMPTS: "3", ENV_S3_CONNECT_TIMEOUT_S: "10"}
+
+
+def interactive_s3() -> None:
+    """The CLI: `INTERACTIVE_S3` where unset."""
+    export_env({}, INTERACTIVE_S3)
 
 
 def quiet_numeric_threads() -> None:
