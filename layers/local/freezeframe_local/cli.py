@@ -15,7 +15,7 @@ from freezeframe.contracts.config import (
     dissect_engine,
     forgo_numpy,
     interactive_s3,
-    quiet_numeric_threads,
+    process_defaults,
     settings,
 )
 from freezeframe.contracts.errors import FreezeframeError
@@ -555,7 +555,7 @@ def _describe_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParse
 def main(argv: list[str] | None = None) -> int:
     """The `freezeframe` command. An expected failure (bad input, no credentials, no such incident, an unreachable
     endpoint, a closed output pipe) is one line on stderr and exit status 2; -v adds its traceback."""
-    quiet_numeric_threads()
+    process_defaults()
     interactive_s3()
     args = build_parser().parse_args(argv)
     cli_logging(args.verbose)

@@ -839,13 +839,15 @@ def test_the_lock_check_catches_a_third_locker(template: dict[str, Any], action:
             _with_statement(template, path, statement), action)
 
 
-def test_every_function_starts_without_a_blas_thread_pool(template: dict[str, Any]) -> None:
-    """The functions load pyarrow, hence numpy: its OpenBLAS pool would spin on every invocation's CPU."""
-    from freezeframe.contracts.config import NUMERIC_THREADS
+def test_every_function_starts_without_a_blas_thread_pool_or_huge_pages(template: dict[str, Any]) -> None:
+    """The functions load pyarrow, hence numpy: its OpenBLAS pool would spin on every invocation's CPU, and pyarrow's
+    mimalloc would zero fresh huge pages for transient buffers."""
+    from freezeframe.contracts.config import PROCESS_DEFAULTS
 
     env = template["Globals"]["Function"]["Environment"]["Variables"]
-    assert {name: env.get(name) for name in NUMERIC_THREADS} == NUMERIC_THREADS
+    assert set(PROCESS_DEFAULTS) >= {"OPENBLAS_NUM_THREADS", "MIMALLOC_ALLOW_THP"}
+    assert {name: env.get(name) for name in PROCESS_DEFAULTS} == PROCESS_DEFAULTS
     for name, resource in template["Resources"].items():
         if resource["Type"] == "AWS::Serverless::Function":
             own = resource["Properties"].get("Environment", {}).get("Variables", {})
-            assert not set(own) & set(NUMERIC_THREADS), f"{name} overrides {set(own) & set(NUMERIC_THREADS)}"
+            assert not set(own) & set(PROCESS_DEFAULTS), f"{name} overrides {set(own) & set(PROCESS_DEFAULTS)}"

@@ -511,6 +511,14 @@ def export_env(overrides: Mapping[str, str], defaults: Mapping[str, str] | None 
 # that spins waiting for work: 0.1 CPU-s a process on this 2-core machine, 4 % of a whole `freezeframe dissect` of
 # 1.2 M packets (tests/bench/bench_native.py). One thread starts none. Set where unset, before numpy is imported.
 NUMERIC_THREADS = {"OPENBLAS_NUM_THREADS": "1"}
+# No transparent huge pages for the process. pyarrow's memory pool (its own mimalloc) advises huge pages for its
+# arenas, and hands freed memory back to the system within milliseconds: the Parquet writer's transient buffers then
+# fault in, and zero, a fresh 2 MB page again and again. 0.13 CPU-s, 9 % of a whole `freezeframe dissect` of 1.1 M
+# packets here, for the same peak RSS (tests/bench/bench_native.py, THP in madvise mode as Debian and Ubuntu ship it).
+# mimalloc reads the option when it starts (pyarrow's at `import pyarrow`, the compiled core's at its import) and then
+# disables THP for the whole process (prctl PR_SET_THP_DISABLE); the core's own mimalloc never advises huge pages.
+ALLOCATOR_PAGES = {"MIMALLOC_ALLOW_THP": "0"}
+PROCESS_DEFAULTS = {**NUMERIC_THREADS, **ALLOCATOR_PAGES}
 
 
 # The CLI is used at a terminal: an S3 endpoint it cannot reach should fail in seconds, not after the functions'
@@ -524,9 +532,10 @@ def interactive_s3() -> None:
     export_env({}, INTERACTIVE_S3)
 
 
-def quiet_numeric_threads() -> None:
-    """Entry points: no BLAS thread pool for this process (`NUMERIC_THREADS`, where unset); call before numpy loads."""
-    export_env({}, NUMERIC_THREADS)
+def process_defaults() -> None:
+    """Entry points: no BLAS thread pool and no huge pages for this process (`PROCESS_DEFAULTS`, where unset); call
+    before numpy, pyarrow or the compiled core is imported."""
+    export_env({}, PROCESS_DEFAULTS)
 
 
 def forgo_numpy() -> None:
