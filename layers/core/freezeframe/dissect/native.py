@@ -23,7 +23,6 @@ from freezeframe.contracts.errors import ConfigError, SegmentCorruptError
 from freezeframe.contracts.schemas import TABLES
 from freezeframe.dissect.engine import EngineResult, owns_segment
 from freezeframe.dissect.problems import APP_KINDS, DECODE_KINDS, ProblemRow, SegmentProblems
-from freezeframe.dissect.warmup import WarmFlow, fix_rows
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +130,8 @@ def dissect_segments(node: str, segments: Sequence[Any], chunk: Any = None) -> A
                 segments_, samples, _, _, total, jitter = tcp
                 extras[conn_id] = (segments_, samples - (1 if pseudo else 0), total, jitter)
         if warmed:
+            from freezeframe.dissect.warmup import WarmFlow, fix_rows  # noqa: PLC0415 - time chunks only
+
             tables["connections"] = fix_rows(tables["connections"], {
                 conn_id: WarmFlow(bits, (tcp[1], tcp[2], tcp[3], tcp[4], tcp[5]) if pseudo and tcp else None)
                 for conn_id, bits, pseudo, tcp in flows})

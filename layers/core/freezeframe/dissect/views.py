@@ -31,7 +31,6 @@ from freezeframe.contracts.keys import (
     view_key,
 )
 from freezeframe.contracts.schemas import TABLES
-from freezeframe.dissect.chunks import sort_rows
 from freezeframe.dissect.compact import TARGET_BYTES, empty_parquet, split_parquet
 from freezeframe.dissect.observers import combine
 
@@ -81,13 +80,19 @@ def build_views(incident_id: str, part_keys: Iterable[str], read: Callable[[str]
     if not pieces:
         return {}
     # A fanned-out node has its part and one part per time chunk (dissect.fanout): one table again, in a pass's order.
-    per_node = {node: {table: parts[0] if len(parts) == 1 else
-                       sort_rows(table, pa.concat_tables([p.cast(TABLES[table]) for p in parts]))
-                       for table, parts in tables.items()} for node, tables in pieces.items()}
+    per_node = {node: {table: parts[0] if len(parts) == 1 else _merged(table, parts) for table, parts in tables.items()}
+                for node, tables in pieces.items()}
     day = day or min(days)  # one day per incident in the stack (its window start); locally the earliest node's
     views = combine(per_node).tables
     return {name: (view_key(name, day, incident_id), table) for name, table in views.items()
             if tables is None or name in wanted}
+
+
+def _merged(table: str, parts: list[pa.Table]) -> pa.Table:
+    """A node's parts of `table` (its part and its time chunks' parts) as one table, in a pass's order."""
+    from freezeframe.dissect.chunks import sort_rows  # noqa: PLC0415 - the time chunks' merge: not for one part
+
+    return sort_rows(table, pa.concat_tables([p.cast(TABLES[table]) for p in parts]))
 
 
 def write_incident_views(bucket: str, s3: ObjectStore, incident_id: str, part_keys: Iterable[str],
