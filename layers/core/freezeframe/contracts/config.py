@@ -513,8 +513,9 @@ def export_env(overrides: Mapping[str, str], defaults: Mapping[str, str] | None 
 NUMERIC_THREADS = {"OPENBLAS_NUM_THREADS": "1"}
 # No transparent huge pages for the process. pyarrow's memory pool (its own mimalloc) advises huge pages for its
 # arenas, and hands freed memory back to the system within milliseconds: the Parquet writer's transient buffers then
-# fault in, and zero, a fresh 2 MB page again and again. 0.13 CPU-s, 9 % of a whole `freezeframe dissect` of 1.1 M
-# packets here, for the same peak RSS (tests/bench/bench_native.py, THP in madvise mode as Debian and Ubuntu ship it).
+# fault in, and zero, a fresh 2 MB page again and again. 0.1-0.13 CPU-s, 7-9 % of a whole `freezeframe dissect` of
+# 1.1 M packets here, for the same peak RSS (tests/bench/bench_native.py; THP in madvise mode, as Debian and Ubuntu
+# ship it).
 # mimalloc reads the option when it starts (pyarrow's at `import pyarrow`, the compiled core's at its import) and then
 # disables THP for the whole process (prctl PR_SET_THP_DISABLE); the core's own mimalloc never advises huge pages.
 ALLOCATOR_PAGES = {"MIMALLOC_ALLOW_THP": "0"}
