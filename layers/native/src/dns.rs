@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use rustc_hash::FxHashMap;
 
 use crate::apps::AppStats;
+use crate::store::Chunked;
 
 const MAX_POINTER_HOPS: u32 = 64;
 const FLAG_QR: u16 = 0x8000;
@@ -246,7 +247,7 @@ enum Waiting {
 
 #[derive(Default)]
 pub struct DnsTracker {
-    pub rows: Vec<Row>,
+    pub rows: Chunked<Row>,
     /// A response answers the first waiting query with its name (ASCII case-insensitively: the names are ASCII
     /// text, compared lower-cased by the reference).
     pending: FxHashMap<(u32, bool, u16), Waiting>,

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use crate::apps::AppStats;
+use crate::store::Chunked;
 
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 
@@ -250,7 +251,7 @@ type SideState = (State, Option<usize>, i128, i64);
 
 #[derive(Default)]
 pub struct HttpTracker {
-    pub rows: Vec<Row>,
+    pub rows: Chunked<Row>,
     /// The rows' texts, one after the other (`Span`).
     pub texts: String,
     /// Per connection: (from_client side, from_server side) states needed at finish.

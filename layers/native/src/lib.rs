@@ -9,6 +9,7 @@ pub mod dns;
 pub mod http;
 pub mod merge;
 pub mod reader;
+pub mod store;
 pub mod tables;
 pub mod tcp;
 pub mod tls;

@@ -3,6 +3,7 @@
 
 use crate::apps::AppStats;
 use crate::dns::ascii_backslash;
+use crate::store::Chunked;
 
 const MAX_RECORD: usize = 16384 + 2048;
 const MAX_HANDSHAKE: usize = 64 * 1024;
@@ -218,7 +219,7 @@ pub struct Row {
 
 #[derive(Default)]
 pub struct TlsTracker {
-    pub rows: Vec<Row>,
+    pub rows: Chunked<Row>,
 }
 
 #[derive(Default)]
