@@ -7,7 +7,6 @@ use crate::conn::Flow;
 use crate::decode::IPPROTO_UDP;
 use crate::dns::DnsTracker;
 use crate::http::{HttpConnection, HttpTracker};
-use crate::store::Chunked;
 use crate::tls::{TlsConnection, TlsTracker};
 
 const DNS_PORT: u16 = 53;
@@ -158,7 +157,7 @@ pub struct AppTracker {
 
 impl AppTracker {
     #[allow(clippy::too_many_arguments)]
-    pub fn payload(&mut self, flows: &mut Chunked<Flow>, index: u32, outbound: bool, ts_ns: i64, seq: u32, data: &[u8],
+    pub fn payload(&mut self, flows: &mut [Flow], index: u32, outbound: bool, ts_ns: i64, seq: u32, data: &[u8],
                    offset: usize, length: i64) {
         let flow = &mut flows[index as usize];
         if matches!(flow.app, AppState::Ignored) {

@@ -6,7 +6,6 @@ use rustc_hash::FxHashMap;
 
 use crate::apps::{AppState, AppTracker};
 use crate::decode::{decode, ip_text, Key, Skip, IPPROTO_TCP, IPPROTO_UDP};
-use crate::store::Chunked;
 use crate::tcp::{window_scale_option, TcpAnalysis, TH_ACK, TH_FIN, TH_RST, TH_SYN};
 
 pub const UDP_IDLE_TIMEOUT_NS: i64 = 120 * 1_000_000_000;
@@ -68,7 +67,7 @@ impl DissectStats {
 pub struct Tracker {
     pub node: String,
     pub stats: DissectStats,
-    pub flows: Chunked<Flow>,
+    pub flows: Vec<Flow>,
     live_tcp: FxHashMap<Key, (u32, bool)>,
     live_udp: FxHashMap<Key, (u32, bool)>,
     pub app: AppTracker,
@@ -137,7 +136,7 @@ pub fn proto_name(proto: u8) -> &'static str {
 
 impl Tracker {
     pub fn new(node: &str) -> Tracker {
-        Tracker { node: node.to_string(), stats: DissectStats::default(), flows: Chunked::new(),
+        Tracker { node: node.to_string(), stats: DissectStats::default(), flows: Vec::new(),
                   live_tcp: FxHashMap::default(), live_udp: FxHashMap::default(), app: AppTracker::default(),
                   names: FxHashMap::default(), ip_texts: Vec::new() }
     }
