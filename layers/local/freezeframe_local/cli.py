@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from freezeframe.contracts.config import (
-    dissect_engine,
     forgo_numpy,
     interactive_s3,
     process_defaults,
@@ -348,23 +347,14 @@ def _cmd_export_pcap(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compiled_core_alone(args: argparse.Namespace, chunk_s: float | None) -> bool:
-    """Whether this dissection runs on the compiled core alone, so that numpy is never used (`config.forgo_numpy`):
-    local files, no time chunks, and the core's extension imports (as `dissect.native.selected` decides)."""
-    if args.job is not None or chunk_s is not None or dissect_engine() == "python":
-        return False
-    try:
-        import freezeframe_native  # noqa: F401, PLC0415 - whether the compiled core is there (no pyarrow, no numpy)
-    except ImportError:
-        return False
-    return True
-
-
 def _cmd_dissect(args: argparse.Namespace) -> int:
     config = settings()
     chunk_s = args.chunk_seconds if args.chunk_seconds is not None else (config.dissect_chunk_s or None)
-    if _compiled_core_alone(args, chunk_s):
-        forgo_numpy()  # before pyarrow is first imported (by dissect.files)
+    from freezeframe.dissect.choice import selected  # noqa: PLC0415 - decides without loading pyarrow
+
+    # Local files without time chunks on the compiled core never use numpy: go without it, before pyarrow loads.
+    if args.job is None and chunk_s is None and selected() == "native":
+        forgo_numpy()
     from freezeframe.contracts.errors import ConfigError
     from freezeframe.dissect.files import dissect_files
 

@@ -220,10 +220,10 @@ def test_without_the_compiled_core_the_python_merge_runs(monkeypatch: pytest.Mon
     """The merge engine follows FREEZEFRAME_DISSECT_ENGINE as dissection does: auto falls back to the Python path
     when freezeframe_native is not installed, and native then fails with a clear error."""
     from freezeframe.contracts.errors import ConfigError
-    from freezeframe.dissect import native
+    from freezeframe.dissect import choice
     from freezeframe.investigate import export
 
-    monkeypatch.setattr(native, "extension", lambda: None)
+    monkeypatch.setattr(choice, "extension", lambda: None)
     monkeypatch.delenv("FREEZEFRAME_DISSECT_ENGINE", raising=False)
     assert export.merge_engine() == "python"
     monkeypatch.setenv("FREEZEFRAME_DISSECT_ENGINE", "native")

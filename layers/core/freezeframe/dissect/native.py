@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from functools import cache
-from types import ModuleType
 from typing import Any
 
 import pyarrow as pa
 
 from freezeframe.capture.mapped import MappedFile
-from freezeframe.contracts.config import dissect_engine
 from freezeframe.contracts.errors import ConfigError, SegmentCorruptError
 from freezeframe.contracts.schemas import TABLES
+from freezeframe.dissect.choice import extension, selected  # noqa: F401 - native.extension, native.selected
 from freezeframe.dissect.engine import EngineResult, owns_segment
 from freezeframe.dissect.problems import APP_KINDS, DECODE_KINDS, ProblemRow, SegmentProblems
 
@@ -30,29 +28,6 @@ logger = logging.getLogger(__name__)
 # it does not produce is an error, so a column added to schemas.py must be added to the core too.
 LATER_COLUMNS = frozenset(("src_namespace", "src_pod", "src_workload", "dst_namespace", "dst_pod", "dst_workload"))
 NATIVE_TABLES = ("connections", "dns", "http", "tls")
-
-
-@cache
-def extension() -> ModuleType | None:
-    """The extension module, or None when it is not built."""
-    try:
-        import freezeframe_native  # noqa: PLC0415 - optional compiled module
-    except ImportError:
-        return None
-    return freezeframe_native
-
-
-def selected() -> str:
-    """'native' or 'python', per FREEZEFRAME_DISSECT_ENGINE (default: native when the extension imports)."""
-    wanted = dissect_engine()
-    if wanted == "python":
-        return "python"
-    if extension() is None:
-        if wanted == "native":
-            raise ConfigError("FREEZEFRAME_DISSECT_ENGINE=native, but the freezeframe_native extension is not "
-                              "installed (pip install -e . builds it)")
-        return "python"
-    return "native"
 
 
 def to_table(name: str, exported: Any) -> pa.Table:

@@ -471,9 +471,9 @@ def merged(node_streams: Sequence[Iterable[Frame]]) -> Iterator[Frame]:
 def merge_engine() -> str:
     """'native' (the compiled core, freezeframe_native) or 'python', as FREEZEFRAME_DISSECT_ENGINE selects for
     dissection: by default the compiled core when the extension imports."""
-    from freezeframe.dissect import native  # noqa: PLC0415 - pyarrow is imported only when an export runs
+    from freezeframe.dissect.choice import selected  # noqa: PLC0415 - pyarrow is imported only when an export runs
 
-    return native.selected()
+    return selected()
 
 
 def _clamp_ns(value: int | None) -> int | None:
