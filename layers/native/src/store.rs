@@ -27,10 +27,6 @@ impl<T> Default for Chunked<T> {
 }
 
 impl<T> Chunked<T> {
-    pub fn new() -> Chunked<T> {
-        Chunked::default()
-    }
-
     pub fn push(&mut self, item: T) {
         if self.len & MASK == 0 {
             self.chunks.push(Vec::with_capacity(CHUNK));
@@ -50,10 +46,6 @@ impl<T> Chunked<T> {
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.chunks.iter().flatten()
     }
-
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
-        self.chunks.iter_mut().flatten()
-    }
 }
 
 impl<T> Index<usize> for Chunked<T> {
@@ -70,22 +62,13 @@ impl<T> IndexMut<usize> for Chunked<T> {
     }
 }
 
-impl<'a, T> IntoIterator for &'a mut Chunked<T> {
-    type Item = &'a mut T;
-    type IntoIter = std::iter::Flatten<std::slice::IterMut<'a, Vec<T>>>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.chunks.iter_mut().flatten()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn holds_what_a_vec_holds_across_chunk_boundaries() {
-        let mut chunked = Chunked::new();
+        let mut chunked = Chunked::default();
         let mut plain = Vec::new();
         assert!(chunked.is_empty());
         for i in 0..(3 * CHUNK + 17) {
@@ -97,8 +80,8 @@ mod tests {
         for i in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK, 3 * CHUNK + 16] {
             assert_eq!(chunked[i], plain[i]);
         }
-        for (i, item) in (&mut chunked).into_iter().enumerate() {
-            *item += i;
+        for i in 0..chunked.len() {
+            chunked[i] += i;
         }
         chunked[CHUNK] = 0;
         for (i, item) in plain.iter_mut().enumerate() {
@@ -111,7 +94,7 @@ mod tests {
     #[test]
     #[should_panic]
     fn an_index_past_the_end_panics_as_a_vec_does() {
-        let mut chunked = Chunked::new();
+        let mut chunked = Chunked::default();
         chunked.push(1u8);
         let _ = chunked[CHUNK];
     }
