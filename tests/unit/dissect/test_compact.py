@@ -56,12 +56,12 @@ def view_rows(s3: MemoryS3) -> list[dict[str, object]]:
 
 def test_split_keeps_every_row_in_order_and_cuts_by_size() -> None:
     table = errors_table("node-a", 30_000)
-    files = split_parquet(table, target_bytes=50_000, row_group_rows=2_000)
+    files = split_parquet(table, target_bytes=25_000, row_group_rows=2_000)
     assert len(files) >= 3
-    assert all(len(body) < 50_000 + 60_000 for body in files)  # cut at the first row group past the target
+    assert all(len(body) < 25_000 + 60_000 for body in files)  # cut at the first row group past the target
     rows = [row for body in files for row in pq.read_table(io.BytesIO(body)).to_pylist()]
     assert rows == table.to_pylist()
-    assert split_parquet(table, target_bytes=50_000, row_group_rows=2_000) == files  # deterministic bytes
+    assert split_parquet(table, target_bytes=25_000, row_group_rows=2_000) == files  # deterministic bytes
     (whole,) = split_parquet(table)
     assert pq.read_table(io.BytesIO(whole)).num_rows == 30_000
     (empty,) = split_parquet(table.schema.empty_table())
@@ -76,8 +76,8 @@ def test_streamed_tables_come_out_as_split_parquet_of_them_joined_file_for_file(
                                                                 (18_001, 11_999))]
     streamed: list[tuple[int, bytes]] = []
     count = stream_parquet(iter(pieces), table.schema, lambda number, body: streamed.append((number, body)),
-                           target_bytes=50_000, row_group_rows=2_000)
-    files = split_parquet(table, target_bytes=50_000, row_group_rows=2_000)
+                           target_bytes=25_000, row_group_rows=2_000)
+    files = split_parquet(table, target_bytes=25_000, row_group_rows=2_000)
     assert count == len(files) >= 3 and [number for number, _ in streamed] == list(range(count))
     assert [pq.read_table(io.BytesIO(body)).to_pylist() for _, body in streamed] == \
         [pq.read_table(io.BytesIO(body)).to_pylist() for body in files]
@@ -123,7 +123,7 @@ def test_local_views_split_and_a_smaller_rerun_removes_the_stale_files(tmp_path)
 
     for node in ("node-a", "node-b"):
         put_local(node, 20_000)
-    write_local_views(tmp_path, "inc-1", target_bytes=100_000)
+    write_local_views(tmp_path, "inc-1", target_bytes=50_000)
     folder = tmp_path / FOLDER
     assert len(list(folder.glob("incident*.parquet"))) >= 2
     assert sum(pq.read_table(p).num_rows for p in folder.glob("incident*.parquet")) == 40_000
@@ -169,3 +169,27 @@ def test_a_fanned_out_nodes_part_and_chunk_parts_make_the_same_view_as_one_part(
     assert {parse_table_part_key(key) for key in keys} == {("connections", "2026-01-01", "inc-1", "node-a")}
     assert write_incident_views("evidence", split, "inc-1", keys)["connections"] == table.num_rows
     assert view(split) == view(whole)
+
+
+
+def test_tables_are_written_delta_packed_with_statistics_where_a_query_ranges(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Read back through the file's own metadata and through DuckDB, not through compact.
+    import duckdb
+
+    table = errors_table("node-a", 5_000)
+    path = tmp_path / "errors.parquet"
+    path.write_bytes(compact.parquet_bytes(table))
+    meta = pq.ParquetFile(path).metadata.row_group(0)
+    columns = {meta.column(i).path_in_schema: meta.column(i) for i in range(meta.num_columns)}
+    for name in ("segment_start_ns", "count"):  # int64 columns: delta-packed, with min/max
+        assert "DELTA_BINARY_PACKED" in columns[name].encodings and "PLAIN" not in columns[name].encodings
+    assert (columns["segment_start_ns"].statistics.min, columns["segment_start_ns"].statistics.max) == (T0, T0 + 4_999)
+    assert (columns["count"].statistics.min, columns["count"].statistics.max) == (0, 4_999)
+    for name in ("segment", "message"):  # strings: plain, no min/max
+        assert "PLAIN" in columns[name].encodings
+        assert columns[name].statistics is None or not columns[name].statistics.has_min_max
+    assert {column.compression for column in columns.values()} == {"ZSTD"}
+    assert pq.read_table(path).equals(table)
+    found = duckdb.sql(f"SELECT count(*), min(count), max(segment) FROM read_parquet('{path}') "
+                       f"WHERE segment_start_ns >= {T0 + 4_000}").fetchall()
+    assert found == [(1_000, 4_000, f"seg-004999-{'x' * 40}")]

@@ -100,7 +100,7 @@ from freezeframe.dissect.chunks import (
     warm_rows_of,
     with_rows,
 )
-from freezeframe.dissect.compact import WRITE_OPTIONS
+from freezeframe.dissect.compact import write_options
 from freezeframe.dissect.crosslayer import CLUSTER_PART, ServiceTimeline, cluster_tables, node_tables, service_flows
 from freezeframe.dissect.enrich import IpTimeline, enrich
 from freezeframe.dissect.foldshard import fold_locally
@@ -541,8 +541,7 @@ def _concat_parquet(s3: ObjectStore, bucket: str, keys: Sequence[str], schema: p
     """Several Parquet files of one table as one file's bytes, one file in memory at a time; and its rows."""
     sink = io.BytesIO()
     rows = 0
-    with pq.ParquetWriter(sink, schema, compression=WRITE_OPTIONS["compression"],
-                          use_dictionary=WRITE_OPTIONS["use_dictionary"]) as writer:
+    with pq.ParquetWriter(sink, schema, **write_options(schema)) as writer:
         for key in keys:
             table = _read_table(s3, bucket, key).cast(schema)
             rows += table.num_rows
