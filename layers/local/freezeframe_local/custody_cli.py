@@ -9,8 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from freezeframe.contracts.config import Settings, settings
 from freezeframe.contracts.errors import FreezeframeError, PayloadError
 
@@ -48,6 +46,8 @@ def record(config: Settings, args: argparse.Namespace, incident_id: str | None, 
            outputs: Sequence[bytes | Path] = ()) -> None:
     """The custody-ledger entry of one CLI access (see custody.ledger), with the command's --purpose. An access that
     names no incident (a recording job's export) has no incident ledger to go in."""
+    from botocore.exceptions import ClientError  # the CLI loads botocore only where a command talks to AWS
+
     from freezeframe.adapters import s3 as s3io
     from freezeframe.custody.ledger import record_access
 

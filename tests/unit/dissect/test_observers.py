@@ -181,3 +181,18 @@ def test_one_observer_keeps_the_folds_order_for_rows_tied_in_time_and_connection
                     "http": table_of("http", [request(1.0, "/b"), request(1.5, "/a"), request(1.5, "/b")])}}
     views = _same(tables)
     assert [row["path"] for row in views["http"].to_pylist()] == ["/b", "/b", "/a"]
+
+
+def test_one_observer_sorts_a_table_that_is_not_in_time_order(tmp_path: Path) -> None:
+    # The engines emit rows in time order, so the Arrow path usually finds them in order and skips its sort; parts
+    # in reverse order (and with the rows of one instant in reverse conn_id order) must come out as the fold's.
+    out = tmp_path / "out"
+    assert main(["dissect", str(SAMPLE), "--out", str(out), "--node", "node-a"]) == 0
+    per_node = _parts(out)
+    reversed_parts = {node: {name: table.take(pa.array(range(table.num_rows - 1, -1, -1), pa.int64()))
+                             for name, table in tables.items()} for node, tables in per_node.items()}
+    assert reversed_parts["node-a"]["connections"].to_pylist() != per_node["node-a"]["connections"].to_pylist()
+    views = _same(reversed_parts)
+    times = [row["first_ts_ns"] for row in views["connections"].to_pylist()]
+    assert times == sorted(times) and len(times) > 1
+    assert views["connections"].to_pylist() == _same(per_node)["connections"].to_pylist()

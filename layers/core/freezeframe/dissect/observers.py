@@ -265,7 +265,7 @@ _APP_KEYS: dict[str, Callable[[Row], Any]] = {
 # both paths).
 def _one_observer(per_node: Mapping[str, Mapping[str, pa.Table]], tolerance_ns: int) -> Combined | None:
     """`combine`'s result when each folded table (connections, dns, http, tls) holds one node's rows; else None."""
-    import pyarrow.compute as pc  # noqa: PLC0415 - only this path needs it
+    from freezeframe.dissect.kernels import SortOptions, call, cast  # noqa: PLC0415 - only this path needs them
 
     parts: dict[str, list[tuple[pa.Table, pa.Array]]] = {}
     for name in VIEWS:
@@ -281,7 +281,7 @@ def _one_observer(per_node: Mapping[str, Mapping[str, pa.Table]], tolerance_ns: 
                 node = pa.repeat(pa.scalar(part_name, pa.string()), table.num_rows)
             parts.setdefault(name, []).append((table, node))
     for name in ("connections", *APP_TABLES):
-        seen = {value for _table, node in parts.get(name, []) for value in pc.unique(node).to_pylist()}
+        seen = {value for _table, node in parts.get(name, []) for value in call("unique", node).to_pylist()}
         if len(seen) > 1:
             return None
     tables = {}
@@ -306,49 +306,62 @@ def _one_observer(per_node: Mapping[str, Mapping[str, pa.Table]], tolerance_ns: 
                 columns.append(pa.ListArray.from_arrays(pa.repeat(pa.scalar(0, pa.int32()), rows + 1),
                                                         pa.array([], pa.string())))
             else:
-                pieces = [table.column(wanted.name).cast(wanted.type) if wanted.name in table.column_names
+                pieces = [cast(table.column(wanted.name), wanted.type) if wanted.name in table.column_names
                           else pa.chunked_array([pa.nulls(table.num_rows, wanted.type)]) for table, _node in found]
                 columns.append(pa.chunked_array([c for piece in pieces for c in piece.chunks], wanted.type))
         view = pa.Table.from_arrays(columns, schema=schema)
         time_column = _time_column(name)
-        time = (pc.fill_null(view.column(time_column), 0) if time_column
+        time = (call("coalesce", view.column(time_column), pa.scalar(0, pa.int64())) if time_column
                 else pa.chunked_array([pa.repeat(pa.scalar(0, pa.int64()), rows)]))
         key = pa.chunked_array([pa.repeat(pa.scalar("", pa.string()), rows)])
         for column in ("segment", "conn_id"):  # r.get("conn_id") or r.get("segment") or ""
             if column in view.column_names:
                 values = view.column(column)
-                key = pc.if_else(pc.fill_null(pc.not_equal(values, ""), False), values, key)
-        position = _counting(rows, pa.int64())
-        order = pa.table({"t": time, "k": key, "n": node, "i": position})
-        indices = pc.sort_indices(order, [("t", "ascending"), ("k", "ascending"), ("n", "ascending"),
-                                          ("i", "ascending")])
-        ranked = order.take(indices)
-        if name in COMPARED and rows > 1 and _has_ties(ranked):
+                present = call("coalesce", call("not_equal", values, pa.scalar("", values.type)), pa.scalar(False))
+                key = call("if_else", present, values, key)
+        order = pa.table({"t": time, "k": key, "n": node})
+        in_order, ties = _neighbours(order)
+        if not in_order:  # (the engines emit rows in time order, so a sort is rarely needed)
+            position = _counting(rows, pa.int64())
+            order = order.append_column("i", position)
+            indices = call("sort_indices", order, options=SortOptions([("t", "ascending"), ("k", "ascending"),
+                                                                       ("n", "ascending"), ("i", "ascending")]))
+            _sorted, ties = _neighbours(call("take", order, indices))
+        if name in COMPARED and rows > 1 and ties:
             tables[name] = _fold_one_node(name, view, tolerance_ns)
-        elif pc.all(pc.equal(indices, position)).as_py():  # already in order (the engines emit rows in time order)
+        elif in_order:
             tables[name] = view
         else:
-            tables[name] = view.take(indices)
+            tables[name] = call("take", view, indices)
     return Combined(tables, None)
 
 
 def _counting(count: int, type_: pa.DataType) -> pa.Array:
     """0, 1, ..., count - 1 (Arrow builds it: a Python range of a whole table's rows cost more than the sort)."""
-    import pyarrow.compute as pc  # noqa: PLC0415
+    from freezeframe.dissect.kernels import CumulativeOptions, call  # noqa: PLC0415
 
-    return pc.cumulative_sum(pa.repeat(pa.scalar(1, type_), count), start=pa.scalar(-1, type_))
+    return call("cumulative_sum", pa.repeat(pa.scalar(1, type_), count),
+                options=CumulativeOptions(start=pa.scalar(-1, type_)))
 
 
-def _has_ties(ranked: pa.Table) -> bool:
-    """True when two neighbours of the sorted key table are equal in time, key and node."""
-    import pyarrow.compute as pc  # noqa: PLC0415
+def _neighbours(order: pa.Table) -> tuple[bool, bool]:
+    """Of a key table (columns t, k, n, without nulls; rows that tie in all three keep their order): whether its rows
+    are already in ascending order of (t, k, n), and whether two neighbours are equal in all three."""
+    from freezeframe.dissect.kernels import call  # noqa: PLC0415
 
+    if order.num_rows < 2:
+        return True, False
+    ascending = None  # each row against the next, the last key first: (t, k, n) <= (t', k', n')
     same = None
-    for column in ("t", "k", "n"):
-        values = ranked.column(column).combine_chunks()
-        equal = pc.equal(values.slice(1), values.slice(0, len(values) - 1))
-        same = equal if same is None else pc.and_(same, equal)
-    return bool(pc.any(same).as_py())
+    for column in ("n", "k", "t"):
+        values = order.column(column).combine_chunks()
+        here, after = values.slice(0, len(values) - 1), values.slice(1)
+        equal = call("equal", here, after)
+        less = call("less", here, after)
+        ascending = call("or", less, call("and", equal, ascending)) if ascending is not None else call(
+            "less_equal", here, after)
+        same = equal if same is None else call("and", same, equal)
+    return bool(call("all", ascending).as_py()), bool(call("any", same).as_py())
 
 
 def _fold_one_node(name: str, view: pa.Table, tolerance_ns: int) -> pa.Table:

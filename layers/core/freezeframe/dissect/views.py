@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from freezeframe.contracts.errors import NotFoundError
@@ -53,6 +52,8 @@ def without_moved(part: pa.Table, moved: pa.Array | None) -> pa.Table:
     """A chunk part without the rows its node's merge moved into the node's part (conn_ids ``moved``)."""
     if moved is None or not part.num_rows or "conn_id" not in part.column_names:
         return part
+    import pyarrow.compute as pc  # noqa: PLC0415 - the fanned-out path's; `dissect --out` does not load it (kernels)
+
     return part.filter(pc.invert(pc.fill_null(pc.is_in(part.column("conn_id"), value_set=moved), False)))
 
 
