@@ -136,3 +136,32 @@ def test_every_subcommand_has_help_text(parser: argparse.ArgumentParser) -> None
     # `freezeframe demo --help` shows it (the subcommand's parser has a description).
     without_description = sorted(name for name, sub, _ in found if not (sub.description or "").strip())
     assert not without_description, f"subcommands whose --help has no description: {without_description}"
+
+
+RUN_PROBE = """
+import atexit, gc, sys
+from freezeframe_local.cli import run
+atexit.register(lambda: print(f"at exit: frozen {gc.get_freeze_count() > 0}", file=sys.stderr))
+sys.argv = ["freezeframe", *sys.argv[1:]]
+run()
+"""
+
+
+def test_the_console_script_exits_with_the_commands_status_after_freezing_what_it_built(tmp_path: Path) -> None:
+    # pyproject's console script is `run`: `main`, then the objects are frozen so the interpreter's last collection
+    # skips them; exit handlers still run and the status is main's (0, then 2 for a bad input).
+    import tomllib
+
+    scripts = tomllib.loads((Path(__file__).resolve().parents[3] / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["freezeframe"] == "freezeframe_local.cli:run"
+    sample = Path(__file__).resolve().parents[2] / "fixtures" / "sample.pcap"
+    done = subprocess.run([sys.executable, "-c", RUN_PROBE, "dissect", str(sample), "--out", str(tmp_path / "out"),
+                           "--json"], env=cli_env(tmp_path), capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["tables"]["connections"] > 0
+    assert "at exit: frozen True" in done.stderr
+    failed = subprocess.run([sys.executable, "-c", RUN_PROBE, "dissect", str(tmp_path / "missing.pcap"), "--out",
+                             str(tmp_path / "out")], env=cli_env(tmp_path), capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert_one_line_failure(failed, "not a readable file")
+    assert "at exit: frozen True" in failed.stderr
