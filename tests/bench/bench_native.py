@@ -99,7 +99,12 @@ def child_walk(paths: list[str]) -> None:
 
 
 def child_engine(paths: list[str]) -> None:
-    """The dissection engine alone, as a job runs it on its segments: read them, every table as Arrow."""
+    """The dissection engine alone, as a job runs it on its segments: read them, every table as Arrow. With the
+    process settings a job runs with (the template's Globals, `config.PROCESS_DEFAULTS`), set before pyarrow and the
+    core load."""
+    from freezeframe.contracts.config import process_defaults  # noqa: PLC0415
+
+    process_defaults()
     from freezeframe.dissect.engine import SegmentSource, dissect_segments  # noqa: PLC0415
     from freezeframe.dissect.problems import SegmentRef  # noqa: PLC0415
 
