@@ -259,10 +259,10 @@ _APP_KEYS: dict[str, Callable[[Row], Any]] = {
 # One observer: the fold in Arrow. When every sighting of a table comes from one node, `_fits` never joins two, so
 # every row is its own cluster: its view is the row with observers=[node], observer=node, no disagreement, and
 # conn_ids map to themselves. `combine` on one node (every local `freezeframe dissect --out`, every single-node
-# incident) then costs a sort instead of a Python pass over every row. Rows equal in the final sort key (time,
-# conn_id or segment, node) keep the order the fold's clustering gives them, which is not the parts' order: a
-# table that has any such tie is folded row by row as in the general case (tests/unit/dissect/test_observers.py compares
-# both paths).
+# incident) then costs a pass over neighbouring rows (and a sort when they are out of order) instead of a Python pass
+# over every row. Rows equal in the final sort key (time, conn_id or segment, node) keep the order the fold's
+# clustering gives them, which is not the parts' order: a table that has any such tie is folded row by row as in the
+# general case (tests/unit/dissect/test_observers.py compares both paths).
 def _one_observer(per_node: Mapping[str, Mapping[str, pa.Table]], tolerance_ns: int) -> Combined | None:
     """`combine`'s result when each folded table (connections, dns, http, tls) holds one node's rows; else None."""
     from freezeframe.dissect.kernels import SortOptions, call, cast  # noqa: PLC0415 - only this path needs them
@@ -311,8 +311,10 @@ def _one_observer(per_node: Mapping[str, Mapping[str, pa.Table]], tolerance_ns: 
                 columns.append(pa.chunked_array([c for piece in pieces for c in piece.chunks], wanted.type))
         view = pa.Table.from_arrays(columns, schema=schema)
         time_column = _time_column(name)
-        time = (call("coalesce", view.column(time_column), pa.scalar(0, pa.int64())) if time_column
-                else pa.chunked_array([pa.repeat(pa.scalar(0, pa.int64()), rows)]))
+        if time_column:
+            time = call("coalesce", view.column(time_column), pa.scalar(0, view.schema.field(time_column).type))
+        else:
+            time = pa.chunked_array([pa.repeat(pa.scalar(0, pa.int64()), rows)])
         key = pa.chunked_array([pa.repeat(pa.scalar("", pa.string()), rows)])
         for column in ("segment", "conn_id"):  # r.get("conn_id") or r.get("segment") or ""
             if column in view.column_names:
