@@ -171,7 +171,6 @@ def test_a_fanned_out_nodes_part_and_chunk_parts_make_the_same_view_as_one_part(
     assert view(split) == view(whole)
 
 
-
 def test_tables_are_written_delta_packed_with_statistics_where_a_query_ranges(tmp_path) -> None:  # type: ignore[no-untyped-def]
     # Read back through the file's own metadata and through DuckDB, not through compact.
     import duckdb

@@ -37,6 +37,7 @@ from typing import Any
 import pyarrow as pa
 
 from freezeframe.contracts.schemas import TABLES, VIEWS
+from freezeframe.dissect.kernels import CumulativeOptions, SortOptions, call, cast
 
 TOLERANCE_NS = 5 * 1_000_000_000  # clock skew plus capture delay plus retransmission timeouts between two vantages
 
@@ -265,8 +266,6 @@ _APP_KEYS: dict[str, Callable[[Row], Any]] = {
 # general case (tests/unit/dissect/test_observers.py compares both paths).
 def _one_observer(per_node: Mapping[str, Mapping[str, pa.Table]], tolerance_ns: int) -> Combined | None:
     """`combine`'s result when each folded table (connections, dns, http, tls) holds one node's rows; else None."""
-    from freezeframe.dissect.kernels import SortOptions, call, cast  # noqa: PLC0415 - only this path needs them
-
     parts: dict[str, list[tuple[pa.Table, pa.Array]]] = {}
     for name in VIEWS:
         for part_name in sorted(per_node):
@@ -340,8 +339,6 @@ def _one_observer(per_node: Mapping[str, Mapping[str, pa.Table]], tolerance_ns: 
 
 def _counting(count: int, type_: pa.DataType) -> pa.Array:
     """0, 1, ..., count - 1 (Arrow builds it: a Python range of a whole table's rows cost more than the sort)."""
-    from freezeframe.dissect.kernels import CumulativeOptions, call  # noqa: PLC0415
-
     return call("cumulative_sum", pa.repeat(pa.scalar(1, type_), count),
                 options=CumulativeOptions(start=pa.scalar(-1, type_)))
 
@@ -349,8 +346,6 @@ def _counting(count: int, type_: pa.DataType) -> pa.Array:
 def _neighbours(order: pa.Table) -> tuple[bool, bool]:
     """Of a key table (columns t, k, n, without nulls; rows that tie in all three keep their order): whether its rows
     are already in ascending order of (t, k, n), and whether two neighbours are equal in all three."""
-    from freezeframe.dissect.kernels import call  # noqa: PLC0415
-
     if order.num_rows < 2:
         return True, False
     ascending = None  # each row against the next, the last key first: (t, k, n) <= (t', k', n')
