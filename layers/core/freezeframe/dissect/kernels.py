@@ -13,12 +13,16 @@ from __future__ import annotations
 from typing import Any
 
 import pyarrow as pa
-from pyarrow._compute import (  # the module pyarrow.compute re-exports these from
-    CastOptions,
-    CumulativeOptions,
-    SortOptions,
-    call_function,
-)
+
+try:
+    from pyarrow._compute import (  # the module pyarrow.compute re-exports these from (pyarrow 26, and for years)
+        CastOptions,
+        CumulativeOptions,
+        SortOptions,
+        call_function,
+    )
+except ImportError:  # a pyarrow that moved them: the public names, at the cost of loading the wrappers
+    from pyarrow.compute import CastOptions, CumulativeOptions, SortOptions, call_function
 
 __all__ = ["CastOptions", "CumulativeOptions", "SortOptions", "call", "cast"]
 
