@@ -24,6 +24,8 @@ cache beside the capture (PYTHONPYCACHEPREFIX), so that a machine with PYTHONDON
 every round compile every module again (0.15 CPU-s a run on this machine).
 
 Usage: python -m tests.bench.bench_native [--packets 1150000] [--rounds 3] [--rebuild]
+       python -m tests.bench.bench_native --seed 7 --weights dns_udp=40,tls=25   # another capture, another mix
+       python -m tests.bench.bench_native --segments A.pcap B.pcap --min-packets 0  # any capture
 """
 
 from __future__ import annotations
@@ -74,18 +76,42 @@ def _child_rusage(args: list[str], env: dict[str, str] | None = None,
             "wall": time.perf_counter() - started, "out": out}
 
 
-def capture(packets: int, rebuild: bool) -> list[Path]:
-    manifest = CACHE / "capture.json"
+def capture(packets: int, rebuild: bool, seed: int | None = None,
+            weights: dict[str, float] | None = None) -> list[Path]:
+    """The cached capture (made once); with ``seed`` or ``weights``, another one of that mix, cached beside it."""
+    directory = CACHE
+    if seed is not None or weights:
+        mix = ",".join(f"{kind}={weight:g}" for kind, weight in sorted((weights or {}).items()))
+        directory = CACHE.parent / f"v1-seed{seed if seed is not None else 'default'}-{mix or 'default'}"
+    manifest = directory / "capture.json"
     if manifest.exists() and not rebuild:
         return [Path(p) for p in json.loads(manifest.read_text())["segments"]]
     from tests.bench.netns_mix import build  # noqa: PLC0415 - needs root and namespaces
 
-    if CACHE.exists():
-        shutil.rmtree(CACHE)
-    made = build(CACHE, packets=packets)
+    if directory.exists():
+        shutil.rmtree(directory)
+    made = build(directory, packets=packets, **({"seed": seed} if seed is not None else {}), weights=weights)
     manifest.write_text(json.dumps({"segments": [str(p) for p in made.segments], "client": made.client,
                                     "seconds": made.seconds}))
     return made.segments
+
+
+def parse_weights(text: str) -> dict[str, float]:
+    """``kind=weight,...`` (the kinds of tests/bench/netns_mix.py's WEIGHTS)."""
+    from tests.bench.netns_mix import WEIGHTS  # noqa: PLC0415 - the standard library only
+
+    weights = {}
+    for part in filter(None, text.split(",")):
+        kind, sep, value = part.partition("=")
+        try:
+            weights[kind.strip()] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not kind=weight: {part!r}") from None
+        if not sep or weights[kind.strip()] < 0:
+            raise argparse.ArgumentTypeError(f"not kind=weight (a weight >= 0): {part!r}")
+        if kind.strip() not in WEIGHTS:
+            raise argparse.ArgumentTypeError(f"unknown kind {kind.strip()!r}; known: {', '.join(WEIGHTS)}")
+    return weights
 
 
 def child_walk(paths: list[str]) -> None:
@@ -165,12 +191,24 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--python-rounds", type=int, default=1)
     parser.add_argument("--rebuild", action="store_true", help="make a new capture even if one is cached")
+    parser.add_argument("--seed", type=int, help="make (and cache) a capture with another seed of the same mix")
+    parser.add_argument("--weights", type=parse_weights, default={},
+                        help="make (and cache) a capture of another mix: kind=weight,... over netns_mix.WEIGHTS, "
+                             "e.g. dns_udp=40,tls=25,bulk=1")
+    parser.add_argument("--segments", nargs="+", type=Path,
+                        help="measure these capture files (pcap or pcapng, any mix) instead of making one")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         {"walk": child_walk, "engine": child_engine}[args.child[0]](args.child[1:])
         return 0
-    paths = capture(args.packets, args.rebuild)
+    if args.segments:
+        missing = [str(p) for p in args.segments if not p.is_file()]
+        if missing:
+            parser.error(f"not a file: {', '.join(missing)}")
+        paths = list(args.segments)
+    else:
+        paths = capture(args.packets, args.rebuild, args.seed, args.weights)
     compile_sources(paths)
     largest_mb = max(p.stat().st_size for p in paths) / 1e6
     total_mb = sum(p.stat().st_size for p in paths) / 1e6
@@ -189,7 +227,8 @@ def main() -> int:
     rate = {kind: packets / values["cpu"] for kind, values in median.items()}
     inner = statistics.median(r["cpu_inner"] for r in results["engine"])
     bound = 2 * largest_mb + 200
-    print(f"capture: {packets:,} packets of real kernel traffic in {len(paths)} segments, {total_mb:.0f} MB "
+    what = "the given capture" if args.segments else "real kernel traffic"
+    print(f"capture: {packets:,} packets of {what} in {len(paths)} segments, {total_mb:.0f} MB "
           f"(largest {largest_mb:.0f} MB); medians of {args.rounds} rounds")
     print(f"{'':8} {'packets/CPU-s':>14} {'CPU s':>8} {'peak RSS MB':>12}")
     for kind in ("floor", "engine", "native", "tshark", "python"):

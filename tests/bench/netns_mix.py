@@ -251,7 +251,8 @@ async def _client(config: dict[str, Any], worker: int) -> dict[str, int]:
     budget = config["packets"] / config["workers"]
     deadline = time.monotonic() + TIME_LIMIT_S
     done: dict[str, int] = {"estimated_packets": 0, "errors": 0}
-    kinds, weights = list(WEIGHTS), list(WEIGHTS.values())
+    mix = config.get("weights") or WEIGHTS
+    kinds, weights = list(mix), list(mix.values())
 
     async def one() -> None:
         while done["estimated_packets"] < budget and time.monotonic() < deadline:
@@ -287,8 +288,12 @@ class MixCapture:
 
 
 def build(directory: Path, packets: int = 1_100_000, workers: int = 2, segment_mb: int = 64,
-          seed: int = 20261206) -> MixCapture:
-    """Namespaces, servers, clients and tcpdump; returns the capture's segments (in order). Deletes what it made."""
+          seed: int = 20261206, weights: dict[str, float] | None = None) -> MixCapture:
+    """Namespaces, servers, clients and tcpdump; returns the capture's segments (in order). Deletes what it made.
+    ``weights`` (by kind of operation, as `WEIGHTS`) changes the mix, for a capture of another shape."""
+    unknown = set(weights or {}) - set(WEIGHTS)
+    if unknown:
+        raise ValueError(f"unknown kinds of traffic: {sorted(unknown)}; known: {sorted(WEIGHTS)}")
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from tests.fixtures.netns_traffic import _ip, _offloads_off, _self_signed, _start, _stop  # noqa: PLC0415
 
@@ -297,7 +302,8 @@ def build(directory: Path, packets: int = 1_100_000, workers: int = 2, segment_m
     client_ns, router_ns, server_ns = f"fbc-{tag}", f"fbr-{tag}", f"fbs-{tag}"
     client_dev, router_client_dev, router_server_dev, server_dev = (f"fb{tag}{end}" for end in "abcd")
     cert, key = _self_signed(directory)
-    config = {"cert": str(cert), "key": str(key), "seed": seed, "packets": packets, "workers": workers}
+    config = {"cert": str(cert), "key": str(key), "seed": seed, "packets": packets, "workers": workers,
+              "weights": {**WEIGHTS, **(weights or {})}}
     config_path = directory / "mix.json"
     config_path.write_text(json.dumps(config))
     python, me = sys.executable, str(Path(__file__).resolve())
