@@ -13,6 +13,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from freezeframe.adapters import s3 as s3io
 from freezeframe.adapters.invoke import start_dissection
 from freezeframe.contracts.config import settings
+from freezeframe.contracts.deadline import deadline
 from freezeframe.contracts.logsetup import function_logger
 from freezeframe.contracts.models import FreezeRequest
 from freezeframe.freeze.freeze import freeze
@@ -32,7 +33,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     logger.append_keys(incident_id=request.incident_id)
     s3 = s3io.client(config)
     try:
-        result = freeze(config, s3, request)
+        with deadline(context, "the freeze"):  # short of the timeout, which would leave no record of the failure
+            result = freeze(config, s3, request)
     except Exception as exc:
         # Retried by the async invocation; the last attempt leaves the incident in its terminal "failed" state.
         record_failed_attempt(config, s3, request.incident_id, exc, datetime.now(UTC))

@@ -5,13 +5,16 @@ delete or shorten anything afterwards. Expected values come from the agent's own
 from __future__ import annotations
 
 import hashlib
+import time
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from freezeframe_local.functions import LocalContext
 
 from freezeframe.adapters import s3 as s3io
+from freezeframe.contracts.errors import DeadlineExceeded
 from freezeframe.contracts.keys import manifest_key
 from freezeframe.freeze.lifecycle import attempts_prefix, failed_key
 from tests.functional.conftest import STATE_MACHINE, Harness
@@ -104,10 +107,37 @@ def test_a_failing_store_leaves_the_incident_failed_and_the_handler_raises(harne
         with pytest.raises(ClientError):
             harness.call("freeze", freeze_event(request))
     harness.patch.setattr(harness.store, "put_object_retention", original)
-    assert not s3io.exists(harness.store, config.evidence_bucket, manifest_key("fn-fail"))
+    assert_failed_for_good(harness, "fn-fail", "ClientError")
+
+
+def assert_failed_for_good(harness: Harness, incident_id: str, error: str) -> None:
+    """No manifest and no dissection; every attempt recorded, the last as the terminal state, with ``error``."""
+    config = harness.settings
+    assert not s3io.exists(harness.store, config.evidence_bucket, manifest_key(incident_id))
     assert harness.step_functions.executions == {}
-    attempts = list(s3io.list_keys(harness.store, config.evidence_bucket, attempts_prefix("fn-fail")))
+    attempts = list(s3io.list_keys(harness.store, config.evidence_bucket, attempts_prefix(incident_id)))
     assert len(attempts) == config.freeze_attempts
-    failed = s3io.get_json(harness.store, config.evidence_bucket, failed_key("fn-fail"))
+    failed = s3io.get_json(harness.store, config.evidence_bucket, failed_key(incident_id))
     assert (failed["state"], failed["attempts"]) == ("failed", config.freeze_attempts)
-    assert failed["error"].startswith("ClientError")
+    assert failed["error"].startswith(error)
+
+
+# The handler's deadline is a SIGALRM timer, which it leaves alone while pytest-timeout's default method holds one.
+@pytest.mark.timeout(600, method="thread")
+def test_a_freeze_that_runs_out_of_time_records_each_attempt_and_the_last_leaves_the_incident_failed(
+        harness: Harness) -> None:
+    records = harness.replay()
+    request = harness.request("fn-slow", records)
+    original = harness.store.put_object_retention
+
+    def slow(**kwargs: Any) -> Any:  # a store that answers, but too slowly for the function's timeout
+        time.sleep(0.5)
+        return original(**kwargs)
+
+    harness.patch.setattr(harness.store, "put_object_retention", slow)
+    handler = harness.handler("freeze")
+    for _ in range(harness.settings.freeze_attempts):  # the async invocation's attempts, each with 0.5 s to live
+        with pytest.raises(DeadlineExceeded, match="^the freeze did not finish in "):
+            handler(freeze_event(request), LocalContext("freezeframe-freeze", timeout_ms=500))
+    harness.patch.setattr(harness.store, "put_object_retention", original)
+    assert_failed_for_good(harness, "fn-slow", "DeadlineExceeded: the freeze did not finish")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from freezeframe.contracts.errors import DeadlineExceeded
 from freezeframe.contracts.parallel import LOCK_LIMIT, Tasks, gather, run_all, run_in_processes
 
 CORE = Path(__file__).resolve().parents[3] / "layers" / "core" / "freezeframe"
@@ -176,3 +177,33 @@ def test_a_nodes_dissection_job_runs_processes_only_through_the_helper() -> None
     assert "ProcessPoolExecutor" not in source and "ThreadPoolExecutor" not in source
     assert "run_in_processes(" in source
 
+
+
+def test_a_passed_deadline_drops_the_tasks_not_started_and_waits_for_those_under_way() -> None:
+    started: list[int] = []
+    first_running = threading.Event()
+    release = threading.Event()
+
+    def task(item: int) -> None:
+        started.append(item)
+        first_running.set()
+        assert release.wait(WAIT_S)
+
+    futures = []
+    with pytest.raises(DeadlineExceeded), Tasks(1) as tasks:
+        futures = [tasks.submit(task, item) for item in range(5)]
+        assert first_running.wait(WAIT_S)
+        threading.Timer(0.05, release.set).start()  # the task under way ends only after the block has failed
+        raise DeadlineExceeded("the freeze did not finish")
+    assert started == [0]  # one worker: the four queued tasks never started
+    assert futures[0].done() and futures[0].exception() is None  # the task under way was waited for
+    assert all(f.cancelled() for f in futures[1:])
+
+
+def test_any_other_error_in_the_block_still_runs_every_task() -> None:
+    started: list[int] = []
+    with pytest.raises(KeyError), Tasks(1) as tasks:
+        for item in range(5):
+            tasks.submit(started.append, item)
+        raise KeyError("not a deadline")
+    assert started == [0, 1, 2, 3, 4]

@@ -47,3 +47,8 @@ class ObjectLockError(FreezeframeError):
 
 class FreezeFailedError(FreezeframeError):
     """A freeze failed after its last attempt; its incident records the terminal state "failed"."""
+
+
+class DeadlineExceeded(FreezeframeError):
+    """A function's own deadline passed before its work finished (`contracts.deadline`): raised short of the Lambda
+    timeout, so the function can still record the failure that the timeout itself would have left unrecorded."""

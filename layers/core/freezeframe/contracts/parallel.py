@@ -5,7 +5,9 @@ task submitted runs to its end, and the first error (in submission order) is rai
 That is what each call site's `with ThreadPoolExecutor(...) as pool: list(pool.map(...))` did before: `map` submits
 every item at once, the error of the first failing item surfaces when its result is reached, and leaving the `with`
 block waits for the rest. A freeze that fails part-way has therefore still attempted every lock it listed, so a retry
-finds as much evidence locked as possible.
+finds as much evidence locked as possible. The one exception is a function's own deadline (`contracts.deadline`):
+once it has passed, the tasks not yet started are dropped, so that the function can record its failure before Lambda
+stops it; the tasks under way still finish.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, 
 from types import TracebackType
 from typing import Any, TypeVar
 
+from freezeframe.contracts.errors import DeadlineExceeded
+
 T = TypeVar("T")
 A = TypeVar("A")
 
@@ -23,7 +27,8 @@ LOCK_LIMIT = 16  # retention, legal-hold, node-state and copy requests in flight
 
 
 class Tasks:
-    """A bounded pool of threads for store requests, used as a context manager: leaving it waits for every task."""
+    """A bounded pool of threads for store requests, used as a context manager: leaving it waits for every task (when
+    the block ends in `DeadlineExceeded`, for the tasks under way only: those not started are dropped)."""
 
     def __init__(self, limit: int = LOCK_LIMIT) -> None:
         if limit < 1:
@@ -39,7 +44,7 @@ class Tasks:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown(wait=True, cancel_futures=isinstance(error, DeadlineExceeded))
 
 
 def gather(futures: Iterable[Future[T]]) -> list[T]:
