@@ -178,7 +178,6 @@ def test_a_nodes_dissection_job_runs_processes_only_through_the_helper() -> None
     assert "run_in_processes(" in source
 
 
-
 def test_a_passed_deadline_drops_the_tasks_not_started_and_waits_for_those_under_way() -> None:
     started: list[int] = []
     first_running = threading.Event()
@@ -189,11 +188,19 @@ def test_a_passed_deadline_drops_the_tasks_not_started_and_waits_for_those_under
         first_running.set()
         assert release.wait(WAIT_S)
 
-    futures = []
+    futures: list[Future[None]] = []
+
+    def release_once_the_rest_is_dropped() -> None:  # the task under way ends only after the block has failed
+        for _ in range(WAIT_S * 1000):
+            if all(f.cancelled() for f in futures[1:]):
+                break
+            threading.Event().wait(0.001)
+        release.set()
+
     with pytest.raises(DeadlineExceeded), Tasks(1) as tasks:
         futures = [tasks.submit(task, item) for item in range(5)]
         assert first_running.wait(WAIT_S)
-        threading.Timer(0.05, release.set).start()  # the task under way ends only after the block has failed
+        threading.Thread(target=release_once_the_rest_is_dropped).start()
         raise DeadlineExceeded("the freeze did not finish")
     assert started == [0]  # one worker: the four queued tasks never started
     assert futures[0].done() and futures[0].exception() is None  # the task under way was waited for
