@@ -111,6 +111,8 @@ def parse_weights(text: str) -> dict[str, float]:
             raise argparse.ArgumentTypeError(f"not kind=weight (a weight >= 0): {part!r}")
         if kind.strip() not in WEIGHTS:
             raise argparse.ArgumentTypeError(f"unknown kind {kind.strip()!r}; known: {', '.join(WEIGHTS)}")
+    if not sum({**WEIGHTS, **weights}.values()) > 0:
+        raise argparse.ArgumentTypeError("every kind of traffic has weight 0: nothing would be sent")
     return weights
 
 
@@ -202,6 +204,8 @@ def main() -> int:
     if args.child:
         {"walk": child_walk, "engine": child_engine}[args.child[0]](args.child[1:])
         return 0
+    if args.segments and (args.seed is not None or args.weights or args.rebuild):
+        parser.error("--segments measures the files given: --seed, --weights and --rebuild make a capture instead")
     if args.segments:
         missing = [str(p) for p in args.segments if not p.is_file()]
         if missing:
