@@ -280,6 +280,19 @@ def run_server(config: dict[str, Any]) -> None:
 
 # --- orchestration ---------------------------------------------------------------------------------------------------
 
+def mix(weights: dict[str, float] | None = None) -> dict[str, float]:
+    """`WEIGHTS` with ``weights`` over it; ValueError for an unknown kind, a negative weight, or nothing to send."""
+    unknown = sorted(set(weights or {}) - set(WEIGHTS))
+    if unknown:
+        raise ValueError(f"unknown kind {unknown[0]!r}; known: {', '.join(WEIGHTS)}")
+    chosen = {**WEIGHTS, **(weights or {})}
+    if any(weight < 0 for weight in chosen.values()):
+        raise ValueError("a weight is negative")
+    if not sum(chosen.values()) > 0:
+        raise ValueError("every kind of traffic has weight 0: nothing would be sent")
+    return chosen
+
+
 @dataclass(frozen=True)
 class MixCapture:
     segments: list[Path]
@@ -290,10 +303,8 @@ class MixCapture:
 def build(directory: Path, packets: int = 1_100_000, workers: int = 2, segment_mb: int = 64,
           seed: int = 20261206, weights: dict[str, float] | None = None) -> MixCapture:
     """Namespaces, servers, clients and tcpdump; returns the capture's segments (in order). Deletes what it made.
-    ``weights`` (by kind of operation, as `WEIGHTS`) changes the mix, for a capture of another shape."""
-    unknown = set(weights or {}) - set(WEIGHTS)
-    if unknown:
-        raise ValueError(f"unknown kinds of traffic: {sorted(unknown)}; known: {sorted(WEIGHTS)}")
+    ``weights`` (by kind of operation, as `WEIGHTS`) changes the mix, for a capture of another shape (`mix`)."""
+    chosen = mix(weights)
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from tests.fixtures.netns_traffic import _ip, _offloads_off, _self_signed, _start, _stop  # noqa: PLC0415
 
@@ -303,7 +314,7 @@ def build(directory: Path, packets: int = 1_100_000, workers: int = 2, segment_m
     client_dev, router_client_dev, router_server_dev, server_dev = (f"fb{tag}{end}" for end in "abcd")
     cert, key = _self_signed(directory)
     config = {"cert": str(cert), "key": str(key), "seed": seed, "packets": packets, "workers": workers,
-              "weights": {**WEIGHTS, **(weights or {})}}
+              "weights": chosen}
     config_path = directory / "mix.json"
     config_path.write_text(json.dumps(config))
     python, me = sys.executable, str(Path(__file__).resolve())
