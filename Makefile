@@ -7,12 +7,12 @@ demo:
 	.venv/bin/freezeframe demo
 
 # The unit and functional tiers on every core, at most 4 (pytest-xdist, a test file per worker: their module fixtures
-# are built once); the integration and end-to-end tiers share one local stack and network namespaces, so they run in
-# one process.
+# are built once); the integration and end-to-end tiers in two workers, each with a local stack and a Trino of its own:
+# they spend half their time waiting (on traffic, brokers, timers), so two overlap where one process left a core idle.
 test:
 	.ci/setup test
 	.venv/bin/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile tests/unit tests/functional
-	.venv/bin/python -m pytest -q tests/integration tests/e2e
+	.venv/bin/python -m pytest -q -n 2 --dist loadfile tests/integration tests/e2e
 
 # The functional tier alone: the core and every handler on the in-memory Object Lock store (no services).
 test-functional:
