@@ -260,7 +260,7 @@ def test_slimmed_numpy_layer_imports_and_computes(tmp_path: Path) -> None:
     assert solution == "[0.8, 1.4]"
 
 
-GLIBC_OF_LAMBDA_PYTHON = (2, 34)  # the python3.11/3.12 runtimes run on Amazon Linux 2023
+GLIBC_OF_LAMBDA_PYTHON = (2, 26)  # the template's python3.11 runtime runs on Amazon Linux 2
 
 
 def _glibc_needs(library: Path) -> tuple[int, int]:
@@ -294,7 +294,7 @@ def test_native_layer_ships_the_compiled_core_for_the_runtime(built: dict[str, A
 
 
 def test_native_layer_imports_and_dissects_when_built_for_the_host(tmp_path: Path) -> None:
-    """The arm64 layer cannot run here: build the same Makefile (zig, manylinux_2_34) for the host and import the
+    """The arm64 layer cannot run here: build the same Makefile (zig, manylinux2014) for the host and import the
     wheel from the layer folder alone, then dissect the fixture capture with it."""
     python = Path(sys.executable).parent / "python3.11"
     if shutil.which("make") is None or shutil.which("cargo") is None or not python.exists():
