@@ -46,9 +46,9 @@ def selected() -> str:
     wanted = dissect_engine()
     if wanted == "python":
         return "python"
-    module, reason = _load()
-    if module is None:
+    if extension() is None:
         if wanted == "native":
+            reason = _load()[1]
             if reason is not None:
                 raise ConfigError(f"FREEZEFRAME_DISSECT_ENGINE=native, but the freezeframe_native extension does not "
                                   f"load: {reason}")
