@@ -102,13 +102,11 @@ def parse_weights(text: str) -> dict[str, float]:
 
     weights = {}
     for part in filter(None, text.split(",")):
-        kind, sep, value = part.partition("=")
+        kind, _, value = part.partition("=")
         try:
             weights[kind.strip()] = float(value)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"not kind=weight: {part!r}") from None
-        if not sep:
-            raise argparse.ArgumentTypeError(f"not kind=weight: {part!r}")
+            raise argparse.ArgumentTypeError(f"not kind=weight: {part!r}") from None  # no '=' leaves value empty
     try:
         mix(weights)
     except ValueError as exc:
