@@ -1,9 +1,10 @@
 """Which engine dissects (freezeframe.dissect.choice) when the compiled core is missing or installed but broken.
 
-The compiled core built for glibc 2.34 did not load on the python3.11 Lambda runtime (Amazon Linux 2, glibc 2.26):
-the import failed with "GLIBC_2.34 not found", the default engine fell back to Python without a word, and the dissect
-function ran about 12 times slower than it should. A core that is installed but does not load is now a warning with
-the loader's reason, and with FREEZEFRAME_DISSECT_ENGINE=native an error that gives it."""
+The compiled core was built for glibc 2.34, and its symbol versions say it would not load on the python3.11 Lambda
+runtime (Amazon Linux 2, glibc 2.26): the import would fail with "GLIBC_2.34 not found", the default engine would
+fall back to Python without a word, and the dissect function would run about 12 times slower than it should. A core
+that is installed but does not load is now a warning with the loader's reason, and with
+FREEZEFRAME_DISSECT_ENGINE=native an error that gives it."""
 
 from __future__ import annotations
 
