@@ -4,7 +4,7 @@ cargo takes a path crate for stale when one of its files is newer than the crate
 clones main anew each time) and `sam build`'s scratch copy give every file a new mtime, so each of a CI run's three
 builds of the core recompiled it although no byte had changed. The mirror keeps a file, and its mtime, while its
 content is unchanged and rewrites it when the content changed, so the sources' mtimes no longer make cargo rebuild.
-(The venv's path still does, through maturin's zig wrappers: see the README.)
+(The venv's path would too; the Makefile and pyproject.toml keep it out: see the README.)
 
     python mirror.py INTO -- COMMAND [ARG ...]
 

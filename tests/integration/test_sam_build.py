@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -320,3 +321,42 @@ def test_native_layer_imports_and_dissects_when_built_for_the_host(tmp_path: Pat
                                 capture_output=True, text=True, check=True).stdout.split()
         assert packets == len(frames)
     assert 0 < decoded <= packets
+
+
+def _another_venv(where: Path) -> Path:
+    """A second venv whose python and maturin are at other paths than this one's (as in a new clone), using this
+    venv's packages through a .pth file rather than downloading them again."""
+    base = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+    subprocess.run([base, "-m", "venv", "--without-pip", str(where)], check=True, timeout=120)
+    site = Path(subprocess.run([str(where / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path("
+                                "'purelib'))"], capture_output=True, text=True, check=True).stdout.strip())
+    (site / "this-venv.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    maturin = Path(sysconfig.get_path("scripts")) / "maturin"
+    shutil.copy2(maturin, where / "bin" / "maturin")
+    return where / "bin" / "python3.11"
+
+
+def test_native_layer_built_from_another_venv_recompiles_nothing(tmp_path: Path) -> None:
+    """cargo's cache outlives the venv: once the layer is built, a build of the same sources from another venv (each
+    CI clone makes one) finds every crate fresh. The venv's path used to reach cargo's fingerprint twice: through
+    PYO3_PYTHON, and through the path of maturin's zig linker wrappers (named after the running maturin's path)."""
+    python = Path(sys.executable).parent / "python3.11"
+    if shutil.which("make") is None or shutil.which("cargo") is None or not python.exists():
+        pytest.skip("needs make, cargo and the venv's python3.11")
+    if not (Path(sysconfig.get_path("scripts")) / "maturin").exists():
+        pytest.skip("needs maturin in this venv (pip install -e '.[dev]')")
+    target = f"TARGET={platform.machine()}-unknown-linux-gnu"
+    source = shutil.copytree(ROOT / "layers" / "native", tmp_path / "src", ignore=shutil.ignore_patterns("target"))
+    subprocess.run(["make", "build-NativeLayer", f"ARTIFACTS_DIR={tmp_path / 'first'}", f"PYTHON={python}", target],
+                   cwd=source, check=True, timeout=BUILD_TIMEOUT_S)
+    other = _another_venv(tmp_path / "venv")
+    env = {**os.environ, "CARGO_LOG": "cargo::core::compiler::fingerprint=debug"}
+    second = subprocess.run(["make", "build-NativeLayer", f"ARTIFACTS_DIR={tmp_path / 'second'}", f"PYTHON={other}",
+                             target], cwd=source, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+    assert second.returncode == 0, second.stderr[-3000:]
+    log = second.stdout + second.stderr
+    checked = [line for line in log.splitlines() if "fingerprint at:" in line and "freezeframe_native" in line]
+    assert checked, log[-3000:]  # cargo did check the core's fingerprint (the log is not silent)
+    dirty = [line for line in log.splitlines() if "fingerprint dirty" in line or "dirty:" in line]
+    assert not dirty, "\n".join(dirty[:10])
+    assert list((tmp_path / "second" / "python").glob("freezeframe_native/*.so"))
