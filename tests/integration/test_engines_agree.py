@@ -198,7 +198,7 @@ def test_approx_percentile_differs_and_is_refused(trino: TrinoEngine, catalog: s
 
 def test_trino_reads_every_table_the_dissector_writes_as_the_local_engine_does(
         trino: TrinoEngine, tmp_path: Path) -> None:
-    from freezeframe.contracts.schemas import TABLES
+    from freezeframe.contracts.schemas import TABLES, VIEWS
     from freezeframe.dissect.files import dissect_files
     from freezeframe.investigate.glue import check_parquet_types
     from tests.unit.dissect.test_crosslayer_sample import write_context
@@ -212,6 +212,10 @@ def test_trino_reads_every_table_the_dissector_writes_as_the_local_engine_does(
     for table in TABLES:
         (part,) = out.glob(f"tables/{table}/dt=*/incident_id=inc-3/*.parquet")
         check_parquet_types(part, table)  # what Athena needs; Trino alone would also read some mismatches
+        # The views Trino reads: with the compiled core, a one-node view that keeps its part's rows as they are is
+        # that part's column chunks copied, with a footer the core writes (compact.with_columns; test_splice.py).
+        (view,) = out.glob(f"views/{table}/dt=*/incident_id=inc-3/*.parquet")
+        check_parquet_types(view, table, VIEWS)
         sql = f"SELECT * FROM freezeframe.{table}"  # every column, lists and timestamps included
         trino_result = trino.run(sql, catalog)
         assert_same_answer(sql, trino_result, run(None, sql, files))

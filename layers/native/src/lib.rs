@@ -9,6 +9,7 @@ pub mod dns;
 pub mod http;
 pub mod merge;
 pub mod reader;
+pub mod splice;
 pub mod store;
 pub mod tables;
 pub mod tcp;

@@ -7,7 +7,7 @@ use arrow_array::ffi::{FFI_ArrowArray, FFI_ArrowSchema};
 use arrow_array::{Array, RecordBatch, StructArray};
 use arrow_schema::DataType;
 use pyo3::buffer::PyBuffer;
-use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyCapsule, PyDict, PyTuple};
 
@@ -163,6 +163,17 @@ fn walk(py: Python<'_>, data: Bound<'_, PyAny>) -> PyResult<(i64, i64)> {
     with_bytes(&data, |bytes| py.detach(|| guarded("walk", || crate::walk(bytes))))?
 }
 
+/// A Parquet file with the column chunks of ``left`` then those of ``right``, copied without decoding (splice.rs);
+/// ``key_value`` is its key-value metadata. ValueError when the files do not line up.
+#[pyfunction]
+fn splice_parquet<'py>(py: Python<'py>, left: Bound<'py, PyAny>, right: Bound<'py, PyAny>,
+                       key_value: Vec<(String, String)>) -> PyResult<Bound<'py, PyBytes>> {
+    let left = with_bytes(&left, bytes::Bytes::copy_from_slice)?;
+    let right = with_bytes(&right, bytes::Bytes::copy_from_slice)?;
+    let spliced = py.detach(|| guarded("splice_parquet", || crate::splice::splice(left, right, key_value)))?;
+    spliced.map(|out| PyBytes::new(py, &out)).map_err(PyValueError::new_err)
+}
+
 /// Column names the core produces per table, checked against freezeframe.schemas by the tests.
 #[pyfunction]
 fn column_names() -> Vec<(&'static str, Vec<String>)> {
@@ -175,6 +186,7 @@ fn freezeframe_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ArrowBatch>()?;
     m.add_function(wrap_pyfunction!(walk, m)?)?;
     m.add_function(wrap_pyfunction!(column_names, m)?)?;
+    m.add_function(wrap_pyfunction!(splice_parquet, m)?)?;
     m.add_function(wrap_pyfunction!(crate::merge::python::merge_segments, m)?)?;
     Ok(())
 }

@@ -178,16 +178,22 @@ def test_tables_are_written_delta_packed_with_statistics_where_a_query_ranges(tm
     table = errors_table("node-a", 5_000)
     path = tmp_path / "errors.parquet"
     path.write_bytes(compact.parquet_bytes(table))
-    meta = pq.ParquetFile(path).metadata.row_group(0)
-    columns = {meta.column(i).path_in_schema: meta.column(i) for i in range(meta.num_columns)}
-    for name in ("segment_start_ns", "count"):  # int64 columns: delta-packed, with min/max
-        assert "DELTA_BINARY_PACKED" in columns[name].encodings and "PLAIN" not in columns[name].encodings
-    assert (columns["segment_start_ns"].statistics.min, columns["segment_start_ns"].statistics.max) == (T0, T0 + 4_999)
-    assert (columns["count"].statistics.min, columns["count"].statistics.max) == (0, 4_999)
-    for name in ("segment", "message"):  # strings: plain, no min/max
-        assert "PLAIN" in columns[name].encodings
-        assert columns[name].statistics is None or not columns[name].statistics.has_min_max
-    assert {column.compression for column in columns.values()} == {"ZSTD"}
+    meta = pq.ParquetFile(path).metadata
+    assert meta.num_row_groups == 3  # 5,000 rows in row groups of ROW_GROUP_ROWS (2,000 here)
+    for group in range(meta.num_row_groups):
+        row_group = meta.row_group(group)
+        columns = {row_group.column(i).path_in_schema: row_group.column(i) for i in range(row_group.num_columns)}
+        first = group * 2_000
+        last = min(first + 2_000, 5_000) - 1
+        for name in ("segment_start_ns", "count"):  # int64 columns: delta-packed, with min/max
+            assert "DELTA_BINARY_PACKED" in columns[name].encodings and "PLAIN" not in columns[name].encodings
+        statistics = columns["segment_start_ns"].statistics
+        assert (statistics.min, statistics.max) == (T0 + first, T0 + last)
+        assert (columns["count"].statistics.min, columns["count"].statistics.max) == (first, last)
+        for name in ("segment", "message"):  # strings: plain, no min/max
+            assert "PLAIN" in columns[name].encodings
+            assert columns[name].statistics is None or not columns[name].statistics.has_min_max
+        assert {column.compression for column in columns.values()} == {"ZSTD"}
     assert pq.read_table(path).equals(table)
     found = duckdb.sql(f"SELECT count(*), min(count), max(segment) FROM read_parquet('{path}') "
                        f"WHERE segment_start_ns >= {T0 + 4_000}").fetchall()

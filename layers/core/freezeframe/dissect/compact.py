@@ -57,10 +57,43 @@ def _ranged(type_: pa.DataType) -> bool:
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
-    """The table as one Parquet file (`write_options`)."""
+    """The table as one Parquet file (`write_options`), in row groups of ``ROW_GROUP_ROWS`` rows."""
     sink = io.BytesIO()
-    pq.write_table(table, sink, **write_options(table.schema))
+    pq.write_table(table, sink, row_group_size=ROW_GROUP_ROWS, **write_options(table.schema))
     return sink.getvalue()
+
+
+def with_columns(part: bytes, part_schema: pa.Schema, view: pa.Table) -> bytes | None:
+    """The view as one Parquet file made of the encoded ``part`` (``parquet_bytes`` of a table of ``part_schema``
+    whose rows are the view's, in its order) and the view's further columns: the part's column chunks are copied
+    as they are, only the further columns are encoded (the compiled core's ``splice_parquet``). The same rows, types,
+    statistics and metadata as ``parquet_bytes(view)``; None without the compiled core, or when the view's first
+    columns are not the part's."""
+    from freezeframe.dissect.choice import extension  # noqa: PLC0415 - the Lambda that writes views ships no core
+
+    native = extension()
+    if native is None or len(view.schema) == len(part_schema) or not leads(part_schema, view.schema):
+        return None
+    further = pa.schema(list(view.schema)[len(part_schema):])
+    extra = pa.Table.from_arrays([view.column(field.name) for field in further], schema=further)
+    try:
+        spliced: bytes = native.splice_parquet(part, parquet_bytes(extra), _key_value(view.schema))
+    except ValueError:  # not parquet_bytes' row groups (another writer's part): encode the view instead
+        return None
+    return spliced
+
+
+def leads(part: pa.Schema, view: pa.Schema) -> bool:
+    """Whether the view's first columns are the part's columns: their names and types, in their order."""
+    return len(part) <= len(view) and all(p.name == v.name and p.type == v.type
+                                          for p, v in zip(part, view, strict=False))
+
+
+@functools.cache
+def _key_value(schema: pa.Schema) -> list[tuple[str, str]]:
+    """The key-value metadata pyarrow writes for ``schema`` (the Arrow schema, which readers restore types from)."""
+    found = pq.read_metadata(io.BytesIO(empty_parquet(schema))).metadata or {}
+    return [(key.decode(), value.decode()) for key, value in found.items()]
 
 
 def split_parquet(table: pa.Table, target_bytes: int = TARGET_BYTES, row_group_rows: int | None = None) -> list[bytes]:

@@ -233,13 +233,15 @@ def dissect_files(paths: list[Path], out: Path, node: str = "local", k8s: Path |
     summary.stats = {**result.stats, **result.problems.totals()}
     staged: list[tuple[Path, Path]] = []
     fresh: dict[str, pa.Table] = {}
+    encoded: dict[str, bytes] = {}
     first_ns = min((info.first_ts_ns for info in inputs if info.first_ts_ns is not None), default=None)
     day_ns = first_ns if first_ns is not None else time.time_ns()
     try:
         for name, table in [*tables.items(), *cluster.items()]:
             key = table_part_key(name, day_ns, incident_id, CLUSTER_PART if name in cluster else node)
             target = out / key
-            staged.append((_stage(target, parquet_bytes(table)), target))
+            encoded[key] = parquet_bytes(table)
+            staged.append((_stage(target, encoded[key]), target))
             fresh[key] = table
             summary.tables[name] = table.num_rows
             summary.files[name] = str(target)
@@ -252,7 +254,7 @@ def dissect_files(paths: list[Path], out: Path, node: str = "local", k8s: Path |
     for temporary, target in staged:
         os.replace(temporary, target)
     # The incident's views over every node dissected into `out` so far (one row per conversation across nodes).
-    for name, path in write_local_views(out, incident_id, fresh=fresh).items():
+    for name, path in write_local_views(out, incident_id, fresh=fresh, encoded=encoded).items():
         summary.views[name] = str(path)
     return summary
 

@@ -37,6 +37,7 @@ from typing import Any
 import pyarrow as pa
 
 from freezeframe.contracts.schemas import TABLES, VIEWS
+from freezeframe.dissect.compact import leads
 from freezeframe.dissect.kernels import CumulativeOptions, SortOptions, call, cast
 
 TOLERANCE_NS = 5 * 1_000_000_000  # clock skew plus capture delay plus retransmission timeouts between two vantages
@@ -183,10 +184,14 @@ class Combined:
     """An incident's views, and for each node's conn_id the conn_id of the row that reports its conversation.
 
     `mapped` None: each connection row is its own conversation (one observer), so every conn_id maps to itself;
-    `conn_ids` builds that identity map only when asked (a local `dissect --out` never asks: 50 ms of 60 k rows)."""
+    `conn_ids` builds that identity map only when asked (a local `dissect --out` never asks: 50 ms of 60 k rows).
+    `unchanged`: the views that are one table's rows as they came, in its order, with the observation columns after
+    them (one observer, one part, neither sorted nor folded), so a writer may copy that part's encoded columns
+    (`views.write_local_views`)."""
 
     tables: dict[str, pa.Table]
     mapped: dict[tuple[str, str], str] | None
+    unchanged: frozenset[str] = frozenset()
 
     @property
     def conn_ids(self) -> dict[tuple[str, str], str]:
@@ -284,6 +289,7 @@ def _one_observer(per_node: Mapping[str, Mapping[str, pa.Table]], tolerance_ns: 
         if len(seen) > 1:
             return None
     tables = {}
+    unchanged = set()
     for name, schema in VIEWS.items():
         found = parts.get(name, [])
         rows = sum(table.num_rows for table, _node in found)
@@ -332,9 +338,11 @@ def _one_observer(per_node: Mapping[str, Mapping[str, pa.Table]], tolerance_ns: 
             tables[name] = _fold_one_node(name, view, tolerance_ns)
         elif in_order:
             tables[name] = view
+            if len(found) == 1 and leads(found[0][0].schema, schema):
+                unchanged.add(name)
         else:
             tables[name] = call("take", view, indices)
-    return Combined(tables, None)
+    return Combined(tables, None, frozenset(unchanged))
 
 
 def _counting(count: int, type_: pa.DataType) -> pa.Array:

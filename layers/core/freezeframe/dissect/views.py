@@ -30,7 +30,7 @@ from freezeframe.contracts.keys import (
     view_key,
 )
 from freezeframe.contracts.schemas import TABLES
-from freezeframe.dissect.compact import TARGET_BYTES, empty_parquet, split_parquet
+from freezeframe.dissect.compact import TARGET_BYTES, empty_parquet, split_parquet, with_columns
 from freezeframe.dissect.observers import combine
 
 if TYPE_CHECKING:
@@ -59,13 +59,16 @@ def without_moved(part: pa.Table, moved: pa.Array | None) -> pa.Table:
 
 def build_views(incident_id: str, part_keys: Iterable[str], read: Callable[[str], pa.Table | None],
                 moved: Mapping[str, pa.Array] | None = None, tables: Iterable[str] | None = None,
-                day: str | None = None) -> dict[str, tuple[str, pa.Table]]:
+                day: str | None = None, copied: dict[str, str] | None = None) -> dict[str, tuple[str, pa.Table]]:
     """table -> (view key, view) from the incident's part keys (`read` gives None for a missing part); empty when it
     has no parts. `moved`: per node, the conn_ids whose rows in its chunk parts the merge folded into its part
     (dissect.fanout); those rows are left out. `tables`: only these views (their parts alone are read); `day`: the
-    views' day (default: the earliest of the parts read)."""
+    views' day (default: the earliest of the parts read). `copied`, when given, is filled with table -> part key for
+    each view that is that one part's rows as read, in its order, with the observation columns after them
+    (`observers.Combined.unchanged`): a writer may copy the part's encoded columns (`compact.with_columns`)."""
     wanted = set(TABLES if tables is None else tables)
     pieces: dict[str, dict[str, list[pa.Table]]] = {}
+    keys: dict[str, list[str]] = {}
     days = []
     for key in sorted(set(part_keys)):
         parsed = parse_table_part_key(key)
@@ -77,6 +80,7 @@ def build_views(incident_id: str, part_keys: Iterable[str], read: Callable[[str]
             part = without_moved(part, moved[node])
         if part is not None:
             pieces.setdefault(node, {}).setdefault(table, []).append(part)
+            keys.setdefault(table, []).append(key)
             days.append(part_day)
     if not pieces:
         return {}
@@ -84,8 +88,10 @@ def build_views(incident_id: str, part_keys: Iterable[str], read: Callable[[str]
     per_node = {node: {table: parts[0] if len(parts) == 1 else _merged(table, parts) for table, parts in tables.items()}
                 for node, tables in pieces.items()}
     day = day or min(days)  # one day per incident in the stack (its window start); locally the earliest node's
-    views = combine(per_node).tables
-    return {name: (view_key(name, day, incident_id), table) for name, table in views.items()
+    combined = combine(per_node)
+    if copied is not None:
+        copied.update({name: keys[name][0] for name in combined.unchanged if len(keys.get(name, ())) == 1})
+    return {name: (view_key(name, day, incident_id), table) for name, table in combined.tables.items()
             if tables is None or name in wanted}
 
 
@@ -135,11 +141,15 @@ def write_incident_views(bucket: str, s3: ObjectStore, incident_id: str, part_ke
 
 
 def write_local_views(root: Path, incident_id: str, target_bytes: int = TARGET_BYTES,
-                      fresh: Mapping[str, pa.Table] | None = None) -> dict[str, Path]:
+                      fresh: Mapping[str, pa.Table] | None = None,
+                      encoded: Mapping[str, bytes] | None = None) -> dict[str, Path]:
     """The incident's views under a local directory laid out like the bucket, from every node's parts there (each
     split into files of about ``target_bytes``); the first file of each view. ``fresh``: part key -> the table just
-    written there, used instead of reading the file back."""
+    written there, used instead of reading the file back; ``encoded``: part key -> those bytes
+    (``compact.parquet_bytes``): a view that is one such part with the observation columns is written by copying
+    the part's columns rather than encoding them again (``compact.with_columns``: a one-node `dissect --out`)."""
     known = fresh or {}
+    copied: dict[str, str] = {}
     keys = [path.relative_to(root).as_posix() for path in (root / TABLES_ROOT).glob(
         f"*/dt=*/incident_id={incident_id}/*.parquet")]
     written = {}
@@ -149,8 +159,12 @@ def write_local_views(root: Path, incident_id: str, target_bytes: int = TARGET_B
     def read(key: str) -> pa.Table:
         return known[key] if key in known else pq.read_table(root / key)
 
-    for name, (key, table) in build_views(incident_id, keys, read).items():
-        files = split_parquet(table, target_bytes)
+    for name, (key, table) in build_views(incident_id, keys, read, copied=copied).items():
+        source = copied.get(name)
+        whole = None
+        if source is not None and source in known and source in (encoded or {}):
+            whole = with_columns(encoded[source], known[source].schema, table)  # type: ignore[index]
+        files = [whole] if whole is not None and len(whole) < target_bytes else split_parquet(table, target_bytes)
         for file_key, body in zip(_numbered(key, len(files)), files, strict=True):
             target = root / file_key
             target.parent.mkdir(parents=True, exist_ok=True)
