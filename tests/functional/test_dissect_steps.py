@@ -6,12 +6,14 @@ capture's tshark conversations and the manifest's own sha256s, never from the st
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from freezeframe.adapters import s3 as s3io
+from freezeframe.contracts.documents import DissectStatus
 from freezeframe.contracts.errors import SegmentCorruptError
 from freezeframe.contracts.keys import dissect_status_key
 from freezeframe.contracts.models import SegmentRecord
@@ -118,3 +120,17 @@ def test_one_pass_and_parallel_time_chunks_write_the_conversations_tshark_sees(f
     status = s3io.get_json(store, config.evidence_bucket, dissect_status_key(INCIDENT, node))
     assert (status["state"], status["tables"], status["stats"]["chunks"]) == ("done", chunked.tables,
                                                                               chunked.stats["chunks"])
+    # Which engine made the tables is part of the record: the compiled core when it is installed (the default).
+    engine = "native" if importlib.util.find_spec("freezeframe_native") else "python"
+    assert whole.engine == chunked.engine == status["engine"] == DissectStatus.from_dict(status).engine == engine
+
+
+def test_the_status_records_the_reference_engine_when_it_made_the_tables(
+        frozen: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    harness, _records = frozen
+    config, store, node = harness.settings, harness.store, harness.settings.node_name
+    monkeypatch.setenv("FREEZEFRAME_DISSECT_ENGINE", "python")
+    report = job.dissect_node(config, store, INCIDENT, node, force=True)
+    status = s3io.get_json(store, config.evidence_bucket, dissect_status_key(INCIDENT, node))
+    assert report.engine == status["engine"] == "python"
+    assert job.DissectReport.from_status(status).engine == "python"  # a skipped pass reports the tables' engine

@@ -5,6 +5,7 @@ read them)."""
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import pytest
@@ -44,6 +45,8 @@ def test_the_merge_in_groups_of_one_chunk_writes_the_same_node_tables_as_one_gro
     monkeypatch.setattr(fanout, "GROUP_ROWS", 10**12)
     whole, status = _merged_tables(harness, config, node)
     assert status["stats"]["merge_groups"] == 1
+    # Each chunk task records its engine; the node's status records theirs (the default: the compiled core if any).
+    assert status["engine"] == ("native" if importlib.util.find_spec("freezeframe_native") else "python")
     assert status["stats"]["chunk_rows_merged"] > 0  # connections do cross the chunk edges
     assert whole["dns"] and whole["connections"]
     # The same pass again (its status withdrawn), every chunk its own group.

@@ -108,6 +108,23 @@ def test_summary_records_each_input_hash_and_a_rerun_overwrites(tmp_path: Path) 
     assert not [path for path in out.rglob("*") if "partial" in path.name]
 
 
+@pytest.mark.parametrize("engine", ["native", "python"])
+def test_the_summary_names_the_engine_that_made_the_tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           engine: str) -> None:
+    if engine == "native":
+        pytest.importorskip("freezeframe_native")
+    monkeypatch.setenv("FREEZEFRAME_DISSECT_ENGINE", engine)
+    out = tmp_path / "out"
+    assert main(["dissect", str(SAMPLE), "--out", str(out), "--node", "node-7"]) == 0
+    summary = json.loads((out / "incidents" / "local" / "dissect" / "node-7.json").read_text())
+    assert summary["engine"] == engine
+    # time chunks in worker processes, each on the engine the variable names, merged
+    chunked = tmp_path / "chunked"
+    assert main(["dissect", str(SAMPLE), "--out", str(chunked), "--node", "node-7", "--chunk-seconds", "5"]) == 0
+    summary = json.loads((chunked / "incidents" / "local" / "dissect" / "node-7.json").read_text())
+    assert (summary["engine"], summary["stats"]["chunks"] > 1) == (engine, True)
+
+
 def test_a_file_that_is_not_a_capture_is_reported_and_the_others_dissected(tmp_path: Path) -> None:
     junk = tmp_path / "notes.txt"
     junk.write_bytes(b"not a capture at all\n")

@@ -90,3 +90,12 @@ def test_the_built_core_loads_and_is_the_default(fresh_choice: None) -> None:
     module = choice.extension()
     assert module is not None and module.__name__ == "freezeframe_native"
     assert choice.selected() == "native"
+
+
+@pytest.mark.parametrize("engines, expected", [(["native", "native"], "native"), (["python"], "python"),
+                                               (["native", "python", "native"], "mixed"), ([], ""),
+                                               (["", "native"], "native")])
+def test_a_result_made_of_chunks_names_their_engine_or_mixed(engines: list[str], expected: str) -> None:
+    from freezeframe.dissect.engine import mixed_engine
+
+    assert mixed_engine(engines) == expected

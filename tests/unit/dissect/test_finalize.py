@@ -80,6 +80,12 @@ def test_a_node_is_done_only_when_the_fan_out_and_its_status_agree(outcome: Node
     assert (line["error"] is None) == (state == DONE)
 
 
+def test_a_nodes_line_names_the_engine_its_status_records() -> None:
+    status = {**_status("done", {"dns": 1}), "engine": "native"}
+    assert node_summary("n", NodeOutcome("n", DONE), status)["engine"] == "native"
+    assert "engine" not in node_summary("n", NodeOutcome("n", DONE), _status("done", {"dns": 1}))  # an older status
+
+
 def test_summary_counts_rows_of_clean_nodes_and_names_every_partition() -> None:
     parts_a = {"connections": f"tables/connections/dt=2026-11-21/incident_id={INCIDENT}/node-a.parquet",
                "dns": f"tables/dns/dt=2026-11-21/incident_id={INCIDENT}/node-a.parquet"}

@@ -340,6 +340,12 @@ class DissectStatus:
     def unverified_segments(self) -> list[Mapping[str, Any]]:
         return list(self.extra.get("unverified_segments") or [])
 
+    @property
+    def engine(self) -> str:
+        """Which engine made the tables: "native" (the compiled core), "python" (the reference engine), "mixed" (time
+        chunks on both); "" in a status written before it was recorded."""
+        return str(self.extra.get("engine") or "")
+
     def to_dict(self) -> dict[str, Any]:
         return _drop({"schema": self.SCHEMA, "incident_id": self.incident_id, "node": self.node, "state": self.state,
                       "segments": self.segments, "tables": dict(self.tables), "parts": dict(self.parts),

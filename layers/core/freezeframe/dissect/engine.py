@@ -8,7 +8,7 @@ reference trackers nor the S3 job: their imports were a tenth of a CPU-second of
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -51,6 +51,15 @@ class EngineResult:
     payload_segments: dict[str, int] = field(default_factory=dict)  # per TCP conn_id, for merging time chunks
     # per TCP conn_id of a warmed chunk: payload segments, RTT samples, RTT sum and jitter sum (dissect.warmup)
     extras: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
+    # Which engine made the tables: "native" (the compiled core), "python" (the reference), or "mixed" for time
+    # chunks that ran on both (`mixed_engine`); the dissect status records it.
+    engine: str = ""
+
+
+def mixed_engine(engines: Iterable[str]) -> str:
+    """The engine of a result put together from several: theirs when they agree, else "mixed"."""
+    found = {engine for engine in engines if engine}
+    return found.pop() if len(found) == 1 else ("mixed" if found else "")
 
 
 def dissect_segments(node: str, segments: Sequence[SegmentSource], chunk: Chunk | None = None,
@@ -66,10 +75,13 @@ def dissect_segments(node: str, segments: Sequence[SegmentSource], chunk: Chunk 
 
     if (engine or native.selected()) == "native":
         result: EngineResult = native.dissect_segments(node, segments, chunk)
+        result.engine = "native"
         return result
     from freezeframe.dissect import job  # noqa: PLC0415 - the reference engine, loaded only when it runs
 
-    return job.reference_segments(node, segments, chunk)
+    result = job.reference_segments(node, segments, chunk)
+    result.engine = "python"
+    return result
 
 
 def owns_segment(chunk: Chunk | None, ref: SegmentRef) -> bool:

@@ -102,6 +102,7 @@ from freezeframe.dissect.chunks import (
 )
 from freezeframe.dissect.compact import write_options
 from freezeframe.dissect.crosslayer import CLUSTER_PART, ServiceTimeline, cluster_tables, node_tables, service_flows
+from freezeframe.dissect.engine import mixed_engine
 from freezeframe.dissect.enrich import IpTimeline, enrich
 from freezeframe.dissect.foldshard import fold_locally
 from freezeframe.dissect.job import (
@@ -283,7 +284,7 @@ def dissect_chunk(settings: Settings, s3: ObjectStore, item: Mapping[str, Any]) 
               "state": "failed" if corrupt else "done", "segments": len(chunk_entries), "parts": parts,
               "chunk_parts": chunk_parts, "body_rows": {name: table.num_rows for name, table in body.items()},
               "edge_rows": edge["connections"].num_rows,
-              "stats": result.stats, "corrupt_segments": corrupt,
+              "stats": result.stats, "engine": result.engine, "corrupt_segments": corrupt,
               "problems": [_problem_dict(row) for row in result.problems.rows],
               "seconds": round(time.monotonic() - started, 3),
               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
@@ -378,6 +379,7 @@ def merge_connections_step(settings: Settings, s3: ObjectStore, incident_id: str
     problems: list[dict[str, Any]] = []
     corrupt: list[dict[str, Any]] = []
     stats: dict[str, int] = {}
+    engines: set[str] = set()
     holes: list[dict[str, Any]] = []
     for planned_chunk in planned:
         status = _status(settings, s3, chunk_status_key(incident_id, node, planned_chunk.index))
@@ -400,6 +402,7 @@ def merge_connections_step(settings: Settings, s3: ObjectStore, incident_id: str
         problems += list(status.get("problems", []))
         for key, value in status.get("stats", {}).items():
             stats[key] = stats.get(key, 0) + value
+        engines.add(str(status.get("engine", "")))
         entries.append(_chunk_entry(planned_chunk, status))
     pairs = edge_pairs([{"connections": part} for part in parts], udp.pairs())
     moved_chunks: list[pa.Array] = []
@@ -440,7 +443,8 @@ def merge_connections_step(settings: Settings, s3: ObjectStore, incident_id: str
     state = {"schema": MERGE_SCHEMA, "incident_id": incident_id, "node": node, "inputs_digest": inputs.digest,
              "run": uuid.uuid4().hex, "chunks": entries, "groups": groups, "holes": holes,
              "corrupt_segments": corrupt, "problems": problems,
-             "stats": stats, "planned": len(planned), "merged_rows": merged_rows, "pulled": pulled,
+             "stats": stats, "engine": mixed_engine(engines), "planned": len(planned), "merged_rows": merged_rows,
+             "pulled": pulled,
              "edge_rows": sum(part.num_rows for part in parts), "moved_service_flows": moved_flows}
     s3io.put_json(s3, bucket, f"{prefix}state.json", state)
     return {"node": node, "groups": list(range(len(groups)))}
@@ -582,6 +586,7 @@ def merge_node(settings: Settings, s3: ObjectStore, incident_id: str, node: str)
                            unverified_segments=[{"key": u.key, "version_id": u.version_id, "reason": u.reason}
                                                 for u in inputs.unverified])
     report.corrupt_segments += list(state["corrupt_segments"])
+    report.engine = str(state.get("engine", ""))
     holes = list(state["holes"])
     problems = SegmentProblems(node, [_problem_row(raw) for raw in state["problems"]])
     stats = dict(state["stats"])

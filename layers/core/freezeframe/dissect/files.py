@@ -72,12 +72,14 @@ class FilesResult:
     files: dict[str, str] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=dict)
     views: dict[str, str] = field(default_factory=dict)  # table -> the incident's view file, which SQL reads
+    engine: str = ""  # which engine made the tables (EngineResult.engine)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SUMMARY_SCHEMA, "node": self.node, "out": self.out,
                 "inputs": [{"path": i.path, "size": i.size, "sha256": i.sha256, "first_ts_ns": i.first_ts_ns}
                            for i in self.inputs],
                 "tables": self.tables, "files": self.files, "stats": self.stats, "views": self.views,
+                "engine": self.engine,
                 "finished_at": iso(datetime.now(UTC))}
 
 
@@ -231,6 +233,7 @@ def dissect_files(paths: list[Path], out: Path, node: str = "local", k8s: Path |
     cluster = cluster_tables(records)
     summary = FilesResult(node, str(out), [info for info, _path in ordered])
     summary.stats = {**result.stats, **result.problems.totals()}
+    summary.engine = result.engine
     staged: list[tuple[Path, Path]] = []
     fresh: dict[str, pa.Table] = {}
     encoded: dict[str, bytes] = {}

@@ -149,6 +149,8 @@ def node_summary(node: str, outcome: NodeOutcome | None, status: Mapping[str, An
             "tables": dict(status.get("tables", {})), "corrupt_segments": len(status.get("corrupt_segments", []))}
     if status.get("holes"):
         line["holes"] = list(status["holes"])
+    if status.get("engine"):
+        line["engine"] = str(status["engine"])  # which engine made the node's tables (native, python, mixed)
     return line
 
 

@@ -59,7 +59,7 @@ from freezeframe.dissect.chunks import (
 from freezeframe.dissect.compact import parquet_bytes
 from freezeframe.dissect.connections import ConnectionTracker, collector_paused
 from freezeframe.dissect.crosslayer import CLUSTER_PART, cluster_tables, node_tables
-from freezeframe.dissect.engine import EngineResult, SegmentSource, dissect_segments, owns_segment
+from freezeframe.dissect.engine import EngineResult, SegmentSource, dissect_segments, mixed_engine, owns_segment
 from freezeframe.dissect.enrich import IpTimeline, enrich
 from freezeframe.dissect.node_state import frozen_documents
 from freezeframe.dissect.plan import SegmentSpan, plan_node
@@ -87,6 +87,7 @@ class DissectReport:
     # Locked but unverified segments of this node, left out of the tables (one dissect_errors row each).
     unverified_segments: list[dict[str, str]] = field(default_factory=list)
     skipped: bool = False  # True when this pass found the same inputs as the last and kept its tables
+    engine: str = ""  # which engine made the tables (EngineResult.engine)
 
     @property
     def state(self) -> str:
@@ -96,7 +97,8 @@ class DissectReport:
         return {"schema": STATUS_SCHEMA, "incident_id": self.incident_id, "node": self.node, "state": self.state,
                 "segments": self.segments, "tables": self.tables, "parts": self.parts,
                 "corrupt_segments": self.corrupt_segments, "stats": self.stats, "finished_at": iso(datetime.now(UTC)),
-                "inputs_digest": self.inputs_digest, "unverified_segments": self.unverified_segments}
+                "inputs_digest": self.inputs_digest, "unverified_segments": self.unverified_segments,
+                "engine": self.engine}
 
     @classmethod
     def from_status(cls, status: dict[str, Any]) -> DissectReport:
@@ -105,7 +107,8 @@ class DissectReport:
                    segments=int(status.get("segments", 0)), tables=dict(status.get("tables", {})),
                    parts=dict(status.get("parts", {})), corrupt_segments=list(status.get("corrupt_segments", [])),
                    stats=dict(status.get("stats", {})), inputs_digest=str(status.get("inputs_digest", "")),
-                   unverified_segments=list(status.get("unverified_segments", [])), skipped=True)
+                   unverified_segments=list(status.get("unverified_segments", [])), skipped=True,
+                   engine=str(status.get("engine", "")))
 
 
 def verify_segment(stored: bytes, entry: ManifestEntry) -> None:
@@ -250,7 +253,7 @@ def merge_chunk_results(node: str, chunks: Sequence[Chunk], results: Sequence[En
     stats["chunk_rows_merged"] = merged.merged_rows
     stats["chunk_edge_rows"] = edge_rows
     stats["chunk_rows_pulled"] = pulled
-    return EngineResult(tables, problems, stats, corrupt)
+    return EngineResult(tables, problems, stats, corrupt, engine=mixed_engine(result.engine for result in results))
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,6 +332,7 @@ def dissect_node(settings: Settings, s3: ObjectStore, incident_id: str, node: st
                                                 for u in plan.unverified])
     result = run_engine(s3, plan, workers)
     report.segments = len(plan.entries) - len(result.corrupt)
+    report.engine = result.engine
     tables, cluster = add_evidence(s3, plan, inputs.manifest, result, report)
     write_parts(settings, s3, plan, tables, cluster, report)
     write_status(settings, s3, report)
