@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from freezeframe.contracts.keys import view_file_number
 from freezeframe.contracts.schemas import TABLES, VIEWS
 from freezeframe.dissect import compact, views
 from freezeframe.dissect.files import dissect_files
@@ -139,3 +140,20 @@ def test_splice_refuses_files_that_do_not_line_up(left: bytes | str, message: st
     body = {"truncated": good[:-9], "same": good}.get(left, left) if isinstance(left, str) else left
     with pytest.raises(ValueError, match=message):
         native.splice_parquet(body, good if left == "same" else other.getvalue(), [])
+
+
+def test_a_view_past_the_target_size_is_split_as_before_not_copied(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(compact, "ROW_GROUP_ROWS", 3)  # so the sample's 21 connections can make several files
+    out = tmp_path / "out"
+    _dissect(out, monkeypatch, copy=True)
+    whole = pq.read_table(_only(out, "views", "connections"))
+    keys = [path.relative_to(out).as_posix() for path in out.glob("tables/*/dt=*/incident_id=inc-1/*.parquet")]
+    fresh = {key: pq.read_table(out / key) for key in keys}
+    encoded = {key: (out / key).read_bytes() for key in keys}  # the parts as dissect_files wrote them
+    part_bytes = len(encoded[next(key for key in keys if key.startswith("tables/connections/"))])
+    views.write_local_views(out, "inc-1", target_bytes=part_bytes // 3, fresh=fresh, encoded=encoded)
+    files = sorted(out.glob("views/connections/dt=*/incident_id=inc-1/*.parquet"),
+                   key=lambda path: view_file_number(path.name) or 0)
+    assert len(files) > 1
+    assert pa.concat_tables([pq.read_table(path) for path in files]).equals(whole)

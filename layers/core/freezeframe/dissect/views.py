@@ -160,10 +160,11 @@ def write_local_views(root: Path, incident_id: str, target_bytes: int = TARGET_B
         return known[key] if key in known else pq.read_table(root / key)
 
     for name, (key, table) in build_views(incident_id, keys, read, copied=copied).items():
-        source = copied.get(name)
+        source = copied.get(name, "")
         whole = None
-        if source is not None and source in known and source in (encoded or {}):
-            whole = with_columns(encoded[source], known[source].schema, table)  # type: ignore[index]
+        part = (encoded or {}).get(source)
+        if part is not None and source in known and len(part) < target_bytes:  # (a larger view is split below)
+            whole = with_columns(part, known[source].schema, table)
         files = [whole] if whole is not None and len(whole) < target_bytes else split_parquet(table, target_bytes)
         for file_key, body in zip(_numbered(key, len(files)), files, strict=True):
             target = root / file_key
