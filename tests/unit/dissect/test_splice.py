@@ -157,3 +157,19 @@ def test_a_view_past_the_target_size_is_split_as_before_not_copied(tmp_path: Pat
                    key=lambda path: view_file_number(path.name) or 0)
     assert len(files) > 1
     assert pa.concat_tables([pq.read_table(path) for path in files]).equals(whole)
+
+
+def test_a_part_whose_moved_rows_are_left_out_is_never_marked_for_copying(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from freezeframe.contracts.keys import table_chunk_part_key
+
+    dns = _tables(tmp_path, monkeypatch)["dns"]
+    key = table_chunk_part_key("dns", 1_767_225_600 * 10**9, "inc-1", "node-a", 0)
+
+    def copied_with(moved: dict[str, pa.Array] | None) -> dict[str, str]:
+        copied: dict[str, str] = {}
+        views.build_views("inc-1", [key], lambda _key: dns, moved=moved, tables=["dns"], copied=copied)
+        return copied
+
+    assert copied_with(None) == {"dns": key}
+    assert copied_with({"node-a": dns.column("conn_id").combine_chunks().slice(0, 1)}) == {}

@@ -78,6 +78,7 @@ def build_views(incident_id: str, part_keys: Iterable[str], read: Callable[[str]
         part = read(key)
         if part is not None and moved and node in moved and is_chunk_part_key(key):
             part = without_moved(part, moved[node])
+            keys.setdefault(table, []).append("")  # rows left out: no longer the file's rows, never copied
         if part is not None:
             pieces.setdefault(node, {}).setdefault(table, []).append(part)
             keys.setdefault(table, []).append(key)
