@@ -128,6 +128,22 @@ def test_with_columns_declines_what_it_cannot_copy(tmp_path: Path, monkeypatch: 
     assert compact.with_columns(encoded, part.schema, view) is None  # no compiled core: the view is encoded
 
 
+def test_a_panic_in_the_core_while_copying_is_a_warning_and_the_view_is_encoded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    parts = _tables(tmp_path, monkeypatch)
+    view = combine({"node-a": parts}).tables["dns"]
+
+    class Panicking:
+        @staticmethod
+        def splice_parquet(*_args: object) -> bytes:
+            raise RuntimeError("freezeframe_native: splice_parquet panicked")  # what guarded() raises on a panic
+
+    monkeypatch.setattr("freezeframe.dissect.choice.extension", lambda: Panicking)
+    with caplog.at_level("WARNING", logger="freezeframe.dissect.compact"):
+        assert compact.with_columns(compact.parquet_bytes(parts["dns"]), parts["dns"].schema, view) is None
+    assert [record.reason for record in caplog.records] == ["freezeframe_native: splice_parquet panicked"]
+
+
 @pytest.mark.parametrize("left, message", [(b"", "not a Parquet file"), (b"PAR1 junk", "not a Parquet file"),
                                            ("truncated", "not a Parquet file"), ("same", "in both files")])
 def test_splice_refuses_files_that_do_not_line_up(left: bytes | str, message: str) -> None:

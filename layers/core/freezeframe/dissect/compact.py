@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import functools
 import io
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+logger = logging.getLogger(__name__)
 
 TARGET_BYTES = 128 * 2**20
 ROW_GROUP_ROWS = 128 * 1024
@@ -79,6 +82,10 @@ def with_columns(part: bytes, part_schema: pa.Schema, view: pa.Table) -> bytes |
     try:
         spliced: bytes = native.splice_parquet(part, parquet_bytes(extra), _key_value(view.schema))
     except ValueError:  # not parquet_bytes' row groups (another writer's part): encode the view instead
+        return None
+    except RuntimeError as exc:  # a panic in the core, turned into an exception: the view is still written, encoded
+        logger.warning("the compiled core could not copy a part's columns; the view is encoded instead",
+                       extra={"table": (view.schema.metadata or {}).get(b"table", b"").decode(), "reason": str(exc)})
         return None
     return spliced
 
