@@ -13,6 +13,9 @@ process, peak RSS from its rusage):
   compiled core (FREEZEFRAME_DISSECT_ENGINE=native);
 - tshark: ``tshark -T fields`` with the fields equivalent to the tables (TCP expert analysis included);
 - floor: a bare compiled walk over the records (freezeframe_native.walk);
+- hash: the custody hash alone (SHA-256 of every segment, mapped, as the command computes it; a dissection job checks
+  each segment against the manifest's sha256 the same way), to show its share: it costs per byte, where tshark's time
+  goes per packet, so a capture with more bytes a packet leaves the command less room;
 - python (first round only, unless --python-rounds): the reference engine, for context.
 
 Prints packets per CPU-second, the ratio to tshark, the fraction of the floor and the peak RSS (with the bound
@@ -124,6 +127,17 @@ def child_walk(paths: list[str]) -> None:
     print(json.dumps({"packets": packets, "cpu_inner": time.process_time() - started}))
 
 
+def child_hash(paths: list[str]) -> None:
+    """The custody hash alone, as the command takes it: SHA-256 of every segment, mapped (capture.mapped)."""
+    from freezeframe.capture.mapped import MappedFile  # noqa: PLC0415
+
+    started = time.process_time()
+    for path in paths:
+        with MappedFile(Path(path)) as mapped:
+            mapped.sha256.hexdigest()
+    print(json.dumps({"cpu_inner": time.process_time() - started}))
+
+
 def child_engine(paths: list[str]) -> None:
     """The dissection engine alone, as a job runs it on its segments: read them, every table as Arrow. With the
     process settings a job runs with (the template's Globals, `config.PROCESS_DEFAULTS`), set before pyarrow and the
@@ -164,7 +178,7 @@ def measure(kind: str, paths: list[Path]) -> dict[str, Any]:
         return {**found, "packets": summary["stats"]["packets"], "tables": summary["tables"]}
     if kind == "engine":
         env["FREEZEFRAME_DISSECT_ENGINE"] = "native"
-    found = _child_rusage([*me, "--child", kind if kind == "engine" else "walk", *names], env=env,
+    found = _child_rusage([*me, "--child", "walk" if kind == "floor" else kind, *names], env=env,
                           stdout=subprocess.PIPE)
     return {**found, **json.loads(found.pop("out").decode().strip().splitlines()[-1])}
 
@@ -180,7 +194,7 @@ def compile_sources(paths: list[Path]) -> None:
     """A first run of each kind of child on the smallest segment, which writes the bytecode of every module they
     import into `PYCACHE` (where alone Python looks for it once PYTHONPYCACHEPREFIX is set)."""
     smallest = [min(paths, key=lambda p: p.stat().st_size)]
-    for kind in ("walk", "engine", "native", "python"):
+    for kind in ("floor", "hash", "engine", "native", "python"):
         measure(kind, smallest)
 
 
@@ -200,7 +214,7 @@ def main() -> int:
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        {"walk": child_walk, "engine": child_engine}[args.child[0]](args.child[1:])
+        {"walk": child_walk, "engine": child_engine, "hash": child_hash}[args.child[0]](args.child[1:])
         return 0
     if args.segments and (args.seed is not None or args.weights or args.rebuild):
         parser.error("--segments measures the files given: --seed, --weights and --rebuild make a capture instead")
@@ -214,9 +228,10 @@ def main() -> int:
     compile_sources(paths)
     largest_mb = max(p.stat().st_size for p in paths) / 1e6
     total_mb = sum(p.stat().st_size for p in paths) / 1e6
-    results: dict[str, list[dict[str, Any]]] = {"floor": [], "engine": [], "native": [], "tshark": [], "python": []}
+    results: dict[str, list[dict[str, Any]]] = {"floor": [], "hash": [], "engine": [], "native": [], "tshark": [],
+                                                "python": []}
     for round_ in range(args.rounds):
-        for kind in ("floor", "engine", "native", "tshark", "python"):
+        for kind in ("floor", "hash", "engine", "native", "tshark", "python"):
             if kind == "python" and round_ >= args.python_rounds:
                 continue
             results[kind].append(measure(kind, paths))
@@ -228,6 +243,7 @@ def main() -> int:
               for kind, runs in results.items() if runs}
     rate = {kind: packets / values["cpu"] for kind, values in median.items()}
     inner = statistics.median(r["cpu_inner"] for r in results["engine"])
+    hashing = statistics.median(r["cpu_inner"] for r in results["hash"])
     bound = 2 * largest_mb + 200
     what = "the given capture" if args.segments else "real kernel traffic"
     print(f"capture: {packets:,} packets of {what} in {len(paths)} segments, {total_mb:.0f} MB "
@@ -243,6 +259,11 @@ def main() -> int:
     print(f"engine (dissect_segments: read the segments, every table as Arrow; in-process CPU): "
           f"{packets / inner:,.0f} packets/CPU-s, {packets / inner / rate['tshark']:.1f}x tshark; the engine process "
           f"incl. interpreter start and imports: {rate['engine'] / rate['tshark']:.1f}x")
+    share = hashing / median["native"]["cpu"]
+    print(f"custody hash (SHA-256 of the {total_mb:.0f} MB of inputs, {total_mb * 1e6 / packets:.0f} bytes a packet, "
+          f"which the command and a dissection job must compute): {hashing:.2f} CPU-s in-process, "
+          f"{total_mb / 1e3 / max(hashing, 1e-9):.2f} GB/s, {share:.0%} of the command's CPU; it grows with the bytes, "
+          f"tshark's time with the packets")
     if "python" in rate:
         print(f"python reference engine: {rate['python'] / rate['tshark']:.1f}x tshark; native is "
               f"{rate['native'] / rate['python']:.1f}x the reference")
