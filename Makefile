@@ -2,6 +2,10 @@
 .PHONY: demo test test-functional lint bench bench-freeze bench-agent bench-fuzz bench-fuzz-ci bench-dissect \
 	bench-webhook-fuzz bench-native bench-native-fuzz bench-scale bench-scale-test bench-export
 
+# .ci/setup installs Rust with rustup into ~/.cargo/bin when cargo is missing; its PATH change stays in its own process,
+# so the tests (the layer builds, the core's own Rust tests) find cargo through this one.
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
 demo:
 	.ci/setup demo
 	.venv/bin/freezeframe demo
