@@ -10,6 +10,7 @@ for ``--cargo-fuzz-seconds`` each.
 Exits non-zero on the first difference (printing the seed and input), or when a panic reaches Python.
 
 Usage: python -m tests.bench.bench_native_fuzz [--inputs 100000] [--processes 2] [--cargo-fuzz-seconds 120]
+       [--first-seed 1]
 """
 
 from __future__ import annotations
@@ -71,13 +72,16 @@ def main() -> int:
     parser.add_argument("--inputs", type=int, default=100_000)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=20, help="seeds the inputs are spread over")
+    parser.add_argument("--first-seed", type=int, default=1,
+                        help="the first of the seeds (another first seed, other inputs than an earlier run's)")
     parser.add_argument("--cargo-fuzz-seconds", type=int, default=120)
     args = parser.parse_args()
     per_seed = -(-args.inputs // args.seeds)
     started = time.perf_counter()
     total = 0
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
     with ProcessPoolExecutor(max_workers=args.processes) as pool:
-        for count, failures in pool.map(run_seed, range(1, args.seeds + 1), [per_seed] * args.seeds):
+        for count, failures in pool.map(run_seed, seeds, [per_seed] * args.seeds):
             total += count
             print(f"{total:,} inputs compared, {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
             if failures:
