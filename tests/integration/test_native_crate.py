@@ -20,20 +20,13 @@ CRATE = Path(__file__).resolve().parents[2] / "layers" / "native"
 TIMEOUT_S = 900
 
 
-def _cargo() -> str | None:
-    found = shutil.which("cargo")
-    fallback = Path.home() / ".cargo" / "bin" / "cargo"  # where .ci/setup's rustup puts it
-    return found or (str(fallback) if fallback.exists() else None)
-
-
 def test_the_cores_rust_tests_pass() -> None:
-    cargo = _cargo()
+    cargo = shutil.which("cargo")  # `make test` puts rustup's ~/.cargo/bin on PATH (the Makefile)
     if cargo is None:
         pytest.skip("needs cargo (the README's set-up installs it with rustup)")
     written = sum(len(re.findall(r"#\[test\]", path.read_text())) for path in (CRATE / "src").rglob("*.rs"))
     assert written >= 7  # merge.rs, http.rs and store.rs have tests of their own
-    env = {**os.environ, "PATH": f"{Path(cargo).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.setdefault("CARGO_TARGET_DIR", str(cache_dir() / "cargo-target"))
+    env = {"CARGO_TARGET_DIR": str(cache_dir() / "cargo-target"), **os.environ}
     # Without the python feature: the tests link no libpython. --release shares the dependencies the builds compiled.
     run = subprocess.run([sys.executable, str(CRATE / "mirror.py"), str(cache_dir() / "native-src" / "cargo-test"),
                           "--", cargo, "test", "--release", "--no-default-features", "--lib",
